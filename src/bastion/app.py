@@ -1,0 +1,118 @@
+"""The one composition root: builds model, tools, gateway, memory and agent for CLI, API and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.agent.loop import Agent, AgentOptions
+from bastion.config import paths
+from bastion.config.loader import load
+from bastion.config.model import Config
+from bastion.llm.base import Model
+from bastion.llm.messages import ChatSettings
+from bastion.memory.base import ConversationMemory, EphemeralMemory
+from bastion.security.approval import Approver, DenyApprover
+from bastion.security.audit import AuditLog, AuditStage
+from bastion.security.gateway import Environment, Gateway
+from bastion.security.policy import ApprovalStage, PolicyStage
+from bastion.security.redact import Redactor
+from bastion.tools.base import Risk
+from bastion.tools.registry import ToolRegistry, load_entry_point_tools
+
+
+@dataclass
+class App:
+    """Everything one bastion process needs, assembled once."""
+
+    config: Config
+    model: Model
+    registry: ToolRegistry
+    gateway: Gateway
+    audit: AuditLog
+    memory: ConversationMemory
+    approvals: ApprovalStage
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def agent(self) -> Agent:
+        """Return an agent wired to this app's model, gateway and memory."""
+        cfg = self.config
+        options = AgentOptions(
+            system_prompt=cfg.agent.system_prompt,
+            max_steps=cfg.agent.max_steps,
+            settings=ChatSettings(temperature=cfg.model.temperature, max_tokens=cfg.model.max_tokens),
+        )
+        return Agent(self.model, self.gateway, options, self.memory)
+
+    def set_approver(self, approver: Approver) -> None:
+        """Swap who answers approval requests (CLI prompt, API queue, deny)."""
+        self.approvals.approver = approver
+
+    async def aclose(self) -> None:
+        """Release the model and close stores."""
+        await self.model.aclose()
+        self.audit.close()
+
+
+def workspace_dir(config: Config) -> Path:
+    """Return (and create) the tools' workspace root."""
+    ws = config.agent.workspace or paths.home() / "workspace"
+    ws = Path(ws).expanduser().resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    return ws
+
+
+def build_registry(config: Config) -> ToolRegistry:
+    """Return the registry with built-ins and plugin tools (entry points)."""
+    registry = ToolRegistry()
+    load_entry_point_tools(registry)
+    if not len(registry):  # running from a source tree without installed metadata
+        from bastion.tools.builtin import builtin_tools
+
+        for t in builtin_tools():
+            registry.add(t)
+    return registry
+
+
+def build_app(
+    config: Config | None = None,
+    *,
+    model: Model | None = None,
+    approver: Approver | None = None,
+    memory: ConversationMemory | None = None,
+    registry: ToolRegistry | None = None,
+) -> App:
+    """Assemble the app from config; any part can be passed in (tests pass fakes)."""
+    from bastion.llm.factory import create_model
+    from bastion.security.sandbox.factory import create_sandbox
+    from bastion.tools.builtin.web import DirectFetcher
+
+    config = config or load()
+    sec = config.security
+    workspace = workspace_dir(config)
+    sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits)
+    env = Environment(
+        workspace=workspace,
+        sandbox=sandbox,
+        sandbox_problem=problem,
+        http=DirectFetcher(allow_private=sec.allow_private_network),
+    )
+    redactor = Redactor(
+        [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None]
+    )
+    audit = AuditLog(paths.data_dir("audit") / "audit.db", redactor)
+    approvals = ApprovalStage(
+        approver or DenyApprover(), Risk.parse(sec.approval_threshold), sec.approval_timeout_s
+    )
+    registry = registry or build_registry(config)
+    gateway = Gateway(registry, env, [AuditStage(audit), PolicyStage(sec.tools), approvals])
+    return App(
+        config=config,
+        model=model or create_model(config.model),
+        registry=registry,
+        gateway=gateway,
+        audit=audit,
+        memory=memory or EphemeralMemory(),
+        approvals=approvals,
+        redactor=redactor,
+    )

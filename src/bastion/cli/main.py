@@ -1,0 +1,62 @@
+"""The ``bastion`` command. Each command group lives in its own module with ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from bastion.errors import BastionError
+
+app = typer.Typer(
+    name="bastion",
+    help="bastion: a self-hosted, security-first agent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules; each defines ``register(app: typer.Typer) -> None``. Add one line per module.
+COMMAND_MODULES = [
+    "bastion.cli.core",  # init, doctor, config, ask, chat, serve
+]
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a module not written yet; the rest still work
+                continue
+            raise
+        module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning bastion errors into one clear line and exit code 1."""
+    _load_commands()
+    try:
+        app(standalone_mode=False)
+    except BastionError as exc:
+        typer.secho(f"error: {exc.user_text()}", err=True, fg="red")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors etc.
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

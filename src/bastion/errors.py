@@ -1,0 +1,85 @@
+"""The one exception tree.
+
+Every error bastion raises on purpose derives from :class:`BastionError`. Each carries a
+one-line ``message`` and, where there is one, a ``fix`` the user can act on. Third-party
+errors are mapped to these at the boundary they enter through. Control-flow signals
+(approval required, retry) are not errors and live where they are used.
+"""
+
+from __future__ import annotations
+
+
+class BastionError(Exception):
+    """Base of all bastion errors: a one-line message plus an optional fix."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def user_text(self) -> str:
+        """Return the one-line text shown to a user (message, then the fix)."""
+        return f"{self.message} (fix: {self.fix})" if self.fix else self.message
+
+
+class ConfigError(BastionError):
+    """The configuration file or a setting is invalid or missing."""
+
+
+class MissingExtraError(BastionError):
+    """An optional feature was used without its extra installed."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package '{module}'",
+            fix=f"pip install 'bastion[{extra}]'",
+        )
+        self.extra = extra
+
+
+class ModelError(BastionError):
+    """A model backend failed (unreachable, unknown model, bad response)."""
+
+
+class ModelOutputError(ModelError):
+    """The model produced output that could not be parsed even after repair."""
+
+
+class ToolError(BastionError):
+    """A tool failed while running; the message goes back to the model."""
+
+
+class ToolNotFoundError(ToolError):
+    """The model asked for a tool that does not exist."""
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments of a tool call did not validate against the tool's schema."""
+
+
+class PolicyDenied(BastionError):
+    """The gateway refused a tool call (policy, approval, sandbox unavailable)."""
+
+
+class SandboxError(BastionError):
+    """A sandbox could not be started or is not available on this machine."""
+
+
+class SecretError(BastionError):
+    """A secret backend failed or a secret reference could not be resolved."""
+
+
+class AuthError(BastionError):
+    """A request carried no token or a wrong one."""
+
+
+class MemoryStoreError(BastionError):
+    """The conversation store or the vector store failed."""
+
+
+class ClusterError(BastionError):
+    """No node could serve a request."""
+
+
+class AudioError(BastionError):
+    """Audio input was invalid or no audio device is available."""

@@ -1,0 +1,35 @@
+"""The ``Model`` seam: every backend (embedded, HTTP, cluster, privacy router) implements it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A chat model that streams events.
+
+    ``chat`` yields :class:`TextDelta` pieces and/or :class:`ToolCallEvent` s, then
+    :class:`Usage` (when known) and exactly one :class:`Finish`. Tool calls are always
+    complete and parsed; a backend that cannot produce valid calls raises
+    :class:`bastion.errors.ModelOutputError` after its own repair attempts.
+    """
+
+    name: str
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        *,
+        settings: ChatSettings | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        """Stream the model's reply to ``messages``, offering ``tools``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources (processes, connections, model memory)."""
+        ...

@@ -1,0 +1,51 @@
+"""The conversation-memory seam the agent uses, and the in-process default (no persistence)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bastion.llm.messages import Message
+
+
+class ConversationMemory(Protocol):
+    """Where a session's messages live and how the model's context is assembled."""
+
+    async def history(self, session_id: str) -> list[Message]:
+        """Return the session's stored messages, oldest first."""
+        ...
+
+    async def append(self, session_id: str, message: Message) -> None:
+        """Store ``message``; on return it is durable (if the backend persists at all)."""
+        ...
+
+    async def build_context(
+        self, session_id: str, system: Message, history: Sequence[Message], query: str
+    ) -> list[Message]:
+        """Return the messages to send to the model (windowed, with retrieved knowledge)."""
+        ...
+
+
+class EphemeralMemory:
+    """Keeps sessions in this process only; the context is the whole history."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, list[Message]] = {}
+
+    async def history(self, session_id: str) -> list[Message]:
+        """Return the session's messages."""
+        return list(self._sessions.get(session_id, []))
+
+    async def append(self, session_id: str, message: Message) -> None:
+        """Keep ``message`` in memory."""
+        self._sessions.setdefault(session_id, []).append(message)
+
+    async def build_context(
+        self, session_id: str, system: Message, history: Sequence[Message], query: str
+    ) -> list[Message]:
+        """Return system prompt + full history."""
+        return [system, *history]
+
+    def clear(self, session_id: str) -> None:
+        """Forget a session."""
+        self._sessions.pop(session_id, None)

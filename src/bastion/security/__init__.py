@@ -1,0 +1,1 @@
+"""The security layer: gateway pipeline, policy, approval, sandbox, audit, redaction."""

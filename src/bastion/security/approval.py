@@ -1,0 +1,53 @@
+"""Human approval: the ``Approver`` seam and the always-available non-interactive one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bastion.tools.base import Risk
+
+
+@dataclass(slots=True)
+class ApprovalRequest:
+    """What a human is asked to approve."""
+
+    tool: str
+    arguments: dict[str, Any]
+    risk: Risk
+    reasons: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    call_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ApprovalDecision:
+    """A human's (or a default's) answer."""
+
+    approved: bool
+    by: str
+    reason: str | None = None
+
+
+class Approver(Protocol):
+    """Decides approval requests; must return a deny on timeout."""
+
+    async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
+        """Return the decision for ``request``."""
+        ...
+
+
+class DenyApprover:
+    """The non-interactive default: nothing risky runs without a human."""
+
+    async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
+        """Deny, saying why."""
+        return ApprovalDecision(False, "default", "no one is available to approve (non-interactive)")
+
+
+class AllowApprover:
+    """Approves everything; for explicit ``--yes`` runs and tests only."""
+
+    async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
+        """Approve."""
+        return ApprovalDecision(True, "auto", "auto-approved (--yes)")

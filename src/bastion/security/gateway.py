@@ -1,0 +1,163 @@
+"""The gateway: the only way a tool runs.
+
+A call passes a pipeline of stages (audit, policy, approval, ... , invoke). Each stage is
+``async def stage(req, next) -> ToolResult``; it may refuse (return a denied result), change
+the request, or wrap ``next``. Higher layers add stages (trust, anomaly) when the app is
+assembled; this module imports nothing above ``tools``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import BastionError, PolicyDenied, ToolArgumentsError
+from bastion.llm.messages import ToolCall
+from bastion.tools.base import HttpFetcher, ProcessRunner, Risk, Tool, ToolContext
+from bastion.tools.registry import ToolRegistry
+
+
+@dataclass(slots=True)
+class CallRequest:
+    """One tool call on its way through the gateway."""
+
+    call: ToolCall
+    tool: Tool
+    session_id: str | None = None
+    actor: str = "agent"
+    risk: Risk = Risk.LOW
+    reasons: list[str] = field(default_factory=list)
+    approved_by: str | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """What came of a call: text for the model plus what the client and audit need."""
+
+    call_id: str
+    name: str
+    ok: bool
+    text: str
+    decision: str = "allowed"  # allowed | denied | error
+    error: str | None = None
+    duration_ms: float = 0.0
+    data: Any = None
+
+    def for_model(self) -> str:
+        """Return the text the model sees (errors are structured so it can recover)."""
+        if self.ok:
+            return self.text
+        return f'{{"error": {_json_str(self.error or self.text)}, "decision": "{self.decision}"}}'
+
+
+def _json_str(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+Next = Callable[[CallRequest], Awaitable[ToolResult]]
+Stage = Callable[[CallRequest, Next], Awaitable[ToolResult]]
+
+
+def denied(req: CallRequest, reason: str) -> ToolResult:
+    """Build the result of a refused call."""
+    return ToolResult(req.call.id, req.call.name, False, reason, decision="denied", error=reason)
+
+
+@dataclass(slots=True)
+class Environment:
+    """What the invoke stage hands tools: workspace, sandbox, egress-bound HTTP."""
+
+    workspace: Path
+    sandbox: ProcessRunner | None = None
+    sandbox_problem: str | None = None  # why the sandbox is unavailable, if it is
+    http: HttpFetcher | None = None
+
+
+class Gateway:
+    """Runs tool calls through the stage pipeline, then invokes the tool."""
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        environment: Environment,
+        stages: Sequence[Stage] = (),
+    ) -> None:
+        self.registry = registry
+        self.environment = environment
+        self.stages: list[Stage] = list(stages)
+
+    def add_stage(self, stage: Stage, *, index: int | None = None) -> None:
+        """Insert a stage (appended before invoke by default)."""
+        if index is None:
+            self.stages.append(stage)
+        else:
+            self.stages.insert(index, stage)
+
+    async def execute(
+        self,
+        call: ToolCall,
+        *,
+        session_id: str | None = None,
+        actor: str = "agent",
+        context: Mapping[str, Any] | None = None,
+    ) -> ToolResult:
+        """Run one call through every stage; never raises for tool or policy failures."""
+        try:
+            tool = self.registry.get(call.name)
+        except BastionError as exc:
+            return ToolResult(call.id, call.name, False, exc.user_text(), "error", exc.user_text())
+        req = CallRequest(call, tool, session_id, actor, tool.risk)
+        if context:
+            req.annotations.update(context)
+        chain: Next = self._invoke
+        for stage in reversed(self.stages):
+            chain = _bind(stage, chain)
+        return await chain(req)
+
+    async def _invoke(self, req: CallRequest) -> ToolResult:
+        env = self.environment
+        start = time.perf_counter()
+        if req.tool.sandboxed and env.sandbox is None:
+            reason = env.sandbox_problem or "no sandbox is available"
+            return denied(req, f"{req.tool.name} refused: {reason}")
+        ctx = ToolContext(
+            workspace=env.workspace,
+            runner=env.sandbox if req.tool.sandboxed else None,
+            http=env.http,
+            secrets=dict(req.secrets),
+            session_id=req.session_id,
+        )
+        try:
+            out = await req.tool(req.call.arguments, ctx)
+        except (ToolArgumentsError, PolicyDenied) as exc:
+            ms = (time.perf_counter() - start) * 1000
+            decision = "denied" if isinstance(exc, PolicyDenied) else "error"
+            return ToolResult(req.call.id, req.call.name, False, exc.user_text(), decision,
+                              exc.user_text(), ms)
+        except BastionError as exc:
+            ms = (time.perf_counter() - start) * 1000
+            return ToolResult(req.call.id, req.call.name, False, exc.user_text(), "error",
+                              exc.user_text(), ms)
+        except Exception as exc:  # a tool bug must not kill the agent; the model sees it
+            ms = (time.perf_counter() - start) * 1000
+            text = f"{type(exc).__name__}: {exc}"
+            return ToolResult(req.call.id, req.call.name, False, text, "error", text, ms)
+        ms = (time.perf_counter() - start) * 1000
+        return ToolResult(
+            req.call.id, req.call.name, not out.is_error, out.text,
+            "allowed", out.text if out.is_error else None, ms, out.data,
+        )
+
+
+def _bind(stage: Stage, nxt: Next) -> Next:
+    async def run(req: CallRequest) -> ToolResult:
+        return await stage(req, nxt)
+
+    return run

@@ -1,0 +1,63 @@
+"""Policy and risk stages: per-tool allow/deny/ask rules and the approval threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bastion.security.approval import ApprovalRequest, Approver
+from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.tools.base import Risk
+
+
+class PolicyStage:
+    """Refuse tools the config denies; mark ``ask`` tools as needing approval."""
+
+    def __init__(self, rules: Mapping[str, str]) -> None:
+        self.rules = dict(rules)
+
+    async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
+        """Apply the rule for the call's tool."""
+        rule = self.rules.get(req.tool.name, self.rules.get("*", "default"))
+        if rule == "deny":
+            return denied(req, f"tool {req.tool.name} is denied by policy (security.tools)")
+        if rule == "ask":
+            req.reasons.append("policy requires approval")
+            req.annotations["needs_approval"] = True
+        if rule == "allow":
+            req.annotations["policy_allow"] = True
+        return await nxt(req)
+
+
+class ApprovalStage:
+    """Ask a human (through the configured :class:`Approver`) at or above the threshold."""
+
+    def __init__(self, approver: Approver, threshold: Risk, timeout_s: float) -> None:
+        self.approver = approver
+        self.threshold = threshold
+        self.timeout_s = timeout_s
+
+    async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
+        """Pass low-risk calls, ask for the rest; a timeout is a deny."""
+        needs = bool(req.annotations.get("needs_approval")) or (
+            req.risk >= self.threshold and not req.annotations.get("policy_allow")
+        )
+        if not needs:
+            return await nxt(req)
+        if req.risk >= self.threshold:
+            req.reasons.append(f"risk {req.risk.name} >= threshold {self.threshold.name}")
+        ask = ApprovalRequest(
+            tool=req.tool.name,
+            arguments=req.call.arguments,
+            risk=req.risk,
+            reasons=list(req.reasons),
+            session_id=req.session_id,
+            call_id=req.call.id,
+        )
+        decision = await self.approver.decide(ask, timeout_s=self.timeout_s)
+        req.annotations["approval"] = {"approved": decision.approved, "by": decision.by,
+                                       "reason": decision.reason}
+        if not decision.approved:
+            why = decision.reason or "not approved"
+            return denied(req, f"{req.tool.name} was not approved: {why}")
+        req.approved_by = decision.by
+        return await nxt(req)

@@ -1,0 +1,51 @@
+"""The sandbox seam: run a command confined to a workspace with limits and a network policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bastion.tools.base import ProcessRunner
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Resource limits for one sandboxed process tree."""
+
+    wall_seconds: float = 30.0
+    cpu_seconds: int = 30
+    memory_mb: int = 512
+    max_processes: int = 64
+    file_size_mb: int = 64
+    output_bytes: int = 64_000
+
+
+@dataclass(slots=True, frozen=True)
+class NetworkPolicy:
+    """What network a sandbox gets: none (default), or an egress allowlist."""
+
+    enabled: bool = False
+    allow_domains: tuple[str, ...] = ()
+    allow_cidrs: tuple[str, ...] = ()
+    allow_ports: tuple[int, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class SandboxSpec:
+    """Everything a backend needs to confine one runner."""
+
+    workspace: Path
+    limits: Limits = field(default_factory=Limits)
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+
+
+class Sandbox(ProcessRunner, Protocol):
+    """A :class:`ProcessRunner` that confines what it runs; ``available`` says if it can."""
+
+    name: str
+
+    @classmethod
+    def available(cls) -> str | None:
+        """Return ``None`` when usable here, else why not (with the install line)."""
+        ...

@@ -1,0 +1,24 @@
+"""Shared fixtures: every test gets its own BASTION_HOME."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(autouse=True)
+def bastion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "bastion-home"
+    home.mkdir()
+    monkeypatch.setenv("BASTION_HOME", str(home))
+    for key in list(os.environ):
+        if key.startswith("BASTION_") and "__" in key:
+            monkeypatch.delenv(key)
+    yield home
