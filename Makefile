@@ -24,7 +24,8 @@ system-deps:
 	bash scripts/system-deps.sh
 
 install-dev: install system-deps
-	$(PIP) install -q -e '.[local,dev]'
+	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp]'
+	bash scripts/test-assets.sh $(BIN)/python
 
 demo: install
 	bash scripts/demo.sh
