@@ -73,6 +73,10 @@ class AuthError(BastionError):
     """A request carried no token or a wrong one."""
 
 
+class NotFoundError(BastionError):
+    """A named thing (a model, a session, a record) does not exist."""
+
+
 class MemoryStoreError(BastionError):
     """The conversation store or the vector store failed."""
 
