@@ -1,0 +1,291 @@
+"""Constrained tool calling in separate steps, shared by every backend without reliable
+native tool calls (the embedded model always; HTTP servers when ``native_tools`` is off).
+
+1. **Choose**: which tool, or none. The model's own preference (scored over the closed set
+   of options, or generated under a ``{"tool": enum}`` schema) is combined with a lexical
+   relevance signal and a calibrated "no tool" threshold, so a tiny model neither ignores
+   obviously relevant tools nor calls unrelated ones.
+2. **Fill**: the chosen tool's arguments, generated under that tool's JSON schema (types,
+   enums, required keys), from a prompt that shows only that tool with its parameter docs.
+3. **Answer**: when no tool is chosen, the reply is streamed as plain text.
+
+A backend supplies three primitives (:class:`Primitives`); everything else lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bastion.errors import ModelOutputError
+from bastion.llm import _relevance
+from bastion.llm._repair import loads_lenient
+from bastion.llm._schema import NO_TOOL, args_schema, choice_schema, describe_tool
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    ModelEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+Plain = list[dict[str, str]]
+
+
+class Primitives(Protocol):
+    """What a backend provides to the constrained tool-calling protocol."""
+
+    async def complete(
+        self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
+    ) -> tuple[str, Usage]:
+        """Return one completion (constrained to ``schema`` if given) and its usage."""
+        ...
+
+    async def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float] | None:
+        """Return the log-probability of each option following ``prefix``, or None."""
+        ...
+
+    def stream(
+        self, messages: Plain, settings: ChatSettings
+    ) -> AsyncIterator[str | Usage | Finish]:
+        """Stream a free-text reply: text pieces, then :class:`Usage` and :class:`Finish`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Knobs of the decision; defaults were calibrated on BFCL's development half."""
+
+    lexical_weight: float = 0.5  # share of the lexical signal in a tool's score
+    none_threshold: float = 0.12  # a tool must beat this combined score to be called
+    optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
+    answer_after_tool: bool = True  # after a tool result, answer unless a new call is clearly needed
+
+
+DEFAULT_POLICY = Policy()
+
+CHOOSE_SYSTEM = (
+    "You are a function-calling router. Available functions:\n{tools}\n"
+    "Pick the one function that does what the user asks, or none if no function fits."
+)
+CHOOSE_PREFIX = "Function: "
+FILL_SYSTEM = (
+    "You call the function below for the user's request. Reply with its arguments as JSON, "
+    "copying values from the request.\n{tool}"
+)
+
+
+def plain_messages(messages: Sequence[Message], *, system_extra: str = "") -> Plain:
+    """Flatten messages to ``role``/``content`` pairs any chat template accepts.
+
+    Assistant tool calls become a JSON line in the assistant's content; tool results become
+    a user message that names the tool. Consecutive messages of one role are merged (some
+    templates insist on alternation).
+    """
+    out: Plain = []
+    for m in messages:
+        role = m.role
+        content = m.content
+        if m.role == "assistant" and m.tool_calls:
+            calls = "\n".join(
+                json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)
+                for c in m.tool_calls
+            )
+            content = f"{content}\n{calls}".strip()
+        elif m.role == "tool":
+            role = "user"
+            content = f"Result of {m.name or 'the tool'}:\n{content}"
+        if role == "system" and system_extra:
+            content = content + system_extra
+            system_extra = ""
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += "\n\n" + content
+        else:
+            out.append({"role": role, "content": content})
+    if system_extra:
+        out.insert(0, {"role": "system", "content": system_extra.strip()})
+    return out
+
+
+def _turn_tail(messages: Sequence[Message]) -> list[Message]:
+    """Return the messages after the last user message (this turn's tool steps)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            return list(messages[i + 1 :])
+    return []
+
+
+def _query(messages: Sequence[Message]) -> str:
+    return _relevance.last_user_text((m.role, m.content) for m in messages)
+
+
+def _softmax(xs: Sequence[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+async def choose(
+    prims: Primitives,
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec],
+    tool_choice: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> tuple[str, Usage]:
+    """Return the chosen tool name (or :data:`NO_TOOL`) and the usage spent deciding."""
+    names = [t.name for t in tools]
+    none_usage = Usage(0, 0)
+    if tool_choice == "none" or not tools:
+        return NO_TOOL, none_usage
+    if tool_choice in names:
+        return tool_choice, none_usage
+    allow_none = tool_choice != "required"
+    if len(tools) == 1 and not allow_none:
+        return names[0], none_usage
+    tail = _turn_tail(messages)
+    if allow_none and policy.answer_after_tool and any(m.role == "tool" for m in tail):
+        # A tool already answered in this turn: a small model tends to repeat the call, so
+        # the default after a result is to answer. Larger models use native tool calls.
+        return NO_TOOL, none_usage
+    query = _query(messages)
+    lexical = _relevance.best(query, tools)
+    listing = "\n".join(f"- {describe_tool(t, params=False)}" for t in tools)
+    convo = plain_messages(
+        [m for m in messages if m.role != "system"],
+    )
+    prompt = [{"role": "system", "content": CHOOSE_SYSTEM.format(tools=listing)}, *convo]
+    options = [*names, NO_TOOL] if allow_none else names
+    scores = await prims.score(prompt, CHOOSE_PREFIX, options)
+    usage = none_usage
+    if scores is None:
+        text, usage = await prims.complete(
+            prompt, schema=choice_schema(names, allow_none=allow_none), max_tokens=64
+        )
+        try:
+            picked = str(loads_lenient(text).get("tool", NO_TOOL))
+        except (ValueError, AttributeError):
+            picked = NO_TOOL
+        model_p = [1.0 if o == picked else 0.0 for o in options]
+    else:
+        model_p = _softmax(scores)
+    w = policy.lexical_weight
+    combined = [w * lex + (1 - w) * p for lex, p in zip(lexical, model_p, strict=False)]
+    best = max(range(len(names)), key=lambda i: combined[i])
+    if allow_none:
+        none_score = (1 - w) * model_p[-1] + w * policy.none_threshold
+        if combined[best] < none_score or lexical[best] == 0.0 and model_p[-1] > 0.5:
+            return NO_TOOL, usage
+    return names[best], usage
+
+
+def _mentioned(name: str, spec_prop: dict[str, Any], query: str) -> bool:
+    """Whether the request seems to give a value for an optional parameter."""
+    q = _relevance.terms(query)
+    words = _relevance.terms(name.replace("_", " "))
+    if words and words <= q:
+        return True
+    enum = spec_prop.get("enum")
+    if isinstance(enum, list):
+        low = query.lower()
+        return any(isinstance(v, str) and v and v.lower() in low for v in enum)
+    return False
+
+
+def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
+    """Return the argument schema used for ``spec`` under ``policy``'s optional-args rule."""
+    schema = args_schema(spec)
+    if policy.optional_args == "all":
+        return schema
+    req = set(schema.get("required", []))
+    raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
+    keep = {
+        k: v
+        for k, v in schema["properties"].items()
+        if k in req
+        or (
+            policy.optional_args == "mentioned"
+            and _mentioned(k, raw_props.get(k, {}) if isinstance(raw_props.get(k), dict) else {}, query)
+        )
+    }
+    schema["properties"] = keep
+    return schema
+
+
+async def fill(
+    prims: Primitives,
+    messages: Sequence[Message],
+    spec: ToolSpec,
+    policy: Policy = DEFAULT_POLICY,
+    max_tokens: int = 256,
+) -> tuple[dict[str, Any], Usage]:
+    """Generate ``spec``'s arguments under its schema; repair once, then raise."""
+    query = _query(messages)
+    schema = fill_schema(spec, query, policy)
+    system = FILL_SYSTEM.format(tool=describe_tool(spec, param_docs=True))
+    prompt = [{"role": "system", "content": system}, *plain_messages(
+        [m for m in messages if m.role != "system"]
+    )]
+    if not schema["properties"]:
+        return {}, Usage(0, 0)
+    text, usage = await prims.complete(prompt, schema=schema, max_tokens=max_tokens)
+    try:
+        args = loads_lenient(text)
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise ModelOutputError(
+            f"the model's arguments for {spec.name} are not valid JSON: {text[:120]!r}",
+            fix="retry, raise model.max_tokens, or use a larger model",
+        )
+    return args, usage
+
+
+async def constrained_chat(
+    prims: Primitives,
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec],
+    settings: ChatSettings,
+    policy: Policy = DEFAULT_POLICY,
+) -> AsyncIterator[ModelEvent]:
+    """Run one model step with the choose / fill / answer protocol, yielding model events."""
+    choice, usage = await choose(prims, messages, tools, settings.tool_choice, policy)
+    prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    if choice != NO_TOOL:
+        spec = next(t for t in tools if t.name == choice)
+        args, u = await fill(prims, messages, spec, policy, max_tokens=max(64, settings.max_tokens))
+        prompt_tokens += u.prompt_tokens
+        completion_tokens += u.completion_tokens
+        call = ToolCall(spec.name, args)
+        if not _repeats(call, messages):
+            yield ToolCallEvent(call)
+            yield Usage(prompt_tokens, completion_tokens)
+            yield Finish("tool_calls")
+            return
+    reason = "stop"
+    async for piece in prims.stream(plain_messages(messages), settings):
+        if isinstance(piece, Usage):
+            prompt_tokens += piece.prompt_tokens
+            completion_tokens += piece.completion_tokens
+        elif isinstance(piece, Finish):
+            reason = piece.reason
+        elif piece:
+            yield TextDelta(piece)
+    yield Usage(prompt_tokens, completion_tokens)
+    yield Finish(reason)
+
+
+def _repeats(call: ToolCall, messages: Sequence[Message]) -> bool:
+    """Whether this turn already made exactly this call (a loop a small model falls into)."""
+    for m in _turn_tail(messages):
+        for c in m.tool_calls:
+            if c.name == call.name and c.arguments == call.arguments:
+                return True
+    return False

