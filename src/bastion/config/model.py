@@ -29,6 +29,9 @@ class ModelConfig(_Section):
     native_tools: bool | None = Field(
         default=None, description="use the server's native tool calling; None = decide by backend"
     )
+    profile: Literal["auto", "openai", "llamacpp", "vllm", "lmstudio", "ollama"] = Field(
+        default="auto", description="server quirks for openai/ollama backends; auto = by URL"
+    )
 
 
 class AgentConfig(_Section):
@@ -92,6 +95,137 @@ class HardwareConfig(_Section):
     recommended_model: str | None = None
 
 
+class MemoryConfig(_Section):
+    """Conversation persistence (SQLite), semantic memory (embeddings + Chroma) and RAG."""
+
+    enabled: bool = Field(default=True, description="keep sessions on disk; off = nothing written")
+    path: Path | None = Field(default=None, description="memory data dir; default HOME/memory")
+    semantic: bool = Field(
+        default=True, description="embed messages and documents for search and RAG"
+    )
+    embedding_model: Path | None = Field(
+        default=None, description="sentence-transformers model dir; default the shipped MiniLM"
+    )
+    rag: bool = Field(default=True, description="put retrieved snippets into the model's context")
+    k: int = Field(default=4, ge=0, le=50, description="snippets retrieved per turn")
+    cross_session: bool = Field(
+        default=True, description="RAG also retrieves from other sessions (after this one)"
+    )
+    documents: bool = Field(default=True, description="RAG also retrieves ingested documents")
+    min_score: float = Field(
+        default=0.3, ge=-1.0, le=1.0, description="cosine similarity a snippet needs"
+    )
+    rag_tokens: int = Field(default=600, ge=0, description="context budget for snippets")
+    context_tokens: int | None = Field(
+        default=None, ge=64, description="context budget; None = n_ctx - max_tokens - reserve"
+    )
+    reserve_tokens: int = Field(
+        default=384, ge=0, description="kept free for tool schemas and chat-template framing"
+    )
+    history_limit: int = Field(
+        default=2000, ge=10, description="newest messages loaded per turn (older stay searchable)"
+    )
+    chunk_chars: int = Field(default=1000, ge=100, le=20_000)
+    chunk_overlap: int = Field(default=150, ge=0, le=5_000)
+
+
+class SttConfig(_Section):
+    """Speech to text (faster-whisper)."""
+
+    model: str = Field(
+        default="base",
+        description="'base' = the shipped Whisper base; or a CTranslate2 Whisper folder / size name",
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = Field(default="int8", description="int8, int8_float16, float16, float32")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; default all cores")
+    language: str | None = Field(default=None, description="ISO code like 'en'; None = auto-detect")
+    beam_size: int = Field(default=1, ge=1, le=10)
+    vad: Literal["silero", "webrtc", "energy", "off"] = Field(
+        default="silero", description="gate that keeps silence and noise away from Whisper"
+    )
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    whisper_vad_filter: bool = Field(
+        default=False, description="also run faster-whisper's Silero VAD inside the model"
+    )
+
+
+class TtsConfig(_Section):
+    """Text to speech."""
+
+    engine: Literal["piper", "espeak"] = "piper"
+    voice: str | None = Field(
+        default=None, description="Piper .onnx path or espeak-ng voice; None = the shipped voice"
+    )
+    speed: float = Field(default=1.0, gt=0.25, le=4.0, description="1.0 = normal, 2.0 = twice as fast")
+
+
+class VoiceConfig(_Section):
+    """Speech: STT, TTS, audio devices and limits."""
+
+    stt: SttConfig = Field(default_factory=SttConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    input_device: str | None = Field(default=None, description="sounddevice name or index")
+    output_device: str | None = None
+    max_seconds: float = Field(default=120.0, gt=0, description="longest accepted input audio")
+    max_upload_mb: float = Field(default=25.0, gt=0)
+    endpoint_silence_ms: int = Field(
+        default=700, ge=100, description="silence that ends an utterance on a live stream"
+    )
+
+
+class ClusterNodeConfig(_Section):
+    """One model server the cluster router may send requests to."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    url: str = Field(
+        pattern=r"^https?://", description="server root, e.g. http://10.0.0.5:8080 (/v1 optional)"
+    )
+    engine: Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"] = "openai"
+    tier: Literal["small", "medium", "large"] = "small"
+    models: list[str] = Field(default_factory=list, description="served models; empty = any")
+    max_context: int = Field(default=4096, ge=256)
+    token: SecretStr | None = Field(default=None, description="bearer token for this node")
+    weight: float = Field(default=1.0, gt=0, le=100)
+
+
+class ClusterDiscoveryConfig(_Section):
+    """mDNS (zeroconf) discovery of nodes started with ``bastion node serve``."""
+
+    enabled: bool = False
+    service_type: str = "_bastion-llm._tcp.local."
+    token: SecretStr | None = Field(default=None, description="bearer token for discovered nodes")
+    ttl_s: float = Field(
+        default=30.0, gt=0, description="a discovered node unreachable this long is removed"
+    )
+
+
+class ClusterConfig(_Section):
+    """Multi-machine routing: nodes, health, breakers, retries, tiers (backend: cluster)."""
+
+    nodes: list[ClusterNodeConfig] = Field(default_factory=list)
+    discovery: ClusterDiscoveryConfig = Field(default_factory=ClusterDiscoveryConfig)
+    tier: Literal["auto", "small", "medium", "large"] = Field(
+        default="auto", description="auto = classify each request by complexity and context"
+    )
+    health_interval_s: float = Field(default=5.0, gt=0)
+    health_timeout_s: float = Field(default=3.0, gt=0)
+    breaker_failures: int = Field(
+        default=3, ge=1, description="consecutive soft failures (5xx, timeouts) that open a breaker"
+    )
+    breaker_cooldown_s: float = Field(default=5.0, gt=0, description="first open -> half-open wait")
+    breaker_max_cooldown_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=4, ge=1, le=20, description="node attempts per request")
+    backoff_base_s: float = Field(default=0.1, ge=0)
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    first_token_timeout_s: float = Field(default=60.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0, description="max gap between streamed events")
+    failover: Literal["auto", "replay", "prefill"] = Field(
+        default="auto", description="how a stream cut after text was shown continues elsewhere"
+    )
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -100,3 +234,6 @@ class Config(_Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    voice: VoiceConfig = Field(default_factory=VoiceConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
