@@ -1,0 +1,54 @@
+"""Model recommendations from detected hardware."""
+
+from __future__ import annotations
+
+from bastion.hardware import CpuInfo, GpuInfo, HardwareInfo, recommend
+
+
+def cpu(cores: int, flags: list[str]) -> CpuInfo:
+    return CpuInfo(model="test", arch="x86_64", logical_cores=cores * 2, physical_cores=cores,
+                   flags=flags)
+
+
+def test_small_cpu_box_gets_small_q4_model() -> None:
+    rec = recommend(HardwareInfo(cpu(2, ["avx2"]), ram_mb=24 * 1024))
+    assert rec.size_b == 3 and rec.quant == "Q4_K_M"
+    assert rec.gpu_layers == 0 and rec.threads == 2
+    assert rec.context == 8192  # CPU cap even with lots of spare RAM
+
+
+def test_low_ram_limits_size_and_context() -> None:
+    rec = recommend(HardwareInfo(cpu(8, ["avx2"]), ram_mb=4 * 1024))
+    assert rec.size_b == 1.5
+    assert rec.context == 2048
+
+
+def test_no_simd_means_tiny_model() -> None:
+    rec = recommend(HardwareInfo(cpu(16, []), ram_mb=64 * 1024))
+    assert rec.size_b <= 1.5
+    assert any("AVX2" in r for r in rec.reasons)
+
+
+def test_big_nvidia_gpu_gets_larger_model_and_better_quant() -> None:
+    gpu = GpuInfo("NVIDIA GeForce RTX 4090", "nvidia", 24564)
+    rec = recommend(HardwareInfo(cpu(8, ["avx2"]), ram_mb=64 * 1024, gpus=[gpu]))
+    assert rec.size_b == 32 and rec.quant == "Q4_K_M"  # 32B only fits in 4 bits
+    assert rec.gpu_layers == -1
+
+
+def test_gpu_with_room_upgrades_quantisation() -> None:
+    gpu = GpuInfo("NVIDIA A100-SXM4-80GB", "nvidia", 81920)
+    rec = recommend(HardwareInfo(cpu(32, ["avx2", "avx512f"]), ram_mb=512 * 1024, gpus=[gpu]))
+    assert rec.size_b == 70 and rec.quant == "Q5_K_M"
+    rec2 = recommend(HardwareInfo(cpu(32, ["avx2"]), ram_mb=512 * 1024, gpus=[gpu, gpu]))
+    assert rec2.size_b == 70 and rec2.quant == "Q8_0"  # two cards: layers split across both
+    assert rec2.context >= 16384
+
+
+def test_apple_silicon_uses_unified_memory() -> None:
+    apple = CpuInfo(model="Apple M2 Pro", arch="arm64", logical_cores=12, physical_cores=12,
+                    flags=["neon"])
+    gpu = GpuInfo("Apple M2 Pro GPU", "apple", 24576)
+    rec = recommend(HardwareInfo(apple, ram_mb=32768, gpus=[gpu]))
+    assert rec.size_b == 32 and rec.quant == "Q4_K_M"  # 75% of 32 GiB for Metal
+    assert rec.gpu_layers == -1
