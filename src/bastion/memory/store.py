@@ -1,0 +1,398 @@
+"""Sessions, messages and the document registry in one SQLite file.
+
+Durability: WAL journal with ``synchronous=FULL``; every append is its own committed
+transaction, so a message is on disk when :meth:`SessionStore.append` returns.
+One-writer discipline: within a process one connection guarded by a lock serialises all
+statements; across processes every write starts with ``BEGIN IMMEDIATE`` (the write lock
+is taken up front, never upgraded mid-transaction) and waits up to ``busy_timeout``.
+Schema changes are numbered migrations tracked in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import MemoryStoreError
+from bastion.llm.messages import Message, ToolCall
+
+# Each entry upgrades the schema by one version; never edit a released entry, append one.
+MIGRATIONS: list[str] = [
+    # 1: sessions and messages
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tool_calls TEXT,
+        tool_call_id TEXT,
+        name TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (session_id, seq)
+    );
+    """,
+    # 2: semantic-index bookkeeping (messages not yet embedded are caught up later)
+    """
+    ALTER TABLE messages ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_pending ON messages(indexed) WHERE indexed = 0;
+    """,
+    # 3: ingested documents
+    """
+    CREATE TABLE documents (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL UNIQUE,
+        sha256 TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        chunks INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        ingested_at REAL NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(slots=True, frozen=True)
+class SessionInfo:
+    """One stored session."""
+
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    messages: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "messages": self.messages,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class StoredMessage:
+    """A message as stored, with its row id and position."""
+
+    id: int
+    session_id: str
+    seq: int
+    message: Message
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (OpenAI wire form plus bookkeeping)."""
+        return {"id": self.id, "seq": self.seq, "created_at": self.created_at,
+                **self.message.to_openai()}
+
+
+@dataclass(slots=True, frozen=True)
+class DocumentInfo:
+    """One ingested document."""
+
+    id: str
+    source: str
+    sha256: str
+    kind: str
+    chunks: int
+    size: int
+    ingested_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "sha256": self.sha256,
+            "kind": self.kind,
+            "chunks": self.chunks,
+            "size": self.size,
+            "ingested_at": self.ingested_at,
+        }
+
+
+def _encode_calls(calls: Sequence[ToolCall]) -> str | None:
+    if not calls:
+        return None
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls])
+
+
+def _decode_calls(raw: str | None) -> list[ToolCall]:
+    if not raw:
+        return []
+    return [ToolCall(c["name"], c["arguments"], id=c["id"]) for c in json.loads(raw)]
+
+
+def _row_message(row: sqlite3.Row) -> StoredMessage:
+    msg = Message(
+        row["role"],
+        row["content"],
+        tool_calls=_decode_calls(row["tool_calls"]),
+        tool_call_id=row["tool_call_id"],
+        name=row["name"],
+    )
+    return StoredMessage(row["id"], row["session_id"], row["seq"], msg, row["created_at"])
+
+
+class SessionStore:
+    """The SQLite store; thread-safe, safe to open from several processes."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(
+                f"cannot open the conversation store {self.path}: {exc}",
+                fix="check the path and its permissions, or set memory.enabled: false",
+            ) from exc
+
+    # -- plumbing --------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise MemoryStoreError(f"conversation store is busy: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args))
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise MemoryStoreError(
+                    f"{self.path} has schema v{version}, newer than this bastion (v{SCHEMA_VERSION})",
+                    fix="upgrade bastion",
+                )
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        """Return the schema version of the open file."""
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def journal_mode(self) -> str:
+        """Return SQLite's journal mode (``wal``)."""
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- sessions --------------------------------------------------------------------
+    def resolve(self, key: str) -> SessionInfo | None:
+        """Return the session whose name (first) or id is ``key``."""
+        rows = self._query(
+            "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
+            "FROM sessions s WHERE s.name = ? OR s.id = ? ORDER BY (s.name = ?) DESC LIMIT 1",
+            (key, key, key),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return SessionInfo(r["id"], r["name"], r["created_at"], r["updated_at"], r["n"])
+
+    def require(self, key: str) -> SessionInfo:
+        """Return the session ``key`` or raise a one-line error."""
+        info = self.resolve(key)
+        if info is None:
+            raise MemoryStoreError(
+                f"no session named '{key}'", fix="list them with: bastion sessions list"
+            )
+        return info
+
+    def _ensure(self, db: sqlite3.Connection, key: str) -> str:
+        row = db.execute(
+            "SELECT id FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC LIMIT 1",
+            (key, key, key),
+        ).fetchone()
+        if row:
+            return str(row[0])
+        sid = uuid.uuid4().hex[:12]
+        now = time.time()
+        db.execute(
+            "INSERT INTO sessions(id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            (sid, key, now, now),
+        )
+        return sid
+
+    def sessions(self) -> list[SessionInfo]:
+        """Return all sessions, most recently used first."""
+        rows = self._query(
+            "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
+            "FROM sessions s ORDER BY s.updated_at DESC"
+        )
+        return [SessionInfo(r["id"], r["name"], r["created_at"], r["updated_at"], r["n"])
+                for r in rows]
+
+    def rename(self, key: str, new_name: str) -> SessionInfo:
+        """Rename a session (names are unique)."""
+        new_name = new_name.strip()
+        if not new_name:
+            raise MemoryStoreError("a session name cannot be empty")
+        info = self.require(key)
+        with self._write() as db:
+            clash = db.execute(
+                "SELECT id FROM sessions WHERE (name = ? OR id = ?) AND id != ?",
+                (new_name, new_name, info.id),
+            ).fetchone()
+            if clash:
+                raise MemoryStoreError(
+                    f"a session named '{new_name}' already exists", fix="pick another name"
+                )
+            db.execute("UPDATE sessions SET name = ? WHERE id = ?", (new_name, info.id))
+        return self.require(info.id)
+
+    def delete(self, key: str) -> SessionInfo:
+        """Delete a session and its messages; return what was deleted."""
+        info = self.require(key)
+        with self._write() as db:
+            db.execute("DELETE FROM messages WHERE session_id = ?", (info.id,))
+            db.execute("DELETE FROM sessions WHERE id = ?", (info.id,))
+        return info
+
+    # -- messages --------------------------------------------------------------------
+    def append(self, key: str, message: Message) -> StoredMessage:
+        """Store ``message`` in session ``key`` (created on first use); durable on return."""
+        now = time.time()
+        try:
+            with self._write() as db:
+                sid = self._ensure(db, key)
+                seq = db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?", (sid,)
+                ).fetchone()[0]
+                cur = db.execute(
+                    "INSERT INTO messages(session_id, seq, role, content, tool_calls, "
+                    "tool_call_id, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sid, seq, message.role, message.content, _encode_calls(message.tool_calls),
+                     message.tool_call_id, message.name, now),
+                )
+                db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, sid))
+                row_id = int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(
+                f"could not save the message: {exc}", fix=f"check disk space and {self.path}"
+            ) from exc
+        return StoredMessage(row_id, sid, seq, message, now)
+
+    def messages(self, key: str, *, limit: int | None = None) -> list[StoredMessage]:
+        """Return the session's messages oldest first (the newest ``limit`` if given)."""
+        info = self.resolve(key)
+        if info is None:
+            return []
+        if limit is None:
+            rows = self._query(
+                "SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (info.id,)
+            )
+        else:
+            rows = self._query(
+                "SELECT * FROM (SELECT * FROM messages WHERE session_id = ? ORDER BY seq DESC "
+                "LIMIT ?) ORDER BY seq",
+                (info.id, limit),
+            )
+        return [_row_message(r) for r in rows]
+
+    def get_messages(self, ids: Sequence[int]) -> dict[int, StoredMessage]:
+        """Return stored messages by row id."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT * FROM messages WHERE id IN ({marks})", list(ids))
+        return {r["id"]: _row_message(r) for r in rows}
+
+    def session_names(self, ids: Sequence[str]) -> dict[str, str]:
+        """Map session ids to names."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT id, name FROM sessions WHERE id IN ({marks})", list(ids))
+        return {r["id"]: r["name"] for r in rows}
+
+    def pending(self, limit: int = 256) -> list[StoredMessage]:
+        """Return messages not yet in the semantic index, oldest first."""
+        rows = self._query(
+            "SELECT * FROM messages WHERE indexed = 0 ORDER BY id LIMIT ?", (limit,)
+        )
+        return [_row_message(r) for r in rows]
+
+    def mark_indexed(self, ids: Sequence[int]) -> None:
+        """Record that these messages are in the semantic index."""
+        if not ids:
+            return
+        with self._write() as db:
+            db.executemany("UPDATE messages SET indexed = 1 WHERE id = ?", [(i,) for i in ids])
+
+    # -- documents -------------------------------------------------------------------
+    def document(self, source: str) -> DocumentInfo | None:
+        """Return the registry entry of ``source`` (a path or name), or an id match."""
+        rows = self._query(
+            "SELECT * FROM documents WHERE source = ? OR id = ? LIMIT 1", (source, source)
+        )
+        return DocumentInfo(**dict(rows[0])) if rows else None
+
+    def documents(self) -> list[DocumentInfo]:
+        """Return every ingested document, newest first."""
+        rows = self._query("SELECT * FROM documents ORDER BY ingested_at DESC")
+        return [DocumentInfo(**dict(r)) for r in rows]
+
+    def put_document(self, doc: DocumentInfo) -> None:
+        """Insert or replace a registry entry."""
+        with self._write() as db:
+            db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
+            db.execute(
+                "INSERT INTO documents(id, source, sha256, kind, chunks, size, ingested_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (doc.id, doc.source, doc.sha256, doc.kind, doc.chunks, doc.size, doc.ingested_at),
+            )
+
+    def remove_document(self, source: str) -> DocumentInfo | None:
+        """Remove a registry entry; return it (None if unknown)."""
+        doc = self.document(source)
+        if doc is not None:
+            with self._write() as db:
+                db.execute("DELETE FROM documents WHERE id = ?", (doc.id,))
+        return doc
