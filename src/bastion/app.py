@@ -52,6 +52,9 @@ class App:
         """Release the model and close stores."""
         await self.model.aclose()
         self.audit.close()
+        close_memory = getattr(self.memory, "aclose", None)
+        if close_memory is not None:
+            await close_memory()
 
 
 def workspace_dir(config: Config) -> Path:
@@ -72,6 +75,18 @@ def build_registry(config: Config) -> ToolRegistry:
         for t in builtin_tools():
             registry.add(t)
     return registry
+
+
+def build_memory(config: Config, model: Model | None = None) -> ConversationMemory:
+    """Return the persistent memory (SQLite + semantic index), or an in-process one when
+    ``memory.enabled`` is false (then nothing is written)."""
+    if not config.memory.enabled:
+        return EphemeralMemory()
+    from bastion.memory.persistent import PersistentMemory
+
+    return PersistentMemory(
+        config.memory, model=model, n_ctx=config.model.n_ctx, max_tokens=config.model.max_tokens
+    )
 
 
 def build_app(
@@ -106,13 +121,14 @@ def build_app(
     )
     registry = registry or build_registry(config)
     gateway = Gateway(registry, env, [AuditStage(audit), PolicyStage(sec.tools), approvals])
+    model = model or create_model(config)
     return App(
         config=config,
-        model=model or create_model(config.model),
+        model=model,
         registry=registry,
         gateway=gateway,
         audit=audit,
-        memory=memory or EphemeralMemory(),
+        memory=memory or build_memory(config, model),
         approvals=approvals,
         redactor=redactor,
     )

@@ -92,7 +92,11 @@ class HardwareConfig(_Section):
     ram_gb: float | None = None
     gpu: str | None = None
     accelerator: Literal["cpu", "cuda", "rocm", "metal"] = "cpu"
+    cpu_flags: list[str] = Field(default_factory=list, description="avx2, avx512f, neon ...")
+    gpu_memory_mb: int | None = None
     recommended_model: str | None = None
+    recommended_quant: str | None = None
+    recommended_context: int | None = None
 
 
 class MemoryConfig(_Section):
