@@ -1,10 +1,129 @@
-"""The FastAPI application. Each route group lives in ``server/routes/<name>.py`` exposing
-``router`` (an ``APIRouter``); add one line per module to ``ROUTE_MODULES``."""
+"""The FastAPI application: ``create_app(app)`` includes every route module in ``ROUTE_MODULES``.
+
+How to add routes (for every feature):
+
+1. Write ``server/routes/<name>.py`` exposing ``router = APIRouter(...)``. ``create_app``
+   includes it with the bearer-token check (``bastion.server.deps.require_token``) on every
+   route, HTTP and WebSocket alike: nothing is public by accident. A module may also expose
+   ``public_router`` for the rare route that must answer without a token (only ``/health``
+   does today).
+2. Add one line to ``ROUTE_MODULES`` below. Two modules defining the same method and path is
+   an error at start-up, so clashes show up in your tests.
+3. In a route, get the assembled :class:`bastion.app.App` with ``app: App =
+   Depends(get_app)`` (``bastion.server.deps``), or ``request.app.state.bastion``.
+4. Fail by raising :class:`bastion.server.errors.ApiError` (status, one-line message, code,
+   fix) or any :class:`bastion.errors.BastionError` (mapped: 400 user mistakes, 401 auth,
+   403 policy, 404 ``NotFoundError``, 502 model, 503 unavailable component). Every error is
+   a JSON body ``{"error": {"message", "type", "code", "param", "fix"}}``; never a traceback.
+5. Stream with ``bastion.server.sse`` (``sse_event``/``sse_data``/``sse_response``), turn
+   agent events into JSON with ``bastion.server.events.event_payload``, and pass any text
+   you send through ``app.redactor`` (``StreamRedactor`` for deltas).
+
+Approvals: the API has no human at a terminal, so the App keeps the non-interactive
+``DenyApprover`` unless an API approver is installed with ``App.set_approver``.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute, APIWebSocketRoute
+
+from bastion import __version__
+from bastion.server.deps import require_token
+from bastion.server.errors import install_error_handlers
+
+if TYPE_CHECKING:
+    from bastion.app import App
 
 ROUTE_MODULES = [
-    "bastion.server.routes.core",  # /health, /v1/chat/completions, /v1/models, sessions chat
+    "bastion.server.routes.core",  # /health, /openapi.json, /v1/models, /v1/chat/completions
+    "bastion.server.routes.sessions",  # /v1/sessions (create, read, messages with SSE)
 ]
+
+DESCRIPTION = (
+    "bastion's REST API. Every route except `GET /health` needs the bearer token from "
+    "`bastion init` (`bastion config get api.token`). `POST /v1/chat/completions` and "
+    "`GET /v1/models` are OpenAI-compatible: model `bastion-agent` runs the agent with its "
+    "tools; the backend's model name passes straight through."
+)
+
+
+def _load(name: str) -> object | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:  # listed but not written yet; the other routes still work
+            return None
+        raise
+
+
+def _claim_routes(seen: dict[tuple[str, str], str], router: APIRouter, owner: str) -> None:
+    """Record the router's (method, path) pairs; a pair claimed twice is a start-up error."""
+    for route in router.routes:  # nested include_router()s are not inspected
+        if isinstance(route, APIRoute):
+            keys = [(m, route.path) for m in sorted(route.methods or ())]
+        elif isinstance(route, APIWebSocketRoute):
+            keys = [("WEBSOCKET", route.path)]
+        else:
+            continue
+        for key in keys:
+            if key in seen and seen[key] != owner:
+                raise RuntimeError(
+                    f"route {key[0]} {key[1]} is defined by both {seen[key]} and {owner}"
+                )
+            seen[key] = owner
+
+
+def create_app(app: App | None = None, *, close_app: bool | None = None) -> FastAPI:
+    """Return the API serving ``app`` (built from the config at start-up when ``None``).
+
+    Args:
+        app: the assembled bastion app; ``None`` builds one with ``build_app()`` when the
+            server starts (so importing and creating stay cheap).
+        close_app: close the bastion app when the server stops; default: only if it was
+            built here.
+    """
+    owned = app is None if close_app is None else close_app
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        if api.state.bastion is None:
+            from bastion.app import build_app
+
+            api.state.bastion = build_app()
+        try:
+            yield
+        finally:
+            if owned and api.state.bastion is not None:
+                await api.state.bastion.aclose()
+
+    api = FastAPI(
+        title="bastion",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=None,  # served by routes.core behind the token
+        docs_url=None,  # the docs page cannot send the token, so it is not served
+        redoc_url=None,
+    )
+    api.state.bastion = app
+    install_error_handlers(api)
+    seen: dict[tuple[str, str], str] = {}
+    for name in ROUTE_MODULES:
+        module = _load(name)
+        if module is None:
+            continue
+        public = getattr(module, "public_router", None)
+        if public is not None:
+            _claim_routes(seen, public, name)
+            api.include_router(public)
+        router = getattr(module, "router", None)
+        if router is not None:
+            _claim_routes(seen, router, name)
+            api.include_router(router, dependencies=[Depends(require_token)])
+    return api

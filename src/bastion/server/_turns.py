@@ -1,0 +1,174 @@
+"""Running agent turns for API clients: one turn per session at a time, events redacted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
+from bastion.agent.loop import Agent
+from bastion.llm.messages import ChatSettings, Message, TextDelta
+from bastion.memory.base import EphemeralMemory
+from bastion.server._openai import SESSION_ID_PATTERN
+from bastion.server.errors import ApiError
+from bastion.server.events import event_payload
+from bastion.server.sse import StreamRedactor
+
+if TYPE_CHECKING:
+    from bastion.app import App
+
+API_ACTOR = "api"
+_SID = re.compile(SESSION_ID_PATTERN)
+
+
+class BusySessions:
+    """Which sessions have a turn running; a second turn on the same session is refused."""
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+
+    def claim(self, session_id: str) -> bool:
+        """Mark ``session_id`` busy; False if it already was."""
+        if session_id in self._busy:
+            return False
+        self._busy.add(session_id)
+        return True
+
+    def release(self, session_id: str) -> None:
+        """Mark ``session_id`` free again."""
+        self._busy.discard(session_id)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._busy
+
+
+def busy_sessions(conn: HTTPConnection) -> BusySessions:
+    """Return the API's busy-session registry (created on first use)."""
+    state = conn.app.state
+    reg: BusySessions | None = getattr(state, "busy_sessions", None)
+    if reg is None:
+        reg = state.busy_sessions = BusySessions()
+    return reg
+
+
+def check_session_id(session_id: str, param: str = "session_id") -> str:
+    """Validate a session id from a client."""
+    if not _SID.match(session_id):
+        raise ApiError(
+            400, f"invalid session id {session_id[:40]!r}", code="invalid_session_id",
+            param=param, fix="use 1-128 letters, digits and _ . : @ -",
+        )
+    return session_id
+
+
+def busy_error(session_id: str) -> ApiError:
+    """The error for a second concurrent turn on one session."""
+    return ApiError(409, f"session {session_id} is busy with another turn", code="session_busy",
+                    fix="wait for the running turn to finish")
+
+
+async def make_agent(
+    app: App,
+    session_id: str,
+    *,
+    extra_system: Iterable[str] = (),
+    settings: ChatSettings | None = None,
+    seed: Sequence[Message] = (),
+    ephemeral: bool = False,
+) -> Agent:
+    """Return ``app.agent()`` adjusted for one request.
+
+    Args:
+        app: the bastion app.
+        session_id: the session the turn runs in.
+        extra_system: client system messages, appended to the agent's system prompt.
+        settings: generation settings for this request (tool choice stays the agent's).
+        seed: earlier messages sent by the client; stored only if the session is empty
+            (a session that already has history keeps its own).
+        ephemeral: run in a private in-memory session (a stateless OpenAI-style request)
+            instead of ``app.memory``.
+    """
+    agent = app.agent()
+    extra = [s for s in extra_system if s.strip()]
+    if extra:
+        agent.options.system_prompt = "\n\n".join([agent.options.system_prompt, *extra])
+    if settings is not None:
+        base = agent.options.settings
+        agent.options.settings = ChatSettings(
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            tool_choice=base.tool_choice,
+            stop=list(settings.stop),
+            seed=settings.seed,
+        )
+    if ephemeral:
+        agent.memory = EphemeralMemory()
+    if seed and not await agent.memory.history(session_id):
+        for message in seed:
+            await agent.memory.append(session_id, message)
+    return agent
+
+
+@dataclass
+class TurnSummary:
+    """A finished turn, for non-streaming responses."""
+
+    answer: str = ""
+    steps: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    forced_final: bool = False
+    tool_steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def merge_tool_step(steps: list[dict[str, Any]], name: str, payload: dict[str, Any]) -> None:
+    """Fold ``tool_started``/``tool_finished`` payloads into one entry per call."""
+    body = {k: v for k, v in payload.items() if k != "type"}
+    if name == "tool_started":
+        steps.append(body)
+        return
+    for entry in steps:
+        if entry.get("call_id") == body["call_id"]:
+            entry.update(body)
+            return
+    steps.append(body)
+
+
+async def collect_turn(app: App, agent: Agent, text: str, session_id: str) -> TurnSummary:
+    """Run a turn to the end; a :class:`TurnError` becomes a 502 :class:`ApiError`."""
+    out = TurnSummary()
+    async for ev in agent.run(text, session_id=session_id, actor=API_ACTOR):
+        if isinstance(ev, ToolStarted | ToolFinished):
+            name, payload = event_payload(ev, app.redactor)
+            merge_tool_step(out.tool_steps, name, payload)
+        elif isinstance(ev, TurnDone):
+            out.answer = app.redactor.text(ev.answer)
+            out.steps = ev.steps
+            out.prompt_tokens = ev.prompt_tokens
+            out.completion_tokens = ev.completion_tokens
+            out.forced_final = ev.forced_final
+        elif isinstance(ev, TurnError):
+            raise ApiError(502, app.redactor.text(ev.message), code="agent_error")
+    return out
+
+
+async def redacted_events(
+    app: App, agent: Agent, text: str, session_id: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(name, payload)`` for each agent event; text is redacted across deltas."""
+    red = StreamRedactor(app.redactor)
+    ev: AgentEvent
+    async for ev in agent.run(text, session_id=session_id, actor=API_ACTOR):
+        if isinstance(ev, TextDelta):
+            piece = red.feed(ev.text)
+            if piece:
+                yield "text", {"type": "text", "text": piece}
+            continue
+        tail = red.flush()  # text before a tool step or the end goes out first
+        if tail:
+            yield "text", {"type": "text", "text": tail}
+        yield event_payload(ev, app.redactor)

@@ -1,0 +1,96 @@
+"""Dependencies shared by every route module: the bearer token check and the App.
+
+Usage in a route module::
+
+    from fastapi import APIRouter, Depends
+    from bastion.server.deps import get_app, require_token
+
+    router = APIRouter(prefix="/v1/things", tags=["things"])
+
+    @router.get("")
+    async def things(app: App = Depends(get_app)) -> dict: ...
+
+``create_app`` adds ``require_token`` to every ``router`` it includes, so listing it again
+is harmless (FastAPI runs it once per request) but not needed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, WebSocketException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from bastion.errors import AuthError
+from bastion.server.errors import ApiError
+
+if TYPE_CHECKING:
+    from bastion.app import App
+
+TOKEN_FIX = "send the header 'Authorization: Bearer <token>'; see: bastion config get api.token"
+
+
+class _Bearer(HTTPBearer):
+    """HTTPBearer that also works on WebSocket routes; only declares the OpenAPI scheme."""
+
+    async def __call__(  # type: ignore[override]
+        self, conn: HTTPConnection
+    ) -> HTTPAuthorizationCredentials | None:
+        return None
+
+
+_bearer = _Bearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="The API token from `bastion init` (`bastion config get api.token`).",
+)
+
+
+def get_app(conn: HTTPConnection) -> App:
+    """Return the bastion :class:`~bastion.app.App` this API serves."""
+    app: App | None = getattr(conn.app.state, "bastion", None)
+    if app is None:
+        raise ApiError(503, "bastion is still starting", code="starting", fix="retry in a moment")
+    return app
+
+
+def _presented_token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    if conn.scope["type"] == "websocket":  # browsers cannot set headers on a WebSocket
+        return conn.query_params.get("token")
+    return None
+
+
+async def require_token(
+    conn: HTTPConnection,
+    _scheme: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> None:
+    """Refuse the request unless it carries the configured API token (constant-time compare).
+
+    HTTP: ``Authorization: Bearer <token>``. WebSocket: the same header, or ``?token=``.
+    Failures are a 401 JSON error (HTTP) or a close with code 1008 (WebSocket).
+    """
+    app = get_app(conn)
+    expected = app.config.api.token
+    if expected is None:
+        raise ApiError(
+            503, "the API has no token configured, so every request is refused",
+            code="no_token", fix="bastion init",
+        )
+    given = _presented_token(conn)
+    ok = given is not None and hmac.compare_digest(
+        given.encode("utf-8"), expected.get_secret_value().encode("utf-8")
+    )
+    if ok:
+        return
+    if conn.scope["type"] == "websocket":
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="bad or missing token")
+    what = "missing" if given is None else "wrong"
+    raise AuthError(f"{what} API token", fix=TOKEN_FIX)

@@ -1,0 +1,169 @@
+"""Session-aware chat: create a session, send it messages (SSE of agent events), read it back.
+
+``POST /v1/sessions/{id}/messages`` streams named SSE events (``event: NAME`` +
+``data: {...}``): ``session``, then ``text``, ``tool_started``, ``tool_finished``, ``usage``
+as they happen, and finally ``done`` or ``error`` (payloads in :mod:`bastion.server.events`).
+Sessions live in ``app.memory`` (the memory feature persists them and adds listing and
+export under ``/v1/sessions`` in its own route module).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.agent.loop import Agent
+from bastion.app import App
+from bastion.errors import BastionError
+from bastion.llm.messages import ChatSettings, Message
+from bastion.server._openai import SESSION_ID_PATTERN
+from bastion.server._turns import (
+    busy_error,
+    busy_sessions,
+    collect_turn,
+    make_agent,
+    redacted_events,
+)
+from bastion.server.deps import get_app
+from bastion.server.errors import ApiError, bastion_error_payload, error_body
+from bastion.server.sse import sse_event, sse_response
+
+log = logging.getLogger("bastion.server")
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+SessionId = Path(pattern=SESSION_ID_PATTERN, description="session id")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewSession(_Body):
+    """``POST /v1/sessions``: optionally choose the id."""
+
+    id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+
+
+class NewMessage(_Body):
+    """``POST /v1/sessions/{id}/messages``: one user turn."""
+
+    content: str = Field(min_length=1, description="the user's message")
+    stream: bool = Field(default=True, description="SSE of agent events, or one JSON answer")
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+def _created(request: Request) -> set[str]:
+    state = request.app.state
+    created: set[str] | None = getattr(state, "created_sessions", None)
+    if created is None:
+        created = state.created_sessions = set()
+    return created
+
+
+def _message_json(app: App, m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": app.redactor.text(m.content)}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": app.redactor.data(c.arguments)}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name is not None:
+        out["name"] = m.name
+    return out
+
+
+@router.post("", status_code=201, summary="Create a session")
+async def create_session(
+    request: Request, body: NewSession | None = None, app: App = Depends(get_app)
+) -> dict[str, Any]:
+    """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
+    sid = body.id if body and body.id else Agent.new_session_id()
+    created = _created(request)
+    if sid in created or await app.memory.history(sid):
+        raise ApiError(409, f"session {sid} already exists", code="session_exists",
+                       fix="choose another id, or omit it for a fresh one")
+    created.add(sid)
+    return {"id": sid, "object": "session", "created": int(time.time())}
+
+
+@router.get("/{session_id}", summary="Read a session's messages")
+async def get_session(
+    request: Request, session_id: str = SessionId, app: App = Depends(get_app)
+) -> dict[str, Any]:
+    """Return the session's messages (secrets redacted); 404 if it was never used."""
+    history = await app.memory.history(session_id)
+    if not history and session_id not in _created(request):
+        raise ApiError(404, f"no session {session_id}", code="session_not_found",
+                       fix="create one with POST /v1/sessions")
+    return {
+        "id": session_id,
+        "object": "session",
+        "busy": session_id in busy_sessions(request),
+        "messages": [_message_json(app, m) for m in history],
+    }
+
+
+@router.post(
+    "/{session_id}/messages",
+    summary="Send a message; the agent answers (SSE of agent events, or JSON)",
+    response_model=None,
+)
+async def post_message(
+    request: Request, body: NewMessage, session_id: str = SessionId, app: App = Depends(get_app)
+) -> Response:
+    """Run one agent turn in the session (created on first use). 409 while a turn is running."""
+    busy = busy_sessions(request)
+    _created(request).add(session_id)
+    cfg = app.config.model
+    settings = ChatSettings(
+        temperature=cfg.temperature if body.temperature is None else body.temperature,
+        max_tokens=body.max_tokens or cfg.max_tokens,
+    )
+    if session_id in busy:
+        raise busy_error(session_id)
+    if not body.stream:
+        if not busy.claim(session_id):
+            raise busy_error(session_id)
+        try:
+            agent = await make_agent(app, session_id, settings=settings)
+            s = await collect_turn(app, agent, body.content, session_id)
+        finally:
+            busy.release(session_id)
+        return JSONResponse({
+            "session_id": session_id, "answer": s.answer, "steps": s.steps,
+            "forced_final": s.forced_final, "tool_steps": s.tool_steps,
+            "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens},
+        })
+
+    async def stream() -> AsyncIterator[str]:
+        # Claimed here, not before the response: a generator that never starts (client gone)
+        # would otherwise leave the session busy for good.
+        if not busy.claim(session_id):
+            yield sse_event("error", {"type": "error", "message": busy_error(session_id).message})
+            return
+        try:
+            yield sse_event("session", {"type": "session", "session_id": session_id})
+            agent = await make_agent(app, session_id, settings=settings)
+            async for name, payload in redacted_events(app, agent, body.content, session_id):
+                yield sse_event(name, payload)
+        except BastionError as exc:
+            err = bastion_error_payload(request, exc)["error"]
+            yield sse_event("error", {"type": "error", "message": err["message"]})
+        except Exception as exc:  # never a traceback to the client
+            log.error("session stream failed: %s",
+                      app.redactor.text(f"{type(exc).__name__}: {exc}"))
+            msg = error_body(500, "internal error while streaming the answer")["error"]["message"]
+            yield sse_event("error", {"type": "error", "message": msg})
+        finally:
+            busy.release(session_id)
+
+    return sse_response(stream(), headers={"X-Bastion-Session": session_id})
