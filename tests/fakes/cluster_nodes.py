@@ -1,0 +1,98 @@
+"""Scripted per-node models for unit tests of the cluster router's logic (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from bastion.errors import ModelError
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    ModelEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+
+def _dead(kind: str) -> Exception:
+    req = httpx.Request("POST", "http://node/v1/chat/completions")
+    if kind == "connect":
+        cause: Exception = httpx.ConnectError("connection refused", request=req)
+    elif kind == "cut":
+        cause = httpx.RemoteProtocolError("peer closed connection", request=req)
+    elif kind == "500":
+        resp = httpx.Response(500, request=req)
+        cause = httpx.HTTPStatusError("500", request=req, response=resp)
+    else:
+        resp = httpx.Response(400, request=req)
+        cause = httpx.HTTPStatusError("400", request=req, response=resp)
+    try:
+        raise cause
+    except Exception as exc:  # chain it like HttpModel does
+        err = ModelError(f"node failed: {kind}")
+        err.__cause__ = exc
+        return err
+
+
+@dataclass
+class Behaviour:
+    """What a fake node does on its next calls."""
+
+    text: str = "one two three four five six"
+    fail: str | None = None  # connect | cut | 500 | 400
+    cut_after: int = 0  # with fail="cut": tokens streamed before dying
+    delay_s: float = 0.0  # before the first event
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+class FakeNodeModel:
+    """A node client that streams ``behaviour.text`` word by word or fails as told."""
+
+    def __init__(self, name: str, behaviour: Behaviour | None = None) -> None:
+        self.name = name
+        self.behaviour = behaviour or Behaviour()
+        self.seen: list[list[Message]] = []
+        self.closed = False
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        *,
+        settings: ChatSettings | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        b = self.behaviour
+        self.seen.append(list(messages))
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.fail in ("connect", "500", "400"):
+            raise _dead(b.fail)
+        words = b.text.split(" ")
+        tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        prefill = messages[-1].content if messages and messages[-1].role == "assistant" else ""
+        if prefill:  # continue after the partial answer, like vLLM's continue_final_message
+            tokens = tokens[len(prefill.split(" ")) :]
+        for i, tok in enumerate(tokens):
+            if b.fail == "cut" and i == b.cut_after:
+                raise _dead("cut")
+            yield TextDelta(tok)
+            await asyncio.sleep(0)
+        if b.fail == "cut" and b.calls:
+            for c in b.calls:
+                yield ToolCallEvent(c)
+            raise _dead("cut")
+        for c in b.calls:
+            yield ToolCallEvent(c)
+        yield Usage(10, len(tokens))
+        yield Finish("tool_calls" if b.calls else "stop")
+
+    async def aclose(self) -> None:
+        self.closed = True
