@@ -8,6 +8,9 @@ from typing import Protocol
 
 from bastion.tools.base import ProcessRunner
 
+#: Where every backend mounts the workspace (also the working directory of sandboxed commands).
+WORKSPACE_MOUNT = "/workspace"
+
 
 @dataclass(slots=True, frozen=True)
 class Limits:

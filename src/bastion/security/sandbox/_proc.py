@@ -1,0 +1,157 @@
+"""Run one confined process tree: output cap, wall-clock kill of the whole tree, pids cgroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.security.sandbox._cgroup import PidsCgroup
+from bastion.tools.base import ProcessResult
+
+_CHUNK = 65_536
+_SIGNAL_REASONS = {signal.SIGXCPU: "cpu_time", signal.SIGXFSZ: "file_size"}
+
+
+@dataclass(slots=True)
+class _Capture:
+    limit: int
+    total: int = 0
+    overflow: bool = False
+
+    def take(self, buf: bytearray, chunk: bytes) -> None:
+        room = self.limit - self.total
+        if len(chunk) > room:
+            chunk = chunk[: max(room, 0)]
+            self.overflow = True
+        buf += chunk
+        self.total += len(chunk)
+
+
+def exit_reason(code: int) -> str | None:
+    """Map a process exit status (signal or shell-style 128+N) to a limit name."""
+    sig = -code if code < 0 else code - 128 if code > 128 else 0
+    try:
+        return _SIGNAL_REASONS.get(signal.Signals(sig))
+    except ValueError:
+        return None
+
+
+async def run_tree(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin: bytes | None,
+    wall_seconds: float,
+    output_bytes: int,
+    max_pids: int | None = None,
+    cwd: str | None = None,
+) -> ProcessResult:
+    """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline.
+
+    Never raises for the child's failures; a cancelled caller kills the tree too.
+    """
+    start = time.perf_counter()
+    cgroup = PidsCgroup.create(max_pids) if max_pids else None
+    procs_fd = cgroup.procs_fd() if cgroup else None
+
+    def join_cgroup() -> None:  # runs in the child between fork and exec
+        if procs_fd is not None:
+            os.write(procs_fd, b"0")
+
+    capture = _Capture(output_bytes)
+    out, err = bytearray(), bytearray()
+    reason: str | None = None
+    pids_hit = False
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=join_cgroup if procs_fd is not None else None,
+        )
+        if procs_fd is not None:
+            os.close(procs_fd)
+            procs_fd = None
+        overflow = asyncio.Event()
+
+        async def pump(stream: asyncio.StreamReader | None, buf: bytearray) -> None:
+            if stream is None:
+                return
+            while chunk := await stream.read(_CHUNK):
+                if not capture.overflow:
+                    capture.take(buf, chunk)
+                    if capture.overflow:
+                        overflow.set()
+
+        async def feed() -> None:
+            if proc is None or proc.stdin is None or stdin is None:
+                return
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(stdin)
+                await proc.stdin.drain()
+                proc.stdin.close()
+
+        io: asyncio.Future[Any] = asyncio.gather(
+            pump(proc.stdout, out), pump(proc.stderr, err), feed()
+        )
+        overflow_wait: asyncio.Future[Any] = asyncio.ensure_future(overflow.wait())
+        done, _ = await asyncio.wait({io, overflow_wait}, timeout=wall_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if io not in done:
+            reason = "output" if overflow_wait in done else "timeout"
+            _kill(proc, cgroup)
+        overflow_wait.cancel()
+        # After a kill, the pipes close once every member of the tree is gone.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(io, timeout=5)
+        await proc.wait()
+    finally:
+        if procs_fd is not None:
+            os.close(procs_fd)
+        if proc is not None and proc.returncode is None:
+            _kill(proc, cgroup)
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+        if cgroup is not None:
+            pids_hit = cgroup.hit_limit()
+            await _remove(cgroup)
+    code = proc.returncode if proc.returncode is not None else -9
+    reason = reason or exit_reason(code)
+    stderr = err.decode("utf-8", "replace")
+    if capture.overflow:
+        stderr += f"\n[sandbox: output truncated at {output_bytes} bytes]"
+    if pids_hit:
+        stderr += f"\n[sandbox: process limit ({max_pids}) reached; forks were refused]"
+    return ProcessResult(
+        exit_code=code,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=stderr,
+        timed_out=reason == "timeout",
+        killed_reason=reason,
+        duration_ms=(time.perf_counter() - start) * 1000,
+    )
+
+
+def _kill(proc: asyncio.subprocess.Process, cgroup: PidsCgroup | None) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.kill_all()
+
+
+async def _remove(cgroup: PidsCgroup) -> None:
+    for _ in range(100):
+        if cgroup.try_remove():
+            return
+        await asyncio.sleep(0.01)

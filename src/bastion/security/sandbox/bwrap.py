@@ -1,0 +1,210 @@
+"""The bubblewrap sandbox backend (default on Linux).
+
+What a sandboxed process sees and may do:
+
+- a root made only of what programs need, read-only: ``/usr`` (with the merged-usr links
+  ``/bin``, ``/lib*``, ``/sbin``) and a short list of ``/etc`` files. Never ``--ro-bind / /``:
+  that would expose home directories, ``/etc/shadow`` and bastion's own config and token;
+- generated ``/etc/passwd``, ``/etc/group`` and ``/etc/hosts`` naming only the sandbox user;
+- the workspace read-write at ``/workspace`` (the working directory), a private ``/tmp``;
+- new user, pid, ipc, uts, cgroup and network namespaces (no network at all), uid/gid 1000,
+  every capability dropped, no new privileges, no nested user namespaces, its own session
+  (no terminal injection), killed with its parent;
+- a clean environment (only PATH, HOME, LANG, ... and what the caller passes; the variables are
+  handed over through the exec environment, not bwrap's argv, so they never show in ``ps``);
+- rlimits on CPU seconds, address space, processes, file size and open files, a pids cgroup
+  where one is writable (``RLIMIT_NPROC`` does not bind host root), a wall-clock deadline that
+  kills the whole tree, and a cap on captured output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+
+from bastion.errors import SandboxError
+from bastion.security.sandbox._proc import run_tree
+from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
+from bastion.tools.base import ProcessResult
+
+INSTALL_HINT = "apt-get install bubblewrap"
+SANDBOX_UID = 1000
+
+# /etc entries programs commonly need; nothing with secrets (shadow, ssh, ssl/private, ...).
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "nsswitch.conf",
+    "host.conf", "gai.conf", "protocols", "services", "mime.types", "magic", "alternatives",
+    "ca-certificates", "ssl/certs", "ssl/openssl.cnf", "python3", "python3.11", "python3.12",
+    "python3.13", "debian_version", "os-release", "inputrc", "bash.bashrc", "profile",
+)
+_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_ENV_BASE = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+    "USER": "sandbox",
+    "LOGNAME": "sandbox",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def root_binds() -> list[str]:
+    """Return the bwrap arguments that build the read-only system part of the root."""
+    args: list[str] = []
+    for name in _SYSTEM_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    for name in _ETC:
+        host = Path("/etc") / name
+        if host.exists():
+            args += ["--ro-bind", str(host), f"/etc/{name}"]
+    return args
+
+
+def limit_args(limits: Limits) -> list[str]:
+    """Return the ``prlimit`` command prefix applying ``limits`` inside the sandbox."""
+    mb = 1024 * 1024
+    return [
+        "/usr/bin/prlimit",
+        # soft < hard: the soft limit delivers SIGXCPU, so the kill is reported as cpu_time
+        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",
+        f"--as={limits.memory_mb * mb}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={limits.file_size_mb * mb}",
+        "--nofile=1024",
+        "--core=0",
+        "--",
+    ]
+
+
+def _write_identity(etc: Path, hostname: str) -> None:
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text(
+        f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/tmp:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")
+    (etc / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
+    for f in etc.iterdir():
+        f.chmod(0o644)
+
+
+class BubblewrapSandbox:
+    """A :class:`~bastion.security.sandbox.base.Sandbox` backed by ``bwrap``.
+
+    Args:
+        spec: Workspace, limits and network policy.
+        bwrap: Path of the ``bwrap`` binary (default: found on PATH).
+        hostname: Host name inside the sandbox.
+
+    """
+
+    name = "bubblewrap"
+
+    def __init__(self, spec: SandboxSpec, *, bwrap: str | None = None,
+                 hostname: str = "sandbox") -> None:
+        found = bwrap or shutil.which("bwrap")
+        if not found:
+            raise SandboxError("bubblewrap is not installed", fix=INSTALL_HINT)
+        self.spec = spec
+        self.bwrap = found
+        self.hostname = hostname
+        self._state = Path(tempfile.mkdtemp(prefix="bastion-bwrap-"))
+        self._state.chmod(0o755)
+        _write_identity(self._state / "etc", hostname)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
+        self._prefix = self._build_prefix()
+
+    @classmethod
+    def available(cls) -> str | None:
+        """Return ``None`` when bwrap works here, else why not (with the install line)."""
+        exe = shutil.which("bwrap")
+        if exe is None:
+            return f"bubblewrap is not installed (fix: {INSTALL_HINT})"
+        try:
+            proc = subprocess.run(
+                [exe, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                 "--unshare-all", "--unshare-user", "--die-with-parent", "/usr/bin/true"],
+                capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"},
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bubblewrap does not start: {exc}"
+        if proc.returncode != 0:
+            why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+            return (f"bubblewrap cannot create namespaces here ({why[0]}) (fix: enable "
+                    "unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)")
+        return None
+
+    def _build_prefix(self) -> list[str]:
+        etc = self._state / "etc"
+        args = [self.bwrap, *root_binds()]
+        for name in ("passwd", "group", "hosts"):
+            args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+        args += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--tmpfs", "/tmp",
+            "--tmpfs", "/var/tmp",
+            "--bind", str(self.spec.workspace), WORKSPACE_MOUNT,
+            "--remount-ro", "/",
+            "--chdir", WORKSPACE_MOUNT,
+            "--unshare-all", "--unshare-user", "--disable-userns",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+            "--hostname", self.hostname,
+            "--cap-drop", "ALL",
+            "--die-with-parent", "--new-session",
+        ]
+        if self.spec.network.enabled:
+            args.append("--share-net")
+        return args
+
+    def command(self, argv: list[str], limits: Limits | None = None) -> list[str]:
+        """Return the full host command line that runs ``argv`` in this sandbox."""
+        return [*self._prefix, "--", *limit_args(limits or self.spec.limits), *argv]
+
+    @staticmethod
+    def environment(env: Mapping[str, str] | None) -> dict[str, str]:
+        """Return the sandbox's clean environment plus the caller's variables."""
+        out = dict(_ENV_BASE)
+        for key, value in (env or {}).items():
+            if not key or "=" in key or "\x00" in key or "\x00" in value:
+                raise SandboxError(f"invalid environment variable name {key!r}")
+            out[key] = value
+        return out
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> ProcessResult:
+        """Run ``argv`` in a fresh sandbox; the deadline is ``min(timeout_s, wall limit)``."""
+        limits = self.spec.limits
+        wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
+        return await run_tree(
+            self.command(argv),
+            env=self.environment(env),
+            stdin=stdin,
+            wall_seconds=wall,
+            output_bytes=limits.output_bytes,
+            max_pids=limits.max_processes + 2,  # + bwrap's own monitor and init
+        )
+
+    def close(self) -> None:
+        """Remove the generated files."""
+        self._finalizer()

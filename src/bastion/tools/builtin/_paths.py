@@ -1,0 +1,160 @@
+"""Race-free confinement of file access to the workspace root.
+
+Every path is normalised lexically (``..`` may not climb above the root), then opened one
+component at a time with ``O_NOFOLLOW`` relative to the directory opened before it
+(``openat``). A symbolic link met on the way is read and re-resolved lexically against the
+workspace: a link that stays inside is followed, one that points outside is refused. Because no
+step ever follows a link the kernel resolves on its own, swapping a component for a link
+between a check and the open (which a sandboxed shell could do) cannot escape the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from bastion.errors import ToolError
+
+#: Where the sandbox mounts the workspace; paths the model saw inside a shell are accepted too.
+SANDBOX_WORKSPACE = "/workspace"
+_MAX_LINK_HOPS = 40
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_FIX = "use a path relative to the workspace, without symlinks that point outside it"
+
+
+def _escape(path: str, why: str) -> ToolError:
+    return ToolError(f"refused {path!r}: {why}", fix=_FIX)
+
+
+def split_path(path: str, workspace: Path) -> list[str]:
+    """Return the workspace-relative components of ``path`` (lexically normalised).
+
+    Accepts relative paths, ``/workspace/...`` (the sandbox's view) and absolute host
+    paths inside ``workspace``; anything else, or ``..`` climbing above the root, is refused.
+    """
+    if "\x00" in path:
+        raise _escape(path, "the path contains a NUL byte")
+    p = path.strip() or "."
+    root = str(workspace)
+    if p == SANDBOX_WORKSPACE or p.startswith(SANDBOX_WORKSPACE + "/"):
+        p = p[len(SANDBOX_WORKSPACE):]
+    elif p == root or p.startswith(root.rstrip("/") + "/"):
+        p = p[len(root):]
+    elif p.startswith(("/", "~")):
+        raise _escape(path, "absolute paths outside the workspace are not allowed")
+    return _normalise(p.split("/"), path)
+
+
+def _normalise(raw: list[str], original: str) -> list[str]:
+    parts: list[str] = []
+    for part in raw:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise _escape(original, "the path climbs above the workspace root")
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+def _link_target(target: str, parent: list[str], workspace: Path, original: str) -> list[str]:
+    """Resolve a symlink's target (relative to its directory) into workspace components."""
+    if target.startswith("/"):
+        root = str(workspace)
+        if target == SANDBOX_WORKSPACE or target.startswith(SANDBOX_WORKSPACE + "/"):
+            rest = target[len(SANDBOX_WORKSPACE):]
+        elif target == root or target.startswith(root.rstrip("/") + "/"):
+            rest = target[len(root):]
+        else:
+            raise _escape(original, f"a symbolic link points outside the workspace ({target})")
+        return _normalise(rest.split("/"), original)
+    try:
+        return _normalise([*parent, *target.split("/")], original)
+    except ToolError:
+        why = f"a symbolic link points outside the workspace ({target})"
+        raise _escape(original, why) from None
+
+
+def open_in_workspace(
+    workspace: Path,
+    path: str,
+    flags: int,
+    *,
+    mode: int = 0o644,
+    create_dirs: bool = False,
+) -> tuple[int, str]:
+    """Open ``path`` inside ``workspace`` and return ``(fd, workspace-relative path)``.
+
+    ``flags`` apply to the last component (``O_NOFOLLOW`` and ``O_CLOEXEC`` are added);
+    pass ``os.O_PATH | os.O_DIRECTORY`` to open a directory. Raises :class:`ToolError`
+    for escapes, missing files and wrong file types. The caller closes the fd.
+    """
+    parts = split_path(path, workspace)
+    root_fd = os.open(workspace, _DIR_FLAGS)
+    fd = os.dup(root_fd)
+    done: list[str] = []
+    todo = list(parts)
+    hops = 0
+    try:
+        while todo:
+            name = todo[0]
+            last = len(todo) == 1
+            try:
+                if last:
+                    nfd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+                else:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if last or not create_dirs:
+                    shown = "/".join([*done, name])
+                    raise ToolError(
+                        f"{shown or '.'} does not exist in the workspace",
+                        fix="call list_files to see what is there",
+                    ) from None
+                os.mkdir(name, 0o755, dir_fd=fd)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from None
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    shown = "/".join([*done, name])
+                    kind = "a directory" if exc.errno == errno.EISDIR else "not a directory"
+                    raise ToolError(f"{shown} is {kind}") from None
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    raise _escape(path, "too many levels of symbolic links") from None
+                todo = _link_target(target, done, workspace, path) + todo[1:]
+                os.close(fd)
+                fd = os.dup(root_fd)
+                done = []
+                continue
+            os.close(fd)
+            fd = nfd
+            done.append(name)
+            todo.pop(0)
+        if not parts:  # the root itself
+            os.close(fd)
+            fd = os.open(".", flags | os.O_CLOEXEC, mode, dir_fd=root_fd)
+        return fd, "/".join(done) or "."
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.close(root_fd)
+
+
+def require_regular(fd: int, shown: str) -> os.stat_result:
+    """Return ``fstat(fd)`` or raise when it is not a regular file (FIFOs, devices...)."""
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise ToolError(f"{shown} is a directory", fix="call list_files on a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise ToolError(f"{shown} is not a regular file")
+    return st

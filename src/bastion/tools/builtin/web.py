@@ -1,0 +1,239 @@
+"""``web_fetch`` and the direct HTTP fetcher with its SSRF guard.
+
+The guard sits where the socket is opened: every connection (the first request and every
+redirect) resolves the host, refuses the call if *any* resolved address is loopback,
+link-local, private, multicast, reserved or otherwise not globally routable (unless the
+fetcher allows private targets), and then connects to the address it checked, so a DNS
+answer that changes between check and connect (rebinding) cannot slip through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from bastion.errors import ToolError
+from bastion.tools.base import Risk, ToolContext, ToolOutput, tool
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FIX_PRIVATE = "only public addresses are reachable (security.allow_private_network allows others)"
+
+
+def address_problem(ip: IPAddress) -> str | None:
+    """Return why ``ip`` is not a public destination, or ``None`` when it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return address_problem(ip.ipv4_mapped)
+    for attr, label in (
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_unspecified", "unspecified"),
+        ("is_private", "private"),
+        ("is_reserved", "reserved"),
+    ):
+        if getattr(ip, attr):
+            return f"{ip} is a {label} address"
+    if not ip.is_global:
+        return f"{ip} is not a globally routable address"
+    return None
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """An httpcore network backend that checks every destination address before connecting."""
+
+    def __init__(self, fetcher: DirectFetcher) -> None:
+        self._fetcher = fetcher
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._fetcher.resolve(host, port)
+        error: OSError | None = None
+        for ip in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(ip), port, timeout, local_address, socket_options
+                )
+            except (OSError, httpcore.ConnectError) as exc:
+                error = exc if isinstance(exc, OSError) else OSError(str(exc))
+        raise ToolError(f"cannot connect to {host}:{port}: {error}")
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise ToolError("unix sockets are not reachable from web_fetch")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, fetcher: DirectFetcher) -> None:
+        super().__init__(retries=0)
+        # httpx has no public hook for the network backend; swap the pool it built.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=10,
+            network_backend=_GuardedBackend(fetcher),
+        )
+
+
+class DirectFetcher:
+    """Fetches http(s) URLs from bastion's own process, with the SSRF guard.
+
+    Args:
+        allow_private: Allow loopback, private and link-local destinations.
+        allowed_networks: CIDRs reachable even when ``allow_private`` is false
+            (e.g. one internal service).
+        timeout_s: Connect/read timeout per request.
+        max_redirects: Redirects followed; each target is checked again.
+
+    """
+
+    def __init__(
+        self,
+        allow_private: bool = False,
+        *,
+        allowed_networks: Iterable[str] = (),
+        timeout_s: float = 20.0,
+        max_redirects: int = 5,
+    ) -> None:
+        self.allow_private = allow_private
+        self.allowed_networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self.timeout_s = timeout_s
+        self.max_redirects = max_redirects
+
+    def check(self, ip: IPAddress, host: str) -> None:
+        """Raise :class:`ToolError` when ``ip`` may not be contacted."""
+        if self.allow_private or any(ip in net for net in self.allowed_networks):
+            return
+        problem = address_problem(ip)
+        if problem:
+            shown = host if host == str(ip) else f"{host} ({ip})"
+            raise ToolError(f"refused to fetch {shown}: {problem}", fix=_FIX_PRIVATE)
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """Resolve ``host`` and check every address; return them in connect order."""
+        try:
+            ips = [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise ToolError(f"cannot resolve {host}: {exc.strerror}") from None
+            ips = []
+            for info in infos:
+                ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                if ip not in ips:
+                    ips.append(ip)
+        for ip in ips:  # all of them: a mixed answer is refused, not filtered
+            self.check(ip, host)
+        return ips
+
+    async def get(self, url: str, *, max_bytes: int) -> tuple[int, str, str]:
+        """Return (status, content type, text) of ``url``, following checked redirects."""
+        timeout = httpx.Timeout(self.timeout_s)
+        async with httpx.AsyncClient(
+            transport=_GuardedTransport(self), timeout=timeout, trust_env=False,
+            follow_redirects=False, headers={"User-Agent": "bastion-web-fetch/0.1"},
+        ) as client:
+            for _ in range(self.max_redirects + 1):
+                _check_url(url)
+                try:
+                    async with client.stream("GET", url) as resp:
+                        if resp.is_redirect and "location" in resp.headers:
+                            url = urljoin(url, resp.headers["location"])
+                            continue
+                        body = bytearray()
+                        async for chunk in resp.aiter_bytes():
+                            body += chunk
+                            if len(body) >= max_bytes:
+                                del body[max_bytes:]
+                                break
+                        ctype = resp.headers.get("content-type", "")
+                        text = bytes(body).decode(resp.charset_encoding or "utf-8", "replace")
+                        if len(body) >= max_bytes:
+                            text += f"\n[truncated at {max_bytes} bytes]"
+                        return resp.status_code, ctype, text
+                except httpx.HTTPError as exc:
+                    raise ToolError(f"fetching {url} failed: {exc}") from None
+        raise ToolError(f"too many redirects (more than {self.max_redirects})")
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ToolError(f"unsupported URL scheme {parts.scheme!r}", fix="use an http(s) URL")
+    if not parts.hostname:
+        raise ToolError(f"URL {url!r} has no host")
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
+              "article", "header", "footer", "pre", "table", "ul", "ol", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag in self._BLOCK:
+            self.out.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skip:
+            self._skip -= 1
+        elif tag in self._BLOCK:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Return the readable text of an HTML page (scripts and styles dropped)."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.out).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+@tool(risk=Risk.MEDIUM)
+async def web_fetch(ctx: ToolContext, url: str, max_chars: int = 20_000) -> ToolOutput:
+    """Fetch a web page (http or https) and return its text.
+
+    Args:
+        ctx: The call's context from the gateway (its HTTP client applies the egress policy).
+        url: The address to fetch.
+        max_chars: Return at most this many characters of text.
+
+    """
+    if ctx.http is None:
+        raise ToolError("web_fetch has no HTTP client in this context")
+    status, ctype, body = await ctx.http.get(url, max_bytes=max(4 * max_chars, 65_536))
+    text = html_to_text(body) if "html" in ctype.lower() else body
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n[... truncated at {max_chars} characters]"
+    out = f"HTTP {status} ({ctype or 'unknown type'})\n{text}"
+    return ToolOutput(out, data={"status": status, "content_type": ctype}, is_error=status >= 400)
