@@ -124,22 +124,31 @@ class Chunk:
     where: str  # heading path or line range, for citations
 
 
+def _span(first: str, last: str) -> str:
+    """Merge two locations: "lines 1-4" + "lines 9-12" -> "lines 1-12"."""
+    if first.startswith("lines ") and last.startswith("lines ") and first != last:
+        return f"{first.split('-')[0]}-{last.split('-')[-1]}"
+    return first
+
+
 def _pack(pieces: list[tuple[str, str]], size: int, overlap: int) -> list[Chunk]:
     """Greedily pack (text, where) pieces into chunks of at most ``size`` chars."""
     chunks: list[Chunk] = []
     buf = ""
-    where = ""
+    where = last = ""
     for text, loc in pieces:
         while len(text) > size:  # one piece larger than a chunk: hard-split it
-            cut = text.rfind(" ", 0, size)
+            cut = text.rfind("\n", 0, size)  # prefer a line break (code), then a space
+            if cut <= size // 2:
+                cut = text.rfind(" ", 0, size)
             cut = cut if cut > size // 2 else size
-            pieces_head, text = text[:cut], text[cut:].lstrip()
+            pieces_head, text = text[:cut], text[cut:].lstrip(" \n")
             if buf:
-                chunks.append(Chunk(buf.strip(), len(chunks), where))
+                chunks.append(Chunk(buf.strip(), len(chunks), _span(where, last)))
                 buf = ""
             chunks.append(Chunk(pieces_head.strip(), len(chunks), loc))
         if buf and len(buf) + len(text) + 2 > size:
-            chunks.append(Chunk(buf.strip(), len(chunks), where))
+            chunks.append(Chunk(buf.strip(), len(chunks), _span(where, last)))
             tail = buf[-overlap:] if overlap else ""
             space = tail.find(" ")
             tail = tail[space + 1 :] if 0 <= space < len(tail) - 1 else tail
@@ -149,8 +158,9 @@ def _pack(pieces: list[tuple[str, str]], size: int, overlap: int) -> list[Chunk]
             if not buf:
                 where = loc
             buf = f"{buf}\n\n{text}" if buf else text
+        last = loc
     if buf.strip():
-        chunks.append(Chunk(buf.strip(), len(chunks), where))
+        chunks.append(Chunk(buf.strip(), len(chunks), _span(where, last)))
     return [c for c in chunks if c.text]
 
 
