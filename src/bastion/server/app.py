@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from bastion import __version__
+from bastion.server._turns import BusySessions
 from bastion.server.deps import require_token
 from bastion.server.errors import install_error_handlers
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 ROUTE_MODULES = [
     "bastion.server.routes.core",  # /health, /openapi.json, /v1/models, /v1/chat/completions
     "bastion.server.routes.sessions",  # /v1/sessions (create, read, messages with SSE)
+    "bastion.server.routes.memory",  # /v1/sessions list/rename/delete/export, search, ingest
+    "bastion.server.routes.voice",  # /v1/audio/transcriptions, /v1/audio/speech, WS /v1/voice/ws
 ]
 
 DESCRIPTION = (
@@ -112,6 +115,8 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
         redoc_url=None,
     )
     api.state.bastion = app
+    api.state.busy_sessions = BusySessions()  # one running turn per session
+    api.state.created_sessions = set()  # ids made by POST /v1/sessions, not yet used
     install_error_handlers(api)
     seen: dict[tuple[str, str], str] = {}
     for name in ROUTE_MODULES:

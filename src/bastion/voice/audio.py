@@ -182,3 +182,60 @@ def validate(audio: Audio, *, max_seconds: float = 120.0) -> Audio:
     if not np.isfinite(audio.samples).all():
         raise AudioError("the audio contains invalid samples (NaN/inf)", fix=_FORMAT_FIX)
     return audio
+
+
+# OpenAI's /v1/audio/speech formats: container, codec, sample rate (None = keep), media type.
+_ENCODINGS: dict[str, tuple[str, str, int | None, str]] = {
+    "mp3": ("mp3", "libmp3lame", None, "audio/mpeg"),
+    "opus": ("ogg", "libopus", 24_000, "audio/ogg"),
+    "aac": ("adts", "aac", None, "audio/aac"),
+    "flac": ("flac", "flac", None, "audio/flac"),
+}
+FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+PCM_RATE = 24_000
+"""OpenAI's ``pcm`` speech format: raw signed 16-bit little-endian mono at 24 kHz."""
+
+
+def media_type(fmt: str) -> str:
+    """Return the HTTP media type for a speech format."""
+    if fmt == "wav":
+        return "audio/wav"
+    if fmt == "pcm":
+        return "audio/pcm"
+    return _ENCODINGS[fmt][3]
+
+
+def encode(audio: Audio, fmt: str) -> bytes:
+    """Encode ``audio`` as ``fmt`` (one of :data:`FORMATS`).
+
+    Raises:
+        AudioError: an unknown format, or a codec this PyAV build lacks.
+    """
+    if fmt == "wav":
+        return audio.wav()
+    if fmt == "pcm":
+        return audio.resample(PCM_RATE).pcm16()
+    if fmt not in _ENCODINGS:
+        raise AudioError(f"unknown audio format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    container, codec, rate, _ = _ENCODINGS[fmt]
+    try:
+        import av
+    except ImportError:
+        raise AudioError(f"{fmt} output needs PyAV", fix="pip install 'bastion[voice]' or "
+                         "ask for wav or pcm") from None
+    if rate:
+        audio = audio.resample(rate)
+    ints = (np.clip(audio.samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, mode="w", format=container) as out:
+            stream = out.add_stream(codec, rate=audio.sample_rate, layout="mono")
+            frame = av.AudioFrame.from_ndarray(ints[None, :], format="s16", layout="mono")
+            frame.sample_rate = audio.sample_rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise AudioError(f"cannot encode {fmt}: {exc}", fix="ask for wav or pcm") from None
+    return buf.getvalue()

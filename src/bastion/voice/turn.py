@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,8 +69,14 @@ async def speak_events(
     engine: str | None = None,
     speed: float | None = None,
     heard: str = "",
+    redact: Callable[[str], str] | None = None,
 ) -> AsyncIterator[AgentEvent | Spoken | VoiceDone]:
-    """Pass ``events`` through and add :class:`Spoken` audio as sentences complete."""
+    """Pass ``events`` through and add :class:`Spoken` audio as sentences complete.
+
+    ``redact`` is applied to each sentence before it is spoken (a sentence boundary needs
+    whitespace, so a secret, a whitespace-free token, is never split across two sentences).
+    """
+    clean = redact or (lambda text: text)
     tts = await service.tts_async(engine)
     out: asyncio.Queue[object] = asyncio.Queue()
     sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -104,7 +110,8 @@ async def speak_events(
         index = 0
         seconds = 0.0
         try:
-            while (sentence := await sentences.get()) is not None:
+            while (raw := await sentences.get()) is not None:
+                sentence = clean(raw)
                 pieces = await asyncio.to_thread(
                     lambda s=sentence: list(tts.synthesize(s, speed=speed))  # type: ignore[misc]
                 )
@@ -116,7 +123,7 @@ async def speak_events(
             await out.put(_Failed(exc))
             raise
         await out.put(
-            VoiceDone(heard, result["answer"] or "", seconds, index, result["error"])
+            VoiceDone(heard, clean(result["answer"] or ""), seconds, index, result["error"])
         )
         await out.put(_END)
 
@@ -143,6 +150,7 @@ async def voice_turn(
     language: str | None = None,
     engine: str | None = None,
     speed: float | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> AsyncIterator[VoiceEvent]:
     """Run one spoken turn: :class:`Heard`, the agent's events with :class:`Spoken` audio
     interleaved, then :class:`VoiceDone`. Silence ends the turn at once with empty text."""
@@ -157,6 +165,7 @@ async def voice_turn(
         engine=engine,
         speed=speed,
         heard=transcript.text,
+        redact=redact,
     ):
         yield ev
 
