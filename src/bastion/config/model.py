@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class _Section(BaseModel):
@@ -69,10 +69,27 @@ ToolRule = Literal["allow", "deny", "ask"]
 Risk = Literal["low", "medium", "high", "critical"]
 
 
+class EgressConfig(_Section):
+    """Where a sandbox may connect; everything else is dropped (and logged)."""
+
+    domains: list[str] = Field(
+        default_factory=list, description="allowed names; '*.example.org' covers sub-domains"
+    )
+    cidrs: list[str] = Field(default_factory=list, description="allowed IPs/networks")
+    ports: list[int] = Field(default_factory=lambda: [443], description="allowed TCP ports")
+
+
 class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
-    sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
+    sandbox: Literal["auto", "bubblewrap", "gvisor", "podman", "none"] = Field(
+        default="bubblewrap",
+        description="backend for shell/python; auto = gvisor when runsc works, else bubblewrap",
+    )
+    egress: dict[str, EgressConfig] = Field(
+        default_factory=dict,
+        description="per-tool network allowlist for sandboxed tools (default: no network)",
+    )
     tools: dict[str, ToolRule] = Field(
         default_factory=dict, description="per-tool rule; tools not listed follow their risk"
     )
@@ -230,6 +247,36 @@ class ClusterConfig(_Section):
     )
 
 
+class McpServerConfig(_Section):
+    """One external MCP server mounted as a toolset (its tools get the ``NAME__`` prefix)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+    command: list[str] | None = Field(default=None, description="stdio server: argv to launch")
+    url: str | None = Field(default=None, description="streamable-HTTP server URL")
+    token: SecretStr | None = Field(default=None, description="bearer token for an HTTP server")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of a stdio server")
+    mounts: list[Path] = Field(
+        default_factory=list, description="host paths the stdio server needs, mounted read-only"
+    )
+    sandbox: Literal["default", "bubblewrap", "gvisor", "none"] = Field(
+        default="default", description="how a stdio server is confined; default = security.sandbox"
+    )
+    memory_mb: int = Field(default=4096, ge=64, description="address-space limit (node needs GBs)")
+    egress: EgressConfig | None = Field(default=None, description="None = no network")
+    risk: Risk = "medium"
+    tools: list[str] | None = Field(default=None, description="expose only these tools")
+    timeout_s: float = Field(default=60.0, gt=0)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("set exactly one of 'command' (stdio) or 'url' (http)")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' must not be empty")
+        return self
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -241,3 +288,4 @@ class Config(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
