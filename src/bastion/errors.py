@@ -69,6 +69,10 @@ class SecretError(BastionError):
     """A secret backend failed or a secret reference could not be resolved."""
 
 
+class AuditError(BastionError):
+    """The audit log could not be written, read or verified."""
+
+
 class AuthError(BastionError):
     """A request carried no token or a wrong one."""
 

@@ -33,6 +33,8 @@ Policy = Literal["redact", "block"]
 MIN_HELD_LEN = 6
 _ENTROPY_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
+_SHORT_KEYWORDS = ("://", "-----BEGIN")  # rules that can match without a long run
 
 
 @dataclass(slots=True, frozen=True)
@@ -116,6 +118,17 @@ class SecretScanner:
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._held_re: re.Pattern[str] | None = None
+        # One pass over the text finds which keywords occur; only their rules then run.
+        self._by_kw: dict[str, list[Rule]] = {}
+        self._by_kw_nocase: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            table = self._by_kw_nocase if rule.nocase else self._by_kw
+            for kw in rule.keywords:
+                table.setdefault(kw.lower() if rule.nocase else kw, []).append(rule)
+        for kw in ASSIGNMENT_KEYWORDS:
+            self._by_kw_nocase.setdefault(kw, [])
+        self._kw = list(self._by_kw.items())
+        self._kw_nocase = list(self._by_kw_nocase.items())
         for value in known_values:
             self.add_known(value)
 
@@ -140,28 +153,40 @@ class SecretScanner:
     # ---- scanning ----------------------------------------------------------------------------
     def scan(self, text: str) -> list[Finding]:
         """Return the secrets in ``text`` (non-overlapping, in order)."""
-        if not text:
+        if not text or len(text) < MIN_HELD_LEN:
             return []
         found: list[Finding] = []
         held = self._held_re
         if held is not None:
             found.extend(Finding("held_value", m.start(), m.end()) for m in held.finditer(text))
-        lower = text.lower()
-        for rule in self.rules:
-            if rule.nocase:
-                for pos in _word_starts(lower, rule.keywords):
-                    m = rule.pattern.match(text, pos)
-                    if m:
+        # Every format token has a run of >= 16 token characters; most texts have none, and
+        # then only the URL-password rule (short passwords) can match.
+        long_run = _LONG_RUN.search(text) is not None
+        present = [kw for kw, _ in self._kw if kw in text] if long_run else [
+            kw for kw in _SHORT_KEYWORDS if kw in text and kw in self._by_kw]
+        if present:
+            ran: set[str] = set()
+            for kw in present:
+                for rule in self._by_kw[kw]:
+                    if rule.name in ran:
+                        continue
+                    ran.add(rule.name)
+                    for m in rule.pattern.finditer(text):
                         s, e = m.span(rule.group)
                         found.append(Finding(rule.name, s, e))
-                continue
-            if not any(k in text for k in rule.keywords):
-                continue
-            for m in rule.pattern.finditer(text):
-                s, e = m.span(rule.group)
-                found.append(Finding(rule.name, s, e))
-        found.extend(_assignments(text, lower))
-        if self.entropy:
+        lower = text.lower()
+        present = [kw for kw, _ in self._kw_nocase if kw in lower]
+        if present:
+            for kw in present:
+                for rule in self._by_kw_nocase[kw]:
+                    for pos in _word_starts(lower, (kw,)):
+                        m = rule.pattern.match(text, pos)
+                        if m:
+                            s, e = m.span(rule.group)
+                            found.append(Finding(rule.name, s, e))
+            if not set(present).isdisjoint(ASSIGNMENT_KEYWORDS):
+                found.extend(_assignments(text, lower))
+        if self.entropy and long_run:
             for m in _ENTROPY_CANDIDATE.finditer(text):
                 if _looks_random(m.group()):
                     found.append(Finding("high_entropy", m.start(), m.end()))
