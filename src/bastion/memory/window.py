@@ -7,9 +7,10 @@ its chat template and tokenizes). Other backends use the stated fallback estimat
 tool-call arguments counted as their JSON text. The estimate errs high on English prose.
 
 The window always keeps the system prompt and the newest turn (the last user message and
-everything after it); older turns are added newest-first while they fit. A tool call and
-its results are one unit: included together or not at all, and a tool result whose call is
-not in the window (an orphan) is never sent.
+everything after it; an oversized one has its longest messages cut in the middle, tool
+results first); older turns are added whole, newest first, while they fit. A tool call and
+its results are therefore never split, and a tool result whose call is not in the window
+(an orphan) is never sent.
 """
 
 from __future__ import annotations
@@ -91,21 +92,21 @@ class Window:
 
 
 def _shrink(unit: list[Message], excess_tokens: int) -> list[Message]:
-    """Cut the longest tool results of ``unit`` by about ``excess_tokens`` tokens."""
+    """Cut the longest messages of ``unit`` (tool results first) by ~``excess_tokens``."""
     out = list(unit)
     cut_chars = (excess_tokens + 8) * FALLBACK_CHARS_PER_TOKEN
     order = sorted(
-        (i for i, m in enumerate(out) if m.role == "tool"),
-        key=lambda i: len(out[i].content),
+        range(len(out)),
+        key=lambda i: (out[i].role == "tool", len(out[i].content)),
         reverse=True,
     )
     for i in order:
         if cut_chars <= 0:
             break
         text = out[i].content
-        keep = max(200, len(text) - cut_chars)
-        if keep >= len(text):
+        if len(text) <= 300:  # already short (or already cut): cutting more saves nothing
             continue
+        keep = max(200, len(text) - cut_chars - 64)  # 64: room for the note itself
         head = keep * 2 // 3
         tail = keep - head
         note = f"\n[... {len(text) - keep} characters cut to fit the context ...]\n"
@@ -134,7 +135,7 @@ def window(
     current = [m for g in groups[start:] for m in g]
     used = count([system, *current])
     truncated = False
-    for _ in range(3):
+    for _ in range(4):
         if used <= budget:
             break
         shrunk = _shrink(current, used - budget)
@@ -142,8 +143,15 @@ def window(
             break
         current, truncated = shrunk, True
         used = count([system, *current])
+    # Older history goes in whole turns (a user message and all that answered it), so the
+    # model never sees an answer without its question or a call without its results.
+    turns: list[list[Message]] = []
+    for g in groups[:start]:
+        if not turns or g[0].role == "user":
+            turns.append([])
+        turns[-1].extend(g)
     chosen: list[list[Message]] = []
-    for g in reversed(groups[:start]):
+    for g in reversed(turns):
         cost = count(g)
         if used + cost > budget:
             break  # stop at the first turn that does not fit: no holes in the conversation
