@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.app import App, build_app
-from bastion.config.model import ApiConfig, Config
+from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.server.app import create_app
 from tests.fakes.model import Reply, ScriptedModel
 
@@ -27,7 +27,8 @@ def make_api() -> Iterator[Callable[..., Api]]:
 
     def make(*replies: Reply, token: str | None = TOKEN, auth: bool = True,
              raise_server_exceptions: bool = True) -> Api:
-        config = Config(api=ApiConfig(token=token))
+        # Real SQLite sessions; the semantic index is the memory feature's to test.
+        config = Config(api=ApiConfig(token=token), memory=MemoryConfig(semantic=False))
         model = ScriptedModel(*replies)
         app = build_app(config, model=model)
         headers = {"Authorization": f"Bearer {token}"} if auth and token else {}
