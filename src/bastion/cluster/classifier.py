@@ -9,8 +9,9 @@ feature                   weight  why
 ========================  ======  =========================================================
 length (words)            0-3     long asks carry more constraints (1 per 60 words, max 3)
 code                      2       fenced code, stack traces or code-like lines
-reasoning verbs           1 each  prove, derive, analyse, design, compare, optimise, ... (max 3)
-step-by-step request      1       "step by step", "explain why", "in detail", "trade-offs"
+reasoning verbs           2, +1   prove, derive, analyse, design, compare, optimise, ...: 2 for the
+                                  first, 1 per further distinct verb (max 4)
+step-by-step request      2       "step by step", "explain why", "in detail", "pros and cons"
 math                      1       equations, operators between numbers, integrals, matrices
 multiple parts            1       several questions or an enumerated list of asks
 tools offered             1       the model must decide about tool calls (only if > 3 tools)
@@ -111,9 +112,9 @@ def classify(
         feats["code"] = 2
     reasoning = len({m.group(0).lower() for m in _REASONING.finditer(last)})
     if reasoning:
-        feats["reasoning"] = min(3, reasoning)
+        feats["reasoning"] = min(4, reasoning + 1)
     if _STEPWISE.search(last):
-        feats["stepwise"] = 1
+        feats["stepwise"] = 2
     if _MATH.search(last):
         feats["math"] = 1
     if last.count("?") >= 2 or len(_LIST_ITEM.findall(last)) >= 3:

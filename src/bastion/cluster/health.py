@@ -2,8 +2,8 @@
 
 Each round (``cluster.health_interval_s``) every node gets one check, concurrently:
 
-* a node in good standing gets a liveness check (``GET /v1/models``); unreachable opens its
-  breaker at once, a 5xx counts as a soft failure;
+* a node in good standing gets a liveness check (``GET /health``: any answer below 500 is
+  alive); unreachable opens its breaker at once, a 5xx counts as a soft failure;
 * a *suspect* node (a recent failed call) or a half-open one gets a real one-token chat
   completion as a probe: its success closes the breaker, its failure counts (a node that
   lists models fine but fails or stalls on completions is caught here);
@@ -115,7 +115,9 @@ class HealthMonitor(ClusterService):
         assert self._http is not None
         headers = {"Authorization": f"Bearer {node.spec.token}"} if node.spec.token else {}
         try:
-            resp = await self._http.get(node.spec.api_base + "/models", headers=headers)
+            # /health: llama.cpp's llama-server and vLLM serve it; llama-cpp-python answers
+            # 404 without taking its model lock (its /v1/models waits behind a generation)
+            resp = await self._http.get(node.spec.url + "/health", headers=headers)
         except Exception as exc:  # noqa: BLE001 - every failure is a health verdict
             return classify_failure(exc)
         if resp.status_code >= 500:
