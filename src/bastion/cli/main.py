@@ -21,6 +21,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "bastion.cli.core",  # init, doctor, config, ask, chat, serve
     "bastion.cli.memory",  # sessions, search, ingest, knowledge
+    "bastion.cli.voice",  # voice (push-to-talk, --input/--output), transcribe, say, wyoming
 ]
 
 
