@@ -1,0 +1,95 @@
+"""Resolving ``secret://`` references at injection time, and the gateway's secrets stage."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bastion.errors import BastionError, SecretError
+from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.security.redact import Redactor
+from bastion.security.secrets.base import SecretBackend, SecretRef, is_ref, parse_ref, pick
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SecretResolver:
+    """Turns references into values, and registers every value it hands out with the redactor,
+    so the value is masked in tool output, model context, audit records and logs."""
+
+    def __init__(self, backends: Mapping[str, SecretBackend], redactor: Redactor | None = None
+                 ) -> None:
+        self.backends = dict(backends)
+        self.redactor = redactor
+
+    def backend(self, name: str) -> SecretBackend:
+        """Return the backend called ``name``."""
+        try:
+            return self.backends[name]
+        except KeyError:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise SecretError(f"unknown secret backend {name!r} (configured: {known})",
+                              fix="configure it under secrets: in bastion.yaml") from None
+
+    def resolve(self, ref: str | SecretRef) -> str:
+        """Return the value ``ref`` points at (and remember it for redaction)."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        value = pick(self.backend(parsed.backend).get(parsed.path), parsed)
+        if self.redactor is not None:
+            self.redactor.add_known(value)
+        return value
+
+    def preload(self, refs: list[str]) -> None:
+        """Resolve ``refs`` once so their values are masked from the start (values not kept)."""
+        for ref in refs:
+            try:
+                self.resolve(ref)
+            except BastionError:
+                continue
+
+
+def tool_declarations(tool: Any, configured: Mapping[str, Mapping[str, str]]
+                      ) -> dict[str, str]:
+    """Return {ENV_NAME: reference} a tool needs: its own ``secrets`` attribute plus config."""
+    out: dict[str, str] = {}
+    own = getattr(tool, "secrets", None)
+    if isinstance(own, Mapping):
+        out.update({str(k): str(v) for k, v in own.items()})
+    out.update(configured.get(tool.name, {}))
+    return out
+
+
+class SecretsStage:
+    """Fill ``CallRequest.secrets`` for tools that declare secrets.
+
+    References are resolved here, after policy and approval, immediately before the tool
+    runs; the values travel only in ``req.secrets`` -> ``ToolContext.secrets`` -> the
+    sandbox's exec environment (never argv, never a file on disk, never a log line).
+    """
+
+    def __init__(self, resolver: SecretResolver,
+                 tools: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.resolver = resolver
+        self.tools = {k: dict(v) for k, v in (tools or {}).items()}
+
+    def declared(self, tool: Any) -> dict[str, str]:
+        """Return the secrets ``tool`` is given."""
+        return tool_declarations(tool, self.tools)
+
+    async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
+        """Resolve the tool's declared secrets into ``req.secrets``, then continue."""
+        wanted = self.declared(req.tool)
+        for env_name, ref in wanted.items():
+            if not _ENV_NAME.match(env_name) or not is_ref(ref):
+                return denied(req, f"{req.tool.name}: bad secret declaration {env_name!r}")
+            try:
+                req.secrets[env_name] = self.resolver.resolve(ref)
+            except SecretError as exc:
+                return denied(req, f"{req.tool.name} needs secret {env_name}: {exc.user_text()}")
+        if wanted:
+            req.annotations["secret_refs"] = sorted(wanted.values())
+        try:
+            return await nxt(req)
+        finally:
+            req.secrets.clear()  # the values do not outlive the call
