@@ -20,6 +20,7 @@ app = typer.Typer(
 # Command modules; each defines ``register(app: typer.Typer) -> None``. Add one line per module.
 COMMAND_MODULES = [
     "bastion.cli.core",  # init, doctor, config, ask, chat, serve
+    "bastion.cli.serve",  # serve (the REST API)
     "bastion.cli.memory",  # sessions, search, ingest, knowledge
     "bastion.cli.voice",  # voice (push-to-talk, --input/--output), transcribe, say, wyoming
 ]
