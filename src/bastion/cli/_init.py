@@ -1,0 +1,72 @@
+"""``bastion init``: detect the hardware, recommend a model, write ``bastion.yaml``."""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.config.model import Config, HardwareConfig
+from bastion.hardware import HardwareInfo, Recommendation
+
+# The shipped model's context is kept at the default unless the machine is tight on memory.
+SHIPPED_CONTEXT = 4096
+
+
+def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
+    """Return a table of what was detected and what is recommended."""
+    table = Table(title="hardware", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    cpu = hw.cpu
+    flags = ", ".join(cpu.flags) or "none of AVX2/AVX-512/NEON"
+    table.add_row("CPU", escape(f"{cpu.model} ({cpu.arch})"))
+    table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
+    table.add_row("SIMD", flags)
+    table.add_row("RAM", f"{hw.ram_mb / 1024:.1f} GiB")
+    for gpu in hw.gpus:
+        extra = f", driver {gpu.driver}" if gpu.driver else ""
+        table.add_row("GPU", escape(f"{gpu.name}: {gpu.memory_mb / 1024:.1f} GiB{extra}"))
+    if not hw.gpus:
+        table.add_row("GPU", "none (CPU inference)")
+    table.add_row("accelerator", hw.accelerator)
+    table.add_row("recommended", escape(rec.label))
+    table.add_row("context", str(rec.context))
+    table.add_row("why", escape("; ".join(rec.reasons)))
+    return table
+
+
+def build_config(hw: HardwareInfo, rec: Recommendation) -> Config:
+    """Return a fresh config for this machine with a new API token."""
+    config = Config()
+    config.hardware = HardwareConfig(
+        cpu=hw.cpu.model,
+        cores=hw.cpu.physical_cores,
+        ram_gb=round(hw.ram_mb / 1024, 1),
+        gpu=hw.gpus[0].name if hw.gpus else None,
+        accelerator=hw.accelerator,
+        cpu_flags=list(hw.cpu.flags),
+        gpu_memory_mb=hw.gpu_memory_mb or None,
+        recommended_model=rec.label,
+        recommended_quant=rec.quant,
+        recommended_context=rec.context,
+    )
+    config.model.n_threads = rec.threads
+    config.model.n_gpu_layers = rec.gpu_layers
+    config.model.n_ctx = min(SHIPPED_CONTEXT, rec.context)
+    config.api.token = SecretStr(secrets.token_urlsafe(32))
+    return config
+
+
+def print_next_steps(console: Console, rec: Recommendation) -> None:
+    """Tell the user what to do next."""
+    console.print(
+        "The shipped model (SmolLM2-135M) is configured. For better answers on this machine, "
+        f"download a GGUF of {escape(rec.model)} ({rec.quant}) and run:\n"
+        "  bastion config set model.path /path/to/model.gguf\n"
+        f"  bastion config set model.n_ctx {rec.context}\n"
+        "Next: bastion doctor, then bastion chat"
+    )

@@ -1,0 +1,194 @@
+"""Core commands: ``init``, ``doctor``, ``config show|get|set``, ``ask``, ``chat``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.cli._render import EventRenderer, Transcript
+from bastion.cli.approval import choose_approver
+from bastion.config import paths
+from bastion.config.loader import dump, get_key, load, read_raw, save, set_key, validate
+from bastion.errors import BastionError, ConfigError
+
+if TYPE_CHECKING:
+    from bastion.app import App
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+SessionOpt = Annotated[
+    str | None, typer.Option("--session", "-s", help="conversation id; reuse it to continue")
+]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="approve every risky tool call without asking")
+]
+
+
+def _build(yes: bool) -> App:
+    """Load the config and assemble the app (the one composition root)."""
+    from bastion.app import build_app
+
+    config = load()
+    return build_app(config, approver=choose_approver(yes=yes))
+
+
+# -- init -------------------------------------------------------------------------------------
+def init(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="never prompt")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing config")] = False,
+) -> None:
+    """Detect the hardware, recommend a model, and write bastion.yaml with an API token."""
+    from bastion.cli import _init
+    from bastion.hardware import detect, recommend
+
+    path = paths.config_file()
+    if path.exists() and not force:
+        validate(read_raw(path), str(path))  # a broken file is an error, with its fix
+        _err.print(f"config already exists at {escape(str(path))} (kept; use --force to rewrite it)")
+        return
+    hw = detect()
+    rec = recommend(hw)
+    _err.print(_init.hardware_table(hw, rec))
+    interactive = sys.stdin.isatty() and not yes
+    if interactive and not typer.confirm(f"Write {path}?", default=True, err=True):
+        raise typer.Exit(1)
+    config = _init.build_config(hw, rec)
+    save(config, path)
+    for name in ("workspace",):
+        (paths.home() / name).mkdir(parents=True, exist_ok=True)
+    _err.print(f"wrote {escape(str(path))} (API token created: bastion config get api.token --reveal)")
+    _init.print_next_steps(_err, rec)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+def doctor() -> None:
+    """Check config, model, llama.cpp, sandbox, API token, disk; print the fix for each problem."""
+    from bastion.cli._doctor import run_checks
+
+    checks = run_checks()
+    table = Table("check", "status", "detail", "fix", title="bastion doctor", title_justify="left")
+    style = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
+    for c in checks:
+        table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+    Console(highlight=False, width=None if _out.is_terminal else 160).print(table)
+    failed = [c for c in checks if c.status == "FAIL"]
+    if failed:
+        _err.print(f"[red]{len(failed)} problem(s); run the commands in the fix column[/]")
+        raise typer.Exit(1)
+
+
+# -- config -----------------------------------------------------------------------------------
+config_app = typer.Typer(help="Show and change settings (bastion.yaml).", no_args_is_help=True)
+RevealOpt = Annotated[bool, typer.Option("--reveal", help="show secrets in clear")]
+
+
+def _print_value(value: Any) -> None:
+    if isinstance(value, (dict, list)):
+        typer.echo(yaml.safe_dump(value, sort_keys=False).rstrip())
+    elif value is None:
+        typer.echo("null")
+    elif isinstance(value, bool):
+        typer.echo("true" if value else "false")
+    else:
+        typer.echo(str(value))
+
+
+@config_app.command("show")
+def config_show(reveal: RevealOpt = False) -> None:
+    """Print every setting (file + environment overrides); secrets masked."""
+    _err.print(f"# {escape(str(paths.config_file()))}")
+    _print_value(dump(load(), reveal=reveal))
+
+
+@config_app.command("get")
+def config_get(
+    key: Annotated[str, typer.Argument(help="dotted key, e.g. model.backend")],
+    reveal: RevealOpt = False,
+) -> None:
+    """Print one setting, e.g. ``bastion config get api.token --reveal``."""
+    _print_value(get_key(load(), key, reveal=reveal))
+
+
+@config_app.command("set")
+def config_set(
+    key: Annotated[str, typer.Argument(help="dotted key, e.g. model.base_url")],
+    value: Annotated[str, typer.Argument(help="value (YAML: 42, true, [a, b]; '' unsets)")],
+) -> None:
+    """Change one setting in bastion.yaml (validated before it is written)."""
+    path = paths.config_file()
+    config = set_key(path, key, value)
+    _err.print(f"set {escape(key)} = {escape(str(get_key(config, key)))} in {escape(str(path))}")
+
+
+# -- ask --------------------------------------------------------------------------------------
+async def _ask(app: App, question: str, session: str | None, renderer: EventRenderer | None,
+               transcript: Transcript) -> None:
+    try:
+        agent = app.agent()
+        async for event in agent.run(question, session_id=transcript.session, actor="cli"):
+            transcript.add(event)
+            if renderer is not None:
+                renderer.handle(event)
+    finally:
+        await app.aclose()
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="what to ask")],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON transcript")] = False,
+    session: SessionOpt = None,
+    yes: YesOpt = False,
+    stream: Annotated[
+        bool | None,
+        typer.Option("--stream/--no-stream", help="stream tokens (default: when on a terminal)"),
+    ] = None,
+) -> None:
+    """Ask once: the answer on stdout, tool steps on stderr; exit 1 if the turn fails."""
+    if not question.strip():
+        raise ConfigError("the question is empty", fix='bastion ask "your question"')
+    app = _build(yes)
+    from bastion.agent.loop import Agent
+
+    transcript = Transcript(session or Agent.new_session_id(), app.model.name)
+    renderer = None
+    if not as_json:
+        live = sys.stdout.isatty() if stream is None else stream
+        renderer = EventRenderer(sys.stdout, _err, stream=live)
+    asyncio.run(_ask(app, question, session, renderer, transcript))
+    if as_json:
+        typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2))
+    elif renderer is not None:
+        renderer.finish()
+    if transcript.error is not None or transcript.answer is None:
+        raise BastionError(transcript.error or "the turn ended without an answer")
+
+
+# -- chat -------------------------------------------------------------------------------------
+def chat(session: SessionOpt = None, yes: YesOpt = False) -> None:
+    """Talk with the agent: streamed answers, tool steps, /help for commands."""
+    from bastion.cli._chat import ChatSession
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    code = ChatSession(_build(yes), session).run()
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the core commands to the ``bastion`` CLI."""
+    app.command()(init)
+    app.command()(doctor)
+    app.add_typer(config_app, name="config")
+    app.command()(ask)
+    app.command()(chat)
