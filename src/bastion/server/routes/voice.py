@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from bastion.agent.events import AgentEvent
 from bastion.agent.loop import Agent
+from bastion._extras import require
 from bastion.app import App
 from bastion.errors import AudioError, BastionError
 from bastion.llm.messages import TextDelta
@@ -35,11 +36,11 @@ from bastion.server.deps import get_app
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
 from bastion.server.sse import StreamRedactor
-from bastion.voice.audio import FORMATS, STT_RATE, Audio, encode, from_pcm16, media_type
-from bastion.voice.service import ENGINES, VoiceService
-from bastion.voice.stt import Transcript
-from bastion.voice.turn import Heard, Spoken, VoiceDone, speak_events
-from bastion.voice.vad import Endpointer, SpeechGate
+
+if TYPE_CHECKING:  # the voice extra (numpy, models) is imported on first use, not at start-up
+    from bastion.voice.audio import Audio
+    from bastion.voice.service import VoiceService
+    from bastion.voice.stt import Transcript
 
 router = APIRouter(tags=["audio"])
 
@@ -54,6 +55,9 @@ def voice_service(conn: HTTPConnection) -> VoiceService:
     state = conn.app.state
     service: VoiceService | None = getattr(state, "voice", None)
     if service is None:
+        require("numpy", extra="voice", feature="speech")
+        from bastion.voice.service import VoiceService
+
         app: App = get_app(conn)
         service = state.voice = VoiceService(app.config.voice)
     return service
@@ -142,6 +146,8 @@ class SpeechRequest(BaseModel):
 
 
 def _engine(model: str, voice: str) -> str | None:
+    from bastion.voice.service import ENGINES
+
     for name in (voice, model):
         if name in ENGINES:
             return name
@@ -160,8 +166,10 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
     if not body.input.strip():
         raise ApiError(400, "input is empty", code="empty_input", param="input",
                        fix="send the text to speak")
-    engine = _engine(body.model, body.voice)
     service = voice_service(request)
+    engine = _engine(body.model, body.voice)
+    from bastion.voice.audio import Audio, encode, media_type
+
     app = get_app(request)
     text = app.redactor.text(body.input)
     pieces = service.synthesize(text, engine=engine, speed=body.speed)
@@ -190,7 +198,7 @@ class _Start(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["start"] = "start"
-    sample_rate: int = Field(default=STT_RATE, ge=8000, le=48000)
+    sample_rate: int = Field(default=16_000, ge=8000, le=48000)
     session_id: str | None = None
     language: str | None = None
     engine: Literal["piper", "espeak"] | None = None
@@ -221,6 +229,8 @@ class _Utterance:
     """Audio of one utterance as it arrives, with endpointing and partial transcripts."""
 
     def __init__(self, ws: WebSocket, service: VoiceService, start: _Start) -> None:
+        from bastion.voice.vad import Endpointer, SpeechGate
+
         self.ws, self.service, self.start = ws, service, start
         self.chunks: list[Audio] = []
         self.seconds = 0.0
@@ -230,9 +240,13 @@ class _Utterance:
         self._partial_at = 0.0
 
     def audio(self) -> Audio:
+        from bastion.voice.audio import Audio
+
         return Audio.concat(self.chunks, self.start.sample_rate)
 
     async def add(self, pcm: bytes) -> None:
+        from bastion.voice.audio import from_pcm16
+
         piece = from_pcm16(pcm, self.start.sample_rate)
         self.chunks.append(piece)
         self.seconds += piece.duration
@@ -263,6 +277,8 @@ class _Utterance:
 async def _run_turn(
     ws: WebSocket, app: App, service: VoiceService, start: _Start, utt: _Utterance, sid: str
 ) -> None:
+    from bastion.voice.turn import Spoken, VoiceDone, speak_events
+
     await utt.settle()
     audio = utt.audio()
     if not len(audio.samples):
@@ -294,7 +310,7 @@ async def _run_turn(
                 await _send(ws, {"type": "turn_end", "heard": ev.heard, "answer": ev.answer,
                                  "audio_seconds": round(ev.audio_seconds, 3),
                                  "sentences": ev.sentences, "error": ev.error})
-            elif not isinstance(ev, Heard):
+            else:
                 _, payload = event_payload(ev, app.redactor)
                 await _send(ws, payload)
     finally:
