@@ -51,7 +51,13 @@ class VectorStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MemoryStoreError(
+                f"cannot open the vector store {self.path}: {exc}",
+                fix="check the directory, or set memory.semantic: false",
+            ) from exc
         self._lock_path = self.path / ".bastion.lock"
         self._gen_path = self.path / ".bastion.gen"
         self._mutex = threading.RLock()
