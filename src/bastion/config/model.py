@@ -277,6 +277,82 @@ class McpServerConfig(_Section):
         return self
 
 
+class AuditConfig(_Section):
+    """The tamper-evident audit log."""
+
+    durability: Literal["queued", "committed", "fsync"] = Field(
+        default="committed",
+        description="when a record counts as written: queued (fastest), committed (survives a "
+        "killed process), fsync (survives power loss)",
+    )
+    flush_interval_ms: float = Field(default=5.0, gt=0, le=10_000)
+    batch_size: int = Field(default=5000, ge=1)
+    checkpoint_every: int = Field(default=10_000, ge=0, description="signed checkpoint interval")
+    retention_days: float | None = Field(
+        default=None, gt=0, description="prune older records behind a signed anchor; None = keep"
+    )
+
+
+class VaultConfig(_Section):
+    """An OpenBao / HashiCorp Vault server (KV v2)."""
+
+    url: str = "http://127.0.0.1:8200"
+    mount: str = "secret"
+    token: SecretStr | None = None
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    namespace: str | None = None
+    renew: bool = True
+
+
+class SopsConfig(_Section):
+    """A sops-format file encrypted to age recipients."""
+
+    file: Path | None = Field(default=None, description="default HOME/secrets/secrets.enc.yaml")
+    identity_file: Path | None = Field(default=None, description="default HOME/secrets/age.key")
+    recipients: list[str] = Field(default_factory=list, description="extra age recipients")
+
+
+class SecretsConfig(_Section):
+    """Secret backends, per-tool secret injection and the secret scanner."""
+
+    default_backend: Literal["sops", "vault", "env"] = "sops"
+    env_prefix: str = "BASTION_SECRET_"
+    vault: VaultConfig | None = None
+    sops: SopsConfig = Field(default_factory=SopsConfig)
+    tools: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="tool -> {ENV_NAME: secret://backend/path#key} injected into its sandbox",
+    )
+    scan_policy: Literal["redact", "block"] = Field(
+        default="redact", description="what to do with a secret found in a tool's output"
+    )
+    scan_entropy: bool = True
+    scan_model_messages: bool = True
+
+
+class RiskRuleConfig(_Section):
+    """One risk rule: raise matching calls to ``level``."""
+
+    name: str
+    level: Risk
+    tools: list[str] = Field(default_factory=lambda: ["*"], description="tool name globs")
+    match: str | None = Field(default=None, description="regex searched in string arguments")
+    argument: str | None = Field(default=None, description="only search this argument")
+    when: Literal["destructive_shell", "outside_workspace", "new_egress_domain",
+                  "secret_use"] | None = None
+
+
+class HitlConfig(_Section):
+    """Human approval: risk rules and thresholds (security.approval_threshold is the default)."""
+
+    builtin_rules: bool = Field(default=True, description="destructive shell, writes outside "
+                                "the workspace, new egress domains, secret use")
+    rules: list[RiskRuleConfig] = Field(default_factory=list)
+    known_domains: list[str] = Field(default_factory=list,
+                                     description="domains never counted as new egress")
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -289,3 +365,6 @@ class Config(_Section):
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    hitl: HitlConfig = Field(default_factory=HitlConfig)

@@ -1,0 +1,197 @@
+"""Risk classification of tool calls by tool, arguments and context, from rules in config."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from bastion.security.gateway import CallRequest, Next, ToolResult
+from bastion.tools.base import Risk
+
+Condition = Literal["destructive_shell", "outside_workspace", "new_egress_domain", "secret_use"]
+
+DESTRUCTIVE = re.compile(
+    r"(?ix)"
+    r"\brm\s+(-[a-z]*[rf][a-z]*\s+)+|"  # rm -rf / rm -r -f
+    r"\bmkfs(\.\w+)?\b|\bdd\s+[^|;]*\bof=/dev/|>\s*/dev/(sd|nvme|hd|vd)|"
+    r"\b(shutdown|reboot|halt|poweroff)\b|\binit\s+[06]\b|"
+    r"\bchmod\s+(-[a-z]*R[a-z]*\s+)?0?777\s+/|\bchown\s+-R\s+\S+\s+/(\s|$)|"
+    r":\(\)\s*\{\s*:\|:&\s*\};:|"  # fork bomb
+    r"\bgit\s+push\s+[^|;]*(--force|-f\b)|\bgit\s+reset\s+--hard|\bgit\s+clean\s+-[a-z]*f|"
+    r"\b(drop\s+(table|database|schema)|truncate\s+table)\b|\bdelete\s+from\s+\w+\s*(;|$)|"
+    r"\b(curl|wget)\b[^|;]*\|\s*(sudo\s+)?(ba|z|da)?sh\b|"
+    r"\bkill(all)?\s+-9\s+(-1|1)\b|\bsudo\b|\bshred\b|\bwipefs\b"
+)
+_PATH_ARG = re.compile(r"(?i)^(path|file|filename|file_path|dest|destination|target|dir|"
+                       r"directory|output|out|to|src|source)$")
+_WRITE_TOOL = re.compile(r"(?i)(write|edit|delete|remove|move|copy|mkdir|save|patch|append|"
+                         r"create|rm|mv|cp|put|upload)")
+_REDIRECT = re.compile(r"(?:>>?|\btee\s+(?:-a\s+)?)\s*(['\"]?)([~/][^\s'\";|&]*)\1")
+_URL = re.compile(r"\b(?:https?|wss?|ftp)://[^\s'\"<>]+", re.I)
+
+
+@dataclass(slots=True)
+class RiskRule:
+    """Raise a call to ``level`` when every given condition holds.
+
+    ``tools``: glob patterns of tool names; ``match``: a regex searched in the string
+    arguments (only ``argument`` when given); ``when``: a context condition.
+    """
+
+    name: str
+    level: Risk
+    tools: list[str] = field(default_factory=lambda: ["*"])
+    match: str | None = None
+    argument: str | None = None
+    when: Condition | None = None
+    _re: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._re = re.compile(self.match) if self.match else None
+
+
+def builtin_rules() -> list[RiskRule]:
+    """The default rules (config can add more or replace them)."""
+    return [
+        RiskRule("destructive-shell", Risk.CRITICAL, when="destructive_shell"),
+        RiskRule("write-outside-workspace", Risk.HIGH, when="outside_workspace"),
+        RiskRule("new-egress-domain", Risk.MEDIUM, when="new_egress_domain"),
+        RiskRule("secret-use", Risk.MEDIUM, when="secret_use"),
+    ]
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+class RiskClassifier:
+    """Classify a call: the tool's own risk raised by every matching rule."""
+
+    def __init__(
+        self,
+        rules: Iterable[RiskRule],
+        workspace: Path,
+        *,
+        secret_use: Callable[[Any], bool] | None = None,
+        known_domains: Iterable[str] = (),
+    ) -> None:
+        self.rules = list(rules)
+        self.workspace = workspace.resolve()
+        self.secret_use = secret_use or (lambda tool: False)
+        self.known_domains = {d.lower() for d in known_domains}
+        self._seen: dict[str | None, set[str]] = {}
+
+    # ---- conditions ----------------------------------------------------------------------
+    def destructive(self, args: Mapping[str, Any]) -> bool:
+        """Any string argument looks like a destructive shell command."""
+        return any(DESTRUCTIVE.search(s) for s in _strings(args))
+
+    def outside_workspace(self, tool: str, args: Mapping[str, Any]) -> list[str]:
+        """Paths a writing tool (or a shell redirect) would write outside the workspace."""
+        out: list[str] = []
+        if _WRITE_TOOL.search(tool):
+            for key, val in args.items():
+                if isinstance(val, str) and _PATH_ARG.match(str(key)) and self._outside(val):
+                    out.append(val)
+        for s in _strings(args):
+            out.extend(m.group(2) for m in _REDIRECT.finditer(s)
+                       if not m.group(2).startswith("/dev/null") and self._outside(m.group(2)))
+        return out
+
+    def _outside(self, path: str) -> bool:
+        p = Path(path).expanduser()
+        full = (p if p.is_absolute() else self.workspace / p).resolve()
+        return not full.is_relative_to(self.workspace)
+
+    def new_domains(self, session_id: str | None, args: Mapping[str, Any]) -> list[str]:
+        """Hosts in URL arguments this session has not reached before."""
+        seen = self._seen.get(session_id, set())
+        hosts = []
+        for s in _strings(args):
+            for m in _URL.finditer(s):
+                host = (urlsplit(m.group()).hostname or "").lower()
+                if host and host not in seen and host not in self.known_domains:
+                    hosts.append(host)
+        return list(dict.fromkeys(hosts))
+
+    def remember_domains(self, session_id: str | None, hosts: Iterable[str]) -> None:
+        """Mark ``hosts`` as reached in this session (after an allowed call)."""
+        self._seen.setdefault(session_id, set()).update(hosts)
+
+    # ---- classification ------------------------------------------------------------------
+    def classify(self, tool: Any, args: Mapping[str, Any], session_id: str | None
+                 ) -> tuple[Risk, list[str], list[str], dict[str, Any]]:
+        """Return (risk, reasons, names of the rules that matched, context found)."""
+        risk = Risk(tool.risk)
+        reasons: list[str] = []
+        names: list[str] = []
+        ctx: dict[str, Any] = {}
+        for rule in self.rules:
+            if not any(fnmatch.fnmatchcase(tool.name, pat) for pat in rule.tools):
+                continue
+            if rule._re is not None:
+                pool = ([args[rule.argument]] if rule.argument and isinstance(
+                    args.get(rule.argument), str) else list(_strings(args)))
+                if not any(rule._re.search(s) for s in pool):
+                    continue
+            why = rule.name
+            if rule.when == "destructive_shell":
+                if not self.destructive(args):
+                    continue
+                why = "destructive shell command"
+            elif rule.when == "outside_workspace":
+                paths = self.outside_workspace(tool.name, args)
+                if not paths:
+                    continue
+                why = f"writes outside the workspace: {', '.join(paths[:3])}"
+            elif rule.when == "new_egress_domain":
+                hosts = self.new_domains(session_id, args)
+                if not hosts:
+                    continue
+                ctx["new_domains"] = hosts
+                why = f"new egress domain: {', '.join(hosts[:3])}"
+            elif rule.when == "secret_use":
+                if not self.secret_use(tool):
+                    continue
+                why = "uses secrets"
+            if rule.level > risk:
+                risk = rule.level
+            reasons.append(f"{why} ({rule.level.name})")
+            names.append(rule.name)
+        return risk, reasons, names, ctx
+
+
+class RiskStage:
+    """Gateway stage: classify the call and set the session's approval threshold on it."""
+
+    def __init__(self, classifier: RiskClassifier,
+                 threshold_for: Callable[[str | None], Risk] | None = None) -> None:
+        self.classifier = classifier
+        self.threshold_for = threshold_for
+
+    async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
+        """Classify, annotate, continue; remember new domains of allowed calls."""
+        risk, reasons, names, ctx = self.classifier.classify(
+            req.tool, req.call.arguments, req.session_id)
+        req.risk = max(req.risk, risk)
+        req.reasons.extend(reasons)
+        if names:
+            req.annotations["risk_rules"] = names
+        if self.threshold_for is not None:
+            req.annotations["risk_threshold"] = self.threshold_for(req.session_id)
+        result = await nxt(req)
+        if result.decision == "allowed" and ctx.get("new_domains"):
+            self.classifier.remember_domains(req.session_id, ctx["new_domains"])
+        return result
