@@ -41,7 +41,7 @@ def main() -> None:
     """Entry point: run the CLI, turning bastion errors into one clear line and exit code 1."""
     _load_commands()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as n here
     except BastionError as exc:
         typer.secho(f"error: {exc.user_text()}", err=True, fg="red")
         sys.exit(1)
@@ -59,6 +59,8 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
