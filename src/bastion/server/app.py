@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from bastion.app import App
 
 ROUTE_MODULES = [
+    "bastion.server.routes.cluster",  # GET /metrics, /v1/cluster (status, nodes add/remove/drain)
     "bastion.server.routes.core",  # /health, /openapi.json, /v1/models, /v1/chat/completions
     "bastion.server.routes.sessions",  # /v1/sessions (create, read, messages with SSE)
     "bastion.server.routes.memory",  # /v1/sessions list/rename/delete/export, search, ingest

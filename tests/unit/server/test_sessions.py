@@ -90,21 +90,44 @@ def test_session_contents_are_redacted(make_api):
     assert TOKEN not in resp.text and "[REDACTED]" in resp.text
 
 
+def _stream(red: StreamRedactor, pieces: list[str]) -> tuple[str, list[str]]:
+    out = [red.feed(p) for p in pieces]
+    out.append(red.flush())
+    return "".join(out), out
+
+
 def test_stream_redactor_catches_secrets_split_across_deltas():
     red = StreamRedactor(Redactor(["s3cr3t-value"]))
-    out = [red.feed(p) for p in ["my s3cr", "3t-val", "ue is ", "here: Bear", "er abcdefghij",
-                                 "klmnop ", "done"]]
-    out.append(red.flush())
-    text = "".join(out)
+    text, _ = _stream(red, ["my s3cr", "3t-val", "ue is ", "here: Bear", "er abcdefghij",
+                            "klmnopqrstuvwxyz0123 ", "done"])
     assert "s3cr3t" not in text and "abcdefghijklmnop" not in text
     assert text.startswith("my [REDACTED] is here: ") and text.endswith("[REDACTED] done")
-    assert out[0] == "my "  # whole words still stream as they arrive
+
+
+def test_stream_redactor_sees_the_words_before_a_secret():
+    red = StreamRedactor(Redactor())
+    words = "The settings are as follows and the password: ".split(" ")
+    pieces = [w + " " for w in words] + ["hunt", "er2hunter2", " and that is all ", "folks"]
+    text, _ = _stream(red, pieces)
+    assert "hunter2hunter2" not in text and "[REDACTED]" in text
+
+
+def test_stream_redactor_keeps_streaming_plain_text():
+    red = StreamRedactor(Redactor())
+    pieces = [f"word{i} " for i in range(60)]
+    text, out = _stream(red, pieces)
+    assert text == "".join(pieces)
+    assert sum(1 for piece in out[:-1] if piece) > 20  # released as it arrives, not at the end
+    emoji = StreamRedactor(Redactor())
+    text, out = _stream(emoji, ["\U0001f31f"] * 80)
+    assert text == "\U0001f31f" * 80 and any(out[:-1])
 
 
 def test_stream_redactor_holds_pem_blocks_and_bounds_what_it_holds():
     red = StreamRedactor(Redactor())
-    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB AAAA\n-----END RSA PRIVATE KEY-----"
-    pieces = [red.feed(pem[i:i + 7]) for i in range(0, len(pem), 7)]
-    assert "MIIB" not in "".join(pieces) + red.flush()
-    small = StreamRedactor(Redactor(), limit=16)
+    pem = ("-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4"
+           "WGeKLs1Pt8Qu\n-----END RSA PRIVATE KEY-----")
+    text, _ = _stream(red, ["key: "] + [pem[i:i + 7] for i in range(0, len(pem), 7)] + [" end"])
+    assert "MIIB" not in text and text.endswith(" end")
+    small = StreamRedactor(Redactor(), hold=4, limit=16)
     assert small.feed("x" * 20) == "x" * 20

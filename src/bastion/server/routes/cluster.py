@@ -1,0 +1,76 @@
+"""Cluster routes: Prometheus metrics, status, and adding/removing/draining nodes at runtime.
+
+``GET /metrics`` needs the API token like every route (Prometheus: ``authorization:
+{credentials: TOKEN}`` in the scrape config).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from bastion.app import App
+from bastion.cluster.admin import NodeIn, add_node, drain_node, remove_node
+from bastion.cluster.metrics import CONTENT_TYPE
+from bastion.cluster.model import ClusterModel, find_cluster
+from bastion.server.deps import get_app
+from bastion.server.errors import ApiError
+
+router = APIRouter(tags=["cluster"])
+
+NodeName = Path(min_length=1, max_length=63, description="node name")
+
+
+class DrainBody(BaseModel):
+    """``POST /v1/cluster/nodes/{name}/drain``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drain: bool = True
+
+
+async def _cluster(app: App) -> ClusterModel:
+    cluster = find_cluster(app.model)
+    if cluster is None:
+        raise ApiError(
+            404,
+            "cluster routing is not enabled",
+            code="no_cluster",
+            fix="bastion config set model.backend cluster, add nodes, restart bastion serve",
+        )
+    await cluster.start()  # background health checks and discovery run from the first call
+    return cluster
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics of the cluster")
+async def metrics(app: App = Depends(get_app)) -> Response:
+    """Requests, errors, latency histograms, tokens and breaker transitions per node."""
+    cluster = await _cluster(app)
+    return Response(cluster.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/cluster", summary="Cluster status")
+async def status(app: App = Depends(get_app)) -> dict[str, object]:
+    """Nodes with health, breaker state, load, latency and speed."""
+    return (await _cluster(app)).status()
+
+
+@router.post("/v1/cluster/nodes", status_code=201, summary="Add a node now")
+async def add(body: NodeIn, app: App = Depends(get_app)) -> dict[str, object]:
+    """Add a node at runtime (not saved to the config file)."""
+    return add_node(await _cluster(app), body)
+
+
+@router.delete("/v1/cluster/nodes/{name}", summary="Remove a node now")
+async def remove(name: str = NodeName, app: App = Depends(get_app)) -> dict[str, object]:
+    """Remove a node; calls in flight on it fail over to other nodes."""
+    return remove_node(await _cluster(app), name)
+
+
+@router.post("/v1/cluster/nodes/{name}/drain", summary="Drain or resume a node")
+async def drain(
+    body: DrainBody | None = None, name: str = NodeName, app: App = Depends(get_app)
+) -> dict[str, object]:
+    """Stop sending new requests to a node (``drain: false`` resumes); calls in flight finish."""
+    return drain_node(await _cluster(app), name, True if body is None else body.drain)
