@@ -19,6 +19,7 @@ app = typer.Typer(
 
 # Command modules; each defines ``register(app: typer.Typer) -> None``. Add one line per module.
 COMMAND_MODULES = [
+    "bastion.cli.cluster",  # cluster status|add|remove|drain|resume|metrics, node serve
     "bastion.cli.core",  # init, doctor, config, ask, chat, serve
     "bastion.cli.serve",  # serve (the REST API)
     "bastion.cli.memory",  # sessions, search, ingest, knowledge

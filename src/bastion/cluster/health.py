@@ -46,6 +46,7 @@ class HealthMonitor(ClusterService):
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
+        self.router.listeners.append(lambda what, node: self.poke() if what != "removed" else None)
 
     async def start(self) -> None:
         """Start the background loop (first round right away)."""

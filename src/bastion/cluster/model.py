@@ -158,7 +158,7 @@ class ClusterModel:
         return m
 
     def _on_membership(self, what: str, node: Node) -> None:
-        if what == "removed":
+        if what in ("removed", "updated"):  # a new URL or token needs a new client
             m = self._models.pop(node.name, None)
             if m is not None:
                 task = asyncio.get_event_loop().create_task(m.aclose())
@@ -465,3 +465,22 @@ def create_cluster_model(
         services.append(DiscoveryService(router, cfg.discovery))
     model._services = services
     return model
+
+
+def find_cluster(model: object, _depth: int = 0) -> ClusterModel | None:
+    """Return the :class:`ClusterModel` behind ``model`` (it may be wrapped, e.g. by privacy)."""
+    if isinstance(model, ClusterModel):
+        return model
+    if _depth > 4 or model is None:
+        return None
+    for attr in ("inner", "model", "base", "wrapped", "models"):
+        value = getattr(model, attr, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, dict):
+            values = list(value.values())
+        for v in values:
+            if v is not None and v is not model:
+                found = find_cluster(v, _depth + 1)
+                if found is not None:
+                    return found
+    return None

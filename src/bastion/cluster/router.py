@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from bastion.cluster.breaker import BreakerState, CircuitBreaker
 from bastion.cluster.metrics import ClusterMetrics
 from bastion.cluster.node import TIERS, Node, NodeSpec, Source, Tier
-from bastion.errors import ClusterError, NotFoundError
+from bastion.errors import ConfigError, NotFoundError
 
 _STATE_CODE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -50,7 +50,7 @@ class Router:
         self.nodes: dict[str, Node] = {}
         self._clock = clock
         self._rr = 0
-        self.listeners: list[Callable[[str, Node], None]] = []  # ("added"|"removed", node)
+        self.listeners: list[Callable[[str, Node], None]] = []  # added|updated|removed
 
     # ---- membership -------------------------------------------------------------------
     def add(self, spec: NodeSpec, *, source: Source = "runtime", replace: bool = False) -> Node:
@@ -58,10 +58,13 @@ class Router:
         old = self.nodes.get(spec.name)
         if old is not None:
             if not replace:
-                raise ClusterError(
+                raise ConfigError(
                     f"node {spec.name} already exists", fix="pick another name or remove it first"
                 )
-            old.spec = spec
+            if old.spec != spec:
+                old.spec = spec
+                for cb in self.listeners:
+                    cb("updated", old)
             return old
         s = self.breaker_settings
         name = spec.name

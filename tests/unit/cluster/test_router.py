@@ -3,7 +3,7 @@ from __future__ import annotations
 from bastion.cluster.breaker import BreakerState
 from bastion.cluster.node import NodeSpec
 from bastion.cluster.router import BreakerSettings, Router, tier_chain
-from bastion.errors import ClusterError, NotFoundError
+from bastion.errors import ConfigError, NotFoundError
 import pytest
 
 
@@ -68,11 +68,11 @@ def test_membership_errors_and_listeners() -> None:
     events: list[tuple[str, str]] = []
     r.listeners.append(lambda what, n: events.append((what, n.name)))
     r.add(spec("a"))
-    with pytest.raises(ClusterError):
+    with pytest.raises(ConfigError):
         r.add(spec("a"))
     r.add(spec("a", tier="large"), replace=True)
     assert r.get("a").spec.tier == "large"
     r.remove("a")
     with pytest.raises(NotFoundError):
         r.remove("a")
-    assert events == [("added", "a"), ("removed", "a")]
+    assert events == [("added", "a"), ("updated", "a"), ("removed", "a")]

@@ -1,0 +1,208 @@
+"""mDNS (zeroconf) announce and discovery of nodes.
+
+``bastion node serve`` registers a ``_bastion-llm._tcp.local.`` service whose TXT record
+carries the node's capabilities (engine, tier, models, max context, API path). A router
+with ``cluster.discovery.enabled`` browses for that type, resolves each instance and adds it
+to its router (source ``mdns``). A node that leaves says goodbye (removed at once); one that
+vanishes silently is removed when its records expire (their TTL) or when it stayed
+unreachable for ``discovery.ttl_s`` (the health monitor's sweep), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from bastion._extras import require
+from bastion.cluster.model import ClusterService
+from bastion.cluster.node import TIERS, NodeSpec
+from bastion.cluster.router import Router
+from bastion.config.model import ClusterDiscoveryConfig
+
+SERVICE_TYPE = "_bastion-llm._tcp.local."
+_ENGINES = ("llama_cpp", "vllm", "ollama", "openai", "bastion")
+
+
+def _zc() -> Any:
+    return require("zeroconf", extra="cluster", feature="mDNS discovery")
+
+
+@dataclass(slots=True, frozen=True)
+class Announcement:
+    """What a node tells the network about itself."""
+
+    name: str
+    port: int
+    addresses: tuple[str, ...]
+    engine: str = "llama_cpp"
+    tier: str = "small"
+    models: tuple[str, ...] = ()
+    max_context: int = 2048
+    ttl_s: int = 30
+
+    def properties(self) -> dict[str, str]:
+        """The TXT record."""
+        return {
+            "v": "1",
+            "name": self.name,
+            "engine": self.engine,
+            "tier": self.tier,
+            "models": ",".join(self.models),
+            "max_context": str(self.max_context),
+            "path": "/v1",
+        }
+
+
+def local_addresses() -> list[str]:
+    """Non-loopback IPv4 addresses of this machine's interfaces."""
+    import ifaddr
+
+    out: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                out.append(ip.ip)
+    return out
+
+
+class Announcer:
+    """Registers one node's service; :meth:`close` says goodbye."""
+
+    def __init__(self, ann: Announcement, service_type: str = SERVICE_TYPE) -> None:
+        self.ann = ann
+        self.service_type = service_type
+        self._azc: Any = None
+        self._info: Any = None
+
+    async def start(self) -> None:
+        """Register (probing for name conflicts as mDNS requires)."""
+        zc = _zc()
+        from zeroconf.asyncio import AsyncZeroconf
+
+        ann = self.ann
+        host = socket.gethostname().split(".")[0] or "node"
+        self._info = zc.ServiceInfo(
+            self.service_type,
+            f"{ann.name}.{self.service_type}",
+            addresses=[socket.inet_aton(a) for a in ann.addresses],
+            port=ann.port,
+            properties=ann.properties(),
+            server=f"{host}-{ann.name}.local.",
+            host_ttl=ann.ttl_s,
+            other_ttl=ann.ttl_s,
+        )
+        self._azc = AsyncZeroconf(interfaces=list(ann.addresses) or zc.InterfaceChoice.All)
+        await self._azc.async_register_service(self._info)
+
+    async def close(self) -> None:
+        """Unregister (goodbye packets) and close the socket."""
+        if self._azc is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._azc.async_unregister_service(self._info)
+        await self._azc.async_close()
+        self._azc = None
+
+
+def spec_from_properties(
+    props: dict[bytes, bytes | None], address: str, port: int, token: str | None
+) -> NodeSpec | None:
+    """Build a node spec from a resolved service (None when the record is not ours)."""
+    p = {k.decode(): (v or b"").decode() for k, v in props.items()}
+    name = p.get("name") or ""
+    engine = p.get("engine", "llama_cpp")
+    tier = p.get("tier", "small")
+    if not name or engine not in _ENGINES or tier not in TIERS:
+        return None
+    try:
+        max_context = int(p.get("max_context") or 2048)
+    except ValueError:
+        return None
+    models = tuple(m for m in (p.get("models") or "").split(",") if m)
+    return NodeSpec(
+        name=name,
+        url=f"http://{address}:{port}",
+        engine=engine,  # type: ignore[arg-type]
+        tier=tier,  # type: ignore[arg-type]
+        models=models,
+        max_context=max_context,
+        token=token,
+    )
+
+
+class DiscoveryService(ClusterService):
+    """Browses for nodes and keeps the router's ``mdns`` members in sync."""
+
+    def __init__(self, router: Router, cfg: ClusterDiscoveryConfig) -> None:
+        self.router = router
+        self.service_type = cfg.service_type
+        self.token = cfg.token.get_secret_value() if cfg.token else None
+        self.found: dict[str, str] = {}  # mDNS instance name -> node name
+        self._azc: Any = None
+        self._browser: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start browsing."""
+        if self._azc is not None:
+            return
+        _zc()
+        from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+
+        self._azc = AsyncZeroconf()
+        self._browser = AsyncServiceBrowser(
+            self._azc.zeroconf, self.service_type, handlers=[self._on_change]
+        )
+
+    async def stop(self) -> None:
+        """Stop browsing."""
+        for t in list(self._tasks):
+            t.cancel()
+        if self._browser is not None:
+            await self._browser.async_cancel()
+            self._browser = None
+        if self._azc is not None:
+            await self._azc.async_close()
+            self._azc = None
+
+    def describe(self) -> dict[str, object]:
+        """Status entry."""
+        return {"service": "mdns", "type": self.service_type, "found": sorted(self.found.values())}
+
+    def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
+        from zeroconf import ServiceStateChange
+
+        if state_change is ServiceStateChange.Removed:
+            self._forget(name)
+            return
+        task = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, instance: str) -> None:
+        node_name = self.found.pop(instance, None)
+        node = self.router.nodes.get(node_name or "")
+        if node is not None and node.source == "mdns":
+            self.router.remove(node.name)
+
+    async def _resolve(self, service_type: str, instance: str) -> None:
+        from zeroconf import IPVersion
+        from zeroconf.asyncio import AsyncServiceInfo
+
+        info = AsyncServiceInfo(service_type, instance)
+        if not await info.async_request(self._azc.zeroconf, 3000):
+            return
+        addresses = info.parsed_addresses(IPVersion.V4Only)
+        if not addresses or info.port is None:
+            return
+        spec = spec_from_properties(info.properties or {}, addresses[0], info.port, self.token)
+        if spec is None:
+            return
+        existing = self.router.nodes.get(spec.name)
+        if existing is not None and existing.source != "mdns":
+            return  # a configured node of the same name wins
+        self.found[instance] = spec.name
+        self.router.add(spec, source="mdns", replace=True)

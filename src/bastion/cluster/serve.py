@@ -1,0 +1,191 @@
+"""``bastion node serve``: run a model server on this machine and announce it over mDNS.
+
+The server is llama-cpp-python's OpenAI-compatible ``python -m llama_cpp.server`` on the
+shipped model (or a configured GGUF), started as a child process that dies with us
+(``PR_SET_PDEATHSIG``). It answers the router's health checks (``/health``, ``/v1/models``)
+and chat completions itself; this process supervises it and owns the mDNS registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
+from bastion.errors import ClusterError
+
+
+@dataclass(slots=True)
+class ServeOptions:
+    """How to run and announce the node."""
+
+    model_path: Path
+    name: str
+    model_alias: str = "smollm2-135m"
+    host: str = "0.0.0.0"
+    port: int = 8080
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    tier: str = "small"
+    advertise: list[str] = field(default_factory=list)  # addresses to announce; default: all
+    ttl_s: int = 30
+    announce: bool = True
+    api_key: str | None = None
+    service_type: str = SERVICE_TYPE
+    start_timeout_s: float = 120.0
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def server_argv(opts: ServeOptions) -> list[str]:
+    """The command line of the model server."""
+    argv = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(opts.model_path),
+        "--host", opts.host, "--port", str(opts.port),
+        "--n_ctx", str(opts.n_ctx),
+        "--model_alias", opts.model_alias,
+        # queue concurrent requests instead of cutting the running one short
+        "--interrupt_requests", "false",
+    ]  # fmt: skip
+    if opts.n_threads:
+        argv += ["--n_threads", str(opts.n_threads)]
+    if opts.api_key:
+        argv += ["--api_key", opts.api_key]
+    return argv
+
+
+class NodeServer:
+    """Runs the model server child, waits for it, announces it, and cleans up."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.announcer: Announcer | None = None
+
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the server."""
+        host = "127.0.0.1" if self.opts.host in ("0.0.0.0", "") else self.opts.host
+        return f"http://{host}:{self.opts.port}"
+
+    def addresses(self) -> list[str]:
+        """The addresses announced."""
+        if self.opts.advertise:
+            return list(self.opts.advertise)
+        if self.opts.host not in ("0.0.0.0", ""):
+            return [self.opts.host]
+        return local_addresses()
+
+    async def start(self) -> None:
+        """Start the server and wait until it answers; then announce it."""
+        try:
+            import llama_cpp.server  # noqa: F401
+        except ImportError:
+            from bastion.errors import MissingExtraError
+
+            raise MissingExtraError(
+                "bastion node serve", "local", "llama_cpp.server"
+            ) from None
+        if not self.opts.model_path.is_file():
+            raise ClusterError(
+                f"model file not found: {self.opts.model_path}",
+                fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
+            )
+        self.proc = subprocess.Popen(server_argv(self.opts), preexec_fn=_die_with_parent)
+        await self._wait_ready()
+        if self.opts.announce:
+            addrs = self.addresses()
+            if not addrs:
+                raise ClusterError(
+                    "no network address to announce", fix="pass --advertise IP or --host IP"
+                )
+            self.announcer = Announcer(
+                Announcement(
+                    name=self.opts.name,
+                    port=self.opts.port,
+                    addresses=tuple(addrs),
+                    engine="llama_cpp",
+                    tier=self.opts.tier,
+                    models=(self.opts.model_alias,),
+                    max_context=self.opts.n_ctx,
+                    ttl_s=self.opts.ttl_s,
+                ),
+                self.opts.service_type,
+            )
+            await self.announcer.start()
+
+    async def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.opts.start_timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise ClusterError(
+                        f"the model server exited with code {self.proc.returncode}",
+                        fix="check the port is free and the model file is a valid GGUF",
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await client.get(self.local_url + "/v1/models")
+                    if resp.status_code < 500:
+                        return
+                await asyncio.sleep(0.2)
+        raise ClusterError(
+            f"the model server did not answer within {self.opts.start_timeout_s:.0f} s",
+            fix="check the server output above",
+        )
+
+    async def wait(self) -> int:
+        """Block until the child exits or SIGTERM/SIGINT arrives; return an exit code."""
+        assert self.proc is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        proc = self.proc
+        while not stop.is_set() and proc.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+        return 0 if stop.is_set() else (proc.returncode or 1)
+
+    async def close(self) -> None:
+        """Say goodbye on mDNS, then stop the server."""
+        if self.announcer is not None:
+            await self.announcer.close()
+            self.announcer = None
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
+
+
+async def serve(opts: ServeOptions) -> int:
+    """Run a node until stopped; return the process exit code."""
+    node = NodeServer(opts)
+    try:
+        await node.start()
+        print(
+            f"node {opts.name} serving {opts.model_path.name} at {node.local_url}/v1"
+            + (f", announced as {', '.join(node.addresses())} over mDNS" if opts.announce else ""),
+            flush=True,
+        )
+        return await node.wait()
+    finally:
+        await node.close()
