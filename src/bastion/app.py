@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class App:
     memory: ConversationMemory
     approvals: ApprovalStage
     redactor: Redactor = field(default_factory=Redactor)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # MCP connections ...
 
     def agent(self) -> Agent:
         """Return an agent wired to this app's model, gateway and memory."""
@@ -50,6 +52,9 @@ class App:
 
     async def aclose(self) -> None:
         """Release the model and close stores."""
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
         await self.model.aclose()
         self.audit.close()
         close_memory = getattr(self.memory, "aclose", None)
@@ -120,6 +125,11 @@ def build_app(
         approver or DenyApprover(), Risk.parse(sec.approval_threshold), sec.approval_timeout_s
     )
     registry = registry or build_registry(config)
+    closers: list[Callable[[], None]] = []
+    if config.mcp_servers:  # external MCP servers: prefixed toolsets, stdio ones sandboxed
+        from bastion.mcp.mount import mount_servers
+
+        closers.append(mount_servers(config, registry).close)
     gateway = Gateway(registry, env, [AuditStage(audit), PolicyStage(sec.tools), approvals])
     model = model or create_model(config)
     return App(
@@ -131,4 +141,5 @@ def build_app(
         memory=memory or build_memory(config, model),
         approvals=approvals,
         redactor=redactor,
+        closers=closers,
     )

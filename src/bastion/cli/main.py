@@ -23,6 +23,9 @@ COMMAND_MODULES = [
     "bastion.cli.core",  # init, doctor, config, ask, chat, serve
     "bastion.cli.serve",  # serve (the REST API)
     "bastion.cli.memory",  # sessions, search, ingest, knowledge
+    "bastion.cli.mcp",  # mcp serve|list|tools|call
+    "bastion.cli.gateway",  # gateway serve (the tool gateway as its own process)
+    "bastion.cli.sandbox",  # sandbox status|run|ls|kill
     "bastion.cli.voice",  # voice (push-to-talk, --input/--output), transcribe, say, wyoming
 ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -50,44 +49,6 @@ async def test_identity_env_and_workspace(workspace: Path, monkeypatch: pytest.M
     assert (workspace / "note.txt").read_text() == "made\n"
 
 
-async def test_cannot_write_outside_the_workspace(workspace: Path, tmp_path: Path) -> None:
-    box = sandbox(workspace)
-    target = tmp_path / "outside.txt"
-    script = (f"echo x > {target}; echo x > /etc/evil; echo x > /usr/evil; echo x > /evil;"
-              " echo x > /workspace/../evil; mkdir -p /tmp/t && echo ok > /tmp/t/f && cat /tmp/t/f")
-    res = await box.run(["/bin/sh", "-c", script])
-    assert res.stdout == "ok\n" and res.stderr.count("Read-only file system") == 4
-    assert not target.exists()
-    assert not Path("/etc/evil").exists() and not Path("/evil").exists()
-    assert not (workspace.parent / "evil").exists()
-
-
-async def test_cannot_read_host_secrets(workspace: Path, bastion_home: Path) -> None:
-    cfg = bastion_home / "bastion.yaml"
-    cfg.write_text("api:\n  token: tok-very-secret-123\n")
-    box = sandbox(workspace)
-    code, out = await sh(box, f"cat {cfg}; cat /etc/shadow; ls /root /home; ls ~/.ssh;"
-                              " cat /proc/1/root/etc/shadow; cat /proc/self/root/etc/shadow")
-    assert "tok-very-secret-123" not in out and "root:" not in out
-    assert out.count("No such file or directory") >= 5
-
-
-async def test_no_network_even_to_loopback(workspace: Path) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.setblocking(False)
-    port = server.getsockname()[1]
-    box = sandbox(workspace)
-    code, out = await sh(box, f"python3 -c \"import socket; socket.create_connection(('127.0.0.1',"
-                              f" {port}), timeout=2)\"; echo rc=$?; cat /sys/class/net/*/operstate"
-                              " 2>/dev/null; ls /sys/class/net 2>&1")
-    assert "rc=1" in out and ("Connection refused" in out or "unreachable" in out)
-    with pytest.raises(BlockingIOError):
-        server.accept()  # nothing ever reached the host's listener
-    server.close()
-
-
 async def test_killed_at_time_limit_with_its_whole_tree(workspace: Path) -> None:
     box = sandbox(workspace)
     marker = "31.4159"
@@ -97,24 +58,6 @@ async def test_killed_at_time_limit_with_its_whole_tree(workspace: Path) -> None
     await asyncio.sleep(0.2)
     assert leftover_processes(marker) == []
     assert not (workspace / "late").exists()
-
-
-async def test_resource_limits(workspace: Path) -> None:
-    box = sandbox(workspace)
-    spin = await box.run(["/bin/sh", "-c", "while :; do :; done"])
-    assert spin.killed_reason == "cpu_time"
-    big = await box.run(["/bin/sh", "-c", "head -c 5000000 /dev/zero > big.bin"])
-    assert big.killed_reason == "file_size"
-    assert (workspace / "big.bin").stat().st_size <= 1024 * 1024
-    mem = await box.run(["python3", "-c", "x = bytearray(1024 * 1024 * 1024)"])
-    assert mem.exit_code != 0 and "MemoryError" in mem.stderr
-    bomb = await box.run(["/bin/sh", "-c", "for i in $(seq 100); do sleep 30.271 & done; wait"],
-                         timeout_s=1)
-    assert "Cannot fork" in bomb.stderr or "process limit" in bomb.stderr
-    await asyncio.sleep(0.2)
-    assert leftover_processes("30.271") == []
-    flood = await box.run(["/bin/sh", "-c", "yes"])
-    assert flood.killed_reason == "output" and len(flood.stdout) <= 4096
 
 
 async def test_agent_shell_call_through_gateway_is_audited(workspace: Path) -> None:

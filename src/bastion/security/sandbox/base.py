@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -51,4 +52,19 @@ class Sandbox(ProcessRunner, Protocol):
     @classmethod
     def available(cls) -> str | None:
         """Return ``None`` when usable here, else why not (with the install line)."""
+        ...
+
+    def command(
+        self,
+        argv: list[str],
+        limits: Limits | None = None,
+        *,
+        ro_paths: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Return a host command line that runs ``argv`` confined.
+
+        For launchers that spawn and talk to the process themselves (stdio MCP servers);
+        without a per-run cgroup or wall-clock kill, which only :meth:`run` applies.
+        """
         ...

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bastion.errors import SandboxError
@@ -97,8 +97,11 @@ def _write_identity(etc: Path, hostname: str) -> None:
     )
     (etc / "group").write_text(f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")
     (etc / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost\n")
-    for f in etc.iterdir():
-        f.chmod(0o644)
+    for name in ("passwd", "group", "hosts"):
+        (etc / name).chmod(0o644)
+
+
+_PROBED: dict[type, str | None] = {}
 
 
 class BubblewrapSandbox:
@@ -129,6 +132,13 @@ class BubblewrapSandbox:
 
     @classmethod
     def available(cls) -> str | None:
+        """Return ``None`` when the backend works here, else why not (probed once)."""
+        if cls not in _PROBED:
+            _PROBED[cls] = cls._probe()
+        return _PROBED[cls]
+
+    @classmethod
+    def _probe(cls) -> str | None:
         """Return ``None`` when bwrap works here, else why not (with the install line)."""
         exe = shutil.which("bwrap")
         if exe is None:
@@ -148,18 +158,21 @@ class BubblewrapSandbox:
                     "unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)")
         return None
 
-    def _build_prefix(self) -> list[str]:
+    def _build_prefix(self) -> tuple[list[str], list[str]]:
+        """Return (mounts, namespace flags); extra mounts go between them."""
         etc = self._state / "etc"
-        args = [self.bwrap, *root_binds()]
+        mounts = [self.bwrap, *root_binds()]
         for name in ("passwd", "group", "hosts"):
-            args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
-        args += [
+            mounts += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+        mounts += [
             "--proc", "/proc",
             "--dev", "/dev",
             "--tmpfs", "/tmp",
             "--tmpfs", "/var/tmp",
             "--bind", str(self.spec.workspace), WORKSPACE_MOUNT,
-            "--remount-ro", "/",
+        ]
+        flags = [
+            "--remount-ro", "/",  # after every mount point exists
             "--chdir", WORKSPACE_MOUNT,
             "--unshare-all", "--unshare-user", "--disable-userns",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
@@ -168,12 +181,38 @@ class BubblewrapSandbox:
             "--die-with-parent", "--new-session",
         ]
         if self.spec.network.enabled:
-            args.append("--share-net")
-        return args
+            flags.append("--share-net")
+        return mounts, flags
 
-    def command(self, argv: list[str], limits: Limits | None = None) -> list[str]:
-        """Return the full host command line that runs ``argv`` in this sandbox."""
-        return [*self._prefix, "--", *limit_args(limits or self.spec.limits), *argv]
+    def command(
+        self,
+        argv: list[str],
+        limits: Limits | None = None,
+        *,
+        ro_paths: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Return the full host command line that runs ``argv`` in this sandbox.
+
+        Args:
+            argv: The command to run inside.
+            limits: Overrides the spec's limits.
+            ro_paths: Extra host paths mounted read-only at the same place (e.g. a server's
+                code outside ``/usr``).
+            env: When given, the environment is set through bwrap (``--clearenv`` and
+                ``--setenv``) for launchers that do not control the exec environment.
+
+        """
+        extra: list[str] = []
+        for path in ro_paths:
+            host = Path(path).resolve()
+            extra += ["--ro-bind", str(host), str(host)]
+        if env is not None:
+            extra.append("--clearenv")
+            for key, value in self.environment(env).items():
+                extra += ["--setenv", key, value]
+        mounts, flags = self._prefix
+        return [*mounts, *extra, *flags, "--", *limit_args(limits or self.spec.limits), *argv]
 
     @staticmethod
     def environment(env: Mapping[str, str] | None) -> dict[str, str]:

@@ -8,6 +8,8 @@ from bastion.config.model import LimitsConfig
 from bastion.errors import SandboxError
 from bastion.security.sandbox.base import Limits, NetworkPolicy, Sandbox, SandboxSpec
 
+BACKENDS = ("bubblewrap", "gvisor", "podman")
+
 
 def limits_from_config(cfg: LimitsConfig) -> Limits:
     """Convert the config section into the sandbox's :class:`Limits`."""
@@ -19,6 +21,53 @@ def limits_from_config(cfg: LimitsConfig) -> Limits:
         file_size_mb=cfg.file_size_mb,
         output_bytes=cfg.output_bytes,
     )
+
+
+def backend_class(kind: str) -> type[Sandbox]:
+    """Return the class of a backend by its config name."""
+    if kind == "bubblewrap":
+        from bastion.security.sandbox.bwrap import BubblewrapSandbox
+
+        return BubblewrapSandbox
+    if kind == "gvisor":
+        from bastion.security.sandbox.gvisor import GVisorSandbox
+
+        return GVisorSandbox
+    if kind == "podman":
+        from bastion.security.sandbox.podman import PodmanSandbox
+
+        return PodmanSandbox  # type: ignore[no-any-return]
+    raise SandboxError(f"unknown sandbox backend {kind!r}",
+                       fix="set security.sandbox to auto, bubblewrap, gvisor, podman or none")
+
+
+def resolve_kind(kind: str) -> str:
+    """Resolve ``auto`` to the strongest backend that works here (gVisor, else bubblewrap)."""
+    if kind != "auto":
+        return kind
+    try:
+        if backend_class("gvisor").available() is None:
+            return "gvisor"
+    except SandboxError:
+        pass
+    return "bubblewrap"
+
+
+def build_sandbox(kind: str, spec: SandboxSpec) -> tuple[Sandbox | None, str | None]:
+    """Return a backend for ``spec`` or ``(None, problem)``; ``none`` never sandboxes."""
+    if kind == "none":
+        return None, "sandboxing is disabled (security.sandbox: none), so sandboxed tools refuse"
+    try:
+        cls = backend_class(resolve_kind(kind))
+    except SandboxError as exc:
+        return None, exc.user_text()
+    problem = cls.available()
+    if problem:
+        return None, problem
+    try:
+        return cls(spec), None  # type: ignore[call-arg]
+    except SandboxError as exc:
+        return None, exc.user_text()
 
 
 def create_sandbox(
@@ -33,16 +82,4 @@ def create_sandbox(
     fallback to the host.
     """
     spec = SandboxSpec(Path(workspace), limits_from_config(limits), network or NetworkPolicy())
-    if kind == "none":
-        return None, "sandboxing is disabled (security.sandbox: none), so sandboxed tools refuse"
-    if kind == "bubblewrap":
-        from bastion.security.sandbox.bwrap import BubblewrapSandbox
-
-        problem = BubblewrapSandbox.available()
-        if problem:
-            return None, problem
-        try:
-            return BubblewrapSandbox(spec), None
-        except SandboxError as exc:
-            return None, exc.user_text()
-    return None, f"unknown sandbox backend {kind!r} (fix: set security.sandbox to bubblewrap)"
+    return build_sandbox(kind, spec)

@@ -1,0 +1,176 @@
+"""``bastion mcp``: serve bastion's tools over MCP; inspect and call mounted MCP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.errors import BastionError, ConfigError
+
+if TYPE_CHECKING:
+    from bastion.app import App
+
+mcp_app = typer.Typer(help="MCP: serve bastion's tools, inspect and call mounted servers.",
+                      no_args_is_help=True)
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="approve every risky call")]
+
+
+def tools_app(*, yes: bool = False) -> App:
+    """Return the app from config for tools-only work: no model is loaded.
+
+    Risky calls are denied unless ``yes`` (an MCP client cannot answer bastion's prompt).
+    """
+    from bastion.app import build_app
+    from bastion.cli.approval import choose_approver
+    from bastion.config.loader import load
+    from bastion.mcp._nomodel import ToolsOnlyModel
+    from bastion.memory.base import EphemeralMemory
+
+    return build_app(load(), model=ToolsOnlyModel(), memory=EphemeralMemory(),
+                     approver=choose_approver(yes=yes, interactive=False))
+
+
+def api_token(app: App, no_auth: bool, host: str) -> str | None:
+    """Return the bearer token HTTP serving needs (``None`` only for --no-auth on loopback)."""
+    if no_auth:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("--no-auth is only allowed on a loopback address",
+                              fix="drop --no-auth, or bind --host 127.0.0.1")
+        return None
+    token = app.config.api.token
+    if token is None:
+        raise ConfigError("no API token is configured", fix="run 'bastion init' (creates one)")
+    return token.get_secret_value()
+
+
+@mcp_app.command("serve")
+def serve(
+    stdio: Annotated[bool, typer.Option("--stdio", help="serve on stdin/stdout (default)")] = False,
+    http: Annotated[bool, typer.Option("--http", help="serve streamable HTTP at /mcp")] = False,
+    host: Annotated[str, typer.Option(help="HTTP bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8766,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="no bearer token (loopback only)")]
+    = False,
+    yes: YesOpt = False,
+) -> None:
+    """Expose bastion's tools over MCP; every call passes the gateway (policy, sandbox, audit)."""
+    from bastion.mcp.server import serve_http, serve_stdio
+
+    if stdio and http:
+        raise ConfigError("choose one of --stdio and --http")
+    app = tools_app(yes=yes)
+
+    async def main() -> None:
+        try:
+            if http:
+                token = api_token(app, no_auth, host)
+                _err.print(f"bastion MCP server on http://{host}:{port}/mcp "
+                           f"({'no auth' if token is None else 'bearer token = api.token'})")
+                await serve_http(app.gateway, host=host, port=port, token=token)
+            else:
+                await serve_stdio(app.gateway)
+        finally:
+            await app.aclose()
+
+    asyncio.run(main())
+
+
+@mcp_app.command("list")
+def list_servers() -> None:
+    """Show the configured MCP servers and whether each one starts and answers."""
+    from bastion.config.loader import load
+    from bastion.mcp.mount import connect
+
+    config = load()
+    if not config.mcp_servers:
+        _err.print("no MCP servers configured (add them under mcp_servers: in bastion.yaml)")
+        return
+    table = Table("name", "transport", "sandbox", "status", "tools", title="MCP servers",
+                  title_justify="left")
+    for cfg in config.mcp_servers:
+        transport = cfg.url or " ".join(cfg.command or [])
+        sandbox = "-" if cfg.url else (config.security.sandbox if cfg.sandbox == "default"
+                                       else cfg.sandbox)
+        if not cfg.enabled:
+            table.add_row(cfg.name, escape(transport), sandbox, "disabled", "")
+            continue
+        keep: list[object] = []
+        try:
+            toolset = connect(cfg, config, keep)
+        except BastionError as exc:
+            table.add_row(cfg.name, escape(transport), sandbox, f"[red]{escape(exc.user_text())}",
+                          "")
+            continue
+        table.add_row(cfg.name, escape(transport), sandbox, "[green]ok", str(len(toolset.tools)))
+        toolset.close()
+    _out.print(table)
+
+
+@mcp_app.command("tools")
+def list_tools(
+    server: Annotated[str | None, typer.Argument(help="only this server")] = None,
+) -> None:
+    """List the tools of the mounted servers (as the agent sees them, with their prefix)."""
+    from bastion.config.loader import load
+    from bastion.mcp.mount import connect
+
+    config = load()
+    chosen = [c for c in config.mcp_servers if server in (None, c.name) and c.enabled]
+    if server is not None and not chosen:
+        raise ConfigError(f"no enabled MCP server named {server!r}",
+                          fix="see 'bastion mcp list'")
+    for cfg in chosen:
+        keep: list[object] = []
+        toolset = connect(cfg, config, keep)
+        try:
+            for t in toolset.tools:
+                first = t.description.splitlines()[0] if t.description else ""
+                _out.print(f"[bold]{escape(t.name)}[/]  {escape(first)}")
+        finally:
+            toolset.close()
+
+
+@mcp_app.command("call")
+def call(
+    server: Annotated[str, typer.Argument(help="server name")],
+    tool: Annotated[str, typer.Argument(help="tool name (without the prefix)")],
+    arguments: Annotated[str, typer.Argument(help="JSON object of arguments")] = "{}",
+    yes: YesOpt = False,
+) -> None:
+    """Call one tool of a mounted server through the gateway (policy, approval and audit apply)."""
+    from bastion.llm.messages import ToolCall
+    from bastion.mcp.toolset import PREFIX_SEP
+
+    try:
+        args = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"arguments are not valid JSON: {exc.msg}",
+                          fix='pass a JSON object, e.g. \'{"message": "hi"}\'') from None
+    if not isinstance(args, dict):
+        raise ConfigError("arguments must be a JSON object")
+    app = tools_app(yes=yes)
+
+    async def main() -> int:
+        try:
+            name = f"{server}{PREFIX_SEP}{tool}"
+            result = await app.gateway.execute(ToolCall(name, args), actor="cli")
+        finally:
+            await app.aclose()
+        typer.echo(result.text)
+        return 0 if result.ok else 1
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion mcp`` to the CLI."""
+    app.add_typer(mcp_app, name="mcp")

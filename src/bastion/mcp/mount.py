@@ -1,0 +1,101 @@
+"""Mount the configured external MCP servers into the registry, stdio ones inside a sandbox."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.config import paths
+from bastion.config.model import Config, McpServerConfig
+from bastion.errors import BastionError, SandboxError
+from bastion.mcp.toolset import MCPConnection, MCPToolset, ServerSpec
+from bastion.security.sandbox.base import Limits, SandboxSpec
+from bastion.security.sandbox.factory import build_sandbox, limits_from_config
+from bastion.tools.base import Risk
+from bastion.tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Mounted:
+    """What mounting produced: live toolsets, and why the others are missing."""
+
+    toolsets: list[MCPToolset] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    keep: list[Any] = field(default_factory=list)  # sandboxes that must outlive the servers
+
+    def close(self) -> None:
+        """Disconnect every server."""
+        for ts in self.toolsets:
+            ts.close()
+        self.toolsets.clear()
+
+
+def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any]) -> ServerSpec:
+    """Return how to reach ``cfg``: HTTP as is, stdio wrapped in its sandbox."""
+    if cfg.url is not None:
+        headers = {}
+        if cfg.token is not None:
+            headers["Authorization"] = f"Bearer {cfg.token.get_secret_value()}"
+        return ServerSpec(cfg.name, url=cfg.url, headers=headers, timeout_s=cfg.timeout_s)
+    assert cfg.command is not None
+    kind = config.security.sandbox if cfg.sandbox == "default" else cfg.sandbox
+    if kind == "none":
+        log.warning("MCP server %s runs unsandboxed (sandbox: none)", cfg.name)
+        exe = shutil.which(cfg.command[0]) or cfg.command[0]
+        return ServerSpec(cfg.name, argv=[exe, *cfg.command[1:]], env=dict(cfg.env),
+                          timeout_s=cfg.timeout_s,
+                          errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
+    if cfg.egress is not None:
+        raise SandboxError(f"MCP server {cfg.name}: egress for stdio servers needs the egress "
+                           "module", fix="remove 'egress' to run it without network")
+    workspace = paths.data_dir("mcp") / cfg.name
+    workspace.mkdir(parents=True, exist_ok=True)
+    base = limits_from_config(config.security.limits)
+    limits = Limits(
+        wall_seconds=base.wall_seconds,
+        cpu_seconds=24 * 3600,  # a long-lived server; its calls are bounded by timeout_s
+        memory_mb=cfg.memory_mb,
+        max_processes=base.max_processes,
+        file_size_mb=base.file_size_mb,
+        output_bytes=base.output_bytes,
+    )
+    sandbox, problem = build_sandbox(kind, SandboxSpec(workspace, limits))
+    if sandbox is None:
+        raise SandboxError(f"MCP server {cfg.name} cannot be sandboxed: {problem}")
+    keep.append(sandbox)
+    argv = sandbox.command(list(cfg.command), ro_paths=cfg.mounts, env=cfg.env)
+    return ServerSpec(cfg.name, argv=argv, timeout_s=cfg.timeout_s,
+                      errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
+
+
+def connect(cfg: McpServerConfig, config: Config, keep: list[Any]) -> MCPToolset:
+    """Start (or reach) one server and return its toolset."""
+    conn = MCPConnection(server_spec(cfg, config, keep))
+    conn.start()
+    return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools)
+
+
+def mount_servers(config: Config, registry: ToolRegistry) -> Mounted:
+    """Connect every enabled server and register its prefixed tools.
+
+    A server that fails is skipped (its problem is kept for ``doctor`` and
+    ``bastion mcp list``); the rest of bastion still starts.
+    """
+    mounted = Mounted()
+    for cfg in config.mcp_servers:
+        if not cfg.enabled:
+            continue
+        try:
+            toolset = connect(cfg, config, mounted.keep)
+        except BastionError as exc:
+            mounted.problems[cfg.name] = exc.user_text()
+            log.warning("MCP server %s not mounted: %s", cfg.name, exc.user_text())
+            continue
+        for t in toolset.tools:
+            registry.add(t, replace=True)
+        mounted.toolsets.append(toolset)
+    return mounted
