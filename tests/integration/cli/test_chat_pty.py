@@ -1,0 +1,67 @@
+"""``bastion chat`` driven through a pseudo-terminal: turns, tools, slash commands, Ctrl-C, EOF."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pexpect
+
+from tests.fakes.scripted_chat_server import FakeOpenAIServer
+from tests.integration.cli.conftest import ROOT, cli_env
+
+PROMPT = "you> "
+
+
+def spawn(home: Path, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "bastion", "chat", *args], env=cli_env(home),
+                          cwd=str(ROOT), encoding="utf-8", timeout=60, dimensions=(40, 200))
+    child.expect(PROMPT)
+    return child
+
+
+def test_chat_in_a_terminal(served_home: Path, fake_server: FakeOpenAIServer) -> None:
+    child = spawn(served_home, "--session", "pty")
+    try:
+        child.sendline("hello there")
+        child.expect("echo: hello there")
+        child.expect(PROMPT)
+
+        child.sendline("/tools")
+        child.expect("list_files")
+        child.expect(PROMPT)
+
+        child.sendline("please count files")
+        child.expect("→ list_files")
+        child.expect("✓ list_files")
+        child.expect("The tool said: sample")
+        child.expect(PROMPT)
+
+        # Ctrl-C while the model streams cancels the turn and gives the prompt back.
+        child.sendline("be slow")
+        child.expect("tick")
+        child.sendintr()
+        child.expect("cancelled")
+        child.expect(PROMPT)
+
+        child.sendline("still there?")
+        child.expect("echo: still there?")
+        child.expect(PROMPT)
+        # the earlier turns of this session went to the model too (multi-turn)
+        sent = [m.get("content") for m in fake_server.requests[-1]["messages"]]
+        assert "hello there" in sent and "be slow" in sent
+
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+
+
+def test_ctrl_c_at_empty_prompt_exits_cleanly(served_home: Path) -> None:
+    child = spawn(served_home)
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
