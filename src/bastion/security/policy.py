@@ -37,14 +37,18 @@ class ApprovalStage:
         self.timeout_s = timeout_s
 
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
-        """Pass low-risk calls, ask for the rest; a timeout is a deny."""
+        """Pass low-risk calls, ask for the rest; a timeout is a deny.
+
+        The threshold is the session's when the risk stage set one (``risk_threshold``).
+        """
+        threshold: Risk = req.annotations.get("risk_threshold", self.threshold)
         needs = bool(req.annotations.get("needs_approval")) or (
-            req.risk >= self.threshold and not req.annotations.get("policy_allow")
+            req.risk >= threshold and not req.annotations.get("policy_allow")
         )
         if not needs:
             return await nxt(req)
-        if req.risk >= self.threshold:
-            req.reasons.append(f"risk {req.risk.name} >= threshold {self.threshold.name}")
+        if req.risk >= threshold:
+            req.reasons.append(f"risk {req.risk.name} >= threshold {threshold.name}")
         ask = ApprovalRequest(
             tool=req.tool.name,
             arguments=req.call.arguments,

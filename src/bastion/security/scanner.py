@@ -31,7 +31,7 @@ from bastion.security._scanner_rules import (
 MASK = "[REDACTED]"
 Policy = Literal["redact", "block"]
 MIN_HELD_LEN = 6
-_ENTROPY_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])")
+_ENTROPY_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}(?![A-Za-z0-9+/_=-])")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
 _SHORT_KEYWORDS = ("://", "-----BEGIN")  # rules that can match without a long run

@@ -145,13 +145,13 @@ class SopsBackend:
             self.write_all(tree)
 
     def list(self, prefix: str = "") -> list[str]:
-        """Return every path holding a value (a mapping of scalars counts as one secret)."""
+        """Return the path of every value (``db/password``); each is readable with ``get``."""
         out: list[str] = []
 
         def walk(node: dict[str, Any], base: str) -> None:
             for k, v in node.items():
                 p = f"{base}/{k}" if base else str(k)
-                if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()):
+                if isinstance(v, dict):
                     walk(v, p)
                 else:
                     out.append(p)

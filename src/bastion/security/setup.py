@@ -1,0 +1,120 @@
+"""Assembling the security layer from config (used by the composition root, ``bastion.app``).
+
+Pipeline order (outermost first): audit -> policy -> risk -> approval -> secrets ->
+output scan -> invoke. Audit sees every outcome; secrets are resolved only for calls that
+passed policy and approval; the output scan runs while the secret values are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.config import paths
+from bastion.config.model import Config
+from bastion.security.approval import Approver, DenyApprover
+from bastion.security.audit import AuditLog, AuditStage
+from bastion.security.gateway import Stage
+from bastion.security.hitl.manager import ApprovalManager
+from bastion.security.hitl.risk import RiskClassifier, RiskRule, RiskStage, builtin_rules
+from bastion.security.model_guard import OutputScanStage
+from bastion.security.policy import ApprovalStage
+from bastion.security.redact import Redactor
+from bastion.security.secrets.base import SecretBackend
+from bastion.security.secrets.resolver import SecretResolver, SecretsStage, tool_declarations
+from bastion.tools.base import Risk
+
+
+def audit_path() -> Path:
+    """Return the audit database path."""
+    return paths.data_dir("audit") / "audit.db"
+
+
+def build_audit(config: Config, redactor: Redactor) -> AuditLog:
+    """Open the audit log with the configured durability (and apply retention)."""
+    a = config.audit
+    log = AuditLog(audit_path(), redactor, durability=a.durability,
+                   flush_interval_ms=a.flush_interval_ms, batch_size=a.batch_size,
+                   checkpoint_every=a.checkpoint_every)
+    if a.retention_days:
+        import time
+
+        log.prune(before_ts=time.time() - a.retention_days * 86400)
+    return log
+
+
+def build_backends(config: Config) -> dict[str, SecretBackend]:
+    """Return the configured secret backends by name (env and sops always; vault if set)."""
+    from bastion.security.secrets.env import EnvBackend
+    from bastion.security.secrets.sops import SopsBackend
+
+    s = config.secrets
+    folder = paths.home() / "secrets"
+    backends: dict[str, SecretBackend] = {
+        "env": EnvBackend(s.env_prefix),
+        "sops": SopsBackend(s.sops.file or folder / "secrets.enc.yaml",
+                            s.sops.identity_file or folder / "age.key", s.sops.recipients),
+    }
+    if s.vault is not None:
+        from bastion.security.secrets.vault import VaultBackend
+
+        v = s.vault
+        vault = VaultBackend(
+            v.url, token=v.token.get_secret_value() if v.token else None, role_id=v.role_id,
+            secret_id=v.secret_id.get_secret_value() if v.secret_id else None, mount=v.mount,
+            namespace=v.namespace)
+        if v.renew:
+            vault.start_renewal()
+        backends["vault"] = vault
+    return backends
+
+
+@dataclass
+class Security:
+    """The assembled security layer."""
+
+    audit: AuditLog
+    manager: ApprovalManager
+    approvals: ApprovalStage
+    resolver: SecretResolver
+    classifier: RiskClassifier
+    stages: list[Stage]
+
+    def close(self) -> None:
+        """Stop background work of the backends (vault renewal)."""
+        for backend in self.resolver.backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+def build_security(
+    config: Config,
+    workspace: Path,
+    redactor: Redactor,
+    *,
+    approver: Approver | None = None,
+    policy: Stage,
+    audit: AuditLog | None = None,
+) -> Security:
+    """Build audit, risk, approval, secrets and output-scan stages around ``policy``."""
+    sec = config.security
+    audit = audit or build_audit(config, redactor)
+    threshold = Risk.parse(sec.approval_threshold)
+    manager = ApprovalManager(default_threshold=threshold, audit=audit, redactor=redactor,
+                              delegate=approver or DenyApprover())
+    approvals = ApprovalStage(manager, threshold, sec.approval_timeout_s)
+    resolver = SecretResolver(build_backends(config), redactor)
+    secrets_stage = SecretsStage(resolver, config.secrets.tools)
+    rules: list[RiskRule] = builtin_rules() if config.hitl.builtin_rules else []
+    rules += [RiskRule(r.name, Risk.parse(r.level), list(r.tools), r.match, r.argument, r.when)
+              for r in config.hitl.rules]
+    classifier = RiskClassifier(
+        rules, workspace, known_domains=config.hitl.known_domains,
+        secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)))
+    stages: Sequence[Stage] = (
+        AuditStage(audit), policy, RiskStage(classifier, manager.threshold_for), approvals,
+        secrets_stage, OutputScanStage(redactor, config.secrets.scan_policy),
+    )
+    return Security(audit, manager, approvals, resolver, classifier, list(stages))
