@@ -13,12 +13,15 @@ from bastion.config.model import Config
 from bastion.llm.base import Model
 from bastion.llm.messages import ChatSettings
 from bastion.memory.base import ConversationMemory, EphemeralMemory
-from bastion.security.approval import Approver, DenyApprover
-from bastion.security.audit import AuditLog, AuditStage
+from bastion.security.approval import Approver
+from bastion.security.audit import AuditLog
 from bastion.security.gateway import Environment, Gateway
+from bastion.security.hitl.manager import ApprovalManager
+from bastion.security.model_guard import GuardedModel
 from bastion.security.policy import ApprovalStage, PolicyStage
 from bastion.security.redact import Redactor
-from bastion.tools.base import Risk
+from bastion.security.scanner import SecretScanner
+from bastion.security.secrets.resolver import SecretResolver
 from bastion.tools.registry import ToolRegistry, load_entry_point_tools
 
 
@@ -34,6 +37,8 @@ class App:
     memory: ConversationMemory
     approvals: ApprovalStage
     redactor: Redactor = field(default_factory=Redactor)
+    hitl: ApprovalManager | None = None  # pending approvals, session rules and thresholds
+    secrets: SecretResolver | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)  # MCP connections ...
 
     def agent(self) -> Agent:
@@ -44,11 +49,20 @@ class App:
             max_steps=cfg.agent.max_steps,
             settings=ChatSettings(temperature=cfg.model.temperature, max_tokens=cfg.model.max_tokens),
         )
-        return Agent(self.model, self.gateway, options, self.memory)
+        model: Model = self.model
+        if cfg.secrets.scan_model_messages:  # every model-bound message passes the scanner
+            model = GuardedModel(model, self.redactor)  # type: ignore[assignment]
+        return Agent(model, self.gateway, options, self.memory)
 
-    def set_approver(self, approver: Approver) -> None:
-        """Swap who answers approval requests (CLI prompt, API queue, deny)."""
-        self.approvals.approver = approver
+    def set_approver(self, approver: Approver | None) -> None:
+        """Swap who answers approval requests besides the API queue (CLI prompt, deny).
+
+        ``None`` leaves pending requests to the API / web page until their timeout.
+        """
+        if self.hitl is not None:
+            self.hitl.delegate = approver
+        elif approver is not None:
+            self.approvals.approver = approver
 
     async def aclose(self) -> None:
         """Release the model and close stores."""
@@ -118,19 +132,22 @@ def build_app(
         http=DirectFetcher(allow_private=sec.allow_private_network),
     )
     redactor = Redactor(
-        [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None]
+        [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None],
+        scanner=SecretScanner(entropy=config.secrets.scan_entropy),
     )
-    audit = AuditLog(paths.data_dir("audit") / "audit.db", redactor)
-    approvals = ApprovalStage(
-        approver or DenyApprover(), Risk.parse(sec.approval_threshold), sec.approval_timeout_s
-    )
+    from bastion.security.setup import build_security
+
+    security = build_security(config, workspace, redactor, approver=approver,
+                              policy=PolicyStage(sec.tools))
+    audit, approvals = security.audit, security.approvals
     registry = registry or build_registry(config)
     closers: list[Callable[[], None]] = []
     if config.mcp_servers:  # external MCP servers: prefixed toolsets, stdio ones sandboxed
         from bastion.mcp.mount import mount_servers
 
         closers.append(mount_servers(config, registry).close)
-    gateway = Gateway(registry, env, [AuditStage(audit), PolicyStage(sec.tools), approvals])
+    gateway = Gateway(registry, env, security.stages)
+    closers.append(security.close)
     model = model or create_model(config)
     return App(
         config=config,
@@ -142,4 +159,6 @@ def build_app(
         approvals=approvals,
         redactor=redactor,
         closers=closers,
+        hitl=security.manager,
+        secrets=security.resolver,
     )
