@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "bastion.cli.gateway",  # gateway serve (the tool gateway as its own process)
     "bastion.cli.sandbox",  # sandbox status|run|ls|kill
     "bastion.cli.voice",  # voice (push-to-talk, --input/--output), transcribe, say, wyoming
+    "bastion.cli.audit",  # audit events|tools|security|stats|export|verify
+    "bastion.cli.secrets",  # secrets set|get|list|rm|recipient
 ]
 
 

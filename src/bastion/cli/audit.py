@@ -1,0 +1,221 @@
+"""``bastion audit events|tools|security|stats|export|verify``: read and check the audit log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.errors import AuditError
+from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
+
+console = Console()
+audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit log.",
+                        no_args_is_help=True)
+
+SECURITY_KINDS = ("approval.requested", "approval.decision", "approval.threshold",
+                  "audit.retention", "egress", "policy", "security")
+
+DbOpt = Annotated[Path | None, typer.Option("--db", help="audit database (default: HOME/audit)")]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="only newer: 2026-01-31, 2026-01-31T12:00 or an age like 30m, 2h, 7d")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="only older (same forms)")]
+SessionOpt = Annotated[str | None, typer.Option("--session", help="session id")]
+ToolOpt = Annotated[str | None, typer.Option("--tool", help="tool name")]
+DecisionOpt = Annotated[str | None, typer.Option(
+    "--decision", help="allowed, denied, error, approved ...")]
+KindOpt = Annotated[str | None, typer.Option("--kind", help="record kind, e.g. tool_call")]
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="how many records")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON lines")]
+
+
+def _db_path(db: Path | None) -> Path:
+    if db is not None:
+        return db
+    from bastion.security.setup import audit_path
+
+    return audit_path()
+
+
+def parse_time(text: str | None) -> float | None:
+    """Parse an ISO date/time or an age (``30m``, ``2h``, ``7d``) into a timestamp."""
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise AuditError(f"cannot read the time {text!r}",
+                         fix="use 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d") from None
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _query(db: Path | None, *, limit: int | None, since: str | None, until: str | None,
+           session: str | None, tool: str | None, decision: str | None, kind: str | None,
+           kinds: tuple[str, ...] | None = None, newest_first: bool = True
+           ) -> Iterator[AuditEvent]:
+    conn = open_reader(_db_path(db))
+    try:
+        yield from iter_events(conn, limit=limit, session_id=session, tool=tool, kind=kind,
+                               decision=decision, since=parse_time(since), until=parse_time(until),
+                               kinds=kinds, newest_first=newest_first)
+    finally:
+        conn.close()
+
+
+def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> None:
+    if as_json:
+        for e in events:
+            typer.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+        return
+    if not events:
+        typer.echo("no matching audit records")
+        return
+    if tool_view:
+        table = Table("id", "time", "session", "tool", "decision", "risk", "ms", "arguments",
+                      "result")
+        for e in events:
+            table.add_row(str(e.id), _when(e.ts), e.session_id or "", escape(e.tool or ""),
+                          e.decision or "", e.risk or "",
+                          f"{e.duration_ms:.0f}" if e.duration_ms is not None else "",
+                          escape(_short(e.arguments, 40)), escape(_short(e.result or "", 40)))
+    else:
+        table = Table("id", "time", "kind", "actor", "session", "tool", "decision", "detail")
+        for e in events:
+            table.add_row(str(e.id), _when(e.ts), e.kind, escape(e.actor or ""),
+                          e.session_id or "", escape(e.tool or ""), e.decision or "",
+                          escape(_short(e.detail or "", 50)))
+    console.print(table)
+
+
+@audit_app.command("events")
+def events_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+               session: SessionOpt = None, tool: ToolOpt = None, decision: DecisionOpt = None,
+               kind: KindOpt = None, limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
+    """Show recent audit records of every kind, newest first."""
+    _print(list(_query(db, limit=limit, since=since, until=until, session=session, tool=tool,
+                       decision=decision, kind=kind)), as_json)
+
+
+@audit_app.command("tools")
+def tools_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+              session: SessionOpt = None, tool: ToolOpt = None, decision: DecisionOpt = None,
+              limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
+    """Show tool calls with their (redacted) arguments and results."""
+    _print(list(_query(db, limit=limit, since=since, until=until, session=session, tool=tool,
+                       decision=decision, kind="tool_call")), as_json, tool_view=True)
+
+
+@audit_app.command("security")
+def security_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+                 session: SessionOpt = None, tool: ToolOpt = None, decision: DecisionOpt = None,
+                 limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
+    """Show security decisions: approvals, denials, retention, egress and policy events."""
+    rows = list(_query(db, limit=None, since=since, until=until, session=session, tool=tool,
+                       decision=decision, kind=None))
+    picked = [e for e in rows if e.kind in SECURITY_KINDS or e.kind.startswith(("approval",
+              "egress", "policy", "security")) or (e.kind == "tool_call" and e.decision != "allowed")]
+    _print(picked[:limit], as_json)
+
+
+@audit_app.command("stats")
+def stats_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Count records by kind, decision and tool."""
+    conn = open_reader(_db_path(db))
+    try:
+        s = stats(conn)
+    finally:
+        conn.close()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    span = (f"{_when(s['first_ts'])} .. {_when(s['last_ts'])}" if s["total"] else "empty")
+    typer.echo(f"{s['total']} records ({span}), {s['checkpoints']} signed checkpoints")
+    for title in ("by_kind", "by_decision", "by_tool"):
+        if s[title]:
+            typer.echo(f"{title.replace('_', ' ')}: " + ", ".join(
+                f"{k}={v}" for k, v in sorted(s[title].items(), key=lambda kv: -kv[1])))
+
+
+@audit_app.command("export")
+def export_cmd(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv")] = "jsonl",
+    db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None, session: SessionOpt = None,
+    tool: ToolOpt = None, decision: DecisionOpt = None, kind: KindOpt = None,
+) -> None:
+    """Export records (oldest first) as JSON lines or CSV, with their chain hashes."""
+    if fmt not in ("jsonl", "csv"):
+        raise AuditError(f"unknown export format {fmt!r}", fix="use --format jsonl or csv")
+    rows = _query(db, limit=None, since=since, until=until, session=session, tool=tool,
+                  decision=decision, kind=kind, newest_first=False)
+    out = output.open("w", newline="") if output else sys.stdout
+    n = 0
+    try:
+        if fmt == "jsonl":
+            for e in rows:
+                out.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+        else:
+            w: Any = None
+            for e in rows:
+                d = e.to_dict()
+                for k in ("arguments", "detail"):
+                    d[k] = json.dumps(d[k], ensure_ascii=False) if d[k] is not None else ""
+                if w is None:
+                    w = csv.DictWriter(out, fieldnames=list(d))
+                    w.writeheader()
+                w.writerow(d)
+                n += 1
+    finally:
+        if output:
+            out.close()
+    if output:
+        typer.echo(f"exported {n} records to {output}", err=True)
+
+
+@audit_app.command("verify")
+def verify_cmd(
+    db: DbOpt = None,
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="trusted Ed25519 key (hex); default: the .pub file beside the log")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain, signed checkpoints, anchors and head; name the first bad record."""
+    rep = verify(_db_path(db), public_key)
+    if as_json:
+        typer.echo(json.dumps({"ok": rep.ok, "checked": rep.checked, "first_bad": rep.first_bad,
+                               "reason": rep.reason, "checkpoints": rep.checkpoints,
+                               "anchored_at": rep.anchored_at, "last_id": rep.last_id}))
+    else:
+        typer.secho(rep.summary(), fg="green" if rep.ok else "red")
+    if not rep.ok:
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion audit ...``."""
+    app.add_typer(audit_app, name="audit")
