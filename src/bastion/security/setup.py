@@ -114,7 +114,7 @@ def build_security(
         rules, workspace, known_domains=config.hitl.known_domains,
         secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)))
     stages: Sequence[Stage] = (
-        AuditStage(audit), policy, RiskStage(classifier, manager.threshold_for), approvals,
+        AuditStage(audit), policy, RiskStage(classifier, manager.session_threshold), approvals,
         secrets_stage, OutputScanStage(redactor, config.secrets.scan_policy),
     )
     return Security(audit, manager, approvals, resolver, classifier, list(stages))

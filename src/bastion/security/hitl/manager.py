@@ -86,6 +86,10 @@ class ApprovalManager:
         """Return the approval threshold of ``session_id``."""
         return self._thresholds.get(session_id, self.default_threshold)
 
+    def session_threshold(self, session_id: str | None) -> Risk | None:
+        """Return the threshold set for ``session_id``, or None (the gateway's default applies)."""
+        return self._thresholds.get(session_id)
+
     def set_threshold(self, session_id: str | None, risk: Risk) -> None:
         """Set the approval threshold of one session."""
         self._thresholds[session_id] = risk

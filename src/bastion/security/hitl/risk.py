@@ -177,7 +177,7 @@ class RiskStage:
     """Gateway stage: classify the call and set the session's approval threshold on it."""
 
     def __init__(self, classifier: RiskClassifier,
-                 threshold_for: Callable[[str | None], Risk] | None = None) -> None:
+                 threshold_for: Callable[[str | None], Risk | None] | None = None) -> None:
         self.classifier = classifier
         self.threshold_for = threshold_for
 
@@ -189,8 +189,9 @@ class RiskStage:
         req.reasons.extend(reasons)
         if names:
             req.annotations["risk_rules"] = names
-        if self.threshold_for is not None:
-            req.annotations["risk_threshold"] = self.threshold_for(req.session_id)
+        threshold = self.threshold_for(req.session_id) if self.threshold_for else None
+        if threshold is not None:  # a per-session threshold overrides the gateway's default
+            req.annotations["risk_threshold"] = threshold
         result = await nxt(req)
         if result.decision == "allowed" and ctx.get("new_domains"):
             self.classifier.remember_domains(req.session_id, ctx["new_domains"])
