@@ -9,8 +9,10 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bastion.security.sandbox import _running
 from bastion.security.sandbox._cgroup import PidsCgroup
 from bastion.tools.base import ProcessResult
 
@@ -51,6 +53,7 @@ async def run_tree(
     output_bytes: int,
     max_pids: int | None = None,
     cwd: str | None = None,
+    label: Mapping[str, str] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline.
 
@@ -68,6 +71,7 @@ async def run_tree(
     out, err = bytearray(), bytearray()
     reason: str | None = None
     pids_hit = False
+    state: Path | None = None
     proc: asyncio.subprocess.Process | None = None
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -83,6 +87,8 @@ async def run_tree(
         if procs_fd is not None:
             os.close(procs_fd)
             procs_fd = None
+        if label is not None:
+            state = _running.track(proc.pid, cgroup.path if cgroup else None, label)
         overflow = asyncio.Event()
 
         async def pump(stream: asyncio.StreamReader | None, buf: bytearray) -> None:
@@ -117,6 +123,8 @@ async def run_tree(
             await asyncio.wait_for(io, timeout=5)
         await proc.wait()
     finally:
+        if state is not None:
+            _running.untrack(state)
         if procs_fd is not None:
             os.close(procs_fd)
         if proc is not None and proc.returncode is None:

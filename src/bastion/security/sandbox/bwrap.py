@@ -242,6 +242,8 @@ class BubblewrapSandbox:
             wall_seconds=wall,
             output_bytes=limits.output_bytes,
             max_pids=limits.max_processes + 2,  # + bwrap's own monitor and init
+            label={"backend": self.name, "command": " ".join(argv)[:200],
+                   "workspace": str(self.spec.workspace)},
         )
 
     def close(self) -> None:

@@ -231,6 +231,8 @@ class GVisorSandbox:
                 wall_seconds=wall,
                 output_bytes=limits.output_bytes,
                 max_pids=_HOST_PIDS_MAX,
+                label={"backend": self.name, "command": " ".join(argv)[:200],
+                       "workspace": str(self.spec.workspace), "container": cid},
             )
         finally:
             await self._delete(cid)

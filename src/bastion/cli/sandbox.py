@@ -1,0 +1,129 @@
+"""``bastion sandbox``: which isolation this machine offers, run a command, list and kill runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.errors import BastionError, SandboxError
+
+sandbox_app = typer.Typer(help="Sandboxes: status, run a command, list and kill runs.",
+                          no_args_is_help=True)
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+
+@sandbox_app.command("status")
+def status() -> None:
+    """Show each backend (available or the fix), which one tools get, and the limits."""
+    import shutil
+
+    from bastion.config.loader import load
+    from bastion.security.sandbox._cgroup import pids_root
+    from bastion.security.sandbox.factory import BACKENDS, backend_class, resolve_kind
+
+    config = load()
+    table = Table("backend", "status", "detail", title="sandbox backends", title_justify="left")
+    for kind in BACKENDS:
+        try:
+            problem = backend_class(kind).available()
+        except (BastionError, ImportError) as exc:
+            problem = str(exc)
+        ok = problem is None
+        table.add_row(kind, "[green]available[/]" if ok else "[red]missing[/]",
+                      escape(problem or ""))
+    _out.print(table)
+    chosen = config.security.sandbox
+    resolved = resolve_kind(chosen) if chosen != "none" else "none"
+    _out.print(f"shell/python run in: [bold]{resolved}[/] (security.sandbox: {chosen})")
+    cg = pids_root()
+    _out.print("process limit: " + (f"pids cgroup ({cg[0]})" if cg else
+                                    "RLIMIT_NPROC only (not enforced for host root)"))
+    lim = config.security.limits
+    _out.print(f"limits: wall {lim.wall_seconds}s, cpu {lim.cpu_seconds}s, memory "
+               f"{lim.memory_mb} MB, processes {lim.max_processes}, files {lim.file_size_mb} MB,"
+               f" output {lim.output_bytes} B")
+    egress = [n for n in ("nft", "dnsmasq", "ip") if shutil.which(n) is None]
+    _out.print("egress control: " + ("available (nftables + dnsmasq)" if not egress else
+                                     f"missing {', '.join(egress)} (apt-get install nftables "
+                                     "dnsmasq iproute2)"))
+    for name, rule in sorted(config.security.egress.items()):
+        _out.print(f"  {name}: domains {rule.domains or '-'} cidrs {rule.cidrs or '-'} "
+                   f"ports {rule.ports}")
+
+
+@sandbox_app.command("run", context_settings={"allow_extra_args": True,
+                                              "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    backend: Annotated[str | None, typer.Option(help="bubblewrap, gvisor, podman, auto")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds before the run is killed")] = None,
+) -> None:
+    """Run a command in the sandbox with the workspace mounted: bastion sandbox run -- CMD ..."""
+    from bastion.app import workspace_dir
+    from bastion.config.loader import load
+    from bastion.security.audit import AuditLog
+    from bastion.security.sandbox.factory import create_sandbox
+
+    argv = list(ctx.args)
+    if not argv:
+        raise SandboxError("no command given", fix="bastion sandbox run -- ls -la")
+    config = load()
+    kind = backend or config.security.sandbox
+    box, problem = create_sandbox(kind, workspace_dir(config), config.security.limits)
+    if box is None:
+        raise SandboxError(problem or f"{kind} is not available")
+    start = time.perf_counter()
+    res = asyncio.run(box.run(argv, timeout_s=timeout))
+    from bastion.config import paths
+
+    audit = AuditLog(paths.data_dir("audit") / "audit.db")
+    audit.record("sandbox_run", actor="cli", tool=box.name, decision="allowed",
+                 arguments={"argv": argv}, result=res.stdout[-500:],
+                 duration_ms=(time.perf_counter() - start) * 1000,
+                 detail={"exit_code": res.exit_code, "killed": res.killed_reason})
+    audit.close()
+    typer.echo(res.stdout, nl=False)
+    if res.stderr:
+        typer.echo(res.stderr, nl=False, err=True)
+    if res.killed_reason:
+        _err.print(f"[red]killed: {res.killed_reason}[/]")
+    raise typer.Exit(res.exit_code if 0 <= res.exit_code < 256 else 137)
+
+
+@sandbox_app.command("ls")
+def ls() -> None:
+    """List the sandboxed runs that are alive now (from any bastion process)."""
+    from bastion.security.sandbox._running import runs
+
+    live = runs()
+    if not live:
+        _err.print("no sandboxed runs are alive")
+        return
+    table = Table("id", "backend", "pid", "age", "command")
+    now = time.time()
+    for rec in live:
+        table.add_row(rec["id"], rec.get("backend", "?"), str(rec["pid"]),
+                      f"{now - rec['started']:.1f}s", escape(rec.get("command", "")))
+    _out.print(table)
+
+
+@sandbox_app.command("kill")
+def kill(run_id: Annotated[str, typer.Argument(help="id from 'bastion sandbox ls'")]) -> None:
+    """Kill one sandboxed run and every process in it."""
+    from bastion.security.sandbox._running import kill as kill_run
+
+    if not kill_run(run_id):
+        raise SandboxError(f"no live sandboxed run {run_id!r}", fix="see 'bastion sandbox ls'")
+    _err.print(f"killed {run_id}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion sandbox`` to the CLI."""
+    app.add_typer(sandbox_app, name="sandbox")
