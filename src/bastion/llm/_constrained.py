@@ -71,15 +71,13 @@ class Policy:
 
 DEFAULT_POLICY = Policy()
 
-CHOOSE_SYSTEM = (
-    "You are a function-calling router. Available functions:\n{tools}\n"
-    "Pick the one function that does what the user asks, or none if no function fits."
+TOOLS_BLOCK = (
+    "\n\nFunctions you can call:\n{tools}\n"
+    "To call one, reply with 'Function: <name>' and then 'Arguments: <JSON>'. "
+    "If none fits the request, reply 'Function: none' and answer normally."
 )
 CHOOSE_PREFIX = "Function: "
-FILL_SYSTEM = (
-    "You call the function below for the user's request. Reply with its arguments as JSON, "
-    "copying values from the request.\n{tool}"
-)
+FILL_PREFIX = "Function: {name}\nArguments: "
 
 
 def plain_messages(messages: Sequence[Message], *, system_extra: str = "") -> Plain:
@@ -126,6 +124,16 @@ def _query(messages: Sequence[Message]) -> str:
     return _relevance.last_user_text((m.role, m.content) for m in messages)
 
 
+def tool_prompt(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Plain:
+    """Return the prompt shared by the choose and fill steps (one prefix, evaluated once).
+
+    The system message gains a compact list of the tools, one line each with typed
+    parameters; the conversation follows unchanged.
+    """
+    listing = "\n".join(f"- {describe_tool(t)}" for t in tools)
+    return plain_messages(messages, system_extra=TOOLS_BLOCK.format(tools=listing))
+
+
 def _softmax(xs: Sequence[float]) -> list[float]:
     m = max(xs)
     e = [math.exp(x - m) for x in xs]
@@ -157,11 +165,7 @@ async def choose(
         return NO_TOOL, none_usage
     query = _query(messages)
     lexical = _relevance.best(query, tools)
-    listing = "\n".join(f"- {describe_tool(t, params=False)}" for t in tools)
-    convo = plain_messages(
-        [m for m in messages if m.role != "system"],
-    )
-    prompt = [{"role": "system", "content": CHOOSE_SYSTEM.format(tools=listing)}, *convo]
+    prompt = tool_prompt(messages, tools)
     options = [*names, NO_TOOL] if allow_none else names
     scores = await prims.score(prompt, CHOOSE_PREFIX, options)
     usage = none_usage
@@ -223,19 +227,19 @@ async def fill(
     prims: Primitives,
     messages: Sequence[Message],
     spec: ToolSpec,
+    tools: Sequence[ToolSpec] = (),
     policy: Policy = DEFAULT_POLICY,
     max_tokens: int = 256,
 ) -> tuple[dict[str, Any], Usage]:
-    """Generate ``spec``'s arguments under its schema; repair once, then raise."""
+    """Generate ``spec``'s arguments under its schema (the grammar makes them well-formed)."""
     query = _query(messages)
     schema = fill_schema(spec, query, policy)
-    system = FILL_SYSTEM.format(tool=describe_tool(spec, param_docs=True))
-    prompt = [{"role": "system", "content": system}, *plain_messages(
-        [m for m in messages if m.role != "system"]
-    )]
     if not schema["properties"]:
         return {}, Usage(0, 0)
-    text, usage = await prims.complete(prompt, schema=schema, max_tokens=max_tokens)
+    prompt = tool_prompt(messages, tools or [spec])
+    text, usage = await prims.complete(
+        prompt, schema=schema, max_tokens=max_tokens, prefix=FILL_PREFIX.format(name=spec.name)
+    )
     try:
         args = loads_lenient(text)
     except ValueError:
@@ -260,7 +264,9 @@ async def constrained_chat(
     prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
     if choice != NO_TOOL:
         spec = next(t for t in tools if t.name == choice)
-        args, u = await fill(prims, messages, spec, policy, max_tokens=max(64, settings.max_tokens))
+        args, u = await fill(
+            prims, messages, spec, tools, policy, max_tokens=max(64, settings.max_tokens)
+        )
         prompt_tokens += u.prompt_tokens
         completion_tokens += u.completion_tokens
         call = ToolCall(spec.name, args)

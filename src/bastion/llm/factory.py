@@ -1,0 +1,77 @@
+"""The one factory for models: configuration in, a :class:`Model` out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bastion.config.model import Config
+from bastion.errors import ModelError
+from bastion.llm.base import Model
+
+# Names the embedded backend knows without a path (each maps to a shipped package).
+EMBEDDED_NAMES = {"smollm2-135m", "smollm2", "SmolLM2-135M-Instruct"}
+
+
+def _embedded_path(config: Config) -> Path | None:
+    mc = config.model
+    if mc.path is not None:
+        path = Path(mc.path).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f"model file not found: {path}",
+                fix="set model.path to an existing .gguf file, or unset it for the shipped model",
+            )
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(
+                f"model file {path.name} is not a GGUF file",
+                fix="point model.path at a .gguf model (llama.cpp format)",
+            )
+        return path
+    if mc.name not in EMBEDDED_NAMES:
+        raise ModelError(
+            f"unknown embedded model {mc.name!r}",
+            fix=f"set model.name to smollm2-135m, or set model.path to a .gguf file "
+            f"(known: {', '.join(sorted(EMBEDDED_NAMES))})",
+        )
+    return None
+
+
+def create_model(config: Config) -> Model:
+    """Build the model ``config.model`` describes (``config`` whole: cluster needs more)."""
+    mc = config.model
+    if mc.backend == "embedded":
+        from bastion.llm.embedded import EmbeddedModel
+
+        return EmbeddedModel.load(
+            _embedded_path(config),
+            name=mc.name,
+            n_ctx=mc.n_ctx,
+            n_threads=mc.n_threads,
+            n_gpu_layers=mc.n_gpu_layers,
+        )
+    if mc.backend in ("openai", "ollama"):
+        from bastion.llm.http import HttpModel, pick_profile
+
+        quirks = pick_profile(mc.backend, mc.base_url, mc.profile)
+        key = mc.api_key.get_secret_value() if mc.api_key is not None else None
+        if quirks.needs_key and not key:
+            raise ModelError(
+                f"the {quirks.name} backend needs an API key",
+                fix="bastion config set model.api_key KEY (or set model.base_url to a local server)",
+            )
+        return HttpModel(
+            mc.name,
+            quirks=quirks,
+            base_url=mc.base_url,
+            api_key=key,
+            timeout_s=mc.timeout_s,
+            native_tools=mc.native_tools,
+        )
+    if mc.backend == "cluster":
+        from bastion.cluster.model import create_cluster_model
+
+        return create_cluster_model(config)
+    raise ModelError(  # unreachable through validated config; kept for direct callers
+        f"unknown model backend {mc.backend!r}",
+        fix="set model.backend to embedded, openai, ollama or cluster",
+    )

@@ -1,0 +1,200 @@
+"""The choose / fill / answer protocol with scripted primitives (no model)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from bastion.errors import ModelOutputError
+from bastion.llm._constrained import (
+    Policy,
+    choose,
+    constrained_chat,
+    fill_schema,
+    plain_messages,
+)
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Get the current weather for a city.",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "description": "forecast days"},
+        },
+        "required": ["city"],
+    },
+)
+FILES = ToolSpec(
+    "list_files",
+    "List the files in a folder.",
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": []},
+)
+
+
+class Prims:
+    """Scripted primitives: option scores, completions, streamed text; records prompts."""
+
+    def __init__(
+        self,
+        scores: list[float] | None = None,
+        completions: Sequence[str] = (),
+        text: str = "hello there",
+    ) -> None:
+        self.scores = scores
+        self.completions = list(completions)
+        self.text = text
+        self.schemas: list[dict[str, Any] | None] = []
+        self.prompts: list[list[dict[str, str]]] = []
+        self.prefixes: list[str] = []
+
+    async def complete(
+        self, messages: Any, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
+    ) -> tuple[str, Usage]:
+        self.schemas.append(schema)
+        self.prompts.append(messages)
+        self.prefixes.append(prefix)
+        return self.completions.pop(0), Usage(10, 3)
+
+    async def score(self, messages: Any, prefix: str, options: Sequence[str]) -> list[float] | None:
+        self.prompts.append(messages)
+        return self.scores
+
+    async def stream(self, messages: Any, settings: ChatSettings) -> AsyncIterator[Any]:
+        self.prompts.append(messages)
+        for w in self.text.split(" "):
+            yield w + " "
+        yield Usage(5, 2)
+        yield Finish("stop")
+
+
+def user(text: str) -> list[Message]:
+    return [Message("system", "be brief"), Message("user", text)]
+
+
+async def test_choice_shortcuts_need_no_model() -> None:
+    p = Prims()
+    assert (await choose(p, user("x"), [WEATHER], "none"))[0] == "none"
+    assert (await choose(p, user("x"), [WEATHER, FILES], "list_files"))[0] == "list_files"
+    assert (await choose(p, user("x"), [WEATHER], "required"))[0] == "get_weather"
+    assert p.prompts == []
+
+
+async def test_model_scores_and_lexical_signal_combine() -> None:
+    # the model slightly prefers list_files, but the request is plainly about weather
+    p = Prims(scores=[-1.2, -1.0, -3.0])
+    name, _ = await choose(p, user("What is the weather in Paris today?"), [WEATHER, FILES], "auto")
+    assert name == "get_weather"
+
+
+async def test_unrelated_request_chooses_no_tool() -> None:
+    p = Prims(scores=[-2.0, -2.0, -0.5])
+    name, _ = await choose(p, user("Write a poem about love"), [WEATHER, FILES], "auto")
+    assert name == "none"
+
+
+async def test_required_never_returns_none() -> None:
+    p = Prims(scores=[-2.0, -1.0])
+    name, _ = await choose(p, user("Write a poem about love"), [WEATHER, FILES], "required")
+    assert name == "list_files"
+
+
+async def test_generated_choice_when_backend_cannot_score() -> None:
+    p = Prims(scores=None, completions=['{"tool": "list_files"}'])
+    name, usage = await choose(p, user("show me the folder docs"), [WEATHER, FILES], "auto")
+    assert name == "list_files" and usage == Usage(10, 3)
+    enum = p.schemas[0]["properties"]["tool"]["enum"]  # type: ignore[index]
+    assert enum == ["get_weather", "list_files", "none"]
+
+
+async def test_after_a_tool_result_the_model_answers() -> None:
+    msgs = [
+        *user("list the folder docs"),
+        Message("assistant", "", tool_calls=[ToolCall("list_files", {"path": "docs"}, id="c1")]),
+        Message("tool", "docs: 3 files", tool_call_id="c1", name="list_files"),
+    ]
+    p = Prims(scores=[0.0, 0.0, 0.0])
+    assert (await choose(p, msgs, [WEATHER, FILES], "auto"))[0] == "none"
+    p2 = Prims(scores=[-5.0, 0.0, -5.0])
+    eager = Policy(answer_after_tool=False)
+    assert (await choose(p2, msgs, [WEATHER, FILES], "auto", eager))[0] == "list_files"
+
+
+def test_fill_schema_optional_rules() -> None:
+    q = "weather in Oslo in fahrenheit"
+    assert set(fill_schema(WEATHER, q, Policy(optional_args="all"))["properties"]) == {
+        "city", "unit", "days",
+    }
+    assert set(fill_schema(WEATHER, q, Policy(optional_args="none"))["properties"]) == {"city"}
+    # enum value mentioned -> unit kept; "days" not mentioned -> dropped
+    assert set(fill_schema(WEATHER, q, Policy(optional_args="mentioned"))["properties"]) == {
+        "city", "unit",
+    }
+
+
+async def test_chat_emits_a_parsed_call() -> None:
+    p = Prims(scores=[0.0, -5.0, -5.0], completions=['{"city": "Paris"}'])
+    evs = [e async for e in constrained_chat(p, user("weather in Paris?"), [WEATHER, FILES], ChatSettings())]
+    calls = [e.call for e in evs if isinstance(e, ToolCallEvent)]
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert evs[-1] == Finish("tool_calls")
+    assert p.schemas[-1]["required"] == ["city"]  # type: ignore[index]
+    # choose and fill share one prompt (evaluated once); fill continues after the name
+    assert p.prompts[0] == p.prompts[-1]
+    assert "- get_weather(city: string, unit?: celsius|fahrenheit, days?: integer)" in p.prompts[-1][0]["content"]
+    assert p.prompts[-1][0]["content"].startswith("be brief")
+    assert p.prefixes[-1] == "Function: get_weather\nArguments: "
+
+
+async def test_chat_streams_text_when_no_tool() -> None:
+    p = Prims(scores=[-5.0, -5.0, 0.0], text="just an answer")
+    evs = [e async for e in constrained_chat(p, user("tell me a joke"), [WEATHER, FILES], ChatSettings())]
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == "just an answer "
+    assert evs[-1] == Finish("stop")
+
+
+async def test_unparsable_arguments_raise_model_output_error() -> None:
+    p = Prims(scores=[0.0, -5.0, -5.0], completions=["city is Paris"])
+    with pytest.raises(ModelOutputError, match="not valid JSON"):
+        [e async for e in constrained_chat(p, user("weather in Paris?"), [WEATHER], ChatSettings())]
+
+
+async def test_repeated_identical_call_turns_into_an_answer() -> None:
+    msgs = [
+        *user("weather in Paris?"),
+        Message("assistant", "", tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="c1")]),
+        Message("tool", "sunny", tool_call_id="c1", name="get_weather"),
+    ]
+    p = Prims(scores=[0.0, -5.0], completions=['{"city": "Paris"}'], text="It is sunny.")
+    settings = ChatSettings(tool_choice="get_weather")
+    evs = [e async for e in constrained_chat(p, msgs, [WEATHER], settings)]
+    assert not any(isinstance(e, ToolCallEvent) for e in evs)
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)).strip() == "It is sunny."
+
+
+def test_plain_messages_flattens_tool_traffic() -> None:
+    msgs = [
+        Message("system", "sys"),
+        Message("user", "hi"),
+        Message("assistant", "", tool_calls=[ToolCall("list_files", {"path": "."}, id="c1")]),
+        Message("tool", "a.txt", tool_call_id="c1", name="list_files"),
+        Message("user", "and?"),
+    ]
+    out = plain_messages(msgs)
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+    assert out[2]["content"] == '{"name": "list_files", "arguments": {"path": "."}}'
+    assert out[3]["content"] == "Result of list_files:\na.txt\n\nand?"
