@@ -115,10 +115,12 @@ class SemanticIndex:
         self.vectors.delete(MESSAGES, where={"session_id": session_id})
 
     def add_document_chunks(
-        self, doc_id: str, source: str, kind: str, chunks: Sequence[tuple[str, str]]
+        self, doc_id: str, source: str, kind: str, chunks: Sequence[tuple[str, str]],
+        *, replace: bool = True,
     ) -> None:
         """Store a document's (text, where) chunks, replacing any earlier version."""
-        self.vectors.delete(DOCUMENTS, where={"doc_id": doc_id})
+        if replace:
+            self.vectors.delete(DOCUMENTS, where={"doc_id": doc_id})
         batch = 64
         for start in range(0, len(chunks), batch):
             part = chunks[start : start + batch]

@@ -121,7 +121,9 @@ class Ingestor:
         if not pieces:
             return FileOutcome(source, "skipped", detail="no text")
         doc_id = doc_id_for(source)
-        self.index.add_document_chunks(doc_id, source, kind, [(c.text, c.where) for c in pieces])
+        self.index.add_document_chunks(
+            doc_id, source, kind, [(c.text, c.where) for c in pieces], replace=old is not None
+        )
         self.store.put_document(
             DocumentInfo(doc_id, source, digest, kind, len(pieces), len(data), time.time())
         )
