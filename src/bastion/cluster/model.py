@@ -60,6 +60,7 @@ class CallPolicy:
     """Timeouts, attempts and backoff for calls to nodes."""
 
     max_attempts: int = 4
+    queue_timeout_s: float = 10.0
     backoff_base_s: float = 0.1
     backoff_max_s: float = 2.0
     first_token_timeout_s: float = 60.0
@@ -71,6 +72,7 @@ class CallPolicy:
         """Build from the ``cluster`` config section."""
         return cls(
             max_attempts=cfg.max_attempts,
+            queue_timeout_s=cfg.queue_timeout_s,
             backoff_base_s=cfg.backoff_base_s,
             backoff_max_s=cfg.backoff_max_s,
             first_token_timeout_s=cfg.first_token_timeout_s,
@@ -206,14 +208,22 @@ class ClusterModel:
         tried: set[str] = set()
         attempts = rounds = 0
         last = "no node was available"
-        while attempts < self.policy.max_attempts and rounds <= self.policy.max_attempts:
+        waited_since: float | None = None
+        while attempts < self.policy.max_attempts:
             node = self.router.pick(tier, self.model_name, need, tried)
             if node is None:
-                # every candidate of this round failed or is cooling down: back off, new round
+                # every candidate of this round failed or is cooling down: back off and start
+                # a new round, for at most queue_timeout_s without a usable node
+                now = time.monotonic()
+                waited_since = waited_since or now
+                left = self.policy.queue_timeout_s - (now - waited_since)
+                if left <= 0 or self._soonest_usable(need) > left:
+                    break  # nothing can become usable in time: fail now, clearly
                 tried.clear()
                 await asyncio.sleep(self._wait_for_any(rounds))
                 rounds += 1
                 continue
+            waited_since = None
             attempts += 1
             tried.add(node.name)
             record.nodes.append(node.name)
@@ -244,10 +254,26 @@ class ClusterModel:
             return
         record.error = last
         self.metrics.routed.inc(tier=tier, outcome="failed")
+        if not attempts:
+            raise ClusterError(
+                f"no node is available for model {self.model_name}: every one that serves it "
+                "is down, draining or cooling down after failures",
+                fix="check the nodes with: bastion cluster status",
+            )
         raise ClusterError(
             f"every node failed this request after {attempts} attempts (last: {last})",
             fix="check the nodes with: bastion cluster status",
         )
+
+    def _soonest_usable(self, need: int) -> float:
+        """Seconds until some eligible node may take traffic (inf when none ever can)."""
+        soonest = float("inf")
+        for n in self.router.eligible(self.model_name, need):
+            if n.draining:
+                continue
+            state = n.breaker.state
+            soonest = min(soonest, n.breaker.retry_in() if state is BreakerState.OPEN else 0.0)
+        return soonest
 
     def _wait_for_any(self, round_no: int) -> float:
         delay = self._backoff.delay(round_no)

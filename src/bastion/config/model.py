@@ -237,6 +237,9 @@ class ClusterConfig(_Section):
     breaker_cooldown_s: float = Field(default=5.0, gt=0, description="first open -> half-open wait")
     breaker_max_cooldown_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=4, ge=1, le=20, description="node attempts per request")
+    queue_timeout_s: float = Field(
+        default=10.0, ge=0, description="how long a request waits while no node is usable"
+    )
     backoff_base_s: float = Field(default=0.1, ge=0)
     backoff_max_s: float = Field(default=2.0, ge=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)

@@ -195,3 +195,25 @@ async def test_metrics_and_status_after_traffic() -> None:
     st = model.status()
     rows = {r["name"]: r for r in st["nodes"]}  # type: ignore[union-attr, index]
     assert rows["n0"]["served"] == 3 and rows["n0"]["p50_latency_s"] is not None
+
+
+async def test_request_waits_for_a_cooling_node_within_queue_timeout() -> None:
+    pol = CallPolicy(backoff_base_s=0.001, backoff_max_s=0.01, queue_timeout_s=5.0)
+    model, _ = cluster(Behaviour(), policy=pol)
+    node = model.router.get("n0")
+    node.breaker.cooldown_s = 0.05
+    node.breaker.force_open()  # only node, cooling down for ~50 ms
+    events = await collect(model)
+    assert text_of(events) == ANSWER
+    assert node.breaker.state is BreakerState.CLOSED  # the request was its half-open trial
+
+
+async def test_fails_fast_when_no_node_can_recover_in_time() -> None:
+    pol = CallPolicy(backoff_base_s=0.001, backoff_max_s=0.01, queue_timeout_s=0.5)
+    model, _ = cluster(Behaviour(), policy=pol)
+    model.router.get("n0").breaker.force_open()  # cooldown 30 s > queue timeout
+    with pytest.raises(ClusterError, match="no node is available"):
+        await collect(model)
+    model.router.drain("n0")
+    with pytest.raises(ClusterError):
+        await collect(model)
