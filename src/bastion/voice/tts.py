@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import struct
 import subprocess
@@ -81,6 +82,12 @@ class EspeakTTS:
             )
         self.exe = exe
         self.voice = self.config.voice or "en-us"
+        known = _espeak_voices(exe)
+        if known and self.voice.split("+")[0].lower() not in known:
+            raise ConfigError(
+                f"espeak-ng has no voice {self.voice!r}",
+                fix="pick a language or voice name from: espeak-ng --voices",
+            )
 
     def synthesize(self, text: str, *, speed: float | None = None) -> Iterator[Audio]:
         """Yield one :class:`Audio` per sentence of ``text``."""
@@ -108,6 +115,23 @@ class EspeakTTS:
         rate = struct.unpack_from("<I", out, 24)[0]
         pcm = out[44:]
         return from_pcm16(pcm[: len(pcm) - len(pcm) % 2], rate)
+
+
+@functools.cache
+def _espeak_voices(exe: str) -> frozenset[str]:
+    """Language codes, voice names and file names espeak-ng knows (empty if it cannot say)."""
+    try:
+        out = subprocess.run([exe, "--voices"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    names: set[str] = set()
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 5:  # Pty Language Age/Gender VoiceName File [Other Languages]
+            names.update({cols[1].lower(), cols[3].lower(), cols[4].lower(),
+                          cols[4].rsplit("/", 1)[-1].lower()})
+    return frozenset(names)
 
 
 def create_tts(config: TtsConfig) -> TTS:
