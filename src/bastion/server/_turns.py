@@ -160,9 +160,15 @@ async def redacted_events(
     app: App, agent: Agent, text: str, session_id: str
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield ``(name, payload)`` for each agent event; text is redacted across deltas."""
+    from bastion.server.routes.approvals import with_approvals
+
     red = StreamRedactor(app.redactor)
-    ev: AgentEvent
-    async for ev in agent.run(text, session_id=session_id, actor=API_ACTOR):
+    ev: AgentEvent | dict[str, Any]
+    events = agent.run(text, session_id=session_id, actor=API_ACTOR)
+    async for ev in with_approvals(app.hitl, session_id, events):
+        if isinstance(ev, dict):  # approval_pending / approval_resolved: the agent is waiting
+            yield ev["type"], ev
+            continue
         if isinstance(ev, TextDelta):
             piece = red.feed(ev.text)
             if piece:

@@ -9,8 +9,9 @@ How to add routes (for every feature):
    does today).
 2. Add one line to ``ROUTE_MODULES`` below. Two modules defining the same method and path is
    an error at start-up, so clashes show up in your tests.
-3. In a route, get the assembled :class:`bastion.app.App` with ``app: App =
-   Depends(get_app)`` (``bastion.server.deps``), or ``request.app.state.bastion``.
+3. In a route, get the assembled :class:`bastion.app.App` with a parameter ``app:
+   BastionApp`` (``bastion.server.deps``; ``get_app(conn)`` is the plain function), or
+   ``request.app.state.bastion``.
 4. Fail by raising :class:`bastion.server.errors.ApiError` (status, one-line message, code,
    fix) or any :class:`bastion.errors.BastionError` (mapped: 400 user mistakes, 401 auth,
    403 policy, 404 ``NotFoundError``, 502 model, 503 unavailable component). Every error is
@@ -47,6 +48,8 @@ ROUTE_MODULES = [
     "bastion.server.routes.sessions",  # /v1/sessions (create, read, messages with SSE)
     "bastion.server.routes.memory",  # /v1/sessions list/rename/delete/export, search, ingest
     "bastion.server.routes.voice",  # /v1/audio/transcriptions, /v1/audio/speech, WS /v1/voice/ws
+    "bastion.server.routes.audit",  # /v1/audit events|stats|verify|export
+    "bastion.server.routes.approvals",  # /v1/approvals (pending, decide, thresholds, SSE)
 ]
 
 DESCRIPTION = (
@@ -91,6 +94,7 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
             server starts (so importing and creating stay cheap).
         close_app: close the bastion app when the server stops; default: only if it was
             built here.
+
     """
     owned = app is None if close_app is None else close_app
 

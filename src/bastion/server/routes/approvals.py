@@ -1,0 +1,176 @@
+"""Approval routes: list pending tool calls, approve/deny them with a reason, a small web page.
+
+While the API serves, pending approvals wait here (and on the web page ``GET /approvals``)
+until someone decides or the timeout denies them. The page itself carries no data and is
+public; it asks for the API token and calls the JSON routes with it.
+
+- ``GET /v1/approvals``: pending requests (arguments redacted) and "allow for the session" rules.
+- ``POST /v1/approvals/{id}``: ``{"approve": bool, "reason": str, "scope": "once"|"session"}``.
+- ``PUT /v1/approvals/thresholds/{session_id}``: ``{"risk": "low"|...}`` for one session.
+- ``GET /v1/approvals/events``: SSE of ``approval_pending`` / ``approval_resolved``.
+
+Session streams (``POST /v1/sessions/{id}/messages``) carry the same two events for their own
+session, so a client sees that the agent is waiting (see :func:`with_approvals`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, AsyncIterable, AsyncGenerator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from bastion.app import App
+from bastion.security.hitl.manager import ApprovalManager
+from bastion.server.deps import get_app
+from bastion.server.errors import ApiError
+from bastion.server.sse import sse_event, sse_response
+from bastion.tools.base import Risk
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
+    # The API has no terminal: pending approvals wait for the API instead of the default
+    # non-interactive deny (a timeout still denies).
+    app = getattr(api.state, "bastion", None)
+    if app is not None and getattr(app, "hitl", None) is not None:
+        from bastion.security.approval import DenyApprover
+
+        if isinstance(app.hitl.delegate, DenyApprover):
+            app.set_approver(None)
+    yield
+
+
+router = APIRouter(prefix="/v1/approvals", tags=["approvals"], lifespan=_lifespan)
+public_router = APIRouter(tags=["approvals"])
+
+
+class Decision(BaseModel):
+    """``POST /v1/approvals/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    approve: bool
+    reason: str | None = Field(default=None, max_length=2000)
+    scope: Literal["once", "session"] = "once"
+
+
+class Threshold(BaseModel):
+    """``PUT /v1/approvals/thresholds/{session_id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    risk: Literal["low", "medium", "high", "critical"]
+
+
+def _manager(app: App) -> ApprovalManager:
+    if app.hitl is None:
+        raise ApiError(503, "approvals are not available in this app", code="no_approvals")
+    return app.hitl
+
+
+@router.get("", summary="Pending approvals and session rules")
+async def list_pending(session_id: str | None = None, app: App = Depends(get_app)
+                       ) -> dict[str, Any]:
+    """Return the requests waiting for a decision (oldest first)."""
+    m = _manager(app)
+    return {
+        "pending": [p.to_dict(app.redactor) for p in m.pending(session_id)],
+        "session_rules": [{"session_id": r.session_id, "tool": r.tool, "by": r.by}
+                          for r in m.session_rules(session_id)],
+        "default_threshold": app.approvals.threshold.name,
+    }
+
+
+@router.get("/events", summary="Approval events (SSE)", response_model=None)
+async def approval_events(app: App = Depends(get_app)) -> Response:
+    """Stream ``approval_pending`` and ``approval_resolved`` events."""
+    m = _manager(app)
+
+    async def stream() -> AsyncIterator[str]:
+        async for ev in m.events():
+            yield sse_event(ev["type"], ev)
+
+    return sse_response(stream())
+
+
+@router.get("/{approval_id}", summary="One pending approval")
+async def get_pending(approval_id: str, app: App = Depends(get_app)) -> dict[str, Any]:
+    """Return one pending request."""
+    p = _manager(app).get(approval_id)
+    if p is None:
+        raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
+                       fix="list them with GET /v1/approvals; it may have timed out")
+    return p.to_dict(app.redactor)
+
+
+@router.post("/{approval_id}", summary="Approve or deny a pending tool call")
+async def decide(approval_id: str, body: Decision, app: App = Depends(get_app)
+                 ) -> dict[str, Any]:
+    """Decide a pending request; the decision is audited (by ``api``)."""
+    ok = _manager(app).resolve(approval_id, body.approve, by="api", reason=body.reason,
+                               scope=body.scope)
+    if not ok:
+        raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
+                       fix="it was already decided or timed out (timeout = deny)")
+    return {"id": approval_id, "approved": body.approve, "scope": body.scope}
+
+
+@router.put("/thresholds/{session_id}", summary="Set a session's approval threshold")
+async def set_threshold(session_id: str, body: Threshold, app: App = Depends(get_app)
+                        ) -> dict[str, Any]:
+    """Calls at or above ``risk`` in this session need approval."""
+    _manager(app).set_threshold(session_id, Risk.parse(body.risk))
+    return {"session_id": session_id, "threshold": body.risk}
+
+
+@public_router.get("/approvals", response_class=HTMLResponse, include_in_schema=False)
+async def approvals_page() -> HTMLResponse:
+    """The pending-approvals page (static; data comes from the token-protected JSON routes)."""
+    html = resources.files("bastion.server.routes").joinpath("approvals.html").read_text()
+    return HTMLResponse(html, headers={"Cache-Control": "no-store",
+                                       "Content-Security-Policy": "default-src 'self'; "
+                                       "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+
+
+async def with_approvals(manager: ApprovalManager | None, session_id: str,
+                         source: AsyncIterable[T]) -> AsyncGenerator[T | dict[str, Any], None]:
+    """Yield ``source``'s items, plus this session's approval events while it waits."""
+    if manager is None:
+        async for item in source:
+            yield item
+        return
+    it = aiter(source)
+    events = manager.events()
+    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(it))
+    ev: asyncio.Future[Any] = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({nxt, ev}, return_when=asyncio.FIRST_COMPLETED)
+            if ev in done:
+                item = ev.result()
+                if item.get("session_id") == session_id:
+                    yield item
+                ev = asyncio.ensure_future(anext(events))
+            if nxt in done:
+                try:
+                    value = nxt.result()
+                except StopAsyncIteration:
+                    return
+                yield value
+                nxt = asyncio.ensure_future(anext(it))
+    finally:
+        for fut in (nxt, ev):
+            if not fut.done():
+                fut.cancel()
+                with contextlib.suppress(BaseException):
+                    await fut
+        with contextlib.suppress(BaseException):
+            await events.aclose()

@@ -1,0 +1,76 @@
+"""Audit routes: query, count, export and verify the tamper-evident audit log.
+
+- ``GET /v1/audit/events``: filters ``kind``, ``session_id``, ``tool``, ``decision``, ``actor``,
+  ``since``/``until`` (Unix seconds), ``limit``; newest first.
+- ``GET /v1/audit/stats``; ``GET /v1/audit/verify`` (names the first bad record);
+  ``GET /v1/audit/export?format=jsonl|csv`` (oldest first, with chain hashes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse
+
+from bastion.app import App
+from bastion.server.deps import get_app
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("/events", summary="Audit records, newest first")
+async def events(
+    kind: str | None = None, session_id: str | None = None, tool: str | None = None,
+    decision: str | None = None, actor: str | None = None, since: float | None = None,
+    until: float | None = None, limit: int = Query(default=100, ge=1, le=10_000),
+    app: App = Depends(get_app),
+) -> dict[str, Any]:
+    """Return matching records (already redacted when they were written)."""
+    rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
+                            decision=decision, actor=actor, since=since, until=until)
+    return {"events": [e.to_dict() for e in rows]}
+
+
+@router.get("/stats", summary="Counts by kind, decision and tool")
+async def stats(app: App = Depends(get_app)) -> dict[str, Any]:
+    """Return counts and the time range."""
+    return app.audit.stats()
+
+
+@router.get("/verify", summary="Verify the hash chain and signatures")
+async def verify(app: App = Depends(get_app)) -> dict[str, Any]:
+    """Return ``ok``, how many records were checked and the first bad record, if any."""
+    rep = app.audit.verify()
+    return {"ok": rep.ok, "checked": rep.checked, "first_bad": rep.first_bad,
+            "reason": rep.reason, "checkpoints": rep.checkpoints, "anchored_at": rep.anchored_at,
+            "last_id": rep.last_id}
+
+
+@router.get("/export", summary="Export records as JSON lines or CSV", response_model=None)
+async def export(
+    fmt: Literal["jsonl", "csv"] = Query(default="jsonl", alias="format"),
+    kind: str | None = None, session_id: str | None = None, tool: str | None = None,
+    since: float | None = None, until: float | None = None,
+    limit: int = Query(default=100_000, ge=1, le=1_000_000), app: App = Depends(get_app),
+) -> PlainTextResponse:
+    """Return the records oldest first."""
+    rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
+                            since=since, until=until, newest_first=False)
+    if fmt == "jsonl":
+        body = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in rows)
+        return PlainTextResponse(body, media_type="application/x-ndjson")
+    buf = io.StringIO()
+    writer: Any = None
+    for e in rows:
+        d = e.to_dict()
+        for k in ("arguments", "detail"):
+            d[k] = json.dumps(d[k], ensure_ascii=False) if d[k] is not None else ""
+        if writer is None:
+            writer = csv.DictWriter(buf, fieldnames=list(d))
+            writer.writeheader()
+        writer.writerow(d)
+    return PlainTextResponse(buf.getvalue(), media_type="text/csv")
