@@ -62,7 +62,9 @@ async def shell(
 
     """
     runner = _runner(ctx, "shell")
-    res = await runner.run(["/bin/sh", "-c", command], timeout_s=_timeout(timeout_s))
+    # Secrets the gateway injected travel in the exec environment (never argv).
+    res = await runner.run(["/bin/sh", "-c", command], timeout_s=_timeout(timeout_s),
+                           env=dict(ctx.secrets) or None)
     return format_result(res)
 
 
@@ -79,6 +81,7 @@ async def python(
 
     """
     res = await _runner(ctx, "python").run(
-        ["python3", "-I", "-"], stdin=code.encode("utf-8"), timeout_s=_timeout(timeout_s)
+        ["python3", "-I", "-"], stdin=code.encode("utf-8"), timeout_s=_timeout(timeout_s),
+        env=dict(ctx.secrets) or None,
     )
     return format_result(res)
