@@ -354,6 +354,8 @@ class HitlConfig(_Section):
     rules: list[RiskRuleConfig] = Field(default_factory=list)
     known_domains: list[str] = Field(default_factory=list,
                                      description="domains never counted as new egress")
+    api_approvals: bool = Field(default=True, description="while the API serves, pending "
+                                "approvals wait for the API/web page (else: denied at once)")
 
 
 class Config(_Section):
