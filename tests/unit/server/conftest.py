@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.app import App, build_app
-from bastion.config.model import ApiConfig, Config, MemoryConfig
+from bastion.config.model import ApiConfig, Config, MemoryConfig, SecurityConfig
 from bastion.server.app import create_app
 from tests.fakes.model import Reply, ScriptedModel
 
@@ -28,7 +28,9 @@ def make_api() -> Iterator[Callable[..., Api]]:
     def make(*replies: Reply, token: str | None = TOKEN, auth: bool = True,
              raise_server_exceptions: bool = True) -> Api:
         # Real SQLite sessions; the semantic index is the memory feature's to test.
-        config = Config(api=ApiConfig(token=token), memory=MemoryConfig(semantic=False))
+        # Pending approvals wait for the API; a short timeout keeps "denied" tests quick.
+        config = Config(api=ApiConfig(token=token), memory=MemoryConfig(semantic=False),
+                        security=SecurityConfig(approval_timeout_s=1))
         model = ScriptedModel(*replies)
         app = build_app(config, model=model)
         headers = {"Authorization": f"Bearer {token}"} if auth and token else {}

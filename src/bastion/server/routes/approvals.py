@@ -42,7 +42,7 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
     # The API has no terminal: pending approvals wait for the API instead of the default
     # non-interactive deny (a timeout still denies).
     app = getattr(api.state, "bastion", None)
-    if app is not None and getattr(app, "hitl", None) is not None:
+    if app is not None and app.hitl is not None and app.config.hitl.api_approvals:
         from bastion.security.approval import DenyApprover
 
         if isinstance(app.hitl.delegate, DenyApprover):
