@@ -639,7 +639,7 @@ class AuditStage:
             duration_ms=(time.perf_counter() - start) * 1000,
             detail={"call_id": req.call.id, "reasons": req.reasons,
                     "approved_by": req.approved_by, "error": result.error,
-                    "secrets": sorted(req.secrets), **_extra(req)},
+                    "secrets": req.annotations.get("secret_env", []), **_extra(req)},
         )
         if self.log.durability != "queued":
             await self.log.durable(receipt)
@@ -648,7 +648,7 @@ class AuditStage:
 
 def _extra(req: CallRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("approval", "scan", "risk_rules"):
+    for key in ("approval", "scan", "risk_rules", "secret_refs"):
         if key in req.annotations:
             out[key] = req.annotations[key]
     return out

@@ -87,7 +87,8 @@ class SecretsStage:
                 req.secrets[env_name] = self.resolver.resolve(ref)
             except SecretError as exc:
                 return denied(req, f"{req.tool.name} needs secret {env_name}: {exc.user_text()}")
-        if wanted:
+        if wanted:  # names and references only, for the audit record; never values
+            req.annotations["secret_env"] = sorted(wanted)
             req.annotations["secret_refs"] = sorted(wanted.values())
         try:
             return await nxt(req)
