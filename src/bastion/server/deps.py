@@ -2,13 +2,13 @@
 
 Usage in a route module::
 
-    from fastapi import APIRouter, Depends
-    from bastion.server.deps import get_app, require_token
+    from fastapi import APIRouter
+    from bastion.server.deps import BastionApp
 
     router = APIRouter(prefix="/v1/things", tags=["things"])
 
     @router.get("")
-    async def things(app: App = Depends(get_app)) -> dict: ...
+    async def things(app: BastionApp) -> dict: ...
 
 ``create_app`` adds ``require_token`` to every ``router`` it includes, so listing it again
 is harmless (FastAPI runs it once per request) but not needed.
@@ -17,17 +17,15 @@ is harmless (FastAPI runs it once per request) but not needed.
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 from fastapi import Depends, WebSocketException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from bastion.app import App
 from bastion.errors import AuthError
 from bastion.server.errors import ApiError
-
-if TYPE_CHECKING:
-    from bastion.app import App
 
 TOKEN_FIX = "send the header 'Authorization: Bearer <token>'; see: bastion config get api.token"
 
@@ -35,7 +33,7 @@ TOKEN_FIX = "send the header 'Authorization: Bearer <token>'; see: bastion confi
 class _Bearer(HTTPBearer):
     """HTTPBearer that also works on WebSocket routes; only declares the OpenAPI scheme."""
 
-    async def __call__(  # type: ignore[override]
+    async def __call__(
         self, conn: HTTPConnection
     ) -> HTTPAuthorizationCredentials | None:
         return None
@@ -70,7 +68,7 @@ def _presented_token(conn: HTTPConnection) -> str | None:
 
 async def require_token(
     conn: HTTPConnection,
-    _scheme: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Refuse the request unless it carries the configured API token (constant-time compare).
 
@@ -91,6 +89,11 @@ async def require_token(
     if ok:
         return
     if conn.scope["type"] == "websocket":
-        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="bad or missing token")
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION,
+                                 reason="bad or missing token")
     what = "missing" if given is None else "wrong"
     raise AuthError(f"{what} API token", fix=TOKEN_FIX)
+
+
+BastionApp = Annotated[App, Depends(get_app)]
+"""Route parameter type for the App: ``async def route(app: BastionApp) -> ...``."""

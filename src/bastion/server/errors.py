@@ -69,6 +69,7 @@ class ApiError(Exception):
         fix: what the caller can do about it.
         param: the request field at fault, if any.
         headers: extra response headers.
+
     """
 
     def __init__(
@@ -118,7 +119,9 @@ def error_body(
     return {
         "error": {
             "message": line,
-            "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "type": _TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
             "code": code,
             "param": param,
             "fix": fix,

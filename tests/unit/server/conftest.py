@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.app import App, build_app
-from bastion.config.model import ApiConfig, Config, MemoryConfig, SecurityConfig
+from bastion.config.model import Config
 from bastion.server.app import create_app
 from tests.fakes.model import Reply, ScriptedModel
 
@@ -26,11 +26,14 @@ def make_api() -> Iterator[Callable[..., Api]]:
     made: list[tuple[TestClient, App]] = []
 
     def make(*replies: Reply, token: str | None = TOKEN, auth: bool = True,
-             raise_server_exceptions: bool = True) -> Api:
+             raise_server_exceptions: bool = True, security: dict | None = None) -> Api:
         # Real SQLite sessions; the semantic index is the memory feature's to test.
         # Pending approvals wait for the API; a short timeout keeps "denied" tests quick.
-        config = Config(api=ApiConfig(token=token), memory=MemoryConfig(semantic=False),
-                        security=SecurityConfig(approval_timeout_s=1))
+        config = Config.model_validate({
+            "api": {"token": token},
+            "memory": {"semantic": False},
+            "security": {"approval_timeout_s": 1, **(security or {})},
+        })
         model = ScriptedModel(*replies)
         app = build_app(config, model=model)
         headers = {"Authorization": f"Bearer {token}"} if auth and token else {}

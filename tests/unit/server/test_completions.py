@@ -167,9 +167,10 @@ def test_agent_failure_is_a_clear_error(make_api):
 
 
 def test_risky_tools_are_denied_by_default_and_set_approver_allows(make_api):
+    # write_file needs approval; no one answers the API's approval queue in time -> denied
     api = make_api(call("write_file", path="a.txt", content="x"), say("Could not."),
-                   call("write_file", path="a.txt", content="x"), say("Done."))
-    api.app.approvals.threshold = api.app.approvals.threshold.MEDIUM
+                   call("write_file", path="a.txt", content="x"), say("Done."),
+                   security={"tools": {"write_file": "ask"}, "approval_timeout_s": 0.2})
     ws = api.app.gateway.environment.workspace
     body = api.client.post(URL, json={"model": "bastion-agent",
                                       "messages": [user("write")]}).json()

@@ -106,7 +106,7 @@ def test_stream_redactor_catches_secrets_split_across_deltas():
 
 def test_stream_redactor_sees_the_words_before_a_secret():
     red = StreamRedactor(Redactor())
-    words = "The settings are as follows and the password: ".split(" ")
+    words = ["The", "settings", "are", "as", "follows", "and", "the", "password:", ""]
     pieces = [w + " " for w in words] + ["hunt", "er2hunter2", " and that is all ", "folks"]
     text, _ = _stream(red, pieces)
     assert "hunter2hunter2" not in text and "[REDACTED]" in text

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from bastion import __version__
 from bastion.app import App
 from bastion.server._completions import chat_completions, model_names, unknown_model
 from bastion.server._openai import AGENT_MODEL, SESSION_HEADER, ChatCompletionRequest
-from bastion.server.deps import get_app
+from bastion.server.deps import BastionApp
 
 public_router = APIRouter(tags=["health"])
 router = APIRouter(tags=["openai"])
@@ -39,13 +39,13 @@ def _model_entry(name: str, app: App) -> dict[str, Any]:
 
 
 @router.get("/v1/models", summary="List models (OpenAI-compatible)")
-async def list_models(app: App = Depends(get_app)) -> dict[str, Any]:
+async def list_models(app: BastionApp) -> dict[str, Any]:
     """List ``bastion-agent`` (the agent with tools) and the backend model (pass-through)."""
     return {"object": "list", "data": [_model_entry(n, app) for n in model_names(app)]}
 
 
 @router.get("/v1/models/{model_id}", summary="Describe one model")
-async def get_model(model_id: str, app: App = Depends(get_app)) -> dict[str, Any]:
+async def get_model(model_id: str, app: BastionApp) -> dict[str, Any]:
     """Return one model, or 404 with the list of models."""
     if model_id not in model_names(app):
         raise unknown_model(model_id, app)
@@ -65,7 +65,7 @@ async def get_model(model_id: str, app: App = Depends(get_app)) -> dict[str, Any
     },
 )
 async def post_chat_completions(
-    body: ChatCompletionRequest, request: Request, app: App = Depends(get_app)
+    body: ChatCompletionRequest, request: Request, app: BastionApp
 ) -> Response:
     """Run ``bastion-agent`` (the agent, tools through the gateway) or pass through to the model.
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,14 +30,14 @@ from bastion.server._turns import (
     make_agent,
     redacted_events,
 )
-from bastion.server.deps import get_app
+from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
 from bastion.server.sse import sse_event, sse_response
 
 log = logging.getLogger("bastion.server")
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
-SessionId = Path(pattern=SESSION_ID_PATTERN, description="session id")
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
 
 class _Body(BaseModel):
@@ -83,7 +83,7 @@ def _message_json(app: App, m: Message) -> dict[str, Any]:
 
 @router.post("", status_code=201, summary="Create a session")
 async def create_session(
-    request: Request, body: NewSession | None = None, app: App = Depends(get_app)
+    request: Request, app: BastionApp, body: NewSession | None = None
 ) -> dict[str, Any]:
     """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
     sid = body.id if body and body.id else Agent.new_session_id()
@@ -97,7 +97,7 @@ async def create_session(
 
 @router.get("/{session_id}", summary="Read a session's messages")
 async def get_session(
-    request: Request, session_id: str = SessionId, app: App = Depends(get_app)
+    request: Request, app: BastionApp, session_id: SessionId
 ) -> dict[str, Any]:
     """Return the session's messages (secrets redacted); 404 if it was never used."""
     history = await app.memory.history(session_id)
@@ -118,7 +118,7 @@ async def get_session(
     response_model=None,
 )
 async def post_message(
-    request: Request, body: NewMessage, session_id: str = SessionId, app: App = Depends(get_app)
+    request: Request, body: NewMessage, app: BastionApp, session_id: SessionId
 ) -> Response:
     """Run one agent turn in the session (created on first use). 409 while a turn is running."""
     busy = busy_sessions(request)
