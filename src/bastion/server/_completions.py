@@ -7,7 +7,9 @@ extra field (``chunk.model_extra["bastion"]`` in the Python client):
 
 - stream: ``{"type": "session", "session_id"}`` on the first chunk, then one chunk with an
   empty delta per ``tool_started`` / ``tool_finished`` event (payloads as in
-  :mod:`bastion.server.events`), and ``{"type": "done", ...}`` on the finishing chunk;
+  :mod:`bastion.server.events`) and per ``approval_pending`` / ``approval_resolved`` (the
+  agent waits for a human: see ``routes/approvals.py``), and ``{"type": "done", ...}`` on
+  the finishing chunk;
 - non-stream: ``{"session_id", "steps", "forced_final", "tool_steps": [...]}``.
 
 Any other listed model name passes straight through to the configured backend, with the
@@ -160,6 +162,8 @@ async def _agent(request: Request, app: App, req: ChatCompletionRequest) -> Resp
                                                          payload["completion_tokens"]))
                 elif name == "error":
                     yield sse_data(error_body(502, payload["message"], code="agent_error"))
+                elif name != "usage":  # e.g. approval_pending / approval_resolved
+                    yield sse_data(maker.chunk({}, bastion=payload))
             yield DONE
         except BastionError as exc:
             yield sse_data(bastion_error_payload(request, exc))

@@ -177,6 +177,14 @@ def test_risky_tools_are_denied_by_default_and_set_approver_allows(make_api):
     step = body["bastion"]["tool_steps"][0]
     assert step["decision"] == "denied" and "not approved" in step["error"]
     assert not (ws / "a.txt").exists()
+    # the stream shows that the agent waited for an approval
+    api.model.replies[:0] = [call("write_file", path="a.txt", content="x"), say("No.")]
+    resp = api.client.post(URL, json={"model": "bastion-agent", "stream": True,
+                                      "messages": [user("write")]})
+    kinds = [c.get("bastion", {}).get("type") for c in sse_chunks(resp.text)
+             if isinstance(c, dict)]
+    assert kinds.index("tool_started") < kinds.index("approval_pending")
+    assert kinds.index("approval_pending") < kinds.index("tool_finished")
     api.app.set_approver(AllowApprover())
     body = api.client.post(URL, json={"model": "bastion-agent",
                                       "messages": [user("write")]}).json()
