@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 
 from bastion.agent.loop import Agent
 from bastion.errors import BastionError
+from bastion.llm.base import Model
 from bastion.llm.messages import (
     ChatSettings,
     Finish,
@@ -36,6 +37,7 @@ from bastion.llm.messages import (
     ToolCallEvent,
     Usage,
 )
+from bastion.security.model_guard import GuardedModel
 from bastion.server._openai import (
     AGENT_MODEL,
     SESSION_HEADER,
@@ -200,7 +202,15 @@ def _redacted_call(app: App, call: ToolCall) -> ToolCall:
     return ToolCall(call.name, app.redactor.data(call.arguments), id=call.id)
 
 
+def _backend(app: App) -> Model:
+    """The configured model, behind the same secret guard the agent's model calls pass."""
+    if app.config.secrets.scan_model_messages:
+        return GuardedModel(app.model, app.redactor)
+    return app.model
+
+
 async def _passthrough(request: Request, app: App, req: ChatCompletionRequest) -> Response:
+    model = _backend(app)
     messages: list[Message] = to_messages(req.messages)
     specs = to_tool_specs(req.tools)
     settings = settings_from(req, _base_settings(app))
@@ -209,7 +219,7 @@ async def _passthrough(request: Request, app: App, req: ChatCompletionRequest) -
 
     if not req.stream:
         text, calls, reason, prompt, completion = "", [], "stop", 0, 0
-        async for ev in app.model.chat(messages, specs, settings=settings):
+        async for ev in model.chat(messages, specs, settings=settings):
             if isinstance(ev, TextDelta):
                 text += ev.text
             elif isinstance(ev, ToolCallEvent):
@@ -231,7 +241,7 @@ async def _passthrough(request: Request, app: App, req: ChatCompletionRequest) -
         reason, prompt, completion = "stop", 0, 0
         try:
             yield sse_data(maker.chunk({"role": "assistant", "content": ""}))
-            async for ev in app.model.chat(messages, specs, settings=settings):
+            async for ev in model.chat(messages, specs, settings=settings):
                 if isinstance(ev, TextDelta):
                     piece = red.feed(ev.text)
                     if piece:

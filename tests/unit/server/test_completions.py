@@ -215,6 +215,14 @@ def test_passthrough_plain_text(make_api):
         0.5, 7, ["END"])
 
 
+def test_passthrough_messages_pass_the_secret_guard(make_api):
+    api = make_api(say("ok"))
+    api.client.post(URL, json={"model": "scripted",
+                               "messages": [user(f"my token is {TOKEN}, keep it")]})
+    sent = api.model.seen[0].messages[0].content
+    assert TOKEN not in sent and "[REDACTED]" in sent
+
+
 def test_passthrough_returns_the_requests_tool_calls(make_api):
     api = make_api(call("weather", city="Oslo"), call("weather", city="Oslo"))
     resp = api.client.post(URL, json={"model": "scripted", "tools": [WEATHER],
