@@ -67,7 +67,8 @@ class ConsoleApprover:
                 Panel(describe(request), title="approval needed", border_style="yellow",
                       expand=False)
             )
-            self.console.print(f"Allow this call? [y/N] (denied after {timeout_s:.0f} s) ", end="")
+            self.console.print(f"Allow this call? [y/N/s = allow {escape(request.tool)} for this "
+                               f"session] (denied after {timeout_s:.0f} s) ", end="")
             try:
                 line = await asyncio.wait_for(self._readline(), timeout_s)
             except TimeoutError:
@@ -78,6 +79,8 @@ class ConsoleApprover:
                 return ApprovalDecision(False, "user", "input closed")
             if line.strip().lower() in ("y", "yes"):
                 return ApprovalDecision(True, "user", "approved at the terminal")
+            if line.strip().lower() in ("s", "session"):  # the approval manager keeps a rule
+                return ApprovalDecision(True, "user:session", "allowed for this session")
             return ApprovalDecision(False, "user", "denied at the terminal")
 
     async def _readline(self) -> str | None:
