@@ -225,5 +225,53 @@ def main() -> None:
         print(f"{p}: {times[p] / max(1, count):.2f} s/question")
 
 
+async def _features(model: EmbeddedModel, q: dict[str, Any], cat: str, system: str, check: Any) -> dict[str, Any]:
+    """Development aid: the decision's inputs and per-policy fill results for one question."""
+    from bastion.llm import _constrained as C
+    from bastion.llm import _relevance
+
+    specs = specs_of(q)
+    msgs = [Message("system", system)] + [Message(m["role"], m["content"]) for m in user_text(q)]  # type: ignore[arg-type]
+    names = [s.name for s in specs]
+    prompt = C.tool_prompt(msgs, specs)
+    scores = await model.score(prompt, C.CHOOSE_PREFIX, [*names, "none"])
+    query = user_text(q)[-1]["content"]
+    feat: dict[str, Any] = {
+        "id": q["id"], "cat": cat, "names": names, "scores": scores,
+        "lex": _relevance.best(query, specs), "gold": None, "fill_ok": {},
+    }
+    if cat != "irrelevance":
+        gold = next(iter(q["answer"][0]))
+        feat["gold"] = gold
+        spec = next(s for s in specs if s.name == gold)
+        for mode in ("all", "mentioned", "none"):
+            try:
+                args, _ = await C.fill(model, msgs, spec, specs, C.Policy(optional_args=mode))
+            except Exception:
+                args = None
+            feat["fill_ok"][mode] = bool(args is not None and check(cat, q["function"], [{gold: args}], q["answer"]))
+    return feat
+
+
+def dump_features(half: str, limit: int, threads: int, out: Path, cats: list[str]) -> None:
+    check = load_checker()
+    model = EmbeddedModel(load_llama(shipped_model_path(), n_ctx=4096, n_threads=threads))
+    system = AgentConfig().system_prompt
+    recorded = json.loads(SPLIT_FILE.read_text())
+    with out.open("a") as fh:
+        for i in range(limit):
+            for cat in cats:
+                wanted = set(recorded[half][cat])
+                qs = sorted((q for q in load_category(cat) if q["id"] in wanted), key=lambda q: _num(q["id"]))
+                if i < len(qs):
+                    fh.write(json.dumps(asyncio.run(_features(model, qs[i], cat, system, check))) + "\n")
+                    fh.flush()
+
+
 if __name__ == "__main__":
-    main()
+    if "--features" in sys.argv:  # --features OUT HALF LIMIT THREADS CATS
+        i = sys.argv.index("--features")
+        out, half, lim, thr, cats = sys.argv[i + 1 : i + 6]
+        dump_features(half, int(lim), int(thr), Path(out), cats.split(","))
+    else:
+        main()

@@ -63,8 +63,9 @@ class Primitives(Protocol):
 class Policy:
     """Knobs of the decision; defaults were calibrated on BFCL's development half."""
 
-    lexical_weight: float = 0.5  # share of the lexical signal in a tool's score
-    none_threshold: float = 0.12  # a tool must beat this combined score to be called
+    lexical_weight: float = 0.5  # share of the lexical signal when ranking tools
+    none_threshold: float = 0.12  # below this lexical relevance (and unless the model ranks a
+    # tool above "none") the request is answered without a tool
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
     answer_after_tool: bool = True  # after a tool result, answer unless a new call is clearly needed
 
@@ -169,7 +170,7 @@ async def choose(
     options = [*names, NO_TOOL] if allow_none else names
     scores = await prims.score(prompt, CHOOSE_PREFIX, options)
     usage = none_usage
-    if scores is None:
+    if scores is None:  # the backend cannot score: let it generate under an enum schema
         text, usage = await prims.complete(
             prompt, schema=choice_schema(names, allow_none=allow_none), max_tokens=64
         )
@@ -177,15 +178,18 @@ async def choose(
             picked = str(loads_lenient(text).get("tool", NO_TOOL))
         except (ValueError, AttributeError):
             picked = NO_TOOL
-        model_p = [1.0 if o == picked else 0.0 for o in options]
-    else:
-        model_p = _softmax(scores)
+        scores = [0.0 if o == picked else -20.0 for o in options]
+    tool_scores = scores[: len(names)]
+    model_p = _softmax(tool_scores)  # the model's preference among the tools only
     w = policy.lexical_weight
     combined = [w * lex + (1 - w) * p for lex, p in zip(lexical, model_p, strict=False)]
     best = max(range(len(names)), key=lambda i: combined[i])
     if allow_none:
-        none_score = (1 - w) * model_p[-1] + w * policy.none_threshold
-        if combined[best] < none_score or lexical[best] == 0.0 and model_p[-1] > 0.5:
+        # Small models put most mass on "none" whatever the request, so "none" is decided
+        # by evidence for a tool: the request shares content words with some tool, or the
+        # model itself ranks a tool above "none".
+        model_wants_tool = max(tool_scores) > scores[-1]
+        if max(lexical) < policy.none_threshold and not model_wants_tool:
             return NO_TOOL, usage
     return names[best], usage
 
