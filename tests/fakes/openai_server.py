@@ -18,7 +18,21 @@ import json
 import signal
 import time
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+]
 
 
 class FakeServer:
@@ -70,7 +84,9 @@ class FakeServer:
         )
         await writer.drain()
 
-    async def route(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def route(
+        self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
+    ) -> None:
         if method == "GET" and path.rstrip("/") in ("/v1/models", "/health"):
             await self.send(writer, 200, {"object": "list", "data": [{"id": "fake-model"}]})
             return

@@ -90,12 +90,24 @@ def _fmt(value: object) -> str:
 def _print_status(status: dict[str, Any], source: str) -> None:
     console = Console()
     nodes = status.get("nodes") or []
-    console.print(f"cluster model [bold]{status.get('model')}[/], tier {status.get('tier')} ({source})")
+    console.print(
+        f"cluster model [bold]{status.get('model')}[/], tier {status.get('tier')} ({source})"
+    )
     if not nodes:
         console.print("no nodes; add one: bastion cluster add NAME URL")
         return
-    table = Table("node", "engine", "tier", "models", "health", "breaker", "in-flight",
-                  "p50 latency", "tokens/s", "url")
+    table = Table(
+        "node",
+        "engine",
+        "tier",
+        "models",
+        "health",
+        "breaker",
+        "in-flight",
+        "p50 latency",
+        "tokens/s",
+        "url",
+    )
     for n in nodes:
         health = {True: "[green]ok[/]", False: "[red]down[/]", None: "?"}[n.get("healthy")]
         breaker = n["breaker"] + (" (draining)" if n.get("draining") else "")
@@ -142,9 +154,13 @@ def metrics() -> None:
 def add(
     name: Annotated[str, typer.Argument(help="unique node name")],
     url: Annotated[str, typer.Argument(help="server root, e.g. http://10.0.0.5:8080")],
-    engine: Annotated[str, typer.Option(help="llama_cpp, vllm, ollama, openai or bastion")] = "openai",
+    engine: Annotated[
+        str, typer.Option(help="llama_cpp, vllm, ollama, openai or bastion")
+    ] = "openai",
     tier: Annotated[str, typer.Option(help="small, medium or large")] = "small",
-    model: Annotated[list[str] | None, typer.Option("--model", help="served model (repeat)")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="served model (repeat)")
+    ] = None,
     max_context: Annotated[int, typer.Option(help="context window in tokens")] = 4096,
     token: Annotated[str | None, typer.Option(help="bearer token of the node")] = None,
     weight: Annotated[float, typer.Option(help="relative capacity")] = 1.0,
@@ -177,15 +193,21 @@ def add(
         save = True
         typer.echo("no server running: saving to the config (used on the next start)")
     if save:
-        _save_nodes(lambda nodes: [*[n for n in nodes if n.get("name") != name],
-                                   node.to_config().model_dump(mode="json") | {"token": token}])
+        _save_nodes(
+            lambda nodes: [
+                *[n for n in nodes if n.get("name") != name],
+                node.to_config().model_dump(mode="json") | {"token": token},
+            ]
+        )
         typer.echo(f"saved node {name} in the config file")
 
 
 @cluster_app.command("remove")
 def remove(
     name: Annotated[str, typer.Argument(help="node name")],
-    save: Annotated[bool, typer.Option("--save", help="also remove it from the config file")] = False,
+    save: Annotated[
+        bool, typer.Option("--save", help="also remove it from the config file")
+    ] = False,
 ) -> None:
     """Remove a node from the running cluster (or from the config when no server runs)."""
     cfg = _config()
@@ -244,16 +266,22 @@ def _save_nodes(change: Any) -> None:
 # ---- node serve ----------------------------------------------------------------------------
 @node_app.command("serve")
 def node_serve(
-    model: Annotated[Path | None, typer.Option(help="GGUF file (default: model.path or the shipped model)")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="GGUF file (default: model.path or the shipped model)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="node name (default: the host name)")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="port of the model server")] = 8080,
     tier: Annotated[str, typer.Option(help="small, medium or large")] = "small",
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="context window")] = 2048,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all)")] = None,
-    advertise: Annotated[list[str] | None, typer.Option(help="address to announce (repeat)")] = None,
+    advertise: Annotated[
+        list[str] | None, typer.Option(help="address to announce (repeat)")
+    ] = None,
     ttl: Annotated[int, typer.Option(help="mDNS record TTL in seconds")] = 30,
-    announce: Annotated[bool, typer.Option("--announce/--no-announce", help="announce over mDNS")] = True,
+    announce: Annotated[
+        bool, typer.Option("--announce/--no-announce", help="announce over mDNS")
+    ] = True,
     api_key: Annotated[str | None, typer.Option(help="require this bearer token")] = None,
     alias: Annotated[str | None, typer.Option(help="model name announced and served")] = None,
 ) -> None:

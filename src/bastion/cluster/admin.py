@@ -26,11 +26,11 @@ class NodeIn(BaseModel):
     weight: float = Field(default=1.0, gt=0, le=100)
 
     def to_config(self) -> ClusterNodeConfig:
-        """The ``cluster.nodes`` entry for this node."""
+        """Return the ``cluster.nodes`` entry for this node."""
         return ClusterNodeConfig.model_validate(self.model_dump())
 
     def to_spec(self) -> NodeSpec:
-        """The router's spec for this node."""
+        """Return the router's spec for this node."""
         return NodeSpec.from_config(self.to_config())
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     """The three breaker states."""
 
     CLOSED = "closed"
@@ -36,6 +36,7 @@ class CircuitBreaker:
         max_cooldown_s: cap of the doubling cooldown.
         clock: monotonic clock (tests pass a fake).
         on_transition: called with (old, new) on every state change.
+
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class CircuitBreaker:
         return max(0.0, self._retry_at - self._clock())
 
     def allows_traffic(self) -> bool:
-        """True when a request may be sent now (closed, or half-open with no probe running)."""
+        """Return True when a request may be sent now (closed, or half-open and no probe)."""
         state = self.state
         return state is BreakerState.CLOSED or (
             state is BreakerState.HALF_OPEN and not self._probing
@@ -92,7 +93,7 @@ class CircuitBreaker:
         self._probing = False
 
     def record_success(self) -> None:
-        """A call succeeded: reset counters and close."""
+        """Record a successful call: reset counters and close."""
         self.failures = 0
         self.opens = 0
         self._probing = False
@@ -100,7 +101,7 @@ class CircuitBreaker:
             self._move(BreakerState.CLOSED)
 
     def record_failure(self, *, hard: bool = False) -> None:
-        """A call failed; ``hard`` (node unreachable/died) opens immediately."""
+        """Record a failed call; ``hard`` (node unreachable or died) opens at once."""
         self.failures += 1
         self._probing = False
         state = self.state

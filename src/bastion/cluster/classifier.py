@@ -100,9 +100,7 @@ class Classification:
         return TIER_OF[self.complexity]
 
 
-def classify(
-    messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
-) -> Classification:
+def classify(messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Classification:
     """Score a request's complexity from cheap text features (see the module docstring)."""
     last = next((m.content for m in reversed(messages) if m.role == "user"), "")
     feats: dict[str, int] = {}

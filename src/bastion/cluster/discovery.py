@@ -44,7 +44,7 @@ class Announcement:
     ttl_s: int = 30
 
     def properties(self) -> dict[str, str]:
-        """The TXT record."""
+        """Return the TXT record."""
         return {
             "v": "1",
             "name": self.name,
@@ -126,7 +126,7 @@ def spec_from_properties(
         name=name,
         url=f"http://{address}:{port}",
         engine=engine,  # type: ignore[arg-type]
-        tier=tier,  # type: ignore[arg-type]
+        tier=tier,
         models=models,
         max_context=max_context,
         token=token,

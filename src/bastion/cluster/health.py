@@ -128,7 +128,7 @@ class HealthMonitor(ClusterService):
         return None
 
     async def _probe(self, node: Node) -> None:
-        """A one-token completion through the same client real requests use."""
+        """Send a one-token completion through the same client real requests use."""
         model = self.cluster.node_model(node)
         failure: NodeFailed | None = None
         finished = False

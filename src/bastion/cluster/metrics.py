@@ -144,9 +144,7 @@ class ClusterMetrics:
         )
         self.in_flight = Gauge(p + "in_flight", "Calls in progress per node.")
         self.healthy = Gauge(p + "node_healthy", "Last health check result per node (1 ok).")
-        self.failovers = Counter(
-            p + "failovers_total", "Requests moved to another node, by mode."
-        )
+        self.failovers = Counter(p + "failovers_total", "Requests moved to another node, by mode.")
         self.routed = Counter(
             p + "routed_total", "Client requests routed, by tier asked and final outcome."
         )

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -37,7 +37,7 @@ from bastion.cluster.node import Node, NodeSpec, Tier
 from bastion.cluster.retry import Backoff
 from bastion.cluster.router import BreakerSettings, Router
 from bastion.config.model import ClusterConfig, Config
-from bastion.errors import BastionError, ClusterError, ModelOutputError
+from bastion.errors import ClusterError, ModelOutputError
 from bastion.llm.base import Model
 from bastion.llm.messages import (
     ChatSettings,
@@ -45,7 +45,6 @@ from bastion.llm.messages import (
     Message,
     ModelEvent,
     TextDelta,
-    ToolCallEvent,
     ToolSpec,
     Usage,
 )
@@ -153,7 +152,7 @@ class ClusterModel:
             await m.aclose()
 
     def node_model(self, node: Node) -> Model:
-        """The client used to talk to ``node`` (created on first use)."""
+        """Return the client used to talk to ``node`` (created on first use)."""
         m = self._models.get(node.name)
         if m is None:
             m = self._models[node.name] = self._factory(node.spec, self.model_name)
@@ -304,7 +303,7 @@ class ClusterModel:
         tools: Sequence[ToolSpec],
         settings: ChatSettings,
         progress: _Progress,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         metrics = self.metrics
         name = node.name
         shown_before = progress.shown
@@ -411,10 +410,8 @@ class ClusterModel:
                 metrics.requests.inc(node=name, outcome="cancelled")
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
-                try:
+                with contextlib.suppress(Exception):  # the node is being given up on anyway
                     await aclose()
-                except Exception:  # noqa: BLE001 - the node is already being given up on
-                    pass
         for held_ev in held:
             yield held_ev
         yield finish
@@ -453,7 +450,7 @@ class ClusterService:
         """Stop and release resources."""
 
     def describe(self) -> dict[str, object]:
-        """A short status entry."""
+        """Return a short status entry."""
         return {}
 
 

@@ -36,7 +36,7 @@ class NodeSpec:
         return self.url + "/v1"
 
     def serves(self, model: str | None) -> bool:
-        """True when the node can answer for ``model`` (an empty list serves any)."""
+        """Return True when the node can answer for ``model`` (empty list: any)."""
         return not self.models or model is None or model in self.models
 
     @classmethod
@@ -83,7 +83,7 @@ class Node:
         return self.spec.name
 
     def usable(self) -> bool:
-        """True when the router may send a request now."""
+        """Return True when the router may send a request now."""
         return not self.draining and self.breaker.allows_traffic()
 
     def p50_latency(self) -> float | None:
@@ -95,7 +95,9 @@ class Node:
         if tokens <= 0 or seconds <= 0:
             return
         speed = tokens / seconds
-        self.tokens_per_s = speed if not self.tokens_per_s else 0.8 * self.tokens_per_s + 0.2 * speed
+        self.tokens_per_s = (
+            speed if not self.tokens_per_s else 0.8 * self.tokens_per_s + 0.2 * speed
+        )
 
     def status(self) -> dict[str, object]:
         """Return a plain dict for the CLI table and the API."""
@@ -123,5 +125,5 @@ class Node:
 
 
 def now() -> float:
-    """The monotonic clock the cluster uses."""
+    """Return the monotonic clock the cluster uses."""
     return time.monotonic()

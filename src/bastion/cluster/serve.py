@@ -50,7 +50,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def server_argv(opts: ServeOptions) -> list[str]:
-    """The command line of the model server."""
+    """Return the command line of the model server."""
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(opts.model_path),
@@ -82,7 +82,7 @@ class NodeServer:
         return f"http://{host}:{self.opts.port}"
 
     def addresses(self) -> list[str]:
-        """The addresses announced."""
+        """Return the addresses to announce."""
         if self.opts.advertise:
             return list(self.opts.advertise)
         if self.opts.host not in ("0.0.0.0", ""):
@@ -96,9 +96,7 @@ class NodeServer:
         except ImportError:
             from bastion.errors import MissingExtraError
 
-            raise MissingExtraError(
-                "bastion node serve", "local", "llama_cpp.server"
-            ) from None
+            raise MissingExtraError("bastion node serve", "local", "llama_cpp.server") from None
         if not self.opts.model_path.is_file():
             raise ClusterError(
                 f"model file not found: {self.opts.model_path}",

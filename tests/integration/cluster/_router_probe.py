@@ -39,10 +39,20 @@ async def main(ttl: float) -> None:
         say(phase="discover", ok=False)
         return
     node = next(iter(model.router.nodes.values()))
-    say(phase="discover", ok=True, name=node.name, url=node.spec.url, source=node.source,
-        models=list(node.spec.models), max_context=node.spec.max_context, s=time.monotonic() - t0)
+    say(
+        phase="discover",
+        ok=True,
+        name=node.name,
+        url=node.spec.url,
+        source=node.source,
+        models=list(node.spec.models),
+        max_context=node.spec.max_context,
+        s=time.monotonic() - t0,
+    )
     text = ""
-    async for ev in model.chat([Message("user", "Say hello.")], settings=ChatSettings(max_tokens=8)):
+    async for ev in model.chat(
+        [Message("user", "Say hello.")], settings=ChatSettings(max_tokens=8)
+    ):
         if isinstance(ev, TextDelta):
             text += ev.text
     say(phase="served", text=text, nodes=model.history[-1].nodes)

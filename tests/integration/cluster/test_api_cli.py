@@ -30,7 +30,10 @@ TOKEN = "tok-cluster-test-93a1"
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, Proc]]:
-    procs = {"a": fake_server(free_port(), "--tokens", "4"), "b": fake_server(free_port(), "--tokens", "4")}
+    procs = {
+        "a": fake_server(free_port(), "--tokens", "4"),
+        "b": fake_server(free_port(), "--tokens", "4"),
+    }
     try:
         for p in procs.values():
             p.start()
@@ -63,7 +66,9 @@ def live(fakes: dict[str, Proc], bastion_home: Path) -> Iterator[tuple[App, str]
         yaml.safe_dump({"api": {"token": TOKEN, "port": port}, "model": {"backend": "cluster"}})
     )
     app = build_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(app), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -92,17 +97,24 @@ async def test_agent_uses_the_cluster_as_its_model(fakes: dict[str, Proc]) -> No
         await app.aclose()
 
 
-def test_api_metrics_status_and_runtime_membership(live: tuple[App, str], fakes: dict[str, Proc]) -> None:
+def test_api_metrics_status_and_runtime_membership(
+    live: tuple[App, str], fakes: dict[str, Proc]
+) -> None:
     app, base = live
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert httpx.get(base + "/metrics").status_code == 401
     assert isinstance(app.model, ClusterModel)
 
-    r = httpx.post(base + "/v1/cluster/nodes", headers=auth,
-                   json={"name": "b", "url": fakes["b"].url, "engine": "openai", "tier": "medium"})
+    r = httpx.post(
+        base + "/v1/cluster/nodes",
+        headers=auth,
+        json={"name": "b", "url": fakes["b"].url, "engine": "openai", "tier": "medium"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "b"
-    dup = httpx.post(base + "/v1/cluster/nodes", headers=auth, json={"name": "b", "url": fakes["b"].url})
+    dup = httpx.post(
+        base + "/v1/cluster/nodes", headers=auth, json={"name": "b", "url": fakes["b"].url}
+    )
     assert dup.status_code == 400 and "already exists" in dup.json()["error"]["message"]
     bad = httpx.post(base + "/v1/cluster/nodes", headers=auth, json={"name": "c", "url": "ftp://x"})
     assert bad.status_code in (400, 422)
@@ -128,7 +140,9 @@ def test_cli_against_running_server(live: tuple[App, str], fakes: dict[str, Proc
     app, _ = live
     _load_commands()
     runner = CliRunner()
-    res = runner.invoke(cli, ["cluster", "add", "b", fakes["b"].url, "--engine", "openai", "--tier", "large"])
+    res = runner.invoke(
+        cli, ["cluster", "add", "b", fakes["b"].url, "--engine", "openai", "--tier", "large"]
+    )
     assert res.exit_code == 0, res.output
     assert "b" in app.model.router.nodes  # type: ignore[attr-defined]
     res = runner.invoke(cli, ["cluster", "status", "--json"])

@@ -39,9 +39,7 @@ def make(fakes: dict[str, Proc]) -> ClusterModel:
             "model": {"backend": "cluster", "name": "fake-model"},
             "cluster": {
                 "tier": "small",
-                "nodes": [
-                    {"name": n, "url": p.url, "engine": "openai"} for n, p in fakes.items()
-                ],
+                "nodes": [{"name": n, "url": p.url, "engine": "openai"} for n, p in fakes.items()],
                 "health_interval_s": 0.2,
                 "health_timeout_s": 1.0,
                 "breaker_failures": 2,

@@ -125,7 +125,10 @@ async def test_sigkill_mid_stream_then_restart(nodes: dict[str, Proc]) -> None:
                 break
         assert dead.served > served_before
         metrics = model.metrics.render()
-        assert f'bastion_cluster_breaker_transitions_total{{from_state="half_open",node="{killed}",to_state="closed"}}' in metrics
+        assert (
+            f'bastion_cluster_breaker_transitions_total{{from_state="half_open",node="{killed}",to_state="closed"}}'
+            in metrics
+        )
         assert 'bastion_cluster_failovers_total{mode="replay"} 1' in metrics
     finally:
         await model.aclose()

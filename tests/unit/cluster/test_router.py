@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import pytest
+
 from bastion.cluster.breaker import BreakerState
 from bastion.cluster.node import NodeSpec
 from bastion.cluster.router import BreakerSettings, Router, tier_chain
 from bastion.errors import ConfigError, NotFoundError
-import pytest
 
 
 def spec(name: str, tier: str = "small", **kw: object) -> NodeSpec:

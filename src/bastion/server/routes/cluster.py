@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
@@ -18,8 +20,9 @@ from bastion.server.deps import get_app
 from bastion.server.errors import ApiError
 
 router = APIRouter(tags=["cluster"])
+AppDep = Annotated[App, Depends(get_app)]
 
-NodeName = Path(min_length=1, max_length=63, description="node name")
+NodeName = Annotated[str, Path(min_length=1, max_length=63, description="node name")]
 
 
 class DrainBody(BaseModel):
@@ -44,33 +47,33 @@ async def _cluster(app: App) -> ClusterModel:
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics of the cluster")
-async def metrics(app: App = Depends(get_app)) -> Response:
-    """Requests, errors, latency histograms, tokens and breaker transitions per node."""
+async def metrics(app: AppDep) -> Response:
+    """Return requests, errors, latency histograms, tokens, breaker transitions per node."""
     cluster = await _cluster(app)
     return Response(cluster.metrics.render(), media_type=CONTENT_TYPE)
 
 
 @router.get("/v1/cluster", summary="Cluster status")
-async def status(app: App = Depends(get_app)) -> dict[str, object]:
+async def status(app: AppDep) -> dict[str, object]:
     """Nodes with health, breaker state, load, latency and speed."""
     return (await _cluster(app)).status()
 
 
 @router.post("/v1/cluster/nodes", status_code=201, summary="Add a node now")
-async def add(body: NodeIn, app: App = Depends(get_app)) -> dict[str, object]:
+async def add(body: NodeIn, app: AppDep) -> dict[str, object]:
     """Add a node at runtime (not saved to the config file)."""
     return add_node(await _cluster(app), body)
 
 
 @router.delete("/v1/cluster/nodes/{name}", summary="Remove a node now")
-async def remove(name: str = NodeName, app: App = Depends(get_app)) -> dict[str, object]:
+async def remove(name: NodeName, app: AppDep) -> dict[str, object]:
     """Remove a node; calls in flight on it fail over to other nodes."""
     return remove_node(await _cluster(app), name)
 
 
 @router.post("/v1/cluster/nodes/{name}/drain", summary="Drain or resume a node")
 async def drain(
-    body: DrainBody | None = None, name: str = NodeName, app: App = Depends(get_app)
+    name: NodeName, app: AppDep, body: DrainBody | None = None
 ) -> dict[str, object]:
     """Stop sending new requests to a node (``drain: false`` resumes); calls in flight finish."""
     return drain_node(await _cluster(app), name, True if body is None else body.drain)
