@@ -145,7 +145,13 @@ def build_app(
     if config.mcp_servers:  # external MCP servers: prefixed toolsets, stdio ones sandboxed
         from bastion.mcp.mount import mount_servers
 
-        closers.append(mount_servers(config, registry).close)
+        closers.append(mount_servers(config, registry, audit=audit).close)
+    if sec.egress:  # tools that declare egress get a sandbox in their own filtered namespace
+        from bastion.security.egress.setup import tool_runners
+
+        runners, egress_closers, _problems = tool_runners(config, workspace, audit)
+        env.runners.update(runners)
+        closers.extend(egress_closers)
     gateway = Gateway(registry, env, security.stages)
     closers.append(security.close)
     model = model or create_model(config)

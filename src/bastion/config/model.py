@@ -79,6 +79,13 @@ class EgressConfig(_Section):
     ports: list[int] = Field(default_factory=lambda: [443], description="allowed TCP ports")
 
 
+class EgressUplinkConfig(_Section):
+    """The namespace allowed sandbox traffic is routed into, and the DNS server behind it."""
+
+    netns: str = Field(description="existing network namespace (ip netns) that routes onward")
+    resolver: str = Field(description="upstream DNS server address reachable from that netns")
+
+
 class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
@@ -89,6 +96,9 @@ class SecurityConfig(_Section):
     egress: dict[str, EgressConfig] = Field(
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
+    )
+    egress_uplink: EgressUplinkConfig | None = Field(
+        default=None, description="where allowed egress leaves (needed when egress is used)"
     )
     tools: dict[str, ToolRule] = Field(
         default_factory=dict, description="per-tool rule; tools not listed follow their risk"

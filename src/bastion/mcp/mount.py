@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ class Mounted:
         for ts in self.toolsets:
             ts.close()
         self.toolsets.clear()
+        _close_kept(self.keep)
 
 
-def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any]) -> ServerSpec:
+def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
+                audit: Any = None) -> ServerSpec:
     """Return how to reach ``cfg``: HTTP as is, stdio wrapped in its sandbox."""
     if cfg.url is not None:
         headers = {}
@@ -49,9 +52,6 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any]) -> Server
         return ServerSpec(cfg.name, argv=[exe, *cfg.command[1:]], env=dict(cfg.env),
                           timeout_s=cfg.timeout_s,
                           errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
-    if cfg.egress is not None:
-        raise SandboxError(f"MCP server {cfg.name}: egress for stdio servers needs the egress "
-                           "module", fix="remove 'egress' to run it without network")
     workspace = paths.data_dir("mcp") / cfg.name
     workspace.mkdir(parents=True, exist_ok=True)
     base = limits_from_config(config.security.limits)
@@ -63,7 +63,14 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any]) -> Server
         file_size_mb=base.file_size_mb,
         output_bytes=base.output_bytes,
     )
-    sandbox, problem = build_sandbox(kind, SandboxSpec(workspace, limits))
+    spec = SandboxSpec(workspace, limits)
+    if cfg.egress is not None:  # its own namespace: nftables default-drop + DNS allowlist
+        from bastion.security.egress.setup import network_for, policy_for
+
+        net = network_for(f"mcp:{cfg.name}", cfg.egress, config, audit)
+        keep.append(net)
+        spec = dataclasses.replace(spec, network=policy_for(net, cfg.egress))
+    sandbox, problem = build_sandbox(kind, spec)
     if sandbox is None:
         raise SandboxError(f"MCP server {cfg.name} cannot be sandboxed: {problem}")
     keep.append(sandbox)
@@ -72,14 +79,27 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any]) -> Server
                       errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
 
 
-def connect(cfg: McpServerConfig, config: Config, keep: list[Any]) -> MCPToolset:
-    """Start (or reach) one server and return its toolset."""
-    conn = MCPConnection(server_spec(cfg, config, keep))
-    conn.start()
+def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
+            audit: Any = None) -> MCPToolset:
+    """Start (or reach) one server and return its toolset (egress events go to ``audit``)."""
+    conn = MCPConnection(server_spec(cfg, config, keep, audit))
+    try:
+        conn.start()
+    except BaseException:
+        _close_kept(keep)
+        raise
     return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools)
 
 
-def mount_servers(config: Config, registry: ToolRegistry) -> Mounted:
+def _close_kept(keep: list[Any]) -> None:
+    for item in reversed(keep):
+        close = getattr(item, "close", None)
+        if close is not None:
+            close()
+    keep.clear()
+
+
+def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None) -> Mounted:
     """Connect every enabled server and register its prefixed tools.
 
     A server that fails is skipped (its problem is kept for ``doctor`` and
@@ -90,7 +110,7 @@ def mount_servers(config: Config, registry: ToolRegistry) -> Mounted:
         if not cfg.enabled:
             continue
         try:
-            toolset = connect(cfg, config, mounted.keep)
+            toolset = connect(cfg, config, mounted.keep, audit)
         except BastionError as exc:
             mounted.problems[cfg.name] = exc.user_text()
             log.warning("MCP server %s not mounted: %s", cfg.name, exc.user_text())

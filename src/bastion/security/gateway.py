@@ -78,6 +78,7 @@ class Environment:
     sandbox: ProcessRunner | None = None
     sandbox_problem: str | None = None  # why the sandbox is unavailable, if it is
     http: HttpFetcher | None = None
+    runners: dict[str, ProcessRunner] = field(default_factory=dict)  # per-tool (egress) sandboxes
 
 
 class Gateway:
@@ -124,12 +125,13 @@ class Gateway:
     async def _invoke(self, req: CallRequest) -> ToolResult:
         env = self.environment
         start = time.perf_counter()
-        if req.tool.sandboxed and env.sandbox is None:
+        runner = env.runners.get(req.tool.name, env.sandbox)
+        if req.tool.sandboxed and runner is None:
             reason = env.sandbox_problem or "no sandbox is available"
             return denied(req, f"{req.tool.name} refused: {reason}")
         ctx = ToolContext(
             workspace=env.workspace,
-            runner=env.sandbox if req.tool.sandboxed else None,
+            runner=runner if req.tool.sandboxed else None,
             http=env.http,
             secrets=dict(req.secrets),
             session_id=req.session_id,

@@ -33,6 +33,8 @@ class NetworkPolicy:
     allow_domains: tuple[str, ...] = ()
     allow_cidrs: tuple[str, ...] = ()
     allow_ports: tuple[int, ...] = ()
+    netns_path: str | None = None  # the egress-controlled namespace to join (see egress/)
+    resolv_conf: Path | None = None  # its resolver, mounted as /etc/resolv.conf
 
 
 @dataclass(slots=True, frozen=True)

@@ -88,6 +88,14 @@ def limit_args(limits: Limits) -> list[str]:
     ]
 
 
+def _join_netns(spec: SandboxSpec, cmd: list[str]) -> list[str]:
+    """Prefix ``cmd`` with ``nsenter`` into the spec's egress namespace, if it has one."""
+    path = spec.network.netns_path
+    if spec.network.enabled and path is not None:
+        return ["nsenter", f"--net={path}", "--", *cmd]
+    return cmd
+
+
 def _write_identity(etc: Path, hostname: str) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "passwd").write_text(
@@ -180,8 +188,14 @@ class BubblewrapSandbox:
             "--cap-drop", "ALL",
             "--die-with-parent", "--new-session",
         ]
-        if self.spec.network.enabled:
-            flags.append("--share-net")
+        net = self.spec.network
+        if net.enabled:
+            if net.netns_path is None:
+                raise SandboxError("network access needs an egress-controlled namespace",
+                                   fix="declare the tool's egress under security.egress")
+            flags.append("--share-net")  # stay in the egress namespace nsenter put us in
+            if net.resolv_conf is not None:
+                mounts += ["--ro-bind", str(net.resolv_conf), "/etc/resolv.conf"]
         return mounts, flags
 
     def command(
@@ -212,7 +226,8 @@ class BubblewrapSandbox:
             for key, value in self.environment(env).items():
                 extra += ["--setenv", key, value]
         mounts, flags = self._prefix
-        return [*mounts, *extra, *flags, "--", *limit_args(limits or self.spec.limits), *argv]
+        cmd = [*mounts, *extra, *flags, "--", *limit_args(limits or self.spec.limits), *argv]
+        return _join_netns(self.spec, cmd)
 
     @staticmethod
     def environment(env: Mapping[str, str] | None) -> dict[str, str]:

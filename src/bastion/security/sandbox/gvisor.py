@@ -32,7 +32,7 @@ from typing import Any
 from bastion.errors import SandboxError
 from bastion.security.sandbox._proc import run_tree
 from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
-from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _write_identity
+from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.tools.base import ProcessResult
 
 INSTALL_HINT = "apt-get install runsc"
@@ -150,6 +150,10 @@ class GVisorSandbox:
             {"destination": WORKSPACE_MOUNT, "type": "bind",
              "source": str(self.spec.workspace), "options": ["rbind", "rw"]},
         ]
+        if self.spec.network.enabled and self.spec.network.resolv_conf is not None:
+            mounts.append({"destination": "/etc/resolv.conf", "type": "bind",
+                           "source": str(self.spec.network.resolv_conf),
+                           "options": ["bind", "ro"]})
         for path in ro_paths:
             host = str(Path(path).resolve())
             mounts.append({"destination": host, "type": "bind", "source": host,
@@ -177,8 +181,8 @@ class GVisorSandbox:
             "root": {"path": str(self._rootfs), "readonly": True},
             "hostname": self.hostname,
             "mounts": mounts,
-            "linux": {"namespaces": [{"type": t} for t in
-                                     ("pid", "network", "ipc", "uts", "mount")]},
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")
+                                     + (() if self.spec.network.enabled else ("network",))]},
         }
 
     def _bundle(self, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
@@ -190,9 +194,13 @@ class GVisorSandbox:
         return cid, bundle
 
     def _runsc_args(self) -> list[str]:
-        network = "sandbox" if self.spec.network.enabled else "none"
-        return [self.runsc, "--root", str(self._runsc_root), f"--network={network}",
+        # With network, gVisor uses host sockets (--network=host) inside the egress namespace
+        # nsenter put runsc in, so the namespace's nftables filter every packet; its own
+        # netstack (--network=sandbox) would write raw frames that bypass them.
+        network = "host" if self.spec.network.enabled else "none"
+        args = [self.runsc, "--root", str(self._runsc_root), f"--network={network}",
                 "--platform=ptrace"]
+        return _join_netns(self.spec, args)
 
     def command(
         self,

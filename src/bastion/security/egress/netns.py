@@ -1,0 +1,253 @@
+"""A sandbox's own network namespace with its egress enforced inside it.
+
+Layout (every piece is created here and removed on :meth:`EgressNetwork.close`)::
+
+    sandbox netns "bst-XXXX"                     uplink netns (given)
+      lo, resolver 127.0.0.1:53 (dnsmasq)          |
+      veth 10.213.a.b+2/30  ---------------------  veth 10.213.a.b+1/30 -> resolver, services
+      nftables: output policy drop; lo, established, DNS from dnsmasq's uid to the resolver,
+      @allow4/@allow6 (filled by dnsmasq --nftset) and listed CIDRs on the allowed ports;
+      everything else: traced + rejected
+
+Sandboxed commands join it with ``nsenter --net=/run/netns/bst-XXXX`` (bwrap keeps it with
+``--share-net``; gVisor uses ``--network=host`` so its sockets pass the same nftables).
+Every DNS query (from the dnsmasq log) and every rejected connection (from ``nft monitor
+trace``) is written to the audit log. Needs root (CAP_NET_ADMIN), ``ip``, ``nft``,
+``dnsmasq`` and ``nsenter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bastion.errors import SandboxError
+from bastion.security.egress.rules import (
+    Blocked,
+    EgressRule,
+    dnsmasq_args,
+    nft_ruleset,
+    parse_query,
+    parse_trace,
+)
+
+NETNS_DIR = Path("/run/netns")
+TOOLS = ("ip", "nft", "dnsmasq", "nsenter")
+FIX = "apt-get install iproute2 nftables dnsmasq util-linux; egress control needs root"
+
+
+class Recorder(Protocol):
+    """Where egress events go (``AuditLog.record``)."""
+
+    def record(self, kind: str, *, actor: str | None = None, tool: str | None = None,
+               decision: str | None = None, detail: Any = None) -> int:
+        """Write one event."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """Where allowed traffic leaves the sandbox: a network namespace and its DNS resolver.
+
+    Args:
+        netns: Name of an existing namespace under /run/netns that routes onward (a router
+            namespace with NAT to the outside, or, in tests, one that hosts the services).
+        resolver: Address of the upstream DNS server, reachable from ``netns``.
+
+    """
+
+    netns: str
+    resolver: str
+
+
+def _multicast(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_multicast
+    except ValueError:
+        return False
+
+
+def problem() -> str | None:
+    """Return why egress control cannot run here, or ``None``."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"missing {', '.join(missing)} (fix: {FIX})"
+    if os.geteuid() != 0:
+        return f"egress control needs root to create network namespaces (fix: {FIX})"
+    return None
+
+
+def _run(*argv: str, input_text: str | None = None) -> None:
+    proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=20)
+    if proc.returncode != 0:
+        raise SandboxError(f"egress setup failed: {' '.join(argv[:6])}: "
+                           f"{proc.stderr.strip() or proc.returncode}")
+
+
+@dataclass
+class EgressNetwork:
+    """One egress-controlled namespace for one subject (a tool or an MCP server)."""
+
+    rule: EgressRule
+    uplink: Uplink
+    audit: Recorder | None = None
+    subject: str = "sandbox"
+    name: str = field(default_factory=lambda: "bst-" + uuid.uuid4().hex[:8])
+    blocked: list[Blocked] = field(default_factory=list)
+    queries: list[tuple[str, str, bool]] = field(default_factory=list)  # name, type, allowed
+
+    def __post_init__(self) -> None:
+        self._state = Path(tempfile.mkdtemp(prefix=f"bastion-{self.name}-"))
+        self._state.chmod(0o755)
+        self._procs: list[subprocess.Popen[str]] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._started = False
+        self.address = ""
+        self.gateway = ""
+
+    @property
+    def netns_path(self) -> str:
+        """The namespace file processes join."""
+        return str(NETNS_DIR / self.name)
+
+    @property
+    def resolv_conf(self) -> Path:
+        """A resolv.conf pointing at the namespace's resolver (bind it into the sandbox)."""
+        return self._state / "resolv.conf"
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """Return ``argv`` prefixed so it runs inside this namespace."""
+        return ["nsenter", f"--net={self.netns_path}", "--", *argv]
+
+    def start(self) -> EgressNetwork:
+        """Create the namespace, wire it to the uplink, load nftables, start the resolver."""
+        why = problem()
+        if why:
+            raise SandboxError(f"egress control unavailable: {why}")
+        if not (NETNS_DIR / self.uplink.netns).exists():
+            raise SandboxError(f"egress uplink namespace {self.uplink.netns!r} does not exist")
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        self._started = True
+        return self
+
+    def _create(self) -> None:
+        ns, up = self.name, self.uplink.netns
+        _run("ip", "netns", "add", ns)
+        inner, outer = "bse" + ns[4:], "bsu" + ns[4:]
+        k = random.randrange(1, 16383)
+        base = f"10.213.{k // 64}.{(k % 64) * 4}"
+        prefix = base.rsplit(".", 1)[0]
+        last = int(base.rsplit(".", 1)[1])
+        self.gateway, self.address = f"{prefix}.{last + 1}", f"{prefix}.{last + 2}"
+        _run("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer,
+             "netns", up)
+        _run("ip", "-n", ns, "addr", "add", f"{self.address}/30", "dev", inner)
+        _run("ip", "-n", up, "addr", "add", f"{self.gateway}/30", "dev", outer)
+        for n, dev in ((ns, "lo"), (ns, inner), (up, outer)):
+            _run("ip", "-n", n, "link", "set", dev, "up")
+        _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
+        _run("ip", "netns", "exec", ns, "nft", "-f", "-",
+             input_text=nft_ruleset(self.rule, self.uplink.resolver))
+        self.resolv_conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n")
+        self.resolv_conf.chmod(0o644)
+        self._start_trace()
+        self._start_dns()
+
+    def _start_trace(self) -> None:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, "nft", "monitor", "trace"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        )
+        self._procs.append(proc)
+        t = threading.Thread(target=self._read_trace, args=(proc,), daemon=True,
+                             name=f"egress-trace-{self.name}")
+        t.start()
+        self._threads.append(t)
+        time.sleep(0.2)  # let the monitor subscribe before the first packet can be refused
+
+    def _read_trace(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            hit = parse_trace(line)
+            if hit is None or _multicast(hit.daddr):
+                continue  # the kernel's own IPv6 neighbour/MLD chatter is not an attempt
+            self.blocked.append(hit)
+            if self.audit is not None:
+                with contextlib.suppress(Exception):
+                    self.audit.record(
+                        "egress_blocked", actor="sandbox", tool=self.subject, decision="denied",
+                        detail={"daddr": hit.daddr, "dport": hit.dport,
+                                "protocol": hit.protocol, "netns": self.name},
+                    )
+
+    def _start_dns(self) -> None:
+        log = self._state / "dns.log"
+        log.touch()
+        log.chmod(0o666)
+        pid_file = self._state / "dns.pid"
+        _run("ip", "netns", "exec", self.name, *dnsmasq_args(
+            self.rule, self.uplink.resolver, log_file=str(log), pid_file=str(pid_file)))
+        t = threading.Thread(target=self._read_dns, args=(log,), daemon=True,
+                             name=f"egress-dns-{self.name}")
+        t.start()
+        self._threads.append(t)
+
+    def _read_dns(self, log: Path) -> None:
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            while not self._stop.is_set():
+                line = fh.readline()
+                if not line:
+                    time.sleep(0.05)
+                    continue
+                parsed = parse_query(line)
+                if parsed is None:
+                    continue
+                name, qtype = parsed
+                allowed = self.rule.allows_name(name)
+                self.queries.append((name, qtype, allowed))
+                if self.audit is not None:
+                    with contextlib.suppress(Exception):
+                        self.audit.record(
+                            "egress_dns", actor="sandbox", tool=self.subject,
+                            decision="allowed" if allowed else "denied",
+                            detail={"name": name, "type": qtype, "netns": self.name},
+                        )
+
+    def close(self) -> None:
+        """Stop the resolver and monitor, kill what is left inside, delete the namespace."""
+        self._stop.set()
+        pid_file = self._state / "dns.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        for proc in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        if (NETNS_DIR / self.name).exists():
+            out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                                 text=True, timeout=10).stdout.split()
+            for pid in out:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
+        for t in self._threads:
+            t.join(timeout=2)
+        shutil.rmtree(self._state, ignore_errors=True)
