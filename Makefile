@@ -39,6 +39,7 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/agent_overhead.py
+	$(BIN)/python bench/router.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,7 +8,7 @@ One client request becomes one or more *attempts*, each on one node:
   router checks that the regenerated text starts with what the client already saw and
   streams only the rest; ``prefill`` sends the partial answer as a trailing assistant
   message for the node to continue. ``auto`` uses prefill for engines that continue a
-  trailing assistant message (vLLM, Ollama) and replay elsewhere, falling back to prefill
+  trailing assistant message (Ollama) and replay elsewhere, falling back to prefill
   when a replay diverges;
 * tool calls and usage are held until the attempt that produced them finished cleanly, so
   a cut stream can never hand the agent a tool call twice (the agent runs tools only after
@@ -51,7 +51,10 @@ from bastion.llm.messages import (
 
 FailoverMode = Literal["auto", "replay", "prefill"]
 ModelFactory = Callable[[NodeSpec, str], Model]
-_PREFILL_ENGINES = frozenset({"vllm", "ollama"})
+# Engines that continue a trailing assistant message as-is. vLLM can too, but only with
+# ``continue_final_message``/``add_generation_prompt: false`` in the body, which the shared
+# HTTP client does not send, so vLLM nodes replay (and prefill only if a replay diverges).
+_PREFILL_ENGINES = frozenset({"ollama"})
 
 
 @dataclass(slots=True)
@@ -126,6 +129,7 @@ class ClusterModel:
         self.policy = policy or CallPolicy()
         self._factory = model_factory
         self._models: dict[str, Model] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._services = list(services)
         self._started = False
         self._rng = rng or random.Random()
@@ -161,9 +165,15 @@ class ClusterModel:
     def _on_membership(self, what: str, node: Node) -> None:
         if what in ("removed", "updated"):  # a new URL or token needs a new client
             m = self._models.pop(node.name, None)
-            if m is not None:
-                task = asyncio.get_event_loop().create_task(m.aclose())
-                task.add_done_callback(lambda t: t.exception())
+            if m is None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: nothing was opened from this thread
+                return
+            task = loop.create_task(m.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # ---- the Model seam -----------------------------------------------------------------
     async def chat(

@@ -112,7 +112,7 @@ async def test_replay_that_diverges_switches_to_prefill() -> None:
 
 async def test_prefill_engines_continue_the_partial_answer() -> None:
     model, fakes = cluster(
-        Behaviour(fail="cut", cut_after=4), Behaviour(), engines=("llama_cpp", "vllm")
+        Behaviour(fail="cut", cut_after=4), Behaviour(), engines=("llama_cpp", "ollama")
     )
     model.router.get("n1").in_flight = 5
     events = await collect(model)
