@@ -132,11 +132,13 @@ async def _push_to_talk(
     from bastion.voice.audio import Audio
     from bastion.voice.devices import Player, Recorder, check_devices
 
+    from bastion.config.loader import load
+
+    cfg = load().voice
+    check_devices(need_input=True, need_output=output is None,  # before any model loads
+                  input_device=cfg.input_device, output_device=cfg.output_device)
     app = _build(yes)
     try:
-        cfg = app.config.voice
-        check_devices(need_input=True, need_output=output is None,
-                      input_device=cfg.input_device, output_device=cfg.output_device)
         service = _service(app)
         _err.print("[dim]loading speech models...[/]")
         await service.warm(engine)
