@@ -196,6 +196,27 @@ def test_passthrough_stream_and_non_stream_on_the_real_model(live: Live):
     assert done.choices[0].message.content and done.model == live.model
 
 
+@pytest.mark.real_model
+def test_client_gone_mid_stream_frees_the_session(live: Live):
+    auth = {"Authorization": f"Bearer {live.token}"}
+    body = {"model": "bastion-agent", "stream": True, "session_id": "live-cut",
+            "messages": [{"role": "user", "content": "Use list_files to list the workspace."}]}
+    with httpx.stream("POST", f"{live.base}/v1/chat/completions", json=body, headers=auth,
+                      timeout=300) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                break  # first chunk seen: hang up
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        session = httpx.get(f"{live.base}/v1/sessions/live-cut", headers=auth).json()
+        if not session["busy"]:
+            break
+        time.sleep(0.5)
+    assert not session["busy"], "the session stayed busy after the client left"
+    assert httpx.get(f"{live.base}/health").status_code == 200
+
+
 def test_serve_refuses_without_a_token(tmp_path: Path):
     home = tmp_path / "no-token"
     home.mkdir()
