@@ -87,7 +87,8 @@ def _server_check(config: Config) -> Check:
 
     mc = config.model
     if not mc.base_url:
-        return Check("model server", "FAIL", f"model.backend is {mc.backend} but model.base_url is unset",
+        return Check("model server", "FAIL",
+                     f"model.backend is {mc.backend} but model.base_url is unset",
                      "bastion config set model.base_url http://HOST:PORT/v1")
     base = mc.base_url.rstrip("/")
     url = f"{base}/api/tags" if mc.backend == "ollama" else f"{base}/models"
@@ -98,7 +99,7 @@ def _server_check(config: Config) -> Check:
         resp = httpx.get(url, headers=headers, timeout=5.0)
     except httpx.HTTPError as exc:
         return Check("model server", "FAIL", f"{url} unreachable: {type(exc).__name__}",
-                     f"start the server, or: bastion config set model.base_url URL")
+                     "start the server, or: bastion config set model.base_url URL")
     if resp.status_code in (401, 403):
         return Check("model server", "FAIL", f"{url} refused the API key ({resp.status_code})",
                      "bastion config set model.api_key KEY")
@@ -167,7 +168,8 @@ def check_home() -> list[Check]:
     free_gb = shutil.disk_usage(home).free / 2**30
     if free_gb < MIN_FREE_GB:
         checks.append(Check("disk", "FAIL", f"{free_gb:.2f} GiB free under {home}",
-                            f"free space on that disk (need {MIN_FREE_GB:g} GiB) or set BASTION_HOME"))
+                            f"free space on that disk (need {MIN_FREE_GB:g} GiB) "
+                            "or set BASTION_HOME"))
     else:
         checks.append(Check("disk", "OK", f"{free_gb:.1f} GiB free"))
     return checks

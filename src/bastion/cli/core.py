@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
@@ -53,7 +54,8 @@ def init(
     path = paths.config_file()
     if path.exists() and not force:
         validate(read_raw(path), str(path))  # a broken file is an error, with its fix
-        _err.print(f"config already exists at {escape(str(path))} (kept; use --force to rewrite it)")
+        where = escape(str(path))
+        _err.print(f"config already exists at {where} (kept; use --force to rewrite it)")
         return
     hw = detect()
     rec = recommend(hw)
@@ -65,7 +67,8 @@ def init(
     save(config, path)
     for name in ("workspace",):
         (paths.home() / name).mkdir(parents=True, exist_ok=True)
-    _err.print(f"wrote {escape(str(path))} (API token created: bastion config get api.token --reveal)")
+    _err.print(f"wrote {escape(str(path))} "
+               "(API token created: bastion config get api.token --reveal)")
     _init.print_next_steps(_err, rec)
 
 
@@ -177,10 +180,8 @@ def chat(session: SessionOpt = None, yes: YesOpt = False) -> None:
     """Talk with the agent: streamed answers, tool steps, /help for commands."""
     from bastion.cli._chat import ChatSession
 
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
     code = ChatSession(_build(yes), session).run()
     raise typer.Exit(code)
 

@@ -41,7 +41,7 @@ def _read(path: str) -> str | None:
 def _nvml_gpus() -> list[GpuInfo]:
     """NVIDIA GPUs through NVML (package ``nvidia-ml-py``), when nvidia-smi is not on PATH."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return []
     try:

@@ -48,7 +48,8 @@ def _budget_gb(hw: HardwareInfo) -> tuple[float, str]:
     if hw.accelerator in ("cuda", "rocm"):
         return hw.gpu_memory_mb / 1024 * 0.9, f"{hw.gpu_memory_mb / 1024:.0f} GiB of GPU memory"
     if hw.accelerator == "metal":
-        return hw.gpu_memory_mb / 1024, f"{hw.gpu_memory_mb / 1024:.0f} GiB of unified memory for Metal"
+        gib = hw.gpu_memory_mb / 1024
+        return gib, f"{gib:.0f} GiB of unified memory for Metal"
     return ram_gb * 0.6, f"{ram_gb:.0f} GiB RAM (60% for the model)"
 
 
@@ -61,7 +62,7 @@ def _context_for(spare_gb: float, cpu_only: bool) -> int:
 
 
 def recommend(hw: HardwareInfo) -> Recommendation:
-    """Pick the largest model whose Q4_K_M weights fit, then the best quantisation that still fits."""
+    """Pick the largest model whose Q4_K_M weights fit, then the best quantisation that fits."""
     budget, why = _budget_gb(hw)
     cpu_only = hw.accelerator == "cpu"
     reasons = [f"memory budget {budget:.1f} GiB from {why}"]
