@@ -18,7 +18,9 @@ request's own ``tools`` offered and returned as ``tool_calls``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from bastion.security.model_guard import GuardedModel
 from bastion.server._openai import (
     AGENT_MODEL,
     SESSION_HEADER,
+    SESSION_ID_PATTERN,
     ChatCompletionRequest,
     ChunkMaker,
     settings_from,
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bastion.server")
 
+_SID = re.compile(SESSION_ID_PATTERN)
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
@@ -101,6 +105,15 @@ async def chat_completions(request: Request, app: App, req: ChatCompletionReques
 # -- bastion-agent -------------------------------------------------------------------------
 
 
+def _user_session(user: str | None) -> str | None:
+    """Session id for OpenAI's ``user`` field: itself if it is a valid id, else a stable hash."""
+    if not user:
+        return None
+    if _SID.match(user):
+        return user
+    return "user-" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:24]
+
+
 async def _agent(request: Request, app: App, req: ChatCompletionRequest) -> Response:
     messages = to_messages(req.messages)
     if messages[-1].role != "user":
@@ -110,7 +123,7 @@ async def _agent(request: Request, app: App, req: ChatCompletionRequest) -> Resp
     extra_system = [m.content for m in messages[:-1] if m.role == "system"]
     seed = [m for m in messages[:-1] if m.role != "system"]
     header_sid = request.headers.get(SESSION_HEADER)
-    given = header_sid or req.session_id or req.user
+    given = header_sid or req.session_id or _user_session(req.user)
     sid = check_session_id(given, "session_id") if given else Agent.new_session_id()
     settings = settings_from(req.model_copy(update={"tool_choice": None}), _base_settings(app))
     busy = busy_sessions(request)

@@ -129,6 +129,16 @@ def test_session_id_continues_the_conversation(make_api, how):
     assert [m["content"] for m in stored][-1] == "Your name is Ada."
 
 
+def test_any_user_string_maps_to_a_stable_session(make_api):
+    api = make_api(say("one"), say("two"))
+    for _ in range(2):
+        body = api.client.post(URL, json={"model": "bastion-agent", "user": "Ada Lovelace <a@b>",
+                                          "messages": [user("hi")]}).json()
+        sid = body["bastion"]["session_id"]
+        assert sid.startswith("user-")
+    assert len(api.model.seen[1].messages) == 4  # system, hi, one, hi: the same session
+
+
 def test_bad_requests_for_the_agent(make_api):
     api = make_api()
     resp = api.client.post(URL, json={"model": "bastion-agent", "messages": [

@@ -70,8 +70,9 @@ async def post_chat_completions(
     """Run ``bastion-agent`` (the agent, tools through the gateway) or pass through to the model.
 
     ``bastion-agent`` answers the last user message. Earlier messages are the context, unless
-    a session id is given (``X-Bastion-Session`` header, ``session_id`` or ``user``): then the
-    session's stored history is used (the request's earlier messages only seed a new session).
+    a session id is given (``X-Bastion-Session`` header, ``session_id``, or ``user``, which is
+    hashed into an id when it is not one): then the session's stored history is used (the
+    request's earlier messages only seed a new session).
     Tool steps appear in the extra ``bastion`` field of chunks / the completion.
     """
     return await chat_completions(request, app, body)
