@@ -97,8 +97,10 @@ def build_registry(config: Config) -> ToolRegistry:
 
 
 def build_memory(config: Config, model: Model | None = None) -> ConversationMemory:
-    """Return the persistent memory (SQLite + semantic index), or an in-process one when
-    ``memory.enabled`` is false (then nothing is written)."""
+    """Return the persistent memory (SQLite + semantic index) for the agent.
+
+    With ``memory.enabled: false`` it is an in-process memory and nothing is written.
+    """
     if not config.memory.enabled:
         return EphemeralMemory()
     from bastion.memory.persistent import PersistentMemory
@@ -124,7 +126,7 @@ def build_app(
     config = config or load()
     sec = config.security
     workspace = workspace_dir(config)
-    sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits)
+    sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits, warm=sec.warm_pool)
     env = Environment(
         workspace=workspace,
         sandbox=sandbox,
@@ -142,6 +144,9 @@ def build_app(
     audit, approvals = security.audit, security.approvals
     registry = registry or build_registry(config)
     closers: list[Callable[[], None]] = []
+    pool = getattr(sandbox, "warm_pool", None)
+    if pool is not None:
+        closers.append(pool.shutdown)
     if config.mcp_servers:  # external MCP servers: prefixed toolsets, stdio ones sandboxed
         from bastion.mcp.mount import mount_servers
 

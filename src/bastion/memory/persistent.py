@@ -33,6 +33,9 @@ from bastion.memory.window import Window, context_budget, counter_for, window
 log = logging.getLogger("bastion.memory")
 
 RETRY_SEMANTIC_AFTER_S = 60.0
+# history() loads at least this many characters per token of budget; no tokenizer averages
+# more than 8 characters a token, so the window is never starved by the shortcut.
+HISTORY_CHARS_PER_TOKEN = 8
 
 
 def memory_root(config: MemoryConfig) -> Path:
@@ -88,7 +91,8 @@ class PersistentMemory:
             return None
         if self._index is not None:
             return self._index
-        if self._index_failed_at and time.monotonic() - self._index_failed_at < RETRY_SEMANTIC_AFTER_S:
+        since = time.monotonic() - self._index_failed_at
+        if self._index_failed_at and since < RETRY_SEMANTIC_AFTER_S:
             return None
         try:
             self._index = self._open_semantic()
@@ -136,9 +140,14 @@ class PersistentMemory:
 
     # -- the ConversationMemory seam ---------------------------------------------------
     async def history(self, session_id: str) -> list[Message]:
-        """Return the session's newest ``history_limit`` messages, oldest first."""
+        """Return the session's newest messages, oldest first.
+
+        Enough to fill the context window (at most ``history_limit``); older ones stay
+        stored and searchable.
+        """
         rows = await asyncio.to_thread(
-            self.store.messages, session_id, limit=self.config.history_limit
+            self.store.tail, session_id, min_chars=self.budget * HISTORY_CHARS_PER_TOKEN,
+            limit=self.config.history_limit,
         )
         return [r.message for r in rows]
 
@@ -157,7 +166,7 @@ class PersistentMemory:
     def context_sync(
         self, session_id: str, system: Message, history: Sequence[Message], query: str
     ) -> list[Message]:
-        """Synchronous :meth:`build_context` (benchmarks, tests)."""
+        """Return what :meth:`build_context` returns, synchronously (benchmarks, tests)."""
         use_rag = self.config.rag and self.config.semantic and self.config.k > 0
         rag_budget = min(self.config.rag_tokens, self.budget // 3) if use_rag else 0
         win = window(system, history, self.budget - rag_budget, self.count_tokens)
@@ -185,11 +194,9 @@ class PersistentMemory:
         index = self.semantic()
         if index is None:
             return []
-        info = self.store.resolve(key)
+        sid = self.store.session_id(key)
         try:
-            results = retrieve(
-                index, query, info.id if info else None, self.rag_settings, skip_texts=in_context
-            )
+            results = retrieve(index, query, sid, self.rag_settings, skip_texts=in_context)
         except Exception as exc:  # answer without retrieved snippets rather than not at all
             self._warn(f"retrieval failed, answering without it: {_describe(exc)}")
             self._index = None
@@ -258,7 +265,7 @@ class PersistentMemory:
             self._index.vectors.close()
 
     def close(self) -> None:
-        """Synchronous close (CLI)."""
+        """Close the stores, synchronously (CLI)."""
         self.store.close()
         if self._index is not None:
             self._index.vectors.close()

@@ -200,7 +200,8 @@ class SessionStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise MemoryStoreError(
-                    f"{self.path} has schema v{version}, newer than this bastion (v{SCHEMA_VERSION})",
+                    f"{self.path} has schema v{version}, newer than this bastion "
+                    f"(v{SCHEMA_VERSION})",
                     fix="upgrade bastion",
                 )
             for number in range(version, SCHEMA_VERSION):
@@ -235,6 +236,14 @@ class SessionStore:
             return None
         r = rows[0]
         return SessionInfo(r["id"], r["name"], r["created_at"], r["updated_at"], r["n"])
+
+    def session_id(self, key: str) -> str | None:
+        """Return the id of the session whose name (first) or id is ``key`` (no counting)."""
+        rows = self._query(
+            "SELECT id FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC LIMIT 1",
+            (key, key, key),
+        )
+        return str(rows[0][0]) if rows else None
 
     def require(self, key: str) -> SessionInfo:
         """Return the session ``key`` or raise a one-line error."""
@@ -321,19 +330,47 @@ class SessionStore:
 
     def messages(self, key: str, *, limit: int | None = None) -> list[StoredMessage]:
         """Return the session's messages oldest first (the newest ``limit`` if given)."""
-        info = self.resolve(key)
-        if info is None:
+        sid = self.session_id(key)
+        if sid is None:
             return []
         if limit is None:
-            rows = self._query(
-                "SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (info.id,)
-            )
+            rows = self._query("SELECT * FROM messages WHERE session_id = ? ORDER BY seq", (sid,))
         else:
             rows = self._query(
                 "SELECT * FROM (SELECT * FROM messages WHERE session_id = ? ORDER BY seq DESC "
                 "LIMIT ?) ORDER BY seq",
-                (info.id, limit),
+                (sid, limit),
             )
+        return [_row_message(r) for r in rows]
+
+    def tail(self, key: str, *, min_chars: int, limit: int) -> list[StoredMessage]:
+        """Return the newest messages holding at least ``min_chars`` characters, oldest first.
+
+        At most ``limit`` messages: enough to fill a context window without reading a long
+        session whole. Sizes are read newest-first and reading stops once there is enough;
+        then only the needed rows are loaded.
+        """
+        sid = self.session_id(key)
+        if sid is None:
+            return []
+        with self._lock:
+            cut = None
+            total = 0
+            # rows stream newest first; stop reading as soon as there is enough
+            for seq, n in self._db.execute(
+                "SELECT seq, length(content) + COALESCE(length(tool_calls), 0) FROM messages "
+                "WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+                (sid, limit),
+            ):
+                cut = seq
+                total += n + 16  # per-message framing
+                if total >= min_chars:
+                    break
+        if cut is None:
+            return []
+        rows = self._query(
+            "SELECT * FROM messages WHERE session_id = ? AND seq >= ? ORDER BY seq", (sid, cut)
+        )
         return [_row_message(r) for r in rows]
 
     def get_messages(self, ids: Sequence[int]) -> dict[int, StoredMessage]:

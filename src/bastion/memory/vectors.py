@@ -17,6 +17,7 @@ Within one process a single ``VectorStore`` per directory is shared (``open_vect
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -102,10 +103,8 @@ class VectorStore:
 
         if self._client is not None:
             self.reopens += 1
-            try:
+            with contextlib.suppress(Exception):  # a broken old client must not block a new one
                 self._client.close()
-            except Exception:  # a broken old client must not block a fresh one
-                pass
             self._client = None
         try:
             client = chromadb.PersistentClient(

@@ -25,6 +25,9 @@ from bastion.server.errors import ApiError
 router = APIRouter(prefix="/v1", tags=["memory"])
 
 SessionKey = Path(min_length=1, max_length=200, description="session name or id")
+DocKey = Path(min_length=1, max_length=1000, description="document id or source")
+FormatQuery = Query("json", description="json or markdown")
+AppDep = Depends(get_app)
 MAX_INGEST_BYTES = 25 * 1024 * 1024
 
 
@@ -77,7 +80,7 @@ def _exists(mem: PersistentMemory, key: str) -> None:
 
 
 @router.get("/sessions", summary="List sessions")
-async def list_sessions(app: App = Depends(get_app)) -> dict[str, Any]:
+async def list_sessions(app: App = AppDep) -> dict[str, Any]:
     """Return every stored session, most recently used first."""
     mem = _memory(app)
     rows = await asyncio.to_thread(mem.sessions)
@@ -86,7 +89,7 @@ async def list_sessions(app: App = Depends(get_app)) -> dict[str, Any]:
 
 @router.patch("/sessions/{session_id}", summary="Rename a session")
 async def rename_session(
-    body: Rename, session_id: str = SessionKey, app: App = Depends(get_app)
+    body: Rename, session_id: str = SessionKey, app: App = AppDep
 ) -> dict[str, Any]:
     """Rename a session; 404 if unknown, 409 if the name is taken."""
     mem = _memory(app)
@@ -99,7 +102,9 @@ async def rename_session(
 
 
 @router.delete("/sessions/{session_id}", summary="Delete a session")
-async def delete_session(session_id: str = SessionKey, app: App = Depends(get_app)) -> dict[str, Any]:
+async def delete_session(
+    session_id: str = SessionKey, app: App = AppDep
+) -> dict[str, Any]:
     """Delete a session, its messages and their search entries."""
     mem = _memory(app)
     _exists(mem, session_id)
@@ -110,8 +115,8 @@ async def delete_session(session_id: str = SessionKey, app: App = Depends(get_ap
 @router.get("/sessions/{session_id}/export", summary="Export a session", response_model=None)
 async def export_session(
     session_id: str = SessionKey,
-    format: Literal["json", "markdown"] = Query("json"),  # noqa: A002 - the public parameter
-    app: App = Depends(get_app),
+    format: Literal["json", "markdown"] = FormatQuery,  # noqa: A002 - the public parameter
+    app: App = AppDep,
 ) -> Response:
     """Return the whole session as JSON or Markdown (secrets redacted)."""
     mem = _memory(app)
@@ -123,7 +128,7 @@ async def export_session(
 
 
 @router.post("/search", summary="Search messages and documents by meaning")
-async def search(body: SearchBody, app: App = Depends(get_app)) -> dict[str, Any]:
+async def search(body: SearchBody, app: App = AppDep) -> dict[str, Any]:
     """Return the best matches with scores and where they came from."""
     mem = _memory(app)
     if body.session is not None:
@@ -155,7 +160,7 @@ def _decode(doc: Document) -> bytes:
 
 
 @router.post("/ingest", summary="Add documents to the knowledge base")
-async def ingest(body: IngestBody, app: App = Depends(get_app)) -> dict[str, Any]:
+async def ingest(body: IngestBody, app: App = AppDep) -> dict[str, Any]:
     """Chunk, embed and store documents; unchanged ones (same content hash) are skipped."""
     mem = _memory(app)
     blobs = [(d.name, _decode(d)) for d in body.documents]
@@ -176,7 +181,7 @@ async def ingest(body: IngestBody, app: App = Depends(get_app)) -> dict[str, Any
 
 
 @router.get("/knowledge", summary="List ingested documents")
-async def list_knowledge(app: App = Depends(get_app)) -> dict[str, Any]:
+async def list_knowledge(app: App = AppDep) -> dict[str, Any]:
     """Return every ingested document."""
     mem = _memory(app)
     docs = await asyncio.to_thread(mem.store.documents)
@@ -185,7 +190,7 @@ async def list_knowledge(app: App = Depends(get_app)) -> dict[str, Any]:
 
 @router.delete("/knowledge/{doc_id}", summary="Remove an ingested document")
 async def remove_knowledge(
-    doc_id: str = Path(min_length=1, max_length=1000), app: App = Depends(get_app)
+    doc_id: str = DocKey, app: App = AppDep
 ) -> dict[str, Any]:
     """Forget a document (by id or source name) and its chunks."""
     mem = _memory(app)
