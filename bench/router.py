@@ -364,6 +364,7 @@ async def chaos(total: int, concurrency: int = 50) -> None:
     await cluster.start()
     settings = ChatSettings(temperature=0.0, max_tokens=TOKENS, seed=1)
     failed: list[str] = []
+    wrong_texts: list[str] = []
     wrong = 0
     done = 0
     kills = 0
@@ -401,6 +402,7 @@ async def chaos(total: int, concurrency: int = 50) -> None:
             done += 1
             if text != EXPECTED:
                 wrong += 1
+                wrong_texts.append(f"{text!r} via {cluster.history[-1]}")
 
     chaos_task = asyncio.create_task(monkey())
     t0 = time.perf_counter()
@@ -419,6 +421,8 @@ async def chaos(total: int, concurrency: int = 50) -> None:
           f"failovers in the last {len(cluster.history)} routed: {failovers}")  # fmt: skip
     for f in failed[:5]:
         print("  failed:", f)
+    for w in wrong_texts[:5]:
+        print("  wrong:", w[:400])
 
 
 async def main() -> None:

@@ -85,6 +85,8 @@ class FakeNodeModel:
                 raise _dead("cut")
             yield TextDelta(tok)
             await asyncio.sleep(0)
+        if b.fail == "cut" and b.cut_after >= len(tokens):  # every token sent, then died
+            raise _dead("cut")
         if b.fail == "cut" and b.calls:
             for c in b.calls:
                 yield ToolCallEvent(c)

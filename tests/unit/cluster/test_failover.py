@@ -217,3 +217,14 @@ async def test_fails_fast_when_no_node_can_recover_in_time() -> None:
     model.router.drain("n0")
     with pytest.raises(ClusterError):
         await collect(model)
+
+
+async def test_cut_after_the_whole_answer_was_shown_adds_nothing() -> None:
+    # the node streamed every token, then died before its finish: the replay reproduces
+    # exactly what was shown, so the client gets nothing twice (found by bench chaos run)
+    model, fakes = cluster(Behaviour(fail="cut", cut_after=6), Behaviour())
+    model.router.get("n1").in_flight = 5
+    events = await collect(model)
+    assert text_of(events) == ANSWER
+    assert model.history[-1].mode == "replay" and model.history[-1].failovers == 1
+    assert [e.reason for e in events if isinstance(e, Finish)] == ["stop"]
