@@ -97,6 +97,10 @@ class SecurityConfig(_Section):
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
     )
+    warm_pool: int = Field(
+        default=0, ge=0, le=16,
+        description="bubblewrap sandboxes kept started for fast calls (useful for servers)",
+    )
     egress_uplink: EgressUplinkConfig | None = Field(
         default=None, description="where allowed egress leaves (needed when egress is used)"
     )

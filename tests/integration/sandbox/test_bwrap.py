@@ -82,3 +82,22 @@ async def test_agent_shell_call_through_gateway_is_audited(workspace: Path) -> N
         assert direct.ok and "42" in direct.text
     finally:
         await app.aclose()
+
+
+async def test_warm_pool_serves_calls_with_the_same_confinement(workspace: Path) -> None:
+    from bastion.security.sandbox.base import Limits, SandboxSpec
+
+    box = BubblewrapSandbox(SandboxSpec(workspace, Limits(wall_seconds=10)), warm=1)
+    assert box.warm_pool is not None
+    await box.warm_pool.fill()
+    res = await box.run(["/bin/sh", "-c", "id -u; echo $FOO; cat; pwd; echo x > /etc/x"],
+                        stdin=b"piped\n", env={"FOO": "bar"})
+    assert res.stdout == "1000\nbar\npiped\n/workspace\n"
+    assert "Read-only file system" in res.stderr
+    await box.warm_pool.fill()
+    slow = await box.run(["sleep", "33.77"], timeout_s=0.5)
+    assert slow.killed_reason == "timeout"
+    await box.warm_pool.close()
+    await asyncio.sleep(0.2)
+    assert leftover_processes("33.77") == []
+    assert leftover_processes("os.write(1,b") == []  # no waiter left behind

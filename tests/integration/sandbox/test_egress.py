@@ -30,14 +30,14 @@ ALLOWED, OTHER, RESOLVER = "10.214.0.10", "10.214.0.11", "10.214.0.53"
 PROBE = """
 import json, urllib.request
 out = {}
-for url in ["http://allowed.test:8000/", "http://other.test:8000/", "http://%s:8000/",
+for url in ["http://allowed.test:8000/", "http://other.test:8000/", "http://OTHER_IP:8000/",
             "http://allowed.test:8001/"]:
     try:
         out[url] = urllib.request.urlopen(url, timeout=3).status
     except Exception as e:
         out[url] = type(getattr(e, "reason", e)).__name__ + ": " + str(getattr(e, "reason", e))
 print(json.dumps(out))
-""" % OTHER
+""".replace("OTHER_IP", OTHER)
 
 
 @pytest.fixture(scope="module")

@@ -44,22 +44,25 @@ def exit_reason(code: int) -> str | None:
         return None
 
 
-async def run_tree(
+@dataclass(slots=True)
+class Spawned:
+    """A started process tree (fresh, or pre-started for the warm pool)."""
+
+    proc: asyncio.subprocess.Process
+    cgroup: PidsCgroup | None
+    max_pids: int | None
+    loop: asyncio.AbstractEventLoop
+
+
+async def spawn(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
-    stdin: bytes | None,
-    wall_seconds: float,
-    output_bytes: int,
+    stdin_pipe: bool,
     max_pids: int | None = None,
     cwd: str | None = None,
-    label: Mapping[str, str] | None = None,
-) -> ProcessResult:
-    """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline.
-
-    Never raises for the child's failures; a cancelled caller kills the tree too.
-    """
-    start = time.perf_counter()
+) -> Spawned:
+    """Start ``argv`` in its own session and (where possible) its own pids cgroup."""
     cgroup = PidsCgroup.create(max_pids) if max_pids else None
     procs_fd = cgroup.procs_fd() if cgroup else None
 
@@ -67,16 +70,10 @@ async def run_tree(
         if procs_fd is not None:
             os.write(procs_fd, b"0")
 
-    capture = _Capture(output_bytes)
-    out, err = bytearray(), bytearray()
-    reason: str | None = None
-    pids_hit = False
-    state: Path | None = None
-    proc: asyncio.subprocess.Process | None = None
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
@@ -84,9 +81,38 @@ async def run_tree(
             start_new_session=True,
             preexec_fn=join_cgroup if procs_fd is not None else None,
         )
+    except BaseException:
+        if cgroup is not None:
+            await _remove(cgroup)
+        raise
+    finally:
         if procs_fd is not None:
             os.close(procs_fd)
-            procs_fd = None
+    return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop())
+
+
+async def drive(
+    spawned: Spawned,
+    *,
+    stdin: bytes | None,
+    wall_seconds: float,
+    output_bytes: int,
+    label: Mapping[str, str] | None = None,
+    header: bytes | None = None,
+) -> ProcessResult:
+    """Feed, capture and bound a spawned tree until it ends or is killed; then clean up.
+
+    ``header`` is written before ``stdin`` (a warm sandbox's request). Never raises for the
+    child's failures; a cancelled caller kills the tree too.
+    """
+    start = time.perf_counter()
+    proc, cgroup, max_pids = spawned.proc, spawned.cgroup, spawned.max_pids
+    capture = _Capture(output_bytes)
+    out, err = bytearray(), bytearray()
+    reason: str | None = None
+    pids_hit = False
+    state: Path | None = None
+    try:
         if label is not None:
             state = _running.track(proc.pid, cgroup.path if cgroup else None, label)
         overflow = asyncio.Event()
@@ -101,10 +127,13 @@ async def run_tree(
                         overflow.set()
 
         async def feed() -> None:
-            if proc is None or proc.stdin is None or stdin is None:
+            if proc.stdin is None:
                 return
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.write(stdin)
+                if header:
+                    proc.stdin.write(header)
+                if stdin:
+                    proc.stdin.write(stdin)
                 await proc.stdin.drain()
                 proc.stdin.close()
 
@@ -125,9 +154,7 @@ async def run_tree(
     finally:
         if state is not None:
             _running.untrack(state)
-        if procs_fd is not None:
-            os.close(procs_fd)
-        if proc is not None and proc.returncode is None:
+        if proc.returncode is None:
             _kill(proc, cgroup)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
@@ -149,6 +176,33 @@ async def run_tree(
         killed_reason=reason,
         duration_ms=(time.perf_counter() - start) * 1000,
     )
+
+
+async def run_tree(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin: bytes | None,
+    wall_seconds: float,
+    output_bytes: int,
+    max_pids: int | None = None,
+    cwd: str | None = None,
+    label: Mapping[str, str] | None = None,
+) -> ProcessResult:
+    """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline."""
+    spawned = await spawn(argv, env=env, stdin_pipe=stdin is not None, max_pids=max_pids,
+                          cwd=cwd)
+    return await drive(spawned, stdin=stdin, wall_seconds=wall_seconds,
+                       output_bytes=output_bytes, label=label)
+
+
+async def discard(spawned: Spawned) -> None:
+    """Kill a spawned tree that will not be used and clean up after it."""
+    _kill(spawned.proc, spawned.cgroup)
+    with contextlib.suppress(ProcessLookupError):
+        await spawned.proc.wait()
+    if spawned.cgroup is not None:
+        await _remove(spawned.cgroup)
 
 
 def _kill(proc: asyncio.subprocess.Process, cgroup: PidsCgroup | None) -> None:

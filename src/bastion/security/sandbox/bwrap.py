@@ -19,6 +19,7 @@ What a sandboxed process sees and may do:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -28,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bastion.errors import SandboxError
-from bastion.security.sandbox._proc import run_tree
+from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
+from bastion.security.sandbox._proc import Spawned, discard, drive, run_tree, spawn
 from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
 from bastion.tools.base import ProcessResult
 
@@ -125,7 +127,7 @@ class BubblewrapSandbox:
     name = "bubblewrap"
 
     def __init__(self, spec: SandboxSpec, *, bwrap: str | None = None,
-                 hostname: str = "sandbox") -> None:
+                 hostname: str = "sandbox", warm: int = 0) -> None:
         found = bwrap or shutil.which("bwrap")
         if not found:
             raise SandboxError("bubblewrap is not installed", fix=INSTALL_HINT)
@@ -137,6 +139,7 @@ class BubblewrapSandbox:
         _write_identity(self._state / "etc", hostname)
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
         self._prefix = self._build_prefix()
+        self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
 
     @classmethod
     def available(cls) -> str | None:
@@ -250,6 +253,14 @@ class BubblewrapSandbox:
         """Run ``argv`` in a fresh sandbox; the deadline is ``min(timeout_s, wall limit)``."""
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
+        warm = self.warm_pool.take() if self.warm_pool is not None else None
+        if warm is not None:
+            return await drive(
+                warm, stdin=stdin, wall_seconds=wall, output_bytes=limits.output_bytes,
+                header=request_line(argv, self.environment(env)),
+                label={"backend": self.name, "command": " ".join(argv)[:200],
+                       "workspace": str(self.spec.workspace), "warm": "yes"},
+            )
         return await run_tree(
             self.command(argv),
             env=self.environment(env),
@@ -260,6 +271,18 @@ class BubblewrapSandbox:
             label={"backend": self.name, "command": " ".join(argv)[:200],
                    "workspace": str(self.spec.workspace)},
         )
+
+    async def _spawn_waiter(self) -> Spawned:
+        spawned = await spawn(self.command(["python3", "-I", "-S", "-c", WAITER]),
+                              env=self.environment(None), stdin_pipe=True,
+                              max_pids=self.spec.limits.max_processes + 2)
+        try:  # the waiter writes one NUL byte once it is up and reading
+            assert spawned.proc.stdout is not None
+            await asyncio.wait_for(spawned.proc.stdout.readexactly(1), 20)
+        except BaseException:
+            await discard(spawned)
+            raise
+        return spawned
 
     def close(self) -> None:
         """Remove the generated files."""

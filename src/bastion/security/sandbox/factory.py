@@ -53,7 +53,8 @@ def resolve_kind(kind: str) -> str:
     return "bubblewrap"
 
 
-def build_sandbox(kind: str, spec: SandboxSpec) -> tuple[Sandbox | None, str | None]:
+def build_sandbox(kind: str, spec: SandboxSpec, *, warm: int = 0
+                  ) -> tuple[Sandbox | None, str | None]:
     """Return a backend for ``spec`` or ``(None, problem)``; ``none`` never sandboxes."""
     if kind == "none":
         return None, "sandboxing is disabled (security.sandbox: none), so sandboxed tools refuse"
@@ -65,6 +66,8 @@ def build_sandbox(kind: str, spec: SandboxSpec) -> tuple[Sandbox | None, str | N
     if problem:
         return None, problem
     try:
+        if warm and cls.name == "bubblewrap":  # the backend with a warm pool
+            return cls(spec, warm=warm), None  # type: ignore[call-arg]
         return cls(spec), None  # type: ignore[call-arg]
     except SandboxError as exc:
         return None, exc.user_text()
@@ -75,6 +78,8 @@ def create_sandbox(
     workspace: Path,
     limits: LimitsConfig,
     network: NetworkPolicy | None = None,
+    *,
+    warm: int = 0,
 ) -> tuple[Sandbox | None, str | None]:
     """Return ``(sandbox, None)``, or ``(None, problem)`` when the backend cannot run here.
 
@@ -82,4 +87,4 @@ def create_sandbox(
     fallback to the host.
     """
     spec = SandboxSpec(Path(workspace), limits_from_config(limits), network or NetworkPolicy())
-    return build_sandbox(kind, spec)
+    return build_sandbox(kind, spec, warm=warm)

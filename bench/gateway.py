@@ -1,0 +1,130 @@
+"""Gateway overhead and sandboxed-call latency, side by side in one run.
+
+    python bench/gateway.py [--calls 2000] [--sandboxed 40]
+
+1. A cheap tool (read_file on a small file) called directly vs through the app's full gateway
+   (audit to SQLite, policy, risk/approval, secrets, output scan): p50/p99 per call and the
+   gateway's own overhead (difference of p50s).
+2. A sandboxed ``/bin/true`` per backend available here: cold (a fresh sandbox per call) and
+   warm (the pre-started pool), p50/p99.
+Targets (issue 5): <= 1 ms p50 gateway overhead; <= 40 ms p50 warm bubblewrap call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, ms: list[float]) -> str:
+    return (f"{label:<34} p50 {statistics.median(ms):8.3f} ms   p99 {pct(ms, 0.99):8.3f} ms"
+            f"   n={len(ms)}")
+
+
+async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
+    from tests.fakes.model import ScriptedModel
+
+    from bastion.app import build_app
+    from bastion.config.model import Config
+    from bastion.llm.messages import ToolCall
+    from bastion.memory.base import EphemeralMemory
+    from bastion.tools.base import ToolContext
+
+    (ws / "small.txt").write_text("hello\n" * 10)
+    app = build_app(Config.model_validate({"agent": {"workspace": str(ws)}}),
+                    model=ScriptedModel(), memory=EphemeralMemory())
+    tool = app.registry.get("read_file")
+    ctx = ToolContext(workspace=ws)
+    args = {"path": "small.txt"}
+    direct, through = [], []
+    for _ in range(200):  # warm-up both paths
+        await tool(args, ctx)
+        await app.gateway.execute(ToolCall("read_file", args))
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await tool(args, ctx)
+        t1 = time.perf_counter()
+        res = await app.gateway.execute(ToolCall("read_file", args))
+        t2 = time.perf_counter()
+        assert res.ok, res.text
+        direct.append((t1 - t0) * 1000)
+        through.append((t2 - t1) * 1000)
+    await app.aclose()
+    print(line("direct tool call", direct))
+    print(line("through the gateway", through))
+    overhead = statistics.median(through) - statistics.median(direct)
+    print(f"{'gateway overhead (p50 difference)':<34} {overhead:8.3f} ms   "
+          f"ratio gateway/direct {statistics.median(through) / statistics.median(direct):6.1f}x")
+    return overhead, statistics.median(through)
+
+
+async def sandboxed(n: int, ws: Path) -> None:
+    from bastion.config.model import LimitsConfig
+    from bastion.security.sandbox.factory import BACKENDS, backend_class, create_sandbox
+
+    for kind in BACKENDS:
+        try:
+            problem = backend_class(kind).available()
+        except Exception as exc:  # a backend module missing in this build
+            problem = str(exc)
+        if problem:
+            print(f"{kind:<12} skipped: {problem}")
+            continue
+        box, why = create_sandbox(kind, ws, LimitsConfig(), warm=2)
+        assert box is not None, why
+        runs = n if kind == "bubblewrap" else max(5, n // 4)
+        cold = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = await box.run(["/bin/true"])
+            cold.append((time.perf_counter() - t0) * 1000)
+            assert res.exit_code == 0, res.stderr
+        print(line(f"{kind} cold", cold))
+        pool = getattr(box, "warm_pool", None)
+        if pool is None:
+            print(f"{kind:<12} warm: no pool for this backend")
+            continue
+        await pool.fill()
+        warm = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = await box.run(["/bin/true"])
+            warm.append((time.perf_counter() - t0) * 1000)
+            assert res.exit_code == 0, res.stderr
+            await pool.fill()  # refill outside the timed part, as the idle pool does
+        print(line(f"{kind} warm pool", warm))
+        ratio = statistics.median(warm) / statistics.median(cold)
+        print(f"{kind:<12} warm/cold p50 ratio {ratio:.2f}")
+        await pool.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--sandboxed", type=int, default=40)
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["BASTION_HOME"] = home
+        ws = Path(home) / "ws"
+        ws.mkdir()
+        print(f"# bench/gateway.py on {os.cpu_count()} CPUs")
+        await gateway_overhead(opts.calls, ws)
+        await sandboxed(opts.sandboxed, ws)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
