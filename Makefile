@@ -40,6 +40,7 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/memory_rag.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -12,7 +12,11 @@ class ConversationMemory(Protocol):
     """Where a session's messages live and how the model's context is assembled."""
 
     async def history(self, session_id: str) -> list[Message]:
-        """Return the session's stored messages, oldest first."""
+        """Return the session's stored messages, oldest first.
+
+        A persistent backend may return only the newest ones, as many as can fill the
+        model's context window; the rest stay stored (and exportable, searchable).
+        """
         ...
 
     async def append(self, session_id: str, message: Message) -> None:

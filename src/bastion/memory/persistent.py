@@ -76,7 +76,8 @@ class PersistentMemory:
         self.last_snippets: list[SearchResult] = []
         self._index: SemanticIndex | None = None
         self._index_failed_at = 0.0
-        self._rag_cache: tuple[tuple[str, str], list[SearchResult]] | None = None
+        self._rag_cache: tuple[tuple[str, str, int], list[SearchResult]] | None = None
+        self._turn: dict[str, int] = {}  # session key -> row id of its latest user message
         self._caught_up = False
 
     # -- degradation -----------------------------------------------------------------
@@ -154,6 +155,8 @@ class PersistentMemory:
     async def append(self, session_id: str, message: Message) -> None:
         """Store ``message`` durably, then index it (an index failure only warns)."""
         stored = await asyncio.to_thread(self.store.append, session_id, message)
+        if message.role == "user":
+            self._turn[session_id] = stored.id
         if self.config.semantic:
             await asyncio.to_thread(self._index_stored, [stored])
 
@@ -187,7 +190,8 @@ class PersistentMemory:
         return [merged, *win.messages[1:]]
 
     def _retrieve(self, key: str, query: str, in_context: list[str]) -> list[SearchResult]:
-        cache_key = (key, query)
+        # one retrieval per turn: the agent rebuilds the context after every tool step
+        cache_key = (key, query, self._turn.get(key, 0))
         if self._rag_cache and self._rag_cache[0] == cache_key:
             skip = {t.strip() for t in in_context}
             return [r for r in self._rag_cache[1] if r.text.strip() not in skip]

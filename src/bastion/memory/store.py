@@ -11,6 +11,7 @@ Schema changes are numbered migrations tracked in ``PRAGMA user_version``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -66,6 +67,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_GENERATED = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -261,7 +263,9 @@ class SessionStore:
         ).fetchone()
         if row:
             return str(row[0])
-        sid = uuid.uuid4().hex[:12]
+        # a generated key (Agent.new_session_id) doubles as the id; a chosen name gets a new one
+        taken = db.execute("SELECT 1 FROM sessions WHERE id = ?", (key,)).fetchone()
+        sid = key if _GENERATED.fullmatch(key) and not taken else uuid.uuid4().hex[:12]
         now = time.time()
         db.execute(
             "INSERT INTO sessions(id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",

@@ -148,3 +148,13 @@ async def test_memory_enabled_by_default_in_build_app(bastion_home: Path) -> Non
     await app.agent().ask("hello", session_id="s")
     await app.aclose()
     assert (bastion_home / "memory" / "memory.db").exists()
+
+
+def test_generated_keys_double_as_ids(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "m.db")
+    store.append("0123456789ab", Message("user", "x"))
+    assert store.require("0123456789ab").id == "0123456789ab"
+    store.append("my project", Message("user", "y"))
+    named = store.require("my project")
+    assert named.id != "my project" and len(named.id) == 12
+    store.close()
