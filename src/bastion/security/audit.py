@@ -430,8 +430,11 @@ def _s(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return _ENCODER.encode(value)
 
 
 def _connect(path: Path, durability: str = "committed") -> sqlite3.Connection:

@@ -21,6 +21,10 @@ _SENSITIVE_KEY = re.compile(
 )
 
 
+_CACHE_MAX_CHARS = 512
+_CACHE_ENTRIES = 8192
+
+
 class Redactor:
     """Masks known token formats, sensitive keys and exact values bastion holds."""
 
@@ -30,6 +34,11 @@ class Redactor:
         self.scanner = scanner or SecretScanner()
         for value in known_values:
             self.scanner.add_known(value)
+        # Audit fields and tool lines repeat a lot (tool names, decisions, common outputs):
+        # short texts are remembered until the held values change.
+        self._cache: dict[str, str] = {}
+        self._cache_version = -1
+        self._keys: dict[Any, bool] = {}
 
     def add_known(self, value: str) -> None:
         """Also mask this exact value (a secret bastion holds) wherever it appears, encoded too."""
@@ -37,14 +46,30 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Return ``text`` with secrets masked."""
-        return self.scanner.redact(text)
+        if len(text) > _CACHE_MAX_CHARS:
+            return self.scanner.redact(text)
+        if self._cache_version != self.scanner.version or len(self._cache) > _CACHE_ENTRIES:
+            self._cache = {}
+            self._cache_version = self.scanner.version
+        out = self._cache.get(text)
+        if out is None:
+            out = self._cache[text] = self.scanner.redact(text)
+        return out
+
+    def _sensitive(self, key: Any) -> bool:
+        hit = self._keys.get(key)
+        if hit is None:
+            hit = isinstance(key, str) and _SENSITIVE_KEY.search(key) is not None
+            if len(self._keys) < _CACHE_ENTRIES:
+                self._keys[key] = hit
+        return hit
 
     def data(self, value: Any) -> Any:
         """Return a copy of ``value`` with secrets masked (keys named like secrets too)."""
         if isinstance(value, dict):
             return {
-                k: (MASK if isinstance(k, str) and _SENSITIVE_KEY.search(k) and v
-                    and not isinstance(v, (dict, list, bool)) else self.data(v))
+                k: (MASK if v and self._sensitive(k) and not isinstance(v, (dict, list, bool))
+                    else self.data(v))
                 for k, v in value.items()
             }
         if isinstance(value, (list, tuple)):
