@@ -88,7 +88,7 @@ def serve(
 def list_servers() -> None:
     """Show the configured MCP servers and whether each one starts and answers."""
     from bastion.config.loader import load
-    from bastion.mcp.mount import connect
+    from bastion.mcp.mount import close_kept, connect
 
     config = load()
     if not config.mcp_servers:
@@ -112,6 +112,7 @@ def list_servers() -> None:
             continue
         table.add_row(cfg.name, escape(transport), sandbox, "[green]ok", str(len(toolset.tools)))
         toolset.close()
+        close_kept(keep)
     _out.print(table)
 
 
@@ -121,7 +122,7 @@ def list_tools(
 ) -> None:
     """List the tools of the mounted servers (as the agent sees them, with their prefix)."""
     from bastion.config.loader import load
-    from bastion.mcp.mount import connect
+    from bastion.mcp.mount import close_kept, connect
 
     config = load()
     chosen = [c for c in config.mcp_servers if server in (None, c.name) and c.enabled]
@@ -137,6 +138,7 @@ def list_tools(
                 _out.print(f"[bold]{escape(t.name)}[/]  {escape(first)}")
         finally:
             toolset.close()
+            close_kept(keep)
 
 
 @mcp_app.command("call")

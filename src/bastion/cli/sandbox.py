@@ -124,6 +124,27 @@ def kill(run_id: Annotated[str, typer.Argument(help="id from 'bastion sandbox ls
     _err.print(f"killed {run_id}")
 
 
+@sandbox_app.command("build-image")
+def build_image(
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if it exists")] = False,
+    mirror: Annotated[str, typer.Option(help="Debian mirror")] = "http://deb.debian.org/debian",
+) -> None:
+    """Build the podman sandbox image locally (debootstrap + podman import; ~2 min, cached)."""
+    import tempfile
+    from pathlib import Path
+
+    from bastion.security.sandbox.podman import IMAGE, image_exists
+    from bastion.security.sandbox.podman import build_image as build
+
+    if not force and image_exists():
+        _err.print(f"{IMAGE} already exists (use --force to rebuild)")
+        return
+    with tempfile.TemporaryDirectory(prefix="bastion-image-") as tmp:
+        _err.print(f"building {IMAGE} with debootstrap from {mirror} ...")
+        build(Path(tmp), mirror=mirror)
+    _err.print(f"built {IMAGE}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``bastion sandbox`` to the CLI."""
     app.add_typer(sandbox_app, name="sandbox")

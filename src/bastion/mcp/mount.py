@@ -33,7 +33,7 @@ class Mounted:
         for ts in self.toolsets:
             ts.close()
         self.toolsets.clear()
-        _close_kept(self.keep)
+        close_kept(self.keep)
 
 
 def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
@@ -86,12 +86,13 @@ def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
     try:
         conn.start()
     except BaseException:
-        _close_kept(keep)
+        close_kept(keep)
         raise
     return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools)
 
 
-def _close_kept(keep: list[Any]) -> None:
+def close_kept(keep: list[Any]) -> None:
+    """Close what a server needed besides its connection (egress namespaces, sandboxes)."""
     for item in reversed(keep):
         close = getattr(item, "close", None)
         if close is not None:

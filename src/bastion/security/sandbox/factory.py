@@ -36,7 +36,7 @@ def backend_class(kind: str) -> type[Sandbox]:
     if kind == "podman":
         from bastion.security.sandbox.podman import PodmanSandbox
 
-        return PodmanSandbox  # type: ignore[no-any-return]
+        return PodmanSandbox
     raise SandboxError(f"unknown sandbox backend {kind!r}",
                        fix="set security.sandbox to auto, bubblewrap, gvisor, podman or none")
 
