@@ -6,6 +6,7 @@ calls (the client is configured with ``model.native_tools: true``):
 
 - last message is a tool result -> "The tool said: <first line of the result>"
 - user text contains "count files" -> a ``list_files`` call with ``{"path": "sample"}``
+- user text contains "write note" -> a ``write_file`` call writing "hi" to note.txt
 - user text contains "slow" -> "tick" every 0.2 s for 60 s (to be cancelled)
 - anything else -> "echo: <user text>"
 """
@@ -66,6 +67,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif "count files" in user and body.get("tools"):
             call = {"index": 0, "id": "call_fake1", "type": "function",
                     "function": {"name": "list_files", "arguments": json.dumps({"path": "sample"})}}
+            yield _chunk({"role": "assistant", "tool_calls": [call]})
+            yield _chunk({}, "tool_calls")
+        elif "write note" in user and body.get("tools"):
+            args = json.dumps({"path": "note.txt", "content": "hi"})
+            call = {"index": 0, "id": "call_fake2", "type": "function",
+                    "function": {"name": "write_file", "arguments": args}}
             yield _chunk({"role": "assistant", "tool_calls": [call]})
             yield _chunk({}, "tool_calls")
         elif "slow" in user:

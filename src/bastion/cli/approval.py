@@ -67,8 +67,10 @@ class ConsoleApprover:
                 Panel(describe(request), title="approval needed", border_style="yellow",
                       expand=False)
             )
-            self.console.print(f"Allow this call? [y/N/s = allow {escape(request.tool)} for this "
-                               f"session] (denied after {timeout_s:.0f} s) ", end="")
+            # "\\[" keeps rich from reading the choices as a markup tag (it would drop them)
+            self.console.print(f"Allow this call? \\[y/N/s = allow {escape(request.tool)} for "
+                               f"this session] (denied after {timeout_s:.0f} s) ", end="",
+                               highlight=False)
             try:
                 line = await asyncio.wait_for(self._readline(), timeout_s)
             except TimeoutError:

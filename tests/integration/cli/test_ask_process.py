@@ -24,6 +24,9 @@ def test_ask_uses_a_tool_and_keeps_the_session(served_home: Path,
     # the second process saw the first turn (session persisted by the memory layer)
     sent = [m.get("content") for m in fake_server.requests[-1]["messages"]]
     assert "please count files in sample" in sent
+    doctor = bastion(served_home, "doctor")
+    assert doctor.returncode == 0, doctor.stdout
+    assert "model server" in doctor.stdout and "answered" in doctor.stdout
 
 
 def test_user_mistakes_are_one_line_errors(served_home: Path) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pexpect
+import yaml
 
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
 from tests.integration.cli.conftest import ROOT, cli_env
@@ -56,6 +57,36 @@ def test_chat_in_a_terminal(served_home: Path, fake_server: FakeOpenAIServer) ->
     finally:
         child.close()
     assert child.exitstatus == 0, child.before
+
+
+def test_risky_call_asks_at_the_terminal(served_home: Path) -> None:
+    config = served_home / "bastion.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["security"]["tools"] = {"write_file": "ask"}
+    config.write_text(yaml.safe_dump(raw))
+    note = served_home / "workspace" / "note.txt"
+    child = spawn(served_home)
+    try:
+        child.sendline("please write note")
+        child.expect("approval needed")
+        child.expect("will write to note.txt")
+        child.expect(r"Allow this call\? \[y/N/s")
+        child.sendline("n")
+        child.expect("✗ write_file denied")
+        child.expect(PROMPT)
+        assert not note.exists()
+
+        child.sendline("please write note")
+        child.expect(r"Allow this call\? \[y/N/s")
+        child.sendline("y")
+        child.expect("✓ write_file")
+        child.expect(PROMPT)
+        assert note.read_text() == "hi"
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
 
 
 def test_ctrl_c_at_empty_prompt_exits_cleanly(served_home: Path) -> None:

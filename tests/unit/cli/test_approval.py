@@ -43,6 +43,7 @@ async def test_yes_approves_and_shows_the_exact_command(pipe) -> None:  # type: 
     shown = buf.getvalue()
     assert "rm -rf build && make" in shown and "HIGH" in shown
     assert "policy requires approval" in shown
+    assert "Allow this call? [y/N/s = allow shell for this session]" in shown
     assert '"timeout_s": 5' in shown
 
 
