@@ -50,7 +50,8 @@ def tokens() -> list[tuple[str, Callable[[], str]]]:
         ("github_oauth", lambda: "gho_" + rs(AZ09, 36)),
         ("github_fine", lambda: "github_pat_" + rs(AZ09, 22) + "_" + rs(AZ09, 59)),
         ("gitlab", lambda: "glpat-" + rs(url, 20)),
-        ("slack_bot", lambda: f"xoxb-{rs(string.digits, 12)}-{rs(string.digits, 13)}-{rs(AZ09, 24)}"),
+        ("slack_bot", lambda: f"xoxb-{rs(string.digits, 12)}-{rs(string.digits, 13)}-"
+         + rs(AZ09, 24)),
         ("slack_webhook", lambda: "https://hooks.slack.com/services/T" + rs(A_Z, 8) + "/B"
          + rs(A_Z, 8) + "/" + rs(AZ09, 24)),
         ("openai", lambda: "sk-proj-" + rs(url, 48)),
@@ -87,7 +88,8 @@ NEGATIVES = [
     lambda: f"commit {rs('0123456789abcdef', 40)} Merge branch 'main'",
     lambda: f"sha256:{rs('0123456789abcdef', 64)}  file.tar.gz",
     lambda: f"request id {rs('0123456789abcdef', 8)}-{rs('0123456789abcdef', 4)}-4"
-            f"{rs('0123456789abcdef', 3)}-a{rs('0123456789abcdef', 3)}-{rs('0123456789abcdef', 12)}",
+            f"{rs('0123456789abcdef', 3)}-a{rs('0123456789abcdef', 3)}-"
+            f"{rs('0123456789abcdef', 12)}",
     lambda: f"/usr/lib/python3.11/site-packages/{rs(string.ascii_lowercase, 8)}/__init__.py",
     lambda: "def " + rs(string.ascii_lowercase, 10) + "_handler(request, *args, **kwargs):",
     lambda: f"total {R.randint(10, 900)} drwxr-xr-x 2 root root 4096 Nov 25 12:00 workspace",
@@ -100,7 +102,7 @@ NEGATIVES = [
     lambda: f"user_id={R.randint(10**5, 10**6)} action=login status=ok",
     lambda: f"{rs(string.ascii_lowercase, 5)}.{rs(string.ascii_lowercase, 8)}.example.org",
     lambda: f"font-family: Inter, sans-serif; color: #{rs('0123456789abcdef', 6)};",
-    lambda: f"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    lambda: "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     lambda: "AKIA is the prefix of AWS access key ids; ghp_ is GitHub's.",
     lambda: f"version {R.randint(1, 9)}.{R.randint(0, 20)}.{R.randint(0, 99)} released",
 ]
@@ -157,8 +159,8 @@ def bench_audit(n: int, n_base: int) -> None:
         start, cpu = time.perf_counter(), time.process_time()
         for i in range(n_base):
             base.execute("BEGIN")
-            base.execute("INSERT INTO events (id, ts, kind, actor, session_id, tool, decision, risk,"
-                         " arguments, result, duration_ms, detail, hash) VALUES"
+            base.execute("INSERT INTO events (id, ts, kind, actor, session_id, tool, decision,"
+                         " risk, arguments, result, duration_ms, detail, hash) VALUES"
                          " (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          (i + 1, time.time(), "tool_call", "agent", "s1", "shell", "allowed", "low",
                           json.dumps(args), result, 1.5, json.dumps({"call_id": f"c{i}"}), ""))

@@ -14,3 +14,9 @@ if command -v npm >/dev/null 2>&1; then
     --prefix "$NODE_DIR" @modelcontextprotocol/server-everything@2026.8.31 \
     @modelcontextprotocol/conformance@0.1.13
 fi
+# An independent sops decoder (npm sops-age) for the sops interoperability tests, next to the venv.
+if command -v npm >/dev/null 2>&1; then
+  SOPS_DIR="$(cd "$(dirname "$0")/.." && pwd)/.venv/sops-node"
+  [ -e "$SOPS_DIR/node_modules/sops-age" ] || npm install --silent --no-audit --no-fund \
+    --prefix "$SOPS_DIR" sops-age@4.0.2
+fi

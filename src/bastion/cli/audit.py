@@ -58,7 +58,8 @@ def parse_time(text: str | None) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise AuditError(f"cannot read the time {text!r}",
-                         fix="use 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d") from None
+                         fix="use 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d"
+                         ) from None
 
 
 def _when(ts: float) -> str:
@@ -134,8 +135,9 @@ def security_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = Non
     """Show security decisions: approvals, denials, retention, egress and policy events."""
     rows = list(_query(db, limit=None, since=since, until=until, session=session, tool=tool,
                        decision=decision, kind=None))
-    picked = [e for e in rows if e.kind in SECURITY_KINDS or e.kind.startswith(("approval",
-              "egress", "policy", "security")) or (e.kind == "tool_call" and e.decision != "allowed")]
+    prefixes = ("approval", "egress", "policy", "security")
+    picked = [e for e in rows if e.kind in SECURITY_KINDS or e.kind.startswith(prefixes)
+              or (e.kind == "tool_call" and e.decision != "allowed")]
     _print(picked[:limit], as_json)
 
 

@@ -1,5 +1,8 @@
-"""``bastion secrets set|get|list|rm|recipient``: manage secrets; values are never echoed unless
-asked (``get --reveal``), and ``set`` reads the value from a hidden prompt or stdin, never argv."""
+"""``bastion secrets set|get|list|rm|recipient``: manage secrets.
+
+Values are never echoed unless asked (``get --reveal``), and ``set`` reads the value from a
+hidden prompt or stdin, never from argv.
+"""
 
 from __future__ import annotations
 

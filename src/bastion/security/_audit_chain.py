@@ -66,7 +66,8 @@ def verify_signature(public_hex: str, message: bytes, signature_hex: str) -> boo
     """Return whether ``signature_hex`` is a valid Ed25519 signature of ``message``."""
     ed = require("cryptography.hazmat.primitives.asymmetric.ed25519", extra="secrets",
                  feature="signed audit checkpoints")
-    exc_mod = require("cryptography.exceptions", extra="secrets", feature="signed audit checkpoints")
+    exc_mod = require("cryptography.exceptions", extra="secrets",
+                      feature="signed audit checkpoints")
     try:
         key = ed.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
         key.verify(bytes.fromhex(signature_hex), message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-
 _B = r"(?<![A-Za-z0-9_])"  # start boundary that also treats '_' as a word char
 _E = r"(?![A-Za-z0-9_])"
 
@@ -41,14 +40,17 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("aws_access_key_id", _B + r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)"
-         r"[0-9A-Z]{16}" + _E, ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA")),
+         r"[0-9A-Z]{16}" + _E,
+         ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA")),
     Rule("aws_secret_access_key",
          r"aws.{0,20}?(?:secret|sk).{0,20}?['\"=:\s]\s*([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
          ("aws",), group=1, nocase=True),
-    Rule("github_token", _B + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _E, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    Rule("github_token", _B + r"gh[pousr]_[A-Za-z0-9]{36,255}" + _E,
+         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
     Rule("github_fine_grained", _B + r"github_pat_[A-Za-z0-9_]{60,255}", ("github_pat_",)),
     Rule("gitlab_token", _B + r"gl(?:pat|dt|ptt|rt|soat|ffct|cbt|imt|agent)-[A-Za-z0-9_-]{20,}",
-         ("glpat-", "gldt-", "glptt-", "glrt-", "glsoat-", "glffct-", "glcbt-", "glimt-", "glagent-")),
+         ("glpat-", "gldt-", "glptt-", "glrt-", "glsoat-", "glffct-", "glcbt-", "glimt-",
+          "glagent-")),
     Rule("slack_token", _B + r"xox[abposr]-[A-Za-z0-9-]{10,}", ("xox",)),
     Rule("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/"
          r"[A-Za-z0-9_]{20,}", ("hooks.slack",)),

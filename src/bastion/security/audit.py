@@ -20,6 +20,7 @@ durability policy says when a record counts as acknowledged:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -210,9 +211,7 @@ class AuditLog:
             self._receipt += 1
             receipt = self._receipt
             self._queue.append(_Pending(receipt, row))
-            if len(self._queue) >= self.batch_size:
-                self._cond.notify()
-            elif len(self._queue) == 1:
+            if len(self._queue) >= self.batch_size or len(self._queue) == 1:
                 self._cond.notify()
         return receipt
 
@@ -335,10 +334,8 @@ class AuditLog:
         for ev in events:
             ev.set()
         for loop, fut in futs:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, fut)
-            except RuntimeError:  # that loop is closed; nobody waits any more
-                pass
 
     # ---- reading ---------------------------------------------------------------------------
     def events(

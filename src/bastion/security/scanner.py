@@ -1,4 +1,4 @@
-"""Secret scanner: well-known token formats, high-entropy strings and the exact values bastion holds.
+"""Secret scanner: well-known token formats, high-entropy strings, the exact values bastion holds.
 
 The scanner runs on every tool output (gateway stage), every model-bound message (the model
 guard) and every audit record (through :class:`~bastion.security.redact.Redactor`). Held values

@@ -42,8 +42,9 @@ def _decisions(home: Path) -> list[tuple[str | None, str | None, object]]:
     return rows
 
 
-def test_allow_for_session_in_a_terminal(served_home: Path, fake_server: FakeOpenAIServer
-                                         ) -> None:  # noqa: F811
+def test_allow_for_session_in_a_terminal(
+    served_home: Path, fake_server: FakeOpenAIServer  # noqa: F811
+) -> None:
     _configure(served_home, 30)
     child = _spawn(served_home)
     try:
@@ -66,7 +67,9 @@ def test_allow_for_session_in_a_terminal(served_home: Path, fake_server: FakeOpe
                                        ("session-rule", "approved", "session")]
 
 
-def test_no_answer_is_deny(served_home: Path, fake_server: FakeOpenAIServer) -> None:  # noqa: F811
+def test_no_answer_is_deny(
+    served_home: Path, fake_server: FakeOpenAIServer  # noqa: F811
+) -> None:
     _configure(served_home, 1)
     child = _spawn(served_home)
     try:

@@ -27,7 +27,7 @@ TOKEN = "tok-canary-api-1234"
 COMMAND = (
     'echo "raw:$CANARY"; printf %s "$CANARY" | base64 -w0; echo; '
     'printf %s "$CANARY" | od -An -tx1 | tr -d " \\n"; echo; '
-    'python3 -c "import os,urllib.parse;print(urllib.parse.quote(os.environ[\'CANARY\'],safe=\'\'))"; '
+    'python3 -c "import os,urllib.parse as u;print(u.quote(os.environ[\'CANARY\'],safe=\'\'))"; '
     'printf "proof:%s\\n" "$(printf %s "$CANARY" | sha256sum | cut -c1-12)"'
 )
 

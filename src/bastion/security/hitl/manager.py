@@ -25,6 +25,9 @@ from bastion.tools.base import Risk
 Scope = Literal["once", "session"]
 
 
+_Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[dict[str, Any]]"]
+
+
 class _Recorder(Protocol):
     def record(self, kind: str, **fields: Any) -> int: ...
 
@@ -79,7 +82,7 @@ class ApprovalManager:
         self._pending: dict[str, PendingApproval] = {}
         self._rules: list[SessionRule] = []
         self._thresholds: dict[str | None, Risk] = {}
-        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = []
+        self._subscribers: list[_Subscriber] = []
 
     # ---- thresholds and rules ----------------------------------------------------------------
     def threshold_for(self, session_id: str | None) -> Risk:
@@ -115,7 +118,8 @@ class ApprovalManager:
         """Queue ``request`` and wait for a decision; a timeout is a deny."""
         rule = self._rule_for(request)
         if rule is not None:
-            decision = ApprovalDecision(True, "session-rule", f"allowed for this session by {rule.by}")
+            decision = ApprovalDecision(True, "session-rule",
+                                        f"allowed for this session by {rule.by}")
             self._audit_decision(request, decision, "session", None)
             return decision
         loop = asyncio.get_running_loop()
@@ -134,7 +138,7 @@ class ApprovalManager:
             helper = asyncio.ensure_future(self._ask_delegate(pending, timeout_s))
         try:
             decision = await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             decision = ApprovalDecision(False, "timeout",
                                         f"no decision within {timeout_s:g}s (timeout = deny)")
             self._set(pending, decision)
@@ -163,8 +167,8 @@ class ApprovalManager:
         """Return the requests waiting now (oldest first)."""
         with self._lock:
             items = list(self._pending.values())
-        return sorted((p for p in items if session_id is None or p.request.session_id == session_id),
-                      key=lambda p: p.created)
+        mine = [p for p in items if session_id is None or p.request.session_id == session_id]
+        return sorted(mine, key=lambda p: p.created)
 
     def get(self, approval_id: str) -> PendingApproval | None:
         """Return one pending request."""

@@ -56,7 +56,7 @@ class RiskRule:
 
 
 def builtin_rules() -> list[RiskRule]:
-    """The default rules (config can add more or replace them)."""
+    """Return the default rules (config can add more or switch them off)."""
     return [
         RiskRule("destructive-shell", Risk.CRITICAL, when="destructive_shell"),
         RiskRule("write-outside-workspace", Risk.HIGH, when="outside_workspace"),

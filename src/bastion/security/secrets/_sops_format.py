@@ -106,7 +106,7 @@ def _plain_key(path: tuple[str, ...], suffix: str) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _armor_encrypt(data_key: bytes, recipient: str) -> str:
@@ -185,7 +185,7 @@ def decrypt_tree(doc: dict[str, Any], identities: list[Any]) -> tuple[dict[str, 
         digest.update(text.encode())
     modified = meta.get("lastmodified")
     if isinstance(modified, dt.datetime):
-        modified = modified.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        modified = modified.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     mac, _ = decrypt_value(str(meta.get("mac", "")), key, str(modified))
     if str(mac).upper() != digest.hexdigest().upper():
         raise SecretError("sops MAC mismatch: values were added, removed or changed",

@@ -15,8 +15,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SecretResolver:
-    """Turns references into values, and registers every value it hands out with the redactor,
-    so the value is masked in tool output, model context, audit records and logs."""
+    """Turns references into values and registers every value it hands out with the redactor.
+
+    So a resolved value is masked in tool output, model context, audit records and logs.
+    """
 
     def __init__(self, backends: Mapping[str, SecretBackend], redactor: Redactor | None = None
                  ) -> None:

@@ -37,7 +37,8 @@ def load_identities(path: Path, *, create: bool = False) -> list[Any]:
         if line.startswith("AGE-SECRET-KEY-"):
             out.append(pyrage.x25519.Identity.from_str(line))
     if not out:
-        raise SecretError(f"{path} holds no age identity", fix="it needs an AGE-SECRET-KEY-1... line")
+        raise SecretError(f"{path} holds no age identity",
+                          fix="it needs an AGE-SECRET-KEY-1... line")
     return out
 
 
@@ -94,7 +95,8 @@ class SopsBackend:
         else:
             import yaml
 
-            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)
+            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True,
+                                  default_flow_style=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

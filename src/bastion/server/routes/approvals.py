@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, AsyncIterable, AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from bastion.app import App
 from bastion.security.hitl.manager import ApprovalManager
-from bastion.server.deps import get_app
+from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 from bastion.server.sse import sse_event, sse_response
 from bastion.tools.base import Risk
@@ -77,7 +77,7 @@ def _manager(app: App) -> ApprovalManager:
 
 
 @router.get("", summary="Pending approvals and session rules")
-async def list_pending(session_id: str | None = None, app: App = Depends(get_app)
+async def list_pending(app: BastionApp, session_id: str | None = None
                        ) -> dict[str, Any]:
     """Return the requests waiting for a decision (oldest first)."""
     m = _manager(app)
@@ -90,7 +90,7 @@ async def list_pending(session_id: str | None = None, app: App = Depends(get_app
 
 
 @router.get("/events", summary="Approval events (SSE)", response_model=None)
-async def approval_events(app: App = Depends(get_app)) -> Response:
+async def approval_events(app: BastionApp) -> Response:
     """Stream ``approval_pending`` and ``approval_resolved`` events."""
     m = _manager(app)
 
@@ -102,7 +102,7 @@ async def approval_events(app: App = Depends(get_app)) -> Response:
 
 
 @router.get("/{approval_id}", summary="One pending approval")
-async def get_pending(approval_id: str, app: App = Depends(get_app)) -> dict[str, Any]:
+async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
     """Return one pending request."""
     p = _manager(app).get(approval_id)
     if p is None:
@@ -112,7 +112,7 @@ async def get_pending(approval_id: str, app: App = Depends(get_app)) -> dict[str
 
 
 @router.post("/{approval_id}", summary="Approve or deny a pending tool call")
-async def decide(approval_id: str, body: Decision, app: App = Depends(get_app)
+async def decide(approval_id: str, body: Decision, app: BastionApp
                  ) -> dict[str, Any]:
     """Decide a pending request; the decision is audited (by ``api``)."""
     ok = _manager(app).resolve(approval_id, body.approve, by="api", reason=body.reason,
@@ -124,16 +124,16 @@ async def decide(approval_id: str, body: Decision, app: App = Depends(get_app)
 
 
 @router.put("/thresholds/{session_id}", summary="Set a session's approval threshold")
-async def set_threshold(session_id: str, body: Threshold, app: App = Depends(get_app)
+async def set_threshold(session_id: str, body: Threshold, app: BastionApp
                         ) -> dict[str, Any]:
-    """Calls at or above ``risk`` in this session need approval."""
+    """Ask for approval of calls at or above ``risk`` in this session."""
     _manager(app).set_threshold(session_id, Risk.parse(body.risk))
     return {"session_id": session_id, "threshold": body.risk}
 
 
 @public_router.get("/approvals", response_class=HTMLResponse, include_in_schema=False)
 async def approvals_page() -> HTMLResponse:
-    """The pending-approvals page (static; data comes from the token-protected JSON routes)."""
+    """Serve the pending-approvals page (static; data comes from the token-protected routes)."""
     html = resources.files("bastion.server.routes").joinpath("approvals.html").read_text()
     return HTMLResponse(html, headers={"Cache-Control": "no-store",
                                        "Content-Security-Policy": "default-src 'self'; "

@@ -13,21 +13,20 @@ import io
 import json
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from bastion.app import App
-from bastion.server.deps import get_app
+from bastion.server.deps import BastionApp
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("/events", summary="Audit records, newest first")
 async def events(
+    app: BastionApp,
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
     decision: str | None = None, actor: str | None = None, since: float | None = None,
     until: float | None = None, limit: int = Query(default=100, ge=1, le=10_000),
-    app: App = Depends(get_app),
 ) -> dict[str, Any]:
     """Return matching records (already redacted when they were written)."""
     rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
@@ -36,13 +35,13 @@ async def events(
 
 
 @router.get("/stats", summary="Counts by kind, decision and tool")
-async def stats(app: App = Depends(get_app)) -> dict[str, Any]:
+async def stats(app: BastionApp) -> dict[str, Any]:
     """Return counts and the time range."""
     return app.audit.stats()
 
 
 @router.get("/verify", summary="Verify the hash chain and signatures")
-async def verify(app: App = Depends(get_app)) -> dict[str, Any]:
+async def verify(app: BastionApp) -> dict[str, Any]:
     """Return ``ok``, how many records were checked and the first bad record, if any."""
     rep = app.audit.verify()
     return {"ok": rep.ok, "checked": rep.checked, "first_bad": rep.first_bad,
@@ -52,10 +51,11 @@ async def verify(app: App = Depends(get_app)) -> dict[str, Any]:
 
 @router.get("/export", summary="Export records as JSON lines or CSV", response_model=None)
 async def export(
+    app: BastionApp,
     fmt: Literal["jsonl", "csv"] = Query(default="jsonl", alias="format"),
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
     since: float | None = None, until: float | None = None,
-    limit: int = Query(default=100_000, ge=1, le=1_000_000), app: App = Depends(get_app),
+    limit: int = Query(default=100_000, ge=1, le=1_000_000),
 ) -> PlainTextResponse:
     """Return the records oldest first."""
     rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
