@@ -40,7 +40,13 @@ Plain = list[dict[str, str]]
 
 
 class Primitives(Protocol):
-    """What a backend provides to the constrained tool-calling protocol."""
+    """What a backend provides to the constrained tool-calling protocol.
+
+    ``prefill`` says whether ``complete`` honours ``prefix`` as the start of the assistant's
+    reply (in-process models do; chat servers do not, so they get a dedicated prompt).
+    """
+
+    prefill: bool
 
     async def complete(
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
@@ -79,6 +85,10 @@ TOOLS_BLOCK = (
 )
 CHOOSE_PREFIX = "Function: "
 FILL_PREFIX = "Function: {name}\nArguments: "
+FILL_SYSTEM = (
+    "You call the function below for the user's request. Reply with its arguments as JSON, "
+    "copying values from the request.\n{tool}"
+)
 
 
 def plain_messages(messages: Sequence[Message], *, system_extra: str = "") -> Plain:
@@ -240,10 +250,14 @@ async def fill(
     schema = fill_schema(spec, query, policy)
     if not schema["properties"]:
         return {}, Usage(0, 0)
-    prompt = tool_prompt(messages, tools or [spec])
-    text, usage = await prims.complete(
-        prompt, schema=schema, max_tokens=max_tokens, prefix=FILL_PREFIX.format(name=spec.name)
-    )
+    if prims.prefill:  # continue the choose step's prompt: its prefix is already evaluated
+        prompt = tool_prompt(messages, tools or [spec])
+        prefix = FILL_PREFIX.format(name=spec.name)
+    else:  # a prompt about this one tool, with its parameter docs
+        system = FILL_SYSTEM.format(tool=describe_tool(spec, param_docs=True))
+        convo = plain_messages([m for m in messages if m.role != "system"])
+        prompt, prefix = [{"role": "system", "content": system}, *convo], ""
+    text, usage = await prims.complete(prompt, schema=schema, max_tokens=max_tokens, prefix=prefix)
     try:
         args = loads_lenient(text)
     except ValueError:

@@ -224,6 +224,8 @@ class _Engine:
 class EmbeddedModel:
     """A :class:`bastion.llm.base.Model` running a GGUF file in this process."""
 
+    prefill = True  # the constrained protocol may continue the assistant's reply
+
     def __init__(self, llama: Any, *, name: str = SHIPPED_NAME, policy: Policy = DEFAULT_POLICY) -> None:
         self.name = name
         self.policy = policy

@@ -86,6 +86,8 @@ def normalize_base_url(url: str) -> str:
 class HttpModel:
     """A :class:`bastion.llm.base.Model` served over OpenAI-compatible HTTP."""
 
+    prefill = False  # chat servers cannot continue a partial assistant reply
+
     def __init__(
         self,
         model: str,

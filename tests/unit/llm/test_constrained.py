@@ -49,6 +49,8 @@ FILES = ToolSpec(
 class Prims:
     """Scripted primitives: option scores, completions, streamed text; records prompts."""
 
+    prefill = True
+
     def __init__(
         self,
         scores: list[float] | None = None,
@@ -198,3 +200,13 @@ def test_plain_messages_flattens_tool_traffic() -> None:
     assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
     assert out[2]["content"] == '{"name": "list_files", "arguments": {"path": "."}}'
     assert out[3]["content"] == "Result of list_files:\na.txt\n\nand?"
+
+
+async def test_servers_without_prefill_get_a_prompt_about_the_chosen_tool() -> None:
+    p = Prims(scores=None, completions=['{"tool": "get_weather"}', '{"city": "Rome"}'])
+    p.prefill = False
+    evs = [e async for e in constrained_chat(p, user("weather in Rome?"), [WEATHER, FILES], ChatSettings())]
+    assert [e.call.arguments for e in evs if isinstance(e, ToolCallEvent)] == [{"city": "Rome"}]
+    system = p.prompts[-1][0]["content"]
+    assert system.startswith("You call the function below") and "list_files" not in system
+    assert "get_weather(city: string" in system and p.prefixes[-1] == ""

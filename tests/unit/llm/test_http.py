@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bastion.agent.events import ToolStarted, TurnError
+from bastion.app import build_app
+from bastion.config.model import Config
 from bastion.errors import ModelError, ModelOutputError
 from bastion.llm.http import PROFILES, HttpModel, normalize_base_url, pick_profile
 from bastion.llm.messages import (
@@ -20,6 +23,9 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
+from bastion.memory.base import EphemeralMemory
+from bastion.tools.base import ToolContext, tool
+from bastion.tools.registry import ToolRegistry
 
 FILES = ToolSpec(
     "list_files",
@@ -176,3 +182,25 @@ def test_profiles_and_urls() -> None:
         pick_profile("openai", None, "nope")
     assert normalize_base_url("http://h:1/") == "http://h:1/v1"
     assert normalize_base_url("http://h:1/v1/") == "http://h:1/v1"
+
+
+@tool()
+async def list_files(ctx: ToolContext, path: str) -> str:
+    """List files."""
+    return "a.txt"
+
+
+async def test_agent_turn_with_broken_tool_json_ends_in_a_clear_error(tmp_path: Any) -> None:
+    tc = {"index": 0, "id": "c", "function": {"name": "list_files", "arguments": "<<path=docs>>"}}
+    m, seen = model_with(lambda r: httpx.Response(200, content=sse(delta(tool_calls=[tc]))))
+    config = Config.model_validate(
+        {"agent": {"workspace": str(tmp_path)}, "security": {"sandbox": "none"}}
+    )
+    memory = EphemeralMemory()
+    app = build_app(config, model=m, registry=ToolRegistry([list_files]), memory=memory)
+    events = [e async for e in app.agent().run("list docs", session_id="s1")]
+    assert not any(isinstance(e, ToolStarted) for e in events)
+    assert isinstance(events[-1], TurnError)
+    assert "tool call could not be parsed" in events[-1].message and "\n" not in events[-1].message
+    assert [msg.role for msg in await memory.history("s1")] == ["user"]  # nothing half-written
+    await app.aclose()

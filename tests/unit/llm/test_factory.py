@@ -1,0 +1,67 @@
+"""The model factory: dispatch on backend, clear errors for unknown models and files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.config.model import Config
+from bastion.errors import ModelError
+from bastion.llm.factory import create_model
+from bastion.llm.http import HttpModel
+
+
+def cfg(**model: object) -> Config:
+    return Config.model_validate({"model": model})
+
+
+def test_unknown_embedded_model_name() -> None:
+    with pytest.raises(ModelError, match="unknown embedded model 'llama-70b'") as info:
+        create_model(cfg(name="llama-70b"))
+    assert "model.path" in (info.value.fix or "")
+
+
+def test_missing_and_non_gguf_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        create_model(cfg(path=str(tmp_path / "nope.gguf")))
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"x")
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        create_model(cfg(path=str(bad)))
+
+
+def test_corrupt_gguf_is_a_model_error(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelError, match="could not load model broken.gguf"):
+        create_model(cfg(path=str(bad)))
+
+
+async def test_http_backends_by_profile() -> None:
+    m = create_model(cfg(backend="ollama", name="qwen3:0.6b"))
+    assert isinstance(m, HttpModel) and m.quirks.name == "ollama"
+    assert m.base_url == "http://127.0.0.1:11434/v1" and m.quirks.native_tools
+    await m.aclose()
+    m = create_model(cfg(backend="openai", base_url="http://127.0.0.1:8011", native_tools=True))
+    assert isinstance(m, HttpModel) and m.quirks.name == "llamacpp" and m.quirks.native_tools
+    await m.aclose()
+
+
+def test_openai_itself_needs_a_key() -> None:
+    with pytest.raises(ModelError, match="needs an API key") as info:
+        create_model(cfg(backend="openai"))
+    assert "api_key" in (info.value.fix or "")
+
+
+def test_cluster_backend_is_built_by_the_cluster_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("bastion.cluster.model")
+    sentinel = object()
+    fake.create_cluster_model = lambda config: (sentinel, config)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bastion.cluster.model", fake)
+    config = cfg(backend="cluster")
+    assert create_model(config) == (sentinel, config)
