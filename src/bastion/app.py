@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.agent.loop import Agent, AgentOptions
 from bastion.config import paths
@@ -23,6 +24,9 @@ from bastion.security.redact import Redactor
 from bastion.security.scanner import SecretScanner
 from bastion.security.secrets.resolver import SecretResolver
 from bastion.tools.registry import ToolRegistry, load_entry_point_tools
+
+if TYPE_CHECKING:
+    from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
 
 
 @dataclass
@@ -110,6 +114,18 @@ def build_memory(config: Config, model: Model | None = None) -> ConversationMemo
     )
 
 
+def _fetcher(config: Config) -> DirectFetcherT:
+    """web_fetch's HTTP client: SSRF guard, plus its egress allowlist when one is declared."""
+    from bastion.tools.builtin.web import DirectFetcher
+
+    sec = config.security
+    rule = sec.egress.get("web_fetch")
+    if rule is None:
+        return DirectFetcher(allow_private=sec.allow_private_network)
+    return DirectFetcher(allow_private=sec.allow_private_network, allowed_networks=rule.cidrs,
+                         allow_domains=rule.domains, allow_ports=rule.ports)
+
+
 def build_app(
     config: Config | None = None,
     *,
@@ -121,7 +137,6 @@ def build_app(
     """Assemble the app from config; any part can be passed in (tests pass fakes)."""
     from bastion.llm.factory import create_model
     from bastion.security.sandbox.factory import create_sandbox
-    from bastion.tools.builtin.web import DirectFetcher
 
     config = config or load()
     sec = config.security
@@ -131,7 +146,7 @@ def build_app(
         workspace=workspace,
         sandbox=sandbox,
         sandbox_problem=problem,
-        http=DirectFetcher(allow_private=sec.allow_private_network),
+        http=_fetcher(config),
     )
     redactor = Redactor(
         [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None],
@@ -154,7 +169,8 @@ def build_app(
     if sec.egress:  # tools that declare egress get a sandbox in their own filtered namespace
         from bastion.security.egress.setup import tool_runners
 
-        runners, egress_closers, _problems = tool_runners(config, workspace, audit)
+        sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process
+        runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed)
         env.runners.update(runners)
         closers.extend(egress_closers)
     gateway = Gateway(registry, env, security.stages)

@@ -113,3 +113,16 @@ async def test_web_fetch_tool_returns_page_text(server: str, tmp_path: Path) -> 
 
 def test_html_to_text() -> None:
     assert html_to_text("<p>a <b>b</b></p><style>x{}</style><li>c</li>") == "a b\nc"
+
+
+async def test_declared_egress_allowlist(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    fetcher = DirectFetcher(allow_private=True, allow_domains=["localhost"], allow_ports=[port])
+    status, _, _ = await fetcher.get(f"http://localhost:{port}/", max_bytes=100)
+    assert status == 200
+    with pytest.raises(ToolError, match="127.0.0.1 is not in web_fetch's egress allowlist"):
+        await fetcher.get(f"{server}/", max_bytes=100)  # a direct IP outside the cidrs
+    with pytest.raises(ToolError, match="port 1 of localhost is not in"):
+        await fetcher.get("http://localhost:1/", max_bytes=100)
+    with pytest.raises(ToolError, match="not in web_fetch's egress allowlist"):
+        await fetcher.get(f"http://localhost:{port}/redirect-to/{server}/", max_bytes=100)

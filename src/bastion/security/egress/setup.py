@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from bastion.config.model import Config, EgressConfig
@@ -50,7 +50,8 @@ def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
     return box
 
 
-def tool_runners(config: Config, workspace: Path, audit: Recorder | None
+def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
+                 tools: Collection[str] | None = None,
                  ) -> tuple[dict[str, ProcessRunner], list[Callable[[], None]], dict[str, str]]:
     """Return per-tool runners for ``security.egress``, their closers, and problems.
 
@@ -63,6 +64,8 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None
     sec = config.security
     spec = SandboxSpec(workspace, limits_from_config(sec.limits))
     for tool, cfg in sec.egress.items():
+        if tools is not None and tool not in tools:
+            continue  # not a sandboxed tool (web_fetch applies its allowlist itself)
         try:
             net = network_for(tool, cfg, config, audit)
         except SandboxError as exc:

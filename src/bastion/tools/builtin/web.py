@@ -99,6 +99,8 @@ class DirectFetcher:
         allow_private: Allow loopback, private and link-local destinations.
         allowed_networks: CIDRs reachable even when ``allow_private`` is false
             (e.g. one internal service).
+        allow_domains: When set, only these names (and their sub-domains) are fetched.
+        allow_ports: When set, only these ports.
         timeout_s: Connect/read timeout per request.
         max_redirects: Redirects followed; each target is checked again.
 
@@ -111,11 +113,40 @@ class DirectFetcher:
         allowed_networks: Iterable[str] = (),
         timeout_s: float = 20.0,
         max_redirects: int = 5,
+        allow_domains: Iterable[str] | None = None,
+        allow_ports: Iterable[int] | None = None,
     ) -> None:
         self.allow_private = allow_private
         self.allowed_networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
+        self.allow_domains = (
+            None if allow_domains is None
+            else [d.strip().lower().removeprefix("*.").rstrip(".") for d in allow_domains]
+        )
+        self.allow_ports = None if allow_ports is None else {int(p) for p in allow_ports}
+
+    def check_egress(self, url: str) -> None:
+        """Refuse a URL outside the declared egress allowlist (security.egress.web_fetch)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        fix = "add it under security.egress.web_fetch (domains, cidrs, ports)"
+        if self.allow_ports is not None and port not in self.allow_ports:
+            raise ToolError(f"port {port} of {host} is not in web_fetch's egress allowlist",
+                            fix=fix)
+        if self.allow_domains is None:
+            return
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            ip = None
+        if ip is not None:
+            if not any(ip in net for net in self.allowed_networks):
+                raise ToolError(f"{host} is not in web_fetch's egress allowlist", fix=fix)
+            return
+        if not any(host == d or host.endswith("." + d) for d in self.allow_domains):
+            raise ToolError(f"{host} is not in web_fetch's egress allowlist", fix=fix)
 
     def check(self, ip: IPAddress, host: str) -> None:
         """Raise :class:`ToolError` when ``ip`` may not be contacted."""
@@ -154,6 +185,7 @@ class DirectFetcher:
         ) as client:
             for _ in range(self.max_redirects + 1):
                 _check_url(url)
+                self.check_egress(url)  # every hop, redirects included
                 try:
                     async with client.stream("GET", url) as resp:
                         if resp.is_redirect and "location" in resp.headers:
