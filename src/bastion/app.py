@@ -55,7 +55,7 @@ class App:
         )
         model: Model = self.model
         if cfg.secrets.scan_model_messages:  # every model-bound message passes the scanner
-            model = GuardedModel(model, self.redactor)  # type: ignore[assignment]
+            model = GuardedModel(model, self.redactor, self.audit)  # type: ignore[assignment]
         return Agent(model, self.gateway, options, self.memory)
 
     def set_approver(self, approver: Approver | None) -> None:
