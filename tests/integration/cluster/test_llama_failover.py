@@ -18,7 +18,7 @@ from ._procs import Proc, free_port, llama_server
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 PROMPT = [Message("user", "Write a short story about a cat who learns to fly.")]
-SETTINGS = ChatSettings(temperature=0.0, max_tokens=40)
+SETTINGS = ChatSettings(temperature=0.0, max_tokens=32)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,10 @@ async def test_sigkill_mid_stream_then_restart(nodes: dict[str, Proc]) -> None:
         assert dead.breaker.state is not BreakerState.CLOSED
 
         # the next request goes straight to a live node, no failed try first
-        again, _, _ = await run(model)
-        assert again == reference
+        short = ChatSettings(temperature=0.0, max_tokens=3)
+        async for _ev in model.chat([Message("user", "Hi")], settings=short):
+            pass
+        assert model.history[-1].ok
         assert killed not in model.history[-1].nodes and len(model.history[-1].nodes) == 1
 
         # restart the node on the same port: the breaker closes and it takes traffic again
@@ -117,7 +119,6 @@ async def test_sigkill_mid_stream_then_restart(nodes: dict[str, Proc]) -> None:
             await asyncio.sleep(0.1)
         assert dead.breaker.state is BreakerState.CLOSED
         served_before = dead.served
-        short = ChatSettings(temperature=0.0, max_tokens=3)
         for _ in range(6):
             async for _ev in model.chat([Message("user", "Hi")], settings=short):
                 pass
