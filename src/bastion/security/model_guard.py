@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bastion.llm.messages import Message, ToolCall
+from bastion.llm.messages import Message, TextDelta, ToolCall, ToolCallEvent
 from bastion.security.gateway import CallRequest, Next, ToolResult
 from bastion.security.redact import Redactor
 from bastion.security.scanner import Policy
@@ -51,11 +51,18 @@ class OutputScanStage:
 
 
 class GuardedModel:
-    """A model whose every outgoing message is scanned for secrets first."""
+    """A model whose every outgoing message is scanned for secrets first.
 
-    def __init__(self, inner: Any, redactor: Redactor) -> None:
+    With an ``audit`` log, every model request and response is recorded too (kinds
+    ``model.request`` / ``model.response``; redacted like every audit record).
+    """
+
+    def __init__(self, inner: Any, redactor: Redactor, audit: Any = None,
+                 session_id: str | None = None) -> None:
         self.inner = inner
         self.redactor = redactor
+        self.audit = audit
+        self.session_id = session_id
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -73,7 +80,30 @@ class GuardedModel:
     def chat(self, messages: Sequence[Message], tools: Sequence[Any] = (), **kwargs: Any
              ) -> AsyncIterator[Any]:
         """Scan ``messages`` and delegate to the wrapped model."""
-        return self.inner.chat(self.guard(messages), tools, **kwargs)  # type: ignore[no-any-return]
+        guarded = self.guard(messages)
+        stream = self.inner.chat(guarded, tools, **kwargs)
+        if self.audit is None:
+            return stream  # type: ignore[no-any-return]
+        return self._audited(guarded, tools, stream)
+
+    async def _audited(self, messages: list[Message], tools: Sequence[Any],
+                       stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        last = messages[-1] if messages else None
+        self.audit.record(
+            "model.request", actor="agent", session_id=self.session_id,
+            result=last.content if last else None,
+            detail={"model": getattr(self.inner, "name", None), "messages": len(messages),
+                    "last_role": last.role if last else None, "tools": len(tools)})
+        text: list[str] = []
+        calls: list[str] = []
+        async for ev in stream:
+            if isinstance(ev, TextDelta):
+                text.append(ev.text)
+            elif isinstance(ev, ToolCallEvent):
+                calls.append(ev.call.name)
+            yield ev
+        self.audit.record("model.response", actor="model", session_id=self.session_id,
+                          result="".join(text), detail={"tool_calls": calls})
 
     async def aclose(self) -> None:
         """Close the wrapped model."""
