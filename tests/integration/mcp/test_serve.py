@@ -105,3 +105,32 @@ def test_conformance_suite_with_baseline(bastion_home: Path, tmp_path: Path) -> 
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+async def test_remote_gateway_mounted_as_a_toolset(served: tuple[str, Path],
+                                                   tmp_path: Path) -> None:
+    """An agent elsewhere reaches a served gateway through the same seam (mcp_servers url)."""
+    from bastion.app import build_app
+    from bastion.config.model import Config
+    from bastion.llm.messages import ToolCall
+    from bastion.memory.base import EphemeralMemory
+    from tests.fakes.model import ScriptedModel
+
+    url, _ = served
+    local = tmp_path / "local-ws"
+    local.mkdir()
+    config = Config.model_validate({
+        "agent": {"workspace": str(local)},
+        "mcp_servers": [{"name": "gw", "url": url, "token": TOKEN}],
+    })
+    app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
+    try:
+        assert "gw__read_file" in app.registry.names()
+        res = await app.gateway.execute(ToolCall("gw__read_file", {"path": "hello.txt"}))
+        assert res.ok and res.text == "hello from the workspace\n"  # the remote workspace
+        refused = await app.gateway.execute(
+            ToolCall("gw__write_file", {"path": "a", "content": "b"}))
+        assert not refused.ok and "denied by policy" in refused.text  # the remote policy
+        assert app.audit.events(tool="gw__read_file")[0].decision == "allowed"  # local audit
+    finally:
+        await app.aclose()
