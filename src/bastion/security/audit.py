@@ -318,7 +318,8 @@ class AuditLog:
     def _write_head(self, seq: int, digest: str) -> None:
         """Replace the signed head file (written only after the commit, so it never runs ahead)."""
         seq_, digest_, ts, sig, pub = self._signed(seq, digest, "head")
-        tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
+        tmp = self.head_path.with_name(
+            f"{self.head_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"seq": seq_, "hash": digest_, "ts": ts, "signature": sig,
                                    "public_key": pub}))
         os.replace(tmp, self.head_path)
