@@ -166,7 +166,7 @@ def build_app(
         from bastion.mcp.mount import mount_servers
 
         closers.append(mount_servers(config, registry, audit=audit).close)
-    if sec.egress:  # tools that declare egress get a sandbox in their own filtered namespace
+    if sec.egress or sec.tool_sandboxes:  # per-tool backend and/or egress namespace
         from bastion.security.egress.setup import tool_runners
 
         sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process

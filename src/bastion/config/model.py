@@ -97,6 +97,10 @@ class SecurityConfig(_Section):
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
     )
+    tool_sandboxes: dict[str, Literal["auto", "bubblewrap", "gvisor", "podman"]] = Field(
+        default_factory=dict,
+        description="per-tool backend, e.g. {python: gvisor}; others use security.sandbox",
+    )
     warm_pool: int = Field(
         default=0, ge=0, le=16,
         description="bubblewrap sandboxes kept started for fast calls (useful for servers)",

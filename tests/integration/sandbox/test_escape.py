@@ -121,3 +121,24 @@ async def test_escape_attempts_through_the_gateway_are_audited(box: Sandbox, wor
     assert [(e.tool, e.decision) for e in events] == [("read_file", "error"),
                                                       ("shell", "allowed")]
     audit.close()
+
+
+async def test_per_tool_backend(workspace: Path) -> None:
+    from bastion.app import build_app
+    from bastion.config.model import Config
+    from bastion.memory.base import EphemeralMemory
+    from tests.fakes.model import ScriptedModel
+
+    if backend_class("gvisor").available() is not None:
+        pytest.skip("gvisor unavailable")
+    config = Config.model_validate({"agent": {"workspace": str(workspace)},
+                                    "security": {"tool_sandboxes": {"python": "gvisor"}}})
+    app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
+    try:
+        code = "print(open('/proc/version').read())"
+        py = await app.gateway.execute(ToolCall("python", {"code": code}))
+        sh = await app.gateway.execute(ToolCall("shell", {"command": "cat /proc/version"}))
+        assert "gVisor" in py.text or "#1 SMP Sun Jan 10 15:06:54 PST 2016" in py.text, py.text
+        assert py.text != sh.text  # shell still runs under bubblewrap (the host kernel)
+    finally:
+        await app.aclose()

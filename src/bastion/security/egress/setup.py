@@ -53,27 +53,33 @@ def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
 def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
                  tools: Collection[str] | None = None,
                  ) -> tuple[dict[str, ProcessRunner], list[Callable[[], None]], dict[str, str]]:
-    """Return per-tool runners for ``security.egress``, their closers, and problems.
+    """Return per-tool runners (own backend and/or egress), their closers, and problems.
 
-    A tool whose egress cannot be set up gets no runner entry and a problem; it then uses
-    the default (network-less) sandbox, so it is never given more network than declared.
+    A tool listed in ``security.tool_sandboxes`` gets that backend; one listed in
+    ``security.egress`` gets its own egress-controlled namespace. A tool whose runner cannot
+    be set up gets no entry and a problem; it then uses the default (network-less) sandbox,
+    so it is never given more network than declared.
     """
     runners: dict[str, ProcessRunner] = {}
     closers: list[Callable[[], None]] = []
     problems: dict[str, str] = {}
     sec = config.security
     spec = SandboxSpec(workspace, limits_from_config(sec.limits))
-    for tool, cfg in sec.egress.items():
+    for tool in sorted(set(sec.egress) | set(sec.tool_sandboxes)):
         if tools is not None and tool not in tools:
             continue  # not a sandboxed tool (web_fetch applies its allowlist itself)
+        kind = sec.tool_sandboxes.get(tool, sec.sandbox)
+        cfg = sec.egress.get(tool)
         try:
+            if cfg is None:
+                box, problem = build_sandbox(kind, spec)
+                if box is None:
+                    raise SandboxError(problem or f"{kind} is unavailable")
+                runners[tool] = box
+                continue
             net = network_for(tool, cfg, config, audit)
-        except SandboxError as exc:
-            problems[tool] = exc.user_text()
-            continue
-        closers.append(net.close)
-        try:
-            runners[tool] = egress_sandbox(sec.sandbox, spec, net, cfg)
+            closers.append(net.close)
+            runners[tool] = egress_sandbox(kind, spec, net, cfg)
         except SandboxError as exc:
             problems[tool] = exc.user_text()
     return runners, closers, problems
