@@ -77,3 +77,36 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         return value
+
+
+_installed: list[Redactor] = []
+
+
+def install_log_redaction(redactor: Redactor) -> None:
+    """Redact every log record of this process (any logger, any handler) with ``redactor``.
+
+    Wraps the log-record factory once, so a secret never reaches a log file or the console
+    through ``logging``, whatever module logs it. Later calls switch to the newer redactor.
+    """
+    import logging
+
+    if _installed:
+        _installed[0] = redactor
+        return
+    _installed.append(redactor)
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string: leave it to logging to report
+            return record
+        record.msg, record.args = _installed[0].text(text), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _installed[0].text(logging.Formatter().formatException(
+                record.exc_info))
+            record.exc_info = None
+        return record
+
+    logging.setLogRecordFactory(factory)
