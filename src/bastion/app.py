@@ -152,7 +152,10 @@ def build_app(
         [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None],
         scanner=SecretScanner(entropy=config.secrets.scan_entropy),
     )
+    from bastion.security.redact import install_log_redaction
     from bastion.security.setup import build_security
+
+    install_log_redaction(redactor)  # no secret reaches a log line, whoever logs it
 
     security = build_security(config, workspace, redactor, approver=approver,
                               policy=PolicyStage(sec.tools))
