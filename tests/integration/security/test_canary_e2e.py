@@ -109,3 +109,36 @@ def test_canary_never_leaks(app_and_model, bastion_home: Path) -> None:  # type:
             assert_clean(data, str(path.relative_to(bastion_home)))
     assert CANARY not in (bastion_home / "secrets" / "secrets.enc.yaml").read_text()
     assert json.loads(resp.text)["answer"] == "The tool ran."
+
+
+async def test_secret_is_never_on_any_command_line(app_and_model) -> None:  # type: ignore[no-untyped-def]
+    """While the sandboxed tool runs, no process on the host has the value in its argv."""
+    import asyncio
+    import os
+
+    from bastion.llm.messages import ToolCall
+
+    app, _ = app_and_model
+    hits: list[str] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if CANARY.encode() in cmd:
+                        hits.append(pid)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    res = await app.gateway.execute(
+        ToolCall("shell", {"command": 'sleep 0.5; test -n "$CANARY" && echo injected'}),
+        session_id="argv")
+    done.set()
+    await watcher
+    assert res.ok and "injected" in res.text, res.text
+    assert hits == []
