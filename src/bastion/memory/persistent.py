@@ -105,12 +105,11 @@ class PersistentMemory:
         return self._index
 
     def _open_semantic(self) -> SemanticIndex:
-        from bastion.memory.embeddings import get_embedder
+        from bastion.memory.embeddings import LazyEmbedder
         from bastion.memory.vectors import open_vectors
 
-        embedder = get_embedder(self.config.embedding_model)
         vectors = open_vectors(self.root / "vectors")
-        return SemanticIndex(self.store, vectors, embedder)
+        return SemanticIndex(self.store, vectors, LazyEmbedder(self.config.embedding_model))
 
     def require_semantic(self) -> SemanticIndex:
         """Return the semantic index or raise a one-line error (for search/ingest commands)."""
