@@ -187,9 +187,9 @@ class SecretScanner:
             for kw in present:
                 for rule in self._by_kw_nocase[kw]:
                     for pos in _word_starts(lower, (kw,)):
-                        m = rule.pattern.match(text, pos)
-                        if m:
-                            s, e = m.span(rule.group)
+                        hit = rule.pattern.match(text, pos)
+                        if hit:
+                            s, e = hit.span(rule.group)
                             found.append(Finding(rule.name, s, e))
             if not set(present).isdisjoint(ASSIGNMENT_KEYWORDS):
                 found.extend(_assignments(text, lower))

@@ -29,7 +29,10 @@ _Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[dict[str, Any]]"]
 
 
 class _Recorder(Protocol):
-    def record(self, kind: str, **fields: Any) -> int: ...
+    def record(self, kind: str, *, actor: str | None = ..., session_id: str | None = ...,
+               tool: str | None = ..., decision: str | None = ..., risk: str | None = ...,
+               arguments: Any = ..., result: str | None = ..., duration_ms: float | None = ...,
+               detail: Any = ...) -> int: ...
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
@@ -148,7 +148,7 @@ async def with_approvals(manager: ApprovalManager | None, session_id: str,
             yield item
         return
     it = aiter(source)
-    events = manager.events()
+    events = cast(AsyncGenerator[dict[str, Any], None], manager.events())
     nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(it))
     ev: asyncio.Future[Any] = asyncio.ensure_future(anext(events))
     try:
