@@ -27,6 +27,7 @@ Approvals: the API has no human at a terminal, so the App keeps the non-interact
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from bastion import __version__
 from bastion.server._turns import BusySessions
-from bastion.server.deps import require_token
+from bastion.server.deps import TokenGate, require_token
 from bastion.server.errors import install_error_handlers
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
     api.state.created_sessions = set()  # ids made by POST /v1/sessions, not yet used
     install_error_handlers(api)
     seen: dict[tuple[str, str], str] = {}
+    public_paths: list[re.Pattern[str]] = []
     for name in ROUTE_MODULES:
         module = _load(name)
         if module is None:
@@ -131,9 +133,12 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
         public = getattr(module, "public_router", None)
         if public is not None:
             _claim_routes(seen, public, name)
+            public_paths += [r.path_regex for r in public.routes
+                             if isinstance(r, APIRoute | APIWebSocketRoute)]
             api.include_router(public)
         router = getattr(module, "router", None)
         if router is not None:
             _claim_routes(seen, router, name)
             api.include_router(router, dependencies=[Depends(require_token)])
+    api.add_middleware(TokenGate, public=lambda path: any(p.match(path) for p in public_paths))
     return api

@@ -17,15 +17,18 @@ is harmless (FastAPI runs it once per request) but not needed.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, WebSocketException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from bastion.app import App
 from bastion.errors import AuthError
-from bastion.server.errors import ApiError
+from bastion.server.errors import ApiError, error_response
 
 TOKEN_FIX = "send the header 'Authorization: Bearer <token>'; see: bastion config get api.token"
 
@@ -66,19 +69,18 @@ def _presented_token(conn: HTTPConnection) -> str | None:
     return None
 
 
-async def require_token(
-    conn: HTTPConnection,
-    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Refuse the request unless it carries the configured API token (constant-time compare).
+def token_error(conn: HTTPConnection) -> Exception | None:
+    """Return the error for a request without the right token, or ``None`` if it may pass.
 
-    HTTP: ``Authorization: Bearer <token>``. WebSocket: the same header, or ``?token=``.
-    Failures are a 401 JSON error (HTTP) or a close with code 1008 (WebSocket).
+    The token is compared in constant time. No configured token refuses everything (503).
     """
-    app = get_app(conn)
+    try:
+        app = get_app(conn)
+    except ApiError as exc:
+        return exc
     expected = app.config.api.token
     if expected is None:
-        raise ApiError(
+        return ApiError(
             503, "the API has no token configured, so every request is refused",
             code="no_token", fix="bastion init",
         )
@@ -87,12 +89,66 @@ async def require_token(
         given.encode("utf-8"), expected.get_secret_value().encode("utf-8")
     )
     if ok:
+        return None
+    what = "missing" if given is None else "wrong"
+    return AuthError(f"{what} API token", fix=TOKEN_FIX)
+
+
+async def require_token(
+    conn: HTTPConnection,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse the request unless it carries the configured API token.
+
+    HTTP: ``Authorization: Bearer <token>``. WebSocket: the same header, or ``?token=``.
+    Failures are a 401 JSON error (HTTP) or a close with code 1008 (WebSocket).
+    ``create_app`` also checks the token before a request body is read (``TokenGate``);
+    this dependency declares the scheme in the OpenAPI schema and checks again.
+    """
+    error = token_error(conn)
+    if error is None:
         return
     if conn.scope["type"] == "websocket":
         raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION,
                                  reason="bad or missing token")
-    what = "missing" if given is None else "wrong"
-    raise AuthError(f"{what} API token", fix=TOKEN_FIX)
+    raise error
+
+
+class TokenGate:
+    """ASGI middleware: refuse a request without the token before anything reads its body.
+
+    Only paths of public routes (``public_router``) pass without a token; unknown paths are
+    refused too, so the API does not reveal which routes exist.
+    """
+
+    def __init__(self, app: ASGIApp, public: Callable[[str], bool]) -> None:
+        self.app = app
+        self.public = public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the token of HTTP and WebSocket requests to non-public paths."""
+        if scope["type"] not in ("http", "websocket") or self.public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        error = token_error(conn)
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await WebSocketClose(status.WS_1008_POLICY_VIOLATION, "bad or missing token")(
+                scope, receive, send)
+            return
+        if isinstance(error, ApiError):
+            status_code, code, fix = error.status, error.code, error.fix
+            message = error.message
+        else:
+            assert isinstance(error, AuthError)
+            status_code, code, fix, message = 401, "AuthError", error.fix, error.message
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+        response = error_response(conn, status_code, message, code=code, fix=fix,
+                                  headers=headers)
+        await response(scope, receive, send)
 
 
 BastionApp = Annotated[App, Depends(get_app)]

@@ -55,6 +55,17 @@ def test_every_other_route_needs_the_token(make_api, headers, word):
         assert TOKEN not in resp.text
 
 
+def test_token_is_checked_before_the_body_is_read(make_api):
+    api = make_api(auth=False)
+    resp = api.client.post("/v1/chat/completions", content=b'{"broken',
+                           headers={"Content-Type": "application/json"})
+    assert resp.status_code == 401  # not 422: nothing about the body is looked at
+    resp = api.client.get("/v1/no-such-route")
+    assert resp.status_code == 401  # unknown routes are not revealed either
+    resp = api.client.get("/v1/no-such-route", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 404
+
+
 def test_token_accepted_case_insensitive_scheme(make_api):
     api = make_api(auth=False)
     resp = api.client.get("/v1/models", headers={"Authorization": f"bearer {TOKEN}"})
