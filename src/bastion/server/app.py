@@ -2,11 +2,12 @@
 
 How to add routes (for every feature):
 
-1. Write ``server/routes/<name>.py`` exposing ``router = APIRouter(...)``. ``create_app``
-   includes it with the bearer-token check (``bastion.server.deps.require_token``) on every
-   route, HTTP and WebSocket alike: nothing is public by accident. A module may also expose
-   ``public_router`` for the rare route that must answer without a token (only ``/health``
-   does today).
+1. Write ``server/routes/<name>.py`` exposing ``router = APIRouter(...)``. Every route of it,
+   HTTP and WebSocket alike, needs the bearer token: ``TokenGate`` checks it before a body
+   is read, and ``require_token`` is added to the router (it also declares the scheme in the
+   OpenAPI schema). Nothing is public by accident. A module may also expose
+   ``public_router`` for the rare route that must answer without a token (``/health``, the
+   static approvals page).
 2. Add one line to ``ROUTE_MODULES`` below. Two modules defining the same method and path is
    an error at start-up, so clashes show up in your tests.
 3. In a route, get the assembled :class:`bastion.app.App` with a parameter ``app:
