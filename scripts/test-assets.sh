@@ -20,3 +20,9 @@ if command -v npm >/dev/null 2>&1; then
   [ -e "$SOPS_DIR/node_modules/sops-age" ] || npm install --silent --no-audit --no-fund \
     --prefix "$SOPS_DIR" sops-age@4.0.2
 fi
+# The podman sandbox image, built locally (no registry here) and cached in podman's storage:
+# debootstrap ~1-4 min once. BASTION_SKIP_PODMAN_IMAGE=1 skips it (podman tests then skip).
+if command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 \
+   && [ -z "${BASTION_SKIP_PODMAN_IMAGE:-}" ]; then
+  "$PY" -m bastion sandbox build-image
+fi

@@ -26,7 +26,7 @@ BACKENDS = [
     pytest.param(kind, marks=pytest.mark.skipif(
         backend_class(kind).available() is not None,
         reason=f"{kind}: {backend_class(kind).available()}"))
-    for kind in ("bubblewrap", "gvisor")
+    for kind in ("bubblewrap", "gvisor", "podman")
 ]
 LIMITS = LimitsConfig(wall_seconds=20, cpu_seconds=1, memory_mb=256, max_processes=32,
                       file_size_mb=1, output_bytes=4096)
@@ -66,7 +66,8 @@ async def test_filesystem_escapes(box: Sandbox, workspace: Path, tmp_path: Path,
     ])
     out, err = await run(box, script)
     assert "host secret" not in out and "tok-very-secret-123" not in out
-    assert "root:" not in out
+    host_shadow = set(Path("/etc/shadow").read_text().splitlines())  # we are root in CI
+    assert not host_shadow & set(out.splitlines())  # (a container image has its own)
     assert host_snapshot(secret, cfg, Path("/etc/hostname")) == before
     assert not Path("/usr/pwned").exists() and not Path("/pwned").exists()
 
@@ -113,7 +114,7 @@ async def test_escape_attempts_through_the_gateway_are_audited(box: Sandbox, wor
     audit = AuditLog(tmp_path / "audit.db")
     gateway = Gateway(ToolRegistry(builtin_tools()), Environment(workspace, sandbox=box),
                       [AuditStage(audit)])
-    res = await gateway.execute(ToolCall("shell", {"command": "cat /etc/shadow"}))
+    res = await gateway.execute(ToolCall("shell", {"command": "cat /root/.ssh/id_rsa"}))
     assert "No such file" in res.text
     res = await gateway.execute(ToolCall("read_file", {"path": "../../etc/passwd"}))
     assert res.decision == "error" and "refused" in res.text

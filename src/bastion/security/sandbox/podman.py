@@ -9,8 +9,9 @@ cached). A user with a registry can instead ``podman pull`` any Debian-based ima
 Each call: ``podman run --rm`` with the runc runtime (crun fails on this kind of host's
 cgroups/rlimits), a read-only root, tmpfs ``/tmp``, the workspace at ``/workspace``, no
 network, every capability dropped, ``no-new-privileges``, the workspace owner's uid, rlimits
-for CPU, file size, processes and open files, a memory cap, and a wall-clock deadline after
-which the container is removed by force.
+(prlimit inside: CPU, address space, processes, file size), a pids cgroup (which also binds
+uid 0), a memory cgroup, and a wall-clock deadline after which the container is removed by
+force.
 """
 
 from __future__ import annotations
@@ -112,20 +113,20 @@ class PodmanSandbox:
 
     def _args(self, cid: str, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
               ro_paths: Sequence[Path], interactive: bool) -> list[str]:
-        from bastion.security.sandbox.bwrap import BubblewrapSandbox
+        from bastion.security.sandbox.bwrap import BubblewrapSandbox, limit_args
 
-        mb = 1024 * 1024
         args = [
             self.podman, "run", "--rm", "--name", cid, "--runtime", "runc",
             "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
             "--tmpfs", "/var/tmp:rw,nosuid,nodev,mode=1777",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--user", f"{self.uid}:{self.gid}", "--hostname", self.hostname,
-            "--ulimit", f"cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",
-            "--ulimit", f"fsize={limits.file_size_mb * mb}:{limits.file_size_mb * mb}",
-            "--ulimit", f"nproc={limits.max_processes}:{limits.max_processes}",
+            # rlimits are set inside by prlimit (podman has no address-space ulimit); the
+            # pids cgroup caps processes even for uid 0, the memory cgroup is a backstop
             "--ulimit", "nofile=1024:1024",
-            "--memory", f"{limits.memory_mb}m",
+            "--ulimit", "nproc=4096:4096",  # without it runc fails to apply podman's default
+            "--pids-limit", str(limits.max_processes + 1),
+            "--memory", f"{limits.memory_mb + 64}m",
             "-v", f"{self.spec.workspace}:{WORKSPACE_MOUNT}:rw", "-w", WORKSPACE_MOUNT,
             "--log-driver", "none",
         ]
@@ -136,7 +137,7 @@ class PodmanSandbox:
             args += ["-v", f"{host}:{host}:ro"]
         for key, value in BubblewrapSandbox.environment(env).items():
             args += ["--env", f"{key}={value}"]
-        return [*args, IMAGE, *argv]
+        return [*args, IMAGE, *limit_args(limits), *argv]
 
     def command(
         self,
