@@ -91,7 +91,11 @@ def test_risky_call_asks_at_the_terminal(served_home: Path) -> None:
 
 def test_ctrl_c_at_empty_prompt_exits_cleanly(served_home: Path) -> None:
     child = spawn(served_home)
-    child.sendintr()
+    child.send("half a question")
+    child.expect("half a question")  # echoed: readline has the text
+    child.sendintr()  # with text typed: the line is dropped, like a shell
+    child.expect(PROMPT)
+    child.sendintr()  # at an empty prompt: leave
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
