@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,25 @@ DOCUMENTS = "bastion-documents"
 COLLECTIONS = (MESSAGES, DOCUMENTS)
 
 Metadata = Mapping[str, str | int | float | bool]
+LOCK_TIMEOUT_S = 30.0
+
+
+def _flock(fd: int, mode: int, timeout_s: float) -> None:
+    """Take ``mode`` on ``fd``, waiting at most ``timeout_s`` (a stuck process never hangs us)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise MemoryStoreError(
+                    f"the vector store is locked by another process for over {timeout_s:.0f}s",
+                    fix="wait for the other bastion process (ingest?) to finish",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,6 +86,7 @@ class VectorStore:
         self._gen = -1
         self._cols: dict[str, Any] = {}
         self.reopens = 0
+        self.lock_timeout_s = LOCK_TIMEOUT_S
 
     # -- locking and freshness -------------------------------------------------------
     def _read_gen(self) -> int:
@@ -79,7 +100,7 @@ class VectorStore:
         with self._mutex:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, self.lock_timeout_s)
                 try:
                     gen = self._read_gen()
                     if self._client is None or gen != self._gen:
