@@ -89,6 +89,9 @@ class ChatCompletionRequest(_Wire):
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
     tools: list[WireTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="only {'type': 'text'} is supported"
+    )
     user: str | None = Field(default=None, description="bastion-agent: used as the session id")
     session_id: str | None = Field(
         default=None,
@@ -165,6 +168,11 @@ def to_tool_specs(tools: list[WireTool] | None) -> list[ToolSpec]:
 
 def settings_from(req: ChatCompletionRequest, base: ChatSettings) -> ChatSettings:
     """Return ``base`` with the request's generation settings applied."""
+    kind = (req.response_format or {}).get("type", "text")
+    if kind != "text":
+        raise ApiError(400, f"response_format {kind!r} is not supported by this server",
+                       code="unsupported_response_format", param="response_format",
+                       fix="omit response_format, or ask for JSON in the prompt")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or base.stop)
     choice = base.tool_choice
     if isinstance(req.tool_choice, str):

@@ -284,6 +284,9 @@ def test_passthrough_bad_tool_requests(make_api):
             {"id": "c", "type": "function", "function": {"name": "w", "arguments": "{oops"}}]},
         user("x")]})
     assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]["message"]
+    resp = api.client.post(URL, json={"model": "scripted", "messages": [user("x")],
+                                      "response_format": {"type": "json_object"}})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "response_format"
     resp = api.client.post(URL, json={"model": "scripted", "messages": [
         {"role": "tool", "content": "x"}]})
     assert resp.status_code == 400 and "tool_call_id" in resp.json()["error"]["message"]
