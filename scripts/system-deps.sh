@@ -2,11 +2,14 @@
 # Installs the Debian packages the tests need (bubblewrap sandboxes, speech tools, network tools).
 # Idempotent: only missing packages are installed. Needs root (CI runs as root) or sudo.
 set -euo pipefail
-pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc nftables dnsmasq nodejs npm podman runc debootstrap)
+pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc nftables dnsmasq-base podman runc debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node.js + npm (for the MCP conformance suite): any install will do (nodesource's nodejs ships npm
+# and conflicts with Debian's npm package), so only ask apt when no npm is on PATH.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
