@@ -136,6 +136,8 @@ def spec_from_properties(
 class DiscoveryService(ClusterService):
     """Browses for nodes and keeps the router's ``mdns`` members in sync."""
 
+    discovers = True
+
     def __init__(self, router: Router, cfg: ClusterDiscoveryConfig) -> None:
         self.router = router
         self.service_type = cfg.service_type

@@ -55,6 +55,7 @@ ModelFactory = Callable[[NodeSpec, str], Model]
 # ``continue_final_message``/``add_generation_prompt: false`` in the body, which the shared
 # HTTP client does not send, so vLLM nodes replay (and prefill only if a replay diverges).
 _PREFILL_ENGINES = frozenset({"ollama"})
+DISCOVERY_GRACE_S = 3.0
 
 
 @dataclass(slots=True)
@@ -132,6 +133,7 @@ class ClusterModel:
         self._closing: set[asyncio.Task[None]] = set()
         self._services = list(services)
         self._started = False
+        self._grace_until = 0.0
         self._rng = rng or random.Random()
         self._backoff = Backoff(self.policy.backoff_base_s, self.policy.backoff_max_s, self._rng)
         self.history: list[RouteRecord] = []
@@ -145,6 +147,8 @@ class ClusterModel:
         self._started = True
         for svc in self._services:
             await svc.start()
+            if svc.discovers:  # give mDNS a moment to find nodes before the first request
+                self._grace_until = time.monotonic() + DISCOVERY_GRACE_S
 
     async def aclose(self) -> None:
         """Stop services and close every per-node client."""
@@ -201,6 +205,8 @@ class ClusterModel:
 
             prompt_tokens = estimate_prompt_tokens(messages, tools)
         need = prompt_tokens + settings.max_tokens
+        while not self.router.nodes and time.monotonic() < self._grace_until:
+            await asyncio.sleep(0.05)  # just started with discovery: nodes are arriving
         if not any(True for _ in self.router.eligible(self.model_name, need)):
             need = prompt_tokens + 16  # a node may still answer with a shorter completion
             if not any(True for _ in self.router.eligible(self.model_name, need)):
@@ -452,6 +458,8 @@ class ClusterModel:
 
 class ClusterService:
     """A background part of the cluster (health monitor, mDNS discovery)."""
+
+    discovers = False  # True for services that add nodes (the first request waits briefly)
 
     async def start(self) -> None:
         """Start; idempotent."""

@@ -228,3 +228,26 @@ async def test_cut_after_the_whole_answer_was_shown_adds_nothing() -> None:
     assert text_of(events) == ANSWER
     assert model.history[-1].mode == "replay" and model.history[-1].failovers == 1
     assert [e.reason for e in events if isinstance(e, Finish)] == ["stop"]
+
+
+async def test_first_request_waits_briefly_for_discovery() -> None:
+    from bastion.cluster.model import ClusterService
+
+    router = Router()
+    fake = FakeNodeModel("late", Behaviour())
+
+    class LateDiscovery(ClusterService):
+        discovers = True
+
+        async def start(self) -> None:
+            async def arrive() -> None:
+                await asyncio.sleep(0.2)
+                router.add(NodeSpec("late", "http://late:1"), source="mdns")
+
+            self.task = asyncio.get_running_loop().create_task(arrive())
+
+    model = ClusterModel(
+        router, lambda s, m: fake, model_name="m", tier="small", services=[LateDiscovery()]
+    )
+    events = await collect(model)
+    assert text_of(events) == ANSWER and model.history[-1].nodes == ["late"]
