@@ -22,7 +22,7 @@ import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -57,7 +57,6 @@ from bastion.server._turns import (
     check_session_id,
     collect_turn,
     make_agent,
-    merge_tool_step,
     redacted_events,
 )
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
@@ -161,12 +160,10 @@ async def _agent(request: Request, app: App, req: ChatCompletionRequest) -> Resp
         try:
             yield sse_data(maker.chunk({"role": "assistant", "content": ""},
                                        bastion={"type": "session", "session_id": public_sid}))
-            steps: list[dict[str, Any]] = []
             async for name, payload in redacted_events(app, await agent(), text, sid):
                 if name == "text":
                     yield sse_data(maker.chunk({"content": payload["text"]}))
                 elif name in ("tool_started", "tool_finished"):
-                    merge_tool_step(steps, name, payload)
                     yield sse_data(maker.chunk({}, bastion=payload))
                 elif name == "done":
                     done = {k: v for k, v in payload.items() if k != "answer"}

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.agent.loop import Agent
 from bastion.llm.messages import ChatSettings, Message, TextDelta
-from bastion.memory.base import EphemeralMemory
+from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
@@ -106,11 +106,37 @@ async def make_agent(
             seed=settings.seed,
         )
     if ephemeral:
-        agent.memory = EphemeralMemory()
+        agent.memory = RequestMemory(app.memory)
     if seed and not await agent.memory.history(session_id):
         for message in seed:
             await agent.memory.append(session_id, message)
     return agent
+
+
+class RequestMemory:
+    """A stateless request's conversation: kept for this request only, never stored.
+
+    The model's context is still built by the app's memory (windowing to the context size,
+    retrieved knowledge), exactly as for a stored session.
+    """
+
+    def __init__(self, backing: ConversationMemory) -> None:
+        self._local = EphemeralMemory()
+        self._backing = backing
+
+    async def history(self, session_id: str) -> list[Message]:
+        """Return the request's messages so far."""
+        return await self._local.history(session_id)
+
+    async def append(self, session_id: str, message: Message) -> None:
+        """Keep ``message`` for the rest of this request."""
+        await self._local.append(session_id, message)
+
+    async def build_context(
+        self, session_id: str, system: Message, history: Sequence[Message], query: str
+    ) -> list[Message]:
+        """Delegate to the app's memory (window + RAG) without storing anything."""
+        return await self._backing.build_context(session_id, system, history, query)
 
 
 @dataclass

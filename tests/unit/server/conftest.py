@@ -26,12 +26,13 @@ def make_api() -> Iterator[Callable[..., Api]]:
     made: list[tuple[TestClient, App]] = []
 
     def make(*replies: Reply, token: str | None = TOKEN, auth: bool = True,
-             raise_server_exceptions: bool = True, security: dict | None = None) -> Api:
+             raise_server_exceptions: bool = True, security: dict | None = None,
+             memory: dict | None = None) -> Api:
         # Real SQLite sessions; the semantic index is the memory feature's to test.
         # Pending approvals wait for the API; a short timeout keeps "denied" tests quick.
         config = Config.model_validate({
             "api": {"token": token},
-            "memory": {"semantic": False},
+            "memory": {"semantic": False, **(memory or {})},
             "security": {"approval_timeout_s": 1, **(security or {})},
         })
         model = ScriptedModel(*replies)

@@ -105,6 +105,21 @@ def test_prior_messages_are_context_and_system_is_appended(make_api):
     assert resp.json()["bastion"]["session_id"] is None
 
 
+def test_stateless_requests_are_windowed_and_never_stored(make_api):
+    api = make_api(say("ok"), memory={"context_tokens": 200})
+    history = []
+    for i in range(20):
+        history += [user(f"question {i} " + "words " * 30),
+                    {"role": "assistant", "content": f"answer {i} " + "words " * 30}]
+    resp = api.client.post(URL, json={"model": "bastion-agent",
+                                      "messages": [*history, user("last question")]})
+    assert resp.status_code == 200
+    sent = api.model.seen[0].messages
+    assert sent[-1].content == "last question"
+    assert len(sent) < 20  # the app's memory windowed the context to its budget
+    assert api.app.memory.store.sessions() == []  # nothing was stored
+
+
 @pytest.mark.parametrize("how", ["header", "session_id", "user"])
 def test_session_id_continues_the_conversation(make_api, how):
     api = make_api(say("Hello Ada."), say("Your name is Ada."))
