@@ -2,7 +2,9 @@
 
 ``POST /v1/sessions/{id}/messages`` streams named SSE events (``event: NAME`` +
 ``data: {...}``): ``session``, then ``text``, ``tool_started``, ``tool_finished``, ``usage``
-as they happen, and finally ``done`` or ``error`` (payloads in :mod:`bastion.server.events`).
+as they happen (and ``approval_pending`` / ``approval_resolved`` while a tool call waits for
+a human, see ``routes/approvals.py``), and finally ``done`` or ``error`` (payloads in
+:mod:`bastion.server.events`).
 Sessions live in ``app.memory`` (the memory feature persists them and adds listing and
 export under ``/v1/sessions`` in its own route module).
 """
