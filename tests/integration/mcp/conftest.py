@@ -44,18 +44,18 @@ def child_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def served(bastion_home: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Run ``bastion mcp serve --http`` (token auth) and yield (url, workspace)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Run ``bastion mcp serve --http`` (token auth; its own home) and yield (url, workspace)."""
+    home = tmp_path_factory.mktemp("served-home")
+    ws = tmp_path_factory.mktemp("served-ws")
     (ws / "hello.txt").write_text("hello from the workspace\n")
-    write_config(bastion_home, agent={"workspace": str(ws)},
+    write_config(home, agent={"workspace": str(ws)},
                  security={"tools": {"write_file": "deny"}})
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion", "mcp", "serve", "--http", "--port", str(port)],
-        env=child_env(bastion_home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=child_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
