@@ -63,8 +63,22 @@ async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
         assert res.ok, res.text
         direct.append((t1 - t0) * 1000)
         through.append((t2 - t1) * 1000)
+    # the same call through a gateway with only policy + approval (no audit write, no scan)
+    from bastion.security.approval import DenyApprover
+    from bastion.security.gateway import Gateway
+    from bastion.security.policy import ApprovalStage, PolicyStage
+    from bastion.tools.base import Risk
+
+    bare = Gateway(app.registry, app.gateway.environment,
+                   [PolicyStage({}), ApprovalStage(DenyApprover(), Risk.HIGH, 5)])
+    lean = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await bare.execute(ToolCall("read_file", args))
+        lean.append((time.perf_counter() - t0) * 1000)
     await app.aclose()
     print(line("direct tool call", direct))
+    print(line("gateway, policy+approval only", lean))
     print(line("through the gateway", through))
     overhead = statistics.median(through) - statistics.median(direct)
     print(f"{'gateway overhead (p50 difference)':<34} {overhead:8.3f} ms   "
@@ -123,7 +137,8 @@ async def main() -> None:
         ws.mkdir()
         print(f"# bench/gateway.py on {os.cpu_count()} CPUs")
         await gateway_overhead(opts.calls, ws)
-        await sandboxed(opts.sandboxed, ws)
+        if opts.sandboxed > 0:
+            await sandboxed(opts.sandboxed, ws)
 
 
 if __name__ == "__main__":
