@@ -133,7 +133,7 @@ def config_set(
 
 
 # -- ask --------------------------------------------------------------------------------------
-async def _ask(app: App, question: str, session: str | None, renderer: EventRenderer | None,
+async def _ask(app: App, question: str, renderer: EventRenderer | None,
                transcript: Transcript) -> None:
     try:
         agent = app.agent()
@@ -166,7 +166,7 @@ def ask(
     if not as_json:
         live = sys.stdout.isatty() if stream is None else stream
         renderer = EventRenderer(sys.stdout, _err, stream=live)
-    asyncio.run(_ask(app, question, session, renderer, transcript))
+    asyncio.run(_ask(app, question, renderer, transcript))
     if as_json:
         typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2))
     elif renderer is not None:
