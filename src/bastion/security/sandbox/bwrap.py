@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -98,6 +97,30 @@ def _join_netns(spec: SandboxSpec, cmd: list[str]) -> list[str]:
     return cmd
 
 
+def identity_dir(hostname: str) -> Path:
+    """Return the directory with the generated passwd/group/hosts for ``hostname``.
+
+    Kept under bastion's home and shared by every sandbox (no temporary directory per
+    instance that a killed process would leave behind); rewritten only when it differs.
+    """
+    from bastion.config import paths
+
+    etc = paths.data_dir("sandbox") / f"etc-{hostname}"
+    staging = Path(tempfile.mkdtemp(prefix=".etc-", dir=etc.parent))
+    try:
+        _write_identity(staging, hostname)
+        etc.mkdir(exist_ok=True)
+        etc.chmod(0o755)
+        for name in ("passwd", "group", "hosts"):
+            new = (staging / name).read_bytes()
+            target = etc / name
+            if not target.exists() or target.read_bytes() != new:
+                os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return etc
+
+
 def _write_identity(etc: Path, hostname: str) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "passwd").write_text(
@@ -134,10 +157,7 @@ class BubblewrapSandbox:
         self.spec = spec
         self.bwrap = found
         self.hostname = hostname
-        self._state = Path(tempfile.mkdtemp(prefix="bastion-bwrap-"))
-        self._state.chmod(0o755)
-        _write_identity(self._state / "etc", hostname)
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
+        self._etc = identity_dir(hostname)
         self._prefix = self._build_prefix()
         self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
 
@@ -171,7 +191,7 @@ class BubblewrapSandbox:
 
     def _build_prefix(self) -> tuple[list[str], list[str]]:
         """Return (mounts, namespace flags); extra mounts go between them."""
-        etc = self._state / "etc"
+        etc = self._etc
         mounts = [self.bwrap, *root_binds()]
         for name in ("passwd", "group", "hosts"):
             mounts += ["--ro-bind", str(etc / name), f"/etc/{name}"]
@@ -285,5 +305,4 @@ class BubblewrapSandbox:
         return spawned
 
     def close(self) -> None:
-        """Remove the generated files."""
-        self._finalizer()
+        """Nothing to release: the identity files are shared and kept (see identity_dir)."""

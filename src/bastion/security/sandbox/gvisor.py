@@ -16,7 +16,6 @@ that is root, it is uid 0 *inside gVisor* with every capability dropped.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -75,14 +74,23 @@ _ROOTFS: dict[str, Path] = {}
 
 
 def _shared_rootfs(hostname: str) -> Path:
-    """Return the read-only root for ``hostname``, built once per process."""
-    if hostname not in _ROOTFS:
-        base = Path(tempfile.mkdtemp(prefix="bastion-gvisor-rootfs-"))
-        base.chmod(0o755)
-        _build_rootfs(base / "root", hostname)
-        atexit.register(shutil.rmtree, base, True)
-        _ROOTFS[hostname] = base / "root"
-    return _ROOTFS[hostname]
+    """Return the read-only root for ``hostname``: built once under bastion's home, then reused."""
+    from bastion.config import paths
+
+    if hostname in _ROOTFS:
+        return _ROOTFS[hostname]
+    root = paths.data_dir("sandbox") / f"gvisor-root-{hostname}"
+    if not (root / ".complete").exists():
+        staging = Path(tempfile.mkdtemp(prefix=".gvisor-root-", dir=root.parent))
+        try:
+            _build_rootfs(staging / "root", hostname)
+            (staging / "root" / ".complete").touch()
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(staging / "root", root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _ROOTFS[hostname] = root
+    return root
 
 
 class GVisorSandbox:
