@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, TextDelta, ToolSpec, Usage
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    ModelEvent,
+    TextDelta,
+    ToolSpec,
+    Usage,
+)
 
 
 class GatedModel:

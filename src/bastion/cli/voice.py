@@ -129,10 +129,9 @@ async def _push_to_talk(
     *, session: str | None, language: str | None, engine: str | None, speed: float | None,
     yes: bool, output: Path | None,
 ) -> None:
+    from bastion.config.loader import load
     from bastion.voice.audio import Audio
     from bastion.voice.devices import Player, Recorder, check_devices
-
-    from bastion.config.loader import load
 
     cfg = load().voice
     check_devices(need_input=True, need_output=output is None,  # before any model loads
@@ -188,8 +187,11 @@ def voice(
         bool, typer.Option("--yes", "-y", help="approve every risky tool call without asking")
     ] = False,
 ) -> None:
-    """Push-to-talk with the agent: Enter starts and stops recording, the answer is spoken
-    sentence by sentence. With --input/--output it runs on files (no audio devices)."""
+    """Talk with the agent: Enter starts and stops recording, the answer is spoken.
+
+    The answer is spoken sentence by sentence as it is written. With --input/--output it runs
+    on files (no audio devices needed).
+    """
     if ctx.invoked_subcommand:
         return
     if input_path is not None:

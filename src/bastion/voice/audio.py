@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import wave
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -156,6 +157,7 @@ def decode(data: bytes, *, max_seconds: float = 120.0, max_bytes: int = 25 * 2**
 
     Raises:
         AudioError: empty, too large, too long, silent-length, or not a readable audio format.
+
     """
     if not data:
         raise AudioError("the audio is empty", fix=_FORMAT_FIX)
@@ -210,6 +212,7 @@ def encode(audio: Audio, fmt: str) -> bytes:
 
     Raises:
         AudioError: an unknown format, or a codec this PyAV build lacks.
+
     """
     if fmt == "wav":
         return audio.wav()
@@ -229,7 +232,7 @@ def encode(audio: Audio, fmt: str) -> bytes:
     buf = io.BytesIO()
     try:
         with av.open(buf, mode="w", format=container) as out:
-            stream = out.add_stream(codec, rate=audio.sample_rate, layout="mono")
+            stream: Any = out.add_stream(codec, rate=audio.sample_rate, layout="mono")
             frame = av.AudioFrame.from_ndarray(ints[None, :], format="s16", layout="mono")
             frame.sample_rate = audio.sample_rate
             for packet in stream.encode(frame):

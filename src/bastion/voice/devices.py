@@ -22,7 +22,7 @@ HEADLESS_FIX = "use files instead: bastion voice --input question.wav --output a
 
 def _sounddevice() -> ModuleType:
     try:
-        import sounddevice
+        import sounddevice  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:
         raise MissingExtraError("audio input/output", "voice", "sounddevice") from exc
     except OSError:  # the module imports PortAudio at import time
@@ -31,7 +31,8 @@ def _sounddevice() -> ModuleType:
             fix="apt-get install libportaudio2 (macOS: brew install portaudio); or "
             + HEADLESS_FIX,
         ) from None
-    return sounddevice
+    mod: ModuleType = sounddevice
+    return mod
 
 
 def _device(spec: str | None) -> int | str | None:
@@ -97,8 +98,10 @@ class Recorder:
 
 
 class Player:
-    """Plays pieces of audio in order as they arrive (the first sentence while later ones are
-    still being synthesised)."""
+    """Plays pieces of audio in order as they arrive.
+
+    The first sentence plays while later ones are still being synthesised.
+    """
 
     def __init__(self, sample_rate: int, device: str | None = None) -> None:
         self._sd = _sounddevice()

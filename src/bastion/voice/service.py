@@ -22,6 +22,7 @@ class VoiceService:
         config: the ``voice`` section.
         stt: a ready recogniser (tests and benchmarks share one); built from config otherwise.
         tts: ready synthesisers by engine name.
+
     """
 
     def __init__(
@@ -45,7 +46,7 @@ class VoiceService:
             return self._stt
 
     def tts(self, engine: str | None = None) -> TTS:
-        """The synthesiser for ``engine`` (default: ``voice.tts.engine``), loaded on first use."""
+        """Return the synthesiser for ``engine`` (default ``voice.tts.engine``), loaded once."""
         name = engine or self.config.tts.engine
         if name not in ENGINES:
             raise ConfigError(

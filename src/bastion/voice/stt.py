@@ -54,6 +54,7 @@ class WhisperSTT:
     Args:
         config: the ``voice.stt`` section.
         gate: the VAD that keeps silence from Whisper; built from ``config`` when omitted.
+
     """
 
     name = "faster-whisper"

@@ -152,8 +152,11 @@ async def voice_turn(
     speed: float | None = None,
     redact: Callable[[str], str] | None = None,
 ) -> AsyncIterator[VoiceEvent]:
-    """Run one spoken turn: :class:`Heard`, the agent's events with :class:`Spoken` audio
-    interleaved, then :class:`VoiceDone`. Silence ends the turn at once with empty text."""
+    """Run one spoken turn.
+
+    Yields :class:`Heard`, the agent's events with :class:`Spoken` audio interleaved, then
+    :class:`VoiceDone`. Silence ends the turn at once with empty text.
+    """
     transcript = await service.transcribe(audio, language=language)
     yield Heard(transcript)
     if not transcript.text:

@@ -47,6 +47,7 @@ class SpeechGate:
         aggressiveness: WebRTC VAD mode 0-3 (3 rejects the most non-speech).
         energy_dbfs: frames quieter than this are never speech (all kinds but ``off``).
         min_speech_ms: how much speech a clip needs before it is transcribed.
+
     """
 
     kind: VadKind = "silero"

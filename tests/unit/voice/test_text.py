@@ -6,7 +6,8 @@ from bastion.voice.text import SentenceSplitter, speakable, split_sentences
 def test_first_sentence_is_released_before_the_rest_arrives() -> None:
     splitter = SentenceSplitter()
     released: list[tuple[int, str]] = []
-    words = "The capital of France is Paris. It is known for the Eiffel Tower.".split(" ")
+    sentence = "The capital of France is Paris. It is known for the Eiffel Tower."
+    words = sentence.split()
     for i, word in enumerate(words):
         for sentence in splitter.feed(word if i == 0 else " " + word):
             released.append((i, sentence))

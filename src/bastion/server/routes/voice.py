@@ -17,17 +17,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, WebSocket
+from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from bastion._extras import require
 from bastion.agent.events import AgentEvent
 from bastion.agent.loop import Agent
-from bastion._extras import require
 from bastion.app import App
 from bastion.errors import AudioError, BastionError
 from bastion.llm.messages import TextDelta
@@ -44,9 +44,10 @@ if TYPE_CHECKING:  # the voice extra (numpy, models) is imported on first use, n
 
 router = APIRouter(tags=["audio"])
 
-OPENAI_VOICES = frozenset(
-    "alloy ash ballad cedar coral echo fable marin nova onyx sage shimmer verse".split()
-)
+OPENAI_VOICES = frozenset({
+    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+    "shimmer", "verse",
+})
 MAX_INPUT_CHARS = 4096
 
 
@@ -98,12 +99,16 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
              response_model=None)
 async def transcriptions(
     request: Request,
-    file: UploadFile = File(..., description="audio: WAV, FLAC, MP3, OGG, WebM"),
-    model: str = Form("whisper-1", description="ignored: the configured Whisper model answers"),
-    language: str | None = Form(None, description="ISO code; empty = auto-detect"),
-    prompt: str | None = Form(None),
-    response_format: Literal["json", "text", "verbose_json", "srt", "vtt"] = Form("json"),
-    temperature: float = Form(0.0, ge=0.0, le=1.0),
+    file: Annotated[UploadFile, File(description="audio: WAV, FLAC, MP3, OGG, WebM")],
+    model: Annotated[str, Form(description="ignored: the configured Whisper answers")] = (
+        "whisper-1"
+    ),
+    language: Annotated[str | None, Form(description="ISO code; empty = auto-detect")] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: Annotated[
+        Literal["json", "text", "verbose_json", "srt", "vtt"], Form()
+    ] = "json",
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
 ) -> Response:
     """Transcribe an uploaded clip. Silence gives empty text, not invented words."""
     service = voice_service(request)
@@ -319,7 +324,7 @@ async def _run_turn(
 
 @router.websocket("/v1/voice/ws")
 async def voice_socket(ws: WebSocket) -> None:
-    """A spoken conversation over one WebSocket.
+    """Hold a spoken conversation over one WebSocket.
 
     Client -> server: optionally first a JSON ``{"type": "start", "sample_rate": 16000,
     "session_id", "language", "engine", "speed", "vad": true, "partials": true}``; then binary
