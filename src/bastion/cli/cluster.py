@@ -62,16 +62,13 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
 
 
 async def _local_status(cfg: Config, *, metrics: bool = False) -> dict[str, Any] | str:
-    from bastion.cluster.health import HealthMonitor
     from bastion.cluster.model import create_cluster_model
 
     cluster = create_cluster_model(cfg)
     try:
-        await cluster.start()
-        monitor = next(s for s in cluster._services if isinstance(s, HealthMonitor))
         if cfg.cluster.discovery.enabled:
-            await asyncio.sleep(1.5)  # give mDNS a moment to answer
-        await monitor.check_all()
+            await cluster.check_now()  # the discovery round first finds nodes
+        await cluster.check_now()
         return cluster.metrics.render() if metrics else cluster.status()
     finally:
         await cluster.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from bastion.cluster.model import ClusterService
 from bastion.cluster.node import TIERS, NodeSpec
 from bastion.cluster.router import Router
 from bastion.config.model import ClusterDiscoveryConfig
+from bastion.errors import ConfigError
 
 SERVICE_TYPE = "_bastion-llm._tcp.local."
 _ENGINES = ("llama_cpp", "vllm", "ollama", "openai", "bastion")
@@ -142,6 +144,13 @@ class DiscoveryService(ClusterService):
         self.router = router
         self.service_type = cfg.service_type
         self.token = cfg.token.get_secret_value() if cfg.token else None
+        try:
+            self.networks = [ipaddress.ip_network(n, strict=False) for n in cfg.networks]
+        except ValueError as exc:
+            raise ConfigError(
+                f"cluster.discovery.networks: {exc}", fix="use CIDRs such as 10.0.0.0/24"
+            ) from None
+        self.ignored: set[str] = set()  # announcements refused by the network allowlist
         self.found: dict[str, str] = {}  # mDNS instance name -> node name
         self._azc: Any = None
         self._browser: Any = None
@@ -172,7 +181,23 @@ class DiscoveryService(ClusterService):
 
     def describe(self) -> dict[str, object]:
         """Status entry."""
-        return {"service": "mdns", "type": self.service_type, "found": sorted(self.found.values())}
+        return {
+            "service": "mdns",
+            "type": self.service_type,
+            "found": sorted(self.found.values()),
+            "ignored": sorted(self.ignored),
+        }
+
+    async def check_now(self) -> None:
+        """Give mDNS a moment to answer (browsing itself runs in the background)."""
+        await asyncio.sleep(1.5)
+
+    def allowed(self, address: str) -> bool:
+        """Return True when ``address`` is inside ``discovery.networks`` (or no list is set)."""
+        if not self.networks:
+            return True
+        ip = ipaddress.ip_address(address)
+        return any(ip in net for net in self.networks)
 
     def _on_change(self, zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
         from zeroconf import ServiceStateChange
@@ -197,8 +222,9 @@ class DiscoveryService(ClusterService):
         info = AsyncServiceInfo(service_type, instance)
         if not await info.async_request(self._azc.zeroconf, 3000):
             return
-        addresses = info.parsed_addresses(IPVersion.V4Only)
+        addresses = [a for a in info.parsed_addresses(IPVersion.V4Only) if self.allowed(a)]
         if not addresses or info.port is None:
+            self.ignored.add(instance)
             return
         spec = spec_from_properties(info.properties or {}, addresses[0], info.port, self.token)
         if spec is None:

@@ -81,6 +81,10 @@ class HealthMonitor(ClusterService):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
 
+    async def check_now(self) -> None:
+        """Check every node now."""
+        await self.check_all()
+
     async def check_all(self) -> None:
         """One round: check every node concurrently, then drop expired discovered nodes."""
         nodes = list(self.router.nodes.values())

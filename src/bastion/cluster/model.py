@@ -446,6 +446,12 @@ class ClusterModel:
             node.breaker.end_probe()
 
     # ---- management (CLI/API) -------------------------------------------------------------
+    async def check_now(self) -> None:
+        """Run one health round now (starting the services if needed)."""
+        await self.start()
+        for svc in self._services:
+            await svc.check_now()
+
     def status(self) -> dict[str, object]:
         """Cluster-wide status: nodes plus routing counters."""
         return {
@@ -470,6 +476,9 @@ class ClusterService:
     def describe(self) -> dict[str, object]:
         """Return a short status entry."""
         return {}
+
+    async def check_now(self) -> None:
+        """Do one round of the service's work now (health: check every node)."""
 
 
 def _default_factory(config: Config) -> ModelFactory:

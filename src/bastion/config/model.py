@@ -237,6 +237,11 @@ class ClusterDiscoveryConfig(_Section):
     ttl_s: float = Field(
         default=30.0, gt=0, description="a discovered node unreachable this long is removed"
     )
+    networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a discovered node's address must be in (empty: any; anything on "
+        "the LAN can announce itself, so set this to your cluster's network)",
+    )
 
 
 class ClusterConfig(_Section):

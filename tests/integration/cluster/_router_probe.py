@@ -22,7 +22,7 @@ async def main(ttl: float) -> None:
         {
             "model": {"backend": "cluster", "name": "smollm2-135m"},
             "cluster": {
-                "discovery": {"enabled": True, "ttl_s": ttl},
+                "discovery": {"enabled": True, "ttl_s": ttl, "networks": ["10.231.0.0/16"]},
                 "health_interval_s": 0.5,
                 "health_timeout_s": 20,
                 "breaker_cooldown_s": 0.5,

@@ -34,3 +34,19 @@ def test_node_serve_command_line(tmp_path) -> None:  # type: ignore[no-untyped-d
     joined = " ".join(argv)
     assert "--port 9000" in joined and "--n_ctx 1024" in joined and "--api_key k" in joined
     assert "--interrupt_requests false" in joined  # queue, never cut a running stream
+
+
+def test_network_allowlist() -> None:
+    import pytest
+
+    from bastion.cluster.discovery import DiscoveryService
+    from bastion.cluster.router import Router
+    from bastion.config.model import ClusterDiscoveryConfig
+    from bastion.errors import ConfigError
+
+    open_svc = DiscoveryService(Router(), ClusterDiscoveryConfig())
+    assert open_svc.allowed("192.168.1.9")
+    svc = DiscoveryService(Router(), ClusterDiscoveryConfig(networks=["10.231.0.0/16"]))
+    assert svc.allowed("10.231.7.1") and not svc.allowed("192.168.1.9")
+    with pytest.raises(ConfigError):
+        DiscoveryService(Router(), ClusterDiscoveryConfig(networks=["not-a-net"]))
