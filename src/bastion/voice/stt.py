@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from bastion._extras import require
 from bastion.config.model import SttConfig
-from bastion.errors import ConfigError
+from bastion.errors import AudioError, ConfigError
 from bastion.voice.audio import STT_RATE, Audio
 from bastion.voice.models import whisper_model
 from bastion.voice.vad import SpeechGate
@@ -81,13 +81,22 @@ class WhisperSTT:
                 "and voice.stt.compute_type to int8 on CPU",
             ) from None
         self._lock = threading.Lock()
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        self._languages = frozenset(_LANGUAGE_CODES)
 
     def transcribe(
         self, audio: Audio, *, language: str | None = None, prompt: str | None = None
     ) -> Transcript:
         """Return the text spoken in ``audio``; silence and noise give an empty transcript."""
         audio = audio.resample(STT_RATE)
-        lang = language or self.config.language
+        lang = (language or self.config.language or "").strip().lower() or None
+        if lang is not None and lang not in self._languages:
+            raise AudioError(
+                f"unknown language {lang!r}",
+                fix="use an ISO 639-1 code Whisper knows (en, de, fr, es, ...) or leave it empty "
+                "for auto-detection",
+            )
         if not self.gate.has_speech(audio):
             return Transcript("", lang, audio.duration, (), speech=False)
         with self._lock:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bastion.config.model import SttConfig, TtsConfig
-from bastion.errors import ConfigError
+from bastion.errors import AudioError, ConfigError
 from bastion.voice.audio import Audio, silence
 from bastion.voice.service import VoiceService
 from bastion.voice.stt import WhisperSTT
@@ -36,6 +36,12 @@ async def test_language_is_detected(voice: VoiceService) -> None:
     audio = espeak("Guten Morgen, wie geht es dir heute? Das Wetter ist sehr schön.", voice="de")
     t = await voice.transcribe(audio)
     assert t.language == "de", t
+
+
+async def test_unknown_language_is_a_clear_error(voice: VoiceService) -> None:
+    with pytest.raises(AudioError, match="unknown language 'klingon'") as err:
+        await voice.transcribe(espeak("Hello there, how are you?"), language="klingon")
+    assert "ISO 639-1" in (err.value.fix or "")
 
 
 def test_missing_model_folder_is_a_config_error(tmp_path: Path) -> None:
