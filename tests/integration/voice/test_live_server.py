@@ -98,9 +98,6 @@ def test_openai_client_speaks(live: Live) -> None:
     assert audio.sample_rate == 22_050 and 1.0 < audio.duration < 8.0
     mp3 = client.audio.speech.create(model="tts-1", voice="espeak", input=text).read()
     assert decode(mp3).duration > 1.0
-    # What was spoken is what was asked: Whisper hears it back through the same API.
-    heard = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav))
-    assert word_accuracy(text, heard.text) >= 0.85, heard.text
     with pytest.raises(BadRequestError, match="unknown voice"):
         client.audio.speech.create(model="tts-1", voice="nobody", input="hi")
 

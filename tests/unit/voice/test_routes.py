@@ -208,9 +208,6 @@ def test_websocket_voice_turn(make_api: Callable[..., Api]) -> None:
     end = messages[-1]
     assert end["type"] == "turn_end" and end["sentences"] == 2
     assert end["audio_seconds"] == pytest.approx(total, abs=0.01)
-    # The spoken answer is the answer: Whisper hears it back.
-    heard = _upload(api, Audio.concat(audio, 22_050).wav()).json()["text"]
-    assert word_accuracy(text, heard) >= 0.8, heard
 
 
 def test_websocket_endpointing_partials_and_silence(make_api: Callable[..., Api]) -> None:
