@@ -142,35 +142,58 @@ async def approvals_page() -> HTMLResponse:
 
 async def with_approvals(manager: ApprovalManager | None, session_id: str,
                          source: AsyncIterable[T]) -> AsyncGenerator[T | dict[str, Any], None]:
-    """Yield ``source``'s items, plus this session's approval events while it waits."""
-    if manager is None:
-        async for item in source:
-            yield item
-        return
+    """Yield ``source``'s items, plus this session's approval events while it waits.
+
+    The agent is iterated inline (as without approvals) except while tool calls it announced
+    are running: only then can it wait for an approval, so only then is its next step run as
+    a task beside the approval-event subscription.
+    """
+    from bastion.agent.events import ToolFinished, ToolStarted
+
     it = aiter(source)
-    events = cast(AsyncGenerator[dict[str, Any], None], manager.events())
-    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(it))
-    ev: asyncio.Future[Any] = asyncio.ensure_future(anext(events))
+    running = 0
+    events: AsyncGenerator[dict[str, Any], None] | None = None
+    nxt: asyncio.Future[Any] | None = None
+    ev: asyncio.Future[Any] | None = None
     try:
         while True:
-            done, _ = await asyncio.wait({nxt, ev}, return_when=asyncio.FIRST_COMPLETED)
-            if ev in done:
-                item = ev.result()
-                if item.get("session_id") == session_id:
-                    yield item
-                ev = asyncio.ensure_future(anext(events))
-            if nxt in done:
+            if manager is None or running <= 0:
+                try:
+                    value = await anext(it)
+                except StopAsyncIteration:
+                    return
+            else:
+                if events is None:
+                    events = cast(AsyncGenerator[dict[str, Any], None], manager.events())
+                if ev is None:
+                    ev = asyncio.ensure_future(anext(events))
+                nxt = asyncio.ensure_future(anext(it))
+                while True:
+                    done, _ = await asyncio.wait({nxt, ev}, return_when=asyncio.FIRST_COMPLETED)
+                    if ev in done:
+                        item = ev.result()
+                        ev = asyncio.ensure_future(anext(events))
+                        if item.get("session_id") == session_id:
+                            yield item
+                    if nxt in done:
+                        break
                 try:
                     value = nxt.result()
                 except StopAsyncIteration:
                     return
-                yield value
-                nxt = asyncio.ensure_future(anext(it))
+                finally:
+                    nxt = None
+            if isinstance(value, ToolStarted):
+                running += 1
+            elif isinstance(value, ToolFinished):
+                running -= 1
+            yield value
     finally:
         for fut in (nxt, ev):
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.cancel()
                 with contextlib.suppress(BaseException):
                     await fut
-        with contextlib.suppress(BaseException):
-            await events.aclose()
+        if events is not None:
+            with contextlib.suppress(BaseException):
+                await events.aclose()
