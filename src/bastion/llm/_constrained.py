@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,6 +75,7 @@ class Policy:
     # tool above "none") the request is answered without a tool
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
     answer_after_tool: bool = True  # after a tool result, answer unless a new call is clearly needed
+    copy_strings: bool = True  # name-like string arguments are copied from the user's words
 
 
 DEFAULT_POLICY = Policy()
@@ -217,9 +219,57 @@ def _mentioned(name: str, spec_prop: dict[str, Any], query: str) -> bool:
     return False
 
 
+# Parameter names whose values are written, not quoted from the request.
+_FREE_TEXT = frozenset(
+    """content text body code script command cmd message prompt description query question
+    html json sql data expression formula function equation program source answer reply
+    summary note notes comment template pattern regex input instructions""".split()
+)
+_EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
+
+
+def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
+    """Return the word spans of ``text`` (1..``max_words`` words), quoted strings first.
+
+    Offered as the only allowed values of a name-like string argument, they make a small
+    model copy ``Brazil`` from the request instead of inventing ``Bahia``.
+    """
+    spans: list[str] = []
+    seen: set[str] = set()
+
+    def add(v: str) -> None:
+        v = v.strip()
+        if v and v not in seen and len(spans) < limit:
+            seen.add(v)
+            spans.append(v)
+
+    for quoted in re.findall(r"(?:^|\s)'([^']{1,80})'(?=\W|$)|\"([^\"]{1,80})\"", text):
+        add(quoted[0] or quoted[1])
+    words = [w.strip(_EDGE_PUNCT) for w in text.split()]
+    for n in range(1, max_words + 1):
+        for i in range(len(words) - n + 1):
+            chunk = words[i : i + n]
+            if all(chunk):
+                add(" ".join(chunk))
+    return spans
+
+
+def _name_like(name: str, schema: dict[str, Any]) -> bool:
+    if schema.get("type") != "string" or any(k in schema for k in ("enum", "const", "pattern", "format")):
+        return False
+    parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
+    return not parts & _FREE_TEXT
+
+
 def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
     """Return the argument schema used for ``spec`` under ``policy``'s optional-args rule."""
     schema = args_schema(spec)
+    if policy.copy_strings:
+        spans = copy_spans(query)
+        if spans:
+            for k, v in schema["properties"].items():
+                if isinstance(v, dict) and _name_like(k, v):
+                    v["enum"] = spans
     if policy.optional_args == "all":
         return schema
     req = set(schema.get("required", []))

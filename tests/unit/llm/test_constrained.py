@@ -210,3 +210,28 @@ async def test_servers_without_prefill_get_a_prompt_about_the_chosen_tool() -> N
     system = p.prompts[-1][0]["content"]
     assert system.startswith("You call the function below") and "list_files" not in system
     assert "get_weather(city: string" in system and p.prefixes[-1] == ""
+
+
+def test_copy_spans_and_name_like_arguments() -> None:
+    from bastion.llm._constrained import copy_spans
+
+    spans = copy_spans("What's the capital of Brazil? Ask 'Tech Inc' about \"docs/a b.txt\", please.")
+    assert spans[:2] == ["Tech Inc", "docs/a b.txt"]  # quoted strings first
+    assert {"Brazil", "capital of Brazil", "What's", "please"} <= set(spans)
+    assert "Brazil?" not in spans and "s the capital" not in spans
+    schema = fill_schema(
+        ToolSpec("t", "", {"type": "object", "properties": {
+            "country": {"type": "string"},
+            "content": {"type": "string"},
+            "unit": {"type": "string", "enum": ["km", "mi"]},
+            "n": {"type": "integer"},
+        }, "required": ["country", "content", "unit", "n"]}),
+        "the capital of Brazil",
+    )
+    props = schema["properties"]
+    assert "Brazil" in props["country"]["enum"]  # name-like: copied from the request
+    assert "enum" not in props["content"] and "enum" not in props["n"]  # written / numbers: free
+    assert props["unit"]["enum"] == ["km", "mi"]  # the tool's own enum wins
+    free = fill_schema(ToolSpec("t", "", {"type": "object", "properties": {"country": {"type": "string"}}}),
+                       "Brazil", Policy(copy_strings=False, optional_args="all"))
+    assert "enum" not in free["properties"]["country"]
