@@ -88,11 +88,22 @@ class SpeechGate:
             flags[ts["start"] // _FRAME : -(-ts["end"] // _FRAME)] = True
         return flags
 
-    def has_speech(self, audio: Audio) -> bool:
-        """Return True when ``audio`` holds at least ``min_speech_ms`` of speech."""
+    def has_speech(self, audio: Audio, *, window_s: float = 8.0) -> bool:
+        """Return True when ``audio`` holds at least ``min_speech_ms`` of speech.
+
+        Long clips are examined in ``window_s`` windows (overlapping by one second) and the
+        search stops at the first window with speech, so a clip that starts talking costs a
+        few milliseconds however long it is.
+        """
         if self.kind == "off":
             return len(audio.samples) > 0
-        return int(self.speech_frames(audio).sum()) * FRAME_MS >= self.min_speech_ms
+        samples = audio.resample(STT_RATE).samples
+        size, step = int(window_s * STT_RATE), int((window_s - 1.0) * STT_RATE)
+        for start in range(0, max(1, len(samples) - STT_RATE), step):
+            window = Audio(samples[start : start + size], STT_RATE)
+            if int(self.speech_frames(window).sum()) * FRAME_MS >= self.min_speech_ms:
+                return True
+        return False
 
 
 @dataclass

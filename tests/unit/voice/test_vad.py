@@ -66,3 +66,11 @@ def _chunks(audio: Audio, ms: int = 100) -> list[Audio]:
     step = audio.sample_rate * ms // 1000
     return [Audio(audio.samples[i : i + step], audio.sample_rate)
             for i in range(0, len(audio.samples), step)]
+
+
+@pytest.mark.parametrize("kind", ["silero", "webrtc"])
+def test_speech_late_in_a_long_clip_is_found(kind: str, speech: Audio) -> None:
+    gate = SpeechGate(kind)  # type: ignore[arg-type]
+    late = Audio.concat([silence(17.0), speech], 16_000)
+    assert gate.has_speech(late)
+    assert not gate.has_speech(silence(20.0))
