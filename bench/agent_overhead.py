@@ -51,7 +51,11 @@ class TimedModel:
         self.model_s = 0.0
 
     async def chat(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, settings: ChatSettings | None = None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        *,
+        settings: ChatSettings | None = None,
     ) -> AsyncIterator[ModelEvent]:
         it = self.inner.chat(messages, tools, settings=settings).__aiter__()
         while True:
@@ -68,9 +72,13 @@ class TimedModel:
         await self.inner.aclose()
 
 
-def run_raw(model: EmbeddedModel, system: str, prompt: str, max_tokens: int) -> tuple[str, int, float]:
+def run_raw(
+    model: EmbeddedModel, system: str, prompt: str, max_tokens: int
+) -> tuple[str, int, float]:
     eng = model._engine  # the same rendering the backend uses: identical prompt tokens
-    toks = eng.tokens(eng.render(plain_messages([Message("system", system), Message("user", prompt)])))
+    toks = eng.tokens(
+        eng.render(plain_messages([Message("system", system), Message("user", prompt)]))
+    )
     t0 = time.perf_counter()
     text = []
     for chunk in model.llama.create_completion(
@@ -98,12 +106,21 @@ async def run_agent(app: Any, timed: TimedModel, prompt: str) -> tuple[str, int,
 def run_api(url: str, token: str, prompt: str, max_tokens: int) -> tuple[str, float]:
     import httpx
 
-    body = {"model": "bastion-agent", "stream": True, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": prompt}]}
+    body = {
+        "model": "bastion-agent",
+        "stream": True,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+    }
     text: list[str] = []
     t0 = time.perf_counter()
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600,
-                      headers={"Authorization": f"Bearer {token}"}) as resp:
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json=body,
+        timeout=600,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
         resp.raise_for_status()
         import json
 
@@ -126,8 +143,11 @@ def start_api(app: Any) -> tuple[str, Any] | None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(app, close_app=False), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(app, close_app=False), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -156,11 +176,13 @@ def main() -> None:
     model = EmbeddedModel(llama)
     timed = TimedModel(model)
     token = "bench-token-0123456789"
-    config = Config.model_validate({
-        "model": {"max_tokens": args.max_tokens, "temperature": 0.0},
-        "security": {"sandbox": "none"},
-        "api": {"token": token},
-    })
+    config = Config.model_validate(
+        {
+            "model": {"max_tokens": args.max_tokens, "temperature": 0.0},
+            "security": {"sandbox": "none"},
+            "api": {"token": token},
+        }
+    )
     app = build_app(config, model=timed, registry=ToolRegistry(), memory=EphemeralMemory())  # type: ignore[arg-type]
     system = config.agent.system_prompt
     api = start_api(app)
@@ -182,7 +204,9 @@ def main() -> None:
                 api_rate.append(model._engine.count(text_c) / wall_c)
     a = statistics.median(raw_rate)
     b = statistics.median(agent_rate)
-    print(f"model {shipped_model_path().name}, {len(raw_rate)} runs of {args.max_tokens} tokens max")
+    print(
+        f"model {shipped_model_path().name}, {len(raw_rate)} runs of {args.max_tokens} tokens max"
+    )
     print(f"(a) raw llama-cpp-python : {a:7.1f} tok/s (median)")
     print(f"(b) Agent, one step      : {b:7.1f} tok/s   ratio b/a = {b / a:.3f}")
     if api_rate:
@@ -191,7 +215,10 @@ def main() -> None:
     else:
         print("(c) REST API             : not measured")
     q = statistics.quantiles(overhead_ms, n=10)
-    print(f"agent overhead per step  : p50 {statistics.median(overhead_ms):.2f} ms, p90 {q[-1]:.2f} ms")
+    print(
+        f"agent overhead per step  : p50 {statistics.median(overhead_ms):.2f} ms, "
+        f"p90 {q[-1]:.2f} ms"
+    )
     if api:
         api[1].should_exit = True
 

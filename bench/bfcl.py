@@ -91,7 +91,9 @@ def _num(qid: str) -> int:
 
 def load_category(cat: str) -> list[dict[str, Any]]:
     base = bfcl_dir() / "data"
-    questions = [json.loads(x) for x in (base / f"BFCL_v4_{cat}.json").read_text().splitlines() if x]
+    questions = [
+        json.loads(x) for x in (base / f"BFCL_v4_{cat}.json").read_text().splitlines() if x
+    ]
     answers: dict[str, Any] = {}
     ans_file = base / "possible_answer" / f"BFCL_v4_{cat}.json"
     if ans_file.exists():
@@ -105,7 +107,12 @@ def load_category(cat: str) -> list[dict[str, Any]]:
 
 
 def make_split() -> dict[str, Any]:
-    split: dict[str, Any] = {"rule": SPLIT_RULE, "source": "bfcl-eval 2026.3.23", "dev": {}, "eval": {}}
+    split: dict[str, Any] = {
+        "rule": SPLIT_RULE,
+        "source": "bfcl-eval 2026.3.23",
+        "dev": {},
+        "eval": {},
+    }
     for cat in CATEGORIES:
         ids = [q["id"] for q in load_category(cat)]
         split["dev"][cat] = [i for i in ids if _num(i) % 2 == 0]
@@ -180,7 +187,10 @@ def main() -> None:
         import llama_cpp
 
         default_llama = llama_cpp.Llama(
-            model_path=str(gguf), n_ctx=4096, n_threads=args.threads, verbose=False,
+            model_path=str(gguf),
+            n_ctx=4096,
+            n_threads=args.threads,
+            verbose=False,
             chat_format="chatml-function-calling",
         )
     if "bastion" in paths:
@@ -211,13 +221,18 @@ def main() -> None:
                 ok = check(cat, q["function"], out, q["answer"])
                 results[p][cat].append(1.0 if ok else 0.0)
                 if args.show_failures and not ok and p == "bastion":
-                    print(f"  FAIL {q['id']}: {user_text(q)[-1]['content'][:90]!r} -> {out} "
-                          f"want {q['answer']}")
+                    print(
+                        f"  FAIL {q['id']}: {user_text(q)[-1]['content'][:90]!r} -> {out} "
+                        f"want {q['answer']}"
+                    )
         line = "  ".join(
             f"{p} {100 * sum(results[p][cat]) / max(1, len(results[p][cat])):5.1f}%" for p in paths
         )
         print(f"{cat:14s} n={len(qs):3d}  {line}", flush=True)
-    means = {p: sum(100 * sum(v) / max(1, len(v)) for v in results[p].values()) / len(results[p]) for p in paths}
+    means = {
+        p: sum(100 * sum(v) / max(1, len(v)) for v in results[p].values()) / len(results[p])
+        for p in paths
+    }
     print("mean           " + "  ".join(f"{p} {means[p]:5.1f}%" for p in paths))
     if "default" in means and "bastion" in means and means["default"]:
         print(f"ratio bastion/default: {means['bastion'] / means['default']:.2f}")
@@ -225,7 +240,9 @@ def main() -> None:
         print(f"{p}: {times[p] / max(1, count):.2f} s/question")
 
 
-async def _features(model: EmbeddedModel, q: dict[str, Any], cat: str, system: str, check: Any) -> dict[str, Any]:
+async def _features(
+    model: EmbeddedModel, q: dict[str, Any], cat: str, system: str, check: Any
+) -> dict[str, Any]:
     """Development aid: the decision's inputs and per-policy fill results for one question."""
     from bastion.llm import _constrained as C
     from bastion.llm import _relevance
@@ -237,8 +254,13 @@ async def _features(model: EmbeddedModel, q: dict[str, Any], cat: str, system: s
     scores = await model.score(prompt, C.CHOOSE_PREFIX, [*names, "none"])
     query = user_text(q)[-1]["content"]
     feat: dict[str, Any] = {
-        "id": q["id"], "cat": cat, "names": names, "scores": scores,
-        "lex": _relevance.best(query, specs), "gold": None, "fill_ok": {},
+        "id": q["id"],
+        "cat": cat,
+        "names": names,
+        "scores": scores,
+        "lex": _relevance.best(query, specs),
+        "gold": None,
+        "fill_ok": {},
     }
     if cat != "irrelevance":
         gold = next(iter(q["answer"][0]))
@@ -249,7 +271,9 @@ async def _features(model: EmbeddedModel, q: dict[str, Any], cat: str, system: s
                 args, _ = await C.fill(model, msgs, spec, specs, C.Policy(optional_args=mode))
             except Exception:
                 args = None
-            feat["fill_ok"][mode] = bool(args is not None and check(cat, q["function"], [{gold: args}], q["answer"]))
+            feat["fill_ok"][mode] = bool(
+                args is not None and check(cat, q["function"], [{gold: args}], q["answer"])
+            )
     return feat
 
 
@@ -262,9 +286,14 @@ def dump_features(half: str, limit: int, threads: int, out: Path, cats: list[str
         for i in range(limit):
             for cat in cats:
                 wanted = set(recorded[half][cat])
-                qs = sorted((q for q in load_category(cat) if q["id"] in wanted), key=lambda q: _num(q["id"]))
+                qs = sorted(
+                    (q for q in load_category(cat) if q["id"] in wanted),
+                    key=lambda q: _num(q["id"]),
+                )
                 if i < len(qs):
-                    fh.write(json.dumps(asyncio.run(_features(model, qs[i], cat, system, check))) + "\n")
+                    fh.write(
+                        json.dumps(asyncio.run(_features(model, qs[i], cat, system, check))) + "\n"
+                    )
                     fh.flush()
 
 

@@ -55,7 +55,9 @@ class Primitives(Protocol):
         """Return one completion (constrained to ``schema`` if given) and its usage."""
         ...
 
-    async def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float] | None:
+    async def score(
+        self, messages: Plain, prefix: str, options: Sequence[str]
+    ) -> list[float] | None:
         """Return the log-probability of each option following ``prefix``, or None."""
         ...
 
@@ -74,7 +76,9 @@ class Policy:
     none_threshold: float = 0.12  # below this lexical relevance (and unless the model ranks a
     # tool above "none") the request is answered without a tool
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
-    answer_after_tool: bool = True  # after a tool result, answer unless a new call is clearly needed
+    answer_after_tool: bool = (
+        True  # after a tool result, answer unless a new call is clearly needed
+    )
     copy_strings: bool = True  # name-like string arguments are copied from the user's words
 
 
@@ -221,9 +225,41 @@ def _mentioned(name: str, spec_prop: dict[str, Any], query: str) -> bool:
 
 # Parameter names whose values are written, not quoted from the request.
 _FREE_TEXT = frozenset(
-    """content text body code script command cmd message prompt description query question
-    html json sql data expression formula function equation program source answer reply
-    summary note notes comment template pattern regex input instructions""".split()
+    [
+        "content",
+        "text",
+        "body",
+        "code",
+        "script",
+        "command",
+        "cmd",
+        "message",
+        "prompt",
+        "description",
+        "query",
+        "question",
+        "html",
+        "json",
+        "sql",
+        "data",
+        "expression",
+        "formula",
+        "function",
+        "equation",
+        "program",
+        "source",
+        "answer",
+        "reply",
+        "summary",
+        "note",
+        "notes",
+        "comment",
+        "template",
+        "pattern",
+        "regex",
+        "input",
+        "instructions",
+    ]
 )
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
 
@@ -255,7 +291,9 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
 
 
 def _name_like(name: str, schema: dict[str, Any]) -> bool:
-    if schema.get("type") != "string" or any(k in schema for k in ("enum", "const", "pattern", "format")):
+    if schema.get("type") != "string" or any(
+        k in schema for k in ("enum", "const", "pattern", "format")
+    ):
         return False
     parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
     return not parts & _FREE_TEXT
@@ -280,7 +318,9 @@ def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> 
         if k in req
         or (
             policy.optional_args == "mentioned"
-            and _mentioned(k, raw_props.get(k, {}) if isinstance(raw_props.get(k), dict) else {}, query)
+            and _mentioned(
+                k, raw_props.get(k, {}) if isinstance(raw_props.get(k), dict) else {}, query
+            )
         )
     }
     schema["properties"] = keep

@@ -107,7 +107,7 @@ class _Engine:
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: Plain, prefix: str = "") -> str:
-        return str(self.formatter(messages=messages).prompt) + prefix
+        return str(self.formatter(messages=messages).prompt) + prefix  # type: ignore[arg-type]
 
     def tokens(self, text: str) -> list[int]:
         add_bos = not (self.bos and text.startswith(self.bos))
@@ -120,7 +120,7 @@ class _Engine:
         key = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             if len(self._grammars) > 128:
@@ -226,7 +226,9 @@ class EmbeddedModel:
 
     prefill = True  # the constrained protocol may continue the assistant's reply
 
-    def __init__(self, llama: Any, *, name: str = SHIPPED_NAME, policy: Policy = DEFAULT_POLICY) -> None:
+    def __init__(
+        self, llama: Any, *, name: str = SHIPPED_NAME, policy: Policy = DEFAULT_POLICY
+    ) -> None:
         self.name = name
         self.policy = policy
         self._engine = _Engine(llama)
@@ -243,7 +245,10 @@ class EmbeddedModel:
     ) -> EmbeddedModel:
         """Load ``path`` (default: the shipped model) and wrap it."""
         llama = load_llama(
-            path or shipped_model_path(), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+            path or shipped_model_path(),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
         )
         return cls(llama, name=name)
 
@@ -277,18 +282,28 @@ class EmbeddedModel:
                 usage = piece
         return "".join(text), usage
 
-    async def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float] | None:
+    async def score(
+        self, messages: Plain, prefix: str, options: Sequence[str]
+    ) -> list[float] | None:
         """Return each option's log-probability after the prompt."""
+
         def run() -> list[float]:
             with self._engine.lock:
                 return self._engine.score(messages, prefix, options)
 
         return await asyncio.to_thread(run)
 
-    def stream(self, messages: Plain, settings: ChatSettings) -> AsyncIterator[str | Usage | Finish]:
+    def stream(
+        self, messages: Plain, settings: ChatSettings
+    ) -> AsyncIterator[str | Usage | Finish]:
         """Stream a free-text reply."""
         return self._stream_sync(
-            messages, settings.max_tokens, settings.temperature, None, "", settings.seed,
+            messages,
+            settings.max_tokens,
+            settings.temperature,
+            None,
+            "",
+            settings.seed,
             stop=settings.stop,
         )
 
@@ -314,8 +329,13 @@ class EmbeddedModel:
                     toks = eng.tokens(eng.render(messages, prefix))
                     grammar = eng.grammar(schema) if schema is not None else None
                     for item in eng.generate(
-                        toks, max_tokens=max_tokens, temperature=temperature, grammar=grammar,
-                        stop=stop, seed=seed, cancelled=cancel.is_set,
+                        toks,
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        grammar=grammar,
+                        stop=stop,
+                        seed=seed,
+                        cancelled=cancel.is_set,
                     ):
                         loop.call_soon_threadsafe(queue.put_nowait, item)
             except BaseException as exc:  # handed to the consumer, re-raised there

@@ -57,7 +57,7 @@ def create_model(config: Config) -> Model:
         if quirks.needs_key and not key:
             raise ModelError(
                 f"the {quirks.name} backend needs an API key",
-                fix="bastion config set model.api_key KEY (or set model.base_url to a local server)",
+                fix="bastion config set model.api_key KEY (or use a local model.base_url)",
             )
         return HttpModel(
             mc.name,

@@ -155,7 +155,9 @@ class HttpModel:
             fix = "check model.base_url, model.name and model.profile"
         return ModelError(f"model server {self._url()} answered {code}: {detail}", fix=fix)
 
-    def _body(self, messages: list[dict[str, Any]], settings: ChatSettings, stream: bool) -> dict[str, Any]:
+    def _body(
+        self, messages: list[dict[str, Any]], settings: ChatSettings, stream: bool
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.name,
             "messages": messages,
@@ -227,7 +229,9 @@ class HttpModel:
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
     ) -> tuple[str, Usage]:
         """Return one completion, constrained through ``response_format`` when ``schema``."""
-        body = self._body(list(messages), ChatSettings(temperature=0.0, max_tokens=max_tokens), False)
+        body = self._body(
+            list(messages), ChatSettings(temperature=0.0, max_tokens=max_tokens), False
+        )
         if schema is not None:
             body["response_format"] = self._schema_format(schema)
         data = await self._post(body)
@@ -235,11 +239,15 @@ class HttpModel:
         text = str((choices[0].get("message") or {}).get("content") or "")
         return text, _usage(data.get("usage"))
 
-    async def score(self, messages: Plain, prefix: str, options: Sequence[str]) -> list[float] | None:
+    async def score(
+        self, messages: Plain, prefix: str, options: Sequence[str]
+    ) -> list[float] | None:
         """HTTP servers do not expose option scoring; the protocol generates instead."""
         return None
 
-    async def stream(self, messages: Plain, settings: ChatSettings) -> AsyncIterator[str | Usage | Finish]:
+    async def stream(
+        self, messages: Plain, settings: ChatSettings
+    ) -> AsyncIterator[str | Usage | Finish]:
         """Stream a free-text reply over SSE."""
         reason = "stop"
         async for chunk in self._sse(self._body(list(messages), settings, True)):
@@ -286,7 +294,9 @@ class HttpModel:
                         streamed = True
                         yield TextDelta(delta["content"])
                     for tc in delta.get("tool_calls") or []:
-                        slot = partial.setdefault(int(tc.get("index", 0)), {"name": "", "args": "", "id": ""})
+                        slot = partial.setdefault(
+                            int(tc.get("index", 0)), {"name": "", "args": "", "id": ""}
+                        )
                         fn = tc.get("function") or {}
                         slot["id"] = tc.get("id") or slot["id"]
                         slot["name"] += fn.get("name") or ""

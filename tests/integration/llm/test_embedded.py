@@ -11,7 +11,15 @@ from bastion.agent.events import ToolFinished, ToolStarted, TurnDone
 from bastion.app import build_app
 from bastion.errors import ModelError
 from bastion.llm.embedded import EmbeddedModel
-from bastion.llm.messages import ChatSettings, Finish, Message, TextDelta, ToolCallEvent, ToolSpec, Usage
+from bastion.llm.messages import (
+    ChatSettings,
+    Finish,
+    Message,
+    TextDelta,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+)
 from bastion.memory.base import EphemeralMemory
 from bastion.tools.builtin.files import list_files
 from bastion.tools.registry import ToolRegistry
@@ -25,7 +33,9 @@ async def run_task(app: Any, question: str) -> list[Any]:
     return [ev async for ev in agent.run(question)]
 
 
-async def test_agent_completes_a_task_that_needs_a_tool(bastion_home: Path, embedded: EmbeddedModel) -> None:
+async def test_agent_completes_a_task_that_needs_a_tool(
+    bastion_home: Path, embedded: EmbeddedModel
+) -> None:
     config = sample_config(bastion_home)
     registry = ToolRegistry([count_files, list_files])
     app = build_app(config, model=embedded, registry=registry, memory=EphemeralMemory())
@@ -42,7 +52,10 @@ async def test_agent_completes_a_task_that_needs_a_tool(bastion_home: Path, embe
 
 async def test_unrelated_question_is_answered_without_tools(embedded: EmbeddedModel) -> None:
     tools = [count_files.spec(), list_files.spec()]
-    msgs = [Message("system", "You are helpful."), Message("user", "Write one sentence about the sea.")]
+    msgs = [
+        Message("system", "You are helpful."),
+        Message("user", "Write one sentence about the sea."),
+    ]
     events = [e async for e in embedded.chat(msgs, tools, settings=ChatSettings(max_tokens=40))]
     assert not any(isinstance(e, ToolCallEvent) for e in events)
     assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
@@ -50,13 +63,22 @@ async def test_unrelated_question_is_answered_without_tools(embedded: EmbeddedMo
 
 
 async def test_forced_tool_arguments_follow_enum_and_types(embedded: EmbeddedModel) -> None:
-    spec = ToolSpec("set_alarm", "Set an alarm.", {
-        "type": "object",
-        "properties": {"hour": {"type": "integer"}, "day": {"type": "string", "enum": ["mon", "tue"]}},
-        "required": ["hour", "day"],
-    })
+    spec = ToolSpec(
+        "set_alarm",
+        "Set an alarm.",
+        {
+            "type": "object",
+            "properties": {
+                "hour": {"type": "integer"},
+                "day": {"type": "string", "enum": ["mon", "tue"]},
+            },
+            "required": ["hour", "day"],
+        },
+    )
     msgs = [Message("user", "Wake me at 7 on tuesday")]
-    events = [e async for e in embedded.chat(msgs, [spec], settings=ChatSettings(tool_choice="set_alarm"))]
+    events = [
+        e async for e in embedded.chat(msgs, [spec], settings=ChatSettings(tool_choice="set_alarm"))
+    ]
     call = next(e.call for e in events if isinstance(e, ToolCallEvent))
     assert isinstance(call.arguments["hour"], int) and call.arguments["day"] in ("mon", "tue")
 

@@ -21,12 +21,17 @@ pytestmark = pytest.mark.real_model
 
 
 async def test_agent_task_through_llama_cpp_server(bastion_home: Path, llama_server: str) -> None:
-    config = sample_config(bastion_home, backend="openai", base_url=llama_server, name="smollm2",
-                           timeout_s=600)
+    config = sample_config(
+        bastion_home, backend="openai", base_url=llama_server, name="smollm2", timeout_s=600
+    )
     model = create_model(config)
     assert isinstance(model, HttpModel) and model.quirks.name == "llamacpp"
-    app = build_app(config, model=model, registry=ToolRegistry([count_files, list_files]),
-                    memory=EphemeralMemory())
+    app = build_app(
+        config,
+        model=model,
+        registry=ToolRegistry([count_files, list_files]),
+        memory=EphemeralMemory(),
+    )
     events = [ev async for ev in app.agent().run("How many files are in the reports folder?")]
     started = [e.call for e in events if isinstance(e, ToolStarted)]
     assert started and started[0].name == "count_files", events
@@ -39,7 +44,12 @@ async def test_agent_task_through_llama_cpp_server(bastion_home: Path, llama_ser
 
 async def test_plain_streaming_through_the_server(llama_server: str) -> None:
     model = HttpModel("smollm2", quirks=create_profile(), base_url=llama_server)
-    events = [e async for e in model.chat([Message("user", "Say hello.")], settings=ChatSettings(max_tokens=12))]
+    events = [
+        e
+        async for e in model.chat(
+            [Message("user", "Say hello.")], settings=ChatSettings(max_tokens=12)
+        )
+    ]
     assert sum(isinstance(e, TextDelta) for e in events) >= 2  # really streamed, piece by piece
     assert isinstance(events[-1], Finish)
     await model.aclose()

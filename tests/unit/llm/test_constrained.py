@@ -139,32 +139,46 @@ async def test_after_a_tool_result_the_model_answers() -> None:
 def test_fill_schema_optional_rules() -> None:
     q = "weather in Oslo in fahrenheit"
     assert set(fill_schema(WEATHER, q, Policy(optional_args="all"))["properties"]) == {
-        "city", "unit", "days",
+        "city",
+        "unit",
+        "days",
     }
     assert set(fill_schema(WEATHER, q, Policy(optional_args="none"))["properties"]) == {"city"}
     # enum value mentioned -> unit kept; "days" not mentioned -> dropped
     assert set(fill_schema(WEATHER, q, Policy(optional_args="mentioned"))["properties"]) == {
-        "city", "unit",
+        "city",
+        "unit",
     }
 
 
 async def test_chat_emits_a_parsed_call() -> None:
     p = Prims(scores=[0.0, -5.0, -5.0], completions=['{"city": "Paris"}'])
-    evs = [e async for e in constrained_chat(p, user("weather in Paris?"), [WEATHER, FILES], ChatSettings())]
+    evs = [
+        e
+        async for e in constrained_chat(
+            p, user("weather in Paris?"), [WEATHER, FILES], ChatSettings()
+        )
+    ]
     calls = [e.call for e in evs if isinstance(e, ToolCallEvent)]
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
     assert evs[-1] == Finish("tool_calls")
     assert p.schemas[-1]["required"] == ["city"]  # type: ignore[index]
     # choose and fill share one prompt (evaluated once); fill continues after the name
     assert p.prompts[0] == p.prompts[-1]
-    assert "- get_weather(city: string, unit?: celsius|fahrenheit, days?: integer)" in p.prompts[-1][0]["content"]
+    assert (
+        "- get_weather(city: string, unit?: celsius|fahrenheit, days?: integer)"
+        in p.prompts[-1][0]["content"]
+    )
     assert p.prompts[-1][0]["content"].startswith("be brief")
     assert p.prefixes[-1] == "Function: get_weather\nArguments: "
 
 
 async def test_chat_streams_text_when_no_tool() -> None:
     p = Prims(scores=[-5.0, -5.0, 0.0], text="just an answer")
-    evs = [e async for e in constrained_chat(p, user("tell me a joke"), [WEATHER, FILES], ChatSettings())]
+    evs = [
+        e
+        async for e in constrained_chat(p, user("tell me a joke"), [WEATHER, FILES], ChatSettings())
+    ]
     assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == "just an answer "
     assert evs[-1] == Finish("stop")
 
@@ -205,7 +219,12 @@ def test_plain_messages_flattens_tool_traffic() -> None:
 async def test_servers_without_prefill_get_a_prompt_about_the_chosen_tool() -> None:
     p = Prims(scores=None, completions=['{"tool": "get_weather"}', '{"city": "Rome"}'])
     p.prefill = False
-    evs = [e async for e in constrained_chat(p, user("weather in Rome?"), [WEATHER, FILES], ChatSettings())]
+    evs = [
+        e
+        async for e in constrained_chat(
+            p, user("weather in Rome?"), [WEATHER, FILES], ChatSettings()
+        )
+    ]
     assert [e.call.arguments for e in evs if isinstance(e, ToolCallEvent)] == [{"city": "Rome"}]
     system = p.prompts[-1][0]["content"]
     assert system.startswith("You call the function below") and "list_files" not in system
@@ -215,23 +234,36 @@ async def test_servers_without_prefill_get_a_prompt_about_the_chosen_tool() -> N
 def test_copy_spans_and_name_like_arguments() -> None:
     from bastion.llm._constrained import copy_spans
 
-    spans = copy_spans("What's the capital of Brazil? Ask 'Tech Inc' about \"docs/a b.txt\", please.")
+    spans = copy_spans(
+        "What's the capital of Brazil? Ask 'Tech Inc' about \"docs/a b.txt\", please."
+    )
     assert spans[:2] == ["Tech Inc", "docs/a b.txt"]  # quoted strings first
     assert {"Brazil", "capital of Brazil", "What's", "please"} <= set(spans)
     assert "Brazil?" not in spans and "s the capital" not in spans
     schema = fill_schema(
-        ToolSpec("t", "", {"type": "object", "properties": {
-            "country": {"type": "string"},
-            "content": {"type": "string"},
-            "unit": {"type": "string", "enum": ["km", "mi"]},
-            "n": {"type": "integer"},
-        }, "required": ["country", "content", "unit", "n"]}),
+        ToolSpec(
+            "t",
+            "",
+            {
+                "type": "object",
+                "properties": {
+                    "country": {"type": "string"},
+                    "content": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["km", "mi"]},
+                    "n": {"type": "integer"},
+                },
+                "required": ["country", "content", "unit", "n"],
+            },
+        ),
         "the capital of Brazil",
     )
     props = schema["properties"]
     assert "Brazil" in props["country"]["enum"]  # name-like: copied from the request
     assert "enum" not in props["content"] and "enum" not in props["n"]  # written / numbers: free
     assert props["unit"]["enum"] == ["km", "mi"]  # the tool's own enum wins
-    free = fill_schema(ToolSpec("t", "", {"type": "object", "properties": {"country": {"type": "string"}}}),
-                       "Brazil", Policy(copy_strings=False, optional_args="all"))
+    free = fill_schema(
+        ToolSpec("t", "", {"type": "object", "properties": {"country": {"type": "string"}}}),
+        "Brazil",
+        Policy(copy_strings=False, optional_args="all"),
+    )
     assert "enum" not in free["properties"]["country"]

@@ -43,7 +43,9 @@ def delta(**d: Any) -> dict[str, Any]:
     return {"choices": [{"index": 0, "delta": d, "finish_reason": None}]}
 
 
-def model_with(handler: Callable[[httpx.Request], httpx.Response], profile: str = "openai", **kw: Any) -> tuple[HttpModel, list[dict[str, Any]]]:
+def model_with(
+    handler: Callable[[httpx.Request], httpx.Response], profile: str = "openai", **kw: Any
+) -> tuple[HttpModel, list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
 
     def wrapped(request: httpx.Request) -> httpx.Response:
@@ -51,8 +53,12 @@ def model_with(handler: Callable[[httpx.Request], httpx.Response], profile: str 
         return handler(request)
 
     m = HttpModel(
-        "m1", quirks=PROFILES[profile], base_url="http://127.0.0.1:9", api_key="k",
-        transport=httpx.MockTransport(wrapped), **kw,
+        "m1",
+        quirks=PROFILES[profile],
+        base_url="http://127.0.0.1:9",
+        api_key="k",
+        transport=httpx.MockTransport(wrapped),
+        **kw,
     )
     return m, seen
 
@@ -63,9 +69,12 @@ async def collect(m: HttpModel, tools: list[ToolSpec] | None = None, **settings:
 
 
 async def test_streams_text_and_usage() -> None:
-    body = sse(delta(content="Hel"), delta(content="lo"),
-               {"choices": [{"delta": {}, "finish_reason": "stop"}]},
-               {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+    body = sse(
+        delta(content="Hel"),
+        delta(content="lo"),
+        {"choices": [{"delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}},
+    )
     m, seen = model_with(lambda r: httpx.Response(200, content=body))
     evs = await collect(m)
     assert [e.text for e in evs if isinstance(e, TextDelta)] == ["Hel", "lo"]
@@ -78,12 +87,17 @@ async def test_streams_text_and_usage() -> None:
 async def test_native_tool_call_deltas_are_assembled_and_repaired() -> None:
     tc0 = {"index": 0, "id": "call_1", "function": {"name": "list_files", "arguments": "{'path': "}}
     tc1 = {"index": 0, "function": {"arguments": "'docs',}"}}
-    body = sse(delta(tool_calls=[tc0]), delta(tool_calls=[tc1]),
-               {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]})
+    body = sse(
+        delta(tool_calls=[tc0]),
+        delta(tool_calls=[tc1]),
+        {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]},
+    )
     m, seen = model_with(lambda r: httpx.Response(200, content=body))
     evs = await collect(m, [FILES])
     calls = [e.call for e in evs if isinstance(e, ToolCallEvent)]
-    assert [(c.id, c.name, c.arguments) for c in calls] == [("call_1", "list_files", {"path": "docs"})]
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("call_1", "list_files", {"path": "docs"})
+    ]
     assert seen[0]["tools"][0]["function"]["name"] == "list_files"
     assert seen[0]["tool_choice"] == "auto"
 
@@ -107,7 +121,10 @@ async def test_unknown_tool_name_is_an_output_error() -> None:
 
 async def test_constrained_path_uses_response_format() -> None:
     replies = [
-        {"choices": [{"message": {"content": '{"tool": "list_files"}'}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+        {
+            "choices": [{"message": {"content": '{"tool": "list_files"}'}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        },
         {"choices": [{"message": {"content": '{"path": "docs"}'}}]},
     ]
 
@@ -121,13 +138,18 @@ async def test_constrained_path_uses_response_format() -> None:
     ]
     assert "tools" not in seen[0]
     assert seen[0]["response_format"]["type"] == "json_object"
-    assert seen[0]["response_format"]["schema"]["properties"]["tool"]["enum"] == ["list_files", "none"]
+    assert seen[0]["response_format"]["schema"]["properties"]["tool"]["enum"] == [
+        "list_files",
+        "none",
+    ]
     assert seen[1]["response_format"]["schema"]["required"] == ["path"]
 
 
 async def test_json_schema_spelling_for_vllm() -> None:
     m, seen = model_with(
-        lambda r: httpx.Response(200, json={"choices": [{"message": {"content": '{"path": "x"}'}}]}),
+        lambda r: httpx.Response(
+            200, json={"choices": [{"message": {"content": '{"path": "x"}'}}]}
+        ),
         profile="vllm",
     )
     evs = await collect(m, [FILES], tool_choice="list_files")
@@ -155,7 +177,9 @@ async def test_connect_error_names_url_and_fix() -> None:
         (400, {"error": {"message": "bad request"}}, "model.base_url"),
     ],
 )
-async def test_http_status_errors_are_mapped(status: int, body: dict[str, Any], fix_part: str) -> None:
+async def test_http_status_errors_are_mapped(
+    status: int, body: dict[str, Any], fix_part: str
+) -> None:
     m, _ = model_with(lambda r: httpx.Response(status, json=body))
     with pytest.raises(ModelError) as info:
         await collect(m)

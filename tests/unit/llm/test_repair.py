@@ -14,9 +14,12 @@ from bastion.llm._repair import loads_lenient, parse_tool_calls
         ('```json\n{"a": 1}\n```', {"a": 1}),
         ('Sure! Here it is: {"a": 1} hope that helps', {"a": 1}),
         ("{'a': 'it''s', 'b': True, 'c': None}", None),  # broken quoting: not guessed
-        ("{'path': 'docs', 'recursive': True, 'n': None}", {"path": "docs", "recursive": True, "n": None}),
+        (
+            "{'path': 'docs', 'recursive': True, 'n': None}",
+            {"path": "docs", "recursive": True, "n": None},
+        ),
         ('{"a": [1, 2,], "b": 3,}', {"a": [1, 2], "b": 3}),
-        ("{path: \"docs\", depth: 2}", {"path": "docs", "depth": 2}),
+        ('{path: "docs", depth: 2}', {"path": "docs", "depth": 2}),
         ('{"path": "docs", "opts": {"deep": tru', None),
         ('{"path": "docs", "opts": {"n": 3', {"path": "docs", "opts": {"n": 3}}),
         ('{"q": "unterminated', {"q": "unterminated"}),
@@ -43,7 +46,10 @@ def test_parse_tool_calls_shapes() -> None:
         ("list_files", {"path": "."})
     ]
     # OpenAI wire shape with arguments as a JSON string
-    text = '{"tool_calls": [{"function": {"name": "read_file", "arguments": "{\\"path\\": \\"a\\"}"}}]}'
+    text = (
+        '{"tool_calls": [{"function": {"name": "read_file", '
+        '"arguments": "{\\"path\\": \\"a\\"}"}}]}'
+    )
     assert parse_tool_calls(text, known) == [("read_file", {"path": "a"})]
     # a list, "parameters" instead of "arguments", Python literals
     text = "[{'name': 'list_files', 'parameters': {'recursive': True}}, {'name': 'read_file'}]"

@@ -51,14 +51,18 @@ def test_choice_schema() -> None:
 def test_describe_tool_is_compact() -> None:
     spec = ToolSpec("area", "Compute\n  the area.", LOOSE)
     line = describe_tool(spec)
-    assert line.startswith("area(base: integer, ratio?: number, pair?: list[number], anything?: any")
+    assert line.startswith(
+        "area(base: integer, ratio?: number, pair?: list[number], anything?: any"
+    )
     assert "unit?: cm|m" in line and line.endswith("): Compute the area.")
     assert describe_tool(spec, params=False) == "area: Compute the area."
     assert "  base: The base." in describe_tool(spec, param_docs=True)
 
 
 @tool()
-async def search(ctx: ToolContext, query: str, limit: int | None = None, tags: list[str] | None = None) -> str:
+async def search(
+    ctx: ToolContext, query: str, limit: int | None = None, tags: list[str] | None = None
+) -> str:
     """Search notes.
 
     Args:
