@@ -10,6 +10,7 @@ call is well-formed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import json
 import math
@@ -318,10 +319,20 @@ class EmbeddedModel:
         stop: Sequence[str] = (),
     ) -> AsyncIterator[str | Usage | Finish]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        # Items pass through a deque; the event loop is woken only when the consumer is
+        # waiting (not once per token), which keeps cross-thread hand-offs off the hot path.
+        items: collections.deque[Any] = collections.deque()
+        ready = asyncio.Event()
+        waiting = threading.Event()
         cancel = threading.Event()
         done = object()
         eng = self._engine
+
+        def push(item: Any) -> None:
+            items.append(item)
+            if waiting.is_set():
+                waiting.clear()
+                loop.call_soon_threadsafe(ready.set)
 
         def work() -> None:
             try:
@@ -337,17 +348,24 @@ class EmbeddedModel:
                         seed=seed,
                         cancelled=cancel.is_set,
                     ):
-                        loop.call_soon_threadsafe(queue.put_nowait, item)
+                        push(item)
             except BaseException as exc:  # handed to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                push(exc)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+                push(done)
 
         thread = threading.Thread(target=work, name="bastion-llama", daemon=True)
         thread.start()
         try:
             while True:
-                item = await queue.get()
+                if not items:
+                    ready.clear()
+                    waiting.set()
+                    if not items:  # re-check: the worker may have pushed before `waiting`
+                        await ready.wait()
+                    waiting.clear()
+                    continue
+                item = items.popleft()
                 if item is done:
                     break
                 if isinstance(item, BaseException):
