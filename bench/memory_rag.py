@@ -13,9 +13,9 @@ Measures, each against a baseline from the same run:
    ``--big`` chunks, through bastion's ``VectorStore`` (locked Chroma), vs. exact
    brute-force cosine (numpy) on the same vectors; recall@10 of Chroma's HNSW against
    that exact search. Embedding 100k chunks takes too long on 2 cores, so the big set is
-   **synthetic**: the real corpus embeddings plus Gaussian noise (sigma 0.35 per vector,
-   re-normalised), which keeps the neighbourhood structure of real embeddings; queries
-   are held-out real sentence embeddings with the same noise.
+   **synthetic**: each vector a random convex mix of two real corpus embeddings plus
+   Gaussian noise (norm ~0.2), re-normalised: it lies where real embeddings lie, without
+   exact duplicates. Queries are held-out real sentence embeddings.
 """
 
 from __future__ import annotations
@@ -206,13 +206,13 @@ def main() -> None:
         bench_retrieval(tmp, "real MiniLM embeddings", vectors, queries)
         if args.big:
             gen = np.random.default_rng(4)
-            reps = -(-args.big // len(vectors))
-            big = np.concatenate([vectors] * reps)[: args.big]
-            big = big + gen.normal(0, 0.35 / np.sqrt(big.shape[1]), big.shape).astype(np.float32)
+            i = gen.integers(0, len(vectors), args.big)
+            j = gen.integers(0, len(vectors), args.big)
+            a = gen.uniform(0.0, 1.0, (args.big, 1)).astype(np.float32)
+            big = a * vectors[i] + (1 - a) * vectors[j]
+            big += gen.normal(0, 0.2 / np.sqrt(big.shape[1]), big.shape).astype(np.float32)
             big /= np.linalg.norm(big, axis=1, keepdims=True)
-            q = queries + gen.normal(0, 0.35 / np.sqrt(queries.shape[1]),
-                                     queries.shape).astype(np.float32)
-            bench_retrieval(tmp, "synthetic: real embeddings + noise", big, q)
+            bench_retrieval(tmp, "synthetic: mixes of real embeddings + noise", big, queries)
 
 
 if __name__ == "__main__":
