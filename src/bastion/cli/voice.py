@@ -143,13 +143,15 @@ async def _push_to_talk(
         await service.warm(engine)
         sid = session or app.agent().new_session_id()
         _err.print(f"session {sid}. Press Enter to talk, Enter again to stop; Ctrl-C quits.")
-        while True:
-            await asyncio.to_thread(sys.stdin.readline)
-            rec = Recorder(cfg.input_device)
+        while await asyncio.to_thread(sys.stdin.readline):  # "" = end of input: quit
+            rec = Recorder(cfg.input_device, max_seconds=cfg.max_seconds)
             rec.start()
             _err.print("[red]● listening[/] (Enter to stop)")
             await asyncio.to_thread(sys.stdin.readline)
             audio = rec.stop()
+            if rec.truncated:
+                _err.print(f"[yellow]recording stopped at the {cfg.max_seconds:.0f} s limit "
+                           "(voice.max_seconds)[/]")
             rate = service.tts(engine).sample_rate
             player = None if output is not None else Player(rate, cfg.output_device)
             try:

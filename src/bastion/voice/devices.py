@@ -71,11 +71,18 @@ def check_devices(
 
 
 class Recorder:
-    """Records the microphone at 16 kHz mono until :meth:`stop`."""
+    """Records the microphone at 16 kHz mono until :meth:`stop`.
 
-    def __init__(self, device: str | None = None, sample_rate: int = STT_RATE) -> None:
+    At most ``max_seconds`` are kept: a forgotten recording must not grow without bound.
+    """
+
+    def __init__(
+        self, device: str | None = None, sample_rate: int = STT_RATE, max_seconds: float = 120.0
+    ) -> None:
         self._sd = _sounddevice()
         self.sample_rate = sample_rate
+        self._room = int(max_seconds * sample_rate)
+        self.truncated = False
         self._chunks: list[np.ndarray[Any, Any]] = []
         self._stream = self._sd.InputStream(
             samplerate=sample_rate, channels=1, dtype="float32", device=_device(device),
@@ -83,7 +90,12 @@ class Recorder:
         )
 
     def _callback(self, data: np.ndarray[Any, Any], frames: int, time: Any, status: Any) -> None:
-        self._chunks.append(data[:, 0].copy())
+        if self._room <= 0:
+            self.truncated = True
+            return
+        piece = data[: self._room, 0].copy()
+        self._room -= len(piece)
+        self._chunks.append(piece)
 
     def start(self) -> None:
         """Start recording."""
