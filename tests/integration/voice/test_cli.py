@@ -19,6 +19,7 @@ def _bastion(*args: str, home: Path, timeout: float = 300) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if not (k.startswith("BASTION_") and "__" in k)}
     env.update({"BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1",
                 "PYTHONPATH": str(ROOT / "src"), "BASTION_MODEL__MAX_TOKENS": "40",
+                "BASTION_AGENT__MAX_STEPS": "2",  # a tool loop is not what is tested
                 "BASTION_MEMORY__ENABLED": "false", "BASTION_SECURITY__SANDBOX": "none"})
     return subprocess.run([sys.executable, "-m", "bastion", *args], env=env, cwd=home,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

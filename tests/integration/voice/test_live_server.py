@@ -42,6 +42,7 @@ def _env(home: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(ROOT / "src"),
         "BASTION_MODEL__MAX_TOKENS": "40",  # short answers: this is about speech, not prose
+        "BASTION_AGENT__MAX_STEPS": "2",  # a tool loop is not what is tested
         "BASTION_MEMORY__ENABLED": "false",  # the memory feature has its own tests
     })
     return env

@@ -52,6 +52,7 @@ def test_push_to_talk_with_alsa_file_devices(tmp_path: Path) -> None:
     env.update({"HOME": str(home), "BASTION_HOME": str(tmp_path / "bastion"),
                 "BASTION_CACHE": str(cache_dir()), "HF_HUB_OFFLINE": "1",
                 "PYTHONPATH": str(ROOT / "src"), "BASTION_MODEL__MAX_TOKENS": "40",
+                "BASTION_AGENT__MAX_STEPS": "2",  # a tool loop is not what is tested
                 "BASTION_MEMORY__ENABLED": "false",
                 # ALSA's file "microphone" is not paced by a clock: it delivers audio as fast as
                 # it is read, so the recording hits this cap (the recorder's bound) at once.
