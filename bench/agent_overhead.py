@@ -184,6 +184,9 @@ def main() -> None:
         }
     )
     app = build_app(config, model=timed, registry=ToolRegistry(), memory=EphemeralMemory())  # type: ignore[arg-type]
+    for name in app.registry.names():  # one step, no tools (an empty registry means built-ins)
+        app.registry.remove(name)
+    assert not app.agent().tool_specs()
     system = config.agent.system_prompt
     api = start_api(app)
 
