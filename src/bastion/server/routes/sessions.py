@@ -103,13 +103,14 @@ async def get_session(
 ) -> dict[str, Any]:
     """Return the session's messages (secrets redacted); 404 if it was never used."""
     history = await app.memory.history(session_id)
-    if not history and session_id not in _created(request):
+    busy = session_id in busy_sessions(request)
+    if not history and not busy and session_id not in _created(request):
         raise ApiError(404, f"no session {session_id}", code="session_not_found",
                        fix="create one with POST /v1/sessions")
     return {
         "id": session_id,
         "object": "session",
-        "busy": session_id in busy_sessions(request),
+        "busy": busy,
         "messages": [_message_json(app, m) for m in history],
     }
 
