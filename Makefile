@@ -31,6 +31,8 @@ demo: install
 	bash scripts/demo.sh
 
 test: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install-dev

@@ -1,4 +1,7 @@
-"""The one composition root: builds model, tools, gateway, memory and agent for CLI, API and tests."""
+"""The one composition root.
+
+Builds model, tools, gateway, memory and agent the same way for the CLI, the API and the tests.
+"""
 
 from __future__ import annotations
 
@@ -51,11 +54,13 @@ class App:
         options = AgentOptions(
             system_prompt=cfg.agent.system_prompt,
             max_steps=cfg.agent.max_steps,
-            settings=ChatSettings(temperature=cfg.model.temperature, max_tokens=cfg.model.max_tokens),
+            settings=ChatSettings(
+                temperature=cfg.model.temperature, max_tokens=cfg.model.max_tokens
+            ),
         )
         model: Model = self.model
         if cfg.secrets.scan_model_messages:  # every model-bound message passes the scanner
-            model = GuardedModel(model, self.redactor, self.audit)  # type: ignore[assignment]
+            model = GuardedModel(model, self.redactor, self.audit)
         return Agent(model, self.gateway, options, self.memory)
 
     def set_approver(self, approver: Approver | None) -> None:
@@ -122,8 +127,12 @@ def _fetcher(config: Config) -> DirectFetcherT:
     rule = sec.egress.get("web_fetch")
     if rule is None:
         return DirectFetcher(allow_private=sec.allow_private_network)
-    return DirectFetcher(allow_private=sec.allow_private_network, allowed_networks=rule.cidrs,
-                         allow_domains=rule.domains, allow_ports=rule.ports)
+    return DirectFetcher(
+        allow_private=sec.allow_private_network,
+        allowed_networks=rule.cidrs,
+        allow_domains=rule.domains,
+        allow_ports=rule.ports,
+    )
 
 
 def build_app(
@@ -157,8 +166,9 @@ def build_app(
 
     install_log_redaction(redactor)  # no secret reaches a log line, whoever logs it
 
-    security = build_security(config, workspace, redactor, approver=approver,
-                              policy=PolicyStage(sec.tools))
+    security = build_security(
+        config, workspace, redactor, approver=approver, policy=PolicyStage(sec.tools)
+    )
     audit, approvals = security.audit, security.approvals
     registry = registry or build_registry(config)
     closers: list[Callable[[], None]] = []

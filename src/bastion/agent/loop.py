@@ -73,7 +73,7 @@ class Agent:
     async def run(
         self, user_text: str, *, session_id: str | None = None, actor: str = "agent"
     ) -> AsyncIterator[AgentEvent]:
-        """Run one user turn, streaming events; ends with :class:`TurnDone` or :class:`TurnError`."""
+        """Run one user turn, streaming events; ends in :class:`TurnDone` or :class:`TurnError`."""
         sid = session_id or self.new_session_id()
         history = await self.memory.history(sid)
         user = Message("user", user_text)
@@ -189,5 +189,3 @@ class Agent:
                 raise BastionError(ev.message)
         assert done is not None
         return done
-
-

@@ -1,4 +1,7 @@
-"""Load, validate, change and save ``bastion.yaml`` (+ ``BASTION_<SECTION>__<KEY>`` env overrides)."""
+"""Load, validate, change and save ``bastion.yaml``.
+
+Environment variables ``BASTION_<SECTION>__<KEY>`` override the file.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from bastion.config.model import Config
 from bastion.errors import ConfigError
 
 ENV_PREFIX = "BASTION_"
+_LIST_FIX = "list settings with: bastion config show"
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -72,10 +76,12 @@ def read_raw(path: Path | None = None) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(
-            f"{path} is not valid YAML{line}", fix=f"fix the file or delete it and run: bastion init"
+            f"{path} is not valid YAML{line}", fix="fix the file or delete it and run: bastion init"
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings", fix="run: bastion init --force")
+        raise ConfigError(
+            f"{path} must hold a mapping of settings", fix="run: bastion init --force"
+        )
     return data
 
 
@@ -115,7 +121,8 @@ def _plain(value: Any, reveal: bool) -> Any:
 
 def dump(config: Config, *, reveal: bool = False) -> dict[str, Any]:
     """Return the config as plain data; secrets masked unless ``reveal``."""
-    return _plain(config, reveal)
+    out: dict[str, Any] = _plain(config, reveal)
+    return out
 
 
 def get_key(config: Config, key: str, *, reveal: bool = False) -> Any:
@@ -123,7 +130,9 @@ def get_key(config: Config, key: str, *, reveal: bool = False) -> Any:
     node: Any = dump(config, reveal=reveal)
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"unknown setting {key}", fix="list settings with: bastion config show")
+            raise ConfigError(
+                f"unknown setting {key}", fix="list settings with: bastion config show"
+            )
         node = node[part]
     return node
 
@@ -137,7 +146,9 @@ def set_key(path: Path | None, key: str, value: str) -> Config:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{key} is not a setting", fix="list settings with: bastion config show")
+            raise ConfigError(
+                f"{key} is not a setting", fix="list settings with: bastion config show"
+            )
     node[parts[-1]] = yaml.safe_load(value) if value != "" else None
     config = validate(raw, str(path))
     get_key(config, key)  # refuse keys that validated only because they were optional extras

@@ -102,7 +102,9 @@ class SecurityConfig(_Section):
         description="per-tool backend, e.g. {python: gvisor}; others use security.sandbox",
     )
     warm_pool: int = Field(
-        default=0, ge=0, le=16,
+        default=0,
+        ge=0,
+        le=16,
         description="bubblewrap sandboxes kept started for fast calls (useful for servers)",
     )
     egress_uplink: EgressUplinkConfig | None = Field(
@@ -173,7 +175,7 @@ class SttConfig(_Section):
 
     model: str = Field(
         default="base",
-        description="'base' = the shipped Whisper base; or a CTranslate2 Whisper folder / size name",
+        description="'base' = the shipped Whisper base; or a CTranslate2 Whisper dir / size name",
     )
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field(default="int8", description="int8, int8_float16, float16, float32")
@@ -196,7 +198,9 @@ class TtsConfig(_Section):
     voice: str | None = Field(
         default=None, description="Piper .onnx path or espeak-ng voice; None = the shipped voice"
     )
-    speed: float = Field(default=1.0, gt=0.25, le=4.0, description="1.0 = normal, 2.0 = twice as fast")
+    speed: float = Field(
+        default=1.0, gt=0.25, le=4.0, description="1.0 = normal, 2.0 = twice as fast"
+    )
 
 
 class VoiceConfig(_Section):
@@ -365,20 +369,28 @@ class RiskRuleConfig(_Section):
     tools: list[str] = Field(default_factory=lambda: ["*"], description="tool name globs")
     match: str | None = Field(default=None, description="regex searched in string arguments")
     argument: str | None = Field(default=None, description="only search this argument")
-    when: Literal["destructive_shell", "outside_workspace", "new_egress_domain",
-                  "secret_use"] | None = None
+    when: (
+        Literal["destructive_shell", "outside_workspace", "new_egress_domain", "secret_use"] | None
+    ) = None
 
 
 class HitlConfig(_Section):
     """Human approval: risk rules and thresholds (security.approval_threshold is the default)."""
 
-    builtin_rules: bool = Field(default=True, description="destructive shell, writes outside "
-                                "the workspace, new egress domains, secret use")
+    builtin_rules: bool = Field(
+        default=True,
+        description="destructive shell, writes outside "
+        "the workspace, new egress domains, secret use",
+    )
     rules: list[RiskRuleConfig] = Field(default_factory=list)
-    known_domains: list[str] = Field(default_factory=list,
-                                     description="domains never counted as new egress")
-    api_approvals: bool = Field(default=True, description="while the API serves, pending "
-                                "approvals wait for the API/web page (else: denied at once)")
+    known_domains: list[str] = Field(
+        default_factory=list, description="domains never counted as new egress"
+    )
+    api_approvals: bool = Field(
+        default=True,
+        description="while the API serves, pending "
+        "approvals wait for the API/web page (else: denied at once)",
+    )
 
 
 class Config(_Section):

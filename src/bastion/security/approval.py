@@ -42,7 +42,9 @@ class DenyApprover:
 
     async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
         """Deny, saying why."""
-        return ApprovalDecision(False, "default", "no one is available to approve (non-interactive)")
+        return ApprovalDecision(
+            False, "default", "no one is available to approve (non-interactive)"
+        )
 
 
 class AllowApprover:

@@ -184,7 +184,7 @@ class FunctionTool:
             from pydantic import Field
 
             fields[param.name] = (annotation, Field(default, description=docs.get(param.name)))
-        return create_model(  # type: ignore[call-overload,no-any-return]
+        return create_model(
             f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
 

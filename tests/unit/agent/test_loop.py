@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from bastion.agent import Agent, AgentOptions, ToolFinished, ToolStarted, TurnDone, TurnError
@@ -47,8 +48,11 @@ def make_agent(tmp_path: Path, model: ScriptedModel, *, approver=None, rules=Non
     gw = Gateway(
         reg,
         Environment(workspace=tmp_path),
-        [AuditStage(audit), PolicyStage(rules or {}),
-         ApprovalStage(approver or DenyApprover(), Risk.HIGH, 5)],
+        [
+            AuditStage(audit),
+            PolicyStage(rules or {}),
+            ApprovalStage(approver or DenyApprover(), Risk.HIGH, 5),
+        ],
     )
     return Agent(model, gw, AgentOptions("sys", max_steps=steps)), audit
 
@@ -106,8 +110,9 @@ async def test_high_risk_runs_when_approved(tmp_path: Path) -> None:
 
 
 async def test_policy_deny(tmp_path: Path) -> None:
-    agent, _ = make_agent(tmp_path, ScriptedModel(call("add", a=1, b=1), say("no")),
-                          rules={"add": "deny"})
+    agent, _ = make_agent(
+        tmp_path, ScriptedModel(call("add", a=1, b=1), say("no")), rules={"add": "deny"}
+    )
     events = await collect(agent, "1+1")
     res = next(e for e in events if isinstance(e, ToolFinished)).result
     assert res.decision == "denied" and "denied by policy" in res.text
@@ -162,8 +167,6 @@ async def test_cancellation_stops_turn(tmp_path: Path) -> None:
     task = asyncio.ensure_future(run())
     await asyncio.sleep(0.1)
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     assert task.cancelled()

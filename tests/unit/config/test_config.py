@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bastion.config import Config, dump, get_key, load, save, set_key
-from bastion.config import paths
+from bastion.config import Config, dump, get_key, load, paths, save, set_key
 from bastion.errors import ConfigError
 
 
