@@ -70,3 +70,21 @@ class Sandbox(ProcessRunner, Protocol):
         without a per-run cgroup or wall-clock kill, which only :meth:`run` applies.
         """
         ...
+
+
+_PROBED: dict[type, str | None] = {}
+
+
+class ProbedBackend:
+    """Base of sandbox backends: :meth:`available` runs the class's ``_probe`` once per process."""
+
+    @classmethod
+    def available(cls) -> str | None:
+        """Return ``None`` when the backend works here, else why not (probed once)."""
+        if cls not in _PROBED:
+            _PROBED[cls] = cls._probe()
+        return _PROBED[cls]
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        raise NotImplementedError(f"{cls.__name__} must define _probe")

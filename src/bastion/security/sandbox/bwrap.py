@@ -30,7 +30,7 @@ from pathlib import Path
 from bastion.errors import SandboxError
 from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, drive, run_tree, spawn
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
+from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
 from bastion.tools.base import ProcessResult
 
 INSTALL_HINT = "apt-get install bubblewrap"
@@ -134,10 +134,9 @@ def _write_identity(etc: Path, hostname: str) -> None:
         (etc / name).chmod(0o644)
 
 
-_PROBED: dict[type, str | None] = {}
 
 
-class BubblewrapSandbox:
+class BubblewrapSandbox(ProbedBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` backed by ``bwrap``.
 
     Args:
@@ -160,13 +159,6 @@ class BubblewrapSandbox:
         self._etc = identity_dir(hostname)
         self._prefix = self._build_prefix()
         self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
-
-    @classmethod
-    def available(cls) -> str | None:
-        """Return ``None`` when the backend works here, else why not (probed once)."""
-        if cls not in _PROBED:
-            _PROBED[cls] = cls._probe()
-        return _PROBED[cls]
 
     @classmethod
     def _probe(cls) -> str | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from bastion.errors import SandboxError
 from bastion.security.sandbox._proc import run_tree
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
+from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.tools.base import ProcessResult
 
@@ -67,7 +67,6 @@ def _build_rootfs(root: Path, hostname: str) -> None:
     root.chmod(0o755)
 
 
-_PROBED: dict[type, str | None] = {}
 
 
 _ROOTFS: dict[str, Path] = {}
@@ -93,7 +92,7 @@ def _shared_rootfs(hostname: str) -> Path:
     return root
 
 
-class GVisorSandbox:
+class GVisorSandbox(ProbedBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` running commands under gVisor."""
 
     name = "gvisor"
@@ -114,13 +113,6 @@ class GVisorSandbox:
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
         st = os.stat(spec.workspace)
         self.uid, self.gid = st.st_uid, st.st_gid
-
-    @classmethod
-    def available(cls) -> str | None:
-        """Return ``None`` when the backend works here, else why not (probed once)."""
-        if cls not in _PROBED:
-            _PROBED[cls] = cls._probe()
-        return _PROBED[cls]
 
     @classmethod
     def _probe(cls) -> str | None:

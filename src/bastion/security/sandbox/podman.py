@@ -27,14 +27,13 @@ from pathlib import Path
 
 from bastion.errors import SandboxError
 from bastion.security.sandbox._proc import run_tree
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, SandboxSpec
+from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
 from bastion.tools.base import ProcessResult
 
 IMAGE = "localhost/bastion-sandbox:bookworm"
 INSTALL_HINT = "apt-get install podman runc debootstrap"
 BUILD_HINT = "bastion sandbox build-image"
 
-_PROBED: dict[type, str | None] = {}
 
 
 def image_exists(podman: str = "podman") -> bool:
@@ -65,7 +64,7 @@ def build_image(workdir: Path, *, mirror: str = "http://deb.debian.org/debian") 
     return IMAGE
 
 
-class PodmanSandbox:
+class PodmanSandbox(ProbedBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` running each call in a container."""
 
     name = "podman"
@@ -83,13 +82,6 @@ class PodmanSandbox:
         self.hostname = hostname
         st = os.stat(spec.workspace)
         self.uid, self.gid = st.st_uid, st.st_gid
-
-    @classmethod
-    def available(cls) -> str | None:
-        """Return ``None`` when podman runs the sandbox image here (probed once)."""
-        if cls not in _PROBED:
-            _PROBED[cls] = cls._probe()
-        return _PROBED[cls]
 
     @classmethod
     def _probe(cls) -> str | None:
