@@ -108,12 +108,19 @@ class Gateway:
         session_id: str | None = None,
         actor: str = "agent",
         context: Mapping[str, Any] | None = None,
+        tool: Tool | None = None,
     ) -> ToolResult:
-        """Run one call through every stage; never raises for tool or policy failures."""
-        try:
-            tool = self.registry.get(call.name)
-        except BastionError as exc:
-            return ToolResult(call.id, call.name, False, exc.user_text(), "error", exc.user_text())
+        """Run one call through every stage; never raises for tool or policy failures.
+
+        ``tool`` runs a tool that is not in the registry (the model is never offered it)
+        through the same stages, e.g. the MCP server's resource reads.
+        """
+        if tool is None:
+            try:
+                tool = self.registry.get(call.name)
+            except BastionError as exc:
+                return ToolResult(call.id, call.name, False, exc.user_text(), "error",
+                                  exc.user_text())
         req = CallRequest(call, tool, session_id, actor, tool.risk)
         if context:
             req.annotations.update(context)
