@@ -23,6 +23,12 @@ class ConversationMemory(Protocol):
         """Store ``message``; on return it is durable (if the backend persists at all)."""
         ...
 
+    async def transcript(
+        self, session_id: str, offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[Message]]:
+        """Return the total count and one page of the session's whole transcript, oldest first."""
+        ...
+
     async def build_context(
         self, session_id: str, system: Message, history: Sequence[Message], query: str
     ) -> list[Message]:
@@ -43,6 +49,13 @@ class EphemeralMemory:
     async def append(self, session_id: str, message: Message) -> None:
         """Keep ``message`` in memory."""
         self._sessions.setdefault(session_id, []).append(message)
+
+    async def transcript(
+        self, session_id: str, offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[Message]]:
+        """Return the total count and one page of the session's messages."""
+        msgs = self._sessions.get(session_id, [])
+        return len(msgs), list(msgs[offset : offset + limit])
 
     async def build_context(
         self, session_id: str, system: Message, history: Sequence[Message], query: str

@@ -151,6 +151,15 @@ class PersistentMemory:
         )
         return [r.message for r in rows]
 
+    async def transcript(
+        self, session_id: str, offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[Message]]:
+        """Return the total count and one page of the whole stored session, oldest first."""
+        total, rows = await asyncio.to_thread(
+            self.store.page, session_id, offset=offset, limit=limit
+        )
+        return total, [r.message for r in rows]
+
     async def append(self, session_id: str, message: Message) -> None:
         """Store ``message`` durably, then index it (an index failure only warns)."""
         stored = await asyncio.to_thread(self.store.append, session_id, message)

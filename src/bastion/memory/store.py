@@ -347,6 +347,20 @@ class SessionStore:
             )
         return [_row_message(r) for r in rows]
 
+    def page(
+        self, key: str, *, offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[StoredMessage]]:
+        """Return (total, one page of the whole session from ``offset``), oldest first."""
+        sid = self.session_id(key)
+        if sid is None:
+            return 0, []
+        total = self._query("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?", (sid,))
+        rows = self._query(
+            "SELECT * FROM messages WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            (sid, limit, offset),
+        )
+        return int(total[0]["n"]), [_row_message(r) for r in rows]
+
     def tail(self, key: str, *, min_chars: int, limit: int) -> list[StoredMessage]:
         """Return the newest messages holding at least ``min_chars`` characters, oldest first.
 

@@ -132,6 +132,12 @@ class RequestMemory:
         """Keep ``message`` for the rest of this request."""
         await self._local.append(session_id, message)
 
+    async def transcript(
+        self, session_id: str, offset: int = 0, limit: int = 100
+    ) -> tuple[int, list[Message]]:
+        """Return the request's messages so far, paged."""
+        return await self._local.transcript(session_id, offset, limit)
+
     async def build_context(
         self, session_id: str, system: Message, history: Sequence[Message], query: str
     ) -> list[Message]:

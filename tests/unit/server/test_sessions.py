@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 
 from bastion.security.redact import Redactor
@@ -25,7 +26,7 @@ def test_create_read_and_conflict(make_api):
     assert resp.status_code == 201
     sid = resp.json()["id"]
     assert api.client.get(f"/v1/sessions/{sid}").json() == {
-        "id": sid, "object": "session", "busy": False, "messages": []}
+        "id": sid, "object": "session", "busy": False, "total": 0, "offset": 0, "messages": []}
     assert api.client.post("/v1/sessions", json={"id": "mine"}).json()["id"] == "mine"
     resp = api.client.post("/v1/sessions", json={"id": "mine"})
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "session_exists"
@@ -131,3 +132,18 @@ def test_stream_redactor_holds_pem_blocks_and_bounds_what_it_holds():
     assert "MIIB" not in text and text.endswith(" end")
     small = StreamRedactor(Redactor(), hold=4, limit=16)
     assert small.feed("x" * 20) == "x" * 20
+
+
+def test_read_returns_whole_transcript_paged_beyond_the_context_window(make_api):
+    # history_limit bounds what the model sees; the API still shows every stored message
+    api = make_api(*[say(f"answer {i}") for i in range(6)], memory={"history_limit": 10})
+    for i in range(6):
+        api.client.post("/v1/sessions/long/messages", json={"content": f"q{i}", "stream": False})
+    assert len(asyncio.run(api.app.memory.history("long"))) == 10  # the window is shorter
+    body = api.client.get("/v1/sessions/long").json()
+    assert body["total"] == 12 and len(body["messages"]) == 12
+    assert body["messages"][0]["content"] == "q0" and body["messages"][-1]["content"] == "answer 5"
+    page = api.client.get("/v1/sessions/long", params={"offset": 10, "limit": 5}).json()
+    assert page["total"] == 12 and [m["content"] for m in page["messages"]] == ["q5", "answer 5"]
+    resp = api.client.get("/v1/sessions/long", params={"limit": 0})
+    assert resp.status_code == 422

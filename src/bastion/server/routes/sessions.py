@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,21 +97,31 @@ async def create_session(
     return {"id": sid, "object": "session", "created": int(time.time())}
 
 
-@router.get("/{session_id}", summary="Read a session's messages")
+@router.get("/{session_id}", summary="Read a session's messages (the whole transcript, paged)")
 async def get_session(
-    request: Request, app: BastionApp, session_id: SessionId
+    request: Request,
+    app: BastionApp,
+    session_id: SessionId,
+    offset: Annotated[int, Query(ge=0, description="first message to return (0 = oldest)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="messages per page")] = 200,
 ) -> dict[str, Any]:
-    """Return the session's messages (secrets redacted); 404 if it was never used."""
-    history = await app.memory.history(session_id)
+    """Return one page of the session's stored messages (secrets redacted); 404 if never used.
+
+    This is the whole stored transcript, not the model's context window: ``total`` counts every
+    message, and ``offset``/``limit`` page through it oldest first.
+    """
+    total, messages = await app.memory.transcript(session_id, offset, limit)
     busy = session_id in busy_sessions(request)
-    if not history and not busy and session_id not in _created(request):
+    if not total and not busy and session_id not in _created(request):
         raise ApiError(404, f"no session {session_id}", code="session_not_found",
                        fix="create one with POST /v1/sessions")
     return {
         "id": session_id,
         "object": "session",
         "busy": busy,
-        "messages": [_message_json(app, m) for m in history],
+        "total": total,
+        "offset": offset,
+        "messages": [_message_json(app, m) for m in messages],
     }
 
 
