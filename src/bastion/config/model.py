@@ -393,6 +393,142 @@ class HitlConfig(_Section):
     )
 
 
+class AnomalyConfig(_Section):
+    """Isolation-forest anomaly detection per subject (actor), trained from the audit log."""
+
+    enabled: bool = True
+    min_samples: int = Field(
+        default=50, ge=10, description="tool calls a subject needs before its model is trusted"
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="anomaly score (0..1) that flags a call; None = learned from training",
+    )
+    n_estimators: int = Field(default=100, ge=10, le=1000)
+    cold_start: Literal["allow", "ask"] = Field(
+        default="allow",
+        description="before a subject has min_samples calls: allow (recorded) or ask a human",
+    )
+    history_days: float = Field(default=30.0, gt=0, description="audit history used to train")
+
+
+class ThreatConfig(_Section):
+    """Threat intelligence feeds and the combined threat score (0..100)."""
+
+    enabled: bool = True
+    ask_at: float = Field(default=60.0, ge=0, le=100, description="score that asks a human")
+    deny_at: float = Field(default=90.0, ge=0, le=100, description="score that refuses the call")
+
+
+class TrustConfig(_Section):
+    """Earned trust per (subject, tool): auto-approves MEDIUM-risk calls, never CRITICAL."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.8, gt=0.5, lt=1.0, description="trust that auto-approves")
+    min_observations: int = Field(default=5, ge=1, description="evidence needed first")
+    half_life_days: float = Field(default=14.0, gt=0, description="evidence weight halves")
+    max_risk: Literal["low", "medium", "high"] = Field(
+        default="medium", description="highest risk trust may auto-approve (CRITICAL: never)"
+    )
+
+
+class AlertMatchConfig(_Section):
+    """Which audit events an alert rule counts (all given conditions must hold)."""
+
+    kind: str | None = Field(default=None, description="glob, e.g. tool_call or approval.*")
+    tool: str | None = Field(default=None, description="tool name glob")
+    decision: str | None = None
+    actor: str | None = None
+    min_risk: Risk | None = None
+    min_score: float | None = Field(default=None, description="threat/anomaly score at least")
+
+
+class AlertRuleConfig(_Section):
+    """Fire when ``threshold`` matching events fall within ``window_s`` (per group)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    match: AlertMatchConfig = Field(default_factory=AlertMatchConfig)
+    threshold: int = Field(default=1, ge=1)
+    window_s: float = Field(default=60.0, gt=0)
+    group_by: list[Literal["actor", "session_id", "tool"]] = Field(default_factory=list)
+    cooldown_s: float = Field(default=300.0, ge=0, description="same rule+group stays quiet")
+    severity: Literal["info", "warning", "error", "critical"] = "warning"
+    notify: list[str] = Field(default_factory=list, description="notifier names")
+
+
+class NotifierConfig(_Section):
+    """Where alerts go: a webhook (JSON POST), syslog (RFC 5424) or a JSON-lines file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    type: Literal["webhook", "syslog", "file"]
+    url: str | None = Field(default=None, description="webhook URL")
+    headers: dict[str, str] = Field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = Field(default=514, ge=1, le=65535)
+    protocol: Literal["udp", "tcp"] = "udp"
+    path: Path | None = Field(default=None, description="file notifier: JSON lines appended")
+    timeout_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> NotifierConfig:
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook notifier needs 'url'")
+        if self.type == "file" and self.path is None:
+            raise ValueError("a file notifier needs 'path'")
+        return self
+
+
+class AlertsConfig(_Section):
+    """Alert rules over audit events and their notifiers."""
+
+    rules: list[AlertRuleConfig] = Field(default_factory=list)
+    notifiers: list[NotifierConfig] = Field(default_factory=list)
+    poll_interval_s: float = Field(default=0.5, gt=0, description="how often new events are read")
+
+
+class SiemSinkConfig(_Section):
+    """One SIEM destination; events are shipped in order from a persisted cursor."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    type: Literal["splunk_hec", "elasticsearch", "datadog", "syslog"]
+    url: str | None = Field(default=None, description="HEC / Elasticsearch / Datadog intake URL")
+    token: SecretStr | None = Field(default=None, description="HEC token, ES API key, DD key")
+    index: str | None = Field(default=None, description="Splunk index / Elasticsearch index")
+    host: str = "127.0.0.1"
+    port: int = Field(default=514, ge=1, le=65535)
+    protocol: Literal["udp", "tcp"] = "tcp"
+    format: Literal["rfc5424", "cef"] = Field(default="cef", description="syslog sink payload")
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    backoff_s: float = Field(default=0.5, ge=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> SiemSinkConfig:
+        if self.type != "syslog" and not self.url:
+            raise ValueError(f"a {self.type} sink needs 'url'")
+        return self
+
+
+class SiemConfig(_Section):
+    """SIEM export (``bastion intel siem push``; ``background`` ships while the app runs)."""
+
+    sinks: list[SiemSinkConfig] = Field(default_factory=list)
+    background: bool = Field(default=False, description="ship continuously from the app")
+    poll_interval_s: float = Field(default=2.0, gt=0)
+
+
+class IntelligenceConfig(_Section):
+    """Anomaly detection, threat intel, trust, alerts, SIEM export (gateway stages when on)."""
+
+    enabled: bool = Field(default=False, description="add the trust and anomaly/threat stages")
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    threat: ThreatConfig = Field(default_factory=ThreatConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    siem: SiemConfig = Field(default_factory=SiemConfig)
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -408,3 +544,4 @@ class Config(_Section):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     hitl: HitlConfig = Field(default_factory=HitlConfig)
+    intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
