@@ -91,3 +91,11 @@ class ClusterError(BastionError):
 
 class AudioError(BastionError):
     """Audio input was invalid or no audio device is available."""
+
+
+class CryptoError(BastionError):
+    """A key, token (HSM), share, proof or pinned certificate failed a cryptographic check."""
+
+
+class SealedError(CryptoError):
+    """Sealed key material was needed but bastion has not been unsealed."""
