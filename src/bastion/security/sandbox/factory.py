@@ -66,7 +66,7 @@ def build_sandbox(kind: str, spec: SandboxSpec, *, warm: int = 0
     if problem:
         return None, problem
     try:
-        if warm and cls.name == "bubblewrap":  # the backend with a warm pool
+        if warm and cls.name in ("bubblewrap", "podman"):  # the backends with a warm pool
             return cls(spec, warm=warm), None  # type: ignore[call-arg]
         return cls(spec), None  # type: ignore[call-arg]
     except SandboxError as exc:
