@@ -27,16 +27,21 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="approve every risky c
 def tools_app(*, yes: bool = False) -> App:
     """Return the app from config for tools-only work: no model is loaded.
 
-    Risky calls are denied unless ``yes`` (an MCP client cannot answer bastion's prompt).
+    A call that needs approval is put to the MCP client's user through elicitation when the
+    client supports it; otherwise it is denied, unless ``yes``.
     """
     from bastion.app import build_app
     from bastion.cli.approval import choose_approver
     from bastion.config.loader import load
     from bastion.mcp._nomodel import ToolsOnlyModel
+    from bastion.mcp._session import ElicitingApprover
     from bastion.memory.base import EphemeralMemory
 
-    return build_app(load(), model=ToolsOnlyModel(), memory=EphemeralMemory(),
-                     approver=choose_approver(yes=yes, interactive=False))
+    fallback = choose_approver(yes=yes, interactive=False)
+    app = build_app(load(), model=ToolsOnlyModel(), memory=EphemeralMemory(), approver=fallback)
+    if not yes:
+        app.set_approver(ElicitingApprover(fallback, app.redactor))
+    return app
 
 
 def api_token(app: App, no_auth: bool, host: str) -> str | None:
