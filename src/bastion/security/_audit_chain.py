@@ -1,14 +1,20 @@
-"""Hash chain and signing helpers for the audit log (canonical record bytes, Ed25519 keys)."""
+"""Hash chain and signing helpers for the audit log (canonical record bytes, trusted keys).
+
+Signing goes through :class:`bastion.crypto.keys.Signer` (an Ed25519 key file by default,
+or a PKCS#11 token); ``Signer`` here is the file-key backend, kept under its old name.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from bastion._extras import require
+from bastion.crypto.keys import FileSigner as Signer
+
+__all__ = ["COLUMNS", "GENESIS", "Signer", "checkpoint_message", "record_hash", "trust_key",
+           "verify_signature"]
 
 GENESIS = "0" * 64
 COLUMNS = ("id", "ts", "kind", "actor", "session_id", "tool", "decision", "risk", "arguments",
@@ -30,47 +36,24 @@ def checkpoint_message(seq: int, digest: str, ts: float, kind: str = "checkpoint
     return f"bastion-audit/{kind}/{seq}/{digest}/{ts:.6f}".encode()
 
 
-class Signer:
-    """The audit signing key (Ed25519), created on first use beside the database (mode 0600)."""
+def trust_key(pub_path: Path, public: str, *, add: bool = False) -> bool:
+    """Record ``public`` in the trusted-keys file beside the log (one key per line).
 
-    def __init__(self, key_path: Path) -> None:
-        ed = require("cryptography.hazmat.primitives.asymmetric.ed25519", extra="secrets",
-                     feature="signed audit checkpoints")
-        ser = require("cryptography.hazmat.primitives.serialization", extra="secrets",
-                      feature="signed audit checkpoints")
-        self.path = key_path
-        if not key_path.exists():
-            key = ed.Ed25519PrivateKey.generate()
-            raw = key.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
-            try:
-                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first; read theirs
-            else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(raw.hex().encode())
-        raw = bytes.fromhex(key_path.read_text().strip())
-        self._key = ed.Ed25519PrivateKey.from_private_bytes(raw)
-        pub = self._key.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
-        self.public_hex = pub.hex()
-        pub_path = key_path.with_suffix(".pub")
-        if not pub_path.exists():
-            pub_path.write_text(self.public_hex + "\n")
-
-    def sign(self, message: bytes) -> str:
-        """Return the hex signature of ``message``."""
-        return bytes(self._key.sign(message)).hex()
+    The file is created with the first key. Later keys are added only when ``add`` is set
+    (a configured HSM key): a log signed first by a file key and later by an HSM key keeps
+    verifying, while a key file silently swapped on disk is not trusted. Returns whether a
+    key was added to an existing file.
+    """
+    lines = pub_path.read_text().split() if pub_path.exists() else []
+    if public in lines or (lines and not add):
+        return False
+    with pub_path.open("a") as fh:
+        fh.write(public + "\n")
+    return bool(lines)
 
 
 def verify_signature(public_hex: str, message: bytes, signature_hex: str) -> bool:
-    """Return whether ``signature_hex`` is a valid Ed25519 signature of ``message``."""
-    ed = require("cryptography.hazmat.primitives.asymmetric.ed25519", extra="secrets",
-                 feature="signed audit checkpoints")
-    exc_mod = require("cryptography.exceptions", extra="secrets",
-                      feature="signed audit checkpoints")
-    try:
-        key = ed.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
-        key.verify(bytes.fromhex(signature_hex), message)
-    except (exc_mod.InvalidSignature, ValueError):
-        return False
-    return True
+    """Return whether ``signature_hex`` is a valid signature (Ed25519 or P-256) of ``message``."""
+    from bastion.crypto.keys import verify
+
+    return verify(public_hex, message, signature_hex)

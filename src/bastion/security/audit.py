@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bastion.crypto.keys import Signer as SignerT
 from bastion.errors import AuditError
 from bastion.security._audit_chain import (
     COLUMNS,
@@ -38,6 +39,7 @@ from bastion.security._audit_chain import (
     Signer,
     checkpoint_message,
     record_hash,
+    trust_key,
     verify_signature,
 )
 from bastion.security.gateway import CallRequest, Next, ToolResult
@@ -149,6 +151,8 @@ class AuditLog:
         batch_size: int = 5000,
         checkpoint_every: int = 10_000,
         key_path: Path | None = None,
+        signer: SignerT | None = None,
+        trust_signer: bool = False,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,11 @@ class AuditLog:
         self.flush_interval = flush_interval_ms / 1000
         self.batch_size = batch_size
         self.checkpoint_every = checkpoint_every
-        self.signer = Signer(key_path or self.path.with_name(self.path.stem + "-signing.key"))
+        # file key (default) or a PKCS#11 token: every key used is added to the trusted list
+        self.signer: SignerT = signer or Signer(
+            key_path or self.path.with_name(self.path.stem + "-signing.key"))
+        added = trust_key(self.path.with_name(self.path.stem + "-signing.pub"),
+                          self.signer.public_hex, add=trust_signer)
         self.head_path = self.path.with_name(self.path.name + ".head")
         self._db = _connect(self.path, durability)
         self._db.executescript(_SCHEMA)
@@ -176,6 +184,10 @@ class AuditLog:
         self._waiters = _Waiters()
         self._writer = threading.Thread(target=self._run, name="bastion-audit-writer", daemon=True)
         self._writer.start()
+        if added:
+            self.record("audit.key_trusted", actor="system", decision="added",
+                        detail={"public_key": self.signer.public_hex,
+                                "algorithm": self.signer.algorithm})
 
     # ---- writing ---------------------------------------------------------------------------
     def record(
@@ -366,9 +378,9 @@ class AuditLog:
         return stats(self._reader, self._read_lock)
 
     def verify(self, public_key: str | None = None) -> VerifyReport:
-        """Verify the whole chain (see :func:`verify`)."""
+        """Verify the whole chain (see :func:`verify`); default keys: the trusted-keys file."""
         self.flush()
-        return verify(self.path, public_key or self.signer.public_hex)
+        return verify(self.path, public_key)
 
     def prune(self, *, before_ts: float | None = None, keep_last: int | None = None) -> int:
         """Delete old records behind a signed anchor; return how many were deleted."""
@@ -532,21 +544,22 @@ def open_reader(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _trusted_key(path: Path, public_key: str | None) -> str | None:
+def _trusted_keys(path: Path, public_key: str | None) -> list[str]:
     if public_key:
-        return public_key
+        return [public_key]
     pub = path.with_name(path.stem + "-signing.pub")
-    return pub.read_text().strip() if pub.exists() else None
+    return pub.read_text().split() if pub.exists() else []
 
 
 def verify(path: Path, public_key: str | None = None) -> VerifyReport:
     """Verify an audit database: chain, ids, signed checkpoints, anchors and the head file.
 
-    ``public_key`` (hex Ed25519) is the trusted key; by default the ``*-signing.pub`` file
-    beside the database. Returns a report naming the first bad record.
+    ``public_key`` (hex Ed25519, or ``p256:<hex>`` for an HSM's P-256 key) is the trusted key;
+    by default every key listed in the ``*-signing.pub`` file beside the database. Returns a
+    report naming the first bad record.
     """
     path = Path(path)
-    key = _trusted_key(path, public_key)
+    key = _trusted_keys(path, public_key)
     db = open_reader(path)
     try:
         return _verify(db, path, key)
@@ -554,7 +567,7 @@ def verify(path: Path, public_key: str | None = None) -> VerifyReport:
         db.close()
 
 
-def _verify(db: sqlite3.Connection, path: Path, key: str | None) -> VerifyReport:
+def _verify(db: sqlite3.Connection, path: Path, keys: list[str]) -> VerifyReport:
     rep = VerifyReport(ok=True)
 
     def bad(rid: int, why: str) -> VerifyReport:
@@ -562,8 +575,8 @@ def _verify(db: sqlite3.Connection, path: Path, key: str | None) -> VerifyReport
         return rep
 
     def signed(seq: int, digest: str, ts: float, sig: str, kind: str) -> bool:
-        return key is not None and verify_signature(key, checkpoint_message(seq, digest, ts, kind),
-                                                    sig)
+        msg = checkpoint_message(seq, digest, ts, kind)
+        return any(verify_signature(k, msg, sig) for k in keys)
 
     cps = {int(r[0]): r for r in db.execute("SELECT * FROM checkpoints ORDER BY seq")}
     first = db.execute("SELECT MIN(id) FROM events").fetchone()[0]

@@ -33,10 +33,14 @@ def audit_path() -> Path:
 
 def build_audit(config: Config, redactor: Redactor) -> AuditLog:
     """Open the audit log with the configured durability (and apply retention)."""
+    from bastion.security.signing import audit_signer
+
     a = config.audit
+    signer = audit_signer(config)  # None = the Ed25519 key file; pkcs11 = the HSM's key
     log = AuditLog(audit_path(), redactor, durability=a.durability,
                    flush_interval_ms=a.flush_interval_ms, batch_size=a.batch_size,
-                   checkpoint_every=a.checkpoint_every)
+                   checkpoint_every=a.checkpoint_every, signer=signer,
+                   trust_signer=signer is not None)
     if a.retention_days:
         import time
 

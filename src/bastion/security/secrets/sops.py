@@ -22,7 +22,10 @@ from bastion.security.secrets._sops_format import decrypt_tree, encrypt_tree
 def load_identities(path: Path, *, create: bool = False) -> list[Any]:
     """Read age identities (``AGE-SECRET-KEY-1...`` lines) from ``path``; create one if asked."""
     pyrage = require("pyrage", extra="secrets", feature="sops files with age recipients")
-    if not path.exists():
+    from bastion.crypto.sealed import is_sealed, read_unsealed
+
+    sealed = is_sealed(path)  # sealed mode: readable only once `bastion crypto unseal` ran
+    if not sealed and not path.exists():
         if not create:
             raise SecretError(f"no age key at {path}", fix="run `bastion secrets set` once to "
                               "create one, or set secrets.sops.identity_file")
@@ -32,7 +35,8 @@ def load_identities(path: Path, *, create: bool = False) -> list[Any]:
         with os.fdopen(fd, "w") as fh:
             fh.write(f"# public key: {ident.to_public()}\n{ident}\n")
     out = []
-    for line in path.read_text().splitlines():
+    text = read_unsealed(path).decode() if sealed else path.read_text()
+    for line in text.splitlines():
         line = line.strip()
         if line.startswith("AGE-SECRET-KEY-"):
             out.append(pyrage.x25519.Identity.from_str(line))
