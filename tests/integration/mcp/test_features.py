@@ -236,3 +236,29 @@ async def test_http_modern_client(served: tuple[str, Path]) -> None:
             (ws / "hello.txt").write_text("hello from the workspace\n")  # same text, new mtime
             event = await asyncio.wait_for(sub.__anext__(), 30)
             assert getattr(event, "uri", None) == hello
+
+
+async def test_http_handshake_client_subscribes(served: tuple[str, Path]) -> None:
+    """A 2025-era client over HTTP gets notifications/resources/updated on its GET stream."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, ws = served
+    updates: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+    async with mcp.Client(streamable_http_client(url, http_client=http), mode="legacy",
+                          message_handler=on_message) as client:
+        hello = ws.as_uri() + "/hello.txt"
+        with legacy_api():
+            await client.subscribe_resource(hello)
+        (ws / "hello.txt").write_text("hello from the workspace\n")
+        for _ in range(200):
+            if updates:
+                break
+            await asyncio.sleep(0.05)
+        assert updates == [hello]
