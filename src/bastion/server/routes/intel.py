@@ -1,0 +1,76 @@
+"""Security-intelligence routes: the dashboard's data, compliance reports, and its web page.
+
+- ``GET /v1/intel/summary?hours=24``: call counts, top tools, anomalies, threat-intel hits,
+  alerts, the trust table, feeds, models and problems.
+- ``GET /v1/intel/report?since=<unix>&until=<unix>&format=json|md``: the compliance report.
+- ``GET /intel``: a small dashboard page (static and public like ``/approvals``; it asks for
+  the API token and reads the JSON route with it).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from bastion.server.deps import BastionApp
+
+router = APIRouter(prefix="/v1/intel", tags=["intel"])
+public_router = APIRouter(tags=["intel"])
+
+
+@router.get("/summary", summary="Security dashboard data")
+async def intel_summary(app: BastionApp, hours: float = Query(default=24, gt=0, le=24 * 366)
+                        ) -> dict[str, Any]:
+    """Return counts, top tools, anomalies, alerts and trust for the last ``hours``."""
+    from bastion.intelligence.setup import feed_store
+    from bastion.intelligence.summary import summary
+
+    app.audit.flush()
+    intel = app.intel
+    models: dict[str, Any] = {}
+    if intel is not None and intel.detector is not None:
+        models = {s: {"samples": m.samples, "threshold": round(m.threshold, 3),
+                      "trained_at": m.trained_at} for s, m in intel.detector.models.items()}
+    data = summary(app.audit.path, since=time.time() - hours * 3600,
+                   trust=intel.trust if intel is not None else None, feeds=feed_store(),
+                   models=models, problems=list(intel.problems) if intel else
+                   ["intelligence is off (intelligence.enabled: false)"],
+                   enabled=intel is not None)
+    if intel is not None:
+        data["stages"] = {"assessed": intel.threat_stage.assessed,
+                          "flagged": intel.threat_stage.flagged,
+                          "auto_approved": intel.trust_stage.auto_approved
+                          if intel.trust_stage else 0}
+        if intel.alerts is not None:
+            data["alert_failures"] = list(intel.alerts.failures)[-10:]
+        data["followers"] = [e for f in intel.followers for e in f.errors[-3:]]
+    return data
+
+
+@router.get("/report", summary="Compliance report", response_model=None)
+async def intel_report(
+    app: BastionApp, since: float | None = None, until: float | None = None,
+    fmt: Literal["json", "md"] = Query(default="json", alias="format"),
+) -> Any:
+    """Return the compliance report for ``[since, until)`` (default: the last 7 days)."""
+    from bastion.intelligence.report import build_report, to_markdown
+
+    app.audit.flush()
+    rep = build_report(app.audit.path, since if since is not None else time.time() - 7 * 86400,
+                       until)
+    if fmt == "md":
+        return PlainTextResponse(to_markdown(rep), media_type="text/markdown")
+    return rep
+
+
+@public_router.get("/intel", response_class=HTMLResponse, include_in_schema=False)
+async def intel_page() -> HTMLResponse:
+    """Serve the dashboard page (static; data comes from the token-protected route)."""
+    html = resources.files("bastion.server.routes").joinpath("intel.html").read_text()
+    return HTMLResponse(html, headers={"Cache-Control": "no-store",
+                                       "Content-Security-Policy": "default-src 'self'; "
+                                       "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
