@@ -188,14 +188,24 @@ def build_app(
         closers.extend(egress_closers)
     gateway = Gateway(registry, env, security.stages)
     closers.append(security.close)
-    model = model or create_model(config)
+    privacy = config.privacy
+    if model is None and not (privacy.enabled and privacy.local is not None):
+        model = create_model(config)
+    if privacy.enabled:  # PII decides local vs remote; memory counts in the local model
+        from bastion.privacy.setup import build_privacy_router
+
+        router = build_privacy_router(config, model, audit=audit, scanner=redactor.scanner)
+        model, window_model = router, router.local
+    else:
+        assert model is not None
+        window_model = model
     return App(
         config=config,
         model=model,
         registry=registry,
         gateway=gateway,
         audit=audit,
-        memory=memory or build_memory(config, model),
+        memory=memory or build_memory(config, window_model),
         approvals=approvals,
         redactor=redactor,
         closers=closers,

