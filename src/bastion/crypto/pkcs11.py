@@ -96,6 +96,18 @@ class TokenInfo:
     keys: list[dict[str, Any]]
 
 
+def _open(token: Any, pin: str, *, rw: bool) -> Any:
+    """Open a logged-in session (login state is per process: a second session inherits it)."""
+    pk = _pk()
+    try:
+        return token.open(user_pin=pin, rw=rw)
+    except pk.exceptions.UserAlreadyLoggedIn:
+        return token.open(rw=rw)
+    except (pk.exceptions.PinIncorrect, pk.exceptions.PinLenRange):
+        raise CryptoError(f"the PIN for token {token.label!r} is wrong",
+                          fix="check crypto.hsm.pin (a secret:// reference)") from None
+
+
 def _point_bytes(ec_point: bytes) -> bytes:
     """Unwrap CKA_EC_POINT (a DER OCTET STRING in PKCS#11 2.40; raw in some tokens)."""
     if ec_point[:1] == b"\x04" and len(ec_point) >= 2:
@@ -122,11 +134,7 @@ class Pkcs11Signer:
             raise CryptoError(f"no PKCS#11 token labelled {token_label!r} in {module}",
                               fix="bastion crypto hsm init (or the vendor's tool)") from None
         self._lock = threading.Lock()
-        try:
-            self._session = token.open(user_pin=pin, rw=True)
-        except (pk.exceptions.PinIncorrect, pk.exceptions.PinLenRange):
-            raise CryptoError(f"the PIN for token {token_label!r} is wrong",
-                              fix="check crypto.hsm.pin (a secret:// reference)") from None
+        self._session = _open(token, pin, rw=True)
         try:
             self._key, self.algorithm = self._find_or_create(token, key_type, create)
             self.public_hex = self._public()
@@ -222,7 +230,7 @@ def token_info(module: str, token_label: str, pin: str | None) -> TokenInfo:
                    if m.name.startswith(("EC", "EDDSA")))
     keys: list[dict[str, Any]] = []
     if pin is not None:
-        with token.open(user_pin=pin) as s:
+        with _open(token, pin, rw=False) as s:
             for obj in s.get_objects({pk.Attribute.CLASS: pk.ObjectClass.PRIVATE_KEY}):
                 keys.append({"label": obj[pk.Attribute.LABEL],
                              "type": obj[pk.Attribute.KEY_TYPE].name,

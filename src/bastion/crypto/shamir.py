@@ -117,17 +117,17 @@ def parse_share(text: str, number: int = 0) -> Share:
     """Parse one printed share; a damaged one is named (``number`` is its position, 1-based)."""
     name = f"share {number}" if number else "the share"
     parts = text.strip().split(".")
-    if len(parts) != 8 or parts[0] + "." + parts[1] != PREFIX:
+    if len(parts) != 7 or parts[0] != PREFIX:
         raise CryptoError(f"{name} is not a bastion share",
                           fix="a share looks like bastion-share-1.<set>.<t>.<n>.<i>.<data>.<check>")
-    body = ".".join(parts[:7])
-    if not hmac.compare_digest(_check(body), parts[7]):
+    body = ".".join(parts[:6])
+    if not hmac.compare_digest(_check(body), parts[6]):
         raise CryptoError(f"{name} is corrupted (its check digits do not match)",
                           fix="re-type it or use another share")
     try:
-        pad = "=" * (-len(parts[6]) % 4)
-        value = base64.urlsafe_b64decode(parts[6] + pad)
-        share = Share(parts[2], int(parts[3]), int(parts[4]), int(parts[5]), value)
+        pad = "=" * (-len(parts[5]) % 4)
+        value = base64.urlsafe_b64decode(parts[5] + pad)
+        share = Share(parts[1], int(parts[2]), int(parts[3]), int(parts[4]), value)
     except ValueError:
         raise CryptoError(f"{name} is corrupted", fix="re-type it or use another share") from None
     if len(value) != 16 or not 1 <= share.index <= share.total:

@@ -1,0 +1,374 @@
+"""``bastion crypto ...`` (HSM, sealing, Shamir, MPC) and ``bastion audit prove|verify-proof``.
+
+- ``crypto hsm init|status|keygen``: a PKCS#11 token for the audit signing key;
+- ``crypto seal|unseal|lock|status|reseal``: key files encrypted at rest under a t-of-n
+  Shamir-shared key;
+- ``crypto split|combine``: share any file t-of-n;
+- ``crypto mpc-sum``: a private sum across parties (see :mod:`bastion.crypto.mpc`);
+- ``audit prove ID`` / ``audit prove --count PREDICATE`` / ``audit verify-proof FILE``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bastion.errors import CryptoError
+
+crypto_app = typer.Typer(help="HSM signing, sealed keys, Shamir shares, MPC.",
+                         no_args_is_help=True)
+hsm_app = typer.Typer(help="The PKCS#11 token (HSM) that signs the audit log.",
+                      no_args_is_help=True)
+crypto_app.add_typer(hsm_app, name="hsm")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _config() -> Any:
+    from bastion.config.loader import load
+
+    return load()
+
+
+def manifest_path() -> Path:
+    """Return where the sealed-set manifest lives."""
+    from bastion.config import paths
+
+    return paths.home() / "sealed.json"
+
+
+def _secret(ref: str) -> str:
+    from bastion.security.secrets.resolver import SecretResolver
+    from bastion.security.setup import build_backends
+
+    return SecretResolver(build_backends(_config())).resolve(ref)
+
+
+# ---- hsm -------------------------------------------------------------------------------------
+@hsm_app.command("init")
+def hsm_init(
+    so_pin_ref: Annotated[str | None, typer.Option(
+        "--so-pin-ref", help="secret:// reference to the security-officer PIN (default: prompt)")]
+    = None,
+) -> None:
+    """Create the SoftHSM2 token of crypto.hsm (other tokens: use the vendor's tool)."""
+    from bastion.crypto.pkcs11 import init_softhsm_token, softhsm_conf
+    from bastion.security.signing import hsm_pin, softhsm_dir
+
+    cfg = _config()
+    h = cfg.crypto.hsm
+    if "softhsm" not in Path(h.module).name:
+        raise CryptoError(f"bastion initialises SoftHSM2 tokens only; {h.module} is another "
+                          "token", fix="initialise it with its vendor's tool (tpm2_ptool, "
+                          "yubihsm-shell, pkcs11-tool --init-token), then run hsm keygen")
+    pin = hsm_pin(cfg)
+    so_pin = _secret(so_pin_ref) if so_pin_ref else getpass.getpass("new SO PIN (hidden): ")
+    conf = Path(os.environ.get("SOFTHSM2_CONF") or softhsm_conf(softhsm_dir(cfg)))
+    init_softhsm_token(conf, h.token_label, pin, so_pin)
+    typer.echo(f"initialised token {h.token_label!r} (SoftHSM2, config {conf})")
+
+
+@hsm_app.command("keygen")
+def hsm_keygen() -> None:
+    """Generate the signing key inside the token (non-extractable); print its public key."""
+    from bastion.crypto.keys import fingerprint
+    from bastion.crypto.pkcs11 import Pkcs11Signer, prepare_module
+    from bastion.security.signing import hsm_pin, softhsm_dir
+
+    cfg = _config()
+    h = cfg.crypto.hsm
+    prepare_module(h.module, softhsm_dir(cfg))
+    pin = hsm_pin(cfg)
+    try:
+        Pkcs11Signer(h.module, h.token_label, pin, h.key_label, create=False).close()
+    except CryptoError as exc:
+        if "no key" not in exc.message:
+            raise
+    else:
+        raise CryptoError(f"the token already holds key {h.key_label!r}",
+                          fix="use it (audit.signer: pkcs11) or pick another crypto.hsm.key_label")
+    signer = Pkcs11Signer(h.module, h.token_label, pin, h.key_label, key_type=h.key_type)
+    typer.echo(f"generated {signer.algorithm} key {h.key_label!r} inside token "
+               f"{h.token_label!r}\npublic key: {signer.public_hex}\n"
+               f"fingerprint: {fingerprint(signer.public_hex)}")
+    signer.close()
+
+
+@hsm_app.command("status")
+def hsm_status(as_json: JsonOpt = False) -> None:
+    """Show the token, its mechanisms and keys (with the PIN, when configured)."""
+    from dataclasses import asdict
+
+    from bastion.crypto.pkcs11 import prepare_module, token_info
+    from bastion.security.signing import hsm_pin, softhsm_dir
+
+    cfg = _config()
+    h = cfg.crypto.hsm
+    prepare_module(h.module, softhsm_dir(cfg))
+    info = token_info(h.module, h.token_label, hsm_pin(cfg) if h.pin else None)
+    data = {**asdict(info), "audit_signer": cfg.audit.signer}
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"token {info.token!r}: {info.manufacturer} {info.model} serial {info.serial}")
+    typer.echo(f"library: {info.library} ({info.module})")
+    typer.echo(f"mechanisms: {', '.join(info.mechanisms)}")
+    for k in info.keys:
+        typer.echo(f"key {k['label']!r}: {k['type']}, extractable={k['extractable']}, "
+                   f"sensitive={k['sensitive']}")
+    typer.echo(f"audit.signer: {cfg.audit.signer}")
+
+
+# ---- sealing ---------------------------------------------------------------------------------
+def default_seal_targets() -> list[Path]:
+    """Return the key files sealed by default: audit signing and commit keys, the age key."""
+    from bastion.config import paths
+    from bastion.security.audit_proofs import commit_key_path
+    from bastion.security.setup import audit_path
+
+    cfg = _config()
+    db = audit_path()
+    age = cfg.secrets.sops.identity_file or paths.home() / "secrets" / "age.key"
+    return [p for p in (db.with_name(db.stem + "-signing.key"), commit_key_path(db), Path(age))
+            if p.exists()]
+
+
+def _write_shares(shares: list[str], out_dir: Path | None) -> None:
+    if out_dir is None:
+        for s in shares:
+            typer.echo(s)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(shares, 1):
+        fd = os.open(out_dir / f"share-{i}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(s + "\n")
+    typer.echo(f"wrote {len(shares)} shares to {out_dir}/share-N.txt: give each to a "
+               "different person and delete them here", err=True)
+
+
+def _read_shares(files: list[Path], needed: int | None) -> list[str]:
+    shares = [f.read_text().strip() for f in files]
+    if not shares and not sys.stdin.isatty():
+        shares = [line.strip() for line in sys.stdin if line.strip()]
+    while needed is not None and len(shares) < needed and sys.stdin.isatty():
+        shares.append(getpass.getpass(f"share {len(shares) + 1} of {needed} (hidden): ").strip())
+    return shares
+
+
+ThresholdOpt = Annotated[int, typer.Option("--threshold", "-t", min=2, help="shares needed")]
+SharesOpt = Annotated[int, typer.Option("--shares", "-n", min=2, max=255, help="shares made")]
+OutDirOpt = Annotated[Path | None, typer.Option(
+    "--out-dir", help="write share-N.txt files (0600) instead of printing")]
+ShareFiles = Annotated[list[Path] | None, typer.Argument(
+    help="files holding one share each (default: prompt, or stdin lines)")]
+
+
+@crypto_app.command("seal")
+def seal_cmd(
+    threshold: ThresholdOpt = 3, shares: SharesOpt = 5, out_dir: OutDirOpt = None,
+    files: Annotated[list[Path] | None, typer.Option(
+        "--file", help="key file to seal (default: audit signing + commit keys, age identity)")]
+    = None,
+) -> None:
+    """Encrypt key files at rest under a new t-of-n share set (prints the shares once)."""
+    from bastion.crypto.sealed import seal
+
+    targets = files or default_seal_targets()
+    if not targets:
+        raise CryptoError("no key files to seal yet", fix="run bastion once so keys exist")
+    printed = seal(targets, threshold, shares, manifest_path())
+    typer.echo(f"sealed {len(targets)} file(s) {threshold}-of-{shares}: "
+               + ", ".join(p.name for p in targets), err=True)
+    _write_shares(printed, out_dir)
+
+
+@crypto_app.command("unseal")
+def unseal_cmd(
+    share_files: ShareFiles = None,
+    memory_only: Annotated[bool, typer.Option(
+        "--check", help="only check the shares; keep nothing unsealed")] = False,
+) -> None:
+    """Recover the key from t shares and unseal the keys into memory-backed runtime storage."""
+    from bastion.crypto.sealed import lock, status, unseal
+
+    st = status(manifest_path())
+    files = unseal(manifest_path(), _read_shares(share_files or [], st.get("threshold")),
+                   persist=not memory_only)
+    if memory_only:
+        lock(manifest_path())
+        typer.echo(f"shares are valid: they unseal {len(files)} file(s)")
+    else:
+        typer.echo(f"unsealed {len(files)} file(s): " + ", ".join(p.name for p in files))
+
+
+@crypto_app.command("lock")
+def lock_cmd() -> None:
+    """Drop every unsealed copy: bastion is sealed again until the next unseal."""
+    from bastion.crypto.sealed import lock
+
+    typer.echo(f"locked: {lock(manifest_path())} unsealed copies wiped")
+
+
+@crypto_app.command("reseal")
+def reseal_cmd(share_files: ShareFiles = None, threshold: ThresholdOpt = 3,
+               shares: SharesOpt = 5, out_dir: OutDirOpt = None) -> None:
+    """Replace the share set (after a holder leaves): old shares stop working."""
+    from bastion.crypto.sealed import reseal, status
+
+    st = status(manifest_path())
+    new = reseal(manifest_path(), _read_shares(share_files or [], st.get("threshold")),
+                 threshold, shares)
+    _write_shares(new, out_dir)
+
+
+@crypto_app.command("status")
+def status_cmd(as_json: JsonOpt = False) -> None:
+    """Show whether bastion's keys are sealed."""
+    from bastion.crypto.sealed import status
+
+    st = status(manifest_path())
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    if not st["files"]:
+        typer.echo("not sealed (bastion crypto seal to seal the key files)")
+        return
+    typer.echo(f"{'SEALED' if st['sealed'] else 'unsealed'}: {st['threshold']}-of-"
+               f"{st['shares']} shares (set {st['set_id']})")
+    for f in st["files"]:
+        typer.echo(f"  {f['state']:9} {f['path']}")
+
+
+@crypto_app.command("split")
+def split_cmd(
+    file: Annotated[Path, typer.Argument(help="file to share (any size)")],
+    threshold: ThresholdOpt = 3, shares: SharesOpt = 5, out_dir: OutDirOpt = None,
+) -> None:
+    """Split a file t-of-n: FILE.shamir.json (ciphertext) plus the printed shares."""
+    from bastion.crypto.shamir import split_secret
+
+    blob, printed = split_secret(file.read_bytes(), threshold, shares)
+    out = file.with_name(file.name + ".shamir.json")
+    out.write_text(json.dumps(blob, indent=2))
+    typer.echo(f"wrote {out}", err=True)
+    _write_shares(printed, out_dir)
+
+
+@crypto_app.command("combine")
+def combine_cmd(
+    blob: Annotated[Path, typer.Argument(help="the .shamir.json file from split")],
+    share_files: ShareFiles = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the secret")]
+    = Path("-"),
+) -> None:
+    """Recover a split file from its .shamir.json and t shares (a bad share is named)."""
+    from bastion.crypto.shamir import combine_secret
+
+    data = json.loads(blob.read_text())
+    secret = combine_secret(data, _read_shares(share_files or [],
+                                               int(data.get("header", {}).get("threshold", 0))))
+    if str(output) == "-":
+        sys.stdout.buffer.write(secret)
+    else:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secret)
+        typer.echo(f"wrote {output} ({len(secret)} bytes)", err=True)
+
+
+# ---- audit proofs ----------------------------------------------------------------------------
+def _audit_db(db: Path | None) -> Path:
+    from bastion.security.setup import audit_path
+
+    return db or audit_path()
+
+
+def _signer(db: Path) -> Any:
+    from bastion.crypto.keys import FileSigner
+    from bastion.security.signing import audit_signer
+
+    return audit_signer(_config()) or FileSigner(db.with_name(db.stem + "-signing.key"))
+
+
+def prove_cmd(
+    event_id: Annotated[int | None, typer.Argument(help="audit record id to prove")] = None,
+    count: Annotated[str | None, typer.Option(
+        "--count", help="prove how many records match: denied, critical, error, kind:K, "
+        "tool:T, decision:D, risk:R")] = None,
+    first: Annotated[int | None, typer.Option("--first", help="window start (record id)")]
+    = None,
+    last: Annotated[int | None, typer.Option("--last", help="window end (record id)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default stdout)")]
+    = None,
+    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
+) -> None:
+    """Write a signed proof: one record's inclusion, or a zero-knowledge count (--count)."""
+    from bastion.security.audit_proofs import prove_count, prove_event
+
+    path = _audit_db(db)
+    signer = _signer(path)
+    if count is not None:
+        bundle = prove_count(path, count, signer, first=first, last=last,
+                             max_records=_config().crypto.proof_max_records)
+    elif event_id is not None:
+        bundle = prove_event(path, event_id, signer)
+    else:
+        raise CryptoError("name a record id, or --count PREDICATE",
+                          fix="bastion audit prove 42  |  bastion audit prove --count denied")
+    text = json.dumps(bundle, indent=2, ensure_ascii=False)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        typer.echo(f"wrote {output}", err=True)
+
+
+def verify_proof_cmd(
+    file: Annotated[Path, typer.Argument(help="proof file from audit prove ('-' for stdin)")],
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="trusted key; default: the trusted-keys file beside the log")]
+    = None,
+    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
+    any_key: Annotated[bool, typer.Option(
+        "--any-key", help="accept the key inside the proof (checks math, not origin)")] = False,
+) -> None:
+    """Verify a proof from ``audit prove`` (exit 2 when it fails)."""
+    from bastion.security.audit_proofs import verify_bundle
+
+    text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError:
+        raise CryptoError(f"{file} is not JSON", fix="pass the file audit prove wrote") from None
+    trusted: list[str] | None = None
+    if public_key:
+        trusted = [public_key]
+    elif not any_key:
+        path = _audit_db(db)
+        pub = path.with_name(path.stem + "-signing.pub")
+        if not pub.exists():
+            raise CryptoError(f"no trusted keys at {pub}",
+                              fix="pass --public-key KEY (or --any-key to check the math only)")
+        trusted = pub.read_text().split()
+    ok, why = verify_bundle(bundle, trusted)
+    typer.secho(("ok: " if ok else "FAILED: ") + why, fg="green" if ok else "red")
+    if not ok:
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion crypto ...`` and the proof commands under ``bastion audit``."""
+    app.add_typer(crypto_app, name="crypto")
+    try:
+        from bastion.cli.audit import audit_app
+    except ImportError:  # pragma: no cover - the audit commands are part of the core
+        return
+    audit_app.command("prove")(prove_cmd)
+    audit_app.command("verify-proof")(verify_proof_cmd)
