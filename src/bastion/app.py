@@ -29,6 +29,7 @@ from bastion.security.secrets.resolver import SecretResolver
 from bastion.tools.registry import ToolRegistry, load_entry_point_tools
 
 if TYPE_CHECKING:
+    from bastion.security.browser.manager import BrowserManager
     from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
 
 
@@ -47,6 +48,7 @@ class App:
     hitl: ApprovalManager | None = None  # pending approvals, session rules and thresholds
     secrets: SecretResolver | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)  # MCP connections ...
+    browser: BrowserManager | None = None  # browser sessions lent to the browser_* tools
 
     def agent(self) -> Agent:
         """Return an agent wired to this app's model, gateway and memory."""
@@ -75,6 +77,8 @@ class App:
 
     async def aclose(self) -> None:
         """Release the model and close stores."""
+        if self.browser is not None:  # every browser session and chromium itself
+            await self.browser.aclose()
         for close in reversed(self.closers):
             close()
         self.closers.clear()
@@ -186,6 +190,20 @@ def build_app(
         runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed)
         env.runners.update(runners)
         closers.extend(egress_closers)
+    browser = None
+    browser_names = {"browser_navigate", "browser_click", "browser_type", "browser_read",
+                     "browser_screenshot", "browser_close_session"}
+    if not config.browser.enabled:
+        for name in browser_names:
+            registry.remove(name)
+    elif any(name in registry for name in browser_names):  # chromium starts on first use
+        from bastion.security.browser.setup import attach as attach_browser
+        from bastion.security.browser.setup import build_browser
+
+        browser = build_browser(config, workspace, resolver=security.resolver, audit=audit)
+        env.browser = browser
+        attach_browser(browser, security.stages, security.classifier, redactor,
+                       rules=config.hitl.builtin_rules)
     gateway = Gateway(registry, env, security.stages)
     closers.append(security.close)
     privacy = config.privacy
@@ -210,5 +228,6 @@ def build_app(
         redactor=redactor,
         closers=closers,
         hitl=security.manager,
+        browser=browser,
         secrets=security.resolver,
     )

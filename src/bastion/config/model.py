@@ -757,3 +757,4 @@ class Config(_Section):
     patterns: PatternsConfig = Field(default_factory=PatternsConfig)
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
+    browser: BrowserConfig = Field(default_factory=BrowserConfig)

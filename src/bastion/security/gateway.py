@@ -16,7 +16,14 @@ from typing import Any
 
 from bastion.errors import BastionError, PolicyDenied, ToolArgumentsError
 from bastion.llm.messages import ToolCall
-from bastion.tools.base import HttpFetcher, ProcessRunner, Risk, Tool, ToolContext
+from bastion.tools.base import (
+    BrowserAccess,
+    HttpFetcher,
+    ProcessRunner,
+    Risk,
+    Tool,
+    ToolContext,
+)
 from bastion.tools.registry import ToolRegistry
 
 
@@ -79,6 +86,7 @@ class Environment:
     sandbox_problem: str | None = None  # why the sandbox is unavailable, if it is
     http: HttpFetcher | None = None
     runners: dict[str, ProcessRunner] = field(default_factory=dict)  # per-tool (egress) sandboxes
+    browser: BrowserAccess | None = None  # browser sessions (security.browser), when enabled
 
 
 class Gateway:
@@ -142,6 +150,7 @@ class Gateway:
             http=env.http,
             secrets=dict(req.secrets),
             session_id=req.session_id,
+            browser=env.browser,
         )
         try:
             out = await req.tool(req.call.arguments, ctx)

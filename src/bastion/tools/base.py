@@ -71,6 +71,40 @@ class HttpFetcher(Protocol):
         ...
 
 
+@runtime_checkable
+class BrowserAccess(Protocol):
+    """The browser the gateway lends a call: one isolated session per agent session.
+
+    The implementation (``bastion.security.browser``) enforces the network policy, logs in
+    to configured sites and refuses typing into password fields; tools only call it.
+    Element ``ref`` values come from the last snapshot of the session's page.
+    """
+
+    async def navigate(self, session_id: str | None, url: str) -> str:
+        """Open ``url``; return the page's snapshot."""
+        ...
+
+    async def click(self, session_id: str | None, ref: str) -> str:
+        """Click the element ``ref``; return the page's snapshot afterwards."""
+        ...
+
+    async def type(self, session_id: str | None, ref: str, text: str, submit: bool) -> str:
+        """Fill ``text`` into the element ``ref`` (and press Enter when ``submit``)."""
+        ...
+
+    async def read(self, session_id: str | None) -> str:
+        """Return the page's accessibility snapshot with element refs."""
+        ...
+
+    async def screenshot(self, session_id: str | None, full_page: bool) -> bytes:
+        """Return a PNG of the session's page."""
+        ...
+
+    async def close(self, session_id: str | None) -> bool:
+        """Close the session's browser context; False when there was none."""
+        ...
+
+
 @dataclass(slots=True)
 class ToolContext:
     """Everything a tool may use, handed to it by the gateway for one call."""
@@ -80,6 +114,7 @@ class ToolContext:
     http: HttpFetcher | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
     session_id: str | None = None
+    browser: BrowserAccess | None = None
 
 
 @dataclass(slots=True)

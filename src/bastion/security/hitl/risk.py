@@ -14,6 +14,8 @@ from bastion.security.gateway import CallRequest, Next, ToolResult
 from bastion.tools.base import Risk
 
 Condition = Literal["destructive_shell", "outside_workspace", "new_egress_domain", "secret_use"]
+# A named extra condition (e.g. ``browser:click-destructive``): returns why it holds, or None.
+ConditionFn = Callable[[Any, Mapping[str, Any], str | None], str | None]
 
 DESTRUCTIVE = re.compile(
     r"(?ix)"
@@ -48,7 +50,7 @@ class RiskRule:
     tools: list[str] = field(default_factory=lambda: ["*"])
     match: str | None = None
     argument: str | None = None
-    when: Condition | None = None
+    when: Condition | str | None = None  # a str names a condition added to the classifier
     _re: re.Pattern[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +88,10 @@ class RiskClassifier:
         *,
         secret_use: Callable[[Any], bool] | None = None,
         known_domains: Iterable[str] = (),
+        conditions: Mapping[str, ConditionFn] | None = None,
     ) -> None:
         self.rules = list(rules)
+        self.conditions: dict[str, ConditionFn] = dict(conditions or {})
         self.workspace = workspace.resolve()
         self.secret_use = secret_use or (lambda tool: False)
         self.known_domains = {d.lower() for d in known_domains}
@@ -166,6 +170,12 @@ class RiskClassifier:
                 if not self.secret_use(tool):
                     continue
                 why = "uses secrets"
+            elif rule.when is not None:  # an added condition (browser rules ...)
+                check = self.conditions.get(rule.when)
+                found = check(tool, args, session_id) if check is not None else None
+                if found is None:
+                    continue
+                why = f"{rule.name}: {found}"
             if rule.level > risk:
                 risk = rule.level
             reasons.append(f"{why} ({rule.level.name})")

@@ -1,0 +1,78 @@
+"""One local web site and one bastion app with real chromium per module (one browser)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bastion.app import App, build_app
+from bastion.config.model import (
+    BrowserConfig,
+    BrowserSiteConfig,
+    Config,
+    EgressConfig,
+    MemoryConfig,
+)
+from bastion.security.browser._launch import find_chromium
+from tests.fakes.model import ScriptedModel
+from tests.integration.browser.site import PASSWORD, USER, Site
+from tests.unit.security.test_gateway_pipeline import CountingApprover
+
+SECRET_VAR = "BASTION_SECRET_TESTSITE_LOGIN"  # secret://env/testsite_login
+
+
+def need_browser() -> None:
+    """Skip outside CI, fail in CI, when the browser extra or chromium is missing."""
+    problems = []
+    if importlib.util.find_spec("playwright") is None:
+        problems.append("pip install 'bastion[browser]'")
+    if find_chromium() is None:
+        problems.append("apt install chromium")
+    if problems:
+        msg = "browser tests need: " + ", ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.close()
+
+
+def browser_config(site: Site, **browser: object) -> Config:
+    config = Config(memory=MemoryConfig(enabled=False), browser=BrowserConfig(
+        egress=EgressConfig(cidrs=["127.0.0.1/32"], ports=[site.port]),
+        sites=[BrowserSiteConfig(
+            name="testsite", domains=["127.0.0.1"], login_url=f"{site.url}/login",
+            username=USER, password="secret://env/testsite_login")],
+        **browser))  # type: ignore[arg-type]
+    config.intelligence.enabled = False  # its anomaly/trust stages are not what is tested here
+    return config
+
+
+class BrowserEnv:
+    def __init__(self, app: App, site: Site, approver: CountingApprover, home: Path) -> None:
+        self.app, self.site, self.approver, self.home = app, site, approver, home
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(site: Site, tmp_path_factory: pytest.TempPathFactory
+              ) -> AsyncIterator[BrowserEnv]:
+    need_browser()
+    home = tmp_path_factory.mktemp("browser-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASTION_HOME", str(home))
+        mp.setenv(SECRET_VAR, PASSWORD)
+        approver = CountingApprover(True)
+        app = build_app(browser_config(site), model=ScriptedModel(), approver=approver)
+        assert app.browser is not None
+        yield BrowserEnv(app, site, approver, home)
+        await app.aclose()
