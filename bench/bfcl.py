@@ -131,11 +131,46 @@ def user_text(q: dict[str, Any]) -> list[dict[str, str]]:
     return [m for m in q["question"][0] if m["role"] in ("user", "system")]
 
 
+class _InnerCap:
+    """Apply the caller's ``max_tokens`` to llama-cpp-python's inner completions.
+
+    ``chatml-function-calling`` passes ``max_tokens=None`` to the completions that pick the
+    function and write its arguments (llama-cpp-python 0.3.x), so a run-away argument list
+    generates until the context is full (minutes per question on this CPU) and then fails to
+    parse. Capping those completions at the requested ``max_tokens`` turns such a run-away
+    into the same unparseable, uncalled result in seconds. It can differ from the uncapped
+    run only when arguments longer than ``max_tokens`` would close validly before ``n_ctx``;
+    no BFCL answer is that long, and on ``irrelevance`` it can only help the default path.
+    ``hits`` counts the completions that stopped at the cap (reported per question).
+    """
+
+    def __init__(self, llama: Any, max_tokens: int) -> None:
+        self.orig = llama.create_completion
+        self.max_tokens = max_tokens
+        self.hits = 0
+        llama.create_completion = self
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        if kw.get("max_tokens", 0) is None:
+            kw["max_tokens"] = self.max_tokens
+        res = self.orig(*a, **kw)
+        if not kw.get("stream") and res["choices"][0].get("finish_reason") == "length":
+            self.hits += 1
+        return res
+
+
+MAX_TOKENS = 256
+
+
 def run_default(llama: Any, q: dict[str, Any]) -> list[dict[str, Any]]:
     tools = [s.to_openai() for s in specs_of(q)]
     try:
         resp = llama.create_chat_completion(
-            messages=user_text(q), tools=tools, tool_choice="auto", temperature=0.0, max_tokens=256
+            messages=user_text(q),
+            tools=tools,
+            tool_choice="auto",
+            temperature=0.0,
+            max_tokens=MAX_TOKENS,
         )
     except Exception:  # the default path can fail on odd schemas: count as no call
         return []
@@ -152,11 +187,144 @@ def run_default(llama: Any, q: dict[str, Any]) -> list[dict[str, Any]]:
 async def run_bastion(model: EmbeddedModel, q: dict[str, Any], system: str) -> list[dict[str, Any]]:
     msgs = [Message("system", system)] + [Message(m["role"], m["content"]) for m in user_text(q)]  # type: ignore[arg-type]
     out = []
-    settings = ChatSettings(temperature=0.0, max_tokens=256)
+    settings = ChatSettings(temperature=0.0, max_tokens=MAX_TOKENS)
     async for ev in model.chat(msgs, specs_of(q), settings=settings):
         if isinstance(ev, ToolCallEvent):
             out.append({ev.call.name: ev.call.arguments})
     return out
+
+
+# -- one run: tasks, workers, the results file ------------------------------------------------
+
+
+def plan(half: str, cats: list[str], limit: int, paths: list[str]) -> list[tuple[str, str, str]]:
+    """Return the (path, category, question id) tasks in a deterministic, interleaved order.
+
+    Question i of every category (and both paths) comes before question i + 1 of any, so a
+    run stopped early still holds the same first-k prefix of each category for both paths.
+    """
+    recorded = json.loads(SPLIT_FILE.read_text())
+    per_cat: dict[str, list[str]] = {}
+    for cat in cats:
+        ids = sorted(recorded[half][cat], key=_num)
+        per_cat[cat] = ids[:limit] if limit else ids
+    depth = max((len(v) for v in per_cat.values()), default=0)
+    tasks: list[tuple[str, str, str]] = []
+    for i in range(depth):
+        for cat in cats:
+            if i < len(per_cat[cat]):
+                tasks.extend((p, cat, per_cat[cat][i]) for p in paths)
+    return tasks
+
+
+class _Worker:
+    """Answers tasks in one process; models are loaded on first use, once."""
+
+    def __init__(self, threads: int, inner_cap: bool) -> None:
+        self.threads = threads
+        self.inner_cap = inner_cap
+        self.default_llama: Any = None
+        self.cap: _InnerCap | None = None
+        self.bastion: EmbeddedModel | None = None
+        self.system = AgentConfig().system_prompt
+        self.check = load_checker()
+        self.questions: dict[str, dict[str, Any]] = {}
+
+    def question(self, cat: str, qid: str) -> dict[str, Any]:
+        if cat not in self.questions:
+            self.questions.update({f"{cat}/{q['id']}": q for q in load_category(cat)})
+            self.questions[cat] = {}
+        return self.questions[f"{cat}/{qid}"]
+
+    def run(self, path: str, cat: str, qid: str) -> dict[str, Any]:
+        q = self.question(cat, qid)
+        gguf = shipped_model_path()
+        hits0 = 0
+        if path == "default":
+            if self.default_llama is None:
+                import llama_cpp
+
+                self.default_llama = llama_cpp.Llama(
+                    model_path=str(gguf),
+                    n_ctx=4096,
+                    n_threads=self.threads,
+                    verbose=False,
+                    chat_format="chatml-function-calling",
+                )
+                if self.inner_cap:
+                    self.cap = _InnerCap(self.default_llama, MAX_TOKENS)
+            hits0 = self.cap.hits if self.cap else 0
+            t0 = time.perf_counter()
+            out = run_default(self.default_llama, q)
+        else:
+            if self.bastion is None:
+                self.bastion = EmbeddedModel(load_llama(gguf, n_ctx=4096, n_threads=self.threads))
+            t0 = time.perf_counter()
+            out = asyncio.run(run_bastion(self.bastion, q, self.system))
+        secs = time.perf_counter() - t0
+        ok = bool(self.check(cat, q["function"], out, q["answer"]))
+        rec: dict[str, Any] = {
+            "path": path,
+            "category": cat,
+            "id": qid,
+            "ok": ok,
+            "output": out,
+            "seconds": round(secs, 3),
+        }
+        if path == "default" and self.cap is not None:
+            rec["capped_completions"] = self.cap.hits - hits0
+        return rec
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(threads: int, inner_cap: bool) -> None:
+    global _WORKER
+    _WORKER = _Worker(threads, inner_cap)
+
+
+def _run_task(task: tuple[str, str, str]) -> dict[str, Any]:
+    assert _WORKER is not None
+    return _WORKER.run(*task)
+
+
+def _table(records: list[dict[str, Any]], cats: list[str], paths: list[str]) -> str:
+    lines = [
+        "| category | n | " + " | ".join(f"{p} acc | {p} s/q" for p in paths) + " | ratio |",
+        "|---|---|" + "---|---|" * len(paths) + "---|",
+    ]
+    means: dict[str, list[float]] = {p: [] for p in paths}
+    secs: dict[str, list[float]] = {p: [] for p in paths}
+    for cat in cats:
+        cells = []
+        accs = {}
+        ns = set()
+        for p in paths:
+            rs = [r for r in records if r["path"] == p and r["category"] == cat]
+            ns.add(len(rs))
+            acc = 100 * sum(r["ok"] for r in rs) / max(1, len(rs))
+            accs[p] = acc
+            means[p].append(acc)
+            secs[p].extend(r["seconds"] for r in rs)
+            s = sum(r["seconds"] for r in rs) / max(1, len(rs))
+            cells.append(f"{acc:.1f}% | {s:.2f}")
+        n = "/".join(str(x) for x in sorted(ns))
+        ratio = (
+            f"{accs['bastion'] / accs['default']:.2f}"
+            if "default" in accs and "bastion" in accs and accs["default"]
+            else "-"
+        )
+        lines.append(f"| {cat} | {n} | " + " | ".join(cells) + f" | {ratio} |")
+    mean = {p: sum(v) / max(1, len(v)) for p, v in means.items()}
+    cells = [f"**{mean[p]:.1f}%** | {sum(secs[p]) / max(1, len(secs[p])):.2f}" for p in paths]
+    ratio = (
+        f"**{mean['bastion'] / mean['default']:.2f}**"
+        if "default" in mean and "bastion" in mean and mean["default"]
+        else "-"
+    )
+    lines.append("| **mean** | | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -165,7 +333,15 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="questions per category (0 = whole half)")
     ap.add_argument("--categories", default=",".join(CATEGORIES))
     ap.add_argument("--paths", default="default,bastion")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (tasks interleave)")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads per worker (0: auto)")
+    ap.add_argument("--out", type=Path, help="JSONL of per-question results (appended)")
+    ap.add_argument("--resume", action="store_true", help="skip tasks already in --out")
+    ap.add_argument(
+        "--no-inner-cap",
+        action="store_true",
+        help="let the default path's inner completions ignore max_tokens (library behaviour)",
+    )
     ap.add_argument("--write-split", action="store_true", help="(re)write bench/bfcl_split.json")
     ap.add_argument("--show-failures", action="store_true")
     args = ap.parse_args()
@@ -179,65 +355,66 @@ def main() -> None:
     if recorded["dev"] != split["dev"] or recorded["eval"] != split["eval"]:
         sys.exit("bench/bfcl_split.json does not match the installed bfcl-eval data")
 
-    check = load_checker()
+    import os
+
     paths = args.paths.split(",")
-    gguf = shipped_model_path()
-    default_llama = bastion_model = None
+    cats = args.categories.split(",")
+    workers = max(1, args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // workers)
+    tasks = plan(args.half, cats, args.limit, paths)
+    records: list[dict[str, Any]] = []
+    if args.out and args.resume and args.out.exists():
+        wanted = {(p, c, i) for p, c, i in tasks}
+        for line in args.out.read_text().splitlines():
+            r = json.loads(line)
+            if "path" in r and (r["path"], r["category"], r["id"]) in wanted:
+                records.append(r)
+        done = {(r["path"], r["category"], r["id"]) for r in records}
+        tasks = [t for t in tasks if t not in done]
+    print(
+        f"BFCL {args.half} half ({SPLIT_RULE}); model {shipped_model_path().name}; temperature 0;"
+        f" max_tokens {MAX_TOKENS}; {workers} worker(s) x {threads} thread(s);"
+        f" default inner cap {'off' if args.no_inner_cap else 'on'};"
+        f" {len(records)} results resumed, {len(tasks)} tasks to run",
+        flush=True,
+    )
+    fh = args.out.open("a") if args.out else None
+    if fh and not records:
+        fh.write(json.dumps({"run": vars(args) | {"out": str(args.out)}, "tasks": len(tasks)}))
+        fh.write("\n")
+    t_start = time.perf_counter()
+
+    def take(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        if fh:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+        if args.show_failures and not rec["ok"]:
+            print(f"  FAIL {rec['path']} {rec['id']}: {rec['output']}", flush=True)
+        n = len(records)
+        if n % 20 == 0:
+            el = time.perf_counter() - t_start
+            print(f"  {n} results, {el:.0f} s elapsed", flush=True)
+
+    if workers == 1:
+        _init_worker(threads, not args.no_inner_cap)
+        for t in tasks:
+            take(_run_task(t))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(
+            workers, initializer=_init_worker, initargs=(threads, not args.no_inner_cap)
+        ) as pool:
+            for rec in pool.imap_unordered(_run_task, tasks, chunksize=1):
+                take(rec)
+    if fh:
+        fh.close()
+    print(_table(records, cats, paths))
     if "default" in paths:
-        import llama_cpp
-
-        default_llama = llama_cpp.Llama(
-            model_path=str(gguf),
-            n_ctx=4096,
-            n_threads=args.threads,
-            verbose=False,
-            chat_format="chatml-function-calling",
-        )
-    if "bastion" in paths:
-        bastion_model = EmbeddedModel(load_llama(gguf, n_ctx=4096, n_threads=args.threads))
-    system = AgentConfig().system_prompt
-
-    print(f"BFCL {args.half} half ({SPLIT_RULE}); model {gguf.name}; temperature 0")
-    results: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
-    times: dict[str, float] = {p: 0.0 for p in paths}
-    count = 0
-    for cat in args.categories.split(","):
-        wanted = set(recorded[args.half][cat])
-        qs = [q for q in load_category(cat) if q["id"] in wanted]
-        qs.sort(key=lambda q: _num(q["id"]))
-        if args.limit:
-            qs = qs[: args.limit]
-        for p in paths:
-            results[p][cat] = []
-        for q in qs:
-            count += 1
-            for p in paths:
-                t0 = time.perf_counter()
-                if p == "default":
-                    out = run_default(default_llama, q)
-                else:
-                    out = asyncio.run(run_bastion(bastion_model, q, system))  # type: ignore[arg-type]
-                times[p] += time.perf_counter() - t0
-                ok = check(cat, q["function"], out, q["answer"])
-                results[p][cat].append(1.0 if ok else 0.0)
-                if args.show_failures and not ok and p == "bastion":
-                    print(
-                        f"  FAIL {q['id']}: {user_text(q)[-1]['content'][:90]!r} -> {out} "
-                        f"want {q['answer']}"
-                    )
-        line = "  ".join(
-            f"{p} {100 * sum(results[p][cat]) / max(1, len(results[p][cat])):5.1f}%" for p in paths
-        )
-        print(f"{cat:14s} n={len(qs):3d}  {line}", flush=True)
-    means = {
-        p: sum(100 * sum(v) / max(1, len(v)) for v in results[p].values()) / len(results[p])
-        for p in paths
-    }
-    print("mean           " + "  ".join(f"{p} {means[p]:5.1f}%" for p in paths))
-    if "default" in means and "bastion" in means and means["default"]:
-        print(f"ratio bastion/default: {means['bastion'] / means['default']:.2f}")
-    for p in paths:
-        print(f"{p}: {times[p] / max(1, count):.2f} s/question")
+        capped = sum(1 for r in records if r.get("capped_completions"))
+        print(f"default-path questions with a completion stopped at the inner cap: {capped}")
 
 
 async def _features(
