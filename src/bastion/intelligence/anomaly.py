@@ -4,8 +4,16 @@ A model is trained per subject (the gateway's ``actor``) once it has ``min_sampl
 before that the subject is in *cold start* and calls are not scored (the stage then allows
 or asks, as configured, and says so in the audit). Scores are scikit-learn's anomaly score
 ``s(x) = 2^(-E[h(x)] / c(n))`` in (0, 1]: about 0.5 or less is ordinary, near 1 is isolated
-at once. The flagging threshold is learned from the training scores (their 99.5th
-percentile plus a margin, at least 0.55) unless configured.
+at once. The flagging threshold is learned from the training scores (their 99th
+percentile plus 0.02, at least 0.55) unless configured.
+
+An isolation forest scores a point *outside* the training range about as it scores the most
+extreme training points (the point follows the outermost branch), so a call that is novel on
+several features at once scores only a little above the threshold. A second, explainable
+rule therefore also flags a call whose features deviate strongly (robust z >= 6 against the
+training median and spread) on two or more features while its forest score is above the
+midpoint between the training median and the threshold. ``Assessment.rule`` says which
+rule fired (``forest`` or ``deviation``).
 
 Models are saved with joblib (a pickle) beside an HMAC-SHA256 of the file made with a key
 only this user can read, and a model whose HMAC does not match is refused, not loaded.
@@ -28,6 +36,7 @@ from bastion.errors import BastionError
 from bastion.intelligence.features import FEATURE_NAMES, CallView, SubjectState, replay, vector
 
 MODEL_VERSION = 1
+STRONG_Z = 6.0
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -63,12 +72,14 @@ class Assessment:
     drivers: list[Driver] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     baseline: float | None = None
+    rule: str | None = None  # "forest" | "deviation" when anomalous
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping for the audit record."""
         out: dict[str, Any] = {"status": self.status, "anomalous": self.anomalous}
         if self.status == "scored":
             out.update(score=round(self.score or 0.0, 4), threshold=round(self.threshold or 0, 4),
+                       rule=self.rule,
                        drivers=[d.to_dict() for d in self.drivers],
                        features={k: round(v, 3) for k, v in self.features.items()})
         elif self.status == "cold_start":
@@ -123,7 +134,7 @@ def _fit(subject: str, rows: list[list[float]], *, n_estimators: int,
                                       random_state=seed, n_jobs=1)
     forest.fit(X)
     scores = -forest.score_samples(X)
-    learned = max(0.55, float(np.quantile(scores, 0.995)) + 0.03)
+    learned = max(0.55, float(np.quantile(scores, 0.99)) + 0.02)
     med = np.median(X, axis=0)
     q75, q25 = np.quantile(X, 0.75, axis=0), np.quantile(X, 0.25, axis=0)
     mad = np.median(np.abs(X - med), axis=0) * 1.4826
@@ -171,8 +182,14 @@ class AnomalyDetector:
             return Assessment("cold_start", samples=state.calls, needed=self.min_samples,
                               features=feats)
         score, drivers = model.score(feats)
-        return Assessment("scored", score, model.threshold, score >= model.threshold,
-                          model.samples, self.min_samples, drivers, feats, model.baseline)
+        rule = None
+        if score >= model.threshold:
+            rule = "forest"
+        elif (sum(1 for d in drivers if d.z >= STRONG_Z) >= 2
+              and score >= (model.baseline + model.threshold) / 2):
+            rule = "deviation"
+        return Assessment("scored", score, model.threshold, rule is not None, model.samples,
+                          self.min_samples, drivers, feats, model.baseline, rule)
 
     # ---- persistence -------------------------------------------------------------------------
     def _key(self) -> bytes:

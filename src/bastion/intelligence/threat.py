@@ -6,7 +6,8 @@ several weak ones add up:
 
 - ``r`` from the risk level: LOW 0.05, MEDIUM 0.15, HIGH 0.35, CRITICAL 0.6;
 - ``a`` from the anomaly score ``s`` against the model's median ``m`` and threshold ``t``:
-  ``0.6 * (s - m) / (t - m)`` clipped to [0, 0.7] (0.6 exactly at the threshold);
+  ``0.6 * (s - m) / (t - m)`` clipped to [0, 0.7] (0.6 exactly at the threshold, and at
+  least 0.6 for any flagged call);
 - ``i``: the highest confidence among intel hits (0.9 unless the feed says otherwise).
 
 With the default ``ask_at=60`` and ``deny_at=90``: a flagged anomaly asks a human even for a
@@ -51,7 +52,8 @@ def anomaly_part(a: Assessment | None) -> float:
         return 0.0
     base = a.baseline if a.baseline is not None else 0.45
     span = max(a.threshold - base, 1e-3)
-    return max(0.0, min(0.7, 0.6 * (a.score - base) / span))
+    part = max(0.0, min(0.7, 0.6 * (a.score - base) / span))
+    return max(part, 0.6) if a.anomalous else part
 
 
 def score(risk: Risk, assessment: Assessment | None, hits: list[Hit], *,
