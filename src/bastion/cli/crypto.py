@@ -5,7 +5,8 @@
   Shamir-shared key;
 - ``crypto split|combine``: share any file t-of-n;
 - ``crypto mpc-sum``: a private sum across parties (see :mod:`bastion.crypto.mpc`);
-- ``audit prove ID`` / ``audit prove --count PREDICATE`` / ``audit verify-proof FILE``.
+- ``audit prove ID`` / ``audit prove --count PREDICATE`` / ``audit verify-proof FILE``;
+- ``secrets rotate NAME [--emergency]`` / ``secrets retire``.
 """
 
 from __future__ import annotations
@@ -363,6 +364,109 @@ def verify_proof_cmd(
         raise typer.Exit(2)
 
 
+# ---- secret rotation -------------------------------------------------------------------------
+def _rotator(cfg: Any) -> Any:
+    from bastion.config import paths
+    from bastion.security.redact import Redactor
+    from bastion.security.secrets.rotation import Rotator
+    from bastion.security.setup import build_audit, build_backends
+
+    audit = build_audit(cfg, Redactor())
+    return Rotator(build_backends(cfg), paths.home() / "secrets" / "rotation.json", audit=audit)
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise CryptoError(f"cannot read the duration {text!r}",
+                          fix="use seconds or 30s, 15m, 2h, 7d") from None
+
+
+def rotate_cmd(
+    path: Annotated[str, typer.Argument(help="secret path, e.g. app/db")],
+    backend: Annotated[str | None, typer.Option(
+        "--backend", "-b", help="vault or sops (default: secrets.default_backend)")] = None,
+    key: Annotated[str, typer.Option("--key", "-k", help="key that gets a new value")]
+    = "value",
+    from_stdin: Annotated[bool, typer.Option(
+        "--stdin", help="read the new value from stdin (default: generate 32 random bytes)")]
+    = False,
+    emergency: Annotated[bool, typer.Option(
+        "--emergency", help="destroy the old version now, refuse its value, stop calls using "
+        "it (through a running server with --api), audit a critical event")] = False,
+    grace: Annotated[str, typer.Option("--grace", help="keep the old version this long")]
+    = "1h",
+    api: Annotated[bool, typer.Option(
+        "--api", help="rotate through the running API server (stops its running calls)")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rotate a secret: new version now, old one retired after --grace (or at once)."""
+    cfg = _config()
+    name = backend or cfg.secrets.default_backend
+    value = sys.stdin.read().rstrip("\n") if from_stdin else None
+    if from_stdin and not value:
+        raise CryptoError("empty value on stdin", fix="pipe the new value in")
+    if api:
+        import httpx
+
+        token = cfg.api.token.get_secret_value() if cfg.api.token else ""
+        body = {"backend": name, "path": path, "key": key, "value": value,
+                "emergency": emergency, "grace_s": _seconds(grace)}
+        try:
+            resp = httpx.post(f"http://{cfg.api.host}:{cfg.api.port}/v1/secrets/rotate",
+                              json=body, headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
+        except httpx.HTTPError as exc:
+            raise CryptoError(f"the API server is not reachable ({type(exc).__name__})",
+                              fix="start it with bastion serve, or rotate without --api") from None
+        if resp.status_code != 200:
+            raise CryptoError(f"the server refused: {resp.text[:200]}")
+        result = resp.json()
+    else:
+        rot = _rotator(cfg)
+        try:
+            result = rot.rotate(name, path, key=key, value=value, grace_s=_seconds(grace),
+                                emergency=emergency).to_dict()
+        finally:
+            rot.audit.close()
+    if as_json:
+        typer.echo(json.dumps(result))
+    elif emergency:
+        typer.secho(f"EMERGENCY rotation of {result['ref']}: version {result['new_version']} "
+                    f"is current; destroyed {', '.join(result['destroyed']) or 'nothing'}; "
+                    f"{result['stopped_calls']} running call(s) stopped", fg="red")
+    else:
+        typer.echo(f"rotated {result['ref']}: version {result['new_version']} is current; "
+                   f"version {result['old_version']} is destroyed after {grace}")
+
+
+def retire_cmd(as_json: JsonOpt = False) -> None:
+    """Destroy old secret versions whose grace period is over; list the rest."""
+    cfg = _config()
+    rot = _rotator(cfg)
+    try:
+        done = rot.sweep()
+        left = rot.pending()
+    finally:
+        rot.audit.close()
+    if as_json:
+        from dataclasses import asdict
+
+        typer.echo(json.dumps({"destroyed": [asdict(r) for r in done],
+                               "pending": [asdict(r) for r in left]}))
+        return
+    for r in done:
+        typer.echo(f"destroyed secret://{r.backend}/{r.path} version {r.version}")
+    for r in left:
+        typer.echo(f"pending   secret://{r.backend}/{r.path} version {r.version} "
+                   f"(in {max(r.due - __import__('time').time(), 0):.0f}s)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``bastion crypto ...`` and the proof commands under ``bastion audit``."""
     app.add_typer(crypto_app, name="crypto")
@@ -372,3 +476,7 @@ def register(app: typer.Typer) -> None:
         return
     audit_app.command("prove")(prove_cmd)
     audit_app.command("verify-proof")(verify_proof_cmd)
+    from bastion.cli.secrets import secrets_app
+
+    secrets_app.command("rotate")(rotate_cmd)
+    secrets_app.command("retire")(retire_cmd)

@@ -58,3 +58,8 @@ def private_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     run = tmp_path / "run"
     run.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+
+
+from tests.integration.security.conftest import openbao  # noqa: E402  (a real bao server -dev)
+
+__all__ = ["openbao"]

@@ -35,6 +35,28 @@ class SecretBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class VersionedBackend(SecretBackend, Protocol):
+    """A backend that keeps old versions, so a rotation can be zero-downtime.
+
+    ``put_version`` writes a new current version and returns (old version id or None, new
+    version id); readers get the new one at once. ``get_version`` reads an old version still
+    in its grace period; ``destroy_version`` removes one for good.
+    """
+
+    def put_version(self, path: str, data: Mapping[str, str]) -> tuple[str | None, str]:
+        """Write a new current version of ``path``."""
+        ...
+
+    def get_version(self, path: str, version: str) -> dict[str, str]:
+        """Return an older version of ``path`` (while it is kept)."""
+        ...
+
+    def destroy_version(self, path: str, version: str) -> None:
+        """Destroy one version of ``path`` permanently."""
+        ...
+
+
 @dataclass(slots=True, frozen=True)
 class SecretRef:
     """A parsed ``secret://backend/path#key`` reference (``key`` defaults to ``value``)."""

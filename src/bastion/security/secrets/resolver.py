@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,12 @@ class SecretResolver:
                  ) -> None:
         self.backends = dict(backends)
         self.redactor = redactor
+        # emergency rotation: values that must never be handed out again, and the tool calls
+        # now running with each reference (so they can be stopped)
+        self._revoked: set[str] = set()
+        self._running: dict[asyncio.Task[ToolResult], set[str]] = {}
+        self._stopped: set[asyncio.Task[ToolResult]] = set()
+        self._lock = threading.Lock()
 
     def backend(self, name: str) -> SecretBackend:
         """Return the backend called ``name``."""
@@ -40,7 +48,41 @@ class SecretResolver:
         value = pick(self.backend(parsed.backend).get(parsed.path), parsed)
         if self.redactor is not None:
             self.redactor.add_known(value)
+        if value in self._revoked:
+            raise SecretError(f"{parsed} still holds a revoked value",
+                              fix="rotate it again: bastion secrets rotate --emergency")
         return value
+
+    def revoke(self, values: list[str], refs: list[str]) -> int:
+        """Refuse ``values`` from now on and stop running calls that use ``refs``.
+
+        ``refs`` are ``backend/path`` strings (any key of the secret).
+
+        Returns how many calls were stopped (their sandboxes are killed on cancellation).
+        """
+        with self._lock:
+            self._revoked.update(v for v in values if v)
+            hit = [t for t, used in self._running.items() if used & set(refs)]
+            self._stopped.update(hit)
+        for task in hit:
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        if self.redactor is not None:
+            for v in values:
+                self.redactor.add_known(v)
+        return len(hit)
+
+    def track(self, task: asyncio.Task[ToolResult], refs: set[str]) -> None:
+        """Remember that ``task`` runs with ``refs`` injected."""
+        with self._lock:
+            self._running[task] = refs
+
+    def untrack(self, task: asyncio.Task[ToolResult]) -> bool:
+        """Forget ``task``; return whether it was stopped by :meth:`revoke`."""
+        with self._lock:
+            self._running.pop(task, None)
+            stopped = task in self._stopped
+            self._stopped.discard(task)
+        return stopped
 
     def preload(self, refs: list[str]) -> None:
         """Resolve ``refs`` once so their values are masked from the start (values not kept)."""
@@ -92,7 +134,19 @@ class SecretsStage:
         if wanted:  # names and references only, for the audit record; never values
             req.annotations["secret_env"] = sorted(wanted)
             req.annotations["secret_refs"] = sorted(wanted.values())
-        try:
+        else:
             return await nxt(req)
+        inner = asyncio.ensure_future(nxt(req))  # an emergency rotation may cancel it
+        self.resolver.track(inner, {f"{r.backend}/{r.path}" for r in map(parse_ref,
+                                                                        wanted.values())})
+        try:
+            return await inner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if inner.cancelled() and not (current and current.cancelling()):
+                return denied(req, f"{req.tool.name} was stopped: a secret it uses was revoked "
+                                   "by an emergency rotation")
+            raise
         finally:
+            self.resolver.untrack(inner)
             req.secrets.clear()  # the values do not outlive the call

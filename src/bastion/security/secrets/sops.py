@@ -150,6 +150,51 @@ class SopsBackend:
             del node[parts[-1]]
             self.write_all(tree)
 
+    # ---- versions (rotation) ------------------------------------------------------------------
+    def _previous(self) -> SopsBackend:
+        """Return the sidecar sops file of versions in their grace period (same recipients)."""
+        side = SopsBackend(self.path.with_name(self.path.name + ".previous"), self.identity_file,
+                           self.extra_recipients, name=self.name)
+        side._lock = self._lock
+        return side
+
+    def put_version(self, path: str, data: Mapping[str, str]) -> tuple[str | None, str]:
+        """Keep the current value in the sidecar file, then write ``data`` as current."""
+        import time
+
+        try:
+            old = self.get(path)
+        except SecretError:
+            old = None
+        version = f"{time.time_ns()}"
+        old_id = None
+        if old is not None:
+            old_id = f"{version}-previous"
+            side = self._previous()
+            tree = side.read_all()
+            tree.setdefault(_key(path), {})[old_id] = dict(old)
+            side.write_all(tree)
+        self.put(path, data)
+        return old_id, version
+
+    def get_version(self, path: str, version: str) -> dict[str, str]:
+        """Return a previous value still in its grace period."""
+        kept = self._previous().read_all().get(_key(path), {})
+        if version not in kept:
+            raise SecretError(f"sops: version {version} of {path} is gone")
+        return {str(k): _scalar(v) for k, v in kept[version].items()}
+
+    def destroy_version(self, path: str, version: str) -> None:
+        """Remove a previous value from the sidecar file (re-encrypted without it)."""
+        side = self._previous()
+        with self._lock:
+            tree = side.read_all() if side.path.exists() else {}
+            kept = tree.get(_key(path), {})
+            kept.pop(version, None)
+            if not kept:
+                tree.pop(_key(path), None)
+            side.write_all(tree)
+
     def list(self, prefix: str = "") -> list[str]:
         """Return the path of every value (``db/password``); each is readable with ``get``."""
         out: list[str] = []
@@ -164,6 +209,10 @@ class SopsBackend:
 
         walk(self.read_all(), "")
         return sorted(p for p in out if p.startswith(prefix))
+
+
+def _key(path: str) -> str:
+    return "/".join(_parts(path)).replace("/", "__")
 
 
 def _parts(path: str) -> list[str]:

@@ -143,6 +143,45 @@ class VaultBackend:
         except Exception as exc:
             raise self._map(exc, f"delete {path}") from None
 
+    # ---- versions (rotation) ------------------------------------------------------------------
+    def put_version(self, path: str, data: Mapping[str, str]) -> tuple[str | None, str]:
+        """Write a new KV v2 version; return (previous version, new version)."""
+        try:
+            meta = self._client.secrets.kv.v2.read_secret_metadata(path=path,
+                                                                   mount_point=self.mount)
+            old: str | None = str(meta["data"]["current_version"])
+        except self._exc.InvalidPath:
+            old = None
+        except Exception as exc:
+            raise self._map(exc, f"read metadata of {path}") from None
+        try:
+            resp = self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=dict(data), mount_point=self.mount)
+        except Exception as exc:
+            raise self._map(exc, f"write {path}") from None
+        return old, str(resp["data"]["version"])
+
+    def get_version(self, path: str, version: str) -> dict[str, str]:
+        """Return version ``version`` of ``path`` (fails once it was destroyed)."""
+        try:
+            resp = self._client.secrets.kv.v2.read_secret_version(
+                path=path, version=int(version), mount_point=self.mount,
+                raise_on_deleted_version=True)
+        except Exception as exc:
+            raise self._map(exc, f"read {path} version {version}") from None
+        data = resp["data"]["data"]
+        if data is None:
+            raise SecretError(f"vault: version {version} of {path} was destroyed")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def destroy_version(self, path: str, version: str) -> None:
+        """Destroy version ``version`` of ``path`` (its data is removed for good)."""
+        try:
+            self._client.secrets.kv.v2.destroy_secret_versions(
+                path=path, versions=[int(version)], mount_point=self.mount)
+        except Exception as exc:
+            raise self._map(exc, f"destroy {path} version {version}") from None
+
     def list(self, prefix: str = "") -> list[str]:
         """Return every secret path under ``prefix`` (recursing into folders)."""
         out: list[str] = []

@@ -1,0 +1,107 @@
+"""Crypto routes: audit proofs, seal status and secret rotation (inside the serving process).
+
+- ``GET /v1/audit/proofs/{event_id}``: a signed Merkle inclusion proof for one record;
+- ``GET /v1/audit/count-proof?predicate=denied&first=&last=``: a zero-knowledge count proof;
+- ``POST /v1/audit/verify-proof``: verify a proof against the log's trusted keys;
+- ``GET /v1/crypto/seal``: whether the key files are sealed;
+- ``POST /v1/secrets/rotate``: rotate a secret; ``emergency`` also stops this server's
+  running tool calls that use it (their sandboxes are killed) and refuses the old value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from bastion.config import paths
+from bastion.server.deps import BastionApp
+
+router = APIRouter(tags=["crypto"])
+
+
+@router.get("/v1/audit/proofs/{event_id}", summary="Signed inclusion proof for one record")
+async def inclusion_proof(app: BastionApp, event_id: int) -> dict[str, Any]:
+    """Return a proof that discloses record ``event_id`` and nothing about the others."""
+    from bastion.security.audit_proofs import prove_event
+
+    app.audit.flush()
+    return await asyncio.to_thread(prove_event, app.audit.path, event_id, app.audit.signer)
+
+
+@router.get("/v1/audit/count-proof", summary="Zero-knowledge count of matching records")
+async def count_proof(
+    app: BastionApp, predicate: str = "denied", first: int | None = None,
+    last: int | None = None,
+) -> dict[str, Any]:
+    """Return a proof of how many records in the window match, hiding which ones."""
+    from bastion.security.audit_proofs import prove_count
+
+    app.audit.flush()
+    return await asyncio.to_thread(
+        prove_count, app.audit.path, predicate, app.audit.signer, first=first, last=last,
+        max_records=app.config.crypto.proof_max_records)
+
+
+@router.post("/v1/audit/verify-proof", summary="Verify an audit proof")
+async def verify_proof(app: BastionApp, bundle: dict[str, Any]) -> dict[str, Any]:
+    """Check a proof against this log's trusted keys."""
+    from bastion.security.audit_proofs import verify_bundle
+
+    pub = app.audit.path.with_name(app.audit.path.stem + "-signing.pub")
+    trusted = pub.read_text().split() if pub.exists() else []
+    ok, reason = await asyncio.to_thread(verify_bundle, bundle, trusted)
+    return {"ok": ok, "reason": reason}
+
+
+@router.get("/v1/crypto/seal", summary="Whether key files are sealed")
+async def seal_status(app: BastionApp) -> dict[str, Any]:
+    """Return the sealed set's threshold and each file's state."""
+    from bastion.crypto.sealed import status
+
+    return status(paths.home() / "sealed.json")
+
+
+class RotateBody(BaseModel):
+    """A rotation request (the new value is generated unless given)."""
+
+    backend: str = "vault"
+    path: str
+    key: str = "value"
+    value: str | None = Field(default=None, description="new value; default: 32 random bytes")
+    emergency: bool = False
+    grace_s: float = Field(default=3600.0, ge=0)
+
+
+@router.post("/v1/secrets/rotate", summary="Rotate a secret (zero-downtime or emergency)")
+async def rotate(app: BastionApp, body: RotateBody) -> dict[str, Any]:
+    """Rotate; never returns the values."""
+    from bastion.security.secrets.rotation import Rotator
+
+    if app.secrets is None:
+        from bastion.server.errors import ApiError
+
+        raise ApiError(503, "no secret backends are configured", code="no_secrets")
+    rot = Rotator(app.secrets.backends, paths.home() / "secrets" / "rotation.json",
+                  audit=app.audit, resolver=app.secrets)
+    result = await asyncio.to_thread(
+        rot.rotate, body.backend, body.path, key=body.key, value=body.value,
+        grace_s=body.grace_s, emergency=body.emergency, actor="api")
+    return result.to_dict()
+
+
+@router.get("/v1/secrets/rotations", summary="Old versions waiting for destruction")
+async def rotations(app: BastionApp, sweep: bool = Query(default=True)) -> dict[str, Any]:
+    """Destroy the versions whose grace period is over (unless ``sweep=false``); list the rest."""
+    from dataclasses import asdict
+
+    from bastion.security.secrets.rotation import Rotator
+
+    if app.secrets is None:
+        return {"destroyed": [], "pending": []}
+    rot = Rotator(app.secrets.backends, paths.home() / "secrets" / "rotation.json",
+                  audit=app.audit, resolver=app.secrets)
+    done = await asyncio.to_thread(rot.sweep) if sweep else []
+    return {"destroyed": [asdict(r) for r in done], "pending": [asdict(r) for r in rot.pending()]}
