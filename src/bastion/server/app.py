@@ -51,6 +51,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.memory",  # /v1/sessions list/rename/delete/export, search, ingest
     "bastion.server.routes.voice",  # /v1/audio/transcriptions, /v1/audio/speech, WS /v1/voice/ws
     "bastion.server.routes.audit",  # /v1/audit events|stats|verify|export
+    "bastion.server.routes.crypto",  # /v1/audit/proofs, count-proof; /v1/secrets/rotate; seal
     "bastion.server.routes.approvals",  # /v1/approvals (pending, decide, thresholds, SSE)
     "bastion.server.routes.privacy",  # POST /v1/privacy/scan (PII, routing decision)
     "bastion.server.routes.intel",  # /v1/intel summary|report, GET /intel dashboard page
