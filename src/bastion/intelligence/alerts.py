@@ -186,11 +186,13 @@ class AlertEngine:
         self._last_fired: dict[tuple[str, tuple[str | None, ...]], float] = {}
         self.fired: deque[Alert] = deque(maxlen=200)
         self.failures: deque[str] = deque(maxlen=50)
+        self.seen_id = 0  # the newest record fed so far
 
     def feed(self, events: Iterable[AuditEvent]) -> list[Alert]:
         """Count ``events`` (oldest first) against every rule; return and deliver the alerts."""
         out = []
         for ev in events:
+            self.seen_id = max(self.seen_id, ev.id)
             for rule in self.rules:
                 if not matches(rule, ev):
                     continue
