@@ -364,6 +364,26 @@ def verify_proof_cmd(
         raise typer.Exit(2)
 
 
+@crypto_app.command("pin")
+def pin_cmd(
+    target: Annotated[str, typer.Argument(help="HOST[:PORT] to read the key of, or a PEM file")],
+) -> None:
+    """Print the SPKI SHA-256 pin of a server's (or a PEM certificate's) key for crypto.tls_pins.
+
+    Reading a pin from the network trusts that connection: compare it out of band.
+    """
+    import ssl
+
+    from bastion.crypto.pinning import fetch_pin, pin_for_der
+
+    path = Path(target)
+    if path.is_file():
+        typer.echo(pin_for_der(ssl.PEM_cert_to_DER_cert(path.read_text())))
+        return
+    host, _, port = target.rpartition(":") if ":" in target else (target, "", "443")
+    typer.echo(fetch_pin(host, int(port)))
+
+
 # ---- secret rotation -------------------------------------------------------------------------
 def _rotator(cfg: Any) -> Any:
     from bastion.config import paths
