@@ -152,6 +152,9 @@ def build_app(
     from bastion.security.sandbox.factory import create_sandbox
 
     config = config or load()
+    from bastion.crypto.pinning import configure as configure_pins
+
+    configure_pins(config.crypto.tls_pins)  # outgoing HTTPS to pinned hosts checks their key
     sec = config.security
     workspace = workspace_dir(config)
     sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits, warm=sec.warm_pool)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
+from bastion.crypto.pinning import transport_for
 from bastion.errors import ModelError, ModelOutputError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
 from bastion.llm._repair import loads_lenient
@@ -109,7 +110,8 @@ class HttpModel:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            transport=transport,
+            # a host pinned in crypto.tls_pins gets a transport that checks its key
+            transport=transport if transport is not None else transport_for(self.base_url),
         )
 
     # -- transport -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
+from bastion.crypto.pinning import wrap_backend
 from bastion.errors import ToolError
 from bastion.tools.base import Risk, ToolContext, ToolOutput, tool
 
@@ -88,7 +89,7 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=10,
-            network_backend=_GuardedBackend(fetcher),
+            network_backend=wrap_backend(_GuardedBackend(fetcher)),  # + TLS pins, if any
         )
 
 
