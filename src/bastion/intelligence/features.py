@@ -7,7 +7,8 @@ the live gateway will; the state is then updated with the call.
 
 Features (all numbers; names in :data:`FEATURE_NAMES`):
 
-- ``tool_rarity``: ``-log((uses + 1) / (calls + tools + 1))`` of this tool for the subject;
+- ``tool_rarity``: ``-log((uses + 0.5) / (calls + 1))`` of this tool for the subject
+  (Krichevsky-Trofimov smoothing: a tool never used is rarer the longer the history);
 - ``hour_sin``/``hour_cos``: local time of day on a circle (23:59 is next to 00:00);
 - ``arg_bytes``: ``log1p`` of the JSON size of the arguments;
 - ``arg_entropy``: Shannon entropy (bits per character) of the string arguments;
@@ -83,9 +84,8 @@ class SubjectState:
         frac = (hour.tm_hour + hour.tm_min / 60) / 24
         recent = sum(1 for t in self.recent if call.ts - t <= RATE_WINDOW_S)
         text = "".join(strings(args))
-        vocab = len(self.tools)
         return {
-            "tool_rarity": -math.log((self.tools[call.tool] + 1) / (self.calls + vocab + 1)),
+            "tool_rarity": -math.log((self.tools[call.tool] + 0.5) / (self.calls + 1)),
             "hour_sin": math.sin(2 * math.pi * frac),
             "hour_cos": math.cos(2 * math.pi * frac),
             "arg_bytes": math.log1p(len(json.dumps(args, ensure_ascii=False, default=str))),
