@@ -29,6 +29,7 @@ from bastion.security.secrets.resolver import SecretResolver
 from bastion.tools.registry import ToolRegistry, load_entry_point_tools
 
 if TYPE_CHECKING:
+    from bastion.intelligence.setup import Intelligence
     from bastion.security.browser.manager import BrowserManager
     from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
 
@@ -49,6 +50,7 @@ class App:
     secrets: SecretResolver | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)  # MCP connections ...
     browser: BrowserManager | None = None  # browser sessions lent to the browser_* tools
+    intel: Intelligence | None = None  # anomaly/threat + trust stages, alerts, SIEM
 
     def agent(self) -> Agent:
         """Return an agent wired to this app's model, gateway and memory."""
@@ -209,6 +211,14 @@ def build_app(
                        rules=config.hitl.builtin_rules)
     gateway = Gateway(registry, env, security.stages)
     closers.append(security.close)
+    intel = None
+    if config.intelligence.enabled:  # threat/anomaly + trust stages just before approval
+        from bastion.intelligence.setup import attach
+        from bastion.intelligence.setup import build as build_intel
+
+        intel = build_intel(config, audit)
+        attach(intel, gateway, before=approvals)
+        closers.append(intel.close)
     privacy = config.privacy
     if model is None and not (privacy.enabled and privacy.local is not None):
         model = create_model(config)
@@ -233,4 +243,5 @@ def build_app(
         hitl=security.manager,
         browser=browser,
         secrets=security.resolver,
+        intel=intel,
     )
