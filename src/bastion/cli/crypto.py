@@ -384,6 +384,78 @@ def pin_cmd(
     typer.echo(fetch_pin(host, int(port)))
 
 
+# ---- MPC -------------------------------------------------------------------------------------
+def _metric(name: str) -> int:
+    from bastion.security.audit import open_reader, stats
+    from bastion.security.setup import audit_path
+
+    path = audit_path()
+    if not path.exists():
+        return 0
+    conn = open_reader(path)
+    try:
+        s = stats(conn)
+    finally:
+        conn.close()
+    if name == "tool_calls":
+        return int(s["by_kind"].get("tool_call", 0))
+    if name in ("denied", "allowed", "error"):
+        return int(s["by_decision"].get(name, 0))
+    raise CryptoError(f"unknown metric {name!r}", fix="use tool_calls, denied, allowed or error")
+
+
+@crypto_app.command("mpc-sum")
+def mpc_sum_cmd(
+    party: Annotated[int, typer.Option("--party", help="this party's id (distinct per party)")]
+    = 0,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT this party listens on")]
+    = "127.0.0.1:7781",
+    peer: Annotated[list[str] | None, typer.Option(
+        "--peer", help="ID@HOST:PORT@PUBLICKEY of another party (repeat)")] = None,
+    session: Annotated[str, typer.Option("--session", help="run id, the same for all parties")]
+    = "",
+    value: Annotated[int | None, typer.Option("--value", help="this party's private number")]
+    = None,
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="use a local audit count as the value: tool_calls, denied, allowed")]
+    = None,
+    key: Annotated[Path | None, typer.Option("--key", help="X25519 key file (HOME/mpc.key)")]
+    = None,
+    show_key: Annotated[bool, typer.Option("--show-key", help="print the public key, exit")]
+    = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds for the whole run")]
+    = 60.0,
+) -> None:
+    """Sum private numbers across parties; each learns the total, not the others' values."""
+    import asyncio
+
+    from bastion.config import paths
+    from bastion.crypto.mpc import Party, Peer, load_or_create_key, private_sum
+
+    host, _, port = listen.rpartition(":")
+    me = Party(party, host, int(port), load_or_create_key(key or paths.home() / "mpc.key"))
+    if show_key:
+        typer.echo(me.public_key())
+        return
+    if not peer or not session:
+        raise CryptoError("an MPC run needs --peer for every other party and a --session",
+                          fix="e.g. --peer 1@10.0.0.2:7781@<its public key> --session 2026-11-25")
+    peers = []
+    for spec in peer:
+        try:
+            pid, addr, pub = spec.split("@")
+            h, _, pt = addr.rpartition(":")
+            peers.append(Peer(int(pid), h, int(pt), pub))
+        except ValueError:
+            raise CryptoError(f"cannot read --peer {spec!r}",
+                              fix="write it as ID@HOST:PORT@PUBLICKEY") from None
+    if (value is None) == (metric is None):
+        raise CryptoError("give exactly one of --value or --metric")
+    mine = value if value is not None else _metric(str(metric))
+    total = asyncio.run(private_sum(me, peers, mine, session, timeout_s=timeout))
+    typer.echo(f"sum over {len(peers) + 1} parties: {total}")
+
+
 # ---- secret rotation -------------------------------------------------------------------------
 def _rotator(cfg: Any) -> Any:
     from bastion.config import paths
