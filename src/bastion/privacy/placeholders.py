@@ -8,6 +8,12 @@ placeholder-looking string the user typed is never reused.
 
 :class:`StreamRestorer` turns placeholders in streamed text back into the values, holding
 back only a tail that may be the start of a placeholder split across chunks.
+
+Models do not always copy ``<PERSON_1>`` verbatim: small ones drop the angle brackets, swap
+them for ``[...]``, and bastion's own constrained decoding copies words without punctuation.
+So the bare token (``PERSON_1``, as a whole word) and other brackets are restored too;
+placeholder-like words already in the request are never handed out, so a bare token that is
+restored can only have come from a placeholder.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Any
 
 from bastion.privacy.detect import Entity
 
-_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]*_\d+(?![A-Za-z0-9_])")
+_OPEN = "<[{"
 
 
 class Pseudonymizer:
@@ -30,8 +37,9 @@ class Pseudonymizer:
         self.reverse: dict[str, str] = {}
         self._counts: dict[str, int] = {}
         self._taken: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
         for text in reserved:
-            self._taken.update(_PLACEHOLDER.findall(text))
+            self._taken.update(_TOKEN.findall(text))
 
     def placeholder(self, entity_type: str, value: str) -> str:
         """Return the placeholder for ``value`` of ``entity_type`` (the same one every time)."""
@@ -41,11 +49,13 @@ class Pseudonymizer:
             label = re.sub(r"[^A-Z0-9_]", "_", entity_type.upper()) or "PII"
             while True:
                 n = self._counts[label] = self._counts.get(label, 0) + 1
-                ph = f"<{label}_{n}>"
-                if ph not in self._taken:
+                token = f"{label}_{n}"
+                if token not in self._taken:
                     break
+            ph = f"<{token}>"
             self.forward[key] = ph
-            self.reverse[ph] = value
+            self.reverse[token] = value
+            self._pattern = None
         return ph
 
     def redact(self, text: str, entities: Iterable[Entity]) -> str:
@@ -59,11 +69,21 @@ class Pseudonymizer:
         parts.append(text[pos:])
         return "".join(parts)
 
+    @property
+    def tokens(self) -> list[str]:
+        """The bare placeholder tokens handed out (``PERSON_1`` ...)."""
+        return list(self.reverse)
+
     def restore(self, text: str) -> str:
-        """Return ``text`` with every known placeholder replaced by its value."""
-        if not self.reverse or "<" not in text:
+        """Return ``text`` with every known placeholder (bracketed or bare) replaced."""
+        if not self.reverse or "_" not in text:
             return text
-        return _PLACEHOLDER.sub(lambda m: self.reverse.get(m.group(), m.group()), text)
+        if self._pattern is None:
+            alts = "|".join(re.escape(t) for t in sorted(self.reverse, key=len, reverse=True))
+            self._pattern = re.compile(
+                rf"(?<![A-Za-z0-9_])[<\[{{]?({alts})[>\]}}]?(?![A-Za-z0-9_])"
+            )
+        return self._pattern.sub(lambda m: self.reverse[m.group(1)], text)
 
     def restore_data(self, value: Any) -> Any:
         """Return a copy of JSON-like ``value`` with placeholders restored in keys and strings."""
@@ -82,12 +102,24 @@ class StreamRestorer:
 
     def __init__(self, pseudonyms: Pseudonymizer) -> None:
         self.p = pseudonyms
-        self._keys = list(pseudonyms.reverse)
-        self._max = max((len(k) for k in self._keys), default=0)
+        self._keys = pseudonyms.tokens
+        self._max = max((len(k) for k in self._keys), default=0) + 2
         self._buf = ""
+        self._prev = ""
 
-    def _partial(self, tail: str) -> bool:
-        return len(tail) < self._max and any(k.startswith(tail) for k in self._keys)
+    def _holdable(self, tail: str) -> bool:
+        core = tail[1:] if tail[0] in _OPEN else tail
+        if not core:
+            return True  # a lone opening bracket: the next chunk decides
+        # a prefix of a token, or a whole token whose next character (a closing bracket,
+        # a word character making it another word) has not arrived yet
+        return any(k.startswith(core) for k in self._keys)
+
+    def _emit(self, text: str) -> str:
+        # the character shown last decides whether ``text`` starts inside a word
+        prev, self._prev = self._prev, (text[-1:] or self._prev)
+        out = self.p.restore(prev + text)
+        return out[len(prev):] if out.startswith(prev) else self.p.restore(text)
 
     def feed(self, text: str) -> str:
         """Take the next chunk; return what can be shown now (restored)."""
@@ -95,13 +127,17 @@ class StreamRestorer:
             return text
         buf = self._buf + text
         cut = len(buf)
-        i = buf.rfind("<")
-        if i != -1 and self._partial(buf[i:]):
-            cut = i
+        for i in range(max(0, len(buf) - self._max), len(buf)):
+            before = buf[i - 1] if i else self._prev
+            if before.isalnum() or before == "_":
+                continue  # not at a word start
+            if self._holdable(buf[i:]):
+                cut = i
+                break
         self._buf = buf[cut:]
-        return self.p.restore(buf[:cut])
+        return self._emit(buf[:cut])
 
     def flush(self) -> str:
         """Return whatever is still held (the stream ended)."""
         out, self._buf = self._buf, ""
-        return self.p.restore(out)
+        return self._emit(out)

@@ -31,6 +31,13 @@ def test_user_typed_placeholders_are_never_reused() -> None:
     assert p.restore("<PERSON_1> and <PERSON_2>") == "<PERSON_1> and Bob Smith"
 
 
+def test_bare_and_other_bracket_forms_are_restored() -> None:
+    p = _ps()
+    assert p.restore("to: EMAIL_ADDRESS_1, PERSON_1.") == "to: ada@example.org, Ada Lovelace."
+    assert p.restore("{PERSON_2} [PERSON_1]") == "Alan Turing Ada Lovelace"
+    assert p.restore("PERSON_10 MY_PERSON_1 PERSON_1x") == "PERSON_10 MY_PERSON_1 PERSON_1x"
+
+
 def test_restore_data_keys_and_nested_values() -> None:
     p = _ps()
     data = {"to": ["<EMAIL_ADDRESS_1>"], "body": {"<PERSON_2>": "hi <PERSON_1>"}, "n": 3}
@@ -41,8 +48,10 @@ def test_restore_data_keys_and_nested_values() -> None:
 
 def test_stream_restore_any_chunking() -> None:
     p = _ps()
-    remote = "Dear <PERSON_1>, <PERSON_2> wrote to <EMAIL_ADDRESS_1>. a<b and <PERSON_9> stay. <"
-    want = "Dear Ada Lovelace, Alan Turing wrote to ada@example.org. a<b and <PERSON_9> stay. <"
+    remote = ("Dear <PERSON_1>, <PERSON_2> wrote to <EMAIL_ADDRESS_1>. a<b and <PERSON_9> stay. "
+              "Bare PERSON_1 and [PERSON_2] too; PERSON_12 and XPERSON_1 are other words. <")
+    want = ("Dear Ada Lovelace, Alan Turing wrote to ada@example.org. a<b and <PERSON_9> stay. "
+            "Bare Ada Lovelace and Alan Turing too; PERSON_12 and XPERSON_1 are other words. <")
     rng = random.Random(7)
     for _ in range(300):
         cuts = sorted(rng.sample(range(1, len(remote)), rng.randint(1, 25)))
