@@ -29,56 +29,43 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def _split(n: int) -> int:
-    k = 1
-    while k << 1 < n:
-        k <<= 1
-    return k
-
-
 class MerkleTree:
-    """A tree built once over a list of leaf hashes; levels are kept for fast proofs."""
+    """A tree built once, level by level, over a list of leaf hashes.
+
+    Pairing neighbours and carrying an unpaired last node up unchanged gives exactly the
+    RFC 6962 tree (whose left subtree is always the largest power of two).
+    """
 
     def __init__(self, leaves: list[bytes]) -> None:
         self.leaves = leaves
-        self._cache: dict[tuple[int, int], bytes] = {}
+        self.levels: list[list[bytes]] = [list(leaves)]
+        level = self.levels[0]
+        while len(level) > 1:
+            nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            self.levels.append(nxt)
+            level = nxt
 
     def __len__(self) -> int:
         return len(self.leaves)
-
-    def _root(self, lo: int, hi: int) -> bytes:
-        n = hi - lo
-        if n == 1:
-            return self.leaves[lo]
-        key = (lo, hi)
-        hit = self._cache.get(key)
-        if hit is None:
-            k = _split(n)
-            hit = node_hash(self._root(lo, lo + k), self._root(lo + k, hi))
-            self._cache[key] = hit
-        return hit
 
     def root(self) -> bytes:
         """Return the tree head (``SHA-256(b"")`` for an empty tree, as RFC 6962)."""
         if not self.leaves:
             return hashlib.sha256(b"").digest()
-        return self._root(0, len(self.leaves))
+        return self.levels[-1][0]
 
     def inclusion_proof(self, index: int) -> list[bytes]:
         """Return the audit path for leaf ``index`` (siblings from the leaf upwards)."""
         if not 0 <= index < len(self.leaves):
             raise IndexError(index)
         path: list[bytes] = []
-        lo, hi = 0, len(self.leaves)
-        while hi - lo > 1:
-            k = _split(hi - lo)
-            if index < lo + k:
-                path.append(self._root(lo + k, hi))
-                hi = lo + k
-            else:
-                path.append(self._root(lo, lo + k))
-                lo = lo + k
-        path.reverse()
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            index //= 2
         return path
 
 

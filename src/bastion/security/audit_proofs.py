@@ -5,10 +5,12 @@ the Merkle root to the hash chain's head (so a proof is tied to the same records
 ``bastion audit verify`` checks):
 
 - **Inclusion proof** (``bastion audit prove ID``): a Merkle tree (RFC 6962 shape) over every
-  stored record, each leaf ``SHA-256(0x00 || salt_i || canonical row)`` with a per-record
-  salt ``HMAC-SHA256(commit key, id)``. The bundle discloses the one record, its salt and
-  the audit path; the sibling hashes are hiding commitments to the other records (salted
-  with secret 256-bit salts), so nothing about them leaks beyond how many there are. This
+  stored record, each leaf ``SHA-256(0x00 || salt_i || chain hash_i)`` with a per-record
+  salt ``HMAC-SHA256(commit key, id)`` (the chain hash covers the record's canonical row and
+  its predecessor's hash). The bundle discloses the one record, its predecessor's chain hash
+  (a hash, not content), its salt and the audit path; the sibling hashes are hiding
+  commitments to the other records (salted with secret 256-bit salts), so nothing about them
+  leaks beyond how many there are. This
   gives integrity and membership; it is *not* a zero-knowledge proof.
 - **Count proof** (``bastion audit prove --count PREDICATE``): for the records in a window,
   a Pedersen commitment to the bit "this record matches" per record, a zero-knowledge
@@ -21,9 +23,7 @@ The commit key lives beside the database (``audit-commit.key``, 0600, sealable).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import os
 import time
 from collections.abc import Callable
@@ -33,7 +33,7 @@ from typing import Any
 from bastion.crypto import merkle, pedersen
 from bastion.crypto.keys import Signer, fingerprint
 from bastion.errors import AuditError, NotFoundError
-from bastion.security._audit_chain import COLUMNS, verify_signature
+from bastion.security._audit_chain import COLUMNS, GENESIS, record_hash, verify_signature
 from bastion.security.audit import open_reader
 
 __all__ = ["PREDICATES", "commit_key_path", "prove_count", "prove_event", "verify_bundle"]
@@ -66,17 +66,13 @@ def _commit_key(db: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def _canonical(row: list[Any] | tuple[Any, ...]) -> bytes:
-    return json.dumps(list(row), ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=True).encode()
-
-
 def _salt(key: bytes, rid: int) -> bytes:
-    return hmac.new(key, f"bastion-audit/leaf/{rid}".encode(), hashlib.sha256).digest()
+    return hmac.digest(key, f"bastion-audit/leaf/{rid}".encode(), "sha256")
 
 
-def _leaf(salt: bytes, row: list[Any] | tuple[Any, ...]) -> bytes:
-    return merkle.leaf_hash(salt + _canonical(row))
+def _leaf(salt: bytes, chain_hash: str) -> bytes:
+    """Leaf = SHA-256(0x00 || salt || the record's chain hash); the chain hash covers the row."""
+    return merkle.leaf_hash(salt + bytes.fromhex(chain_hash))
 
 
 def _statement(first: int, size: int, root: str, chain: str, ts: float, extra: str = "") -> bytes:
@@ -99,7 +95,7 @@ def _tree(db: Path, key: bytes) -> tuple[list[tuple[Any, ...]], merkle.MerkleTre
     rows = _rows(db)
     if not rows:
         raise AuditError("the audit log is empty", fix="run a tool first")
-    return rows, merkle.MerkleTree([_leaf(_salt(key, int(r[0])), r[:12]) for r in rows])
+    return rows, merkle.MerkleTree([_leaf(_salt(key, int(r[0])), str(r[12])) for r in rows])
 
 
 def _sign(signer: Signer, msg: bytes) -> dict[str, str]:
@@ -117,12 +113,30 @@ def prove_event(db: Path, event_id: int, signer: Signer) -> dict[str, Any]:
         raise NotFoundError(f"no audit record {event_id}",
                             fix=f"pick an id between {first} and {rows[-1][0]}")
     row = rows[index]
+    prev = str(rows[index - 1][12]) if index else _anchor_prev(db, first)
     root, chain, ts = tree.root().hex(), str(rows[-1][12]), time.time()
     return {"format": INCLUSION, "record": dict(zip(COLUMNS, row[:12], strict=True)),
-            "salt": _salt(key, event_id).hex(), "index": index, "first_id": first,
+            "prev_hash": prev, "salt": _salt(key, event_id).hex(), "index": index,
+            "first_id": first,
             "size": len(rows), "path": [p.hex() for p in tree.inclusion_proof(index)],
             "root": root, "chain_head": chain, "ts": ts,
             **_sign(signer, _statement(first, len(rows), root, chain, ts))}
+
+
+def _anchor_prev(db: Path, first: int) -> str:
+    """Return the chain hash before the first stored record (genesis, or a signed anchor's)."""
+    if first == 1:
+        return GENESIS
+    conn = open_reader(db)
+    try:
+        row = conn.execute("SELECT prev_hash FROM anchors WHERE first_id = ?", (first,)
+                           ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise AuditError("records before the first stored one are missing without an anchor",
+                         fix="bastion audit verify")
+    return str(row[0])
 
 
 def _predicate(spec: str) -> Callable[[tuple[Any, ...]], bool]:
@@ -158,8 +172,8 @@ def prove_count(db: Path, predicate: str, signer: Signer, *, first: int | None =
     root, chain, ts = tree.root().hex(), str(rows[-1][12]), time.time()
     context = f"{COUNT}|{predicate}|{lo}|{hi}|{root}"
     bits = [int(test(r)) for r in window]
-    blind = [pedersen.scalar(hmac.new(key, f"bastion-audit/pedersen/{predicate}/{r[0]}".encode(),
-                                      hashlib.sha256).digest()) for r in window]
+    blind = [pedersen.scalar(hmac.digest(key, f"bastion-audit/pedersen/{predicate}/{r[0]}"
+                                         .encode(), "sha256")) for r in window]
     proof = pedersen.prove_count(bits, blind, context)
     first_id = int(rows[0][0])
     msg = _statement(first_id, len(rows), root, chain, ts, proof.digest())
@@ -195,7 +209,8 @@ def verify_bundle(bundle: dict[str, Any], trusted: list[str] | None = None
         try:
             row = [bundle["record"][c] for c in COLUMNS]
             index = int(bundle["index"])
-            leaf = _leaf(bytes.fromhex(bundle["salt"]), row)
+            digest = record_hash(str(bundle["prev_hash"]), tuple(row))
+            leaf = _leaf(bytes.fromhex(bundle["salt"]), digest)
             path = [bytes.fromhex(p) for p in bundle["path"]]
         except (KeyError, TypeError, ValueError):
             return False, "malformed inclusion proof"

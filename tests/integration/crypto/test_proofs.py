@@ -85,3 +85,19 @@ def test_zero_knowledge_count(log: tuple[Path, FileSigner, list[str]]) -> None:
         doctored["proof"]["commitments"][2], doctored["proof"]["commitments"][1])
     ok, why = verify_bundle(doctored, trusted)
     assert not ok and "signature" in why
+
+
+def test_inclusion_after_retention_prune(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    audit = AuditLog(db, checkpoint_every=3)
+    for i in range(9):
+        audit.record("tool_call", tool="shell", decision="allowed", arguments={"n": i})
+    assert audit.prune(keep_last=4) > 0  # records 1..5 go, behind a signed anchor
+    audit.close()
+    signer = FileSigner(tmp_path / "audit-signing.key")
+    trusted = (tmp_path / "audit-signing.pub").read_text().split()
+    for rid in (6, 10):  # the first kept record (its predecessor is the anchor) and the last
+        ok, why = verify_bundle(prove_event(db, rid, signer), trusted)
+        assert ok, why
+    with pytest.raises(NotFoundError):
+        prove_event(db, 2, signer)
