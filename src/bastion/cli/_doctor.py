@@ -175,6 +175,13 @@ def check_home() -> list[Check]:
     return checks
 
 
+def check_egress(config: Config) -> list[Check]:
+    """Egress control: tools, root, the uplink (automatic or the operator's), ip_forward."""
+    from bastion.security.egress.setup import readiness
+
+    return [Check(n, s, d, f) for n, s, d, f in readiness(config)]  # type: ignore[arg-type]
+
+
 def run_checks() -> list[Check]:
     """Run every check, in the order a user should fix them."""
     cfg_check, config = check_config()
@@ -182,6 +189,7 @@ def run_checks() -> list[Check]:
     if config is not None:
         checks += check_model(config)
         checks.append(check_sandbox(config))
+        checks += check_egress(config)
         checks.append(check_token(config))
     checks += check_home()
     return checks

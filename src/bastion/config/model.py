@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -107,10 +107,20 @@ class SecurityConfig(_Section):
         default=0,
         ge=0,
         le=16,
-        description="bubblewrap sandboxes kept started for fast calls (useful for servers)",
+        description="sandboxes kept started for fast calls (bubblewrap, gvisor, podman)",
     )
     egress_uplink: EgressUplinkConfig | None = Field(
-        default=None, description="where allowed egress leaves (needed when egress is used)"
+        default=None,
+        description="an operator-made router namespace for allowed egress; unset = bastion "
+        "sets up its own (veth to the host, NAT in its own nftables table)",
+    )
+    egress_subnet: str = Field(
+        default="auto",
+        description="private IPv4 range for bastion's own uplink; auto = first free 10.x /16",
+    )
+    egress_dns: list[str] = Field(
+        default_factory=list,
+        description="upstream DNS servers for allowlisted names; empty = host's resolv.conf",
     )
     tools: dict[str, ToolRule] = Field(
         default_factory=dict, description="per-tool rule; tools not listed follow their risk"
@@ -121,6 +131,33 @@ class SecurityConfig(_Section):
         default=False, description="let web_fetch reach loopback/private addresses"
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("egress_subnet")
+    @classmethod
+    def _private_subnet(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        import ipaddress
+
+        try:
+            net = ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 CIDR (or auto)") from None
+        if not net.is_private or net.prefixlen > 28:
+            raise ValueError(f"{value} must be a private range of at least /28")
+        return str(net)
+
+    @field_validator("egress_dns")
+    @classmethod
+    def _dns_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for addr in value:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ValueError(f"{addr!r} is not an IP address") from None
+        return value
 
 
 class HardwareConfig(_Section):

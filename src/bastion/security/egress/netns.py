@@ -2,15 +2,18 @@
 
 Layout (every piece is created here and removed on :meth:`EgressNetwork.close`)::
 
-    sandbox netns "bst-XXXX"                     uplink netns (given)
+    sandbox netns "bst-PID-N"                     uplink: the host (automatic) or a netns
       lo, resolver 127.0.0.1:53 (dnsmasq)          |
-      veth 10.213.a.b+2/30  ---------------------  veth 10.213.a.b+1/30 -> resolver, services
-      nftables: output policy drop; lo, established, DNS from dnsmasq's uid to the resolver,
-      @allow4/@allow6 (filled by dnsmasq --nftset) and listed CIDRs on the allowed ports;
-      everything else: traced + rejected
+      veth "eg0" a.b.c.d+2/30  ------------------  veth a.b.c.d+1/30 -> NAT/routing onward
+      nftables: output policy drop; lo, established, DNS from dnsmasq's uid to the upstream
+      resolvers, @allow4/@allow6 (filled by dnsmasq --nftset) and listed CIDRs on the allowed
+      ports; everything else: traced + rejected
 
-Sandboxed commands join it with ``nsenter --net=/run/netns/bst-XXXX`` (bwrap keeps it with
-``--share-net``; gVisor uses ``--network=host`` so its sockets pass the same nftables).
+The uplink is either bastion's own (:mod:`bastion.security.egress.uplink`: a veth to the host,
+masquerade and forwarding in bastion's own nftables table; the default) or a namespace the
+operator made (``security.egress_uplink``). Sandboxed commands join the namespace with
+``nsenter --net=/run/netns/bst-PID-N`` (bwrap keeps it with ``--share-net``; gVisor uses
+``--network=host`` so its sockets pass the same nftables; podman uses ``--network ns:PATH``).
 Every DNS query (from the dnsmasq log) and every rejected connection (from ``nft monitor
 trace``) is written to the audit log. Needs root (CAP_NET_ADMIN), ``ip``, ``nft``,
 ``dnsmasq`` and ``nsenter``.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import random
 import shutil
@@ -28,12 +32,12 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.errors import SandboxError
+from bastion.security.egress import uplink as host_uplink
 from bastion.security.egress.rules import (
     Blocked,
     EgressRule,
@@ -42,6 +46,7 @@ from bastion.security.egress.rules import (
     parse_query,
     parse_trace,
 )
+from bastion.security.egress.uplink import HostUplink, HostUplinkSpec, host_resolvers
 
 NETNS_DIR = Path("/run/netns")
 TOOLS = ("ip", "nft", "dnsmasq", "nsenter")
@@ -85,8 +90,16 @@ def problem() -> str | None:
     if missing:
         return f"missing {', '.join(missing)} (fix: {FIX})"
     if os.geteuid() != 0:
-        return f"egress control needs root to create network namespaces (fix: {FIX})"
+        return ("egress control needs root to create network namespaces and nftables "
+                "(fix: run bastion as root, or drop security.egress)")
     return None
+
+
+_SEQ = itertools.count()
+
+
+def _next_name() -> str:
+    return f"{host_uplink.NETNS_PREFIX}{os.getpid()}-{next(_SEQ) % 100000}"
 
 
 def _run(*argv: str, input_text: str | None = None) -> None:
@@ -101,10 +114,10 @@ class EgressNetwork:
     """One egress-controlled namespace for one subject (a tool or an MCP server)."""
 
     rule: EgressRule
-    uplink: Uplink
+    uplink: Uplink | HostUplinkSpec = field(default_factory=HostUplinkSpec)
     audit: Recorder | None = None
     subject: str = "sandbox"
-    name: str = field(default_factory=lambda: "bst-" + uuid.uuid4().hex[:8])
+    name: str = field(default_factory=_next_name)
     blocked: list[Blocked] = field(default_factory=list)
     queries: list[tuple[str, str, bool]] = field(default_factory=list)  # name, type, allowed
 
@@ -117,6 +130,9 @@ class EgressNetwork:
         self._started = False
         self.address = ""
         self.gateway = ""
+        self.resolvers: tuple[str, ...] = ()
+        self._host: HostUplink | None = None
+        self._slot: int | None = None
 
     @property
     def netns_path(self) -> str:
@@ -137,8 +153,16 @@ class EgressNetwork:
         why = problem()
         if why:
             raise SandboxError(f"egress control unavailable: {why}")
-        if not (NETNS_DIR / self.uplink.netns).exists():
-            raise SandboxError(f"egress uplink namespace {self.uplink.netns!r} does not exist")
+        host_uplink.clean_once()
+        if isinstance(self.uplink, Uplink):
+            if not (NETNS_DIR / self.uplink.netns).exists():
+                raise SandboxError(
+                    f"egress uplink namespace {self.uplink.netns!r} does not exist",
+                    fix="create it (ip netns add ...) or unset security.egress_uplink "
+                        "to let bastion set up its own")
+            self.resolvers = (self.uplink.resolver,)
+        else:
+            self.resolvers = self.uplink.dns or tuple(host_resolvers())
         try:
             self._create()
         except BaseException:
@@ -148,23 +172,32 @@ class EgressNetwork:
         return self
 
     def _create(self) -> None:
-        ns, up = self.name, self.uplink.netns
+        ns = self.name
         _run("ip", "netns", "add", ns)
-        inner, outer = "bse" + ns[4:], "bsu" + ns[4:]
-        k = random.randrange(1, 16383)
-        base = f"10.213.{k // 64}.{(k % 64) * 4}"
-        prefix = base.rsplit(".", 1)[0]
-        last = int(base.rsplit(".", 1)[1])
-        self.gateway, self.address = f"{prefix}.{last + 1}", f"{prefix}.{last + 2}"
+        inner, seq = "eg0", ns.rsplit("-", 1)[1]
+        if isinstance(self.uplink, Uplink):  # the operator's router namespace
+            up: str | None = self.uplink.netns
+            outer = f"{host_uplink.UPLINK_VETH}{os.getpid()}x{seq}"
+            k = random.randrange(1, 16383)
+            base = ipaddress.IPv4Address("10.213.0.0") + 4 * k
+            self.gateway, self.address = str(base + 1), str(base + 2)
+        else:  # bastion's own: a veth to the host, NAT and forwarding in its own table
+            up = None
+            outer = f"{host_uplink.HOST_VETH}{os.getpid()}x{seq}"
+            self._host = host_uplink.acquire(self.uplink)
+            self._slot, self.gateway, self.address = self._host.allocate()
+        peer = ["netns", up] if up else []
         _run("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer,
-             "netns", up)
+             *peer)
+        on_up = ["-n", up] if up else []
         _run("ip", "-n", ns, "addr", "add", f"{self.address}/30", "dev", inner)
-        _run("ip", "-n", up, "addr", "add", f"{self.gateway}/30", "dev", outer)
-        for n, dev in ((ns, "lo"), (ns, inner), (up, outer)):
-            _run("ip", "-n", n, "link", "set", dev, "up")
+        _run("ip", *on_up, "addr", "add", f"{self.gateway}/30", "dev", outer)
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "-n", ns, "link", "set", inner, "up")
+        _run("ip", *on_up, "link", "set", outer, "up")
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
         _run("ip", "netns", "exec", ns, "nft", "-f", "-",
-             input_text=nft_ruleset(self.rule, self.uplink.resolver))
+             input_text=nft_ruleset(self.rule, self.resolvers))
         self.resolv_conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n")
         self.resolv_conf.chmod(0o644)
         self._start_trace()
@@ -203,7 +236,7 @@ class EgressNetwork:
         log.chmod(0o666)
         pid_file = self._state / "dns.pid"
         _run("ip", "netns", "exec", self.name, *dnsmasq_args(
-            self.rule, self.uplink.resolver, log_file=str(log), pid_file=str(pid_file)))
+            self.rule, self.resolvers, log_file=str(log), pid_file=str(pid_file)))
         t = threading.Thread(target=self._read_dns, args=(log,), daemon=True,
                              name=f"egress-dns-{self.name}")
         t.start()
@@ -231,7 +264,11 @@ class EgressNetwork:
                         )
 
     def close(self) -> None:
-        """Stop the resolver and monitor, kill what is left inside, delete the namespace."""
+        """Stop the resolver and monitor, kill what is left inside, delete the namespace.
+
+        With bastion's own uplink, the last namespace of the process also removes the host
+        side (its nftables table, and ip_forward back to its prior value).
+        """
         self._stop.set()
         pid_file = self._state / "dns.pid"
         with contextlib.suppress(OSError, ValueError):
@@ -251,3 +288,8 @@ class EgressNetwork:
         for t in self._threads:
             t.join(timeout=2)
         shutil.rmtree(self._state, ignore_errors=True)
+        host, self._host = self._host, None
+        if host is not None:
+            if self._slot is not None:
+                host.free(self._slot)
+            host_uplink.release(host)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bastion.errors import ConfigError
@@ -69,12 +70,29 @@ def normalise_domain(domain: str) -> str:
     return d
 
 
-def nft_ruleset(rule: EgressRule, resolver: str) -> str:
-    """Return the ruleset loaded into the sandbox's namespace (``nft -f -``)."""
+def _resolvers(resolver: str | Sequence[str]) -> list[str]:
+    found = [resolver] if isinstance(resolver, str) else list(resolver)
+    if not found:
+        raise ConfigError("egress: no upstream DNS resolver",
+                          fix="set security.egress_dns (or fix /etc/resolv.conf)")
+    return found
+
+
+def nft_ruleset(rule: EgressRule, resolver: str | Sequence[str]) -> str:
+    """Return the ruleset loaded into the sandbox's namespace (``nft -f -``).
+
+    ``resolver`` is the upstream DNS server (or several); only dnsmasq's uid may reach them.
+    """
     ports = ", ".join(str(p) for p in rule.ports)
     v4 = [c for c in rule.cidrs if ":" not in c]
     v6 = [c for c in rule.cidrs if ":" in c]
-    fam = "ip6" if ":" in resolver else "ip"
+    dns_rules = []
+    for fam in ("ip", "ip6"):
+        addrs = [r for r in _resolvers(resolver) if (":" in r) == (fam == "ip6")]
+        if addrs:
+            dst = addrs[0] if len(addrs) == 1 else "{ " + ", ".join(addrs) + " }"
+            dns_rules += [f"    meta skuid {DNS_UID} {fam} daddr {dst} udp dport 53 accept",
+                          f"    meta skuid {DNS_UID} {fam} daddr {dst} tcp dport 53 accept"]
     lines = [
         f"table inet {TABLE} {{",
         f"  set {SET4} {{ type ipv4_addr; flags timeout; timeout 1h; }}",
@@ -83,8 +101,7 @@ def nft_ruleset(rule: EgressRule, resolver: str) -> str:
         "    type filter hook output priority 0; policy drop;",
         '    oifname "lo" accept',
         "    ct state established,related accept",
-        f"    meta skuid {DNS_UID} {fam} daddr {resolver} udp dport 53 accept",
-        f"    meta skuid {DNS_UID} {fam} daddr {resolver} tcp dport 53 accept",
+        *dns_rules,
         f"    ip daddr @{SET4} tcp dport {{ {ports} }} accept",
         f"    ip6 daddr @{SET6} tcp dport {{ {ports} }} accept",
     ]
@@ -100,8 +117,13 @@ def nft_ruleset(rule: EgressRule, resolver: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dnsmasq_args(rule: EgressRule, resolver: str, *, log_file: str, pid_file: str) -> list[str]:
-    """Return the dnsmasq command line for the sandbox's resolver on 127.0.0.1:53."""
+def dnsmasq_args(rule: EgressRule, resolver: str | Sequence[str], *, log_file: str,
+                 pid_file: str) -> list[str]:
+    """Return the dnsmasq command line for the sandbox's resolver on 127.0.0.1:53.
+
+    Only the allowlisted names are forwarded (to each upstream ``resolver``); every other
+    name is refused without leaving the namespace.
+    """
     args = [
         "dnsmasq", "--no-resolv", "--no-hosts", "--no-poll", "--listen-address=127.0.0.1",
         "--bind-interfaces", "--except-interface=nonexistent", "--cache-size=0",
@@ -109,7 +131,7 @@ def dnsmasq_args(rule: EgressRule, resolver: str, *, log_file: str, pid_file: st
         "--user=nobody", "--group=nogroup",
     ]
     for d in rule.domains:
-        args.append(f"--server=/{d}/{resolver}")
+        args += [f"--server=/{d}/{r}" for r in _resolvers(resolver)]
         args.append(f"--nftset=/{d}/4#inet#{TABLE}#{SET4},6#inet#{TABLE}#{SET6}")
     return args
 

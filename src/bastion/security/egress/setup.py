@@ -10,19 +10,18 @@ from bastion.config.model import Config, EgressConfig
 from bastion.errors import SandboxError
 from bastion.security.egress.netns import EgressNetwork, Recorder, Uplink
 from bastion.security.egress.rules import EgressRule
+from bastion.security.egress.uplink import HostUplinkSpec
 from bastion.security.sandbox.base import NetworkPolicy, Sandbox, SandboxSpec
 from bastion.security.sandbox.factory import build_sandbox, limits_from_config
 from bastion.tools.base import ProcessRunner
 
 
-def uplink_from(config: Config) -> Uplink:
-    """Return the configured uplink or a clear error."""
-    up = config.security.egress_uplink
+def uplink_from(config: Config) -> Uplink | HostUplinkSpec:
+    """Return the operator's uplink namespace, or the settings of bastion's own uplink."""
+    sec = config.security
+    up = sec.egress_uplink
     if up is None:
-        raise SandboxError(
-            "egress is declared but security.egress_uplink is not set",
-            fix="set security.egress_uplink.netns (a router namespace) and .resolver",
-        )
+        return HostUplinkSpec(sec.egress_subnet, tuple(sec.egress_dns))
     return Uplink(up.netns, up.resolver)
 
 
@@ -41,10 +40,10 @@ def policy_for(net: EgressNetwork, cfg: EgressConfig) -> NetworkPolicy:
 
 
 def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
-                   cfg: EgressConfig) -> Sandbox:
+                   cfg: EgressConfig, *, warm: int = 0) -> Sandbox:
     """Return a ``kind`` sandbox for ``spec`` whose network is ``net``."""
     spec = dataclasses.replace(spec, network=policy_for(net, cfg))
-    box, problem = build_sandbox(kind, spec)
+    box, problem = build_sandbox(kind, spec, warm=warm)
     if box is None:
         raise SandboxError(f"no sandbox for egress: {problem}")
     return box
@@ -56,9 +55,11 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
     """Return per-tool runners (own backend and/or egress), their closers, and problems.
 
     A tool listed in ``security.tool_sandboxes`` gets that backend; one listed in
-    ``security.egress`` gets its own egress-controlled namespace. A tool whose runner cannot
-    be set up gets no entry and a problem; it then uses the default (network-less) sandbox,
-    so it is never given more network than declared.
+    ``security.egress`` gets its own egress-controlled namespace. Each gets the
+    ``security.warm_pool`` pre-started sandboxes where its backend has a pool (the closers
+    end those before the namespace). A tool whose runner cannot be set up gets no entry and
+    a problem; it then uses the default (network-less) sandbox, so it is never given more
+    network than declared.
     """
     runners: dict[str, ProcessRunner] = {}
     closers: list[Callable[[], None]] = []
@@ -72,14 +73,74 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
         cfg = sec.egress.get(tool)
         try:
             if cfg is None:
-                box, problem = build_sandbox(kind, spec)
+                box, problem = build_sandbox(kind, spec, warm=sec.warm_pool)
                 if box is None:
                     raise SandboxError(problem or f"{kind} is unavailable")
-                runners[tool] = box
-                continue
-            net = network_for(tool, cfg, config, audit)
-            closers.append(net.close)
-            runners[tool] = egress_sandbox(kind, spec, net, cfg)
+            else:
+                net = network_for(tool, cfg, config, audit)
+                closers.append(net.close)
+                box = egress_sandbox(kind, spec, net, cfg, warm=sec.warm_pool)
+            runners[tool] = box
+            pool = getattr(box, "warm_pool", None)
+            if pool is not None:  # closers run in reverse: the pool ends before its netns
+                closers.append(pool.shutdown)
         except SandboxError as exc:
             problems[tool] = exc.user_text()
     return runners, closers, problems
+
+
+def readiness(config: Config) -> list[tuple[str, str, str, str]]:
+    """Return ``bastion doctor``'s egress lines: (name, OK/WARN/FAIL, detail, fix)."""
+    from bastion.security.egress import uplink
+    from bastion.security.egress.netns import NETNS_DIR, problem
+
+    sec = config.security
+    users = sorted(sec.egress) + [f"mcp:{m.name}" for m in config.mcp_servers if m.egress]
+    lines: list[tuple[str, str, str, str]] = []
+    why = problem()
+    if why:
+        detail, _, fix = why.partition(" (fix: ")
+        status = "FAIL" if users else "WARN"
+        lines.append(("egress", status, f"{detail} (declared for: {', '.join(users) or '-'})",
+                      fix.rstrip(")")))
+        return lines
+    lines.append(("egress", "OK", "nftables, dnsmasq, ip, nsenter present; root" +
+                  (f"; declared for: {', '.join(users)}" if users else "; no tool declares it")
+                  , ""))
+    up = sec.egress_uplink
+    if up is not None:
+        ok = (NETNS_DIR / up.netns).exists()
+        lines.append(("egress uplink", "OK" if ok else "FAIL",
+                      f"operator namespace {up.netns} (resolver {up.resolver})"
+                      + ("" if ok else " does not exist"),
+                      "" if ok else f"ip netns add {up.netns} (and route it), or unset "
+                      "security.egress_uplink"))
+    else:
+        try:
+            dns = list(sec.egress_dns) or uplink.host_resolvers()
+            subnet = uplink.pick_subnet(sec.egress_subnet, [*uplink.host_routes(), *dns])
+            lines.append(("egress uplink", "OK",
+                          f"automatic: veths from {subnet}, NAT in nft table "
+                          f"inet {uplink.HOST_TABLE}<pid>, upstream DNS {', '.join(dns)}", ""))
+        except SandboxError as exc:
+            lines.append(("egress uplink", "FAIL" if users else "WARN", exc.message,
+                          exc.fix or ""))
+        fwd = uplink.forward_state()
+        if fwd["prior"] is not None:
+            lines.append(("ip_forward", "OK", f"{fwd['now']}: turned on by bastion "
+                          f"(pids {fwd['owners']}), was {fwd['prior']}; restored when the last "
+                          "exits", ""))
+        elif fwd["now"] == 0:
+            lines.append(("ip_forward", "OK", "0: bastion turns it on only while egress "
+                          "namespaces exist (forwarding nothing else) and restores 0", ""))
+        else:
+            lines.append(("ip_forward", "OK", f"{fwd['now']} (already on; bastion leaves it)",
+                          ""))
+    left = uplink.stale()
+    found = [n for names in left.values() for n in names]
+    if found:
+        lines.append(("egress leftovers", "WARN",
+                      f"from bastion processes that are gone: {', '.join(found)}",
+                      "they are removed at the next start with egress (or: ip netns del NAME; "
+                      "ip link del NAME; nft delete table inet NAME)"))
+    return lines

@@ -3,45 +3,59 @@
 Each pooled sandbox is already inside its namespaces, limits and cgroup, running a tiny
 waiter (Python, started while idle) that reads one request line -- the argv and environment
 -- byte by byte from stdin, then ``exec``\\ s the command with the rest of stdin left for it.
-So a call pays for writing one line instead of for bwrap and the interpreter starting. A
-pooled sandbox serves exactly one call; the pool refills in the background. Pools are tied
-to the event loop that filled them; another loop gets fresh, cold runs.
+So a call pays for writing one line instead of for bwrap (or podman) and the interpreter
+starting. A pooled sandbox serves exactly one call; the pool refills in the background. Pools
+are tied to the event loop that filled them; another loop gets fresh, cold runs. A backend
+whose sandboxes outlive their host process (podman's containers) passes ``release``, called
+with every pooled sandbox the pool throws away, and ``final=True`` when the pool closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 
+from bastion.errors import SandboxError
 from bastion.security.sandbox._proc import Spawned, discard
 
+# Standard library core only (``os``): the podman image has python3-minimal, without json.
+# The request: 8 hex digits of length, then argc, argv and KEY=VALUE items, NUL-separated;
+# read exactly (never past it: the rest of stdin belongs to the command).
 WAITER = (
-    "import os,json\n"
+    "import os\n"
     "os.write(1,b'\\0')\n"
-    "b=b''\n"
-    "while not b.endswith(b'\\n'):\n"
-    "    c=os.read(0,1)\n"
-    "    if not c: raise SystemExit(0)\n"
-    "    b+=c\n"
-    "r=json.loads(b)\n"
-    "os.environ.clear(); os.environ.update(r['env'])\n"
-    "os.execvp(r['argv'][0], r['argv'])\n"
+    "def r(n):\n"
+    "    b=b''\n"
+    "    while len(b)<n:\n"
+    "        c=os.read(0,n-len(b))\n"
+    "        if not c: raise SystemExit(0)\n"
+    "        b+=c\n"
+    "    return b\n"
+    "p=r(int(r(8),16)).split(b'\\0')\n"
+    "n=int(p[0])\n"
+    "os.environb.clear(); os.environb.update(x.split(b'=',1) for x in p[n+1:])\n"
+    "os.execvp(p[1], p[1:n+1])\n"
 )
 
 
 def request_line(argv: list[str], env: Mapping[str, str]) -> bytes:
-    """Return the one line a waiter reads."""
-    return json.dumps({"argv": argv, "env": dict(env)}).encode() + b"\n"
+    """Return the request a waiter reads (argv and environment of the command)."""
+    items = [str(len(argv)), *argv, *(f"{k}={v}" for k, v in env.items())]
+    if any("\0" in i for i in items):
+        raise SandboxError("a command or environment value contains a NUL byte")
+    payload = "\0".join(items).encode()
+    return f"{len(payload):08x}".encode() + payload
 
 
 class WarmPool:
     """Keeps up to ``size`` pre-started sandboxes for one backend instance."""
 
-    def __init__(self, size: int, start: Callable[[], Awaitable[Spawned]]) -> None:
+    def __init__(self, size: int, start: Callable[[], Awaitable[Spawned]],
+                 release: Callable[[list[Spawned], bool], None] | None = None) -> None:
         self.size = size
         self._start = start
+        self._release = release
         self._ready: list[Spawned] = []
         self._filling: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
@@ -56,8 +70,14 @@ class WarmPool:
                 return item
             if item.loop is loop:
                 asyncio.ensure_future(discard(item))
+            self._let_go([item])
         self._refill_soon()
         return None
+
+    def _let_go(self, items: list[Spawned], final: bool = False) -> None:
+        if self._release is not None and (items or final):
+            with contextlib.suppress(Exception):
+                self._release(items, final)
 
     def _refill_soon(self) -> None:
         if self.size and (self._filling is None or self._filling.done()):
@@ -69,8 +89,9 @@ class WarmPool:
             self._lock = asyncio.Lock()
         async with self._lock:
             loop = asyncio.get_running_loop()
-            self._ready[:] = [i for i in self._ready
-                              if i.loop is loop and i.proc.returncode is None]
+            gone = [i for i in self._ready if i.loop is not loop or i.proc.returncode is not None]
+            self._ready[:] = [i for i in self._ready if i not in gone]
+            self._let_go(gone)
             while len(self._ready) < self.size:
                 self._ready.append(await self._start())
 
@@ -88,6 +109,8 @@ class WarmPool:
             else:
                 with contextlib.suppress(ProcessLookupError):
                     item.proc.kill()
+        if self._release is not None:
+            await asyncio.to_thread(self._let_go, ready, True)
 
     def shutdown(self) -> None:
         """Kill every waiting sandbox without an event loop (at app close)."""
@@ -99,3 +122,4 @@ class WarmPool:
                 item.proc.kill()
             if item.cgroup is not None:
                 item.cgroup.try_remove()
+        self._let_go(ready, final=True)

@@ -6,12 +6,26 @@ imports the tree with ``podman import`` as ``localhost/bastion-sandbox:bookworm`
 cached). A user with a registry can instead ``podman pull`` any Debian-based image that has
 ``python3`` and tag it with that name.
 
-Each call: ``podman run --rm`` with the runc runtime (crun fails on this kind of host's
-cgroups/rlimits), a read-only root, tmpfs ``/tmp``, the workspace at ``/workspace``, no
-network, every capability dropped, ``no-new-privileges``, the workspace owner's uid, rlimits
-(prlimit inside: CPU, address space, processes, file size), a pids cgroup (which also binds
-uid 0), a memory cgroup, and a wall-clock deadline after which the container is removed by
-force.
+Each call: ``podman run`` with the runc runtime (crun fails on this kind of host's
+cgroups/rlimits), catatonit as init, a read-only root, tmpfs ``/tmp``, the workspace at
+``/workspace``, no network, every capability dropped, ``no-new-privileges``, the workspace
+owner's uid, rlimits (prlimit inside: CPU, address space, processes, file size), a pids
+cgroup (which also binds uid 0), a memory cgroup, and a wall-clock deadline after which the
+container is removed by force.
+
+With egress declared, the container joins the tool's egress namespace (``--network
+ns:/run/netns/bst-...``) and gets its resolver as ``/etc/resolv.conf``: the namespace's
+nftables and dnsmasq then allow, refuse and audit exactly as for the other backends.
+
+Warm pool (``security.warm_pool``): containers are started ahead of time, attached
+(``podman run -i``), each running the pool's tiny waiter under the same flags and limits; a
+call writes one request line and the waiter execs the command. We chose this over
+``podman run -d ... sleep infinity`` + ``podman exec``: an exec still pays for conmon and a
+runc exec per call, while the attached waiter costs one pipe write (the call then waits only
+for podman to report the container's exit). Each pooled
+container serves exactly ONE call and is then removed (never reset and reused): a reset could
+miss state (a background process, a file in /tmp or /var/tmp, a changed rlimit), removal
+cannot. Only the workspace persists between calls -- as it does for cold runs, by design.
 """
 
 from __future__ import annotations
@@ -20,20 +34,24 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bastion.errors import SandboxError
-from bastion.security.sandbox._proc import run_tree
+from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
+from bastion.security.sandbox._proc import Spawned, discard, drive, run_tree, spawn
 from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
 from bastion.tools.base import ProcessResult
 
 IMAGE = "localhost/bastion-sandbox:bookworm"
-INSTALL_HINT = "apt-get install podman runc debootstrap"
+INSTALL_HINT = "apt-get install podman runc catatonit debootstrap"
 BUILD_HINT = "bastion sandbox build-image"
-
+WARM_PREFIX = "bastion-warm-"  # + pid-hex: pooled containers (leftovers of dead pids removed)
+_HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+_SWEPT = False
 
 
 def image_exists(podman: str = "podman") -> bool:
@@ -70,18 +88,24 @@ class PodmanSandbox(ProbedBackend):
     name = "podman"
 
     def __init__(self, spec: SandboxSpec, *, podman: str | None = None,
-                 hostname: str = "sandbox") -> None:
+                 hostname: str = "sandbox", warm: int = 0) -> None:
         found = podman or shutil.which("podman")
         if not found:
             raise SandboxError("podman is not installed", fix=INSTALL_HINT)
-        if spec.network.enabled:
-            raise SandboxError("the podman backend has no egress control yet",
-                               fix="use bubblewrap or gvisor for tools with egress")
+        if spec.network.enabled and spec.network.netns_path is None:
+            raise SandboxError("network access needs an egress-controlled namespace",
+                               fix="declare the tool's egress under security.egress")
         self.spec = spec
         self.podman = found
         self.hostname = hostname
         st = os.stat(spec.workspace)
         self.uid, self.gid = st.st_uid, st.st_gid
+        self._cids: dict[int, str] = {}  # podman client pid -> pooled container
+        self._removals: set[asyncio.Future[None]] = set()
+        self.warm_pool = (WarmPool(warm, self._spawn_waiter, release=self._release)
+                          if warm else None)
+        if warm:
+            _sweep_stale(found)
 
     @classmethod
     def _probe(cls) -> str | None:
@@ -92,7 +116,7 @@ class PodmanSandbox(ProbedBackend):
             if not image_exists(exe):
                 return f"the sandbox image {IMAGE} is not built (fix: {BUILD_HINT})"
             proc = subprocess.run(
-                [exe, "run", "--rm", "--runtime", "runc", "--network", "none",
+                [exe, "run", "--rm", "--init", "--runtime", "runc", "--network", "none",
                  "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=64:64", IMAGE, "true"],
                 capture_output=True, timeout=60,
             )
@@ -103,13 +127,26 @@ class PodmanSandbox(ProbedBackend):
             return f"podman cannot run a container here ({why[0]})"
         return None
 
+    def _network_args(self) -> list[str]:
+        net = self.spec.network
+        if not net.enabled:
+            return ["--network", "none"]
+        args = ["--network", f"ns:{net.netns_path}"]  # its nftables + resolver apply
+        if net.resolv_conf is not None:
+            args += ["-v", f"{net.resolv_conf}:/etc/resolv.conf:ro"]
+        return args
+
     def _args(self, cid: str, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
-              ro_paths: Sequence[Path], interactive: bool) -> list[str]:
+              ro_paths: Sequence[Path], interactive: bool, *, rm: bool = True) -> list[str]:
         from bastion.security.sandbox.bwrap import BubblewrapSandbox, limit_args
 
         args = [
-            self.podman, "run", "--rm", "--name", cid, "--runtime", "runc",
-            "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
+            self.podman, "run", *(["--rm"] if rm else []), "--name", cid, "--runtime", "runc",
+            # catatonit as PID 1: the command is an ordinary process, so SIGXCPU/SIGXFSZ end
+            # it (PID 1 ignores signals it has no handler for) and its status says why
+            "--init",
+            *self._network_args(), "--read-only",
+            "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
             "--tmpfs", "/var/tmp:rw,nosuid,nodev,mode=1777",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--user", f"{self.uid}:{self.gid}", "--hostname", self.hostname,
@@ -151,22 +188,123 @@ class PodmanSandbox(ProbedBackend):
         env: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> ProcessResult:
-        """Run ``argv`` in a fresh container; it is force-removed afterwards in any case."""
+        """Run ``argv`` in a fresh (or pre-started) container, force-removed afterwards."""
+        from bastion.security.sandbox.bwrap import BubblewrapSandbox
+
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
+        warm = self.warm_pool.take() if self.warm_pool is not None else None
+        if warm is not None:
+            cid = self._cids.pop(warm.proc.pid, "")
+            try:
+                result = await drive(
+                    warm, stdin=stdin, wall_seconds=wall, output_bytes=limits.output_bytes,
+                    header=request_line(argv, BubblewrapSandbox.environment(env)),
+                    label={"backend": self.name, "command": " ".join(argv)[:200],
+                           "workspace": str(self.spec.workspace), "container": cid,
+                           "warm": "yes"},
+                )
+            except BaseException:
+                await self._remove(cid)
+                raise
+            if result.killed_reason:  # the container may still run: remove it before answering
+                await self._remove(cid)
+            else:  # it has exited; dropping it is off the call's path
+                self._remove_later(cid)
+            return result
         cid = "bastion-" + uuid.uuid4().hex[:12]
         try:
             return await run_tree(
                 self._args(cid, argv, env or {}, limits, (), stdin is not None),
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
+                env=_HOST_ENV,
                 stdin=stdin, wall_seconds=wall, output_bytes=limits.output_bytes,
                 label={"backend": self.name, "command": " ".join(argv)[:200],
                        "workspace": str(self.spec.workspace), "container": cid},
             )
         finally:
-            with contextlib.suppress(OSError):
-                proc = await asyncio.create_subprocess_exec(
-                    self.podman, "rm", "-f", "-t", "0", cid,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )
-                await proc.wait()
+            await self._remove(cid)
+
+    async def _remove(self, *cids: str) -> None:
+        cids = tuple(c for c in cids if c)
+        if not cids:
+            return
+        with contextlib.suppress(OSError):
+            proc = await asyncio.create_subprocess_exec(
+                self.podman, "rm", "-f", "-t", "0", *cids,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+            await proc.wait()
+
+    async def drain(self) -> None:
+        """Wait until the containers of finished warm calls are removed."""
+        while self._removals:
+            await asyncio.gather(*self._removals, return_exceptions=True)
+
+    def _remove_later(self, *cids: str) -> None:
+        task = asyncio.ensure_future(self._remove(*cids))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _spawn_waiter(self) -> Spawned:
+        """Start one pooled container (no ``--rm``: we remove it after its one call)."""
+        cid = f"{WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        argv = self._args(cid, ["python3", "-I", "-S", "-c", WAITER], {}, self.spec.limits, (),
+                          True, rm=False)
+        spawned = await spawn(argv, env=_HOST_ENV, stdin_pipe=True)
+        self._cids[spawned.proc.pid] = cid
+        try:  # the waiter writes one NUL byte once it is up and reading
+            assert spawned.proc.stdout is not None
+            await asyncio.wait_for(spawned.proc.stdout.readexactly(1), 120)
+        except BaseException:
+            self._cids.pop(spawned.proc.pid, None)
+            await discard(spawned)
+            await self._remove(cid)
+            raise
+        return spawned
+
+    def _release(self, items: list[Spawned], final: bool) -> None:
+        """Remove pooled containers the pool dropped; when it closes, every one it started.
+
+        ``final`` (pool closing, maybe with no loop left to finish a task): synchronously,
+        including containers still starting (their podman clients are killed first).
+        """
+        if not final:
+            cids = [c for c in (self._cids.pop(i.proc.pid, "") for i in items) if c]
+            if cids:
+                self._remove_later(*cids)
+            return
+        started, self._cids = self._cids, {}
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if started:
+            subprocess.run([self.podman, "rm", "-f", "-t", "0", *started.values()],
+                           capture_output=True, timeout=60)
+
+    def close(self) -> None:
+        """Remove the pooled containers (if any are waiting)."""
+        if self.warm_pool is not None:
+            self.warm_pool.shutdown()
+
+
+def _sweep_stale(podman: str) -> None:
+    """Remove pooled containers left by bastion processes that are gone (once per process)."""
+    global _SWEPT
+    if _SWEPT:
+        return
+    _SWEPT = True
+    from bastion.security.egress.uplink import alive
+
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        out = subprocess.run(
+            [podman, "ps", "-a", "--filter", f"name=^{WARM_PREFIX}", "--format", "{{.Names}}"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.split()
+        dead = []
+        for name in out:
+            pid = name[len(WARM_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                dead.append(name)
+        if dead:
+            subprocess.run([podman, "rm", "-f", "-t", "0", *dead], capture_output=True,
+                           timeout=60)

@@ -1,0 +1,66 @@
+"""podman's warm pool on the request path: gateway -> shell tool -> a pre-started container.
+
+A call proves it ran in a container started before the call: its PID 1 (the waiter that
+exec'd the command) started earlier than the call did (kernel start times, not durations).
+Each pooled container serves one call: /tmp of call 1 is gone in call 2; the workspace stays.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bastion.config.model import Config
+from bastion.llm.messages import ToolCall
+from bastion.memory.base import EphemeralMemory
+from bastion.security.sandbox.factory import backend_class
+from bastion.security.sandbox.podman import WARM_PREFIX, PodmanSandbox
+from tests.fakes.model import ScriptedModel
+
+_PROBLEM = backend_class("podman").available()
+pytestmark = pytest.mark.skipif(_PROBLEM is not None and not os.environ.get("CI"),
+                                reason=str(_PROBLEM))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _now_ticks() -> int:
+    return int(float(Path("/proc/uptime").read_text().split()[0]) * TICKS)
+
+
+def _pooled() -> list[str]:
+    out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                          f"name=^{WARM_PREFIX}{os.getpid()}-"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path) -> None:
+    from bastion.app import build_app
+
+    config = Config.model_validate({
+        "agent": {"workspace": str(tmp_path)},
+        "security": {"sandbox": "podman", "warm_pool": 1, "tools": {"shell": "allow"}},
+    })
+    app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
+    box = app.gateway.environment.sandbox
+    assert isinstance(box, PodmanSandbox) and box.warm_pool is not None
+    try:
+        seen = []
+        for command in ("echo call1 > /tmp/leak; echo kept > note.txt; cut -d' ' -f22 /proc/1/stat",
+                        "cat /tmp/leak 2>/dev/null || echo no-leak; cat note.txt; "
+                        "cut -d' ' -f22 /proc/1/stat"):
+            await box.warm_pool.fill()
+            assert len(_pooled()) == 1  # waiting, started ahead of the call
+            before = _now_ticks()
+            res = await app.gateway.execute(ToolCall("shell", {"command": command}))
+            assert res.ok, res.text
+            out = res.data["stdout"].split()
+            assert int(out[-1]) < before  # PID 1 predates the call: a pre-started container
+            seen.append(out)
+            await box.drain()
+        assert seen[1][:2] == ["no-leak", "kept"]  # /tmp is fresh, the workspace persists
+    finally:
+        await app.aclose()
+    assert _pooled() == []  # used containers and the waiting one are removed
