@@ -6,7 +6,10 @@
    (audit to SQLite, policy, risk/approval, secrets, output scan): p50/p99 per call and the
    gateway's own overhead (difference of p50s).
 2. A sandboxed ``/bin/true`` per backend available here: cold (a fresh sandbox per call) and
-   warm (the pre-started pool), p50/p99.
+   warm (the pre-started pool: bubblewrap waiters, podman attached containers), p50/p99. The
+   pool is refilled (and podman's used containers removed) outside the timed part, as an
+   idle pool does between calls. The load average is printed before and after: on a shared
+   machine it moves the sandboxed figures a lot.
 Targets (issue 5): <= 1 ms p50 gateway overhead; <= 40 ms p50 warm bubblewrap call.
 """
 
@@ -119,6 +122,9 @@ async def sandboxed(n: int, ws: Path) -> None:
             res = await box.run(["/bin/true"])
             warm.append((time.perf_counter() - t0) * 1000)
             assert res.exit_code == 0, res.stderr
+            drain = getattr(box, "drain", None)
+            if drain is not None:
+                await drain()  # podman: the used container is removed off the call's path
             await pool.fill()  # refill outside the timed part, as the idle pool does
         print(line(f"{kind} warm pool", warm))
         ratio = statistics.median(warm) / statistics.median(cold)
@@ -135,10 +141,12 @@ async def main() -> None:
         os.environ["BASTION_HOME"] = home
         ws = Path(home) / "ws"
         ws.mkdir()
-        print(f"# bench/gateway.py on {os.cpu_count()} CPUs")
+        print(f"# bench/gateway.py on {os.cpu_count()} CPUs, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         await gateway_overhead(opts.calls, ws)
         if opts.sandboxed > 0:
             await sandboxed(opts.sandboxed, ws)
+        print(f"# load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
