@@ -111,12 +111,15 @@ def _server_check(config: Config) -> Check:
 
 def check_sandbox(config: Config) -> Check:
     """The sandbox backend exists and really runs a trivial command."""
-    from bastion.security.sandbox.factory import create_sandbox
+    return _run_backend(config, config.security.sandbox)
 
-    kind = config.security.sandbox
+
+def _run_backend(config: Config, kind: str) -> Check:
+    from bastion.security.sandbox.factory import create_sandbox, resolve_kind
+
     if kind == "none":
         return Check("sandbox", "WARN", "sandboxing is off: shell and python tools refuse to run",
-                     "bastion config set security.sandbox bubblewrap")
+                     "bastion config set security.sandbox auto")
     workspace = Path(tempfile.mkdtemp(prefix="bastion-doctor-"))
     try:
         sandbox, problem = create_sandbox(kind, workspace, config.security.limits)
@@ -132,9 +135,30 @@ def check_sandbox(config: Config) -> Check:
             return Check("sandbox", "FAIL",
                          f"{kind} could not run a command: {why[-1] if why else result.exit_code}",
                          _bwrap_fix())
-        return Check("sandbox", "OK", f"{kind} ran a test command ({result.duration_ms:.0f} ms)")
+        name = sandbox.name if kind != "auto" else f"auto -> {resolve_kind(kind)}"
+        return Check("sandbox", "OK", f"{name} ran a test command ({result.duration_ms:.0f} ms)")
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def check_isolation(config: Config) -> list[Check]:
+    """Per tool profile: which isolation it actually gets here, and why."""
+    from bastion.security.sandbox.factory import CODE_TOOLS, isolation_report
+
+    tools = list(dict.fromkeys([*CODE_TOOLS, *sorted(config.security.tool_sandboxes)]))
+    checks: list[Check] = []
+    for iso in isolation_report(config, tools):
+        name = f"isolation: {iso.tool}"
+        if iso.backend == "none":
+            checks.append(Check(name, "WARN", f"none ({iso.why}): the tool refuses to run",
+                                "bastion config set security.sandbox auto"))
+        elif iso.problem:
+            detail, _, fix = iso.problem.partition(" (fix: ")
+            checks.append(Check(name, "FAIL", f"{iso.backend} ({iso.why}): {detail}",
+                                fix.rstrip(")")))
+        else:
+            checks.append(Check(name, "OK", f"{iso.backend} ({iso.why})"))
+    return checks
 
 
 def _bwrap_fix() -> str:
@@ -189,6 +213,7 @@ def run_checks() -> list[Check]:
     if config is not None:
         checks += check_model(config)
         checks.append(check_sandbox(config))
+        checks += check_isolation(config)
         checks += check_egress(config)
         checks.append(check_token(config))
     checks += check_home()

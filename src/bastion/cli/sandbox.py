@@ -26,7 +26,12 @@ def status() -> None:
 
     from bastion.config.loader import load
     from bastion.security.sandbox._cgroup import pids_root
-    from bastion.security.sandbox.factory import BACKENDS, backend_class, resolve_kind
+    from bastion.security.sandbox.factory import (
+        BACKENDS,
+        CODE_TOOLS,
+        backend_class,
+        isolation_report,
+    )
 
     config = load()
     table = Table("backend", "status", "detail", title="sandbox backends", title_justify="left")
@@ -39,9 +44,10 @@ def status() -> None:
         table.add_row(kind, "[green]available[/]" if ok else "[red]missing[/]",
                       escape(problem or ""))
     _out.print(table)
-    chosen = config.security.sandbox
-    resolved = resolve_kind(chosen) if chosen != "none" else "none"
-    _out.print(f"shell/python run in: [bold]{resolved}[/] (security.sandbox: {chosen})")
+    tools = list(dict.fromkeys([*CODE_TOOLS, *sorted(config.security.tool_sandboxes)]))
+    for iso in isolation_report(config, tools):
+        state = f" [red]cannot run: {escape(iso.problem)}[/]" if iso.problem else ""
+        _out.print(f"{iso.tool} runs in: [bold]{iso.backend}[/] ({escape(iso.why)}){state}")
     cg = pids_root()
     _out.print("process limit: " + (f"pids cgroup ({cg[0]})" if cg else
                                     "RLIMIT_NPROC only (not enforced for host root)"))

@@ -27,7 +27,8 @@ def bastion(*args: str) -> subprocess.CompletedProcess[str]:
 def test_status_and_run(bastion_home: Path) -> None:
     status = bastion("sandbox", "status")
     assert status.returncode == 0 and "bubblewrap" in status.stdout and "available" in status.stdout
-    ran = bastion("sandbox", "run", "--", "sh", "-c", "id -u; echo out; exit 3")
+    ran = bastion("sandbox", "run", "--backend", "bubblewrap", "--", "sh", "-c",
+                  "id -u; echo out; exit 3")
     assert ran.returncode == 3 and ran.stdout == "1000\nout\n"
     audit = AuditLog(bastion_home / "audit" / "audit.db")
     ev = audit.events(kind="sandbox_run")[0]

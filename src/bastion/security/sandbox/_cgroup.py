@@ -1,10 +1,14 @@
-"""A per-run ``pids`` cgroup: the process-count limit that still holds when bastion runs as root.
+"""Per-run cgroups: a ``pids`` cap that holds when bastion runs as root, and a CPU-time meter.
 
 ``RLIMIT_NPROC`` is not enforced for processes whose real uid is host root (the kernel
 exempts ``INIT_USER``), and a root-run bwrap maps the sandbox user to host root. A pids
 cgroup caps the whole tree regardless of uid and lets us kill every member at the end.
 When no writable pids controller exists (an unprivileged desktop user), callers rely on
 ``RLIMIT_NPROC`` inside the user namespace, which is enforced for non-root users.
+
+:class:`CpuMeter` measures the CPU time a whole tree has used (``cpuacct.usage`` on cgroup
+v1, ``cpu.stat`` ``usage_usec`` on v2, else the summed ``/proc`` times of the tree's
+session), for backends whose own kernel does not enforce ``RLIMIT_CPU`` (gVisor 2022).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import uuid
 from pathlib import Path
 
 _V1 = Path("/sys/fs/cgroup/pids")
+_V1_CPU = (Path("/sys/fs/cgroup/cpuacct"), Path("/sys/fs/cgroup/cpu,cpuacct"))
 _V2 = Path("/sys/fs/cgroup")
 _PARENT = "bastion-sandbox"
 
@@ -114,3 +119,99 @@ class PidsCgroup:
         except OSError:
             return False
         return True
+
+
+@functools.cache
+def cpuacct_root() -> Path | None:
+    """Return the parent directory for cgroup-v1 CPU accounting groups, or None."""
+    for base in _V1_CPU:
+        if _writable(base) and (base / "cpuacct.usage").exists():
+            parent = base / _PARENT
+            try:
+                parent.mkdir(exist_ok=True)
+            except OSError:
+                continue
+            return parent
+    return None
+
+
+def _session_cpu_seconds(sid: int) -> float:
+    """Sum user+system time (own and reaped children's) of every process in session ``sid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] is the state (field 3); session is field 6, utime..cstime 14..17
+        if len(fields) > 14 and int(fields[3]) == sid:
+            total += sum(int(f) for f in fields[11:15])
+    return total / tick
+
+
+class CpuMeter:
+    """CPU seconds used by one process tree since it started.
+
+    Backed by a cgroup (exact, includes exited members) where one is writable, else by
+    the ``/proc`` times of the tree's session (members that exited unreaped are missed).
+    """
+
+    def __init__(self, usage_file: Path | None, group: Path | None, unit: float,
+                 sid: int | None = None) -> None:
+        self.usage_file = usage_file
+        self.group = group  # a cgroup we created and must remove (v1 cpuacct)
+        self.unit = unit
+        self.sid = sid
+
+    @classmethod
+    def create(cls, pids: PidsCgroup | None) -> CpuMeter:
+        """Return a meter for a tree joining ``pids`` (v2: the same group) or a new v1 group."""
+        if pids is not None and pids.version == 2 and (pids.path / "cpu.stat").exists():
+            return cls(pids.path / "cpu.stat", None, 1e-6)
+        parent = cpuacct_root()
+        if parent is not None:
+            path = parent / uuid.uuid4().hex[:16]
+            try:
+                path.mkdir()
+            except OSError:
+                pass
+            else:
+                return cls(path / "cpuacct.usage", path, 1e-9)
+        return cls(None, None, 1.0)
+
+    def procs_fd(self) -> int | None:
+        """Open the v1 group's ``cgroup.procs`` for the child to join, if there is one."""
+        if self.group is None:
+            return None
+        return os.open(self.group / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def seconds(self) -> float:
+        """Return the CPU seconds used so far (0 when nothing can be read)."""
+        if self.usage_file is None:
+            return _session_cpu_seconds(self.sid) if self.sid is not None else 0.0
+        try:
+            text = self.usage_file.read_text()
+        except OSError:
+            return 0.0
+        if self.usage_file.name == "cpu.stat":
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) * self.unit
+            return 0.0
+        return int(text.strip() or 0) * self.unit
+
+    def kill_all(self) -> None:
+        """SIGKILL every member of the v1 accounting group (a second handle on the tree)."""
+        if self.group is not None:
+            PidsCgroup(self.group, 1).kill_all()
+
+    def try_remove(self) -> bool:
+        """Remove the v1 accounting group once empty; False while members still exit."""
+        if self.group is None:
+            return True
+        return PidsCgroup(self.group, 1).try_remove()

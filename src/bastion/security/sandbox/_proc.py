@@ -1,4 +1,4 @@
-"""Run one confined process tree: output cap, wall-clock kill of the whole tree, pids cgroup."""
+"""Run one confined process tree: output cap, wall-clock and CPU-time kill, pids cgroup."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bastion.security.sandbox import _running
-from bastion.security.sandbox._cgroup import PidsCgroup
+from bastion.security.sandbox._cgroup import CpuMeter, PidsCgroup
 from bastion.tools.base import ProcessResult
 
 _CHUNK = 65_536
+_CPU_POLL_S = 0.05  # how often a CPU budget is checked (the overshoot is at most this)
 _SIGNAL_REASONS = {signal.SIGXCPU: "cpu_time", signal.SIGXFSZ: "file_size"}
 
 
@@ -52,6 +53,8 @@ class Spawned:
     cgroup: PidsCgroup | None
     max_pids: int | None
     loop: asyncio.AbstractEventLoop
+    cpu: CpuMeter | None = None
+    tag: Any = None  # the backend's own handle (e.g. gVisor's container id and bundle)
 
 
 async def spawn(
@@ -61,14 +64,22 @@ async def spawn(
     stdin_pipe: bool,
     max_pids: int | None = None,
     cwd: str | None = None,
+    cpu_meter: bool = False,
 ) -> Spawned:
-    """Start ``argv`` in its own session and (where possible) its own pids cgroup."""
+    """Start ``argv`` in its own session and (where possible) its own pids cgroup.
+
+    With ``cpu_meter`` the tree's CPU time is also measured (see :class:`CpuMeter`), so
+    :func:`drive` can enforce a CPU budget on the whole tree.
+    """
     cgroup = PidsCgroup.create(max_pids) if max_pids else None
-    procs_fd = cgroup.procs_fd() if cgroup else None
+    meter = CpuMeter.create(cgroup) if cpu_meter else None
+    fds = [fd for fd in (cgroup.procs_fd() if cgroup else None,
+                         meter.procs_fd() if meter else None) if fd is not None]
+    procs_fd = fds[0] if fds else None
 
     def join_cgroup() -> None:  # runs in the child between fork and exec
-        if procs_fd is not None:
-            os.write(procs_fd, b"0")
+        for fd in fds:
+            os.write(fd, b"0")
 
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -84,11 +95,15 @@ async def spawn(
     except BaseException:
         if cgroup is not None:
             await _remove(cgroup)
+        if meter is not None:
+            await _remove(meter)
         raise
     finally:
-        if procs_fd is not None:
-            os.close(procs_fd)
-    return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop())
+        for fd in fds:
+            os.close(fd)
+    if meter is not None:
+        meter.sid = proc.pid  # start_new_session: the tree's session id is the child's pid
+    return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop(), meter)
 
 
 async def drive(
@@ -99,14 +114,18 @@ async def drive(
     output_bytes: int,
     label: Mapping[str, str] | None = None,
     header: bytes | None = None,
+    cpu_seconds: float | None = None,
 ) -> ProcessResult:
     """Feed, capture and bound a spawned tree until it ends or is killed; then clean up.
 
-    ``header`` is written before ``stdin`` (a warm sandbox's request). Never raises for the
-    child's failures; a cancelled caller kills the tree too.
+    ``header`` is written before ``stdin`` (a warm sandbox's request). With ``cpu_seconds``
+    (and a tree spawned with a CPU meter) the tree is killed as ``cpu_time`` once it has
+    used that much CPU from now on. Never raises for the child's failures; a cancelled
+    caller kills the tree too.
     """
     start = time.perf_counter()
     proc, cgroup, max_pids = spawned.proc, spawned.cgroup, spawned.max_pids
+    meter = spawned.cpu if cpu_seconds is not None else None
     capture = _Capture(output_bytes)
     out, err = bytearray(), bytearray()
     reason: str | None = None
@@ -141,12 +160,20 @@ async def drive(
             pump(proc.stdout, out), pump(proc.stderr, err), feed()
         )
         overflow_wait: asyncio.Future[Any] = asyncio.ensure_future(overflow.wait())
-        done, _ = await asyncio.wait({io, overflow_wait}, timeout=wall_seconds,
+        waits = {io, overflow_wait}
+        cpu_wait: asyncio.Future[Any] | None = None
+        if meter is not None and cpu_seconds is not None:
+            cpu_wait = asyncio.ensure_future(_cpu_spent(meter, cpu_seconds))
+            waits.add(cpu_wait)
+        done, _ = await asyncio.wait(waits, timeout=wall_seconds,
                                      return_when=asyncio.FIRST_COMPLETED)
         if io not in done:
-            reason = "output" if overflow_wait in done else "timeout"
-            _kill(proc, cgroup)
+            reason = ("output" if overflow_wait in done else
+                      "cpu_time" if cpu_wait is not None and cpu_wait in done else "timeout")
+            _kill(proc, cgroup, meter)
         overflow_wait.cancel()
+        if cpu_wait is not None:
+            cpu_wait.cancel()
         # After a kill, the pipes close once every member of the tree is gone.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(io, timeout=5)
@@ -155,12 +182,14 @@ async def drive(
         if state is not None:
             _running.untrack(state)
         if proc.returncode is None:
-            _kill(proc, cgroup)
+            _kill(proc, cgroup, spawned.cpu)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
         if cgroup is not None:
             pids_hit = cgroup.hit_limit()
             await _remove(cgroup)
+        if spawned.cpu is not None:
+            await _remove(spawned.cpu)
     code = proc.returncode if proc.returncode is not None else -9
     reason = reason or exit_reason(code)
     stderr = err.decode("utf-8", "replace")
@@ -198,21 +227,37 @@ async def run_tree(
 
 async def discard(spawned: Spawned) -> None:
     """Kill a spawned tree that will not be used and clean up after it."""
-    _kill(spawned.proc, spawned.cgroup)
+    _kill(spawned.proc, spawned.cgroup, spawned.cpu)
     with contextlib.suppress(ProcessLookupError):
         await spawned.proc.wait()
     if spawned.cgroup is not None:
         await _remove(spawned.cgroup)
+    if spawned.cpu is not None:
+        await _remove(spawned.cpu)
 
 
-def _kill(proc: asyncio.subprocess.Process, cgroup: PidsCgroup | None) -> None:
+async def _cpu_spent(meter: CpuMeter, budget: float) -> None:
+    """Return once the tree has used ``budget`` CPU seconds more than when called."""
+    base = await asyncio.to_thread(meter.seconds) if meter.usage_file is None else meter.seconds()
+    while True:
+        await asyncio.sleep(_CPU_POLL_S)
+        used = (await asyncio.to_thread(meter.seconds) if meter.usage_file is None
+                else meter.seconds())
+        if used - base >= budget:
+            return
+
+
+def _kill(proc: asyncio.subprocess.Process, cgroup: PidsCgroup | None,
+          meter: CpuMeter | None = None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     if cgroup is not None:
         cgroup.kill_all()
+    if meter is not None:
+        meter.kill_all()
 
 
-async def _remove(cgroup: PidsCgroup) -> None:
+async def _remove(cgroup: PidsCgroup | CpuMeter) -> None:
     for _ in range(100):
         if cgroup.try_remove():
             return

@@ -1,14 +1,29 @@
-"""One factory for sandboxes: config name -> backend instance, or why there is none."""
+"""One factory for sandboxes: config name -> backend instance, or why there is none.
+
+``auto`` means the strongest isolation that really works here: gVisor when ``runsc`` is
+installed and passes its one-time self-check (it starts a container and runs ``ls -l`` and
+``stat`` in it), else bubblewrap. :func:`isolation_report` says, per tool, which backend it
+actually gets and why (``bastion doctor`` and ``bastion sandbox status`` print it).
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.config.model import LimitsConfig
 from bastion.errors import SandboxError
 from bastion.security.sandbox.base import Limits, NetworkPolicy, Sandbox, SandboxSpec
 
+if TYPE_CHECKING:
+    from bastion.config.model import Config
+
 BACKENDS = ("bubblewrap", "gvisor", "podman")
+#: The tools that run code the model wrote (``auto`` gives them gVisor where it works).
+CODE_TOOLS = ("shell", "python")
 
 
 def limits_from_config(cfg: LimitsConfig) -> Limits:
@@ -41,16 +56,57 @@ def backend_class(kind: str) -> type[Sandbox]:
                        fix="set security.sandbox to auto, bubblewrap, gvisor, podman or none")
 
 
+def explain_kind(kind: str) -> tuple[str, str]:
+    """Return ``(backend, why)`` for a configured kind, resolving ``auto``."""
+    if kind != "auto":
+        return kind, "configured"
+    try:
+        problem = backend_class("gvisor").available()
+    except (SandboxError, ImportError) as exc:
+        problem = str(exc)
+    if problem is None:
+        return "gvisor", "runsc is installed and passed its self-check"
+    return "bubblewrap", f"gVisor unusable: {problem}"
+
+
 def resolve_kind(kind: str) -> str:
     """Resolve ``auto`` to the strongest backend that works here (gVisor, else bubblewrap)."""
-    if kind != "auto":
-        return kind
-    try:
-        if backend_class("gvisor").available() is None:
-            return "gvisor"
-    except SandboxError:
-        pass
-    return "bubblewrap"
+    return explain_kind(kind)[0]
+
+
+@dataclass(slots=True, frozen=True)
+class Isolation:
+    """What one tool actually runs in."""
+
+    tool: str
+    configured: str  # the config value that applies (security.tool_sandboxes or .sandbox)
+    backend: str  # what that resolves to; "none" when the tool refuses to run
+    why: str
+    problem: str | None = None  # set when the backend cannot run here
+
+
+def isolation_report(config: Config, tools: Iterable[str] = CODE_TOOLS) -> list[Isolation]:
+    """Return, per sandboxed tool, the isolation it gets with ``config`` on this machine."""
+    sec = config.security
+    out: list[Isolation] = []
+    for tool in tools:
+        per_tool = tool in sec.tool_sandboxes
+        kind = sec.tool_sandboxes.get(tool, sec.sandbox)
+        source = f"security.tool_sandboxes.{tool}" if per_tool else "security.sandbox"
+        if kind == "none":
+            out.append(Isolation(tool, kind, "none", f"{source}: none",
+                                 "sandboxing is off: the tool refuses to run"))
+            continue
+        backend, why = explain_kind(kind)
+        why = f"{source}: {kind}" + ("" if why == "configured" else f" ({why})")
+        if tool in sec.egress:
+            why += "; own egress namespace"
+        try:
+            problem = backend_class(backend).available()
+        except (SandboxError, ImportError) as exc:
+            problem = str(exc)
+        out.append(Isolation(tool, kind, backend, why, problem))
+    return out
 
 
 def build_sandbox(kind: str, spec: SandboxSpec, *, warm: int = 0
@@ -66,7 +122,7 @@ def build_sandbox(kind: str, spec: SandboxSpec, *, warm: int = 0
     if problem:
         return None, problem
     try:
-        if warm and cls.name in ("bubblewrap", "podman"):  # the backends with a warm pool
+        if warm and "warm" in inspect.signature(cls.__init__).parameters:  # has a warm pool
             return cls(spec, warm=warm), None  # type: ignore[call-arg]
         return cls(spec), None  # type: ignore[call-arg]
     except SandboxError as exc:

@@ -6,9 +6,26 @@ the merged-usr links and a copied, secret-free ``/etc``; ``/usr`` is bind-mounte
 the workspace read-write at ``/workspace``, ``/tmp`` is a tmpfs. The process has no
 capabilities, no new privileges, its own pid/ipc/uts/mount namespaces, no network
 (``--network=none``), and runs against gVisor's user-space kernel (``--platform=ptrace``;
-``kvm`` hangs on many hosts). Limits are OCI rlimits enforced by the sentry (address space,
-processes, file size, open files); the wall-clock deadline kills the container, and as the
-sentry does not enforce ``RLIMIT_CPU`` (gVisor 2022), CPU time is bounded by the deadline.
+``kvm`` hangs on many hosts).
+
+Limits: address space, processes, file size and open files are OCI rlimits enforced by the
+sentry. The sentry accounts CPU time but does not enforce ``RLIMIT_CPU`` (gVisor 2022, as in
+Debian 12), so bastion meters the CPU time of the whole sandbox on the host (a cgroup, see
+:class:`~bastion.security.sandbox._cgroup.CpuMeter`) from the moment the command starts and
+kills it as ``cpu_time`` when the budget is spent; gVisor's own boot is not charged. The
+wall-clock deadline kills the container too.
+
+``ls -l`` and ``stat``: that runsc rejects ``AT_NO_AUTOMOUNT`` in ``statx``/``newfstatat``
+with ``EINVAL``, and coreutils 9 always passes it. The flag is meaningless inside the sandbox
+(no automount points), so the root carries a tiny shim, preloaded through the root's own
+``/etc/ld.so.preload``, that clears it; it is built once with the host C compiler. Where none
+is installed, the self-check in :meth:`GVisorSandbox.available` fails and ``auto`` picks
+bubblewrap.
+
+Every run gets a fresh container: cold, one is started per call (with a one-line handshake,
+so the CPU meter starts when the command does); warm (``security.warm_pool``), containers
+are started ahead with a waiter that execs the call's command, each serving one call,
+so nothing a call leaves in ``/tmp`` or in memory reaches the next.
 
 The sandbox user is the workspace's owner (so writes land with the right owner); when
 that is root, it is uid 0 *inside gVisor* with every capability dropped.
@@ -16,12 +33,17 @@ that is root, it is uid 0 *inside gVisor* with every capability dropped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
@@ -29,13 +51,62 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import SandboxError
-from bastion.security.sandbox._proc import run_tree
+from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
+from bastion.security.sandbox._proc import Spawned, discard, drive, spawn
 from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.tools.base import ProcessResult
 
 INSTALL_HINT = "apt-get install runsc"
+SHIM_HINT = "apt-get install gcc libc6-dev"
 _HOST_PIDS_MAX = 4096  # runsc's own threads count against a host pids cgroup
+_ROOTFS_VERSION = "2"  # bump when the root's layout changes (rebuilt on mismatch)
+_SHIM_PATH = "/.bastion/noautomount.so"  # inside the sandbox
+_READY_TIMEOUT_S = 30.0  # a warm container's boot
+# The cold-run handshake: say "up" (one NUL byte), wait for the go line, become the command.
+_HANDSHAKE = 'printf "\\0"; read -r _ || exit 0; exec "$@"'
+# The self-check: what coreutils does all day (statx with AT_NO_AUTOMOUNT) must work.
+_SELF_CHECK = ("echo probe > /workspace/p && ls -l /workspace/p /usr >/dev/null && "
+               "stat -c %s /workspace/p && find /workspace -name p")
+
+_SHIM_SOURCE = r"""
+/* bastion: clear AT_NO_AUTOMOUNT, which gVisor 2022 rejects with EINVAL (a no-op here). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#ifndef AT_NO_AUTOMOUNT
+#define AT_NO_AUTOMOUNT 0x800
+#endif
+struct statx;
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
+    return (int)syscall(SYS_statx, dirfd, path, flags & ~AT_NO_AUTOMOUNT, mask, buf);
+}
+int fstatat(int dirfd, const char *path, struct stat *buf, int flags) {
+    return (int)syscall(SYS_newfstatat, dirfd, path, buf, flags & ~AT_NO_AUTOMOUNT);
+}
+int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags) {
+    return (int)syscall(SYS_newfstatat, dirfd, path, buf, flags & ~AT_NO_AUTOMOUNT);
+}
+"""
+
+
+@functools.cache
+def _shim_library() -> bytes | None:
+    """Compile the ``AT_NO_AUTOMOUNT`` shim once per process; None without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="bastion-shim-") as tmp:
+        src, out = Path(tmp) / "noautomount.c", Path(tmp) / "noautomount.so"
+        src.write_text(_SHIM_SOURCE)
+        try:
+            proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.read_bytes() if proc.returncode == 0 and out.exists() else None
 
 
 def _copy_etc(dest: Path) -> None:
@@ -64,41 +135,78 @@ def _build_rootfs(root: Path, hostname: str) -> None:
             (root / name).mkdir(exist_ok=True)
     _copy_etc(root / "etc")
     _write_identity(root / "etc", hostname)
+    shim = _shim_library()
+    if shim is not None:
+        lib = root / _SHIM_PATH.lstrip("/")
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        lib.write_bytes(shim)
+        lib.chmod(0o755)
+        lib.parent.chmod(0o755)
+        (root / "etc" / "ld.so.preload").write_text(_SHIM_PATH + "\n")
+        (root / "etc" / "ld.so.preload").chmod(0o644)
     root.chmod(0o755)
+    (root / ".complete").write_text(_ROOTFS_VERSION)
 
 
+_ROOTFS: set[Path] = set()
 
 
-_ROOTFS: dict[str, Path] = {}
+def _ensure_rootfs(root: Path, hostname: str) -> Path:
+    """Return ``root``, built (atomically) unless a current build is already there."""
+    if root in _ROOTFS:
+        return root
+    marker = root / ".complete"
+    if not (marker.exists() and marker.read_text() == _ROOTFS_VERSION):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".gvisor-root-", dir=root.parent))
+        try:
+            _build_rootfs(staging / "root", hostname)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(staging / "root", root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    _ROOTFS.add(root)
+    return root
 
 
 def _shared_rootfs(hostname: str) -> Path:
     """Return the read-only root for ``hostname``: built once under bastion's home, then reused."""
     from bastion.config import paths
 
-    if hostname in _ROOTFS:
-        return _ROOTFS[hostname]
-    root = paths.data_dir("sandbox") / f"gvisor-root-{hostname}"
-    if not (root / ".complete").exists():
-        staging = Path(tempfile.mkdtemp(prefix=".gvisor-root-", dir=root.parent))
-        try:
-            _build_rootfs(staging / "root", hostname)
-            (staging / "root" / ".complete").touch()
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(staging / "root", root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    _ROOTFS[hostname] = root
-    return root
+    return _ensure_rootfs(paths.data_dir("sandbox") / f"gvisor-root-{hostname}", hostname)
+
+
+class _AfterCallPool(WarmPool):
+    """A warm pool that refills once a call is over, not while it runs.
+
+    Booting a gVisor container costs a few hundred ms of CPU; started the moment a call
+    takes a container, it would compete with that call for the CPU.
+    """
+
+    def _refill_soon(self) -> None:  # take() asks for it; run() calls refill() afterwards
+        return
+
+    def refill(self) -> None:
+        """Start topping the pool up in the background."""
+        WarmPool._refill_soon(self)
 
 
 class GVisorSandbox(ProbedBackend):
-    """A :class:`~bastion.security.sandbox.base.Sandbox` running commands under gVisor."""
+    """A :class:`~bastion.security.sandbox.base.Sandbox` running commands under gVisor.
+
+    Args:
+        spec: Workspace, limits and network policy.
+        runsc: Path of the ``runsc`` binary (default: found on PATH).
+        hostname: Host name inside the sandbox.
+        warm: How many containers to keep started ahead (0: every call starts one).
+        rootfs: Where the read-only root lives (default: under bastion's home).
+
+    """
 
     name = "gvisor"
 
     def __init__(self, spec: SandboxSpec, *, runsc: str | None = None,
-                 hostname: str = "sandbox") -> None:
+                 hostname: str = "sandbox", warm: int = 0, rootfs: Path | None = None) -> None:
         found = runsc or shutil.which("runsc")
         if not found:
             raise SandboxError("gVisor (runsc) is not installed", fix=INSTALL_HINT)
@@ -109,29 +217,41 @@ class GVisorSandbox(ProbedBackend):
         self._state.chmod(0o755)
         self._runsc_root = self._state / "runsc"
         self._runsc_root.mkdir()
-        self._rootfs = _shared_rootfs(hostname)
+        self._rootfs = (_ensure_rootfs(rootfs, hostname) if rootfs is not None
+                        else _shared_rootfs(hostname))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
         st = os.stat(spec.workspace)
         self.uid, self.gid = st.st_uid, st.st_gid
+        self._cleanups: set[threading.Thread] = set()
+        self.warm_pool = _AfterCallPool(warm, self._spawn_waiter) if warm else None
 
     @classmethod
     def _probe(cls) -> str | None:
-        """Return ``None`` when runsc runs a command here, else why not (with the fix)."""
+        """Return ``None`` when runsc runs and passes the self-check here, else why not."""
         exe = shutil.which("runsc")
         if exe is None:
             return f"gVisor is not installed (fix: {INSTALL_HINT})"
         with tempfile.TemporaryDirectory(prefix="bastion-gvisor-probe-") as tmp:
+            ws = Path(tmp) / "ws"
+            ws.mkdir()
             try:
-                proc = subprocess.run(
-                    [exe, "--root", tmp, "--network=none", "--platform=ptrace", "do", "/bin/true"],
-                    capture_output=True, timeout=20,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
+                box = cls(SandboxSpec(ws, Limits(wall_seconds=30)), runsc=exe,
+                          rootfs=Path(tmp) / "root")
+                proc = subprocess.run(box.command(["/bin/sh", "-c", _SELF_CHECK]),
+                                      capture_output=True, timeout=30,
+                                      env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                box.close()
+            except (OSError, SandboxError, subprocess.TimeoutExpired) as exc:
                 return f"runsc does not start: {exc}"
-        if proc.returncode != 0:
-            why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-            return f"runsc cannot start a sandbox here ({why[0]})"
-        return None
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        if proc.stdout.decode(errors="replace").split() == ["6", "/workspace/p"]:
+            return None
+        if any("statx" in line or "cannot access" in line for line in err):
+            why = "runsc starts, but stat/ls fail inside it (statx AT_NO_AUTOMOUNT)"
+            if _shim_library() is None:
+                return f"{why}: no C compiler to build bastion's statx shim (fix: {SHIM_HINT})"
+            return f"{why} ({err[-1]})"
+        return f"runsc cannot start a sandbox here ({(err or ['?'])[-1]})"
 
     def _oci(self, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
              ro_paths: Sequence[Path]) -> dict[str, Any]:
@@ -169,6 +289,7 @@ class GVisorSandbox(ProbedBackend):
                 "capabilities": {k: [] for k in
                                  ("bounding", "effective", "inheritable", "permitted", "ambient")},
                 "rlimits": [
+                    # declared for programs that read it; the host CPU meter enforces it
                     rl("RLIMIT_CPU", limits.cpu_seconds, limits.cpu_seconds + 1),
                     rl("RLIMIT_AS", limits.memory_mb * mb),
                     rl("RLIMIT_NPROC", limits.max_processes),
@@ -198,8 +319,10 @@ class GVisorSandbox(ProbedBackend):
         # nsenter put runsc in, so the namespace's nftables filter every packet; its own
         # netstack (--network=sandbox) would write raw frames that bypass them.
         network = "host" if self.spec.network.enabled else "none"
+        # --ignore-cgroups: runsc would move its sentry and gofer into cgroups of its own
+        # (named after the container), out of the per-run pids cgroup and CPU meter.
         args = [self.runsc, "--root", str(self._runsc_root), f"--network={network}",
-                "--platform=ptrace"]
+                "--platform=ptrace", "--ignore-cgroups"]
         return _join_netns(self.spec, args)
 
     def command(
@@ -217,6 +340,20 @@ class GVisorSandbox(ProbedBackend):
         cid, bundle = self._bundle(argv, full_env, limits or self.spec.limits, ro_paths)
         return [*self._runsc_args(), "run", "--bundle", str(bundle), cid]
 
+    async def _start(self, argv: Sequence[str], env: Mapping[str, str]
+                     ) -> tuple[Spawned, str, Path]:
+        """Start a container running ``argv`` (which first writes one NUL byte when up)."""
+        cid, bundle = self._bundle(argv, env, self.spec.limits, ())
+        try:
+            spawned = await spawn([*self._runsc_args(), "run", "--bundle", str(bundle), cid],
+                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                  stdin_pipe=True, max_pids=_HOST_PIDS_MAX, cpu_meter=True)
+        except BaseException:
+            self._forget(cid, bundle)
+            raise
+        spawned.tag = (cid, bundle)
+        return spawned, cid, bundle
+
     async def run(
         self,
         argv: list[str],
@@ -228,34 +365,92 @@ class GVisorSandbox(ProbedBackend):
         """Run ``argv`` in a fresh gVisor container; removed afterwards whatever happens."""
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
 
+        start = time.perf_counter()
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
-        cid, bundle = self._bundle(argv, BubblewrapSandbox.environment(env), limits, ())
+        full_env = BubblewrapSandbox.environment(env)
+        label = {"backend": self.name, "command": " ".join(argv)[:200],
+                 "workspace": str(self.spec.workspace)}
+        warm = self.warm_pool.take() if self.warm_pool is not None else None
+        if warm is not None:
+            cid, bundle = warm.tag
+            header = request_line(argv, full_env)
+            label["warm"] = "yes"
+        else:
+            warm, cid, bundle = await self._start(["/bin/sh", "-c", _HANDSHAKE, "sh", *argv],
+                                                  full_env)
+            header = b"\n"
+            try:  # the boot counts against the wall clock, not against the CPU budget
+                assert warm.proc.stdout is not None
+                await asyncio.wait_for(warm.proc.stdout.readexactly(1), wall)
+            except asyncio.IncompleteReadError:
+                pass  # runsc failed to start the container: drive() reports its stderr
+            except TimeoutError:
+                await discard(warm)
+                self._forget(cid, bundle)
+                return ProcessResult(exit_code=-9, stdout="", stderr="", timed_out=True,
+                                     killed_reason="timeout", duration_ms=wall * 1000)
+            except BaseException:
+                await discard(warm)
+                self._forget(cid, bundle)
+                raise
+        label["container"] = cid
         try:
-            return await run_tree(
-                [*self._runsc_args(), "run", "--bundle", str(bundle), cid],
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                stdin=stdin,
-                wall_seconds=wall,
-                output_bytes=limits.output_bytes,
-                max_pids=_HOST_PIDS_MAX,
-                label={"backend": self.name, "command": " ".join(argv)[:200],
-                       "workspace": str(self.spec.workspace), "container": cid},
-            )
+            result = await drive(warm, stdin=stdin,
+                                 wall_seconds=max(wall - (time.perf_counter() - start), 0.01),
+                                 output_bytes=limits.output_bytes, header=header, label=label,
+                                 cpu_seconds=float(limits.cpu_seconds))
+            return dataclasses.replace(result, duration_ms=(time.perf_counter() - start) * 1000)
         finally:
-            await self._delete(cid)
+            self._forget(cid, bundle)
+            if self.warm_pool is not None:
+                self.warm_pool.refill()
+
+    async def _spawn_waiter(self) -> Spawned:
+        from bastion.security.sandbox.bwrap import BubblewrapSandbox
+
+        spawned, cid, bundle = await self._start(["python3", "-I", "-S", "-c", WAITER],
+                                                 BubblewrapSandbox.environment(None))
+        try:  # the waiter writes one NUL byte once it is up and reading
+            assert spawned.proc.stdout is not None
+            await asyncio.wait_for(spawned.proc.stdout.readexactly(1), _READY_TIMEOUT_S)
+        except BaseException:
+            await discard(spawned)
+            self._forget(cid, bundle)
+            raise
+        return spawned
+
+    def _forget(self, cid: str, bundle: Path) -> None:
+        """Remove a finished container's runsc state and bundle, off the caller's path.
+
+        A thread, not a task: a ``runsc delete`` subprocess still starting when the event
+        loop closes would block its shutdown.
+        """
+        worker = threading.Thread(target=self._delete, args=(cid, bundle), daemon=True,
+                                  name=f"gvisor-delete-{cid}")
+        self._cleanups.add(worker)
+        worker.start()
+
+    def _delete(self, cid: str, bundle: Path) -> None:
+        try:
+            # `runsc run` removes its container when it exits; a killed one leaves state.
+            if any(self._runsc_root.glob(f"*{cid}*")):
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    subprocess.run([self.runsc, "--root", str(self._runsc_root), "delete",
+                                    "-force", cid], capture_output=True, timeout=30)
             shutil.rmtree(bundle, ignore_errors=True)
+        finally:
+            self._cleanups.discard(threading.current_thread())
 
-    async def _delete(self, cid: str) -> None:
-        import asyncio
-
-        with contextlib.suppress(OSError):
-            proc = await asyncio.create_subprocess_exec(
-                self.runsc, "--root", str(self._runsc_root), "delete", "-force", cid,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )
-            await proc.wait()
+    async def aclose(self) -> None:
+        """Stop the warm containers and wait for pending clean-ups."""
+        if self.warm_pool is not None:
+            await self.warm_pool.close()
+        for worker in list(self._cleanups):
+            await asyncio.to_thread(worker.join, 30)
 
     def close(self) -> None:
         """Remove the bundle directory and runsc state."""
+        if self.warm_pool is not None:
+            self.warm_pool.shutdown()
         self._finalizer()
