@@ -92,7 +92,7 @@ class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
     sandbox: Literal["auto", "bubblewrap", "gvisor", "podman", "none"] = Field(
-        default="bubblewrap",
+        default="auto",
         description="backend for shell/python; auto = gvisor when runsc works, else bubblewrap",
     )
     egress: dict[str, EgressConfig] = Field(
