@@ -40,7 +40,7 @@ SEND = ToolSpec("send_email", "Send an email", {
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[EmbeddedModel]:
-    yield EmbeddedModel.load(n_ctx=1024, n_threads=2)
+    yield EmbeddedModel.load(n_ctx=1024, n_threads=1)
 
 
 async def ask(model: PrivacyRouter, text: str, tools: list[ToolSpec] | None = None,
@@ -113,7 +113,7 @@ def test_app_wires_router_cli_and_api(proxy: RecordingProxy) -> None:
     token = "tok-privacy-5b1f0e"
     config = Config.model_validate({
         "api": {"token": token},
-        "model": {"n_ctx": 1024},
+        "model": {"n_ctx": 1024, "n_threads": 1},
         "memory": {"enabled": False},
         "privacy": {"enabled": True, "remote": {
             "backend": "openai", "profile": "llamacpp", "base_url": proxy.url,
