@@ -109,6 +109,7 @@ def _nonce(round_: int, sender: int, receiver: int) -> bytes:
 class _Mailbox:
     def __init__(self) -> None:
         self.frames: dict[tuple[int, int], dict[str, Any]] = {}
+        self.aborted: dict[int, str] = {}
         self.changed = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -116,7 +117,10 @@ class _Mailbox:
             size = struct.unpack(">I", await reader.readexactly(4))[0]
             if size <= _MAX_FRAME:
                 frame = json.loads(await reader.readexactly(size))
-                self.frames[(int(frame["round"]), int(frame["from"]))] = frame
+                if frame.get("abort"):  # unauthenticated: it can only stop the run early
+                    self.aborted[int(frame["from"])] = str(frame["abort"])[:200]
+                else:
+                    self.frames[(int(frame["round"]), int(frame["from"]))] = frame
                 self.changed.set()
         except (asyncio.IncompleteReadError, ValueError, KeyError, TypeError):
             pass  # a malformed or partial frame is ignored; the run times out instead
@@ -126,6 +130,9 @@ class _Mailbox:
     async def take(self, round_: int, sender: int, deadline: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         while (round_, sender) not in self.frames:
+            if self.aborted:
+                who, why = next(iter(self.aborted.items()))
+                raise CryptoError(f"party {who} aborted the run: {why}")
             left = deadline - loop.time()
             if left <= 0:
                 raise CryptoError(f"party {sender} sent nothing for round {round_}",
@@ -201,6 +208,11 @@ async def private_sum(me: Party, peers: list[Peer], value: int, session: str, *,
         total = partial
         for p in peers:
             total = (total + open_(p, await box.take(2, p.pid, deadline), 2)) % MODULUS
+    except CryptoError as exc:  # tell the others at once instead of letting them time out
+        note = {"round": 0, "from": me.pid, "abort": exc.message}
+        soon = loop.time() + 2
+        await asyncio.gather(*(_send(p, note, soon) for p in peers), return_exceptions=True)
+        raise
     finally:
         server.close()
         await server.wait_closed()
