@@ -29,7 +29,6 @@ COMMAND_MODULES = [
     "bastion.cli.voice",  # voice (push-to-talk, --input/--output), transcribe, say, wyoming
     "bastion.cli.audit",  # audit events|tools|security|stats|export|verify
     "bastion.cli.secrets",  # secrets set|get|list|rm|recipient
-    "bastion.cli.crypto",  # crypto hsm|seal|unseal|lock|split|combine|mpc-sum; audit prove
     "bastion.cli.privacy",  # privacy scan (PII and the routing decision)
     "bastion.cli.crypto",  # crypto hsm|seal|unseal|lock|split|combine|mpc-sum; audit prove
     "bastion.cli.intel",  # intel status|train|check|trust|report|feeds|siem|alerts
