@@ -17,6 +17,7 @@ _REF_LINE = re.compile(r'^(\s*)- (\w+)(?: "((?:[^"\\]|\\.)*)")?(.*?)\[ref=([A-Za
 INTERACTIVE = {"button", "link", "textbox", "searchbox", "combobox", "checkbox", "radio",
                "menuitem", "menuitemcheckbox", "menuitemradio", "option", "switch", "tab",
                "spinbutton", "slider", "listbox", "treeitem"}
+FIELDS = {"textbox", "searchbox", "combobox", "spinbutton"}
 _SECRET_WORDS = re.compile(r"(?i)pass(word|wd|phrase|code)?|secret|token|otp|one.?time|2fa|mfa|"
                            r"\bpin\b|cvv|cvc|csc|security.?code|card|\bcc.?(num|number)")
 _SECRET_AUTOCOMPLETE = {"current-password", "new-password", "one-time-code", "cc-number",
@@ -97,12 +98,17 @@ async def element_facts(page: Any, ref: str, timeout_ms: float) -> dict[str, Any
 
 
 async def take(page: Any, *, timeout_ms: float) -> tuple[str, dict[str, Element]]:
-    """Return the masked snapshot text and its interactive elements by ref."""
+    """Return the masked snapshot text and its interactive elements by ref.
+
+    DOM facts are read here only for fields (their values may need masking); the target of a
+    click is inspected when the click is asked for (``BrowserManager.inspect``).
+    """
     text = await page.aria_snapshot(mode="ai", timeout=timeout_ms)
     found = [(r, role, name) for r, role, name in parse(text) if role in INTERACTIVE]
-    facts = await asyncio.gather(*(element_facts(page, r, timeout_ms) for r, _, _ in found))
-    elements = {r: Element(r, role, name, f or {}) for (r, role, name), f in zip(found, facts,
-                                                                                   strict=True)}
+    fields = [r for r, role, _ in found if role in FIELDS]
+    facts = await asyncio.gather(*(element_facts(page, r, timeout_ms) for r in fields))
+    known = dict(zip(fields, facts, strict=True))
+    elements = {r: Element(r, role, name, known.get(r) or {}) for r, role, name in found}
     return mask(text, elements), elements
 
 

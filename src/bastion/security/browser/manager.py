@@ -261,6 +261,17 @@ class BrowserManager:
         s = self._sessions.get(session_id)
         return s.elements.get(ref) if s is not None else None
 
+    async def inspect(self, session_id: str | None, ref: str) -> Element | None:
+        """Read the live DOM facts of ``ref`` into the session's cache (before risk rules)."""
+        s = self._sessions.get(session_id)
+        known = s.elements.get(ref) if s is not None else None
+        if s is None or known is None:
+            return None
+        live = await _snapshot.element_facts(s.page, ref, self.settings.action_timeout_s * 1000)
+        if live is not None:
+            known.facts = live
+        return known
+
     def current_url(self, session_id: str | None) -> str | None:
         """Return the URL of the session's page."""
         s = self._sessions.get(session_id)
@@ -358,7 +369,8 @@ class BrowserManager:
                             fix="call browser_read and use a ref from its snapshot")
         timeout = self.settings.action_timeout_s * 1000
         live = await _snapshot.element_facts(s.page, ref, timeout)
-        if live is None or live.get("tag") != known.facts.get("tag"):
+        seen_tag = known.facts.get("tag")
+        if live is None or (seen_tag is not None and live.get("tag") != seen_tag):
             raise ToolError(f"element {ref} is gone (the page changed)",
                             fix="call browser_read again and use a fresh ref")
         known.facts = live  # the guard below checks what is there now

@@ -212,6 +212,9 @@ def browser_conditions(manager: Any, *, is_secret: Callable[[str], bool] | None 
 class BrowserGuardStage:
     """Gateway stage (before risk/approval): refuse typing into password and secret fields.
 
+    It first reads the live DOM facts of the element a click or type targets, so the risk
+    rules classify the element as it is now (label, form, link), not as it was last read.
+
     No human is asked: the agent must never type a password, whoever approves. The refusal is
     an ordinary denied result, so the audit stage records it.
     """
@@ -220,9 +223,13 @@ class BrowserGuardStage:
         self.manager = manager
 
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
-        """Deny ``browser_type`` into a secret-looking field, pass everything else."""
+        """Refresh the target's facts; deny ``browser_type`` into a secret-looking field."""
+        ref = req.call.arguments.get("ref")
+        if req.tool.name in (CLICK, TYPE) and isinstance(ref, str):
+            inspect = getattr(self.manager, "inspect", None)
+            if inspect is not None:  # the risk rules then judge what is on the page now
+                await inspect(req.session_id, ref.strip())
         if req.tool.name == TYPE:
-            ref = req.call.arguments.get("ref")
             el = self.manager.element(req.session_id, ref) if isinstance(ref, str) else None
             why = el.secret_reason() if el is not None else None
             if why is not None:
