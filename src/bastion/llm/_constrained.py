@@ -76,9 +76,7 @@ class Policy:
     none_threshold: float = 0.12  # below this lexical relevance (and unless the model ranks a
     # tool above "none") the request is answered without a tool
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
-    answer_after_tool: bool = (
-        True  # after a tool result, answer unless a new call is clearly needed
-    )
+    answer_after_tool: bool = False  # True: always answer after a tool result (no chaining)
     copy_strings: bool = True  # name-like string arguments are copied from the user's words
 
 
@@ -97,26 +95,34 @@ FILL_SYSTEM = (
 )
 
 
+def _call_label(call: ToolCall | None, name: str | None) -> str:
+    if call is None:
+        return name or "the tool"
+    args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.arguments.items())
+    return f"{call.name}({args})"
+
+
 def plain_messages(messages: Sequence[Message], *, system_extra: str = "") -> Plain:
     """Flatten messages to ``role``/``content`` pairs any chat template accepts.
 
-    Assistant tool calls become a JSON line in the assistant's content; tool results become
-    a user message that names the tool. Consecutive messages of one role are merged (some
-    templates insist on alternation).
+    A tool call is not shown as JSON in the assistant's turn (a small model then answers by
+    echoing JSON); its result becomes a user message that names the call, e.g.
+    ``Result of list_files(path="notes"):``. Consecutive messages of one role are merged
+    (some templates insist on alternation).
     """
     out: Plain = []
+    calls: dict[str, ToolCall] = {}
     for m in messages:
         role = m.role
         content = m.content
         if m.role == "assistant" and m.tool_calls:
-            calls = "\n".join(
-                json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)
-                for c in m.tool_calls
-            )
-            content = f"{content}\n{calls}".strip()
+            calls.update((c.id, c) for c in m.tool_calls)
+            if not content.strip():
+                continue
         elif m.role == "tool":
             role = "user"
-            content = f"Result of {m.name or 'the tool'}:\n{content}"
+            call = calls.get(m.tool_call_id or "")
+            content = f"Result of {_call_label(call, m.name)}:\n{content}"
         if role == "system" and system_extra:
             content = content + system_extra
             system_extra = ""
@@ -176,13 +182,28 @@ async def choose(
     if len(tools) == 1 and not allow_none:
         return names[0], none_usage
     tail = _turn_tail(messages)
-    if allow_none and policy.answer_after_tool and any(m.role == "tool" for m in tail):
-        # A tool already answered in this turn: a small model tends to repeat the call, so
-        # the default after a result is to answer. Larger models use native tool calls.
-        return NO_TOOL, none_usage
     query = _query(messages)
-    lexical = _relevance.best(query, tools)
-    prompt = tool_prompt(messages, tools)
+    if allow_none and any(m.role == "tool" for m in tail):
+        if policy.answer_after_tool:
+            return NO_TOOL, none_usage
+        # A tool already answered in this turn. Chain only on what the request still asks
+        # for: its words minus those of the tools already called (a small model otherwise
+        # repeats the call it just made).
+        remaining = _relevance.terms(query) - _called_terms(tail, tools)
+        lexical = [_relevance.relevance_of_terms(remaining, t) for t in tools]
+        keep = [i for i, lex in enumerate(lexical) if lex >= policy.none_threshold]
+        if not keep:
+            return NO_TOOL, none_usage
+        # only the tools the rest of the request is about compete (the prompt still lists
+        # every tool, so the choose step's prefix is shared)
+        shown = tools
+        tools = [tools[i] for i in keep]
+        lexical = [lexical[i] for i in keep]
+        names = [t.name for t in tools]
+    else:
+        shown = tools
+        lexical = _relevance.best(query, tools)
+    prompt = tool_prompt(messages, shown)
     options = [*names, NO_TOOL] if allow_none else names
     scores = await prims.score(prompt, CHOOSE_PREFIX, options)
     usage = none_usage
@@ -210,17 +231,111 @@ async def choose(
     return names[best], usage
 
 
+_PATH_WORDS = frozenset(["path", "file", "filename", "dir", "directory", "folder", "filepath"])
+_PATH_TOKEN = re.compile(
+    r"(?<![\w/.-])(?:[\w.-]*/[\w./-]+|[\w-]+\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])"
+)
+_QUOTED = re.compile(r"(?:^|(?<=\s))'([^'\n]{1,80})'(?=\W|$)|\"([^\"\n]{1,80})\"")
+_NEAR_FOLDER = (
+    re.compile(r"\b([\w./-]+)\s+(?:folder|directory|dir)\b", re.IGNORECASE),
+    re.compile(r"\b(?:folder|directory|dir)\s+(?:called\s+|named\s+)?([\w./-]+)", re.I),
+)
+_NOT_A_NAME = frozenset(
+    ["current", "working", "same", "whole", "entire", "every", "which", "that", "this", "each",
+     "called", "named", "and", "then", "the", "my", "your", "our", "a", "an", "in", "of", "to",
+     "for", "from", "is", "with", "at", "on", "it", "its", "their", "his", "her", "some",
+     "any", "all", "new", "another", "one", "its", "what"]
+)  # fmt: skip
+
+
+def _path_kind(name: str, prop: dict[str, Any]) -> str | None:
+    """Return ``"dir"``, ``"file"`` or ``"any"`` for a path parameter, else None.
+
+    Judged from the parameter's name and its description (``Directory relative to ...``).
+    """
+    if prop.get("type") not in (None, "string") or any(k in prop for k in ("enum", "const")):
+        return None
+    parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
+    if not parts & _PATH_WORDS:
+        return None
+    doc = set(re.findall(r"[a-z]+", str(prop.get("description", "")).lower()))
+    if parts & {"dir", "directory", "folder"} or (
+        doc & {"directory", "folder", "dir"} and not doc & {"file", "filename"}
+    ):
+        return "dir"
+    if parts & {"file", "filename", "filepath"} or doc & {"file", "filename"}:
+        return "file"
+    return "any"
+
+
+def _paths_for(kind: str, values: list[str]) -> list[str]:
+    has_ext = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
+    if kind == "dir":
+        return [v for v in values if not has_ext.search(v)]
+    if kind == "file":
+        return [v for v in values if has_ext.search(v) or "/" in v]
+    return values
+
+
+def path_values(text: str) -> list[str]:
+    """Return the file and folder names a request gives: quoted strings, tokens with a slash
+    or a file extension, and the word next to "folder"/"directory" (``the notes folder``)."""
+    out: list[str] = []
+
+    def add(v: str) -> None:
+        v = v.strip().rstrip(".,;:!?")
+        if v and v not in out and v.lower() not in _NOT_A_NAME:
+            out.append(v)
+
+    for a, b in _QUOTED.findall(text):
+        add(a or b)
+    text = _QUOTED.sub(" ", text)
+    for m in _PATH_TOKEN.finditer(text):
+        tok = m.group(0)
+        if not re.fullmatch(r"(?i)[\d.]+|e\.g|i\.e|and/or|\w+/\w*s", tok):
+            add(tok)
+    for rx in _NEAR_FOLDER:
+        for m in rx.finditer(text):
+            add(m.group(1))
+    return out
+
+
+_SYNONYMS = {"folder": "directory", "dir": "directory", "filename": "file", "filepath": "path"}
+
+
+def _canon(words: set[str]) -> set[str]:
+    return {_SYNONYMS.get(w, w) for w in words}
+
+
+def _called_terms(tail: Sequence[Message], tools: Sequence[ToolSpec]) -> set[str]:
+    """Return the name and description terms of every tool called in ``tail``."""
+    by_name = {t.name: t for t in tools}
+    out: set[str] = set()
+    for m in tail:
+        for c in m.tool_calls:
+            spec = by_name.get(c.name)
+            if spec is not None:
+                name, body = _relevance.tool_terms(spec)
+                out |= name | body
+    return out
+
+
 def _mentioned(name: str, spec_prop: dict[str, Any], query: str) -> bool:
-    """Whether the request seems to give a value for an optional parameter."""
-    q = _relevance.terms(query)
-    words = _relevance.terms(name.replace("_", " "))
+    """Whether the request seems to give a value for an optional parameter.
+
+    Evidence is the parameter's name in the request (``folder``/``directory`` count as
+    one word), one of its enum values, or, for a path parameter, a file or folder name.
+    """
+    q = _canon(_relevance.terms(query))
+    words = _canon(_relevance.terms(name.replace("_", " ")))
     if words and words <= q:
         return True
     enum = spec_prop.get("enum")
     if isinstance(enum, list):
         low = query.lower()
         return any(isinstance(v, str) and v and v.lower() in low for v in enum)
-    return False
+    kind = _path_kind(name, spec_prop)
+    return kind is not None and bool(_paths_for(kind, path_values(query)))
 
 
 # Parameter names whose values are written, not quoted from the request.
@@ -302,16 +417,25 @@ def _name_like(name: str, schema: dict[str, Any]) -> bool:
 def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
     """Return the argument schema used for ``spec`` under ``policy``'s optional-args rule."""
     schema = args_schema(spec)
+    raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
+    path_args: set[str] = set()
     if policy.copy_strings:
         spans = copy_spans(query)
-        if spans:
-            for k, v in schema["properties"].items():
-                if isinstance(v, dict) and _name_like(k, v):
-                    v["enum"] = spans
+        paths = path_values(query)
+        for k, v in schema["properties"].items():
+            if not isinstance(v, dict):
+                continue
+            raw = raw_props.get(k)
+            kind = _path_kind(k, raw if isinstance(raw, dict) else v)
+            fitting = _paths_for(kind, paths) if kind else []
+            if fitting and v.get("type") == "string":
+                v["enum"] = fitting  # a path the request names, verbatim
+                path_args.add(k)
+            elif spans and _name_like(k, v):
+                v["enum"] = spans
     if policy.optional_args == "all":
         return schema
     req = set(schema.get("required", []))
-    raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
     keep = {
         k: v
         for k, v in schema["properties"].items()
@@ -324,6 +448,10 @@ def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> 
         )
     }
     schema["properties"] = keep
+    # an optional path whose value the request names is filled, not left to the model
+    named = [k for k in keep if k not in req and k in path_args]
+    if named:
+        schema["required"] = [*schema.get("required", []), *named]
     return schema
 
 

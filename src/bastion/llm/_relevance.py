@@ -163,7 +163,11 @@ def relevance(query: str, spec: ToolSpec) -> float:
     description is long. The score is the weighted share of the tool's terms that occur
     in the query, damped for tools with very few terms.
     """
-    q = terms(query)
+    return relevance_of_terms(terms(query), spec)
+
+
+def relevance_of_terms(q: set[str], spec: ToolSpec) -> float:
+    """Return :func:`relevance` for an already-extracted set of query terms."""
     if not q:
         return 0.0
     name, body = tool_terms(spec)

@@ -132,8 +132,24 @@ async def test_after_a_tool_result_the_model_answers() -> None:
     p = Prims(scores=[0.0, 0.0, 0.0])
     assert (await choose(p, msgs, [WEATHER, FILES], "auto"))[0] == "none"
     p2 = Prims(scores=[-5.0, 0.0, -5.0])
-    eager = Policy(answer_after_tool=False)
-    assert (await choose(p2, msgs, [WEATHER, FILES], "auto", eager))[0] == "list_files"
+    # nothing in the request is left for another tool: answer, without asking the model
+    assert (await choose(p2, msgs, [WEATHER, FILES], "auto"))[0] == "none"
+    assert p2.prompts == []
+
+
+async def test_after_a_tool_result_another_tool_is_chained_when_the_request_asks() -> None:
+    msgs = [
+        *user("list the files in the docs folder, then tell me the weather in Oslo"),
+        Message("assistant", "", tool_calls=[ToolCall("list_files", {"path": "docs"}, id="c1")]),
+        Message("tool", "a.txt", tool_call_id="c1", name="list_files"),
+    ]
+    p = Prims(scores=[-1.0, -1.0, 0.0])
+    assert (await choose(p, msgs, [WEATHER, FILES], "auto"))[0] == "get_weather"
+    # the prompt shows the call and its result in words, not as JSON
+    shown = p.prompts[0][-1]["content"]
+    assert 'Result of list_files(path="docs"):\na.txt' in shown and '"arguments"' not in shown
+    never = Policy(answer_after_tool=True)
+    assert (await choose(p, msgs, [WEATHER, FILES], "auto", never))[0] == "none"
 
 
 def test_fill_schema_optional_rules() -> None:
@@ -211,9 +227,11 @@ def test_plain_messages_flattens_tool_traffic() -> None:
         Message("user", "and?"),
     ]
     out = plain_messages(msgs)
-    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
-    assert out[2]["content"] == '{"name": "list_files", "arguments": {"path": "."}}'
-    assert out[3]["content"] == "Result of list_files:\na.txt\n\nand?"
+    # the call is not echoed as JSON in the assistant's turn: its result names it
+    assert [m["role"] for m in out] == ["system", "user"]
+    assert out[1]["content"] == 'hi\n\nResult of list_files(path="."):\na.txt\n\nand?'
+    said = [*msgs[:2], Message("assistant", "Let me look.", tool_calls=msgs[2].tool_calls)]
+    assert plain_messages(said)[2] == {"role": "assistant", "content": "Let me look."}
 
 
 async def test_servers_without_prefill_get_a_prompt_about_the_chosen_tool() -> None:
@@ -267,3 +285,38 @@ def test_copy_spans_and_name_like_arguments() -> None:
         Policy(copy_strings=False, optional_args="all"),
     )
     assert "enum" not in free["properties"]["country"]
+
+
+def test_path_values_and_optional_path_arguments() -> None:
+    from bastion.llm._constrained import path_values
+
+    assert path_values("List the files in the notes folder") == ["notes"]
+    assert path_values("read notes.txt and the folder called data") == ["notes.txt", "data"]
+    assert path_values('open "reports/q 3.csv" in src/app') == ["reports/q 3.csv", "src/app"]
+    assert path_values("what is in my folder? 3.5 km, e.g. more") == []
+    lister = ToolSpec(
+        "list_files",
+        "List a directory.",
+        {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "Directory relative to the root."},
+                "recursive": {"type": "boolean"},
+            },
+        },
+    )
+    reader = ToolSpec(
+        "read_file",
+        "Read a file.",
+        {
+            "type": "object",
+            "properties": {"path": {"type": "string", "description": "File path."}},
+        },
+    )
+    # an optional path the request names is filled, with the named value only
+    q = "list the files in the notes folder, then read notes/todo.md"
+    assert fill_schema(lister, q)["properties"]["path"]["enum"] == ["notes"]
+    assert fill_schema(reader, q)["properties"]["path"]["enum"] == ["notes/todo.md"]
+    assert "path" not in fill_schema(lister, "list the files please")["properties"]
+    # a file name is no folder: list_files keeps its default
+    assert "path" not in fill_schema(lister, "show me notes.txt")["properties"]
