@@ -379,9 +379,24 @@ def main() -> None:
         flush=True,
     )
     fh = args.out.open("a") if args.out else None
-    if fh and not records:
-        fh.write(json.dumps({"run": vars(args) | {"out": str(args.out)}, "tasks": len(tasks)}))
-        fh.write("\n")
+    if fh:
+        import platform
+        import subprocess
+        from importlib.metadata import version
+
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        env = {
+            "commit": commit,
+            "llama_cpp_python": version("llama_cpp_python"),
+            "bfcl_eval": version("bfcl_eval"),
+            "python": platform.python_version(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        print(f"run: {env}", flush=True)
+        head = {"run": vars(args) | {"out": str(args.out)}, "env": env, "tasks": len(tasks)}
+        fh.write(json.dumps(head) + "\n")
     t_start = time.perf_counter()
 
     def take(rec: dict[str, Any]) -> None:
