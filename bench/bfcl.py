@@ -35,7 +35,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.config.model import AgentConfig  # noqa: E402
 from bastion.llm._schema import normalize_schema  # noqa: E402
-from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path  # noqa: E402
+from bastion.llm.embedded import (  # noqa: E402
+    TEMPLATES,
+    EmbeddedModel,
+    load_llama,
+    shipped_model_path,
+)
 from bastion.llm.messages import ChatSettings, Message, ToolCallEvent, ToolSpec  # noqa: E402
 
 CATEGORIES = ("simple_python", "multiple", "irrelevance")
@@ -220,7 +225,9 @@ def plan(half: str, cats: list[str], limit: int, paths: list[str]) -> list[tuple
 class _Worker:
     """Answers tasks in one process; models are loaded on first use, once."""
 
-    def __init__(self, threads: int, inner_cap: bool) -> None:
+    def __init__(self, threads: int, inner_cap: bool, gguf: str = "", template: str = "") -> None:
+        self.gguf = Path(gguf) if gguf else shipped_model_path()
+        self.template = template
         self.threads = threads
         self.inner_cap = inner_cap
         self.default_llama: Any = None
@@ -238,7 +245,7 @@ class _Worker:
 
     def run(self, path: str, cat: str, qid: str) -> dict[str, Any]:
         q = self.question(cat, qid)
-        gguf = shipped_model_path()
+        gguf = self.gguf
         hits0 = 0
         if path == "default":
             if self.default_llama is None:
@@ -258,7 +265,12 @@ class _Worker:
             out = run_default(self.default_llama, q)
         else:
             if self.bastion is None:
-                self.bastion = EmbeddedModel(load_llama(gguf, n_ctx=4096, n_threads=self.threads))
+                tpl, end = TEMPLATES[self.template] if self.template else (None, None)
+                self.bastion = EmbeddedModel(
+                    load_llama(gguf, n_ctx=4096, n_threads=self.threads),
+                    chat_template=tpl,
+                    end_of_turn=end,
+                )
             t0 = time.perf_counter()
             out = asyncio.run(run_bastion(self.bastion, q, self.system))
         secs = time.perf_counter() - t0
@@ -279,9 +291,9 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _init_worker(threads: int, inner_cap: bool) -> None:
+def _init_worker(threads: int, inner_cap: bool, gguf: str = "", template: str = "") -> None:
     global _WORKER
-    _WORKER = _Worker(threads, inner_cap)
+    _WORKER = _Worker(threads, inner_cap, gguf, template)
 
 
 def _run_task(task: tuple[str, str, str]) -> dict[str, Any]:
@@ -342,6 +354,13 @@ def main() -> None:
         action="store_true",
         help="let the default path's inner completions ignore max_tokens (library behaviour)",
     )
+    ap.add_argument("--model", default="", help="another GGUF file (default: the shipped one)")
+    ap.add_argument(
+        "--chat-template",
+        default="",
+        choices=("", *TEMPLATES),
+        help="bastion path: template for a GGUF without one (the default path is ChatML)",
+    )
     ap.add_argument("--write-split", action="store_true", help="(re)write bench/bfcl_split.json")
     ap.add_argument("--show-failures", action="store_true")
     args = ap.parse_args()
@@ -362,6 +381,7 @@ def main() -> None:
     workers = max(1, args.workers)
     threads = args.threads or max(1, (os.cpu_count() or 2) // workers)
     tasks = plan(args.half, cats, args.limit, paths)
+    gguf_name = Path(args.model).name if args.model else shipped_model_path().name
     records: list[dict[str, Any]] = []
     if args.out and args.resume and args.out.exists():
         wanted = {(p, c, i) for p, c, i in tasks}
@@ -372,7 +392,7 @@ def main() -> None:
         done = {(r["path"], r["category"], r["id"]) for r in records}
         tasks = [t for t in tasks if t not in done]
     print(
-        f"BFCL {args.half} half ({SPLIT_RULE}); model {shipped_model_path().name}; temperature 0;"
+        f"BFCL {args.half} half ({SPLIT_RULE}); model {gguf_name}; temperature 0;"
         f" max_tokens {MAX_TOKENS}; {workers} worker(s) x {threads} thread(s);"
         f" default inner cap {'off' if args.no_inner_cap else 'on'};"
         f" {len(records)} results resumed, {len(tasks)} tasks to run",
@@ -412,7 +432,7 @@ def main() -> None:
             print(f"  {n} results, {el:.0f} s elapsed", flush=True)
 
     if workers == 1:
-        _init_worker(threads, not args.no_inner_cap)
+        _init_worker(threads, not args.no_inner_cap, args.model, args.chat_template)
         for t in tasks:
             take(_run_task(t))
     else:
@@ -420,7 +440,9 @@ def main() -> None:
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(
-            workers, initializer=_init_worker, initargs=(threads, not args.no_inner_cap)
+            workers,
+            initializer=_init_worker,
+            initargs=(threads, not args.no_inner_cap, args.model, args.chat_template),
         ) as pool:
             for rec in pool.imap_unordered(_run_task, tasks, chunksize=1):
                 take(rec)

