@@ -228,3 +228,61 @@ async def test_agent_turn_with_broken_tool_json_ends_in_a_clear_error(tmp_path: 
     assert "tool call could not be parsed" in events[-1].message and "\n" not in events[-1].message
     assert [msg.role for msg in await memory.history("s1")] == ["user"]  # nothing half-written
     await app.aclose()
+
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Get the weather for a city.",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "City name, e.g. Oslo"},
+            "unit": {"type": "string", "enum": ["c", "f"], "default": "c"},
+        },
+        "required": ["city"],
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("profile", "native"),
+    [("openai", None), ("ollama", None), ("llamacpp", True), ("vllm", True), ("lmstudio", True)],
+)
+async def test_native_backends_get_the_tools_unchanged(profile: str, native: bool | None) -> None:
+    """Where a server does its own tool calling, bastion's constrained path stays out of it:
+    the request carries the caller's tools verbatim, with no schema constraint and no
+    choose/fill round trips (one request per model step)."""
+    body = sse(delta(content="ok"), {"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    m, seen = model_with(
+        lambda r: httpx.Response(200, content=body), profile=profile, native_tools=native
+    )
+    tools = [FILES, WEATHER]
+    evs = await collect(m, tools)
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == "ok"
+    assert len(seen) == 1
+    assert seen[0]["tools"] == [t.to_openai() for t in tools]  # descriptions, enums, defaults
+    assert seen[0]["tools"][1]["function"]["parameters"] == WEATHER.parameters
+    assert seen[0]["tool_choice"] == "auto" and "response_format" not in seen[0]
+
+
+async def test_constrained_path_is_a_per_backend_switch() -> None:
+    """``native_tools=False`` (config ``model.native_tools: false``) turns constrained
+    decoding on for a server that has native tools; the default for openai stays native."""
+    reply = {"choices": [{"message": {"content": '{"path": "docs"}'}}]}
+    text = sse(delta(content="hi"), {"choices": [{"delta": {}, "finish_reason": "stop"}]})
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        body = json.loads(r.content)
+        return (
+            httpx.Response(200, json=reply)
+            if not body.get("stream")
+            else httpx.Response(200, content=text)
+        )
+
+    m, seen = model_with(handler, profile="openai", native_tools=False)
+    evs = await collect(m, [FILES], tool_choice="required")
+    assert [e.call.arguments for e in evs if isinstance(e, ToolCallEvent)] == [{"path": "docs"}]
+    assert all("tools" not in s for s in seen) and "response_format" in seen[0]
+    native, seen2 = model_with(handler, profile="openai")
+    await collect(native, [FILES])
+    assert "tools" in seen2[0] and "response_format" not in seen2[0]
