@@ -6,7 +6,8 @@
    (audit to SQLite, policy, risk/approval, secrets, output scan): p50/p99 per call and the
    gateway's own overhead (difference of p50s).
 2. A sandboxed ``/bin/true`` per backend available here: cold (a fresh sandbox per call) and
-   warm (the pre-started pool: bubblewrap waiters, podman attached containers), p50/p99. The
+   warm (the pre-started pool: bubblewrap waiters, podman attached containers, gVisor
+   containers booted ahead, one per call), p50/p99. The
    pool is refilled (and podman's used containers removed) outside the timed part, as an
    idle pool does between calls. The load average is printed before and after: on a shared
    machine it moves the sandboxed figures a lot.

@@ -103,7 +103,7 @@ def _shim_library() -> bytes | None:
         src.write_text(_SHIM_SOURCE)
         try:
             proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
-                                  capture_output=True, timeout=60)
+                                  capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.read_bytes() if proc.returncode == 0 and out.exists() else None
@@ -237,8 +237,10 @@ class GVisorSandbox(ProbedBackend):
             try:
                 box = cls(SandboxSpec(ws, Limits(wall_seconds=30)), runsc=exe,
                           rootfs=Path(tmp) / "root")
+                # stdin: never the caller's (runsc makes its stdio non-blocking; an MCP
+                # stdio server's own stdin would break)
                 proc = subprocess.run(box.command(["/bin/sh", "-c", _SELF_CHECK]),
-                                      capture_output=True, timeout=30,
+                                      capture_output=True, stdin=subprocess.DEVNULL, timeout=30,
                                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
                 box.close()
             except (OSError, SandboxError, subprocess.TimeoutExpired) as exc:
@@ -437,17 +439,22 @@ class GVisorSandbox(ProbedBackend):
             if any(self._runsc_root.glob(f"*{cid}*")):
                 with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                     subprocess.run([self.runsc, "--root", str(self._runsc_root), "delete",
-                                    "-force", cid], capture_output=True, timeout=30)
+                                    "-force", cid], capture_output=True,
+                                   stdin=subprocess.DEVNULL, timeout=30)
             shutil.rmtree(bundle, ignore_errors=True)
         finally:
             self._cleanups.discard(threading.current_thread())
+
+    async def drain(self) -> None:
+        """Wait until finished containers are deleted (their clean-up runs in threads)."""
+        for worker in list(self._cleanups):
+            await asyncio.to_thread(worker.join, 30)
 
     async def aclose(self) -> None:
         """Stop the warm containers and wait for pending clean-ups."""
         if self.warm_pool is not None:
             await self.warm_pool.close()
-        for worker in list(self._cleanups):
-            await asyncio.to_thread(worker.join, 30)
+        await self.drain()
 
     def close(self) -> None:
         """Remove the bundle directory and runsc state."""
