@@ -95,13 +95,15 @@ def commit(bit: int, r: int) -> Any:
     return c + g if bit else c
 
 
-def _challenge(ctx: bytes, c: Any, a0: Any, a1: Any) -> int:
-    return scalar(b"bastion/cds-bit/v1|" + ctx + b"|" + encode(c) + encode(a0) + encode(a1))
+def _challenge(ctx: bytes, c_enc: bytes, a0: Any, a1: Any) -> int:
+    return scalar(b"bastion/cds-bit/v1|" + ctx + b"|" + c_enc + encode(a0) + encode(a1))
 
 
-def prove_bit(bit: int, r: int, c: Any, ctx: bytes) -> tuple[int, int, int, int]:
+def prove_bit(bit: int, r: int, c: Any, ctx: bytes, c_enc: bytes | None = None
+              ) -> tuple[int, int, int, int]:
     """CDS OR-proof that ``c = bit·G + r·H`` with ``bit`` in {0, 1}: (c0, c1, s0, s1)."""
     g, h = generators()
+    c_enc = c_enc if c_enc is not None else encode(c)
     targets = (c, c + (-g))  # log_H(c) if bit=0; log_H(c - G) if bit=1
     fake = 1 - bit
     cf, sf = secrets.randbelow(ORDER), secrets.randbelow(ORDER)
@@ -109,7 +111,7 @@ def prove_bit(bit: int, r: int, c: Any, ctx: bytes) -> tuple[int, int, int, int]
     a = [None, None]
     a[fake] = _mul(h, sf) + (-_mul(targets[fake], cf))
     a[bit] = _mul(h, w)
-    e = _challenge(ctx, c, a[0], a[1])
+    e = _challenge(ctx, c_enc, a[0], a[1])
     cr = (e - cf) % ORDER
     sr = (w + cr * r) % ORDER
     if bit == 0:
@@ -117,13 +119,15 @@ def prove_bit(bit: int, r: int, c: Any, ctx: bytes) -> tuple[int, int, int, int]
     return cf, cr, sf, sr
 
 
-def verify_bit(c: Any, proof: tuple[int, int, int, int], ctx: bytes) -> bool:
+def verify_bit(c: Any, proof: tuple[int, int, int, int], ctx: bytes,
+               c_enc: bytes | None = None) -> bool:
     """Check a :func:`prove_bit` proof."""
     g, h = generators()
+    c_enc = c_enc if c_enc is not None else encode(c)
     c0, c1, s0, s1 = (x % ORDER for x in proof)
     a0 = _mul(h, s0) + (-_mul(c, c0))
     a1 = _mul(h, s1) + (-_mul(c + (-g), c1))
-    return (c0 + c1) % ORDER == _challenge(ctx, c, a0, a1)
+    return (c0 + c1) % ORDER == _challenge(ctx, c_enc, a0, a1)
 
 
 @dataclass(slots=True)
@@ -175,8 +179,9 @@ def prove_count(bits: list[int], blindings: list[int], context: str) -> CountPro
         if b not in (0, 1):
             raise CryptoError(f"value {i} is not a bit")
         c = commit(b, r)
-        commitments.append(encode(c))
-        proofs.append(prove_bit(b, r, c, _item_ctx(context, i)))
+        enc = encode(c)
+        commitments.append(enc)
+        proofs.append(prove_bit(b, r, c, _item_ctx(context, i), enc))
     return CountProof(context, commitments, proofs, sum(bits), sum(blindings) % ORDER)
 
 
@@ -193,7 +198,9 @@ def verify_count(proof: CountProof) -> tuple[bool, str]:
             c = decode(raw)
         except CryptoError:
             return False, f"commitment {i} is not a curve point"
-        if not verify_bit(c, bp, _item_ctx(proof.context, i)):
+        if encode(c) != raw:  # one canonical encoding per point
+            return False, f"commitment {i} is not canonically encoded"
+        if not verify_bit(c, bp, _item_ctx(proof.context, i), raw):
             return False, f"bit proof {i} does not verify"
         total = total + c
     if encode(total) != encode(_mul(g, proof.count) + _mul(h, proof.blinding)):
