@@ -56,12 +56,17 @@ def set_level(ctx: Any, level: str) -> None:
     _state(ctx)["bastion.log_level"] = level
 
 
-def client_level(ctx: Any) -> str | None:
-    """Return the lowest level this request's client wants (``None``: no log messages)."""
+def is_modern(ctx: Any) -> bool:
+    """Whether the request speaks the 2026-07-28 protocol (no server-to-client requests)."""
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+    return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def client_level(ctx: Any) -> str | None:
+    """Return the lowest level this request's client wants (``None``: no log messages)."""
     meta = ctx.meta or {}
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # per-request opt-in; absent: none
+    if is_modern(ctx):  # per-request opt-in; absent: none
         wanted = meta.get(LOG_LEVEL_META_KEY)
         return wanted if wanted in LEVELS else None
     level = _state(ctx).get("bastion.log_level", DEFAULT_LEVEL)
@@ -102,6 +107,8 @@ class CallReporter:
     progress: float = 0.0
     started: float = field(default_factory=time.monotonic)
     running: bool = False
+    answer: Any = None  # the client's ElicitResult to an approval asked in an earlier round
+    asked: tuple[str, dict[str, Any]] | None = None  # (message, schema) to ask in a new round
 
     @property
     def wants_progress(self) -> bool:
@@ -192,40 +199,104 @@ class ElicitingApprover:
         self.redactor = redactor
 
     async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
-        """Ask the client's user, or the fallback when there is no one to ask."""
+        """Ask the client's user, or the fallback when there is no one to ask.
+
+        A 2025 client is asked with an ``elicitation/create`` request while the call waits.
+        A 2026-07-28 client cannot take server requests: the call is refused for now and
+        :meth:`BastionMCP.call_tool` answers with an ``InputRequiredResult`` carrying the
+        question; the client retries with the user's answer, which decides here.
+        """
         reporter = current_call.get()
         ctx = reporter.ctx if reporter is not None else None
-        if ctx is None or not _can_elicit(ctx):
+        if reporter is None or ctx is None or not can_elicit(ctx):
             return await self.fallback.decide(request, timeout_s=timeout_s)
+        who = _client_name(ctx)
+        if reporter.answer is not None:
+            return _decision(reporter.answer, who)
         args = self.redactor.data(request.arguments)
         why = "; ".join(request.reasons) or f"risk {request.risk.name.lower()}"
         message = (f"bastion: allow the tool call {request.tool}({_short(args)})? "
                    f"It needs approval: {why}.")
-        schema = {"type": "object", "properties": {"decision": {
-            "type": "string", "title": "Decision", "enum": ["approve", "deny"],
-            "description": "approve runs this one call; deny refuses it"}},
-            "required": ["decision"]}
-        who = _client_name(ctx)
+        if not getattr(ctx.session, "can_send_request", False):
+            if not is_modern(ctx):  # a 2025 exchange that cannot carry a request
+                return await self.fallback.decide(request, timeout_s=timeout_s)
+            reporter.asked = (message, APPROVAL_SCHEMA)  # 2026: ask in a new round
+            return ApprovalDecision(False, who, "asked the MCP client's user; the client "
+                                                "retries the call with the answer")
         try:
             answer = await asyncio.wait_for(
-                ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id),
+                ctx.session.elicit_form(message, APPROVAL_SCHEMA,
+                                        related_request_id=ctx.request_id),
                 timeout_s)
         except TimeoutError:
             return ApprovalDecision(False, who, f"no answer within {timeout_s:.0f}s")
         except Exception as exc:  # the client failed to ask: never approve by accident
             return ApprovalDecision(False, who, f"the client could not ask: {exc}")
-        content = answer.content or {}
-        if answer.action == "accept" and content.get("decision") == "approve":
-            return ApprovalDecision(True, who, "approved by the MCP client's user")
-        return ApprovalDecision(False, who, f"the MCP client's user answered {answer.action}"
-                                            f"{' (deny)' if answer.action == 'accept' else ''}")
+        return _decision(answer, who)
 
 
-def _can_elicit(ctx: Any) -> bool:
+APPROVAL_KEY = "bastion.approval"
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"decision": {
+        "type": "string", "title": "Decision", "enum": ["approve", "deny"],
+        "description": "approve runs this one call; deny refuses it"}},
+    "required": ["decision"],
+}
+
+
+def _decision(answer: Any, who: str) -> ApprovalDecision:
+    if isinstance(answer, dict):
+        content, action = answer.get("content") or {}, answer.get("action", "cancel")
+    else:
+        content = getattr(answer, "content", None) or {}
+        action = getattr(answer, "action", "cancel")
+    if action == "accept" and content.get("decision") == "approve":
+        return ApprovalDecision(True, who, "approved by the MCP client's user")
+    return ApprovalDecision(False, who, f"the MCP client's user answered {action}"
+                                        f"{' (deny)' if action == 'accept' else ''}")
+
+
+def can_elicit(ctx: Any) -> bool:
+    """Whether the request's client declared the elicitation capability."""
     caps = getattr(ctx.session, "client_capabilities", None)
-    if caps is None or caps.elicitation is None:
-        return False
-    return bool(getattr(ctx.session, "can_send_request", False))
+    return caps is not None and caps.elicitation is not None
+
+
+class RoundState:
+    """Signs the ``request_state`` of an approval round, bound to the exact call.
+
+    The retry carries the client's answer; it counts only for the same tool and arguments,
+    within ``ttl_s``, in this process (the key is random per process).
+    """
+
+    def __init__(self, ttl_s: float = 600.0) -> None:
+        self.key = os.urandom(32)
+        self.ttl_s = ttl_s
+
+    def _mac(self, tool: str, args: Any, expires: int) -> str:
+        import hashlib
+        import hmac
+        import json
+
+        body = json.dumps([tool, args, expires], sort_keys=True, default=str).encode()
+        return hmac.new(self.key, body, hashlib.sha256).hexdigest()
+
+    def issue(self, tool: str, args: Any) -> str:
+        """Return the state for a round asking about ``tool(args)``."""
+        expires = int(time.time() + self.ttl_s)
+        return f"{expires}.{self._mac(tool, args, expires)}"
+
+    def valid(self, state: str | None, tool: str, args: Any) -> bool:
+        """Whether ``state`` was issued by :meth:`issue` for this call and is still fresh."""
+        import hmac
+
+        if not state or "." not in state:
+            return False
+        head, mac = state.split(".", 1)
+        if not head.isdigit() or int(head) < time.time():
+            return False
+        return hmac.compare_digest(mac, self._mac(tool, args, int(head)))
 
 
 def _client_name(ctx: Any) -> str:

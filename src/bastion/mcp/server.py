@@ -17,8 +17,10 @@ client gets passes bastion's security layer:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import os
 import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -37,9 +39,11 @@ from bastion.mcp._resources import (
     blob_text,
 )
 from bastion.mcp._session import (
+    APPROVAL_KEY,
     CallReporter,
     ClientLog,
     ProgressStage,
+    RoundState,
     Watcher,
     connection_of,
     run_reported,
@@ -97,6 +101,7 @@ class BastionMCP:
         self.audit = audit if audit is not None else _find(gateway, "log")
         self.resources = Resources(gateway, self.redactor.scanner, self.audit)
         self.watcher = Watcher(self.resources.workspace.root)
+        self.rounds = RoundState()
         if not any(isinstance(s, ProgressStage) for s in gateway.stages):
             gateway.add_stage(ProgressStage())  # innermost: reached once checks passed
         from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
@@ -121,8 +126,19 @@ class BastionMCP:
         call = ToolCall(params.name, dict(params.arguments or {}))
         session = _session_of(ctx)
         reporter = CallReporter(ctx, ClientLog(ctx, self.redactor), params.name)
+        answer = (params.input_responses or {}).get(APPROVAL_KEY)
+        if answer is not None and self.rounds.valid(params.request_state, call.name,
+                                                     call.arguments):
+            reporter.answer = answer  # the user's answer to the approval asked last round
         result = await run_reported(reporter, self.gateway.execute(
             call, actor=self.actor, session_id=session))
+        if reporter.asked is not None and not result.ok:  # 2026 client: ask, then retry
+            message, schema = reporter.asked
+            ask = types.ElicitRequest(params=types.ElicitRequestFormParams(
+                message=message, requested_schema=schema))
+            return types.InputRequiredResult(
+                input_requests={APPROVAL_KEY: ask},
+                request_state=self.rounds.issue(call.name, call.arguments))
         text = result.text if result.ok else (result.error or result.text)
         content: list[Any] = [types.TextContent(type="text", text=text)]
         content += await self._rich(result, session)
@@ -395,6 +411,9 @@ async def serve_stdio(gateway: Gateway) -> None:
     from mcp.server.stdio import stdio_server
 
     server = build_server(gateway, actor="mcp:stdio")
+    for fd in (0, 1):  # a child started while the app was built (runsc) may have made our
+        with contextlib.suppress(OSError):  # shared stdio non-blocking: reads would end early
+            os.set_blocking(fd, True)
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 

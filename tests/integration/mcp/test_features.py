@@ -46,9 +46,15 @@ def make_workspace(root: Path) -> Path:
     return ws
 
 
+# The server starts with its stdin made non-blocking, as a child that shares it can leave it
+# (runsc did): the server must still read every message.
+NONBLOCKING_START = ("import os, runpy, sys; os.set_blocking(0, False); "
+                     "sys.argv = ['bastion', 'mcp', 'serve', '--stdio']; "
+                     "runpy.run_module('bastion', run_name='__main__')")
+
+
 def stdio_params(home: Path) -> Any:
-    return mcp.StdioServerParameters(command=sys.executable,
-                                     args=["-m", "bastion", "mcp", "serve", "--stdio"],
+    return mcp.StdioServerParameters(command=sys.executable, args=["-c", NONBLOCKING_START],
                                      env=child_env(home))
 
 

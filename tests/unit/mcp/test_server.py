@@ -118,3 +118,33 @@ async def test_elicited_approval_sees_redacted_arguments(app: Any) -> None:
     assert res.is_error and asked and secret not in asked[0] and "write_file" in asked[0]
     decisions = [e for e in app.audit.events(limit=50) if "approv" in e.kind]
     assert decisions and "decline" in json.dumps([e.to_dict() for e in decisions])
+
+
+async def test_2026_client_approves_through_an_input_required_round(app: Any) -> None:
+    """A 2026-07-28 client cannot take server requests: bastion answers InputRequiredResult
+    with the approval question; the client's SDK asks its user and retries with the answer."""
+    app.set_approver(ElicitingApprover(DenyApprover(), app.redactor))
+    answers = ["approve", "deny"]
+    asked: list[str] = []
+
+    async def on_elicit(context: Any, params: Any) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": answers.pop(0)})
+
+    server = BastionMCP(app.gateway, actor="mcp:test").server()
+    async with mcp.Client(server, elicitation_callback=on_elicit) as c:
+        assert c.protocol_version >= "2026"
+        ok = await c.call_tool("write_file", {"path": "m.txt", "content": "m"})
+        assert not ok.is_error and len(asked) == 1 and "write_file" in asked[0]
+        no = await c.call_tool("write_file", {"path": "n.txt", "content": "n"})
+        assert no.is_error and len(asked) == 2
+        # an answer replayed for other arguments does not count: the question is asked again
+        forged = await c.session.call_tool(
+            "write_file", {"path": "o.txt", "content": "o"},
+            input_responses={"bastion.approval": types.ElicitResult(
+                action="accept", content={"decision": "approve"})},
+            request_state="9999999999.00", allow_input_required=True)
+        assert isinstance(forged, types.InputRequiredResult)
+    ws = app.gateway.environment.workspace
+    assert (ws / "m.txt").exists() and not (ws / "n.txt").exists()
+    assert not (ws / "o.txt").exists()
