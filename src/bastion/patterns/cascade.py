@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from bastion.errors import ConfigError
 from bastion.llm.base import Model
 from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
-from bastion.patterns._common import Held, call_problem, close_all, collect, replay
+from bastion.patterns._common import Held, call_problem, close_all, collect, relay, replay
 
 
 @dataclass(slots=True)
@@ -132,7 +132,7 @@ class CascadeModel:
         record.answered_by = last.name
         if spent.prompt_tokens or spent.completion_tokens:
             yield spent  # the discarded attempts' tokens were spent too
-        async for ev in last.chat(messages, tools, settings=settings):
+        async for ev in relay(last.chat(messages, tools, settings=settings)):
             yield ev
 
     async def aclose(self) -> None:

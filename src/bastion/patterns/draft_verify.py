@@ -27,7 +27,7 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.patterns._common import Held, close_all, collect, replay
+from bastion.patterns._common import Held, close_all, collect, relay, replay
 
 APPROVED = "APPROVED"
 VERIFY_PROMPT = (
@@ -89,7 +89,7 @@ class DraftVerifyModel:
         if draft.error is not None or draft.empty:
             record.outcome = "no_draft"
             yield spent
-            async for ev in self.verifier.chat(messages, tools, settings=settings):
+            async for ev in relay(self.verifier.chat(messages, tools, settings=settings)):
                 yield ev
             return
         check = [*messages, Message("user", VERIFY_PROMPT.format(draft=describe_draft(draft)))]

