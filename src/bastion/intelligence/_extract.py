@@ -88,9 +88,14 @@ def targets(arguments: Any) -> Targets:
 
 
 def path_depth(paths: Iterable[str]) -> int:
-    """Return the deepest path's depth (``..`` counts double: it climbs out)."""
-    best = 0
+    """Return the deepest path's depth (components other than ``.``)."""
+    return max((len([x for x in p.split("/") if x and x != "."]) for p in paths), default=0)
+
+
+def path_escape(paths: Iterable[str]) -> int:
+    """Count ways the paths leave a relative root: ``..`` components, ``/`` and ``~`` roots."""
+    n = 0
     for p in paths:
-        parts = [x for x in p.split("/") if x and x != "."]
-        best = max(best, sum(2 if x == ".." else 1 for x in parts))
-    return best
+        n += sum(1 for x in p.split("/") if x == "..")
+        n += p.startswith(("/", "~"))
+    return n

@@ -1,30 +1,38 @@
-"""Per-subject Isolation Forests over tool-call features, trained from the audit log.
+"""Per-subject anomaly models over tool-call features, trained from the audit log.
 
 A model is trained per subject (the gateway's ``actor``) once it has ``min_samples`` calls;
 before that the subject is in *cold start* and calls are not scored (the stage then allows
-or asks, as configured, and says so in the audit). Scores are scikit-learn's anomaly score
-``s(x) = 2^(-E[h(x)] / c(n))`` in (0, 1]: about 0.5 or less is ordinary, near 1 is isolated
-at once. The flagging threshold is learned from the training scores (their 99th
-percentile plus 0.02, at least 0.55) unless configured.
+or asks, as configured, and says so in the audit). Two detectors are fitted on the same
+features and a call is anomalous when either fires (``Assessment.rule`` says which):
 
-An isolation forest scores a point *outside* the training range about as it scores the most
-extreme training points (the point follows the outermost branch), so a call that is novel on
-several features at once scores only a little above the threshold. A second, explainable
-rule therefore also flags a call whose features deviate strongly (robust z >= 6 against the
-training median and spread) on two or more features while its forest score is above the
-midpoint between the training median and the threshold. ``Assessment.rule`` says which
-rule fired (``forest`` or ``deviation``).
+- ``forest``: a scikit-learn Isolation Forest; the score is ``s(x) = 2^(-E[h(x)] / c(n))``
+  in (0, 1], about 0.5 or less is ordinary, near 1 isolated at once;
+- ``distance``: the robust distance ``sqrt(sum(min(z_j, 20)^2))`` of the features from the
+  training medians (``z_j = |x_j - median_j| / spread_j``). An isolation forest scores a
+  point *outside* the training range about as it scores the most extreme training points
+  (the point follows the outermost branch), so a call far beyond anything seen on one or
+  two features (a burst of calls, a path leaving the workspace) needs this second view.
 
-Models are saved with joblib (a pickle) beside an HMAC-SHA256 of the file made with a key
-only this user can read, and a model whose HMAC does not match is refused, not loaded.
+Both thresholds are learned from the training rows after the first 20% (the warm-up, where
+every tool and host is still new): the forest's 99th percentile plus 0.02 (at least 0.55,
+or ``threshold`` from config) and the distance's 99.5th percentile (at least 6).
+
+The fitted forest is compiled to plain arrays (per tree: children, feature, threshold and
+the path length of each leaf, exactly as scikit-learn's ``score_samples`` computes it), so
+scoring a call walks ~100 short trees in Python (well under a millisecond) and loading a
+model does not import scikit-learn. Models are saved with joblib beside an HMAC-SHA256 of
+the file made with a key only this user can read; a model whose HMAC does not match is
+refused, not loaded (joblib files are pickles).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,9 +43,11 @@ from bastion._extras import require
 from bastion.errors import BastionError
 from bastion.intelligence.features import FEATURE_NAMES, CallView, SubjectState, replay, vector
 
-MODEL_VERSION = 1
-STRONG_Z = 6.0
+MODEL_VERSION = 2
+Z_CAP = 20.0
+WARM_UP = 0.2
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_F32 = struct.Struct(f"{len(FEATURE_NAMES)}f")
 
 
 class IntelError(BastionError):
@@ -63,7 +73,7 @@ class Driver:
 class Assessment:
     """The anomaly verdict on one call."""
 
-    status: str  # "scored" | "cold_start" | "disabled"
+    status: str  # "scored" | "cold_start"
     score: float | None = None
     threshold: float | None = None
     anomalous: bool = False
@@ -72,46 +82,99 @@ class Assessment:
     drivers: list[Driver] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     baseline: float | None = None
-    rule: str | None = None  # "forest" | "deviation" when anomalous
+    rule: str | None = None  # "forest" | "distance" when anomalous
+    distance: float | None = None
+    distance_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping for the audit record."""
         out: dict[str, Any] = {"status": self.status, "anomalous": self.anomalous}
         if self.status == "scored":
             out.update(score=round(self.score or 0.0, 4), threshold=round(self.threshold or 0, 4),
-                       rule=self.rule,
-                       drivers=[d.to_dict() for d in self.drivers],
+                       distance=round(self.distance or 0.0, 2),
+                       distance_threshold=round(self.distance_threshold or 0.0, 2),
+                       rule=self.rule, drivers=[d.to_dict() for d in self.drivers],
                        features={k: round(v, 3) for k, v in self.features.items()})
         elif self.status == "cold_start":
             out.update(samples=self.samples, needed=self.needed)
         return out
 
 
+def average_path_length(n: float) -> float:
+    """Return c(n), the mean path length of an unsuccessful BST search (sklearn's formula)."""
+    if n <= 1:
+        return 0.0
+    if n <= 2:
+        return 1.0
+    return 2.0 * (math.log(n - 1.0) + 0.5772156649015329) - 2.0 * (n - 1.0) / n
+
+
+@dataclass(slots=True)
+class CompiledTree:
+    """One isolation tree as flat lists (leaf: ``left == -1``, ``value`` = its path length)."""
+
+    left: list[int]
+    right: list[int]
+    feature: list[int]
+    threshold: list[float]
+    value: list[float]
+
+
+def compile_forest(forest: Any) -> tuple[list[CompiledTree], float]:
+    """Return the trees of a fitted ``IsolationForest`` and the score's denominator."""
+    trees = []
+    for est, feats, depths, avg in zip(forest.estimators_, forest.estimators_features_,
+                                       forest._decision_path_lengths,
+                                       forest._average_path_length_per_tree, strict=True):
+        t = est.tree_
+        trees.append(CompiledTree(
+            [int(v) for v in t.children_left], [int(v) for v in t.children_right],
+            [int(feats[f]) if f >= 0 else -1 for f in t.feature],
+            [float(v) for v in t.threshold],
+            [float(d) + float(a) - 1.0 for d, a in zip(depths, avg, strict=True)]))
+    return trees, len(trees) * average_path_length(forest._max_samples)
+
+
 @dataclass(slots=True)
 class SubjectModel:
-    """A trained forest for one subject plus what explaining and thresholding need."""
+    """A trained model for one subject plus what explaining and thresholding need."""
 
     subject: str
-    forest: Any
+    trees: list[CompiledTree]
+    denominator: float
     threshold: float
     baseline: float  # median training score
     median: list[float]
     scale: list[float]
+    distance_threshold: float
     samples: int
     trained_at: float
     version: int = MODEL_VERSION
 
-    def score(self, feats: dict[str, float]) -> tuple[float, list[Driver]]:
-        """Return the anomaly score of one feature mapping and the features that drove it."""
+    def forest_score(self, x: list[float]) -> float:
+        """Return the isolation-forest anomaly score of one feature vector."""
+        xf = _F32.unpack(_F32.pack(*x))  # trees split float32 values, as scikit-learn does
+        total = 0.0
+        for t in self.trees:
+            left, right, feat, thr = t.left, t.right, t.feature, t.threshold
+            node = 0
+            while left[node] != -1:
+                node = left[node] if xf[feat[node]] <= thr[node] else right[node]
+            total += t.value[node]
+        return float(2.0 ** (-total / self.denominator))
+
+    def score(self, feats: dict[str, float]) -> tuple[float, float, list[Driver]]:
+        """Return (forest score, robust distance, the features that drove them)."""
         x = vector(feats)
-        s = float(-self.forest.score_samples([x])[0])
         drivers = []
+        acc = 0.0
         for name, v, med, sc in zip(FEATURE_NAMES, x, self.median, self.scale, strict=True):
             z = abs(v - med) / sc
+            acc += min(z, Z_CAP) ** 2
             if z >= 3.0:
                 drivers.append(Driver(name, v, med, z))
         drivers.sort(key=lambda d: -d.z)
-        return s, drivers[:4]
+        return self.forest_score(x), math.sqrt(acc), drivers[:4]
 
 
 @dataclass(slots=True)
@@ -133,16 +196,21 @@ def _fit(subject: str, rows: list[list[float]], *, n_estimators: int,
     forest = ensemble.IsolationForest(n_estimators=n_estimators, contamination="auto",
                                       random_state=seed, n_jobs=1)
     forest.fit(X)
+    trees, denominator = compile_forest(forest)
     scores = -forest.score_samples(X)
-    learned = max(0.55, float(np.quantile(scores, 0.99)) + 0.02)
+    warm = int(len(X) * WARM_UP)
+    learned = max(0.55, float(np.quantile(scores[warm:], 0.99)) + 0.02)
     med = np.median(X, axis=0)
     q75, q25 = np.quantile(X, 0.75, axis=0), np.quantile(X, 0.25, axis=0)
     mad = np.median(np.abs(X - med), axis=0) * 1.4826
     scale = np.maximum.reduce([(q75 - q25) / 1.349, mad, np.std(X, axis=0),
                                np.full(X.shape[1], 0.05)])
-    return SubjectModel(subject, forest, threshold if threshold is not None else learned,
+    dist = np.sqrt((np.minimum(np.abs(X - med) / scale, Z_CAP) ** 2).sum(axis=1))
+    dist_threshold = max(6.0, float(np.quantile(dist[warm:], 0.995)))
+    return SubjectModel(subject, trees, denominator,
+                        threshold if threshold is not None else learned,
                         float(np.median(scores)), [float(v) for v in med],
-                        [float(v) for v in scale], len(rows), time.time())
+                        [float(v) for v in scale], dist_threshold, len(rows), time.time())
 
 
 class AnomalyDetector:
@@ -181,15 +249,12 @@ class AnomalyDetector:
         if model is None:
             return Assessment("cold_start", samples=state.calls, needed=self.min_samples,
                               features=feats)
-        score, drivers = model.score(feats)
-        rule = None
-        if score >= model.threshold:
-            rule = "forest"
-        elif (sum(1 for d in drivers if d.z >= STRONG_Z) >= 2
-              and score >= (model.baseline + model.threshold) / 2):
-            rule = "deviation"
+        score, distance, drivers = model.score(feats)
+        rule = ("forest" if score >= model.threshold
+                else "distance" if distance >= model.distance_threshold else None)
         return Assessment("scored", score, model.threshold, rule is not None, model.samples,
-                          self.min_samples, drivers, feats, model.baseline, rule)
+                          self.min_samples, drivers, feats, model.baseline, rule, distance,
+                          model.distance_threshold)
 
     # ---- persistence -------------------------------------------------------------------------
     def _key(self) -> bytes:

@@ -12,7 +12,8 @@ Features (all numbers; names in :data:`FEATURE_NAMES`):
 - ``hour_sin``/``hour_cos``: local time of day on a circle (23:59 is next to 00:00);
 - ``arg_bytes``: ``log1p`` of the JSON size of the arguments;
 - ``arg_entropy``: Shannon entropy (bits per character) of the string arguments;
-- ``path_depth``: depth of the deepest path argument (``..`` counts double);
+- ``path_depth``: depth of the deepest path argument;
+- ``path_escape``: ``..`` components plus absolute or home-rooted paths (leaving the workspace);
 - ``network_targets``: distinct hosts/IPs named in the arguments;
 - ``new_hosts``: of those, hosts the subject never reached in an allowed call;
 - ``ip_literal``: 1 when a target is a bare IP address;
@@ -31,11 +32,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.intelligence._extract import path_depth, strings, targets
+from bastion.intelligence._extract import path_depth, path_escape, strings, targets
 
 FEATURE_NAMES: tuple[str, ...] = (
     "tool_rarity", "hour_sin", "hour_cos", "arg_bytes", "arg_entropy", "path_depth",
-    "network_targets", "new_hosts", "ip_literal", "call_rate", "denial_rate",
+    "path_escape", "network_targets", "new_hosts", "ip_literal", "call_rate", "denial_rate",
 )
 RATE_WINDOW_S = 60.0
 DENIAL_WINDOW = 20
@@ -82,7 +83,11 @@ class SubjectState:
                 paths.append(value)
         hour = time.localtime(call.ts)
         frac = (hour.tm_hour + hour.tm_min / 60) / 24
-        recent = sum(1 for t in self.recent if call.ts - t <= RATE_WINDOW_S)
+        recent = len(self.recent)  # sorted and pruned by update(): skip only stale heads
+        for t in self.recent:
+            if call.ts - t <= RATE_WINDOW_S:
+                break
+            recent -= 1
         text = "".join(strings(args))
         return {
             "tool_rarity": -math.log((self.tools[call.tool] + 0.5) / (self.calls + 1)),
@@ -91,6 +96,7 @@ class SubjectState:
             "arg_bytes": math.log1p(len(json.dumps(args, ensure_ascii=False, default=str))),
             "arg_entropy": entropy(text),
             "path_depth": float(path_depth(paths)),
+            "path_escape": float(path_escape(paths)),
             "network_targets": float(len(found.hosts)),
             "new_hosts": float(sum(1 for h in found.hosts if h not in self.hosts)),
             "ip_literal": 1.0 if found.ips else 0.0,

@@ -99,13 +99,13 @@ class Intelligence:
             self.alerts.close()
 
 
-def build(config: Config, audit: AuditLog, *, clock: Callable[[], float] = time.time,
+def build(config: Config, audit: AuditLog, *, clock: Callable[[], float] | None = None,
           start_followers: bool = True) -> Intelligence:
     """Build detector, feeds, trust and alerting from config and the audit history."""
     cfg = config.intelligence
     problems: list[str] = []
     events = history(audit, max(cfg.anomaly.history_days, cfg.trust.half_life_days * 8),
-                     now=clock())
+                     now=clock() if clock else None)
     _, states = replay(v for e in events if (v := view_of(e)))
     det: AnomalyDetector | None = None
     if cfg.anomaly.enabled:

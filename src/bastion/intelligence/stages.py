@@ -27,6 +27,9 @@ from bastion.security.gateway import CallRequest, Next, ToolResult, denied
 from bastion.tools.base import Risk
 
 
+def _now() -> float:
+    return time.time()  # looked up per call, so a patched clock (tests) is honoured
+
 class _Recorder(Protocol):
     def record(self, kind: str, *, actor: str | None = ..., session_id: str | None = ...,
                tool: str | None = ..., decision: str | None = ..., risk: str | None = ...,
@@ -45,7 +48,7 @@ class ThreatStage:
     def __init__(self, detector: AnomalyDetector | None, index: IndicatorIndex | None,
                  states: dict[str, SubjectState], *, audit: _Recorder | None = None,
                  ask_at: float = 60.0, deny_at: float = 90.0, cold_start: str = "allow",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.detector = detector
         self.index = index
         self.states = states
@@ -53,7 +56,7 @@ class ThreatStage:
         self.ask_at = ask_at
         self.deny_at = deny_at
         self.cold_start = cold_start
-        self.clock = clock
+        self.clock = clock or _now
         self.assessed = 0
         self.flagged = 0
 
@@ -91,7 +94,10 @@ class ThreatStage:
     def _reasons(self, t: ThreatScore, a: Assessment | None, flagged: bool, cold_ask: bool
                  ) -> list[str]:
         out = []
-        if flagged and a is not None:
+        if flagged and a is not None and a.rule == "distance":
+            out.append(f"anomaly: distance {a.distance:.1f} >= {a.distance_threshold:.1f} "
+                       f"from usual behaviour: {_drivers_text(a)}")
+        elif flagged and a is not None:
             out.append(f"anomaly score {a.score:.2f} >= {a.threshold:.2f}: {_drivers_text(a)}")
         for h in t.hits[:3]:
             tags = f" ({', '.join(h.indicator.tags[:2])})" if h.indicator.tags else ""

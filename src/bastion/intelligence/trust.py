@@ -88,15 +88,19 @@ def evidence_of(decision: str | None, approval: Mapping[str, Any] | None,
     return 0.0, 0.0
 
 
+
+def _now() -> float:
+    return time.time()  # looked up per call, so a patched clock (tests) is honoured
+
 class TrustManager:
     """Trust per (subject, tool) with exponential decay; thread-safe."""
 
     def __init__(self, *, threshold: float = 0.8, min_observations: int = 5,
-                 half_life_s: float = 14 * 86400, clock: Callable[[], float] = time.time) -> None:
+                 half_life_s: float = 14 * 86400, clock: Callable[[], float] | None = None) -> None:
         self.threshold = threshold
         self.min_observations = min_observations
         self.half_life_s = half_life_s
-        self.clock = clock
+        self.clock = clock or _now
         self._lock = threading.Lock()
         self._ev: dict[tuple[str, str], _Evidence] = {}
 

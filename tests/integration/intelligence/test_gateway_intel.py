@@ -114,7 +114,7 @@ async def test_exfil_like_call_is_flagged_and_escalated(
 
     clock.at(workday(9, 10, 30))  # an ordinary call on an ordinary morning
     await _run(app, "read note 3", "day")
-    assert len(approver.asked) == 1  # not asked again
+    assert len(approver.asked) == 1, [a.reasons for a in approver.asked[1:]]  # not asked again
     assert app.audit.events(kind="tool_call", tool="read_file")[0].decision == "allowed"
 
 

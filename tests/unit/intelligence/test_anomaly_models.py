@@ -58,3 +58,22 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IntelError, match="integrity"):
         AnomalyDetector(tmp_path / "models").load()
     assert SubjectState().calls == 0
+
+
+def test_compiled_forest_scores_exactly_like_scikit_learn() -> None:
+    np = pytest.importorskip("numpy")
+    from sklearn.ensemble import IsolationForest
+
+    from bastion.intelligence.anomaly import SubjectModel, compile_forest
+    from bastion.intelligence.features import FEATURE_NAMES
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, len(FEATURE_NAMES)))
+    forest = IsolationForest(n_estimators=40, max_features=0.7, random_state=1).fit(X)
+    trees, denom = compile_forest(forest)
+    model = SubjectModel("a", trees, denom, 0.6, 0.5, [0.0] * X.shape[1], [1.0] * X.shape[1],
+                         6.0, 300, 0.0)
+    probe = np.vstack([X[:20], rng.normal(scale=4, size=(20, X.shape[1]))])
+    want = -forest.score_samples(probe)
+    got = [model.forest_score(list(map(float, row))) for row in probe]
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-9

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from bastion.intelligence._extract import path_depth, targets
+from bastion.intelligence._extract import path_depth, path_escape, targets
 from bastion.intelligence.anomaly import Assessment
 from bastion.intelligence.features import CallView, SubjectState, entropy, replay
 from bastion.intelligence.feeds import Hit, Indicator
@@ -19,7 +19,8 @@ def test_entropy_and_path_depth() -> None:
     assert entropy("") == 0.0 and entropy("aaaa") == 0.0
     assert math.isclose(entropy("abcd"), 2.0)
     assert path_depth(["a/b/c.txt", "./x"]) == 3
-    assert path_depth(["../../etc/passwd"]) == 6  # ".." climbs: counts double
+    assert path_escape(["a/b/c.txt", "./x"]) == 0
+    assert path_escape(["../../etc/passwd", "/tmp/x", "~/.ssh/id_rsa"]) == 4
 
 
 def test_targets_find_hosts_ips_hashes_but_not_file_names() -> None:
