@@ -92,12 +92,36 @@ int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags) {
 """
 
 
+def _cache_dir() -> Path | None:
+    """Return the user's private cache directory for bastion (XDG), or None if unusable.
+
+    Shared by every bastion home of this user: a self-check pass and the compiled shim
+    depend on the machine, not on the home.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bastion"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = base.stat()
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None  # someone else could plant a self-check pass or a library
+    return base
+
+
 @functools.cache
 def _shim_library() -> bytes | None:
-    """Compile the ``AT_NO_AUTOMOUNT`` shim once per process; None without a C compiler."""
+    """Return the compiled ``AT_NO_AUTOMOUNT`` shim (cached); None without a C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
+    import hashlib
+
+    cache = _cache_dir()
+    digest = hashlib.sha256((_SHIM_SOURCE + cc + os.uname().machine).encode()).hexdigest()[:16]
+    cached = cache / f"noautomount-{digest}.so" if cache is not None else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
     with tempfile.TemporaryDirectory(prefix="bastion-shim-") as tmp:
         src, out = Path(tmp) / "noautomount.c", Path(tmp) / "noautomount.so"
         src.write_text(_SHIM_SOURCE)
@@ -106,7 +130,15 @@ def _shim_library() -> bytes | None:
                                   capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return out.read_bytes() if proc.returncode == 0 and out.exists() else None
+        if proc.returncode != 0 or not out.exists():
+            return None
+        data = out.read_bytes()
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            tmp_file = cached.with_suffix(f".{os.getpid()}")
+            tmp_file.write_bytes(data)
+            os.replace(tmp_file, cached)
+    return data
 
 
 def _copy_etc(dest: Path) -> None:
@@ -227,10 +259,31 @@ class GVisorSandbox(ProbedBackend):
 
     @classmethod
     def _probe(cls) -> str | None:
-        """Return ``None`` when runsc runs and passes the self-check here, else why not."""
+        """Return ``None`` when runsc runs and passes the self-check here, else why not.
+
+        A pass is remembered in the user's cache for this runsc binary, kernel, root layout
+        and compiler, so later processes (every CLI command builds the app) skip the check.
+        """
         exe = shutil.which("runsc")
         if exe is None:
             return f"gVisor is not installed (fix: {INSTALL_HINT})"
+        st = os.stat(exe)
+        key = (f"{exe} {st.st_size} {st.st_mtime_ns} {os.uname().release} {_ROOTFS_VERSION} "
+               f"{shutil.which('cc') or shutil.which('gcc')}")
+        cache = _cache_dir()
+        memo = cache / "gvisor-self-check" if cache is not None else None
+        if memo is not None:
+            with contextlib.suppress(OSError):
+                if memo.read_text() == key:
+                    return None
+        problem = cls._self_check(exe)
+        if problem is None and memo is not None:
+            with contextlib.suppress(OSError):
+                memo.write_text(key)
+        return problem
+
+    @classmethod
+    def _self_check(cls, exe: str) -> str | None:
         with tempfile.TemporaryDirectory(prefix="bastion-gvisor-probe-") as tmp:
             ws = Path(tmp) / "ws"
             ws.mkdir()
