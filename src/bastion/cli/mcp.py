@@ -24,11 +24,11 @@ _err = Console(stderr=True, highlight=False)
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="approve every risky call")]
 
 
-def tools_app(*, yes: bool = False) -> App:
+def tools_app(*, yes: bool = False, elicit: bool = True) -> App:
     """Return the app from config for tools-only work: no model is loaded.
 
     A call that needs approval is put to the MCP client's user through elicitation when the
-    client supports it; otherwise it is denied, unless ``yes``.
+    client supports it (unless ``elicit`` is false); otherwise it is denied, unless ``yes``.
     """
     from bastion.app import build_app
     from bastion.cli.approval import choose_approver
@@ -39,7 +39,7 @@ def tools_app(*, yes: bool = False) -> App:
 
     fallback = choose_approver(yes=yes, interactive=False)
     app = build_app(load(), model=ToolsOnlyModel(), memory=EphemeralMemory(), approver=fallback)
-    if not yes:
+    if elicit and not yes:
         app.set_approver(ElicitingApprover(fallback, app.redactor))
     return app
 
@@ -66,13 +66,20 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no bearer token (loopback only)")]
     = False,
     yes: YesOpt = False,
+    elicit: Annotated[bool, typer.Option(
+        "--elicit/--no-elicit",
+        help="ask the MCP client's user to approve risky calls (when the client can); "
+             "--no-elicit denies them unless --yes")] = True,
 ) -> None:
-    """Expose bastion's tools over MCP; every call passes the gateway (policy, sandbox, audit)."""
+    """Expose bastion's tools, workspace resources and prompts over MCP, all through the gateway.
+
+    Every tool call and resource read passes policy, approval, sandbox, secret scan and audit.
+    """
     from bastion.mcp.server import serve_http, serve_stdio
 
     if stdio and http:
         raise ConfigError("choose one of --stdio and --http")
-    app = tools_app(yes=yes)
+    app = tools_app(yes=yes, elicit=elicit)
 
     async def main() -> None:
         try:

@@ -148,3 +148,17 @@ async def test_2026_client_approves_through_an_input_required_round(app: Any) ->
     ws = app.gateway.environment.workspace
     assert (ws / "m.txt").exists() and not (ws / "n.txt").exists()
     assert not (ws / "o.txt").exists()
+
+
+async def test_serve_elicits_unless_told_not_to(bastion_home: Path) -> None:
+    from bastion.cli.mcp import tools_app
+
+    (bastion_home / "bastion.yaml").write_text(
+        "memory: {enabled: false}\nsecurity: {sandbox: none}\n")
+    for kwargs, kind in (({}, ElicitingApprover), ({"elicit": False}, DenyApprover),
+                         ({"yes": True}, AllowApprover)):
+        app = tools_app(**kwargs)
+        try:
+            assert isinstance(app.hitl.delegate, kind)
+        finally:
+            await app.aclose()
