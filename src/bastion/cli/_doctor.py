@@ -206,6 +206,28 @@ def check_egress(config: Config) -> list[Check]:
     return [Check(n, s, d, f) for n, s, d, f in readiness(config)]  # type: ignore[arg-type]
 
 
+def check_browser(config: Config) -> Check:
+    """Browser tools: the ``browser`` extra, Debian's chromium and its bubblewrap sandbox."""
+    b = config.browser
+    if not b.enabled:
+        return Check("browser", "OK", "disabled (browser.enabled: false)")
+    if importlib.util.find_spec("playwright") is None:
+        return Check("browser", "WARN", "the browser extra is not installed (browser_* tools "
+                     "fail)", "pip install 'bastion[browser]'")
+    from bastion.security.browser._launch import INSTALL_HINT, bwrap_problem, find_chromium
+
+    exe = find_chromium(b.executable)
+    if exe is None:
+        return Check("browser", "WARN", "chromium is not installed (browser_* tools fail)",
+                     INSTALL_HINT)
+    problem = bwrap_problem() if b.sandbox != "none" else "browser.sandbox is none"
+    if problem:
+        status: Status = "FAIL" if b.sandbox == "bubblewrap" else "WARN"
+        return Check("browser", status, f"{exe}, not sandboxed: {problem}",
+                     "apt-get install bubblewrap")
+    return Check("browser", "OK", f"{exe} in bubblewrap, network only through bastion")
+
+
 def run_checks() -> list[Check]:
     """Run every check, in the order a user should fix them."""
     cfg_check, config = check_config()
@@ -215,6 +237,7 @@ def run_checks() -> list[Check]:
         checks.append(check_sandbox(config))
         checks += check_isolation(config)
         checks += check_egress(config)
+        checks.append(check_browser(config))
         checks.append(check_token(config))
     checks += check_home()
     return checks

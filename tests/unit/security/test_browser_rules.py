@@ -152,5 +152,34 @@ def test_snapshot_parse_and_mask() -> None:
                            ("f1e3", "textbox", "Nick"), ("f1e4", "button", 'Say "hi"')]
     elements = {"f1e2": el("f1e2", "textbox", "Password", type="password"),
                 "f1e3": el("f1e3", "textbox", "Nick", type="text")}
-    out = mask(text, elements)
+    out = mask(text, elements, [])
     assert "hunter2" not in out and "[hidden by bastion]" in out and "pingu" in out
+    plain = {r: Element(r, e.role, "Field", {}) for r, e in elements.items()}
+    by_value = mask(text, plain, ["hunter2"])  # the page holds it in a password input
+    assert "hunter2" not in by_value and "pingu" in by_value
+    assert "pingu" not in mask(text, plain, None)  # unknown: every field value is hidden
+
+
+def test_doctor_names_the_chromium_install_line() -> None:
+    from bastion.cli._doctor import check_browser
+    from bastion.config.model import Config
+
+    config = Config()
+    config.browser.executable = Path("/nonexistent/chromium")
+    check = check_browser(config)
+    assert check.status == "WARN" and check.fix == "apt install chromium"
+
+
+async def test_missing_extra_is_a_clear_error_with_the_pip_line(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from bastion.errors import MissingExtraError
+    from bastion.security.browser.manager import BrowserManager, BrowserSettings
+    from bastion.tools.builtin.web import DirectFetcher
+
+    monkeypatch.setitem(sys.modules, "playwright.async_api", None)  # import fails
+    manager = BrowserManager(BrowserSettings(), fetcher=DirectFetcher(), workspace=tmp_path)
+    with pytest.raises(MissingExtraError) as err:
+        await manager.read("s1")
+    assert "pip install 'bastion[browser]'" in err.value.user_text()

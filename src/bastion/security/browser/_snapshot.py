@@ -8,7 +8,6 @@ password guard need, and mask the values of secret-looking fields in the text.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -97,30 +96,57 @@ async def element_facts(page: Any, ref: str, timeout_ms: float) -> dict[str, Any
     return dict(facts) if isinstance(facts, dict) else None
 
 
-async def take(page: Any, *, timeout_ms: float) -> tuple[str, dict[str, Element]]:
-    """Return the masked snapshot text and its interactive elements by ref.
+SECRET_VALUES_JS = """(words) => {
+  const re = new RegExp(words, 'i');
+  const auto = /current-password|new-password|one-time-code|cc-number|cc-csc|cc-exp/i;
+  const out = [];
+  for (const el of document.querySelectorAll('input, textarea')) {
+    const v = el.value || '';
+    if (!v) continue;
+    const labels = el.labels ? Array.from(el.labels).map(l => l.innerText).join(' ') : '';
+    const hay = [el.name, el.id, el.placeholder, el.getAttribute('aria-label'), labels]
+      .filter(Boolean).join(' ');
+    if (el.type === 'password' || auto.test(el.autocomplete || '') || re.test(hay)) out.push(v);
+  }
+  return {title: document.title, secrets: out};
+}"""
 
-    DOM facts are read here only for fields (their values may need masking); the target of a
-    click is inspected when the click is asked for (``BrowserManager.inspect``).
+
+async def take(page: Any, *, timeout_ms: float) -> tuple[str, str, dict[str, Element]]:
+    """Return the page title, the masked snapshot text and its interactive elements by ref.
+
+    Two round trips: the snapshot, and the title plus the values of secret-looking fields.
+    The DOM facts of the element a click or type targets are read when that action is asked
+    for (``BrowserManager.inspect``), so the risk rules see the element as it is then.
     """
     text = await page.aria_snapshot(mode="ai", timeout=timeout_ms)
-    found = [(r, role, name) for r, role, name in parse(text) if role in INTERACTIVE]
-    fields = [r for r, role, _ in found if role in FIELDS]
-    facts = await asyncio.gather(*(element_facts(page, r, timeout_ms) for r in fields))
-    known = dict(zip(fields, facts, strict=True))
-    elements = {r: Element(r, role, name, known.get(r) or {}) for r, role, name in found}
-    return mask(text, elements), elements
+    title, secrets = "", None
+    try:
+        found = await page.evaluate(SECRET_VALUES_JS, _SECRET_WORDS.pattern.removeprefix("(?i)"))
+        title, secrets = str(found["title"]), [str(v) for v in found["secrets"]]
+    except Exception:  # a navigation in between: mask every field value instead
+        pass
+    elements = {r: Element(r, role, name, {}) for r, role, name in parse(text)
+                if role in INTERACTIVE}
+    return title, mask(text, elements, secrets), elements
 
 
-def mask(text: str, elements: dict[str, Element]) -> str:
-    """Replace the shown value of every secret-looking field with a mask."""
+def mask(text: str, elements: dict[str, Element], secret_values: list[str] | None = None
+         ) -> str:
+    """Replace the shown value of every secret-looking field with a mask.
+
+    A field is secret when its facts or label say so, or when the value shown is one the
+    page holds in a secret-looking input (``secret_values``; None = mask every field value).
+    """
     secret = {r for r, e in elements.items() if e.secret_reason() is not None}
-    if not secret:
-        return text
+    values = {v.strip() for v in secret_values or () if v.strip()}
     lines = []
     for line in text.splitlines():
         m = _REF_LINE.match(line)
-        if m and m.group(5) in secret and m.group(6).startswith(":") and m.group(6).strip(": "):
-            line = line[: m.start(6)] + ": [hidden by bastion]"
+        if m and m.group(6).startswith(":") and m.group(6).strip(": ") \
+                and m.group(2) in FIELDS | {"textbox"}:
+            shown = m.group(6)[1:].strip().strip('"')
+            if m.group(5) in secret or secret_values is None or shown in values:
+                line = line[: m.start(6)] + ": [hidden by bastion]"
         lines.append(line)
     return "\n".join(lines)

@@ -399,14 +399,11 @@ class BrowserManager:
             s.visited.add(host)
         timeout = self.settings.action_timeout_s * 1000
         try:
-            text, elements = await _snapshot.take(s.page, timeout_ms=timeout)
+            title, text, elements = await _snapshot.take(s.page, timeout_ms=timeout)
         except Exception as exc:
             raise ToolError(f"could not read the page: {_first_line(exc)}") from None
         s.elements = elements
         blocked, downloads = s.net.drain()
-        title = ""
-        with contextlib.suppress(Exception):
-            title = await s.page.title()
         head = [f"Page: {title or '(no title)'} -- {s.page.url}"]
         for b in blocked[:5]:
             head.append(f"[bastion blocked {b.url}: {b.reason}]")
