@@ -43,6 +43,7 @@ bench: install-dev
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/memory_rag.py
+	$(BIN)/python bench/intel.py
 	$(BIN)/python bench/privacy.py
 
 clean:

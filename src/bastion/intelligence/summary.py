@@ -53,9 +53,9 @@ def summary(db: Path, *, since: float | None = None, trust: TrustManager | None 
         trust = TrustManager()
         conn = open_reader(db)
         try:
-            trust.replay(iter_events(conn, limit=None, since=time.time() - 120 * 86400,
-                                     kinds=("tool_call", "intel.assessment"),
-                                     newest_first=False))
+            recent = list(iter_events(conn, limit=50_000, since=time.time() - 120 * 86400,
+                                      kinds=("tool_call", "intel.assessment")))
+            trust.replay(reversed(recent))
         finally:
             conn.close()
     return {

@@ -257,3 +257,16 @@ async def test_syslog_cef_export_to_rsyslog(rsyslog: Rsyslog, apps: list[App]) -
         assert version == "1" and appname == "bastion"
         assert msg.startswith("CEF:0|bastion|bastion|")
         assert f"externalId={rid}" in msg
+
+
+async def test_background_shipping_while_the_app_runs(http_receiver: Any, apps: list[App]
+                                                      ) -> None:
+    es = FakeElastic()
+    url, _ = http_receiver(es)
+    cfg = Config(memory=MemoryConfig(enabled=False), intelligence=IntelligenceConfig(
+        enabled=True, siem={"background": True, "poll_interval_s": 0.05,
+                            "sinks": [{"name": "es", "type": "elasticsearch", "url": url}]}))
+    app = build_app(cfg, model=ScriptedModel())
+    apps.append(app)
+    ids = await _records(app, 6)
+    assert _wait(lambda: es.order[: len(ids)] == ids)
