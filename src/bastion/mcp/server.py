@@ -49,6 +49,7 @@ from bastion.mcp._session import (
     run_reported,
     set_level,
 )
+from bastion.security.audit import AuditLog
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.security.redact import Redactor
 from bastion.tools.builtin._paths import split_path
@@ -69,11 +70,11 @@ INSTRUCTIONS = (
 )
 
 
-def _find(gateway: Gateway, attr: str) -> Any:
-    """Return the first gateway stage attribute called ``attr`` (the app's redactor, audit)."""
+def _find(gateway: Gateway, attr: str, kind: type) -> Any:
+    """Return the first gateway stage attribute ``attr`` of type ``kind`` (redactor, audit)."""
     for stage in gateway.stages:
         value = getattr(stage, attr, None)
-        if value is not None:
+        if isinstance(value, kind):
             return value
     return None
 
@@ -97,8 +98,8 @@ class BastionMCP:
                  audit: Any = None) -> None:
         self.gateway = gateway
         self.actor = actor
-        self.redactor = redactor or _find(gateway, "redactor") or Redactor()
-        self.audit = audit if audit is not None else _find(gateway, "log")
+        self.redactor = redactor or _find(gateway, "redactor", Redactor) or Redactor()
+        self.audit = audit if audit is not None else _find(gateway, "log", AuditLog)
         self.resources = Resources(gateway, self.redactor.scanner, self.audit)
         self.watcher = Watcher(self.resources.workspace.root)
         self.rounds = RoundState()
