@@ -55,6 +55,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.approvals",  # /v1/approvals (pending, decide, thresholds, SSE)
     "bastion.server.routes.privacy",  # POST /v1/privacy/scan (PII, routing decision)
     "bastion.server.routes.intel",  # /v1/intel summary|report, GET /intel dashboard page
+    "bastion.server.routes.browser",  # /v1/browser/sessions (list, close)
 ]
 
 DESCRIPTION = (

@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from bastion.app import App, build_app
 from bastion.config.model import (
+    ApiConfig,
     BrowserConfig,
     BrowserSiteConfig,
     Config,
@@ -24,6 +25,7 @@ from tests.integration.browser.site import PASSWORD, USER, Site
 from tests.unit.security.test_gateway_pipeline import CountingApprover
 
 SECRET_VAR = "BASTION_SECRET_TESTSITE_LOGIN"  # secret://env/testsite_login
+TOKEN = "tok-browser-test-0123456789"
 
 
 def need_browser() -> None:
@@ -48,7 +50,8 @@ def site() -> Iterator[Site]:
 
 
 def browser_config(site: Site, **browser: object) -> Config:
-    config = Config(memory=MemoryConfig(enabled=False), browser=BrowserConfig(
+    config = Config(memory=MemoryConfig(enabled=False), api=ApiConfig(token=TOKEN),
+                    browser=BrowserConfig(
         egress=EgressConfig(cidrs=["127.0.0.1/32"], ports=[site.port]),
         sites=[BrowserSiteConfig(
             name="testsite", domains=["127.0.0.1"], login_url=f"{site.url}/login",

@@ -1,0 +1,75 @@
+"""``bastion browser sessions|close``: the running server's browser sessions."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bastion.config.model import Config
+from bastion.errors import AuthError, BastionError, NotFoundError
+
+browser_app = typer.Typer(help="Browser sessions of the running server.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _api(method: str, path: str) -> Any:
+    from bastion.config.loader import load
+
+    cfg: Config = load()
+    host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = f"http://{host}:{cfg.api.port}{path}"
+    headers = {}
+    if cfg.api.token is not None:
+        headers["Authorization"] = f"Bearer {cfg.api.token.get_secret_value()}"
+    try:
+        resp = httpx.request(method, url, headers=headers, timeout=30.0)
+    except httpx.HTTPError:
+        raise BastionError(f"no bastion server answers at {url}",
+                           fix="start it with `bastion serve`") from None
+    if resp.status_code >= 400:
+        try:
+            err = resp.json()["error"]
+            message, fix = err.get("message", resp.text), err.get("fix")
+        except (ValueError, KeyError, TypeError):
+            message, fix = resp.text[:200], None
+        cls = {401: AuthError, 404: NotFoundError}.get(resp.status_code, BastionError)
+        raise cls(message, fix=fix)
+    return resp.json()
+
+
+@browser_app.command("sessions")
+def sessions(as_json: JsonOpt = False) -> None:
+    """List open browser sessions: page, actions, idle time, logged-in sites."""
+    data = _api("GET", "/v1/browser/sessions")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if not data.get("enabled"):
+        typer.echo("the browser is disabled (browser.enabled: false)")
+        return
+    table = Table("session", "url", "actions", "idle s", "logged in")
+    for s in data["sessions"]:
+        table.add_row(str(s["session_id"]), str(s["url"]), str(s["actions"]), str(s["idle_s"]),
+                      ", ".join(s["logged_in"]) or "-")
+    Console().print(table)
+    sandbox = "bubblewrap" if data.get("sandboxed") else (
+        "not started yet" if data.get("sandboxed") is None
+        else f"NOT sandboxed ({data.get('sandbox_problem')})")
+    typer.echo(f"{len(data['sessions'])} open; chromium: {sandbox}")
+
+
+@browser_app.command("close")
+def close(session: Annotated[str, typer.Argument(help="the agent session id")]) -> None:
+    """Close one session's browser (its cookies and logins are discarded)."""
+    _api("DELETE", f"/v1/browser/sessions/{session}")
+    typer.echo(f"closed the browser session of {session}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion browser ...``."""
+    app.add_typer(browser_app, name="browser")
