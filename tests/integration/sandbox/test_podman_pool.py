@@ -61,6 +61,10 @@ async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path
             seen.append(out)
             await box.drain()
         assert seen[1][:2] == ["no-leak", "kept"]  # /tmp is fresh, the workspace persists
+        await box.warm_pool.fill()  # stdin, stderr and the exit status pass through the pool
+        res3 = await box.run(["sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"piped")
+        assert (res3.exit_code, res3.stdout, res3.stderr) == (3, "piped", "oops\n")
+        await box.drain()
     finally:
         await app.aclose()
     assert _pooled() == []  # used containers and the waiting one are removed

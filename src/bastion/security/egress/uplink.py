@@ -168,7 +168,8 @@ def host_ruleset(pid: int, subnet: str, *, forward_was_off: bool) -> str:
         f"    oifname {ours} drop",  # nothing new into a sandbox
     ]
     if forward_was_off:  # bastion turned routing on: everything else stays unrouted, as before
-        lines.append("    drop")
+        # (another bastion process's veths are judged by its own table, not dropped here)
+        lines.append(f'    iifname != "{HOST_VETH}*" oifname != "{HOST_VETH}*" drop')
     lines += [
         "  }",
         "  chain input {",
@@ -326,14 +327,16 @@ class HostUplink:
                 with contextlib.suppress(SandboxError):
                     dns = host_resolvers()
             self.subnet = pick_subnet(self.spec.subnet, [*host_routes(), *dns])
-            forward_off = FORWARD.read_text().strip() == "0"
+            prior = STATE_DIR / "ip_forward.prior"
+            # off now, or turned on by another bastion process (then its prior value counts)
+            forward_off = (FORWARD.read_text().strip() == "0"
+                           or (prior.exists() and prior.read_text().strip() == "0"))
             (STATE_DIR / f"{self.pid}.json").write_text(json.dumps(
                 {"pid": self.pid, "subnet": str(self.subnet), "table": self.table}))
             try:
                 _nft("-f", "-", input_text=host_ruleset(self.pid, str(self.subnet),
                                                         forward_was_off=forward_off))
                 if forward_off:
-                    prior = STATE_DIR / "ip_forward.prior"
                     if not prior.exists():
                         prior.write_text("0\n")
                     FORWARD.write_text("1\n")
@@ -343,6 +346,10 @@ class HostUplink:
 
     def allocate(self) -> tuple[int, str, str]:
         """Return (index, host address, sandbox address) of a free /30."""
+        with _LOCK:
+            return self._allocate()
+
+    def _allocate(self) -> tuple[int, str, str]:
         assert self.subnet is not None
         slots = self.subnet.num_addresses // 4
         for i in range(slots):
@@ -355,7 +362,8 @@ class HostUplink:
 
     def free(self, index: int) -> None:
         """Give a /30 back."""
-        self._used.discard(index)
+        with _LOCK:
+            self._used.discard(index)
 
     def close(self) -> None:
         """Delete the table and restore ip_forward when this was the last bastion uplink."""
