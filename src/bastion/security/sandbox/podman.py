@@ -18,14 +18,16 @@ ns:/run/netns/bst-...``) and gets its resolver as ``/etc/resolv.conf``: the name
 nftables and dnsmasq then allow, refuse and audit exactly as for the other backends.
 
 Warm pool (``security.warm_pool``): containers are started ahead of time, attached
-(``podman run -i``), each running the pool's tiny waiter under the same flags and limits; a
-call writes one request line and the waiter execs the command. We chose this over
+(``podman run -i``), each running a tiny waiter under the same flags and limits (see
+``WARM_WAITER``). A call writes one request to it; the waiter forks the command with its
+stdin/stdout/stderr on FIFOs in a host directory bound into that container and writes the exit
+status to a file there. So the call ends when the command ends -- not when podman has finished
+reporting the container's exit, which costs about as much as a cold start. We chose this over
 ``podman run -d ... sleep infinity`` + ``podman exec``: an exec still pays for conmon and a
-runc exec per call, while the attached waiter costs one pipe write (the call then waits only
-for podman to report the container's exit). Each pooled
-container serves exactly ONE call and is then removed (never reset and reused): a reset could
-miss state (a background process, a file in /tmp or /var/tmp, a changed rlimit), removal
-cannot. Only the workspace persists between calls -- as it does for cold runs, by design.
+runc exec per call. Each pooled container serves exactly ONE call and is then removed (never
+reset and reused): a reset could miss state (a background process, a file in /tmp or
+/var/tmp, a changed rlimit), removal cannot. Only the workspace persists between calls -- as
+it does for cold runs, by design.
 """
 
 from __future__ import annotations
