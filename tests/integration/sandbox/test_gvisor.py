@@ -137,3 +137,24 @@ def test_doctor_and_status_report_isolation_per_tool(bastion_home: Path) -> None
     assert checks["isolation: python"].detail == (
         "bubblewrap (security.tool_sandboxes.python: bubblewrap)")
     assert checks["sandbox"].status == "OK" and "auto -> gvisor" in checks["sandbox"].detail
+
+
+def test_self_check_passes_and_names_the_statx_bug_without_the_shim(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    from bastion.security.sandbox import gvisor as gv
+
+    runsc = shutil.which("runsc")
+    assert runsc is not None
+    assert GVisorSandbox._self_check(runsc) is None  # the real check, not the cached pass
+    monkeypatch.setattr(gv, "_shim_library", lambda: None)  # as on a host without a compiler
+    problem = GVisorSandbox._self_check(runsc)
+    version = subprocess.run([runsc, "--version"], capture_output=True, text=True).stdout
+    if "20221219" in version:  # Debian 12's runsc rejects AT_NO_AUTOMOUNT
+        assert problem == ("runsc starts, but stat/ls fail inside it (statx AT_NO_AUTOMOUNT): "
+                           "no C compiler to build bastion's statx shim "
+                           "(fix: apt-get install gcc libc6-dev)")
+    else:  # a fixed runsc needs no shim
+        assert problem is None, problem
