@@ -8,11 +8,12 @@ Run: ``.venv/bin/python bench/privacy.py [--fills 2] [--requests 20]``
    people, e-mails and phone numbers from its ``FakeNameGenerator.com_3000.csv`` and with
    Luhn-valid card numbers and mod-97-valid IBANs generated here (the CSV's card column is
    mangled to floats). Only PERSON, EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD and IBAN_CODE
-   are scored (other template slots are filled but not labelled; predictions of other
-   classes are ignored). A gold span counts as found when a predicted span of the same
-   class covers at least half of it. Baselines measured in the same run: bastion's secret
-   scanner alone (what guarded model traffic before the router) and a regex-only detector
-   (e-mail, phone, Luhn card, IBAN regexes; no names).
+   are scored (other slots are filled too; a prediction on an address, place, company or id
+   slot counts neither way, and predictions of other classes are ignored). A gold span
+   counts as found when a predicted span of the same class covers at least half of it.
+   Baselines measured in the same run: bastion's secret scanner alone (what guarded model
+   traffic before the router) and a regex-only detector (e-mail, phone, Luhn card, IBAN
+   regexes; no names).
 2. Added latency per request: the shipped SmolLM2 answering 16 tokens directly vs through
    the ``PrivacyRouter`` (same model as local and remote), for a fresh 3-message request
    each time (nothing cached) and for a 9-message conversation whose older messages were
@@ -49,15 +50,21 @@ LABEL = {
     "person": "PERSON", "name": "PERSON", "first_name": "PERSON", "last_name": "PERSON",
     "name_female": "PERSON", "name_male": "PERSON", "first_name_male": "PERSON",
     "first_name_female": "PERSON", "last_name_male": "PERSON", "last_name_female": "PERSON",
-    "email": "EMAIL_ADDRESS", "phone_number": "PHONE_NUMBER",
+    "first_name_nonbinary": "PERSON", "email": "EMAIL_ADDRESS", "phone_number": "PHONE_NUMBER",
     "credit_card_number": "CREDIT_CARD", "iban": "IBAN_CODE",
 }  # fmt: skip
+# Personal data outside the scored classes (addresses, places, companies, ids, dates): a
+# prediction on them is neither a hit nor a false alarm.
+IGNORE = {"address", "street_name", "city", "country", "organization", "ssn", "ip_address",
+          "us_driver_license", "date_of_birth", "url", "secondary_address", "nationality",
+          "nation_woman", "nation_plural"}
 
 
 @dataclass
 class Sample:
     text: str
     gold: list[tuple[int, int, str]]
+    ignore: list[tuple[int, int]]
 
 
 def raw_data() -> Path:
@@ -109,6 +116,16 @@ def build_set(fills: int, seed: int = 7) -> list[Sample]:
                 "name_female": f"{p['GivenName']} {p['Surname']}",
                 "name_male": f"{p['GivenName']} {p['Surname']}",
                 "first_name_male": p["GivenName"], "first_name_female": p["GivenName"],
+                "first_name_nonbinary": p["GivenName"], "last_name_male": p["Surname"],
+                "last_name_female": p["Surname"], "prefix": p["Title"],
+                "prefix_male": p["Title"], "prefix_female": p["Title"],
+                "building_number": str(rng.randrange(1, 400)), "secondary_address": "Apt. 4",
+                "state_abbr": p["State"], "date_time": "Monday 9am", "day_of_week": "Monday",
+                "date_of_birth": p["Birthday"], "url": f"https://{p['Domain']}",
+                "ssn": f"{rng.randrange(100, 666)}-{rng.randrange(10, 99)}-"
+                f"{rng.randrange(1000, 9999)}", "ip_address": f"10.{rng.randrange(255)}.0.7",
+                "us_driver_license": "D1234567", "nation_woman": "Greenlander",
+                "nation_plural": "Greenlanders",
                 "email": p["EmailAddress"],
                 "phone_number": f"+{p['TelephoneCountryCode']} {p['TelephoneNumber']}",
                 "credit_card_number": luhn_card(rng), "iban": iban(rng),
@@ -119,17 +136,21 @@ def build_set(fills: int, seed: int = 7) -> list[Sample]:
                 "nationality": p["CountryFull"], "postcode": p["ZipCode"],
                 "zipcode": p["ZipCode"], "year": str(rng.randrange(1950, 2024)),
             }  # fmt: skip
-            text, gold, pos = "", [], 0
+            text, pos = "", 0
+            gold: list[tuple[int, int, str]] = []
+            ignore: list[tuple[int, int]] = []
             for m in slot.finditer(template):
                 text += template[pos : m.start()]
                 key = m.group(1)
                 value = values.get(key, "7")
                 if key in LABEL:
                     gold.append((len(text), len(text) + len(value), LABEL[key]))
+                elif key in IGNORE:
+                    ignore.append((len(text), len(text) + len(value)))
                 text += value
                 pos = m.end()
             text += template[pos:]
-            out.append(Sample(text, gold))
+            out.append(Sample(text, gold, ignore))
     return out
 
 
@@ -185,7 +206,7 @@ def score(samples: list[Sample], detect: Detect) -> dict[str, tuple[float, float
                 tp[cls] += 1
                 used.add(hit)
         for i, e in enumerate(preds):
-            if i not in used:
+            if i not in used and not any(e.start < b and a < e.end for a, b in s.ignore):
                 cls = next((c for c in e.classes if c in CLASSES), None)
                 if cls is not None:
                     fp[cls] += 1

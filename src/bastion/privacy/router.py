@@ -133,6 +133,9 @@ class PrivacyRouter:
                     yield ev
                 else:
                     yield ev
+            tail = restorer.flush()  # a stream that ended without its Finish
+            if tail:
+                yield TextDelta(tail)
         except (ModelError, ClusterError) as exc:
             if isinstance(exc, ModelOutputError) or shown or not self.fallback_local:
                 raise
