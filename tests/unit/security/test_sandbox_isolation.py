@@ -90,8 +90,26 @@ async def test_cpu_budget_kills_as_cpu_time_not_timeout() -> None:
     assert res.killed_reason == "timeout"
 
 
-def test_session_fallback_reads_proc() -> None:
-    import os
+async def test_proc_fallback_counts_descendants() -> None:
+    # a child that spins in a grandchild: the tree sum sees the grandchild's CPU
+    code = ("import os,time\n"
+            "if os.fork() == 0:\n"
+            "    t = time.process_time()\n"
+            "    while time.process_time() - t < 0.3: pass\n"
+            "    time.sleep(30)\n"
+            "time.sleep(30)\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                start_new_session=True)
+    meter = _cgroup.CpuMeter(None, None, 1.0, root_pid=proc.pid)
+    try:
+        for _ in range(600):
+            if await asyncio.to_thread(meter.seconds) >= 0.25:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(meter.seconds) >= 0.25
+    finally:
+        import os
+        import signal
 
-    # this process's own session: at least this process's CPU time is counted
-    assert _cgroup._session_cpu_seconds(os.getsid(0)) > 0
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()

@@ -8,7 +8,7 @@ When no writable pids controller exists (an unprivileged desktop user), callers 
 
 :class:`CpuMeter` measures the CPU time a whole tree has used (``cpuacct.usage`` on cgroup
 v1, ``cpu.stat`` ``usage_usec`` on v2, else the summed ``/proc`` times of the tree's
-session), for backends whose own kernel does not enforce ``RLIMIT_CPU`` (gVisor 2022).
+process tree), for backends whose own kernel does not enforce ``RLIMIT_CPU`` (gVisor 2022).
 """
 
 from __future__ import annotations
@@ -135,10 +135,14 @@ def cpuacct_root() -> Path | None:
     return None
 
 
-def _session_cpu_seconds(sid: int) -> float:
-    """Sum user+system time (own and reaped children's) of every process in session ``sid``."""
+def _tree_cpu_seconds(root: int) -> float:
+    """Sum user+system time (own and reaped children's) of ``root`` and its descendants.
+
+    By parentage, not session: runsc's sentry starts a session of its own.
+    """
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -147,9 +151,16 @@ def _session_cpu_seconds(sid: int) -> float:
                 fields = fh.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # fields[0] is the state (field 3); session is field 6, utime..cstime 14..17
-        if len(fields) > 14 and int(fields[3]) == sid:
-            total += sum(int(f) for f in fields[11:15])
+        # after the name: state (field 3), ppid (4), ... utime..cstime (14..17)
+        if len(fields) > 14:
+            pid = int(entry)
+            children.setdefault(int(fields[1]), []).append(pid)
+            times[pid] = sum(int(f) for f in fields[11:15])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(children.get(pid, ()))
     return total / tick
 
 
@@ -157,15 +168,15 @@ class CpuMeter:
     """CPU seconds used by one process tree since it started.
 
     Backed by a cgroup (exact, includes exited members) where one is writable, else by
-    the ``/proc`` times of the tree's session (members that exited unreaped are missed).
+    the ``/proc`` times of the tree (members that exited unreaped are missed).
     """
 
     def __init__(self, usage_file: Path | None, group: Path | None, unit: float,
-                 sid: int | None = None) -> None:
+                 root_pid: int | None = None) -> None:
         self.usage_file = usage_file
         self.group = group  # a cgroup we created and must remove (v1 cpuacct)
         self.unit = unit
-        self.sid = sid
+        self.root_pid = root_pid
 
     @classmethod
     def create(cls, pids: PidsCgroup | None) -> CpuMeter:
@@ -192,7 +203,7 @@ class CpuMeter:
     def seconds(self) -> float:
         """Return the CPU seconds used so far (0 when nothing can be read)."""
         if self.usage_file is None:
-            return _session_cpu_seconds(self.sid) if self.sid is not None else 0.0
+            return _tree_cpu_seconds(self.root_pid) if self.root_pid is not None else 0.0
         try:
             text = self.usage_file.read_text()
         except OSError:

@@ -102,7 +102,7 @@ async def spawn(
         for fd in fds:
             os.close(fd)
     if meter is not None:
-        meter.sid = proc.pid  # start_new_session: the tree's session id is the child's pid
+        meter.root_pid = proc.pid  # the /proc fallback sums this process's tree
     return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop(), meter)
 
 
