@@ -1,4 +1,4 @@
-"""One local web site and one bastion app with real chromium per module (one browser)."""
+"""One local web site and one bastion app with real chromium per test session (one browser)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def need_browser() -> None:
         pytest.skip(msg)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site() -> Iterator[Site]:
     s = Site()
     yield s
@@ -52,9 +52,11 @@ def site() -> Iterator[Site]:
 def browser_config(site: Site, **browser: object) -> Config:
     config = Config(memory=MemoryConfig(enabled=False), api=ApiConfig(token=TOKEN),
                     browser=BrowserConfig(
-        egress=EgressConfig(cidrs=["127.0.0.1/32"], ports=[site.port]),
+        # 127.0.0.1 for most tests; the pre-authenticated site is the same server as localhost
+        egress=EgressConfig(domains=["localhost"], cidrs=["127.0.0.1/32", "::1/128"],
+                            ports=[site.port]),
         sites=[BrowserSiteConfig(
-            name="testsite", domains=["127.0.0.1"], login_url=f"{site.url}/login",
+            name="testsite", domains=["localhost"], login_url=f"{site.auth_url}/login",
             username=USER, password="secret://env/testsite_login")],
         **browser))  # type: ignore[arg-type]
     config.intelligence.enabled = False  # its anomaly/trust stages are not what is tested here
@@ -66,7 +68,7 @@ class BrowserEnv:
         self.app, self.site, self.approver, self.home = app, site, approver, home
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def env(site: Site, tmp_path_factory: pytest.TempPathFactory
               ) -> AsyncIterator[BrowserEnv]:
     need_browser()

@@ -106,6 +106,7 @@ class Site:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self.server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.auth_url = f"http://localhost:{self.port}"  # the pre-authenticated site
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

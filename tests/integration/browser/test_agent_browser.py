@@ -13,14 +13,14 @@ from tests.fakes.model import ScriptedModel, call, say
 from tests.integration.browser.conftest import BrowserEnv
 from tests.integration.browser.site import PASSWORD, USER
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 BROWSER_TOOLS = ["browser_navigate", "browser_read", "browser_click", "browser_type",
                  "browser_screenshot", "browser_close_session"]
 
 
 async def test_agent_reads_a_logged_in_page_and_never_sees_the_credentials(
         env: BrowserEnv) -> None:
-    model = ScriptedModel(call("browser_navigate", url=f"{env.site.url}/account"),
+    model = ScriptedModel(call("browser_navigate", url=f"{env.site.auth_url}/account"),
                           say("You have 42 credits."))
     agent = Agent(model, env.app.gateway, AgentOptions(system_prompt="You browse.",
                                                        tools=BROWSER_TOOLS))

@@ -17,7 +17,7 @@ from bastion.llm.messages import ToolCall
 from bastion.server.app import create_app
 from tests.integration.browser.conftest import TOKEN, BrowserEnv
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from bastion.tools.base import Risk
 from tests.integration.browser.conftest import BrowserEnv
 from tests.integration.browser.site import PASSWORD
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def run(env: BrowserEnv, sid: str, tool: str, **args: object) -> ToolResult:
@@ -58,7 +58,7 @@ async def test_navigate_read_click_type_screenshot_close(env: BrowserEnv) -> Non
 
 
 async def test_sessions_are_isolated(env: BrowserEnv) -> None:
-    await run(env, "iso-a", "browser_navigate", url=f"{env.site.url}/account")  # logs in
+    await run(env, "iso-a", "browser_navigate", url=f"{env.site.auth_url}/account")  # logs in
     manager = env.app.browser
     assert manager is not None
     a = await manager._sessions["iso-a"].context.cookies()
@@ -73,15 +73,19 @@ async def test_preauth_logs_in_and_the_password_leaks_nowhere(
         env: BrowserEnv, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     before = env.site.state.logins
-    res = await run(env, "auth", "browser_navigate", url=f"{env.site.url}/account")
+    res = await run(env, "auth", "browser_navigate", url=f"{env.site.auth_url}/account")
     assert res.ok and "Balance: 42 credits" in res.text, res.text
     assert env.site.state.logins == before + 1 and env.site.state.bad_logins == 0
+    # the same server under another name is not a configured site: no login there
+    other = await run(env, "auth-other", "browser_navigate", url=f"{env.site.url}/account")
+    assert "Page: Sign in" in other.text and env.site.state.logins == before + 1
+    await run(env, "auth-other", "browser_close_session")
     # the login form was never shown to the model, the session stays logged in
-    res2 = await run(env, "auth", "browser_navigate", url=f"{env.site.url}/account")
+    res2 = await run(env, "auth", "browser_navigate", url=f"{env.site.auth_url}/account")
     assert "Balance" in res2.text and env.site.state.logins == before + 1
     # a page that shows the password field with the value typed in it: masked in the tree
     page = env.app.browser._sessions["auth"].page  # type: ignore[union-attr]
-    await page.goto(f"{env.site.url}/login")
+    await page.goto(f"{env.site.auth_url}/login")
     await page.fill("input[type=password]", PASSWORD)
     read = await run(env, "auth", "browser_read")
     assert "[hidden by bastion]" in read.text
