@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.config.model import AgentConfig  # noqa: E402
+from bastion.errors import ModelOutputError  # noqa: E402
 from bastion.llm._schema import normalize_schema  # noqa: E402
 from bastion.llm.embedded import (  # noqa: E402
     TEMPLATES,
@@ -193,9 +194,15 @@ async def run_bastion(model: EmbeddedModel, q: dict[str, Any], system: str) -> l
     msgs = [Message("system", system)] + [Message(m["role"], m["content"]) for m in user_text(q)]  # type: ignore[arg-type]
     out = []
     settings = ChatSettings(temperature=0.0, max_tokens=MAX_TOKENS)
-    async for ev in model.chat(msgs, specs_of(q), settings=settings):
-        if isinstance(ev, ToolCallEvent):
-            out.append({ev.call.name: ev.call.arguments})
+    try:
+        async for ev in model.chat(msgs, specs_of(q), settings=settings):
+            if isinstance(ev, ToolCallEvent):
+                out.append({ev.call.name: ev.call.arguments})
+    except ModelOutputError:
+        # arguments cut off at max_tokens: the agent retries (same greedy result) and ends
+        # the turn with an error, so no call is made -- scored like the default path's
+        # unparseable arguments
+        return []
     return out
 
 
