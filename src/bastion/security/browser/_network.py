@@ -72,7 +72,7 @@ class SessionNet:
         self.downloads_dir = downloads
         self.blocked: list[Blocked] = []
         self.downloads: list[Path] = []
-        self.redirect_pending = False
+        self.redirect_target: str | None = None  # where the last redirect page points
         self.requests = 0
 
     def drain(self) -> tuple[list[Blocked], list[Path]]:
@@ -104,8 +104,6 @@ class RequestBroker:
         net.requests += 1
         url = request.url
         is_nav = bool(request.is_navigation_request()) and request.frame.parent_frame is None
-        if is_nav:
-            net.redirect_pending = False
         try:
             status, headers, body, final = await self._fetch(
                 request.method, url, await request.all_headers(), request.post_data_buffer,
@@ -125,7 +123,7 @@ class RequestBroker:
         location = headers.get("location")
         if 300 <= status < 400 and location:
             target = urljoin(final, location)
-            net.redirect_pending = True
+            net.redirect_target = target
             keep = {k: v for k, v in headers.items() if k == "set-cookie"}
             js_target = json.dumps(target).replace("<", "\\u003c")  # no </script> break-out
             shim = (f"<!doctype html><title>Redirecting</title><script>location.replace("

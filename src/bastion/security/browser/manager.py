@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bastion._extras import require
 from bastion.errors import PolicyDenied, ToolError
@@ -377,18 +377,17 @@ class BrowserManager:
         return s.page.locator(f"aria-ref={ref}")
 
     async def _settle(self, s: BrowserSession) -> None:
-        deadline = time.monotonic() + self.settings.action_timeout_s
         timeout = self.settings.action_timeout_s * 1000
-        for _ in range(8):  # a redirect page refreshes to its target (see _network)
+        for _ in range(8):  # a redirect page replaces itself with its target (see _network)
             with contextlib.suppress(Exception):
                 await s.page.wait_for_load_state("load", timeout=timeout)
-            while s.net.redirect_pending and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            if not s.net.redirect_pending:
-                with contextlib.suppress(Exception):
-                    await s.page.wait_for_load_state("load", timeout=timeout)
-                if not s.net.redirect_pending:
-                    return
+            target, s.net.redirect_target = s.net.redirect_target, None
+            if target is None:
+                return
+            want = _norm(target)
+            with contextlib.suppress(Exception):
+                await s.page.wait_for_url(lambda u, w=want: _norm(str(u)) == w,
+                                          wait_until="load", timeout=timeout)
 
     async def _after(self, s: BrowserSession, *, settle: bool = True) -> str:
         """Snapshot the page and report what the network did."""
@@ -448,6 +447,12 @@ class BrowserManager:
     def _record_block(self, session_id: str | None, url: str, reason: str) -> None:
         self._record("browser.blocked", session_id=session_id, decision="denied",
                      detail={"url": url, "reason": reason})
+
+
+def _norm(url: str) -> str:
+    """Return ``url`` as the browser shows it (no fragment, lower-case host, a path)."""
+    p = urlsplit(url)
+    return urlunsplit((p.scheme.lower(), p.netloc.lower(), p.path or "/", p.query, ""))
 
 
 def _first_line(exc: BaseException) -> str:
