@@ -215,3 +215,23 @@ async def test_sessions_expire_by_actions_and_idle_time_and_are_capped(env: Brow
     closed = env.app.audit.events(session_id="exp", kind="browser.session_closed")
     assert {e.detail["reason"].split(":")[0] for e in closed} == {"expired"}
     await run(env, "exp", "browser_close_session")
+
+
+async def test_failed_preauth_is_a_clear_error_without_the_value(
+        env: BrowserEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.security.browser.preauth import Site
+
+    manager = env.app.browser
+    assert manager is not None
+    wrong = "Wrong-pw-3vT!k2-browser"
+    monkeypatch.setenv("BASTION_SECRET_TESTSITE_BAD", wrong)
+    monkeypatch.setattr(manager, "sites", [Site(
+        "badsite", ["127.0.0.1"], f"{env.site.url}/login", "alice@example.test",
+        "secret://env/testsite_bad")])
+    before = env.site.state.bad_logins
+    res = await run(env, "badauth", "browser_navigate", url=f"{env.site.url}/account")
+    assert not res.ok and "pre-authentication for badsite failed" in res.text, res.text
+    assert env.site.state.bad_logins == before + 1 and wrong not in res.text
+    failed = env.app.audit.events(session_id="badauth", kind="browser.preauth")
+    assert failed and failed[0].decision == "failed" and wrong not in str(failed[0].to_dict())
+    await run(env, "badauth", "browser_close_session")
