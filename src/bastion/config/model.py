@@ -573,43 +573,6 @@ class IntelligenceConfig(_Section):
     siem: SiemConfig = Field(default_factory=SiemConfig)
 
 
-class HsmConfig(_Section):
-    """A PKCS#11 token (HSM) that holds bastion's signing key."""
-
-    module: str = Field(
-        default="/usr/lib/softhsm/libsofthsm2.so",
-        description="PKCS#11 library: SoftHSM2, libtpm2_pkcs11.so (TPM), yubihsm_pkcs11.so, "
-        "opensc-pkcs11.so, a cloud HSM's client library",
-    )
-    token_label: str = "bastion"
-    pin: str | None = Field(
-        default=None,
-        description="the user PIN as a secret:// reference, e.g. secret://env/hsm_pin "
-        "($BASTION_SECRET_HSM_PIN)",
-    )
-    key_label: str = "bastion-audit"
-    key_type: Literal["auto", "ed25519", "ec-p256"] = Field(
-        default="auto", description="auto = Ed25519 when the token offers CKM_EDDSA, else P-256"
-    )
-    softhsm_dir: Path | None = Field(
-        default=None, description="SoftHSM2 token store when SOFTHSM2_CONF is unset; HOME/hsm"
-    )
-
-
-class CryptoConfig(_Section):
-    """HSM signing, sealed keys, audit proofs and TLS certificate pinning."""
-
-    hsm: HsmConfig = Field(default_factory=HsmConfig)
-    tls_pins: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="host or host:port -> SPKI SHA-256 pins ('sha256/BASE64'); outgoing HTTPS "
-        "to a pinned host fails unless the server key matches one",
-    )
-    proof_max_records: int = Field(
-        default=20_000, ge=1, description="largest record window a compliance proof covers"
-    )
-
-
 PiiPolicy = Literal["local_only", "redact", "allow"]
 
 
@@ -790,8 +753,8 @@ class Config(_Section):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     hitl: HitlConfig = Field(default_factory=HitlConfig)
+    crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     patterns: PatternsConfig = Field(default_factory=PatternsConfig)
-    crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
