@@ -685,7 +685,11 @@ class BrowserSiteConfig(_Section):
 class BrowserConfig(_Section):
     """Browser sessions for the browser_* tools (Playwright driving Debian's chromium)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=False,
+        description="offer the browser_* tools to the agent (opt-in: a browser is a large "
+        "attack surface, and six more tools make small models choose worse)",
+    )
     executable: Path | None = Field(
         default=None, description="chromium binary; default /usr/lib/chromium/chromium")
     sandbox: Literal["auto", "bubblewrap", "none"] = Field(

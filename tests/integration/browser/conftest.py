@@ -52,6 +52,7 @@ def site() -> Iterator[Site]:
 def browser_config(site: Site, **browser: object) -> Config:
     config = Config(memory=MemoryConfig(enabled=False), api=ApiConfig(token=TOKEN),
                     browser=BrowserConfig(
+        enabled=True,
         # 127.0.0.1 for most tests; the pre-authenticated site is the same server as localhost
         egress=EgressConfig(domains=["localhost"], cidrs=["127.0.0.1/32", "::1/128"],
                             ports=[site.port]),

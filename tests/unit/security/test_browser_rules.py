@@ -165,6 +165,7 @@ def test_doctor_names_the_chromium_install_line() -> None:
     from bastion.config.model import Config
 
     config = Config()
+    config.browser.enabled = True
     config.browser.executable = Path("/nonexistent/chromium")
     check = check_browser(config)
     assert check.status == "WARN" and check.fix == "apt install chromium"
