@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ def by_name() -> dict[str, object]:
 
 def test_names_risks_and_sandbox_flags() -> None:
     tools = {t.name: t for t in builtin_tools()}
-    assert sorted(tools) == [
-        "list_files", "python", "read_file", "shell", "web_fetch", "write_file"
-    ]
-    assert tools["shell"].sandboxed and tools["python"].sandboxed
+    node = ["node"] if shutil.which("node") else []  # offered only where Node.js is installed
+    assert sorted(tools) == sorted(
+        ["list_files", "python", "read_file", "shell", "web_fetch", "write_file", *node]
+    )
+    assert all(tools[n].sandboxed for n in ["shell", "python", *node])
     assert not tools["read_file"].sandboxed and not tools["web_fetch"].sandboxed
     assert tools["read_file"].risk is Risk.LOW and tools["shell"].risk is Risk.MEDIUM
 

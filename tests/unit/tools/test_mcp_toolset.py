@@ -46,7 +46,8 @@ def test_stdio_server_is_launched_inside_bwrap(tmp_path: Path) -> None:
     cfg = McpServerConfig(name="s", command=["node", "/opt/s/index.js"], mounts=[tmp_path],
                           env={"K": "V"})
     keep: list[object] = []
-    spec = server_spec(cfg, Config(), keep)
+    bwrap = Config.model_validate({"security": {"sandbox": "bubblewrap"}})  # auto may be gVisor
+    spec = server_spec(cfg, bwrap, keep)
     argv = spec.argv or []
     assert argv[0].endswith("bwrap") and argv[-2:] == ["node", "/opt/s/index.js"]
     assert "--unshare-all" in argv and "--clearenv" in argv

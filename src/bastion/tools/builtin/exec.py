@@ -1,4 +1,4 @@
-"""Code execution tools: ``shell`` and ``python``.
+"""Code execution tools: ``shell``, ``python`` and ``node`` (when Node.js is installed).
 
 Both are ``sandboxed``: they run only through ``ctx.runner``, which the gateway sets to the
 configured sandbox (workspace mounted at ``/workspace``, no network unless policy grants it,
@@ -83,5 +83,28 @@ async def python(
     res = await _runner(ctx, "python").run(
         ["python3", "-I", "-"], stdin=code.encode("utf-8"), timeout_s=_timeout(timeout_s),
         env=dict(ctx.secrets) or None,
+    )
+    return format_result(res)
+
+
+@tool(name="node", risk=Risk.MEDIUM, sandboxed=True)
+async def node(
+    ctx: ToolContext, code: str, timeout_s: float | None = None
+) -> ToolOutput:
+    """Run a JavaScript (Node.js) program in the sandbox and return what it prints.
+
+    Args:
+        ctx: The call's context from the gateway (its runner is the sandbox).
+        code: The program; use console.log() to show results. The workspace is the working
+            directory.
+        timeout_s: Kill the program after this many seconds (default: the sandbox limit).
+
+    """
+    # --jitless: V8's JIT reserves a large code range up front, which the sandbox's address-
+    # space limit refuses ("Failed to reserve virtual memory for CodeRange"); the interpreter
+    # fits. --no-expose-wasm: WebAssembly needs the JIT (and would warn on every run).
+    res = await _runner(ctx, "node").run(
+        ["node", "--jitless", "--no-expose-wasm", "-"], stdin=code.encode("utf-8"),
+        timeout_s=_timeout(timeout_s), env=dict(ctx.secrets) or None,
     )
     return format_result(res)
