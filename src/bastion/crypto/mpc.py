@@ -124,6 +124,11 @@ class _Mailbox:
                 self.changed.set()
         except (asyncio.IncompleteReadError, ValueError, KeyError, TypeError):
             pass  # a malformed or partial frame is ignored; the run times out instead
+        except asyncio.CancelledError:
+            # the run ended while a peer was still sending (e.g. its abort note). Python 3.11's
+            # stream server calls task.exception() on a cancelled handler and prints a
+            # traceback, so the handler ends quietly instead.
+            pass
         finally:
             writer.close()
 
@@ -145,7 +150,8 @@ class _Mailbox:
         return self.frames.pop((round_, sender))
 
 
-async def _send(peer: Peer, frame: dict[str, Any], deadline: float) -> None:
+async def _send(peer: Peer, frame: dict[str, Any], deadline: float,
+                box: _Mailbox | None = None) -> None:
     data = json.dumps(frame).encode()
     loop = asyncio.get_running_loop()
     while True:
@@ -153,6 +159,9 @@ async def _send(peer: Peer, frame: dict[str, Any], deadline: float) -> None:
             _, writer = await asyncio.open_connection(peer.host, peer.port)
             break
         except OSError:
+            if box is not None and box.aborted:  # it left because someone aborted the run
+                who, why = next(iter(box.aborted.items()))
+                raise CryptoError(f"party {who} aborted the run: {why}") from None
             if loop.time() > deadline:
                 raise CryptoError(f"party {peer.pid} at {peer.host}:{peer.port} is unreachable",
                                   fix="start it, or check its address") from None
@@ -199,12 +208,13 @@ async def private_sum(me: Party, peers: list[Peer], value: int, session: str, *,
         # round 1: shares of my value
         shares = {p.pid: secrets.randbelow(MODULUS) for p in peers}
         kept = (value - sum(shares.values())) % MODULUS
-        await asyncio.gather(*(_send(p, seal(p, 1, shares[p.pid]), deadline) for p in peers))
+        await asyncio.gather(*(_send(p, seal(p, 1, shares[p.pid]), deadline, box)
+                               for p in peers))
         partial = kept
         for p in peers:
             partial = (partial + open_(p, await box.take(1, p.pid, deadline), 1)) % MODULUS
         # round 2: publish partial sums (each is uniformly random on its own)
-        await asyncio.gather(*(_send(p, seal(p, 2, partial), deadline) for p in peers))
+        await asyncio.gather(*(_send(p, seal(p, 2, partial), deadline, box) for p in peers))
         total = partial
         for p in peers:
             total = (total + open_(p, await box.take(2, p.pid, deadline), 2)) % MODULUS
