@@ -33,3 +33,18 @@ class Model(Protocol):
     async def aclose(self) -> None:
         """Release resources (processes, connections, model memory)."""
         ...
+
+
+async def relay(stream: AsyncIterator[ModelEvent]) -> AsyncIterator[ModelEvent]:
+    """Yield ``stream``'s events; close it when the consumer stops early (HTTP, llama).
+
+    Models that wrap other models (privacy router, patterns) relay an inner stream this way,
+    so an abandoned turn releases the inner model's connection or generation at once.
+    """
+    try:
+        async for ev in stream:
+            yield ev
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,13 +148,3 @@ async def close_all(models: Sequence[Model]) -> None:
             seen.add(id(m))
             await m.aclose()
 
-
-async def relay(stream: AsyncIterator[ModelEvent]) -> AsyncIterator[ModelEvent]:
-    """Yield ``stream``'s events; close it when the consumer stops early (HTTP, llama)."""
-    try:
-        async for ev in stream:
-            yield ev
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from bastion.errors import ConfigError
-from bastion.llm.base import Model
+from bastion.llm.base import Model, relay
 from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
-from bastion.patterns._common import Held, call_problem, close_all, collect, relay, replay
+from bastion.patterns._common import Held, call_problem, close_all, collect, replay
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from bastion.llm.base import Model
+from bastion.llm.base import Model, relay
 from bastion.llm.messages import (
     ChatSettings,
     Finish,
@@ -27,7 +27,7 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.patterns._common import Held, close_all, collect, relay, replay
+from bastion.patterns._common import Held, close_all, collect, replay
 
 APPROVED = "APPROVED"
 VERIFY_PROMPT = (

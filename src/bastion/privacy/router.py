@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from bastion.errors import ClusterError, ModelError, ModelOutputError
-from bastion.llm.base import Model
+from bastion.llm.base import Model, relay
 from bastion.llm.messages import (
     ChatSettings,
     Finish,
@@ -106,7 +106,7 @@ class PrivacyRouter:
         decision = analysis.decision
         if decision.route == "local":
             self._record(decision)
-            async for ev in _relay(self.local.chat(messages, tools, settings=settings)):
+            async for ev in relay(self.local.chat(messages, tools, settings=settings)):
                 yield ev
             return
         self._record(decision)
@@ -114,7 +114,7 @@ class PrivacyRouter:
         shown = False
         stream = self.remote.chat(analysis.send, tools, settings=settings)
         try:
-            async for ev in _relay(stream):
+            async for ev in relay(stream):
                 if isinstance(ev, TextDelta):
                     text = restorer.feed(ev.text)
                     if text:
@@ -141,7 +141,7 @@ class PrivacyRouter:
                 raise
             fallback = dataclasses.replace(decision, route="local", redacted=0)
             self._record(fallback, "local_fallback", error=type(exc).__name__)
-            async for ev in _relay(self.local.chat(messages, tools, settings=settings)):
+            async for ev in relay(self.local.chat(messages, tools, settings=settings)):
                 yield ev
 
     async def aclose(self) -> None:
@@ -152,13 +152,3 @@ class PrivacyRouter:
             if self.local is not self.remote:
                 await self.local.aclose()
 
-
-async def _relay(stream: AsyncIterator[ModelEvent]) -> AsyncIterator[ModelEvent]:
-    """Yield ``stream``'s events; close it when the consumer stops early (HTTP, llama)."""
-    try:
-        async for ev in stream:
-            yield ev
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
