@@ -280,15 +280,25 @@ class AuditLog:
                 self._urgent = False
                 wanted = {p.receipt for p in batch if p.receipt in self._waiters.threads
                           or p.receipt in self._waiters.futures}
+            head = None
             try:
                 with self._write_lock:
-                    ids = self._write(batch, wanted)
+                    ids, head = self._write(batch, wanted)
             except BaseException as exc:  # keep the thread alive; waiters get the error
                 self._error = exc
                 ids = {}
+            if head is not None:
+                # The records are committed: the event loop's callers (the gateway, on every
+                # tool call) go on now; the signed head follows. A head that lags the log is
+                # what verify accepts after a crash anyway; only a head ahead of it is a cut.
+                self._release_futures(batch[-1].receipt, ids)
+                ids = {}  # already published; a second update would bring back popped ids
+                self._write_head(*head)
             self._release(batch[-1].receipt, ids)
 
-    def _write(self, batch: list[_Pending], wanted: set[int]) -> dict[int, int]:
+    def _write(
+        self, batch: list[_Pending], wanted: set[int]
+    ) -> tuple[dict[int, int], tuple[int, str]]:
         db = self._db
         for attempt in range(50):
             try:
@@ -319,8 +329,7 @@ class AuditLog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._write_head(last_id, prev)
-        return ids
+        return ids, (last_id, prev)
 
     def _signed(self, seq: int, digest: str, kind: str) -> tuple[Any, ...]:
         ts = time.time()
@@ -335,6 +344,19 @@ class AuditLog:
         tmp.write_text(json.dumps({"seq": seq_, "hash": digest_, "ts": ts, "signature": sig,
                                    "public_key": pub}))
         os.replace(tmp, self.head_path)
+
+    def _release_futures(self, upto: int, ids: dict[int, int]) -> None:
+        """Wake the async waiters for receipts up to ``upto`` (committed, head not yet written).
+
+        Thread waiters (``wait``/``flush``) are released by :meth:`_release`, after the head.
+        """
+        with self._cond:
+            self._ids.update(ids)
+            done = [r for r in self._waiters.futures if r <= upto]
+            futs = [f for r in done for f in self._waiters.futures.pop(r)]
+        for loop, fut in futs:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, fut)
 
     def _release(self, upto: int, ids: dict[int, int]) -> None:
         with self._cond:

@@ -124,7 +124,9 @@ def test_retention_keeps_the_chain_verifiable(tmp_path: Path) -> None:
     retention = log.events(kind="audit.retention")
     assert retention[0].detail == {"deleted": 45, "anchor": 46}
     log.close()
-    _tamper(tmp_path / "audit.db", "UPDATE anchors SET prev_hash = 'f' || substr(prev_hash, 2)")
+    # change the first hex digit (always: 'f' || ... was a no-op for a hash starting with f)
+    _tamper(tmp_path / "audit.db", "UPDATE anchors SET prev_hash = CASE WHEN "
+            "substr(prev_hash, 1, 1) = 'f' THEN 'e' ELSE 'f' END || substr(prev_hash, 2)")
     assert not verify(tmp_path / "audit.db").ok
 
 
