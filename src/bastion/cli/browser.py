@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bastion.cli._api import raise_for_api_error
 from bastion.config.model import Config
-from bastion.errors import AuthError, BastionError, NotFoundError
+from bastion.errors import BastionError
 
 browser_app = typer.Typer(help="Browser sessions of the running server.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -31,14 +32,7 @@ def _api(method: str, path: str) -> Any:
     except httpx.HTTPError:
         raise BastionError(f"no bastion server answers at {url}",
                            fix="start it with `bastion serve`") from None
-    if resp.status_code >= 400:
-        try:
-            err = resp.json()["error"]
-            message, fix = err.get("message", resp.text), err.get("fix")
-        except (ValueError, KeyError, TypeError):
-            message, fix = resp.text[:200], None
-        cls = {401: AuthError, 404: NotFoundError}.get(resp.status_code, BastionError)
-        raise cls(message, fix=fix)
+    raise_for_api_error(resp, BastionError)
     return resp.json()
 
 

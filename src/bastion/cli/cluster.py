@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bastion.cli._api import raise_for_api_error
 from bastion.config.model import Config
-from bastion.errors import AuthError, ClusterError, ConfigError, NotFoundError
+from bastion.errors import ClusterError, ConfigError, NotFoundError
 
 cluster_app = typer.Typer(help="Inspect and manage the model cluster.", no_args_is_help=True)
 node_app = typer.Typer(help="Run this machine as a cluster node.", no_args_is_help=True)
@@ -50,14 +51,7 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
         raise _NoServer() from None
     except httpx.HTTPError as exc:
         raise ClusterError(f"the bastion server at {url} failed: {exc}") from None
-    if resp.status_code >= 400:
-        try:
-            err = resp.json()["error"]
-            message, fix = err.get("message", resp.text), err.get("fix")
-        except (ValueError, KeyError, TypeError):
-            message, fix = resp.text[:200], None
-        cls = {401: AuthError, 404: NotFoundError}.get(resp.status_code, ClusterError)
-        raise cls(message, fix=fix)
+    raise_for_api_error(resp, ClusterError)
     return resp
 
 
