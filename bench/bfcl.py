@@ -127,8 +127,14 @@ def make_split() -> dict[str, Any]:
 
 
 def specs_of(q: dict[str, Any]) -> list[ToolSpec]:
+    """The question's functions as tool specs, as an API caller sends them: BFCL's Python
+    type names (``dict``, ``float``) mapped to JSON Schema, parameter docs kept."""
     return [
-        ToolSpec(f["name"], f.get("description", ""), normalize_schema(f.get("parameters", {})))
+        ToolSpec(
+            f["name"],
+            f.get("description", ""),
+            normalize_schema(f.get("parameters", {}), docs=True),
+        )
         for f in q["function"]
     ]
 

@@ -4,9 +4,12 @@ native tool calls (the embedded model always; HTTP servers when ``native_tools``
 1. **Choose**: which tool, or none. The model's own preference (scored over the closed set
    of options, or generated under a ``{"tool": enum}`` schema) is combined with a lexical
    relevance signal and a calibrated "no tool" threshold, so a tiny model neither ignores
-   obviously relevant tools nor calls unrelated ones.
+   obviously relevant tools nor calls unrelated ones. A tool needing more numbers than the
+   request gives is not a candidate (the request is not asking to run it).
 2. **Fill**: the chosen tool's arguments, generated under that tool's JSON schema (types,
-   enums, required keys), from a prompt that shows only that tool with its parameter docs.
+   enums, required keys) narrowed to values the request supports (:mod:`._grounding`:
+   its numbers, the enum values and documented options it names, spans of its words for
+   names, the options it turns on or off); optional arguments it mentions must be filled.
 3. **Answer**: when no tool is chosen, the reply is streamed as plain text.
 
 A backend supplies three primitives (:class:`Primitives`); everything else lives here.
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.errors import ModelOutputError
-from bastion.llm import _relevance
+from bastion.llm import _grounding, _relevance
 from bastion.llm._repair import loads_lenient
 from bastion.llm._schema import NO_TOOL, args_schema, choice_schema, describe_tool
 from bastion.llm.messages import (
@@ -72,9 +75,12 @@ class Primitives(Protocol):
 class Policy:
     """Knobs of the decision; defaults were calibrated on BFCL's development half."""
 
-    lexical_weight: float = 0.5  # share of the lexical signal when ranking tools
-    none_threshold: float = 0.12  # below this lexical relevance (and unless the model ranks a
+    lexical_weight: float = 0.7  # share of the lexical signal (relative to the best tool's)
+    # when ranking tools; the rest is the model's own preference
+    none_threshold: float = 0.16  # below this lexical relevance (and unless the model ranks a
     # tool above "none") the request is answered without a tool
+    require_inputs: bool = True  # a tool whose required numbers the request does not give
+    # is not called unless asked for by name (tool_choice)
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
     answer_after_tool: bool = False  # True: always answer after a tool result (no chaining)
     copy_strings: bool = True  # name-like string arguments are copied from the user's words
@@ -203,6 +209,17 @@ async def choose(
     else:
         shown = tools
         lexical = _relevance.best(query, tools)
+    if allow_none and policy.require_inputs:
+        # a request that gives fewer numbers than a tool needs is not asking to run it
+        # ("what is the acceleration of a ball thrown upwards?" vs a tool needing 3 inputs)
+        given = len(_grounding.numbers(f"{query}\n{_results_text(tail)}"))
+        fits = [i for i, t in enumerate(tools) if _numbers_needed(t) <= given]
+        if not fits:
+            return NO_TOOL, none_usage
+        if len(fits) < len(tools):
+            tools = [tools[i] for i in fits]
+            lexical = [lexical[i] for i in fits]
+            names = [t.name for t in tools]
     prompt = tool_prompt(messages, shown)
     options = [*names, NO_TOOL] if allow_none else names
     scores = await prims.score(prompt, CHOOSE_PREFIX, options)
@@ -219,7 +236,9 @@ async def choose(
     tool_scores = scores[: len(names)]
     model_p = _softmax(tool_scores)  # the model's preference among the tools only
     w = policy.lexical_weight
-    combined = [w * lex + (1 - w) * p for lex, p in zip(lexical, model_p, strict=False)]
+    top = max(lexical, default=0.0)
+    rel = [lex / top for lex in lexical] if top > 0 else lexical  # 1.0 for the best match
+    combined = [w * lex + (1 - w) * p for lex, p in zip(rel, model_p, strict=False)]
     best = max(range(len(names)), key=lambda i: combined[i])
     if allow_none:
         # Small models put most mass on "none" whatever the request, so "none" is decided
@@ -229,6 +248,28 @@ async def choose(
         if max(lexical) < policy.none_threshold and not model_wants_tool:
             return NO_TOOL, usage
     return names[best], usage
+
+
+def _results_text(tail: Sequence[Message]) -> str:
+    return "\n".join(m.content for m in tail if m.role == "tool")
+
+
+def _numbers_needed(spec: ToolSpec) -> int:
+    """Return how many required arguments of ``spec`` are numbers (or lists of numbers)."""
+    schema = spec.parameters or {}
+    props: dict[str, Any] = schema.get("properties", {}) or {}
+    n = 0
+    for k in schema.get("required", []) or []:
+        p = props.get(k)
+        if not isinstance(p, dict) or "default" in p:
+            continue
+        t = p.get("type")
+        items: dict[str, Any] = p["items"] if isinstance(p.get("items"), dict) else {}
+        if t == "array":
+            t = items.get("type")
+        if t in ("integer", "number"):
+            n += 1
+    return n
 
 
 _PATH_WORDS = frozenset(["path", "file", "filename", "dir", "directory", "folder", "filepath"])
@@ -379,11 +420,21 @@ _FREE_TEXT = frozenset(
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
 
 
+_FUNCTION_WORDS = frozenset(
+    ["a", "an", "the", "in", "on", "at", "for", "of", "to", "from", "with", "by", "and", "or",
+     "is", "are", "was", "be", "my", "me", "i", "you", "your", "what", "how", "which", "that",
+     "this", "it", "its", "as", "into", "about", "than", "if", "can", "could", "would",
+     "please", "some", "any", "do", "does", "get", "find", "give", "show", "tell"]
+)  # fmt: skip
+
+
 def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
     """Return the word spans of ``text`` (1..``max_words`` words), quoted strings first.
 
     Offered as the only allowed values of a name-like string argument, they make a small
-    model copy ``Brazil`` from the request instead of inventing ``Bahia``.
+    model copy ``Brazil`` from the request instead of inventing ``Bahia``. A span keeps its
+    inner punctuation (``Boston, MA``), does not cross a sentence end, and does not end in
+    (or start with a lower-case) function word (``in Austin``, ``the next``).
     """
     spans: list[str] = []
     seen: set[str] = set()
@@ -396,12 +447,23 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
 
     for quoted in re.findall(r"(?:^|\s)'([^']{1,80})'(?=\W|$)|\"([^\"]{1,80})\"", text):
         add(quoted[0] or quoted[1])
-    words = [w.strip(_EDGE_PUNCT) for w in text.split()]
+    toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     for n in range(1, max_words + 1):
-        for i in range(len(words) - n + 1):
-            chunk = words[i : i + n]
-            if all(chunk):
-                add(" ".join(chunk))
+        for i in range(len(toks) - n + 1):
+            chunk = [text[a:b] for a, b in toks[i : i + n]]
+            if any(re.search(r"[.?!;:]$", w) and not re.fullmatch(r"[A-Z][a-z]{0,2}\.", w)
+                   for w in chunk[:-1]):  # fmt: skip
+                continue  # crosses a sentence end (initials like "St." may stay inside)
+            first, last = chunk[0].strip(_EDGE_PUNCT), chunk[-1].strip(_EDGE_PUNCT)
+            if (
+                not first
+                or not last
+                or last.lower() in _FUNCTION_WORDS
+                or (first.lower() in _FUNCTION_WORDS and first != "The")  # The Hague
+            ):
+                continue
+            span = text[toks[i][0] : toks[i + n - 1][1]]
+            add(span.lstrip(_EDGE_PUNCT).rstrip(_EDGE_PUNCT))
     return spans
 
 
@@ -414,42 +476,107 @@ def _name_like(name: str, schema: dict[str, Any]) -> bool:
     return not parts & _FREE_TEXT
 
 
-def fill_schema(spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
-    """Return the argument schema used for ``spec`` under ``policy``'s optional-args rule."""
+def _ground(
+    name: str,
+    v: dict[str, Any],
+    raw: dict[str, Any],
+    query: str,
+    numbers_text: str,
+    tool_words: set[str],
+) -> tuple[dict[str, Any], bool]:
+    """Constrain one argument to values the request supports; say whether it is mentioned.
+
+    * an enum (or a list of enum items): the values the request names, when it names some;
+    * a string whose docs quote its choices (``'Celsius' or 'Fahrenheit'``): the quoted
+      choices the request names;
+    * a number: the numbers the request gives (``$200,000`` -> 200000, ``3%`` -> 3 or 0.03);
+    * a boolean the request mentions by name: on, unless negated ("without human impact").
+    """
+    t = v.get("type")
+    enum = v.get("enum")
+    items: dict[str, Any] = v["items"] if isinstance(v.get("items"), dict) else {}
+    at = _grounding.name_mention(name, query, tool_words)
+    if isinstance(enum, list):
+        named = _grounding.named_values(enum, query)
+        if named:
+            return {**v, "enum": named}, True
+        return v, at >= 0
+    if t == "array" and isinstance(items.get("enum"), list):
+        named = _grounding.named_values(items["enum"], query)
+        if named:
+            return {"const": named}, True
+        return v, at >= 0
+    if t == "string":
+        options = _grounding.doc_options(str(raw.get("description", "")))
+        named = _grounding.named_values(options, query) if options else []
+        if named:
+            return {**v, "enum": named}, True
+        return v, at >= 0
+    if t in ("integer", "number"):
+        vals = _grounding.number_candidates(numbers_text, integer=t == "integer")
+        return ({**v, "enum": vals} if vals else v), at >= 0
+    if t == "array" and items.get("type") in ("integer", "number"):
+        vals = _grounding.number_candidates(numbers_text, integer=items["type"] == "integer")
+        if not vals:
+            return v, at >= 0
+        # a list of the request's numbers is no longer than the numbers it gives
+        most = len(_grounding.numbers(numbers_text))
+        return {**v, "items": {**items, "enum": vals}, "maxItems": most}, at >= 0
+    if t == "boolean" and at >= 0:
+        return {"const": _grounding.polarity(query, at)}, True
+    return v, at >= 0
+
+
+def fill_schema(
+    spec: ToolSpec, query: str, policy: Policy = DEFAULT_POLICY, context: str = ""
+) -> dict[str, Any]:
+    """Return the argument schema used for ``spec`` under ``policy``.
+
+    With ``copy_strings`` each argument is grounded in the request (:func:`_ground`; name-
+    like strings are copied from its words, paths from the names it gives; numbers may also
+    come from ``context``, e.g. this turn's tool results). Optional arguments are kept when
+    the request mentions them (``optional_args="mentioned"``), and a mentioned one must be
+    filled: a small model otherwise stops before it.
+    """
     schema = args_schema(spec)
     raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
+    req = set(schema.get("required", []))
+    mentioned: set[str] = set()
     path_args: set[str] = set()
-    if policy.copy_strings:
-        spans = copy_spans(query)
-        paths = path_values(query)
-        for k, v in schema["properties"].items():
-            if not isinstance(v, dict):
-                continue
-            raw = raw_props.get(k)
-            kind = _path_kind(k, raw if isinstance(raw, dict) else v)
-            fitting = _paths_for(kind, paths) if kind else []
-            if fitting and v.get("type") == "string":
-                v["enum"] = fitting  # a path the request names, verbatim
-                path_args.add(k)
-            elif spans and _name_like(k, v):
-                v["enum"] = spans
+    tool_words = set(_grounding.word_stems(spec.name))
+    spans = copy_spans(query) if policy.copy_strings else []
+    paths = path_values(query)
+    for k, v in list(schema["properties"].items()):
+        if not isinstance(v, dict):
+            continue
+        raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
+        kind = _path_kind(k, raw or v)
+        fitting = _paths_for(kind, paths) if kind else []
+        if fitting and v.get("type") == "string":
+            if policy.copy_strings:
+                schema["properties"][k] = {**v, "enum": fitting}  # a path the request names
+            path_args.add(k)
+            mentioned.add(k)
+            continue
+        if policy.copy_strings:
+            grounded, said = _ground(k, v, raw or {}, query, f"{query}\n{context}", tool_words)
+            if grounded is v and spans and _name_like(k, v):
+                grounded = {**v, "enum": spans}
+            schema["properties"][k] = grounded
+        else:
+            said = _mentioned(k, raw or {}, query)
+        if said:
+            mentioned.add(k)
     if policy.optional_args == "all":
         return schema
-    req = set(schema.get("required", []))
     keep = {
         k: v
         for k, v in schema["properties"].items()
-        if k in req
-        or (
-            policy.optional_args == "mentioned"
-            and _mentioned(
-                k, raw_props.get(k, {}) if isinstance(raw_props.get(k), dict) else {}, query
-            )
-        )
+        if k in req or (policy.optional_args == "mentioned" and k in mentioned)
     }
     schema["properties"] = keep
-    # an optional path whose value the request names is filled, not left to the model
-    named = [k for k in keep if k not in req and k in path_args]
+    # an optional argument the request mentions is filled, not left to the model
+    named = [k for k in keep if k not in req]
     if named:
         schema["required"] = [*schema.get("required", []), *named]
     return schema
@@ -465,7 +592,7 @@ async def fill(
 ) -> tuple[dict[str, Any], Usage]:
     """Generate ``spec``'s arguments under its schema (the grammar makes them well-formed)."""
     query = _query(messages)
-    schema = fill_schema(spec, query, policy)
+    schema = fill_schema(spec, query, policy, context=_results_text(_turn_tail(messages)))
     if not schema["properties"]:
         return {}, Usage(0, 0)
     if prims.prefill:  # continue the choose step's prompt: its prefix is already evaluated
@@ -485,7 +612,21 @@ async def fill(
             f"the model's arguments for {spec.name} are not valid JSON: {text[:120]!r}",
             fix="retry, raise model.max_tokens, or use a larger model",
         )
-    return args, usage
+    return _as_declared(args, args_schema(spec)), usage
+
+
+def _as_declared(value: Any, schema: dict[str, Any]) -> Any:
+    """Return ``value`` with whole numbers made floats where the schema declares ``number``
+    (JSON writes 12.0 as 12; a tool typed ``list[float]`` should get floats)."""
+    t = schema.get("type")
+    if t == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_as_declared(v, schema["items"]) for v in value]
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        props = schema["properties"]
+        return {k: _as_declared(v, props[k]) if k in props else v for k, v in value.items()}
+    return value
 
 
 async def constrained_chat(

@@ -31,16 +31,23 @@ _KEEP = {
 }  # fmt: skip
 
 
-def normalize_schema(schema: Any) -> dict[str, Any]:
+_DOCS = {"description", "title", "default", "examples"}
+
+
+def normalize_schema(schema: Any, *, docs: bool = False) -> dict[str, Any]:
     """Return ``schema`` as strict-enough JSON Schema for grammar conversion.
 
     Maps loose type names (``dict``, ``float``, ``tuple``, ``any``), drops keys a grammar
-    cannot use (descriptions, titles, defaults) and closes objects to declared properties.
+    cannot use (descriptions, titles, defaults; kept with ``docs=True``, for a tool spec
+    shown to a model) and closes objects to declared properties.
     """
     if not isinstance(schema, dict):
         return {}
     out: dict[str, Any] = {}
     for key, value in schema.items():
+        if key in _DOCS and docs:
+            out[key] = copy.deepcopy(value)
+            continue
         if key not in _KEEP:
             continue
         if key == "type":
@@ -51,13 +58,13 @@ def normalize_schema(schema: Any) -> dict[str, Any]:
             elif value != "any":
                 out["type"] = _TYPE_ALIASES.get(value, value)
         elif key == "properties" and isinstance(value, dict):
-            out["properties"] = {k: normalize_schema(v) for k, v in value.items()}
+            out["properties"] = {k: normalize_schema(v, docs=docs) for k, v in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = normalize_schema(value)
+            out[key] = normalize_schema(value, docs=docs)
         elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
-            out[key] = [normalize_schema(v) for v in value]
+            out[key] = [normalize_schema(v, docs=docs) for v in value]
         elif key in ("$defs", "definitions") and isinstance(value, dict):
-            out[key] = {k: normalize_schema(v) for k, v in value.items()}
+            out[key] = {k: normalize_schema(v, docs=docs) for k, v in value.items()}
         else:
             out[key] = copy.deepcopy(value)
     if out.get("type") == "object" or "properties" in out:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
 import pytest
 
 from bastion.errors import ModelOutputError
@@ -25,6 +22,7 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
+from tests.fakes.prims import Prims
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -44,44 +42,6 @@ FILES = ToolSpec(
     "List the files in a folder.",
     {"type": "object", "properties": {"path": {"type": "string"}}, "required": []},
 )
-
-
-class Prims:
-    """Scripted primitives: option scores, completions, streamed text; records prompts."""
-
-    prefill = True
-
-    def __init__(
-        self,
-        scores: list[float] | None = None,
-        completions: Sequence[str] = (),
-        text: str = "hello there",
-    ) -> None:
-        self.scores = scores
-        self.completions = list(completions)
-        self.text = text
-        self.schemas: list[dict[str, Any] | None] = []
-        self.prompts: list[list[dict[str, str]]] = []
-        self.prefixes: list[str] = []
-
-    async def complete(
-        self, messages: Any, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
-    ) -> tuple[str, Usage]:
-        self.schemas.append(schema)
-        self.prompts.append(messages)
-        self.prefixes.append(prefix)
-        return self.completions.pop(0), Usage(10, 3)
-
-    async def score(self, messages: Any, prefix: str, options: Sequence[str]) -> list[float] | None:
-        self.prompts.append(messages)
-        return self.scores
-
-    async def stream(self, messages: Any, settings: ChatSettings) -> AsyncIterator[Any]:
-        self.prompts.append(messages)
-        for w in self.text.split(" "):
-            yield w + " "
-        yield Usage(5, 2)
-        yield Finish("stop")
 
 
 def user(text: str) -> list[Message]:
@@ -256,8 +216,12 @@ def test_copy_spans_and_name_like_arguments() -> None:
         "What's the capital of Brazil? Ask 'Tech Inc' about \"docs/a b.txt\", please."
     )
     assert spans[:2] == ["Tech Inc", "docs/a b.txt"]  # quoted strings first
-    assert {"Brazil", "capital of Brazil", "What's", "please"} <= set(spans)
+    assert {"Brazil", "capital of Brazil", "What's"} <= set(spans) and "please" not in spans
     assert "Brazil?" not in spans and "s the capital" not in spans
+    # inner punctuation kept; no span crosses a sentence or ends in a function word
+    spans = copy_spans("Find a park in Boston, MA. Then go to St. Louis or The Hague")
+    assert {"Boston, MA", "St. Louis", "The Hague", "park in Boston"} <= set(spans)
+    assert not {"MA. Then", "in Boston", "park in", "the", "Find a park"} & set(spans)
     schema = fill_schema(
         ToolSpec(
             "t",

@@ -1,0 +1,232 @@
+"""Ground a tool call's argument values in the user's words.
+
+A small model invents values (``200`` for "$200,000", ``Bahia`` for "Brazil") and skips
+options the request plainly asks for ("including human impact"). The helpers here read the
+request for what it says -- numbers with their units and multipliers, the enum values and
+documented options it names, the parameters it mentions and whether it turns them on or off
+-- so the fill step can constrain each argument to values the request supports.
+
+All of it is general text processing over the tool's own schema and docs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from bastion.llm import _relevance
+
+# -- words ----------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"[A-Za-z]+|\d+(?:\.\d+)?")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def word_stems(text: str) -> list[str]:
+    """Return the stems of every word of ``text`` in order (identifiers split)."""
+    return [_relevance._stem(w) for w in _TOKEN.findall(_CAMEL.sub(" ", text.replace("_", " ")))]
+
+
+def same_word(a: str, b: str) -> bool:
+    """Whether two stems are the same word: equal, or sharing a long common prefix
+    (``standardize``/``standardization``, ``include``/``includ``; a typo's tail)."""
+    if a == b:
+        return True
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n >= 5 and n >= 0.7 * min(len(a), len(b))
+
+
+def phrase_at(value: str, query: Sequence[str]) -> int:
+    """Return where ``value``'s words occur contiguously in the query stems, or -1."""
+    words = word_stems(value)
+    if not words:
+        return -1
+    for i in range(len(query) - len(words) + 1):
+        if all(same_word(w, query[i + j]) for j, w in enumerate(words)):
+            return i
+    return -1
+
+
+# -- values the request names ---------------------------------------------------------------
+
+
+def named_values(options: Sequence[Any], query: str) -> list[Any]:
+    """Return the options (enum values, documented choices) the request names, in the
+    request's order: whole phrases first (``violin lessons``); if none occurs whole, the
+    options at least half of whose words occur (``disabled people`` -> ``Disabled Access``)."""
+    q = word_stems(query)
+    low = [w.lower() for w in _TOKEN.findall(query)]
+    hits: list[tuple[int, Any]] = []
+    for o in options:
+        if isinstance(o, str):
+            at = phrase_at(o, q)
+            if at < 0 and re.fullmatch(r"[A-Za-z]{3,}", o):  # 'asc' for "ascending"
+                at = next((i for i, w in enumerate(low) if w.startswith(o.lower())), -1)
+            if at >= 0:
+                hits.append((at, o))
+    if not hits:
+        qset = set(q)
+        content = _relevance.terms(query)
+        for o in options:
+            if not isinstance(o, str):
+                continue
+            words = [w for w in word_stems(o) if w.lower() not in _relevance._STOP]
+            found = [w for w in words if any(same_word(w, x) for x in qset)]
+            if words and found and 2 * len(found) >= len(words):
+                pos = min(q.index(x) for x in q if any(same_word(f, x) for f in found))
+                if any(same_word(f, c) for f in found for c in content):
+                    hits.append((pos, o))
+    hits.sort(key=lambda h: h[0])
+    out: list[Any] = []
+    for _, o in hits:
+        if o not in out:
+            out.append(o)
+    return out
+
+
+_DOC_OPTION = re.compile(r"'([^'\n]{1,40})'|\"([^\"\n]{1,40})\"")
+
+
+def doc_options(description: str) -> list[str]:
+    """Return the quoted choices a parameter's description documents (``'Celsius'``)."""
+    return [a or b for a, b in _DOC_OPTION.findall(description or "")]
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "dozen": 12, "twice": 2, "once": 1, "half": 0.5, "single": 1,
+    "double": 2, "triple": 3, "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
+}  # fmt: skip
+_TENS = {
+    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+    "eighty": 80, "ninety": 90,
+}  # fmt: skip
+_SCALE = {
+    "hundred": 100, "thousand": 1_000, "k": 1_000, "million": 1_000_000, "m": 1_000_000,
+    "mn": 1_000_000, "billion": 1_000_000_000, "bn": 1_000_000_000, "b": 1_000_000_000,
+    "trillion": 1_000_000_000_000,
+}  # fmt: skip
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<neg>-\s?)?(?P<cur>\$)?(?P<neg2>-)?"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)"
+    r"(?:\s?(?P<pct>%|percent\b)|(?P<suffix>[kKmMbB]n?)\b"
+    r"|\s?(?P<word>thousand|million|billion|trillion)\b)?"
+)
+_WORD_NUMBER = re.compile(
+    r"\b(?:(?P<tens>" + "|".join(_TENS) + r")(?:[\s-](?P<unit1>" + "|".join(_UNITS) + r"))?"
+    r"|(?P<unit>" + "|".join(_UNITS) + r"))\b"
+    r"(?:\s(?P<scale>hundred|thousand|million|billion)\b)?",
+    re.IGNORECASE,
+)
+# number words too ambiguous to count on their own ("second" is also a unit of time)
+_WEAK = frozenset(["first", "second", "single", "once"])
+
+
+def _clean(x: float) -> int | float:
+    return int(x) if float(x).is_integer() and abs(x) < 1e15 else round(x, 10)
+
+
+def numbers(text: str) -> list[list[int | float]]:
+    """Return each number the text gives, as the values it may stand for.
+
+    ``$200,000`` -> ``[200000]``; ``3%`` -> ``[3, 0.03]``; ``$1.2M`` -> ``[1200000]``;
+    ``-$100`` -> ``[-100]``; ``five`` -> ``[5]``; ``twenty-one`` -> ``[21]``; ``100m`` and
+    ``100 m`` stay ``[100]`` (metres) unless written as money (``$100m``).
+    """
+    out: list[list[int | float]] = []
+    for m in _NUMBER.finditer(text):
+        x = float(m.group("num").replace(",", ""))
+        if m.group("neg") or m.group("neg2"):
+            x = -x
+        if m.group("pct"):
+            out.append([_clean(x), _clean(x / 100)])
+            continue
+        suffix = m.group("suffix") or ""
+        word = (m.group("word") or "").lower()
+        if word:
+            out.append([_clean(x * _SCALE[word])])
+        elif suffix and (m.group("cur") or suffix in ("k", "M", "B", "bn", "Bn", "mn")):
+            out.append([_clean(x * _SCALE[suffix.lower()])])  # $5k, 2.5k, $1M, 3bn
+        elif suffix == "K":  # 298K is kelvin, 50K may be thousands
+            out.append([_clean(x), _clean(x * 1000)])
+        else:  # 100m, 5b: metres, a label
+            out.append([_clean(x)])
+    for m in _WORD_NUMBER.finditer(text):
+        word = (m.group("unit") or "").lower()
+        if word in _WEAK and not m.group("scale"):
+            continue
+        if m.group("tens"):
+            w: float = _TENS[m.group("tens").lower()]
+            if m.group("unit1"):
+                w += _UNITS[m.group("unit1").lower()]
+        else:
+            w = _UNITS[word]
+        if m.group("scale"):
+            w *= _SCALE[m.group("scale").lower()]
+        out.append([_clean(w)])
+    return out
+
+
+def number_candidates(text: str, *, integer: bool) -> list[int | float]:
+    """Return the distinct values the text's numbers may stand for (integers only if asked)."""
+    vals: list[int | float] = []
+    for group in numbers(text):
+        for v in group:
+            if integer and not float(v).is_integer():
+                continue
+            v = int(v) if integer else v
+            if v not in vals:
+                vals.append(v)
+    return vals
+
+
+# -- parameters the request mentions -------------------------------------------------------
+
+# Name words that say little about the value (``allow_transfer``: "transfer" is the evidence).
+_GENERIC = frozenset(
+    ["allow", "include", "includ", "use", "is", "has", "enable", "with", "show", "get",
+     "type", "name", "value", "flag", "option", "mode", "level", "format", "specific",
+     "should", "want", "need", "add", "apply", "consider", "return", "list"]
+)  # fmt: skip
+_NEGATION = frozenset(
+    ["no", "not", "without", "don", "dont", "doesn", "exclude", "excluding", "never", "skip",
+     "disable", "ignore", "ignoring", "omit", "nor", "except"]
+)  # fmt: skip
+
+
+def name_mention(name: str, query: str, tool_words: set[str]) -> int:
+    """Return where the request mentions a parameter by name, or -1.
+
+    Every non-generic word of the name (``include_human_impact`` -> human, impact) must
+    occur in the request; words that name the tool's own subject (``temp`` in a temperature
+    tool) are not evidence on their own.
+    """
+    words = [w for w in word_stems(name) if w not in _GENERIC and len(w) > 2]
+    if not words:
+        return -1
+    q = word_stems(query)
+    positions: list[int] = []
+    for w in words:
+        at = next((i for i, x in enumerate(q) if same_word(w, x)), -1)
+        if at < 0:
+            return -1
+        positions.append(at)
+    if all(any(same_word(w, t) for t in tool_words) for w in words):
+        return -1
+    return min(positions)
+
+
+def polarity(query: str, at: int) -> bool:
+    """Whether the mention at word index ``at`` turns the option on (no negation just before)."""
+    words = _TOKEN.findall(_CAMEL.sub(" ", query.replace("_", " ")))
+    before = [w.lower() for w in words[max(0, at - 3) : at]]
+    return not any(w in _NEGATION for w in before)

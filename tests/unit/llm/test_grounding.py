@@ -1,0 +1,143 @@
+"""Argument grounding: values the request gives, options it names, parameters it mentions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.llm._constrained import _as_declared, choose, fill_schema
+from bastion.llm._grounding import (
+    doc_options,
+    name_mention,
+    named_values,
+    number_candidates,
+    numbers,
+    polarity,
+    word_stems,
+)
+from bastion.llm.messages import Message, ToolSpec
+from tests.fakes.prims import Prims
+
+
+def spec(props: dict[str, Any], required: list[str], name: str = "tool") -> ToolSpec:
+    return ToolSpec(name, "", {"type": "object", "properties": props, "required": required})
+
+
+def test_numbers_read_money_percent_scale_and_words() -> None:
+    assert numbers("a villa within $300,000 to $400,000") == [[300000], [400000]]
+    assert numbers("revenue of $1M in 2019 and $1.2M in 2020") == [
+        [1000000], [2019], [1200000], [2020]
+    ]  # fmt: skip
+    assert numbers("a rate of 3% for 5 years") == [[3, 0.03], [5]]
+    assert numbers("cash flows of -$100, $40") == [[-100], [40]]
+    assert numbers("charges of 1e-9 and 2.5E+3") == [[1e-09], [2500]]
+    assert numbers("twenty-one apples, five pears and a dozen eggs") == [[21], [5], [12]]
+    # metres and kelvin are not thousands or millions
+    assert numbers("dropped from 100 m, a 100m sprint") == [[100], [100]]
+    assert numbers("at 298K") == [[298, 298000]]
+    assert numbers("2.5k users, 3 billion") == [[2500], [3000000000]]
+    # ordinals and "second" are not quantities
+    assert numbers("the second one") == [[1]]
+    assert number_candidates("3.5 and 4 and 3%", integer=True) == [4, 3]
+    assert number_candidates("3.5 and 4", integer=False) == [3.5, 4]
+
+
+def test_named_values_prefer_whole_phrases_in_request_order() -> None:
+    q = "Find me a nature park that allows camping and has scenic views in Boston"
+    assert named_values(["Camping", "Scenic View", "Trails", "Picnic Areas"], q) == [
+        "Camping",
+        "Scenic View",
+    ]
+    lessons = ["Guitar Lessons", "Violin Lessons", "Piano Lessons"]
+    assert named_values(lessons, "a guitar shop that offers violin lessons") == ["Violin Lessons"]
+    # no whole phrase: options at least half of whose words occur
+    assert named_values(["Disabled Access", "Cafe Inside"], "a library for disabled people") == [
+        "Disabled Access"
+    ]
+    assert named_values(["asc", "desc"], "sort it in ascending order") == ["asc"]
+    assert named_values(["Trails"], "weather in Oslo") == []
+
+
+def test_doc_options_are_the_quoted_choices() -> None:
+    doc = "The temperature unit ('Celsius' or 'Fahrenheit'). Default is \"Fahrenheit\"."
+    assert doc_options(doc) == ["Celsius", "Fahrenheit", "Fahrenheit"]
+
+
+def test_name_mention_and_polarity() -> None:
+    tool = set(word_stems("forest_growth_forecast"))
+    q = "Predict forest growth in Yellowstone for 5 years including human impact."
+    at = name_mention("include_human_impact", q, tool)
+    assert at >= 0 and polarity(q, at) is True
+    q2 = "Predict forest growth in Yellowstone without the human impact."
+    assert polarity(q2, name_mention("include_human_impact", q2, tool)) is False
+    # a typo'd or inflected word still counts; generic words need not occur
+    assert name_mention("acceleration", "an acceleeration of 9.8", set()) >= 0
+    assert name_mention("allow_transfer", "by train, and you can transfer", set()) >= 0
+    assert name_mention("standardize", "Also apply standardization.", set()) >= 0
+    # the tool's own subject is no evidence for an option
+    assert name_mention("forest_type", "forest growth", tool) == -1
+    assert name_mention("unit", "weather in Oslo", set()) == -1
+
+
+def test_fill_schema_grounds_each_kind_of_argument() -> None:
+    s = spec(
+        {
+            "price": {"type": "number"},
+            "years": {"type": "integer"},
+            "monthly": {"type": "boolean"},
+            "include_tax": {"type": "boolean"},
+            "unit": {"type": "string", "description": "'km' or 'miles'. Default 'km'."},
+            "features": {"type": "array", "items": {"type": "string", "enum": ["Pool", "Garage"]}},
+            "style": {"type": "string", "enum": ["modern", "classic"]},
+            "rates": {"type": "array", "items": {"type": "number"}},
+        },
+        ["price", "years", "rates"],
+    )
+    q = "Price of $250,000 for 4.5 years, in miles, with a garage, excluding tax"
+    out = fill_schema(s, q)
+    props = out["properties"]
+    assert props["price"]["enum"] == [250000, 4.5]
+    assert props["years"]["enum"] == [250000]  # integers only
+    assert props["rates"]["items"]["enum"] == [250000, 4.5]
+    assert props["rates"]["maxItems"] == 2
+    assert props["unit"]["enum"] == ["miles"]  # the documented choice the request names
+    assert props["features"] == {"const": ["Garage"]}
+    assert props["include_tax"] == {"const": False}  # mentioned, negated
+    assert "monthly" not in props and "style" not in props  # not mentioned: left out
+    # mentioned optional arguments must be filled
+    assert set(out["required"]) == {"price", "years", "rates", "unit", "features", "include_tax"}
+    # no numbers in the request: numbers stay free
+    assert "enum" not in fill_schema(s, "price for some years")["properties"]["price"]
+    # numbers from this turn's tool results count too
+    assert fill_schema(s, "price it", context="list price: 99")["properties"]["price"]["enum"] == [
+        99
+    ]
+
+
+def test_numbers_are_returned_as_declared() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "xs": {"type": "array", "items": {"type": "number"}},
+            "n": {"type": "integer"},
+            "x": {"type": "number"},
+            "ok": {"type": "boolean"},
+        },
+    }
+    got = _as_declared({"xs": [1, 2.5], "n": 3, "x": 4, "ok": True, "extra": 1}, schema)
+    assert got == {"xs": [1.0, 2.5], "n": 3, "x": 4.0, "ok": True, "extra": 1}
+    assert isinstance(got["xs"][0], float) and isinstance(got["n"], int)
+
+
+async def test_a_tool_needing_numbers_the_request_lacks_is_not_called() -> None:
+    area = spec(
+        {"base": {"type": "number"}, "height": {"type": "number"}}, ["base", "height"], "area"
+    )
+    msgs = [Message("user", "what is the area of a triangle?")]
+    # the model and the words both point at the tool, but no base or height is given
+    p = Prims(scores=[0.0, -5.0])
+    assert (await choose(p, msgs, [area], "auto"))[0] == "none"
+    msgs = [Message("user", "what is the area of a triangle with base 3 and height 4?")]
+    assert (await choose(p, msgs, [area], "auto"))[0] == "area"
+    # asked for by name or required: called anyway (the model fills what it can)
+    assert (await choose(p, [Message("user", "area?")], [area], "required"))[0] == "area"
+    assert (await choose(p, [Message("user", "area?")], [area], "area"))[0] == "area"
