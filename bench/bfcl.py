@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import re
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.config.model import AgentConfig  # noqa: E402
 from bastion.errors import ModelOutputError  # noqa: E402
+from bastion.llm._constrained import DEFAULT_POLICY, Policy  # noqa: E402
 from bastion.llm._schema import normalize_schema  # noqa: E402
 from bastion.llm.embedded import (  # noqa: E402
     TEMPLATES,
@@ -238,7 +240,10 @@ def plan(half: str, cats: list[str], limit: int, paths: list[str]) -> list[tuple
 class _Worker:
     """Answers tasks in one process; models are loaded on first use, once."""
 
-    def __init__(self, threads: int, inner_cap: bool, gguf: str = "", template: str = "") -> None:
+    def __init__(
+        self, threads: int, inner_cap: bool, gguf: str = "", template: str = "", policy: str = ""
+    ) -> None:
+        self.policy = parse_policy(policy)
         self.gguf = Path(gguf) if gguf else shipped_model_path()
         self.template = template
         self.threads = threads
@@ -283,6 +288,7 @@ class _Worker:
                     load_llama(gguf, n_ctx=4096, n_threads=self.threads),
                     chat_template=tpl,
                     end_of_turn=end,
+                    policy=self.policy,
                 )
             t0 = time.perf_counter()
             out = asyncio.run(run_bastion(self.bastion, q, self.system))
@@ -304,9 +310,26 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _init_worker(threads: int, inner_cap: bool, gguf: str = "", template: str = "") -> None:
+def parse_policy(spec: str) -> Policy:
+    """``"key=value,key=value"`` -> a :class:`Policy` (development experiments on dev)."""
+    if not spec:
+        return DEFAULT_POLICY
+    kw: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, _, raw = item.partition("=")
+        default = getattr(DEFAULT_POLICY, key)
+        if isinstance(default, bool):
+            kw[key] = raw.lower() in ("1", "true", "yes")
+        else:
+            kw[key] = type(default)(raw)
+    return dataclasses.replace(DEFAULT_POLICY, **kw)
+
+
+def _init_worker(
+    threads: int, inner_cap: bool, gguf: str = "", template: str = "", policy: str = ""
+) -> None:
     global _WORKER
-    _WORKER = _Worker(threads, inner_cap, gguf, template)
+    _WORKER = _Worker(threads, inner_cap, gguf, template, policy)
 
 
 def _run_task(task: tuple[str, str, str]) -> dict[str, Any]:
@@ -373,6 +396,11 @@ def main() -> None:
         default="",
         choices=("", *TEMPLATES),
         help="bastion path: template for a GGUF without one (the default path is ChatML)",
+    )
+    ap.add_argument(
+        "--policy",
+        default="",
+        help="bastion path: Policy overrides for dev experiments, e.g. fill_docs=true",
     )
     ap.add_argument("--write-split", action="store_true", help="(re)write bench/bfcl_split.json")
     ap.add_argument("--show-failures", action="store_true")
@@ -445,7 +473,7 @@ def main() -> None:
             print(f"  {n} results, {el:.0f} s elapsed", flush=True)
 
     if workers == 1:
-        _init_worker(threads, not args.no_inner_cap, args.model, args.chat_template)
+        _init_worker(threads, not args.no_inner_cap, args.model, args.chat_template, args.policy)
         for t in tasks:
             take(_run_task(t))
     else:
@@ -455,7 +483,7 @@ def main() -> None:
         with ctx.Pool(
             workers,
             initializer=_init_worker,
-            initargs=(threads, not args.no_inner_cap, args.model, args.chat_template),
+            initargs=(threads, not args.no_inner_cap, args.model, args.chat_template, args.policy),
         ) as pool:
             for rec in pool.imap_unordered(_run_task, tasks, chunksize=1):
                 take(rec)

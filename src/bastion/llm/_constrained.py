@@ -84,6 +84,8 @@ class Policy:
     optional_args: str = "mentioned"  # "all" | "mentioned" | "none": which optional params to fill
     answer_after_tool: bool = False  # True: always answer after a tool result (no chaining)
     copy_strings: bool = True  # name-like string arguments are copied from the user's words
+    fill_docs: bool = False  # fill from a prompt showing only the chosen tool, with its
+    # parameter docs (costs a second prompt evaluation on in-process models)
 
 
 DEFAULT_POLICY = Policy()
@@ -153,13 +155,15 @@ def _query(messages: Sequence[Message]) -> str:
     return _relevance.last_user_text((m.role, m.content) for m in messages)
 
 
-def tool_prompt(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Plain:
+def tool_prompt(
+    messages: Sequence[Message], tools: Sequence[ToolSpec], *, param_docs: bool = False
+) -> Plain:
     """Return the prompt shared by the choose and fill steps (one prefix, evaluated once).
 
     The system message gains a compact list of the tools, one line each with typed
-    parameters; the conversation follows unchanged.
+    parameters (and their docs with ``param_docs``); the conversation follows unchanged.
     """
-    listing = "\n".join(f"- {describe_tool(t)}" for t in tools)
+    listing = "\n".join(f"- {describe_tool(t, param_docs=param_docs)}" for t in tools)
     return plain_messages(messages, system_extra=TOOLS_BLOCK.format(tools=listing))
 
 
@@ -489,7 +493,9 @@ def _ground(
     * an enum (or a list of enum items): the values the request names, when it names some;
     * a string whose docs quote its choices (``'Celsius' or 'Fahrenheit'``): the quoted
       choices the request names;
-    * a number: the numbers the request gives (``$200,000`` -> 200000, ``3%`` -> 3 or 0.03);
+    * a date whose docs give a format (``yyyy-mm-dd``): the request's dates in that format;
+    * a number: the numbers the request gives (``$200,000`` -> 200000; ``3%`` -> 0.03, or 3
+      where the docs say it is a percentage);
     * a boolean the request mentions by name: on, unless negated ("without human impact").
     """
     t = v.get("type")
@@ -506,17 +512,23 @@ def _ground(
         if named:
             return {"const": named}, True
         return v, at >= 0
+    doc = str(raw.get("description", ""))
     if t == "string":
-        options = _grounding.doc_options(str(raw.get("description", "")))
+        when = _grounding.formatted_dates(query, doc)
+        if when:  # a date the request gives, written as the doc asks
+            return {**v, "enum": when}, True
+        options = _grounding.doc_options(doc)
         named = _grounding.named_values(options, query) if options else []
         if named:
             return {**v, "enum": named}, True
         return v, at >= 0
     if t in ("integer", "number"):
-        vals = _grounding.number_candidates(numbers_text, integer=t == "integer")
+        vals = _grounding.number_candidates(numbers_text, integer=t == "integer", doc=doc)
         return ({**v, "enum": vals} if vals else v), at >= 0
     if t == "array" and items.get("type") in ("integer", "number"):
-        vals = _grounding.number_candidates(numbers_text, integer=items["type"] == "integer")
+        vals = _grounding.number_candidates(
+            numbers_text, integer=items["type"] == "integer", doc=doc
+        )
         if not vals:
             return v, at >= 0
         # a list of the request's numbers is no longer than the numbers it gives
@@ -595,7 +607,10 @@ async def fill(
     schema = fill_schema(spec, query, policy, context=_results_text(_turn_tail(messages)))
     if not schema["properties"]:
         return {}, Usage(0, 0)
-    if prims.prefill:  # continue the choose step's prompt: its prefix is already evaluated
+    if prims.prefill and policy.fill_docs:  # the chosen tool alone, with its parameter docs
+        prompt = tool_prompt(messages, [spec], param_docs=True)
+        prefix = FILL_PREFIX.format(name=spec.name)
+    elif prims.prefill:  # continue the choose step's prompt: its prefix is already evaluated
         prompt = tool_prompt(messages, tools or [spec])
         prefix = FILL_PREFIX.format(name=spec.name)
     else:  # a prompt about this one tool, with its parameter docs
@@ -603,6 +618,28 @@ async def fill(
         convo = plain_messages([m for m in messages if m.role != "system"])
         prompt, prefix = [{"role": "system", "content": system}, *convo], ""
     text, usage = await prims.complete(prompt, schema=schema, max_tokens=max_tokens, prefix=prefix)
+    args = _parsed(text, spec)
+    source = f"{query}\n{_results_text(_turn_tail(messages))}"
+    again = _reused(args, schema, args_schema(spec), source) if policy.copy_strings else {}
+    if again:
+        # One value the request gives once went to two arguments: keep the first, and
+        # fill the others again without it (the rest of the call is held fixed).
+        props = {
+            k: ({**v, "enum": [x for x in v["enum"] if x != args[k]]} if k in again else v)
+            for k, v in schema["properties"].items()
+        }
+        props.update({k: {"const": args[k]} for k in args if k in props and k not in again})
+        text, u = await prims.complete(
+            prompt, schema={**schema, "properties": props}, max_tokens=max_tokens, prefix=prefix
+        )
+        usage = Usage(
+            usage.prompt_tokens + u.prompt_tokens, usage.completion_tokens + u.completion_tokens
+        )
+        args = _parsed(text, spec)
+    return _as_declared(args, args_schema(spec)), usage
+
+
+def _parsed(text: str, spec: ToolSpec) -> dict[str, Any]:
     try:
         args = loads_lenient(text)
     except ValueError:
@@ -612,7 +649,47 @@ async def fill(
             f"the model's arguments for {spec.name} are not valid JSON: {text[:120]!r}",
             fix="retry, raise model.max_tokens, or use a larger model",
         )
-    return _as_declared(args, args_schema(spec)), usage
+    return args
+
+
+def _occurrences(value: Any, text: str) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return sum(1 for g in _grounding.numbers(text) if value in g)
+    if isinstance(value, str) and value.strip():
+        return len(re.findall(r"(?<!\w)" + re.escape(value) + r"(?!\w)", text, re.IGNORECASE))
+    return 0
+
+
+def _reused(
+    args: dict[str, Any], schema: dict[str, Any], declared: dict[str, Any], text: str
+) -> set[str]:
+    """Return the arguments that repeat a value the request gives fewer times than it was
+    used (``county`` = the case number; ``dividends`` = the net income), all but the first.
+
+    Only arguments whose choices were taken from the request count (not a tool's own enum).
+    """
+    own = declared.get("properties", {})
+    props = schema.get("properties", {})
+    copied = [
+        k
+        for k in args
+        if isinstance(props.get(k), dict)
+        and isinstance(props[k].get("enum"), list)
+        and not (isinstance(own.get(k), dict) and "enum" in own[k])
+    ]
+    out: set[str] = set()
+    seen: dict[str, list[str]] = {}
+    for k in copied:
+        seen.setdefault(json.dumps(args[k]), []).append(k)
+    for key, names in seen.items():
+        n = _occurrences(json.loads(key), text)
+        if 0 < n < len(names):
+            extra = names[n:]
+            if all(len(props[k]["enum"]) > 1 for k in extra):
+                out.update(extra)
+    return out
 
 
 def _as_declared(value: Any, schema: dict[str, Any]) -> Any:

@@ -176,10 +176,20 @@ def numbers(text: str) -> list[list[int | float]]:
     return out
 
 
-def number_candidates(text: str, *, integer: bool) -> list[int | float]:
-    """Return the distinct values the text's numbers may stand for (integers only if asked)."""
+_PERCENT_DOC = re.compile(r"percent|percentage|%", re.IGNORECASE)
+
+
+def number_candidates(text: str, *, integer: bool, doc: str = "") -> list[int | float]:
+    """Return the distinct values the text's numbers may stand for (integers only if asked).
+
+    A percentage given to a fractional parameter is a fraction (``5%`` -> 0.05) unless the
+    parameter's doc says it takes a percentage (``as a percentage``) and not a decimal.
+    """
+    as_percent = bool(_PERCENT_DOC.search(doc)) and "decimal" not in doc.lower()
     vals: list[int | float] = []
     for group in numbers(text):
+        if len(group) == 2 and group[1] * 100 == group[0] and not integer:
+            group = [group[0]] if as_percent else [group[1]]  # a percentage
         for v in group:
             if integer and not float(v).is_integer():
                 continue
@@ -187,6 +197,68 @@ def number_candidates(text: str, *, integer: bool) -> list[int | float]:
             if v not in vals:
                 vals.append(v)
     return vals
+
+
+# -- dates ---------------------------------------------------------------------------------
+
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_MON = r"(?P<mon>(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*)"
+_DATES = [
+    re.compile(_MON + r"\.?\s*(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s*(?P<y>\d{4})\b", re.I),
+    re.compile(
+        r"\b(?P<d>\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MON + r"\.?,?\s+(?P<y>\d{4})\b", re.I
+    ),
+    re.compile(r"\b(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})\b"),
+    re.compile(r"\b(?P<m>\d{1,2})[-/.](?P<d>\d{1,2})[-/.](?P<y>\d{4})\b"),
+]
+_FORMAT = re.compile(
+    r"\b(yyyy|yyy|yy|mm|dd|month|day|year)([-/. ])(yyyy|yyy|yy|mm|dd|month|day|year)\2"
+    r"(yyyy|yyy|yy|mm|dd|month|day|year)\b",
+    re.IGNORECASE,
+)
+
+
+def dates(text: str) -> list[tuple[int, int, int]]:
+    """Return the calendar dates the text gives, as (year, month, day)."""
+    out: list[tuple[int, int, int]] = []
+    for rx in _DATES:
+        for m in rx.finditer(text):
+            g = m.groupdict()
+            month = _MONTHS.index(g["mon"][:3].lower()) + 1 if g.get("mon") else int(g["m"])
+            y, d = int(g["y"]), int(g["d"])
+            if 1 <= month <= 12 and 1 <= d <= 31 and (y, month, d) not in out:
+                out.append((y, month, d))
+    return out
+
+
+def date_format(doc: str) -> str | None:
+    """Return the ``strftime`` format a parameter's doc asks for (``yyyy-mm-dd`` ->
+    ``%Y-%m-%d``; ``month-day-year`` -> ``%m-%d-%Y``), or None."""
+    m = _FORMAT.search(doc or "")
+    if not m:
+        return None
+    codes = {"yyyy": "%Y", "yyy": "%Y", "yy": "%y", "year": "%Y", "mm": "%m", "month": "%m",
+             "dd": "%d", "day": "%d"}  # fmt: skip
+    parts = [codes[m.group(i).lower()] for i in (1, 3, 4)]
+    if sorted(parts) != ["%Y", "%d", "%m"] and sorted(parts) != ["%d", "%m", "%y"]:
+        return None
+    return m.group(2).join(parts)
+
+
+def formatted_dates(text: str, doc: str) -> list[str]:
+    """Return the text's dates written in the format the doc asks for (none if it asks none)."""
+    fmt = date_format(doc)
+    if not fmt:
+        return []
+    import datetime as _dt
+
+    out = []
+    for y, mo, d in dates(text):
+        try:
+            out.append(_dt.date(y, mo, d).strftime(fmt))
+        except ValueError:
+            continue
+    return out
 
 
 # -- parameters the request mentions -------------------------------------------------------

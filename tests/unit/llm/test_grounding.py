@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bastion.llm._constrained import _as_declared, choose, fill_schema
+from bastion.llm._constrained import _as_declared, choose, fill, fill_schema
 from bastion.llm._grounding import (
+    date_format,
+    dates,
     doc_options,
+    formatted_dates,
     name_mention,
     named_values,
     number_candidates,
@@ -141,3 +144,49 @@ async def test_a_tool_needing_numbers_the_request_lacks_is_not_called() -> None:
     # asked for by name or required: called anyway (the model fills what it can)
     assert (await choose(p, [Message("user", "area?")], [area], "required"))[0] == "area"
     assert (await choose(p, [Message("user", "area?")], [area], "area"))[0] == "area"
+
+
+def test_percentages_follow_the_parameter_docs() -> None:
+    q = "an annual rate of 5% for 3 years"
+    assert number_candidates(q, integer=False) == [0.05, 3]  # a fraction by default
+    assert number_candidates(q, integer=False, doc="The rate as a percentage.") == [5, 3]
+    assert number_candidates(q, integer=False, doc="as a decimal. E.g. 5% = 0.05") == [0.05, 3]
+    assert number_candidates(q, integer=True) == [5, 3]  # an integer can only be 5
+
+
+def test_dates_are_written_in_the_documented_format() -> None:
+    assert dates("closing March.11, 2022 or on 1st of May 2020") == [(2022, 3, 11), (2020, 5, 1)]
+    assert dates("London 2022/08/16, then 12/25/2021") == [(2022, 8, 16), (2021, 12, 25)]
+    assert date_format("Format: yyyy-mm-dd.") == "%Y-%m-%d"
+    assert date_format("The date (month-day-year) you want") == "%m-%d-%Y"
+    assert date_format("in the format of MM-DD-YYY.") == "%m-%d-%Y"
+    assert date_format("The date to look up.") is None
+    s = spec({"date": {"type": "string", "description": "Date, format dd/mm/yyyy."}}, ["date"])
+    assert fill_schema(s, "prices on January 2, 2021")["properties"]["date"]["enum"] == [
+        "02/01/2021"
+    ]
+    assert formatted_dates("on January 2, 2021", "Any date.") == []  # no format: words copied
+
+
+async def test_a_value_given_once_is_not_used_twice() -> None:
+    s = spec(
+        {"case": {"type": "string"}, "county": {"type": "string"}, "paid": {"type": "number"}},
+        ["case", "county", "paid"],
+    )
+    msgs = [Message("user", "record for case CA123456 in San Diego County, paid $200")]
+    p = Prims(
+        completions=[
+            '{"case": "CA123456", "county": "CA123456", "paid": 200}',
+            '{"case": "CA123456", "county": "San Diego County", "paid": 200}',
+        ]
+    )
+    args, _ = await fill(p, msgs, s)
+    assert args == {"case": "CA123456", "county": "San Diego County", "paid": 200.0}
+    again = p.schemas[-1]["properties"]  # type: ignore[index]
+    assert again["case"] == {"const": "CA123456"} and again["paid"] == {"const": 200}
+    assert "CA123456" not in again["county"]["enum"] and "San Diego" in again["county"]["enum"]
+    # a value the request gives twice may be used twice: no second fill
+    msgs = [Message("user", "from 5 to 5 and case X5 in Y")]
+    two = spec({"a": {"type": "integer"}, "b": {"type": "integer"}}, ["a", "b"])
+    p = Prims(completions=['{"a": 5, "b": 5}'])
+    assert (await fill(p, msgs, two))[0] == {"a": 5, "b": 5} and len(p.schemas) == 1
