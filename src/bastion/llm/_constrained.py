@@ -625,7 +625,7 @@ async def fill(
         # One value the request gives once went to two arguments: keep the first, and
         # fill the others again without it (the rest of the call is held fixed).
         props = {
-            k: ({**v, "enum": [x for x in v["enum"] if x != args[k]]} if k in again else v)
+            k: ({**v, "enum": _without(v["enum"], args[k])} if k in again else v)
             for k, v in schema["properties"].items()
         }
         props.update({k: {"const": args[k]} for k in args if k in props and k not in again})
@@ -637,6 +637,16 @@ async def fill(
         )
         args = _parsed(text, spec)
     return _as_declared(args, args_schema(spec)), usage
+
+
+def _without(choices: list[Any], used: Any) -> list[Any]:
+    """Return ``choices`` minus ``used`` (and, for words, the spans that contain it)."""
+    if isinstance(used, str):
+        low = used.lower()
+        rest = [c for c in choices if not (isinstance(c, str) and low in c.lower())]
+    else:
+        rest = [c for c in choices if c != used]
+    return rest or [c for c in choices if c != used]
 
 
 def _parsed(text: str, spec: ToolSpec) -> dict[str, Any]:

@@ -184,7 +184,8 @@ async def test_a_value_given_once_is_not_used_twice() -> None:
     assert args == {"case": "CA123456", "county": "San Diego County", "paid": 200.0}
     again = p.schemas[-1]["properties"]  # type: ignore[index]
     assert again["case"] == {"const": "CA123456"} and again["paid"] == {"const": 200}
-    assert "CA123456" not in again["county"]["enum"] and "San Diego" in again["county"]["enum"]
+    assert "San Diego" in again["county"]["enum"]
+    assert not [c for c in again["county"]["enum"] if "CA123456" in c]  # nor spans around it
     # a value the request gives twice may be used twice: no second fill
     msgs = [Message("user", "from 5 to 5 and case X5 in Y")]
     two = spec({"a": {"type": "integer"}, "b": {"type": "integer"}}, ["a", "b"])
