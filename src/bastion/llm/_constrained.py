@@ -424,6 +424,13 @@ _FREE_TEXT = frozenset(
 _EDGE_PUNCT = "\"'`.,;:!?()[]{}<>"
 
 
+def grammar_safe(value: str) -> bool:
+    """Whether a string can be offered as an enum choice: llama.cpp's JSON-schema-to-grammar
+    converter (llama-cpp-python 0.3.x) writes a broken grammar for a ``"`` or ``\\`` inside
+    one, so such spans are not offered (the model writes those values itself)."""
+    return '"' not in value and "\\" not in value
+
+
 _FUNCTION_WORDS = frozenset(
     ["a", "an", "the", "in", "on", "at", "for", "of", "to", "from", "with", "by", "and", "or",
      "is", "are", "was", "be", "my", "me", "i", "you", "your", "what", "how", "which", "that",
@@ -445,7 +452,7 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
 
     def add(v: str) -> None:
         v = v.strip()
-        if v and v not in seen and len(spans) < limit:
+        if v and v not in seen and len(spans) < limit and grammar_safe(v):
             seen.add(v)
             spans.append(v)
 
@@ -517,7 +524,7 @@ def _ground(
         when = _grounding.formatted_dates(query, doc)
         if when:  # a date the request gives, written as the doc asks
             return {**v, "enum": when}, True
-        options = _grounding.doc_options(doc)
+        options = [o for o in _grounding.doc_options(doc) if grammar_safe(o)]
         named = _grounding.named_values(options, query) if options else []
         if named:
             return {**v, "enum": named}, True
@@ -563,7 +570,7 @@ def fill_schema(
             continue
         raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
         kind = _path_kind(k, raw or v)
-        fitting = _paths_for(kind, paths) if kind else []
+        fitting = [p for p in _paths_for(kind, paths) if grammar_safe(p)] if kind else []
         if fitting and v.get("type") == "string":
             if policy.copy_strings:
                 schema["properties"][k] = {**v, "enum": fitting}  # a path the request names

@@ -222,6 +222,9 @@ def test_copy_spans_and_name_like_arguments() -> None:
     spans = copy_spans("Find a park in Boston, MA. Then go to St. Louis or The Hague")
     assert {"Boston, MA", "St. Louis", "The Hague", "park in Boston"} <= set(spans)
     assert not {"MA. Then", "in Boston", "park in", "the", "Find a park"} & set(spans)
+    # a span with a double quote or backslash would break llama.cpp's grammar: not offered
+    spans = copy_spans('the code "ATCG" in C:\\data\\x.csv')
+    assert "ATCG" in spans and not [x for x in spans if '"' in x or "\\" in x]
     schema = fill_schema(
         ToolSpec(
             "t",
