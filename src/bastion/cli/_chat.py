@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import IO
 
@@ -120,6 +121,10 @@ class ChatSession:
 
     def run(self) -> int:
         """The REPL; returns the exit code."""
+        # A chat started from a background job of a script inherits SIGINT ignored; Ctrl-C
+        # must still drop a line / leave at the prompt, so Python's own handler is put back.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         mc = self.app.config.model
         self.console.print(
             f"bastion chat: model [bold]{escape(self.app.model.name)}[/] ({mc.backend}), "

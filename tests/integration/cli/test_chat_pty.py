@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import pexpect
+import pytest
 import yaml
 
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
@@ -14,9 +16,13 @@ from tests.integration.cli.conftest import ROOT, cli_env
 PROMPT = "you> "
 
 
-def spawn(home: Path, *args: str) -> pexpect.spawn:
+def spawn(home: Path, *args: str, sigint_ignored: bool = False) -> pexpect.spawn:
+    def ignore_sigint() -> None:  # as a background job of a script starts it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     child = pexpect.spawn(sys.executable, ["-m", "bastion", "chat", *args], env=cli_env(home),
-                          cwd=str(ROOT), encoding="utf-8", timeout=60, dimensions=(40, 200))
+                          cwd=str(ROOT), encoding="utf-8", timeout=60, dimensions=(40, 200),
+                          preexec_fn=ignore_sigint if sigint_ignored else None)
     child.expect(PROMPT)
     return child
 
@@ -89,8 +95,10 @@ def test_risky_call_asks_at_the_terminal(served_home: Path) -> None:
     assert child.exitstatus == 0
 
 
-def test_ctrl_c_at_empty_prompt_exits_cleanly(served_home: Path) -> None:
-    child = spawn(served_home)
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+def test_ctrl_c_at_empty_prompt_exits_cleanly(served_home: Path, sigint_ignored: bool) -> None:
+    # Ctrl-C works even when chat was started with SIGINT ignored (a script's background job)
+    child = spawn(served_home, sigint_ignored=sigint_ignored)
     child.send("half a question")
     child.expect("half a question")  # echoed: readline has the text
     child.sendintr()  # with text typed: the line is dropped, like a shell
