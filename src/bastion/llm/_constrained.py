@@ -345,13 +345,6 @@ def path_values(text: str) -> list[str]:
     return out
 
 
-_SYNONYMS = {"folder": "directory", "dir": "directory", "filename": "file", "filepath": "path"}
-
-
-def _canon(words: set[str]) -> set[str]:
-    return {_SYNONYMS.get(w, w) for w in words}
-
-
 def _called_terms(tail: Sequence[Message], tools: Sequence[ToolSpec]) -> set[str]:
     """Return the name and description terms of every tool called in ``tail``."""
     by_name = {t.name: t for t in tools}
@@ -363,24 +356,6 @@ def _called_terms(tail: Sequence[Message], tools: Sequence[ToolSpec]) -> set[str
                 name, body = _relevance.tool_terms(spec)
                 out |= name | body
     return out
-
-
-def _mentioned(name: str, spec_prop: dict[str, Any], query: str) -> bool:
-    """Whether the request seems to give a value for an optional parameter.
-
-    Evidence is the parameter's name in the request (``folder``/``directory`` count as
-    one word), one of its enum values, or, for a path parameter, a file or folder name.
-    """
-    q = _canon(_relevance.terms(query))
-    words = _canon(_relevance.terms(name.replace("_", " ")))
-    if words and words <= q:
-        return True
-    enum = spec_prop.get("enum")
-    if isinstance(enum, list):
-        low = query.lower()
-        return any(isinstance(v, str) and v and v.lower() in low for v in enum)
-    kind = _path_kind(name, spec_prop)
-    return kind is not None and bool(_paths_for(kind, path_values(query)))
 
 
 # Parameter names whose values are written, not quoted from the request.
@@ -577,13 +552,13 @@ def fill_schema(
             path_args.add(k)
             mentioned.add(k)
             continue
+        # one rule decides whether the request mentions an argument; copy_strings only
+        # decides whether its values are narrowed to the request's
+        grounded, said = _ground(k, v, raw or {}, query, f"{query}\n{context}", tool_words)
         if policy.copy_strings:
-            grounded, said = _ground(k, v, raw or {}, query, f"{query}\n{context}", tool_words)
             if grounded is v and spans and _name_like(k, v):
                 grounded = {**v, "enum": spans}
             schema["properties"][k] = grounded
-        else:
-            said = _mentioned(k, raw or {}, query)
         if said:
             mentioned.add(k)
     if policy.optional_args == "all":

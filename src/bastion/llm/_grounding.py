@@ -20,7 +20,7 @@ from bastion.llm import _relevance
 # -- words ----------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"[A-Za-z]+|\d+(?:\.\d+)?")
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_CAMEL = _relevance._CAMEL  # identifiers split the same way as for relevance
 
 
 def word_stems(text: str) -> list[str]:
