@@ -61,6 +61,21 @@ def build_config(hw: HardwareInfo, rec: Recommendation) -> Config:
     return config
 
 
+def pin_audit_key(config: Config) -> str:
+    """Create (or read) the audit signing key and pin its fingerprint in ``config``.
+
+    The pin lives in bastion.yaml, outside the audit directory: ``bastion audit verify`` trusts
+    only pinned keys, so a key swapped into the ``.pub`` file beside the log is not trusted.
+    """
+    from bastion.crypto.keys import FileSigner, fingerprint
+    from bastion.security.setup import audit_path
+
+    db = audit_path()
+    fp = fingerprint(FileSigner(db.with_name(db.stem + "-signing.key")).public_hex, 32)
+    config.audit.key_fingerprints = [fp]
+    return fp
+
+
 def print_next_steps(console: Console, rec: Recommendation) -> None:
     """Tell the user what to do next."""
     console.print(

@@ -201,19 +201,33 @@ def export_cmd(
 @audit_app.command("verify")
 def verify_cmd(
     db: DbOpt = None,
-    public_key: Annotated[str | None, typer.Option(
-        "--public-key", help="trusted Ed25519 key (hex); default: the .pub file beside the log")]
+    public_key: Annotated[list[str] | None, typer.Option(
+        "--public-key", "--pubkey",
+        help="trusted key (hex Ed25519, or p256:<hex>); repeat for several")] = None,
+    fingerprint: Annotated[list[str] | None, typer.Option(
+        "--fingerprint", help="trusted key fingerprint (as bastion init printed it); repeat")]
     = None,
+    anchor: Annotated[Path | None, typer.Option(
+        "--anchor", help="external copy of signed heads (audit.anchor.file, or a syslog/SIEM "
+        "export): detects a rollback")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the hash chain, signed checkpoints, anchors and head; name the first bad record."""
-    rep = verify(_db_path(db), public_key)
+    """Check chain, signed head and anchors against the pinned key; exit 2 naming the bad record."""
+    pins = list(fingerprint or [])
+    if not public_key and not pins or anchor is None:
+        from bastion.config.loader import load
+
+        cfg = load().audit
+        if not public_key and not pins:
+            pins = list(cfg.key_fingerprints)  # pinned at init, outside the audit directory
+        if anchor is None and cfg.anchor is not None and cfg.anchor.file is not None:
+            anchor = cfg.anchor.file.expanduser()
+    rep = verify(_db_path(db), public_keys=public_key or (), fingerprints=pins, anchor=anchor)
     if as_json:
-        typer.echo(json.dumps({"ok": rep.ok, "checked": rep.checked, "first_bad": rep.first_bad,
-                               "reason": rep.reason, "checkpoints": rep.checkpoints,
-                               "anchored_at": rep.anchored_at, "last_id": rep.last_id}))
+        typer.echo(json.dumps(rep.to_dict()))
     else:
-        typer.secho(rep.summary(), fg="green" if rep.ok else "red")
+        typer.secho(rep.summary(), fg="green" if rep.ok and rep.pinned else
+                    "yellow" if rep.ok else "red")
     if not rep.ok:
         raise typer.Exit(2)
 

@@ -64,11 +64,14 @@ def init(
     if interactive and not typer.confirm(f"Write {path}?", default=True, err=True):
         raise typer.Exit(1)
     config = _init.build_config(hw, rec)
+    pin = _init.pin_audit_key(config)
     save(config, path)
     for name in ("workspace",):
         (paths.home() / name).mkdir(parents=True, exist_ok=True)
     _err.print(f"wrote {escape(str(path))} "
                "(API token created: bastion config get api.token --reveal)")
+    _err.print(f"audit signing key fingerprint: {pin}\n  keep a copy away from this machine; "
+               f"check the log against it with: bastion audit verify --fingerprint {pin}")
     _init.print_next_steps(_err, rec)
 
 

@@ -98,6 +98,13 @@ def hsm_keygen() -> None:
     typer.echo(f"generated {signer.algorithm} key {h.key_label!r} inside token "
                f"{h.token_label!r}\npublic key: {signer.public_hex}\n"
                f"fingerprint: {fingerprint(signer.public_hex)}")
+    pins = cfg.audit.key_fingerprints
+    if pins:  # the user pins audit keys (bastion init did): trust this one too, from now on
+        from bastion.config.loader import set_key
+
+        fp = fingerprint(signer.public_hex, 32)
+        set_key(None, "audit.key_fingerprints", json.dumps([*pins, fp]))
+        typer.echo(f"pinned for audit verify: audit.key_fingerprints += {fp}")
     signer.close()
 
 

@@ -346,6 +346,25 @@ class McpServerConfig(_Section):
         return self
 
 
+class AuditAnchorConfig(_Section):
+    """Where copies of the audit log's signed heads go, out of the writer's reach."""
+
+    file: Path | None = Field(
+        default=None, description="append each signed head to this file (put it on a remote "
+        "append-only mount, a WORM volume, or make it chattr +a)")
+    syslog: str | None = Field(
+        default=None, description="HOST:PORT of a syslog server / SIEM collector (UDP, RFC 5424)")
+
+    @field_validator("syslog")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("use HOST:PORT, e.g. 10.0.0.5:514")
+        return v
+
+
 class AuditConfig(_Section):
     """The tamper-evident audit log."""
 
@@ -365,6 +384,22 @@ class AuditConfig(_Section):
         description="who signs checkpoints and the head: an Ed25519 key file, or the PKCS#11 "
         "token of crypto.hsm (key never leaves the token)",
     )
+    key_fingerprints: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 fingerprints (>= 16 hex digits) of the keys audit verify trusts; "
+        "bastion init pins the first. Empty: the .pub file beside the log (reported unpinned)",
+    )
+    anchor: AuditAnchorConfig | None = Field(
+        default=None, description="copy every signed head out of reach, so rollback is detectable")
+
+    @field_validator("key_fingerprints")
+    @classmethod
+    def _hex_pins(cls, v: list[str]) -> list[str]:
+        for fp in v:
+            if len(fp) < 16 or any(c not in "0123456789abcdefABCDEF" for c in fp):
+                raise ValueError(f"{fp!r} is not a key fingerprint (16 to 64 hex digits, as "
+                                 "bastion init or bastion crypto hsm keygen print it)")
+        return [fp.lower() for fp in v]
 
 
 class VaultConfig(_Section):

@@ -45,9 +45,9 @@ def algorithm_of(public: str) -> str:
     return "ecdsa-p256" if public.startswith(P256_PREFIX) else "ed25519"
 
 
-def fingerprint(public: str) -> str:
-    """Return a short, stable fingerprint of a public key (SHA-256, first 16 hex digits)."""
-    return hashlib.sha256(public.strip().encode()).hexdigest()[:16]
+def fingerprint(public: str, length: int = 16) -> str:
+    """Return the first ``length`` hex digits of a public key's SHA-256 (pins keep >= 32)."""
+    return hashlib.sha256(public.strip().encode()).hexdigest()[:length]
 
 
 def verify(public: str, message: bytes, signature_hex: str) -> bool:

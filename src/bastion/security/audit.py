@@ -1,10 +1,19 @@
 """The audit log: a hash-chained, append-only SQLite record of everything the gateway decides.
 
 Every record covers its predecessor (``hash = SHA-256(prev_hash, canonical row)``), so an
-edit, deletion, reordering or truncation is detectable; signed Ed25519 checkpoints (every
-``checkpoint_every`` records) and a signed head file beside the database catch a chain that
-was rewritten wholesale or cut short. Retention deletes old records behind a signed *anchor*,
-so what remains still verifies.
+edit, deletion, reordering or truncation is detectable. The *head* -- the last record's id and
+hash, signed -- is written in the same transaction as the records it covers, so it always
+covers the last record, even after a killed process: a missing head, a head behind the log
+(records appended without the key) or ahead of it (records cut) is a failure. Before each
+write the writer checks that the stored head still matches the tail; if not, it records an
+``audit.head_mismatch`` (which ``verify`` reports) instead of signing over what it did not
+write. Signed checkpoints (every ``checkpoint_every`` records) narrow down where a rewrite
+starts. Retention deletes old records behind a signed *anchor*, so what remains verifies.
+
+Which keys ``verify`` trusts is pinned outside the audit directory (fingerprints in the config,
+written by ``bastion init``, or ``--fingerprint``); the ``*-signing.pub`` file beside the
+log is only the unpinned fallback, reported as such. Heads can also be copied to an external
+anchor (:mod:`bastion.security._audit_anchor`), which makes a rollback detectable.
 
 Writes go through one batched writer thread: :meth:`AuditLog.record` redacts and queues the
 record and returns at once; the writer assigns ids and hashes inside a ``BEGIN IMMEDIATE``
@@ -22,17 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from bastion.crypto.keys import Signer as SignerT
+from bastion.crypto.keys import fingerprint
 from bastion.errors import AuditError
+from bastion.security._audit_anchor import HeadAnchor, read_anchor
 from bastion.security._audit_chain import (
     COLUMNS,
     GENESIS,
@@ -71,6 +81,10 @@ CREATE INDEX IF NOT EXISTS events_session ON events(session_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts REAL NOT NULL, signature TEXT NOT NULL,
     public_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    ts REAL NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS anchors (
     first_id INTEGER PRIMARY KEY, prev_hash TEXT NOT NULL, ts REAL NOT NULL,
@@ -115,14 +129,27 @@ class VerifyReport:
     checkpoints: int = 0
     anchored_at: int | None = None
     last_id: int | None = None
+    head_seq: int | None = None
+    pinned: bool = False  # the trusted keys came from outside the audit directory
+    external_seq: int | None = None  # newest head found in the external anchor
 
     def summary(self) -> str:
         """Return one line for the CLI."""
         if self.ok:
             anchor = f", anchored at {self.anchored_at}" if self.anchored_at else ""
+            head = f", signed head at {self.head_seq}" if self.head_seq else ""
+            ext = (f", external anchor checked up to {self.external_seq}"
+                   if self.external_seq else "")
+            pin = ("" if self.pinned or not self.checked else
+                   " -- WARNING: key not pinned (trusted the .pub file beside the log; set "
+                   "audit.key_fingerprints or pass --fingerprint)")
             return (f"ok: {self.checked} records, {self.checkpoints} signed checkpoints "
-                    f"verified{anchor}")
+                    f"verified{anchor}{head}{ext}{pin}")
         return f"FAILED at record {self.first_bad}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready mapping."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -153,6 +180,8 @@ class AuditLog:
         key_path: Path | None = None,
         signer: SignerT | None = None,
         trust_signer: bool = False,
+        pinned: tuple[str, ...] = (),
+        anchor: HeadAnchor | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,9 +193,11 @@ class AuditLog:
         # file key (default) or a PKCS#11 token: every key used is added to the trusted list
         self.signer: SignerT = signer or Signer(
             key_path or self.path.with_name(self.path.stem + "-signing.key"))
-        added = trust_key(self.path.with_name(self.path.stem + "-signing.pub"),
-                          self.signer.public_hex, add=trust_signer)
-        self.head_path = self.path.with_name(self.path.name + ".head")
+        self.pub_path = self.path.with_name(self.path.stem + "-signing.pub")
+        added = trust_key(self.pub_path, self.signer.public_hex, add=trust_signer)
+        self.pinned = tuple(pinned)  # key fingerprints trusted from outside the audit directory
+        self.anchor = anchor
+        self._head: tuple[int, str, str] | None = None  # the last head this handle signed/checked
         self._db = _connect(self.path, durability)
         self._db.executescript(_SCHEMA)
         self._read_lock = threading.Lock()
@@ -287,18 +318,16 @@ class AuditLog:
             except BaseException as exc:  # keep the thread alive; waiters get the error
                 self._error = exc
                 ids = {}
-            if head is not None:
-                # The records are committed: the event loop's callers (the gateway, on every
-                # tool call) go on now; the signed head follows. A head that lags the log is
-                # what verify accepts after a crash anyway; only a head ahead of it is a cut.
-                self._release_futures(batch[-1].receipt, ids)
-                ids = {}  # already published; a second update would bring back popped ids
-                self._write_head(*head)
+            # the signed head was committed with the records: nothing is left to do before
+            # the callers go on; the external anchor gets its copy afterwards
             self._release(batch[-1].receipt, ids)
+            if head is not None and self.anchor is not None:
+                self.anchor.publish(dict(zip(("seq", "hash", "ts", "signature", "public_key"),
+                                             head, strict=True)))
 
     def _write(
         self, batch: list[_Pending], wanted: set[int]
-    ) -> tuple[dict[int, int], tuple[int, str]]:
+    ) -> tuple[dict[int, int], tuple[Any, ...]]:
         db = self._db
         for attempt in range(50):
             try:
@@ -313,50 +342,75 @@ class AuditLog:
             rows = []
             ids: dict[int, int] = {}
             checkpoints = []
-            for p in batch:
+            issue = self._head_issue(db, last_id, prev)
+            pending: list[tuple[int | None, tuple[Any, ...]]] = [(p.receipt, p.row)
+                                                                 for p in batch]
+            if issue is not None:  # say so in the chain itself, never sign over it silently
+                pending.insert(0, (None, (time.time(), "audit.head_mismatch", "system", None,
+                                          None, "tampered", "critical", None, None, None,
+                                          _dumps(issue))))
+            for receipt, row in pending:
                 last_id += 1
-                full = (last_id, *p.row)
+                full = (last_id, *row)
                 prev = record_hash(prev, full)
                 rows.append((*full, prev))
-                if p.receipt in wanted:
-                    ids[p.receipt] = last_id
+                if receipt in wanted:
+                    ids[receipt] = last_id
                 if self.checkpoint_every and last_id % self.checkpoint_every == 0:
                     checkpoints.append(self._signed(last_id, prev, "checkpoint"))
             db.executemany(_INSERT, rows)
             if checkpoints:
                 db.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?)", checkpoints)
+            # the head is signed and stored in the same transaction as the records it covers
+            head = self._signed(last_id, prev, "head")
+            db.execute("INSERT OR REPLACE INTO head VALUES (1,?,?,?,?,?)", head)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return ids, (last_id, prev)
+        self._head = (last_id, prev, head[3])
+        return ids, head
 
     def _signed(self, seq: int, digest: str, kind: str) -> tuple[Any, ...]:
         ts = time.time()
         sig = self.signer.sign(checkpoint_message(seq, digest, ts, kind))
         return (seq, digest, ts, sig, self.signer.public_hex)
 
-    def _write_head(self, seq: int, digest: str) -> None:
-        """Replace the signed head file (written only after the commit, so it never runs ahead)."""
-        seq_, digest_, ts, sig, pub = self._signed(seq, digest, "head")
-        tmp = self.head_path.with_name(
-            f"{self.head_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"seq": seq_, "hash": digest_, "ts": ts, "signature": sig,
-                                   "public_key": pub}))
-        os.replace(tmp, self.head_path)
+    def _trusts(self, public: str) -> bool:
+        """Whether the writer accepts a head signed by ``public`` as its predecessor's."""
+        if public == self.signer.public_hex:
+            return True
+        if self.pinned:
+            return _pinned(public, self.pinned)
+        return public in _pub_keys(self.pub_path)
 
-    def _release_futures(self, upto: int, ids: dict[int, int]) -> None:
-        """Wake the async waiters for receipts up to ``upto`` (committed, head not yet written).
+    def _head_issue(self, db: sqlite3.Connection, last_id: int, last_hash: str
+                    ) -> dict[str, Any] | None:
+        """Return what is wrong with the stored head (None: it covers the tail, validly signed).
 
-        Thread waiters (``wait``/``flush``) are released by :meth:`_release`, after the head.
+        Only a head this handle signed itself is trusted without checking its signature.
         """
-        with self._cond:
-            self._ids.update(ids)
-            done = [r for r in self._waiters.futures if r <= upto]
-            futs = [f for r in done for f in self._waiters.futures.pop(r)]
-        for loop, fut in futs:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_resolve, fut)
+        row = db.execute("SELECT seq, hash, ts, signature, public_key FROM head").fetchone()
+        if row is None:
+            if last_id == 0:
+                return None  # a new log
+            row = _legacy_head(self.path)
+        found = dict(zip(("seq", "hash", "ts", "signature", "public_key"), row, strict=True)
+                     ) if row is not None else None
+        issue = {"head": found, "last_id": last_id, "last_hash": last_hash}
+        if row is None:
+            return {**issue, "why": "no signed head covers the records"}
+        seq, digest, ts, sig, public = int(row[0]), str(row[1]), float(row[2]), str(row[3]), \
+            str(row[4])
+        if seq != last_id or digest != last_hash:
+            return {**issue, "why": f"the signed head covers record {seq}, not the last record "
+                                    f"{last_id} with its hash"}
+        if self._head != (seq, digest, sig):
+            if not (self._trusts(public) and verify_signature(
+                    public, checkpoint_message(seq, digest, ts, "head"), sig)):
+                return {**issue, "why": "the head's signature is invalid or by an untrusted key"}
+            self._head = (seq, digest, sig)
+        return None
 
     def _release(self, upto: int, ids: dict[int, int]) -> None:
         with self._cond:
@@ -400,9 +454,9 @@ class AuditLog:
         return stats(self._reader, self._read_lock)
 
     def verify(self, public_key: str | None = None) -> VerifyReport:
-        """Verify the whole chain (see :func:`verify`); default keys: the trusted-keys file."""
+        """Verify the whole chain (see :func:`verify`) against the pinned keys (or the .pub)."""
         self.flush()
-        return verify(self.path, public_key)
+        return verify(self.path, public_key, fingerprints=self.pinned)
 
     def prune(self, *, before_ts: float | None = None, keep_last: int | None = None) -> int:
         """Delete old records behind a signed anchor; return how many were deleted."""
@@ -451,6 +505,8 @@ class AuditLog:
         with self._read_lock:
             self._reader.close()
         self._db.close()
+        if self.anchor is not None:
+            self.anchor.close()
 
 
 def _resolve(fut: asyncio.Future[int]) -> None:
@@ -566,48 +622,97 @@ def open_reader(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _trusted_keys(path: Path, public_key: str | None) -> list[str]:
-    if public_key:
-        return [public_key]
-    pub = path.with_name(path.stem + "-signing.pub")
+def _pub_keys(pub: Path) -> list[str]:
     return pub.read_text().split() if pub.exists() else []
 
 
-def verify(path: Path, public_key: str | None = None) -> VerifyReport:
-    """Verify an audit database: chain, ids, signed checkpoints, anchors and the head file.
+def _pinned(public: str, fingerprints: tuple[str, ...]) -> bool:
+    """Return whether ``public``'s SHA-256 starts with a pinned fingerprint (>= 16 hex)."""
+    full = fingerprint(public, 64)
+    return any(len(fp) >= 16 and full.startswith(fp.lower()) for fp in fingerprints)
 
-    ``public_key`` (hex Ed25519, or ``p256:<hex>`` for an HSM's P-256 key) is the trusted key;
-    by default every key listed in the ``*-signing.pub`` file beside the database. Returns a
-    report naming the first bad record.
+
+def _legacy_head(path: Path) -> tuple[Any, ...] | None:
+    """Read the signed head file older versions kept beside the database."""
+    head_path = path.with_name(path.name + ".head")
+    try:
+        head = json.loads(head_path.read_text())
+        return (int(head["seq"]), str(head["hash"]), float(head["ts"]), str(head["signature"]),
+                str(head.get("public_key", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def verify(
+    path: Path,
+    public_key: str | None = None,
+    *,
+    fingerprints: tuple[str, ...] | list[str] = (),
+    public_keys: tuple[str, ...] | list[str] = (),
+    anchor: Path | None = None,
+) -> VerifyReport:
+    """Verify an audit database: chain, ids, signed checkpoints, anchors, head and rollback.
+
+    Which keys are trusted, strongest first: ``public_key``/``public_keys`` (hex Ed25519, or
+    ``p256:<hex>`` for an HSM's P-256 key), then the pinned ``fingerprints``; with neither, the
+    keys in the ``*-signing.pub`` file beside the database (the report says it is unpinned).
+    ``anchor`` is an external copy of signed heads (:mod:`bastion.security._audit_anchor`):
+    the log must still hold every head found there. Returns a report naming the first bad
+    record.
     """
     path = Path(path)
-    key = _trusted_keys(path, public_key)
+    keys = [*public_keys, *([public_key] if public_key else [])]
+    pins = tuple(fingerprints)
+
+    def trusted(public: str) -> bool:
+        if keys:
+            return public in keys
+        if pins:
+            return _pinned(public, pins)
+        return public in _pub_keys(path.with_name(path.stem + "-signing.pub"))
+
+    heads = read_anchor(anchor) if anchor is not None and Path(anchor).exists() else None
+    if anchor is not None and heads is None:
+        raise AuditError(f"no anchor file at {anchor}",
+                         fix="pass the file the audit anchor writes (or a SIEM export of it)")
     db = open_reader(path)
     try:
-        return _verify(db, path, key)
+        db.execute("BEGIN")  # one snapshot: records and head as one writer left them
+        rep = _verify(db, path, trusted, heads or [])
+        db.execute("ROLLBACK")
     finally:
         db.close()
+    rep.pinned = bool(keys or pins)
+    return rep
 
 
-def _verify(db: sqlite3.Connection, path: Path, keys: list[str]) -> VerifyReport:
+def _verify(db: sqlite3.Connection, path: Path, trusted: Callable[[str], bool],
+            external: list[dict[str, Any]]) -> VerifyReport:
     rep = VerifyReport(ok=True)
 
     def bad(rid: int, why: str) -> VerifyReport:
         rep.ok, rep.first_bad, rep.reason = False, rid, why
         return rep
 
-    def signed(seq: int, digest: str, ts: float, sig: str, kind: str) -> bool:
-        msg = checkpoint_message(seq, digest, ts, kind)
-        return any(verify_signature(k, msg, sig) for k in keys)
+    def signed(seq: int, digest: str, ts: float, sig: str, kind: str, public: str) -> bool:
+        return trusted(public) and verify_signature(
+            public, checkpoint_message(seq, digest, ts, kind), sig)
 
     cps = {int(r[0]): r for r in db.execute("SELECT * FROM checkpoints ORDER BY seq")}
     first = db.execute("SELECT MIN(id) FROM events").fetchone()[0]
     prev, expected = GENESIS, 1
     if first is not None and first != 1:
         anchor = db.execute("SELECT * FROM anchors WHERE first_id = ?", (first,)).fetchone()
-        if anchor is None or not signed(first, anchor[1], anchor[2], anchor[3], "anchor"):
+        if anchor is None or not signed(first, anchor[1], anchor[2], anchor[3], "anchor",
+                                        anchor[4]):
             return bad(1, f"records before {first} are missing and no signed anchor covers them")
         prev, expected, rep.anchored_at = anchor[1], first, first
+    ext = [h for h in external if isinstance(h.get("seq"), int)
+           and signed(h["seq"], str(h["hash"]), float(h["ts"]), str(h["signature"]), "head",
+                      str(h["public_key"]))]
+    if external and not ext:
+        return bad(1, "the external anchor holds no head signed by a trusted key")
+    want = {int(h["seq"]): str(h["hash"]) for h in ext}
     good_since = expected  # first record after the last verified checkpoint
     for r in db.execute("SELECT * FROM events ORDER BY id"):
         rid = int(r[0])
@@ -616,10 +721,21 @@ def _verify(db: sqlite3.Connection, path: Path, keys: list[str]) -> VerifyReport
         h = record_hash(prev, tuple(r[:12]))
         if h != r[12]:
             return bad(rid, "record does not match its hash (edited, or moved from elsewhere)")
+        if r[2] == "audit.head_mismatch":
+            detail = json.loads(r[11]) if r[11] else {}
+            old = detail.get("head") or {}
+            since = int(old["seq"]) + 1 if isinstance(old.get("seq"), int) else good_since
+            return bad(min(since, rid), f"records {min(since, rid)}..{rid - 1} were added or "
+                       f"changed outside bastion's writer: when it next wrote (record {rid}) "
+                       f"{detail.get('why', 'its signed head did not match')}")
+        if rid in want and want[rid] != h:
+            return bad(good_since, f"records up to {rid} were rewritten (the external anchor's "
+                                   f"signed head at {rid} does not match)")
         cp = cps.pop(rid, None)
         if cp is not None:
-            if not signed(rid, cp[1], cp[2], cp[3], "checkpoint"):
-                return bad(good_since, f"checkpoint at {rid} has an invalid signature")
+            if not signed(rid, cp[1], cp[2], cp[3], "checkpoint", cp[4]):
+                return bad(good_since, f"checkpoint at {rid} has an invalid signature or one "
+                                       f"by an untrusted key")
             if cp[1] != h:
                 return bad(good_since, f"records {good_since}..{rid} were rewritten "
                                        f"(signed checkpoint at {rid} does not match)")
@@ -633,19 +749,36 @@ def _verify(db: sqlite3.Connection, path: Path, keys: list[str]) -> VerifyReport
         seq = min(cps)
         return bad(last + 1, f"log truncated: signed checkpoint at {seq} but the last record is "
                              f"{last}")
-    head_path = path.with_name(path.name + ".head")
-    if head_path.exists():
-        head = json.loads(head_path.read_text())
-        seq = int(head["seq"])
-        if not signed(seq, head["hash"], float(head["ts"]), head["signature"], "head"):
-            return bad(good_since, "the head file has an invalid signature")
-        if seq > last:
-            return bad(last + 1, f"log truncated: signed head is at {seq} but the last record is "
-                                 f"{last}")
-        row = db.execute("SELECT hash FROM events WHERE id = ?", (seq,)).fetchone()
-        if row is not None and row[0] != head["hash"]:
-            return bad(good_since, f"records {good_since}..{seq} were rewritten "
-                                   f"(signed head does not match)")
+    if want:
+        newest = max(want)
+        if newest > last:
+            return bad(last + 1, f"log rolled back: the external anchor holds a signed head at "
+                                 f"{newest} but the last record is {last}")
+        rep.external_seq = newest
+    head = db.execute("SELECT seq, hash, ts, signature, public_key FROM head").fetchone()
+    if head is None:
+        head = _legacy_head(path)
+    if head is None:
+        if rep.checked:
+            return bad(good_since, f"no signed head: records {good_since}..{last} are covered by "
+                                   "no signature (the head was deleted, or they were written "
+                                   "without the signing key)")
+        return rep
+    seq = int(head[0])
+    if not signed(seq, head[1], float(head[2]), head[3], "head", head[4]):
+        return bad(good_since, "the head has an invalid signature or one by an untrusted key "
+                               "(the trusted-keys file beside the log was swapped?)")
+    if seq > last:
+        return bad(last + 1, f"log truncated: signed head is at {seq} but the last record is "
+                             f"{last}")
+    row = db.execute("SELECT hash FROM events WHERE id = ?", (seq,)).fetchone()
+    if row is not None and row[0] != head[1]:
+        return bad(good_since, f"records {good_since}..{seq} were rewritten "
+                               f"(signed head does not match)")
+    if seq < last:
+        return bad(seq + 1, f"records {seq + 1}..{last} are not covered by the signed head at "
+                            f"{seq} (appended without the signing key)")
+    rep.head_seq = seq
     return rep
 
 

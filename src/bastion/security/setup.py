@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bastion.config import paths
 from bastion.config.model import Config
+from bastion.security._audit_anchor import HeadAnchor
 from bastion.security.approval import Approver, DenyApprover
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Stage
@@ -40,12 +42,46 @@ def build_audit(config: Config, redactor: Redactor) -> AuditLog:
     log = AuditLog(audit_path(), redactor, durability=a.durability,
                    flush_interval_ms=a.flush_interval_ms, batch_size=a.batch_size,
                    checkpoint_every=a.checkpoint_every, signer=signer,
-                   trust_signer=signer is not None)
+                   trust_signer=signer is not None, pinned=tuple(a.key_fingerprints),
+                   anchor=build_anchor(config))
     if a.retention_days:
         import time
 
         log.prune(before_ts=time.time() - a.retention_days * 86400)
     return log
+
+
+def build_anchor(config: Config) -> HeadAnchor | None:
+    """Return the external anchor for signed audit heads (file and/or syslog), if configured."""
+    from bastion.security._audit_anchor import FileAnchor, SyslogAnchor
+
+    cfg = config.audit.anchor
+    if cfg is None:
+        return None
+    anchors: list[HeadAnchor] = []
+    if cfg.file is not None:
+        anchors.append(FileAnchor(cfg.file.expanduser()))
+    if cfg.syslog is not None:
+        host, _, port = cfg.syslog.rpartition(":")
+        anchors.append(SyslogAnchor(host.strip("[]"), int(port)))
+    if not anchors:
+        return None
+    return anchors[0] if len(anchors) == 1 else _Anchors(anchors)
+
+
+class _Anchors:
+    """Several anchors as one."""
+
+    def __init__(self, anchors: list[HeadAnchor]) -> None:
+        self.anchors = anchors
+
+    def publish(self, head: dict[str, Any]) -> None:
+        for a in self.anchors:
+            a.publish(head)
+
+    def close(self) -> None:
+        for a in self.anchors:
+            a.close()
 
 
 def build_backends(config: Config) -> dict[str, SecretBackend]:

@@ -73,11 +73,12 @@ def test_audit_log_moves_from_file_key_to_hsm(softhsm: SoftHsm, tmp_path: Path) 
 
     only_file = verify_log(db, file_key)  # the HSM-signed checkpoints need the HSM key
     assert not only_file.ok and "invalid signature" in only_file.reason
-    head = json.loads((tmp_path / "audit.db.head").read_text())
-    head["hash"] = "0" * 64  # re-pointed head: its HSM signature no longer matches
-    (tmp_path / "audit.db.head").write_text(json.dumps(head))
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE head SET ts = ts + 1")  # re-dated head: its HSM signature no longer fits
+    conn.commit()
+    conn.close()
     rep = verify_log(db)
-    assert not rep.ok and "head file has an invalid signature" in rep.reason
+    assert not rep.ok and "head has an invalid signature" in rep.reason
     hsm.close()
 
 

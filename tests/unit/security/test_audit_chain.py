@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from pathlib import Path
 
@@ -138,8 +137,10 @@ def test_records_are_redacted_and_head_is_signed(tmp_path: Path) -> None:
     log.flush()
     raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
     assert b"held-canary-Value-123" not in raw and b"A1b2A1b2" not in raw
-    head = json.loads((tmp_path / "a.db.head").read_text())
-    assert head["seq"] == 1 and len(head["signature"]) == 128
+    db = sqlite3.connect(tmp_path / "a.db")
+    seq, sig = db.execute("SELECT seq, signature FROM head").fetchone()
+    db.close()
+    assert seq == 1 and len(sig) == 128
     log.close()
 
 
