@@ -130,14 +130,13 @@ def _fetcher(config: Config) -> DirectFetcherT:
     from bastion.tools.builtin.web import DirectFetcher
 
     sec = config.security
-    rule = sec.egress.get("web_fetch")
-    if rule is None:
-        return DirectFetcher(allow_private=sec.allow_private_network)
+    caps, rule = sec.web_fetch, sec.egress.get("web_fetch")
     return DirectFetcher(
         allow_private=sec.allow_private_network,
-        allowed_networks=rule.cidrs,
-        allow_domains=rule.domains,
-        allow_ports=rule.ports,
+        allowed_networks=rule.cidrs if rule else (),
+        allow_domains=rule.domains if rule else None,
+        allow_ports=rule.ports if rule else None,
+        max_chars=caps.max_chars, max_bytes=caps.max_bytes, total_timeout_s=caps.timeout_s,
     )
 
 

@@ -81,6 +81,17 @@ class EgressConfig(_Section):
     ports: list[int] = Field(default_factory=lambda: [443], description="allowed TCP ports")
 
 
+class WebFetchConfig(_Section):
+    """Ceilings of web_fetch, which runs in bastion's own process (its memory and time)."""
+
+    max_chars: int = Field(default=100_000, ge=1, le=10_000_000,
+                           description="most characters a call may ask for (max_chars)")
+    max_bytes: int = Field(default=4_000_000, ge=65_536, le=1_000_000_000,
+                           description="most body bytes read per fetch, after decompression")
+    timeout_s: float = Field(default=30.0, gt=0, le=3600,
+                             description="total time of one fetch, redirects and body included")
+
+
 class EgressUplinkConfig(_Section):
     """The namespace allowed sandbox traffic is routed into, and the DNS server behind it."""
 
@@ -130,6 +141,7 @@ class SecurityConfig(_Section):
     allow_private_network: bool = Field(
         default=False, description="let web_fetch reach loopback/private addresses"
     )
+    web_fetch: WebFetchConfig = Field(default_factory=WebFetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("egress_subnet")

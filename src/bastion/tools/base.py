@@ -66,6 +66,8 @@ class ProcessRunner(Protocol):
 class HttpFetcher(Protocol):
     """Fetches a URL under the egress policy the gateway bound it to."""
 
+    max_chars: int  # the most characters of text a tool may ask for
+
     async def get(self, url: str, *, max_bytes: int) -> tuple[int, str, str]:
         """Return (status, content type, text)."""
         ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import zlib
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any
@@ -20,31 +21,13 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
+from bastion.addresses import IPAddress, address_problem
 from bastion.crypto.pinning import wrap_backend
 from bastion.errors import ToolError
 from bastion.tools.base import Risk, ToolContext, ToolOutput, tool
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["DirectFetcher", "address_problem", "html_to_text", "web_fetch"]
 _FIX_PRIVATE = "only public addresses are reachable (security.allow_private_network allows others)"
-
-
-def address_problem(ip: IPAddress) -> str | None:
-    """Return why ``ip`` is not a public destination, or ``None`` when it is."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return address_problem(ip.ipv4_mapped)
-    for attr, label in (
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_unspecified", "unspecified"),
-        ("is_private", "private"),
-        ("is_reserved", "reserved"),
-    ):
-        if getattr(ip, attr):
-            return f"{ip} is a {label} address"
-    if not ip.is_global:
-        return f"{ip} is not a globally routable address"
-    return None
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -104,6 +87,11 @@ class DirectFetcher:
         allow_ports: When set, only these ports.
         timeout_s: Connect/read timeout per request.
         max_redirects: Redirects followed; each target is checked again.
+        max_bytes: Ceiling of the body bytes read per fetch (after decompression), whatever
+            the caller asks for: bastion's own process never holds more of a response.
+        max_chars: Ceiling of the ``max_chars`` a tool call may ask for.
+        total_timeout_s: Wall-clock bound of one fetch, redirects and body included (a server
+            that trickles a byte per read never trips the per-read ``timeout_s``).
 
     """
 
@@ -116,8 +104,14 @@ class DirectFetcher:
         max_redirects: int = 5,
         allow_domains: Iterable[str] | None = None,
         allow_ports: Iterable[int] | None = None,
+        max_bytes: int = 4_000_000,
+        max_chars: int = 100_000,
+        total_timeout_s: float = 30.0,
     ) -> None:
         self.allow_private = allow_private
+        self.max_bytes = max_bytes
+        self.max_chars = max_chars
+        self.total_timeout_s = total_timeout_s
         self.allowed_networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
@@ -178,11 +172,27 @@ class DirectFetcher:
         return ips
 
     async def get(self, url: str, *, max_bytes: int) -> tuple[int, str, str]:
-        """Return (status, content type, text) of ``url``, following checked redirects."""
+        """Return (status, content type, text) of ``url``, following checked redirects.
+
+        At most ``min(max_bytes, self.max_bytes)`` body bytes are kept (compressed bodies are
+        inflated only up to that size), and the whole fetch ends after ``total_timeout_s``.
+        """
+        limit = max(1, min(max_bytes, self.max_bytes))
+        try:
+            async with asyncio.timeout(self.total_timeout_s):
+                return await self._get(url, limit)
+        except TimeoutError:
+            raise ToolError(
+                f"fetching {url} took longer than {self.total_timeout_s:g} s",
+                fix="raise security.web_fetch.timeout_s if the site is slow but legitimate",
+            ) from None
+
+    async def _get(self, url: str, limit: int) -> tuple[int, str, str]:
         timeout = httpx.Timeout(self.timeout_s)
         async with httpx.AsyncClient(
             transport=_GuardedTransport(self), timeout=timeout, trust_env=False,
-            follow_redirects=False, headers={"User-Agent": "bastion-web-fetch/0.1"},
+            follow_redirects=False, headers={"User-Agent": "bastion-web-fetch/0.1",
+                                             "Accept-Encoding": "gzip, deflate"},
         ) as client:
             for _ in range(self.max_redirects + 1):
                 _check_url(url)
@@ -192,20 +202,68 @@ class DirectFetcher:
                         if resp.is_redirect and "location" in resp.headers:
                             url = urljoin(url, resp.headers["location"])
                             continue
-                        body = bytearray()
-                        async for chunk in resp.aiter_bytes():
-                            body += chunk
-                            if len(body) >= max_bytes:
-                                del body[max_bytes:]
+                        body = _BoundedBody(resp.headers.get("content-encoding", ""), limit)
+                        async for chunk in resp.aiter_raw():
+                            if not body.feed(chunk):
                                 break
                         ctype = resp.headers.get("content-type", "")
-                        text = bytes(body).decode(resp.charset_encoding or "utf-8", "replace")
-                        if len(body) >= max_bytes:
-                            text += f"\n[truncated at {max_bytes} bytes]"
+                        text = body.data.decode(resp.charset_encoding or "utf-8", "replace")
+                        if body.truncated:
+                            text += f"\n[truncated at {limit} bytes]"
                         return resp.status_code, ctype, text
                 except httpx.HTTPError as exc:
                     raise ToolError(f"fetching {url} failed: {exc}") from None
         raise ToolError(f"too many redirects (more than {self.max_redirects})")
+
+
+class _BoundedBody:
+    """A response body kept up to ``limit`` bytes, inflating gzip/deflate no further than that.
+
+    httpx's own decoders inflate a whole network chunk at once (a 64 KiB gzip chunk can be
+    64 MiB of text), so bastion reads the raw stream and inflates with ``max_length``.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        self._inflate: Any = None
+        self._deflate_raw_retry = False
+        if codings == ["gzip"] or codings == ["x-gzip"]:
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif codings == ["deflate"]:
+            self._inflate = zlib.decompressobj()
+            self._deflate_raw_retry = True  # some servers send raw deflate without a header
+        elif codings:
+            raise ToolError(f"unsupported content encoding {encoding!r}",
+                            fix="the server must send gzip, deflate or no encoding")
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def feed(self, raw: bytes) -> bool:
+        """Add a raw chunk; return ``False`` once the limit is reached (stop reading)."""
+        room = self.limit - len(self.data)
+        if room <= 0:  # (zlib reads a max_length of 0 as "no limit")
+            self.truncated = self.truncated or bool(raw)
+            return False
+        if self._inflate is None:
+            self.data += raw[:room]
+            self.truncated = len(raw) > room
+            return not self.truncated
+        try:
+            out = self._inflate.decompress(raw, room)
+        except zlib.error:
+            if not (self._deflate_raw_retry and not self.data):
+                raise ToolError("the response body is not valid compressed data") from None
+            self._deflate_raw_retry = False
+            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._inflate.decompress(raw, room)
+        self._deflate_raw_retry = False
+        self.data += out
+        if self._inflate.unconsumed_tail:
+            self.truncated = True
+            return False
+        return True
 
 
 def _check_url(url: str) -> None:
@@ -259,14 +317,19 @@ async def web_fetch(ctx: ToolContext, url: str, max_chars: int = 20_000) -> Tool
     Args:
         ctx: The call's context from the gateway (its HTTP client applies the egress policy).
         url: The address to fetch.
-        max_chars: Return at most this many characters of text.
+        max_chars: Return at most this many characters of text (capped by
+            ``security.web_fetch.max_chars``).
 
     """
     if ctx.http is None:
         raise ToolError("web_fetch has no HTTP client in this context")
-    status, ctype, body = await ctx.http.get(url, max_bytes=max(4 * max_chars, 65_536))
+    if max_chars < 1:
+        raise ToolError(f"max_chars must be at least 1, not {max_chars}",
+                        fix="ask for a positive number of characters")
+    limit = min(max_chars, ctx.http.max_chars)
+    status, ctype, body = await ctx.http.get(url, max_bytes=max(4 * limit, 65_536))
     text = html_to_text(body) if "html" in ctype.lower() else body
-    if len(text) > max_chars:
-        text = text[:max_chars] + f"\n[... truncated at {max_chars} characters]"
+    if len(text) > limit:
+        text = text[:limit] + f"\n[... truncated at {limit} characters]"
     out = f"HTTP {status} ({ctype or 'unknown type'})\n{text}"
     return ToolOutput(out, data={"status": status, "content_type": ctype}, is_error=status >= 400)
