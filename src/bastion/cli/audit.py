@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from bastion.errors import AuditError
 from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
+from bastion.security.audit_csv import write_csv
 
 console = Console()
 audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit log.",
@@ -181,16 +181,7 @@ def export_cmd(
                 out.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
                 n += 1
         else:
-            w: Any = None
-            for e in rows:
-                d = e.to_dict()
-                for k in ("arguments", "detail"):
-                    d[k] = json.dumps(d[k], ensure_ascii=False) if d[k] is not None else ""
-                if w is None:
-                    w = csv.DictWriter(out, fieldnames=list(d))
-                    w.writeheader()
-                w.writerow(d)
-                n += 1
+            n = write_csv(rows, out)  # formula-looking cells made inert
     finally:
         if output:
             out.close()

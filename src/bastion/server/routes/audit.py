@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
+from bastion.security.audit_csv import write_csv
 from bastion.server.deps import BastionApp
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -64,13 +64,5 @@ async def export(
         body = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in rows)
         return PlainTextResponse(body, media_type="application/x-ndjson")
     buf = io.StringIO()
-    writer: Any = None
-    for e in rows:
-        d = e.to_dict()
-        for k in ("arguments", "detail"):
-            d[k] = json.dumps(d[k], ensure_ascii=False) if d[k] is not None else ""
-        if writer is None:
-            writer = csv.DictWriter(buf, fieldnames=list(d))
-            writer.writeheader()
-        writer.writerow(d)
+    write_csv(rows, buf)  # formula-looking cells made inert
     return PlainTextResponse(buf.getvalue(), media_type="text/csv")
