@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# one local site and one chromium per test session for every browser test (lazy: no cost
+# unless a test asks for them)
+pytest_plugins = ["tests.integration.browser.fixtures"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")

@@ -22,6 +22,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_hosts(host: str) -> list[str] | None:
+    """Return the ``Host`` names a loopback-bound API accepts (DNS rebinding), else ``None``.
+
+    A page on a rebound name (``evil.example`` -> 127.0.0.1) sends its own name as ``Host``
+    and is refused. IPv6 literals are not checked (Starlette's check cannot parse them).
+    """
+    if not _is_loopback(host) or ":" in host:
+        return None
+    return sorted({"127.0.0.1", "localhost", host})
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind and return a listening TCP socket, or raise a one-line :class:`ConfigError`."""
     fix = "choose another port: bastion serve --port N (or bastion config set api.port N)"
@@ -73,7 +84,7 @@ def serve(
     sock = bind_socket(host, port)
     try:
         app = build_app(config)
-        api = create_app(app, close_app=True)
+        api = create_app(app, close_app=True, allowed_hosts=loopback_hosts(host))
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"bastion API on http://{shown}:{bound}  (OpenAI base URL: "

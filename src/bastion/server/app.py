@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bastion import __version__
 from bastion.server._turns import BusySessions
 from bastion.server.deps import TokenGate, require_token
 from bastion.server.errors import install_error_handlers
+from bastion.server.headers import SecurityHeaders
 
 if TYPE_CHECKING:
     from bastion.app import App
@@ -92,7 +94,8 @@ def _claim_routes(seen: dict[tuple[str, str], str], router: APIRouter, owner: st
             seen[key] = owner
 
 
-def create_app(app: App | None = None, *, close_app: bool | None = None) -> FastAPI:
+def create_app(app: App | None = None, *, close_app: bool | None = None,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """Return the API serving ``app`` (built from the config at start-up when ``None``).
 
     Args:
@@ -100,6 +103,8 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
             server starts (so importing and creating stay cheap).
         close_app: close the bastion app when the server stops; default: only if it was
             built here.
+        allowed_hosts: the ``Host`` headers accepted (a DNS-rebinding defence:
+            ``bastion serve`` on loopback passes its loopback names); ``None`` accepts any.
 
     """
     owned = app is None if close_app is None else close_app
@@ -146,4 +151,7 @@ def create_app(app: App | None = None, *, close_app: bool | None = None) -> Fast
             _claim_routes(seen, router, name)
             api.include_router(router, dependencies=[Depends(require_token)])
     api.add_middleware(TokenGate, public=lambda path: any(p.match(path) for p in public_paths))
+    if allowed_hosts is not None:
+        api.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    api.add_middleware(SecurityHeaders)  # outermost: refusals are not frameable either
     return api

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +75,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workspace.mkdir(exist_ok=True)
     for name in ("alpha.txt", "beta.txt", "gamma.txt"):
         (workspace / name).write_text(name)
+    with serving(home) as base:
+        models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"})
+        backend_model = models.json()["data"][1]["id"]
+        yield Live(base, token, home, backend_model)
+
+
+@contextmanager
+def serving(home: Path, timeout_s: float = 180) -> Iterator[str]:
+    """Run ``python -m bastion serve --port 0`` for ``home``; yield its base URL once healthy."""
     out, err = home / "serve.out", home / "serve.err"
     with out.open("w") as o, err.open("w") as e:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
                                 env=_env(home), stdout=o, stderr=e, cwd=home)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + timeout_s
         port = _wait_for_line(out, proc, r"http://127\.0\.0\.1:(\d+)", deadline)
         base = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:
@@ -88,9 +98,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"})
-        backend_model = models.json()["data"][1]["id"]
-        yield Live(base, token, home, backend_model)
+        yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

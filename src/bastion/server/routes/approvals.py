@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any, Literal, TypeVar, cast
 
 from fastapi import APIRouter, FastAPI
@@ -31,6 +30,7 @@ from bastion.app import App
 from bastion.security.hitl.manager import ApprovalManager
 from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
+from bastion.server.headers import static_page
 from bastion.server.sse import sse_event, sse_response
 from bastion.tools.base import Risk
 
@@ -134,10 +134,7 @@ async def set_threshold(session_id: str, body: Threshold, app: BastionApp
 @public_router.get("/approvals", response_class=HTMLResponse, include_in_schema=False)
 async def approvals_page() -> HTMLResponse:
     """Serve the pending-approvals page (static; data comes from the token-protected routes)."""
-    html = resources.files("bastion.server.routes").joinpath("approvals.html").read_text()
-    return HTMLResponse(html, headers={"Cache-Control": "no-store",
-                                       "Content-Security-Policy": "default-src 'self'; "
-                                       "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+    return static_page("approvals.html")
 
 
 async def with_approvals(manager: ApprovalManager | None, session_id: str,

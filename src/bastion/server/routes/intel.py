@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import time
-from importlib import resources
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bastion.server.deps import BastionApp
+from bastion.server.headers import static_page
 
 router = APIRouter(prefix="/v1/intel", tags=["intel"])
 public_router = APIRouter(tags=["intel"])
@@ -70,7 +70,4 @@ async def intel_report(
 @public_router.get("/intel", response_class=HTMLResponse, include_in_schema=False)
 async def intel_page() -> HTMLResponse:
     """Serve the dashboard page (static; data comes from the token-protected route)."""
-    html = resources.files("bastion.server.routes").joinpath("intel.html").read_text()
-    return HTMLResponse(html, headers={"Cache-Control": "no-store",
-                                       "Content-Security-Policy": "default-src 'self'; "
-                                       "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+    return static_page("intel.html")
