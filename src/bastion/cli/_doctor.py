@@ -214,17 +214,24 @@ def check_browser(config: Config) -> Check:
     if importlib.util.find_spec("playwright") is None:
         return Check("browser", "WARN", "the browser extra is not installed (browser_* tools "
                      "fail)", "pip install 'bastion[browser]'")
-    from bastion.security.browser._launch import INSTALL_HINT, bwrap_problem, find_chromium
+    from bastion.security.browser._launch import (
+        INSTALL_HINT,
+        SANDBOX_FIX,
+        bwrap_problem,
+        find_chromium,
+    )
 
     exe = find_chromium(b.executable)
     if exe is None:
         return Check("browser", "WARN", "chromium is not installed (browser_* tools fail)",
                      INSTALL_HINT)
-    problem = bwrap_problem() if b.sandbox != "none" else "browser.sandbox is none"
+    if b.sandbox == "none":
+        return Check("browser", "WARN", f"UNSAFE: {exe} runs on the host without any sandbox "
+                     "(browser.sandbox: none)", "set browser.sandbox: auto (needs bubblewrap)")
+    problem = bwrap_problem()
     if problem:
-        status: Status = "FAIL" if b.sandbox == "bubblewrap" else "WARN"
-        return Check("browser", status, f"{exe}, not sandboxed: {problem}",
-                     "apt-get install bubblewrap")
+        return Check("browser", "FAIL", f"chromium is not started (no sandbox works): {problem}",
+                     SANDBOX_FIX)
     return Check("browser", "OK", f"{exe} in bubblewrap, network only through bastion")
 
 

@@ -740,7 +740,9 @@ class BrowserConfig(_Section):
     executable: Path | None = Field(
         default=None, description="chromium binary; default /usr/lib/chromium/chromium")
     sandbox: Literal["auto", "bubblewrap", "none"] = Field(
-        default="auto", description="run chromium in bubblewrap with no network of its own")
+        default="auto", description="run chromium in bubblewrap with no network of its own; "
+        "auto and bubblewrap refuse to start it when bubblewrap does not work; none runs it on "
+        "the host without any sandbox (unsafe, explicit opt-in)")
     max_sessions: int = Field(default=4, ge=1, le=64, description="concurrent sessions")
     idle_timeout_s: float = Field(default=600.0, gt=0, description="idle session expiry")
     max_actions: int = Field(default=200, ge=1, description="actions before a session expires")

@@ -11,6 +11,19 @@ USER = "alice@example.test"
 PASSWORD = "Canary-pw-7Qz!x91-browser"  # what the env secret backend holds
 SESSION = "sess-4f1d2e"
 
+COOKIE = "SESSION-A-SECRET-c00k1e"  # what /set-cookie hands out
+WEBRTC_PAGE = """<title>rtc</title><p id=out>starting</p><script>
+const out = document.getElementById("out");
+try {
+  const pc = new RTCPeerConnection({iceServers: [{urls: "stun:127.0.0.1:PORT"}]});
+  pc.createDataChannel("x");
+  pc.onicecandidate = (e) => { out.textContent += " candidate"; };
+  pc.createOffer().then((o) => pc.setLocalDescription(o))
+    .then(() => { out.textContent = "offer set"; })
+    .catch((e) => { out.textContent = "offer failed " + e; });
+} catch (e) { out.textContent = "no webrtc: " + e; }
+</script>"""
+
 PAGES = {
     "/": """<title>Home</title><h1>Welcome to the test site</h1>
 <p>The answer to the riddle is <b>blue penguin</b>.</p>
@@ -78,6 +91,22 @@ class Site:
                     self._send(200, "a,b\n1,2\n", {"Content-Disposition":
                                                     'attachment; filename="report.csv"'},
                                ctype="text/csv")
+                elif path == "/attach":  # a download named by the server (?name=...)
+                    name = parse_qs(query).get("name", ["x.txt"])[0]
+                    self._send(200, f"ATTACKER-CONTENT {name}\n", {
+                        "Content-Disposition": f'attachment; filename="{name}"'},
+                        ctype="application/octet-stream")
+                elif path == "/get":  # a page linking to /attach?<same query>
+                    self._send(200, f"<title>Files</title><a href='/attach?{query}'>Get it</a>")
+                elif path == "/set-cookie":  # a login: the session cookie of whoever came
+                    self._send(200, "<title>Logged in</title><p>welcome</p>",
+                               {"Set-Cookie": f"f7sid={COOKIE}; Path=/"})
+                elif path == "/echo-cookie":
+                    self._send(200, "<title>Echo</title><p>cookie header: "
+                               f"[{self.headers.get('Cookie', '')}]</p>")
+                elif path == "/webrtc":  # tries to reach a STUN server on loopback UDP
+                    port = parse_qs(query).get("port", ["9"])[0]
+                    self._send(200, WEBRTC_PAGE.replace("PORT", port))
                 elif path == "/go-private":
                     self._send(302, "", {"Location": "http://10.255.255.1/"})
                 elif path in PAGES:

@@ -184,3 +184,22 @@ async def test_missing_extra_is_a_clear_error_with_the_pip_line(
     with pytest.raises(MissingExtraError) as err:
         await manager.read("s1")
     assert "pip install 'bastion[browser]'" in err.value.user_text()
+
+
+def test_server_chosen_download_names_are_one_safe_component() -> None:
+    from bastion.security.browser._network import download_name
+    from bastion.security.browser.rules import download_kind
+
+    def name(cd: str, url: str = "https://x.test/get?id=1") -> str:
+        return download_name(url, {"content-disposition": cd})
+
+    assert name("attachment; filename*=UTF-8''..%2F..%2F.ssh%2Fauthorized_keys") \
+        == "authorized_keys"
+    assert name('attachment; filename="..\\\\..\\\\evil.sh"') == "evil.sh"
+    assert name('attachment; filename="plain.txt"; filename*=UTF-8\'\'r%C3%A9al.exe') \
+        == "r_al.exe"  # filename* wins, non-ASCII is replaced
+    assert name('attachment; filename=".bashrc"') == "bashrc"
+    assert name("attachment", "https://x.test/dir/Setup%20v2.msi") == "Setup_v2.msi"
+    assert name('attachment; filename="../.."') == "download"
+    long = name(f'attachment; filename="{"a" * 300}.deb"')
+    assert len(long) <= 120 and long.endswith(".deb") and download_kind(long) == "deb"

@@ -1,10 +1,12 @@
-"""Finding chromium and starting it, inside bubblewrap when it works here.
+"""Finding chromium and starting it, inside bubblewrap.
 
-In the sandbox chromium gets a read-only system root, a private /tmp (its profile), new
-namespaces of every kind -- network included, so it has no network of its own -- and a clean
-environment. Playwright talks to it over ``--remote-debugging-pipe`` (file descriptors 3 and
-4, which bwrap passes through); every request it makes is answered by bastion's route handler
-(see ``_network``), which is the browser's only way out.
+There is no unsandboxed fallback: when bubblewrap does not work here chromium is not started
+(``browser.sandbox: none`` is the explicit, unsafe opt-in). In the sandbox chromium gets a
+read-only system root, a private /tmp (its profile), new namespaces of every kind -- network
+included, so it has no network of its own -- and a clean environment. Playwright talks to it
+over ``--remote-debugging-pipe`` (file descriptors 3 and 4, which bwrap passes through); every
+request it makes is answered by bastion's route handler (see ``_network``), which is the
+browser's only way out.
 """
 
 from __future__ import annotations
@@ -33,7 +35,23 @@ ARGS = [
     # dead proxy, so nothing reaches the network behind bastion's back, sandbox or not.
     "--proxy-server=http://127.0.0.1:9",
     "--proxy-bypass-list=<-loopback>",
+    # WebRTC would send UDP (STUN/TURN/ICE) around any proxy; only proxied (dead) UDP is left,
+    # and NO_WEBRTC removes the API from every frame as well.
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 ]
+#: Init script of every browser context: no RTCPeerConnection (nor its prefixed forms).
+NO_WEBRTC = """(() => {
+  for (const name of ["RTCPeerConnection", "webkitRTCPeerConnection", "RTCDataChannel",
+                      "RTCIceCandidate", "RTCSessionDescription", "RTCRtpSender",
+                      "RTCRtpReceiver", "RTCRtpTransceiver", "RTCIceTransport",
+                      "RTCDtlsTransport", "RTCSctpTransport", "RTCCertificate"]) {
+    try { Object.defineProperty(globalThis, name, {value: undefined, writable: false,
+                                                   configurable: false}); } catch (e) {}
+  }
+})();"""
+SANDBOX_FIX = ("install bubblewrap (apt-get install bubblewrap) and allow unprivileged user "
+               "namespaces (sysctl kernel.unprivileged_userns_clone=1); only if you accept "
+               "pages running on the host without any sandbox: browser.sandbox: none (unsafe)")
 _ETC = ("fonts", "ld.so.cache", "localtime", "nsswitch.conf", "mime.types", "ssl/certs",
         "ca-certificates", "alternatives")
 

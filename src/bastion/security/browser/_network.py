@@ -9,29 +9,80 @@ Redirects are never handed to the browser as 3xx (Playwright does not route the 
 request, so a real redirect would bypass the checks): a page navigation gets a tiny page that
 refreshes to the target (which comes back here and is checked), a sub-resource is followed
 here hop by hop, each hop checked.
+
+The broker keeps no cookies: each browser context holds its own (``Set-Cookie`` is handed to
+the page, which sends its ``Cookie`` header back), so one session's logins never travel with
+another session's requests. Downloads are written with :func:`write_new_file`'s
+``openat``/``O_NOFOLLOW`` walk, never through a link a sandboxed process planted in the
+workspace; a download whose server-chosen name shows a risky type the URL did not show is not
+saved until the same URL is opened again, which the ``download-url`` risk rule then flags.
 """
 
 from __future__ import annotations
 
 import html
+import http.cookiejar
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from bastion.errors import ToolError
+from bastion.security.browser.rules import download_kind
+from bastion.tools.builtin._paths import write_new_file
 from bastion.tools.builtin.web import DirectFetcher, _GuardedTransport
 
 _HOP = {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
         "content-length", "accept-encoding", "te", "trailer", "proxy-authorization"}
 _DROP_RESPONSE = {"content-encoding", "content-length", "transfer-encoding", "connection",
                   "keep-alive", "strict-transport-security", "alt-svc"}
-_FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?["']?([^"';]+)""", re.I)
+_FILENAME = re.compile(r"""filename\*=(?:UTF-8'[^']*')?["']?([^"';]+)""", re.I)
+_FILENAME_PLAIN = re.compile(r"""filename=["']?([^"';]+)""", re.I)
+
+
+def download_name(url: str, headers: dict[str, str]) -> str:
+    """Return a safe file name for a download: one path component, ``[A-Za-z0-9._-]`` only.
+
+    The server's ``Content-Disposition`` name (``filename*`` first) is untrusted: it is
+    percent-decoded, cut to its last path component, stripped of leading dots and anything
+    outside the safe set, and shortened to 120 characters keeping its extension.
+    """
+    cd = headers.get("content-disposition", "")
+    match = _FILENAME.search(cd) or _FILENAME_PLAIN.search(cd)
+    raw = unquote(match.group(1)) if match else unquote(urlsplit(url).path)
+    raw = re.split(r"[/\\]", raw.strip())[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")
+    if len(name) > 120:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem[:110]}.{ext[:9]}" if dot and len(ext) <= 9 else name[:120]
+    return name or "download"
+
+
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """Refuse every cookie: the browser contexts keep their own, per session."""
+
+    netscape, rfc2965, hide_cookie2 = True, False, False
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        """Store nothing."""
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        """Send nothing."""
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        """Send nothing."""
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        """Send nothing."""
+        return False
 
 
 def check_url(fetcher: DirectFetcher, url: str) -> None:
@@ -57,6 +108,12 @@ def fetcher_host_literal(fetcher: DirectFetcher, host: str) -> None:
     fetcher.check(ip, host)
 
 
+def norm_url(url: str) -> str:
+    """Return ``url`` as the browser shows it (no fragment, lower-case host, a path)."""
+    p = urlsplit(url)
+    return urlunsplit((p.scheme.lower(), p.netloc.lower(), p.path or "/", p.query, ""))
+
+
 @dataclass(slots=True)
 class Blocked:
     """A request the broker refused."""
@@ -65,17 +122,53 @@ class Blocked:
     reason: str
 
 
-class SessionNet:
-    """What the broker reports to one browser session."""
+@dataclass(slots=True)
+class Download:
+    """A file the broker saved: its workspace-relative path and size."""
 
-    def __init__(self, downloads: Path) -> None:
-        self.downloads_dir = downloads
+    path: str
+    size: int
+
+
+class SessionNet:
+    """What the broker reports to one browser session.
+
+    Args:
+        workspace: The workspace root (downloads are written below it, never through links).
+        folder: The session's downloads folder, relative to ``workspace``.
+
+    """
+
+    def __init__(self, workspace: Path, folder: str) -> None:
+        self.workspace = workspace
+        self.folder = folder
         self.blocked: list[Blocked] = []
-        self.downloads: list[Path] = []
+        self.downloads: list[Download] = []
         self.redirect_target: str | None = None  # where the last redirect page points
         self.requests = 0
+        # URL -> why: downloads whose server-chosen name showed a risky type the URL did not;
+        # the risk rules flag these URLs, and opening one again (so flagged) lets it be saved
+        self._flagged: dict[str, str] = {}
+        self._cleared: set[str] = set()
 
-    def drain(self) -> tuple[list[Blocked], list[Path]]:
+    def flag(self, url: str, why: str) -> None:
+        """Remember that ``url`` serves a risky download its URL does not show."""
+        self._flagged[norm_url(url)] = why
+
+    def flagged(self, url: str) -> str | None:
+        """Return why ``url`` is flagged (what the risk rules report), or None."""
+        return self._flagged.get(norm_url(url))
+
+    def clear(self, url: str) -> None:
+        """``url`` is opened by a call the risk rules judged with its flag: it may be saved."""
+        if norm_url(url) in self._flagged:
+            self._cleared.add(norm_url(url))
+
+    def cleared(self, url: str) -> bool:
+        """Whether a flagged ``url`` was opened again by a call judged with its flag."""
+        return norm_url(url) in self._cleared
+
+    def drain(self) -> tuple[list[Blocked], list[Download]]:
         """Return and forget what happened since the last call."""
         blocked, downloads = self.blocked, self.downloads
         self.blocked, self.downloads = [], []
@@ -93,6 +186,7 @@ class RequestBroker:
         self._client = httpx.AsyncClient(
             transport=_GuardedTransport(fetcher), timeout=httpx.Timeout(timeout_s),
             trust_env=False, follow_redirects=False)
+        self._client.cookies.jar.set_policy(_NoCookies())  # one jar would serve every session
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -133,7 +227,17 @@ class RequestBroker:
                                 body=shim)
             return
         if "attachment" in headers.get("content-disposition", "").lower():
-            net.downloads.append(self._save(net, final, headers, body))
+            try:
+                net.downloads.append(self._save(net, url, final, headers, body))
+            except ToolError as exc:
+                reason = f"download not saved: {exc.user_text()}"
+                net.blocked.append(Blocked(url, reason))
+                if self.on_block is not None:
+                    self.on_block(session_id, url, reason)
+                body = (f"<title>Blocked by bastion</title><h1>Blocked by bastion</h1>"
+                        f"<p>{html.escape(reason)}</p>").encode()
+                await route.fulfill(status=403, content_type="text/html", body=body)
+                return
         await route.fulfill(status=status, headers=headers, body=body)
 
     async def _fetch(self, method: str, url: str, headers: dict[str, str],
@@ -168,15 +272,19 @@ class RequestBroker:
         raise ToolError(f"too many redirects from {url}")
 
     @staticmethod
-    def _save(net: SessionNet, url: str, headers: dict[str, str], body: bytes) -> Path:
-        match = _FILENAME.search(headers.get("content-disposition", ""))
-        raw = unquote(match.group(1)) if match else Path(urlsplit(url).path).name
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")[:120] or "download"
-        net.downloads_dir.mkdir(parents=True, exist_ok=True)
-        path = net.downloads_dir / name
-        stem, n = path.stem, 1
-        while path.exists():
-            path = path.with_name(f"{stem}-{n}{path.suffix}")
-            n += 1
-        path.write_bytes(body)
-        return path
+    def _save(net: SessionNet, url: str, final: str, headers: dict[str, str], body: bytes
+              ) -> Download:
+        """Write a download into the session's folder (never through a link); see module doc."""
+        name = download_name(final, headers)
+        kind = download_kind(name)
+        shown = kind is None or any(download_kind(urlsplit(u).path) == kind
+                                    for u in (url, final))
+        if not shown and not net.cleared(url):
+            net.flag(url, f"the server names its download {name!r} ({kind} file)")
+            raise ToolError(
+                f"the server named the download {name!r} ({kind} file), which its URL did "
+                "not show, so no approval covered it",
+                fix=f"open {url} again (the same link or browser_navigate): the download "
+                    "risk rules now ask a human first")
+        rel = write_new_file(net.workspace, net.folder, name, body)
+        return Download(rel, len(body))

@@ -16,18 +16,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bastion._extras import require
 from bastion.errors import PolicyDenied, ToolError
 from bastion.security.browser import _snapshot
 from bastion.security.browser._launch import (
     ARGS,
+    NO_WEBRTC,
+    SANDBOX_FIX,
     bwrap_problem,
     require_chromium,
     sandbox_wrapper,
 )
-from bastion.security.browser._network import RequestBroker, SessionNet, check_url
+from bastion.security.browser._network import RequestBroker, SessionNet, check_url, norm_url
 from bastion.security.browser._snapshot import Element
 from bastion.security.browser.preauth import Site, login
 from bastion.tools.builtin.web import DirectFetcher
@@ -138,14 +140,17 @@ class BrowserManager:
             launcher = exe
             if self.settings.sandbox != "none":
                 problem = bwrap_problem()
-                if problem is None:
-                    self._wrapper = sandbox_wrapper(exe, self.runtime_dir)
-                    launcher = str(self._wrapper)
-                elif self.settings.sandbox == "bubblewrap":
-                    raise ToolError(f"browser.sandbox is bubblewrap but {problem}",
-                                    fix="install bubblewrap or set browser.sandbox: auto")
-                else:
+                if problem is not None:  # fail closed: never a page on the host unasked
                     self.sandbox_problem = problem
+                    self._record("browser.refused", decision="denied",
+                                 detail={"sandbox": self.settings.sandbox, "why": problem})
+                    raise ToolError(
+                        f"chromium is not started: no sandbox works here ({problem})",
+                        fix=SANDBOX_FIX)
+                self._wrapper = sandbox_wrapper(exe, self.runtime_dir)
+                launcher = str(self._wrapper)
+            else:
+                self.sandbox_problem = "browser.sandbox is none (unsafe opt-in)"
             self.sandboxed = launcher != exe
             if self._pw is None:
                 self._pw = await api.async_playwright().start()
@@ -230,8 +235,9 @@ class BrowserManager:
             service_workers="block", accept_downloads=False, java_script_enabled=True,
             viewport={"width": 1280, "height": 900})
         context.set_default_timeout(self.settings.action_timeout_s * 1000)
+        await context.add_init_script(NO_WEBRTC)  # with the launch flags: no UDP around bastion
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(session_id))[:64]
-        net = SessionNet(self.workspace / "downloads" / safe)
+        net = SessionNet(self.workspace, f"downloads/{safe}")
         broker = self._broker
         assert broker is not None
 
@@ -277,6 +283,11 @@ class BrowserManager:
         s = self._sessions.get(session_id)
         return str(s.page.url) if s is not None else None
 
+    def download_flag(self, session_id: str | None, url: str) -> str | None:
+        """Return why ``url`` serves a risky download its URL does not show, or None."""
+        s = self._sessions.get(session_id)
+        return s.net.flagged(url) if s is not None else None
+
     def visited(self, session_id: str | None) -> set[str]:
         """Return the hosts this session has opened."""
         s = self._sessions.get(session_id)
@@ -289,6 +300,7 @@ class BrowserManager:
         s, note = await self._session(session_id)
         async with s.lock:
             self._touch(s)
+            s.net.clear(url)  # judged by the rules with its download flag, if it has one
             host = (urlsplit(url).hostname or "").lower()
             site = self._site_for(host)
             if site is not None and site.name not in s.logged_in:
@@ -305,6 +317,9 @@ class BrowserManager:
         async with s.lock:
             self._touch(s)
             locator = await self._live(s, ref)
+            href = s.elements[ref].facts.get("href")
+            if isinstance(href, str) and href:
+                s.net.clear(href)
             try:
                 await locator.click(timeout=self.settings.action_timeout_s * 1000)
             except Exception as exc:
@@ -384,9 +399,9 @@ class BrowserManager:
             target, s.net.redirect_target = s.net.redirect_target, None
             if target is None:
                 return
-            want = _norm(target)
+            want = norm_url(target)
             with contextlib.suppress(Exception):
-                await s.page.wait_for_url(lambda u, w=want: _norm(str(u)) == w,
+                await s.page.wait_for_url(lambda u, w=want: norm_url(str(u)) == w,
                                           wait_until="load", timeout=timeout)
 
     async def _after(self, s: BrowserSession, *, settle: bool = True) -> str:
@@ -408,10 +423,10 @@ class BrowserManager:
             head.append(f"[bastion blocked {b.url}: {b.reason}]")
         if len(blocked) > 5:
             head.append(f"[... and {len(blocked) - 5} more blocked requests]")
-        for path in downloads:
-            rel = path.relative_to(self.workspace)
-            head.append(f"[downloaded {rel} ({path.stat().st_size} bytes)]")
-            self._record("browser.download", session_id=s.id, detail={"path": str(rel)})
+        for d in downloads:
+            head.append(f"[downloaded {d.path} ({d.size} bytes)]")
+            self._record("browser.download", session_id=s.id,
+                         detail={"path": d.path, "bytes": d.size})
         cap = self.settings.snapshot_chars
         if len(text) > cap:
             text = text[:cap] + f"\n[... snapshot truncated at {cap} characters]"
@@ -447,12 +462,6 @@ class BrowserManager:
     def _record_block(self, session_id: str | None, url: str, reason: str) -> None:
         self._record("browser.blocked", session_id=session_id, decision="denied",
                      detail={"url": url, "reason": reason})
-
-
-def _norm(url: str) -> str:
-    """Return ``url`` as the browser shows it (no fragment, lower-case host, a path)."""
-    p = urlsplit(url)
-    return urlunsplit((p.scheme.lower(), p.netloc.lower(), p.path or "/", p.query, ""))
 
 
 def _first_line(exc: BaseException) -> str:

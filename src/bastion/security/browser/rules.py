@@ -10,7 +10,8 @@ human is asked through the approval manager, and a denial means the action never
 |---|------|------|-------|------|
 | 1 | new-domain | navigate | MEDIUM | a host this session has not opened yet |
 | 2 | credentials-in-url | navigate | HIGH | user:pass@, token/password/key query params |
-| 3 | download-url | navigate | HIGH | URL of an executable, package, archive, image |
+| 3 | download-url | navigate | HIGH | URL of an executable, package, archive, image (or |
+|   |              |          |      | one whose server named its download so, see _network) |
 | 4 | click-destructive | click | CRITICAL | delete, remove, destroy, close account, revoke |
 | 5 | click-payment | click | CRITICAL | pay, buy, purchase, checkout, order, transfer |
 | 6 | click-send | click | HIGH | send, post, publish, share, reply, invite, upload |
@@ -18,7 +19,7 @@ human is asked through the approval manager, and a denial means the action never
 | 8 | click-account-security | click | HIGH | password, 2FA, API key, token, recovery |
 | 9 | click-form-submit | click | MEDIUM | a button that submits a form (GET) |
 | 10 | click-post-form | click | HIGH | a button that submits a POST form |
-| 11 | click-download | click | HIGH | a ``download`` link or a link to such a file |
+| 11 | click-download | click | HIGH | a ``download`` link or a link to such a file (ditto) |
 | 12 | click-external-link | click | MEDIUM | a link to another host than the page's |
 | 13 | type-payment-field | type | CRITICAL | IBAN, account/routing no., amount, cc-* |
 | 14 | type-personal-data | type | HIGH | SSN, passport, tax id, date of birth |
@@ -69,6 +70,12 @@ _KEYLIKE = re.compile(r"(?:\b(?:sk|pk|rk)[-_](?:live|test)?[-_]?[A-Za-z0-9]{16,}
                       r"\bgh[pousr]_[A-Za-z0-9]{30,}|\bxox[abpr]-[A-Za-z0-9-]{10,}|"
                       r"\bAKIA[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----|"
                       r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.)")
+
+
+def download_kind(path: str) -> str | None:
+    """Return the risky type a URL path or file name shows (``exe``, ``zip``...), or None."""
+    m = _DOWNLOAD_EXT.search(path)
+    return m.group(1).lower() if m else None
 
 
 def browser_rules() -> list[RiskRule]:
@@ -129,10 +136,14 @@ def browser_conditions(manager: Any, *, is_secret: Callable[[str], bool] | None 
         keys = [k for k, _ in parse_qsl(parts.query) if _URL_SECRET.match(k)]
         return f"query parameter {keys[0]!r}" if keys else None
 
+    def flagged(sid: str | None, url: str) -> str | None:
+        check = getattr(manager, "download_flag", None)
+        return check(sid, url) if check is not None and url else None
+
     def download_url(tool: Any, args: Mapping[str, Any], sid: str | None) -> str | None:
-        path = urlsplit(str(args.get("url", ""))).path
-        m = _DOWNLOAD_EXT.search(path)
-        return f"{m.group(1).lower()} file" if m else None
+        url = str(args.get("url", ""))
+        kind = download_kind(urlsplit(url).path)
+        return f"{kind} file" if kind else flagged(sid, url)
 
     def form_submit(tool: Any, args: Mapping[str, Any], sid: str | None) -> str | None:
         el = element(args, sid)
@@ -153,8 +164,8 @@ def browser_conditions(manager: Any, *, is_secret: Callable[[str], bool] | None 
         href = str(el.facts.get("href") or "")
         if el.facts.get("download"):
             return f"download link {href or el.name!r}"
-        m = _DOWNLOAD_EXT.search(urlsplit(href).path) if href else None
-        return f"link to a {m.group(1).lower()} file" if m else None
+        kind = download_kind(urlsplit(href).path) if href else None
+        return f"link to a {kind} file" if kind else flagged(sid, href)
 
     def external_link(tool: Any, args: Mapping[str, Any], sid: str | None) -> str | None:
         el = element(args, sid)

@@ -10,6 +10,7 @@ between a check and the open (which a sandboxed shell could do) cannot escape th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -91,8 +92,10 @@ def open_in_workspace(
     """Open ``path`` inside ``workspace`` and return ``(fd, workspace-relative path)``.
 
     ``flags`` apply to the last component (``O_NOFOLLOW`` and ``O_CLOEXEC`` are added);
-    pass ``os.O_PATH | os.O_DIRECTORY`` to open a directory. Raises :class:`ToolError`
-    for escapes, missing files and wrong file types. The caller closes the fd.
+    pass ``os.O_PATH | os.O_DIRECTORY`` to open a directory. ``create_dirs`` makes missing
+    folders on the way (``mkdirat``), the last one too when ``flags`` has ``O_DIRECTORY``.
+    Raises :class:`ToolError` for escapes, missing files and wrong file types. The caller
+    closes the fd.
     """
     parts = split_path(path, workspace)
     root_fd = os.open(workspace, _DIR_FLAGS)
@@ -110,13 +113,15 @@ def open_in_workspace(
                 else:
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
-                if last or not create_dirs:
+                if not create_dirs or (last and not flags & os.O_DIRECTORY):
                     shown = "/".join([*done, name])
                     raise ToolError(
                         f"{shown or '.'} does not exist in the workspace",
                         fix="call list_files to see what is there",
                     ) from None
-                os.mkdir(name, 0o755, dir_fd=fd)
+                # mkdirat never follows a link; one planted meanwhile is met by the next open
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o755, dir_fd=fd)
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
@@ -158,3 +163,35 @@ def require_regular(fd: int, shown: str) -> os.stat_result:
     if not stat.S_ISREG(st.st_mode):
         raise ToolError(f"{shown} is not a regular file")
     return st
+
+
+def write_new_file(workspace: Path, folder: str, name: str, data: bytes, *,
+                   mode: int = 0o644) -> str:
+    """Write ``data`` to a new file ``folder/name`` in ``workspace``; return its relative path.
+
+    For bastion's own writes into the workspace (browser downloads and screenshots), which a
+    sandboxed process may have prepared with symlinks: the folder is opened (and made) by the
+    ``openat``/``O_NOFOLLOW`` walk of :func:`open_in_workspace`, and the file is created with
+    ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to it, so neither an existing file nor a link
+    planted at the name -- dangling or not -- is ever opened. A taken name gets ``-1``, ``-2``...
+    """
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        raise _escape(name, "a file name may not contain / or be . or ..")
+    dfd, shown = open_in_workspace(workspace, folder, os.O_PATH | os.O_DIRECTORY,
+                                   create_dirs=True)
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    try:
+        for n in range(1000):
+            cand = name if n == 0 else f"{stem}-{n}{dot}{ext}"
+            try:
+                fd = os.open(cand, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, mode, dir_fd=dfd)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return cand if shown == "." else f"{shown}/{cand}"
+        raise ToolError(f"{shown}/{name} and 999 variants of it exist already",
+                        fix=f"remove old files from {shown}")
+    finally:
+        os.close(dfd)

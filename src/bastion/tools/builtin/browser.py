@@ -12,6 +12,7 @@ import time
 
 from bastion.errors import ToolError
 from bastion.tools.base import BrowserAccess, Risk, Tool, ToolContext, ToolOutput, tool
+from bastion.tools.builtin._paths import write_new_file
 
 
 def _browser(ctx: ToolContext) -> BrowserAccess:
@@ -82,11 +83,9 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> ToolO
 
     """
     png = await _browser(ctx).screenshot(ctx.session_id, full_page)
-    folder = ctx.workspace / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.png"
-    path.write_bytes(png)
-    rel = path.relative_to(ctx.workspace)
+    name = f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.png"
+    # the workspace is the sandboxes' too: never follow a link planted there (O_NOFOLLOW walk)
+    rel = write_new_file(ctx.workspace, "screenshots", name, png)
     return ToolOutput(f"saved {rel} ({len(png)} bytes)",
                       data={"path": str(rel), "bytes": len(png)})
 
