@@ -21,17 +21,23 @@ The fitted forest is compiled to plain arrays (per tree: children, feature, thre
 the path length of each leaf, exactly as scikit-learn's ``score_samples`` computes it), so
 scoring a call walks ~100 short trees in Python (well under a millisecond) and loading a
 model does not import scikit-learn. Models are saved with joblib beside an HMAC-SHA256 of
-the file made with a key only this user can read; a model whose HMAC does not match is
-refused, not loaded (joblib files are pickles).
+the file made with a key only this user can read, kept apart from the models
+(``HOME/keys/anomaly-models.key``, directory 0700), so the model directory alone gives no
+way to sign a model. A model is read once, as a regular file (no symlink, no FIFO), its HMAC
+checked over those bytes, and those same bytes are unpickled: no second read an attacker
+could swap. A model whose HMAC does not match is refused, not loaded (joblib files are
+pickles).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import math
 import os
 import re
+import stat
 import struct
 import time
 from collections.abc import Iterable
@@ -40,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion._extras import require
+from bastion.config import paths
 from bastion.errors import BastionError
 from bastion.intelligence.features import FEATURE_NAMES, CallView, SubjectState, replay, vector
 
@@ -217,8 +224,9 @@ class AnomalyDetector:
     """Per-subject models: train from calls, save/load (HMAC-checked), score live calls."""
 
     def __init__(self, model_dir: Path, *, min_samples: int = 50, n_estimators: int = 100,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, key_path: Path | None = None) -> None:
         self.model_dir = Path(model_dir)
+        self.key_path = key_path or paths.home() / "keys" / "anomaly-models.key"
         self.min_samples = min_samples
         self.n_estimators = n_estimators
         self.threshold = threshold
@@ -258,9 +266,9 @@ class AnomalyDetector:
 
     # ---- persistence -------------------------------------------------------------------------
     def _key(self) -> bytes:
-        path = self.model_dir / "model.key"
+        path = self.key_path
         if not path.exists():
-            self.model_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -288,6 +296,7 @@ class AnomalyDetector:
             path.with_suffix(".hmac").write_text(mac + "\n")
             os.replace(tmp, path)
             written.append(path)
+        (self.model_dir / "model.key").unlink(missing_ok=True)  # older versions kept it here
         keep = {p.name for p in written}
         for old in self.model_dir.glob("*.joblib"):
             if old.name not in keep:
@@ -304,15 +313,29 @@ class AnomalyDetector:
         self.models.clear()
         for path in sorted(self.model_dir.glob("*.joblib")):
             mac_path = path.with_suffix(".hmac")
-            data = path.read_bytes()
+            data = _read_regular(path)
             want = hmac.new(key, data, hashlib.sha256).hexdigest()
             if not mac_path.exists() or not hmac.compare_digest(
                     mac_path.read_text().strip(), want):
                 raise IntelError(f"anomaly model {path.name} fails its integrity check",
                                  fix="retrain with: bastion intel train")
-            model = joblib.load(path)
+            model = joblib.load(io.BytesIO(data))  # the bytes that were checked, not the path
             if not isinstance(model, SubjectModel) or model.version != MODEL_VERSION:
                 raise IntelError(f"anomaly model {path.name} is from another version",
                                  fix="retrain with: bastion intel train")
             self.models[model.subject] = model
         return len(self.models)
+
+
+def _read_regular(path: Path) -> bytes:
+    """Read ``path`` once: a regular file, not through a symlink (a FIFO or device is refused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise IntelError(f"anomaly model {path.name} cannot be read: {exc.strerror}",
+                         fix="retrain with: bastion intel train") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntelError(f"anomaly model {path.name} is not a regular file",
+                             fix="remove it and retrain with: bastion intel train")
+        return fh.read()
