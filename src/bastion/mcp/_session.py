@@ -213,7 +213,7 @@ class ElicitingApprover:
         who = _client_name(ctx)
         if reporter.answer is not None:
             return _decision(reporter.answer, who)
-        args = self.redactor.data(request.arguments)
+        args = self.redactor.held_data(request.arguments)
         why = "; ".join(request.reasons) or f"risk {request.risk.name.lower()}"
         message = (f"bastion: allow the tool call {request.tool}({_short(args)})? "
                    f"It needs approval: {why}.")

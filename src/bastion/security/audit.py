@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -182,6 +185,7 @@ class AuditLog:
         trust_signer: bool = False,
         pinned: tuple[str, ...] = (),
         anchor: HeadAnchor | None = None,
+        mask_key: bytes | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +200,7 @@ class AuditLog:
         self.pub_path = self.path.with_name(self.path.stem + "-signing.pub")
         added = trust_key(self.pub_path, self.signer.public_hex, add=trust_signer)
         self.pinned = tuple(pinned)  # key fingerprints trusted from outside the audit directory
+        self._mask_key = mask_key or mask_key_for(self.signer, self.path)
         self.anchor = anchor
         self._head: tuple[int, str, str] | None = None  # the last head this handle signed/checked
         self._db = _connect(self.path, durability)
@@ -243,7 +248,9 @@ class AuditLog:
         r = self.redactor
         row = (
             time.time(), str(kind), _s(actor), _s(session_id), _s(tool), _s(decision), _s(risk),
-            _dumps(r.data(arguments)) if arguments is not None else None,
+            # arguments exactly as they ran: only secrets bastion holds are masked, each by a
+            # keyed tag that forensics can match (an attacker's random-looking payload stays)
+            _dumps(r.held_data(arguments, self.secret_tag)) if arguments is not None else None,
             r.text(str(result))[:SUMMARY_CHARS] if result is not None else None,
             float(duration_ms) if duration_ms is not None else None,  # REAL column: hash as stored
             _dumps(r.data(detail)) if detail is not None else None,
@@ -257,6 +264,15 @@ class AuditLog:
             if len(self._queue) >= self.batch_size or len(self._queue) == 1:
                 self._cond.notify()
         return receipt
+
+    def secret_tag(self, value: str) -> str:
+        """Return what stands for the held secret ``value`` in stored arguments.
+
+        ``[REDACTED:<tag>]``, the tag a keyed hash (HMAC-SHA256 under a key derived from the
+        signing key), so whoever holds the key can tell which secret was there, and a reader
+        of the log alone cannot test guesses.
+        """
+        return tag_text(self._mask_key, value)
 
     def wait(self, receipt: int, timeout: float | None = 30.0) -> int:
         """Block until the record with ``receipt`` is committed; return its id."""
@@ -507,6 +523,28 @@ class AuditLog:
         self._db.close()
         if self.anchor is not None:
             self.anchor.close()
+
+
+def mask_key_for(signer: SignerT, path: Path) -> bytes:
+    """Return the key of the secret tags (derived from an Ed25519 signer, else a 0600 file).
+
+    Ed25519 signatures are deterministic, so the key follows the signing key (file or HSM)
+    and needs no file of its own.
+    """
+    if signer.algorithm == "ed25519":
+        sig = signer.sign(b"bastion-audit/secret-tag-key/1")
+        return hashlib.sha256(bytes.fromhex(sig)).digest()
+    key_path = path.with_name(path.stem + "-tag.key")
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(os.urandom(32).hex())
+    return bytes.fromhex(key_path.read_text().strip())
+
+
+def tag_text(key: bytes, value: str) -> str:
+    """Return ``[REDACTED:<16 hex of HMAC-SHA256(key, value)>]``."""
+    return f"[REDACTED:{hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]}]"
 
 
 def _resolve(fut: asyncio.Future[int]) -> None:

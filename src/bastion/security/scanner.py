@@ -119,6 +119,7 @@ class SecretScanner:
         self.rules = list(rules)
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        self._owner: dict[str, str] = {}  # matchable form -> the held value it encodes
         self.version = 0  # bumped when held values change (caches of results key on it)
         self._held_re: re.Pattern[str] | None = None
         # One pass over the text finds which keywords occur; only their rules then run.
@@ -145,6 +146,8 @@ class SecretScanner:
             if forms <= self._held:
                 return
             self._held |= forms
+            for form in forms:
+                self._owner.setdefault(form, value)
             self.version += 1
             alts = sorted(self._held, key=len, reverse=True)
             self._held_re = re.compile("|".join(re.escape(a) for a in alts))
@@ -153,6 +156,19 @@ class SecretScanner:
     def held_count(self) -> int:
         """Return how many matchable forms of held values there are."""
         return len(self._held)
+
+    def held_spans(self, text: str) -> list[tuple[int, int, str]]:
+        """Return ``(start, end, held value)`` for each held value (in any encoding) in ``text``.
+
+        Only the secrets bastion holds, never format or entropy guesses: this is what is
+        masked in what approvers and the audit log see, so an attacker's payload that merely
+        looks random stays visible.
+        """
+        held = self._held_re
+        if held is None or len(text) < MIN_HELD_LEN:
+            return []
+        return [(m.start(), m.end(), self._owner.get(m.group(), m.group()))
+                for m in held.finditer(text)]
 
     # ---- scanning ----------------------------------------------------------------------------
     def scan(self, text: str) -> list[Finding]:

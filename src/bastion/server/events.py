@@ -37,7 +37,7 @@ def event_payload(event: AgentEvent, redactor: Redactor) -> tuple[str, dict[str,
             "step": event.step,
             "call_id": c.id,
             "name": c.name,
-            "arguments": redactor.data(c.arguments),
+            "arguments": redactor.held_data(c.arguments),  # exact: what runs (F12)
         }
     if isinstance(event, ToolFinished):
         r = event.result

@@ -72,12 +72,14 @@ def make(
 
 async def test_allowed_call_runs_and_is_audited_redacted(tmp_path: Path) -> None:
     gw, audit = make(tmp_path)
+    audit.redactor.add_known("sk-abcdefghijklmnop1234")  # a secret bastion holds
     res = await gw.execute(ToolCall("echo", {"text": "hi", "api_key": "sk-abcdefghijklmnop1234"}),
                            session_id="s1")
     assert res.ok and res.text == "hi" and res.decision == "allowed"
     ev = audit.events(session_id="s1")[0]
     assert ev.tool == "echo" and ev.decision == "allowed" and ev.risk == "low"
-    assert "sk-abcdefghijklmnop1234" not in str(ev.arguments)
+    assert ev.arguments == {"text": "hi",
+                            "api_key": audit.secret_tag("sk-abcdefghijklmnop1234")}
     assert seen[-1].runner is None  # unsandboxed tools never get the sandbox
     audit.close()
 

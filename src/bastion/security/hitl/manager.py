@@ -48,9 +48,9 @@ class PendingApproval:
     scope: Scope = "once"
 
     def to_dict(self, redactor: Redactor | None = None) -> dict[str, Any]:
-        """Return what a client is shown (arguments redacted)."""
+        """Return what a client is shown: the exact arguments, held secrets masked."""
         r = self.request
-        args = redactor.data(r.arguments) if redactor else r.arguments
+        args = redactor.held_data(r.arguments) if redactor else r.arguments
         return {"id": self.id, "tool": r.tool, "arguments": args, "risk": r.risk.name,
                 "reasons": list(r.reasons), "session_id": r.session_id, "call_id": r.call_id,
                 "created": self.created, "expires": self.expires,

@@ -73,7 +73,7 @@ def _message_json(app: App, m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": app.redactor.text(m.content)}
     if m.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "name": c.name, "arguments": app.redactor.data(c.arguments)}
+            {"id": c.id, "name": c.name, "arguments": app.redactor.held_data(c.arguments)}
             for c in m.tool_calls
         ]
     if m.tool_call_id is not None:
