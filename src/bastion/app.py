@@ -31,6 +31,7 @@ from bastion.tools.registry import ToolRegistry, load_entry_point_tools
 if TYPE_CHECKING:
     from bastion.intelligence.setup import Intelligence
     from bastion.security.browser.manager import BrowserManager
+    from bastion.security.undo import UndoStore
     from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
 
 
@@ -51,6 +52,7 @@ class App:
     closers: list[Callable[[], None]] = field(default_factory=list)  # MCP connections ...
     browser: BrowserManager | None = None  # browser sessions lent to the browser_* tools
     intel: Intelligence | None = None  # anomaly/threat + trust stages, alerts, SIEM
+    undo: UndoStore | None = None  # workspace snapshots per mutating call (bastion undo)
 
     def agent(self) -> Agent:
         """Return an agent wired to this app's model, gateway and memory."""
@@ -218,6 +220,13 @@ def build_app(
         intel = build_intel(config, audit)
         attach(intel, gateway, before=approvals)
         closers.append(intel.close)
+    undo = None
+    if config.undo.enabled:  # innermost stage: only calls that really run are snapshotted
+        from bastion.security.undo import UndoStage, open_store
+
+        undo = open_store(config, workspace)
+        gateway.add_stage(UndoStage(undo))
+        closers.append(undo.close)
     privacy = config.privacy
     if model is None and not (privacy.enabled and privacy.local is not None):
         model = create_model(config)
@@ -243,4 +252,5 @@ def build_app(
         browser=browser,
         secrets=security.resolver,
         intel=intel,
+        undo=undo,
     )

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "bastion.cli.crypto",  # crypto hsm|seal|unseal|lock|split|combine|mpc-sum; audit prove
     "bastion.cli.intel",  # intel status|train|check|trust|report|feeds|siem|alerts
     "bastion.cli.browser",  # browser sessions|close (the server's browser sessions)
+    "bastion.cli.undo",  # undo [N] --session --dry-run --list (workspace snapshots)
 ]
 
 

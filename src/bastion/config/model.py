@@ -414,6 +414,15 @@ class AuditConfig(_Section):
         return [fp.lower() for fp in v]
 
 
+class UndoConfig(_Section):
+    """Workspace snapshots before each mutating tool call (``bastion undo``)."""
+
+    enabled: bool = Field(default=True, description="snapshot before calls that may change files")
+    max_age_hours: float = Field(default=72.0, gt=0, description="forget calls older than this")
+    max_total_mb: int = Field(default=2048, ge=1, description="kept copies, all calls together")
+    max_file_mb: int = Field(default=256, ge=1, description="larger files are not kept")
+
+
 class VaultConfig(_Section):
     """An OpenBao / HashiCorp Vault server (KV v2)."""
 
@@ -804,6 +813,7 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    undo: UndoConfig = Field(default_factory=UndoConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     hitl: HitlConfig = Field(default_factory=HitlConfig)
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)

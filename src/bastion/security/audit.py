@@ -855,7 +855,7 @@ class AuditStage:
 
 def _extra(req: CallRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("approval", "scan", "risk_rules", "secret_refs"):
+    for key in ("approval", "scan", "risk_rules", "secret_refs", "undo"):
         if key in req.annotations:
             out[key] = req.annotations[key]
     return out

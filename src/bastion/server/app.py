@@ -58,6 +58,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.privacy",  # POST /v1/privacy/scan (PII, routing decision)
     "bastion.server.routes.intel",  # /v1/intel summary|report, GET /intel dashboard page
     "bastion.server.routes.browser",  # /v1/browser/sessions (list, close)
+    "bastion.server.routes.undo",  # GET|POST /v1/sessions/{id}/undo (workspace snapshots)
 ]
 
 DESCRIPTION = (

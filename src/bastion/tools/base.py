@@ -198,12 +198,14 @@ class FunctionTool:
         description: str | None = None,
         risk: Risk = Risk.LOW,
         sandboxed: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = description or _first_doc_line(fn.__doc__)
         self.risk = risk
         self.sandboxed = sandboxed
+        self.read_only = read_only  # never changes the workspace (no undo snapshot needed)
         self._model = self._build_model(fn)
         self._adapter: TypeAdapter[BaseModel] = TypeAdapter(self._model)
         self.parameters = self._schema()
@@ -270,10 +272,16 @@ def tool(
     risk: Risk = Risk.LOW,
     sandboxed: bool = False,
     description: str | None = None,
+    read_only: bool = False,
 ) -> Callable[[ToolFn], FunctionTool]:
-    """Decorate ``async def fn(ctx: ToolContext, ...)`` into a :class:`FunctionTool`."""
+    """Decorate ``async def fn(ctx: ToolContext, ...)`` into a :class:`FunctionTool`.
+
+    ``read_only=True`` promises the tool never changes the workspace; every other tool is
+    snapshotted before it runs so what it changes can be undone.
+    """
 
     def wrap(fn: ToolFn) -> FunctionTool:
-        return FunctionTool(fn, name=name, risk=risk, sandboxed=sandboxed, description=description)
+        return FunctionTool(fn, name=name, risk=risk, sandboxed=sandboxed,
+                            description=description, read_only=read_only)
 
     return wrap

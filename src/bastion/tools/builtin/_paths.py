@@ -195,3 +195,41 @@ def write_new_file(workspace: Path, folder: str, name: str, data: bytes, *,
                         fix=f"remove old files from {shown}")
     finally:
         os.close(dfd)
+
+
+def open_parent_nofollow(
+    workspace: Path, path: str, *, create_dirs: bool = False
+) -> tuple[int, str]:
+    """Open the directory that holds ``path`` and return ``(directory fd, last component)``.
+
+    Stricter than :func:`open_in_workspace`: no symbolic link is followed at all, not even one
+    that stays inside the workspace, so whatever a sandbox planted cannot redirect the caller
+    (restores write exactly where the path says or nowhere). A component that is a link or
+    not a directory raises :class:`ToolError`; a missing one is created (``0o755``) with
+    ``create_dirs``. The returned fd is a plain read-only directory fd; the caller closes it.
+    """
+    parts = split_path(path, workspace)
+    if not parts:
+        raise _escape(path, "the workspace root has no parent inside the workspace")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(workspace, flags)
+    try:
+        for i, name in enumerate(parts[:-1]):
+            try:
+                nfd = os.open(name, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not create_dirs:
+                    raise ToolError(f"{'/'.join(parts[:i + 1])} does not exist") from None
+                os.mkdir(name, 0o755, dir_fd=fd)
+                nfd = os.open(name, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from None
+                shown = "/".join(parts[:i + 1])
+                raise _escape(path, f"{shown} is a symbolic link or not a directory") from None
+            os.close(fd)
+            fd = nfd
+        return fd, parts[-1]
+    except BaseException:
+        os.close(fd)
+        raise

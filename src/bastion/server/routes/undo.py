@@ -1,0 +1,70 @@
+"""Undo a session's workspace changes: ``GET|POST /v1/sessions/{id}/undo``.
+
+``GET`` lists the session's calls that can still be undone (newest first) with what each
+added, modified or deleted; ``POST`` restores the paths the last ``n`` of them changed to
+their state before those calls (``dry_run`` only reports). Undo is refused while the session
+has a turn running, and every undo is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.app import App
+from bastion.security.undo import UndoStore
+from bastion.server._openai import SESSION_ID_PATTERN
+from bastion.server._turns import busy_error, busy_sessions
+from bastion.server.deps import BastionApp
+from bastion.server.errors import ApiError
+
+router = APIRouter(prefix="/v1/sessions", tags=["undo"])
+
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
+
+
+class UndoBody(BaseModel):
+    """``POST /v1/sessions/{id}/undo``: how many calls, and whether only to report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=1, ge=1, le=1000, description="calls to undo, newest first")
+    dry_run: bool = Field(default=False, description="report what would be restored only")
+
+
+def _store(app: App) -> UndoStore:
+    if app.undo is None:
+        raise ApiError(503, "undo is switched off", code="undo_disabled",
+                       fix="set undo.enabled: true in bastion.yaml and restart")
+    return app.undo
+
+
+@router.get("/{session_id}/undo")
+async def list_undoable(
+    session_id: SessionId, app: BastionApp,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """List the session's undoable calls with the diff of each."""
+    calls = await asyncio.to_thread(_store(app).calls, session_id, limit)
+    return {"session_id": session_id, "calls": [c.to_dict() for c in calls]}
+
+
+@router.post("/{session_id}/undo")
+async def undo(
+    session_id: SessionId, app: BastionApp, request: Request, body: UndoBody | None = None,
+) -> dict[str, Any]:
+    """Restore the workspace paths the last ``n`` calls of the session changed."""
+    body = body or UndoBody()
+    store = _store(app)
+    busy = busy_sessions(request)
+    if not busy.claim(session_id):
+        raise busy_error(session_id)
+    try:
+        report = await asyncio.to_thread(store.undo, session_id, body.n, dry_run=body.dry_run,
+                                         audit=app.audit, actor="api")
+    finally:
+        busy.release(session_id)
+    return report.to_dict()
