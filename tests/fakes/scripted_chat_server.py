@@ -7,6 +7,8 @@ calls (the client is configured with ``model.native_tools: true``):
 - last message is a tool result -> "The tool said: <first line of the result>"
 - user text contains "count files" -> a ``list_files`` call with ``{"path": "sample"}``
 - user text contains "write note" -> a ``write_file`` call writing "hi" to note.txt
+- user text starts with "run shell: CMD" -> a ``shell`` call running CMD
+- user text starts with "empty file: PATH" -> a ``write_file`` call writing "" to PATH
 - user text contains "slow" -> "tick" every 0.2 s for 60 s (to be cancelled)
 - anything else -> "echo: <user text>"
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -73,6 +76,14 @@ class _Handler(BaseHTTPRequestHandler):
             args = json.dumps({"path": "note.txt", "content": "hi"})
             call = {"index": 0, "id": "call_fake2", "type": "function",
                     "function": {"name": "write_file", "arguments": args}}
+            yield _chunk({"role": "assistant", "tool_calls": [call]})
+            yield _chunk({}, "tool_calls")
+        elif user.startswith(("run shell: ", "empty file: ")) and body.get("tools"):
+            head, _, rest = user.partition(": ")
+            name, args = (("shell", {"command": rest}) if head == "run shell"
+                          else ("write_file", {"path": rest, "content": ""}))
+            call = {"index": 0, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)}}
             yield _chunk({"role": "assistant", "tool_calls": [call]})
             yield _chunk({}, "tool_calls")
         elif "slow" in user:

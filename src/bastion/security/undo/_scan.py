@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
+from typing import Any
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -36,32 +37,38 @@ class Entry:
     target: str | None = None  # a link's target text
     obj: str | None = None  # the kept copy of a file's content, when there is one
     racy: bool = False  # modified too close to the copy to trust its stat next time
+    key: tuple[Any, ...] = ()  # what "unchanged" compares (see :func:`entry_key`)
 
     def same(self, other: Entry) -> bool:
         """Return whether ``other`` is unchanged relative to this entry."""
-        if self.kind != other.kind or self.mode != other.mode:
-            return False
-        if self.kind == "f":
-            return (self.size, self.mtime_ns, self.ctime_ns, self.ino, self.dev) == (
-                other.size, other.mtime_ns, other.ctime_ns, other.ino, other.dev)
-        if self.kind == "l":
-            return self.target == other.target
-        return True  # a directory's own mtime moves with its children; they are listed
+        return self.key == other.key
+
+
+def entry_key(e: Entry) -> tuple[Any, ...]:
+    """Return what must match for ``e`` to count as unchanged.
+
+    A file: mode, size, mtime, ctime (which no unprivileged process can set back), inode and
+    device. A directory: its mode only (its mtime moves with its children, which are listed
+    themselves). A link: its target.
+    """
+    if e.kind == "f":
+        return ("f", e.mode, e.size, e.mtime_ns, e.ctime_ns, e.ino, e.dev)
+    if e.kind == "l":
+        return ("l", e.target)
+    return ("d", e.mode)
 
 
 #: ``keep(relative path, entry, directory fd)`` returns the object id of the kept content.
 Keep = Callable[[str, Entry, int], str | None]
 
 
-def _entry(st: os.stat_result, kind: str) -> Entry:
-    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                 st.st_ino, st.st_dev)
-
-
-def scan(root: str, keep: Keep | None = None) -> dict[str, Entry]:
+def scan(root: str, keep: Keep | None = None,
+         kept: dict[str, Entry] | None = None) -> dict[str, Entry]:
     """Return every directory, regular file and symbolic link under ``root`` by relative path.
 
-    Special files (FIFOs, sockets, devices) are left out: they hold no content to restore.
+    With ``keep``, a file whose entry in ``kept`` is unchanged (and not racy) reuses its
+    copy; ``keep`` is called for the others. Special files (FIFOs, sockets, devices) are
+    left out: they hold no content to restore.
     """
     out: dict[str, Entry] = {}
     stack: list[tuple[str, int]] = [("", os.open(root, _DIR))]
@@ -69,7 +76,7 @@ def scan(root: str, keep: Keep | None = None) -> dict[str, Entry]:
         while stack:
             prefix, fd = stack.pop()
             try:
-                _scan_dir(prefix, fd, out, stack, keep)
+                _scan_dir(prefix, fd, out, stack, keep, kept or {})
             finally:
                 os.close(fd)
     finally:
@@ -79,7 +86,7 @@ def scan(root: str, keep: Keep | None = None) -> dict[str, Entry]:
 
 
 def _scan_dir(prefix: str, fd: int, out: dict[str, Entry], stack: list[tuple[str, int]],
-              keep: Keep | None) -> None:
+              keep: Keep | None, kept: dict[str, Entry]) -> None:
     with os.scandir(fd) as it:
         entries = list(it)
     for de in entries:
@@ -89,12 +96,19 @@ def _scan_dir(prefix: str, fd: int, out: dict[str, Entry], stack: list[tuple[str
             continue
         rel = prefix + de.name
         mode = st.st_mode
-        if stat.S_ISREG(mode):
-            e = _entry(st, "f")
+        if S_ISREG(mode):
+            perm = S_IMODE(mode)
+            key = ("f", perm, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+            e = Entry("f", perm, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                      st.st_dev, None, None, False, key)
             if keep is not None:
-                e.obj = keep(rel, e, fd)
+                b = kept.get(rel)
+                if b is not None and b.key == key and b.obj is not None and not b.racy:
+                    e.obj = b.obj
+                else:
+                    e.obj = keep(rel, e, fd)
             out[rel] = e
-        elif stat.S_ISDIR(mode):
+        elif S_ISDIR(mode):
             try:
                 sub = os.open(de.name, _DIR, dir_fd=fd)
             except OSError:  # swapped for a link or unreadable: not walked
@@ -103,16 +117,15 @@ def _scan_dir(prefix: str, fd: int, out: dict[str, Entry], stack: list[tuple[str
             if (sst.st_ino, sst.st_dev) != (st.st_ino, st.st_dev):
                 os.close(sub)
                 continue
-            out[rel] = _entry(st, "d")
+            perm = S_IMODE(mode)
+            out[rel] = Entry("d", perm, key=("d", perm))
             stack.append((rel + "/", sub))
-        elif stat.S_ISLNK(mode):
+        elif S_ISLNK(mode):
             try:
                 target = os.readlink(de.name, dir_fd=fd)
             except OSError:
                 continue
-            e = _entry(st, "l")
-            e.target = target
-            out[rel] = e
+            out[rel] = Entry("l", S_IMODE(mode), target=target, key=("l", target))
 
 
 def copy_file(dir_fd: int, name: str, expect: Entry, dst: str) -> bool:
@@ -126,7 +139,7 @@ def copy_file(dir_fd: int, name: str, expect: Entry, dst: str) -> bool:
         return False
     try:
         st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
+        if not S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
             return False
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -30,7 +30,7 @@ from bastion.config.model import Config
 from bastion.errors import BastionError, NotFoundError
 from bastion.security.undo import _restore
 from bastion.security.undo._report import CallChanges, Change, UndoReport
-from bastion.security.undo._scan import Entry, copy_file, scan
+from bastion.security.undo._scan import Entry, copy_file, entry_key, scan
 
 if TYPE_CHECKING:
     from bastion.security.audit import AuditLog
@@ -107,9 +107,6 @@ class UndoStore:
             fresh: list[tuple[str, Entry]] = []
 
             def keep(rel: str, e: Entry, dir_fd: int) -> str | None:
-                b = self._base.get(rel)
-                if b is not None and b.obj is not None and not b.racy and b.same(e):
-                    return b.obj
                 if e.size > self.max_file_bytes or self._bytes + e.size > self.max_bytes:
                     return None
                 obj = secrets.token_hex(16)
@@ -121,7 +118,7 @@ class UndoStore:
                 fresh.append((obj, e))
                 return obj
 
-            listing = scan(str(self.workspace), keep)
+            listing = scan(str(self.workspace), keep, self._base)
             self._persist(listing, fresh)
             self._base = listing
             return listing
@@ -319,7 +316,9 @@ class UndoStore:
         out: dict[str, Entry] = {}
         for path, mode, size, mtime, ctime, ino, dev, obj, racy in self._db.execute(
                 "SELECT * FROM current"):
-            out[path] = Entry("f", mode, size, mtime, ctime, ino, dev, None, obj, bool(racy))
+            e = Entry("f", mode, size, mtime, ctime, ino, dev, None, obj, bool(racy))
+            e.key = entry_key(e)
+            out[path] = e
         return out
 
 
@@ -337,6 +336,8 @@ def _before_row(b: Entry | None) -> tuple[Any, ...]:
 def _change(r: tuple[Any, ...]) -> Change:
     path, change, kind, mode, size, mtime_ns, obj, target, after_kind, after_size = r
     before = None if kind is None else Entry(kind, mode, size, mtime_ns, target=target, obj=obj)
+    if before is not None:
+        before.key = entry_key(before)
     return Change(path, change, before, after_kind, after_size)
 
 
