@@ -101,7 +101,7 @@ async def main(rounds: int) -> None:
 
     site = Site()
     config = Config(memory=MemoryConfig(enabled=False), browser=BrowserConfig(
-        egress=EgressConfig(cidrs=["127.0.0.1/32"], ports=[site.port])))
+        enabled=True, egress=EgressConfig(cidrs=["127.0.0.1/32"], ports=[site.port])))
     config.intelligence.enabled = False
     app = build_app(config, model=ScriptedModel(), approver=AllowApprover())
     assert app.browser is not None

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from bastion._extras import require
+from bastion.config import paths
 from bastion.errors import PolicyDenied, ToolError
 from bastion.security.browser import _snapshot
 from bastion.security.browser._launch import (
@@ -102,6 +103,8 @@ class BrowserManager:
         sites: Pre-authentication sites.
         resolver: Resolves the sites' ``secret://`` references at login time.
         audit: Where session, network and login events are recorded.
+        runtime_dir: Where the bubblewrap launcher script is written (default: the data
+            directory ``browser``; never the workspace, which sandboxed code can change).
 
     """
 
@@ -114,7 +117,8 @@ class BrowserManager:
         self.sites = list(sites)
         self.resolver = resolver
         self.audit = audit
-        self.runtime_dir = runtime_dir or workspace / ".browser"
+        # where the bubblewrap launcher is written: never the workspace, which sandboxes write
+        self.runtime_dir = runtime_dir
         self.sandboxed: bool | None = None  # known after launch
         self.sandbox_problem: str | None = None
         self._sessions: dict[str | None, BrowserSession] = {}
@@ -147,7 +151,7 @@ class BrowserManager:
                     raise ToolError(
                         f"chromium is not started: no sandbox works here ({problem})",
                         fix=SANDBOX_FIX)
-                self._wrapper = sandbox_wrapper(exe, self.runtime_dir)
+                self._wrapper = sandbox_wrapper(exe, self.runtime_dir or paths.data_dir("browser"))
                 launcher = str(self._wrapper)
             else:
                 self.sandbox_problem = "browser.sandbox is none (unsafe opt-in)"
