@@ -5,7 +5,10 @@ masquerade and forwarding in its own nftables table). An "upstream" namespace ma
 the outside world behind the host: a veth to the host on 10.213.250.0/24 (inside the first
 /16 bastion would pick, so its collision check must step aside), a DNS server that knows
 allowed.test and other.test, and HTTP servers on allowed.test:8000, allowed.test:8001 and
-other.test:8000. The shell tool may reach allowed.test:8000 only.
+other.test:8000. The shell tool may reach allowed.test:8000 only. These addresses are private,
+and private destinations are refused unless listed (F14), so the rule lists allowed.test's
+address in ``cidrs`` the way an operator allows a LAN service; the public-address path is
+tested in tests/security/test_f14_egress_rebind.py.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ async def test_allowlisted_host_only_and_everything_audited(kind: str, upstream:
         "agent": {"workspace": str(tmp_path)},
         "security": {
             "sandbox": kind,
-            "egress": {"shell": {"domains": ["allowed.test"], "ports": [8000]}},
+            "egress": {"shell": {"domains": ["allowed.test"], "cidrs": [f"{ALLOWED}/32"],
+                                 "ports": [8000]}},
             "egress_dns": [RESOLVER],  # no egress_uplink: bastion makes its own
         },
     })
@@ -146,9 +150,9 @@ async def test_allowlisted_host_only_and_everything_audited(kind: str, upstream:
         time.sleep(0.5)  # the log readers are threads
         dns = [(e.detail["name"], e.decision) for e in app.audit.events(kind="egress_dns")]
         assert ("allowed.test", "allowed") in dns and ("other.test", "denied") in dns
-        blocked = {(e.detail["daddr"], e.detail["dport"])
+        blocked = {(e.detail["daddr"], e.detail["dport"], e.detail["rule"])
                    for e in app.audit.events(kind="egress_blocked")}
-        assert {(OTHER, 8000), (ALLOWED, 8001)} <= blocked
+        assert {(OTHER, 8000, "non-public"), (ALLOWED, 8001, "non-public")} <= blocked
         assert all(e.tool == "shell" for e in app.audit.events(kind="egress_blocked"))
     finally:
         await app.aclose()

@@ -10,7 +10,9 @@ from bastion.security.egress.rules import (
     dnsmasq_args,
     nft_ruleset,
     parse_query,
+    parse_rebind,
     parse_trace,
+    parse_trace_rule,
 )
 
 
@@ -61,3 +63,32 @@ def test_parsers() -> None:
     q = "Nov 25 18:50:34 dnsmasq[3939]: query[AAAA] other.test from 127.0.0.1"
     assert parse_query(q) == ("other.test", "AAAA")
     assert parse_query("dnsmasq[1]: reply allowed.test is 10.0.0.1") is None
+
+
+def test_rebinding_filters_in_dnsmasq_and_the_ruleset() -> None:
+    public = EgressRule.create(["allowed.test"], [], [443])
+    args = dnsmasq_args(public, "10.214.0.53")
+    assert "--stop-dns-rebind" in args and "--log-facility=-" in args
+    assert not [a for a in args if a.startswith("--rebind-")]  # localhost rebind not ok
+    assert "--pid-file=" in args  # no pid file another uid could rewrite
+    lan = EgressRule.create(["allowed.test"], ["192.168.1.5"], [443])
+    assert lan.lan_cidrs == ("192.168.1.5/32",)
+    assert "--rebind-domain-ok=/allowed.test/" in dnsmasq_args(lan, "10.214.0.53")
+    text = nft_ruleset(lan, "10.214.0.53")
+    listed = text.index("ip daddr { 192.168.1.5/32 }")
+    refuse = text.index('reject comment "non-public"')
+    assert listed < refuse < text.index("ip daddr @allow4")
+    assert "169.254.0.0/16" in text and "100.64.0.0/10" in text and "fc00::/7" in text
+
+
+def test_trace_rule_and_rebind_lines() -> None:
+    rule = ('trace id 9d141bf8 inet bastion_egress out rule ip daddr { 10.0.0.0/8 } meta nftrace '
+            'set 1 counter packets 0 bytes 0 reject with icmp port-unreachable comment '
+            '"non-public" (verdict drop)')
+    assert parse_trace_rule(rule) == ("9d141bf8", "non-public")
+    packet = ("trace id 9d141bf8 inet bastion_egress out packet: oif \"eg0\" ip saddr 10.0.0.2 "
+              "ip daddr 169.254.169.254 ip protocol tcp tcp dport 80")
+    hit = parse_trace(packet)
+    assert hit is not None and hit.trace_id == "9d141bf8"
+    assert parse_rebind("dnsmasq[7]: possible DNS-rebind attack detected: meta.x.test") == (
+        "meta.x.test")

@@ -79,3 +79,11 @@ def test_candidates_are_private() -> None:
     import ipaddress
 
     assert all(ipaddress.ip_network(c).is_private for c in uplink.CANDIDATES)
+
+
+def test_host_forward_chain_drops_non_public_but_dns_and_listed_lan() -> None:
+    text = host_ruleset(4242, "10.213.0.0/16", forward_was_off=False, resolvers=["10.0.0.2"])
+    dns = text.index('iifname "bh4242x*" ip saddr 10.213.0.0/16 ip daddr { 10.0.0.2 } udp dport 53')
+    lan = text.index('iifname . ip daddr @lan4 accept')
+    drop = text.index("169.254.0.0/16")
+    assert dns < lan < drop < text.index('iifname "bh4242x*" ip saddr 10.213.0.0/16 accept')

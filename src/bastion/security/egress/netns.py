@@ -14,9 +14,10 @@ masquerade and forwarding in bastion's own nftables table; the default) or a nam
 operator made (``security.egress_uplink``). Sandboxed commands join the namespace with
 ``nsenter --net=/run/netns/bst-PID-N`` (bwrap keeps it with ``--share-net``; gVisor uses
 ``--network=host`` so its sockets pass the same nftables; podman uses ``--network ns:PATH``).
-Every DNS query (from the dnsmasq log) and every rejected connection (from ``nft monitor
-trace``) is written to the audit log. Needs root (CAP_NET_ADMIN), ``ip``, ``nft``,
-``dnsmasq`` and ``nsenter``.
+Every DNS query and every answer refused as DNS rebinding (from dnsmasq's log, read over a
+pipe from its stderr: no file another local user could append forged lines to) and every
+rejected connection with the rule that rejected it (from ``nft monitor trace``) is written to
+the audit log. Needs root (CAP_NET_ADMIN), ``ip``, ``nft``, ``dnsmasq`` and ``nsenter``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from bastion.security.egress.rules import (
     dnsmasq_args,
     nft_ruleset,
     parse_query,
+    parse_rebind,
     parse_trace,
+    parse_trace_rule,
 )
 from bastion.security.egress.uplink import HostUplink, HostUplinkSpec, host_resolvers
 
@@ -133,6 +136,7 @@ class EgressNetwork:
         self.resolvers: tuple[str, ...] = ()
         self._host: HostUplink | None = None
         self._slot: int | None = None
+        self._veth = ""
 
     @property
     def netns_path(self) -> str:
@@ -186,6 +190,7 @@ class EgressNetwork:
             outer = f"{host_uplink.HOST_VETH}{os.getpid()}x{seq}"
             self._host = host_uplink.acquire(self.uplink)
             self._slot, self.gateway, self.address = self._host.allocate()
+            self._veth = outer
         peer = ["netns", up] if up else []
         _run("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer,
              *peer)
@@ -195,6 +200,8 @@ class EgressNetwork:
         _run("ip", "-n", ns, "link", "set", "lo", "up")
         _run("ip", "-n", ns, "link", "set", inner, "up")
         _run("ip", *on_up, "link", "set", outer, "up")
+        if self._host is not None:  # the operator's LAN services this rule lists
+            self._host.allow_lan(outer, self.rule.lan_cidrs)
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
         _run("ip", "netns", "exec", ns, "nft", "-f", "-",
              input_text=nft_ruleset(self.rule, self.resolvers))
@@ -217,51 +224,76 @@ class EgressNetwork:
 
     def _read_trace(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
+        pending: dict[str, Blocked] = {}  # packet line seen, rule line (the verdict) not yet
         for line in proc.stdout:
+            verdict = parse_trace_rule(line)
+            if verdict is not None:
+                hit = pending.pop(verdict[0], None)
+                if hit is not None:
+                    hit.rule = verdict[1]
+                    self._blocked(hit)
+                continue
             hit = parse_trace(line)
             if hit is None or _multicast(hit.daddr):
                 continue  # the kernel's own IPv6 neighbour/MLD chatter is not an attempt
-            self.blocked.append(hit)
-            if self.audit is not None:
-                with contextlib.suppress(Exception):
-                    self.audit.record(
-                        "egress_blocked", actor="sandbox", tool=self.subject, decision="denied",
-                        detail={"daddr": hit.daddr, "dport": hit.dport,
-                                "protocol": hit.protocol, "netns": self.name},
-                    )
+            if len(pending) > 1000:  # a packet whose rule line never came: record it bare
+                self._blocked(pending.pop(next(iter(pending))))
+            pending[hit.trace_id] = hit
+
+    def _blocked(self, hit: Blocked) -> None:
+        self.blocked.append(hit)
+        self._record("egress_blocked", "denied",
+                     {"daddr": hit.daddr, "dport": hit.dport, "protocol": hit.protocol,
+                      "rule": hit.rule or "unknown", "netns": self.name})
+
+    def _record(self, kind: str, decision: str, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            with contextlib.suppress(Exception):
+                self.audit.record(kind, actor="sandbox", tool=self.subject, decision=decision,
+                                  detail=detail)
 
     def _start_dns(self) -> None:
-        log = self._state / "dns.log"
-        log.touch()
-        log.chmod(0o666)
-        pid_file = self._state / "dns.pid"
-        _run("ip", "netns", "exec", self.name, *dnsmasq_args(
-            self.rule, self.resolvers, log_file=str(log), pid_file=str(pid_file)))
-        t = threading.Thread(target=self._read_dns, args=(log,), daemon=True,
+        """Run dnsmasq in the foreground; its log arrives on a pipe only bastion holds."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *dnsmasq_args(self.rule, self.resolvers)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, errors="replace", start_new_session=True,
+        )
+        self._procs.append(proc)
+        assert proc.stderr is not None
+        started: list[str] = []
+        for line in proc.stderr:  # until dnsmasq says it runs (or dies with a reason)
+            started.append(line.strip())
+            if "started, version" in line:
+                break
+        else:
+            proc.wait(timeout=5)
+            why = " ".join(started)[-300:] or f"exited with {proc.returncode}"
+            raise SandboxError(f"egress setup failed: dnsmasq: {why}", fix=FIX)
+        t = threading.Thread(target=self._read_dns, args=(proc,), daemon=True,
                              name=f"egress-dns-{self.name}")
         t.start()
         self._threads.append(t)
 
-    def _read_dns(self, log: Path) -> None:
-        with open(log, encoding="utf-8", errors="replace") as fh:
-            while not self._stop.is_set():
-                line = fh.readline()
-                if not line:
-                    time.sleep(0.05)
-                    continue
-                parsed = parse_query(line)
-                if parsed is None:
-                    continue
-                name, qtype = parsed
-                allowed = self.rule.allows_name(name)
-                self.queries.append((name, qtype, allowed))
-                if self.audit is not None:
-                    with contextlib.suppress(Exception):
-                        self.audit.record(
-                            "egress_dns", actor="sandbox", tool=self.subject,
-                            decision="allowed" if allowed else "denied",
-                            detail={"name": name, "type": qtype, "netns": self.name},
-                        )
+    def _read_dns(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            rebound = parse_rebind(line)
+            if rebound is not None:  # the answer was private/loopback/link-local: dropped
+                self.queries.append((rebound, "answer", False))
+                self._record("egress_dns", "denied",
+                             {"name": rebound, "rule": "dns-rebind", "netns": self.name})
+                continue
+            parsed = parse_query(line)
+            if parsed is None:
+                continue
+            name, qtype = parsed
+            allowed = self.rule.allows_name(name)
+            self.queries.append((name, qtype, allowed))
+            self._record("egress_dns", "allowed" if allowed else "denied",
+                         {"name": name, "type": qtype,
+                          "rule": "allowlisted" if allowed else "not-allowlisted",
+                          "netns": self.name})
 
     def close(self) -> None:
         """Stop the resolver and monitor, kill what is left inside, delete the namespace.
@@ -270,9 +302,6 @@ class EgressNetwork:
         side (its nftables table, and ip_forward back to its prior value).
         """
         self._stop.set()
-        pid_file = self._state / "dns.pid"
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -290,6 +319,9 @@ class EgressNetwork:
         shutil.rmtree(self._state, ignore_errors=True)
         host, self._host = self._host, None
         if host is not None:
+            if self._veth:
+                with contextlib.suppress(SandboxError):
+                    host.allow_lan(self._veth, self.rule.lan_cidrs, add=False)
             if self._slot is not None:
                 host.free(self._slot)
             host_uplink.release(host)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.errors import SandboxError
+from bastion.security.egress.rules import non_public
 
 STATE_DIR = Path("/run/bastion-egress")
 HOST_TABLE = "bastion_egress_"  # + pid: the host table of one bastion process
@@ -49,6 +50,7 @@ RESOLV_FILES = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf
 _NETNS = re.compile(rf"^{NETNS_PREFIX}(\d+)-\d+$")
 _VETH = re.compile(rf"^(?:{HOST_VETH}|{UPLINK_VETH})(\d+)x\d+$")
 _TABLE = re.compile(rf"^{HOST_TABLE}(\d+)$")
+LAN4 = "lan4"  # host set: (veth . network) pairs that a rule's non-public cidrs allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +157,31 @@ def pick_subnet(wanted: str, taken: Iterable[str]) -> ipaddress.IPv4Network:
                        fix="set security.egress_subnet to an unused private /16")
 
 
-def host_ruleset(pid: int, subnet: str, *, forward_was_off: bool) -> str:
-    """Return the host-side table of process ``pid`` (``nft -f -``)."""
+def host_ruleset(pid: int, subnet: str, *, forward_was_off: bool,
+                 resolvers: Sequence[str] = ()) -> str:
+    """Return the host-side table of process ``pid`` (``nft -f -``).
+
+    Sandbox traffic to a non-public address (private, link-local and cloud metadata, CGNAT,
+    ...) is dropped here too, as a second layer behind each namespace's own firewall: only
+    DNS to the upstream ``resolvers`` and the IPv4 networks an egress rule lists in
+    ``cidrs`` (elements of the ``lan4`` set, keyed by the sandbox's veth) pass. (Sandboxes
+    have no routable IPv6 address; their IPv6 is dropped here all the same.)
+    """
     ours = f'"{HOST_VETH}{pid}x*"'
+    dns = [r for r in resolvers if ":" not in r]
     lines = [
         f"table inet {HOST_TABLE}{pid} {{",
+        f"  set {LAN4} {{ type ifname . ipv4_addr; flags interval; }}",
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
+    ]
+    if dns:
+        lines += [f"    iifname {ours} ip saddr {subnet} ip daddr {{ {', '.join(dns)} }} "
+                  f"{proto} dport 53 accept" for proto in ("udp", "tcp")]
+    lines += [
+        f"    iifname {ours} ip saddr {subnet} iifname . ip daddr @{LAN4} accept",
+        f"    iifname {ours} ip daddr {{ {', '.join(non_public(4))} }} counter drop",
+        f"    iifname {ours} ip6 daddr {{ {', '.join(non_public(6))} }} counter drop",
         f"    iifname {ours} ip saddr {subnet} accept",
         f"    oifname {ours} ct state established,related accept",
         f"    iifname {ours} drop",  # spoofed sources
@@ -335,7 +355,8 @@ class HostUplink:
                 {"pid": self.pid, "subnet": str(self.subnet), "table": self.table}))
             try:
                 _nft("-f", "-", input_text=host_ruleset(self.pid, str(self.subnet),
-                                                        forward_was_off=forward_off))
+                                                        forward_was_off=forward_off,
+                                                        resolvers=dns))
                 if forward_off:
                     if not prior.exists():
                         prior.write_text("0\n")
@@ -364,6 +385,15 @@ class HostUplink:
         """Give a /30 back."""
         with _LOCK:
             self._used.discard(index)
+
+    def allow_lan(self, veth: str, cidrs: Sequence[str], *, add: bool = True) -> None:
+        """Let traffic from ``veth`` reach the non-public IPv4 ``cidrs`` (``add=False``: undo)."""
+        v4 = [c for c in cidrs if ":" not in c]
+        if not v4:
+            return
+        elements = ", ".join(f'"{veth}" . {c}' for c in v4)
+        _nft("add" if add else "delete", "element", "inet", self.table, LAN4,
+             f"{{ {elements} }}", check=add)
 
     def close(self) -> None:
         """Delete the table and restore ip_forward when this was the last bastion uplink."""
