@@ -39,12 +39,20 @@ LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="how many re
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON lines")]
 
 
-def _db_path(db: Path | None) -> Path:
-    if db is not None:
-        return db
-    from bastion.security.setup import audit_path
+def db_path(db: Path | None) -> Path:
+    """Return the audit database ``--db`` names: a file, or a directory holding ``audit.db``."""
+    if db is None:
+        from bastion.security.setup import audit_path
 
-    return audit_path()
+        return audit_path()
+    if db.is_dir():
+        db = db / "audit.db"
+    if not db.is_file():
+        raise AuditError(f"no audit database at {db}",
+                         fix="pass --db HOME/audit (or its audit.db), or leave --db out")
+    return db
+
+
 
 
 def parse_time(text: str | None) -> float | None:
@@ -76,7 +84,7 @@ def _query(db: Path | None, *, limit: int | None, since: str | None, until: str 
            session: str | None, tool: str | None, decision: str | None, kind: str | None,
            kinds: tuple[str, ...] | None = None, newest_first: bool = True
            ) -> Iterator[AuditEvent]:
-    conn = open_reader(_db_path(db))
+    conn = open_reader(db_path(db))
     try:
         yield from iter_events(conn, limit=limit, session_id=session, tool=tool, kind=kind,
                                decision=decision, since=parse_time(since), until=parse_time(until),
@@ -144,7 +152,7 @@ def security_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = Non
 @audit_app.command("stats")
 def stats_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Count records by kind, decision and tool."""
-    conn = open_reader(_db_path(db))
+    conn = open_reader(db_path(db))
     try:
         s = stats(conn)
     finally:
@@ -213,7 +221,7 @@ def verify_cmd(
             pins = list(cfg.key_fingerprints)  # pinned at init, outside the audit directory
         if anchor is None and cfg.anchor is not None and cfg.anchor.file is not None:
             anchor = cfg.anchor.file.expanduser()
-    rep = verify(_db_path(db), public_keys=public_key or (), fingerprints=pins, anchor=anchor)
+    rep = verify(db_path(db), public_keys=public_key or (), fingerprints=pins, anchor=anchor)
     if as_json:
         typer.echo(json.dumps(rep.to_dict()))
     else:

@@ -88,7 +88,8 @@ def doctor() -> None:
     Console(highlight=False, width=None if _out.is_terminal else 160).print(table)
     failed = [c for c in checks if c.status == "FAIL"]
     if failed:
-        _err.print(f"[red]{len(failed)} problem(s); run the commands in the fix column[/]")
+        _err.print(f"[red]error: {len(failed)} problem(s) (fix: run the commands in the fix "
+                   "column above)[/]")
         raise typer.Exit(1)
 
 

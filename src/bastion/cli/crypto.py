@@ -69,7 +69,15 @@ def hsm_init(
                           "token", fix="initialise it with its vendor's tool (tpm2_ptool, "
                           "yubihsm-shell, pkcs11-tool --init-token), then run hsm keygen")
     pin = hsm_pin(cfg)
-    so_pin = _secret(so_pin_ref) if so_pin_ref else getpass.getpass("new SO PIN (hidden): ")
+    if so_pin_ref:
+        so_pin = _secret(so_pin_ref)
+    elif sys.stdin.isatty():
+        so_pin = getpass.getpass("new SO PIN (security officer; hidden): ")
+    else:
+        raise CryptoError("the token's new security-officer (SO) PIN is asked at a hidden "
+                          "prompt, and there is no terminal",
+                          fix="bastion crypto hsm init --so-pin-ref secret://env/hsm_so_pin "
+                          "(with $BASTION_SECRET_HSM_SO_PIN set), or run it in a terminal")
     conf = Path(os.environ.get("SOFTHSM2_CONF") or softhsm_conf(softhsm_dir(cfg)))
     init_softhsm_token(conf, h.token_label, pin, so_pin)
     typer.echo(f"initialised token {h.token_label!r} (SoftHSM2, config {conf})")
@@ -175,7 +183,8 @@ SharesOpt = Annotated[int, typer.Option("--shares", "-n", min=2, max=255, help="
 OutDirOpt = Annotated[Path | None, typer.Option(
     "--out-dir", help="write share-N.txt files (0600) instead of printing")]
 ShareFiles = Annotated[list[Path] | None, typer.Argument(
-    help="files holding one share each (default: prompt, or stdin lines)")]
+    help="files holding one share each (default: prompt, or stdin lines)",
+    exists=True, dir_okay=False, readable=True)]
 
 
 @crypto_app.command("seal")
@@ -256,7 +265,8 @@ def status_cmd(as_json: JsonOpt = False) -> None:
 
 @crypto_app.command("split")
 def split_cmd(
-    file: Annotated[Path, typer.Argument(help="file to share (any size)")],
+    file: Annotated[Path, typer.Argument(help="file to share (any size)", exists=True,
+                                         dir_okay=False, readable=True)],
     threshold: ThresholdOpt = 3, shares: SharesOpt = 5, out_dir: OutDirOpt = None,
 ) -> None:
     """Split a file t-of-n: FILE.shamir.json (ciphertext) plus the printed shares."""
@@ -271,7 +281,8 @@ def split_cmd(
 
 @crypto_app.command("combine")
 def combine_cmd(
-    blob: Annotated[Path, typer.Argument(help="the .shamir.json file from split")],
+    blob: Annotated[Path, typer.Argument(help="the .shamir.json file from split", exists=True,
+                                         dir_okay=False, readable=True)],
     share_files: ShareFiles = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="where to write the secret")]
     = Path("-"),
@@ -293,9 +304,9 @@ def combine_cmd(
 
 # ---- audit proofs ----------------------------------------------------------------------------
 def _audit_db(db: Path | None) -> Path:
-    from bastion.security.setup import audit_path
+    from bastion.cli.audit import db_path
 
-    return db or audit_path()
+    return db_path(db)
 
 
 def _signer(db: Path) -> Any:
@@ -385,8 +396,17 @@ def pin_cmd(
 
     path = Path(target)
     if path.is_file():
-        typer.echo(pin_for_der(ssl.PEM_cert_to_DER_cert(path.read_text())))
+        try:
+            der = ssl.PEM_cert_to_DER_cert(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise CryptoError(f"{path} is not a PEM certificate",
+                              fix="pass a file with -----BEGIN CERTIFICATE-----, or HOST:PORT"
+                              ) from None
+        typer.echo(pin_for_der(der))
         return
+    if "/" in target or path.suffix in (".pem", ".crt"):
+        raise CryptoError(f"no certificate file at {path}",
+                          fix="pass an existing PEM file, or HOST[:PORT] to read a server's key")
     host, _, port = target.rpartition(":") if ":" in target else (target, "", "443")
     typer.echo(fetch_pin(host, int(port)))
 

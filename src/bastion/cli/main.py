@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sqlite3
 import sys
+from typing import Annotated
 
 import typer
 
@@ -15,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Command modules; each defines ``register(app: typer.Typer) -> None``. Add one line per module.
@@ -37,6 +41,23 @@ COMMAND_MODULES = [
 ]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from bastion import __version__
+
+        typer.echo(f"bastion {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version, help="print the version and exit")]
+    = False,
+) -> None:
+    """bastion: a self-hosted, security-first agent."""
+
+
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
         try:
@@ -48,30 +69,65 @@ def _load_commands() -> None:
         module.register(app)
 
 
+def _fail(message: str, fix: str | None, code: int) -> None:
+    text = f"error: {message} (fix: {fix})" if fix else f"error: {message}"
+    typer.secho(text, err=True, fg="red")
+    sys.exit(code)
+
+
+def _usage_fix(exc: typer.TyperException) -> str:
+    """Return the help command of the (sub)command a usage error happened in."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "bastion"
+    return f"{path} --help"
+
+
 def main() -> None:
-    """Entry point: run the CLI, turning bastion errors into one clear line and exit code 1."""
+    """Entry point: run the CLI; every mistake is one line (``error: ... (fix: ...)``).
+
+    Exit codes: 1 for bastion's own errors, 2 for usage errors (unknown command or option,
+    bad value), 130 for Ctrl-C. Only a bug in bastion itself may show a traceback, and only
+    with ``BASTION_DEBUG=1``.
+    """
     _load_commands()
     try:
-        code = app(standalone_mode=False)  # typer.Exit(n) comes back as n here
+        code = app(prog_name="bastion", standalone_mode=False)  # typer.Exit(n) returns n
     except BastionError as exc:
         typer.secho(f"error: {exc.user_text()}", err=True, fg="red")
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors etc.
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _fail("aborted: no answer was given", "answer the prompt, or pass --yes where the "
+              "command has it", 1)
+    except typer.TyperException as exc:  # typer's (vendored) click usage and file errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        message = " ".join(exc.format_message().split())
+        _fail(message.rstrip("."), _usage_fix(exc), exc.exit_code)
+    except (OSError, sqlite3.Error, UnicodeDecodeError) as exc:
+        # a path the user named that is missing, a directory, unreadable, or not a database
+        if os.environ.get("BASTION_DEBUG"):
+            raise
+        named = isinstance(exc, OSError) and exc.filename is not None
+        _fail(_os_message(exc), "check that path and its permissions" if named else
+              "run it again with BASTION_DEBUG=1 to see where it failed, and report it", 1)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _os_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    if isinstance(exc, sqlite3.Error):
+        return f"cannot read the database: {exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the file is not UTF-8 text"
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, ToolError
 
 if TYPE_CHECKING:
     from bastion.app import App
@@ -170,8 +170,15 @@ def call(
         raise ConfigError(f"arguments are not valid JSON: {exc.msg}",
                           fix='pass a JSON object, e.g. \'{"message": "hi"}\'') from None
     if not isinstance(args, dict):
-        raise ConfigError("arguments must be a JSON object")
+        raise ConfigError("arguments must be a JSON object",
+                          fix='pass a JSON object, e.g. \'{"message": "hi"}\'')
     app = tools_app(yes=yes)
+    names = [s.name for s in app.config.mcp_servers]
+    if server not in names:
+        asyncio.run(app.aclose())
+        raise ConfigError(f"no MCP server named {server!r}", fix=(
+            f"use one of: {', '.join(names)}" if names else
+            "add one under mcp_servers in bastion.yaml (README: MCP)"))
 
     async def main() -> int:
         try:
@@ -179,8 +186,12 @@ def call(
             result = await app.gateway.execute(ToolCall(name, args), actor="cli")
         finally:
             await app.aclose()
+        if not result.ok:
+            text = result.error or result.text
+            raise ToolError(text, fix=None if "(fix: " in text else
+                            "bastion audit tools -n 1 shows the call and its decision")
         typer.echo(result.text)
-        return 0 if result.ok else 1
+        return 0
 
     raise typer.Exit(asyncio.run(main()))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._prompt import confirm
 from bastion.errors import MemoryStoreError
 
 if TYPE_CHECKING:
@@ -115,9 +117,8 @@ def sessions_delete(
     mem = _open()
     try:
         info = mem.store.require(name)
-        if not yes and not typer.confirm(
-            f"delete session {info.name} ({info.messages} messages)?", default=False
-        ):
+        if not confirm(f"delete session {info.name} ({info.messages} messages)?", yes=yes,
+                       fix=f"bastion sessions delete {shlex.quote(name)} --yes"):
             raise typer.Exit(1)
         mem.delete(info.id)
     finally:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import shlex
 import sys
 from typing import Annotated
 
 import typer
 
+from bastion.cli._prompt import confirm
 from bastion.errors import SecretError
 from bastion.security.secrets.base import SecretBackend
 
@@ -121,7 +123,8 @@ def rm_cmd(
 ) -> None:
     """Delete a secret."""
     b = _backend(backend)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete secret {path}?"):
+    if not confirm(f"delete secret {path}?", yes=yes,
+                   fix=f"bastion secrets rm {shlex.quote(path)} --yes"):
         raise typer.Exit(1)
     b.delete(path)
     typer.echo(f"deleted secret://{b.name}/{path}")

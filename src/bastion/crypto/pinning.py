@@ -196,7 +196,9 @@ def fetch_pin(host: str, port: int = 443, *, cafile: str | None = None,
                 ctx.wrap_socket(sock, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
     except OSError as exc:
-        raise CryptoError(f"cannot read the certificate of {host}:{port}: {exc}") from None
+        raise CryptoError(f"cannot read the certificate of {host}:{port}: {exc}",
+                          fix="check the host name and port (HOST[:PORT]), or pin a PEM file "
+                          "of its certificate") from None
     if der is None:
         raise CryptoError(f"{host}:{port} presented no certificate")
     return pin_for_der(der)
