@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.errors import BastionError, SandboxError
+
+if TYPE_CHECKING:
+    from bastion.security.gateway import ToolResult
 
 sandbox_app = typer.Typer(help="Sandboxes: status, run a command, list and kill runs.",
                           no_args_is_help=True)
@@ -68,39 +71,62 @@ def status() -> None:
                                               "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    backend: Annotated[str | None, typer.Option(help="bubblewrap, gvisor, podman, auto")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="bubblewrap, gvisor, podman, auto (default: security.tool_sandboxes.shell, "
+        "else security.sandbox)")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds before the run is killed")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="approve the call if it is risky")]
+    = False,
 ) -> None:
-    """Run a command in the sandbox with the workspace mounted: bastion sandbox run -- CMD ..."""
-    from bastion.app import workspace_dir
+    """Run a command the way the shell tool does: bastion sandbox run -- CMD ...
+
+    It is a ``shell`` tool call through the gateway (policy, risk and approval, secrets,
+    ``security.tool_sandboxes.shell``, ``security.egress.shell``, the audit log and its
+    signer), made by the actor ``cli``.
+    """
+    import shlex
+
+    from bastion.app import build_app
+    from bastion.cli.approval import choose_approver
     from bastion.config.loader import load
-    from bastion.security.audit import AuditLog
-    from bastion.security.sandbox.factory import create_sandbox
+    from bastion.llm.messages import ToolCall
+    from bastion.mcp._nomodel import ToolsOnlyModel
+    from bastion.memory.base import EphemeralMemory
 
     argv = list(ctx.args)
     if not argv:
         raise SandboxError("no command given", fix="bastion sandbox run -- ls -la")
+    if backend is not None and backend not in ("auto", "bubblewrap", "gvisor", "podman"):
+        raise SandboxError(f"unknown sandbox backend {backend!r}",
+                           fix="use --backend bubblewrap, gvisor, podman or auto")
     config = load()
-    kind = backend or config.security.sandbox
-    box, problem = create_sandbox(kind, workspace_dir(config), config.security.limits)
-    if box is None:
-        raise SandboxError(problem or f"{kind} is not available")
-    start = time.perf_counter()
-    res = asyncio.run(box.run(argv, timeout_s=timeout))
-    from bastion.config import paths
+    if backend is not None:
+        config.security.tool_sandboxes["shell"] = backend  # type: ignore[assignment]
+    app = build_app(config, model=ToolsOnlyModel(), memory=EphemeralMemory(),
+                    approver=choose_approver(yes=yes))
+    arguments: dict[str, object] = {"command": shlex.join(argv)}
+    if timeout is not None:
+        arguments["timeout_s"] = timeout
 
-    audit = AuditLog(paths.data_dir("audit") / "audit.db")
-    audit.record("sandbox_run", actor="cli", tool=box.name, decision="allowed",
-                 arguments={"argv": argv}, result=res.stdout[-500:],
-                 duration_ms=(time.perf_counter() - start) * 1000,
-                 detail={"exit_code": res.exit_code, "killed": res.killed_reason})
-    audit.close()
-    typer.echo(res.stdout, nl=False)
-    if res.stderr:
-        typer.echo(res.stderr, nl=False, err=True)
-    if res.killed_reason:
-        _err.print(f"[red]killed: {res.killed_reason}[/]")
-    raise typer.Exit(res.exit_code if 0 <= res.exit_code < 256 else 137)
+    async def call() -> ToolResult:
+        try:
+            return await app.gateway.execute(ToolCall("shell", arguments), actor="cli")
+        finally:
+            await app.aclose()
+
+    res = asyncio.run(call())
+    data = res.data if isinstance(res.data, dict) else None
+    if data is None:  # refused (policy, approval, no sandbox) or failed before it ran
+        raise SandboxError(res.error or res.text, fix=None if "(fix: " in res.text else
+                           "bastion sandbox status says what each tool runs in; "
+                           "bastion audit tools -n 1 shows the decision")
+    typer.echo(data["stdout"], nl=False)
+    if data["stderr"]:
+        typer.echo(data["stderr"], nl=False, err=True)
+    if data["killed_reason"]:
+        _err.print(f"[red]killed: {escape(str(data['killed_reason']))}[/]")
+    code = int(data["exit_code"])
+    raise typer.Exit(code if 0 <= code < 256 else 137)
 
 
 @sandbox_app.command("ls")
