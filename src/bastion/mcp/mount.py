@@ -74,8 +74,10 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
     if sandbox is None:
         raise SandboxError(f"MCP server {cfg.name} cannot be sandboxed: {problem}")
     keep.append(sandbox)
+    # the variables (often API tokens) go through the environment, never the command line
     argv = sandbox.command(list(cfg.command), ro_paths=cfg.mounts, env=cfg.env)
-    return ServerSpec(cfg.name, argv=argv, timeout_s=cfg.timeout_s,
+    return ServerSpec(cfg.name, argv=argv, env=sandbox.launch_env(cfg.env),
+                      timeout_s=cfg.timeout_s,
                       errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
 
 

@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from bastion.errors import ToolArgumentsError
 from bastion.llm.messages import ToolSpec
 
+#: Workspace entries that programs on the HOST execute or obey later (git hooks and
+#: ``core.fsmonitor``, direnv, editor tasks). The workspace is untrusted: sandboxes mount
+#: the ones that exist read-only and ``write_file`` refuses to write into them.
+CONTROL_ENTRIES = frozenset({".git", ".envrc", ".vscode", ".idea", ".devcontainer"})
 
 class Risk(enum.IntEnum):
     """How much harm a call could do; the gateway asks a human at or above a threshold."""

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 _V1 = Path("/sys/fs/cgroup/pids")
+_V1_MEM = Path("/sys/fs/cgroup/memory")
 _V1_CPU = (Path("/sys/fs/cgroup/cpuacct"), Path("/sys/fs/cgroup/cpu,cpuacct"))
 _V2 = Path("/sys/fs/cgroup")
 _PARENT = "bastion-sandbox"
@@ -119,6 +120,95 @@ class PidsCgroup:
         except OSError:
             return False
         return True
+
+
+@functools.cache
+def memory_root() -> tuple[Path, int] | None:
+    """Return (parent directory, version) for per-run memory cgroups, or None if unusable."""
+    if _writable(_V1_MEM) and (_V1_MEM / "memory.limit_in_bytes").exists():
+        parent = _V1_MEM / _PARENT
+        try:
+            parent.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        return parent, 1
+    pids = pids_root()
+    if pids is None or pids[1] != 2:
+        return None
+    try:  # v2: the per-run pids group also gets memory.max
+        for base in (_V2, pids[0]):
+            (base / "cgroup.subtree_control").write_text("+memory")
+    except OSError:
+        return None
+    return pids[0], 2
+
+
+class MemoryCgroup:
+    """A memory bound for one whole process tree (RLIMIT_AS only bounds each process).
+
+    On cgroup v2 the limit is written into the run's pids group (``memory.max``); on v1
+    it is a group of its own in the memory hierarchy. Swap is bounded too where the
+    kernel accounts it, so the tree cannot page its way around the limit.
+    """
+
+    def __init__(self, path: Path, version: int, own: bool) -> None:
+        self.path = path
+        self.version = version
+        self.own = own  # a v1 group we created (and remove); v2 shares the pids group
+
+    @classmethod
+    def create(cls, limit_bytes: int, pids: PidsCgroup | None) -> MemoryCgroup | None:
+        """Return a group capping the tree at ``limit_bytes``; None where not possible."""
+        root = memory_root()
+        if root is None:
+            return None
+        parent, version = root
+        try:
+            if version == 2:
+                if pids is None or pids.version != 2:
+                    return None
+                (pids.path / "memory.max").write_text(str(limit_bytes))
+                with contextlib.suppress(OSError):
+                    (pids.path / "memory.swap.max").write_text("0")
+                return cls(pids.path, 2, own=False)
+            path = parent / uuid.uuid4().hex[:16]
+            path.mkdir()
+            (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+            with contextlib.suppress(OSError):
+                (path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
+        except OSError:
+            return None
+        return cls(path, 1, own=True)
+
+    def procs_fd(self) -> int | None:
+        """Open the v1 group's ``cgroup.procs`` for the child to join (v2: the pids group)."""
+        if not self.own:
+            return None
+        return os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+    def oom_killed(self) -> bool:
+        """Return whether the kernel killed a member for exceeding the limit."""
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = (self.path / name).read_text()
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() != "0":
+                return True
+        return False
+
+    def kill_all(self) -> None:
+        """SIGKILL every member (v1; on v2 the pids group does it)."""
+        if self.own:
+            PidsCgroup(self.path, 1).kill_all()
+
+    def try_remove(self) -> bool:
+        """Remove the v1 group once empty; False while members still exit."""
+        if not self.own:
+            return True
+        return PidsCgroup(self.path, 1).try_remove()
 
 
 @functools.cache

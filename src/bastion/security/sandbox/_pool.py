@@ -23,7 +23,9 @@ from bastion.security.sandbox._proc import Spawned, discard
 # The request: 8 hex digits of length, then argc, argv and KEY=VALUE items, NUL-separated;
 # read exactly (never past it: the rest of stdin belongs to the command).
 WAITER = (
-    "import os\n"
+    "import os,_signal as g\n"
+    # Python ignores SIGPIPE and SIGXFSZ; the command must get the default actions back
+    "for n in (g.SIGPIPE,g.SIGXFSZ): g.signal(n,g.SIG_DFL)\n"
     "os.write(1,b'\\0')\n"
     "def r(n):\n"
     "    b=b''\n"

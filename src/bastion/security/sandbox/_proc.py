@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.security.sandbox import _running
-from bastion.security.sandbox._cgroup import CpuMeter, PidsCgroup
+from bastion.security.sandbox._cgroup import CpuMeter, MemoryCgroup, PidsCgroup
 from bastion.tools.base import ProcessResult
 
 _CHUNK = 65_536
@@ -55,6 +55,7 @@ class Spawned:
     loop: asyncio.AbstractEventLoop
     cpu: CpuMeter | None = None
     tag: Any = None  # the backend's own handle (e.g. gVisor's container id and bundle)
+    memory: MemoryCgroup | None = None
 
 
 async def spawn(
@@ -65,16 +66,20 @@ async def spawn(
     max_pids: int | None = None,
     cwd: str | None = None,
     cpu_meter: bool = False,
+    memory_bytes: int | None = None,
 ) -> Spawned:
     """Start ``argv`` in its own session and (where possible) its own pids cgroup.
 
     With ``cpu_meter`` the tree's CPU time is also measured (see :class:`CpuMeter`), so
-    :func:`drive` can enforce a CPU budget on the whole tree.
+    :func:`drive` can enforce a CPU budget on the whole tree. With ``memory_bytes`` the
+    whole tree's memory is capped by a memory cgroup (where one is writable).
     """
     cgroup = PidsCgroup.create(max_pids) if max_pids else None
     meter = CpuMeter.create(cgroup) if cpu_meter else None
+    memory = MemoryCgroup.create(memory_bytes, cgroup) if memory_bytes else None
     fds = [fd for fd in (cgroup.procs_fd() if cgroup else None,
-                         meter.procs_fd() if meter else None) if fd is not None]
+                         meter.procs_fd() if meter else None,
+                         memory.procs_fd() if memory else None) if fd is not None]
     procs_fd = fds[0] if fds else None
 
     def join_cgroup() -> None:  # runs in the child between fork and exec
@@ -97,13 +102,15 @@ async def spawn(
             await _remove(cgroup)
         if meter is not None:
             await _remove(meter)
+        if memory is not None:
+            await _remove(memory)
         raise
     finally:
         for fd in fds:
             os.close(fd)
     if meter is not None:
         meter.root_pid = proc.pid  # the /proc fallback sums this process's tree
-    return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop(), meter)
+    return Spawned(proc, cgroup, max_pids, asyncio.get_running_loop(), meter, memory=memory)
 
 
 async def drive(
@@ -130,6 +137,7 @@ async def drive(
     out, err = bytearray(), bytearray()
     reason: str | None = None
     pids_hit = False
+    oom = False
     state: Path | None = None
     try:
         if label is not None:
@@ -185,6 +193,9 @@ async def drive(
             _kill(proc, cgroup, spawned.cpu)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
+        if spawned.memory is not None:
+            oom = spawned.memory.oom_killed()
+            await _remove(spawned.memory)
         if cgroup is not None:
             pids_hit = cgroup.hit_limit()
             await _remove(cgroup)
@@ -197,6 +208,9 @@ async def drive(
         stderr += f"\n[sandbox: output truncated at {output_bytes} bytes]"
     if pids_hit:
         stderr += f"\n[sandbox: process limit ({max_pids}) reached; forks were refused]"
+    if oom:
+        reason = reason or "memory"
+        stderr += "\n[sandbox: memory limit reached; the kernel killed a process]"
     return ProcessResult(
         exit_code=code,
         stdout=out.decode("utf-8", "replace"),
@@ -217,10 +231,11 @@ async def run_tree(
     max_pids: int | None = None,
     cwd: str | None = None,
     label: Mapping[str, str] | None = None,
+    memory_bytes: int | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline."""
     spawned = await spawn(argv, env=env, stdin_pipe=stdin is not None, max_pids=max_pids,
-                          cwd=cwd)
+                          cwd=cwd, memory_bytes=memory_bytes)
     return await drive(spawned, stdin=stdin, wall_seconds=wall_seconds,
                        output_bytes=output_bytes, label=label)
 
@@ -230,6 +245,8 @@ async def discard(spawned: Spawned) -> None:
     _kill(spawned.proc, spawned.cgroup, spawned.cpu)
     with contextlib.suppress(ProcessLookupError):
         await spawned.proc.wait()
+    if spawned.memory is not None:
+        await _remove(spawned.memory)
     if spawned.cgroup is not None:
         await _remove(spawned.cgroup)
     if spawned.cpu is not None:
@@ -257,7 +274,7 @@ def _kill(proc: asyncio.subprocess.Process, cgroup: PidsCgroup | None,
         meter.kill_all()
 
 
-async def _remove(cgroup: PidsCgroup | CpuMeter) -> None:
+async def _remove(cgroup: PidsCgroup | CpuMeter | MemoryCgroup) -> None:
     for _ in range(100):
         if cgroup.try_remove():
             return

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bastion.tools.base import ProcessRunner
+from bastion.tools.base import CONTROL_ENTRIES, ProcessRunner
 
 #: Where every backend mounts the workspace (also the working directory of sandboxed commands).
 WORKSPACE_MOUNT = "/workspace"
+
+
+def control_entries(workspace: Path) -> list[str]:
+    """Return the control entries present in ``workspace`` (never symbolic links).
+
+    Every backend mounts them read-only into the sandbox (see
+    :data:`bastion.tools.base.CONTROL_ENTRIES`), so sandboxed code cannot plant host code
+    execution there. A symbolic link is left alone: binding it would mount whatever it
+    points to, possibly outside the workspace.
+    """
+    out = []
+    for name in sorted(CONTROL_ENTRIES):
+        try:
+            st = os.lstat(workspace / name)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            out.append(name)
+    return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,6 +44,7 @@ class Limits:
     max_processes: int = 64
     file_size_mb: int = 64
     output_bytes: int = 64_000
+    tmp_mb: int = 64  # size of the sandbox's private /tmp and /var/tmp (each)
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,7 +90,13 @@ class Sandbox(ProcessRunner, Protocol):
 
         For launchers that spawn and talk to the process themselves (stdio MCP servers);
         without a per-run cgroup or wall-clock kill, which only :meth:`run` applies.
+        ``env`` values never appear on the returned command line: start it with
+        :meth:`launch_env`'s environment.
         """
+        ...
+
+    def launch_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """Return the environment :meth:`command`'s command line must be started with."""
         ...
 
 

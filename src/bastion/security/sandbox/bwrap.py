@@ -11,7 +11,12 @@ What a sandboxed process sees and may do:
   every capability dropped, no new privileges, no nested user namespaces, its own session
   (no terminal injection), killed with its parent;
 - a clean environment (only PATH, HOME, LANG, ... and what the caller passes; the variables are
-  handed over through the exec environment, not bwrap's argv, so they never show in ``ps``);
+  handed over through the exec environment, never on bwrap's argv, so they never show in
+  ``ps``; :meth:`BubblewrapSandbox.command` callers start it with ``launch_env``);
+- a seccomp filter (``_seccomp``: no io_uring, userfaultfd, keyctl, perf, bpf, mount,
+  namespaces, setuid/setgid files), a size-capped ``/tmp`` and ``/var/tmp``;
+- when bastion runs as root, bwrap itself runs as the unprivileged ``bastion-sandbox``
+  account (``_hostuser``), so the sandbox's uid 1000 is that account on the host, never root;
 - rlimits on CPU seconds, address space, processes, file size and open files, a pids cgroup
   where one is writable (``RLIMIT_NPROC`` does not bind host root), a wall-clock deadline that
   kills the whole tree, and a cap on captured output.
@@ -28,13 +33,45 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bastion.errors import SandboxError
+from bastion.security.sandbox._hostuser import drop_to, hand_over
 from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, drive, run_tree, spawn
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
+from bastion.security.sandbox._seccomp import filter_file
+from bastion.security.sandbox.base import (
+    WORKSPACE_MOUNT,
+    Limits,
+    ProbedBackend,
+    SandboxSpec,
+    control_entries,
+)
 from bastion.tools.base import ProcessResult
 
 INSTALL_HINT = "apt-get install bubblewrap"
 SANDBOX_UID = 1000
+SECCOMP_FD = 9
+#: Where a root-run bastion stages bind sources for a bwrap that runs unprivileged: a tmpfs
+#: mounted here in the launcher's private mount namespace (the host never sees it).
+STAGE_DIR = Path("/run/bastion-sandbox")
+# Every bwrap is started through this tiny sh launcher: $1 is the seccomp filter (opened on
+# fd 9 for --seccomp), $2 the stage directory ("" when bwrap is started by bastion's own,
+# unprivileged user); then host paths up to "--", each bind-mounted at $2/1, $2/2, ... in the
+# private mount namespace `unshare` made; then the command. Staging is what lets a bwrap
+# running as the unprivileged sandbox account bind sources under directories only root may
+# enter (bastion's home, pytest's 0700 temporary directories).
+LAUNCHER = (
+    'f=$1 s=$2; shift 2\n'
+    'if [ -n "$s" ]; then mount -t tmpfs -o mode=0755,size=64k bastion-stage "$s" || exit 125; fi\n'
+    'n=0\n'
+    'while [ "$1" != -- ]; do\n'
+    '  n=$((n+1))\n'
+    '  if [ -d "$1" ]; then mkdir "$s/$n"; else : >"$s/$n"; fi || exit 125\n'
+    '  mount --bind "$1" "$s/$n" || exit 125\n'
+    '  shift\n'
+    'done\n'
+    'shift\n'
+    f'exec {SECCOMP_FD}<"$f" || exit 125\n'
+    'exec "$@"\n'
+)
 
 # /etc entries programs commonly need; nothing with secrets (shadow, ssh, ssl/private, ...).
 _ETC = (
@@ -73,7 +110,7 @@ def root_binds() -> list[str]:
     return args
 
 
-def limit_args(limits: Limits) -> list[str]:
+def limit_args(limits: Limits, *, nproc: bool = True) -> list[str]:
     """Return the ``prlimit`` command prefix applying ``limits`` inside the sandbox."""
     mb = 1024 * 1024
     return [
@@ -81,12 +118,28 @@ def limit_args(limits: Limits) -> list[str]:
         # soft < hard: the soft limit delivers SIGXCPU, so the kill is reported as cpu_time
         f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",
         f"--as={limits.memory_mb * mb}",
-        f"--nproc={limits.max_processes}",
+        *([f"--nproc={limits.max_processes}"] if nproc else []),
         f"--fsize={limits.file_size_mb * mb}",
         "--nofile=1024",
         "--core=0",
         "--",
     ]
+
+
+def memory_bytes(limits: Limits) -> int:
+    """Return the memory cap of a whole sandbox: the per-process limit, plus its /tmp."""
+    # RLIMIT_AS bounds each process's address space; the cgroup bounds what the tree really
+    # uses together (64 processes x RLIMIT_AS otherwise), /tmp's pages included
+    return (limits.memory_mb + 2 * limits.tmp_mb + 32) * 1024 * 1024
+
+
+def prepare_stage() -> None:
+    """Create the (empty, root-owned) mount point for staged bind sources."""
+    STAGE_DIR.mkdir(mode=0o755, exist_ok=True)
+    st = os.lstat(STAGE_DIR)
+    if not os.path.isdir(STAGE_DIR) or os.path.islink(STAGE_DIR) or st.st_uid != 0:
+        raise SandboxError(f"{STAGE_DIR} is not a root-owned directory",
+                           fix=f"rm -rf {STAGE_DIR} (bastion creates it again)")
 
 
 def _join_netns(spec: SandboxSpec, cmd: list[str]) -> list[str]:
@@ -156,8 +209,18 @@ class BubblewrapSandbox(ProbedBackend):
         self.spec = spec
         self.bwrap = found
         self.hostname = hostname
+        self._drop = drop_to()
+        if self._drop is not None:
+            hand_over(spec.workspace, *self._drop)
+            prepare_stage()
         self._etc = identity_dir(hostname)
-        self._prefix = self._build_prefix()
+        self._root = root_binds()
+        seccomp = filter_file()
+        if seccomp is None:
+            raise SandboxError("libseccomp or its Python bindings are missing",
+                               fix="apt-get install libseccomp2 && pip install pyseccomp")
+        self._seccomp = seccomp
+        self._flags()  # refuses a network policy without an egress namespace now
         self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
 
     @classmethod
@@ -167,8 +230,21 @@ class BubblewrapSandbox(ProbedBackend):
         if exe is None:
             return f"bubblewrap is not installed (fix: {INSTALL_HINT})"
         try:
+            import pyseccomp  # noqa: F401
+        except (ImportError, OSError) as exc:
+            return (f"the seccomp filter cannot be built ({exc}) "
+                    "(fix: apt-get install libseccomp2 && pip install pyseccomp)")
+        prefix: list[str] = []
+        try:
+            drop = drop_to()
+        except SandboxError as exc:
+            return exc.user_text()
+        if drop is not None:  # root: bwrap runs as the sandbox account, so probe as it
+            prefix = ["setpriv", f"--reuid={drop[0]}", f"--regid={drop[1]}", "--clear-groups",
+                      "--"]
+        try:
             proc = subprocess.run(
-                [exe, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                [*prefix, exe, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
                  "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                  "--unshare-all", "--unshare-user", "--die-with-parent", "/usr/bin/true"],
                 capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"},
@@ -181,19 +257,7 @@ class BubblewrapSandbox(ProbedBackend):
                     "unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1)")
         return None
 
-    def _build_prefix(self) -> tuple[list[str], list[str]]:
-        """Return (mounts, namespace flags); extra mounts go between them."""
-        etc = self._etc
-        mounts = [self.bwrap, *root_binds()]
-        for name in ("passwd", "group", "hosts"):
-            mounts += ["--ro-bind", str(etc / name), f"/etc/{name}"]
-        mounts += [
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--tmpfs", "/tmp",
-            "--tmpfs", "/var/tmp",
-            "--bind", str(self.spec.workspace), WORKSPACE_MOUNT,
-        ]
+    def _flags(self) -> list[str]:
         flags = [
             "--remount-ro", "/",  # after every mount point exists
             "--chdir", WORKSPACE_MOUNT,
@@ -202,6 +266,7 @@ class BubblewrapSandbox(ProbedBackend):
             "--hostname", self.hostname,
             "--cap-drop", "ALL",
             "--die-with-parent", "--new-session",
+            "--seccomp", str(SECCOMP_FD),
         ]
         net = self.spec.network
         if net.enabled:
@@ -209,9 +274,7 @@ class BubblewrapSandbox(ProbedBackend):
                 raise SandboxError("network access needs an egress-controlled namespace",
                                    fix="declare the tool's egress under security.egress")
             flags.append("--share-net")  # stay in the egress namespace nsenter put us in
-            if net.resolv_conf is not None:
-                mounts += ["--ro-bind", str(net.resolv_conf), "/etc/resolv.conf"]
-        return mounts, flags
+        return flags
 
     def command(
         self,
@@ -228,21 +291,56 @@ class BubblewrapSandbox(ProbedBackend):
             limits: Overrides the spec's limits.
             ro_paths: Extra host paths mounted read-only at the same place (e.g. a server's
                 code outside ``/usr``).
-            env: When given, the environment is set through bwrap (``--clearenv`` and
-                ``--setenv``) for launchers that do not control the exec environment.
+            env: Variables for the sandboxed command. They are NOT put on the command
+                line (anyone may read ``/proc/*/cmdline``): start the returned command with
+                :meth:`launch_env` as its whole environment; bwrap hands it on.
 
         """
-        extra: list[str] = []
+        limits = limits or self.spec.limits
+        sources: list[str] = []
+
+        def src(path: Path | str) -> str:
+            """Return the path bwrap binds from: staged (see LAUNCHER) when run dropped."""
+            if self._drop is None:
+                return str(path)
+            sources.append(str(path))
+            return f"{STAGE_DIR}/{len(sources)}"
+
+        ws, etc = src(self.spec.workspace), src(self._etc)
+        tmp = str(limits.tmp_mb * 1024 * 1024)
+        args = [self.bwrap, *self._root]
+        for name in ("passwd", "group", "hosts"):
+            args += ["--ro-bind", f"{etc}/{name}", f"/etc/{name}"]
+        args += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", tmp, "--tmpfs", "/tmp",
+            "--size", tmp, "--tmpfs", "/var/tmp",
+            "--bind", ws, WORKSPACE_MOUNT,  # bwrap binds are nosuid,nodev
+        ]
+        for name in control_entries(self.spec.workspace):
+            args += ["--ro-bind", f"{ws}/{name}", f"{WORKSPACE_MOUNT}/{name}"]
+        net = self.spec.network
+        if net.enabled and net.resolv_conf is not None:
+            args += ["--ro-bind", src(net.resolv_conf), "/etc/resolv.conf"]
         for path in ro_paths:
             host = Path(path).resolve()
-            extra += ["--ro-bind", str(host), str(host)]
+            args += ["--ro-bind", src(host), str(host)]
         if env is not None:
-            extra.append("--clearenv")
-            for key, value in self.environment(env).items():
-                extra += ["--setenv", key, value]
-        mounts, flags = self._prefix
-        cmd = [*mounts, *extra, *flags, "--", *limit_args(limits or self.spec.limits), *argv]
+            self.environment(env)  # validates the names
+        cmd = [*args, *self._flags(), "--", *limit_args(limits), *argv]
+        if self._drop is not None:
+            uid, gid = self._drop
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *cmd]
+        stage = str(STAGE_DIR) if self._drop is not None else ""
+        cmd = ["/bin/sh", "-c", LAUNCHER, "sh", str(self._seccomp), stage, *sources, "--", *cmd]
+        if self._drop is not None:
+            cmd = ["unshare", "--mount", "--propagation", "private", "--", *cmd]
         return _join_netns(self.spec, cmd)
+
+    def launch_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """Return the environment to start :meth:`command`'s command line with."""
+        return self.environment(env)
 
     @staticmethod
     def environment(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -280,6 +378,7 @@ class BubblewrapSandbox(ProbedBackend):
             wall_seconds=wall,
             output_bytes=limits.output_bytes,
             max_pids=limits.max_processes + 2,  # + bwrap's own monitor and init
+            memory_bytes=memory_bytes(limits),
             label={"backend": self.name, "command": " ".join(argv)[:200],
                    "workspace": str(self.spec.workspace)},
         )
@@ -287,7 +386,8 @@ class BubblewrapSandbox(ProbedBackend):
     async def _spawn_waiter(self) -> Spawned:
         spawned = await spawn(self.command(["python3", "-I", "-S", "-c", WAITER]),
                               env=self.environment(None), stdin_pipe=True,
-                              max_pids=self.spec.limits.max_processes + 2)
+                              max_pids=self.spec.limits.max_processes + 2,
+                              memory_bytes=memory_bytes(self.spec.limits))
         try:  # the waiter writes one NUL byte once it is up and reading
             assert spawned.proc.stdout is not None
             await asyncio.wait_for(spawned.proc.stdout.readexactly(1), 20)

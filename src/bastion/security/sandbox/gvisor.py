@@ -22,13 +22,14 @@ with ``EINVAL``, and coreutils 9 always passes it. The flag is meaningless insid
 is installed, the self-check in :meth:`GVisorSandbox.available` fails and ``auto`` picks
 bubblewrap.
 
-Every run gets a fresh container: cold, one is started per call (with a one-line handshake,
+Every run gets a fresh container: cold, one is started per call (with the waiter's handshake,
 so the CPU meter starts when the command does); warm (``security.warm_pool``), containers
 are started ahead with a waiter that execs the call's command, each serving one call,
 so nothing a call leaves in ``/tmp`` or in memory reaches the next.
 
-The sandbox user is the workspace's owner (so writes land with the right owner); when
-that is root, it is uid 0 *inside gVisor* with every capability dropped.
+The sandbox user is the workspace's owner (so writes land with the right owner) when
+bastion is not root; a root bastion runs it as the unprivileged ``bastion-sandbox`` account
+and hands the workspace over to it (see ``_hostuser``), never as uid 0.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import dataclasses
 import functools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -51,9 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import SandboxError
+from bastion.security.sandbox._hostuser import owner_ids
 from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, drive, spawn
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
+from bastion.security.sandbox.base import (
+    WORKSPACE_MOUNT,
+    Limits,
+    ProbedBackend,
+    SandboxSpec,
+    control_entries,
+)
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.tools.base import ProcessResult
 
@@ -63,8 +72,7 @@ _HOST_PIDS_MAX = 4096  # runsc's own threads count against a host pids cgroup
 _ROOTFS_VERSION = "2"  # bump when the root's layout changes (rebuilt on mismatch)
 _SHIM_PATH = "/.bastion/noautomount.so"  # inside the sandbox
 _READY_TIMEOUT_S = 30.0  # a warm container's boot
-# The cold-run handshake: say "up" (one NUL byte), wait for the go line, become the command.
-_HANDSHAKE = 'printf "\\0"; read -r _ || exit 0; exec "$@"'
+_ENV_FILE = "/tmp/.bastion-env"  # command()'s variables, sourced before the command
 # The self-check: what coreutils does all day (statx with AT_NO_AUTOMOUNT) must work.
 _SELF_CHECK = ("echo probe > /workspace/p && ls -l /workspace/p /usr >/dev/null && "
                "stat -c %s /workspace/p && find /workspace -name p")
@@ -139,6 +147,14 @@ def _shim_library() -> bytes | None:
             tmp_file.write_bytes(data)
             os.replace(tmp_file, cached)
     return data
+
+
+def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _copy_etc(dest: Path) -> None:
@@ -245,15 +261,15 @@ class GVisorSandbox(ProbedBackend):
         self.spec = spec
         self.runsc = found
         self.hostname = hostname
+        # 0700 (mkdtemp's mode): bundles hold the command line and environment
         self._state = Path(tempfile.mkdtemp(prefix="bastion-gvisor-"))
-        self._state.chmod(0o755)
         self._runsc_root = self._state / "runsc"
         self._runsc_root.mkdir()
         self._rootfs = (_ensure_rootfs(rootfs, hostname) if rootfs is not None
                         else _shared_rootfs(hostname))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._state, True)
-        st = os.stat(spec.workspace)
-        self.uid, self.gid = st.st_uid, st.st_gid
+        # never root: the sandbox account when bastion is root (see _hostuser)
+        self.uid, self.gid = owner_ids(spec.workspace)
         self._cleanups: set[threading.Thread] = set()
         self.warm_pool = _AfterCallPool(warm, self._spawn_waiter) if warm else None
 
@@ -309,7 +325,7 @@ class GVisorSandbox(ProbedBackend):
         return f"runsc cannot start a sandbox here ({(err or ['?'])[-1]})"
 
     def _oci(self, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
-             ro_paths: Sequence[Path]) -> dict[str, Any]:
+             ro_paths: Sequence[Path], env_file: Path | None = None) -> dict[str, Any]:
         mb = 1024 * 1024
 
         def rl(kind: str, soft: int, hard: int | None = None) -> dict[str, Any]:
@@ -323,8 +339,13 @@ class GVisorSandbox(ProbedBackend):
              "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
             {"destination": WORKSPACE_MOUNT, "type": "bind",
-             "source": str(self.spec.workspace), "options": ["rbind", "rw"]},
+             "source": str(self.spec.workspace),
+             "options": ["rbind", "rw", "nosuid", "nodev"]},
         ]
+        for name in control_entries(self.spec.workspace):  # host-executed: read-only (F6)
+            mounts.append({"destination": f"{WORKSPACE_MOUNT}/{name}", "type": "bind",
+                           "source": str(self.spec.workspace / name),
+                           "options": ["rbind", "ro", "nosuid", "nodev"]})
         if self.spec.network.enabled and self.spec.network.resolv_conf is not None:
             mounts.append({"destination": "/etc/resolv.conf", "type": "bind",
                            "source": str(self.spec.network.resolv_conf),
@@ -333,6 +354,9 @@ class GVisorSandbox(ProbedBackend):
             host = str(Path(path).resolve())
             mounts.append({"destination": host, "type": "bind", "source": host,
                            "options": ["rbind", "ro"]})
+        if env_file is not None:
+            mounts.append({"destination": _ENV_FILE, "type": "bind", "source": str(env_file),
+                           "options": ["bind", "ro"]})
         return {
             "ociVersion": "1.0.2",
             "process": {
@@ -362,11 +386,13 @@ class GVisorSandbox(ProbedBackend):
         }
 
     def _bundle(self, argv: Sequence[str], env: Mapping[str, str], limits: Limits,
-                ro_paths: Sequence[Path]) -> tuple[str, Path]:
+                ro_paths: Sequence[Path], env_file: Path | None = None) -> tuple[str, Path]:
         cid = "bastion-" + uuid.uuid4().hex[:12]
         bundle = self._state / "bundles" / cid
-        bundle.mkdir(parents=True)
-        (bundle / "config.json").write_text(json.dumps(self._oci(argv, env, limits, ro_paths)))
+        bundle.parent.mkdir(mode=0o700, exist_ok=True)
+        bundle.mkdir(mode=0o700)
+        _write_private(bundle / "config.json",
+                       json.dumps(self._oci(argv, env, limits, ro_paths, env_file)).encode())
         return cid, bundle
 
     def _runsc_args(self) -> list[str]:
@@ -391,9 +417,27 @@ class GVisorSandbox(ProbedBackend):
         """Return a host command line that runs ``argv`` in a fresh gVisor container."""
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
 
+        base = BubblewrapSandbox.environment(None)
         full_env = BubblewrapSandbox.environment(env)
-        cid, bundle = self._bundle(argv, full_env, limits or self.spec.limits, ro_paths)
+        extra = {k: v for k, v in full_env.items() if base.get(k) != v}
+        if not extra:
+            cid, bundle = self._bundle(argv, base, limits or self.spec.limits, ro_paths)
+            return [*self._runsc_args(), "run", "--bundle", str(bundle), cid]
+        # The caller's variables stay out of config.json: a 0400 file of the sandbox's user
+        # in the 0700 bundle directory, mounted read-only and sourced before the command.
+        env_file = self._state / "bundles" / f"env-{uuid.uuid4().hex[:12]}"
+        env_file.parent.mkdir(mode=0o700, exist_ok=True)
+        _write_private(env_file, "".join(f"export {k}={shlex.quote(v)}\n"
+                                         for k, v in extra.items()).encode(), 0o400)
+        os.chown(env_file, self.uid, self.gid)
+        wrapped = ["/bin/sh", "-c", f'. {_ENV_FILE} && exec "$@"', "sh", *argv]
+        cid, bundle = self._bundle(wrapped, base, limits or self.spec.limits, ro_paths,
+                                   env_file=env_file)
         return [*self._runsc_args(), "run", "--bundle", str(bundle), cid]
+
+    def launch_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """Return the environment for :meth:`command`'s command line (runsc's own)."""
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
     async def _start(self, argv: Sequence[str], env: Mapping[str, str]
                      ) -> tuple[Spawned, str, Path]:
@@ -432,9 +476,11 @@ class GVisorSandbox(ProbedBackend):
             header = request_line(argv, full_env)
             label["warm"] = "yes"
         else:
-            warm, cid, bundle = await self._start(["/bin/sh", "-c", _HANDSHAKE, "sh", *argv],
-                                                  full_env)
-            header = b"\n"
+            # the waiter says "up" (one NUL byte), then reads the command and its environment
+            # from stdin: the variables never reach config.json
+            warm, cid, bundle = await self._start(["python3", "-I", "-S", "-c", WAITER],
+                                                  BubblewrapSandbox.environment(None))
+            header = request_line(argv, full_env)
             try:  # the boot counts against the wall clock, not against the CPU budget
                 assert warm.proc.stdout is not None
                 await asyncio.wait_for(warm.proc.stdout.readexactly(1), wall)

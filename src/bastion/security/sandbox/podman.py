@@ -47,9 +47,16 @@ from typing import Any
 
 from bastion.errors import SandboxError
 from bastion.security.sandbox import _running
+from bastion.security.sandbox._hostuser import drop_to, owner_ids
 from bastion.security.sandbox._pool import WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, exit_reason, run_tree, spawn
-from bastion.security.sandbox.base import WORKSPACE_MOUNT, Limits, ProbedBackend, SandboxSpec
+from bastion.security.sandbox.base import (
+    WORKSPACE_MOUNT,
+    Limits,
+    ProbedBackend,
+    SandboxSpec,
+    control_entries,
+)
 from bastion.tools.base import ProcessResult
 
 IMAGE = "localhost/bastion-sandbox:bookworm"
@@ -65,7 +72,9 @@ _IO = "/run/bastion-io"  # in a pooled container: the FIFOs and status file (hos
 # writes the exit status to a file. So the host sees the end of the output the moment the
 # command ends, instead of when podman has finished reporting the container's exit (~1 s).
 WARM_WAITER = (
-    "import os\n"
+    "import os,_signal as g\n"
+    # Python ignores SIGPIPE and SIGXFSZ; the command must get the default actions back
+    "for n in (g.SIGPIPE,g.SIGXFSZ): g.signal(n,g.SIG_DFL)\n"
     "os.write(1,b'\\0')\n"
     "def r(n):\n"
     "    b=b''\n"
@@ -142,8 +151,9 @@ class PodmanSandbox(ProbedBackend):
         self.spec = spec
         self.podman = found
         self.hostname = hostname
-        st = os.stat(spec.workspace)
-        self.uid, self.gid = st.st_uid, st.st_gid
+        # never root: the sandbox account when bastion is root (see _hostuser)
+        self.uid, self.gid = owner_ids(spec.workspace)
+        self._shared_uid = drop_to() is not None
         self._cids: dict[int, tuple[str, Path]] = {}  # podman client pid -> (container, io)
         self._removals: set[asyncio.Future[None]] = set()  # removals and reaps in flight
         self._used: dict[str, tuple[int, Path]] = {}  # served, not yet removed: client, io
@@ -202,9 +212,12 @@ class PodmanSandbox(ProbedBackend):
             "--ulimit", "nproc=4096:4096",  # without it runc fails to apply podman's default
             "--pids-limit", str(limits.max_processes + 1),
             "--memory", f"{limits.memory_mb + 64}m",
-            "-v", f"{self.spec.workspace}:{WORKSPACE_MOUNT}:rw", "-w", WORKSPACE_MOUNT,
+            "-v", f"{self.spec.workspace}:{WORKSPACE_MOUNT}:rw,nosuid,nodev",
+            "-w", WORKSPACE_MOUNT,
             "--log-driver", "none",
         ]
+        for name in control_entries(self.spec.workspace):  # host-executed: read-only (F6)
+            args += ["-v", f"{self.spec.workspace / name}:{WORKSPACE_MOUNT}/{name}:ro"]
         if interactive:
             args.append("-i")
         if io is not None:
@@ -212,9 +225,15 @@ class PodmanSandbox(ProbedBackend):
         for path in ro_paths:
             host = str(Path(path).resolve())
             args += ["-v", f"{host}:{host}:ro"]
+        base = BubblewrapSandbox.environment(None)
         for key, value in BubblewrapSandbox.environment(env).items():
-            args += ["--env", f"{key}={value}"]
-        return [*args, IMAGE, *limit_args(limits), *argv]
+            if base.get(key) == value or key in _HOST_ENV:
+                args += ["--env", f"{key}={value}"]  # fixed, non-secret values
+            else:  # the value comes from podman's own environment (see launch_env), never argv
+                args += ["--env", key]
+        # RLIMIT_NPROC counts every process of the host uid; the sandbox account is shared
+        # by all sandboxes, so there the pids cgroup alone bounds the tree
+        return [*args, IMAGE, *limit_args(limits, nproc=not self._shared_uid), *argv]
 
     def command(
         self,
@@ -224,9 +243,17 @@ class PodmanSandbox(ProbedBackend):
         ro_paths: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Return a host command line that runs ``argv`` in a fresh container (stdin open)."""
+        """Return a host command line that runs ``argv`` in a fresh container (stdin open).
+
+        Start it with :meth:`launch_env`: the caller's values are taken from there.
+        """
         cid = "bastion-" + uuid.uuid4().hex[:12]
         return self._args(cid, argv, env or {}, limits or self.spec.limits, ro_paths, True)
+
+    @staticmethod
+    def launch_env(env: Mapping[str, str] | None) -> dict[str, str]:
+        """Return podman's environment for :meth:`command`: its own plus the caller's values."""
+        return {**{k: v for k, v in (env or {}).items() if k not in _HOST_ENV}, **_HOST_ENV}
 
     async def run(
         self,
@@ -250,7 +277,7 @@ class PodmanSandbox(ProbedBackend):
         try:
             return await run_tree(
                 self._args(cid, argv, env or {}, limits, (), stdin is not None),
-                env=_HOST_ENV,
+                env=self.launch_env(env),
                 stdin=stdin, wall_seconds=wall, output_bytes=limits.output_bytes,
                 label={"backend": self.name, "command": " ".join(argv)[:200],
                        "workspace": str(self.spec.workspace), "container": cid},

@@ -10,7 +10,6 @@ between a check and the open (which a sandboxed shell could do) cannot escape th
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -81,6 +80,25 @@ def _link_target(target: str, parent: list[str], workspace: Path, original: str)
         raise _escape(original, why) from None
 
 
+def _give_to_owner(root_fd: int, target: int | str, *, dir_fd: int | None = None) -> None:
+    """Give a file root just created/wrote in the workspace to the workspace's owner.
+
+    Only when bastion runs as root and the workspace belongs to someone else (the sandbox
+    account a root bastion hands the workspace to): so sandboxed code can change what the
+    file tools wrote, as it can in a workspace of an ordinary user.
+    """
+    if os.geteuid() != 0:
+        return
+    owner = os.fstat(root_fd)
+    if owner.st_uid == 0:
+        return
+    if isinstance(target, int):
+        if os.fstat(target).st_uid == 0:
+            os.fchown(target, owner.st_uid, owner.st_gid)
+    else:
+        os.chown(target, owner.st_uid, owner.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
 def open_in_workspace(
     workspace: Path,
     path: str,
@@ -88,6 +106,7 @@ def open_in_workspace(
     *,
     mode: int = 0o644,
     create_dirs: bool = False,
+    protect: frozenset[str] = frozenset(),
 ) -> tuple[int, str]:
     """Open ``path`` inside ``workspace`` and return ``(fd, workspace-relative path)``.
 
@@ -95,7 +114,8 @@ def open_in_workspace(
     pass ``os.O_PATH | os.O_DIRECTORY`` to open a directory. ``create_dirs`` makes missing
     folders on the way (``mkdirat``), the last one too when ``flags`` has ``O_DIRECTORY``.
     Raises :class:`ToolError` for escapes, missing files and wrong file types. The caller
-    closes the fd.
+    closes the fd. A path whose first component (after following links) is in ``protect``
+    is refused.
     """
     parts = split_path(path, workspace)
     root_fd = os.open(workspace, _DIR_FLAGS)
@@ -107,6 +127,11 @@ def open_in_workspace(
         while todo:
             name = todo[0]
             last = len(todo) == 1
+            if not done and name in protect:
+                raise ToolError(
+                    f"{path!r} is inside {name}, which programs on the host run or obey "
+                    "(git hooks, direnv, editor tasks); bastion does not write there",
+                    fix=f"edit {name} yourself outside bastion if the change is wanted")
             try:
                 if last:
                     nfd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
@@ -120,8 +145,12 @@ def open_in_workspace(
                         fix="call list_files to see what is there",
                     ) from None
                 # mkdirat never follows a link; one planted meanwhile is met by the next open
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                else:
+                    _give_to_owner(root_fd, name, dir_fd=fd)
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
@@ -142,6 +171,8 @@ def open_in_workspace(
                 continue
             os.close(fd)
             fd = nfd
+            if last and flags & os.O_CREAT:
+                _give_to_owner(root_fd, fd)
             done.append(name)
             todo.pop(0)
         if not parts:  # the root itself

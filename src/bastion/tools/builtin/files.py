@@ -12,7 +12,7 @@ import os
 import stat
 
 from bastion.errors import ToolError
-from bastion.tools.base import Risk, ToolContext, ToolOutput, tool
+from bastion.tools.base import CONTROL_ENTRIES, Risk, ToolContext, ToolOutput, tool
 from bastion.tools.builtin._paths import open_in_workspace, require_regular
 
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY
@@ -122,7 +122,8 @@ async def write_file(
 
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
-    fd, shown = open_in_workspace(ctx.workspace, path, flags, create_dirs=True)
+    fd, shown = open_in_workspace(ctx.workspace, path, flags, create_dirs=True,
+                                  protect=CONTROL_ENTRIES)
     try:
         require_regular(fd, shown)
         data = content.encode("utf-8")
