@@ -19,6 +19,7 @@ here. Nothing leaves these namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -61,6 +62,7 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+@contextlib.contextmanager
 def make_world() -> Iterator[World]:
     """Create the namespaces and servers; remove everything afterwards."""
     tag = uuid.uuid4().hex[:6]
@@ -99,3 +101,9 @@ def make_world() -> Iterator[World]:
             for pid in pids:
                 subprocess.run(["kill", "-9", pid], capture_output=True)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def scenario(mode: str) -> dict[str, Any]:
+    """Make a world, run one ``_egress_scenario`` mode in it, tear it down; return its JSON."""
+    with make_world() as world:
+        return world.run(mode)

@@ -8,14 +8,13 @@ Real nftables, dnsmasq, bubblewrap and bastion's own uplink, in namespaces made 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bastion.security.egress.netns import problem
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
-from tests.security._egress_world import CGNAT, LAN, METADATA, PUBLIC, World, make_world
+from tests.security._egress_world import CGNAT, LAN, METADATA, PUBLIC, scenario
 
 pytestmark = [
     pytest.mark.needs_root,
@@ -26,10 +25,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def outcome() -> Iterator[dict[str, Any]]:
-    world: World
-    for world in make_world():
-        yield world.run("rebind")
+def outcome() -> dict[str, Any]:
+    return scenario("rebind")
 
 
 def test_rebinding_names_do_not_reach_the_lan_or_metadata(outcome: dict[str, Any]) -> None:

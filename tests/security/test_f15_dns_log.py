@@ -9,23 +9,20 @@ log line. Real dnsmasq and nftables in namespaces made here (tests/security/_egr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bastion.security.egress.netns import problem
-from tests.security._egress_world import World, make_world
+from tests.security._egress_world import scenario
 
 pytestmark = [pytest.mark.needs_root,
               pytest.mark.skipif(problem() is not None, reason=str(problem()))]
 
 
 @pytest.fixture(scope="module")
-def outcome() -> Iterator[dict[str, Any]]:
-    world: World
-    for world in make_world():
-        yield world.run("forge")
+def outcome() -> dict[str, Any]:
+    return scenario("forge")
 
 
 def test_other_users_cannot_forge_dns_audit_records(outcome: dict[str, Any]) -> None:
