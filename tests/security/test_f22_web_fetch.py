@@ -19,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from bastion.app import _fetcher
+from bastion.app import _fetcher, build_app
 from bastion.config.model import Config
 from bastion.errors import ToolError
+from bastion.llm.messages import ToolCall
+from bastion.memory.base import EphemeralMemory
 from bastion.tools.base import ToolContext
 from bastion.tools.builtin.web import DirectFetcher, address_problem, web_fetch
+from tests.fakes.model import ScriptedModel
 
 # A hostile server: /trickle sends one byte every 50 ms forever, /huge sends 1 GB as fast as
 # the client reads, /bomb sends 6.7 MB of deflate that inflates to 1 GB.
@@ -173,3 +176,18 @@ async def test_ssrf_address_forms_are_refused_before_connecting(addr: str) -> No
 def test_public_addresses_stay_reachable(addr: str) -> None:
     # a public IPv4 address behind 6to4 or NAT64 is public too (no connection is made here)
     assert address_problem(ipaddress.ip_address(addr)) is None
+
+
+async def test_a_refused_fetch_is_audited_with_the_reason(tmp_path: Path) -> None:
+    config = Config.model_validate({"agent": {"workspace": str(tmp_path)},
+                                    "security": {"tools": {"web_fetch": "allow"}}})
+    app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
+    try:
+        res = await app.gateway.execute(
+            ToolCall("web_fetch", {"url": "http://[2002:a9fe:a9fe::1]/latest/meta-data/"}))
+        assert not res.ok
+        app.audit.flush()
+        rows = [e for e in app.audit.events(tool="web_fetch") if e.kind == "tool_call"]
+    finally:
+        await app.aclose()
+    assert rows and "6to4 address embedding 169.254.169.254" in (rows[0].result or ""), rows
