@@ -30,7 +30,9 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class ScriptedHandler(BaseHTTPRequestHandler):
+    """Override ``_script`` in a subclass to script other answers."""
+
     server: FakeOpenAIServer  # type: ignore[assignment]
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -113,8 +115,8 @@ class FakeOpenAIServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler] | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), handler or ScriptedHandler)
         self.requests: list[dict[str, Any]] = []
         self.disconnects = 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)

@@ -21,6 +21,7 @@ from rich.table import Table
 from bastion.agent.loop import Agent
 from bastion.app import App
 from bastion.cli._render import EventRenderer
+from bastion.cli._terminal import visible
 
 PROMPT = "you> "
 HELP = [
@@ -79,8 +80,9 @@ class ChatSession:
         elif name == "/tools":
             table = Table("tool", "risk", "sandboxed", "description", title_justify="left")
             for tool in sorted(self.app.registry, key=lambda t: t.name):
-                table.add_row(tool.name, tool.risk.name.lower(), "yes" if tool.sandboxed else "no",
-                              escape(tool.description))
+                table.add_row(escape(visible(tool.name)), tool.risk.name.lower(),
+                              "yes" if tool.sandboxed else "no",
+                              escape(visible(tool.description)))
             c.print(table)
         elif name == "/model":
             mc = self.app.config.model
@@ -105,7 +107,7 @@ class ChatSession:
             renderer.handle(event)
         renderer.finish()
         if renderer.error:
-            self.console.print(f"[red]error: {escape(renderer.error)}[/]")
+            self.console.print(f"[red]error: {escape(visible(renderer.error))}[/]")
 
     def turn(self, text: str) -> None:
         """Run one turn; Ctrl-C while it runs cancels it and returns to the prompt."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
+from bastion.cli._terminal import visible
 from bastion.llm.messages import TextDelta, ToolCall
 
 _ARG_PREVIEW = 160
@@ -18,7 +19,7 @@ _RESULT_PREVIEW = 200
 
 
 def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(visible(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -54,7 +55,7 @@ class EventRenderer:
         """Render one event."""
         if isinstance(event, TextDelta):
             if self.stream and event.text:
-                self.out.write(event.text)
+                self.out.write(visible(event.text))
                 self.out.flush()
                 self._open_line = not event.text.endswith("\n")
         elif isinstance(event, ToolStarted):
@@ -65,10 +66,11 @@ class EventRenderer:
             ms = f"{res.duration_ms:.0f} ms"
             if res.ok:
                 preview = escape(_one_line(res.text, _RESULT_PREVIEW))
-                self.err.print(f"[green]✓ {escape(res.name)}[/] [dim]{ms}[/] {preview}")
+                self.err.print(f"[green]✓ {escape(visible(res.name))}[/] [dim]{ms}[/] {preview}")
             else:
                 why = escape(_one_line(res.error or res.text, _RESULT_PREVIEW))
-                self.err.print(f"[red]✗ {escape(res.name)} {res.decision}[/] [dim]{ms}[/] {why}")
+                name = escape(visible(res.name))
+                self.err.print(f"[red]✗ {name} {res.decision}[/] [dim]{ms}[/] {why}")
         elif isinstance(event, TurnDone):
             self.answer = event.answer
             if self.stream:
@@ -80,7 +82,7 @@ class EventRenderer:
     def finish(self) -> None:
         """End the turn's output (non-streaming mode writes the answer now)."""
         if not self.stream and self.answer is not None:
-            self.out.write(self.answer.rstrip("\n") + "\n")
+            self.out.write(visible(self.answer.rstrip("\n")) + "\n")
             self.out.flush()
         self._end_line()
 

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
+from bastion.cli._terminal import visible
 from bastion.security.approval import (
     AllowApprover,
     ApprovalDecision,
@@ -31,24 +32,30 @@ _PAYLOAD = {"shell": ("command", "bash"), "python": ("code", "python")}
 
 
 def describe(request: ApprovalRequest) -> RenderableType:
-    """Return the panel body: tool, risk, reasons, and the exact command/code/arguments."""
+    """Return the panel body: tool, risk, reasons, and the exact command/code/arguments.
+
+    Everything model-made passes :func:`visible`: a control sequence in the command shows
+    as escaped text instead of rewriting what the human reads.
+    """
     head = Text.from_markup(
-        f"[bold]{escape(request.tool)}[/]  risk [bold red]{request.risk.name}[/]"
-        + (f"\n[dim]{escape('; '.join(request.reasons))}[/]" if request.reasons else "")
+        f"[bold]{escape(visible(request.tool))}[/]  risk [bold red]{request.risk.name}[/]"
+        + (f"\n[dim]{escape(visible('; '.join(request.reasons)))}[/]" if request.reasons
+           else "")
     )
     parts: list[RenderableType] = [head]
     args = dict(request.arguments)
     payload = _PAYLOAD.get(request.tool)
     if payload and isinstance(args.get(payload[0]), str):
         parts += [Text("will run:", style="bold"),
-                  Syntax(args.pop(payload[0]), payload[1], word_wrap=True)]
+                  Syntax(visible(args.pop(payload[0])), payload[1], word_wrap=True)]
     if request.tool == "write_file" and isinstance(args.get("content"), str):
         path = args.pop("path", "?")
-        parts += [Text(f"will write to {path}:", style="bold"),
-                  Syntax(args.pop("content"), "text", word_wrap=True)]
+        parts += [Text(f"will write to {visible(str(path))}:", style="bold"),
+                  Syntax(visible(args.pop("content")), "text", word_wrap=True)]
     if args:
         parts += [Text("arguments:" if len(parts) == 1 else "other arguments:", style="bold"),
-                  Syntax(json.dumps(args, indent=2, ensure_ascii=False), "json", word_wrap=True)]
+                  Syntax(visible(json.dumps(args, indent=2, ensure_ascii=False)), "json",
+                         word_wrap=True)]
     return Group(*parts)
 
 
@@ -68,7 +75,8 @@ class ConsoleApprover:
                       expand=False)
             )
             # "\\[" keeps rich from reading the choices as a markup tag (it would drop them)
-            self.console.print(f"Allow this call? \\[y/N/s = allow {escape(request.tool)} for "
+            tool = escape(visible(request.tool))
+            self.console.print(f"Allow this call? \\[y/N/s = allow {tool} for "
                                f"this session] (denied after {timeout_s:.0f} s) ", end="",
                                highlight=False)
             try:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._terminal import visible
 from bastion.errors import AuditError
 from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
 from bastion.security.audit_csv import write_csv
@@ -76,7 +77,7 @@ def _when(ts: float) -> str:
 
 def _short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(str(text).split())
+    text = " ".join(visible(str(text)).split())  # model-made: no terminal control sequences
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -105,7 +106,7 @@ def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> 
         table = Table("id", "time", "session", "tool", "decision", "risk", "ms", "arguments",
                       "result")
         for e in events:
-            table.add_row(str(e.id), _when(e.ts), e.session_id or "", escape(e.tool or ""),
+            table.add_row(str(e.id), _when(e.ts), e.session_id or "", escape(_short(e.tool or "")),
                           e.decision or "", e.risk or "",
                           f"{e.duration_ms:.0f}" if e.duration_ms is not None else "",
                           escape(_short(e.arguments, 40)), escape(_short(e.result or "", 40)))
@@ -113,7 +114,7 @@ def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> 
         table = Table("id", "time", "kind", "actor", "session", "tool", "decision", "detail")
         for e in events:
             table.add_row(str(e.id), _when(e.ts), e.kind, escape(e.actor or ""),
-                          e.session_id or "", escape(e.tool or ""), e.decision or "",
+                          e.session_id or "", escape(_short(e.tool or "")), e.decision or "",
                           escape(_short(e.detail or "", 50)))
     console.print(table)
 

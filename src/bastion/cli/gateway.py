@@ -26,10 +26,11 @@ def serve(
 ) -> None:
     """Serve every tool over MCP (streamable HTTP at /mcp); requests need the API token."""
     from bastion.cli.mcp import api_token, tools_app
+    from bastion.config.loader import load
     from bastion.mcp.server import serve_http
 
+    token = api_token(load(), False, host, "bastion gateway serve")
     app = tools_app(yes=yes)
-    token = api_token(app, False, host)
 
     async def main() -> None:
         try:

@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._terminal import visible
 from bastion.errors import BastionError, ConfigError, ToolError
 
 if TYPE_CHECKING:
     from bastion.app import App
+    from bastion.config.model import Config
 
 mcp_app = typer.Typer(help="MCP: serve bastion's tools, inspect and call mounted servers.",
                       no_args_is_help=True)
@@ -44,17 +46,17 @@ def tools_app(*, yes: bool = False, elicit: bool = True) -> App:
     return app
 
 
-def api_token(app: App, no_auth: bool, host: str) -> str | None:
+def api_token(config: Config, no_auth: bool, host: str,
+              command: str = "bastion mcp serve --http") -> str | None:
     """Return the bearer token HTTP serving needs (``None`` only for --no-auth on loopback)."""
     if no_auth:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError("--no-auth is only allowed on a loopback address",
                               fix="drop --no-auth, or bind --host 127.0.0.1")
         return None
-    token = app.config.api.token
-    if token is None:
-        raise ConfigError("no API token is configured", fix="run 'bastion init' (creates one)")
-    return token.get_secret_value()
+    from bastion.config.tokens import serving_token
+
+    return serving_token(config.api.token, command)
 
 
 @mcp_app.command("serve")
@@ -79,12 +81,16 @@ def serve(
 
     if stdio and http:
         raise ConfigError("choose one of --stdio and --http")
+    token: str | None = None
+    if http:  # a weak token stops the server before anything is built
+        from bastion.config.loader import load
+
+        token = api_token(load(), no_auth, host)
     app = tools_app(yes=yes, elicit=elicit)
 
     async def main() -> None:
         try:
             if http:
-                token = api_token(app, no_auth, host)
                 _err.print(f"bastion MCP server on http://{host}:{port}/mcp "
                            f"({'no auth' if token is None else 'bearer token = api.token'})")
                 await serve_http(app.gateway, host=host, port=port, token=token)
@@ -147,7 +153,7 @@ def list_tools(
         try:
             for t in toolset.tools:
                 first = t.description.splitlines()[0] if t.description else ""
-                _out.print(f"[bold]{escape(t.name)}[/]  {escape(first)}")
+                _out.print(f"[bold]{escape(visible(t.name))}[/]  {escape(visible(first))}")
         finally:
             toolset.close()
             close_kept(keep)
@@ -187,10 +193,10 @@ def call(
         finally:
             await app.aclose()
         if not result.ok:
-            text = result.error or result.text
+            text = visible(result.error or result.text)
             raise ToolError(text, fix=None if "(fix: " in text else
                             "bastion audit tools -n 1 shows the call and its decision")
-        typer.echo(result.text)
+        typer.echo(visible(result.text))
         return 0
 
     raise typer.Exit(asyncio.run(main()))

@@ -71,14 +71,13 @@ def serve(
 
     from bastion.app import build_app
     from bastion.config.loader import load
+    from bastion.config.tokens import serving_token
     from bastion.server.app import create_app
 
     if log_level not in LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     config = load()
-    if config.api.token is None:
-        raise ConfigError("no API token is configured, so the API will not start",
-                          fix="bastion init")
+    serving_token(config.api.token, "bastion serve")
     host = host or config.api.host
     port = config.api.port if port is None else port
     sock = bind_socket(host, port)

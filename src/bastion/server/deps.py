@@ -57,16 +57,40 @@ def get_app(conn: HTTPConnection) -> App:
     return app
 
 
+WS_SUBPROTOCOL = "bastion"
+WS_TOKEN_PREFIX = "bastion.token."
+
+
+def ws_subprotocols(conn: HTTPConnection) -> list[str]:
+    """Return the subprotocols a WebSocket client offered (``Sec-WebSocket-Protocol``)."""
+    offered = conn.headers.get("sec-websocket-protocol") or ""
+    return [p.strip() for p in offered.split(",") if p.strip()]
+
+
+def ws_accept_subprotocol(conn: HTTPConnection) -> str | None:
+    """Return the subprotocol to accept: ``bastion`` when offered (a browser's token way)."""
+    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in ws_subprotocols(conn) else None
+
+
 def _presented_token(conn: HTTPConnection) -> str | None:
+    """Return the token the request carries.
+
+    HTTP: only ``Authorization: Bearer``. WebSocket (browsers cannot set headers on one):
+    also the subprotocol ``bastion.token.<token>`` (offered with ``bastion``), and, for old
+    clients, ``?token=`` (the API token is redacted from every log line).
+    """
     header = conn.headers.get("authorization")
     if header:
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    if conn.scope["type"] == "websocket":  # browsers cannot set headers on a WebSocket
-        return conn.query_params.get("token")
-    return None
+    if conn.scope["type"] != "websocket":
+        return None
+    for proto in ws_subprotocols(conn):
+        if proto.startswith(WS_TOKEN_PREFIX):
+            return proto[len(WS_TOKEN_PREFIX):] or None
+    return conn.query_params.get("token") or None
 
 
 def token_error(conn: HTTPConnection) -> Exception | None:
@@ -79,7 +103,7 @@ def token_error(conn: HTTPConnection) -> Exception | None:
     except ApiError as exc:
         return exc
     expected = app.config.api.token
-    if expected is None:
+    if expected is None or not expected.get_secret_value():  # an empty one matches nothing
         return ApiError(
             503, "the API has no token configured, so every request is refused",
             code="no_token", fix="bastion init",
@@ -100,7 +124,8 @@ async def require_token(
 ) -> None:
     """Refuse the request unless it carries the configured API token.
 
-    HTTP: ``Authorization: Bearer <token>``. WebSocket: the same header, or ``?token=``.
+    HTTP: ``Authorization: Bearer <token>``. WebSocket: the same header, the subprotocol
+    ``bastion.token.<token>``, or ``?token=``.
     Failures are a 401 JSON error (HTTP) or a close with code 1008 (WebSocket).
     ``create_app`` also checks the token before a request body is read (``TokenGate``);
     this dependency declares the scheme in the OpenAPI schema and checks again.

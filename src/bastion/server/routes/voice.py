@@ -32,7 +32,7 @@ from bastion.app import App
 from bastion.errors import AudioError, BastionError
 from bastion.llm.messages import TextDelta
 from bastion.server._turns import busy_sessions, check_session_id, make_agent
-from bastion.server.deps import get_app
+from bastion.server.deps import get_app, ws_accept_subprotocol
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
 from bastion.server.sse import StreamRedactor
@@ -336,7 +336,7 @@ async def voice_socket(ws: WebSocket) -> None:
     message of PCM at its ``sample_rate``, and ``turn_end``. The socket then listens for the
     next utterance in the same session.
     """
-    await ws.accept()
+    await ws.accept(subprotocol=ws_accept_subprotocol(ws))
     app: App = get_app(ws)
     service = voice_service(ws)
     start = _Start()
