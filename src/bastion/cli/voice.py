@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bastion.cli._terminal import visible
 from bastion.errors import AudioError
 
 if TYPE_CHECKING:
@@ -77,10 +78,10 @@ async def _turn(
             if not ev.transcript.text:
                 raise AudioError("no speech was heard", fix="speak closer to the microphone, "
                                  "or check the input file has speech in it")
-            _err.print(f"[bold]you:[/] {escape(ev.transcript.text)}")
+            _err.print(f"[bold]you:[/] {escape(visible(ev.transcript.text))}")
             _out.print("[bold]bastion:[/] ", end="")
         elif isinstance(ev, TextDelta):
-            _out.print(escape(app.redactor.text(ev.text)), end="", soft_wrap=True)
+            _out.print(escape(visible(app.redactor.text(ev.text))), end="", soft_wrap=True)
         elif isinstance(ev, Spoken):
             spoken.append(ev.audio)
             if play is not None:
@@ -273,16 +274,24 @@ def say(
 def wyoming(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (Home Assistant's default is 10300)")] = 10300,
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", help="only serve this address or CIDR, e.g. Home Assistant's (repeat)")] = None,
 ) -> None:
     """Serve bastion's STT and TTS over the Wyoming protocol (Home Assistant voice)."""
+    from bastion.cli.serve import _is_loopback
     from bastion.config.loader import load
     from bastion.voice.service import VoiceService
-    from bastion.voice.wyoming_server import serve
+    from bastion.voice.wyoming_server import parse_allow, serve
 
+    nets = parse_allow(allow or [])
     service = VoiceService(load().voice)
+    if not _is_loopback(host):
+        who = ", ".join(allow or []) or "anyone who can reach it (the protocol has no password)"
+        _err.print(f"[yellow]warning: listening on {escape(host)}; served: {escape(who)}. "
+                   "Limit it with --allow HOME_ASSISTANT_IP.[/]")
     _err.print(f"Wyoming STT+TTS on tcp://{host}:{port} (Ctrl-C stops)")
     try:
-        asyncio.run(serve(service, host, port))
+        asyncio.run(serve(service, host, port, nets))
     except KeyboardInterrupt:
         _err.print("stopped")
 
