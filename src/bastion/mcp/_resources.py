@@ -7,6 +7,11 @@ unregistered :data:`READ_TOOL` through the gateway (``Gateway.execute(tool=...)`
 scan and the audit log apply as to any tool call. Paths go through the file tools' own
 confinement (:func:`open_in_workspace`: no ``..`` above the root, no symlink out of it).
 
+Listing (``resources/list``), completing a path or an audit id (``completion/complete``) and
+watching a file (``resources/subscribe``) are calls of the same tool with other arguments
+(``{"list": "resources"}``, ``{"complete": kind, "value": partial}``, ``{"watch": uri}``),
+so ``read_resource: deny`` hides the names too and every one of them is audited.
+
 Audit resources (``bastion://audit/...``) expose the already-redacted audit records, so a
 client can ask about what bastion did (the ``explain_audit_event`` and ``summarize_session``
 prompts embed them).
@@ -30,7 +35,7 @@ from bastion.llm.messages import ToolCall, ToolSpec
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.security.scanner import SecretScanner
 from bastion.tools.base import Risk, ToolContext, ToolOutput
-from bastion.tools.builtin._paths import open_in_workspace, require_regular
+from bastion.tools.builtin._paths import open_in_workspace, require_regular, split_path
 
 READ_TOOL = "read_resource"
 AUDIT_SCHEME = "bastion"
@@ -181,9 +186,11 @@ class ReadResourceTool:
     """
 
     name = READ_TOOL
-    description = "Read an MCP resource (a workspace file or an audit record) for an MCP client."
-    parameters: dict[str, Any] = {"type": "object", "properties": {"uri": {"type": "string"}},
-                                  "required": ["uri"]}
+    description = ("Read, list, complete or watch MCP resources (workspace files, audit "
+                   "records) for an MCP client.")
+    parameters: dict[str, Any] = {"type": "object", "properties": {
+        "uri": {"type": "string"}, "list": {"type": "string"}, "complete": {"type": "string"},
+        "value": {"type": "string"}, "watch": {"type": "string"}}}
     risk = Risk.LOW
     sandboxed = False
 
@@ -195,7 +202,17 @@ class ReadResourceTool:
         return ToolSpec(self.name, self.description, self.parameters)
 
     async def __call__(self, args: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        """Read the resource named by ``args['uri']``."""
+        """Read ``args['uri']``; or list, complete or check a URI to watch (module doc)."""
+        if "list" in args:
+            listing = self.resources.listing()
+            return ToolOutput(f"listed {len(listing)} resources", data={"listing": listing})
+        if "complete" in args:
+            values, total = self.resources.values(str(args["complete"]),
+                                                  str(args.get("value", "")))
+            return ToolOutput(f"{total} completions", data={"values": values, "total": total})
+        if "watch" in args:
+            rel = self.resources.watchable(str(args["watch"]))
+            return ToolOutput(f"watching {rel}", data={"path": rel})
         uri = str(args.get("uri", ""))
         content, info = self.resources.load(uri)
         if content.text is not None:
@@ -250,7 +267,33 @@ class Resources:
             ]
         return out
 
-    # ---- reading -----------------------------------------------------------------------------
+    def values(self, kind: str, partial: str) -> tuple[list[str], int]:
+        """Completion values of a workspace ``path`` or an audit ``event``/``session`` id."""
+        if kind == "path":
+            return self.workspace.complete(partial)
+        if kind not in ("event", "session"):
+            raise ResourceError(f"nothing to complete for {kind!r}")
+        hits = [v for v in self.recent_ids(kind) if v.startswith(partial)]
+        return hits[:100], len(hits)
+
+    def watchable(self, uri: str) -> str:
+        """Return the workspace path a subscription URI names, or raise ResourceError."""
+        parts = split_path(self.workspace.relative(uri), self.workspace.root)
+        if not parts:
+            raise ResourceError("the workspace root is not a file",
+                                fix="subscribe to a file:// URI of a file (see resources/list)")
+        return "/".join(parts)
+
+    # ---- through the gateway ---------------------------------------------------------------
+    async def call(self, args: dict[str, Any], *, actor: str, session_id: str | None
+                   ) -> dict[str, Any]:
+        """Run ``read_resource(args)`` through the gateway; return its data or raise."""
+        result = await self.gateway.execute(ToolCall(READ_TOOL, args), actor=actor,
+                                            session_id=session_id, tool=self.tool)
+        if not result.ok:
+            raise ResourceError(result.error or result.text)
+        return result.data if isinstance(result.data, dict) else {}
+
     async def read(self, uri: str, *, actor: str, session_id: str | None) -> Content:
         """Read ``uri`` through the gateway; raise :class:`ResourceError` when refused."""
         result = await self.gateway.execute(ToolCall(READ_TOOL, {"uri": uri}), actor=actor,

@@ -264,39 +264,61 @@ def can_elicit(ctx: Any) -> bool:
 
 
 class RoundState:
-    """Signs the ``request_state`` of an approval round, bound to the exact call.
+    """Signs the ``request_state`` of an approval round, bound to the call and the client.
 
-    The retry carries the client's answer; it counts only for the same tool and arguments,
-    within ``ttl_s``, in this process (the key is random per process).
+    The retry carries the client's answer; it counts only once (a random nonce, remembered
+    until it expires), for the same tool and arguments, from the same client (its MCP
+    session id, or the client name it declared when the transport has no session), within
+    ``ttl_s``, in this process (the key is random per process).
     """
 
     def __init__(self, ttl_s: float = 600.0) -> None:
         self.key = os.urandom(32)
         self.ttl_s = ttl_s
+        self._used: dict[str, int] = {}  # nonce -> expiry
 
-    def _mac(self, tool: str, args: Any, expires: int) -> str:
+    def _mac(self, tool: str, args: Any, expires: int, nonce: str, client: str) -> str:
         import hashlib
         import hmac
         import json
 
-        body = json.dumps([tool, args, expires], sort_keys=True, default=str).encode()
+        body = json.dumps([tool, args, expires, nonce, client], sort_keys=True,
+                          default=str).encode()
         return hmac.new(self.key, body, hashlib.sha256).hexdigest()
 
-    def issue(self, tool: str, args: Any) -> str:
-        """Return the state for a round asking about ``tool(args)``."""
+    def issue(self, tool: str, args: Any, client: str) -> str:
+        """Return the state for a round asking ``client`` about ``tool(args)``."""
         expires = int(time.time() + self.ttl_s)
-        return f"{expires}.{self._mac(tool, args, expires)}"
+        nonce = os.urandom(12).hex()
+        return f"{expires}.{nonce}.{self._mac(tool, args, expires, nonce, client)}"
 
-    def valid(self, state: str | None, tool: str, args: Any) -> bool:
-        """Whether ``state`` was issued by :meth:`issue` for this call and is still fresh."""
+    def redeem(self, state: str | None, tool: str, args: Any, client: str) -> bool:
+        """Whether ``state`` was issued for this call and client, is fresh and unused.
+
+        A valid state is used up: the same answer cannot approve a second call.
+        """
         import hmac
 
-        if not state or "." not in state:
+        parts = (state or "").split(".")
+        if len(parts) != 3 or not parts[0].isdigit():
             return False
-        head, mac = state.split(".", 1)
-        if not head.isdigit() or int(head) < time.time():
+        expires, nonce, mac = int(parts[0]), parts[1], parts[2]
+        now = time.time()
+        if expires < now or nonce in self._used:
             return False
-        return hmac.compare_digest(mac, self._mac(tool, args, int(head)))
+        if not hmac.compare_digest(mac, self._mac(tool, args, expires, nonce, client)):
+            return False
+        for old in [n for n, exp in self._used.items() if exp < now]:
+            del self._used[old]
+        self._used[nonce] = expires
+        return True
+
+
+def client_key(ctx: Any) -> str:
+    """Who a request comes from, as far as the transport tells: session id, else client name."""
+    conn = connection_of(ctx)
+    sid = getattr(conn, "session_id", None)
+    return f"session:{sid}" if sid else _client_name(ctx)
 
 
 def _client_name(ctx: Any) -> str:

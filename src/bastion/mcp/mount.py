@@ -106,7 +106,9 @@ def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None) 
     """Connect every enabled server and register its prefixed tools.
 
     A server that fails is skipped (its problem is kept for ``doctor`` and
-    ``bastion mcp list``); the rest of bastion still starts.
+    ``bastion mcp list``); the rest of bastion still starts. So is a server one of whose
+    prefixed tool names is already taken (server ``a``'s ``b__c`` and server ``a__b``'s ``c``
+    are both ``a__b__c``): the earlier one keeps the name, nothing is silently replaced.
     """
     mounted = Mounted()
     for cfg in config.mcp_servers:
@@ -118,7 +120,25 @@ def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None) 
             mounted.problems[cfg.name] = exc.user_text()
             log.warning("MCP server %s not mounted: %s", cfg.name, exc.user_text())
             continue
+        clash = collision(toolset, registry)
+        if clash is not None:
+            toolset.close()
+            mounted.problems[cfg.name] = clash
+            log.warning("MCP server %s not mounted: %s", cfg.name, clash)
+            continue
         for t in toolset.tools:
-            registry.add(t, replace=True)
+            registry.add(t)
         mounted.toolsets.append(toolset)
     return mounted
+
+
+def collision(toolset: MCPToolset, registry: ToolRegistry) -> str | None:
+    """Return why ``toolset``'s tools cannot be registered (a name taken), or ``None``."""
+    seen: set[str] = set()
+    for t in toolset.tools:
+        if t.name in registry or t.name in seen:
+            return (f"its tool name {t.name!r} is already taken (by another server's or a "
+                    "built-in tool); rename one of the servers (mcp_servers[].name) so no "
+                    "prefixed names collide")
+        seen.add(t.name)
+    return None

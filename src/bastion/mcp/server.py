@@ -45,6 +45,7 @@ from bastion.mcp._session import (
     ProgressStage,
     RoundState,
     Watcher,
+    client_key,
     connection_of,
     run_reported,
     set_level,
@@ -52,7 +53,6 @@ from bastion.mcp._session import (
 from bastion.security.audit import AuditLog
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.security.redact import Redactor
-from bastion.tools.builtin._paths import split_path
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -128,8 +128,8 @@ class BastionMCP:
         session = _session_of(ctx)
         reporter = CallReporter(ctx, ClientLog(ctx, self.redactor), params.name)
         answer = (params.input_responses or {}).get(APPROVAL_KEY)
-        if answer is not None and self.rounds.valid(params.request_state, call.name,
-                                                     call.arguments):
+        if answer is not None and self.rounds.redeem(params.request_state, call.name,
+                                                      call.arguments, client_key(ctx)):
             reporter.answer = answer  # the user's answer to the approval asked last round
         result = await run_reported(reporter, self.gateway.execute(
             call, actor=self.actor, session_id=session))
@@ -139,7 +139,7 @@ class BastionMCP:
                 message=message, requested_schema=schema))
             return types.InputRequiredResult(
                 input_requests={APPROVAL_KEY: ask},
-                request_state=self.rounds.issue(call.name, call.arguments))
+                request_state=self.rounds.issue(call.name, call.arguments, client_key(ctx)))
         text = result.text if result.ok else (result.error or result.text)
         content: list[Any] = [types.TextContent(type="text", text=text)]
         content += await self._rich(result, session)
@@ -161,16 +161,27 @@ class BastionMCP:
 
     # ---- resources ---------------------------------------------------------------------------
     async def list_resources(self, ctx: Any, params: Any) -> Any:
-        """``resources/list``: workspace files (paged) and the recent audit events."""
+        """``resources/list``: workspace files (paged) and the recent audit events.
+
+        A gateway call of ``read_resource`` (``{"list": "resources"}``): policy can refuse
+        it, and it is audited like a read.
+        """
         import mcp_types as types
 
         cursor = getattr(params, "cursor", None) if params is not None else None
         start = int(cursor) if cursor and str(cursor).isdigit() else 0
-        listed = self.resources.listing()
+        listed = (await self._gated({"list": "resources"}, ctx)).get("listing", [])
         page = listed[start:start + PAGE]
         nxt = str(start + PAGE) if start + PAGE < len(listed) else None
         return types.ListResourcesResult(resources=[types.Resource(**r) for r in page],
                                          next_cursor=nxt)
+
+    async def _gated(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """Run ``read_resource(args)`` through the gateway; a refusal is an MCP error."""
+        try:
+            return await self.resources.call(args, actor=self.actor, session_id=_session_of(ctx))
+        except BastionError as exc:
+            raise _resource_error(exc) from None
 
     async def list_templates(self, ctx: Any, params: Any) -> Any:
         """``resources/templates/list``."""
@@ -192,23 +203,16 @@ class BastionMCP:
         except BastionError as exc:
             raise _resource_error(exc) from None
 
-    def _watchable(self, uri: str) -> str:
-        """Return the workspace path a subscription URI names, or raise an MCP error."""
-        try:
-            rel = self.resources.workspace.relative(uri)
-            parts = split_path(rel, self.resources.workspace.root)
-        except BastionError as exc:
-            raise _resource_error(exc) from None
-        if not parts:
-            raise _mcp_error(INVALID_PARAMS, "the workspace root is not a file")
-        return "/".join(parts)
+    async def _watchable(self, uri: str, ctx: Any) -> str:
+        """Return the workspace path a subscription URI names (a gateway call), or raise."""
+        return str((await self._gated({"watch": uri}, ctx))["path"])
 
     async def subscribe(self, ctx: Any, params: Any) -> Any:
         """``resources/subscribe``: watch a workspace file for this client."""
         import mcp_types as types
 
         uri = str(params.uri)
-        rel = self._watchable(uri)
+        rel = await self._watchable(uri, ctx)
         conn = connection_of(ctx)
         if conn is None:
             raise _mcp_error(INVALID_PARAMS, "subscriptions need a connection")
@@ -220,9 +224,6 @@ class BastionMCP:
             subs[uri] = self.watcher.add(uri, rel, updated)
             if len(subs) == 1:
                 conn.exit_stack.callback(_drop_all, subs)
-            if self.audit is not None:
-                self.audit.record("mcp.subscribe", actor=self.actor,
-                                  session_id=_session_of(ctx), detail={"uri": uri})
         return types.EmptyResult()
 
     async def unsubscribe(self, ctx: Any, params: Any) -> Any:
@@ -246,7 +247,7 @@ class BastionMCP:
         removes = []
         for uri in params.notifications.resource_subscriptions or ():
             try:
-                rel = self._watchable(uri)
+                rel = await self._watchable(uri, ctx)
             except Exception:
                 continue  # honoured by the SDK but never fires: not a workspace file
             removes.append(self.watcher.add(uri, rel, publish))
@@ -310,7 +311,12 @@ class BastionMCP:
             kind, choices = spec.complete, spec.choices
         else:
             kind, choices = self._template_kind(ref.uri, arg.name), ()
-        values, total = self._values(kind, choices, arg.value or "")
+        if kind in ("path", "event", "session"):  # names from the workspace or the audit log
+            got = await self._gated({"complete": kind, "value": arg.value or ""}, ctx)
+            values, total = list(got.get("values", [])), int(got.get("total", 0))
+        else:
+            hits = [v for v in choices if v.startswith(arg.value or "")]
+            values, total = hits[:100], len(hits)
         return types.CompleteResult(completion=types.Completion(
             values=values, total=total, has_more=total > len(values)))
 
@@ -323,14 +329,6 @@ class BastionMCP:
             raise _mcp_error(INVALID_PARAMS, f"no template variable {name!r} in {uri!r}; see "
                                              "resources/templates/list")
         return kind
-
-    def _values(self, kind: str | None, choices: tuple[str, ...], partial: str
-                ) -> tuple[list[str], int]:
-        if kind == "path":
-            return self.resources.workspace.complete(partial)
-        pool = self.resources.recent_ids(kind) if kind in ("event", "session") else list(choices)
-        hits = [v for v in pool if v.startswith(partial)]
-        return hits[:100], len(hits)
 
     # ---- logging ------------------------------------------------------------------------------
     async def set_logging_level(self, ctx: Any, params: Any) -> Any:
