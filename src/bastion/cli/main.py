@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bastion.cli._terminal import visible
 from bastion.errors import BastionError
 
 app = typer.Typer(
@@ -93,7 +94,8 @@ def main() -> None:
     try:
         code = app(prog_name="bastion", standalone_mode=False)  # typer.Exit(n) returns n
     except BastionError as exc:
-        typer.secho(f"error: {exc.user_text()}", err=True, fg="red")
+        # a tool's or model's words can be in the message: no control sequences reach the tty
+        typer.secho(f"error: {visible(exc.user_text())}", err=True, fg="red")
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("", err=True)
