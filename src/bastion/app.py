@@ -95,9 +95,11 @@ class App:
 
 def workspace_dir(config: Config) -> Path:
     """Return (and create) the tools' workspace root."""
-    ws = config.agent.workspace or paths.home() / "workspace"
-    ws = Path(ws).expanduser().resolve()
-    ws.mkdir(parents=True, exist_ok=True)
+    if config.agent.workspace is None:
+        paths.ensure_home()
+        return paths.private_dir(paths.home() / "workspace")
+    ws = Path(config.agent.workspace).expanduser().resolve()
+    ws.mkdir(mode=0o700, parents=True, exist_ok=True)  # a chosen folder keeps its mode
     return ws
 
 

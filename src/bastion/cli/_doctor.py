@@ -199,6 +199,26 @@ def check_home() -> list[Check]:
     return checks
 
 
+def check_private(home: Path) -> Check:
+    """Nothing under the home is open to other local users; an open home is tightened."""
+    import stat
+
+    if not home.exists():
+        return Check("private data", "OK", f"{home} will be created 0700")
+    home_mode = stat.S_IMODE(home.stat().st_mode)
+    if home_mode & 0o077 == 0:
+        return Check("private data", "OK", f"{home} is 0{home_mode:o}: other users cannot enter")
+    open_ = [p for p in [home, *home.iterdir()]
+             if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
+    names = ", ".join(str(p.relative_to(home)) if p != home else str(p) for p in open_[:4])
+    detail = f"was readable by other local users: {names}{' ...' if len(open_) > 4 else ''}"
+    paths.private_dir(home)
+    if stat.S_IMODE(home.stat().st_mode) & 0o077:
+        return Check("private data", "FAIL", detail, f"chmod -R go-rwx {home}")
+    return Check("private data", "WARN", f"{detail}; tightened {home} to 0700",
+                 f"chmod -R go-rwx {home}  (also the files inside)")
+
+
 def check_egress(config: Config) -> list[Check]:
     """Egress control: tools, root, the uplink (automatic or the operator's), ip_forward."""
     from bastion.security.egress.setup import readiness
@@ -237,6 +257,7 @@ def check_browser(config: Config) -> Check:
 
 def run_checks() -> list[Check]:
     """Run every check, in the order a user should fix them."""
+    private = check_private(paths.home())  # first: the other checks create data directories
     cfg_check, config = check_config()
     checks = [cfg_check]
     if config is not None:
@@ -247,4 +268,5 @@ def run_checks() -> list[Check]:
         checks.append(check_browser(config))
         checks.append(check_token(config))
     checks += check_home()
+    checks.append(private)
     return checks

@@ -67,7 +67,7 @@ def init(
     pin = _init.pin_audit_key(config)
     save(config, path)
     for name in ("workspace",):
-        (paths.home() / name).mkdir(parents=True, exist_ok=True)
+        paths.data_dir(name)
     _err.print(f"wrote {escape(str(path))} "
                "(API token created: bastion config get api.token --reveal)")
     _err.print(f"audit signing key fingerprint: {pin}\n  keep a copy away from this machine; "

@@ -90,6 +90,9 @@ def main() -> None:
     bad value), 130 for Ctrl-C. Only a bug in bastion itself may show a traceback, and only
     with ``BASTION_DEBUG=1``.
     """
+    from bastion.config import paths
+
+    paths.private_umask()  # files bastion creates (audit, memory, workspace ...) are 0600
     _load_commands()
     try:
         code = app(prog_name="bastion", standalone_mode=False)  # typer.Exit(n) returns n
