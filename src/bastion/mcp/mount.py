@@ -90,7 +90,10 @@ def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
     except BaseException:
         close_kept(keep)
         raise
-    return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools)
+    kind = config.security.sandbox if cfg.sandbox == "default" else cfg.sandbox
+    # a remote server, an unsandboxed one or one with an egress allowlist can send data out
+    egress = cfg.url is not None or kind == "none" or cfg.egress is not None
+    return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools, egress=egress)
 
 
 def close_kept(keep: list[Any]) -> None:

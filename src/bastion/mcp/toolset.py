@@ -196,12 +196,19 @@ def _schema_of(tool: Any) -> Mapping[str, Any]:
 
 
 class MCPTool:
-    """One remote tool, registered as ``<server>__<tool>``; calls go over the connection."""
+    """One remote tool, registered as ``<server>__<tool>``; calls go over the connection.
+
+    What the server says about its tool is untrusted: its risk is bastion's configured
+    level for the server, never derived from the server's annotations (``readOnlyHint``,
+    ``destructiveHint`` ...) or description, which bastion does not read for any decision.
+    """
 
     sandboxed = False  # the server process itself is confined when it is launched
 
-    def __init__(self, connection: MCPConnection, remote: RemoteTool, risk: Risk) -> None:
+    def __init__(self, connection: MCPConnection, remote: RemoteTool, risk: Risk,
+                 *, egress: bool = True) -> None:
         self.connection = connection
+        self.egress = egress  # the arguments reach a server that can send them on
         self.remote = remote
         self.name = f"{connection.spec.name}{PREFIX_SEP}{remote.name}"
         self.description = remote.description or f"{remote.name} (MCP server "\
@@ -222,10 +229,10 @@ class MCPToolset:
     """The tools of one connected server, optionally filtered."""
 
     def __init__(self, connection: MCPConnection, *, risk: Risk = Risk.MEDIUM,
-                 only: Sequence[str] | None = None) -> None:
+                 only: Sequence[str] | None = None, egress: bool = True) -> None:
         self.connection = connection
         self.tools = [
-            MCPTool(connection, t, risk)
+            MCPTool(connection, t, risk, egress=egress)
             for t in connection.tools
             if only is None or t.name in only
         ]

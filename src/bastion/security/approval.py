@@ -18,6 +18,8 @@ class ApprovalRequest:
     reasons: list[str] = field(default_factory=list)
     session_id: str | None = None
     call_id: str | None = None
+    # False for calls of a tainted session: a human decides each one, no session rule
+    allow_session_rule: bool = True
 
 
 @dataclass(slots=True, frozen=True)

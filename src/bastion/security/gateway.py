@@ -147,7 +147,7 @@ class Gateway:
         ctx = ToolContext(
             workspace=env.workspace,
             runner=runner if req.tool.sandboxed else None,
-            http=env.http,
+            http=env.http if getattr(req.tool, "egress", True) else None,  # declared egress only
             secrets=dict(req.secrets),
             session_id=req.session_id,
             browser=env.browser,

@@ -56,6 +56,7 @@ class ApprovalStage:
             reasons=list(req.reasons),
             session_id=req.session_id,
             call_id=req.call.id,
+            allow_session_rule=not req.annotations.get("taint"),
         )
         decision = await self.approver.decide(ask, timeout_s=self.timeout_s)
         req.annotations["approval"] = {"approved": decision.approved, "by": decision.by,

@@ -19,7 +19,13 @@ from bastion.security.approval import Approver, DenyApprover
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Stage
 from bastion.security.hitl.manager import ApprovalManager
-from bastion.security.hitl.risk import RiskClassifier, RiskRule, RiskStage, builtin_rules
+from bastion.security.hitl.risk import (
+    RiskClassifier,
+    RiskRule,
+    RiskStage,
+    builtin_rules,
+    tool_egress,
+)
 from bastion.security.model_guard import OutputScanStage
 from bastion.security.policy import ApprovalStage
 from bastion.security.redact import Redactor
@@ -121,6 +127,10 @@ class Security:
     classifier: RiskClassifier
     stages: list[Stage]
 
+    def egress_capable(self, tool: Any) -> bool:
+        """Whether ``tool`` can send data off the machine (declared, or a network sandbox)."""
+        return self.classifier.egress_capable(tool)
+
     def close(self) -> None:
         """Stop background work of the backends (vault renewal)."""
         for backend in self.resolver.backends.values():
@@ -150,9 +160,15 @@ def build_security(
     rules: list[RiskRule] = builtin_rules() if config.hitl.builtin_rules else []
     rules += [RiskRule(r.name, Risk.parse(r.level), list(r.tools), r.match, r.argument, r.when)
               for r in config.hitl.rules]
+    networked = set(sec.egress)  # sandboxed tools given an egress allowlist
+
+    def egress_capable(tool: Any) -> bool:
+        return tool_egress(tool) or tool.name in networked
+
     classifier = RiskClassifier(
         rules, workspace, known_domains=config.hitl.known_domains,
-        secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)))
+        secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)),
+        egress_capable=egress_capable)
     stages: Sequence[Stage] = (
         AuditStage(audit), policy, RiskStage(classifier, manager.session_threshold), approvals,
         secrets_stage, OutputScanStage(redactor, config.secrets.scan_policy),

@@ -203,8 +203,10 @@ class FunctionTool:
         risk: Risk = Risk.LOW,
         sandboxed: bool = False,
         read_only: bool = False,
+        egress: bool = False,
     ) -> None:
         self.fn = fn
+        self.egress = egress  # it reaches the network (the gateway lends HTTP only then)
         self.name = name or fn.__name__
         self.description = description or _first_doc_line(fn.__doc__)
         self.risk = risk
@@ -277,15 +279,18 @@ def tool(
     sandboxed: bool = False,
     description: str | None = None,
     read_only: bool = False,
+    egress: bool = False,
 ) -> Callable[[ToolFn], FunctionTool]:
     """Decorate ``async def fn(ctx: ToolContext, ...)`` into a :class:`FunctionTool`.
 
     ``read_only=True`` promises the tool never changes the workspace; every other tool is
-    snapshotted before it runs so what it changes can be undone.
+    snapshotted before it runs so what it changes can be undone. ``egress=True``: the tool
+    sends data over the network (web fetches, browser actions); only such tools get the HTTP
+    client, and a tainted session's calls to them ask a human.
     """
 
     def wrap(fn: ToolFn) -> FunctionTool:
         return FunctionTool(fn, name=name, risk=risk, sandboxed=sandboxed,
-                            description=description, read_only=read_only)
+                            description=description, read_only=read_only, egress=egress)
 
     return wrap

@@ -34,7 +34,7 @@ async def write_file(ctx: ToolContext, path: str, content: str = "") -> str:
     return "wrote"
 
 
-@tool(name="web_fetch", risk=Risk.LOW)
+@tool(name="web_fetch", risk=Risk.LOW, egress=True)
 async def web_fetch(ctx: ToolContext, url: str) -> str:
     """Pretend fetcher."""
     return "fetched"
@@ -64,11 +64,15 @@ def test_writes_outside_workspace_and_new_domains(tmp_path: Path) -> None:
     risk, reasons, names, _ = c.classify(write_file, {"path": "../../etc/passwd"}, "s")
     assert risk == Risk.HIGH and names == ["write-outside-workspace"] and "outside" in reasons[0]
     risk, _, _, ctx = c.classify(web_fetch, {"url": "https://example.org/x"}, "s")
-    assert risk == Risk.MEDIUM and ctx["new_domains"] == ["example.org"]
+    # F4: a new egress domain asks at the default threshold (it was MEDIUM: never asked)
+    assert risk == Risk.HIGH and ctx["new_domains"] == ["example.org"]
     assert c.classify(web_fetch, {"url": "https://pypi.org/simple"}, "s")[0] == Risk.LOW
     c.remember_domains("s", ["example.org"])
     assert c.classify(web_fetch, {"url": "https://example.org/y"}, "s")[0] == Risk.LOW
-    assert c.classify(web_fetch, {"url": "https://example.org/y"}, "other")[0] == Risk.MEDIUM
+    assert c.classify(web_fetch, {"url": "https://example.org/y"}, "other")[0] == Risk.HIGH
+    # a URL in an argument of a tool that cannot reach the network is not egress
+    assert c.classify(write_file, {"path": "r.md", "content": "https://x.example"}, "s")[0] == (
+        Risk.LOW)
 
 
 def test_config_rules_by_tool_and_argument(tmp_path: Path) -> None:

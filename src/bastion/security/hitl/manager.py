@@ -108,7 +108,7 @@ class ApprovalManager:
             return [r for r in self._rules if session_id is None or r.session_id == session_id]
 
     def _rule_for(self, req: ApprovalRequest) -> SessionRule | None:
-        if req.risk >= Risk.CRITICAL:
+        if req.risk >= Risk.CRITICAL or not req.allow_session_rule:
             return None
         with self._lock:
             for rule in self._rules:
@@ -185,8 +185,8 @@ class ApprovalManager:
         if pending is None or pending.future.done():
             return False
         if approved and scope == "session":
-            if pending.request.risk >= Risk.CRITICAL:
-                scope = "once"  # critical calls are asked every time
+            if pending.request.risk >= Risk.CRITICAL or not pending.request.allow_session_rule:
+                scope = "once"  # critical and tainted-session calls are asked every time
             else:
                 with self._lock:
                     self._rules.append(SessionRule(pending.request.session_id,

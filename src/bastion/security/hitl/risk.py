@@ -1,4 +1,13 @@
-"""Risk classification of tool calls by tool, arguments and context, from rules in config."""
+"""Risk classification of tool calls by tool, arguments and context, from rules in config.
+
+Code arguments (``shell``'s command, ``python``'s code) are classified semantically
+(:mod:`bastion.security.hitl._code`: a real shell parser and Python's ``ast``); the old
+destructive-command regex stays as an advisory extra over every string argument. The
+classifier also keeps per-session state that only the gateway's own observations change,
+never a tool's output: the domains a session reached and its *taint* (a secret was injected
+into one of its calls, or it read a private file); once tainted, every later egress-capable
+call of the session asks a human.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bastion.security.gateway import CallRequest, Next, ToolResult
+from bastion.security.hitl._code import Finding
+from bastion.security.hitl._python import analyze_python
+from bastion.security.hitl._shell import analyze_shell
 from bastion.tools.base import Risk
 
-Condition = Literal["destructive_shell", "outside_workspace", "new_egress_domain", "secret_use"]
+Condition = Literal["destructive_shell", "risky_code", "outside_workspace", "new_egress_domain",
+                    "secret_use", "tainted_egress"]
 # A named extra condition (e.g. ``browser:click-destructive``): returns why it holds, or None.
 ConditionFn = Callable[[Any, Mapping[str, Any], str | None], str | None]
 
@@ -58,13 +71,36 @@ class RiskRule:
 
 
 def builtin_rules() -> list[RiskRule]:
-    """Return the default rules (config can add more or switch them off)."""
+    """Return the default rules (config can add more or switch them off).
+
+    Every level is at or above the default threshold (HIGH), so each of them asks.
+    """
     return [
         RiskRule("destructive-shell", Risk.CRITICAL, when="destructive_shell"),
+        RiskRule("risky-code", Risk.HIGH, when="risky_code"),
         RiskRule("write-outside-workspace", Risk.HIGH, when="outside_workspace"),
-        RiskRule("new-egress-domain", Risk.MEDIUM, when="new_egress_domain"),
-        RiskRule("secret-use", Risk.MEDIUM, when="secret_use"),
+        RiskRule("new-egress-domain", Risk.HIGH, when="new_egress_domain"),
+        RiskRule("secret-use", Risk.HIGH, when="secret_use"),
+        RiskRule("tainted-egress", Risk.HIGH, when="tainted_egress"),
     ]
+
+
+# The code arguments of the built-in tools and their language.
+CODE_ARGUMENTS: dict[str, dict[str, str]] = {"shell": {"command": "shell"},
+                                             "python": {"code": "python"}}
+# Files whose content the model is not meant to see; reading one taints the session.
+PRIVATE_FILES: tuple[str, ...] = (
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.kdbx", "id_rsa*",
+    "id_ecdsa*", "id_ed25519*", "id_dsa*", ".netrc", ".git-credentials", ".npmrc", ".pypirc",
+    "credentials", "credentials.json", ".htpasswd", "*.keystore",
+)
+_PRIVATE_DIRS = {".ssh", ".aws", ".gnupg", ".kube", ".docker"}
+_TOKEN = re.compile(r"[^\s'\"`;|&<>(){}=,]+")
+
+
+def tool_egress(tool: Any) -> bool:
+    """Whether ``tool`` declares it can reach the network (unknown tools: yes)."""
+    return bool(getattr(tool, "egress", True))
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -89,8 +125,15 @@ class RiskClassifier:
         secret_use: Callable[[Any], bool] | None = None,
         known_domains: Iterable[str] = (),
         conditions: Mapping[str, ConditionFn] | None = None,
+        egress_capable: Callable[[Any], bool] | None = None,
+        code_arguments: Mapping[str, Mapping[str, str]] | None = None,
+        private_files: Iterable[str] = PRIVATE_FILES,
     ) -> None:
         self.rules = list(rules)
+        self.egress_capable = egress_capable or tool_egress
+        self.code_arguments = {k: dict(v) for k, v in (code_arguments or CODE_ARGUMENTS).items()}
+        self.private_files = list(private_files)
+        self._taint: dict[str | None, str] = {}
         self.conditions: dict[str, ConditionFn] = dict(conditions or {})
         self.workspace = workspace.resolve()
         self.secret_use = secret_use or (lambda tool: False)
@@ -99,8 +142,44 @@ class RiskClassifier:
 
     # ---- conditions ----------------------------------------------------------------------
     def destructive(self, args: Mapping[str, Any]) -> bool:
-        """Any string argument looks like a destructive shell command."""
+        """Any string argument looks like a destructive shell command (advisory regex)."""
         return any(DESTRUCTIVE.search(s) for s in _strings(args))
+
+    def analyze(self, tool: Any, args: Mapping[str, Any]) -> list[Finding]:
+        """Semantic findings for the tool's code arguments (shell/python), parsed."""
+        out: list[Finding] = []
+        for arg, language in self.code_arguments.get(tool.name, {}).items():
+            code = args.get(arg)
+            if not isinstance(code, str):
+                continue
+            if language == "shell":
+                out.extend(analyze_shell(code, self.workspace))
+            elif language == "python":
+                out.extend(analyze_python(code, self.workspace))
+        return out
+
+    def private_reads(self, tool: Any, args: Mapping[str, Any]) -> list[str]:
+        """Private files (keys, ``.env``, credentials) named in a non-egress call's arguments."""
+        if self.egress_capable(tool) and not self.code_arguments.get(tool.name):
+            return []
+        found: list[str] = []
+        for s in _strings(args):
+            for tok in _TOKEN.findall(s):
+                parts = [p for p in tok.split("/") if p]
+                if not parts:
+                    continue
+                if _PRIVATE_DIRS & set(parts[:-1]) or any(
+                        fnmatch.fnmatchcase(parts[-1], g) for g in self.private_files):
+                    found.append(tok)
+        return list(dict.fromkeys(found))
+
+    def taint(self, session_id: str | None) -> str | None:
+        """Why the session is tainted (a secret was injected, a private file read), or None."""
+        return self._taint.get(session_id)
+
+    def mark_tainted(self, session_id: str | None, why: str) -> None:
+        """Taint the session: every later egress-capable call of it asks a human."""
+        self._taint.setdefault(session_id, why)
 
     def outside_workspace(self, tool: str, args: Mapping[str, Any]) -> list[str]:
         """Paths a writing tool (or a shell redirect) would write outside the workspace."""
@@ -142,6 +221,7 @@ class RiskClassifier:
         reasons: list[str] = []
         names: list[str] = []
         ctx: dict[str, Any] = {}
+        findings: list[Finding] | None = None
         for rule in self.rules:
             if not any(fnmatch.fnmatchcase(tool.name, pat) for pat in rule.tools):
                 continue
@@ -151,17 +231,23 @@ class RiskClassifier:
                 if not any(rule._re.search(s) for s in pool):
                     continue
             why = rule.name
-            if rule.when == "destructive_shell":
-                if not self.destructive(args):
+            if rule.when in ("destructive_shell", "risky_code"):
+                if findings is None:
+                    findings = self.analyze(tool, args)
+                level = Risk.CRITICAL if rule.when == "destructive_shell" else Risk.HIGH
+                hits = [f.reason for f in findings if f.level == level]
+                if rule.when == "destructive_shell" and not hits and self.destructive(args):
+                    hits = ["destructive shell command"]
+                if not hits:
                     continue
-                why = "destructive shell command"
+                why = "; ".join(dict.fromkeys(hits[:3]))
             elif rule.when == "outside_workspace":
                 paths = self.outside_workspace(tool.name, args)
                 if not paths:
                     continue
                 why = f"writes outside the workspace: {', '.join(paths[:3])}"
             elif rule.when == "new_egress_domain":
-                hosts = self.new_domains(session_id, args)
+                hosts = self.new_domains(session_id, args) if self.egress_capable(tool) else []
                 if not hosts:
                     continue
                 ctx["new_domains"] = hosts
@@ -170,6 +256,12 @@ class RiskClassifier:
                 if not self.secret_use(tool):
                     continue
                 why = "uses secrets"
+            elif rule.when == "tainted_egress":
+                taint = self.taint(session_id)
+                if taint is None or not self.egress_capable(tool):
+                    continue
+                ctx["taint"] = taint
+                why = f"can send data out of a tainted session ({taint})"
             elif rule.when is not None:  # an added condition (browser rules ...)
                 check = self.conditions.get(rule.when)
                 found = check(tool, args, session_id) if check is not None else None
@@ -192,17 +284,31 @@ class RiskStage:
         self.threshold_for = threshold_for
 
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
-        """Classify, annotate, continue; remember new domains of allowed calls."""
-        risk, reasons, names, ctx = self.classifier.classify(
-            req.tool, req.call.arguments, req.session_id)
+        """Classify, annotate, continue; then learn domains and taint from what happened.
+
+        Only the gateway's own observations change the session state (a secret it injected,
+        a private file the call named, a domain an allowed call reached), never the text a
+        tool returned, so an injected instruction in tool output cannot lower a later risk.
+        """
+        c = self.classifier
+        risk, reasons, names, ctx = c.classify(req.tool, req.call.arguments, req.session_id)
         req.risk = max(req.risk, risk)
         req.reasons.extend(reasons)
         if names:
             req.annotations["risk_rules"] = names
+        if ctx.get("taint"):  # exfiltration guard: asks even under `allow` or a session rule
+            req.annotations["needs_approval"] = True
+            req.annotations["taint"] = ctx["taint"]
         threshold = self.threshold_for(req.session_id) if self.threshold_for else None
         if threshold is not None:  # a per-session threshold overrides the gateway's default
             req.annotations["risk_threshold"] = threshold
+        private = [] if c.taint(req.session_id) else c.private_reads(req.tool, req.call.arguments)
         result = await nxt(req)
         if result.decision == "allowed" and ctx.get("new_domains"):
-            self.classifier.remember_domains(req.session_id, ctx["new_domains"])
+            c.remember_domains(req.session_id, ctx["new_domains"])
+        if req.annotations.get("secret_env"):  # set by the secrets stage when it injected
+            names_ = ", ".join(req.annotations["secret_env"][:3])
+            c.mark_tainted(req.session_id, f"secret {names_} was injected into {req.tool.name}")
+        elif private and result.decision == "allowed":
+            c.mark_tainted(req.session_id, f"{req.tool.name} read {private[0]}")
         return result

@@ -23,7 +23,7 @@ def _browser(ctx: ToolContext) -> BrowserAccess:
     return ctx.browser
 
 
-@tool(risk=Risk.MEDIUM)
+@tool(risk=Risk.MEDIUM, egress=True)
 async def browser_navigate(ctx: ToolContext, url: str) -> ToolOutput:
     """Open a web page in this session's browser and return its accessibility snapshot.
 
@@ -36,7 +36,7 @@ async def browser_navigate(ctx: ToolContext, url: str) -> ToolOutput:
     return ToolOutput(text)
 
 
-@tool(risk=Risk.LOW)
+@tool(risk=Risk.LOW, egress=True)
 async def browser_click(ctx: ToolContext, ref: str) -> ToolOutput:
     """Click an element of the current page by its ref (like e12) from the last snapshot.
 
@@ -48,7 +48,7 @@ async def browser_click(ctx: ToolContext, ref: str) -> ToolOutput:
     return ToolOutput(await _browser(ctx).click(ctx.session_id, ref.strip()))
 
 
-@tool(risk=Risk.MEDIUM)
+@tool(risk=Risk.MEDIUM, egress=True)
 async def browser_type(ctx: ToolContext, ref: str, text: str, submit: bool = False) -> ToolOutput:
     """Type text into a field of the current page (never passwords: those are refused).
 

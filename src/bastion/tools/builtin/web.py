@@ -310,7 +310,7 @@ def html_to_text(html: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-@tool(risk=Risk.MEDIUM, read_only=True)
+@tool(risk=Risk.MEDIUM, read_only=True, egress=True)
 async def web_fetch(ctx: ToolContext, url: str, max_chars: int = 20_000) -> ToolOutput:
     """Fetch a web page (http or https) and return its text.
 
