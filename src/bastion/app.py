@@ -235,7 +235,11 @@ def build_app(
     if privacy.enabled:  # PII decides local vs remote; memory counts in the local model
         from bastion.privacy.setup import build_privacy_router
 
-        router = build_privacy_router(config, model, audit=audit, scanner=redactor.scanner)
+        def egress(name: str) -> bool:  # unknown names count as egress: nothing restored
+            return name not in registry or security.egress_capable(registry.get(name))
+
+        router = build_privacy_router(config, model, audit=audit, scanner=redactor.scanner,
+                                      egress=egress)
         model, window_model = router, router.local
     else:
         assert model is not None

@@ -6,8 +6,11 @@ results) is scanned for PII. With the per-class policy:
 * ``local_only``: a class found anywhere in the context sends the whole request to the local
   model; nothing leaves the machine (and stays so while that message is in the window);
 * ``redact``: the remote model gets the values replaced by stable placeholders
-  (``<PERSON_1>``); placeholders in its streamed answer and in its tool-call arguments are
-  turned back into the values before the agent (and the user) see them;
+  (``<PERSON_1>``); placeholders in its streamed answer and in the arguments of its calls to
+  local-only tools are turned back into the values before the agent (and the user) see them.
+  Calls to tools that can send data off the machine (``web_fetch``, ``browser_*``, MCP
+  servers, networked sandboxes: the ``egress`` predicate) keep the placeholders, so the
+  remote model cannot make bastion send a value it was never shown;
 * ``allow``: sent as is.
 
 Every decision is written to the audit log (``privacy.route``) with class counts, never the
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from bastion.errors import ClusterError, ModelError, ModelOutputError
@@ -49,6 +52,7 @@ class PrivacyRouter:
         *,
         audit: Any = None,
         fallback_local: bool = True,
+        egress: Callable[[str], bool] | None = None,
     ) -> None:
         """Wrap ``local`` and ``remote``.
 
@@ -58,6 +62,8 @@ class PrivacyRouter:
             policy: the PII detector and per-class policy.
             audit: an :class:`~bastion.security.audit.AuditLog` (``record``) or ``None``.
             fallback_local: answer locally when the remote fails before anything was shown.
+            egress: whether the tool of that name can send data out; placeholders are
+                restored only into calls of tools for which it is False (default: none).
 
         """
         self.local = local
@@ -65,6 +71,7 @@ class PrivacyRouter:
         self.policy = policy
         self.audit = audit
         self.fallback_local = fallback_local
+        self.egress = egress or (lambda name: True)
         self.name = f"privacy:{local.name}|{remote.name}"
         self.history: list[Decision] = []
 
@@ -123,9 +130,9 @@ class PrivacyRouter:
                 elif isinstance(ev, ToolCallEvent):
                     shown = True
                     c = ev.call
-                    yield ToolCallEvent(
-                        ToolCall(c.name, analysis.pseudonyms.restore_data(c.arguments), c.id)
-                    )
+                    args = c.arguments if self.egress(c.name) else (
+                        analysis.pseudonyms.restore_data(c.arguments))
+                    yield ToolCallEvent(ToolCall(c.name, args, c.id))
                 elif isinstance(ev, Finish):
                     tail = restorer.flush()
                     if tail:

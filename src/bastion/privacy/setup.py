@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bastion.config.model import Config, ModelConfig
@@ -30,11 +31,13 @@ def build_privacy_router(
     audit: Any = None,
     scanner: Any = None,
     remote: Model | None = None,
+    egress: Callable[[str], bool] | None = None,
 ) -> PrivacyRouter:
     """Return the router over ``local`` and ``remote``.
 
     ``local`` defaults to privacy.local (else the 'model:' section), ``remote`` to
-    privacy.remote.
+    privacy.remote. ``egress`` says which tools can send data out (no placeholder is
+    restored into their arguments); unset, none is restored into any tool call.
     """
     pc = config.privacy
     if remote is None:
@@ -48,4 +51,5 @@ def build_privacy_router(
         local = _model(config, pc.local or config.model)
     policy = PrivacyPolicy.from_config(pc, scanner)
     policy.detector.warm()  # fail at start-up, not on the first request, if the extra is missing
-    return PrivacyRouter(local, remote, policy, audit=audit, fallback_local=pc.fallback_local)
+    return PrivacyRouter(local, remote, policy, audit=audit, fallback_local=pc.fallback_local,
+                         egress=egress)

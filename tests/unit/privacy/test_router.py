@@ -115,12 +115,24 @@ async def test_history_tool_call_arguments_are_redacted() -> None:
 async def test_tool_call_arguments_from_remote_are_restored_once() -> None:
     remote = ChunkedModel("", calls=[ToolCall("send_email", {
         "to": "<EMAIL_ADDRESS_1>", "body": "Dear <PERSON_1>"}, "call_x")])
-    router = PrivacyRouter(ScriptedModel(), remote, policy())
+    # restored only into a tool the composition root says cannot send data out (F11)
+    router = PrivacyRouter(ScriptedModel(), remote, policy(), egress=lambda name: False)
     _, calls, _ = await run(router, [Message("user", "email Ada Lovelace at ada@example.org")],
                             [SEND])
     assert len(calls) == 1
     assert calls[0].arguments == {"to": "ada@example.org", "body": "Dear Ada Lovelace"}
     assert calls[0].id == "call_x"
+
+
+async def test_placeholders_stay_in_egress_tool_calls() -> None:
+    remote = ChunkedModel("", calls=[ToolCall("send_email", {
+        "to": "<EMAIL_ADDRESS_1>", "body": "Dear <PERSON_1>"}, "call_x")])
+    for router in (PrivacyRouter(ScriptedModel(), remote, policy()),  # default: none restored
+                   PrivacyRouter(ScriptedModel(), remote, policy(),
+                                 egress=lambda name: name == "send_email")):
+        _, calls, _ = await run(router, [Message("user", "email Ada Lovelace at ada@example.org")],
+                                [SEND])
+        assert calls[0].arguments == {"to": "<EMAIL_ADDRESS_1>", "body": "Dear <PERSON_1>"}
 
 
 async def test_allow_policy_sends_as_is() -> None:
