@@ -8,12 +8,17 @@ evidence fades and trust drifts back to 0.5 (unknown) when a tool is not used. E
 event                                            good     bad
 ===============================================  =======  ======
 a human approved the call                        1.0
-the call ran cleanly without needing approval    0.25
-trust auto-approved it and it ran cleanly        0.1
+the call ran without a human (below threshold,   0
+trust or a session rule approved it)
 the call failed (tool error)                              0.5
 a human denied it                                          8.0
 the anomaly stage flagged it / intel matched it           4.0
 ===============================================  =======  ======
+
+Only a human's approval is good evidence. Calls that ran without one say nothing about
+whether a human would approve the tool: counting them let a model *farm* trust with a dozen
+harmless calls below the threshold and then have MEDIUM calls auto-approved in a session
+whose threshold a human had lowered to review exactly those (review F16).
 
 A MEDIUM-risk call (up to ``max_risk``, never CRITICAL) that would have asked a human is
 auto-approved when trust >= threshold and there are ``min_observations`` pieces of
@@ -30,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 W_HUMAN_APPROVED = 1.0
-W_CLEAN = 0.25
-W_AUTO_CLEAN = 0.1
+W_CLEAN = 0.0  # ran without needing approval: no one judged it
+W_AUTO_CLEAN = 0.0  # approved by trust or a session rule: trust must not feed itself
 W_ERROR = 0.5
 W_DENIED = 8.0
 W_FLAGGED = 4.0
-TRUST_ACTORS = frozenset({"trust", "session-rule"})  # approvals that are not a human's
+TRUST_ACTORS = frozenset({"trust", "session-rule", "auto"})  # approvals no human gave
 
 
 @dataclass(slots=True)

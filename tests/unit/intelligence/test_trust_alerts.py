@@ -53,9 +53,12 @@ def test_trust_is_earned_decays_and_drops() -> None:
 
 
 def test_evidence_weights() -> None:
-    assert evidence_of("allowed", None, False, False) == (W_CLEAN, 0.0)
+    # F16: only a human's approval earns trust (a clean run or trust's own approval: nothing)
+    assert evidence_of("allowed", None, False, False) == (W_CLEAN, 0.0) == (0.0, 0.0)
     assert evidence_of("allowed", {"approved": True, "by": "alice"}, False, False) == (1.0, 0)
-    assert evidence_of("allowed", {"approved": True, "by": "trust"}, False, False)[0] < W_CLEAN
+    assert evidence_of("allowed", {"approved": True, "by": "trust"}, False, False) == (0, 0)
+    assert evidence_of("allowed", {"approved": True, "by": "session-rule"}, False, False) == (
+        0, 0)
     assert evidence_of("denied", {"approved": False, "by": "alice"}, False, False) == (
         0.0, W_DENIED)
     assert evidence_of("denied", {"approved": False, "by": "timeout"}, False, False) == (0, 0)
