@@ -34,7 +34,7 @@ class Human:
         return ApprovalDecision(False, "alice", "denied by the human")
 
 
-def app_for(workspace: Path, human: Human, *, record_runs: bool = True,
+def app_for(workspace: Path, human: Human, *, record_runs: bool = True, model: Any = None,
             **config: Any) -> tuple[App, RecordingRunner]:
     """Build the app from a default ``Config`` (plus ``config``); sandboxed runs recorded.
 
@@ -43,7 +43,7 @@ def app_for(workspace: Path, human: Human, *, record_runs: bool = True,
     """
     data: dict[str, Any] = {"agent": {"workspace": str(workspace)}}
     data.update(config)
-    app = build_app(Config.model_validate(data), model=ScriptedModel(), approver=human,
+    app = build_app(Config.model_validate(data), model=model or ScriptedModel(), approver=human,
                     memory=EphemeralMemory())
     runner = RecordingRunner()
     if record_runs:

@@ -27,6 +27,7 @@ def _config(**intel: Any) -> Config:
     cfg = Config(memory=MemoryConfig(enabled=False),
                  intelligence=IntelligenceConfig(enabled=True, **intel))
     cfg.security.allow_private_network = True  # web_fetch reaches the local page server
+    cfg.hitl.known_domains = ["127.0.0.1"]  # ... a known site: a new egress domain would ask
     return cfg
 
 

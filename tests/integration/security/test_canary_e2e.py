@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from bastion.app import build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig, SecretsConfig
+from bastion.security.approval import AllowApprover
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.security.secrets.sops import SopsBackend
 from bastion.server.app import create_app
@@ -57,7 +58,9 @@ def app_and_model(bastion_home: Path):  # type: ignore[no-untyped-def]
     config.security.sandbox = "bubblewrap"
     model = ScriptedModel(call("shell", command=COMMAND), say("The tool ran."),
                           call("shell", command=COMMAND), say("Ran it again."))
-    app = build_app(config, model=model)
+    # a call that is handed a secret asks a human (F4); this one approves: the test is about
+    # where the value goes once the call runs
+    app = build_app(config, model=model, approver=AllowApprover())
     yield app, model
     app.audit.close()
 

@@ -237,10 +237,11 @@ class RiskClassifier:
                 level = Risk.CRITICAL if rule.when == "destructive_shell" else Risk.HIGH
                 hits = [f.reason for f in findings if f.level == level]
                 if rule.when == "destructive_shell" and not hits and self.destructive(args):
-                    hits = ["destructive shell command"]
+                    hits = ["matches the destructive-command pattern"]
                 if not hits:
                     continue
-                why = "; ".join(dict.fromkeys(hits[:3]))
+                kind = "destructive" if rule.when == "destructive_shell" else "risky code"
+                why = f"{kind}: {'; '.join(dict.fromkeys(hits[:3]))}"
             elif rule.when == "outside_workspace":
                 paths = self.outside_workspace(tool.name, args)
                 if not paths:
