@@ -165,8 +165,13 @@ def build_security(
     def egress_capable(tool: Any) -> bool:
         return tool_egress(tool) or tool.name in networked
 
+    # destinations the operator allowlisted for egress are not "new": asking adds nothing
+    allowlists = [*sec.egress.values(), config.browser.egress,
+                  *(m.egress for m in config.mcp_servers)]
+    known = [*config.hitl.known_domains, *(d for a in allowlists if a for d in a.domains)]
     classifier = RiskClassifier(
-        rules, workspace, known_domains=config.hitl.known_domains,
+        rules, workspace, known_domains=known,
+        known_networks=[c for a in allowlists if a for c in a.cidrs],
         secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)),
         egress_capable=egress_capable)
     stages: Sequence[Stage] = (

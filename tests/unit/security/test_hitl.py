@@ -160,3 +160,12 @@ async def test_stage_pipeline_with_session_threshold(tmp_path: Path) -> None:
     res = await gw.execute(ToolCall("shell", {"command": "ls"}), session_id="a")
     assert res.decision == "denied" and "timeout" in res.text
     assert (await gw.execute(ToolCall("shell", {"command": "ls"}), session_id="b")).ok
+
+
+def test_allowlisted_destinations_are_not_new(tmp_path: Path) -> None:
+    c = RiskClassifier(builtin_rules(), tmp_path, known_domains=["*.corp.example"],
+                       known_networks=["10.1.0.0/16"])
+    assert c.classify(web_fetch, {"url": "https://wiki.corp.example/a"}, "s")[0] == Risk.LOW
+    assert c.classify(web_fetch, {"url": "http://10.1.2.3/"}, "s")[0] == Risk.LOW
+    assert c.classify(web_fetch, {"url": "http://10.2.0.1/"}, "s")[0] == Risk.HIGH
+    assert c.classify(web_fetch, {"url": "https://corp.example.evil/"}, "s")[0] == Risk.HIGH

@@ -12,6 +12,7 @@ call of the session asks a human.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ class RiskClassifier:
         egress_capable: Callable[[Any], bool] | None = None,
         code_arguments: Mapping[str, Mapping[str, str]] | None = None,
         private_files: Iterable[str] = PRIVATE_FILES,
+        known_networks: Iterable[str] = (),
     ) -> None:
         self.rules = list(rules)
         self.egress_capable = egress_capable or tool_egress
@@ -138,6 +140,7 @@ class RiskClassifier:
         self.workspace = workspace.resolve()
         self.secret_use = secret_use or (lambda tool: False)
         self.known_domains = {d.lower() for d in known_domains}
+        self.known_networks = [ipaddress.ip_network(n, strict=False) for n in known_networks]
         self._seen: dict[str | None, set[str]] = {}
 
     # ---- conditions ----------------------------------------------------------------------
@@ -205,9 +208,20 @@ class RiskClassifier:
         for s in _strings(args):
             for m in _URL.finditer(s):
                 host = (urlsplit(m.group()).hostname or "").lower()
-                if host and host not in seen and host not in self.known_domains:
+                if host and host not in seen and not self._known(host):
                     hosts.append(host)
         return list(dict.fromkeys(hosts))
+
+    def _known(self, host: str) -> bool:
+        """Tell whether the config names ``host`` (known_domains, egress allowlists, ``*.x``)."""
+        if host in self.known_domains or any(
+                d.startswith("*.") and host.endswith(d[1:]) for d in self.known_domains):
+            return True
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in net for net in self.known_networks)
 
     def remember_domains(self, session_id: str | None, hosts: Iterable[str]) -> None:
         """Mark ``hosts`` as reached in this session (after an allowed call)."""
