@@ -7,6 +7,7 @@ Each test is the attack: edit the real SQLite log (and its head, wherever it is 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -160,3 +161,23 @@ def test_rollback_is_caught_from_what_a_syslog_collector_received(tmp_path: Path
     assert verify(db).ok  # without the anchor a rollback to a genuine copy is not visible
     rep = verify(db, anchor=export)
     assert not rep.ok and "rolled back" in rep.reason, rep.summary()
+
+
+def test_proof_signed_by_a_key_swapped_in_beside_the_log_fails(bastion_home: Path,
+                                                               tmp_path: Path) -> None:
+    from bastion.crypto.keys import FileSigner
+    from bastion.security.audit_proofs import prove_event
+
+    assert _bastion(bastion_home, "init", "--yes").returncode == 0
+    db = bastion_home / "audit" / "audit.db"
+    log = AuditLog(db)
+    for i in range(4):
+        log.record("tool_call", tool="shell", decision="denied" if i == 2 else "allowed")
+    log.close()
+    attacker.rechain(db, 3, "UPDATE events SET decision='allowed' WHERE id=3")
+    own = FileSigner(tmp_path / "attacker.key")  # the attacker's own key ...
+    db.with_name("audit-signing.pub").write_text(own.public_hex + "\n")  # ... made "trusted"
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(prove_event(db, 3, own)))
+    r = _bastion(bastion_home, "audit", "verify-proof", str(proof))
+    assert r.returncode == 2 and "not a trusted audit key" in r.stdout, r.stdout + r.stderr

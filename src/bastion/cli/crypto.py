@@ -370,12 +370,14 @@ def verify_proof_cmd(
     if public_key:
         trusted = [public_key]
     elif not any_key:
+        from bastion.security.audit import trusted_keys
+
         path = _audit_db(db)
-        pub = path.with_name(path.stem + "-signing.pub")
-        if not pub.exists():
-            raise CryptoError(f"no trusted keys at {pub}",
+        pins = _config().audit.key_fingerprints  # pinned outside the audit directory
+        trusted = trusted_keys(path, pins, [str(bundle.get("public_key", ""))])
+        if not trusted and not pins:
+            raise CryptoError(f"no trusted keys for {path}",
                               fix="pass --public-key KEY (or --any-key to check the math only)")
-        trusted = pub.read_text().split()
     ok, why = verify_bundle(bundle, trusted)
     typer.secho(("ok: " if ok else "FAILED: ") + why, fg="green" if ok else "red")
     if not ok:

@@ -469,10 +469,11 @@ class AuditLog:
         self.flush()
         return stats(self._reader, self._read_lock)
 
-    def verify(self, public_key: str | None = None) -> VerifyReport:
+    def verify(self, public_key: str | None = None, *, anchor: Path | None = None
+               ) -> VerifyReport:
         """Verify the whole chain (see :func:`verify`) against the pinned keys (or the .pub)."""
         self.flush()
-        return verify(self.path, public_key, fingerprints=self.pinned)
+        return verify(self.path, public_key, fingerprints=self.pinned, anchor=anchor)
 
     def prune(self, *, before_ts: float | None = None, keep_last: int | None = None) -> int:
         """Delete old records behind a signed anchor; return how many were deleted."""
@@ -668,6 +669,19 @@ def _pinned(public: str, fingerprints: tuple[str, ...]) -> bool:
     """Return whether ``public``'s SHA-256 starts with a pinned fingerprint (>= 16 hex)."""
     full = fingerprint(public, 64)
     return any(len(fp) >= 16 and full.startswith(fp.lower()) for fp in fingerprints)
+
+
+def trusted_keys(path: Path, fingerprints: tuple[str, ...] | list[str] = (),
+                 candidates: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Return the keys to trust for the log at ``path``.
+
+    With pinned ``fingerprints``: those of the ``.pub`` file's keys and ``candidates`` (e.g.
+    the key inside a proof) that match a pin. Without pins: the ``.pub`` file's keys.
+    """
+    listed = _pub_keys(path.with_name(path.stem + "-signing.pub"))
+    if not fingerprints:
+        return listed
+    return [k for k in dict.fromkeys([*listed, *candidates]) if _pinned(k, tuple(fingerprints))]
 
 
 def _legacy_head(path: Path) -> tuple[Any, ...] | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bastion.crypto.keys import FileSigner, verify
 from bastion.crypto.pkcs11 import Pkcs11Signer, token_info
@@ -143,3 +144,30 @@ def test_cli_hsm_signs_audit_and_proofs(tmp_path: Path) -> None:
                 BASTION_SECRET_HSM_PIN="1111")
     assert r[0]["code"] == 2 and "not in the signed tree" in r[0]["out"]
     assert r[1]["code"] == 1 and "PIN for token 'bastion' is wrong" in r[1]["err"]
+
+
+def test_keygen_pins_the_hsm_key_next_to_the_pinned_file_key(tmp_path: Path) -> None:
+    """With keys pinned (bastion init), a log that moves to the HSM verifies against pins only."""
+    require_softhsm()
+    from bastion.crypto.keys import FileSigner, fingerprint
+
+    home = tmp_path / "home"
+    (home / "audit").mkdir(parents=True)
+    file_fp = fingerprint(FileSigner(home / "audit" / "audit-signing.key").public_hex, 32)
+    (home / "bastion.yaml").write_text(
+        f"audit:\n  key_fingerprints: [{file_fp}]\n"
+        "crypto:\n  hsm:\n    pin: secret://env/hsm_pin\n    key_type: ed25519\n")
+    first = WRITE.replace("range(5)", "range(2)")  # signed by the pinned key file
+    r = run_cli(home, [
+        ["py", first],
+        ["crypto", "hsm", "init", "--so-pin-ref", "secret://env/so_pin"],
+        ["crypto", "hsm", "keygen"],
+        ["config", "set", "audit.signer", "pkcs11"],
+        ["py", WRITE],
+        ["audit", "verify"],
+    ], BASTION_SECRET_HSM_PIN="9753", BASTION_SECRET_SO_PIN="8642")
+    assert [s["code"] for s in r] == [0, 0, 0, 0, 0, 0], r
+    assert "pinned for audit verify" in r[2]["out"]
+    pins = yaml.safe_load((home / "bastion.yaml").read_text())["audit"]["key_fingerprints"]
+    assert len(pins) == 2 and pins[0] == file_fp
+    assert r[5]["out"].startswith("ok: 8 records")  # 7 + audit.key_trusted and "not pinned" not in r[5]["out"]

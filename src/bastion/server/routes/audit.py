@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any, Literal
@@ -43,10 +44,10 @@ async def stats(app: BastionApp) -> dict[str, Any]:
 @router.get("/verify", summary="Verify the hash chain and signatures")
 async def verify(app: BastionApp) -> dict[str, Any]:
     """Return ``ok``, how many records were checked and the first bad record, if any."""
-    rep = app.audit.verify()
-    return {"ok": rep.ok, "checked": rep.checked, "first_bad": rep.first_bad,
-            "reason": rep.reason, "checkpoints": rep.checkpoints, "anchored_at": rep.anchored_at,
-            "last_id": rep.last_id}
+    a = app.config.audit.anchor
+    anchor = a.file.expanduser() if a is not None and a.file is not None else None
+    rep = await asyncio.to_thread(app.audit.verify, anchor=anchor)
+    return rep.to_dict()  # ok, checked, first_bad, reason, ... head_seq, pinned, external_seq
 
 
 @router.get("/export", summary="Export records as JSON lines or CSV", response_model=None)

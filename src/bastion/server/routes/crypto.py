@@ -48,10 +48,11 @@ async def count_proof(
 @router.post("/v1/audit/verify-proof", summary="Verify an audit proof")
 async def verify_proof(app: BastionApp, bundle: dict[str, Any]) -> dict[str, Any]:
     """Check a proof against this log's trusted keys."""
+    from bastion.security.audit import trusted_keys
     from bastion.security.audit_proofs import verify_bundle
 
-    pub = app.audit.path.with_name(app.audit.path.stem + "-signing.pub")
-    trusted = pub.read_text().split() if pub.exists() else []
+    trusted = trusted_keys(app.audit.path, app.audit.pinned,
+                           [str(bundle.get("public_key", ""))])
     ok, reason = await asyncio.to_thread(verify_bundle, bundle, trusted)
     return {"ok": ok, "reason": reason}
 
