@@ -104,15 +104,31 @@ def pdf_to_text(data: bytes) -> str:
 
 
 def extract_text(data: bytes, kind: str) -> str:
-    """Return the text of a document of ``kind``."""
+    """Return the text of a document of ``kind``.
+
+    PDF and HTML are parsed in a child process with memory, CPU and time limits
+    (:func:`bastion.security.isolate.run_isolated`): a parser crash, loop or bomb fails
+    this one document with a clear error.
+    """
+    if kind not in ("pdf", "html"):
+        if b"\x00" in data[:4096]:
+            raise MemoryStoreError("binary content, not text")
+        return data.decode("utf-8", errors="replace")
+    from bastion.security.isolate import run_isolated
+
+    _, text = run_isolated("bastion.memory._chunk:parse_in_child", data, kind=kind,
+                           what=f"{kind.upper()} parser", error=MemoryStoreError)
+    return text.decode("utf-8", errors="replace")
+
+
+def parse_in_child(data: bytes, kind: str) -> tuple[dict[str, Any], bytes]:
+    """Parse a PDF or HTML document (runs in the limited child of ``extract_text``)."""
     if kind == "pdf":
-        return pdf_to_text(data)
+        return {}, pdf_to_text(data).encode("utf-8", errors="replace")
     if b"\x00" in data[:4096]:
         raise MemoryStoreError("binary content, not text")
-    text = data.decode("utf-8", errors="replace")
-    if kind == "html":
-        return html_to_text(text)
-    return text
+    return {}, html_to_text(data.decode("utf-8", errors="replace")).encode("utf-8",
+                                                                         errors="replace")
 
 
 @dataclass(slots=True, frozen=True)

@@ -127,7 +127,7 @@ def _from_wave(data: bytes) -> Audio:
     return Audio(np.ascontiguousarray(s, dtype=np.float32), rate)
 
 
-def _from_container(data: bytes) -> Audio:
+def _from_container(data: bytes, max_seconds: float = 120.0) -> Audio:
     try:
         import av  # shipped with faster-whisper
     except ImportError:
@@ -139,9 +139,15 @@ def _from_container(data: bytes) -> Audio:
                 raise AudioError("the file has no audio stream", fix=_FORMAT_FIX)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
             chunks: list[bytes] = []
+            limit = int(max_seconds * STT_RATE * 2)  # a bomb stops here, not at the end
+            size = 0
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
                     chunks.append(bytes(out.planes[0])[: out.samples * 2])
+                    size += len(chunks[-1])
+                if size > limit:
+                    raise AudioError(f"the audio is longer than the {max_seconds:.0f} s limit",
+                                     fix="send a shorter clip or raise voice.max_seconds")
             for out in resampler.resample(None):
                 chunks.append(bytes(out.planes[0])[: out.samples * 2])
     except AudioError:
@@ -155,6 +161,10 @@ def _from_container(data: bytes) -> Audio:
 def decode(data: bytes, *, max_seconds: float = 120.0, max_bytes: int = 25 * 2**20) -> Audio:
     """Decode an audio file (WAV natively; FLAC/MP3/OGG/WebM through PyAV) and validate it.
 
+    The decoding runs in a child process with memory, CPU and time limits
+    (:func:`bastion.security.isolate.run_isolated`): a decoder crash or a decompression
+    bomb fails this one request with a clear error.
+
     Raises:
         AudioError: empty, too large, too long, silent-length, or not a readable audio format.
 
@@ -166,10 +176,25 @@ def decode(data: bytes, *, max_seconds: float = 120.0, max_bytes: int = 25 * 2**
             f"the audio is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit",
             fix="send a shorter clip or raise voice.max_upload_mb",
         )
-    audio = _from_wave(data) if data[:4] == b"RIFF" and data[8:12] == b"WAVE" else None
-    if audio is None:
-        audio = _from_container(data)
-    return validate(audio, max_seconds=max_seconds)
+    from bastion.security.isolate import run_isolated
+
+    meta, raw = run_isolated("bastion.voice.audio:decode_in_child", data,
+                             max_seconds=max_seconds, what="audio decoder", error=AudioError)
+    rate = meta.get("sample_rate")
+    if not isinstance(rate, int) or rate <= 0 or len(raw) % 4:
+        raise AudioError("the audio decoder returned nothing usable", fix=_FORMAT_FIX)
+    return validate(Audio(np.frombuffer(raw, dtype="<f4").astype(np.float32), rate),
+                    max_seconds=max_seconds)
+
+
+def decode_in_child(data: bytes, max_seconds: float) -> tuple[dict[str, Any], bytes]:
+    """Decode audio (runs in the limited child process of :func:`decode`)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        audio = _from_wave(data)
+    else:
+        audio = _from_container(data, max_seconds)
+    audio = validate(audio, max_seconds=max_seconds)
+    return {"sample_rate": audio.sample_rate}, audio.samples.astype("<f4").tobytes()
 
 
 def validate(audio: Audio, *, max_seconds: float = 120.0) -> Audio:
