@@ -25,15 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, ms: list[float]) -> str:
-    return (f"{label:<36} p50 {statistics.median(ms):8.3f} ms   p99 {pct(ms, 0.99):8.3f} ms"
-            f"   n={len(ms)}")
+from bench.gateway import line  # noqa: E402  (p50/p99 line, same format as the gateway bench)
 
 
 def seed(ws: Path, files: int, big_mb: int) -> None:
@@ -55,6 +47,7 @@ async def run(files: int, big_mb: int, calls: int, sandboxed: int, home: Path) -
     from bastion.config.model import Config
     from bastion.llm.messages import ToolCall
     from bastion.memory.base import EphemeralMemory
+    from bastion.security.approval import AllowApprover
     from bastion.security.gateway import Gateway
     from bastion.security.undo import UndoStage
 
@@ -64,7 +57,7 @@ async def run(files: int, big_mb: int, calls: int, sandboxed: int, home: Path) -
     cfg = Config.model_validate({"agent": {"workspace": str(ws)},
                                  "intelligence": {"enabled": False},
                                  "audit": {"durability": "queued"}})
-    app = build_app(cfg, model=ScriptedModel(), memory=EphemeralMemory())
+    app = build_app(cfg, model=ScriptedModel(), memory=EphemeralMemory(), approver=AllowApprover())
     assert app.undo is not None
     store = app.undo
     plain = Gateway(app.registry, app.gateway.environment,

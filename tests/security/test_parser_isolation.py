@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 import wave
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -29,7 +29,9 @@ import yaml
 from bastion.errors import AudioError, MemoryStoreError
 from bastion.memory._chunk import extract_text
 from bastion.security import isolate
+from bastion.security.sandbox.base import Limits
 from bastion.voice.audio import decode
+from tests.integration.server.test_live_server import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "parser-isolation-test-token-0123456789"
@@ -80,7 +82,7 @@ def _wav(seconds: float, rate: int = 16_000) -> bytes:
 
 
 def test_pdf_that_makes_the_parser_spin_costs_one_document(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(isolate, "DEFAULT_LIMITS", isolate.ParseLimits(cpu_seconds=2))
+    monkeypatch.setattr(isolate, "DEFAULT_LIMITS", replace(isolate.DEFAULT_LIMITS, cpu_seconds=2))
     bomb = operator_bomb_pdf()
     assert len(bomb) < 100_000
     cpu0, t0 = time.process_time(), time.monotonic()
@@ -95,13 +97,13 @@ def test_pdf_that_makes_the_parser_spin_costs_one_document(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize(("fault", "limits", "why"), [
-    ("segv", isolate.ParseLimits(), "crashed (signal SIGSEGV)"),
-    ("memory", isolate.ParseLimits(memory_mb=512, cpu_seconds=20),
+    ("segv", isolate.DEFAULT_LIMITS, "crashed (signal SIGSEGV)"),
+    ("memory", replace(isolate.DEFAULT_LIMITS, memory_mb=512, cpu_seconds=20),
      "ran out of memory (limit 512 MB)"),
-    ("hang", isolate.ParseLimits(cpu_seconds=1), "used more than 1 s of CPU"),
+    ("hang", replace(isolate.DEFAULT_LIMITS, cpu_seconds=1), "used more than 1 s of CPU"),
 ])
 def test_parser_crash_loop_or_allocation_is_one_clear_error(
-    monkeypatch: pytest.MonkeyPatch, fault: str, limits: isolate.ParseLimits, why: str,
+    monkeypatch: pytest.MonkeyPatch, fault: str, limits: Limits, why: str,
 ):
     monkeypatch.setenv(isolate.FAULT_ENV, fault)
     monkeypatch.setattr(isolate, "DEFAULT_LIMITS", limits)
@@ -145,6 +147,7 @@ _VICTIM = """
 import resource, sys
 from bastion.errors import AudioError
 from bastion.voice.audio import decode
+from tests.integration.server.test_live_server import serving
 data = open(sys.argv[1], "rb").read()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
@@ -171,44 +174,14 @@ def test_audio_decompression_bomb_is_bounded(tmp_path: Path):
 
 
 @pytest.fixture
-def crashing_server(bastion_home: Path) -> Iterator[str]:
+def crashing_server(bastion_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A live ``bastion serve`` whose parser children all die of SIGSEGV."""
     (bastion_home / "bastion.yaml").write_text(yaml.safe_dump({
         "api": {"token": TOKEN}, "intelligence": {"enabled": False},
         "memory": {"enabled": False}}))
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("BASTION_") and "__" in k)}
-    env.update(BASTION_HOME=str(bastion_home), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1",
-               **{isolate.FAULT_ENV: "segv"})
-    out = bastion_home / "serve.out"
-    with out.open("w") as o:
-        proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
-                                env=env, stdout=o, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        port = None
-        while port is None and time.monotonic() < deadline:
-            m = re.search(r"http://127\.0\.0\.1:(\d+)", out.read_text())
-            port = m.group(1) if m else None
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.1)
-        assert port, out.read_text()
-        base = f"http://127.0.0.1:{port}"
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    monkeypatch.setenv(isolate.FAULT_ENV, "segv")  # the server's environment, its children's
+    with serving(bastion_home) as base:
         yield base
-        assert proc.poll() is None, "the server died"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert "Traceback" not in out.read_text()
 
 
 def test_parser_crash_costs_one_request_and_the_server_keeps_answering(crashing_server: str):

@@ -28,26 +28,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bastion.errors import BastionError
+from bastion.security.sandbox.base import Limits
 
 FAULT_ENV = "BASTION_TEST_PARSER_FAULT"
 
 
-@dataclass(frozen=True, slots=True)
-class ParseLimits:
-    """What one parse may use."""
-
-    memory_mb: int = 1024
-    cpu_seconds: int = 30
-    wall_seconds: float = 60.0
-    output_mb: int = 512
-
-
-DEFAULT_LIMITS = ParseLimits()
+#: what one parse may use: address space, CPU, what it writes, wall-clock time
+DEFAULT_LIMITS = Limits(wall_seconds=60.0, cpu_seconds=30, memory_mb=1024, file_size_mb=512)
 
 
 def _package_root() -> str:
@@ -71,7 +62,7 @@ def run_isolated(
     *,
     what: str,
     error: type[BastionError] = BastionError,
-    limits: ParseLimits | None = None,
+    limits: Limits | None = None,
     **kwargs: Any,
 ) -> tuple[dict[str, Any], bytes]:
     """Run ``target`` (``"package.module:function"``) on ``data`` in a limited child.
@@ -83,7 +74,7 @@ def run_isolated(
     """
     limits = limits or DEFAULT_LIMITS
     header = json.dumps({"target": target, "kwargs": kwargs,
-                         "limits": [limits.memory_mb, limits.cpu_seconds, limits.output_mb]})
+                         "limits": [limits.memory_mb, limits.cpu_seconds, limits.file_size_mb]})
     with tempfile.TemporaryDirectory(prefix="bastion-parse-") as tmp:
         src, dst = Path(tmp) / "in", Path(tmp) / "out"
         with src.open("wb") as fh:
@@ -114,7 +105,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _answer(
-    dst: Path, code: int, what: str, error: type[BastionError], limits: ParseLimits
+    dst: Path, code: int, what: str, error: type[BastionError], limits: Limits
 ) -> tuple[dict[str, Any], bytes]:
     raw = dst.read_bytes()
     head, sep, payload = raw.partition(b"\n")
@@ -132,7 +123,7 @@ def _answer(
     if code < 0:
         sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
         why = {"SIGXCPU": f"used more than {limits.cpu_seconds} s of CPU",
-               "SIGXFSZ": f"produced more than {limits.output_mb} MB"}.get(
+               "SIGXFSZ": f"produced more than {limits.file_size_mb} MB"}.get(
                    str(sig), f"crashed (signal {sig})")
         raise error(f"the {what} {why}; the file was not read",
                     fix="the file is malformed or hostile; check where it came from")

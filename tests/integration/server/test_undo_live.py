@@ -8,14 +8,8 @@ them. Any approval the risk classifier asks for is granted over the API by a hel
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +18,9 @@ import pytest
 import yaml
 
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
+from tests.integration.server.test_live_server import serving
 from tests.security.test_undo_destruction import _seed, manifest
 
-ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "undo-live-test-token-0123456789abcdef"
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
@@ -60,41 +54,13 @@ def served(bastion_home: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
             "security": {"sandbox": "bubblewrap"},
             "intelligence": {"enabled": False},
         }))
-        env = {k: v for k, v in os.environ.items() if not (k.startswith("BASTION_") and "__" in k)}
-        env.update(BASTION_HOME=str(bastion_home), PYTHONPATH=str(ROOT / "src"),
-                   HF_HUB_OFFLINE="1")
-        out = bastion_home / "serve.out"
-        with out.open("w") as o:
-            proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
-                                    env=env, stdout=o, stderr=subprocess.STDOUT)
         stop = threading.Event()
-        try:
-            deadline = time.monotonic() + 120
-            port = None
-            while port is None and time.monotonic() < deadline:
-                m = re.search(r"http://127\.0\.0\.1:(\d+)", out.read_text())
-                port = m.group(1) if m else None
-                assert proc.poll() is None, out.read_text()
-                time.sleep(0.1)
-            assert port, out.read_text()
-            base = f"http://127.0.0.1:{port}"
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with serving(bastion_home) as base:
             threading.Thread(target=_approve_all, args=(base, stop), daemon=True).start()
-            yield base, ws
-        finally:
-            stop.set()
-            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        assert "Traceback" not in out.read_text()
+                yield base, ws
+            finally:
+                stop.set()
 
 
 def test_agent_destruction_is_listed_and_undone_over_the_api(served: tuple[str, Path]) -> None:
