@@ -101,3 +101,33 @@ async def test_warm_pool_serves_calls_with_the_same_confinement(workspace: Path)
     await asyncio.sleep(0.2)
     assert leftover_processes("33.77") == []
     assert leftover_processes("os.write(1,b") == []  # no waiter left behind
+
+
+@pytest.mark.parametrize("warm", [0, 1], ids=["cold", "warm"])
+async def test_warm_and_cold_calls_end_the_same_way(workspace: Path, warm: int) -> None:
+    """A warm call (output over FIFOs, the sandbox torn down afterwards) behaves as a cold one."""
+    from bastion.security.sandbox.base import Limits, SandboxSpec
+
+    box = BubblewrapSandbox(SandboxSpec(workspace, Limits(wall_seconds=20, cpu_seconds=1,
+                                                          file_size_mb=1)), warm=warm)
+
+    async def run(script: str, **kw: object) -> tuple[int, str | None, str]:
+        if box.warm_pool is not None:
+            await box.warm_pool.fill()
+        res = await box.run(["/bin/sh", "-c", script], **kw)  # type: ignore[arg-type]
+        return res.exit_code, res.killed_reason, res.stdout
+
+    try:
+        assert await run("echo out; exit 3") == (3, None, "out\n")
+        assert await run("cat; echo end", stdin=b"in\n") == (0, None, "in\nend\n")
+        assert (await run("while :; do :; done"))[1] == "cpu_time"
+        assert (await run("head -c 3000000 /dev/zero > big"))[1] == "file_size"
+        code, _, out = await run("(sleep 41.3; touch late) & echo started")
+        assert (code, out) == (0, "started\n")
+        if hasattr(box, "drain"):
+            await box.drain()
+        await asyncio.sleep(0.3)
+        assert leftover_processes("41.3") == [] and not (workspace / "late").exists()
+    finally:
+        if box.warm_pool is not None:
+            await box.warm_pool.close()

@@ -4,7 +4,8 @@ Each pooled sandbox is already inside its namespaces, limits and cgroup, running
 waiter (Python, started while idle) that reads one request line -- the argv and environment
 -- byte by byte from stdin, then ``exec``\\ s the command with the rest of stdin left for it.
 So a call pays for writing one line instead of for bwrap (or podman) and the interpreter
-starting. A pooled sandbox serves exactly one call; the pool refills in the background. Pools
+starting. A pooled sandbox serves exactly one call; the pool refills in the background once
+the call is over (never while it runs). Pools
 are tied to the event loop that filled them; another loop gets fresh, cold runs. A backend
 whose sandboxes outlive their host process (podman's containers) passes ``release``, called
 with every pooled sandbox the pool throws away, and ``final=True`` when the pool closes.
@@ -63,18 +64,26 @@ class WarmPool:
         self._lock: asyncio.Lock | None = None
 
     def take(self) -> Spawned | None:
-        """Return a live pre-started sandbox of the running loop, or None (then run cold)."""
+        """Return a live pre-started sandbox of the running loop, or None (then run cold).
+
+        It does not refill: the backend calls :meth:`refill` once its call is over. Starting
+        a sandbox (fork and exec in the event loop, bwrap's setup, the waiter's interpreter)
+        while the call runs would compete with it for the loop and the CPU -- on a warm
+        bubblewrap call that was two thirds of the time (bench/gateway.py).
+        """
         loop = asyncio.get_running_loop()
         while self._ready:
             item = self._ready.pop(0)
             if item.loop is loop and item.proc.returncode is None:
-                self._refill_soon()
                 return item
             if item.loop is loop:
                 asyncio.ensure_future(discard(item))
             self._let_go([item])
-        self._refill_soon()
         return None
+
+    def refill(self) -> None:
+        """Start topping the pool up in the background (after a call, see :meth:`take`)."""
+        self._refill_soon()
 
     def _let_go(self, items: list[Spawned], final: bool = False) -> None:
         if self._release is not None and (items or final):

@@ -25,6 +25,8 @@ What a sandboxed process sees and may do:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -33,9 +35,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bastion.errors import SandboxError
+from bastion.security.sandbox._fifo import FIFO_WAITER, IO_MOUNT, drive_fifos, make_io
 from bastion.security.sandbox._hostuser import drop_to, hand_over
-from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
-from bastion.security.sandbox._proc import Spawned, discard, drive, run_tree, spawn
+from bastion.security.sandbox._pool import WarmPool, request_line
+from bastion.security.sandbox._proc import Spawned, discard, run_tree, spawn
 from bastion.security.sandbox._seccomp import filter_file
 from bastion.security.sandbox.base import (
     WORKSPACE_MOUNT,
@@ -133,6 +136,13 @@ def memory_bytes(limits: Limits) -> int:
     return (limits.memory_mb + 2 * limits.tmp_mb + 32) * 1024 * 1024
 
 
+def _release_io(items: list[Spawned], final: bool) -> None:
+    """Remove the FIFO directories of pooled waiters the pool threw away."""
+    for item in items:
+        if isinstance(item.tag, Path):
+            shutil.rmtree(item.tag, ignore_errors=True)
+
+
 def prepare_stage() -> None:
     """Create the (empty, root-owned) mount point for staged bind sources."""
     STAGE_DIR.mkdir(mode=0o755, exist_ok=True)
@@ -221,7 +231,9 @@ class BubblewrapSandbox(ProbedBackend):
                                fix="apt-get install libseccomp2 && pip install pyseccomp")
         self._seccomp = seccomp
         self._flags()  # refuses a network policy without an egress namespace now
-        self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
+        self._teardowns: set[asyncio.Future[None]] = set()
+        self.warm_pool = (WarmPool(warm, self._spawn_waiter, release=_release_io)
+                          if warm else None)
 
     @classmethod
     def _probe(cls) -> str | None:
@@ -283,6 +295,7 @@ class BubblewrapSandbox(ProbedBackend):
         *,
         ro_paths: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
+        io: Path | None = None,
     ) -> list[str]:
         """Return the full host command line that runs ``argv`` in this sandbox.
 
@@ -294,6 +307,7 @@ class BubblewrapSandbox(ProbedBackend):
             env: Variables for the sandboxed command. They are NOT put on the command
                 line (anyone may read ``/proc/*/cmdline``): start the returned command with
                 :meth:`launch_env` as its whole environment; bwrap hands it on.
+            io: A warm sandbox's FIFO directory, bound at ``_fifo.IO_MOUNT``.
 
         """
         limits = limits or self.spec.limits
@@ -326,6 +340,8 @@ class BubblewrapSandbox(ProbedBackend):
         for path in ro_paths:
             host = Path(path).resolve()
             args += ["--ro-bind", src(host), str(host)]
+        if io is not None:
+            args += ["--bind", src(io), IO_MOUNT]
         if env is not None:
             self.environment(env)  # validates the names
         cmd = [*args, *self._flags(), "--", *limit_args(limits), *argv]
@@ -363,14 +379,36 @@ class BubblewrapSandbox(ProbedBackend):
         """Run ``argv`` in a fresh sandbox; the deadline is ``min(timeout_s, wall limit)``."""
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
-        warm = self.warm_pool.take() if self.warm_pool is not None else None
+        pool = self.warm_pool
+        try:
+            return await self._run(argv, pool.take() if pool is not None else None, stdin,
+                                   env, wall)
+        finally:
+            if pool is not None:
+                pool.refill()  # after the call, not competing with it
+
+    async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
+                   env: Mapping[str, str] | None, wall: float) -> ProcessResult:
+        limits = self.spec.limits
         if warm is not None:
-            return await drive(
-                warm, stdin=stdin, wall_seconds=wall, output_bytes=limits.output_bytes,
-                header=request_line(argv, self.environment(env)),
-                label={"backend": self.name, "command": " ".join(argv)[:200],
-                       "workspace": str(self.spec.workspace), "warm": "yes"},
-            )
+            io: Path = warm.tag
+            try:
+                result, _ = await drive_fifos(
+                    warm, io, request_line(argv, self.environment(env)), stdin, wall,
+                    limits.output_bytes, lambda: discard(warm),
+                    {"backend": self.name, "command": " ".join(argv)[:200],
+                     "workspace": str(self.spec.workspace), "warm": "yes"})
+            finally:  # the tree (and what the command left running) goes off the call's path
+                self._teardown_later(warm, io)
+            notes = ""
+            if warm.cgroup is not None and warm.cgroup.hit_limit():
+                notes += (f"\n[sandbox: process limit ({warm.max_pids}) reached; "
+                          "forks were refused]")
+            if warm.memory is not None and warm.memory.oom_killed():
+                notes += "\n[sandbox: memory limit reached; the kernel killed a process]"
+                if result.killed_reason is None or result.killed_reason == "killed":
+                    result = dataclasses.replace(result, killed_reason="memory")
+            return dataclasses.replace(result, stderr=result.stderr + notes) if notes else result
         return await run_tree(
             self.command(argv),
             env=self.environment(env),
@@ -383,16 +421,43 @@ class BubblewrapSandbox(ProbedBackend):
                    "workspace": str(self.spec.workspace)},
         )
 
+    def _teardown_later(self, warm: Spawned, io: Path) -> None:
+        async def teardown() -> None:
+            # the waiter exits right after the command; a leftover background process does
+            # not keep the sandbox: its tree is killed as a cold run's would be
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(warm.proc.wait(), 0.5)
+            await discard(warm)
+            shutil.rmtree(io, ignore_errors=True)
+
+        task = asyncio.ensure_future(teardown())
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def drain(self) -> None:
+        """Wait until the sandboxes of finished warm calls are torn down."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
+
     async def _spawn_waiter(self) -> Spawned:
-        spawned = await spawn(self.command(["python3", "-I", "-S", "-c", WAITER]),
-                              env=self.environment(None), stdin_pipe=True,
-                              max_pids=self.spec.limits.max_processes + 2,
-                              memory_bytes=memory_bytes(self.spec.limits))
+        ids = self._drop or (os.getuid(), os.getgid())
+        io = make_io("bastion-bwrap-io-", *ids)
+        try:
+            spawned = await spawn(
+                self.command(["python3", "-I", "-S", "-c", FIFO_WAITER], io=io),
+                env=self.environment(None), stdin_pipe=True,
+                max_pids=self.spec.limits.max_processes + 2,
+                memory_bytes=memory_bytes(self.spec.limits))
+        except BaseException:
+            shutil.rmtree(io, ignore_errors=True)
+            raise
+        spawned.tag = io
         try:  # the waiter writes one NUL byte once it is up and reading
             assert spawned.proc.stdout is not None
             await asyncio.wait_for(spawned.proc.stdout.readexactly(1), 20)
         except BaseException:
             await discard(spawned)
+            shutil.rmtree(io, ignore_errors=True)
             raise
         return spawned
 

@@ -224,21 +224,6 @@ def _shared_rootfs(hostname: str) -> Path:
     return _ensure_rootfs(paths.data_dir("sandbox") / f"gvisor-root-{hostname}", hostname)
 
 
-class _AfterCallPool(WarmPool):
-    """A warm pool that refills once a call is over, not while it runs.
-
-    Booting a gVisor container costs a few hundred ms of CPU; started the moment a call
-    takes a container, it would compete with that call for the CPU.
-    """
-
-    def _refill_soon(self) -> None:  # take() asks for it; run() calls refill() afterwards
-        return
-
-    def refill(self) -> None:
-        """Start topping the pool up in the background."""
-        WarmPool._refill_soon(self)
-
-
 class GVisorSandbox(ProbedBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` running commands under gVisor.
 
@@ -271,7 +256,7 @@ class GVisorSandbox(ProbedBackend):
         # never root: the sandbox account when bastion is root (see _hostuser)
         self.uid, self.gid = owner_ids(spec.workspace)
         self._cleanups: set[threading.Thread] = set()
-        self.warm_pool = _AfterCallPool(warm, self._spawn_waiter) if warm else None
+        self.warm_pool = WarmPool(warm, self._spawn_waiter) if warm else None
 
     @classmethod
     def _probe(cls) -> str | None:

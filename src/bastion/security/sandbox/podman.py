@@ -39,17 +39,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from bastion.errors import SandboxError
-from bastion.security.sandbox import _running
+from bastion.security.sandbox._fifo import FIFO_WAITER, IO_MOUNT, drive_fifos, make_io
 from bastion.security.sandbox._hostuser import drop_to, owner_ids
 from bastion.security.sandbox._pool import WarmPool, request_line
-from bastion.security.sandbox._proc import Spawned, discard, exit_reason, run_tree, spawn
+from bastion.security.sandbox._proc import Spawned, discard, run_tree, spawn
 from bastion.security.sandbox.base import (
     WORKSPACE_MOUNT,
     Limits,
@@ -65,46 +63,8 @@ BUILD_HINT = "bastion sandbox build-image"
 WARM_PREFIX = "bastion-warm-"  # + pid-hex: pooled containers (leftovers of dead pids removed)
 _HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 _SWEPT = False
-_IO = "/run/bastion-io"  # in a pooled container: the FIFOs and status file (host dir, bind)
-# The pooled container's waiter (python3-minimal: ``os`` only). It reads the request from the
-# podman-attached stdin, then forks the command with stdin/stdout/stderr on FIFOs the host
-# holds open, marks each output stream with one NUL byte once its end is open, waits, and
-# writes the exit status to a file. So the host sees the end of the output the moment the
-# command ends, instead of when podman has finished reporting the container's exit (~1 s).
-WARM_WAITER = (
-    "import os,_signal as g\n"
-    # Python ignores SIGPIPE and SIGXFSZ; the command must get the default actions back
-    "for n in (g.SIGPIPE,g.SIGXFSZ): g.signal(n,g.SIG_DFL)\n"
-    "os.write(1,b'\\0')\n"
-    "def r(n):\n"
-    "    b=b''\n"
-    "    while len(b)<n:\n"
-    "        c=os.read(0,n-len(b))\n"
-    "        if not c: raise SystemExit(0)\n"
-    "        b+=c\n"
-    "    return b\n"
-    "p=r(int(r(8),16)).split(b'\\0')\n"
-    "n=int(p[0])\n"
-    f"d='{_IO}/'\n"
-    "pid=os.fork()\n"
-    "if pid==0:\n"
-    "    try:\n"
-    "        fds=[os.open(d+'in',os.O_RDONLY),os.open(d+'out',os.O_WRONLY),"
-    "os.open(d+'err',os.O_WRONLY)]\n"
-    "        for i,fd in enumerate(fds): os.dup2(fd,i)\n"
-    "        for fd in fds:\n"
-    "            if fd>2: os.close(fd)\n"
-    "        os.write(1,b'\\0'); os.write(2,b'\\0')\n"
-    "        os.environb.clear(); os.environb.update(x.split(b'=',1) for x in p[n+1:])\n"
-    "        os.execvp(p[1],p[1:n+1])\n"
-    "    except OSError as e:\n"
-    "        os.write(2,('sandbox: '+str(e)+'\\n').encode())\n"
-    "    os._exit(127)\n"
-    "c=os.waitstatus_to_exitcode(os.waitpid(pid,0)[1])\n"
-    "f=os.open(d+'status.tmp',os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o644)\n"
-    "os.write(f,str(c).encode()); os.close(f)\n"
-    "os.rename(d+'status.tmp',d+'status')\n"
-)
+_IO = IO_MOUNT  # in a pooled container: the FIFOs (a host dir, bound in)
+WARM_WAITER = FIFO_WAITER
 
 
 def image_exists(podman: str = "podman") -> bool:
@@ -266,7 +226,17 @@ class PodmanSandbox(ProbedBackend):
         """Run ``argv`` in a fresh (or pre-started) container, force-removed afterwards."""
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
-        warm = self.warm_pool.take() if self.warm_pool is not None else None
+        pool = self.warm_pool
+        try:
+            return await self._run(argv, pool.take() if pool is not None else None, stdin,
+                                   env, wall)
+        finally:
+            if pool is not None:
+                pool.refill()  # after the call, not competing with it
+
+    async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
+                   env: Mapping[str, str] | None, wall: float) -> ProcessResult:
+        limits = self.spec.limits
         if warm is not None:
             cid, io = self._cids.pop(warm.proc.pid, ("", None))
             if io is not None:
@@ -309,11 +279,7 @@ class PodmanSandbox(ProbedBackend):
     async def _spawn_waiter(self) -> Spawned:
         """Start one pooled container (no ``--rm``: we remove it after its one call)."""
         cid = f"{WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
-        io = Path(tempfile.mkdtemp(prefix=f"{cid}-"))
-        for name in ("in", "out", "err"):
-            os.mkfifo(io / name, 0o600)
-        for path in (io, *io.iterdir()):
-            os.chown(path, self.uid, self.gid)  # the container's user opens them
+        io = make_io(f"{cid}-", self.uid, self.gid)
         argv = self._args(cid, ["python3", "-I", "-S", "-c", WARM_WAITER], {},
                           self.spec.limits, (), True, rm=False, io=io)
         try:
@@ -336,111 +302,24 @@ class PodmanSandbox(ProbedBackend):
     async def _run_warm(self, warm: Spawned, cid: str, io: Path, argv: list[str],
                         env: Mapping[str, str] | None, stdin: bytes | None,
                         wall: float) -> ProcessResult:
-        """Drive one call in a pooled container through its FIFOs (see WARM_WAITER)."""
+        """Drive one call in a pooled container through its FIFOs (see ``_fifo``)."""
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
 
-        start = time.perf_counter()
-        deadline = start + wall
-        limits = self.spec.limits
-        loop = asyncio.get_running_loop()
-        # hold a writer on "in" (so the command's open does not block) and on each output
-        # (so reading before the command opened its end sees no EOF) until the marks arrive
         self._used[cid] = (warm.proc.pid, io)
-        in_fd = os.open(io / "in", os.O_RDWR | os.O_NONBLOCK)
-        held = [in_fd]
-        streams: list[asyncio.StreamReader] = []
-        transports: list[asyncio.BaseTransport] = []
-        reason: str | None = None
-        out, err = bytearray(), bytearray()
-        total = 0
-        overflow = False
-        state = _running.track(warm.proc.pid, None, {
-            "backend": self.name, "command": " ".join(argv)[:200],
-            "workspace": str(self.spec.workspace), "container": cid, "warm": "yes"})
+        clean = False
         try:
-            for name in ("out", "err"):
-                rfd = os.open(io / name, os.O_RDONLY | os.O_NONBLOCK)
-                held.append(os.open(io / name, os.O_WRONLY | os.O_NONBLOCK))
-                reader = asyncio.StreamReader(limit=2**20)
-                transport, _ = await loop.connect_read_pipe(
-                    lambda r=reader: asyncio.StreamReaderProtocol(r),  # type: ignore[misc]
-                    os.fdopen(rfd, "rb", 0))
-                streams.append(reader)
-                transports.append(transport)
-            assert warm.proc.stdin is not None
-            warm.proc.stdin.write(request_line(argv, BubblewrapSandbox.environment(env)))
-            await warm.proc.stdin.drain()
-            warm.proc.stdin.close()
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(s.readexactly(1) for s in streams)),
-                    max(deadline - time.perf_counter(), 0.01))
-            except (TimeoutError, asyncio.IncompleteReadError):
-                reason = "timeout"
-            for fd in held[1:]:
-                os.close(fd)
-            del held[1:]
-            if reason is None:
-                if stdin:
-                    w_transport, _ = await loop.connect_write_pipe(
-                        asyncio.Protocol, os.fdopen(held.pop(0), "wb", 0))
-                    transports.append(w_transport)
-                    w_transport.write(stdin)
-                    w_transport.close()
-                else:
-                    os.close(held.pop(0))
-
-                full = asyncio.Event()
-
-                async def pump(stream: asyncio.StreamReader, buf: bytearray) -> None:
-                    nonlocal total, overflow
-                    while chunk := await stream.read(65_536):
-                        room = limits.output_bytes - total
-                        if len(chunk) > room:
-                            chunk, overflow = chunk[: max(room, 0)], True
-                        buf += chunk
-                        total += len(chunk)
-                        if overflow:
-                            full.set()
-                            return
-
-                pumps: asyncio.Future[Any] = asyncio.gather(pump(streams[0], out),
-                                                            pump(streams[1], err))
-                full_wait: asyncio.Future[Any] = asyncio.ensure_future(full.wait())
-                done, _ = await asyncio.wait({pumps, full_wait},
-                                             timeout=max(deadline - time.perf_counter(), 0.01),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                full_wait.cancel()
-                if pumps not in done:
-                    reason = "output" if overflow else "timeout"
-                    await self._remove(cid)  # kills the tree; the FIFOs reach EOF
-                    pumps.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await pumps
-            code = await _read_status(io) if reason is None else None
+            result, clean = await drive_fifos(
+                warm, io, request_line(argv, BubblewrapSandbox.environment(env)), stdin,
+                wall, self.spec.limits.output_bytes, lambda: self._remove(cid),
+                {"backend": self.name, "command": " ".join(argv)[:200],
+                 "workspace": str(self.spec.workspace), "container": cid, "warm": "yes"})
         finally:
-            _running.untrack(state)
-            for fd in held:
-                os.close(fd)
-            for t in transports:
-                t.close()
-            if reason is not None:
+            if not clean:
                 await self._remove(cid)
             else:
                 self._remove_later(cid)  # it has exited; dropping it is off the call's path
             self._reap_later(warm, cid, io)
-        if code is None:
-            code = -9
-            reason = reason or "killed"
-        reason = reason or exit_reason(code)
-        text_err = err.decode("utf-8", "replace")
-        if overflow:
-            text_err += f"\n[sandbox: output truncated at {limits.output_bytes} bytes]"
-        return ProcessResult(
-            exit_code=code, stdout=out.decode("utf-8", "replace"), stderr=text_err,
-            timed_out=reason == "timeout", killed_reason=reason,
-            duration_ms=(time.perf_counter() - start) * 1000,
-        )
+        return result
 
     def _reap_later(self, warm: Spawned, cid: str, io: Path) -> None:
         async def reap() -> None:
@@ -485,27 +364,6 @@ class PodmanSandbox(ProbedBackend):
         """Remove the pooled containers (if any are waiting)."""
         if self.warm_pool is not None:
             self.warm_pool.shutdown()
-
-
-async def _read_status(io: Path) -> int | None:
-    """Return the exit status the waiter wrote (it follows the end of output closely)."""
-    for _ in range(400):  # up to 2 s
-        try:
-            fd = os.open(io / "status", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            await asyncio.sleep(0.005)
-            continue
-        except OSError:
-            return None
-        try:
-            text = os.read(fd, 32)
-        finally:
-            os.close(fd)
-        try:
-            return int(text)
-        except ValueError:  # written by the command itself: not trusted
-            return None
-    return None
 
 
 def _sweep_stale(podman: str) -> None:
