@@ -23,6 +23,8 @@ from wyoming.client import AsyncTcpClient  # noqa: E402
 from wyoming.error import Error  # noqa: E402
 from wyoming.info import Describe, Info  # noqa: E402
 
+from tests.integration.cluster._procs import stop_group  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,7 +48,7 @@ def _spawn(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "voice", "wyoming",
                              "--port", str(port), *extra],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
@@ -59,15 +61,6 @@ def _spawn(home: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     raise AssertionError("bastion voice wyoming did not start")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     home = tmp_path_factory.mktemp("wyoming-home")
@@ -76,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]
     try:
         yield port, proc.pid
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 async def _expect_refused(client: AsyncTcpClient, what: str) -> str:
@@ -147,4 +140,4 @@ def test_peer_outside_allow_gets_nothing(tmp_path: Path) -> None:
             s.settimeout(5)
             assert s.recv(4096) == b""  # closed without an answer
     finally:
-        _stop(proc)
+        stop_group(proc)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.cluster._procs import stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "k9D2fW7qLx0ZpR4tY8vB1nM6cJ3hG5sA-eU_iO"  # 38 characters
 
@@ -54,21 +56,11 @@ def _start(home: Path, argv: list[str], port: int, env: dict[str, str],
            log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", *argv], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while proc.poll() is None and not _listening(port) and time.monotonic() < deadline:
         time.sleep(0.1)
     return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _ws_accepted(url: str, **kw: object) -> bool:
@@ -94,7 +86,7 @@ def test_empty_token_stops_serve_and_empty_query_token_gets_nothing(
         ws_in = _listening(port) and _ws_accepted(f"ws://127.0.0.1:{port}/v1/voice/ws?token=")
         rc = proc.wait(10) if not _listening(port) else None
     finally:
-        _stop(proc)
+        stop_group(proc)
     out = log.read_text()
     assert not ws_in, "a WebSocket with an empty ?token= was let in"
     assert rc not in (None, 0), out
@@ -117,7 +109,7 @@ def test_weak_token_refused_at_start(bastion_home: Path, tmp_path: Path, argv: l
         started = _listening(port)
         rc = None if started else proc.wait(30)
     finally:
-        _stop(proc)
+        stop_group(proc)
     out = log.read_text()
     assert not started, f"{' '.join(argv)} started with the token {token!r}"
     assert rc != 0 and "Traceback" not in out, out
@@ -136,7 +128,7 @@ def live(bastion_home: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
         assert _listening(port), log.read_text()
         yield port, log
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def test_websocket_token_by_header_or_subprotocol_and_query_not_logged(

@@ -261,7 +261,8 @@ def node_serve(
         Path | None, typer.Option(help="GGUF file (default: model.path or the shipped model)")
     ] = None,
     name: Annotated[str | None, typer.Option(help="node name (default: the host name)")] = None,
-    host: Annotated[str, typer.Option(help="address to bind")] = "0.0.0.0",
+    host: Annotated[str, typer.Option(
+        help="address to bind; anything but loopback needs an API key")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port of the model server")] = 8080,
     tier: Annotated[str, typer.Option(help="small, medium or large")] = "small",
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="context window")] = 2048,
@@ -273,13 +274,24 @@ def node_serve(
     announce: Annotated[
         bool, typer.Option("--announce/--no-announce", help="announce over mDNS")
     ] = True,
-    api_key: Annotated[str | None, typer.Option(help="require this bearer token")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file",
+        help="file holding the bearer token clients must send (or set BASTION_NODE_API_KEY)",
+    )] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve https with this certificate")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="private key of --tls-cert")] = None,
     alias: Annotated[str | None, typer.Option(help="model name announced and served")] = None,
 ) -> None:
-    """Serve a model on this machine (llama.cpp server) and announce it over mDNS."""
+    """Serve a model on this machine (llama.cpp server) and announce it over mDNS.
+
+    It binds 127.0.0.1 by default. To serve other machines, bind their network and give a
+    key (never on the command line: other users see it in ps): BASTION_NODE_API_KEY or
+    --api-key-file.
+    """
     import socket
 
-    from bastion.cluster.serve import ServeOptions, serve
+    from bastion._net import is_loopback
+    from bastion.cluster.serve import ServeOptions, check_exposure, serve
 
     cfg = _config()
     if tier not in ("small", "medium", "large"):
@@ -294,10 +306,36 @@ def node_serve(
     opts = ServeOptions(
         model_path=Path(path).expanduser(), name=node_name, model_alias=alias, host=host,
         port=port, n_ctx=n_ctx, n_threads=threads, tier=tier, advertise=list(advertise or []),
-        ttl_s=ttl, announce=announce, api_key=api_key,
-        service_type=cfg.cluster.discovery.service_type,
+        ttl_s=ttl, announce=announce, api_key=_node_key(api_key_file),
+        tls_cert=tls_cert, tls_key=tls_key, service_type=cfg.cluster.discovery.service_type,
     )  # fmt: skip
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together", fix="pass both, or neither")
+    check_exposure(opts)
+    if not is_loopback(host):
+        typer.secho(f"warning: node serve listens on {host}: other machines can use the model "
+                    "with the API key" + ("" if opts.tls_cert else "; without --tls-cert it and "
+                                          "the prompts travel in clear"), err=True, fg="yellow")
     raise typer.Exit(asyncio.run(serve(opts)))
+
+
+def _node_key(path: Path | None) -> str | None:
+    """Return the node's API key from --api-key-file or BASTION_NODE_API_KEY (never argv)."""
+    import os
+
+    if path is None:
+        return os.environ.get("BASTION_NODE_API_KEY") or None
+    try:
+        if path.expanduser().stat().st_mode & 0o077:
+            raise ConfigError(f"--api-key-file {path} can be read by other users",
+                              fix=f"chmod 600 {path}")
+        key = path.expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}",
+                          fix="point it at a readable file holding the key") from None
+    if not key:
+        raise ConfigError(f"--api-key-file {path} is empty", fix="write the key into it")
+    return key
 
 
 def register(app: typer.Typer) -> None:

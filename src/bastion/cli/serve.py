@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Annotated
 
 import typer
 
+from bastion._net import is_loopback as _is_loopback
 from bastion.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def loopback_hosts(host: str) -> list[str] | None:

@@ -278,14 +278,14 @@ def wyoming(
         "--allow", help="only serve this address or CIDR, e.g. Home Assistant's (repeat)")] = None,
 ) -> None:
     """Serve bastion's STT and TTS over the Wyoming protocol (Home Assistant voice)."""
-    from bastion.cli.serve import _is_loopback
+    from bastion._net import is_loopback
     from bastion.config.loader import load
     from bastion.voice.service import VoiceService
     from bastion.voice.wyoming_server import parse_allow, serve
 
     nets = parse_allow(allow or [])
     service = VoiceService(load().voice)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         who = ", ".join(allow or []) or "anyone who can reach it (the protocol has no password)"
         _err.print(f"[yellow]warning: listening on {escape(host)}; served: {escape(who)}. "
                    "Limit it with --allow HOME_ASSISTANT_IP.[/]")

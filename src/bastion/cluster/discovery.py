@@ -6,6 +6,12 @@ with ``cluster.discovery.enabled`` browses for that type, resolves each instance
 to its router (source ``mdns``). A node that leaves says goodbye (removed at once); one that
 vanishes silently is removed when its records expire (their TTL) or when it stayed
 unreachable for ``discovery.ttl_s`` (the health monitor's sweep), whichever comes first.
+
+Anything on the LAN can announce itself, so discovery trusts no announcement with a secret:
+a bearer token goes only to a node listed in ``discovery.trusted`` (its name, the address it
+must announce from, its own token), never to any other announcer; a node already known is
+never moved to another address by a later announcement (it must leave or expire first); and
+``tls`` (per trusted node, for all, or announced by the node) makes its URL ``https``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +28,11 @@ from bastion._extras import require
 from bastion.cluster.model import ClusterService
 from bastion.cluster.node import TIERS, NodeSpec
 from bastion.cluster.router import Router
-from bastion.config.model import ClusterDiscoveryConfig
+from bastion.config.model import ClusterDiscoveryConfig, TrustedNodeConfig
 from bastion.errors import ConfigError
+
+log = logging.getLogger(__name__)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SERVICE_TYPE = "_bastion-llm._tcp.local."
 _ENGINES = ("llama_cpp", "vllm", "ollama", "openai", "bastion")
@@ -44,10 +54,11 @@ class Announcement:
     models: tuple[str, ...] = ()
     max_context: int = 2048
     ttl_s: int = 30
+    tls: bool = False
 
     def properties(self) -> dict[str, str]:
         """Return the TXT record."""
-        return {
+        props = {
             "v": "1",
             "name": self.name,
             "engine": self.engine,
@@ -56,6 +67,9 @@ class Announcement:
             "max_context": str(self.max_context),
             "path": "/v1",
         }
+        if self.tls:
+            props["tls"] = "1"
+        return props
 
 
 def local_addresses() -> list[str]:
@@ -110,9 +124,13 @@ class Announcer:
 
 
 def spec_from_properties(
-    props: dict[bytes, bytes | None], address: str, port: int, token: str | None
+    props: dict[bytes, bytes | None], address: str, port: int, token: str | None,
+    *, tls: bool = False,
 ) -> NodeSpec | None:
-    """Build a node spec from a resolved service (None when the record is not ours)."""
+    """Build a node spec from a resolved service (None when the record is not ours).
+
+    The URL is ``https`` when ``tls`` (configured) or when the node announces ``tls=1``.
+    """
     p = {k.decode(): (v or b"").decode() for k, v in props.items()}
     name = p.get("name") or ""
     engine = p.get("engine", "llama_cpp")
@@ -124,9 +142,11 @@ def spec_from_properties(
     except ValueError:
         return None
     models = tuple(m for m in (p.get("models") or "").split(",") if m)
+    scheme = "https" if tls or p.get("tls") == "1" else "http"
+    host = f"[{address}]" if ":" in address else address
     return NodeSpec(
         name=name,
-        url=f"http://{address}:{port}",
+        url=f"{scheme}://{host}:{port}",
         engine=engine,  # type: ignore[arg-type]
         tier=tier,
         models=models,
@@ -144,12 +164,15 @@ class DiscoveryService(ClusterService):
         self.router = router
         self.service_type = cfg.service_type
         self.token = cfg.token.get_secret_value() if cfg.token else None
-        try:
-            self.networks = [ipaddress.ip_network(n, strict=False) for n in cfg.networks]
-        except ValueError as exc:
-            raise ConfigError(
-                f"cluster.discovery.networks: {exc}", fix="use CIDRs such as 10.0.0.0/24"
-            ) from None
+        self.tls = cfg.tls
+        self.networks = [_network(n, "cluster.discovery.networks") for n in cfg.networks]
+        self.trusted: dict[str, tuple[TrustedNodeConfig, Network]] = {
+            t.name: (t, _network(t.address, f"cluster.discovery.trusted[{t.name}].address"))
+            for t in cfg.trusted
+        }
+        if self.token is not None and not self.trusted:
+            log.warning("cluster.discovery.token is sent to no discovered node: list the nodes "
+                        "that may have it under cluster.discovery.trusted")
         self.ignored: set[str] = set()  # announcements refused by the network allowlist
         self.found: dict[str, str] = {}  # mDNS instance name -> node name
         self._azc: Any = None
@@ -192,6 +215,23 @@ class DiscoveryService(ClusterService):
         """Give mDNS a moment to answer (browsing itself runs in the background)."""
         await asyncio.sleep(1.5)
 
+    def placement(self, name: str, addresses: list[str]
+                  ) -> tuple[str, str | None, bool] | None:
+        """Return (address, token, tls) for a node announced as ``name`` at ``addresses``.
+
+        A trusted name must announce from its pinned address (else ``None``: an impostor)
+        and gets its token; any other name gets no token at all.
+        """
+        pinned = self.trusted.get(name)
+        if pinned is None:
+            return addresses[0], None, self.tls
+        entry, net = pinned
+        inside = [a for a in addresses if ipaddress.ip_address(a) in net]
+        if not inside:
+            return None
+        token = entry.token.get_secret_value() if entry.token else self.token
+        return inside[0], token, self.tls or entry.tls
+
     def allowed(self, address: str) -> bool:
         """Return True when ``address`` is inside ``discovery.networks`` (or no list is set)."""
         if not self.networks:
@@ -226,11 +266,32 @@ class DiscoveryService(ClusterService):
         if not addresses or info.port is None:
             self.ignored.add(instance)
             return
-        spec = spec_from_properties(info.properties or {}, addresses[0], info.port, self.token)
+        props = info.properties or {}
+        name = (props.get(b"name") or b"").decode(errors="replace")
+        placed = self.placement(name, addresses)
+        if placed is None:
+            self.ignored.add(instance)
+            log.warning("mDNS: %s announced the trusted node name %r from %s, outside its "
+                        "pinned address; ignored", instance, name, ", ".join(addresses))
+            return
+        address, token, tls = placed
+        spec = spec_from_properties(props, address, info.port, token, tls=tls)
         if spec is None:
             return
         existing = self.router.nodes.get(spec.name)
         if existing is not None and existing.source != "mdns":
             return  # a configured node of the same name wins
+        if existing is not None and existing.spec.url != spec.url:
+            self.ignored.add(instance)  # never move a known node: it must leave or expire first
+            log.warning("mDNS: node %s announced from %s while known at %s; ignored",
+                        spec.name, spec.url, existing.spec.url)
+            return
         self.found[instance] = spec.name
         self.router.add(spec, source="mdns", replace=True)
+
+
+def _network(value: str, where: str) -> Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}", fix="use CIDRs such as 10.0.0.0/24") from None

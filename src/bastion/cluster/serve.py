@@ -4,6 +4,10 @@ The server is llama-cpp-python's OpenAI-compatible ``python -m llama_cpp.server`
 shipped model (or a configured GGUF), started as a child process that dies with us
 (``PR_SET_PDEATHSIG``). It answers the router's health checks (``/health``, ``/v1/models``)
 and chat completions itself; this process supervises it and owns the mDNS registration.
+
+It binds 127.0.0.1 unless told otherwise, and any other bind needs an API key. The key
+reaches the server child through its environment (``API_KEY``, which llama-cpp-python's
+settings read), never its command line: ``/proc/*/cmdline`` is readable by every local user.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from bastion._net import is_loopback
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
 from bastion.errors import ClusterError
 
@@ -31,7 +37,7 @@ class ServeOptions:
     model_path: Path
     name: str
     model_alias: str = "smollm2-135m"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 8080
     n_ctx: int = 2048
     n_threads: int | None = None
@@ -39,9 +45,28 @@ class ServeOptions:
     advertise: list[str] = field(default_factory=list)  # addresses to announce; default: all
     ttl_s: int = 30
     announce: bool = True
-    api_key: str | None = None
+    api_key: str | None = None  # from BASTION_NODE_API_KEY or --api-key-file, never argv
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     service_type: str = SERVICE_TYPE
     start_timeout_s: float = 120.0
+
+
+MIN_KEY_CHARS = 32
+
+
+def check_exposure(opts: ServeOptions) -> None:
+    """Refuse a bind other machines can reach without an API key (or with a short one)."""
+    if is_loopback(opts.host):
+        return
+    key = opts.api_key or ""
+    if len(key) < MIN_KEY_CHARS:
+        what = "without an API key" if not key else f"with a {len(key)}-character API key"
+        raise ClusterError(
+            f"node serve on {opts.host} would be reachable from other machines {what}",
+            fix=f"put a key of {MIN_KEY_CHARS}+ characters in BASTION_NODE_API_KEY or a file "
+                "(--api-key-file PATH, mode 0600), or bind --host 127.0.0.1",
+        )
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -62,9 +87,17 @@ def server_argv(opts: ServeOptions) -> list[str]:
     ]  # fmt: skip
     if opts.n_threads:
         argv += ["--n_threads", str(opts.n_threads)]
+    if opts.tls_cert is not None and opts.tls_key is not None:
+        argv += ["--ssl_certfile", str(opts.tls_cert), "--ssl_keyfile", str(opts.tls_key)]
+    return argv  # never the API key: see server_env
+
+
+def server_env(opts: ServeOptions) -> dict[str, str]:
+    """Return the model server's environment: ours, plus ``API_KEY`` when a key is set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "BASTION_NODE_API_KEY")}
     if opts.api_key:
-        argv += ["--api_key", opts.api_key]
-    return argv
+        env["API_KEY"] = opts.api_key
+    return env
 
 
 class NodeServer:
@@ -76,10 +109,21 @@ class NodeServer:
         self.announcer: Announcer | None = None
 
     @property
+    def tls(self) -> bool:
+        """Whether the server speaks https."""
+        return self.opts.tls_cert is not None and self.opts.tls_key is not None
+
+    @property
     def local_url(self) -> str:
         """Where this machine reaches the server."""
         host = "127.0.0.1" if self.opts.host in ("0.0.0.0", "") else self.opts.host
-        return f"http://{host}:{self.opts.port}"
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.opts.port}"
+
+    @property
+    def announces(self) -> bool:
+        """Whether to announce: asked to, and reachable by others (or --advertise given)."""
+        return self.opts.announce and (bool(self.opts.advertise) or not is_loopback(self.opts.host))
 
     def addresses(self) -> list[str]:
         """Return the addresses to announce."""
@@ -91,6 +135,7 @@ class NodeServer:
 
     async def start(self) -> None:
         """Start the server and wait until it answers; then announce it."""
+        check_exposure(self.opts)
         try:
             import llama_cpp.server  # noqa: F401
         except ImportError:
@@ -102,9 +147,10 @@ class NodeServer:
                 f"model file not found: {self.opts.model_path}",
                 fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
             )
-        self.proc = subprocess.Popen(server_argv(self.opts), preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(server_argv(self.opts), env=server_env(self.opts),
+                                     preexec_fn=_die_with_parent)
         await self._wait_ready()
-        if self.opts.announce:
+        if self.announces:
             addrs = self.addresses()
             if not addrs:
                 raise ClusterError(
@@ -120,6 +166,7 @@ class NodeServer:
                     models=(self.opts.model_alias,),
                     max_context=self.opts.n_ctx,
                     ttl_s=self.opts.ttl_s,
+                    tls=self.tls,
                 ),
                 self.opts.service_type,
             )
@@ -128,7 +175,8 @@ class NodeServer:
     async def _wait_ready(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + self.opts.start_timeout_s
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        # our own child on this machine: its certificate may be for the LAN name only
+        async with httpx.AsyncClient(timeout=2.0, verify=not self.tls) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise ClusterError(
@@ -181,7 +229,8 @@ async def serve(opts: ServeOptions) -> int:
         await node.start()
         print(
             f"node {opts.name} serving {opts.model_path.name} at {node.local_url}/v1"
-            + (f", announced as {', '.join(node.addresses())} over mDNS" if opts.announce else ""),
+            + (f", announced as {', '.join(node.addresses())} over mDNS" if node.announces
+               else " (not announced: loopback only)" if opts.announce else ""),
             flush=True,
         )
         return await node.wait()

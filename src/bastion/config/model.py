@@ -283,12 +283,31 @@ class ClusterNodeConfig(_Section):
     weight: float = Field(default=1.0, gt=0, le=100)
 
 
+class TrustedNodeConfig(_Section):
+    """A node discovery may hand a token to: its name, where it must announce from, its key."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    address: str = Field(description="IP or CIDR the node must announce; elsewhere it is ignored")
+    token: SecretStr | None = Field(
+        default=None, description="bearer token for this node (default: discovery.token)"
+    )
+    tls: bool = Field(default=False, description="reach it over https (verified certificate)")
+
+
 class ClusterDiscoveryConfig(_Section):
     """mDNS (zeroconf) discovery of nodes started with ``bastion node serve``."""
 
     enabled: bool = False
     service_type: str = "_bastion-llm._tcp.local."
-    token: SecretStr | None = Field(default=None, description="bearer token for discovered nodes")
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for the nodes listed in `trusted` (never sent to others)",
+    )
+    trusted: list[TrustedNodeConfig] = Field(
+        default_factory=list,
+        description="nodes pinned by name and address; only these are sent a token",
+    )
+    tls: bool = Field(default=False, description="reach every discovered node over https")
     ttl_s: float = Field(
         default=30.0, gt=0, description="a discovered node unreachable this long is removed"
     )

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,3 +91,16 @@ def llama_server(model: Path, port: int, log: Path | None = None) -> Proc:
 def fake_server(port: int, *args: str) -> Proc:
     argv = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), *args]
     return Proc(argv, port, "/v1/models")
+
+
+def stop_group(popen: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL
+    them after ``grace_s``."""
+    if popen.poll() is not None:
+        return
+    os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -22,7 +23,12 @@ async def main(ttl: float) -> None:
         {
             "model": {"backend": "cluster", "name": "smollm2-135m"},
             "cluster": {
-                "discovery": {"enabled": True, "ttl_s": ttl, "networks": ["10.231.0.0/16"]},
+                "discovery": {
+                    "enabled": True, "ttl_s": ttl, "networks": ["10.231.0.0/16"],
+                    # the node's key goes only to the node pinned by name and network
+                    "trusted": [{"name": "nsnode", "address": "10.231.0.0/16",
+                                 "token": os.environ["BASTION_NODE_API_KEY"]}],
+                },
                 "health_interval_s": 0.5,
                 "health_timeout_s": 20,
                 "breaker_cooldown_s": 0.5,

@@ -15,44 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from ._netns import bridged
 from ._procs import ROOT
 
+NODE_KEY = "nsnode-key-0123456789-abcdefghijklmn"
 pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.needs_root]
 
 if os.geteuid() != 0 or shutil.which("ip") is None:
     pytestmark.append(pytest.mark.skip(reason="needs root and iproute2 to create namespaces"))
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def netns() -> Iterator[tuple[str, str, str]]:
-    tag = f"{os.getpid() % 100000}"
-    a, b, br = f"bstA{tag}", f"bstB{tag}", f"bstR{tag}"
-    subnet = f"10.231.{os.getpid() % 200 + 20}"
-    made: list[str] = []
-    try:
-        for ns in (a, b, br):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", br, "link", "add", "br0", "type", "bridge")
-        ip("-n", br, "link", "set", "br0", "up")
-        for ns, host, end in ((a, "1", "a"), (b, "2", "b")):
-            inner, outer = f"bv{end}{tag}", f"bp{end}{tag}"
-            ip("link", "add", inner, "type", "veth", "peer", "name", outer)
-            ip("link", "set", inner, "netns", ns)
-            ip("link", "set", outer, "netns", br)
-            ip("-n", br, "link", "set", outer, "master", "br0")
-            ip("-n", br, "link", "set", outer, "up")
-            ip("-n", ns, "addr", "add", f"{subnet}.{host}/24", "dev", inner)
-            ip("-n", ns, "link", "set", inner, "up")
-        yield a, b, subnet
-    finally:
-        for ns in made:  # deleting a namespace deletes its veth ends too
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with bridged("bst", 231, [("1",), ("2",)]) as (names, subnet):
+        yield names[0], names[1], subnet
 
 
 def test_node_serve_discovered_across_namespaces_then_expires(
@@ -60,7 +36,8 @@ def test_node_serve_discovered_across_namespaces_then_expires(
 ) -> None:
     ns_a, ns_b, subnet = netns
     log = (tmp_path / "node.log").open("wb")
-    env = {**os.environ, "BASTION_HOME": str(bastion_home), "PYTHONPATH": f"{ROOT}/src:{ROOT}"}
+    env = {**os.environ, "BASTION_HOME": str(bastion_home), "PYTHONPATH": f"{ROOT}/src:{ROOT}",
+           "BASTION_NODE_API_KEY": NODE_KEY}  # a LAN bind needs a key; the router pins nsnode
     node = subprocess.Popen(
         ["ip", "netns", "exec", ns_a, sys.executable, "-m", "bastion", "node", "serve",
          "--name", "nsnode", "--host", f"{subnet}.1", "--port", "8080", "--n-ctx", "1024",

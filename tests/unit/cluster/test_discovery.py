@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from bastion.cluster.discovery import Announcement, spec_from_properties
-from bastion.cluster.serve import ServeOptions, server_argv
+from bastion.cluster.serve import ServeOptions, server_argv, server_env
 
 
 def test_announcement_round_trips_into_a_node_spec() -> None:
@@ -32,7 +32,9 @@ def test_node_serve_command_line(tmp_path) -> None:  # type: ignore[no-untyped-d
     argv = server_argv(opts)
     assert argv[1:3] == ["-m", "llama_cpp.server"]
     joined = " ".join(argv)
-    assert "--port 9000" in joined and "--n_ctx 1024" in joined and "--api_key k" in joined
+    assert "--port 9000" in joined and "--n_ctx 1024" in joined
+    assert "--api_key" not in joined and "k" not in argv  # the key goes by environment
+    assert server_env(opts)["API_KEY"] == "k"
     assert "--interrupt_requests false" in joined  # queue, never cut a running stream
 
 
