@@ -124,8 +124,8 @@ class UndoStore:
             return listing
 
     def _persist(self, listing: dict[str, Entry], fresh: list[tuple[str, Entry]]) -> None:
-        gone = [p for p, b in self._base.items()
-                if (e := listing.get(p)) is None or e.obj is None]
+        gone = [p for p, b in self._base.items()  # kept files that left (dirs have no copy)
+                if b.obj is not None and ((e := listing.get(p)) is None or e.obj is None)]
         fresh_ids = {obj for obj, _ in fresh}
         upserts = [(p, e.mode, e.size, e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.obj, int(e.racy))
                    for p, e in listing.items() if e.obj in fresh_ids]
