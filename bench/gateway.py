@@ -13,6 +13,8 @@
    an agent waits far longer for its model between two tool calls; back to back, the call
    competes with the refill's tail for the CPU). The load average is printed before and after: on a shared
    machine it moves the sandboxed figures a lot.
+3. Risk classification of typical shell/python calls (tree-sitter-bash / ast, the risk
+   stage's share of a sandboxed call) against the old destructive-command regex alone.
 Targets (issue 14): <= 1 ms p50 gateway overhead; <= 15 ms p50 warm bubblewrap/podman call.
 """
 
@@ -140,6 +142,32 @@ async def sandboxed(n: int, ws: Path, gap: float) -> None:
         await pool.close()
 
 
+def classification(calls: int, ws: Path) -> None:
+    from bastion.security.hitl.risk import DESTRUCTIVE, RiskClassifier, builtin_rules
+    from bastion.tools.builtin.exec import python, shell
+
+    c = RiskClassifier(builtin_rules(), ws)
+    cases = [(shell, {"command": "ls -la"}),
+             (shell, {"command": "grep -rn TODO src | sort | head -20 > todo.txt"}),
+             (shell, {"command": "for f in *.py; do python3 -m py_compile $f; done"}),
+             (python, {"code": "import json\nfor i in range(3):\n    print(json.dumps(i))"})]
+    semantic, regex = [], []
+    for _ in range(calls // len(cases)):
+        for tool, args in cases:
+            t0 = time.perf_counter()
+            c.classify(tool, args, "bench")
+            t1 = time.perf_counter()
+            any(DESTRUCTIVE.search(v) for v in args.values())
+            t2 = time.perf_counter()
+            semantic.append((t1 - t0) * 1000)
+            regex.append((t2 - t1) * 1000)
+    print(line("classify shell/python (parsed)", semantic))
+    print(line("destructive regex alone (old)", regex))
+    print(f"{'classification cost (p50 difference)':<34} "
+          f"{statistics.median(semantic) - statistics.median(regex):8.3f} ms   "
+          f"ratio parsed/regex {statistics.median(semantic) / statistics.median(regex):6.1f}x")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
@@ -154,6 +182,7 @@ async def main() -> None:
         print(f"# bench/gateway.py on {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         await gateway_overhead(opts.calls, ws)
+        classification(opts.calls, ws)
         if opts.sandboxed > 0:
             print(f"# warm calls {opts.gap:g} s apart (after the refill)")
             await sandboxed(opts.sandboxed, ws, opts.gap)
