@@ -203,10 +203,12 @@ class FunctionTool:
         risk: Risk = Risk.LOW,
         sandboxed: bool = False,
         read_only: bool = False,
-        egress: bool = False,
+        egress: bool = True,
     ) -> None:
         self.fn = fn
-        self.egress = egress  # it reaches the network (the gateway lends HTTP only then)
+        # it can send data off the machine; a tool that does not say otherwise is assumed to
+        # (the gateway lends HTTP only then; a tainted session's calls to it ask a human)
+        self.egress = egress
         self.name = name or fn.__name__
         self.description = description or _first_doc_line(fn.__doc__)
         self.risk = risk
@@ -279,14 +281,15 @@ def tool(
     sandboxed: bool = False,
     description: str | None = None,
     read_only: bool = False,
-    egress: bool = False,
+    egress: bool = True,
 ) -> Callable[[ToolFn], FunctionTool]:
     """Decorate ``async def fn(ctx: ToolContext, ...)`` into a :class:`FunctionTool`.
 
     ``read_only=True`` promises the tool never changes the workspace; every other tool is
-    snapshotted before it runs so what it changes can be undone. ``egress=True``: the tool
-    sends data over the network (web fetches, browser actions); only such tools get the HTTP
-    client, and a tainted session's calls to them ask a human.
+    snapshotted before it runs so what it changes can be undone. ``egress=False`` promises the
+    tool cannot send data off the machine: it gets no HTTP client, URLs in its arguments are
+    not egress, and a tainted session may still call it without asking. The default (True)
+    treats a tool that does not say so as one that can.
     """
 
     def wrap(fn: ToolFn) -> FunctionTool:

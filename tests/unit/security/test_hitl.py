@@ -22,13 +22,13 @@ from bastion.tools.base import Risk, ToolContext, tool
 from bastion.tools.registry import ToolRegistry
 
 
-@tool(name="shell", risk=Risk.MEDIUM)
+@tool(name="shell", risk=Risk.MEDIUM, egress=False)
 async def shell(ctx: ToolContext, command: str) -> str:
     """Pretend shell."""
     return "ran " + command
 
 
-@tool(name="write_file", risk=Risk.LOW)
+@tool(name="write_file", risk=Risk.LOW, egress=False)
 async def write_file(ctx: ToolContext, path: str, content: str = "") -> str:
     """Pretend writer."""
     return "wrote"

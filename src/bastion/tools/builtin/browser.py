@@ -62,7 +62,7 @@ async def browser_type(ctx: ToolContext, ref: str, text: str, submit: bool = Fal
     return ToolOutput(await _browser(ctx).type(ctx.session_id, ref.strip(), text, submit))
 
 
-@tool(risk=Risk.LOW)
+@tool(risk=Risk.LOW, egress=False)
 async def browser_read(ctx: ToolContext) -> ToolOutput:
     """Read the current page as an accessibility tree with element refs to click or type into.
 
@@ -73,7 +73,7 @@ async def browser_read(ctx: ToolContext) -> ToolOutput:
     return ToolOutput(await _browser(ctx).read(ctx.session_id))
 
 
-@tool(risk=Risk.LOW)
+@tool(risk=Risk.LOW, egress=False)
 async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> ToolOutput:
     """Save a PNG screenshot of the current page in the workspace and return its path.
 
@@ -90,7 +90,7 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> ToolO
                       data={"path": str(rel), "bytes": len(png)})
 
 
-@tool(risk=Risk.LOW)
+@tool(risk=Risk.LOW, egress=False)
 async def browser_close_session(ctx: ToolContext) -> ToolOutput:
     """Close this session's browser (its cookies, logins and pages are discarded).
 

@@ -49,7 +49,7 @@ def format_result(res: ProcessResult) -> ToolOutput:
     return ToolOutput("\n".join(parts), data=data, is_error=res.killed_reason is not None)
 
 
-@tool(name="shell", risk=Risk.MEDIUM, sandboxed=True)
+@tool(name="shell", risk=Risk.MEDIUM, sandboxed=True, egress=False)
 async def shell(
     ctx: ToolContext, command: str, timeout_s: float | None = None
 ) -> ToolOutput:
@@ -68,7 +68,7 @@ async def shell(
     return format_result(res)
 
 
-@tool(name="python", risk=Risk.MEDIUM, sandboxed=True)
+@tool(name="python", risk=Risk.MEDIUM, sandboxed=True, egress=False)
 async def python(
     ctx: ToolContext, code: str, timeout_s: float | None = None
 ) -> ToolOutput:
@@ -87,7 +87,7 @@ async def python(
     return format_result(res)
 
 
-@tool(name="node", risk=Risk.MEDIUM, sandboxed=True)
+@tool(name="node", risk=Risk.MEDIUM, sandboxed=True, egress=False)
 async def node(
     ctx: ToolContext, code: str, timeout_s: float | None = None
 ) -> ToolOutput:

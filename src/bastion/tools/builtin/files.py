@@ -26,7 +26,7 @@ def _entry_line(rel: str, st: os.stat_result, link: str | None) -> str:
     return f"{rel}  ({st.st_size} bytes)"
 
 
-@tool(risk=Risk.LOW, read_only=True)
+@tool(risk=Risk.LOW, read_only=True, egress=False)
 async def list_files(
     ctx: ToolContext,
     path: str = ".",
@@ -77,7 +77,7 @@ async def list_files(
     return ToolOutput("\n".join([header, *lines]), data=data)
 
 
-@tool(risk=Risk.LOW, read_only=True)
+@tool(risk=Risk.LOW, read_only=True, egress=False)
 async def read_file(
     ctx: ToolContext, path: str, offset: int = 0, max_bytes: int = 64_000
 ) -> ToolOutput:
@@ -108,7 +108,7 @@ async def read_file(
     return ToolOutput(text, data={"path": shown, "size": st.st_size})
 
 
-@tool(risk=Risk.MEDIUM)
+@tool(risk=Risk.MEDIUM, egress=False)
 async def write_file(
     ctx: ToolContext, path: str, content: str, append: bool = False
 ) -> str:
