@@ -11,8 +11,8 @@
    pool is refilled (and podman's used containers removed) outside the timed part, as an
    idle pool does between calls, and the next call comes ``--gap`` seconds later (0.1 s:
    an agent waits far longer for its model between two tool calls; back to back, the call
-   competes with the refill's tail for the CPU). The load average is printed before and after: on a shared
-   machine it moves the sandboxed figures a lot.
+   competes with the refill's tail for the CPU). The load average is printed before and
+   after: on a shared machine it moves the sandboxed figures a lot.
 3. Risk classification of typical shell/python calls (tree-sitter-bash / ast, the risk
    stage's share of a sandboxed call) against the old destructive-command regex alone.
 Targets (issue 14): <= 1 ms p50 gateway overhead; <= 15 ms p50 warm bubblewrap/podman call.
