@@ -16,6 +16,7 @@ workspace, where sandboxed code cannot reach it. Old calls are pruned by age and
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
@@ -31,13 +32,14 @@ from bastion.errors import BastionError, NotFoundError
 from bastion.security.undo import _restore
 from bastion.security.undo._report import CallChanges, Change, UndoReport
 from bastion.security.undo._scan import Entry, copy_file, entry_key, scan
+from bastion.tools.builtin._paths import open_parent_nofollow
 
 if TYPE_CHECKING:
     from bastion.security.audit import AuditLog
 
 #: a file changed less than this before it was copied may change again unseen within the
 #: filesystem's timestamp granularity; its stat is not trusted at the next snapshot
-_RACY_NS = 100_000_000
+_RACY_NS = 20_000_000  # above the coarsest kernel timestamp tick (10 ms at HZ=100)
 _GRACE_S = 900.0  # unreferenced copies younger than this may belong to a call in flight
 _PRUNE_EVERY_S = 60.0
 
@@ -148,7 +150,7 @@ class UndoStore:
             a = now.get(path)
             if a is None:
                 changes.append(Change(path, "deleted", b))
-            elif not b.same(a):
+            elif not b.same(a) or (b.racy and not self._same_content(path, b)):
                 changes.append(Change(path, "modified", b, a.kind, a.size))
         for path, a in now.items():
             if path not in before:
@@ -167,6 +169,33 @@ class UndoStore:
         if ts - self._pruned > _PRUNE_EVERY_S:
             self.prune()
         return CallChanges(seq, call_id, session_id, tool, ts, changes)
+
+    def _same_content(self, path: str, kept: Entry) -> bool:
+        """Compare a file with its kept copy, for entries copied just after a change.
+
+        On filesystems with coarse timestamps a rewrite in the same tick leaves size, mtime
+        and ctime as they were, so for those entries the stat alone is not trusted.
+        """
+        if kept.obj is None:
+            return True  # nothing to compare with; the stat said unchanged
+        try:
+            fd, name = open_parent_nofollow(self.workspace, path)
+        except (BastionError, OSError):
+            return False
+        try:
+            with open(name, "rb", opener=lambda n, f: os.open(
+                    n, f | os.O_NOFOLLOW, dir_fd=fd)) as cur, (self.objects / kept.obj).open(
+                    "rb") as old:
+                while True:
+                    a, b = cur.read(1 << 20), old.read(1 << 20)
+                    if a != b:
+                        return False
+                    if not a:
+                        return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     # ---- reading -------------------------------------------------------------------------
     def calls(self, session_id: str | None, limit: int = 50) -> list[CallChanges]:
