@@ -99,14 +99,14 @@ def _scan_dir(prefix: str, fd: int, out: dict[str, Entry], stack: list[tuple[str
         if S_ISREG(mode):
             perm = S_IMODE(mode)
             key = ("f", perm, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+            b = kept.get(rel)
+            if b is not None and b.key == key and b.obj is not None and not b.racy:
+                out[rel] = b  # unchanged and kept: the same entry, no copy
+                continue
             e = Entry("f", perm, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                       st.st_dev, None, None, False, key)
             if keep is not None:
-                b = kept.get(rel)
-                if b is not None and b.key == key and b.obj is not None and not b.racy:
-                    e.obj = b.obj
-                else:
-                    e.obj = keep(rel, e, fd)
+                e.obj = keep(rel, e, fd)
             out[rel] = e
         elif S_ISDIR(mode):
             try:
