@@ -239,7 +239,7 @@ def test_serve_refuses_without_a_token(tmp_path: Path):
     proc = _bastion("serve", home=home, timeout=60)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["error: no API token is configured, so the API will not start "
+    assert lines == ["error: no API token is configured, so bastion serve will not start "
                      "(fix: bastion init)"]
 
 
