@@ -168,11 +168,11 @@ def _bwrap_fix() -> str:
 
 def check_token(config: Config) -> Check:
     """The API token ``bastion serve`` needs."""
-    token = config.api.token
-    if token is None or len(token.get_secret_value()) < 16:
-        return Check("api token", "FAIL", "no API token (bastion serve needs one)",
-                     "bastion config set api.token $(python3 -c "
-                     "'import secrets; print(secrets.token_urlsafe(32))')")
+    from bastion.config.tokens import NEW_TOKEN_FIX, token_problem
+
+    problem = token_problem(config.api.token)  # the rule bastion serve applies at start
+    if problem is not None:
+        return Check("api token", "FAIL", f"{problem} (bastion serve needs one)", NEW_TOKEN_FIX)
     return Check("api token", "OK", "set (bastion config get api.token --reveal)")
 
 
