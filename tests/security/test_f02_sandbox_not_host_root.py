@@ -83,3 +83,19 @@ async def test_files_stay_usable_both_ways(kind: str, tmp_path: Path) -> None:
     wrote = await tools["write_file"]({"path": "notes/b.txt", "content": "over\n"}, ctx)
     assert "wrote" in wrote.text, wrote.text
     assert (ws / "notes" / "b.txt").read_text() == "over\n"
+
+
+@each_backend()
+async def test_handing_the_workspace_over_follows_no_link(kind: str, tmp_path: Path) -> None:
+    """A link planted in a root-owned workspace must not make the hand-over chown its target."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("root's\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "to-dir").symlink_to(outside)
+    (ws / "to-file").symlink_to(outside / "secret")
+    box = make(kind, ws)
+    box.close()
+    assert os.stat(outside).st_uid == 0 and os.stat(outside / "secret").st_uid == 0
+    assert os.lstat(ws / "to-file").st_uid != 0  # the link itself was handed over

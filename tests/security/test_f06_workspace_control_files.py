@@ -88,3 +88,25 @@ async def test_write_file_refuses_control_files(path: str, tmp_path: Path) -> No
     out = await tools["write_file"]({"path": "src/gitconfig.txt", "content": "ok"},
                                     ToolContext(workspace=ws))
     assert "wrote" in out.text
+
+
+@each_backend()
+async def test_control_files_the_sandbox_creates_are_moved_aside(kind: str, tmp_path: Path) -> None:
+    """Where no .git/.envrc exists, one planted by sandboxed code does not stay to be run."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    box = make(kind, ws)
+    plant = ("mkdir -p .git/hooks .git/objects .git/refs && echo 'ref: refs/heads/main' > .git/HEAD"
+             " && printf '[core]\\n\\tfsmonitor = touch PWNED\\n' > .git/config"
+             " && echo 'touch PWNED' > .envrc && echo planted")
+    try:
+        res = await box.run(["/bin/sh", "-c", plant])
+    finally:
+        box.close()
+    assert res.stdout.strip() == "planted", res.stderr
+    assert not (ws / ".git").exists() and not (ws / ".envrc").exists()
+    assert "moved to .bastion-quarantine-git-" in res.stderr
+    assert "moved to .bastion-quarantine-envrc-" in res.stderr
+    git = ["git", "-c", "safe.directory=*", "-C", str(ws)]
+    subprocess.run([*git, "status"], capture_output=True)
+    assert not (ws / "PWNED").exists()

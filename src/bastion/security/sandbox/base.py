@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,33 @@ from bastion.tools.base import CONTROL_ENTRIES, ProcessRunner
 
 #: Where every backend mounts the workspace (also the working directory of sandboxed commands).
 WORKSPACE_MOUNT = "/workspace"
+
+
+def present_controls(workspace: Path) -> set[str]:
+    """Return the control entries in ``workspace`` of any type (links included)."""
+    return {name for name in CONTROL_ENTRIES if os.path.lexists(workspace / name)}
+
+
+def quarantine_new_controls(workspace: Path, before: set[str]) -> str:
+    """Move control entries a sandboxed command created aside; return a note for its stderr.
+
+    Existing ones are mounted read-only (:func:`control_entries`), but one that did not
+    exist could be created -- a new ``.git`` with ``core.fsmonitor`` in a workspace that is
+    not a checkout, an ``.envrc`` -- and the host would run it later. It is renamed (never
+    followed, never deleted) to ``.bastion-quarantine-<name>-<time>``.
+    """
+    notes = []
+    for name in sorted(present_controls(workspace) - before):
+        aside = f".bastion-quarantine-{name.lstrip('.')}-{time.time_ns()}"
+        try:
+            os.rename(workspace / name, workspace / aside)
+        except OSError as exc:
+            notes.append(f"[sandbox: the command created {name}; moving it aside failed: "
+                         f"{exc.strerror}]")
+            continue
+        notes.append(f"[sandbox: the command created {name}, which programs on the host run "
+                     f"or obey; moved to {aside} (create it yourself if you want it)]")
+    return "".join("\n" + n for n in notes)
 
 
 def control_entries(workspace: Path) -> list[str]:

@@ -46,6 +46,8 @@ from bastion.security.sandbox.base import (
     ProbedBackend,
     SandboxSpec,
     control_entries,
+    present_controls,
+    quarantine_new_controls,
 )
 from bastion.tools.base import ProcessResult
 
@@ -380,15 +382,19 @@ class BubblewrapSandbox(ProbedBackend):
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
         pool = self.warm_pool
+        before = present_controls(self.spec.workspace)
         try:
-            return await self._run(argv, pool.take() if pool is not None else None, stdin,
-                                   env, wall)
+            result = await self._run(argv, pool.take() if pool is not None else None, stdin,
+                                     env, wall, before)
         finally:
             if pool is not None:
                 pool.refill()  # after the call, not competing with it
+        note = quarantine_new_controls(self.spec.workspace, before)
+        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
 
     async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
-                   env: Mapping[str, str] | None, wall: float) -> ProcessResult:
+                   env: Mapping[str, str] | None, wall: float, before: set[str]
+                   ) -> ProcessResult:
         limits = self.spec.limits
         if warm is not None:
             io: Path = warm.tag
@@ -399,7 +405,7 @@ class BubblewrapSandbox(ProbedBackend):
                     {"backend": self.name, "command": " ".join(argv)[:200],
                      "workspace": str(self.spec.workspace), "warm": "yes"})
             finally:  # the tree (and what the command left running) goes off the call's path
-                self._teardown_later(warm, io)
+                self._teardown_later(warm, io, before)
             notes = ""
             if warm.cgroup is not None and warm.cgroup.hit_limit():
                 notes += (f"\n[sandbox: process limit ({warm.max_pids}) reached; "
@@ -421,7 +427,7 @@ class BubblewrapSandbox(ProbedBackend):
                    "workspace": str(self.spec.workspace)},
         )
 
-    def _teardown_later(self, warm: Spawned, io: Path) -> None:
+    def _teardown_later(self, warm: Spawned, io: Path, before: set[str]) -> None:
         async def teardown() -> None:
             # the waiter exits right after the command; a leftover background process does
             # not keep the sandbox: its tree is killed as a cold run's would be
@@ -429,6 +435,8 @@ class BubblewrapSandbox(ProbedBackend):
                 await asyncio.wait_for(warm.proc.wait(), 0.5)
             await discard(warm)
             shutil.rmtree(io, ignore_errors=True)
+            # what the command left running could create one after the call's own check
+            quarantine_new_controls(self.spec.workspace, before)
 
         task = asyncio.ensure_future(teardown())
         self._teardowns.add(task)

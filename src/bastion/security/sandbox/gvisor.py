@@ -62,6 +62,8 @@ from bastion.security.sandbox.base import (
     ProbedBackend,
     SandboxSpec,
     control_entries,
+    present_controls,
+    quarantine_new_controls,
 )
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.tools.base import ProcessResult
@@ -447,6 +449,14 @@ class GVisorSandbox(ProbedBackend):
         timeout_s: float | None = None,
     ) -> ProcessResult:
         """Run ``argv`` in a fresh gVisor container; removed afterwards whatever happens."""
+        before = present_controls(self.spec.workspace)
+        result = await self._run_call(argv, stdin=stdin, env=env, timeout_s=timeout_s)
+        note = quarantine_new_controls(self.spec.workspace, before)
+        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
+
+    async def _run_call(self, argv: list[str], *, stdin: bytes | None,
+                        env: Mapping[str, str] | None, timeout_s: float | None
+                        ) -> ProcessResult:
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
 
         start = time.perf_counter()

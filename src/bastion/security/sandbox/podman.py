@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -54,6 +55,8 @@ from bastion.security.sandbox.base import (
     ProbedBackend,
     SandboxSpec,
     control_entries,
+    present_controls,
+    quarantine_new_controls,
 )
 from bastion.tools.base import ProcessResult
 
@@ -227,12 +230,15 @@ class PodmanSandbox(ProbedBackend):
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
         pool = self.warm_pool
+        before = present_controls(self.spec.workspace)
         try:
-            return await self._run(argv, pool.take() if pool is not None else None, stdin,
-                                   env, wall)
+            result = await self._run(argv, pool.take() if pool is not None else None, stdin,
+                                     env, wall)
         finally:
             if pool is not None:
                 pool.refill()  # after the call, not competing with it
+        note = quarantine_new_controls(self.spec.workspace, before)
+        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
 
     async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
                    env: Mapping[str, str] | None, wall: float) -> ProcessResult:
