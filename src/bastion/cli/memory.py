@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._prompt import confirm
+from bastion.cli._terminal import visible
 from bastion.errors import MemoryStoreError
 
 if TYPE_CHECKING:
@@ -88,10 +89,12 @@ def sessions_show(
     for sm in msgs:
         m = sm.message
         label = {"user": "[cyan]you[/]", "assistant": "[green]bastion[/]",
-                 "tool": f"[yellow]tool {escape(m.name or '')}[/]", "system": "system"}[m.role]
-        console.print(f"#{sm.seq} {label}: {escape(m.content)}")
+                 "tool": f"[yellow]tool {escape(visible(m.name or ''))}[/]",
+                 "system": "system"}[m.role]
+        console.print(f"#{sm.seq} {label}: {escape(visible(m.content))}")
         for c in m.tool_calls:
-            console.print(f"   [dim]-> {escape(c.name)}({escape(c.arguments_json())})[/]")
+            call = visible(f"{c.name}({c.arguments_json()})")
+            console.print(f"   [dim]-> {escape(call)}[/]")
 
 
 @sessions_app.command("rename")
@@ -171,7 +174,7 @@ def search(
         else:
             where = f"document [bold]{escape(r.label())}[/]"
         console.print(f"[magenta]{r.score:.3f}[/] {where}")
-        console.print(f"      {escape(_one_line(r.text))}")
+        console.print(f"      {escape(visible(_one_line(r.text)))}")
 
 
 def ingest(
