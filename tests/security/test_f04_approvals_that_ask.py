@@ -67,7 +67,7 @@ async def test_secret_taint_stops_exfiltration_through_a_real_sandbox(
                 ToolCall("web_fetch", {"url": f"{url}/clean"}), session_id="s2")
             assert other.ok and seen == ["/clean"], other.text
         web = [r for r in human.asked if r.tool == "web_fetch"]
-        assert len(web) == 1 and any("secret GITHUB_TOKEN was injected into shell" in r
+        assert len(web) == 1 and any("secrets are handed to shell" in r
                                      for r in web[0].reasons)
         assert not web[0].allow_session_rule  # "allow for this session" cannot cover it
     finally:

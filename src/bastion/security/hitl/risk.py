@@ -317,13 +317,19 @@ class RiskStage:
         threshold = self.threshold_for(req.session_id) if self.threshold_for else None
         if threshold is not None:  # a per-session threshold overrides the gateway's default
             req.annotations["risk_threshold"] = threshold
-        private = [] if c.taint(req.session_id) else c.private_reads(req.tool, req.call.arguments)
+        # Taint before the call runs: the agent runs a turn's calls concurrently, and an
+        # egress call started beside this one must already see it (a call that ends up
+        # denied still taints: asking once too often is the safe side).
+        if not c.taint(req.session_id):
+            private = c.private_reads(req.tool, req.call.arguments)
+            if c.secret_use(req.tool):
+                c.mark_tainted(req.session_id, f"secrets are handed to {req.tool.name}")
+            elif private:
+                c.mark_tainted(req.session_id, f"{req.tool.name} read {private[0]}")
         result = await nxt(req)
         if result.decision == "allowed" and ctx.get("new_domains"):
             c.remember_domains(req.session_id, ctx["new_domains"])
-        if req.annotations.get("secret_env"):  # set by the secrets stage when it injected
+        if req.annotations.get("secret_env"):  # the secrets stage injected (a backstop)
             names_ = ", ".join(req.annotations["secret_env"][:3])
             c.mark_tainted(req.session_id, f"secret {names_} was injected into {req.tool.name}")
-        elif private and result.decision == "allowed":
-            c.mark_tainted(req.session_id, f"{req.tool.name} read {private[0]}")
         return result
