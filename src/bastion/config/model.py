@@ -498,12 +498,13 @@ class HitlConfig(_Section):
 
     builtin_rules: bool = Field(
         default=True,
-        description="destructive shell, writes outside "
-        "the workspace, new egress domains, secret use",
+        description="destructive shell/python, risky or opaque code, writes outside the "
+        "workspace, new egress domains, secret use, egress from a tainted session",
     )
     rules: list[RiskRuleConfig] = Field(default_factory=list)
     known_domains: list[str] = Field(
-        default_factory=list, description="domains never counted as new egress"
+        default_factory=list,
+        description="domains never counted as new egress ('*.x' too; egress allowlists count)"
     )
     api_approvals: bool = Field(
         default=True,
