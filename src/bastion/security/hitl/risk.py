@@ -272,8 +272,13 @@ class RiskClassifier:
                     continue
                 why = "uses secrets"
             elif rule.when == "tainted_egress":
+                if not self.egress_capable(tool):
+                    continue
                 taint = self.taint(session_id)
-                if taint is None or not self.egress_capable(tool):
+                if taint is None:  # reading a private file and sending in one call counts too
+                    own = self.private_reads(tool, args)
+                    taint = f"this call reads {own[0]}" if own else None
+                if taint is None:
                     continue
                 ctx["taint"] = taint
                 why = f"can send data out of a tainted session ({taint})"
