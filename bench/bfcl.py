@@ -38,6 +38,7 @@ from bastion.config.model import AgentConfig  # noqa: E402
 from bastion.errors import ModelOutputError  # noqa: E402
 from bastion.llm._constrained import DEFAULT_POLICY, Policy  # noqa: E402
 from bastion.llm._schema import normalize_schema  # noqa: E402
+from bastion.llm.base import Model  # noqa: E402
 from bastion.llm.embedded import (  # noqa: E402
     TEMPLATES,
     EmbeddedModel,
@@ -198,7 +199,7 @@ def run_default(llama: Any, q: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def run_bastion(model: EmbeddedModel, q: dict[str, Any], system: str) -> list[dict[str, Any]]:
+async def run_bastion(model: Model, q: dict[str, Any], system: str) -> list[dict[str, Any]]:
     msgs = [Message("system", system)] + [Message(m["role"], m["content"]) for m in user_text(q)]  # type: ignore[arg-type]
     out = []
     settings = ChatSettings(temperature=0.0, max_tokens=MAX_TOKENS)

@@ -25,6 +25,20 @@ class ModelConfig(_Section):
     n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0
+    isolation: Literal["worker", "in_process"] = Field(
+        default="worker",
+        description="embedded model in supervised worker processes (a crash costs one request) "
+        "or in bastion's own process",
+    )
+    slots: int | None = Field(
+        default=None, ge=1, le=64,
+        description="conversations the embedded model serves at once (one worker each); "
+        "None = min(4, CPU cores)",
+    )
+    repack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="llama.cpp weight repacking; auto = off on CPUs with AMX (it crashes there)",
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)

@@ -23,7 +23,7 @@ SYSCTL_KEYS = (
     "hw.optional.avx2_0",
     "hw.optional.avx512f",
 )
-_X86_FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c")
+_X86_FLAGS = ("avx", "avx2", "avx512f", "fma", "f16c", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def _blocks(text: str) -> list[dict[str, str]]:

@@ -91,6 +91,12 @@ def _amd(run: Runner) -> list[GpuInfo]:
         return []
 
 
+def cpu_flags(read: Callable[[str], str | None] = _read) -> list[str]:
+    """Return the CPU feature flags that matter to llama.cpp (cheap: /proc/cpuinfo only)."""
+    cpuinfo = read("/proc/cpuinfo")
+    return _parse.parse_proc_cpuinfo(cpuinfo).flags if cpuinfo else []
+
+
 def _linux_cpu_ram(read: Callable[[str], str | None]) -> tuple[CpuInfo, int]:
     cpuinfo = read("/proc/cpuinfo")
     cpu = _parse.parse_proc_cpuinfo(cpuinfo) if cpuinfo else CpuInfo()

@@ -17,7 +17,8 @@ class CpuInfo:
     arch: str = "unknown"
     logical_cores: int = 1
     physical_cores: int = 1
-    flags: list[str] = field(default_factory=list)  # subset of: avx, avx2, avx512f, fma, f16c, neon
+    # subset of: avx, avx2, avx512f, fma, f16c, amx_tile, amx_int8, amx_bf16, neon
+    flags: list[str] = field(default_factory=list)
 
     @property
     def avx2(self) -> bool:
@@ -28,6 +29,11 @@ class CpuInfo:
     def avx512(self) -> bool:
         """Whether AVX-512 (foundation) is available."""
         return "avx512f" in self.flags
+
+    @property
+    def amx(self) -> bool:
+        """Whether the CPU has Intel AMX tiles (llama.cpp's AMX repack crashes there)."""
+        return "amx_int8" in self.flags or "amx_tile" in self.flags
 
     @property
     def neon(self) -> bool:

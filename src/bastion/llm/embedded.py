@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import threading
@@ -21,7 +23,7 @@ from typing import Any
 
 from bastion._extras import require
 from bastion.errors import ModelError
-from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
+from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, Primitives, constrained_chat
 from bastion.llm.messages import (
     ChatSettings,
     Finish,
@@ -74,27 +76,116 @@ def shipped_model_path() -> Path:
     )
 
 
-def load_llama(path: Path, *, n_ctx: int, n_threads: int | None, n_gpu_layers: int = 0) -> Any:
-    """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure."""
+def repack_default() -> bool:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types on this machine.
+
+    Off on CPUs with AMX: llama.cpp's AMX repack path crashes in its first matrix multiply there
+    (ggml-org/llama.cpp#20824, ollama/ollama#9061); loading without the extra buffer types works
+    and keeps the AVX-512/AVX2 kernels. On, everywhere else (repacking is llama.cpp's default).
+    """
+    from bastion.hardware.detect import cpu_flags
+
+    return not ({"amx_tile", "amx_int8"} & set(cpu_flags()))
+
+
+_PARAMS_LOCK = threading.Lock()
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse, before any native code parses it, a file that is not a GGUF v2/v3 model."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror}",
+                         fix="check the path and its permissions") from exc
+    version = int.from_bytes(head[4:8], "little") if len(head) == 8 else 0
+    if head[:4] != GGUF_MAGIC or version not in (2, 3):
+        raise ModelError(
+            f"{path.name} is not a GGUF model file (llama.cpp format v2/v3)",
+            fix="point model.path at a complete .gguf file (re-download it if it was cut short)",
+        )
+
+
+def load_llama(
+    path: Path,
+    *,
+    n_ctx: int,
+    n_threads: int | None,
+    n_gpu_layers: int = 0,
+    repack: bool | None = None,
+    vocab_only: bool = False,
+) -> Any:
+    """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure.
+
+    ``repack`` (default: :func:`repack_default`) says whether weights may be repacked into
+    llama.cpp's extra buffer types (``use_extra_bufts``; llama-cpp-python does not expose it, so
+    its default-parameters function is wrapped while this model loads).
+    """
     llama_cpp = require("llama_cpp", extra="local", feature="the embedded model")
     if not path.is_file():
         raise ModelError(
             f"model file not found: {path}",
             fix="set model.path to an existing .gguf file, or unset it to use the shipped model",
         )
-    try:
-        return llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_gpu_layers=n_gpu_layers,
-            verbose=False,
-        )
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelError(
-            f"could not load model {path.name}: {exc}",
-            fix="check that the file is a complete GGUF model (re-download it)",
-        ) from exc
+    check_gguf(path)
+    if repack is None:
+        repack = repack_default()
+    C = llama_cpp.llama_cpp
+    # a vocabulary-only load warns that its context exceeds "n_ctx_train (0)": say nothing
+    quiet = contextlib.redirect_stderr(io.StringIO()) if vocab_only else contextlib.nullcontext()
+    with _PARAMS_LOCK, quiet:
+        original = C.llama_model_default_params
+
+        def params() -> Any:
+            p = original()
+            p.use_extra_bufts = repack
+            return p
+
+        C.llama_model_default_params = params
+        try:
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_gpu_layers=n_gpu_layers,
+                vocab_only=vocab_only,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(
+                f"could not load model {path.name}: {exc}",
+                fix="check that the file is a complete GGUF model (re-download it)",
+            ) from exc
+        finally:
+            C.llama_model_default_params = original
+
+
+async def primitive_chat(
+    prims: Primitives,
+    policy: Policy,
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec],
+    settings: ChatSettings | None,
+) -> AsyncIterator[ModelEvent]:
+    """One model step over primitives: the constrained protocol with tools, else free text."""
+    settings = settings or ChatSettings()
+    if tools and settings.tool_choice != "none":
+        async for ev in constrained_chat(prims, messages, tools, settings, policy):
+            yield ev
+        return
+    from bastion.llm._constrained import plain_messages
+
+    reason = "stop"
+    async for piece in prims.stream(plain_messages(messages), settings):
+        if isinstance(piece, str):
+            yield TextDelta(piece)
+        elif isinstance(piece, Finish):
+            reason = piece.reason
+        else:
+            yield piece
+    yield Finish(reason)
 
 
 class _Engine:
@@ -427,22 +518,8 @@ class EmbeddedModel:
         settings: ChatSettings | None = None,
     ) -> AsyncIterator[ModelEvent]:
         """Stream a reply; with tools, run the constrained choose/fill/answer protocol."""
-        settings = settings or ChatSettings()
-        if tools and settings.tool_choice != "none":
-            async for ev in constrained_chat(self, messages, tools, settings, self.policy):
-                yield ev
-            return
-        from bastion.llm._constrained import plain_messages
-
-        reason = "stop"
-        async for piece in self.stream(plain_messages(messages), settings):
-            if isinstance(piece, str):
-                yield TextDelta(piece)
-            elif isinstance(piece, Finish):
-                reason = piece.reason
-            else:
-                yield piece
-        yield Finish(reason)
+        async for ev in primitive_chat(self, self.policy, messages, tools, settings):
+            yield ev
 
     async def aclose(self) -> None:
         """Free the model (llama.cpp memory is released when the object goes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bastion.config.model import Config
@@ -40,14 +41,24 @@ def create_model(config: Config) -> Model:
     """Build the model ``config.model`` describes (``config`` whole: cluster needs more)."""
     mc = config.model
     if mc.backend == "embedded":
-        from bastion.llm.embedded import EmbeddedModel
+        repack = {"auto": None, "on": True, "off": False}[mc.repack]
+        if mc.isolation == "in_process":
+            from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
 
-        return EmbeddedModel.load(
+            path = _embedded_path(config) or shipped_model_path()
+            llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
+                               n_gpu_layers=mc.n_gpu_layers, repack=repack)
+            return EmbeddedModel(llama, name=mc.name)
+        from bastion.llm.worker import WorkerModel
+
+        return WorkerModel.load(
             _embedded_path(config),
             name=mc.name,
             n_ctx=mc.n_ctx,
             n_threads=mc.n_threads,
             n_gpu_layers=mc.n_gpu_layers,
+            slots=mc.slots or min(4, os.cpu_count() or 1),
+            repack=repack,
         )
     if mc.backend in ("openai", "ollama"):
         from bastion.llm.http import HttpModel, pick_profile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,11 +37,13 @@ async def test_agent_reads_a_logged_in_page_and_never_sees_the_credentials(
 
 
 @pytest.fixture(scope="module")
-def shipped() -> Any:
+def shipped() -> Iterator[Any]:
     pytest.importorskip("llama_cpp")
-    from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
+    from bastion.llm.worker import WorkerModel
 
-    return EmbeddedModel(load_llama(shipped_model_path(), n_ctx=4096, n_threads=None))
+    model = WorkerModel.load(n_ctx=4096)
+    yield model
+    model.close()
 
 
 @pytest.mark.real_model

@@ -15,19 +15,23 @@ import httpx
 import pytest
 
 from bastion.config.model import Config
-from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
+from bastion.llm.embedded import shipped_model_path
+from bastion.llm.worker import WorkerModel
 from bastion.tools.base import ToolContext, tool
 
 
 @pytest.fixture(scope="session")
-def shipped_llama() -> Any:
+def shipped_worker() -> Iterator[WorkerModel]:
+    """The shipped model in a worker process: a native crash fails one test, not the run."""
     pytest.importorskip("llama_cpp")
-    return load_llama(shipped_model_path(), n_ctx=4096, n_threads=None)
+    model = WorkerModel.load(n_ctx=4096, slots=1)
+    yield model
+    model.close()
 
 
 @pytest.fixture
-def embedded(shipped_llama: Any) -> EmbeddedModel:
-    return EmbeddedModel(shipped_llama)
+def embedded(shipped_worker: WorkerModel) -> WorkerModel:
+    return shipped_worker
 
 
 def free_port() -> int:

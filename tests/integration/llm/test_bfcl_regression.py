@@ -8,12 +8,10 @@ leave one question of slack per category (two overall), since llama.cpp's float 
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from bastion.config.model import AgentConfig
-from bastion.llm.embedded import EmbeddedModel
+from bastion.llm.worker import WorkerModel
 
 pytest.importorskip("bfcl_eval")  # installed --no-deps by scripts/test-assets.sh
 from bench.bfcl import load_category, load_checker, run_bastion  # noqa: E402
@@ -45,8 +43,8 @@ FLOOR = {"simple_python": 8, "multiple": 6, "irrelevance": 5}  # measured 9/7/6
 TOTAL_FLOOR = 20  # measured 22 of 22
 
 
-async def test_bfcl_fixed_questions_floor(shipped_llama: Any) -> None:
-    model = EmbeddedModel(shipped_llama)
+async def test_bfcl_fixed_questions_floor(shipped_worker: WorkerModel) -> None:
+    model = shipped_worker
     check = load_checker()
     system = AgentConfig().system_prompt
     scores: dict[str, int] = {}

@@ -8,7 +8,6 @@ import pytest
 
 from bastion.config.model import Config
 from bastion.llm.base import Model
-from bastion.llm.embedded import EmbeddedModel
 from bastion.llm.factory import create_model
 from bastion.llm.http import PROFILES, HttpModel
 from bastion.llm.messages import (
@@ -21,6 +20,7 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
+from bastion.llm.worker import WorkerModel
 from bastion.patterns.cascade import CascadeModel
 from bastion.patterns.draft_verify import DraftVerifyModel
 from bastion.patterns.vote import VoteModel
@@ -46,8 +46,10 @@ def node() -> Iterator[Proc]:
 
 
 @pytest.fixture(scope="module")
-def embedded() -> Iterator[EmbeddedModel]:
-    yield EmbeddedModel.load(n_ctx=1024, n_threads=1)
+def embedded() -> Iterator[WorkerModel]:
+    model = WorkerModel.load(n_ctx=1024, n_threads=1)
+    yield model
+    model.close()
 
 
 async def events_of(model: Model, messages: Sequence[Message] = ASK,
@@ -88,7 +90,7 @@ async def test_cascade_from_config_scores_and_escalates(node: Proc) -> None:
         await cascade.aclose()
 
 
-async def test_vote_self_consistency_tool_calls_once(embedded: EmbeddedModel) -> None:
+async def test_vote_self_consistency_tool_calls_once(embedded: WorkerModel) -> None:
     vote = VoteModel([embedded], samples=3, temperature=0.8)
     settings = ChatSettings(max_tokens=32, tool_choice="get_weather")
     events = await events_of(vote, [Message("user", "What's the weather in Lisbon?")],
@@ -101,7 +103,7 @@ async def test_vote_self_consistency_tool_calls_once(embedded: EmbeddedModel) ->
 
 
 async def test_draft_verify_embedded_drafts_node_verifies(
-    embedded: EmbeddedModel, node: Proc
+    embedded: WorkerModel, node: Proc
 ) -> None:
     verifier = HttpModel("smollm2-135m", quirks=PROFILES["llamacpp"], base_url=node.url)
     dv = DraftVerifyModel(embedded, verifier)

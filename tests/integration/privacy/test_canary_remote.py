@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from bastion.app import build_app
 from bastion.config.model import Config
-from bastion.llm.embedded import EmbeddedModel
 from bastion.llm.http import PROFILES, HttpModel
 from bastion.llm.messages import (
     ChatSettings,
@@ -22,6 +21,7 @@ from bastion.llm.messages import (
     ToolCallEvent,
     ToolSpec,
 )
+from bastion.llm.worker import WorkerModel
 from bastion.privacy.policy import PrivacyPolicy
 from bastion.privacy.router import PrivacyRouter
 from bastion.server.app import create_app
@@ -39,8 +39,10 @@ SEND = ToolSpec("send_email", "Send an email", {
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[EmbeddedModel]:
-    yield EmbeddedModel.load(n_ctx=1024, n_threads=1)
+def local() -> Iterator[WorkerModel]:
+    model = WorkerModel.load(n_ctx=1024, n_threads=1)
+    yield model
+    model.close()
 
 
 async def ask(model: PrivacyRouter, text: str, tools: list[ToolSpec] | None = None,
@@ -72,7 +74,7 @@ def remote_model(proxy: RecordingProxy) -> HttpModel:
 
 
 async def test_redacted_for_remote_restored_for_user(
-    real_policy: PrivacyPolicy, proxy: RecordingProxy, local: EmbeddedModel
+    real_policy: PrivacyPolicy, proxy: RecordingProxy, local: WorkerModel
 ) -> None:
     remote = remote_model(proxy)
     router = PrivacyRouter(local, remote, real_policy)
@@ -94,7 +96,7 @@ async def test_redacted_for_remote_restored_for_user(
 
 
 async def test_local_only_class_never_leaves(
-    real_policy: PrivacyPolicy, proxy: RecordingProxy, local: EmbeddedModel
+    real_policy: PrivacyPolicy, proxy: RecordingProxy, local: WorkerModel
 ) -> None:
     remote = remote_model(proxy)
     router = PrivacyRouter(local, remote, real_policy)

@@ -1,0 +1,155 @@
+"""The shipped model in supervised worker processes: real llama.cpp children, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import ModelError
+from bastion.hardware.detect import cpu_flags
+from bastion.llm.messages import ChatSettings, Message, TextDelta
+from bastion.llm.worker import WorkerCrashed, WorkerModel
+
+pytestmark = [pytest.mark.real_model]
+pytest.importorskip("llama_cpp")
+
+STORY = [Message("user", "Write a long story about a lighthouse keeper and the sea.")]
+
+
+async def _stream(model: WorkerModel, tokens: int, started: asyncio.Event | None = None) -> str:
+    out: list[str] = []
+    async for ev in model.chat(STORY, settings=ChatSettings(max_tokens=tokens)):
+        if isinstance(ev, TextDelta):
+            out.append(ev.text)
+            if started is not None:
+                started.set()
+    return "".join(out)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+async def _kill_and_wait(model: WorkerModel, pid: int, sig: int = signal.SIGSEGV) -> None:
+    os.kill(pid, sig)
+    while not _gone(pid) or pid in model.worker_pids():
+        await asyncio.sleep(0.02)
+
+
+async def test_a_crash_mid_answer_costs_that_request_only() -> None:
+    model = WorkerModel.load(n_ctx=1024, slots=2)
+    try:
+        first_started, second_started = asyncio.Event(), asyncio.Event()
+        victim = asyncio.create_task(_stream(model, 400, first_started))
+        await first_started.wait()
+        (victim_pid,) = model.worker_pids()
+        other = asyncio.create_task(_stream(model, 48, second_started))
+        await second_started.wait()
+        assert len(model.worker_pids()) == 2  # two conversations at once, one worker each
+        os.kill(victim_pid, signal.SIGSEGV)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerCrashed) as info:
+            await victim
+        seconds = time.monotonic() - t0
+        assert info.value.signal == signal.SIGSEGV
+        text = info.value.user_text()
+        assert "the local model crashed (signal 11, SIGSEGV)" in text and "fix:" in text
+        assert seconds < 10, seconds  # detected from the closed pipe, not a timeout
+        assert (await other).strip()  # the other conversation finished its answer
+        assert (await _stream(model, 8)).strip()  # the next request works
+        assert victim_pid not in model.worker_pids()
+    finally:
+        await model.aclose()
+
+
+async def test_sigkill_while_idle_is_noticed_and_replaced() -> None:
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        await _stream(model, 2)
+        (pid,) = model.worker_pids()
+        await _kill_and_wait(model, pid, signal.SIGKILL)  # an out-of-memory kill looks like this
+        assert (await _stream(model, 4)).strip()
+        assert model.worker_pids() and pid not in model.worker_pids()
+    finally:
+        await model.aclose()
+
+
+async def test_a_crash_loop_gets_one_safe_mode_then_a_clear_error() -> None:
+    model = WorkerModel.load(n_ctx=512, slots=1, repack=True)
+    try:
+        for _ in range(3):
+            await _stream(model, 1)
+            await _kill_and_wait(model, model.worker_pids()[0])
+        assert model.safe_mode
+        await _stream(model, 1)  # the restarted worker answers, in safe mode
+        (info,) = model.worker_info()
+        assert info["repack"] is False and info["n_threads"] == 1
+        await _kill_and_wait(model, info["pid"])
+        for _ in range(2):  # no restart loop: every later request gets the same clear error
+            with pytest.raises(ModelError) as err:
+                await _stream(model, 1)
+            assert "keeps crashing, also in safe mode" in err.value.message
+            assert "bastion doctor" in (err.value.fix or "")
+        assert model.worker_pids() == []
+    finally:
+        await model.aclose()
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_native_code(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>not a model</html>" * 10)
+    with pytest.raises(ModelError) as err:
+        WorkerModel.load(bad)
+    assert "is not a GGUF model file" in err.value.message
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF")
+    with pytest.raises(ModelError):
+        WorkerModel.load(truncated)
+
+
+def test_workers_get_no_secrets_in_their_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_should_not_reach_the_model_worker_000")
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        asyncio.run(_stream(model, 1))
+        (pid,) = model.worker_pids()
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"ghp_should_not_reach" not in env
+        assert os.getsid(pid) != os.getsid(0)  # its own session: Ctrl-C does not reach it
+    finally:
+        model.close()
+
+
+AMX = bool({"amx_tile", "amx_int8"} & set(cpu_flags()))
+
+_UNGUARDED = """
+import llama_cpp
+from bastion.llm.embedded import load_llama, shipped_model_path
+llm = load_llama(shipped_model_path(), n_ctx=512, n_threads=2, repack=True)
+print(llm.create_completion("The sea is", max_tokens=8)["choices"][0]["text"])
+"""
+
+
+@pytest.mark.skipif(not AMX, reason="this CPU has no AMX: the AMX repack crash cannot happen here")
+async def test_amx_default_answers_and_unguarded_repack_crashes() -> None:
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        assert (await _stream(model, 8)).strip()
+        assert model.worker_info()[0]["repack"] is False  # the guard chose no repacking
+    finally:
+        await model.aclose()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
+    proc = subprocess.run([sys.executable, "-c", _UNGUARDED], env=env, capture_output=True,
+                          timeout=300, check=False)
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-500:])
