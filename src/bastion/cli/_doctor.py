@@ -63,6 +63,8 @@ def check_model(config: Config) -> list[Check]:
         else:
             checks.append(Check("model file", "FAIL", f"model file not found: {path}", fix))
         checks.append(_llama_check())
+        if path.is_file() and checks[-1].status == "OK":
+            checks.append(_smoke_check(config, path))
     elif mc.backend in ("openai", "ollama"):
         checks.append(_server_check(config))
     else:
@@ -80,6 +82,39 @@ def _llama_check() -> Check:
         return Check("llama.cpp", "FAIL", f"llama_cpp does not import: {exc}",
                      "pip install --force-reinstall 'llama-cpp-python[server]==0.3.36'")
     return Check("llama.cpp", "OK", f"llama-cpp-python {llama_cpp.__version__}")
+
+
+def _smoke_check(config: Config, path: Path) -> Check:
+    """Load the model in a worker process and generate a few tokens; name the fix on a crash."""
+    from bastion.llm.worker import WorkerCrashed, WorkerModel
+
+    mc = config.model
+    repack = {"auto": None, "on": True, "off": False}[mc.repack]
+
+    async def run() -> tuple[str, dict[str, object]]:
+        model = WorkerModel.load(path, n_ctx=512, n_threads=mc.n_threads, slots=1,
+                                 n_gpu_layers=mc.n_gpu_layers, repack=repack)
+        try:
+            text, _ = await model.complete([{"role": "user", "content": "Say OK."}],
+                                           schema=None, max_tokens=4)
+            return text, (model.worker_info() or [{}])[0]
+        finally:
+            await model.aclose()
+
+    try:
+        text, info = asyncio.run(run())
+    except WorkerCrashed as exc:
+        fix = ("bastion config set model.repack off (llama.cpp's repacked kernels crash on this "
+               "CPU)" if mc.repack != "off" else
+               "rebuild llama.cpp for a portable CPU target: CMAKE_ARGS='-DGGML_NATIVE=OFF "
+               "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON' pip install --force-reinstall "
+               "--no-cache-dir 'llama-cpp-python==0.3.36'")
+        return Check("model smoke test", "FAIL", exc.message.split(";")[0], fix)
+    except BastionError as exc:
+        return Check("model smoke test", "FAIL", exc.message, exc.fix or "")
+    how = "repacked weights" if info.get("repack") else "no weight repacking"
+    return Check("model smoke test", "OK",
+                 f"loaded in a worker process, {how}, answered {len(text)} chars")
 
 
 def _server_check(config: Config) -> Check:

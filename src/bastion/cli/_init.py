@@ -26,6 +26,8 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     table.add_row("CPU", escape(f"{cpu.model} ({cpu.arch})"))
     table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
     table.add_row("SIMD", flags)
+    table.add_row("llama.cpp", "weight repacking off: llama.cpp's AMX kernels crash (model.repack)"
+                  if cpu.amx else "weight repacking on (llama.cpp's fastest CPU kernels)")
     table.add_row("RAM", f"{hw.ram_mb / 1024:.1f} GiB")
     for gpu in hw.gpus:
         extra = f", driver {gpu.driver}" if gpu.driver else ""

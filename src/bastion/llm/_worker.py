@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -90,7 +91,6 @@ def _die_with_parent() -> None:
     """Ask Linux to kill this process when bastion dies (best effort elsewhere)."""
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -111,6 +111,8 @@ def main() -> None:
     except BastionError as exc:
         out.send({"error": exc.message, "fix": exc.fix})
         return
+    if os.environ.get("BASTION_TEST_WORKER_FAULT") == "after-load":  # failpoint for tests
+        os.kill(os.getpid(), signal.SIGSEGV)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": int(eng.llm.n_ctx()),
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads)})
