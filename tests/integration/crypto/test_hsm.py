@@ -170,4 +170,5 @@ def test_keygen_pins_the_hsm_key_next_to_the_pinned_file_key(tmp_path: Path) -> 
     assert "pinned for audit verify" in r[2]["out"]
     pins = yaml.safe_load((home / "bastion.yaml").read_text())["audit"]["key_fingerprints"]
     assert len(pins) == 2 and pins[0] == file_fp
-    assert r[5]["out"].startswith("ok: 8 records")  # 7 + audit.key_trusted and "not pinned" not in r[5]["out"]
+    # 7 records + audit.key_trusted
+    assert r[5]["out"].startswith("ok: 8 records") and "not pinned" not in r[5]["out"]
