@@ -34,7 +34,10 @@ def test_missing_and_non_gguf_files(tmp_path: Path) -> None:
 def test_corrupt_gguf_is_a_model_error(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     bad = tmp_path / "broken.gguf"
-    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    bad.write_bytes(b"GGUF" + b"\0" * 64)  # version 0: refused before native code reads it
+    with pytest.raises(ModelError, match="broken.gguf is not a GGUF model file"):
+        create_model(cfg(path=str(bad)))
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\0" * 64)  # a cut v3 file
     with pytest.raises(ModelError, match="could not load model broken.gguf"):
         create_model(cfg(path=str(bad)))
 
