@@ -193,6 +193,7 @@ class ReadResourceTool:
         "value": {"type": "string"}, "watch": {"type": "string"}}}
     risk = Risk.LOW
     sandboxed = False
+    egress = False  # it reads the workspace and the audit log; nothing leaves through it
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
