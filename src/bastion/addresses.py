@@ -113,3 +113,21 @@ def address_problem(ip: IPAddress) -> str | None:
     if listed is not None or not ip.is_global:
         return f"{ip} is not a globally routable address" + (f" ({listed})" if listed else "")
     return None
+
+
+# Cloud instance-metadata endpoints outside link-local (Alibaba, AWS's IPv6 one).
+_METADATA = (ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254"))
+
+
+def is_metadata(ip: IPAddress) -> bool:
+    """Return whether ``ip`` is link-local or a cloud metadata endpoint (169.254.169.254 ...).
+
+    Those answer with instance credentials, so reaching them takes its own switch
+    (``security.allow_metadata``), never just ``allow_private_network``. IPv4-mapped, 6to4 and
+    NAT64 forms are judged by the IPv4 address they embed.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_v4(ip)
+        if inner is not None:
+            return is_metadata(inner[1])
+    return ip.is_link_local or ip in _METADATA

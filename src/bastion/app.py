@@ -137,6 +137,7 @@ def _fetcher(config: Config) -> DirectFetcherT:
     caps, rule = sec.web_fetch, sec.egress.get("web_fetch")
     return DirectFetcher(
         allow_private=sec.allow_private_network,
+        allow_metadata=sec.allow_metadata,
         allowed_networks=rule.cidrs if rule else (),
         allow_domains=rule.domains if rule else None,
         allow_ports=rule.ports if rule else None,

@@ -19,5 +19,7 @@ def raise_for_api_error(resp: httpx.Response, default: type[BastionError]) -> No
         message, fix = err.get("message", resp.text), err.get("fix")
     except (ValueError, KeyError, TypeError):
         message, fix = resp.text[:200], None
+    if fix and message.endswith(f" (fix: {fix})"):  # the server's message carries its fix too
+        message = message[: -len(f" (fix: {fix})")]
     cls = {401: AuthError, 404: NotFoundError}.get(resp.status_code, default)
     raise cls(message, fix=fix)

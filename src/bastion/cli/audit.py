@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion import timespec
+from bastion.cli._console import out_console
 from bastion.cli._terminal import visible
 from bastion.errors import AuditError
 from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
 from bastion.security.audit_csv import write_csv
 
-console = Console()
+console = out_console()
 audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit log.",
                         no_args_is_help=True)
 
@@ -57,18 +57,8 @@ def db_path(db: Path | None) -> Path:
 
 
 def parse_time(text: str | None) -> float | None:
-    """Parse an ISO date/time or an age (``30m``, ``2h``, ``7d``) into a timestamp."""
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise AuditError(f"cannot read the time {text!r}",
-                         fix="use 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d"
-                         ) from None
+    """Parse ``--since``/``--until``: an ISO date/time, Unix seconds or an age (``7d``)."""
+    return timespec.parse_time(text)
 
 
 def _when(ts: float) -> str:

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bastion.cli._api import raise_for_api_error
+from bastion.cli._console import out_console
 from bastion.config.model import Config
 from bastion.errors import BastionError
 
@@ -18,10 +18,14 @@ browser_app = typer.Typer(help="Browser sessions of the running server.", no_arg
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _api(method: str, path: str) -> Any:
+def _config() -> Config:
     from bastion.config.loader import load
 
-    cfg: Config = load()
+    return load()
+
+
+def _api(method: str, path: str) -> Any:
+    cfg = _config()
     host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     url = f"http://{host}:{cfg.api.port}{path}"
     headers = {}
@@ -44,13 +48,17 @@ def sessions(as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps(data, indent=2))
         return
     if not data.get("enabled"):
+        if _config().browser.enabled:  # the file says on; the server started before that
+            raise BastionError("the running server has the browser off: it started before "
+                               "browser.enabled was set to true",
+                               fix="restart bastion serve")
         typer.echo("the browser is disabled (browser.enabled: false)")
         return
     table = Table("session", "url", "actions", "idle s", "logged in")
     for s in data["sessions"]:
         table.add_row(str(s["session_id"]), str(s["url"]), str(s["actions"]), str(s["idle_s"]),
                       ", ".join(s["logged_in"]) or "-")
-    Console().print(table)
+    out_console().print(table)
     sandbox = "bubblewrap" if data.get("sandboxed") else (
         "not started yet" if data.get("sandboxed") is None
         else f"NOT sandboxed ({data.get('sandbox_problem')})")

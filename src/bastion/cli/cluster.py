@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bastion.cli._api import raise_for_api_error
+from bastion.cli._console import out_console
 from bastion.config.model import Config
 from bastion.errors import ClusterError, ConfigError, NotFoundError
 
@@ -31,6 +31,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 # ---- talking to the running server -----------------------------------------------------
 class _NoServer(Exception):
     pass
+
+
+class _NoClusterServer(_NoServer):
+    """A server runs, but it does not route a cluster (its model.backend is another)."""
 
 
 def _config() -> Config:
@@ -51,8 +55,18 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
         raise _NoServer() from None
     except httpx.HTTPError as exc:
         raise ClusterError(f"the bastion server at {url} failed: {exc}") from None
+    if resp.status_code == 404 and _code(resp) == "no_cluster":
+        raise _NoClusterServer()
     raise_for_api_error(resp, ClusterError)
     return resp
+
+
+def _code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 async def _local_status(cfg: Config, *, metrics: bool = False) -> dict[str, Any] | str:
@@ -78,14 +92,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _print_status(status: dict[str, Any], source: str) -> None:
-    console = Console()
+def _print_status(status: dict[str, Any], source: str, discovery: bool = False) -> None:
+    console = out_console()
     nodes = status.get("nodes") or []
     console.print(
         f"cluster model [bold]{status.get('model')}[/], tier {status.get('tier')} ({source})"
     )
     if not nodes:
         console.print("no nodes; add one: bastion cluster add NAME URL")
+        if discovery:
+            console.print("mDNS discovery is on: announced nodes (bastion node serve) appear "
+                          "within 10-25 s of the server's start; run this again then")
         return
     table = Table(
         "node",
@@ -121,13 +138,14 @@ def status(as_json: JsonOpt = False) -> None:
     try:
         data: Any = _api(cfg, "GET", "/v1/cluster").json()
         source = "live, from the running server"
-    except _NoServer:
+    except _NoServer as exc:
         data = asyncio.run(_local_status(cfg))
-        source = "no server running: one health check from here"
+        source = ("the running server routes no cluster" if isinstance(exc, _NoClusterServer)
+                  else "no server running") + ": one health check from here"
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
-        _print_status(data, source)
+        _print_status(data, source, discovery=cfg.cluster.discovery.enabled)
 
 
 @cluster_app.command("metrics")
@@ -180,6 +198,11 @@ def add(
     try:
         _api(cfg, "POST", "/v1/cluster/nodes", body)
         typer.echo(f"added node {name} to the running cluster")
+    except _NoClusterServer:
+        save = True
+        typer.echo(f"the running server does not route a cluster (model.backend: "
+                   f"{cfg.model.backend}): saving to the config; to use it, run bastion config "
+                   "set model.backend cluster and restart bastion serve")
     except _NoServer:
         save = True
         typer.echo("no server running: saving to the config (used on the next start)")
@@ -220,6 +243,10 @@ def _drain(name: str, on: bool) -> None:
     cfg = _config()
     try:
         _api(cfg, "POST", f"/v1/cluster/nodes/{name}/drain", {"drain": on})
+    except _NoClusterServer:
+        raise ClusterError("the running server does not route a cluster",
+                           fix="bastion config set model.backend cluster, then restart "
+                           "bastion serve") from None
     except _NoServer:
         raise ClusterError(
             "draining needs the running server", fix="start it: bastion serve"

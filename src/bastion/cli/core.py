@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.cli._render import EventRenderer, Transcript
 from bastion.cli.approval import choose_approver
 from bastion.config import paths
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from bastion.app import App
 
 _err = Console(stderr=True, highlight=False)
-_out = Console(highlight=False)
+_out = out_console(highlight=False)
 
 SessionOpt = Annotated[
     str | None, typer.Option("--session", "-s", help="conversation id; reuse it to continue")
@@ -34,20 +37,32 @@ YesOpt = Annotated[
 ]
 
 
-def _build(yes: bool) -> App:
-    """Load the config and assemble the app (the one composition root)."""
+def _build(yes: bool, *, ephemeral: bool = False) -> App:
+    """Load the config and assemble the app (the one composition root).
+
+    ``ephemeral``: the conversation is kept in memory only (nothing stored, nothing indexed).
+    """
     from bastion.app import build_app
+    from bastion.memory.base import EphemeralMemory
 
     config = load()
-    return build_app(config, approver=choose_approver(yes=yes))
+    return build_app(config, approver=choose_approver(yes=yes),
+                     memory=EphemeralMemory() if ephemeral else None)
 
 
 # -- init -------------------------------------------------------------------------------------
 def init(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="never prompt")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing config")] = False,
+    rotate_token: Annotated[bool, typer.Option(
+        "--rotate-token", help="with --force: make a new API token (clients need the new one)")]
+    = False,
 ) -> None:
-    """Detect the hardware, recommend a model, and write bastion.yaml with an API token."""
+    """Detect the hardware, recommend a model, and write bastion.yaml with an API token.
+
+    ``--force`` rewrites the file but keeps the existing ``api.token`` (clients keep working)
+    unless ``--rotate-token`` is given.
+    """
     from bastion.cli import _init
     from bastion.hardware import detect, recommend
 
@@ -64,15 +79,29 @@ def init(
     if interactive and not typer.confirm(f"Write {path}?", default=True, err=True):
         raise typer.Exit(1)
     config = _init.build_config(hw, rec)
+    kept = None if rotate_token or not path.exists() else _existing_token(path)
+    if kept is not None:
+        config.api.token = kept
     pin = _init.pin_audit_key(config)
     save(config, path)
     for name in ("workspace",):
         paths.data_dir(name)
-    _err.print(f"wrote {escape(str(path))} "
-               "(API token created: bastion config get api.token --reveal)")
+    _err.print(f"wrote {escape(str(path))} (API token "
+               f"{'kept' if kept is not None else 'created'}: "
+               "bastion config get api.token --reveal)")
     _err.print(f"audit signing key fingerprint: {pin}\n  keep a copy away from this machine; "
                f"check the log against it with: bastion audit verify --fingerprint {pin}")
     _init.print_next_steps(_err, rec)
+
+
+def _existing_token(path: Path) -> SecretStr | None:
+    """Return the ``api.token`` of the config being rewritten (None when it has none)."""
+    try:
+        api = read_raw(path).get("api")
+    except ConfigError:  # a broken file is what --force is for: nothing to keep
+        return None
+    token = api.get("token") if isinstance(api, dict) else None
+    return SecretStr(token) if isinstance(token, str) and token else None
 
 
 # -- doctor -----------------------------------------------------------------------------------
@@ -159,10 +188,14 @@ def ask(
         typer.Option("--stream/--no-stream", help="stream tokens (default: when on a terminal)"),
     ] = None,
 ) -> None:
-    """Ask once: the answer on stdout, tool steps on stderr; exit 1 if the turn fails."""
+    """Ask once: the answer on stdout, tool steps on stderr; exit 1 if the turn fails.
+
+    Without ``--session`` the turn is ephemeral: nothing is stored, so one-off questions never
+    show up in sessions or in later answers' retrieved context.
+    """
     if not question.strip():
         raise ConfigError("the question is empty", fix='bastion ask "your question"')
-    app = _build(yes)
+    app = _build(yes, ephemeral=session is None)
     from bastion.agent.loop import Agent
 
     transcript = Transcript(session or Agent.new_session_id(), app.model.name)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.errors import BastionError
 
-console = Console()
+console = out_console()
 intel_app = typer.Typer(help="Security intelligence: anomalies, threat intel, trust, alerts, "
                              "SIEM export, compliance reports.", no_args_is_help=True)
 feeds_app = typer.Typer(help="Threat-intelligence feed files (list, CSV, STIX 2.1).",
@@ -100,7 +100,9 @@ def status_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     models = {s: {"samples": m.samples, "threshold": round(m.threshold, 3),
                   "trained_at": m.trained_at} for s, m in det.models.items()}
     if not models:
-        problems.append("no anomaly models (cold start): run `bastion intel train`")
+        problems.append(f"no anomaly models yet (cold start): `bastion intel train` fits a "
+                        f"subject's model once it has {cfg.anomaly.min_samples} tool calls "
+                        "(intelligence.anomaly.min_samples)")
     path = _db(db)
     if not path.exists():
         data: dict[str, Any] = {"enabled": cfg.enabled, "calls": 0, "models": models,
@@ -136,7 +138,7 @@ def status_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
 def report_cmd(
     since: Annotated[str, typer.Option("--since", help="start: an age like 7d or a date")] = "7d",
     until: Annotated[str | None, typer.Option("--until", help="end (default: now)")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md or json")] = "md",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md (or markdown) or json")] = "md",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file")] = None,
     db: DbOpt = None,
 ) -> None:
@@ -144,8 +146,10 @@ def report_cmd(
     from bastion.cli.audit import parse_time
     from bastion.intelligence.report import build_report, to_json, to_markdown
 
-    if fmt not in ("md", "json"):
-        raise BastionError(f"unknown report format {fmt!r}", fix="use --format md or json")
+    if fmt not in ("md", "markdown", "json"):
+        raise BastionError(f"unknown report format {fmt!r}",
+                           fix="use --format md (or markdown) or json")
+    fmt = "md" if fmt == "markdown" else fmt
     start = parse_time(since)
     assert start is not None
     rep = build_report(_db(db), start, parse_time(until))

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.cli._terminal import visible
 from bastion.errors import BastionError, ConfigError, ToolError
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 mcp_app = typer.Typer(help="MCP: serve bastion's tools, inspect and call mounted servers.",
                       no_args_is_help=True)
-_out = Console(highlight=False)
+_out = out_console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="approve every risky call")]
@@ -103,34 +104,46 @@ def serve(
 
 
 @mcp_app.command("list")
-def list_servers() -> None:
+def list_servers(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """Show the configured MCP servers and whether each one starts and answers."""
     from bastion.config.loader import load
     from bastion.mcp.mount import close_kept, connect
 
     config = load()
-    if not config.mcp_servers:
+    if not config.mcp_servers and not as_json:
         _err.print("no MCP servers configured (add them under mcp_servers: in bastion.yaml)")
         return
-    table = Table("name", "transport", "sandbox", "status", "tools", title="MCP servers",
-                  title_justify="left")
+    rows: list[dict[str, object]] = []
     for cfg in config.mcp_servers:
-        transport = cfg.url or " ".join(cfg.command or [])
-        sandbox = "-" if cfg.url else (config.security.sandbox if cfg.sandbox == "default"
-                                       else cfg.sandbox)
+        row: dict[str, object] = {
+            "name": cfg.name, "transport": cfg.url or " ".join(cfg.command or []),
+            "sandbox": None if cfg.url else (config.security.sandbox if cfg.sandbox == "default"
+                                             else cfg.sandbox),
+            "status": "disabled", "error": None, "tools": None}
+        rows.append(row)
         if not cfg.enabled:
-            table.add_row(cfg.name, escape(transport), sandbox, "disabled", "")
             continue
         keep: list[object] = []
         try:
             toolset = connect(cfg, config, keep)
         except BastionError as exc:
-            table.add_row(cfg.name, escape(transport), sandbox, f"[red]{escape(exc.user_text())}",
-                          "")
+            row.update(status="failed", error=exc.user_text())
             continue
-        table.add_row(cfg.name, escape(transport), sandbox, "[green]ok", str(len(toolset.tools)))
+        row.update(status="ok", tools=len(toolset.tools))
         toolset.close()
         close_kept(keep)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "transport", "sandbox", "status", "tools", title="MCP servers",
+                  title_justify="left")
+    for row in rows:
+        status = (f"[red]{escape(str(row['error']))}" if row["error"] else
+                  "[green]ok" if row["status"] == "ok" else str(row["status"]))
+        table.add_row(str(row["name"]), escape(str(row["transport"])), str(row["sandbox"] or "-"),
+                      status, "" if row["tools"] is None else str(row["tools"]))
     _out.print(table)
 
 

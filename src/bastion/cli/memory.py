@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.cli._prompt import confirm
 from bastion.cli._terminal import visible
 from bastion.errors import MemoryStoreError
@@ -20,7 +21,7 @@ from bastion.errors import MemoryStoreError
 if TYPE_CHECKING:
     from bastion.memory.persistent import PersistentMemory
 
-console = Console()
+console = out_console()
 
 
 def _open() -> PersistentMemory:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.errors import ConfigError
 
-console = Console()
+console = out_console()
 privacy_app = typer.Typer(help="PII detection and the privacy router (local vs remote model).",
                           no_args_is_help=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bastion.cli._console import out_console
 from bastion.errors import BastionError, SandboxError
 
 if TYPE_CHECKING:
@@ -18,12 +20,15 @@ if TYPE_CHECKING:
 
 sandbox_app = typer.Typer(help="Sandboxes: status, run a command, list and kill runs.",
                           no_args_is_help=True)
-_out = Console(highlight=False)
+_out = out_console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
 @sandbox_app.command("status")
-def status() -> None:
+def status(as_json: JsonOpt = False) -> None:
     """Show each backend (available or the fix), which one tools get, and the limits."""
     import shutil
 
@@ -37,30 +42,44 @@ def status() -> None:
     )
 
     config = load()
-    table = Table("backend", "status", "detail", title="sandbox backends", title_justify="left")
+    backends: dict[str, str | None] = {}
     for kind in BACKENDS:
         try:
-            problem = backend_class(kind).available()
+            backends[kind] = backend_class(kind).available()
         except (BastionError, ImportError) as exc:
-            problem = str(exc)
+            backends[kind] = str(exc)
+    tools = list(dict.fromkeys([*CODE_TOOLS, *sorted(config.security.tool_sandboxes)]))
+    isolation = isolation_report(config, tools)
+    cg = pids_root()
+    lim = config.security.limits
+    missing = [n for n in ("nft", "dnsmasq", "ip") if shutil.which(n) is None]
+    if as_json:
+        typer.echo(json.dumps({
+            "backends": {k: {"available": p is None, "problem": p} for k, p in backends.items()},
+            "tools": {i.tool: {"backend": i.backend, "why": i.why, "problem": i.problem}
+                      for i in isolation},
+            "process_limit": f"pids cgroup ({cg[0]})" if cg else "RLIMIT_NPROC",
+            "limits": lim.model_dump(),
+            "egress": {"available": not missing, "missing": missing,
+                       "rules": {n: r.model_dump() for n, r in config.security.egress.items()}},
+        }, indent=2))
+        return
+    table = Table("backend", "status", "detail", title="sandbox backends", title_justify="left")
+    for kind, problem in backends.items():
         ok = problem is None
         table.add_row(kind, "[green]available[/]" if ok else "[red]missing[/]",
                       escape(problem or ""))
     _out.print(table)
-    tools = list(dict.fromkeys([*CODE_TOOLS, *sorted(config.security.tool_sandboxes)]))
-    for iso in isolation_report(config, tools):
+    for iso in isolation:
         state = f" [red]cannot run: {escape(iso.problem)}[/]" if iso.problem else ""
         _out.print(f"{iso.tool} runs in: [bold]{iso.backend}[/] ({escape(iso.why)}){state}")
-    cg = pids_root()
     _out.print("process limit: " + (f"pids cgroup ({cg[0]})" if cg else
                                     "RLIMIT_NPROC only (not enforced for host root)"))
-    lim = config.security.limits
     _out.print(f"limits: wall {lim.wall_seconds}s, cpu {lim.cpu_seconds}s, memory "
                f"{lim.memory_mb} MB, processes {lim.max_processes}, files {lim.file_size_mb} MB,"
                f" output {lim.output_bytes} B")
-    egress = [n for n in ("nft", "dnsmasq", "ip") if shutil.which(n) is None]
-    _out.print("egress control: " + ("available (nftables + dnsmasq)" if not egress else
-                                     f"missing {', '.join(egress)} (apt-get install nftables "
+    _out.print("egress control: " + ("available (nftables + dnsmasq)" if not missing else
+                                     f"missing {', '.join(missing)} (apt-get install nftables "
                                      "dnsmasq iproute2)"))
     for name, rule in sorted(config.security.egress.items()):
         _out.print(f"  {name}: domains {rule.domains or '-'} cidrs {rule.cidrs or '-'} "
@@ -130,11 +149,14 @@ def run(
 
 
 @sandbox_app.command("ls")
-def ls() -> None:
+def ls(as_json: JsonOpt = False) -> None:
     """List the sandboxed runs that are alive now (from any bastion process)."""
     from bastion.security.sandbox._running import runs
 
     live = runs()
+    if as_json:
+        typer.echo(json.dumps(live, indent=2))
+        return
     if not live:
         _err.print("no sandboxed runs are alive")
         return

@@ -111,8 +111,9 @@ def list_cmd(
     elif not paths:
         typer.echo("no secrets yet; add one with: bastion secrets set NAME")
     else:
+        reference = getattr(b, "reference", None)  # sops lists values: path#key
         for p in paths:
-            typer.echo(f"secret://{b.name}/{p}")
+            typer.echo(f"secret://{b.name}/{reference(p) if reference else p}")
 
 
 @secrets_app.command("rm")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bastion.cli._console import out_console
 from bastion.cli._terminal import visible
 from bastion.errors import AudioError
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from bastion.voice.service import VoiceService
 
 _err = Console(stderr=True, highlight=False)
-_out = Console(highlight=False)
+_out = out_console(highlight=False)
 
 voice_app = typer.Typer(
     help="Talk to the agent and hear it answer (local Whisper STT, Piper/espeak-ng TTS).",
@@ -235,15 +236,25 @@ def transcribe(
 def say(
     text: Annotated[str, typer.Argument(help="what to say")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write a WAV instead of playing")
+        Path | None, typer.Option(
+            "--output", "-o", help="write a file instead of playing; its suffix picks the "
+            "format: .wav .mp3 .opus .ogg .aac .flac .pcm")
     ] = None,
     engine: EngineOpt = None,
     speed: SpeedOpt = None,
 ) -> None:
-    """Speak text with the configured TTS engine (or write it to a WAV file)."""
+    """Speak text with the configured TTS engine (or write it to an audio file)."""
     from bastion.config.loader import load
-    from bastion.voice.audio import Audio
+    from bastion.voice.audio import FORMATS, Audio, encode
     from bastion.voice.service import VoiceService
+
+    fmt = None
+    if output is not None:
+        suffix = output.suffix.lower().lstrip(".")
+        fmt = {"ogg": "opus", "m4a": "aac"}.get(suffix, suffix)
+        if fmt not in FORMATS:
+            raise AudioError(f"cannot tell the audio format of {output.name!r} from its suffix",
+                             fix="name the file .wav, .mp3, .opus, .ogg, .aac, .flac or .pcm")
 
     cfg = load().voice
     service = VoiceService(cfg)
@@ -260,7 +271,7 @@ def say(
         raise AudioError("nothing to say", fix="give some words")
     audio = Audio.concat(parts, parts[0].sample_rate)
     if output is not None:
-        output.write_bytes(audio.wav())
+        output.write_bytes(encode(audio, str(fmt)))
         _err.print(f"[dim]{audio.duration:.1f} s written to {escape(str(output))}[/]")
         return
     from bastion.voice.devices import Player

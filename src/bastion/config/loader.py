@@ -5,9 +5,10 @@ Environment variables ``BASTION_<SECTION>__<KEY>`` override the file.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -43,26 +44,79 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
+def _fields_at(loc: list[str]) -> list[str] | None:
+    """Return the setting names valid at ``loc`` (a dotted path's parent), if it is a section."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        for arg in (*get_args(ann), ann):  # X | None, dict[str, X], X
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            return None
+    return list(model.model_fields)
+
+
+def _env_name(loc: list[str], env: dict[str, Any]) -> str | None:
+    """Return the ``BASTION_…`` variable that set ``loc`` (or a setting inside it), if any."""
+    node: Any = env
+    for i, part in enumerate(loc):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+        if not isinstance(node, dict):
+            return ENV_PREFIX + "__".join(loc[: i + 1]).upper()
+    while isinstance(node, dict) and node:  # a section: name one variable inside it
+        key = next(iter(node))
+        loc, node = [*loc, key], node[key]
+    return ENV_PREFIX + "__".join(loc).upper()
+
+
+def _explain(exc: ValidationError, source: str, env: dict[str, Any] | None = None
+             ) -> ConfigError:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown setting"
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
     count = len(exc.errors())
     more = f" (+{count - 1} more)" if count > 1 else ""
-    return ConfigError(
-        f"invalid setting {where} in {source}: {msg}{more}",
-        fix=f"edit {source} or run: bastion config set {where} VALUE",
-    )
+    variable = _env_name(loc, env or {})
+    origin = f"${variable}" if variable else source  # the environment overrides the file
+    rule_fix = (first.get("ctx") or {}).get("fix")
+    if first["type"] == "extra_forbidden":
+        known = _fields_at(loc[:-1]) or []
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        parent = ".".join(loc[:-1])
+        hint = f"did you mean {'.'.join([*loc[:-1], close[0]])}? " if close else ""
+        listing = f"bastion config show (section {parent})" if parent else "bastion config show"
+        edit = f"rename or unset {origin}" if variable else f"edit {source}"
+        return ConfigError(f"unknown setting {where} in {origin}{more}",
+                           fix=f"{hint}{edit}; the settings are listed by {listing}")
+    if variable is not None:
+        return ConfigError(f"invalid setting {where} from {origin}: {msg}{more}",
+                           fix=rule_fix or f"correct or unset {origin} (it overrides {source})")
+    if rule_fix or _fields_at(loc) is not None:  # a rule across the section's settings
+        return ConfigError(f"invalid {where} section in {source}: {msg}{more}",
+                           fix=rule_fix or f"edit the {where} section of {source}")
+    return ConfigError(f"invalid setting {where} in {source}: {msg}{more}",
+                       fix=f"edit {source} or run: bastion config set {where} VALUE")
 
 
-def validate(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a raw mapping into :class:`Config`, mapping errors to one clear line."""
+def validate(data: dict[str, Any], source: str = "config",
+             env: dict[str, Any] | None = None) -> Config:
+    """Validate a raw mapping into :class:`Config`, mapping errors to one clear line.
+
+    ``env`` is the part of ``data`` that came from ``BASTION_…`` variables, so an error there
+    names the variable rather than the file.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise _explain(exc, source, env) from None
 
 
 def read_raw(path: Path | None = None) -> dict[str, Any]:
@@ -88,8 +142,8 @@ def read_raw(path: Path | None = None) -> dict[str, Any]:
 def load(path: Path | None = None, *, environ: dict[str, str] | None = None) -> Config:
     """Load the config file with environment overrides applied."""
     path = path or paths.config_file()
-    data = _merge(read_raw(path), _env_overrides(dict(os.environ if environ is None else environ)))
-    return validate(data, str(path))
+    env = _env_overrides(dict(os.environ if environ is None else environ))
+    return validate(_merge(read_raw(path), env), str(path), env)
 
 
 def save(config: Config, path: Path | None = None) -> Path:
@@ -128,11 +182,14 @@ def dump(config: Config, *, reveal: bool = False) -> dict[str, Any]:
 def get_key(config: Config, key: str, *, reveal: bool = False) -> Any:
     """Return one dotted setting, e.g. ``api.token``."""
     node: Any = dump(config, reveal=reveal)
-    for part in key.split("."):
+    parts = key.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            raise ConfigError(
-                f"unknown setting {key}", fix="list settings with: bastion config show"
-            )
+            close = difflib.get_close_matches(part, list(node) if isinstance(node, dict) else [],
+                                              n=1, cutoff=0.6)
+            hint = f"did you mean {'.'.join([*parts[:i], close[0]])}? " if close else ""
+            raise ConfigError(f"unknown setting {key}",
+                              fix=f"{hint}list settings with: bastion config show")
         node = node[part]
     return node
 

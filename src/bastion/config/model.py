@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def rule_error(message: str, *, fix: str) -> PydanticCustomError:
+    """Return a validation error for a rule across settings, carrying its ``fix``."""
+    return PydanticCustomError("config_rule", message, {"fix": fix})
 
 
 class _Section(BaseModel):
@@ -48,6 +54,16 @@ class ModelConfig(_Section):
     profile: Literal["auto", "openai", "llamacpp", "vllm", "lmstudio", "ollama"] = Field(
         default="auto", description="server quirks for openai/ollama backends; auto = by URL"
     )
+
+    @model_validator(mode="after")
+    def _base_url_needs_a_server_backend(self) -> ModelConfig:
+        if self.backend == "embedded" and self.base_url:
+            raise rule_error(
+                "base_url is set but backend is embedded, which runs the GGUF in this process "
+                "and would ignore it",
+                fix="bastion config set model.backend openai to use that server (for one run: "
+                "BASTION_MODEL__BACKEND=openai), or unset base_url")
+        return self
 
 
 class AgentConfig(_Section):
@@ -155,6 +171,9 @@ class SecurityConfig(_Section):
     allow_private_network: bool = Field(
         default=False, description="let web_fetch reach loopback/private addresses"
     )
+    allow_metadata: bool = Field(
+        default=False, description="let web_fetch and the browser reach link-local and cloud "
+        "metadata addresses (169.254.169.254 ...); allow_private_network does not")
     web_fetch: WebFetchConfig = Field(default_factory=WebFetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
@@ -721,7 +740,10 @@ class PrivacyConfig(_Section):
     @model_validator(mode="after")
     def _remote_set(self) -> PrivacyConfig:
         if self.enabled and self.remote is None:
-            raise ValueError("privacy.enabled needs privacy.remote (the remote model)")
+            raise rule_error(
+                "privacy.enabled needs privacy.remote (the remote model)",
+                fix="bastion config set privacy.remote '{backend: openai, base_url: URL, "
+                "name: MODEL}' first (README: Privacy router)")
         return self
 
 

@@ -112,7 +112,9 @@ def build(config: Config, audit: AuditLog, *, clock: Callable[[], float] | None 
         det = detector(cfg)
         try:
             if det.load() == 0:
-                problems.append("no anomaly models yet (cold start): run `bastion intel train`")
+                problems.append(f"no anomaly models yet (cold start): `bastion intel train` "
+                                f"fits a subject's model once it has {cfg.anomaly.min_samples} "
+                                "tool calls")
         except Exception as exc:  # a bad model file must not take the gateway down
             problems.append(f"anomaly models not loaded: {exc}")
             det.models.clear()

@@ -165,7 +165,10 @@ def prove_count(db: Path, predicate: str, signer: Signer, *, first: int | None =
     hi = min(int(last if last is not None else rows[-1][0]), int(rows[-1][0]))
     window = [r for r in rows if lo <= int(r[0]) <= hi]
     if not window:
-        raise AuditError(f"no records between {lo} and {hi}", fix="widen --first/--last")
+        span = f"{rows[0][0]}..{rows[-1][0]}"
+        raise AuditError(f"the log holds records {span}; none is in {first or ''}..{last or ''}",
+                         fix=f"pick --first/--last within {span}, or leave them out for the "
+                         "whole log")
     if len(window) > max_records:
         raise AuditError(f"{len(window)} records exceed crypto.proof_max_records={max_records}",
                          fix="narrow the window with --first/--last")

@@ -37,6 +37,14 @@ _WORD = re.compile(r"[A-Za-z0-9_]")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
 _SHORT_KEYWORDS = ("://", "-----BEGIN")  # rules that can match without a long run
+# Public text that only looks secret: a reference to a secret (secret://backend/path#key, whose
+# parts are names, not random) and an SPKI pin (sha256/ + the base64 of a public key's hash).
+# Inside them, the guesses (entropy, ``secret:`` read as an assignment) are dropped; held
+# values and the named token formats never are.
+_REFERENCE = re.compile(r"secret://(?:env|sops|vault|openbao)/[A-Za-z0-9_./-]{1,200}"
+                        r"(?:#[A-Za-z0-9_.-]{1,64})?")
+_PIN = re.compile(r"(?<![A-Za-z0-9+/])sha256/[A-Za-z0-9+/]{43}=")
+_GUESSES = ("high_entropy", "password_assignment")
 
 
 @dataclass(slots=True, frozen=True)
@@ -213,6 +221,8 @@ class SecretScanner:
             for m in _ENTROPY_CANDIDATE.finditer(text):
                 if _looks_random(m.group()):
                     found.append(Finding("high_entropy", m.start(), m.end()))
+        if found and ("secret://" in text or "sha256/" in text):
+            found = _drop_public(text, found)
         return _merge(found)
 
     def redact(self, text: str) -> str:
@@ -236,6 +246,24 @@ class SecretScanner:
             pos = f.end
         parts.append(text[pos:])
         return ScanResult("".join(parts), tuple(findings))
+
+
+def _public_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _PIN.finditer(text)]
+    for m in _REFERENCE.finditer(text):
+        names = re.split(r"[/#.]", m.group()[len("secret://"):])
+        if not any(len(n) >= 16 and _looks_random(n) for n in names):  # names, not a key
+            spans.append(m.span())
+    return spans
+
+
+def _drop_public(text: str, found: list[Finding]) -> list[Finding]:
+    """Drop guessed findings that lie inside a secret reference or a key pin."""
+    spans = _public_spans(text)
+    if not spans:
+        return found
+    return [f for f in found if f.rule not in _GUESSES
+            or not any(s <= f.start and f.end <= e for s, e in spans)]
 
 
 def _word_starts(lower: str, keywords: tuple[str, ...]) -> list[int]:

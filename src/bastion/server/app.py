@@ -63,7 +63,7 @@ ROUTE_MODULES = [
 
 DESCRIPTION = (
     "bastion's REST API. Every route except `GET /health` needs the bearer token from "
-    "`bastion init` (`bastion config get api.token`). `POST /v1/chat/completions` and "
+    "`bastion init` (`bastion config get api.token --reveal`). `POST /v1/chat/completions` and "
     "`GET /v1/models` are OpenAI-compatible: model `bastion-agent` runs the agent with its "
     "tools; the backend's model name passes straight through."
 )

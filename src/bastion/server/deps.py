@@ -30,7 +30,8 @@ from bastion.app import App
 from bastion.errors import AuthError
 from bastion.server.errors import ApiError, error_response
 
-TOKEN_FIX = "send the header 'Authorization: Bearer <token>'; see: bastion config get api.token"
+TOKEN_FIX = ("send the header 'Authorization: Bearer <token>'; see: "
+             "bastion config get api.token --reveal")
 
 
 class _Bearer(HTTPBearer):
@@ -45,7 +46,7 @@ class _Bearer(HTTPBearer):
 _bearer = _Bearer(
     auto_error=False,
     scheme_name="bearer",
-    description="The API token from `bastion init` (`bastion config get api.token`).",
+    description="The API token from `bastion init` (`bastion config get api.token --reveal`).",
 )
 
 

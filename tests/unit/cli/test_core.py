@@ -78,7 +78,9 @@ def test_init_keeps_existing_config_unless_forced(cli, bastion_home: Path) -> No
     again = cli("init", "--yes")
     assert again.exit_code == 0 and "kept" in again.stderr
     assert yaml.safe_load(path.read_text())["api"]["token"] == token
-    assert cli("init", "--yes", "--force").exit_code == 0
+    assert cli("init", "--yes", "--force").exit_code == 0  # clients keep their token (#16)
+    assert yaml.safe_load(path.read_text())["api"]["token"] == token
+    assert cli("init", "--yes", "--force", "--rotate-token").exit_code == 0
     assert yaml.safe_load(path.read_text())["api"]["token"] != token
 
 

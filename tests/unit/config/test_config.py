@@ -48,8 +48,9 @@ def test_invalid_field_one_clear_line(bastion_home: Path) -> None:
 
 def test_unknown_setting_and_bad_yaml(bastion_home: Path) -> None:
     paths.config_file().write_text("modle:\n  backend: x\n")
-    with pytest.raises(ConfigError, match="invalid setting modle in .*: unknown setting"):
+    with pytest.raises(ConfigError, match="unknown setting modle in ") as err:
         load()
+    assert "did you mean model?" in (err.value.fix or "")
     paths.config_file().write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load()

@@ -21,10 +21,13 @@ def browser_fetcher(config: Config) -> DirectFetcher:
     rule = config.browser.egress
     if rule is None:
         return DirectFetcher(allow_private=allow_private,
-                             timeout_s=config.browser.action_timeout_s)
+                             timeout_s=config.browser.action_timeout_s,
+                             allow_metadata=config.security.allow_metadata)
     return DirectFetcher(allow_private=allow_private, allowed_networks=rule.cidrs,
                          allow_domains=rule.domains, allow_ports=rule.ports,
-                         timeout_s=config.browser.action_timeout_s)
+                         timeout_s=config.browser.action_timeout_s,
+                         egress_setting="browser.egress",
+                         allow_metadata=config.security.allow_metadata)
 
 
 def build_browser(config: Config, workspace: Path, *, resolver: Resolver | None,

@@ -210,6 +210,12 @@ class SopsBackend:
         walk(self.read_all(), "")
         return sorted(p for p in out if p.startswith(prefix))
 
+    @staticmethod
+    def reference(listed: str) -> str:
+        """Return the reference form (``db#password``) of a path :meth:`list` returned."""
+        path, _, key = listed.rpartition("/")
+        return f"{path}#{key}" if path else listed
+
 
 def _key(path: str) -> str:
     return "/".join(_parts(path)).replace("/", "__")

@@ -1,7 +1,8 @@
 """Audit routes: query, count, export and verify the tamper-evident audit log.
 
 - ``GET /v1/audit/events``: filters ``kind``, ``session_id``, ``tool``, ``decision``, ``actor``,
-  ``since``/``until`` (Unix seconds), ``limit``; newest first.
+  ``since``/``until`` (Unix seconds, an ISO date or an age like ``7d``), ``limit``; newest
+  first.
 - ``GET /v1/audit/stats``; ``GET /v1/audit/verify`` (names the first bad record);
   ``GET /v1/audit/export?format=jsonl|csv`` (oldest first, with chain hashes).
 """
@@ -18,6 +19,7 @@ from fastapi.responses import PlainTextResponse
 
 from bastion.security.audit_csv import write_csv
 from bastion.server.deps import BastionApp
+from bastion.timespec import parse_time
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -26,12 +28,13 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 async def events(
     app: BastionApp,
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
-    decision: str | None = None, actor: str | None = None, since: float | None = None,
-    until: float | None = None, limit: int = Query(default=100, ge=1, le=10_000),
+    decision: str | None = None, actor: str | None = None, since: str | None = None,
+    until: str | None = None, limit: int = Query(default=100, ge=1, le=10_000),
 ) -> dict[str, Any]:
     """Return matching records (already redacted when they were written)."""
     rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
-                            decision=decision, actor=actor, since=since, until=until)
+                            decision=decision, actor=actor, since=parse_time(since),
+                            until=parse_time(until))
     return {"events": [e.to_dict() for e in rows]}
 
 
@@ -55,12 +58,13 @@ async def export(
     app: BastionApp,
     fmt: Literal["jsonl", "csv"] = Query(default="jsonl", alias="format"),
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
-    since: float | None = None, until: float | None = None,
+    since: str | None = None, until: str | None = None,
     limit: int = Query(default=100_000, ge=1, le=1_000_000),
 ) -> PlainTextResponse:
     """Return the records oldest first."""
     rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
-                            since=since, until=until, newest_first=False)
+                            since=parse_time(since), until=parse_time(until),
+                            newest_first=False)
     if fmt == "jsonl":
         body = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in rows)
         return PlainTextResponse(body, media_type="application/x-ndjson")

@@ -40,7 +40,8 @@ async def _cluster(app: App) -> ClusterModel:
             404,
             "cluster routing is not enabled",
             code="no_cluster",
-            fix="bastion config set model.backend cluster, add nodes, restart bastion serve",
+            fix="bastion config set model.backend cluster, then restart bastion serve (nodes: "
+            "bastion cluster add NAME URL --save, or cluster.discovery)",
         )
     await cluster.start()  # background health checks and discovery run from the first call
     return cluster

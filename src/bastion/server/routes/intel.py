@@ -2,7 +2,8 @@
 
 - ``GET /v1/intel/summary?hours=24``: call counts, top tools, anomalies, threat-intel hits,
   alerts, the trust table, feeds, models and problems.
-- ``GET /v1/intel/report?since=<unix>&until=<unix>&format=json|md``: the compliance report.
+- ``GET /v1/intel/report?since=7d&until=<time>&format=json|md|markdown``: the compliance
+  report (times: Unix seconds, an ISO date or an age).
 - ``GET /intel``: a small dashboard page (static and public like ``/approvals``; it asks for
   the API token and reads the JSON route with it).
 """
@@ -17,6 +18,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bastion.server.deps import BastionApp
 from bastion.server.headers import static_page
+from bastion.timespec import parse_time
 
 router = APIRouter(prefix="/v1/intel", tags=["intel"])
 public_router = APIRouter(tags=["intel"])
@@ -53,16 +55,17 @@ async def intel_summary(app: BastionApp, hours: float = Query(default=24, gt=0, 
 
 @router.get("/report", summary="Compliance report", response_model=None)
 async def intel_report(
-    app: BastionApp, since: float | None = None, until: float | None = None,
-    fmt: Literal["json", "md"] = Query(default="json", alias="format"),
+    app: BastionApp, since: str | None = None, until: str | None = None,
+    fmt: Literal["json", "md", "markdown"] = Query(default="json", alias="format"),
 ) -> Any:
     """Return the compliance report for ``[since, until)`` (default: the last 7 days)."""
     from bastion.intelligence.report import build_report, to_markdown
 
     app.audit.flush()
-    rep = build_report(app.audit.path, since if since is not None else time.time() - 7 * 86400,
-                       until)
-    if fmt == "md":
+    start = parse_time(since)
+    rep = build_report(app.audit.path, start if start is not None else time.time() - 7 * 86400,
+                       parse_time(until))
+    if fmt in ("md", "markdown"):
         return PlainTextResponse(to_markdown(rep), media_type="text/markdown")
     return rep
 

@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from bastion.addresses import IPAddress, address_problem
+from bastion.addresses import IPAddress, address_problem, is_metadata
 from bastion.crypto.pinning import wrap_backend
 from bastion.errors import ToolError
 from bastion.tools.base import Risk, ToolContext, ToolOutput, tool
@@ -107,7 +107,11 @@ class DirectFetcher:
         max_bytes: int = 4_000_000,
         max_chars: int = 100_000,
         total_timeout_s: float = 30.0,
+        egress_setting: str = "security.egress.web_fetch",
+        allow_metadata: bool = False,
     ) -> None:
+        self.allow_metadata = allow_metadata  # link-local / cloud metadata: its own switch
+        self.egress_setting = egress_setting  # where the allowlist is configured, for fixes
         self.allow_private = allow_private
         self.max_bytes = max_bytes
         self.max_chars = max_chars
@@ -122,14 +126,14 @@ class DirectFetcher:
         self.allow_ports = None if allow_ports is None else {int(p) for p in allow_ports}
 
     def check_egress(self, url: str) -> None:
-        """Refuse a URL outside the declared egress allowlist (security.egress.web_fetch)."""
+        """Refuse a URL outside the declared egress allowlist (``egress_setting``)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower().rstrip(".")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        fix = "add it under security.egress.web_fetch (domains, cidrs, ports)"
+        fix = f"add it under {self.egress_setting} (domains, cidrs, ports)"
+        where = f"the egress allowlist ({self.egress_setting})"
         if self.allow_ports is not None and port not in self.allow_ports:
-            raise ToolError(f"port {port} of {host} is not in web_fetch's egress allowlist",
-                            fix=fix)
+            raise ToolError(f"port {port} of {host} is not in {where}", fix=fix)
         if self.allow_domains is None:
             return
         try:
@@ -138,13 +142,18 @@ class DirectFetcher:
             ip = None
         if ip is not None:
             if not any(ip in net for net in self.allowed_networks):
-                raise ToolError(f"{host} is not in web_fetch's egress allowlist", fix=fix)
+                raise ToolError(f"{host} is not in {where}", fix=fix)
             return
         if not any(host == d or host.endswith("." + d) for d in self.allow_domains):
-            raise ToolError(f"{host} is not in web_fetch's egress allowlist", fix=fix)
+            raise ToolError(f"{host} is not in {where}", fix=fix)
 
     def check(self, ip: IPAddress, host: str) -> None:
         """Raise :class:`ToolError` when ``ip`` may not be contacted."""
+        if not self.allow_metadata and is_metadata(ip):
+            raise ToolError(f"refused to fetch {host}: {ip} is a link-local / cloud metadata "
+                            "address (allow_private_network does not cover it)",
+                            fix="set security.allow_metadata: true only if a tool must reach "
+                            "instance metadata")
         if self.allow_private or any(ip in net for net in self.allowed_networks):
             return
         problem = address_problem(ip)

@@ -1,0 +1,16 @@
+"""The rich console for stdout: terminal width on a terminal, uncut in pipes and scripts."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+PIPE_WIDTH = 10_000  # rich's default off a terminal is 80 columns, which cuts table cells
+
+
+def out_console(**kwargs: object) -> Console:
+    """Return a stdout console that never cuts table cells when stdout is not a terminal."""
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(width=width, **kwargs)  # type: ignore[arg-type]
