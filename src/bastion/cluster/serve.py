@@ -5,6 +5,12 @@ shipped model (or a configured GGUF), started as a child process that dies with 
 (``PR_SET_PDEATHSIG``). It answers the router's health checks (``/health``, ``/v1/models``)
 and chat completions itself; this process supervises it and owns the mDNS registration.
 
+Supervision: a child that dies (segfault, abort, out-of-memory kill) is reported on stderr
+(``error: the model server crashed (signal 11, SIGSEGV)``) and started again at once; three
+crashes within a minute end ``node serve`` with one clear error (exit status 1) instead of a
+crash loop. The requests in flight at the crash fail; the router's retry and breaker take
+them elsewhere.
+
 It binds 127.0.0.1 unless told otherwise, and any other bind needs an API key. The key
 reaches the server child through its environment (``API_KEY``, which llama-cpp-python's
 settings read), never its command line: ``/proc/*/cmdline`` is readable by every local user.
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -26,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from bastion._net import is_loopback
+from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit, die_with_parent
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
 from bastion.errors import ClusterError
 
@@ -69,11 +76,6 @@ def check_exposure(opts: ServeOptions) -> None:
         )
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def server_argv(opts: ServeOptions) -> list[str]:
     """Return the command line of the model server."""
     argv = [
@@ -107,6 +109,8 @@ class NodeServer:
         self.opts = opts
         self.proc: subprocess.Popen[bytes] | None = None
         self.announcer: Announcer | None = None
+        self.crashes = CrashLoop(CRASH_LIMIT, CRASH_WINDOW_S)
+        self.restarts = 0
 
     @property
     def tls(self) -> bool:
@@ -147,8 +151,7 @@ class NodeServer:
                 f"model file not found: {self.opts.model_path}",
                 fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
             )
-        self.proc = subprocess.Popen(server_argv(self.opts), env=server_env(self.opts),
-                                     preexec_fn=_die_with_parent)
+        self._spawn()
         await self._wait_ready()
         if self.announces:
             addrs = self.addresses()
@@ -172,6 +175,44 @@ class NodeServer:
             )
             await self.announcer.start()
 
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+            server_argv(self.opts), env=server_env(self.opts),
+            preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
+
+    async def _restart(self, returncode: int) -> bool:
+        """Report a crash and start the server again; False once it crashes in a loop."""
+        looping = self.crashes.record()
+        _say(f"error: the model server crashed ({describe_exit(returncode)}); requests in "
+             "flight were lost")
+        if looping:
+            _say(f"error: the model server crashed {self.crashes.count} times within "
+                 f"{CRASH_WINDOW_S:.0f} s; not restarting it again (fix: run `bastion doctor` "
+                 "to test the model in a child process, try another --model or fewer --threads, "
+                 "then start node serve again)")
+            return False
+        _say(f"restarting the model server (crash {self.crashes.count} of {CRASH_LIMIT} "
+             f"allowed within {CRASH_WINDOW_S:.0f} s)")
+        while True:
+            self._spawn()
+            try:
+                await self._wait_ready()
+            except ClusterError as exc:
+                assert self.proc is not None
+                if self.proc.poll() is None:  # it did not come up in time: stop it, count it
+                    self.proc.kill()
+                    await asyncio.to_thread(self.proc.wait)
+                looping = self.crashes.record()
+                _say(f"error: the restarted model server failed: {exc.message}")
+                if looping:
+                    _say("error: giving up after repeated failures (fix: "
+                         f"{exc.fix or 'run `bastion doctor`'})")
+                    return False
+                continue
+            self.restarts += 1
+            _say(f"the model server is back at {self.local_url}/v1")
+            return True
+
     async def _wait_ready(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + self.opts.start_timeout_s
@@ -194,18 +235,26 @@ class NodeServer:
         )
 
     async def wait(self) -> int:
-        """Block until the child exits or SIGTERM/SIGINT arrives; return an exit code."""
+        """Supervise the child until SIGTERM/SIGINT; return an exit code.
+
+        A child that dies is restarted (see the module text); a crash loop returns 1.
+        """
         assert self.proc is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        proc = self.proc
-        while not stop.is_set() and proc.poll() is None:
+        while not stop.is_set():
+            proc = self.proc
+            assert proc is not None
+            if proc.poll() is not None:
+                if not await self._restart(proc.returncode):
+                    return 1
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
+                async with asyncio.timeout(0.25):
                     await stop.wait()
-        return 0 if stop.is_set() else (proc.returncode or 1)
+        return 0
 
     async def close(self) -> None:
         """Say goodbye on mDNS, then stop the server."""
@@ -220,6 +269,10 @@ class NodeServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 await asyncio.to_thread(proc.wait, 10)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 async def serve(opts: ServeOptions) -> int:

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from bastion._proc import die_with_parent
 from bastion.errors import BastionError
 
 
@@ -87,20 +88,9 @@ def _run(eng: Any, req: dict[str, Any], out: _Out, cancel: threading.Event) -> N
         out.send({"id": rid, "error": f"{type(exc).__name__}: {exc}", "fix": None, "end": True})
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when bastion dies (best effort elsewhere)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent already went
-            os._exit(0)
-
-
 def main() -> None:
     """Serve requests on stdin until it closes."""
-    _die_with_parent()
+    die_with_parent()  # (a parent gone before this closed our stdin: we exit on EOF)
     out = _Out(os.fdopen(os.dup(1), "wb"))
     os.dup2(2, 1)  # anything printed by native code goes to stderr, not into the protocol
     sys.stdout = sys.stderr

@@ -26,23 +26,21 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm.embedded import SHIPPED_NAME, primitive_chat, repack_default, shipped_model_path
 from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 
-CRASH_WINDOW_S = 60.0
-CRASHES_BEFORE_SAFE_MODE = 3
+CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S
 LOAD_TIMEOUT_S = 600.0
 _ENV_KEEP = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV",
              "BASTION_HOME", "TERM", "PYTHONHASHSEED"}
@@ -57,13 +55,7 @@ class WorkerCrashed(ModelError):
         """Describe a worker exit status (negative = killed by that signal)."""
         self.returncode = returncode
         self.signal = -returncode if returncode < 0 else None
-        if self.signal is not None:
-            try:
-                sig = f"signal {self.signal}, {signal.Signals(self.signal).name}"
-            except ValueError:
-                sig = f"signal {self.signal}"
-        else:
-            sig = f"exit status {returncode}"
+        sig = describe_exit(returncode)
         hint = f" last output: {stderr_tail}" if stderr_tail else ""
         super().__init__(
             f"the local model crashed ({sig}); this request is lost, the model was restarted"
@@ -340,7 +332,7 @@ class WorkerModel:
         self._idle: collections.deque[_Worker] = collections.deque()
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker]]]
         self._waiters = collections.deque()
-        self._crashes: collections.deque[float] = collections.deque()
+        self._crashes = CrashLoop(CRASHES_BEFORE_SAFE_MODE, CRASH_WINDOW_S)
         self.safe_mode = False
         self.broken: ModelError | None = None
         self._closed = False
@@ -386,17 +378,14 @@ class WorkerModel:
                 self._idle.remove(w)
             if w.crashed is None or self._closed:
                 return
-            now = time.monotonic()
-            self._crashes.append(now)
-            while self._crashes and now - self._crashes[0] > CRASH_WINDOW_S:
-                self._crashes.popleft()
+            looping = self._crashes.record()
             if self.safe_mode:
                 self.broken = ModelError(
                     f"the local model keeps crashing, also in safe mode ({w.crashed.message})",
                     fix="run `bastion doctor`; try another model file (model.path) or "
                     "model.repack: off, then restart bastion",
                 )
-            elif len(self._crashes) >= CRASHES_BEFORE_SAFE_MODE:
+            elif looping:
                 self.safe_mode = True
                 self._crashes.clear()
             if self.broken is None and (self._waiters or not self._workers):

@@ -1,0 +1,99 @@
+"""``bastion node serve`` supervises its llama.cpp server: real child, real signals.
+
+A SIGSEGV of the server child is one clear error line and a restart (the node answers chat
+completions again); SIGKILLs up to the crash-loop limit end ``node serve`` with exit status 1
+and a line with the fix, never a dead or hung parent, and no orphaned server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.cluster._procs import free_port, stop_group
+
+pytestmark = [pytest.mark.real_model]
+pytest.importorskip("llama_cpp.server")
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Node:
+    """A ``bastion node serve`` process whose output is collected line by line."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+        env.update(BASTION_HOME=str(home), PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion", "node", "serve", "--name", "n1", "--port",
+             str(port), "--n-ctx", "512", "--threads", "1", "--no-announce"],
+            env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def out(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, limit_s: float = 120, times: int = 1) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.out.count(text) < times:
+            assert time.monotonic() < deadline, f"no {text!r} (x{times}) in:\n{self.out}"
+            assert self.proc.poll() is None, self.out
+            time.sleep(0.05)
+
+    def server_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        (pid,) = [int(p) for p in children.split()]
+        return pid
+
+    def chat(self) -> str:
+        resp = httpx.post(f"http://127.0.0.1:{self.port}/v1/chat/completions", timeout=120,
+                          json={"messages": [{"role": "user", "content": "Say hi."}],
+                                "max_tokens": 4})
+        resp.raise_for_status()
+        return str(resp.json()["choices"][0]["message"]["content"])
+
+
+def test_a_crashed_server_is_restarted_and_a_crash_loop_ends_clearly(
+    bastion_home: Path,
+) -> None:
+    node = Node(bastion_home, free_port())
+    try:
+        node.wait_for(" serving ")
+        first = node.server_pid()
+        os.kill(first, signal.SIGSEGV)
+        node.wait_for("error: the model server crashed (signal 11, SIGSEGV)", 10)
+        node.wait_for("the model server is back at")
+        assert node.proc.poll() is None  # the parent lives on
+        second = node.server_pid()
+        assert second != first
+        node.chat()  # the restarted server answers
+
+        os.kill(second, signal.SIGKILL)  # the second crash within the minute: restarted too
+        node.wait_for("crash 2 of 3")
+        node.wait_for("the model server is back at", times=2)
+        os.kill(node.server_pid(), signal.SIGKILL)  # the third: no crash loop
+        code = node.proc.wait(30)
+        time.sleep(0.2)  # the reader thread takes the last lines
+        assert code == 1, node.out
+        assert "crashed 3 times within 60 s; not restarting it again (fix:" in node.out
+        assert "Traceback" not in node.out
+        assert not Path(f"/proc/{second}").exists() or \
+            Path(f"/proc/{second}/stat").read_text().split()[2] == "Z"
+    finally:
+        stop_group(node.proc)
