@@ -10,6 +10,11 @@ request, so a real redirect would bypass the checks): a page navigation gets a t
 refreshes to the target (which comes back here and is checked), a sub-resource is followed
 here hop by hop, each hop checked.
 
+Every fetch holds :mod:`bastion._http_limits`, as ``web_fetch`` does: at most ``max_bytes``
+body bytes (gzip/deflate inflated no further; httpx's decoder would inflate a whole chunk
+first) and ``timeout_s`` for the whole fetch, redirects and body included. A response over
+either limit is refused, not truncated: a cut page or download would look whole.
+
 The broker keeps no cookies: each browser context holds its own (``Set-Cookie`` is handed to
 the page, which sends its ``Cookie`` header back), so one session's logins never travel with
 another session's requests. Downloads are written with :func:`write_new_file`'s
@@ -32,6 +37,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from bastion._http_limits import ACCEPT_ENCODING, BoundedBody, total_time_limit
 from bastion.errors import ToolError
 from bastion.security.browser.rules import download_kind
 from bastion.tools.builtin._paths import write_new_file
@@ -182,10 +188,12 @@ class RequestBroker:
                  on_block: Callable[[str | None, str, str], None] | None = None) -> None:
         self.fetcher = fetcher
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.on_block = on_block
         self._client = httpx.AsyncClient(
             transport=_GuardedTransport(fetcher), timeout=httpx.Timeout(timeout_s),
-            trust_env=False, follow_redirects=False)
+            trust_env=False, follow_redirects=False,
+            headers={"Accept-Encoding": ACCEPT_ENCODING})
         self._client.cookies.jar.set_policy(_NoCookies())  # one jar would serve every session
 
     async def aclose(self) -> None:
@@ -243,6 +251,21 @@ class RequestBroker:
     async def _fetch(self, method: str, url: str, headers: dict[str, str],
                      body: bytes | None, *, follow: bool
                      ) -> tuple[int, dict[str, str], bytes, str]:
+        """Fetch ``url`` (redirects followed here when ``follow``) within the size and time caps.
+
+        The body is read raw and inflated by :class:`BoundedBody` no further than
+        ``max_bytes`` (httpx's decoder would inflate a whole chunk first), and the whole fetch,
+        redirects and body included, ends after ``timeout_s`` (a trickling server never trips
+        the per-read timeout).
+        """
+        async with total_time_limit(self.timeout_s, url,
+                                    fix="raise browser.action_timeout_s if the site is slow "
+                                        "but legitimate"):
+            return await self._fetch_hops(method, url, headers, body, follow=follow)
+
+    async def _fetch_hops(self, method: str, url: str, headers: dict[str, str],
+                          body: bytes | None, *, follow: bool
+                          ) -> tuple[int, dict[str, str], bytes, str]:
         send = {k: v for k, v in headers.items() if k.lower() not in _HOP and not k.startswith(":")}
         for _ in range(6):
             check_url(self.fetcher, url)
@@ -259,14 +282,14 @@ class RequestBroker:
                         if resp.status_code in (301, 302, 303):
                             method, body = "GET", None
                         continue
-                    data = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        data += chunk
-                        if len(data) > self.max_bytes:
+                    data = BoundedBody(resp.headers.get("content-encoding", ""),
+                                       self.max_bytes)
+                    async for chunk in resp.aiter_raw():
+                        if not data.feed(chunk):
                             raise ToolError(f"response of {url} is larger than "
-                                            f"{self.max_bytes // 1_000_000} MB",
+                                            f"{self.max_bytes / 1_000_000:g} MB",
                                             fix="raise browser.max_response_mb")
-                    return resp.status_code, out, bytes(data), url
+                    return resp.status_code, out, bytes(data.data), url
             except httpx.HTTPError as exc:
                 raise ToolError(f"fetching {url} failed: {exc}") from None
         raise ToolError(f"too many redirects from {url}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import zlib
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any
@@ -21,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
+from bastion._http_limits import ACCEPT_ENCODING, BoundedBody, total_time_limit
 from bastion.addresses import IPAddress, address_problem, is_metadata
 from bastion.crypto.pinning import wrap_backend
 from bastion.errors import ToolError
@@ -187,21 +187,17 @@ class DirectFetcher:
         inflated only up to that size), and the whole fetch ends after ``total_timeout_s``.
         """
         limit = max(1, min(max_bytes, self.max_bytes))
-        try:
-            async with asyncio.timeout(self.total_timeout_s):
-                return await self._get(url, limit)
-        except TimeoutError:
-            raise ToolError(
-                f"fetching {url} took longer than {self.total_timeout_s:g} s",
-                fix="raise security.web_fetch.timeout_s if the site is slow but legitimate",
-            ) from None
+        async with total_time_limit(
+                self.total_timeout_s, url,
+                fix="raise security.web_fetch.timeout_s if the site is slow but legitimate"):
+            return await self._get(url, limit)
 
     async def _get(self, url: str, limit: int) -> tuple[int, str, str]:
         timeout = httpx.Timeout(self.timeout_s)
         async with httpx.AsyncClient(
             transport=_GuardedTransport(self), timeout=timeout, trust_env=False,
             follow_redirects=False, headers={"User-Agent": "bastion-web-fetch/0.1",
-                                             "Accept-Encoding": "gzip, deflate"},
+                                             "Accept-Encoding": ACCEPT_ENCODING},
         ) as client:
             for _ in range(self.max_redirects + 1):
                 _check_url(url)
@@ -211,7 +207,7 @@ class DirectFetcher:
                         if resp.is_redirect and "location" in resp.headers:
                             url = urljoin(url, resp.headers["location"])
                             continue
-                        body = _BoundedBody(resp.headers.get("content-encoding", ""), limit)
+                        body = BoundedBody(resp.headers.get("content-encoding", ""), limit)
                         async for chunk in resp.aiter_raw():
                             if not body.feed(chunk):
                                 break
@@ -223,56 +219,6 @@ class DirectFetcher:
                 except httpx.HTTPError as exc:
                     raise ToolError(f"fetching {url} failed: {exc}") from None
         raise ToolError(f"too many redirects (more than {self.max_redirects})")
-
-
-class _BoundedBody:
-    """A response body kept up to ``limit`` bytes, inflating gzip/deflate no further than that.
-
-    httpx's own decoders inflate a whole network chunk at once (a 64 KiB gzip chunk can be
-    64 MiB of text), so bastion reads the raw stream and inflates with ``max_length``.
-    """
-
-    def __init__(self, encoding: str, limit: int) -> None:
-        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
-        codings = [c for c in codings if c != "identity"]
-        self._inflate: Any = None
-        self._deflate_raw_retry = False
-        if codings == ["gzip"] or codings == ["x-gzip"]:
-            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif codings == ["deflate"]:
-            self._inflate = zlib.decompressobj()
-            self._deflate_raw_retry = True  # some servers send raw deflate without a header
-        elif codings:
-            raise ToolError(f"unsupported content encoding {encoding!r}",
-                            fix="the server must send gzip, deflate or no encoding")
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    def feed(self, raw: bytes) -> bool:
-        """Add a raw chunk; return ``False`` once the limit is reached (stop reading)."""
-        room = self.limit - len(self.data)
-        if room <= 0:  # (zlib reads a max_length of 0 as "no limit")
-            self.truncated = self.truncated or bool(raw)
-            return False
-        if self._inflate is None:
-            self.data += raw[:room]
-            self.truncated = len(raw) > room
-            return not self.truncated
-        try:
-            out = self._inflate.decompress(raw, room)
-        except zlib.error:
-            if not (self._deflate_raw_retry and not self.data):
-                raise ToolError("the response body is not valid compressed data") from None
-            self._deflate_raw_retry = False
-            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = self._inflate.decompress(raw, room)
-        self._deflate_raw_retry = False
-        self.data += out
-        if self._inflate.unconsumed_tail:
-            self.truncated = True
-            return False
-        return True
 
 
 def _check_url(url: str) -> None:
