@@ -9,13 +9,23 @@ interleaved per prompt so machine load drifts affect all three alike. Printed: t
 each, the ratios b/a and c/a, and the agent's own time per step (turn wall time minus the
 time spent inside the model) at p50/p90.
 
+Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.worker`):
+  (d) one stream through a worker vs the same prompt in-process (raw llama-cpp-python, same
+      threads, weights repacked where llama.cpp does so on this CPU), alternating per prompt:
+      tokens/s ratio d/a and the first-token latency the worker adds (p50 of the paired
+      differences);
+  (e) four streams at once through four workers (slots=4) vs one stream on the same pool,
+      alternating per round: first-token p50 ratio and total tokens/s ratio.
+
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
+        [--part all|agent|worker]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import sys
@@ -30,7 +40,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.agent.events import TurnDone  # noqa: E402
 from bastion.llm._constrained import plain_messages  # noqa: E402
-from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path  # noqa: E402
+from bastion.llm.embedded import (  # noqa: E402
+    EmbeddedModel,
+    load_llama,
+    repack_default,
+    shipped_model_path,
+)
 from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec  # noqa: E402
 
 PROMPTS = [
@@ -75,19 +90,141 @@ class TimedModel:
 def run_raw(
     model: EmbeddedModel, system: str, prompt: str, max_tokens: int
 ) -> tuple[str, int, float]:
+    out, n, wall, _ = run_raw_timed(model, system, prompt, max_tokens)
+    return out, n, wall
+
+
+def run_raw_timed(
+    model: EmbeddedModel, system: str, prompt: str, max_tokens: int
+) -> tuple[str, int, float, float]:
+    """Return (text, tokens, wall seconds, seconds to the first text piece)."""
     eng = model._engine  # the same rendering the backend uses: identical prompt tokens
     toks = eng.tokens(
         eng.render(plain_messages([Message("system", system), Message("user", prompt)]))
     )
     t0 = time.perf_counter()
+    first = 0.0
     text = []
     for chunk in model.llama.create_completion(
         prompt=toks, max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.0, stream=True
     ):
-        text.append(chunk["choices"][0]["text"])
+        piece = chunk["choices"][0]["text"]
+        if piece and not first:
+            first = time.perf_counter() - t0
+        text.append(piece)
     wall = time.perf_counter() - t0
     out = "".join(text)
-    return out, eng.count(out), wall
+    return out, eng.count(out), wall, first
+
+
+async def run_worker(
+    wm: Any, count: Any, system: str, prompt: str, max_tokens: int
+) -> tuple[int, float, float]:
+    """One streamed reply through a worker: (tokens, wall seconds, seconds to first text)."""
+    settings = ChatSettings(max_tokens=max_tokens, temperature=0.0)
+    msgs = plain_messages([Message("system", system), Message("user", prompt)])
+    t0 = time.perf_counter()
+    first = 0.0
+    text: list[str] = []
+    async with wm.lease() as lease:
+        async for piece in lease.stream(msgs, settings):
+            if isinstance(piece, str):
+                if piece and not first:
+                    first = time.perf_counter() - t0
+                text.append(piece)
+    return count("".join(text)), time.perf_counter() - t0, first
+
+
+def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) -> None:
+    """(d) one stream through a worker vs in-process; (e) four concurrent streams vs one."""
+    from bastion.llm.worker import WorkerModel, WorkerSpec
+
+    count = model._engine.count
+    path = str(shipped_model_path())
+    repack = repack_default()
+    spec = WorkerSpec(path, n_ctx=4096, n_threads=args.threads, repack=repack)
+
+    async def one_vs_raw() -> tuple[list[float], list[float], list[float], list[float]]:
+        wm = WorkerModel(spec, slots=1)
+        raw_r: list[float] = []
+        wrk_r: list[float] = []
+        raw_f: list[float] = []
+        wrk_f: list[float] = []
+        try:
+            await run_worker(wm, count, system, "warm up", 8)
+            run_raw_timed(model, system, "warm up", 8)
+            for r in range(args.rounds):
+                for i, prompt in enumerate(PROMPTS):
+                    # alternate which side goes first, so a load change hits both alike
+                    order = (0, 1) if (r + i) % 2 == 0 else (1, 0)
+                    for side in order:
+                        if side == 0:
+                            _, n, wall, first = run_raw_timed(model, system, prompt,
+                                                              args.max_tokens)
+                            raw_r.append(n / wall)
+                            raw_f.append(first)
+                        else:
+                            n, wall, first = await run_worker(wm, count, system, prompt,
+                                                              args.max_tokens)
+                            wrk_r.append(n / wall)
+                            wrk_f.append(first)
+        finally:
+            await wm.aclose()
+        return raw_r, wrk_r, raw_f, wrk_f
+
+    raw_r, wrk_r, raw_f, wrk_f = asyncio.run(one_vs_raw())
+    a, d = statistics.median(raw_r), statistics.median(wrk_r)
+    added = [(w - r) * 1000 for w, r in zip(wrk_f, raw_f, strict=True)]
+    print(f"-- model worker (repack {'on' if repack else 'off: AMX'}, threads "
+          f"{args.threads or 'default'}), {len(raw_r)} pairs --")
+    print(f"(a) raw, in-process      : {a:7.1f} tok/s, first token p50 "
+          f"{statistics.median(raw_f) * 1000:.1f} ms")
+    print(f"(d) through a worker     : {d:7.1f} tok/s, first token p50 "
+          f"{statistics.median(wrk_f) * 1000:.1f} ms   ratio d/a = {d / a:.3f} (target >= 0.97)")
+    print(f"    first token added by the worker: p50 {statistics.median(added):+.2f} ms "
+          f"(target <= 5 ms)")
+
+    streams = 4
+    cspec = WorkerSpec(path, n_ctx=2048, n_threads=args.worker_threads, repack=repack)
+
+    async def concurrent() -> tuple[list[float], list[float], list[float], list[float]]:
+        wm = WorkerModel(cspec, slots=streams)
+        one_first: list[float] = []
+        one_rate: list[float] = []
+        many_first: list[float] = []
+        many_rate: list[float] = []
+        try:  # load every worker before timing
+            await asyncio.gather(*(run_worker(wm, count, system, "warm up", 4)
+                                   for _ in range(streams)))
+            for r in range(args.rounds):
+                for side in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    if side == 0:
+                        for prompt in PROMPTS[:2]:
+                            n, wall, first = await run_worker(wm, count, system, prompt,
+                                                              args.max_tokens)
+                            one_first.append(first)
+                            one_rate.append(n / wall)
+                    else:
+                        t0 = time.perf_counter()
+                        got = await asyncio.gather(*(
+                            run_worker(wm, count, system, PROMPTS[(r + k) % len(PROMPTS)],
+                                       args.max_tokens) for k in range(streams)))
+                        wall = time.perf_counter() - t0
+                        many_first.extend(g[2] for g in got)
+                        many_rate.append(sum(g[0] for g in got) / wall)
+        finally:
+            await wm.aclose()
+        return one_first, one_rate, many_first, many_rate
+
+    one_first, one_rate, many_first, many_rate = asyncio.run(concurrent())
+    f1, f4 = statistics.median(one_first), statistics.median(many_first)
+    r1, r4 = statistics.median(one_rate), statistics.median(many_rate)
+    print(f"-- {streams} streams at once, slots={streams}, threads per worker "
+          f"{args.worker_threads or 'default'} on {os.cpu_count()} CPUs, {args.rounds} rounds --")
+    print(f"one stream   : first token p50 {f1 * 1000:7.1f} ms, {r1:7.1f} tok/s")
+    print(f"{streams} streams    : first token p50 {f4 * 1000:7.1f} ms, {r4:7.1f} tok/s in total")
+    print(f"ratios       : first token {f4 / f1:.2f}x (target <= 2), "
+          f"total tokens/s {r4 / r1:.2f}x (target >= 1.5)")
 
 
 async def run_agent(app: Any, timed: TimedModel, prompt: str) -> tuple[str, int, float, float]:
@@ -161,9 +298,11 @@ def main() -> None:
     # a cached prompt prefix, so each path's rate uses its own token count.
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--worker-threads", type=int, default=None,
+                    help="threads per worker with 4 streams (default: the pool's own choice)")
+    ap.add_argument("--part", choices=("all", "agent", "worker"), default="all")
     args = ap.parse_args()
 
-    import os
     import tempfile
 
     os.environ.setdefault("BASTION_HOME", tempfile.mkdtemp(prefix="bastion-bench-"))
@@ -174,6 +313,9 @@ def main() -> None:
 
     llama = load_llama(shipped_model_path(), n_ctx=4096, n_threads=args.threads)
     model = EmbeddedModel(llama)
+    if args.part == "worker":
+        bench_worker(model, Config().agent.system_prompt, args)
+        return
     timed = TimedModel(model)
     token = "bench-token-0123456789"
     config = Config.model_validate(
@@ -232,6 +374,8 @@ def main() -> None:
     )
     if api:
         api[1].should_exit = True
+    if args.part == "all":
+        bench_worker(model, system, args)
 
 
 if __name__ == "__main__":
