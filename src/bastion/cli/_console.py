@@ -14,3 +14,10 @@ def out_console(**kwargs: object) -> Console:
     """Return a stdout console that never cuts table cells when stdout is not a terminal."""
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
     return Console(width=width, **kwargs)  # type: ignore[arg-type]
+
+
+def progress(message: str) -> None:
+    """Say on stderr what a slow step is doing (a terminal only: scripts stay quiet)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()

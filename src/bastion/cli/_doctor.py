@@ -67,9 +67,34 @@ def check_model(config: Config) -> list[Check]:
             checks.append(_smoke_check(config, path))
     elif mc.backend in ("openai", "ollama"):
         checks.append(_server_check(config))
+        checks.append(_tool_calling_check(config))
     else:
         checks.append(Check("model", "OK", f"backend {mc.backend}"))
     return checks
+
+
+TOOL_MODE_FIX = ("a local GGUF: bastion config set model.backend embedded and model.path "
+                 "FILE.gguf; a model that calls tools well: model.native_tools true")
+
+
+def _tool_calling_check(config: Config) -> Check:
+    """Which tool-calling mode an HTTP model gets, and whether another would serve better."""
+    from bastion.llm.http import pick_profile
+
+    mc = config.model
+    try:
+        native = pick_profile(mc.backend, mc.base_url, mc.profile).native_tools
+    except BastionError as exc:
+        return Check("tool calling", "FAIL", exc.message, exc.fix or "")
+    if mc.native_tools is not None:
+        native = mc.native_tools
+    if native:
+        return Check("tool calling", "OK", "the server's native tool calls (native_tools)")
+    return Check(
+        "tool calling", "WARN",
+        "constrained steps over HTTP: a server gives no scores for bastion's tool choice, so "
+        "a small model picks tools worse than the same GGUF embedded (which bastion scores)",
+        TOOL_MODE_FIX)
 
 
 def _llama_check() -> Check:

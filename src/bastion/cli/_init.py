@@ -85,5 +85,8 @@ def print_next_steps(console: Console, rec: Recommendation) -> None:
         f"download a GGUF of {escape(rec.model)} ({rec.quant}) and run:\n"
         "  bastion config set model.path /path/to/model.gguf\n"
         f"  bastion config set model.n_ctx {rec.context}\n"
+        "Keep a local GGUF embedded (model.path) rather than behind a llama.cpp server: "
+        "embedded, bastion scores the model's tool choice; over HTTP it cannot, and small "
+        "models then pick tools worse.\n"
         "Next: bastion doctor, then bastion chat"
     )

@@ -308,6 +308,8 @@ def node_serve(
     tls_cert: Annotated[Path | None, typer.Option(help="serve https with this certificate")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="private key of --tls-cert")] = None,
     alias: Annotated[str | None, typer.Option(help="model name announced and served")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="show llama.cpp's load and per-request debug output")] = False,
 ) -> None:
     """Serve a model on this machine (llama.cpp server) and announce it over mDNS.
 
@@ -335,6 +337,7 @@ def node_serve(
         port=port, n_ctx=n_ctx, n_threads=threads, tier=tier, advertise=list(advertise or []),
         ttl_s=ttl, announce=announce, api_key=_node_key(api_key_file),
         tls_cert=tls_cert, tls_key=tls_key, service_type=cfg.cluster.discovery.service_type,
+        verbose=verbose,
     )  # fmt: skip
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together", fix="pass both, or neither")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli._console import out_console
+from bastion.cli._console import out_console, progress
 from bastion.cli._render import EventRenderer, Transcript
 from bastion.cli.approval import choose_approver
 from bastion.config import paths
@@ -46,6 +46,8 @@ def _build(yes: bool, *, ephemeral: bool = False) -> App:
     from bastion.memory.base import EphemeralMemory
 
     config = load()
+    if config.model.backend == "embedded":
+        progress(f"loading the model {config.model.name} ...")
     return build_app(config, approver=choose_approver(yes=yes),
                      memory=EphemeralMemory() if ephemeral else None)
 
@@ -114,7 +116,7 @@ def doctor() -> None:
     style = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
     for c in checks:
         table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
-    Console(highlight=False, width=None if _out.is_terminal else 160).print(table)
+    _out.print(table)
     failed = [c for c in checks if c.status == "FAIL"]
     if failed:
         _err.print(f"[red]error: {len(failed)} problem(s) (fix: run the commands in the fix "

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli._console import out_console
+from bastion.cli._console import out_console, progress
 from bastion.cli._prompt import confirm
 from bastion.cli._terminal import visible
 from bastion.errors import MemoryStoreError
@@ -158,6 +158,8 @@ def search(
 ) -> None:
     """Search past messages (all sessions) and ingested documents by meaning."""
     mem = _open()
+    if mem.config.semantic:
+        progress("loading the embedding model (a few seconds) ...")
     try:
         results = mem.search(query, k, session=session, documents=docs)
     finally:

@@ -57,6 +57,7 @@ class ServeOptions:
     tls_key: Path | None = None
     service_type: str = SERVICE_TYPE
     start_timeout_s: float = 120.0
+    verbose: bool = False  # llama.cpp's load and per-request debug output (~2,000 lines)
 
 
 MIN_KEY_CHARS = 32
@@ -86,6 +87,7 @@ def server_argv(opts: ServeOptions) -> list[str]:
         "--model_alias", opts.model_alias,
         # queue concurrent requests instead of cutting the running one short
         "--interrupt_requests", "false",
+        "--verbose", "true" if opts.verbose else "false",
     ]  # fmt: skip
     if opts.n_threads:
         argv += ["--n_threads", str(opts.n_threads)]

@@ -212,3 +212,67 @@ def test_private_network_does_not_open_metadata(address: str) -> None:
         DirectFetcher(allow_private=True).check(ip, address)
     DirectFetcher(allow_private=True, allow_metadata=True).check(ip, address)
     DirectFetcher(allow_private=True).check(ipaddress.ip_address("192.168.1.5"), "nas")
+
+
+# ---- item 4: which tool-calling mode to use ---------------------------------------------------
+def test_doctor_says_which_tool_calling_mode_to_use(served_home: Path) -> None:
+    """A llama.cpp-style server without native tools: doctor says embedded calls tools better."""
+    env = {k: v for k, v in cli_env(served_home).items() if k != "COLUMNS"}
+    cfg = _yaml(served_home)
+    cfg["model"]["native_tools"] = None  # a local server: bastion's constrained steps over HTTP
+    (served_home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
+    doctor = subprocess.run([sys.executable, "-m", "bastion", "doctor"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    row = next(line for line in doctor.stdout.splitlines() if "tool calling" in line)
+    assert "WARN" in row and "embedded" in row and "model.backend embedded" in row
+    cfg["model"]["native_tools"] = True
+    (served_home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
+    doctor = subprocess.run([sys.executable, "-m", "bastion", "doctor"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    row = next(line for line in doctor.stdout.splitlines() if "tool calling" in line)
+    assert "OK" in row and "native" in row
+
+
+# ---- item 7: quiet where it should be ---------------------------------------------------------
+@pytest.mark.real_model
+def test_node_serve_is_quiet(bastion_home: Path, tmp_path: Path) -> None:
+    """llama.cpp's ~2,000 lines of load/debug output stay off unless --verbose."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "node.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bastion", "node", "serve", "--port",
+                                 str(port), "--no-announce"], env=cli_env(bastion_home),
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    assert len(lines) < 40, "\n".join(lines[:60])
+
+
+def test_slow_loads_say_so_at_a_terminal(bastion_home: Path) -> None:
+    """The first model load and the embedder load print a line (terminal only)."""
+    import pexpect
+
+    assert run(bastion_home, "init", "--yes").returncode == 0
+    child = pexpect.spawn(sys.executable, ["-m", "bastion", "ask", "hi"],
+                          env=cli_env(bastion_home), cwd=str(ROOT), encoding="utf-8",
+                          timeout=120)
+    try:
+        child.expect("loading the model smollm2-135m")
+    finally:
+        child.terminate(force=True)
+    quiet = run(bastion_home, "search", "x", env={"BASTION_MEMORY__SEMANTIC": "false"})
+    assert "loading" not in quiet.stderr  # not a terminal (and nothing to load)
