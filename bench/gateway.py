@@ -94,11 +94,13 @@ async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
     return overhead, statistics.median(through)
 
 
-async def sandboxed(n: int, ws: Path, gap: float) -> None:
+async def sandboxed(n: int, ws: Path, gap: float, only: list[str]) -> None:
     from bastion.config.model import LimitsConfig
     from bastion.security.sandbox.factory import BACKENDS, backend_class, create_sandbox
 
     for kind in BACKENDS:
+        if only and kind not in only:
+            continue
         try:
             problem = backend_class(kind).available()
         except Exception as exc:  # a backend module missing in this build
@@ -172,6 +174,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--sandboxed", type=int, default=40)
+    parser.add_argument("--backends", default="", help="comma-separated (default: all)")
     parser.add_argument("--gap", type=float, default=0.1,
                         help="seconds between two warm calls (an agent waits for its model)")
     opts = parser.parse_args()
@@ -185,7 +188,8 @@ async def main() -> None:
         classification(opts.calls, ws)
         if opts.sandboxed > 0:
             print(f"# warm calls {opts.gap:g} s apart (after the refill)")
-            await sandboxed(opts.sandboxed, ws, opts.gap)
+            await sandboxed(opts.sandboxed, ws, opts.gap,
+                            [b for b in opts.backends.split(",") if b])
         print(f"# load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,15 @@ async def spawn(
     cwd: str | None = None,
     cpu_meter: bool = False,
     memory_bytes: int | None = None,
+    pass_fds: Sequence[int] = (),
+    preexec: Callable[[], None] | None = None,
 ) -> Spawned:
     """Start ``argv`` in its own session and (where possible) its own pids cgroup.
 
     With ``cpu_meter`` the tree's CPU time is also measured (see :class:`CpuMeter`), so
     :func:`drive` can enforce a CPU budget on the whole tree. With ``memory_bytes`` the
-    whole tree's memory is capped by a memory cgroup (where one is writable).
+    whole tree's memory is capped by a memory cgroup (where one is writable). ``preexec``
+    runs in the child after it joined its cgroups, just before exec.
     """
     cgroup = PidsCgroup.create(max_pids) if max_pids else None
     meter = CpuMeter.create(cgroup) if cpu_meter else None
@@ -85,6 +88,8 @@ async def spawn(
     def join_cgroup() -> None:  # runs in the child between fork and exec
         for fd in fds:
             os.write(fd, b"0")
+        if preexec is not None:
+            preexec()
 
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -95,7 +100,8 @@ async def spawn(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=join_cgroup if procs_fd is not None else None,
+            preexec_fn=join_cgroup if procs_fd is not None or preexec is not None else None,
+            pass_fds=tuple(pass_fds),
         )
     except BaseException:
         if cgroup is not None:
@@ -232,10 +238,13 @@ async def run_tree(
     cwd: str | None = None,
     label: Mapping[str, str] | None = None,
     memory_bytes: int | None = None,
+    pass_fds: Sequence[int] = (),
+    preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline."""
     spawned = await spawn(argv, env=env, stdin_pipe=stdin is not None, max_pids=max_pids,
-                          cwd=cwd, memory_bytes=memory_bytes)
+                          cwd=cwd, memory_bytes=memory_bytes, pass_fds=pass_fds,
+                          preexec=preexec)
     return await drive(spawned, stdin=stdin, wall_seconds=wall_seconds,
                        output_bytes=output_bytes, label=label)
 
