@@ -150,8 +150,9 @@ class DirectFetcher:
     def check(self, ip: IPAddress, host: str) -> None:
         """Raise :class:`ToolError` when ``ip`` may not be contacted."""
         if not self.allow_metadata and is_metadata(ip):
-            raise ToolError(f"refused to fetch {host}: {ip} is a link-local / cloud metadata "
-                            "address (allow_private_network does not cover it)",
+            why = address_problem(ip) or f"{ip} is a link-local address"  # names an embedded IPv4
+            raise ToolError(f"refused to fetch {host}: {why}, a cloud metadata address "
+                            "(allow_private_network does not cover it)",
                             fix="set security.allow_metadata: true only if a tool must reach "
                             "instance metadata")
         if self.allow_private or any(ip in net for net in self.allowed_networks):
