@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -53,3 +54,31 @@ def served_home(bastion_home: Path, fake_server: FakeOpenAIServer) -> Path:
     for src in (ROOT / "examples" / "sample").iterdir():
         (sample / src.name).write_bytes(src.read_bytes())
     return bastion_home
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path,
+                 timeout: float = 180) -> None:
+    """Wait until ``bastion serve`` (``proc``) answers /health on ``port``."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "bastion serve did not answer /health in time"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM a server (SIGKILL after 20 s); its log must hold no traceback."""
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in log.read_text()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
-from tests.integration.cli.conftest import ROOT, bastion, cli_env
+from tests.integration.cli.conftest import ROOT, bastion, cli_env, stop, wait_healthy
 
 
 def run(home: Path, *args: str, env: dict[str, str] | None = None,
@@ -85,19 +85,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]
                                     env=cli_env(home), stdout=out, stderr=subprocess.STDOUT,
                                     cwd=home)
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_healthy(proc, port, log, timeout=120)
             yield home, port
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    assert "Traceback" not in log.read_text()
+            stop(proc, log)
 
 
 def test_api_errors_carry_one_fix(live: tuple[Path, int]) -> None:
