@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "bastion.cli.intel",  # intel status|train|check|trust|report|feeds|siem|alerts
     "bastion.cli.browser",  # browser sessions|close (the server's browser sessions)
     "bastion.cli.undo",  # undo [N] --session --dry-run --list (workspace snapshots)
+    "bastion.cli.model",  # model pull|list|show|rm|use|verify (GGUF models, manifests)
 ]
 
 

@@ -28,6 +28,11 @@ class ModelConfig(_Section):
     path: Path | None = Field(default=None, description="GGUF file; default is the shipped model")
     base_url: str | None = Field(default=None, description="for openai/ollama backends")
     api_key: SecretStr | None = None
+    hub_token: str | None = Field(
+        default=None, pattern=r"^secret://",
+        description="Hugging Face token for `bastion model pull` as a secret:// reference "
+        "(HF_TOKEN in the environment wins)",
+    )
     n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0

@@ -27,6 +27,11 @@ def _embedded_path(config: Config) -> Path | None:
                 f"model file {path.name} is not a GGUF file",
                 fix="point model.path at a .gguf model (llama.cpp format)",
             )
+        from bastion.llm import store
+
+        manifest = store.manifest_for(path)
+        if manifest is not None:  # a pulled/imported model: refuse it if it changed
+            store.check_unchanged(manifest)
         return path
     if mc.name not in EMBEDDED_NAMES:
         raise ModelError(

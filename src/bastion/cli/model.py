@@ -1,0 +1,201 @@
+"""``bastion model pull|list|show|rm|use|verify``: GGUF models from the Hugging Face Hub.
+
+Models live in ``<home>/models/<name>/`` with a manifest (see :mod:`bastion.llm.store`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from bastion.errors import ModelError
+from bastion.llm import store
+
+model_app = typer.Typer(help="Pull, list, verify and switch GGUF models.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class _Printer:
+    """Progress on stderr: one rewritten line on a terminal, a line every 2 s otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: object) -> None:
+        from bastion.llm.pull import Progress
+
+        assert isinstance(p, Progress)
+        now = time.monotonic()
+        end = p.done >= p.total
+        if not self.tty and not end and now - self.last < 2.0:
+            return
+        self.last = now
+        eta = f"ETA {p.eta_s:.0f} s" if p.eta_s is not None and not end else "done"
+        pct = 100 * p.done / p.total if p.total else 100.0
+        line = (f"{p.file}: {_size(p.done)} / {_size(p.total)} ({pct:.0f}%), "
+                f"{_size(p.rate)}/s, {eta}")
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100) + ("\n" if end else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _token() -> str | None:
+    """HF_TOKEN from the environment (read by huggingface_hub), else model.hub_token."""
+    if os.environ.get("HF_TOKEN"):
+        return None  # huggingface_hub reads it itself
+    from bastion.config import paths
+    from bastion.config.loader import load
+
+    if not paths.config_file().is_file():
+        return None
+    config = load()
+    ref = config.model.hub_token
+    if not ref:
+        return None
+    from bastion.security.secrets.resolver import SecretResolver
+    from bastion.security.setup import build_backends
+
+    return SecretResolver(build_backends(config)).resolve(ref)
+
+
+def _recommended_quant() -> str:
+    from bastion.hardware import detect, recommend
+
+    return recommend(detect()).quant
+
+
+@model_app.command("pull")
+def pull(
+    spec: Annotated[str, typer.Argument(
+        help="owner/repo[:QUANT or :FILE.gguf]; no QUANT = the one `bastion init` recommends")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a GGUF model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN), verified."""
+    from bastion.llm.pull import parse_spec
+    from bastion.llm.pull import pull as do_pull
+
+    _, selector = parse_spec(spec)
+    manifest = do_pull(spec, token=_token(),
+                       recommended=None if selector else _recommended_quant(),
+                       report=_Printer())
+    if as_json:
+        typer.echo(json.dumps(manifest.to_json(), indent=2))
+        return
+    typer.echo(f"pulled {manifest.name} ({_size(manifest.size)}, sha256 {manifest.sha256}) "
+               f"from {manifest.repo}@{(manifest.revision or '?')[:12]}")
+    typer.echo(f"use it: bastion model use {manifest.name}")
+
+
+@model_app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List installed models."""
+    models = store.installed()
+    if as_json:
+        typer.echo(json.dumps([m.to_json() for m in models], indent=2))
+        return
+    if not models:
+        typer.echo("no models installed (fix: bastion model pull OWNER/REPO:QUANT)")
+        return
+    for m in models:
+        typer.echo(f"{m.name}  {_size(m.size)}  sha256:{m.sha256[:12]}  "
+                   f"{m.repo or m.source}")
+
+
+@model_app.command("show")
+def show(name: Annotated[str, typer.Argument(help="a name from: bastion model list")],
+         as_json: JsonOpt = False) -> None:
+    """Show a model's manifest: source, revision, files, size, SHA-256, licence."""
+    m = store.read_manifest(name)
+    if as_json:
+        typer.echo(json.dumps(m.to_json(), indent=2))
+        return
+    typer.echo(f"name:          {m.name}")
+    typer.echo(f"source:        {m.repo or '-'} ({m.source}) revision {m.revision or '-'}")
+    typer.echo(f"path:          {store.model_path(m)}")
+    typer.echo(f"size:          {_size(m.size)}")
+    typer.echo(f"sha256:        {m.sha256}")
+    for f in m.files[1:]:
+        typer.echo(f"  part {f.name}: sha256 {f.sha256}")
+    typer.echo(f"licence:       {m.license or 'unknown'}")
+    typer.echo(f"chat template: {'yes' if m.chat_template else 'no (bastion supplies one)'}")
+    typer.echo(f"installed:     {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(m.created))} UTC")
+
+
+@model_app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="a name from: bastion model list")]) -> None:
+    """Delete an installed model."""
+    m = store.read_manifest(name)
+    from bastion.config import paths
+    from bastion.config.loader import load
+
+    if paths.config_file().is_file():
+        current = load().model.path
+        if current is not None and current.expanduser().resolve() == store.model_path(m).resolve():
+            raise ModelError(f"{name} is the model in use (model.path)",
+                             fix="switch first: bastion model use OTHER (or bastion config "
+                                 "set model.path '')")
+    shutil.rmtree(store.model_dir(name))
+    typer.echo(f"removed {name} ({_size(m.size)})")
+
+
+@model_app.command("use")
+def use(name: Annotated[str, typer.Argument(help="a name from: bastion model list")]) -> None:
+    """Make an installed model the one that answers (model.backend/path/name in bastion.yaml)."""
+    m = store.read_manifest(name)
+    store.check_unchanged(m)
+    from bastion.config import paths
+    from bastion.config.loader import set_key
+
+    path = paths.config_file()
+    if not path.is_file():
+        raise ModelError("bastion is not set up yet", fix="run: bastion init")
+    set_key(path, "model.backend", "embedded")
+    set_key(path, "model.path", json.dumps(str(store.model_path(m))))
+    set_key(path, "model.name", json.dumps(m.name))
+    typer.echo(f"model.path = {store.model_path(m)} (backend embedded) in {path}")
+
+
+@model_app.command("verify")
+def verify(name: Annotated[str | None, typer.Argument(
+        help="a model (default: all installed)")] = None) -> None:
+    """Re-hash the model files and compare them with their manifests; exit 1 on a mismatch."""
+    models = [store.read_manifest(name)] if name else store.installed()
+    bad = 0
+    for m in models:
+        t0 = time.monotonic()
+        failed = store.verify(m)
+        dt = time.monotonic() - t0
+        if failed:
+            bad += 1
+            typer.echo(f"FAIL {m.name}: {', '.join(failed)} differ from the manifest "
+                       f"(fix: bastion model rm {m.name} && bastion model pull "
+                       f"{m.repo or 'REPO'}:{m.files[0].name})")
+        else:
+            typer.echo(f"ok   {m.name} ({_size(m.size)}, {_size(m.size / max(dt, 1e-6))}/s)")
+            store.write_manifest(m)  # record the verified size + mtime again
+    if not models:
+        typer.echo("no models installed")
+    if bad:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``model`` group to ``app``."""
+    app.add_typer(model_app, name="model")

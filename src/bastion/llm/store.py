@@ -1,0 +1,174 @@
+"""Pulled and imported models: one folder each under ``<home>/models``, with a manifest.
+
+A manifest (``manifest.json``, 0600, in a 0700 folder) records where the weights came from
+(repo, revision commit, files), their size and SHA-256, the licence, whether the GGUF carries a
+chat template, and when. It also records each file's size and mtime at the moment it was
+hashed: loading a model compares those (cheap, one ``stat`` per file) and refuses a file that
+changed; ``bastion model verify`` re-hashes the whole file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.config import paths
+from bastion.errors import ModelError
+
+MANIFEST = "manifest.json"
+SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class ModelFile:
+    """One weights file of a model (a split GGUF has several)."""
+
+    name: str
+    size: int
+    sha256: str
+    mtime_ns: int = 0
+
+
+@dataclass(slots=True)
+class Manifest:
+    """What is known about one installed model."""
+
+    name: str
+    source: str  # "hf" (pulled) or "import"
+    repo: str | None
+    revision: str | None
+    files: list[ModelFile]
+    license: str | None = None
+    chat_template: bool = False
+    created: float = field(default_factory=time.time)
+
+    @property
+    def size(self) -> int:
+        """Total bytes of all files."""
+        return sum(f.size for f in self.files)
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity: the first file's SHA-256 (the one llama.cpp is given)."""
+        return self.files[0].sha256
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the manifest as JSON-ready data."""
+        data = asdict(self)
+        data["size"] = self.size
+        data["sha256"] = self.sha256
+        return data
+
+
+def models_dir() -> Path:
+    """Return ``<home>/models`` (created 0700)."""
+    return paths.data_dir("models")
+
+
+def model_dir(name: str) -> Path:
+    """Return the folder of model ``name`` (not created)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name) or ".." in name:
+        raise ModelError(f"invalid model name {name!r}",
+                         fix="use a name from: bastion model list")
+    return models_dir() / name
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file (streamed)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def has_chat_template(path: Path) -> bool:
+    """Whether the GGUF header carries ``tokenizer.chat_template`` (metadata precedes tensors)."""
+    with path.open("rb") as f:
+        head = f.read(32 * 1024 * 1024)
+    return b"tokenizer.chat_template" in head
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    """Write ``manifest.json`` into the model's folder (0600) and return its path."""
+    folder = paths.private_dir(model_dir(manifest.name))
+    for f in manifest.files:
+        f.mtime_ns = (folder / f.name).stat().st_mtime_ns
+    path = folder / MANIFEST
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(name: str) -> Manifest:
+    """Read the manifest of an installed model; a missing one is a :class:`ModelError`."""
+    path = model_dir(name) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no installed model named {name!r}",
+                         fix="see the names with: bastion model list") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"the manifest of {name!r} is unreadable: {exc}",
+                         fix=f"bastion model rm {name} and pull it again") from None
+    files = [ModelFile(**f) for f in data["files"]]
+    return Manifest(name=data["name"], source=data["source"], repo=data.get("repo"),
+                    revision=data.get("revision"), files=files, license=data.get("license"),
+                    chat_template=bool(data.get("chat_template")), created=data["created"])
+
+
+def installed() -> list[Manifest]:
+    """Return the manifests of all installed models, by name."""
+    root = models_dir()
+    return [read_manifest(p.parent.name) for p in sorted(root.glob(f"*/{MANIFEST}"))]
+
+
+def model_path(manifest: Manifest) -> Path:
+    """Return the file llama.cpp loads (the first part of a split model)."""
+    return model_dir(manifest.name) / manifest.files[0].name
+
+
+def manifest_for(path: Path) -> Manifest | None:
+    """Return the manifest that covers ``path``, if it lies in an installed model's folder."""
+    path = path.expanduser().resolve()
+    root = paths.home() / "models"
+    try:
+        rel = path.relative_to(root.resolve())
+    except ValueError:
+        return None
+    if len(rel.parts) != 2 or not (root / rel.parts[0] / MANIFEST).is_file():
+        return None
+    return read_manifest(rel.parts[0])
+
+
+def check_unchanged(manifest: Manifest) -> None:
+    """Refuse a model whose files changed since they were hashed (size + mtime: one stat each)."""
+    folder = model_dir(manifest.name)
+    for f in manifest.files:
+        try:
+            st = (folder / f.name).stat()
+        except FileNotFoundError:
+            raise ModelError(f"model {manifest.name}: file {f.name} is missing",
+                             fix=f"bastion model rm {manifest.name} and pull it again") from None
+        if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+            raise ModelError(
+                f"model {manifest.name}: {f.name} changed since it was verified "
+                "(size or modification time differs from its manifest)",
+                fix=f"bastion model verify {manifest.name} (re-hash), or pull it again",
+            )
+
+
+def verify(manifest: Manifest) -> list[str]:
+    """Re-hash every file; return the names whose SHA-256 differs from the manifest."""
+    folder = model_dir(manifest.name)
+    bad = []
+    for f in manifest.files:
+        p = folder / f.name
+        if not p.is_file() or sha256_file(p) != f.sha256:
+            bad.append(f.name)
+    return bad

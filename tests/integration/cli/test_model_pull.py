@@ -1,0 +1,225 @@
+"""``bastion model pull`` with the real ``huggingface_hub`` client against a local hub.
+
+The hub (tests/fakes/hub.py) serves the real shipped GGUF; the real ``bastion`` command runs in
+a subprocess with ``HF_ENDPOINT`` pointing at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from bastion.errors import ModelError
+from bastion.llm.embedded import shipped_model_path
+from tests.fakes.hub import COMMIT, FakeHub, Repo
+from tests.integration.cli.conftest import ROOT, cli_env
+
+REPO = "acme/SmolLM2-135M-Instruct-GGUF"
+FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NAME = "SmolLM2-135M-Instruct.Q4_1"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[FakeHub]:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in (1, 2):
+        (parts / f"m-{i:05d}-of-00002.gguf").write_bytes(bytes([i]) * 300_000)
+    repos = {
+        REPO: Repo({FILE: shipped_model_path()}),
+        "acme/gated-GGUF": Repo({FILE: shipped_model_path()}, gated_token="hf_sekrit"),
+        "acme/split-GGUF": Repo({f"Tiny-Q8_0-{i:05d}-of-00002.gguf":
+                                 parts / f"m-{i:05d}-of-00002.gguf" for i in (1, 2)}),
+    }
+    with FakeHub(repos) as h:
+        yield h
+
+
+def _env(home: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    env = cli_env(home)
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    env.pop("HF_TOKEN", None)
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home / "hf"), HF_HUB_DISABLE_XET="1", **extra)
+    return env
+
+
+def run(home: Path, endpoint: str, *args: str, timeout: float = 120,
+        **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bastion", *args],
+                          env=_env(home, endpoint, **extra), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def cli(*args: str) -> Result:
+    """The bastion CLI in this process (BASTION_HOME is the test's); errors propagate."""
+    from bastion.cli.main import _load_commands, app
+
+    if not app.registered_groups:
+        _load_commands()
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "(fix: " in last
+    return last
+
+
+@pytest.mark.real_model
+def test_pull_verify_use_and_ask(bastion_home: Path, hub: FakeHub) -> None:
+    out = run(bastion_home, hub.url, "model", "pull", f"{REPO}:Q4_1")
+    assert out.returncode == 0, out.stderr
+    assert f"pulled {NAME}" in out.stdout
+    assert "MB/s" in out.stderr and "(100%)" in out.stderr  # progress: bytes, speed, ETA
+    folder = bastion_home / "models" / NAME
+    manifest = json.loads((folder / "manifest.json").read_text())
+    want = Repo({FILE: shipped_model_path()}).sha[FILE]
+    assert manifest["sha256"] == want and manifest["revision"] == COMMIT
+    assert manifest["repo"] == REPO and manifest["license"] == "apache-2.0"
+    assert manifest["files"][0]["size"] == shipped_model_path().stat().st_size
+    assert manifest["chat_template"] is True
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o600
+    assert not (bastion_home / "models" / ".partial" / NAME).exists()
+
+    listed = cli("model", "list", "--json")
+    assert [m["name"] for m in json.loads(listed.stdout)] == [NAME]
+    shown = cli("model", "show", NAME)
+    assert want in shown.stdout and "apache-2.0" in shown.stdout
+    ok = cli("model", "verify", NAME)
+    assert ok.exit_code == 0 and ok.stdout.startswith(f"ok   {NAME}")
+
+    assert cli("init", "--yes").exit_code == 0
+    used = cli("model", "use", NAME)
+    assert used.exit_code == 0, used.output
+    raw = yaml.safe_load((bastion_home / "bastion.yaml").read_text())
+    assert raw["model"]["path"] == str(folder / FILE) and raw["model"]["backend"] == "embedded"
+    raw["memory"] = {"enabled": False}
+    (bastion_home / "bastion.yaml").write_text(yaml.safe_dump(raw))
+    answer = run(bastion_home, hub.url, "ask", "--json", "Say hello in one word.", timeout=300)
+    assert answer.returncode == 0, answer.stderr
+    data = json.loads(answer.stdout)
+    assert data["ok"] and data["answer"].strip() and data["model"] == NAME
+
+    # a byte changed in place, size and mtime put back: the cheap load check cannot see it,
+    # verify does
+    path = folder / FILE
+    st = path.stat()
+    with path.open("r+b") as f:
+        f.seek(st.st_size // 2)
+        byte = f.read(1)
+        f.seek(st.st_size // 2)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    bad = cli("model", "verify")
+    assert bad.exit_code == 1 and bad.stdout.startswith(f"FAIL {NAME}")
+    # the file touched (mtime changes): loading refuses it with one line and the fix
+    path.touch()
+    refused = _one_line_error(run(bastion_home, hub.url, "ask", "hi"))
+    assert "changed since it was verified" in refused and "bastion model verify" in refused
+    # in use: rm refuses; after switching away it removes the folder
+    with pytest.raises(ModelError, match="in use"):
+        cli("model", "rm", NAME)
+    assert cli("config", "set", "model.path", "''").exit_code == 0
+    assert cli("model", "rm", NAME).exit_code == 0 and not folder.exists()
+
+
+def test_interrupted_pull_resumes(bastion_home: Path, hub: FakeHub) -> None:
+    size = shipped_model_path().stat().st_size
+    hub.rate = size / 4  # ~4 s for the whole file
+    env = _env(bastion_home, hub.url)
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "model", "pull", f"{REPO}:{FILE}"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = bastion_home / "models" / ".partial" / NAME
+    deadline = time.monotonic() + 60
+    got = 0
+    while time.monotonic() < deadline:
+        got = sum(p.stat().st_size for p in partial.rglob("*.part")) if partial.exists() \
+            else 0
+        if got >= size // 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert size // 2 <= got < size
+    assert not (bastion_home / "models" / NAME / "manifest.json").exists()
+    assert json.loads(run(bastion_home, hub.url, "model", "list", "--json").stdout) == []
+
+    hub.rate = None
+    hub.requests.clear()
+    out = run(bastion_home, hub.url, "model", "pull", f"{REPO}:{FILE}")
+    assert out.returncode == 0, out.stderr
+    ranges = [r for m, p, r in hub.requests if m == "GET" and "/resolve/" in p]
+    assert ranges and ranges[0] is not None
+    resumed_at = int(ranges[0].removeprefix("bytes=").split("-")[0])
+    assert resumed_at >= size // 2  # it asked only for the rest
+    assert run(bastion_home, hub.url, "model", "verify", NAME).returncode == 0
+
+
+def test_offline_and_gated(bastion_home: Path, hub: FakeHub) -> None:
+    offline = _one_line_error(run(bastion_home, "http://127.0.0.1:9", "model", "pull",
+                                  f"{REPO}:Q4_1"))
+    assert "http://127.0.0.1:9" in offline and "HF_ENDPOINT" in offline
+    gated = _one_line_error(run(bastion_home, hub.url, "model", "pull", "acme/gated-GGUF:Q4_1"))
+    assert "gated" in gated and "HF_TOKEN" in gated
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test process runs with HF_HUB_OFFLINE=1 (tests/conftest.py); these calls go online."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def test_in_process_errors_split_and_token(bastion_home: Path, hub: FakeHub, online: None
+                                           ) -> None:
+    from bastion.errors import ModelError
+    from bastion.llm import store
+    from bastion.llm.pull import pull
+
+    def error(spec: str, **kw: str) -> str:
+        with pytest.raises(ModelError) as exc:
+            pull(spec, endpoint=hub.url, **kw)
+        assert exc.value.fix
+        return exc.value.user_text()
+
+    missing = error(f"{REPO}:Q8_0")
+    assert "no Q8_0 GGUF file" in missing and "REPO:Q4_1" in missing
+    assert "no repo" in error("acme/nope")
+    assert "not a Hugging Face repo" in error("nope")
+    with pytest.raises(ModelError, match="no installed model"):
+        store.read_manifest("nope")
+
+    m = pull("acme/gated-GGUF:Q4_1", endpoint=hub.url, token="hf_sekrit")
+    assert m.repo == "acme/gated-GGUF" and m.revision == COMMIT
+
+    split = pull("acme/split-GGUF:Q8_0", endpoint=hub.url)
+    assert [f.name for f in split.files] == [
+        "Tiny-Q8_0-00001-of-00002.gguf", "Tiny-Q8_0-00002-of-00002.gguf"]
+    assert split.size == 600_000 and split.name == "Tiny-Q8_0"
+    assert store.verify(split) == []
+    assert (bastion_home / "models" / "Tiny-Q8_0" / "Tiny-Q8_0-00002-of-00002.gguf").is_file()
+
+    hub.corrupt = True
+    (bastion_home / "models" / "Tiny-Q8_0").rename(bastion_home / "moved")
+    bad = error("acme/split-GGUF:Q8_0")
+    assert "failed verification" in bad and "nothing was installed" in bad
+    assert not (bastion_home / "models" / "Tiny-Q8_0").exists()
+
