@@ -1,4 +1,4 @@
-"""``bastion model pull|list|show|rm|use|verify``: GGUF models from the Hugging Face Hub.
+"""``bastion model pull|import|list|show|rm|use|verify``: GGUF models from the Hugging Face Hub.
 
 Models live in ``<home>/models/<name>/`` with a manifest (see :mod:`bastion.llm.store`).
 """
@@ -101,6 +101,26 @@ def pull(
     typer.echo(f"pulled {manifest.name} ({_size(manifest.size)}, sha256 {manifest.sha256}) "
                f"from {manifest.repo}@{(manifest.revision or '?')[:12]}")
     typer.echo(f"use it: bastion model use {manifest.name}")
+
+
+@model_app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="a .gguf file you already have")],
+    name: Annotated[str | None, typer.Option("--name", help="model name (default: file name)")]
+    = None,
+    link: Annotated[bool, typer.Option(
+        "--link", help="hard-link instead of copying (same file system)")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install a GGUF you already have: checked, hashed, copied (or linked), with a manifest."""
+    from pathlib import Path
+
+    m = store.import_file(Path(path), name, link=link)
+    if as_json:
+        typer.echo(json.dumps(m.to_json(), indent=2))
+        return
+    typer.echo(f"imported {m.name} ({_size(m.size)}, sha256 {m.sha256})")
+    typer.echo(f"use it: bastion model use {m.name}")
 
 
 @model_app.command("list")

@@ -172,3 +172,47 @@ def verify(manifest: Manifest) -> list[str]:
         if not p.is_file() or sha256_file(p) != f.sha256:
             bad.append(f.name)
     return bad
+
+
+def import_file(src: Path, name: str | None = None, *, link: bool = False) -> Manifest:
+    """Install a GGUF the user already has: header check, hash, copy (or hard link), manifest."""
+    import errno
+    import os
+    import shutil
+
+    from bastion.llm.embedded import check_gguf
+
+    src = src.expanduser().resolve()
+    if not src.is_file():
+        raise ModelError(f"no such file: {src}", fix="give the path of a .gguf file")
+    check_gguf(src)
+    if SPLIT_RE.search(src.name):
+        raise ModelError("a split GGUF cannot be imported part by part",
+                         fix="merge it first (llama-gguf-split --merge), then import the result")
+    name = name or re.sub(r"[^A-Za-z0-9._-]", "-", src.stem).strip(".-")[:128] or "model"
+    folder = model_dir(name)
+    if (folder / MANIFEST).exists():
+        raise ModelError(f"a model named {name!r} is already installed",
+                         fix=f"pick another with --name, or: bastion model rm {name}")
+    paths.private_dir(folder)
+    dest = folder / src.name
+    try:
+        if link:
+            try:
+                os.link(src, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                raise ModelError(f"{src} is on another file system than {folder}",
+                                 fix="import without --link (a copy)") from None
+        else:
+            shutil.copyfile(src, dest)
+            dest.chmod(0o600)
+        manifest = Manifest(name=name, source="import", repo=None, revision=None,
+                            files=[ModelFile(dest.name, dest.stat().st_size, sha256_file(dest))],
+                            chat_template=has_chat_template(dest))
+        write_manifest(manifest)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return manifest

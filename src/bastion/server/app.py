@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 ROUTE_MODULES = [
     "bastion.server.routes.cluster",  # GET /metrics, /v1/cluster (status, nodes add/remove/drain)
+    "bastion.server.routes.models",  # GET /v1/models/pulled, POST /v1/models/pull (SSE)
     "bastion.server.routes.core",  # /health, /openapi.json, /v1/models, /v1/chat/completions
     "bastion.server.routes.sessions",  # /v1/sessions (create, read, messages with SSE)
     "bastion.server.routes.memory",  # /v1/sessions list/rename/delete/export, search, ingest

@@ -223,3 +223,79 @@ def test_in_process_errors_split_and_token(bastion_home: Path, hub: FakeHub, onl
     assert "failed verification" in bad and "nothing was installed" in bad
     assert not (bastion_home / "models" / "Tiny-Q8_0").exists()
 
+
+
+def test_import_copy_and_link(bastion_home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "My Model.Q4_1.gguf"
+    src.write_bytes(shipped_model_path().read_bytes())
+    out = cli("model", "import", str(src), "--json")
+    m = json.loads(out.stdout)
+    assert m["name"] == "My-Model.Q4_1" and m["source"] == "import"
+    assert m["sha256"] == Repo({FILE: shipped_model_path()}).sha[FILE]
+    copied = bastion_home / "models" / "My-Model.Q4_1" / src.name
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600 and copied.stat().st_ino != \
+        src.stat().st_ino
+    linked = json.loads(cli("model", "import", str(src), "--name", "linked", "--link",
+                            "--json").stdout)
+    assert (bastion_home / "models" / "linked" / src.name).stat().st_ino == src.stat().st_ino
+    assert linked["sha256"] == m["sha256"]
+    with pytest.raises(ModelError, match="already installed"):
+        cli("model", "import", str(src), "--name", "linked")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="not a GGUF model file"):
+        cli("model", "import", str(junk))
+    assert not (bastion_home / "models" / "junk").exists()
+
+
+def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) -> None:
+    """A real `bastion serve`: POST /v1/models/pull streams SSE; GET /v1/models/pulled lists."""
+    import socket
+
+    import httpx
+
+    from tests.integration.cli.conftest import stop, wait_healthy
+
+    cfg = yaml.safe_load((served_home / "bastion.yaml").read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg["api"]["port"] = port
+    (served_home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
+    auth = {"Authorization": f"Bearer {cfg['api']['token']}"}
+    log = served_home / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"],
+                                env=_env(served_home, hub.url), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=served_home)
+    try:
+        wait_healthy(proc, port, log, timeout=120)
+        base = f"http://127.0.0.1:{port}"
+        events: list[tuple[str, dict[str, object]]] = []
+        with httpx.stream("POST", f"{base}/v1/models/pull", json={"model": f"{REPO}:Q4_1"},
+                          headers=auth, timeout=120) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            name = ""
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line[6:])))
+        assert events[-1][0] == "done" and events[-1][1]["name"] == NAME
+        progress = [d for n, d in events if n == "progress"]
+        assert progress and progress[-1]["done"] == progress[-1]["total"]
+        assert {"rate", "eta_s", "file"} <= set(progress[0])
+        listed = httpx.get(f"{base}/v1/models/pulled", headers=auth).json()["data"]
+        assert [(m["id"], m["owned_by"], m["in_use"]) for m in listed] == [
+            (NAME, "bastion:pulled", False)]
+        assert listed[0]["sha256"] == Repo({FILE: shipped_model_path()}).sha[FILE]
+        openai = httpx.get(f"{base}/v1/models", headers=auth).json()  # shape unchanged
+        assert openai["object"] == "list" and NAME not in [m["id"] for m in openai["data"]]
+        with httpx.stream("POST", f"{base}/v1/models/pull", json={"model": "acme/nope"},
+                          headers=auth, timeout=60) as resp:
+            body = resp.read().decode()
+        assert body.startswith("event: error") and "no repo acme/nope" in body and '"fix"' in body
+        assert httpx.post(f"{base}/v1/models/pull", json={"model": "x"}).status_code == 401
+    finally:
+        stop(proc, log)

@@ -1,0 +1,99 @@
+"""Installed GGUF models: ``GET /v1/models/pulled`` and ``POST /v1/models/pull`` (SSE).
+
+``GET /v1/models`` keeps OpenAI's shape and lists what the API can answer with (see
+:mod:`bastion.server.routes.core`); the models in ``<home>/models`` are listed here instead,
+with their manifests. ``POST /v1/models/pull`` streams the pull's progress as server-sent
+events: ``progress`` (file, done, total, rate, eta_s), then ``done`` (the manifest) or ``error``
+(message, fix). The hub is the server's ``HF_ENDPOINT``; the token is ``HF_TOKEN`` or
+``model.hub_token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.app import App
+from bastion.errors import BastionError
+from bastion.llm import store
+from bastion.server.deps import BastionApp
+from bastion.server.sse import sse_event, sse_response
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class PullBody(BaseModel):
+    """``POST /v1/models/pull``: what to pull."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="owner/repo[:QUANT or :FILE.gguf]", max_length=300)
+
+
+def _entry(m: store.Manifest, app: App) -> dict[str, Any]:
+    current = app.config.model.path
+    in_use = current is not None and current.expanduser().resolve() == \
+        store.model_path(m).resolve()
+    data = m.to_json()
+    data.update(id=m.name, object="model", created=int(m.created), owned_by="bastion:pulled",
+                in_use=in_use)
+    return data
+
+
+@router.get("/pulled", summary="List the models in <home>/models with their manifests")
+async def list_pulled(app: BastionApp) -> dict[str, Any]:
+    """Return every installed model (pulled or imported): sha256, size, repo, revision, files."""
+    return {"object": "list", "data": [_entry(m, app) for m in store.installed()]}
+
+
+def _token(app: App) -> str | None:
+    ref = app.config.model.hub_token
+    if os.environ.get("HF_TOKEN") or not ref or app.secrets is None:
+        return None
+    return app.secrets.resolve(ref)
+
+
+@router.post("/pull", summary="Pull a GGUF model from the Hugging Face Hub (progress as SSE)",
+             response_class=StreamingResponse)
+async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
+    """Stream ``progress`` events, then ``done`` with the manifest or ``error`` with the fix."""
+    from bastion.hardware import detect, recommend
+    from bastion.llm.pull import Progress, parse_spec, pull
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def report(p: Progress) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("progress", {
+            "file": p.file, "done": p.done, "total": p.total, "rate": round(p.rate),
+            "eta_s": None if p.eta_s is None else round(p.eta_s, 1)}))
+
+    def work() -> None:
+        try:
+            _, selector = parse_spec(body.model)
+            quant = None if selector else recommend(detect()).quant
+            m = pull(body.model, token=_token(app), recommended=quant, report=report)
+            item: tuple[str, dict[str, Any]] = ("done", m.to_json())
+        except BastionError as exc:
+            item = ("error", {"message": app.redactor.text(exc.message), "fix": exc.fix})
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    task = loop.run_in_executor(None, work)
+
+    async def events() -> AsyncIterator[str]:
+        while True:
+            name, data = await queue.get()
+            yield sse_event(name, data)
+            if name != "progress":
+                break
+        with contextlib.suppress(Exception):
+            await task
+
+    return sse_response(events())
