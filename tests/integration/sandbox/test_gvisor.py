@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,25 @@ def test_self_check_passes_and_names_the_statx_bug_without_the_shim(
                            "(fix: apt-get install gcc libc6-dev)")
     else:  # a fixed runsc needs no shim
         assert problem is None, problem
+
+
+def test_root_and_mount_points_usable_under_a_strict_umask(workspace: Path, tmp_path: Path) -> None:
+    """bastion's CLI runs with umask 077; the (non-root) sandbox user must still enter the
+    root's /etc/ssl and the mount points runsc creates for ro_paths (an MCP server's code)."""
+    code = tmp_path / "srv" / "lib"
+    code.mkdir(parents=True)
+    (code / "m.txt").write_text("mod\n")
+    for path in (code.parent, code, code / "m.txt"):
+        path.chmod(0o755)
+    old = os.umask(0o077)
+    try:
+        box = GVisorSandbox(SandboxSpec(workspace, Limits(wall_seconds=30)),
+                            rootfs=tmp_path / "root")
+        argv = box.command(["/bin/sh", "-c", f"cat {code}/m.txt; cat /etc/ssl/openssl.cnf"
+                            " > /dev/null && echo ssl"], ro_paths=[code])
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=60, env=box.launch_env(None))
+        box.close()
+    finally:
+        os.umask(old)
+    assert proc.stdout == "mod\nssl\n", proc.stderr

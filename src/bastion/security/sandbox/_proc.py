@@ -69,6 +69,7 @@ async def spawn(
     memory_bytes: int | None = None,
     pass_fds: Sequence[int] = (),
     preexec: Callable[[], None] | None = None,
+    umask: int = -1,
 ) -> Spawned:
     """Start ``argv`` in its own session and (where possible) its own pids cgroup.
 
@@ -102,6 +103,7 @@ async def spawn(
             start_new_session=True,
             preexec_fn=join_cgroup if procs_fd is not None or preexec is not None else None,
             pass_fds=tuple(pass_fds),
+            umask=umask,
         )
     except BaseException:
         if cgroup is not None:

@@ -71,9 +71,13 @@ from bastion.tools.base import ProcessResult
 INSTALL_HINT = "apt-get install runsc"
 SHIM_HINT = "apt-get install gcc libc6-dev"
 _HOST_PIDS_MAX = 4096  # runsc's own threads count against a host pids cgroup
-_ROOTFS_VERSION = "2"  # bump when the root's layout changes (rebuilt on mismatch)
+_ROOTFS_VERSION = "3"  # bump when the root's layout changes (rebuilt on mismatch)
 _SHIM_PATH = "/.bastion/noautomount.so"  # inside the sandbox
 _READY_TIMEOUT_S = 30.0  # a warm container's boot
+# runsc creates mount points (e.g. of ro_paths) in the root with the umask it inherits;
+# bastion's CLI runs with 077, and the sandbox user, not root, must be able to enter them
+_RUNSC_UMASK = 0o022
+_UMASK_022 = ["/bin/sh", "-c", 'umask 022 && exec "$@"', "sh"]
 _ENV_FILE = "/tmp/.bastion-env"  # command()'s variables, sourced before the command
 # The self-check: what coreutils does all day (statx with AT_NO_AUTOMOUNT) must work.
 _SELF_CHECK = ("echo probe > /workspace/p && ls -l /workspace/p /usr >/dev/null && "
@@ -194,7 +198,11 @@ def _build_rootfs(root: Path, hostname: str) -> None:
         lib.parent.chmod(0o755)
         (root / "etc" / "ld.so.preload").write_text(_SHIM_PATH + "\n")
         (root / "etc" / "ld.so.preload").chmod(0o644)
-    root.chmod(0o755)
+    # every directory 0755 whatever the umask (bastion's CLI runs with 077): the sandbox
+    # user is not root, and must be able to enter /etc, /etc/ssl, ...
+    for path in (root, *root.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
     (root / ".complete").write_text(_ROOTFS_VERSION)
 
 
@@ -409,7 +417,7 @@ class GVisorSandbox(ProbedBackend):
         extra = {k: v for k, v in full_env.items() if base.get(k) != v}
         if not extra:
             cid, bundle = self._bundle(argv, base, limits or self.spec.limits, ro_paths)
-            return [*self._runsc_args(), "run", "--bundle", str(bundle), cid]
+            return [*_UMASK_022, *self._runsc_args(), "run", "--bundle", str(bundle), cid]
         # The caller's variables stay out of config.json: a 0400 file of the sandbox's user
         # in the 0700 bundle directory, mounted read-only and sourced before the command.
         env_file = self._state / "bundles" / f"env-{uuid.uuid4().hex[:12]}"
@@ -420,7 +428,7 @@ class GVisorSandbox(ProbedBackend):
         wrapped = ["/bin/sh", "-c", f'. {_ENV_FILE} && exec "$@"', "sh", *argv]
         cid, bundle = self._bundle(wrapped, base, limits or self.spec.limits, ro_paths,
                                    env_file=env_file)
-        return [*self._runsc_args(), "run", "--bundle", str(bundle), cid]
+        return [*_UMASK_022, *self._runsc_args(), "run", "--bundle", str(bundle), cid]
 
     def launch_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         """Return the environment for :meth:`command`'s command line (runsc's own)."""
@@ -433,7 +441,8 @@ class GVisorSandbox(ProbedBackend):
         try:
             spawned = await spawn([*self._runsc_args(), "run", "--bundle", str(bundle), cid],
                                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                                  stdin_pipe=True, max_pids=_HOST_PIDS_MAX, cpu_meter=True)
+                                  stdin_pipe=True, max_pids=_HOST_PIDS_MAX, cpu_meter=True,
+                                  umask=_RUNSC_UMASK)
         except BaseException:
             self._forget(cid, bundle)
             raise
