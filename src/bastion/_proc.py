@@ -18,6 +18,16 @@ import time
 
 CRASH_WINDOW_S = 60.0
 CRASH_LIMIT = 3
+_ENV_KEEP = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV",
+             "BASTION_HOME", "TERM", "PYTHONHASHSEED", "HF_HUB_OFFLINE"}
+_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "MKL_",
+                 "BASTION_TEST_")
+
+
+def child_env() -> dict[str, str]:
+    """Return the environment for an engine child: locale, paths, thread knobs; no secrets."""
+    return {k: v for k, v in os.environ.items()
+            if k in _ENV_KEEP or k.startswith(_ENV_PREFIXES)}
 
 
 def describe_exit(returncode: int) -> str:

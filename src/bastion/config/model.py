@@ -297,6 +297,11 @@ class VoiceConfig(_Section):
 
     stt: SttConfig = Field(default_factory=SttConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
+    isolation: Literal["worker", "in_process"] = Field(
+        default="worker",
+        description="faster-whisper and Piper in supervised child processes (a crash costs one "
+        "request) or in bastion's own process",
+    )
     input_device: str | None = Field(default=None, description="sounddevice name or index")
     output_device: str | None = None
     max_seconds: float = Field(default=120.0, gt=0, description="longest accepted input audio")

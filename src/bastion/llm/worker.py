@@ -25,7 +25,6 @@ import collections
 import contextlib
 import itertools
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit
+from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, describe_exit
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm.embedded import SHIPPED_NAME, primitive_chat, repack_default, shipped_model_path
@@ -42,10 +41,6 @@ from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, Tool
 
 CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S
 LOAD_TIMEOUT_S = 600.0
-_ENV_KEEP = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV",
-             "BASTION_HOME", "TERM", "PYTHONHASHSEED"}
-_ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "MKL_",
-                 "BASTION_TEST_")
 
 
 class WorkerCrashed(ModelError):
@@ -81,11 +76,6 @@ class WorkerSpec:
         """Return the same spec without repacked buffers and with one thread."""
         return WorkerSpec(self.path, self.n_ctx, 1, self.n_gpu_layers, False,
                           self.chat_template, self.end_of_turn)
-
-
-def _child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k in _ENV_KEEP or k.startswith(_ENV_PREFIXES)}
 
 
 class _Sink:
@@ -133,7 +123,7 @@ class _Worker:
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, argv is fixed
             [sys.executable, "-m", "bastion.llm._worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(), close_fds=True, start_new_session=True,
+            env=child_env(), close_fds=True, start_new_session=True,
         )
         self._send(asdict(self.spec))
         threading.Thread(target=self._read, name="bastion-model-reader", daemon=True).start()

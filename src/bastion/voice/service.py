@@ -18,6 +18,9 @@ ENGINES = ("piper", "espeak")
 class VoiceService:
     """Loads STT and TTS once, on first use, and runs them off the event loop.
 
+    With ``voice.isolation: worker`` (the default) faster-whisper and Piper run in supervised
+    child processes (:mod:`bastion.voice.engine`): a native crash costs one request.
+
     Args:
         config: the ``voice`` section.
         stt: a ready recogniser (tests and benchmarks share one); built from config otherwise.
@@ -42,7 +45,12 @@ class VoiceService:
         """The recogniser (loaded on first use)."""
         with self._lock:
             if self._stt is None:
-                self._stt = WhisperSTT(self.config.stt)
+                if self.config.isolation == "worker":
+                    from bastion.voice.engine import IsolatedSTT
+
+                    self._stt = IsolatedSTT(self.config.stt)
+                else:
+                    self._stt = WhisperSTT(self.config.stt)
             return self._stt
 
     def tts(self, engine: str | None = None) -> TTS:
@@ -57,7 +65,12 @@ class VoiceService:
                 cfg = self.config.tts
                 if name != cfg.engine:  # the other engine: its own default voice
                     cfg = TtsConfig(engine=name, speed=cfg.speed)  # type: ignore[arg-type]
-                self._tts[name] = create_tts(cfg)
+                if name == "piper" and self.config.isolation == "worker":
+                    from bastion.voice.engine import IsolatedTTS
+
+                    self._tts[name] = IsolatedTTS(cfg)
+                else:  # espeak-ng is a program of its own already
+                    self._tts[name] = create_tts(cfg)
             return self._tts[name]
 
     async def tts_async(self, engine: str | None = None) -> TTS:

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 
+from bastion.config.model import VoiceConfig
 from bastion.voice.audio import Audio, decode, wav_bytes
 from bastion.voice.service import VoiceService
 
@@ -15,7 +16,8 @@ from bastion.voice.service import VoiceService
 @functools.cache
 def shared_service() -> VoiceService:
     """One VoiceService with Whisper, Piper and espeak-ng loaded, for the whole test session."""
-    service = VoiceService()
+    # in-process: these tests are about the engines; tests/integration/voice covers isolation
+    service = VoiceService(VoiceConfig(isolation="in_process"))
     service.stt  # noqa: B018 - load now
     service.tts("piper")
     service.tts("espeak")
