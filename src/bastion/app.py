@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.agent.loop import Agent, AgentOptions
 from bastion.config import paths
@@ -53,6 +53,7 @@ class App:
     browser: BrowserManager | None = None  # browser sessions lent to the browser_* tools
     intel: Intelligence | None = None  # anomaly/threat + trust stages, alerts, SIEM
     undo: UndoStore | None = None  # workspace snapshots per mutating call (bastion undo)
+    provenance: dict[str, Any] = field(default_factory=dict)  # which weights answer (audited)
 
     def agent(self) -> Agent:
         """Return an agent wired to this app's model, gateway and memory."""
@@ -66,7 +67,8 @@ class App:
         )
         model: Model = self.model
         if cfg.secrets.scan_model_messages:  # every model-bound message passes the scanner
-            model = GuardedModel(model, self.redactor, self.audit)
+            model = GuardedModel(model, self.redactor, self.audit,
+                                 provenance=self.provenance or None)
         return Agent(model, self.gateway, options, self.memory)
 
     def set_approver(self, approver: Approver | None) -> None:
@@ -231,8 +233,12 @@ def build_app(
         gateway.add_stage(UndoStage(undo))
         closers.append(undo.close)
     privacy = config.privacy
+    origin: dict[str, Any] = {}
     if model is None and not (privacy.enabled and privacy.local is not None):
+        from bastion.llm.factory import provenance
+
         model = create_model(config)
+        origin = provenance(config)
     if privacy.enabled:  # PII decides local vs remote; memory counts in the local model
         from bastion.privacy.setup import build_privacy_router
 
@@ -260,4 +266,5 @@ def build_app(
         secrets=security.resolver,
         intel=intel,
         undo=undo,
+        provenance=origin,
     )

@@ -73,13 +73,13 @@ def _short(value: Any, width: int = 60) -> str:
 
 def _query(db: Path | None, *, limit: int | None, since: str | None, until: str | None,
            session: str | None, tool: str | None, decision: str | None, kind: str | None,
-           kinds: tuple[str, ...] | None = None, newest_first: bool = True
-           ) -> Iterator[AuditEvent]:
+           kinds: tuple[str, ...] | None = None, newest_first: bool = True,
+           model: str | None = None) -> Iterator[AuditEvent]:
     conn = open_reader(db_path(db))
     try:
         yield from iter_events(conn, limit=limit, session_id=session, tool=tool, kind=kind,
                                decision=decision, since=parse_time(since), until=parse_time(until),
-                               kinds=kinds, newest_first=newest_first)
+                               kinds=kinds, newest_first=newest_first, model=model)
     finally:
         conn.close()
 
@@ -112,10 +112,13 @@ def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> 
 @audit_app.command("events")
 def events_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None,
                session: SessionOpt = None, tool: ToolOpt = None, decision: DecisionOpt = None,
-               kind: KindOpt = None, limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
+               kind: KindOpt = None, limit: LimitOpt = 50, as_json: JsonOpt = False,
+               model: Annotated[str | None, typer.Option(
+                   "--model", help="model requests answered by this model: its sha256 (or "
+                   "8+ hex digits of it), a server URL or a model id")] = None) -> None:
     """Show recent audit records of every kind, newest first."""
     _print(list(_query(db, limit=limit, since=since, until=until, session=session, tool=tool,
-                       decision=decision, kind=kind)), as_json)
+                       decision=decision, kind=kind, model=model)), as_json)
 
 
 @audit_app.command("tools")

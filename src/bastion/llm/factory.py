@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from bastion.config.model import Config
 from bastion.errors import ModelError
@@ -40,6 +41,27 @@ def _embedded_path(config: Config) -> Path | None:
             f"(known: {', '.join(sorted(EMBEDDED_NAMES))})",
         )
     return None
+
+
+def provenance(config: Config) -> dict[str, Any]:
+    """Say which exact weights answer: the GGUF's SHA-256, or the remote server and model id.
+
+    Recorded in every ``model.request`` audit record (``detail.provenance``).
+    """
+    mc = config.model
+    if mc.backend == "embedded":
+        from bastion.llm import store
+        from bastion.llm.embedded import shipped_model_path
+
+        path = _embedded_path(config) or shipped_model_path()
+        try:
+            sha: str | None = store.identify(path)
+        except OSError:
+            sha = None
+        return {"backend": "embedded", "sha256": sha, "file": path.name, "model": mc.name}
+    if mc.backend in ("openai", "ollama"):
+        return {"backend": mc.backend, "base_url": mc.base_url, "model": mc.name}
+    return {"backend": mc.backend, "model": mc.name}
 
 
 def create_model(config: Config) -> Model:

@@ -146,6 +146,35 @@ def manifest_for(path: Path) -> Manifest | None:
     return read_manifest(rel.parts[0])
 
 
+def identify(path: Path) -> str:
+    """Return the SHA-256 of a model file: from its manifest, else hashed once and cached.
+
+    The cache (``<home>/models/.hashes.json``) is keyed by the resolved path and re-hashes
+    when the size or mtime changes, so only the first load of an unmanaged file pays for it.
+    """
+    manifest = manifest_for(path)
+    if manifest is not None and path.name == manifest.files[0].name:
+        return manifest.sha256
+    path = path.expanduser().resolve()
+    st = path.stat()
+    cache_file = models_dir() / ".hashes.json"
+    try:
+        cache: dict[str, Any] = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(str(path))
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and \
+            hit.get("mtime_ns") == st.st_mtime_ns and isinstance(hit.get("sha256"), str):
+        return str(hit["sha256"])
+    sha = sha256_file(path)
+    cache[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.chmod(0o600)
+    tmp.replace(cache_file)
+    return sha
+
+
 def check_unchanged(manifest: Manifest) -> None:
     """Refuse a model whose files changed since they were hashed (size + mtime: one stat each)."""
     folder = model_dir(manifest.name)

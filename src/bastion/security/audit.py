@@ -456,13 +456,15 @@ class AuditLog:
         until: float | None = None,
         kinds: tuple[str, ...] | None = None,
         newest_first: bool = True,
+        model: str | None = None,
     ) -> list[AuditEvent]:
         """Return events (newest first by default), filtered; pending records are flushed first."""
         if not self._closing:
             self.flush()
         return list(iter_events(self._reader, self._read_lock, limit=limit, session_id=session_id,
                                 tool=tool, kind=kind, decision=decision, actor=actor,
-                                since=since, until=until, kinds=kinds, newest_first=newest_first))
+                                since=since, until=until, kinds=kinds, newest_first=newest_first,
+                                model=model))
 
     def stats(self) -> dict[str, Any]:
         """Return counts by kind and decision, and the time range."""
@@ -603,8 +605,13 @@ def iter_events(
     until: float | None = None,
     kinds: tuple[str, ...] | None = None,
     newest_first: bool = True,
+    model: str | None = None,
 ) -> Iterator[AuditEvent]:
-    """Yield stored events matching the filters."""
+    """Yield stored events matching the filters.
+
+    ``model`` keeps the model requests whose provenance names it: a SHA-256 (or a prefix of
+    at least 8 hex digits), a remote server URL, or a model id.
+    """
     where: list[str] = []
     params: list[Any] = []
     for col, val in (("session_id", session_id), ("tool", tool), ("kind", kind),
@@ -621,6 +628,14 @@ def iter_events(
     if kinds:
         where.append(f"kind IN ({','.join('?' * len(kinds))})")
         params.extend(kinds)
+    if model is not None:
+        ors = ["json_extract(detail, '$.provenance.base_url') = ?",
+               "json_extract(detail, '$.provenance.model') = ?"]
+        params.extend([model, model])
+        if len(model) >= 8 and all(c in "0123456789abcdefABCDEF" for c in model):
+            ors.append("json_extract(detail, '$.provenance.sha256') LIKE ?")
+            params.append(model.lower() + "%")
+        where.append("(" + " OR ".join(ors) + ")")
     sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
     sql += f" ORDER BY id {'DESC' if newest_first else 'ASC'}"
     if limit is not None:

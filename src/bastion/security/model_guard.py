@@ -54,12 +54,15 @@ class GuardedModel:
     """A model whose every outgoing message is scanned for secrets first.
 
     With an ``audit`` log, every model request and response is recorded too (kinds
-    ``model.request`` / ``model.response``; redacted like every audit record).
+    ``model.request`` / ``model.response``; redacted like every audit record); each request
+    carries ``provenance``: the model file's SHA-256, or the remote server URL and model id.
     """
 
     def __init__(self, inner: Any, redactor: Redactor, audit: Any = None,
-                 session_id: str | None = None) -> None:
+                 session_id: str | None = None, provenance: dict[str, Any] | None = None
+                 ) -> None:
         self.inner = inner
+        self.provenance = provenance  # which weights answer (sha256, or server + model id)
         self.redactor = redactor
         self.audit = audit
         self.session_id = session_id
@@ -93,7 +96,8 @@ class GuardedModel:
             "model.request", actor="agent", session_id=self.session_id,
             result=last.content if last else None,
             detail={"model": getattr(self.inner, "name", None), "messages": len(messages),
-                    "last_role": last.role if last else None, "tools": len(tools)})
+                    "last_role": last.role if last else None, "tools": len(tools),
+                    "provenance": self.provenance})
         text: list[str] = []
         calls: list[str] = []
         async for ev in stream:

@@ -115,6 +115,14 @@ def test_pull_verify_use_and_ask(bastion_home: Path, hub: FakeHub) -> None:
     assert answer.returncode == 0, answer.stderr
     data = json.loads(answer.stdout)
     assert data["ok"] and data["answer"].strip() and data["model"] == NAME
+    # provenance: the turn's model requests carry the pulled file's sha256; filter by a prefix
+    found = [json.loads(line) for line in
+             cli("audit", "events", "--model", want[:12], "--json").stdout.splitlines()]
+    assert found and {e["kind"] for e in found} == {"model.request"}
+    assert {e["detail"]["provenance"]["sha256"] for e in found} == {want}
+    assert found[0]["detail"]["provenance"]["file"] == FILE
+    other = cli("audit", "events", "--model", "00000000", "--json").stdout
+    assert other.strip() == ""
 
     # a byte changed in place, size and mtime put back: the cheap load check cannot see it,
     # verify does
@@ -290,6 +298,17 @@ def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) ->
         assert [(m["id"], m["owned_by"], m["in_use"]) for m in listed] == [
             (NAME, "bastion:pulled", False)]
         assert listed[0]["sha256"] == Repo({FILE: shipped_model_path()}).sha[FILE]
+        # provenance of a remote backend: the server URL and model id, filterable over the API
+        chat = httpx.post(f"{base}/v1/chat/completions", headers=auth, timeout=60, json={
+            "model": "bastion-agent", "messages": [{"role": "user", "content": "thanks"}]})
+        assert chat.status_code == 200, chat.text
+        url = cfg["model"]["base_url"]
+        recs = httpx.get(f"{base}/v1/audit/events", headers=auth,
+                         params={"model": url}).json()["events"]
+        assert recs and all(r["detail"]["provenance"] == {
+            "backend": "openai", "base_url": url, "model": "fake"} for r in recs)
+        assert httpx.get(f"{base}/v1/audit/events", headers=auth,
+                         params={"model": "http://elsewhere/v1"}).json()["events"] == []
         openai = httpx.get(f"{base}/v1/models", headers=auth).json()  # shape unchanged
         assert openai["object"] == "list" and NAME not in [m["id"] for m in openai["data"]]
         with httpx.stream("POST", f"{base}/v1/models/pull", json={"model": "acme/nope"},

@@ -30,11 +30,13 @@ async def events(
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
     decision: str | None = None, actor: str | None = None, since: str | None = None,
     until: str | None = None, limit: int = Query(default=100, ge=1, le=10_000),
+    model: str | None = Query(default=None, description="model requests answered by this "
+                              "model: sha256 (8+ hex digits), server URL or model id"),
 ) -> dict[str, Any]:
     """Return matching records (already redacted when they were written)."""
     rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
                             decision=decision, actor=actor, since=parse_time(since),
-                            until=parse_time(until))
+                            until=parse_time(until), model=model)
     return {"events": [e.to_dict() for e in rows]}
 
 
