@@ -9,6 +9,7 @@ Protocol: JSON lines. The parent's first line is the load spec; the worker answe
 ``{"ready": …}`` or ``{"error": …, "fix": …}``. Then each request ``{"id", "op": "gen"|"score",
 …}`` is answered by lines carrying the same ``id`` (``t`` text pieces, ``usage``, ``finish``,
 ``scores``) and one line with ``"end": true``; ``{"op": "cancel", "id"}`` stops a generation.
+A request may carry ``"threads": [n, n_batch]``: the worker's share of the CPUs right now.
 The protocol uses a private copy of stdout; fd 1 itself is pointed at stderr, so nothing a native
 library prints can corrupt it.
 """
@@ -56,9 +57,23 @@ class _Out:
             self._stream.flush()
 
 
+def _set_threads(eng: Any, threads: list[int] | None) -> None:
+    """Use ``[n_threads, n_threads_batch]`` from now on (the parent's share for this worker)."""
+    if not threads:
+        return
+    n, nb = int(threads[0]), int(threads[1])
+    llm = eng.llm
+    if (n, nb) != (llm.n_threads, llm.n_threads_batch):
+        from llama_cpp import llama_cpp as C
+
+        C.llama_set_n_threads(llm._ctx.ctx, n, nb)
+        llm.n_threads, llm.n_threads_batch = n, nb
+
+
 def _run(eng: Any, req: dict[str, Any], out: _Out, cancel: threading.Event) -> None:
     rid = req["id"]
     try:
+        _set_threads(eng, req.get("threads"))
         if req["op"] == "score":
             scores = eng.score(req["messages"], req.get("prefix", ""), req["options"])
             out.send({"id": rid, "scores": scores, "end": True})

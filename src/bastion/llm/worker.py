@@ -25,6 +25,7 @@ import collections
 import contextlib
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -239,8 +240,13 @@ class _Lease:
 
     prefill = True
 
-    def __init__(self, worker: _Worker) -> None:
+    def __init__(self, worker: _Worker, threads: Any = lambda: None) -> None:
         self.worker = worker
+        self._threads = threads  # () -> [n_threads, n_threads_batch] or None, per request
+
+    def _call(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        threads = self._threads()
+        return self.worker.call(req if threads is None else {**req, "threads": threads})
 
     async def complete(
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
@@ -260,7 +266,7 @@ class _Lease:
     ) -> list[float] | None:
         """Return each option's log-probability after the prompt."""
         req = {"op": "score", "messages": messages, "prefix": prefix, "options": list(options)}
-        async for msg in self.worker.call(req):
+        async for msg in self._call(req):
             if "scores" in msg:
                 return [float(x) for x in msg["scores"]]
         return None
@@ -279,7 +285,7 @@ class _Lease:
         req = {"op": "gen", "messages": messages, "prefix": prefix, "schema": schema,
                "max_tokens": max_tokens, "temperature": temperature, "seed": seed,
                "stop": list(stop)}
-        async for msg in self.worker.call(req):
+        async for msg in self._call(req):
             if "t" in msg:
                 yield str(msg["t"])
             elif "usage" in msg:
@@ -442,9 +448,23 @@ class WorkerModel:
             await w.wait_loaded()
             if w.n_ctx:
                 self._n_ctx = w.n_ctx
-            yield _Lease(w)
+            yield _Lease(w, lambda: self._threads(w))
         finally:
             self._release(w)
+
+    def _threads(self, w: _Worker) -> list[int] | None:
+        """Threads for ``w``'s next request: the CPUs shared by the workers busy now.
+
+        llama.cpp's defaults (half the CPUs to generate, all of them for prompts) are right for
+        one worker; several busy at once would oversubscribe the cores, so each gets its share.
+        None (keep the worker's own setting) when model.n_threads is set or there is one slot.
+        """
+        if w.spec.n_threads is not None or self.slots == 1:
+            return None
+        cpus = os.cpu_count() or 1
+        with self._lock:
+            busy = max(1, len(self._workers) - len(self._idle))
+        return [max(1, cpus // 2 // busy), max(1, cpus // busy)]
 
     def worker_info(self) -> list[dict[str, Any]]:
         """Return what each loaded worker reported (pid, n_ctx, repack, n_threads)."""
