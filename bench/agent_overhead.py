@@ -15,7 +15,8 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       tokens/s ratio d/a and the first-token latency the worker adds (p50 of the paired
       differences);
   (e) four streams at once through four workers (slots=4) vs one stream on the same pool,
-      alternating per round: first-token p50 ratio and total tokens/s ratio.
+      alternating per round, long-form prompts (each stream writes max_tokens): first-token
+      p50 ratio and total tokens/s ratio.
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
         [--part all|agent|worker]
@@ -47,6 +48,11 @@ from bastion.llm.embedded import (  # noqa: E402
     shipped_model_path,
 )
 from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec  # noqa: E402
+
+# Long-form prompts for the concurrency runs: every stream writes max_tokens, so the batch's
+# wall time is not set by one stream that happened to talk longer than the others.
+STORIES = [f"Write a long story about {x}." for x in
+           ("a lighthouse keeper", "a dragon who bakes bread", "a robot gardener", "a lost ship")]
 
 PROMPTS = [
     "Explain in two sentences what a firewall does.",
@@ -223,7 +229,7 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
             for r in range(args.rounds):
                 for side in ((0, 1) if r % 2 == 0 else (1, 0)):
                     if side == 0:
-                        for prompt in PROMPTS[:2]:
+                        for prompt in STORIES[r % 2::2]:
                             n, wall, first = await run_worker(wm, count, system, prompt,
                                                               args.max_tokens)
                             one_first.append(first)
@@ -231,7 +237,7 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
                     else:
                         t0 = time.perf_counter()
                         got = await asyncio.gather(*(
-                            run_worker(wm, count, system, PROMPTS[(r + k) % len(PROMPTS)],
+                            run_worker(wm, count, system, STORIES[(r + k) % len(STORIES)],
                                        args.max_tokens) for k in range(streams)))
                         wall = time.perf_counter() - t0
                         many_first.extend(g[2] for g in got)
