@@ -10,11 +10,13 @@ all files verified (so a cut or corrupt download is never "installed").
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import re
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,13 +172,77 @@ def check_disk(folder: Path, need: int) -> None:
         )
 
 
+class _HashingFile:
+    """A ``.part`` file opened for appending that hashes what is written, as it is written.
+
+    So verification costs no second pass over the file: the hash of the resumed prefix is
+    computed first, then every chunk ``http_get`` writes is added, in a helper thread while the
+    next chunk arrives (hashlib releases the GIL; at most one chunk waits). A truncation (a
+    server that ignored the Range request) restarts the hash from what is left in the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        if path.exists():
+            with path.open("rb") as f:
+                self.hasher = hashlib.file_digest(f, "sha256")
+        self.f = path.open("ab")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-hash")
+        self._pending: Future[None] | None = None
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def write(self, data: bytes) -> int:
+        """Append ``data`` and add it to the hash (in the helper thread)."""
+        self._drain()
+        self._pending = self._pool.submit(self.hasher.update, data)
+        return self.f.write(data)
+
+    def hexdigest(self) -> str:
+        """Return the SHA-256 of everything in the file."""
+        self._drain()
+        return self.hasher.hexdigest()
+
+    def tell(self) -> int:
+        """Return the file position."""
+        return self.f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        """Move the file position (only before a truncate, as ``http_get`` does)."""
+        return self.f.seek(pos, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        """Cut the file and re-hash what remains."""
+        self._drain()
+        out = self.f.truncate(size)
+        self.f.flush()
+        with self.path.open("rb") as f:
+            self.hasher = hashlib.file_digest(f, "sha256")
+        return out
+
+    def flush(self) -> None:
+        """Flush the file."""
+        self.f.flush()
+
+    def close(self) -> None:
+        """Close the file and stop the helper thread."""
+        self._drain()
+        self._pool.shutdown()
+        self.f.close()
+
+
 def _download(repo: str, filename: str, revision: str | None, part: Path, size: int,
-              token: str | None, report: Reporter | None, endpoint: str) -> None:
+              token: str | None, report: Reporter | None, endpoint: str) -> str:
     """Fetch one file into ``part`` with the hub client's HTTP code, resuming what is there.
 
     ``huggingface_hub`` 1.x+ downloads into a per-process temporary file and drops it on failure,
     so a killed ``hf_hub_download`` starts from zero; bastion keeps its own ``.part`` file and
-    asks the client's ``http_get`` for the rest (an HTTP Range request).
+    asks the client's ``http_get`` for the rest (an HTTP Range request). Returns the SHA-256
+    of the whole file, computed while it was written.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
@@ -191,12 +257,16 @@ def _download(repo: str, filename: str, revision: str | None, part: Path, size: 
     if have > size:  # not a prefix of this file: start over
         part.unlink()
         have = 0
-    if have == size:
-        return
-    with part.open("ab") as f:
-        http_get(meta.location, f, resume_size=have, headers=build_hf_headers(token=token),
-                 expected_size=size, displayed_filename=filename,
-                 tqdm_class=_progress_class(report, filename) if report else None)
+    out = _HashingFile(part)
+    try:
+        if have < size:
+            http_get(meta.location, out, resume_size=have,  # type: ignore[arg-type]
+                     headers=build_hf_headers(token=token), expected_size=size,
+                     displayed_filename=filename,
+                     tqdm_class=_progress_class(report, filename) if report else None)
+    finally:
+        out.close()
+    return out.hexdigest()
 
 
 def pull(spec: str, *, token: str | None = None, recommended: str | None = None,
@@ -239,7 +309,7 @@ def pull(spec: str, *, token: str | None = None, recommended: str | None = None,
         size, sha = expected[n]
         part = staging / (n.replace("/", "_") + ".part")
         try:
-            _download(repo, n, info.sha, part, size, token, report, endpoint)
+            got = _download(repo, n, info.sha, part, size, token, report, endpoint)
         except ModelError:
             raise
         except Exception as exc:
@@ -247,7 +317,6 @@ def pull(spec: str, *, token: str | None = None, recommended: str | None = None,
                 raise ModelError(f"the disk filled up while pulling {n}",
                                  fix="free some space, then pull again (it resumes)") from None
             raise _hub_error(exc, repo, endpoint) from None
-        got = store.sha256_file(part)
         if got != sha:
             part.unlink()
             raise ModelError(
