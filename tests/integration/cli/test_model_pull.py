@@ -318,3 +318,19 @@ def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) ->
         assert httpx.post(f"{base}/v1/models/pull", json={"model": "x"}).status_code == 401
     finally:
         stop(proc, log)
+
+
+def test_free_disk_checked_before_the_first_byte(bastion_home: Path, hub: FakeHub, online: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit test of the check (the free space is faked): refused before any download."""
+    import shutil as sh
+
+    from bastion.llm import pull as pull_mod
+
+    monkeypatch.setattr(pull_mod.shutil, "disk_usage",
+                        lambda p: sh._ntuple_diskusage(10 << 30, 10 << 30, 50 << 20))
+    with pytest.raises(ModelError, match="not enough disk space") as exc:
+        pull_mod.pull(f"{REPO}:Q4_1", endpoint=hub.url)
+    assert "BASTION_HOME" in (exc.value.fix or "")
+    assert not [p for m, p, _ in hub.requests if "/resolve/" in p]
+    assert not (bastion_home / "models" / NAME).exists()
