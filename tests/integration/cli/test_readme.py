@@ -77,6 +77,14 @@ SKIP = {
     "bastion config set browser.enabled true": "starts chromium for the rest of the README; "
     "tests/integration/browser",
     "bastion browser close SESSION": "SESSION is a placeholder",
+    "bastion model pull ": "the Hugging Face Hub (internet); test_model_pull.py pulls from a "
+    "local hub",
+    "bastion model show Llama": "needs that model pulled; test_model_pull.py shows a pulled one",
+    "bastion model import ./my-model": "a placeholder file; test_model_pull.py imports one",
+    "bastion model use Llama": "needs that model pulled; test_model_pull.py uses a pulled one",
+    "bastion model rm Llama": "needs that model pulled; test_model_pull.py removes a pulled one",
+    "curl -sN http://127.0.0.1:8765/v1/models/pull": "the Hugging Face Hub (internet); "
+    "test_model_pull.py streams a pull from a local hub",
     "bastion crypto hsm ": "needs crypto.hsm configured (the YAML above) with SoftHSM2; "
     "tests/integration/crypto/test_hsm.py",
 }
