@@ -50,6 +50,7 @@ SKIP = {
     "bastion config set model.name local": "same (another model server)",
     "bastion config set model.api_key sk-...": "a placeholder key for another model server",
     ".venv/bin/python bench/bfcl.py": "a benchmark of ~20 min (bench/, not CI)",
+    ".venv/bin/python bench/agent_overhead.py": "a benchmark of a few minutes (bench/, not CI)",
     "bastion voice ": "needs audio devices or voice input files (tests/integration/voice)",
     "bastion node serve": "announces over mDNS: multicast beyond loopback",
     "BASTION_NODE_API_KEY=…": "a placeholder key, and binds another host's address (10.0.0.5)",
