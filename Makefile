@@ -24,7 +24,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 install-dev: install system-deps
-	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp,crypto,browser,privacy,intelligence]'
+	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp,crypto,browser,privacy,intelligence,models]'
 	bash scripts/test-assets.sh $(BIN)/python
 
 demo: install
