@@ -87,6 +87,8 @@ async def spawn(
     procs_fd = fds[0] if fds else None
 
     def join_cgroup() -> None:  # runs in the child between fork and exec
+        if umask >= 0:  # here, not Popen's umask=: uvloop (under uvicorn) rejects that kwarg
+            os.umask(umask)
         for fd in fds:
             os.write(fd, b"0")
         if preexec is not None:
@@ -101,9 +103,9 @@ async def spawn(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=join_cgroup if procs_fd is not None or preexec is not None else None,
+            preexec_fn=join_cgroup
+            if procs_fd is not None or preexec is not None or umask >= 0 else None,
             pass_fds=tuple(pass_fds),
-            umask=umask,
         )
     except BaseException:
         if cgroup is not None:
