@@ -101,7 +101,8 @@ def test_stream_shows_wait_then_api_approves(serve, bastion_home: Path) -> None:
                                json={"approve": True, "reason": "junk is scratch"})
                 assert r.status_code == 200
             if name == "tool_finished":
-                assert data["decision"] == "allowed" and "removed" in data["text"], (data["text"], data["error"])
+                assert data["decision"] == "allowed" and "removed" in data["text"], (
+                    data["text"], data["error"])
     assert seen.index("approval_pending") < seen.index("approval_resolved") < seen.index(
         "tool_finished") < seen.index("done")
     assert not (ws / "junk").exists()
