@@ -162,6 +162,18 @@ def load_llama(
             C.llama_model_default_params = original
 
 
+async def collect(pieces: AsyncIterator[str | Usage | Finish]) -> tuple[str, Usage]:
+    """Join a generation's text pieces; return the text and its usage."""
+    text: list[str] = []
+    usage = Usage(0, 0)
+    async for piece in pieces:
+        if isinstance(piece, str):
+            text.append(piece)
+        elif isinstance(piece, Usage):
+            usage = piece
+    return "".join(text), usage
+
+
 async def primitive_chat(
     prims: Primitives,
     policy: Policy,
@@ -402,14 +414,7 @@ class EmbeddedModel:
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
     ) -> tuple[str, Usage]:
         """Return one greedy completion, constrained to ``schema`` when given."""
-        text: list[str] = []
-        usage = Usage(0, 0)
-        async for piece in self._stream_sync(messages, max_tokens, 0.0, schema, prefix, None):
-            if isinstance(piece, str):
-                text.append(piece)
-            elif isinstance(piece, Usage):
-                usage = piece
-        return "".join(text), usage
+        return await collect(self._stream_sync(messages, max_tokens, 0.0, schema, prefix, None))
 
     async def score(
         self, messages: Plain, prefix: str, options: Sequence[str]

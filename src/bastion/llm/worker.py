@@ -37,7 +37,13 @@ from typing import Any
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, describe_exit
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
-from bastion.llm.embedded import SHIPPED_NAME, primitive_chat, repack_default, shipped_model_path
+from bastion.llm.embedded import (
+    SHIPPED_NAME,
+    collect,
+    primitive_chat,
+    repack_default,
+    shipped_model_path,
+)
 from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 
 CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S
@@ -252,14 +258,7 @@ class _Lease:
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
     ) -> tuple[str, Usage]:
         """Return one greedy completion, constrained to ``schema`` when given."""
-        text: list[str] = []
-        usage = Usage(0, 0)
-        async for item in self._gen(messages, max_tokens, 0.0, schema, prefix, None, ()):
-            if isinstance(item, str):
-                text.append(item)
-            elif isinstance(item, Usage):
-                usage = item
-        return "".join(text), usage
+        return await collect(self._gen(messages, max_tokens, 0.0, schema, prefix, None, ()))
 
     async def score(
         self, messages: Plain, prefix: str, options: Sequence[str]
