@@ -39,7 +39,7 @@ def _pooled() -> list[str]:
 async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path) -> None:
     from bastion.app import build_app
 
-    before = set(_pooled())  # another test's pool in this process is not this test's business
+    pooled_before = set(_pooled())  # another test's pool in this process is not ours
 
     config = Config.model_validate({
         "agent": {"workspace": str(tmp_path)},
@@ -69,4 +69,4 @@ async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path
         await box.drain()
     finally:
         await app.aclose()
-    assert set(_pooled()) - before == set()  # used containers and the waiting one are removed
+    assert set(_pooled()) - pooled_before == set()  # used and waiting containers removed
