@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.security.sandbox import _running
+from bastion.security.sandbox._pool import WAITER_READ
 from bastion.security.sandbox._proc import Spawned, exit_reason
 from bastion.tools.base import ProcessResult
 
@@ -32,19 +33,7 @@ IO_MOUNT = "/run/bastion-io"  # inside the sandbox: the FIFOs and the status fil
 # forks the command with stdout/stderr on the FIFOs the host holds open (stdin: the rest of
 # the waiter's own), waits, and writes the exit status to the status FIFO.
 FIFO_WAITER = (
-    "import os,_signal as g\n"
-    # Python ignores SIGPIPE and SIGXFSZ; the command must get the default actions back
-    "for n in (g.SIGPIPE,g.SIGXFSZ): g.signal(n,g.SIG_DFL)\n"
-    "os.write(1,b'\\0')\n"
-    "def r(n):\n"
-    "    b=b''\n"
-    "    while len(b)<n:\n"
-    "        c=os.read(0,n-len(b))\n"
-    "        if not c: raise SystemExit(0)\n"
-    "        b+=c\n"
-    "    return b\n"
-    "p=r(int(r(8),16)).split(b'\\0')\n"
-    "n=int(p[0])\n"
+    WAITER_READ +
     f"d='{IO_MOUNT}/'\n"
     "pid=os.fork()\n"
     "if pid==0:\n"

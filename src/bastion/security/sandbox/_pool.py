@@ -23,7 +23,7 @@ from bastion.security.sandbox._proc import Spawned, discard
 # Standard library core only (``os``): the podman image has python3-minimal, without json.
 # The request: 8 hex digits of length, then argc, argv and KEY=VALUE items, NUL-separated;
 # read exactly (never past it: the rest of stdin belongs to the command).
-WAITER = (
+WAITER_READ = (  # shared with the FIFO waiter (_fifo.py): read the request
     "import os,_signal as g\n"
     # Python ignores SIGPIPE and SIGXFSZ; the command must get the default actions back
     "for n in (g.SIGPIPE,g.SIGXFSZ): g.signal(n,g.SIG_DFL)\n"
@@ -37,6 +37,9 @@ WAITER = (
     "    return b\n"
     "p=r(int(r(8),16)).split(b'\\0')\n"
     "n=int(p[0])\n"
+)
+WAITER = (
+    WAITER_READ +
     "os.environb.clear(); os.environb.update(x.split(b'=',1) for x in p[n+1:])\n"
     "os.execvp(p[1], p[1:n+1])\n"
 )
