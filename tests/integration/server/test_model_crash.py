@@ -76,7 +76,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen, Path]]:
     home.mkdir()
     assert _bastion("init", "--yes", home=home).returncode == 0
     token = yaml.safe_load((home / "bastion.yaml").read_text())["api"]["token"]
-    env = {**_env(home), "BASTION_MODEL__SLOTS": "2", "BASTION_MODEL__MAX_TOKENS": "120"}
+    env = {**_env(home), "BASTION_MODEL__SLOTS": "2", "BASTION_MODEL__MAX_TOKENS": "320"}
     out = home / "serve.out"
     with out.open("w") as o, (home / "serve.err").open("w") as e:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
@@ -105,8 +105,8 @@ def test_worker_segfault_mid_stream_costs_one_turn(server) -> None:
     workers = _workers(proc.pid)
     assert len(workers) == 2, workers  # both conversations are answered at the same time
     os.kill(workers[0], signal.SIGSEGV)
-    a.join(240)
-    b.join(240)
+    a.join(600)
+    b.join(600)
     crashed = [t for t in (a, b) if "error" in t.names()]
     finished = [t for t in (a, b) if "done" in t.names()]
     assert len(crashed) == 1 and len(finished) == 1, (a.names()[-3:], b.names()[-3:])
