@@ -73,8 +73,12 @@ class Agent:
     async def run(
         self, user_text: str, *, session_id: str | None = None, actor: str = "agent"
     ) -> AsyncIterator[AgentEvent]:
-        """Run one user turn, streaming events; ends in :class:`TurnDone` or :class:`TurnError`."""
-        sid = session_id or self.new_session_id()
+        """Run one user turn, streaming events; ends in :class:`TurnDone` or :class:`TurnError`.
+
+        ``session_id`` is a session's name or id; tool calls and their audit records carry
+        the id it is stored under (a rename does not orphan them).
+        """
+        sid = await self.memory.open_session(session_id or self.new_session_id())
         history = await self.memory.history(sid)
         user = Message("user", user_text)
         await self.memory.append(sid, user)

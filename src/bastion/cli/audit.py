@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bastion import timespec
 from bastion.cli._console import out_console
+from bastion.cli._sessions import record_keys, session_names
 from bastion.cli._terminal import visible
 from bastion.errors import AuditError
 from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
@@ -31,7 +32,8 @@ DbOpt = Annotated[Path | None, typer.Option("--db", help="audit database (defaul
 SinceOpt = Annotated[str | None, typer.Option(
     "--since", help="only newer: 2026-01-31, 2026-01-31T12:00 or an age like 30m, 2h, 7d")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="only older (same forms)")]
-SessionOpt = Annotated[str | None, typer.Option("--session", help="session id")]
+SessionOpt = Annotated[str | None, typer.Option(
+    "--session", help="session name or id (records follow a session through renames)")]
 ToolOpt = Annotated[str | None, typer.Option("--tool", help="tool name")]
 DecisionOpt = Annotated[str | None, typer.Option(
     "--decision", help="allowed, denied, error, approved ...")]
@@ -71,13 +73,19 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _session_cell(event: AuditEvent, name: str | None) -> str:
+    sid = event.session_id or ""
+    return escape(visible(f"{name} ({sid})" if name and name != sid else sid))
+
+
 def _query(db: Path | None, *, limit: int | None, since: str | None, until: str | None,
            session: str | None, tool: str | None, decision: str | None, kind: str | None,
            kinds: tuple[str, ...] | None = None, newest_first: bool = True,
            model: str | None = None) -> Iterator[AuditEvent]:
+    keys = record_keys(session) if session is not None else None
     conn = open_reader(db_path(db))
     try:
-        yield from iter_events(conn, limit=limit, session_id=session, tool=tool, kind=kind,
+        yield from iter_events(conn, limit=limit, session_id=keys, tool=tool, kind=kind,
                                decision=decision, since=parse_time(since), until=parse_time(until),
                                kinds=kinds, newest_first=newest_first, model=model)
     finally:
@@ -85,9 +93,11 @@ def _query(db: Path | None, *, limit: int | None, since: str | None, until: str 
 
 
 def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> None:
+    names = session_names(e.session_id for e in events)
+    named = [(e, names.get(e.session_id or "")) for e in events]
     if as_json:
-        for e in events:
-            typer.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+        for e, name in named:
+            typer.echo(json.dumps({**e.to_dict(), "session_name": name}, ensure_ascii=False))
         return
     if not events:
         typer.echo("no matching audit records")
@@ -95,16 +105,17 @@ def _print(events: list[AuditEvent], as_json: bool, tool_view: bool = False) -> 
     if tool_view:
         table = Table("id", "time", "session", "tool", "decision", "risk", "ms", "arguments",
                       "result")
-        for e in events:
-            table.add_row(str(e.id), _when(e.ts), e.session_id or "", escape(_short(e.tool or "")),
+        for e, name in named:
+            table.add_row(str(e.id), _when(e.ts), _session_cell(e, name),
+                          escape(_short(e.tool or "")),
                           e.decision or "", e.risk or "",
                           f"{e.duration_ms:.0f}" if e.duration_ms is not None else "",
                           escape(_short(e.arguments, 40)), escape(_short(e.result or "", 40)))
     else:
         table = Table("id", "time", "kind", "actor", "session", "tool", "decision", "detail")
-        for e in events:
+        for e, name in named:
             table.add_row(str(e.id), _when(e.ts), e.kind, escape(e.actor or ""),
-                          e.session_id or "", escape(_short(e.tool or "")), e.decision or "",
+                          _session_cell(e, name), escape(_short(e.tool or "")), e.decision or "",
                           escape(_short(e.detail or "", 50)))
     console.print(table)
 

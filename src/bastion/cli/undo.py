@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from bastion.cli._sessions import pick_key
 from bastion.security.undo import CallChanges
 
 _HELP = "Undo what the last N tool calls of a session changed in the workspace."
@@ -52,15 +53,18 @@ def undo(
     config = load()
     store = open_store(config, workspace_dir(config))
     try:
+        label = session
         if session is None:
-            session = store.last_session()
+            session = label = store.last_session()
+        else:  # a name or an id; undo records carry the stored id
+            session = pick_key(session, lambda key: bool(store.calls(key, 1)))
         if list_:
             calls = store.calls(session)
             if as_json:
                 typer.echo(json.dumps({"session_id": session,
                                        "calls": [c.to_dict() for c in calls]}))
             else:
-                _print_calls(calls, session)
+                _print_calls(calls, label)
             return
         from bastion.security.redact import Redactor
         from bastion.security.setup import build_audit

@@ -11,6 +11,14 @@ from bastion.llm.messages import Message
 class ConversationMemory(Protocol):
     """Where a session's messages live and how the model's context is assembled."""
 
+    async def open_session(self, key: str) -> str:
+        """Return the id session ``key`` (a name or an id) is stored under, creating it if new.
+
+        The agent, the gateway and the audit use this id, so a record still names its
+        session after a rename.
+        """
+        ...
+
     async def history(self, session_id: str) -> list[Message]:
         """Return the session's stored messages, oldest first.
 
@@ -41,6 +49,10 @@ class EphemeralMemory:
 
     def __init__(self) -> None:
         self._sessions: dict[str, list[Message]] = {}
+
+    async def open_session(self, key: str) -> str:
+        """Return ``key``: here a session's name is its id."""
+        return key
 
     async def history(self, session_id: str) -> list[Message]:
         """Return the session's messages."""

@@ -160,6 +160,10 @@ class PersistentMemory:
         )
         return total, [r.message for r in rows]
 
+    async def open_session(self, key: str) -> str:
+        """Return the stored id of session ``key`` (a name or an id), creating it if new."""
+        return await asyncio.to_thread(self.store.ensure, key)
+
     async def append(self, session_id: str, message: Message) -> None:
         """Store ``message`` durably, then index it (an index failure only warns)."""
         stored = await asyncio.to_thread(self.store.append, session_id, message)

@@ -247,6 +247,24 @@ class SessionStore:
         )
         return str(rows[0][0]) if rows else None
 
+    def ensure(self, key: str) -> str:
+        """Return the id of session ``key`` (a name or an id), creating the session if new."""
+        try:
+            with self._write() as db:
+                return self._ensure(db, key)
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(f"cannot create session '{key}': {exc}",
+                                   fix="check the disk and the memory directory") from exc
+
+    def record_keys(self, key: str) -> tuple[str, ...]:
+        """Return what the audit records of session ``key`` (a name or an id) carry.
+
+        Its stored id, and ``key`` itself: records written before sessions were audited by
+        id carry the name the session had then.
+        """
+        sid = self.session_id(key)
+        return (key,) if sid is None or sid == key else (sid, key)
+
     def require(self, key: str) -> SessionInfo:
         """Return the session ``key`` or raise a one-line error."""
         info = self.resolve(key)

@@ -447,7 +447,7 @@ class AuditLog:
         self,
         *,
         limit: int = 100,
-        session_id: str | None = None,
+        session_id: str | tuple[str, ...] | None = None,
         tool: str | None = None,
         kind: str | None = None,
         decision: str | None = None,
@@ -596,7 +596,7 @@ def iter_events(
     lock: threading.Lock | None = None,
     *,
     limit: int | None = 100,
-    session_id: str | None = None,
+    session_id: str | tuple[str, ...] | None = None,
     tool: str | None = None,
     kind: str | None = None,
     decision: str | None = None,
@@ -610,10 +610,15 @@ def iter_events(
     """Yield stored events matching the filters.
 
     ``model`` keeps the model requests whose provenance names it: a SHA-256 (or a prefix of
-    at least 8 hex digits), a remote server URL, or a model id.
+    at least 8 hex digits), a remote server URL, or a model id. A tuple ``session_id`` keeps
+    the records of any of those sessions.
     """
     where: list[str] = []
     params: list[Any] = []
+    if isinstance(session_id, tuple):  # one session under several keys (its id, its name)
+        where.append(f"session_id IN ({','.join('?' * len(session_id))})")
+        params.extend(session_id)
+        session_id = None
     for col, val in (("session_id", session_id), ("tool", tool), ("kind", kind),
                      ("decision", decision), ("actor", actor)):
         if val is not None:

@@ -65,6 +65,23 @@ def check_session_id(session_id: str, param: str = "session_id") -> str:
     return session_id
 
 
+def record_keys(app: App, key: str) -> str | tuple[str, ...]:
+    """Return what the audit and approval records of session ``key`` (name or id) carry."""
+    from bastion.memory.persistent import PersistentMemory
+
+    mem = app.memory
+    return mem.store.record_keys(key) if isinstance(mem, PersistentMemory) else key
+
+
+def session_names(app: App, ids: Iterable[str | None]) -> dict[str, str]:
+    """Map stored session ids to their current names (those the app's memory knows)."""
+    from bastion.memory.persistent import PersistentMemory
+
+    mem = app.memory
+    wanted = sorted({i for i in ids if i})
+    return mem.store.session_names(wanted) if isinstance(mem, PersistentMemory) else {}
+
+
 def busy_error(session_id: str) -> ApiError:
     """The error for a second concurrent turn on one session."""
     return ApiError(409, f"session {session_id} is busy with another turn", code="session_busy",
@@ -123,6 +140,10 @@ class RequestMemory:
     def __init__(self, backing: ConversationMemory) -> None:
         self._local = EphemeralMemory()
         self._backing = backing
+
+    async def open_session(self, key: str) -> str:
+        """Return ``key`` (nothing is stored for this request)."""
+        return key
 
     async def history(self, session_id: str) -> list[Message]:
         """Return the request's messages so far."""
@@ -196,8 +217,9 @@ async def redacted_events(
 
     red = StreamRedactor(app.redactor)
     ev: AgentEvent | dict[str, Any]
-    events = agent.run(text, session_id=session_id, actor=API_ACTOR)
-    async for ev in with_approvals(app.hitl, session_id, events):
+    sid = await agent.memory.open_session(session_id)  # approvals carry the stored id
+    events = agent.run(text, session_id=sid, actor=API_ACTOR)
+    async for ev in with_approvals(app.hitl, sid, events):
         if isinstance(ev, dict):  # approval_pending / approval_resolved: the agent is waiting
             yield ev["type"], ev
             continue

@@ -157,6 +157,71 @@ def test_ask_without_a_session_stores_nothing(served_home: Path) -> None:
     assert "no sessions" in (listed.stdout + listed.stderr).lower(), listed.stdout
 
 
+def test_audit_follows_a_session_by_id_and_through_a_rename(served_home: Path) -> None:
+    """Item 9: records carry the session's stored id; --session takes its id or current name."""
+    assert bastion(served_home, "ask", "--session", "demo",
+                   "please count files in sample").returncode == 0
+    [info] = json.loads(bastion(served_home, "sessions", "list", "--json").stdout)
+    sid = info["id"]
+    assert sid != "demo"
+
+    def calls(key: str) -> list[dict]:  # type: ignore[type-arg]
+        res = bastion(served_home, "audit", "tools", "--session", key, "--json")
+        assert res.returncode == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines()]
+
+    by_id = calls(sid)
+    assert [c["tool"] for c in by_id] == ["list_files"], by_id
+    assert by_id[0]["session_id"] == sid and by_id[0]["session_name"] == "demo"
+    assert bastion(served_home, "sessions", "rename", "demo", "renamed").returncode == 0
+    renamed = calls("renamed")
+    assert [c["id"] for c in renamed] == [by_id[0]["id"]]
+    assert renamed[0]["session_name"] == "renamed"
+    table = bastion(served_home, "audit", "events", "--session", "renamed")
+    assert f"renamed ({sid})" in table.stdout, table.stdout
+
+
+def test_api_audit_and_thresholds_take_a_session_name(live: tuple[Path, int]) -> None:
+    """Item 9 over the API: ?session_id= a name or id, thresholds set by name apply."""
+    home, port = live
+    headers = {"Authorization": f"Bearer {_yaml(home)['api']['token']}"}
+    base = f"http://127.0.0.1:{port}"
+    turn = httpx.post(f"{base}/v1/sessions/job/messages", headers=headers, timeout=60,
+                      json={"content": "please count files in sample", "stream": False})
+    assert turn.status_code == 200, turn.text
+    assert run(home, "sessions", "rename", "job", "job2").returncode == 0
+
+    def tool_calls(key: str) -> list[dict]:  # type: ignore[type-arg]
+        r = httpx.get(f"{base}/v1/audit/events", headers=headers,
+                      params={"session_id": key, "kind": "tool_call"})
+        assert r.status_code == 200, r.text
+        return r.json()["events"]  # type: ignore[no-any-return]
+
+    [call] = tool_calls("job2")
+    assert call["tool"] == "list_files" and call["session_name"] == "job2"
+    assert tool_calls(call["session_id"]) == [call]
+    # a threshold set by the session's name applies to its calls, and its stream shows the wait
+    put = httpx.put(f"{base}/v1/approvals/thresholds/job2", headers=headers, json={"risk": "low"})
+    assert put.status_code == 200, put.text
+    seen: list[str] = []
+    with httpx.stream("POST", f"{base}/v1/sessions/job2/messages", headers=headers, timeout=60,
+                      json={"content": "please count files in sample"}) as resp:
+        name = None
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+                seen.append(name)
+            elif line.startswith("data:") and name == "approval_pending":
+                data = json.loads(line.split(":", 1)[1])
+                assert data["session_id"] == call["session_id"]
+                listed = httpx.get(f"{base}/v1/approvals", headers=headers,
+                                   params={"session_id": "job2"}).json()["pending"]
+                assert [p["id"] for p in listed] == [data["id"]]
+                assert httpx.post(f"{base}/v1/approvals/{data['id']}", headers=headers,
+                                  json={"approve": False}).status_code == 200
+    assert "approval_pending" in seen and seen[-1] == "done", seen
+
+
 def test_intel_report_takes_format_markdown(served_home: Path, tmp_path: Path) -> None:
     assert bastion(served_home, "ask", "please count files in sample").returncode == 0  # audited
     out = tmp_path / "report.md"

@@ -165,7 +165,8 @@ def test_session_threshold_and_allow_for_session(serve) -> None:  # type: ignore
     th.join(60)
     assert out["tool_steps"][0]["decision"] == "allowed"
     rules = httpx.get(f"{s.url}/v1/approvals", headers=H).json()["session_rules"]
-    assert rules == [{"session_id": "s4", "tool": "shell", "by": "api"}]
+    sid = s.app.memory.store.session_id("s4")  # type: ignore[attr-defined]
+    assert rules == [{"session_id": sid, "session_name": "s4", "tool": "shell", "by": "api"}]
     # the third call is approved by the session rule without asking
     body = httpx.post(f"{s.url}/v1/sessions/s4/messages", headers=H, timeout=60,
                       json={"content": "3", "stream": False}).json()

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from bastion.app import App
 from bastion.security.hitl.manager import ApprovalManager
+from bastion.server._turns import record_keys, session_names
 from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 from bastion.server.headers import static_page
@@ -81,10 +82,17 @@ async def list_pending(app: BastionApp, session_id: str | None = None
                        ) -> dict[str, Any]:
     """Return the requests waiting for a decision (oldest first)."""
     m = _manager(app)
-    return {
-        "pending": [p.to_dict(app.redactor) for p in m.pending(session_id)],
-        "session_rules": [{"session_id": r.session_id, "tool": r.tool, "by": r.by}
-                          for r in m.session_rules(session_id)],
+    keys = record_keys(app, session_id) if session_id else ()
+    keys = (keys,) if isinstance(keys, str) else keys
+    pending = [p for p in m.pending() if not keys or p.request.session_id in keys]
+    rules = [r for r in m.session_rules() if not keys or r.session_id in keys]
+    names = session_names(app, [*(p.request.session_id for p in pending),
+                                *(r.session_id for r in rules)])
+    return {  # records carry a session's stored id; session_name is its name now
+        "pending": [{**p.to_dict(app.redactor),
+                     "session_name": names.get(p.request.session_id or "")} for p in pending],
+        "session_rules": [{"session_id": r.session_id, "session_name": names.get(
+            r.session_id or ""), "tool": r.tool, "by": r.by} for r in rules],
         "default_threshold": app.approvals.threshold.name,
     }
 
@@ -126,8 +134,9 @@ async def decide(approval_id: str, body: Decision, app: BastionApp
 @router.put("/thresholds/{session_id}", summary="Set a session's approval threshold")
 async def set_threshold(session_id: str, body: Threshold, app: BastionApp
                         ) -> dict[str, Any]:
-    """Ask for approval of calls at or above ``risk`` in this session."""
-    _manager(app).set_threshold(session_id, Risk.parse(body.risk))
+    """Ask for approval of calls at or above ``risk`` in this session (its name or id)."""
+    m = _manager(app)
+    m.set_threshold(await app.memory.open_session(session_id), Risk.parse(body.risk))
     return {"session_id": session_id, "threshold": body.risk}
 
 

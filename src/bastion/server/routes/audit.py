@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from bastion.security.audit_csv import write_csv
+from bastion.server._turns import record_keys, session_names
 from bastion.server.deps import BastionApp
 from bastion.timespec import parse_time
 
@@ -27,17 +28,22 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 @router.get("/events", summary="Audit records, newest first")
 async def events(
     app: BastionApp,
-    kind: str | None = None, session_id: str | None = None, tool: str | None = None,
+    kind: str | None = None,
+    session_id: str | None = Query(default=None, description="a session's id or name"),
+    tool: str | None = None,
     decision: str | None = None, actor: str | None = None, since: str | None = None,
     until: str | None = None, limit: int = Query(default=100, ge=1, le=10_000),
     model: str | None = Query(default=None, description="model requests answered by this "
                               "model: sha256 (8+ hex digits), server URL or model id"),
 ) -> dict[str, Any]:
     """Return matching records (already redacted when they were written)."""
-    rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
+    keys = record_keys(app, session_id) if session_id else None
+    rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             decision=decision, actor=actor, since=parse_time(since),
                             until=parse_time(until), model=model)
-    return {"events": [e.to_dict() for e in rows]}
+    names = session_names(app, (e.session_id for e in rows))
+    return {"events": [{**e.to_dict(), "session_name": names.get(e.session_id or "")}
+                       for e in rows]}
 
 
 @router.get("/stats", summary="Counts by kind, decision and tool")
@@ -64,7 +70,8 @@ async def export(
     limit: int = Query(default=100_000, ge=1, le=1_000_000),
 ) -> PlainTextResponse:
     """Return the records oldest first."""
-    rows = app.audit.events(limit=limit, kind=kind, session_id=session_id, tool=tool,
+    keys = record_keys(app, session_id) if session_id else None
+    rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             since=parse_time(since), until=parse_time(until),
                             newest_first=False)
     if fmt == "jsonl":

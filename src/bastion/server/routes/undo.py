@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.app import App
 from bastion.security.undo import UndoStore
 from bastion.server._openai import SESSION_ID_PATTERN
-from bastion.server._turns import busy_error, busy_sessions
+from bastion.server._turns import busy_error, busy_sessions, record_keys
 from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 
@@ -42,13 +42,23 @@ def _store(app: App) -> UndoStore:
     return app.undo
 
 
+def _key(app: App, store: UndoStore, session_id: str) -> str:
+    """Return the key the session's undo records carry: its id (older ones: a name)."""
+    keys = record_keys(app, session_id)
+    if isinstance(keys, str):
+        return keys
+    return next((k for k in keys if store.calls(k, 1)), keys[0])
+
+
 @router.get("/{session_id}/undo")
 async def list_undoable(
     session_id: SessionId, app: BastionApp,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """List the session's undoable calls with the diff of each."""
-    calls = await asyncio.to_thread(_store(app).calls, session_id, limit)
+    store = _store(app)
+    key = await asyncio.to_thread(_key, app, store, session_id)
+    calls = await asyncio.to_thread(store.calls, key, limit)
     return {"session_id": session_id, "calls": [c.to_dict() for c in calls]}
 
 
@@ -63,7 +73,8 @@ async def undo(
     if not busy.claim(session_id):
         raise busy_error(session_id)
     try:
-        report = await asyncio.to_thread(store.undo, session_id, body.n, dry_run=body.dry_run,
+        key = await asyncio.to_thread(_key, app, store, session_id)
+        report = await asyncio.to_thread(store.undo, key, body.n, dry_run=body.dry_run,
                                          audit=app.audit, actor="api")
     finally:
         busy.release(session_id)
