@@ -26,3 +26,12 @@ def bastion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         if key.startswith("BASTION_") and "__" in key:
             monkeypatch.delenv(key)
     yield home
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the tests' own Docker daemon if a test started it (tests/_dockerd.py)."""
+    import sys
+
+    dockerd = sys.modules.get("tests._dockerd")
+    if dockerd is not None:
+        dockerd.stop()

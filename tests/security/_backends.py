@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 
 from bastion.config.model import LimitsConfig
-from bastion.security.sandbox.factory import BACKENDS, backend_class, create_sandbox
+from bastion.security.sandbox.factory import BACKENDS, create_sandbox
+from tests._dockerd import backend_problem
 
 
 def problem(kind: str) -> str | None:
-    """Return why backend ``kind`` cannot run here (None when it can)."""
-    try:
-        return backend_class(kind).available()
-    except Exception as exc:  # a backend module missing in this build
-        return str(exc)
+    """Return why backend ``kind`` cannot run here (None when it can; docker: own daemon)."""
+    return backend_problem(kind)
 
 
 def each_backend() -> Any:

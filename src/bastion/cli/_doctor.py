@@ -221,6 +221,31 @@ def check_isolation(config: Config) -> list[Check]:
     return checks
 
 
+def check_engines(config: Config) -> list[Check]:
+    """Each container engine the config uses: version, rootless, user-namespace remapping."""
+    from bastion.security.sandbox.docker import REMAP_FIX
+    from bastion.security.sandbox.factory import CONTAINER_ENGINES, engine_report
+
+    sec = config.security
+    used = {sec.sandbox, *sec.tool_sandboxes.values(),
+            *(s.sandbox for s in config.mcp_servers if s.sandbox != "default")}
+    checks: list[Check] = []
+    for info in engine_report([e for e in CONTAINER_ENGINES if e in used]):
+        name = f"engine: {info.engine}"
+        if info.problem:
+            detail, _, fix = info.problem.partition(" (fix: ")
+            checks.append(Check(name, "FAIL", detail, fix.rstrip(")")))
+        elif info.engine == "docker" and not info.rootless and not info.userns_remap:
+            checks.append(Check(
+                name, "WARN", f"{info.summary()}: the daemon runs as root without user-namespace "
+                "remapping, so a process that escapes its container is root on the host "
+                "(bastion still drops every capability and runs as an unprivileged user)",
+                REMAP_FIX))
+        else:
+            checks.append(Check(name, "OK", info.summary()))
+    return checks
+
+
 def _bwrap_fix() -> str:
     return ("sudo sysctl -w kernel.unprivileged_userns_clone=1 (or run where user namespaces "
             "are allowed)")
@@ -324,6 +349,7 @@ def run_checks() -> list[Check]:
         checks += check_model(config)
         checks.append(check_sandbox(config))
         checks += check_isolation(config)
+        checks += check_engines(config)
         checks += check_egress(config)
         checks.append(check_browser(config))
         checks.append(check_token(config))

@@ -38,6 +38,7 @@ def status(as_json: JsonOpt = False) -> None:
         BACKENDS,
         CODE_TOOLS,
         backend_class,
+        engine_report,
         isolation_report,
     )
 
@@ -50,6 +51,7 @@ def status(as_json: JsonOpt = False) -> None:
             backends[kind] = str(exc)
     tools = list(dict.fromkeys([*CODE_TOOLS, *sorted(config.security.tool_sandboxes)]))
     isolation = isolation_report(config, tools)
+    engines = engine_report()
     cg = pids_root()
     lim = config.security.limits
     missing = [n for n in ("nft", "dnsmasq", "ip") if shutil.which(n) is None]
@@ -58,6 +60,9 @@ def status(as_json: JsonOpt = False) -> None:
             "backends": {k: {"available": p is None, "problem": p} for k, p in backends.items()},
             "tools": {i.tool: {"backend": i.backend, "why": i.why, "problem": i.problem}
                       for i in isolation},
+            "engines": {e.engine: {"client": e.client, "version": e.version,
+                                   "rootless": e.rootless, "userns_remap": e.userns_remap,
+                                   "problem": e.problem} for e in engines},
             "process_limit": f"pids cgroup ({cg[0]})" if cg else "RLIMIT_NPROC",
             "limits": lim.model_dump(),
             "egress": {"available": not missing, "missing": missing,
@@ -70,6 +75,8 @@ def status(as_json: JsonOpt = False) -> None:
         table.add_row(kind, "[green]available[/]" if ok else "[red]missing[/]",
                       escape(problem or ""))
     _out.print(table)
+    for eng in engines:
+        _out.print(f"container engine: {escape(eng.summary())}")
     for iso in isolation:
         state = f" [red]cannot run: {escape(iso.problem)}[/]" if iso.problem else ""
         _out.print(f"{iso.tool} runs in: [bold]{iso.backend}[/] ({escape(iso.why)}){state}")
@@ -91,7 +98,7 @@ def status(as_json: JsonOpt = False) -> None:
 def run(
     ctx: typer.Context,
     backend: Annotated[str | None, typer.Option(
-        help="bubblewrap, gvisor, podman, auto (default: security.tool_sandboxes.shell, "
+        help="bubblewrap, gvisor, podman, docker, auto (default: security.tool_sandboxes.shell, "
         "else security.sandbox)")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds before the run is killed")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="approve the call if it is risky")]
@@ -115,9 +122,10 @@ def run(
     argv = list(ctx.args)
     if not argv:
         raise SandboxError("no command given", fix="bastion sandbox run -- ls -la")
-    if backend is not None and backend not in ("auto", "bubblewrap", "gvisor", "podman"):
+    if backend is not None and backend not in ("auto", "bubblewrap", "gvisor", "podman",
+                                               "docker"):
         raise SandboxError(f"unknown sandbox backend {backend!r}",
-                           fix="use --backend bubblewrap, gvisor, podman or auto")
+                           fix="use --backend bubblewrap, gvisor, podman, docker or auto")
     config = load()
     if backend is not None:
         config.security.tool_sandboxes["shell"] = backend  # type: ignore[assignment]
@@ -182,21 +190,44 @@ def kill(run_id: Annotated[str, typer.Argument(help="id from 'bastion sandbox ls
 def build_image(
     force: Annotated[bool, typer.Option("--force", help="rebuild even if it exists")] = False,
     mirror: Annotated[str, typer.Option(help="Debian mirror")] = "http://deb.debian.org/debian",
+    engine: Annotated[str, typer.Option(help="podman or docker")] = "podman",
 ) -> None:
-    """Build the podman sandbox image locally (debootstrap + podman import; ~2 min, cached)."""
+    """Build the container sandbox image locally (debootstrap + import; ~2 min, cached).
+
+    For docker, an image podman already has is copied (podman save | docker load) instead.
+    """
     import tempfile
     from pathlib import Path
 
-    from bastion.security.sandbox.podman import IMAGE, image_exists
-    from bastion.security.sandbox.podman import build_image as build
+    from bastion.security.sandbox.container import (
+        IMAGE,
+        ContainerSandbox,
+        copy_image,
+        image_exists,
+    )
+    from bastion.security.sandbox.container import build_image as build
+    from bastion.security.sandbox.factory import CONTAINER_ENGINES, backend_class
 
-    if not force and image_exists():
-        _err.print(f"{IMAGE} already exists (use --force to rebuild)")
+    if engine not in CONTAINER_ENGINES:
+        raise SandboxError(f"unknown container engine {engine!r}",
+                           fix="use --engine podman or --engine docker")
+    cls = backend_class(engine)
+    assert issubclass(cls, ContainerSandbox)
+    exe = cls.find_cli()
+    if exe is None:
+        raise SandboxError(f"{engine} is not installed", fix=cls.install_hint)
+    cli = [exe, *cls.client_args()]
+    if not force and image_exists(cli):
+        _err.print(f"{IMAGE} already exists in {engine} (use --force to rebuild)")
         return
-    with tempfile.TemporaryDirectory(prefix="bastion-image-") as tmp:
-        _err.print(f"building {IMAGE} with debootstrap from {mirror} ...")
-        build(Path(tmp), mirror=mirror)
-    _err.print(f"built {IMAGE}")
+    if engine == "docker" and not force and image_exists("podman"):
+        _err.print(f"copying {IMAGE} from podman to docker ...")
+        copy_image(["podman"], cli)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bastion-image-") as tmp:
+            _err.print(f"building {IMAGE} for {engine} with debootstrap from {mirror} ...")
+            build(Path(tmp), cli=cli, mirror=mirror, install_hint=cls.install_hint)
+    _err.print(f"built {IMAGE} for {engine}")
 
 
 def register(app: typer.Typer) -> None:

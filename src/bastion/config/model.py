@@ -137,7 +137,7 @@ class EgressUplinkConfig(_Section):
 class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
-    sandbox: Literal["auto", "bubblewrap", "gvisor", "podman", "none"] = Field(
+    sandbox: Literal["auto", "bubblewrap", "gvisor", "podman", "docker", "none"] = Field(
         default="auto",
         description="backend for shell/python; auto = gvisor when runsc works, else bubblewrap",
     )
@@ -145,7 +145,8 @@ class SecurityConfig(_Section):
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
     )
-    tool_sandboxes: dict[str, Literal["auto", "bubblewrap", "gvisor", "podman"]] = Field(
+    tool_sandboxes: dict[
+        str, Literal["auto", "bubblewrap", "gvisor", "podman", "docker"]] = Field(
         default_factory=dict,
         description="per-tool backend, e.g. {python: gvisor}; others use security.sandbox",
     )
@@ -153,7 +154,7 @@ class SecurityConfig(_Section):
         default=0,
         ge=0,
         le=16,
-        description="sandboxes kept started for fast calls (bubblewrap, gvisor, podman)",
+        description="sandboxes kept started for fast calls (bubblewrap, gvisor, podman, docker)",
     )
     egress_uplink: EgressUplinkConfig | None = Field(
         default=None,
@@ -401,7 +402,7 @@ class McpServerConfig(_Section):
     mounts: list[Path] = Field(
         default_factory=list, description="host paths the stdio server needs, mounted read-only"
     )
-    sandbox: Literal["default", "bubblewrap", "gvisor", "none"] = Field(
+    sandbox: Literal["default", "bubblewrap", "gvisor", "podman", "docker", "none"] = Field(
         default="default", description="how a stdio server is confined; default = security.sandbox"
     )
     memory_mb: int = Field(default=4096, ge=64, description="address-space limit (node needs GBs)")

@@ -29,7 +29,7 @@ from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
 from bastion.security.egress import uplink
 from bastion.security.egress.netns import problem
-from bastion.security.sandbox.factory import backend_class
+from tests._dockerd import backend_problem
 from tests.fakes.model import ScriptedModel
 
 pytestmark = pytest.mark.skipif(problem() is not None and not os.environ.get("CI"),
@@ -109,8 +109,9 @@ def _ours() -> dict[str, list[str]]:
 
 
 BACKENDS = [pytest.param(k, marks=pytest.mark.skipif(
-    backend_class(k).available() is not None and not os.environ.get("CI"),
-    reason=f"{k} unavailable")) for k in ("bubblewrap", "podman", "gvisor")]
+    backend_problem(k) is not None and not os.environ.get("CI"),
+    reason=f"{k} unavailable: {backend_problem(k)}"))
+    for k in ("bubblewrap", "podman", "docker", "gvisor")]
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -20,13 +20,13 @@ from bastion.security.sandbox.base import Sandbox
 from bastion.security.sandbox.factory import backend_class, create_sandbox
 from bastion.tools.builtin import builtin_tools
 from bastion.tools.registry import ToolRegistry
+from tests._dockerd import backend_problem
 from tests.integration.sandbox.conftest import leftover_processes
 
 BACKENDS = [
     pytest.param(kind, marks=pytest.mark.skipif(
-        backend_class(kind).available() is not None,
-        reason=f"{kind}: {backend_class(kind).available()}"))
-    for kind in ("bubblewrap", "gvisor", "podman")
+        backend_problem(kind) is not None, reason=f"{kind}: {backend_problem(kind)}"))
+    for kind in ("bubblewrap", "gvisor", "podman", "docker")
 ]
 LIMITS = LimitsConfig(wall_seconds=20, cpu_seconds=1, memory_mb=256, max_processes=32,
                       file_size_mb=1, output_bytes=4096)
@@ -121,7 +121,7 @@ async def test_escape_attempts_through_the_gateway_are_audited(box: Sandbox, wor
     gateway = Gateway(ToolRegistry(builtin_tools()), Environment(workspace, sandbox=box),
                       [AuditStage(audit)])
     res = await gateway.execute(ToolCall("shell", {"command": "cat /root/.ssh/id_rsa"}))
-    # bwrap/gVisor: no /root at all; podman: the image's /root, closed to the sandbox user
+    # bwrap/gVisor: no /root at all; podman/docker: the image's /root, closed to the user
     assert "No such file" in res.text or "Permission denied" in res.text, res.text
     res = await gateway.execute(ToolCall("read_file", {"path": "../../etc/passwd"}))
     assert res.decision == "error" and "refused" in res.text

@@ -35,6 +35,10 @@ def test_auto_prefers_gvisor_only_when_it_passes_its_self_check(
     assert backend == "bubblewrap" and why == (
         "gVisor unusable: runsc starts, but stat/ls fail inside it")
     assert factory.explain_kind("podman") == ("podman", "configured")
+    assert factory.explain_kind("docker") == ("docker", "configured")
+    # auto never picks a container engine, even when gVisor fails and docker would work
+    _machine(monkeypatch, gvisor="no runsc")
+    assert factory.explain_kind("auto")[0] == "bubblewrap"
 
 
 def test_report_per_tool_with_overrides_egress_and_problems(

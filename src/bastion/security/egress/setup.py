@@ -84,6 +84,9 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
             pool = getattr(box, "warm_pool", None)
             if pool is not None:  # closers run in reverse: the pool ends before its netns
                 closers.append(pool.shutdown)
+            close = getattr(box, "close", None)
+            if cfg is not None and close is not None:  # e.g. docker's holder of the netns
+                closers.append(close)
         except SandboxError as exc:
             problems[tool] = exc.user_text()
     return runners, closers, problems

@@ -20,8 +20,11 @@ from bastion.security.sandbox.base import Limits, NetworkPolicy, Sandbox, Sandbo
 
 if TYPE_CHECKING:
     from bastion.config.model import Config
+    from bastion.security.sandbox.container import EngineInfo
 
-BACKENDS = ("bubblewrap", "gvisor", "podman")
+BACKENDS = ("bubblewrap", "gvisor", "podman", "docker")
+#: The container engines (chosen explicitly; ``auto`` never picks one).
+CONTAINER_ENGINES = ("podman", "docker")
 #: The tools that run code the model wrote (``auto`` gives them gVisor where it works).
 CODE_TOOLS = ("shell", "python")
 
@@ -52,8 +55,13 @@ def backend_class(kind: str) -> type[Sandbox]:
         from bastion.security.sandbox.podman import PodmanSandbox
 
         return PodmanSandbox
+    if kind == "docker":
+        from bastion.security.sandbox.docker import DockerSandbox
+
+        return DockerSandbox
     raise SandboxError(f"unknown sandbox backend {kind!r}",
-                       fix="set security.sandbox to auto, bubblewrap, gvisor, podman or none")
+                       fix="set security.sandbox to auto, bubblewrap, gvisor, podman, docker "
+                           "or none")
 
 
 def explain_kind(kind: str) -> tuple[str, str]:
@@ -106,6 +114,18 @@ def isolation_report(config: Config, tools: Iterable[str] = CODE_TOOLS) -> list[
         except (SandboxError, ImportError) as exc:
             problem = str(exc)
         out.append(Isolation(tool, kind, backend, why, problem))
+    return out
+
+
+def engine_report(engines: Iterable[str] = CONTAINER_ENGINES) -> list[EngineInfo]:
+    """Return what each container engine says about itself (version, rootless, remapping)."""
+    from bastion.security.sandbox.container import ContainerSandbox
+
+    out = []
+    for engine in engines:
+        cls = backend_class(engine)
+        assert issubclass(cls, ContainerSandbox)
+        out.append(cls.info())
     return out
 
 

@@ -1,4 +1,5 @@
-"""podman's warm pool on the request path: gateway -> shell tool -> a pre-started container.
+"""The container warm pool (podman and docker) on the request path: gateway -> shell tool ->
+a pre-started container.
 
 A call proves it ran in a container started before the call: its PID 1 (the waiter that
 exec'd the command) started earlier than the call did (kernel start times, not durations).
@@ -16,13 +17,13 @@ import pytest
 from bastion.config.model import Config
 from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
-from bastion.security.sandbox.factory import backend_class
-from bastion.security.sandbox.podman import WARM_PREFIX, PodmanSandbox
+from bastion.security.sandbox.container import WARM_PREFIX, ContainerSandbox
+from tests._dockerd import backend_problem
 from tests.fakes.model import ScriptedModel
 
-_PROBLEM = backend_class("podman").available()
-pytestmark = pytest.mark.skipif(_PROBLEM is not None and not os.environ.get("CI"),
-                                reason=str(_PROBLEM))
+ENGINES = [pytest.param(k, marks=pytest.mark.skipif(
+    backend_problem(k) is not None and not os.environ.get("CI"),
+    reason=f"{k}: {backend_problem(k)}")) for k in ("podman", "docker")]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -30,31 +31,33 @@ def _now_ticks() -> int:
     return int(float(Path("/proc/uptime").read_text().split()[0]) * TICKS)
 
 
-def _pooled() -> list[str]:
-    out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
+def _pooled(cli: list[str]) -> list[str]:
+    out = subprocess.run([*cli, "ps", "-a", "--format", "{{.Names}}", "--filter",
                           f"name=^{WARM_PREFIX}{os.getpid()}-"], capture_output=True, text=True)
     return out.stdout.split()
 
 
-async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_calls_use_prestarted_containers_and_share_no_state(engine: str,
+                                                                 tmp_path: Path) -> None:
     from bastion.app import build_app
-
-    pooled_before = set(_pooled())  # another test's pool in this process is not ours
 
     config = Config.model_validate({
         "agent": {"workspace": str(tmp_path)},
-        "security": {"sandbox": "podman", "warm_pool": 1, "tools": {"shell": "allow"}},
+        "security": {"sandbox": engine, "warm_pool": 1, "tools": {"shell": "allow"}},
     })
     app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
     box = app.gateway.environment.sandbox
-    assert isinstance(box, PodmanSandbox) and box.warm_pool is not None
+    assert isinstance(box, ContainerSandbox) and box.name == engine
+    assert box.warm_pool is not None
+    pooled_before = set(_pooled(box.cli))  # another test's pool in this process is not ours
     try:
         seen = []
         for command in ("echo call1 > /tmp/leak; echo kept > note.txt; cut -d' ' -f22 /proc/1/stat",
                         "cat /tmp/leak 2>/dev/null || echo no-leak; cat note.txt; "
                         "cut -d' ' -f22 /proc/1/stat"):
             await box.warm_pool.fill()
-            assert len(_pooled()) == 1  # waiting, started ahead of the call
+            assert len(set(_pooled(box.cli)) - pooled_before) == 1  # started ahead of the call
             before = _now_ticks()
             res = await app.gateway.execute(ToolCall("shell", {"command": command}))
             assert res.ok, res.text
@@ -69,4 +72,4 @@ async def test_calls_use_prestarted_containers_and_share_no_state(tmp_path: Path
         await box.drain()
     finally:
         await app.aclose()
-    assert set(_pooled()) - pooled_before == set()  # used and waiting containers removed
+    assert set(_pooled(box.cli)) - pooled_before == set()  # used and waiting ones removed
