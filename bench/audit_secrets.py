@@ -5,15 +5,18 @@ Run: .venv/bin/python bench/audit_secrets.py [--events 100000] [--baseline-event
 1. Audit: events/s of bastion's chained, batched AuditLog (redaction + SHA-256 chain + signed
    checkpoints) vs one plain INSERT-and-commit per event on the same schema, same run.
 2. Scanner: MB/s on a mixed text corpus (no secrets, and 1 % secret-bearing lines).
-3. Precision/recall per line on a labelled corpus generated here from public token formats
-   (seeded, so every run sees the same corpus), for bastion's scanner and for `detect-secrets`
-   (its default plugins and filters, scanning the corpus as a file), in the same run.
+3. Precision/recall/F1 per item on an independent labelled corpus (bench/data/secrets_corpus.jsonl,
+   built from gitleaks' and detect-secrets' own test cases plus structural negatives; see
+   bench/data/SECRETS_CORPUS.md), for bastion's scanner and for `detect-secrets` (its default
+   plugins and filters, scanning the items as one file), in the same run. Reported on the test
+   half; rules are tuned on the dev half only (`--split dev --show`).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import random
 import sqlite3
 import string
@@ -29,6 +32,7 @@ from bastion.security.audit import _SCHEMA, AuditLog  # noqa: E402
 from bastion.security.redact import Redactor  # noqa: E402
 from bastion.security.scanner import SecretScanner  # noqa: E402
 
+CORPUS = Path(__file__).resolve().parent / "data" / "secrets_corpus.jsonl"
 R = random.Random(20261125)
 A_Z = string.ascii_uppercase
 AZ09 = string.ascii_letters + string.digits
@@ -197,34 +201,78 @@ def bench_audit(n: int, n_base: int) -> None:
     print(f"target >= 20,000 ev/s (wall): {'met' if max(rates.values()) >= 20_000 else 'NOT met'}")
 
 
-def bench_scanner(items: list[tuple[str, bool, str]]) -> None:
-    scanner = SecretScanner(["held-secret-value-1"])
-    lines = [t for t, _, _ in items]
+def load_corpus(split: str) -> list[tuple[str, bool, str]]:
+    """The independent labelled corpus (bench/data/SECRETS_CORPUS.md): (text, label, source)."""
+    out = []
+    with CORPUS.open() as f:
+        for line in f:
+            it = json.loads(line)
+            if split == "all" or it["split"] == split:
+                out.append((it["text"], it["label"], it["source"]))
+    return out
+
+
+def detect_secrets_items(texts: list[str]) -> tuple[list[bool], float]:
+    """detect-secrets (default plugins and filters) on the items written as one file."""
+    from detect_secrets import SecretsCollection
+    from detect_secrets.settings import default_settings
+
+    owner: list[int] = []
+    for i, t in enumerate(texts):
+        owner.extend([i] * (t.count("\n") + 1))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "corpus.txt"
+        path.write_text("\n".join(texts) + "\n")
+        start = time.perf_counter()
+        with default_settings():
+            coll = SecretsCollection()
+            coll.scan_file(str(path))
+        elapsed = time.perf_counter() - start
+        hits = {owner[s.line_number - 1] for _, s in coll}
+    return [i in hits for i in range(len(texts))], elapsed
+
+
+def f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def bench_precision(split: str, show: bool) -> None:
+    items = load_corpus(split)
+    texts = [t for t, _, _ in items]
     truth = [lab for _, lab, _ in items]
+    scanner = SecretScanner()
     start = time.perf_counter()
-    ours = [bool(scanner.scan(line)) for line in lines]
+    ours = [bool(scanner.scan(t)) for t in texts]
     ours_s = time.perf_counter() - start
-    theirs, theirs_s = detect_secrets_lines(lines)
+    theirs, theirs_s = detect_secrets_items(texts)
     p1, r1, fp1, fn1 = score(ours, truth)
     p2, r2, fp2, fn2 = score(theirs, truth)
-    print(f"\n== precision/recall, {len(items)} labelled lines ({sum(truth)} with a secret, "
-          f"{len(tokens())} token formats) ==")
-    print(f"bastion scanner : precision {p1:.3f} recall {r1:.3f} (fp {fp1}, fn {fn1}) "
-          f"in {ours_s * 1000:.0f} ms")
-    print(f"detect-secrets  : precision {p2:.3f} recall {r2:.3f} (fp {fp2}, fn {fn2}) "
-          f"in {theirs_s * 1000:.0f} ms")
-    missed: dict[str, int] = {}
-    for (_, lab, name), pred in zip(items, ours, strict=True):
-        if lab and not pred:
-            missed[name] = missed.get(name, 0) + 1
-    if missed:
-        print(f"bastion misses by format: {missed}")
-    theirs_missed: dict[str, int] = {}
-    for (_, lab, name), pred in zip(items, theirs, strict=True):
-        if lab and not pred:
-            theirs_missed[name] = theirs_missed.get(name, 0) + 1
-    print(f"detect-secrets misses by format: {theirs_missed}")
+    srcs = sorted({s for _, _, s in items})
+    print(f"\n== precision/recall on the independent corpus, {split} half: {len(items)} items "
+          f"({sum(truth)} with a secret; sources: {', '.join(srcs)}) ==")
+    print(f"{'':16} {'precision':>9} {'recall':>7} {'F1':>6} {'fp':>4} {'fn':>4} {'ms':>6}")
+    print(f"{'bastion scanner':16} {p1:9.3f} {r1:7.3f} {f1(p1, r1):6.3f} {fp1:4} {fn1:4} "
+          f"{ours_s * 1000:6.0f}")
+    print(f"{'detect-secrets':16} {p2:9.3f} {r2:7.3f} {f1(p2, r2):6.3f} {fp2:4} {fn2:4} "
+          f"{theirs_s * 1000:6.0f}")
+    print(f"{'ratio (b / d-s)':16} {p1 / p2 if p2 else 0:9.2f} {r1 / r2 if r2 else 0:7.2f} "
+          f"{f1(p1, r1) / f1(p2, r2) if f1(p2, r2) else 0:6.2f}")
+    target = p1 >= 0.97 and r1 >= 0.97
+    print(f"target precision >= 0.97 and recall >= 0.97: {'met' if target else 'NOT met'}")
+    for src in srcs:
+        sel = [i for i, (_, _, s) in enumerate(items) if s == src]
+        sp = score([ours[i] for i in sel], [truth[i] for i in sel])
+        sd = score([theirs[i] for i in sel], [truth[i] for i in sel])
+        print(f"  {src:15} bastion P {sp[0]:.3f} R {sp[1]:.3f} | detect-secrets P {sd[0]:.3f} "
+              f"R {sd[1]:.3f}  ({len(sel)} items)")
+    if show:
+        for (t, lab, src), pred in zip(items, ours, strict=True):
+            if pred != lab:
+                print(f"  {'FN' if lab else 'FP'} [{src}] {t[:150]!r}")
 
+
+def bench_speed(items: list[tuple[str, bool, str]]) -> None:
+    scanner = SecretScanner(["held-secret-value-1"])
     clean = "\n".join(NEGATIVES[i % len(NEGATIVES)]() for i in range(40_000))
     mixed_lines = clean.splitlines()
     for i in range(0, len(mixed_lines), 100):
@@ -232,10 +280,15 @@ def bench_scanner(items: list[tuple[str, bool, str]]) -> None:
     mixed = "\n".join(mixed_lines)
     print("\n== scanner speed ==")
     for label, text in (("clean text", clean), ("1% secret lines", mixed)):
-        start = time.perf_counter()
-        scanner.redact(text)
-        el = time.perf_counter() - start
-        print(f"{label}: {len(text) / el / 1e6:.1f} MB/s ({len(text) / 1e6:.1f} MB, one call)")
+        best_wall = best_cpu = float("inf")
+        for _ in range(3):  # best of 3: other processes on the machine only ever slow it down
+            start, cpu = time.perf_counter(), time.process_time()
+            scanner.redact(text)
+            best_wall = min(best_wall, time.perf_counter() - start)
+            best_cpu = min(best_cpu, time.process_time() - cpu)
+        print(f"{label}: {len(text) / best_wall / 1e6:.1f} MB/s wall, "
+              f"{len(text) / best_cpu / 1e6:.1f} MB per CPU-second ({len(text) / 1e6:.1f} MB, "
+              "one call, best of 3)")
     small = [t for t, _, _ in items]
     start = time.perf_counter()
     for _ in range(5):
@@ -245,7 +298,6 @@ def bench_scanner(items: list[tuple[str, bool, str]]) -> None:
     total = sum(len(t) for t in small) * 5
     print(f"short strings (audit fields, tool lines): {len(small) * 5 / el:,.0f} strings/s, "
           f"{total / el / 1e6:.1f} MB/s")
-    start = time.perf_counter()
     _, ds_s = detect_secrets_lines(mixed_lines)
     print(f"detect-secrets on the 1% text (as a file): {len(mixed) / ds_s / 1e6:.2f} MB/s")
 
@@ -254,9 +306,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--baseline-events", type=int, default=20_000)
+    ap.add_argument("--split", choices=("test", "dev", "all"), default="test",
+                    help="half of the independent corpus to score (tune only on dev)")
+    ap.add_argument("--show", action="store_true", help="print each wrong item (dev only)")
+    ap.add_argument("--scanner-only", action="store_true", help="skip the audit-log part")
     a = ap.parse_args()
-    bench_audit(a.events, a.baseline_events)
-    bench_scanner(corpus())
+    if a.show and a.split != "dev":
+        ap.error("--show prints items; use it on the dev half only")
+    if not a.scanner_only:
+        bench_audit(a.events, a.baseline_events)
+    bench_precision(a.split, a.show)
+    bench_speed(corpus())
 
 
 if __name__ == "__main__":
