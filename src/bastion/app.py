@@ -90,6 +90,9 @@ class App:
         self.closers.clear()
         await self.model.aclose()
         self.audit.close()
+        from bastion import telemetry
+
+        telemetry.shutdown(owner=self.redactor)  # flush spans, if this app switched them on
         close_memory = getattr(self.memory, "aclose", None)
         if close_memory is not None:
             await close_memory()
@@ -180,6 +183,11 @@ def build_app(
     from bastion.security.setup import build_security
 
     install_log_redaction(redactor)  # no secret reaches a log line, whoever logs it
+    from bastion import telemetry
+
+    tel = config.telemetry  # traces: off unless an OTLP endpoint is set (content redacted)
+    telemetry.configure(tel.otlp_endpoint, record_content=tel.record_content,
+                        redact=redactor.text, owner=redactor)
 
     security = build_security(
         config, workspace, redactor, approver=approver, policy=PolicyStage(sec.tools)

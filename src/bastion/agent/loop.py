@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from bastion.llm.messages import (
 )
 from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.security.gateway import Gateway, ToolResult
+from bastion.telemetry import Span, activate, recording, start, within
+from bastion.telemetry.metrics import METRICS
 
 FINAL_NUDGE = "Answer the user now in plain text, using the tool results above. Do not call tools."
 
@@ -79,6 +83,31 @@ class Agent:
         the id it is stored under (a rename does not orphan them).
         """
         sid = await self.memory.open_session(session_id or self.new_session_id())
+        turn = start("invoke_agent bastion", {"gen_ai.operation.name": "invoke_agent",
+                                               "gen_ai.agent.name": "bastion",
+                                               "gen_ai.conversation.id": sid})
+        outcome = "cancelled"  # unless it ends in TurnDone / TurnError
+        METRICS.turns_active.inc()
+        try:
+            async for ev in self._turn(user_text, sid, actor, turn):
+                if isinstance(ev, TurnDone):
+                    outcome = "done"
+                    turn.set("gen_ai.usage.input_tokens", ev.prompt_tokens)
+                    turn.set("gen_ai.usage.output_tokens", ev.completion_tokens)
+                    turn.set("bastion.turn.steps", ev.steps)
+                elif isinstance(ev, TurnError):
+                    outcome = "error"
+                    turn.fail(ev.message)
+                yield ev
+        finally:
+            turn.set("bastion.turn.outcome", outcome)
+            turn.end()
+            METRICS.turns_active.inc(-1)
+            METRICS.turns.inc(outcome=outcome)
+
+    async def _turn(
+        self, user_text: str, sid: str, actor: str, turn: Span
+    ) -> AsyncIterator[AgentEvent]:
         history = await self.memory.history(sid)
         user = Message("user", user_text)
         await self.memory.append(sid, user)
@@ -89,17 +118,28 @@ class Agent:
         max_steps = self.options.max_steps
         for step in range(1, max_steps + 2):
             final = step > max_steps
-            context = await self.memory.build_context(sid, system, history, user_text)
+            with activate(turn):  # memory / RAG spans are the turn's children
+                context = await self.memory.build_context(sid, system, history, user_text)
             if final:
                 context = [*context, Message("user", FINAL_NUDGE)]
             settings = self._settings("none" if final or not specs else None)
             out = _StepOutput()
+            call = self._model_span(turn, context, settings)
             try:
-                async for ev in self._model_step(context, [] if final else specs, settings, out):
+                async for ev in self._model_step(context, [] if final else specs, settings, out,
+                                                 call):
                     yield ev
             except BastionError as exc:
+                call.fail(exc.message)
                 yield TurnError(exc.user_text())
                 return
+            finally:
+                call.set("gen_ai.usage.input_tokens", out.prompt_tokens)
+                call.set("gen_ai.usage.output_tokens", out.completion_tokens)
+                call.set("gen_ai.response.finish_reasons", [out.finish])
+                if recording():
+                    call.content("gen_ai.output.messages", _output_json(out))
+                call.end()
             prompt_tokens += out.prompt_tokens
             completion_tokens += out.completion_tokens
             assistant = Message("assistant", out.text, tool_calls=out.calls)
@@ -108,9 +148,22 @@ class Agent:
             if not out.calls:
                 yield TurnDone(out.text, step, prompt_tokens, completion_tokens, forced_final=final)
                 return
-            async for ev in self._run_tools(out.calls, step, sid, actor, history):
+            async for ev in self._run_tools(out.calls, step, sid, actor, history, turn):
                 yield ev
         yield TurnError("the agent stopped without an answer")  # unreachable by construction
+
+    def _model_span(self, turn: Span, context: list[Message], settings: ChatSettings) -> Span:
+        """Start the span of one model call (GenAI ``chat``), child of the turn."""
+        name = getattr(self.model, "name", "model")
+        call = start(f"chat {name}", {"gen_ai.operation.name": "chat",
+                                      "gen_ai.request.model": name,
+                                      "gen_ai.request.temperature": settings.temperature,
+                                      "gen_ai.request.max_tokens": settings.max_tokens},
+                     parent=turn, client=True)
+        if recording():
+            call.content("gen_ai.input.messages", json.dumps(
+                [{"role": m.role, "content": m.content} for m in context], ensure_ascii=False))
+        return call
 
     def _settings(self, tool_choice: str | None) -> ChatSettings:
         base = self.options.settings
@@ -128,12 +181,14 @@ class Agent:
         specs: Sequence[ToolSpec],
         settings: ChatSettings,
         out: _StepOutput,
+        call: Span,
     ) -> AsyncIterator[AgentEvent]:
         attempts = self.options.model_retries + 1
+        t0 = time.perf_counter()
         for attempt in range(attempts):
             streamed = False
             try:
-                async for ev in self.model.chat(context, specs, settings=settings):
+                async for ev in within(call, self.model.chat(context, specs, settings=settings)):
                     if isinstance(ev, TextDelta):
                         streamed = True
                         out.text += ev.text
@@ -146,6 +201,7 @@ class Agent:
                         yield ev
                     elif isinstance(ev, Finish):
                         out.finish = ev.reason
+                _count_tokens(out, time.perf_counter() - t0)
                 return
             except ModelOutputError:
                 # Broken tool JSON even after the backend's repair: retry once without
@@ -161,13 +217,15 @@ class Agent:
         sid: str,
         actor: str,
         history: list[Message],
+        turn: Span,
     ) -> AsyncIterator[AgentEvent]:
         for call in calls:
             yield ToolStarted(call, step)
-        tasks = [
-            asyncio.ensure_future(self.gateway.execute(c, session_id=sid, actor=actor))
-            for c in calls
-        ]
+        with activate(turn):  # each task copies the context: gateway spans are the turn's
+            tasks = [
+                asyncio.ensure_future(self.gateway.execute(c, session_id=sid, actor=actor))
+                for c in calls
+            ]
         results: dict[str, ToolResult] = {}
         try:
             for fut in asyncio.as_completed(tasks):
@@ -193,3 +251,22 @@ class Agent:
                 raise BastionError(ev.message)
         assert done is not None
         return done
+
+
+def _count_tokens(out: _StepOutput, seconds: float) -> None:
+    """Add one model call's tokens and speed to the process metrics."""
+    METRICS.tokens.inc(out.prompt_tokens, direction="input")
+    METRICS.tokens.inc(out.completion_tokens, direction="output")
+    if out.completion_tokens and seconds > 0:
+        METRICS.tokens_per_second.observe(out.completion_tokens / seconds)
+
+
+def _output_json(out: _StepOutput) -> str:
+    """Return the model's reply as GenAI ``gen_ai.output.messages`` JSON (text and tool calls)."""
+    parts: list[dict[str, object]] = []
+    if out.text:
+        parts.append({"type": "text", "content": out.text})
+    parts += [{"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
+              for c in out.calls]
+    return json.dumps([{"role": "assistant", "parts": parts, "finish_reason": out.finish}],
+                      ensure_ascii=False, default=str)

@@ -867,6 +867,20 @@ class CryptoConfig(_Section):
     )
 
 
+class TelemetryConfig(_Section):
+    """OpenTelemetry traces (off unless an endpoint is set; ``OTEL_*`` variables honoured)."""
+
+    otlp_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://",
+        description="OTLP collector URL, e.g. http://127.0.0.1:4318 (HTTP/protobuf; gRPC with "
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc); unset = no traces unless OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    record_content: bool = Field(
+        default=False,
+        description="put prompts, answers and tool arguments/results on spans (redacted)",
+    )
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -888,3 +902,4 @@ class Config(_Section):
     patterns: PatternsConfig = Field(default_factory=PatternsConfig)
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

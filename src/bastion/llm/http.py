@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
+from bastion import telemetry
 from bastion.crypto.pinning import transport_for
 from bastion.errors import ModelError, ModelOutputError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
@@ -112,6 +113,7 @@ class HttpModel:
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             # a host pinned in crypto.tls_pins gets a transport that checks its key
             transport=transport if transport is not None else transport_for(self.base_url),
+            event_hooks={"request": [telemetry.httpx_hook]},  # W3C traceparent, when tracing
         )
 
     # -- transport -------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from bastion.llm.embedded import (
     shipped_model_path,
 )
 from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
+from bastion.telemetry.metrics import METRICS
 
 CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S
 LOAD_TIMEOUT_S = 600.0
@@ -392,6 +393,7 @@ class WorkerModel:
     def _wake(self) -> None:  # under self._lock
         while self._waiters and self._idle:
             loop, fut = self._waiters.popleft()
+            METRICS.queue_depth.set(len(self._waiters), model=self.name)
             w = self._idle.popleft()
 
             def give(fut: asyncio.Future[_Worker] = fut, w: _Worker = w) -> None:
@@ -410,6 +412,7 @@ class WorkerModel:
             if not fut.done():
                 fut.set_exception(err)
 
+        METRICS.queue_depth.set(0, model=self.name)
         while self._waiters:
             loop, fut = self._waiters.popleft()
             with contextlib.suppress(RuntimeError):
@@ -430,6 +433,7 @@ class WorkerModel:
                 return self._spawn()
             fut: asyncio.Future[_Worker] = loop.create_future()
             self._waiters.append((loop, fut))
+            METRICS.queue_depth.set(len(self._waiters), model=self.name)
         return await fut
 
     def _release(self, w: _Worker) -> None:

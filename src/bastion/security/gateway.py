@@ -8,14 +8,17 @@ assembled; this module imports nothing above ``tools``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion import telemetry
 from bastion.errors import BastionError, PolicyDenied, ToolArgumentsError
 from bastion.llm.messages import ToolCall
+from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import (
     BrowserAccess,
     HttpFetcher,
@@ -63,8 +66,6 @@ class ToolResult:
 
 
 def _json_str(text: str) -> str:
-    import json
-
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -132,10 +133,16 @@ class Gateway:
         req = CallRequest(call, tool, session_id, actor, tool.risk)
         if context:
             req.annotations.update(context)
-        chain: Next = self._invoke
-        for stage in reversed(self.stages):
-            chain = _bind(stage, chain)
-        return await chain(req)
+        if telemetry.enabled():
+            result = await _traced_call(self.stages, self._invoke, req)
+        else:
+            chain: Next = self._invoke
+            for stage in reversed(self.stages):
+                chain = _bind(stage, chain)
+            result = await chain(req)
+        METRICS.tool_calls.inc(tool=call.name, decision=result.decision)
+        METRICS.tool_duration.observe(result.duration_ms / 1000, tool=call.name)
+        return result
 
     async def _invoke(self, req: CallRequest) -> ToolResult:
         env = self.environment
@@ -177,5 +184,85 @@ class Gateway:
 def _bind(stage: Stage, nxt: Next) -> Next:
     async def run(req: CallRequest) -> ToolResult:
         return await stage(req, nxt)
+
+    return run
+
+
+def stage_name(stage: object) -> str:
+    """Return a stage's span name: ``span_name``, else its name without ``Stage``, snaked."""
+    name = getattr(stage, "span_name", None) or getattr(stage, "__name__", None)
+    base = (name if isinstance(name, str) else type(stage).__name__).removesuffix("Stage")
+    return "".join("_" + c.lower() if c.isupper() else c for c in base).lstrip("_") or "stage"
+
+
+async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) -> ToolResult:
+    """Run the pipeline with a GenAI ``execute_tool`` span and one child span per stage.
+
+    A stage's span covers its own work up to the moment it hands the call on, so the stages
+    are siblings under the call's span; ``bastion.gateway.decision`` is ``pass`` for a stage
+    that handed the call on, else the decision of the result it returned.
+    """
+    call = req.call
+    parent = telemetry.start(f"execute_tool {call.name}", {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.id, "gen_ai.tool.type": "function",
+        "bastion.tool.risk": req.risk.name.lower(),
+    })
+    if telemetry.recording():
+        parent.content("gen_ai.tool.call.arguments",
+                       json.dumps(call.arguments, ensure_ascii=False, default=str))
+    chain: Next = _traced(None, invoke, parent, "tool_run")
+    for stage in reversed(stages):
+        chain = _traced(stage, chain, parent, stage_name(stage))
+    try:
+        with telemetry.activate(parent):
+            result = await chain(req)
+        parent.set("bastion.gateway.decision", result.decision)
+        if not result.ok:
+            parent.set("error.type", result.decision)
+        if telemetry.recording():
+            parent.content("gen_ai.tool.call.result", result.text)
+    except BaseException as exc:
+        parent.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        parent.end()
+    return result
+
+
+def _traced(stage: Stage | None, nxt: Next, parent: telemetry.Span, name: str) -> Next:
+    """Wrap one stage (``None``: the tool itself) in its span, a child of ``parent``.
+
+    The span covers the stage's work before it hands the call on, or, for a stage with
+    ``span_after`` (output scanning), its work after the inner stages returned.
+    """
+    after = bool(getattr(stage, "span_after", False))
+    attrs: dict[str, telemetry.AttrValue] = {"bastion.gateway.stage": name}
+
+    async def run(req: CallRequest) -> ToolResult:
+        span = telemetry.NOOP if after else telemetry.start(f"gateway.{name}", attrs,
+                                                             parent=parent)
+        handed_on = False
+
+        async def onward(r: CallRequest) -> ToolResult:
+            nonlocal handed_on, span
+            handed_on = True
+            if not after:
+                span.set("bastion.gateway.decision", "pass")
+                span.end()
+            with telemetry.activate(parent):
+                res = await nxt(r)
+            if after:
+                span = telemetry.start(f"gateway.{name}", attrs, parent=parent)
+            return res
+
+        try:
+            with telemetry.activate(span):
+                result = await (nxt(req) if stage is None else stage(req, onward))
+            if after or not handed_on:
+                span.set("bastion.gateway.decision", result.decision)
+        finally:
+            span.end()
+        return result
 
     return run

@@ -25,6 +25,9 @@ from bastion.security.scanner import Policy
 class OutputScanStage:
     """Scan tool outputs: redact secrets, or withhold the output (policy ``block``)."""
 
+    span_name = "scan"
+    span_after = True  # its work is on the way back: the span covers that part
+
     def __init__(self, redactor: Redactor, policy: Policy = "redact") -> None:
         self.redactor = redactor
         self.policy: Policy = policy

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
+from bastion import telemetry
 from bastion.security.approval import ApprovalRequest, Approver
 from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import Risk
 
 
@@ -58,7 +61,14 @@ class ApprovalStage:
             call_id=req.call.id,
             allow_session_rule=not req.annotations.get("taint"),
         )
-        decision = await self.approver.decide(ask, timeout_s=self.timeout_s)
+        t0 = time.monotonic()
+        with telemetry.span("gateway.approval_wait", {"bastion.tool.risk": req.risk.name.lower()}
+                            ) as wait:
+            decision = await self.approver.decide(ask, timeout_s=self.timeout_s)
+            wait.set("bastion.approval.approved", decision.approved)
+            wait.set("bastion.approval.by", decision.by)
+        METRICS.approval_wait.observe(time.monotonic() - t0,
+                                      outcome="approved" if decision.approved else "denied")
         req.annotations["approval"] = {"approved": decision.approved, "by": decision.by,
                                        "reason": decision.reason}
         if not decision.approved:

@@ -42,6 +42,7 @@ from bastion.server._turns import BusySessions
 from bastion.server.deps import TokenGate, require_token
 from bastion.server.errors import install_error_handlers
 from bastion.server.headers import SecurityHeaders
+from bastion.server.tracing import TraceContext
 
 if TYPE_CHECKING:
     from bastion.app import App
@@ -155,5 +156,6 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
     api.add_middleware(TokenGate, public=lambda path: any(p.match(path) for p in public_paths))
     if allowed_hosts is not None:
         api.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    api.add_middleware(TraceContext)  # a client's W3C traceparent parents its turn's spans
     api.add_middleware(SecurityHeaders)  # outermost: refusals are not frameable either
     return api

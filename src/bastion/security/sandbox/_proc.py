@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bastion import telemetry
 from bastion.security.sandbox import _running
 from bastion.security.sandbox._cgroup import CpuMeter, MemoryCgroup, PidsCgroup
+from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import ProcessResult
 
 _CHUNK = 65_536
@@ -246,9 +248,13 @@ async def run_tree(
     preexec: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` in its own session (and pids cgroup), killing the tree at the deadline."""
-    spawned = await spawn(argv, env=env, stdin_pipe=stdin is not None, max_pids=max_pids,
-                          cwd=cwd, memory_bytes=memory_bytes, pass_fds=pass_fds,
-                          preexec=preexec)
+    backend = (label or {}).get("backend", "process")
+    t0 = time.perf_counter()
+    with telemetry.span("sandbox.start", {"bastion.sandbox.backend": backend}):
+        spawned = await spawn(argv, env=env, stdin_pipe=stdin is not None, max_pids=max_pids,
+                              cwd=cwd, memory_bytes=memory_bytes, pass_fds=pass_fds,
+                              preexec=preexec)
+    METRICS.sandbox_start.observe(time.perf_counter() - t0, backend=backend)
     return await drive(spawned, stdin=stdin, wall_seconds=wall_seconds,
                        output_bytes=output_bytes, label=label)
 

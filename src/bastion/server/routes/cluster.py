@@ -1,4 +1,4 @@
-"""Cluster routes: Prometheus metrics, status, and adding/removing/draining nodes at runtime.
+"""Cluster routes: Prometheus metrics (process and cluster), status, and nodes at runtime.
 
 ``GET /metrics`` needs the API token like every route (Prometheus: ``authorization:
 {credentials: TOKEN}`` in the scrape config).
@@ -18,6 +18,7 @@ from bastion.cluster.metrics import CONTENT_TYPE
 from bastion.cluster.model import ClusterModel, find_cluster
 from bastion.server.deps import get_app
 from bastion.server.errors import ApiError
+from bastion.telemetry.metrics import METRICS
 
 router = APIRouter(tags=["cluster"])
 AppDep = Annotated[App, Depends(get_app)]
@@ -47,11 +48,18 @@ async def _cluster(app: App) -> ClusterModel:
     return cluster
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics of the cluster")
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 async def metrics(app: AppDep) -> Response:
-    """Return requests, errors, latency histograms, tokens, breaker transitions per node."""
-    cluster = await _cluster(app)
-    return Response(cluster.metrics.render(), media_type=CONTENT_TYPE)
+    """Return the process metrics, then the cluster's per-node ones when it routes.
+
+    Process: turns, tool calls by decision, approval waits, sandbox starts, tokens/s, queue.
+    """
+    body = METRICS.render()
+    cluster = find_cluster(app.model)
+    if cluster is not None:
+        await cluster.start()
+        body += cluster.metrics.render()
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 @router.get("/v1/cluster", summary="Cluster status")

@@ -1,0 +1,128 @@
+"""The OpenTelemetry side of :mod:`bastion.telemetry`: imported only when traces are on.
+
+The SDK does the work (batching, sampling, resource, limits, the ``OTEL_*`` variables); this
+module only chooses the OTLP exporter and adapts spans to the small :class:`Span` surface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from bastion import __version__
+from bastion._extras import require
+
+_FEATURE = "OpenTelemetry traces (telemetry.otlp_endpoint)"
+
+_sdk_trace = require("opentelemetry.sdk.trace", extra="telemetry", feature=_FEATURE)
+
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import propagate, trace  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter  # noqa: E402
+from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
+
+
+def _protocol() -> str:
+    return (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
+
+
+def _exporter(endpoint: str | None) -> SpanExporter:
+    """OTLP over HTTP/protobuf (the OTel default) or gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
+    if _protocol() == "grpc":
+        grpc = require("opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+                       extra="telemetry", feature=_FEATURE)
+        exporter: SpanExporter = grpc.OTLPSpanExporter(endpoint=endpoint)
+        return exporter
+    http = require("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                   extra="telemetry", feature=_FEATURE)
+    if endpoint is not None and not urlsplit(endpoint).path.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"  # a collector's base URL, as in OTEL_*
+    exporter = http.OTLPSpanExporter(endpoint=endpoint)
+    return exporter
+
+
+class _Span:
+    """A live OpenTelemetry span behind the :class:`bastion.telemetry.Span` surface."""
+
+    __slots__ = ("_ended", "raw", "tracing")
+
+    def __init__(self, raw: Any, tracing: Tracing) -> None:
+        self.raw = raw
+        self.tracing = tracing
+        self._ended = False
+
+    def set(self, key: str, value: Any) -> None:
+        if value is not None:
+            self.raw.set_attribute(key, value)
+
+    def content(self, key: str, text: str) -> None:
+        if self.tracing.record_content:
+            self.raw.set_attribute(key, self.tracing.redact(text))
+
+    def fail(self, message: str) -> None:
+        self.raw.set_status(Status(StatusCode.ERROR, message[:300]))
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.raw.end()
+
+
+class Tracing:
+    """One tracer provider with one batching OTLP exporter for the process."""
+
+    def __init__(self, endpoint: str | None, *, record_content: bool,
+                 redact: Callable[[str], str]) -> None:
+        self.record_content = record_content
+        self.redact = redact
+        attrs: dict[str, Any] = {"service.version": __version__}
+        if "OTEL_SERVICE_NAME" not in os.environ:
+            attrs["service.name"] = "bastion"
+        self.provider = _sdk_trace.TracerProvider(resource=Resource.create(attrs))
+        self.provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint)))
+        self.tracer = self.provider.get_tracer("bastion", __version__)
+
+    def start(self, name: str, attrs: Mapping[str, Any] | None, parent: Any,
+              client: bool) -> _Span:
+        ctx = trace.set_span_in_context(parent.raw) if isinstance(parent, _Span) else None
+        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+        return _Span(self.tracer.start_span(name, ctx, kind, attrs), self)
+
+    @contextlib.contextmanager
+    def current(self, name: str, attrs: Mapping[str, Any] | None) -> Iterator[_Span]:
+        span = self.start(name, attrs, None, False)
+        try:
+            with self.activate(span):
+                yield span
+        except BaseException as exc:
+            span.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            span.end()
+
+    @contextlib.contextmanager
+    def activate(self, span: Any) -> Iterator[object]:
+        token = otel_context.attach(trace.set_span_in_context(span.raw))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        propagate.inject(headers)
+
+    @contextlib.contextmanager
+    def extracted(self, headers: Mapping[str, str]) -> Iterator[object]:
+        token = otel_context.attach(propagate.extract(headers))
+        try:
+            yield None
+        finally:
+            otel_context.detach(token)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()  # flushes what the batch processor still holds

@@ -1,0 +1,127 @@
+"""Traces of an agent turn (scripted model, real gateway stages) sent to a real OTLP receiver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion import telemetry
+from bastion.agent import Agent, AgentOptions, TurnDone
+from bastion.security.approval import AllowApprover
+from bastion.security.audit import AuditLog, AuditStage
+from bastion.security.gateway import Environment, Gateway
+from bastion.security.policy import ApprovalStage, PolicyStage
+from bastion.telemetry.metrics import METRICS
+from bastion.tools.base import Risk, ToolContext, tool
+from bastion.tools.registry import ToolRegistry
+from tests.fakes.model import ScriptedModel, call, say
+from tests.fakes.otlp_receiver import OtlpReceiver, children, one
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@tool(risk=Risk.HIGH)
+async def launch(ctx: ToolContext, target: str) -> str:
+    """Launch something risky."""
+    return f"launched {target}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        try:
+            yield rx
+        finally:
+            telemetry.shutdown()
+
+
+def _agent(tmp_path: Path, model: ScriptedModel, rules: dict[str, str] | None = None) -> Agent:
+    audit = AuditLog(tmp_path / "audit.db")
+    gw = Gateway(ToolRegistry([launch]), Environment(workspace=tmp_path), [
+        AuditStage(audit), PolicyStage(rules or {}),
+        ApprovalStage(AllowApprover(), Risk.HIGH, 5)])
+    return Agent(model, gw, AgentOptions("sys"))
+
+
+async def test_a_turn_is_one_trace_with_model_tool_and_stage_spans(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    assert telemetry.configure(receiver.endpoint)
+    agent = _agent(tmp_path, ScriptedModel(call("launch", target="moon"), say("done")))
+    before = METRICS.tool_calls.get(tool="launch", decision="allowed")
+    events = [ev async for ev in agent.run("go", session_id="sess1")]
+    assert isinstance(events[-1], TurnDone)
+    telemetry.shutdown()  # flushes the batch
+
+    spans = receiver.wait_for(lambda s: any(x.name == "invoke_agent bastion" for x in s))
+    turn = one(spans, "invoke_agent bastion")
+    assert turn.parent_id == "" and {s.trace_id for s in spans} == {turn.trace_id}
+    assert turn.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert turn.attributes["gen_ai.conversation.id"] == "sess1"
+    assert turn.attributes["bastion.turn.outcome"] == "done"
+    assert turn.resource["service.name"] == "bastion"
+    kids = [s.name for s in children(spans, turn)]
+    assert kids == ["chat scripted", "execute_tool launch", "chat scripted"], kids
+    chat = children(spans, turn)[0]
+    assert chat.kind == 3  # SPAN_KIND_CLIENT
+    assert chat.attributes["gen_ai.request.model"] == "scripted"
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
+    tool_span = one(spans, "execute_tool launch")
+    assert tool_span.attributes["gen_ai.tool.name"] == "launch"
+    assert tool_span.attributes["bastion.gateway.decision"] == "allowed"
+    stages = children(spans, tool_span)
+    assert [s.name for s in stages] == ["gateway.audit", "gateway.policy", "gateway.approval",
+                                        "gateway.tool_run"]
+    assert [s.attributes["bastion.gateway.decision"] for s in stages] == [
+        "pass", "pass", "pass", "allowed"]
+    wait = one(spans, "gateway.approval_wait")
+    assert wait.parent_id == stages[2].span_id
+    assert wait.attributes["bastion.approval.approved"] is True
+    # no prompt or tool content unless telemetry.record_content
+    assert not any("content" in k or "messages" in k or "arguments" in k or "result" in k
+                   for s in spans for k in s.attributes)
+    assert METRICS.tool_calls.get(tool="launch", decision="allowed") == before + 1
+
+
+async def test_a_refusing_stage_carries_the_decision(tmp_path: Path,
+                                                     receiver: OtlpReceiver) -> None:
+    telemetry.configure(receiver.endpoint)
+    agent = _agent(tmp_path, ScriptedModel(call("launch", target="x"), say("ok")),
+                   rules={"launch": "deny"})
+    [ev async for ev in agent.run("go")]
+    telemetry.shutdown()
+    spans = receiver.wait_for(lambda s: any(x.name == "execute_tool launch" for x in s))
+    tool_span = one(spans, "execute_tool launch")
+    assert tool_span.attributes["bastion.gateway.decision"] == "denied"
+    stages = children(spans, tool_span)
+    assert [(s.name, s.attributes["bastion.gateway.decision"]) for s in stages] == [
+        ("gateway.audit", "pass"), ("gateway.policy", "denied")]
+
+
+def test_off_by_default_imports_no_sdk(tmp_path: Path) -> None:
+    # (fastapi itself imports the opentelemetry *API*; the SDK and exporters stay out)
+    code = textwrap.dedent("""
+        import asyncio, sys
+        from tests.unit.telemetry.test_tracing import _agent
+        from tests.fakes.model import ScriptedModel, call, say
+        from pathlib import Path
+        agent = _agent(Path(sys.argv[1]), ScriptedModel(call("launch", target="m"), say("ok")))
+        async def main():
+            return [ev async for ev in agent.run("go")]
+        asyncio.run(main())
+        import bastion.server.app, bastion.llm.http, bastion.app
+        bastion.server.app.create_app
+        print(sorted(m for m in sys.modules if m.startswith(
+            ("opentelemetry.sdk", "opentelemetry.exporter", "bastion.telemetry._otel"))))
+    """)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}/src:{ROOT}",
+           "BASTION_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
