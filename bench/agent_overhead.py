@@ -47,7 +47,7 @@ from bastion.llm.embedded import (  # noqa: E402
     repack_default,
     shipped_model_path,
 )
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec  # noqa: E402
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec  # noqa: E402
 
 # Long-form prompts for the concurrency runs: every stream writes max_tokens, so the batch's
 # wall time is not set by one stream that happened to talk longer than the others.

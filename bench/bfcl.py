@@ -45,7 +45,7 @@ from bastion.llm.embedded import (  # noqa: E402
     load_llama,
     shipped_model_path,
 )
-from bastion.llm.messages import ChatSettings, Message, ToolCallEvent, ToolSpec  # noqa: E402
+from bastion.messages import ChatSettings, Message, ToolCallEvent, ToolSpec  # noqa: E402
 
 CATEGORIES = ("simple_python", "multiple", "irrelevance")
 SPLIT_FILE = ROOT / "bench" / "bfcl_split.json"

@@ -36,7 +36,7 @@ from tests.integration.browser.site import Site  # noqa: E402
 
 from bastion.app import build_app  # noqa: E402
 from bastion.config.model import BrowserConfig, Config, EgressConfig, MemoryConfig  # noqa: E402
-from bastion.llm.messages import ToolCall  # noqa: E402
+from bastion.messages import ToolCall  # noqa: E402
 from bastion.security.approval import AllowApprover  # noqa: E402
 from bastion.security.browser._launch import ARGS, require_chromium  # noqa: E402
 

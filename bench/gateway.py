@@ -48,8 +48,8 @@ async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
 
     from bastion.app import build_app
     from bastion.config.model import Config
-    from bastion.llm.messages import ToolCall
     from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
     from bastion.tools.base import ToolContext
 
     (ws / "small.txt").write_text("hello\n" * 10)

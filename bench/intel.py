@@ -159,7 +159,7 @@ async def overhead(n: int, block: int, durability: str) -> dict[str, float]:
     from bastion.app import build_app
     from bastion.config.model import Config, IntelligenceConfig, MemoryConfig
     from bastion.intelligence.setup import feed_store, train
-    from bastion.llm.messages import ToolCall
+    from bastion.messages import ToolCall
 
     home = Path(os.environ["BASTION_HOME"])
     feed = home / "feed.txt"

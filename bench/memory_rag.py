@@ -39,11 +39,11 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import numpy as np  # noqa: E402
 
 from bastion.config.model import MemoryConfig  # noqa: E402
-from bastion.llm.messages import Message, ToolCall  # noqa: E402
 from bastion.memory.embeddings import get_embedder  # noqa: E402
 from bastion.memory.persistent import PersistentMemory  # noqa: E402
 from bastion.memory.vectors import VectorStore  # noqa: E402
 from bastion.memory.window import estimate_tokens, window  # noqa: E402
+from bastion.messages import Message, ToolCall  # noqa: E402
 
 TOPICS = ["harbour", "garden", "kernel", "invoice", "glacier", "violin", "satellite", "bakery",
           "compiler", "orchard", "tram", "lighthouse", "vaccine", "mortgage", "volcano", "chess"]

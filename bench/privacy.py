@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from bastion.config.model import Config  # noqa: E402
-from bastion.llm.messages import ChatSettings, Message, TextDelta  # noqa: E402
+from bastion.messages import ChatSettings, Message, TextDelta  # noqa: E402
 from bastion.privacy.detect import Entity  # noqa: E402
 from bastion.privacy.router import PrivacyRouter  # noqa: E402
 from bastion.privacy.scan import policy_for_config  # noqa: E402

@@ -33,12 +33,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from bastion.cluster.model import ClusterModel, create_cluster_model  # noqa: E402
+from bastion.cluster.factory import create_cluster_model  # noqa: E402
+from bastion.cluster.model import ClusterModel  # noqa: E402
 from bastion.cluster.node import NodeSpec  # noqa: E402
 from bastion.config.model import Config  # noqa: E402
 from bastion.llm.base import Model  # noqa: E402
 from bastion.llm.http import PROFILES, HttpModel  # noqa: E402
-from bastion.llm.messages import (  # noqa: E402
+from bastion.messages import (  # noqa: E402
     ChatSettings,
     Finish,
     Message,

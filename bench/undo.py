@@ -45,8 +45,8 @@ async def run(files: int, big_mb: int, calls: int, sandboxed: int, home: Path) -
 
     from bastion.app import build_app
     from bastion.config.model import Config
-    from bastion.llm.messages import ToolCall
     from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
     from bastion.security.approval import AllowApprover
     from bastion.security.gateway import Gateway
     from bastion.security.undo import UndoStage

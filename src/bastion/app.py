@@ -15,8 +15,8 @@ from bastion.config import paths
 from bastion.config.loader import load
 from bastion.config.model import Config
 from bastion.llm.base import Model
-from bastion.llm.messages import ChatSettings
 from bastion.memory.base import ConversationMemory, EphemeralMemory
+from bastion.messages import ChatSettings
 from bastion.security.approval import Approver
 from bastion.security.audit import AuditLog
 from bastion.security.gateway import Environment, Gateway
@@ -159,7 +159,7 @@ def build_app(
     registry: ToolRegistry | None = None,
 ) -> App:
     """Assemble the app from config; any part can be passed in (tests pass fakes)."""
-    from bastion.llm.factory import create_model
+    from bastion.models import create_model
     from bastion.security.sandbox.factory import create_sandbox
 
     config = config or load()
@@ -254,7 +254,7 @@ def build_app(
             return name not in registry or security.egress_capable(registry.get(name))
 
         router = build_privacy_router(config, model, audit=audit, scanner=redactor.scanner,
-                                      egress=egress)
+                                      egress=egress, build=create_model)
         model, window_model = router, router.local
     else:
         assert model is not None

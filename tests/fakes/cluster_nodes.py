@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from bastion.errors import ModelError
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

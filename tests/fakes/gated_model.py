@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

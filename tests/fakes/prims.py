@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bastion.llm.messages import ChatSettings, Finish, Usage
+from bastion.messages import ChatSettings, Finish, Usage
 
 
 class Prims:

@@ -9,7 +9,8 @@ import json
 import sys
 import time
 
-from bastion.cluster.model import ClusterModel, create_cluster_model
+from bastion.cluster.factory import create_cluster_model
+from bastion.cluster.model import ClusterModel
 from bastion.config.model import Config
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from tests.security._gate import Human, app_for, receiver
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.gateway import ToolResult
 from tests.integration.browser.conftest import BrowserEnv
 from tests.integration.browser.site import COOKIE

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import ToolError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.browser.manager import BrowserManager, BrowserSettings
 from bastion.security.browser.setup import browser_fetcher
 from tests.integration.browser.conftest import BrowserEnv, browser_config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.tools.base import Risk
 from tests.security._gate import Human, app_for
 

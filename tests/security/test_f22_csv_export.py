@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from bastion.app import build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.server.app import create_app
 from tests.fakes.model import ScriptedModel
 

@@ -22,8 +22,8 @@ import pytest
 from bastion.app import _fetcher, build_app
 from bastion.config.model import Config
 from bastion.errors import ToolError
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.tools.base import ToolContext
 from bastion.tools.builtin.web import DirectFetcher, address_problem, web_fetch
 from tests.fakes.model import ScriptedModel

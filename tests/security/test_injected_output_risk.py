@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.hitl.risk import RiskStage
 from tests.fakes.model import ScriptedModel, call, say
 from tests.security._gate import Human, app_for

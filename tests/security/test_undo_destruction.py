@@ -24,8 +24,8 @@ import yaml
 
 from bastion.app import App, build_app
 from bastion.config.model import Config
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.approval import AllowApprover
 from bastion.security.audit import iter_events, open_reader
 from bastion.security.setup import audit_path

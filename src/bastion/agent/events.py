@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bastion.llm.messages import TextDelta, ToolCall, Usage
+from bastion.messages import TextDelta, ToolCall, Usage
 from bastion.security.gateway import ToolResult
 
 

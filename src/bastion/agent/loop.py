@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.errors import BastionError, ModelOutputError
 from bastion.llm.base import Model
-from bastion.llm.messages import (
+from bastion.memory.base import ConversationMemory, EphemeralMemory
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -22,7 +23,6 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.telemetry import Span, activate, recording, start, within
 from bastion.telemetry.metrics import METRICS

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.cli._terminal import visible
-from bastion.llm.messages import TextDelta, ToolCall
+from bastion.messages import TextDelta, ToolCall
 
 _ARG_PREVIEW = 160
 _RESULT_PREVIEW = 200

@@ -70,7 +70,7 @@ def _code(resp: httpx.Response) -> str | None:
 
 
 async def _local_status(cfg: Config, *, metrics: bool = False) -> dict[str, Any] | str:
-    from bastion.cluster.model import create_cluster_model
+    from bastion.cluster.factory import create_cluster_model
 
     cluster = create_cluster_model(cfg)
     try:

@@ -45,8 +45,8 @@ def manifest_path() -> Path:
 
 
 def _secret(ref: str) -> str:
+    from bastion.security.secrets.factory import build_backends
     from bastion.security.secrets.resolver import SecretResolver
-    from bastion.security.setup import build_backends
 
     return SecretResolver(build_backends(_config())).resolve(ref)
 
@@ -489,8 +489,9 @@ def mpc_sum_cmd(
 def _rotator(cfg: Any) -> Any:
     from bastion.config import paths
     from bastion.security.redact import Redactor
+    from bastion.security.secrets.factory import build_backends
     from bastion.security.secrets.rotation import Rotator
-    from bastion.security.setup import build_audit, build_backends
+    from bastion.security.setup import build_audit
 
     audit = build_audit(cfg, Redactor())
     return Rotator(build_backends(cfg), paths.home() / "secrets" / "rotation.json", audit=audit)

@@ -180,8 +180,8 @@ def call(
     yes: YesOpt = False,
 ) -> None:
     """Call one tool of a mounted server through the gateway (policy, approval and audit apply)."""
-    from bastion.llm.messages import ToolCall
     from bastion.mcp.toolset import PREFIX_SEP
+    from bastion.messages import ToolCall
 
     try:
         args = json.loads(arguments)

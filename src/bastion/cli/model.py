@@ -69,8 +69,8 @@ def _token() -> str | None:
     ref = config.model.hub_token
     if not ref:
         return None
+    from bastion.security.secrets.factory import build_backends
     from bastion.security.secrets.resolver import SecretResolver
-    from bastion.security.setup import build_backends
 
     return SecretResolver(build_backends(config)).resolve(ref)
 

@@ -115,9 +115,9 @@ def run(
     from bastion.app import build_app
     from bastion.cli.approval import choose_approver
     from bastion.config.loader import load
-    from bastion.llm.messages import ToolCall
     from bastion.mcp._nomodel import ToolsOnlyModel
     from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
 
     argv = list(ctx.args)
     if not argv:

@@ -28,7 +28,7 @@ KeyOpt = Annotated[str, typer.Option("--key", "-k", help="key inside the secret"
 
 def _backend(name: str | None) -> SecretBackend:
     from bastion.config.loader import load
-    from bastion.security.setup import build_backends
+    from bastion.security.secrets.factory import build_backends
 
     cfg = load()
     backends = build_backends(cfg)

@@ -67,7 +67,7 @@ async def _turn(
 ) -> list[Audio]:
     """Run one spoken turn, printing what was heard and the answer as it streams."""
     from bastion.agent.events import TurnError
-    from bastion.llm.messages import TextDelta
+    from bastion.messages import TextDelta
     from bastion.voice.turn import Heard, Spoken, VoiceDone, voice_turn
 
     spoken: list[Audio] = []

@@ -21,7 +21,8 @@ do (llama.cpp, vLLM, Ollama, any OpenAI-compatible server, another bastion):
 Enable with ``model.backend: cluster`` and ``cluster.nodes`` (or ``cluster.discovery``).
 """
 
-from bastion.cluster.model import ClusterModel, create_cluster_model, find_cluster
+from bastion.cluster.factory import create_cluster_model
+from bastion.cluster.model import ClusterModel, find_cluster
 from bastion.cluster.node import Node, NodeSpec
 from bastion.cluster.router import Router
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bastion.llm.messages import Message, ToolSpec
+from bastion.messages import Message, ToolSpec
 
 Complexity = Literal["simple", "moderate", "complex"]
 TIER_OF: dict[Complexity, Literal["small", "medium", "large"]] = {

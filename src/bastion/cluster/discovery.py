@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion._extras import require
-from bastion.cluster.model import ClusterService
 from bastion.cluster.node import TIERS, NodeSpec
 from bastion.cluster.router import Router
+from bastion.cluster.service import ClusterService
 from bastion.config.model import ClusterDiscoveryConfig, TrustedNodeConfig
 from bastion.errors import ConfigError
 

@@ -22,10 +22,10 @@ import httpx
 
 from bastion.cluster._errors import NodeFailed, classify_failure
 from bastion.cluster.breaker import BreakerState
-from bastion.cluster.model import ClusterService
 from bastion.cluster.node import Node
+from bastion.cluster.service import ClusterService
 from bastion.config.model import ClusterConfig
-from bastion.llm.messages import ChatSettings, Finish, Message
+from bastion.messages import ChatSettings, Finish, Message
 
 if TYPE_CHECKING:
     from bastion.cluster.model import ClusterModel

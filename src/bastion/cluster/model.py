@@ -35,11 +35,12 @@ from bastion.cluster.classifier import Classification, classify
 from bastion.cluster.metrics import ClusterMetrics
 from bastion.cluster.node import Node, NodeSpec, Tier
 from bastion.cluster.retry import Backoff
-from bastion.cluster.router import BreakerSettings, Router
-from bastion.config.model import ClusterConfig, Config
+from bastion.cluster.router import Router
+from bastion.cluster.service import ClusterService
+from bastion.config.model import ClusterConfig
 from bastion.errors import ClusterError, ModelOutputError
 from bastion.llm.base import Model
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -460,61 +461,6 @@ class ClusterModel:
             "nodes": self.router.status(),
             "services": [svc.describe() for svc in self._services],
         }
-
-
-class ClusterService:
-    """A background part of the cluster (health monitor, mDNS discovery)."""
-
-    discovers = False  # True for services that add nodes (the first request waits briefly)
-
-    async def start(self) -> None:
-        """Start; idempotent."""
-
-    async def stop(self) -> None:
-        """Stop and release resources."""
-
-    def describe(self) -> dict[str, object]:
-        """Return a short status entry."""
-        return {}
-
-    async def check_now(self) -> None:
-        """Do one round of the service's work now (health: check every node)."""
-
-
-def _default_factory(config: Config) -> ModelFactory:
-    from bastion.cluster._client import node_model_factory
-
-    return node_model_factory(config)
-
-
-def create_cluster_model(
-    config: Config, *, model_factory: ModelFactory | None = None
-) -> ClusterModel:
-    """Build the cluster model from ``config.cluster`` (called by ``llm.factory``)."""
-    from bastion.cluster.health import HealthMonitor
-
-    cfg = config.cluster
-    router = Router(
-        BreakerSettings(cfg.breaker_failures, cfg.breaker_cooldown_s, cfg.breaker_max_cooldown_s)
-    )
-    for node_cfg in cfg.nodes:
-        router.add(NodeSpec.from_config(node_cfg), source="config")
-    factory = model_factory or _default_factory(config)
-    services: list[ClusterService] = []
-    model = ClusterModel(
-        router,
-        factory,
-        model_name=config.model.name,
-        tier=cfg.tier,
-        policy=CallPolicy.from_config(cfg),
-    )
-    services.append(HealthMonitor(model, cfg))
-    if cfg.discovery.enabled:
-        from bastion.cluster.discovery import DiscoveryService
-
-        services.append(DiscoveryService(router, cfg.discovery))
-    model._services = services
-    return model
 
 
 def find_cluster(model: object, _depth: int = 0) -> ClusterModel | None:

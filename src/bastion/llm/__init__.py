@@ -1,7 +1,7 @@
 """The model seam and its backends."""
 
 from bastion.llm.base import Model
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

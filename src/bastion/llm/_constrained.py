@@ -28,7 +28,7 @@ from bastion.errors import ModelOutputError
 from bastion.llm import _grounding, _relevance
 from bastion.llm._repair import loads_lenient
 from bastion.llm._schema import NO_TOOL, args_schema, choice_schema, describe_tool
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from bastion.llm.messages import ToolSpec
+from bastion.messages import ToolSpec
 
 NO_TOOL = "none"
 

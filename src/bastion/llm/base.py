@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from typing import Any
 from bastion._extras import require
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, Primitives, constrained_chat
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

@@ -1,4 +1,8 @@
-"""The one factory for models: configuration in, a :class:`Model` out."""
+"""The factory for leaf models: configuration in, an embedded, worker or HTTP :class:`Model` out.
+
+Composite models (``cluster``, ``pattern``) sit in higher layers and are built by the composition
+level, :func:`bastion.models.create_model`, which calls down into :func:`create_leaf_model`.
+"""
 
 from __future__ import annotations
 
@@ -64,8 +68,8 @@ def provenance(config: Config) -> dict[str, Any]:
     return {"backend": mc.backend, "model": mc.name}
 
 
-def create_model(config: Config) -> Model:
-    """Build the model ``config.model`` describes (``config`` whole: cluster needs more)."""
+def create_leaf_model(config: Config) -> Model:
+    """Build the leaf model ``config.model`` describes (embedded, openai or ollama)."""
     mc = config.model
     if mc.backend == "embedded":
         repack = {"auto": None, "on": True, "off": False}[mc.repack]
@@ -105,15 +109,16 @@ def create_model(config: Config) -> Model:
             timeout_s=mc.timeout_s,
             native_tools=mc.native_tools,
         )
-    if mc.backend == "cluster":
-        from bastion.cluster.model import create_cluster_model
-
-        return create_cluster_model(config)
-    if mc.backend == "pattern":
-        from bastion.patterns.factory import create_pattern_model
-
-        return create_pattern_model(config)
+    if mc.backend in ("cluster", "pattern"):
+        raise ModelError(
+            f"model.backend {mc.backend!r} is a composite model, not a leaf backend",
+            fix="build it with bastion.models.create_model(config)",
+        )
     raise ModelError(  # unreachable through validated config; kept for direct callers
         f"unknown model backend {mc.backend!r}",
         fix="set model.backend to embedded, openai, ollama, cluster or pattern",
     )
+
+
+#: Deprecated name (leaf backends only now); composites come from bastion.models.create_model.
+create_model = create_leaf_model

@@ -21,7 +21,7 @@ from bastion.crypto.pinning import transport_for
 from bastion.errors import ModelError, ModelOutputError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
 from bastion.llm._repair import loads_lenient
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

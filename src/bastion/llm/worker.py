@@ -44,7 +44,7 @@ from bastion.llm.embedded import (
     repack_default,
     shipped_model_path,
 )
-from bastion.llm.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
+from bastion.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 from bastion.telemetry.metrics import METRICS
 
 CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from bastion.errors import ModelError
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec
 
 
 class ToolsOnlyModel:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from bastion.errors import ToolError
-from bastion.llm.messages import ToolCall, ToolSpec
+from bastion.messages import ToolCall, ToolSpec
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.security.scanner import SecretScanner
 from bastion.tools.base import Risk, ToolContext, ToolOutput

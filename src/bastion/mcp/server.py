@@ -28,7 +28,6 @@ from typing import Any
 from bastion import __version__
 from bastion._extras import require
 from bastion.errors import BastionError
-from bastion.llm.messages import ToolCall
 from bastion.mcp import _prompts
 from bastion.mcp._resources import (
     AUDIT_EVENT_TEMPLATE,
@@ -50,6 +49,7 @@ from bastion.mcp._session import (
     run_reported,
     set_level,
 )
+from bastion.messages import ToolCall
 from bastion.security.audit import AuditLog
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.security.redact import Redactor

@@ -22,7 +22,7 @@ from typing import Any
 
 from bastion._extras import require
 from bastion.errors import ToolError
-from bastion.llm.messages import ToolSpec
+from bastion.messages import ToolSpec
 from bastion.tools.base import Risk, ToolContext, ToolOutput
 
 PREFIX_SEP = "__"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from bastion.llm.messages import Message
+from bastion.messages import Message
 
 
 class ConversationMemory(Protocol):

@@ -23,12 +23,12 @@ from typing import Any
 from bastion.config import paths
 from bastion.config.model import MemoryConfig
 from bastion.errors import BastionError, MemoryStoreError
-from bastion.llm.messages import Message
 from bastion.memory.index import SearchResult, SemanticIndex
 from bastion.memory.ingest import Ingestor
 from bastion.memory.rag import RagSettings, format_snippets, retrieve
 from bastion.memory.store import SessionInfo, SessionStore, StoredMessage
 from bastion.memory.window import Window, context_budget, counter_for, window
+from bastion.messages import Message
 
 log = logging.getLogger("bastion.memory")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import MemoryStoreError
-from bastion.llm.messages import Message, ToolCall
+from bastion.messages import Message, ToolCall
 
 # Each entry upgrades the schema by one version; never edit a released entry, append one.
 MIGRATIONS: list[str] = [

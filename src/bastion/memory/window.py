@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bastion.llm.messages import Message
+from bastion.messages import Message
 
 FALLBACK_CHARS_PER_TOKEN = 4
 FALLBACK_MESSAGE_OVERHEAD = 4

@@ -9,7 +9,7 @@ from typing import Any
 
 from bastion.errors import ModelOutputError
 from bastion.llm.base import Model
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

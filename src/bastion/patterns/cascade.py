@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from bastion.errors import ConfigError
 from bastion.llm.base import Model, relay
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
 from bastion.patterns._common import Held, call_problem, close_all, collect, replay
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bastion.llm.base import Model, relay
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bastion.config.model import Config, ModelConfig
 from bastion.errors import ConfigError
 from bastion.llm.base import Model
+from bastion.llm.factory import create_leaf_model
 
 
 def _sub_configs(config: Config) -> list[ModelConfig]:
@@ -21,17 +24,21 @@ def _sub_configs(config: Config) -> list[ModelConfig]:
     return [config.model.model_copy(update={"backend": "embedded"})]
 
 
-def create_pattern_model(config: Config) -> Model:
-    """Return the pattern ``config.patterns`` describes, its models built by the factory."""
-    from bastion.llm.factory import create_model
+def create_pattern_model(
+    config: Config, *, build: Callable[[Config], Model] = create_leaf_model
+) -> Model:
+    """Return the pattern ``config.patterns`` describes, its models made by ``build``.
 
+    The composition level passes its own dispatch (:func:`bastion.models.create_model`), so a
+    member may itself be a cluster; the default builds leaf backends only.
+    """
     pc = config.patterns
     built: dict[str, Model] = {}  # the same model config twice shares one instance
     models: list[Model] = []
     for mc in _sub_configs(config):
         key = mc.model_dump_json()
         if key not in built:
-            built[key] = create_model(config.model_copy(update={"model": mc}))
+            built[key] = build(config.model_copy(update={"model": mc}))
         models.append(built[key])
     if pc.kind == "cascade":
         from bastion.patterns.cascade import CascadeModel

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from bastion.errors import ConfigError
 from bastion.llm.base import Model
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec, Usage
 from bastion.patterns._common import Held, close_all, collect, replay
 
 _SPACE = re.compile(r"\s+")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bastion.llm.messages import Message, ToolCall
+from bastion.messages import Message, ToolCall
 from bastion.privacy.detect import Entity, PiiDetector
 from bastion.privacy.placeholders import Pseudonymizer
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from bastion.errors import ClusterError, ModelError, ModelOutputError
 from bastion.llm.base import Model, relay
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

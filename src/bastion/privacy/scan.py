@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.config.model import Config
-from bastion.llm.messages import Message
+from bastion.messages import Message
 from bastion.privacy.policy import Analysis, PrivacyPolicy
 
 

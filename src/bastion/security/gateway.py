@@ -17,7 +17,7 @@ from typing import Any
 
 from bastion import telemetry
 from bastion.errors import BastionError, PolicyDenied, ToolArgumentsError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import (
     BrowserAccess,

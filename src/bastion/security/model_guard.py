@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bastion.llm.messages import Message, TextDelta, ToolCall, ToolCallEvent
+from bastion.messages import Message, TextDelta, ToolCall, ToolCallEvent
 from bastion.security.gateway import CallRequest, Next, ToolResult
 from bastion.security.redact import Redactor
 from bastion.security.scanner import Policy

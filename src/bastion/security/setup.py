@@ -29,8 +29,9 @@ from bastion.security.hitl.risk import (
 from bastion.security.model_guard import OutputScanStage
 from bastion.security.policy import ApprovalStage
 from bastion.security.redact import Redactor
-from bastion.security.secrets.base import SecretBackend
+from bastion.security.secrets.factory import build_backends
 from bastion.security.secrets.resolver import SecretResolver, SecretsStage, tool_declarations
+from bastion.security.signing import audit_signer
 from bastion.tools.base import Risk
 
 
@@ -41,8 +42,6 @@ def audit_path() -> Path:
 
 def build_audit(config: Config, redactor: Redactor) -> AuditLog:
     """Open the audit log with the configured durability (and apply retention)."""
-    from bastion.security.signing import audit_signer
-
     a = config.audit
     signer = audit_signer(config)  # None = the Ed25519 key file; pkcs11 = the HSM's key
     log = AuditLog(audit_path(), redactor, durability=a.durability,
@@ -88,32 +87,6 @@ class _Anchors:
     def close(self) -> None:
         for a in self.anchors:
             a.close()
-
-
-def build_backends(config: Config) -> dict[str, SecretBackend]:
-    """Return the configured secret backends by name (env and sops always; vault if set)."""
-    from bastion.security.secrets.env import EnvBackend
-    from bastion.security.secrets.sops import SopsBackend
-
-    s = config.secrets
-    folder = paths.home() / "secrets"
-    backends: dict[str, SecretBackend] = {
-        "env": EnvBackend(s.env_prefix),
-        "sops": SopsBackend(s.sops.file or folder / "secrets.enc.yaml",
-                            s.sops.identity_file or folder / "age.key", s.sops.recipients),
-    }
-    if s.vault is not None:
-        from bastion.security.secrets.vault import VaultBackend
-
-        v = s.vault
-        vault = VaultBackend(
-            v.url, token=v.token.get_secret_value() if v.token else None, role_id=v.role_id,
-            secret_id=v.secret_id.get_secret_value() if v.secret_id else None, mount=v.mount,
-            namespace=v.namespace)
-        if v.renew:
-            vault.start_renewal()
-        backends["vault"] = vault
-    return backends
 
 
 @dataclass

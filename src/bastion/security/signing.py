@@ -28,8 +28,8 @@ def hsm_pin(config: Config) -> str:
     if not is_ref(ref):
         raise CryptoError("crypto.hsm.pin must be a secret:// reference, not the PIN itself",
                           fix="e.g. secret://env/hsm_pin with BASTION_SECRET_HSM_PIN exported")
+    from bastion.security.secrets.factory import build_backends
     from bastion.security.secrets.resolver import SecretResolver
-    from bastion.security.setup import build_backends
 
     backends = build_backends(config)
     try:

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from bastion.agent.loop import Agent
 from bastion.errors import BastionError
 from bastion.llm.base import Model
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

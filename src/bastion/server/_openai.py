@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.llm.messages import ChatSettings, Message, ToolCall, ToolSpec
+from bastion.messages import ChatSettings, Message, ToolCall, ToolSpec
 from bastion.server.errors import ApiError
 
 AGENT_MODEL = "bastion-agent"

@@ -11,8 +11,8 @@ from starlette.requests import HTTPConnection
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.agent.loop import Agent
-from bastion.llm.messages import ChatSettings, Message, TextDelta
 from bastion.memory.base import ConversationMemory, EphemeralMemory
+from bastion.messages import ChatSettings, Message, TextDelta
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload

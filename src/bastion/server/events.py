@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
-from bastion.llm.messages import TextDelta, Usage
+from bastion.messages import TextDelta, Usage
 from bastion.security.redact import Redactor
 
 RESULT_CHARS = 2000

@@ -17,7 +17,7 @@ from typing import Any, Protocol, get_type_hints, runtime_checkable
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from bastion.errors import ToolArgumentsError
-from bastion.llm.messages import ToolSpec
+from bastion.messages import ToolSpec
 
 #: Workspace entries that programs on the HOST execute or obey later (git hooks and
 #: ``core.fsmonitor``, direnv, editor tasks). The workspace is untrusted: sandboxes mount

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 
 from bastion.errors import ToolNotFoundError
-from bastion.llm.messages import ToolSpec
+from bastion.messages import ToolSpec
 from bastion.tools.base import Tool
 
 ENTRY_POINT_GROUP = "bastion.tools"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion.agent.events import AgentEvent, TurnDone, TurnError
-from bastion.llm.messages import TextDelta
+from bastion.messages import TextDelta
 from bastion.voice.audio import Audio
 from bastion.voice.stt import Transcript
 from bastion.voice.text import SentenceSplitter

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bastion.errors import NotFoundError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.server.app import create_app
 from tests.integration.browser.conftest import TOKEN, BrowserEnv
 

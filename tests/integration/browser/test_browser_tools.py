@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.gateway import ToolResult
 from bastion.tools.base import Risk
 from tests.integration.browser.conftest import BrowserEnv

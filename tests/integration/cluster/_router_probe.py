@@ -9,9 +9,10 @@ import os
 import sys
 import time
 
-from bastion.cluster.model import ClusterModel, create_cluster_model
+from bastion.cluster.factory import create_cluster_model
+from bastion.cluster.model import ClusterModel
 from bastion.config.model import Config
-from bastion.llm.messages import ChatSettings, Message, TextDelta
+from bastion.messages import ChatSettings, Message, TextDelta
 
 
 def say(**kw: object) -> None:

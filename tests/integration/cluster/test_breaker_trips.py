@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from bastion.cluster.breaker import BreakerState
-from bastion.cluster.model import ClusterModel, create_cluster_model
+from bastion.cluster.factory import create_cluster_model
+from bastion.cluster.model import ClusterModel
 from bastion.config.model import Config
-from bastion.llm.messages import ChatSettings, Message, TextDelta
+from bastion.messages import ChatSettings, Message, TextDelta
 
 from ._procs import Proc, fake_server, free_port
 

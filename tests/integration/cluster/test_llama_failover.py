@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bastion.cluster.breaker import BreakerState
-from bastion.cluster.model import ClusterModel, create_cluster_model
+from bastion.cluster.factory import create_cluster_model
+from bastion.cluster.model import ClusterModel
 from bastion.config.model import Config
-from bastion.llm.messages import ChatSettings, Finish, Message, TextDelta
+from bastion.messages import ChatSettings, Finish, Message, TextDelta
 
 from ._procs import Proc, free_port, llama_server
 

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from bastion.crypto import pinning
 from bastion.llm.http import PROFILES, HttpModel
-from bastion.llm.messages import Message
+from bastion.messages import Message
 from bastion.tools.builtin.web import DirectFetcher
 
 

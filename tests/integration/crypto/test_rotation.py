@@ -12,7 +12,7 @@ import pytest
 
 from bastion.config.model import LimitsConfig
 from bastion.errors import SecretError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.audit import AuditLog
 from bastion.security.gateway import CallRequest, ToolResult
 from bastion.security.redact import Redactor

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, IntelligenceConfig, MemoryConfig
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.setup import audit_path
 from bastion.server.app import create_app
 from tests.fakes.model import ScriptedModel

@@ -11,7 +11,8 @@ from bastion.agent.events import ToolFinished, ToolStarted, TurnDone
 from bastion.app import build_app
 from bastion.errors import ModelError
 from bastion.llm.embedded import EmbeddedModel
-from bastion.llm.messages import (
+from bastion.memory.base import EphemeralMemory
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -20,7 +21,6 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.memory.base import EphemeralMemory
 from bastion.tools.builtin.files import list_files
 from bastion.tools.registry import ToolRegistry
 from tests.integration.llm.conftest import count_files, sample_config

@@ -14,8 +14,8 @@ import pytest
 
 from bastion.errors import ModelError
 from bastion.hardware.detect import cpu_flags
-from bastion.llm.messages import ChatSettings, Message, TextDelta
 from bastion.llm.worker import WorkerCrashed, WorkerModel
+from bastion.messages import ChatSettings, Message, TextDelta
 
 pytestmark = [pytest.mark.real_model]
 pytest.importorskip("llama_cpp")

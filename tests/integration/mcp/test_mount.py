@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from tests.fakes.model import ScriptedModel, call, say
 from tests.integration.mcp.conftest import EVERYTHING, NODE_ASSETS, child_env, need, write_config

@@ -112,8 +112,8 @@ async def test_remote_gateway_mounted_as_a_toolset(served: tuple[str, Path],
     """An agent elsewhere reaches a served gateway through the same seam (mcp_servers url)."""
     from bastion.app import build_app
     from bastion.config.model import Config
-    from bastion.llm.messages import ToolCall
     from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
     from tests.fakes.model import ScriptedModel
 
     url, _ = served

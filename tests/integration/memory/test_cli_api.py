@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from bastion.config.model import ApiConfig, Config, MemoryConfig
-from bastion.llm.messages import Message
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
+from bastion.messages import Message
 from tests.fakes.model import ScriptedModel
 from tests.integration.memory.conftest import minimal_pdf
 

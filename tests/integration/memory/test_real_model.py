@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bastion.config.model import Config, MemoryConfig, ModelConfig
-from bastion.llm.messages import ChatSettings, Message, ModelEvent, ToolSpec
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
+from bastion.messages import ChatSettings, Message, ModelEvent, ToolSpec
 
 pytestmark = pytest.mark.real_model
 

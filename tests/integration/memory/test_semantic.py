@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bastion.config.model import MemoryConfig
-from bastion.llm.messages import Message
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
 from bastion.memory.vectors import DOCUMENTS, MESSAGES
+from bastion.messages import Message
 from tests.integration.memory.conftest import minimal_pdf
 
 

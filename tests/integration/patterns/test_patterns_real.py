@@ -8,9 +8,9 @@ import pytest
 
 from bastion.config.model import Config
 from bastion.llm.base import Model
-from bastion.llm.factory import create_model
 from bastion.llm.http import PROFILES, HttpModel
-from bastion.llm.messages import (
+from bastion.llm.worker import WorkerModel
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -20,7 +20,7 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.llm.worker import WorkerModel
+from bastion.models import create_model
 from bastion.patterns.cascade import CascadeModel
 from bastion.patterns.draft_verify import DraftVerifyModel
 from bastion.patterns.vote import VoteModel

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from bastion.app import build_app
 from bastion.config.model import Config
 from bastion.llm.http import PROFILES, HttpModel
-from bastion.llm.messages import (
+from bastion.llm.worker import WorkerModel
+from bastion.messages import (
     ChatSettings,
     Message,
     TextDelta,
@@ -21,7 +22,6 @@ from bastion.llm.messages import (
     ToolCallEvent,
     ToolSpec,
 )
-from bastion.llm.worker import WorkerModel
 from bastion.privacy.policy import PrivacyPolicy
 from bastion.privacy.router import PrivacyRouter
 from bastion.server.app import create_app

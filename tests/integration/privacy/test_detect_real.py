@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.llm.messages import Message
+from bastion.messages import Message
 from bastion.privacy.policy import PrivacyPolicy
 
 CASES = [

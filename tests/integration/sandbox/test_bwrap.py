@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config, LimitsConfig
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.security.sandbox.factory import create_sandbox
 from tests.fakes.model import ScriptedModel, call, say

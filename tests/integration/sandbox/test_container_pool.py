@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.sandbox.container import WARM_PREFIX, ContainerSandbox
 from tests._dockerd import backend_problem
 from tests.fakes.model import ScriptedModel

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.egress import uplink
 from bastion.security.egress.netns import problem
 from tests._dockerd import backend_problem

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import LimitsConfig
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Environment, Gateway
 from bastion.security.sandbox.base import Sandbox

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config, LimitsConfig
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from bastion.security.sandbox.base import Limits, SandboxSpec
 from bastion.security.sandbox.factory import create_sandbox, isolation_report, resolve_kind
 from bastion.security.sandbox.gvisor import GVisorSandbox

@@ -9,7 +9,7 @@ import pytest
 
 from bastion.app import build_app
 from bastion.config.model import Config
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.tools.builtin import builtin_tools
 from tests.fakes.model import ScriptedModel
 

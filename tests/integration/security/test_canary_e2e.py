@@ -119,7 +119,7 @@ async def test_secret_is_never_on_any_command_line(app_and_model) -> None:  # ty
     import asyncio
     import os
 
-    from bastion.llm.messages import ToolCall
+    from bastion.messages import ToolCall
 
     app, _ = app_and_model
     hits: list[str] = []

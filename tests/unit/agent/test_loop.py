@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from bastion.agent import Agent, AgentOptions, ToolFinished, ToolStarted, TurnDone, TurnError
-from bastion.llm.messages import TextDelta, ToolCall
+from bastion.messages import TextDelta, ToolCall
 from bastion.security.approval import AllowApprover, DenyApprover
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Environment, Gateway

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.cluster.classifier import classify, estimate_prompt_tokens
-from bastion.llm.messages import Message, ToolSpec
+from bastion.messages import Message, ToolSpec
 
 LABELLED: list[tuple[str, str]] = [
     ("hi", "simple"),

@@ -11,7 +11,7 @@ from bastion.cluster.model import CallPolicy, ClusterModel
 from bastion.cluster.node import NodeSpec
 from bastion.cluster.router import BreakerSettings, Router
 from bastion.errors import ClusterError
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -231,7 +231,7 @@ async def test_cut_after_the_whole_answer_was_shown_adds_nothing() -> None:
 
 
 async def test_first_request_waits_briefly_for_discovery() -> None:
-    from bastion.cluster.model import ClusterService
+    from bastion.cluster.service import ClusterService
 
     router = Router()
     fake = FakeNodeModel("late", Behaviour())

@@ -12,7 +12,7 @@ from bastion.llm._constrained import (
     fill_schema,
     plain_messages,
 )
-from bastion.llm.messages import (
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,

@@ -8,7 +8,7 @@ import pytest
 
 from bastion.config.model import Config
 from bastion.errors import ModelError
-from bastion.llm.factory import create_model
+from bastion.llm.factory import create_leaf_model, create_model
 from bastion.llm.http import HttpModel
 
 
@@ -58,13 +58,8 @@ def test_openai_itself_needs_a_key() -> None:
     assert "api_key" in (info.value.fix or "")
 
 
-def test_cluster_backend_is_built_by_the_cluster_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
-
-    fake = types.ModuleType("bastion.cluster.model")
-    sentinel = object()
-    fake.create_cluster_model = lambda config: (sentinel, config)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bastion.cluster.model", fake)
-    config = cfg(backend="cluster")
-    assert create_model(config) == (sentinel, config)
+@pytest.mark.parametrize("backend", ["cluster", "pattern"])
+def test_leaf_factory_refuses_composites(backend: str) -> None:
+    with pytest.raises(ModelError, match="composite model") as info:
+        create_leaf_model(cfg(backend=backend))
+    assert "bastion.models.create_model" in (info.value.fix or "")

@@ -17,7 +17,7 @@ from bastion.llm._grounding import (
     polarity,
     word_stems,
 )
-from bastion.llm.messages import Message, ToolSpec
+from bastion.messages import Message, ToolSpec
 from tests.fakes.prims import Prims
 
 

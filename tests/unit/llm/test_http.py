@@ -14,7 +14,8 @@ from bastion.app import build_app
 from bastion.config.model import Config
 from bastion.errors import ModelError, ModelOutputError
 from bastion.llm.http import PROFILES, HttpModel, normalize_base_url, pick_profile
-from bastion.llm.messages import (
+from bastion.memory.base import EphemeralMemory
+from bastion.messages import (
     ChatSettings,
     Finish,
     Message,
@@ -23,7 +24,6 @@ from bastion.llm.messages import (
     ToolSpec,
     Usage,
 )
-from bastion.memory.base import EphemeralMemory
 from bastion.tools.base import ToolContext, tool
 from bastion.tools.registry import ToolRegistry
 

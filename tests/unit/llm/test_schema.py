@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bastion.llm._schema import args_schema, choice_schema, describe_tool, normalize_schema
-from bastion.llm.messages import ToolSpec
+from bastion.messages import ToolSpec
 from bastion.tools.base import ToolContext, tool
 
 LOOSE = {

@@ -8,9 +8,9 @@ import pytest
 
 from bastion.config.model import Config, MemoryConfig
 from bastion.errors import MemoryStoreError
-from bastion.llm.messages import Message, ToolCall
 from bastion.memory.persistent import PersistentMemory
 from bastion.memory.store import MIGRATIONS, SCHEMA_VERSION, SessionStore
+from bastion.messages import Message, ToolCall
 from tests.fakes.model import ScriptedModel, call, say
 
 

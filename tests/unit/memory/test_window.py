@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from bastion.llm.messages import Message, ToolCall
 from bastion.memory.window import (
     context_budget,
     counter_for,
@@ -8,6 +7,7 @@ from bastion.memory.window import (
     units,
     window,
 )
+from bastion.messages import Message, ToolCall
 
 SYSTEM = Message("system", "You are a test.")
 

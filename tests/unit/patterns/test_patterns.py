@@ -6,7 +6,7 @@ import pytest
 
 from bastion.config.model import Config
 from bastion.errors import ConfigError
-from bastion.llm.messages import (
+from bastion.messages import (
     Finish,
     Message,
     ModelEvent,

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from bastion.errors import ModelError, ModelOutputError
-from bastion.llm.messages import (
+from bastion.messages import (
     Finish,
     Message,
     ModelEvent,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.browser._snapshot import Element, mask, parse
 from bastion.security.browser.rules import BrowserGuardStage, browser_conditions, browser_rules
 from bastion.security.gateway import CallRequest, ToolResult

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bastion.errors import ToolError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.approval import AllowApprover, ApprovalDecision, ApprovalRequest, DenyApprover
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import CallRequest, Environment, Gateway, Next, ToolResult

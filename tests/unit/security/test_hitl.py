@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.approval import ApprovalDecision, ApprovalRequest
 from bastion.security.gateway import Environment, Gateway
 from bastion.security.hitl import (

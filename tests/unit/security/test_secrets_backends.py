@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bastion.errors import SecretError
-from bastion.llm.messages import ToolCall
+from bastion.messages import ToolCall
 from bastion.security.gateway import Environment, Gateway
 from bastion.security.redact import Redactor
 from bastion.security.secrets import SecretResolver, SecretsStage, parse_ref

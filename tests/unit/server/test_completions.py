@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from openai import APIError, NotFoundError, OpenAI
 
-from bastion.llm.messages import Finish, TextDelta, ToolCall, ToolCallEvent, Usage
+from bastion.messages import Finish, TextDelta, ToolCall, ToolCallEvent, Usage
 from bastion.security.approval import AllowApprover
 from tests.fakes.model import Reply, call, say
 from tests.unit.server.conftest import TOKEN

@@ -11,7 +11,7 @@ from bastion.agent.events import TurnDone
 from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.llm.base import Model
-from bastion.llm.messages import TextDelta
+from bastion.messages import TextDelta
 from bastion.voice.audio import silence
 from bastion.voice.service import VoiceService
 from bastion.voice.turn import Heard, Spoken, VoiceDone, speak_events, voice_turn

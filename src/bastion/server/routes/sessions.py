@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.agent.loop import Agent
 from bastion.app import App
 from bastion.errors import BastionError
-from bastion.llm.messages import ChatSettings, Message
+from bastion.messages import ChatSettings, Message
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import (
     busy_error,

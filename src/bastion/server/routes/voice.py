@@ -30,7 +30,7 @@ from bastion.agent.events import AgentEvent
 from bastion.agent.loop import Agent
 from bastion.app import App
 from bastion.errors import AudioError, BastionError
-from bastion.llm.messages import TextDelta
+from bastion.messages import TextDelta
 from bastion.server._turns import busy_sessions, check_session_id, make_agent
 from bastion.server.deps import get_app, ws_accept_subprotocol
 from bastion.server.errors import ApiError
