@@ -48,6 +48,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length))
         self.server.requests.append(body)
+        self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
         if not body.get("stream"):
             self._json({"error": {"message": "this fake only streams"}}, 400)
             return
@@ -118,6 +119,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
     def __init__(self, handler: type[BaseHTTPRequestHandler] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), handler or ScriptedHandler)
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each POST's headers (lower-case names)
         self.disconnects = 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -1,0 +1,151 @@
+"""Traces and metrics of a live ``python -m bastion serve`` sent to a real OTLP receiver.
+
+The model is the scripted OpenAI-compatible server (it asks for a ``shell`` call); the call
+runs through the served app's gateway (policy ``ask``: a human approves it over the API) in
+real bubblewrap; the spans arrive over OTLP/HTTP at the receiver the test starts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan, children, one
+from tests.fakes.scripted_chat_server import FakeOpenAIServer
+from tests.integration.server.test_live_server import serving
+
+TOKEN = "trace-live-test-token-0123456789abcdef"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+
+
+@dataclass
+class Served:
+    base: str
+    fake: FakeOpenAIServer
+    receiver: OtlpReceiver
+    workspace: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=120,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def _approve_all(base: str, stop: threading.Event) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    while not stop.is_set():
+        try:
+            pending = httpx.get(f"{base}/v1/approvals", headers=headers, timeout=5).json()
+            for p in pending.get("pending", []):
+                httpx.post(f"{base}/v1/approvals/{p['id']}", headers=headers, timeout=5,
+                           json={"approve": True})
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.1)
+
+
+
+def _serve(home: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch,
+           telemetry: dict[str, object]) -> Iterator[Served]:
+    ws = tmp / "workspace"
+    ws.mkdir()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export within 0.1 s (SDK variable)
+    with FakeOpenAIServer() as fake, OtlpReceiver() as receiver:
+        (home / "bastion.yaml").write_text(yaml.safe_dump({
+            "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
+                      "native_tools": True},
+            "api": {"token": TOKEN},
+            "agent": {"workspace": str(ws)},
+            "memory": {"enabled": True, "semantic": False},
+            "security": {"sandbox": "bubblewrap", "tools": {"shell": "ask"}},
+            "intelligence": {"enabled": False},
+            "telemetry": {"otlp_endpoint": receiver.endpoint, **telemetry},
+        }))
+        stop = threading.Event()
+        with serving(home) as base:
+            threading.Thread(target=_approve_all, args=(base, stop), daemon=True).start()
+            try:
+                yield Served(base, fake, receiver, ws)
+            finally:
+                stop.set()
+
+
+@pytest.fixture
+def served(bastion_home: Path, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    yield from _serve(bastion_home, tmp_path, monkeypatch, {})
+
+
+def _turn_done(spans: list[ReceivedSpan]) -> bool:
+    return any(s.name == "invoke_agent bastion" for s in spans)
+
+
+def test_a_served_turn_with_a_tool_call_is_one_trace(served: Served) -> None:
+    with served.api() as api:
+        r = api.post("/v1/sessions/traced/messages",
+                     json={"content": "run shell: echo secret-free-output", "stream": False},
+                     headers={"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"})
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"] == "The tool said: exit_code: 0"
+        metrics = api.get("/metrics").text
+    spans = served.receiver.wait_for(_turn_done)
+
+    # the turn continues the client's trace (W3C traceparent on the API)
+    turn = one(spans, "invoke_agent bastion")
+    assert (turn.trace_id, turn.parent_id) == (TRACE_ID, CLIENT_SPAN)
+    assert {s.trace_id for s in spans} == {TRACE_ID}
+    assert turn.attributes["bastion.turn.outcome"] == "done"
+    assert turn.resource["service.name"] == "bastion"
+    kids = children(spans, turn)
+    names = [s.name for s in kids if s.name != "memory.context"]
+    assert names == ["chat fake", "execute_tool shell", "chat fake"], names
+
+    # each model call: GenAI attributes; its HTTP request carried the chat span's context
+    chats = [s for s in kids if s.name == "chat fake"]
+    for chat, headers in zip(chats, served.fake.headers, strict=True):
+        assert chat.attributes["gen_ai.operation.name"] == "chat"
+        assert chat.attributes["gen_ai.request.model"] == "fake"
+        assert headers["traceparent"] == f"00-{TRACE_ID}-{chat.span_id}-01"
+
+    # the gateway call: one child span per stage, with its decision
+    call = one(spans, "execute_tool shell")
+    assert call.attributes["gen_ai.tool.name"] == "shell"
+    assert call.attributes["bastion.gateway.decision"] == "allowed"
+    stages = {s.name: s for s in children(spans, call)}
+    order = [s.name for s in children(spans, call)]
+    for name in ("gateway.audit", "gateway.policy", "gateway.risk", "gateway.approval",
+                 "gateway.secrets", "gateway.tool_run", "gateway.scan"):
+        assert name in stages, order
+    assert order.index("gateway.policy") < order.index("gateway.approval") < order.index(
+        "gateway.tool_run") < order.index("gateway.scan")
+    assert stages["gateway.policy"].attributes["bastion.gateway.decision"] == "pass"
+    assert stages["gateway.tool_run"].attributes["bastion.gateway.decision"] == "allowed"
+    wait = one(spans, "gateway.approval_wait")
+    assert wait.parent_id == stages["gateway.approval"].span_id
+    assert wait.attributes["bastion.approval.approved"] is True
+    start = one(spans, "sandbox.start")
+    assert start.parent_id == stages["gateway.tool_run"].span_id
+    assert start.attributes["bastion.sandbox.backend"] == "bubblewrap"
+
+    # no prompt or tool content by default
+    raw = b"".join(served.receiver.raw)
+    assert b"secret-free-output" not in raw and b"run shell" not in raw
+
+    # process metrics on /metrics (no cluster configured)
+    assert 'bastion_turns_total{outcome="done"} 1' in metrics
+    assert 'bastion_tool_calls_total{decision="allowed",tool="shell"} 1' in metrics
+    assert 'bastion_approval_wait_seconds_count{outcome="approved"} 1' in metrics
+    assert re.search(r'bastion_sandbox_start_seconds_count\{backend="bubblewrap"\} [1-9]',
+                     metrics)
+    assert re.search(r"bastion_model_tokens_per_second_count [1-9]", metrics) or (
+        "bastion_model_tokens_total" in metrics)
