@@ -78,6 +78,19 @@ def pin_audit_key(config: Config) -> str:
     return fp
 
 
+def admin_user(config: Config) -> None:
+    """Make the API token the ``admin`` user's key (``bastion users list`` shows it)."""
+    from bastion.security.keystore import open_store
+
+    if config.api.token is None:
+        return
+    store = open_store()
+    try:
+        store.ensure_admin(config.api.token.get_secret_value())
+    finally:
+        store.close()
+
+
 def print_next_steps(console: Console, rec: Recommendation) -> None:
     """Tell the user what to do next."""
     console.print(

@@ -81,13 +81,13 @@ def _session_cell(event: AuditEvent, name: str | None) -> str:
 def _query(db: Path | None, *, limit: int | None, since: str | None, until: str | None,
            session: str | None, tool: str | None, decision: str | None, kind: str | None,
            kinds: tuple[str, ...] | None = None, newest_first: bool = True,
-           model: str | None = None) -> Iterator[AuditEvent]:
+           model: str | None = None, user: str | None = None) -> Iterator[AuditEvent]:
     keys = record_keys(session) if session is not None else None
     conn = open_reader(db_path(db))
     try:
         yield from iter_events(conn, limit=limit, session_id=keys, tool=tool, kind=kind,
                                decision=decision, since=parse_time(since), until=parse_time(until),
-                               kinds=kinds, newest_first=newest_first, model=model)
+                               kinds=kinds, newest_first=newest_first, model=model, user=user)
     finally:
         conn.close()
 
@@ -126,10 +126,13 @@ def events_cmd(db: DbOpt = None, since: SinceOpt = None, until: UntilOpt = None,
                kind: KindOpt = None, limit: LimitOpt = 50, as_json: JsonOpt = False,
                model: Annotated[str | None, typer.Option(
                    "--model", help="model requests answered by this model: its sha256 (or "
-                   "8+ hex digits of it), a server URL or a model id")] = None) -> None:
+                   "8+ hex digits of it), a server URL or a model id")] = None,
+               user: Annotated[str | None, typer.Option(
+                   "--user", help="records of this user's API requests (bastion users list)")]
+               = None) -> None:
     """Show recent audit records of every kind, newest first."""
     _print(list(_query(db, limit=limit, since=since, until=until, session=session, tool=tool,
-                       decision=decision, kind=kind, model=model)), as_json)
+                       decision=decision, kind=kind, model=model, user=user)), as_json)
 
 
 @audit_app.command("tools")

@@ -88,6 +88,7 @@ def init(
     save(config, path)
     for name in ("workspace",):
         paths.data_dir(name)
+    _init.admin_user(config)
     _err.print(f"wrote {escape(str(path))} (API token "
                f"{'kept' if kept is not None else 'created'}: "
                "bastion config get api.token --reveal)")

@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "bastion.cli.browser",  # browser sessions|close (the server's browser sessions)
     "bastion.cli.undo",  # undo [N] --session --dry-run --list (workspace snapshots)
     "bastion.cli.model",  # model pull|list|show|rm|use|verify (GGUF models, manifests)
+    "bastion.cli.users",  # users add|list|disable|rm|roles, keys create|list|revoke|rotate
 ]
 
 

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from bastion.crypto.keys import Signer as SignerT
 from bastion.crypto.keys import fingerprint
 from bastion.errors import AuditError
+from bastion.security import identity
 from bastion.security._audit_anchor import HeadAnchor, read_anchor
 from bastion.security._audit_chain import (
     COLUMNS,
@@ -246,6 +247,11 @@ class AuditLog:
         this process see it (``events`` flushes first).
         """
         r = self.redactor
+        principal = identity.current()
+        if principal is not None:  # who asked, through which key (the API's requests)
+            who = {"principal": principal.audit_fields()}
+            detail = who if detail is None else (
+                {**detail, **who} if isinstance(detail, dict) else {"value": detail, **who})
         row = (
             time.time(), str(kind), _s(actor), _s(session_id), _s(tool), _s(decision), _s(risk),
             # arguments exactly as they ran: only secrets bastion holds are masked, each by a
@@ -457,6 +463,7 @@ class AuditLog:
         kinds: tuple[str, ...] | None = None,
         newest_first: bool = True,
         model: str | None = None,
+        user: str | None = None,
     ) -> list[AuditEvent]:
         """Return events (newest first by default), filtered; pending records are flushed first."""
         if not self._closing:
@@ -464,7 +471,7 @@ class AuditLog:
         return list(iter_events(self._reader, self._read_lock, limit=limit, session_id=session_id,
                                 tool=tool, kind=kind, decision=decision, actor=actor,
                                 since=since, until=until, kinds=kinds, newest_first=newest_first,
-                                model=model))
+                                model=model, user=user))
 
     def stats(self) -> dict[str, Any]:
         """Return counts by kind and decision, and the time range."""
@@ -606,6 +613,7 @@ def iter_events(
     kinds: tuple[str, ...] | None = None,
     newest_first: bool = True,
     model: str | None = None,
+    user: str | None = None,
 ) -> Iterator[AuditEvent]:
     """Yield stored events matching the filters.
 
@@ -633,6 +641,9 @@ def iter_events(
     if kinds:
         where.append(f"kind IN ({','.join('?' * len(kinds))})")
         params.extend(kinds)
+    if user is not None:  # records written for a request of this user's keys
+        where.append("json_extract(detail, '$.principal.user') = ?")
+        params.append(user)
     if model is not None:
         ors = ["json_extract(detail, '$.provenance.base_url') = ?",
                "json_extract(detail, '$.provenance.model') = ?"]

@@ -26,6 +26,7 @@ from bastion.security.hitl.risk import (
     builtin_rules,
     tool_egress,
 )
+from bastion.security.identity import ToolScopeStage
 from bastion.security.model_guard import OutputScanStage
 from bastion.security.policy import ApprovalStage
 from bastion.security.redact import Redactor
@@ -148,7 +149,8 @@ def build_security(
         secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)),
         egress_capable=egress_capable)
     stages: Sequence[Stage] = (
-        AuditStage(audit), policy, RiskStage(classifier, manager.session_threshold), approvals,
+        AuditStage(audit), ToolScopeStage(), policy,
+        RiskStage(classifier, manager.session_threshold), approvals,
         secrets_stage, OutputScanStage(redactor, config.secrets.scan_policy),
     )
     return Security(audit, manager, approvals, resolver, classifier, list(stages))

@@ -121,6 +121,10 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
         try:
             yield
         finally:
+            store = getattr(api.state, "keystore", None)
+            if store is not None:  # users and keys (opened on the first request)
+                store.close()
+                api.state.keystore = None
             if owned and api.state.bastion is not None:
                 await api.state.bastion.aclose()
 

@@ -16,9 +16,8 @@ is harmless (FastAPI runs it once per request) but not needed.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, WebSocketException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,10 +27,16 @@ from starlette.websockets import WebSocketClose
 
 from bastion.app import App
 from bastion.errors import AuthError
+from bastion.security.identity import Principal, acting_as, set_current
 from bastion.server.errors import ApiError, error_response
+from bastion.server.scopes import scope_for
 
-TOKEN_FIX = ("send the header 'Authorization: Bearer <token>'; see: "
-             "bastion config get api.token --reveal")
+if TYPE_CHECKING:
+    from bastion.security.keystore import KeyStore
+
+TOKEN_FIX = ("send the header 'Authorization: Bearer <token>' with your API key (bastion keys "
+             "create --user NAME) or the admin's: bastion config get api.token --reveal")
+PRINCIPAL_KEY = "bastion.principal"
 
 
 class _Bearer(HTTPBearer):
@@ -94,29 +99,68 @@ def _presented_token(conn: HTTPConnection) -> str | None:
     return conn.query_params.get("token") or None
 
 
-def token_error(conn: HTTPConnection) -> Exception | None:
-    """Return the error for a request without the right token, or ``None`` if it may pass.
+def keystore(conn: HTTPConnection, app: App) -> KeyStore:
+    """Return the API's user and key store, opened on first use.
 
-    The token is compared in constant time. No configured token refuses everything (503).
+    The configured api.token becomes (or stays) the ``admin`` user's key, so a one-person
+    setup needs no user management.
     """
-    try:
-        app = get_app(conn)
-    except ApiError as exc:
-        return exc
+    state = conn.app.state
+    store: KeyStore | None = getattr(state, "keystore", None)
+    if store is None:
+        from bastion.security.keystore import open_store
+
+        store = open_store()
+        token = app.config.api.token
+        if token is not None and token.get_secret_value():
+            store.ensure_admin(token.get_secret_value())
+        state.keystore = store
+    return store
+
+
+def authenticate(conn: HTTPConnection) -> Principal:
+    """Return the principal of the request's key, or raise the error to answer with.
+
+    One indexed SQLite read per request (``KeyStore.authenticate``), so a revoked or expired
+    key, or a disabled user, is refused on the next request. No configured token refuses
+    everything (503).
+    """
+    cached: Principal | None = conn.scope.get(PRINCIPAL_KEY)
+    if cached is not None:
+        return cached
+    app = get_app(conn)
     expected = app.config.api.token
     if expected is None or not expected.get_secret_value():  # an empty one matches nothing
-        return ApiError(
+        raise ApiError(
             503, "the API has no token configured, so every request is refused",
             code="no_token", fix="bastion init",
         )
     given = _presented_token(conn)
-    ok = given is not None and hmac.compare_digest(
-        given.encode("utf-8"), expected.get_secret_value().encode("utf-8")
-    )
-    if ok:
-        return None
-    what = "missing" if given is None else "wrong"
-    return AuthError(f"{what} API token", fix=TOKEN_FIX)
+    if given is None:
+        raise AuthError("missing API token", fix=TOKEN_FIX)
+    try:
+        principal = keystore(conn, app).authenticate(given)
+    except AuthError as exc:
+        if exc.message == "wrong API key":
+            raise AuthError("wrong API token", fix=TOKEN_FIX) from None
+        raise
+    needed = scope_for(conn.scope["type"], conn.scope.get("method", ""), conn.scope["path"])
+    if not principal.allows(needed):
+        raise ApiError(403, f"this API key (user {principal.user}, key {principal.key_id}) "
+                       f"lacks the scope {needed!r}", code="insufficient_scope",
+                       fix=f"use a key with it: bastion keys create --user {principal.user} "
+                           f"--scope {needed}")
+    conn.scope[PRINCIPAL_KEY] = principal
+    return principal
+
+
+def token_error(conn: HTTPConnection) -> Exception | None:
+    """Return the error for a request without a valid key, or ``None`` if it may pass."""
+    try:
+        authenticate(conn)
+    except (ApiError, AuthError) as exc:
+        return exc
+    return None
 
 
 async def require_token(
@@ -133,6 +177,7 @@ async def require_token(
     """
     error = token_error(conn)
     if error is None:
+        set_current(conn.scope[PRINCIPAL_KEY])
         return
     if conn.scope["type"] == "websocket":
         raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION,
@@ -159,10 +204,14 @@ class TokenGate:
         conn = HTTPConnection(scope)
         error = token_error(conn)
         if error is None:
-            await self.app(scope, receive, send)
+            with acting_as(scope[PRINCIPAL_KEY]):
+                await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            await WebSocketClose(status.WS_1008_POLICY_VIOLATION, "bad or missing token")(
+            reason = "bad or missing token"
+            if isinstance(error, ApiError) and error.status == 403:
+                reason = error.message[:120]
+            await WebSocketClose(status.WS_1008_POLICY_VIOLATION, reason)(
                 scope, receive, send)
             return
         if isinstance(error, ApiError):
@@ -179,3 +228,6 @@ class TokenGate:
 
 BastionApp = Annotated[App, Depends(get_app)]
 """Route parameter type for the App: ``async def route(app: BastionApp) -> ...``."""
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+"""Route parameter type for who asks: ``async def route(who: CurrentPrincipal) -> ...``."""

@@ -35,12 +35,13 @@ async def events(
     until: str | None = None, limit: int = Query(default=100, ge=1, le=10_000),
     model: str | None = Query(default=None, description="model requests answered by this "
                               "model: sha256 (8+ hex digits), server URL or model id"),
+    user: str | None = Query(default=None, description="records of this user's API requests"),
 ) -> dict[str, Any]:
     """Return matching records (already redacted when they were written)."""
     keys = record_keys(app, session_id) if session_id else None
     rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             decision=decision, actor=actor, since=parse_time(since),
-                            until=parse_time(until), model=model)
+                            until=parse_time(until), model=model, user=user)
     names = session_names(app, (e.session_id for e in rows))
     return {"events": [{**e.to_dict(), "session_name": names.get(e.session_id or "")}
                        for e in rows]}

@@ -1,0 +1,115 @@
+"""Who is asking: the principal of a request (user, roles, key id, scopes).
+
+The server authenticates a request (``bastion.security.keystore``) and sets the principal
+for the task that serves it (:func:`acting_as`); the gateway's scope stage and the audit log
+read it with :func:`current`. A context variable, so it follows the request into the agent's
+tool-call tasks and never leaks into another request's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+
+ROLES = ("admin", "user", "approver")
+SCOPES = ("chat", "sessions:read", "sessions:write", "knowledge:write", "approvals",
+          "audit:read", "models:admin", "admin")
+"""Fixed scopes; ``tools:<glob>`` (e.g. ``tools:read_*``) names which tools a key may call."""
+TOOLS_PREFIX = "tools:"
+
+
+def scope_problem(scope: str) -> str | None:
+    """Return why ``scope`` is not a scope (``None`` when it is one)."""
+    if scope in SCOPES:
+        return None
+    if scope.startswith(TOOLS_PREFIX) and scope[len(TOOLS_PREFIX):].strip():
+        return None
+    return f"unknown scope {scope!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a user acting through one API key."""
+
+    user: str
+    key_id: str
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    key_name: str = ""
+    tool_globs: tuple[str, ...] = field(default=())
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the key carries the ``admin`` scope (every scope, every tool)."""
+        return "admin" in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        """Whether the key's scopes cover ``scope`` (``admin`` covers all; ``""``: any key)."""
+        return not scope or self.is_admin or scope in self.scopes
+
+    def may_call(self, tool: str) -> bool:
+        """Whether this key's turns may call ``tool``.
+
+        A key without any ``tools:`` scope may call every tool (the gateway's policy still
+        applies); with some, only the tools one of the globs matches.
+        """
+        if self.is_admin or not self.tool_globs:
+            return True
+        return any(fnmatch.fnmatchcase(tool, g) for g in self.tool_globs)
+
+    def audit_fields(self) -> dict[str, Any]:
+        """Return what every audit record written for this principal carries."""
+        return {"user": self.user, "key_id": self.key_id}
+
+
+def make_principal(user: str, key_id: str, roles: set[str] | frozenset[str],
+                   scopes: list[str] | tuple[str, ...], key_name: str = "") -> Principal:
+    """Return a :class:`Principal`, splitting ``tools:`` globs out of the scopes."""
+    globs = tuple(s[len(TOOLS_PREFIX):] for s in scopes if s.startswith(TOOLS_PREFIX))
+    return Principal(user, key_id, frozenset(roles), frozenset(scopes), key_name, globs)
+
+
+_current: ContextVar[Principal | None] = ContextVar("bastion_principal", default=None)
+
+
+def current() -> Principal | None:
+    """Return the principal of the request being served (``None``: the local CLI)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal | None) -> Iterator[None]:
+    """Run the body as ``principal`` (restored afterwards)."""
+    token = _current.set(principal)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def set_current(principal: Principal | None) -> None:
+    """Set the principal for the rest of this task (a request's own task: the server)."""
+    _current.set(principal)
+
+
+class ToolScopeStage:
+    """Gateway stage: a call to a tool the request's key has no ``tools:`` scope for is refused.
+
+    The model gets the refusal as the tool's result, so it can tell the user why.
+    """
+
+    async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
+        """Refuse the call unless the current principal may call ``req.tool``."""
+        principal = current()
+        if principal is None or principal.may_call(req.tool.name):
+            return await nxt(req)
+        allowed = ", ".join(principal.tool_globs)
+        return denied(req, f"{req.tool.name} refused: this API key (user {principal.user}, "
+                           f"key {principal.key_id}) may only call tools matching {allowed}; "
+                           "an admin can widen it: bastion keys create --scope tools:<glob>")
