@@ -58,6 +58,9 @@ SKIP = {
     "bastion sandbox build-image": "debootstrap from a Debian mirror (internet)",
     "bastion config set security.sandbox gvisor": "changes the backend for the rest of the "
     "README; test_gvisor.py covers it",
+    "bastion config set security.sandbox docker": "changes the backend for the rest of the "
+    "README (and needs a Docker daemon); test_docker.py covers it",
+    "sudo apt-get install docker.io tini": "a system package install",
     "podman ": "pulls from a registry (internet)",
     "FROM ": "inside the podman heredoc",
     "RUN ": "inside the podman heredoc",

@@ -53,8 +53,12 @@ async def test_calls_use_prestarted_containers_and_share_no_state(engine: str,
     pooled_before = set(_pooled(box.cli))  # another test's pool in this process is not ours
     try:
         seen = []
-        for command in ("echo call1 > /tmp/leak; echo kept > note.txt; cut -d' ' -f22 /proc/1/stat",
-                        "cat /tmp/leak 2>/dev/null || echo no-leak; cat note.txt; "
+        alive = ("for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null"
+                 " | grep -c '^sleep 3133[7]'; ")
+        for command in ("echo call1 > /tmp/leak; echo kept > note.txt; "
+                        "(sleep 31337 >/dev/null 2>&1 &); sleep 0.3; " + alive +
+                        "cut -d' ' -f22 /proc/1/stat",
+                        "cat /tmp/leak 2>/dev/null || echo no-leak; cat note.txt; " + alive +
                         "cut -d' ' -f22 /proc/1/stat"):
             await box.warm_pool.fill()
             assert len(set(_pooled(box.cli)) - pooled_before) == 1  # started ahead of the call
@@ -65,7 +69,9 @@ async def test_calls_use_prestarted_containers_and_share_no_state(engine: str,
             assert int(out[-1]) < before  # PID 1 predates the call: a pre-started container
             seen.append(out)
             await box.drain()
-        assert seen[1][:2] == ["no-leak", "kept"]  # /tmp is fresh, the workspace persists
+        assert seen[0][0] == "1"  # call 1's background process, seen from call 1
+        # /tmp is fresh, call 1's background process is not there, the workspace persists
+        assert seen[1][:3] == ["no-leak", "kept", "0"]
         await box.warm_pool.fill()  # stdin, stderr and the exit status pass through the pool
         res3 = await box.run(["sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"piped")
         assert (res3.exit_code, res3.stdout, res3.stderr) == (3, "piped", "oops\n")

@@ -83,10 +83,11 @@ ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podma
 
 def engine_sockets() -> list[str]:
     """Return the engine API sockets to keep out of sandboxes (with ``DOCKER_HOST``'s)."""
-    found = list(ENGINE_SOCKETS)
+    found = []
     host = os.environ.get("DOCKER_HOST", "")
     if host.startswith("unix://"):
         found.append(host[len("unix://"):])
+    found += ENGINE_SOCKETS
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:  # rootless Docker's and podman's sockets
         found += [f"{runtime}/docker.sock", f"{runtime}/podman/podman.sock"]
@@ -99,10 +100,11 @@ def refuse_engine_sockets(sources: Iterable[Path | str], sockets: Iterable[str] 
     Links are resolved on both sides, so ``/var/run`` (a link to ``/run``) or a link to the
     socket is caught too.
     """
-    targets = {os.path.realpath(s) for s in (*engine_sockets(), *sockets)}
+    targets = list(dict.fromkeys(os.path.realpath(s) for s in (*sockets, *engine_sockets())))
+    targets.sort(key=lambda s: not os.path.exists(s))  # name a socket that is there first
     for source in sources:
         real = os.path.realpath(source)
-        for sock in sorted(targets):
+        for sock in targets:
             if sock == real or sock.startswith(real.rstrip("/") + "/"):
                 raise SandboxError(
                     f"refusing to start a sandbox that would mount {source}: it exposes the "
