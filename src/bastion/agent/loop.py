@@ -24,7 +24,7 @@ from bastion.messages import (
     Usage,
 )
 from bastion.security.gateway import Gateway, ToolResult
-from bastion.telemetry import Span, activate, recording, start, within
+from bastion.telemetry import Span, activate, recording, span, start, within
 from bastion.telemetry.metrics import METRICS
 
 FINAL_NUDGE = "Answer the user now in plain text, using the tool results above. Do not call tools."
@@ -118,8 +118,9 @@ class Agent:
         max_steps = self.options.max_steps
         for step in range(1, max_steps + 2):
             final = step > max_steps
-            with activate(turn):  # memory / RAG spans are the turn's children
+            with activate(turn), span("memory.context") as mem:  # window + RAG retrieval
                 context = await self.memory.build_context(sid, system, history, user_text)
+                mem.set("bastion.memory.context_length", len(context))
             if final:
                 context = [*context, Message("user", FINAL_NUDGE)]
             settings = self._settings("none" if final or not specs else None)

@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from bastion import telemetry
 from bastion.cluster._errors import Diverged, NodeFailed, classify_failure
 from bastion.cluster.breaker import BreakerState
 from bastion.cluster.classifier import Classification, classify
@@ -243,19 +244,27 @@ class ClusterModel:
             attempts += 1
             tried.add(node.name)
             record.nodes.append(node.name)
+            span = telemetry.start(f"cluster.attempt {node.name}", {
+                "bastion.cluster.node": node.name, "bastion.cluster.attempt": attempts,
+                "bastion.cluster.tier": tier, "bastion.cluster.mode": progress.mode})
             try:
                 attempt = self._attempt(node, messages, tools, settings, progress)
                 async with contextlib.aclosing(attempt):
-                    async for ev in attempt:
+                    async for ev in telemetry.within(span, attempt):
                         yield ev
             except NodeFailed as failure:
                 last = f"{node.name}: {failure.reason}"
+                span.set("bastion.cluster.failover_reason", failure.reason)
+                span.set("bastion.cluster.failure_kind", str(failure.kind))
+                span.fail(last)
                 record.failovers += 1
                 progress.mode = self._mode_after_failure(node, progress)
                 self.metrics.failovers.inc(mode=progress.mode)
                 continue
             except Diverged:
                 last = f"{node.name}: replay diverged"
+                span.set("bastion.cluster.failover_reason", "replay diverged")
+                span.fail(last)
                 progress.mode = "prefill"
                 tried.discard(node.name)  # not the node's fault: it may continue the answer
                 self.metrics.failovers.inc(mode="prefill")
@@ -264,6 +273,8 @@ class ClusterModel:
                 record.error = str(exc)[:200]
                 self.metrics.routed.inc(tier=tier, outcome="error")
                 raise
+            finally:
+                span.end()
             record.ok = True
             record.mode = progress.mode if record.failovers else "direct"
             self.metrics.routed.inc(tier=tier, outcome="ok")

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bastion import telemetry
 from bastion.config import paths
 from bastion.config.model import MemoryConfig
 from bastion.errors import BastionError, MemoryStoreError
@@ -187,7 +188,9 @@ class PersistentMemory:
         win = window(system, history, self.budget - rag_budget, self.count_tokens)
         snippets: list[SearchResult] = []
         if use_rag:
-            snippets = self._retrieve(session_id, query, [m.content for m in win.messages])
+            with telemetry.span("memory.retrieve", {"bastion.memory.k": self.config.k}) as span:
+                snippets = self._retrieve(session_id, query, [m.content for m in win.messages])
+                span.set("bastion.memory.snippets", len(snippets))
             block = format_snippets(snippets)
             while snippets and self.count_tokens([Message("system", block)]) > rag_budget:
                 snippets = snippets[:-1]

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 
+from bastion import telemetry
 from bastion.config.model import TtsConfig, VoiceConfig
 from bastion.errors import ConfigError
 from bastion.voice.audio import Audio, decode
@@ -89,18 +90,33 @@ class VoiceService:
         self, audio: Audio, *, language: str | None = None, prompt: str | None = None
     ) -> Transcript:
         """Transcribe in a worker thread."""
-        stt = await asyncio.to_thread(lambda: self.stt)
-        return await asyncio.to_thread(stt.transcribe, audio, language=language, prompt=prompt)
+        with telemetry.span("voice.stt", {"bastion.voice.audio_seconds": audio.duration,
+                                          "bastion.voice.model": self.config.stt.model}) as span:
+            stt = await asyncio.to_thread(lambda: self.stt)
+            out = await asyncio.to_thread(stt.transcribe, audio, language=language,
+                                          prompt=prompt)
+            span.set("bastion.voice.language", out.language)
+            span.set("bastion.voice.speech", out.speech)
+            return out
 
     async def synthesize(
         self, text: str, *, engine: str | None = None, speed: float | None = None
     ) -> AsyncIterator[Audio]:
         """Yield audio sentence by sentence, synthesising in a worker thread."""
-        tts = await self.tts_async(engine)
-        it = iter(tts.synthesize(text, speed=speed))
-        done = object()
-        while (piece := await asyncio.to_thread(next, it, done)) is not done:
-            yield piece  # type: ignore[misc]
+        span = telemetry.start("voice.tts", {"bastion.voice.text_chars": len(text),
+                                             "bastion.voice.engine":
+                                             engine or self.config.tts.engine})
+        seconds = 0.0
+        try:
+            tts = await self.tts_async(engine)
+            it = iter(tts.synthesize(text, speed=speed))
+            done = object()
+            while (piece := await asyncio.to_thread(next, it, done)) is not done:
+                seconds += piece.duration  # type: ignore[attr-defined]
+                yield piece  # type: ignore[misc]
+        finally:
+            span.set("bastion.voice.audio_seconds", round(seconds, 3))
+            span.end()
 
     async def warm(self, engine: str | None = None) -> None:
         """Load the models now (a server does this at start so the first request is fast)."""

@@ -66,8 +66,9 @@ async def test_a_turn_is_one_trace_with_model_tool_and_stage_spans(
     assert turn.attributes["bastion.turn.outcome"] == "done"
     assert turn.resource["service.name"] == "bastion"
     kids = [s.name for s in children(spans, turn)]
-    assert kids == ["chat scripted", "execute_tool launch", "chat scripted"], kids
-    chat = children(spans, turn)[0]
+    assert kids == ["memory.context", "chat scripted", "execute_tool launch",
+                    "memory.context", "chat scripted"], kids
+    chat = children(spans, turn)[1]
     assert chat.kind == 3  # SPAN_KIND_CLIENT
     assert chat.attributes["gen_ai.request.model"] == "scripted"
     assert chat.attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
@@ -83,8 +84,9 @@ async def test_a_turn_is_one_trace_with_model_tool_and_stage_spans(
     assert wait.parent_id == stages[2].span_id
     assert wait.attributes["bastion.approval.approved"] is True
     # no prompt or tool content unless telemetry.record_content
-    assert not any("content" in k or "messages" in k or "arguments" in k or "result" in k
-                   for s in spans for k in s.attributes)
+    content = {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.call.arguments",
+               "gen_ai.tool.call.result"}
+    assert not content & {k for s in spans for k in s.attributes}
     assert METRICS.tool_calls.get(tool="launch", decision="allowed") == before + 1
 
 
@@ -125,3 +127,47 @@ def test_off_by_default_imports_no_sdk(tmp_path: Path) -> None:
                          text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+async def test_cluster_attempts_carry_the_node_and_the_failover_reason(
+    receiver: OtlpReceiver,
+) -> None:
+    from tests.fakes.cluster_nodes import Behaviour
+    from tests.unit.cluster.test_failover import cluster, collect
+
+    telemetry.configure(receiver.endpoint)
+    model, _ = cluster(Behaviour(fail="connect"), Behaviour())
+    for _ in range(20):  # until the router happens to try the dead node first
+        with telemetry.span("request"):
+            await collect(model)
+        if len(model.history[-1].nodes) == 2:
+            break
+    assert model.history[-1].nodes == ["n0", "n1"]
+    telemetry.shutdown()
+    spans = receiver.wait_for(lambda s: any(x.name == "cluster.attempt n1" for x in s))
+    last = [s for s in spans if s.name == "request"][-1]
+    attempts = children(spans, last)
+    assert [s.name for s in attempts] == ["cluster.attempt n0", "cluster.attempt n1"]
+    failed, ok = attempts
+    assert failed.attributes["bastion.cluster.node"] == "n0"
+    assert failed.attributes["bastion.cluster.failure_kind"] == "hard"
+    assert failed.attributes["bastion.cluster.failover_reason"] and failed.status == 2
+    assert ok.status == 0 and "bastion.cluster.failover_reason" not in ok.attributes
+
+
+async def test_voice_stt_and_tts_are_spans(receiver: OtlpReceiver) -> None:
+    from tests.unit.voice._shared import espeak, shared_service
+
+    service = shared_service()  # loaded once for every voice test of the session
+    telemetry.configure(receiver.endpoint)
+    pieces = [a async for a in service.synthesize("Hello there.", engine="espeak")]
+    heard = await service.transcribe(espeak("open the pod bay doors"))
+    telemetry.shutdown()
+    assert pieces and "pod" in heard.text.lower()
+    spans = receiver.wait_for(lambda s: len(s) >= 2)
+    tts, stt = one(spans, "voice.tts"), one(spans, "voice.stt")
+    assert tts.attributes["bastion.voice.engine"] == "espeak"
+    assert tts.attributes["bastion.voice.audio_seconds"] > 0
+    assert stt.attributes["bastion.voice.audio_seconds"] > 0
+    assert stt.attributes["bastion.voice.speech"] is True
+    assert "open the pod" not in str(stt.attributes)  # what was said is content: not recorded
