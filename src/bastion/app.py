@@ -209,6 +209,7 @@ def build_app(
         runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed)
         env.runners.update(runners)
         closers.extend(egress_closers)
+    gateway = Gateway(registry, env, security.stages)
     browser = None
     browser_names = {"browser_navigate", "browser_click", "browser_type", "browser_read",
                      "browser_screenshot", "browser_close_session"}
@@ -221,9 +222,8 @@ def build_app(
 
         browser = build_browser(config, workspace, resolver=security.resolver, audit=audit)
         env.browser = browser
-        attach_browser(browser, security.stages, security.classifier, redactor,
+        attach_browser(browser, gateway, security.classifier, redactor,
                        rules=config.hitl.builtin_rules)
-    gateway = Gateway(registry, env, security.stages)
     closers.append(security.close)
     intel = None
     if config.intelligence.enabled:  # threat/anomaly + trust stages just before approval
@@ -231,7 +231,7 @@ def build_app(
         from bastion.intelligence.setup import build as build_intel
 
         intel = build_intel(config, audit)
-        attach(intel, gateway, before=approvals)
+        attach(intel, gateway)  # just before approval
         closers.append(intel.close)
     undo = None
     if config.undo.enabled:  # innermost stage: only calls that really run are snapshotted

@@ -6,12 +6,10 @@ threat-intel feeds), ``siem/`` (one cursor per sink).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bastion.config import paths
 from bastion.config.model import Config, IntelligenceConfig
@@ -25,6 +23,7 @@ from bastion.intelligence.tail import AuditTail
 from bastion.intelligence.trust import TrustManager
 from bastion.security.audit import AuditEvent, AuditLog
 from bastion.security.gateway import Gateway, Stage
+from bastion.security.policy import ApprovalStage
 from bastion.tools.base import Risk
 
 HISTORY_LIMIT = 50_000
@@ -174,10 +173,7 @@ def _alert_follower(engine: AlertEngine, audit: AuditLog, interval: float) -> Fo
     return Follower(step, interval, "bastion-alerts")
 
 
-def attach(intel: Intelligence, gateway: Gateway, before: Any) -> None:
-    """Insert the stages just before ``before`` (the approval stage) in ``gateway``."""
-    index = len(gateway.stages)
-    with contextlib.suppress(ValueError):
-        index = gateway.stages.index(before)
-    for offset, stage in enumerate(intel.stages()):
-        gateway.add_stage(stage, index=index + offset)
+def attach(intel: Intelligence, gateway: Gateway) -> None:
+    """Insert the stages, in order, just before the approval stage (which must be there)."""
+    for stage in intel.stages():
+        gateway.add_stage(stage, before=ApprovalStage)

@@ -23,7 +23,7 @@ from bastion.intelligence.features import CallView, SubjectState
 from bastion.intelligence.feeds import IndicatorIndex
 from bastion.intelligence.threat import ThreatScore, score
 from bastion.intelligence.trust import TrustManager, evidence_of
-from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.security.gateway import ApprovalRecord, CallRequest, Next, ToolResult, denied
 from bastion.tools.base import Risk
 
 
@@ -81,7 +81,7 @@ class ThreatStage:
         req.reasons.extend(reasons)
         if flagged or threat.action != "allow" or cold_ask:
             self.flagged += flagged
-            req.annotations["needs_approval"] = True
+            req.needs_approval = True
             self._record(req, info, reasons)
         if threat.action == "deny":
             result = denied(req, f"{req.tool.name} refused: threat score {threat.score:.0f} "
@@ -135,17 +135,15 @@ class TrustStage:
         tool = req.tool.name
         intel = req.annotations.get("intel") or {}
         suspicious = bool(intel.get("flagged") or (intel.get("threat") or {}).get("hits"))
-        threshold: Risk = req.annotations.get("risk_threshold", self.default_threshold)
-        risk_only = (req.risk >= threshold and not req.annotations.get("needs_approval")
-                     and not req.annotations.get("policy_allow"))
+        # asked only because of risk (not demanded by policy, taint or intel): trust may answer
+        risk_only = req.approval_needed(self.default_threshold) and not req.needs_approval
         if risk_only and not suspicious and req.risk <= self.max_risk:
             view = self.trust.view(subject, tool)
             if view.auto_approves:
                 reason = (f"trust {view.trust:.2f} >= {self.trust.threshold:.2f} for {subject}/"
                           f"{tool} after {view.observations} observations")
-                req.annotations["policy_allow"] = True
-                req.annotations["approval"] = {"approved": True, "by": "trust",
-                                               "reason": reason}
+                req.policy_allow = True
+                req.approval = ApprovalRecord(True, "trust", reason)
                 req.approved_by = "trust"
                 req.reasons.append(f"auto-approved: {reason}")
                 self.auto_approved += 1
@@ -157,7 +155,8 @@ class TrustStage:
                                               "call_id": req.call.id,
                                               "trust": view.to_dict()})
         result = await nxt(req)
-        good, bad = evidence_of(result.decision, req.annotations.get("approval"),
+        approval = req.approval.to_dict() if req.approval is not None else None
+        good, bad = evidence_of(result.decision, approval,
                                 bool(intel.get("flagged")), not result.ok)
         self.trust.observe(subject, tool, good, bad)
         return result

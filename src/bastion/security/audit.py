@@ -900,7 +900,9 @@ class AuditStage:
 
 def _extra(req: CallRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("approval", "scan", "risk_rules", "secret_refs", "undo"):
+    if req.approval is not None:
+        out["approval"] = req.approval.to_dict()
+    for key in ("scan", "risk_rules", "secret_refs", "undo"):
         if key in req.annotations:
             out[key] = req.annotations[key]
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion import telemetry
-from bastion.errors import BastionError, PolicyDenied, ToolArgumentsError
+from bastion.errors import BastionError, ConfigError, PolicyDenied, ToolArgumentsError
 from bastion.messages import ToolCall
 from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import (
@@ -30,9 +30,30 @@ from bastion.tools.base import (
 from bastion.tools.registry import ToolRegistry
 
 
+@dataclass(slots=True, frozen=True)
+class ApprovalRecord:
+    """Who decided a call that needed approval, and why (audited as ``detail.approval``)."""
+
+    approved: bool
+    by: str
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the audit form: ``{"approved", "by", "reason"}``."""
+        return {"approved": self.approved, "by": self.by, "reason": self.reason}
+
+
 @dataclass(slots=True)
 class CallRequest:
-    """One tool call on its way through the gateway."""
+    """One tool call on its way through the gateway.
+
+    The approval state is typed, set only by the stages that decide it: ``needs_approval``
+    (policy ``ask``, a tainted session, intel), ``policy_allow`` (policy ``allow``, or trust),
+    ``risk_threshold`` (the session's, from the risk stage) and ``approval`` (the decision).
+    :meth:`approval_needed` is the one test of whether a human must decide. ``annotations``
+    carries audit extras only (``intel``, ``scan``, ``secret_refs``, ...): nothing in it can
+    loosen approval.
+    """
 
     call: ToolCall
     tool: Tool
@@ -43,6 +64,24 @@ class CallRequest:
     approved_by: str | None = None
     secrets: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
+    needs_approval: bool = False
+    policy_allow: bool = False
+    risk_threshold: Risk | None = None
+    approval: ApprovalRecord | None = None
+    taint: str | None = None  # why the session is tainted: no "always allow" rule is offered
+
+    def threshold(self, default: Risk) -> Risk:
+        """Return the approval threshold for this call: the session's if set, else ``default``."""
+        return default if self.risk_threshold is None else self.risk_threshold
+
+    def approval_needed(self, default: Risk) -> bool:
+        """Whether a human must decide: demanded by a stage, or risk at the threshold.
+
+        Risk alone does not ask for a tool policy allows (``policy_allow``); a demand
+        (``needs_approval``) always asks. ``default`` is the gateway's threshold.
+        """
+        return self.needs_approval or (
+            self.risk >= self.threshold(default) and not self.policy_allow)
 
 
 @dataclass(slots=True)
@@ -103,12 +142,17 @@ class Gateway:
         self.environment = environment
         self.stages: list[Stage] = list(stages)
 
-    def add_stage(self, stage: Stage, *, index: int | None = None) -> None:
-        """Insert a stage (appended before invoke by default)."""
-        if index is None:
+    def add_stage(self, stage: Stage, *, before: type | None = None) -> None:
+        """Add a stage just before the first stage of type ``before``, else innermost.
+
+        Raises :class:`~bastion.errors.ConfigError` when ``before`` is given and no stage of
+        that type is in the pipeline: a stage meant to run before approval must never end up
+        after it (or after the output scan) because the anchor was missing.
+        """
+        if before is None:
             self.stages.append(stage)
-        else:
-            self.stages.insert(index, stage)
+            return
+        self.stages.insert(stage_index(self.stages, before), stage)
 
     async def execute(
         self,
@@ -179,6 +223,17 @@ class Gateway:
             req.call.id, req.call.name, not out.is_error, out.text,
             "allowed", out.text if out.is_error else None, ms, out.data,
         )
+
+
+def stage_index(stages: Sequence[Stage], kind: type) -> int:
+    """Return the position of the first stage of type ``kind``; raise if there is none."""
+    for i, stage in enumerate(stages):
+        if isinstance(stage, kind):
+            return i
+    raise ConfigError(
+        f"the gateway has no {kind.__name__}, so a stage meant to run before it has no place",
+        fix=f"assemble the security stages (bastion.security.setup) before adding stages "
+            f"relative to {kind.__name__}")
 
 
 def _bind(stage: Stage, nxt: Next) -> Next:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from bastion import telemetry
 from bastion.security.approval import ApprovalRequest, Approver
-from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.security.gateway import ApprovalRecord, CallRequest, Next, ToolResult, denied
 from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import Risk
 
@@ -25,9 +25,9 @@ class PolicyStage:
             return denied(req, f"tool {req.tool.name} is denied by policy (security.tools)")
         if rule == "ask":
             req.reasons.append("policy requires approval")
-            req.annotations["needs_approval"] = True
+            req.needs_approval = True
         if rule == "allow":
-            req.annotations["policy_allow"] = True
+            req.policy_allow = True
         return await nxt(req)
 
 
@@ -42,14 +42,12 @@ class ApprovalStage:
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
         """Pass low-risk calls, ask for the rest; a timeout is a deny.
 
-        The threshold is the session's when the risk stage set one (``risk_threshold``).
+        The threshold is the session's when the risk stage set one (``risk_threshold``);
+        :meth:`CallRequest.approval_needed` decides.
         """
-        threshold: Risk = req.annotations.get("risk_threshold", self.threshold)
-        needs = bool(req.annotations.get("needs_approval")) or (
-            req.risk >= threshold and not req.annotations.get("policy_allow")
-        )
-        if not needs:
+        if not req.approval_needed(self.threshold):
             return await nxt(req)
+        threshold = req.threshold(self.threshold)
         if req.risk >= threshold:
             req.reasons.append(f"risk {req.risk.name} >= threshold {threshold.name}")
         ask = ApprovalRequest(
@@ -59,7 +57,7 @@ class ApprovalStage:
             reasons=list(req.reasons),
             session_id=req.session_id,
             call_id=req.call.id,
-            allow_session_rule=not req.annotations.get("taint"),
+            allow_session_rule=req.taint is None,
         )
         t0 = time.monotonic()
         with telemetry.span("gateway.approval_wait", {"bastion.tool.risk": req.risk.name.lower()}
@@ -69,8 +67,7 @@ class ApprovalStage:
             wait.set("bastion.approval.by", decision.by)
         METRICS.approval_wait.observe(time.monotonic() - t0,
                                       outcome="approved" if decision.approved else "denied")
-        req.annotations["approval"] = {"approved": decision.approved, "by": decision.by,
-                                       "reason": decision.reason}
+        req.approval = ApprovalRecord(decision.approved, decision.by, decision.reason)
         if not decision.approved:
             why = decision.reason or "not approved"
             return denied(req, f"{req.tool.name} was not approved: {why}")

@@ -9,7 +9,7 @@ from bastion.config.model import Config
 from bastion.security.browser.manager import BrowserManager, BrowserSettings, Recorder, Resolver
 from bastion.security.browser.preauth import Site
 from bastion.security.browser.rules import BrowserGuardStage, browser_conditions, browser_rules
-from bastion.security.gateway import Stage
+from bastion.security.gateway import Gateway
 from bastion.security.hitl.risk import RiskClassifier, RiskStage
 from bastion.security.redact import Redactor
 from bastion.tools.builtin.web import DirectFetcher
@@ -47,7 +47,7 @@ def build_browser(config: Config, workspace: Path, *, resolver: Resolver | None,
                           runtime_dir=paths.data_dir("browser"))
 
 
-def attach(manager: BrowserManager, stages: list[Stage], classifier: RiskClassifier,
+def attach(manager: BrowserManager, gateway: Gateway, classifier: RiskClassifier,
            redactor: Redactor | None, *, rules: bool = True) -> None:
     """Add the browser risk rules to ``classifier`` and the guard stage before the risk stage."""
     if rules:
@@ -56,5 +56,4 @@ def attach(manager: BrowserManager, stages: list[Stage], classifier: RiskClassif
 
         classifier.rules.extend(browser_rules())
         classifier.conditions.update(browser_conditions(manager, is_secret=holds_secret))
-    index = next((i for i, s in enumerate(stages) if isinstance(s, RiskStage)), len(stages))
-    stages.insert(index, BrowserGuardStage(manager))
+    gateway.add_stage(BrowserGuardStage(manager), before=RiskStage)

@@ -317,11 +317,11 @@ class RiskStage:
         if names:
             req.annotations["risk_rules"] = names
         if ctx.get("taint"):  # exfiltration guard: asks even under `allow` or a session rule
-            req.annotations["needs_approval"] = True
-            req.annotations["taint"] = ctx["taint"]
+            req.needs_approval = True
+            req.taint = str(ctx["taint"])
         threshold = self.threshold_for(req.session_id) if self.threshold_for else None
         if threshold is not None:  # a per-session threshold overrides the gateway's default
-            req.annotations["risk_threshold"] = threshold
+            req.risk_threshold = threshold
         # Taint before the call runs: the agent runs a turn's calls concurrently, and an
         # egress call started beside this one must already see it (a call that ends up
         # denied still taints: asking once too often is the safe side).
