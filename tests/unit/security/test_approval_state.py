@@ -139,11 +139,12 @@ async def intel_app(tmp_path: Path) -> AsyncIterator[App]:
 
 
 async def test_assembled_order(intel_app: App) -> None:
-    """The app's pipeline: audit, policy, browser guard, risk, threat, trust, approval, ..."""
+    """The app's pipeline: audit, scope, policy, browser guard, risk, threat, trust, approval..."""
     from bastion.intelligence.stages import ThreatStage, TrustStage
     from bastion.security.browser.rules import BrowserGuardStage
+    from bastion.security.identity import ToolScopeStage
 
     assert intel_app.browser is not None
     kinds = [type(s) for s in intel_app.gateway.stages]
-    assert kinds[:9] == [AuditStage, PolicyStage, BrowserGuardStage, RiskStage, ThreatStage,
-                         TrustStage, ApprovalStage, SecretsStage, OutputScanStage]
+    assert kinds[:10] == [AuditStage, ToolScopeStage, PolicyStage, BrowserGuardStage, RiskStage,
+                          ThreatStage, TrustStage, ApprovalStage, SecretsStage, OutputScanStage]
