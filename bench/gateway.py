@@ -1,6 +1,6 @@
 """Gateway overhead and sandboxed-call latency, side by side in one run.
 
-    python bench/gateway.py [--calls 2000] [--sandboxed 40]
+    python bench/gateway.py [--calls 2000] [--sandboxed 40] [--tracing-only]
 
 1. A cheap tool (read_file on a small file) called directly vs through the app's full gateway
    (audit to SQLite, policy, risk/approval, secrets, output scan): p50/p99 per call and the
@@ -15,7 +15,10 @@
    after: on a shared machine it moves the sandboxed figures a lot.
 3. Risk classification of typical shell/python calls (tree-sitter-bash / ast, the risk
    stage's share of a sandboxed call) against the old destructive-command regex alone.
+4. The same gateway call with OpenTelemetry traces off and on (a real OTLP receiver on
+   loopback), alternating call by call (``--tracing-only`` runs just this part).
 Targets (issue 14): <= 1 ms p50 gateway overhead; <= 15 ms p50 warm bubblewrap/podman call.
+Target (issue 23): tracing on adds <= 0.3 ms p50 per gateway call.
 """
 
 from __future__ import annotations
@@ -92,6 +95,41 @@ async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
     print(f"{'gateway overhead (p50 difference)':<34} {overhead:8.3f} ms   "
           f"ratio gateway/direct {statistics.median(through) / statistics.median(direct):6.1f}x")
     return overhead, statistics.median(through)
+
+
+async def tracing_overhead(calls: int, ws: Path) -> float:
+    """The same gateway call with traces off and on, alternating; returns the p50 difference."""
+    from _tracing import switchable_tracing
+    from tests.fakes.model import ScriptedModel
+
+    from bastion.app import build_app
+    from bastion.config.model import Config
+    from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
+
+    (ws / "small.txt").write_text("hello\n" * 10)
+    app = build_app(Config.model_validate({"agent": {"workspace": str(ws)}}),
+                    model=ScriptedModel(), memory=EphemeralMemory())
+    call = ToolCall("read_file", {"path": "small.txt"})
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with switchable_tracing() as switch:
+        for i in range(200 + calls):  # 200 warm-up rounds, then alternate which goes first
+            for on in ((False, True) if i % 2 else (True, False)):
+                switch(on)
+                t0 = time.perf_counter()
+                res = await app.gateway.execute(call)
+                ms = (time.perf_counter() - t0) * 1000
+                assert res.ok, res.text
+                if i >= 200:
+                    times[on].append(ms)
+    await app.aclose()
+    print(line("gateway, tracing off", times[False]))
+    print(line("gateway, tracing on (OTLP)", times[True]))
+    extra = statistics.median(times[True]) - statistics.median(times[False])
+    print(f"{'tracing cost per call (p50 diff)':<34} {extra:8.3f} ms   ratio on/off "
+          f"{statistics.median(times[True]) / statistics.median(times[False]):6.3f}x "
+          "(target <= 0.3 ms)")
+    return extra
 
 
 async def sandboxed(n: int, ws: Path, gap: float, only: list[str]) -> None:
@@ -177,6 +215,8 @@ async def main() -> None:
     parser.add_argument("--backends", default="", help="comma-separated (default: all)")
     parser.add_argument("--gap", type=float, default=0.1,
                         help="seconds between two warm calls (an agent waits for its model)")
+    parser.add_argument("--tracing-only", action="store_true",
+                        help="only the traces on/off comparison")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["BASTION_HOME"] = home
@@ -184,7 +224,11 @@ async def main() -> None:
         ws.mkdir()
         print(f"# bench/gateway.py on {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if opts.tracing_only:
+            await tracing_overhead(opts.calls, ws)
+            return
         await gateway_overhead(opts.calls, ws)
+        await tracing_overhead(opts.calls, ws)
         classification(opts.calls, ws)
         if opts.sandboxed > 0:
             print(f"# warm calls {opts.gap:g} s apart (after the refill)")

@@ -251,11 +251,13 @@ def stage_name(stage: object) -> str:
 
 
 async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) -> ToolResult:
-    """Run the pipeline with a GenAI ``execute_tool`` span and one child span per stage.
+    """Run the pipeline under a GenAI ``execute_tool`` span with one child span per stage.
 
-    A stage's span covers its own work up to the moment it hands the call on, so the stages
-    are siblings under the call's span; ``bastion.gateway.decision`` is ``pass`` for a stage
-    that handed the call on, else the decision of the result it returned.
+    A stage's span covers its own work up to the moment it hands the call on (or, with
+    ``span_after``, its work after the inner stages returned), so the stages are siblings;
+    ``bastion.gateway.decision`` is ``pass`` for a stage that handed the call on, else the
+    decision of the result it returned. Only clock reads happen here: the stage spans are
+    built when the call's span is exported.
     """
     call = req.call
     parent = telemetry.start(f"execute_tool {call.name}", {
@@ -266,11 +268,12 @@ async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) 
     if telemetry.recording():
         parent.content("gen_ai.tool.call.arguments",
                        json.dumps(call.arguments, ensure_ascii=False, default=str))
-    chain: Next = _traced(None, invoke, parent, "tool_run")
+    records: list[tuple[str, int, int, str]] = []
+    chain: Next = _timed(None, invoke, records, "tool_run")
     for stage in reversed(stages):
-        chain = _traced(stage, chain, parent, stage_name(stage))
+        chain = _timed(stage, chain, records, stage_name(stage))
     try:
-        with telemetry.activate(parent):
+        with telemetry.activate(parent):  # approval wait, sandbox start: the call's children
             result = await chain(req)
         parent.set("bastion.gateway.decision", result.decision)
         if not result.ok:
@@ -281,43 +284,33 @@ async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) 
         parent.fail(f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        parent.children(records)
         parent.end()
     return result
 
 
-def _traced(stage: Stage | None, nxt: Next, parent: telemetry.Span, name: str) -> Next:
-    """Wrap one stage (``None``: the tool itself) in its span, a child of ``parent``.
-
-    The span covers the stage's work before it hands the call on, or, for a stage with
-    ``span_after`` (output scanning), its work after the inner stages returned.
-    """
+def _timed(stage: Stage | None, nxt: Next, records: list[tuple[str, int, int, str]],
+           name: str) -> Next:
+    """Wrap one stage (``None``: the tool itself), recording its span's times and decision."""
     after = bool(getattr(stage, "span_after", False))
-    attrs: dict[str, telemetry.AttrValue] = {"bastion.gateway.stage": name}
+    clock = time.time_ns
 
     async def run(req: CallRequest) -> ToolResult:
-        span = telemetry.NOOP if after else telemetry.start(f"gateway.{name}", attrs,
-                                                             parent=parent)
+        t0 = clock()
         handed_on = False
 
         async def onward(r: CallRequest) -> ToolResult:
-            nonlocal handed_on, span
+            nonlocal handed_on, t0
             handed_on = True
             if not after:
-                span.set("bastion.gateway.decision", "pass")
-                span.end()
-            with telemetry.activate(parent):
-                res = await nxt(r)
-            if after:
-                span = telemetry.start(f"gateway.{name}", attrs, parent=parent)
+                records.append((name, t0, clock(), "pass"))
+            res = await nxt(r)
+            t0 = clock()
             return res
 
-        try:
-            with telemetry.activate(span):
-                result = await (nxt(req) if stage is None else stage(req, onward))
-            if after or not handed_on:
-                span.set("bastion.gateway.decision", result.decision)
-        finally:
-            span.end()
+        result = await (nxt(req) if stage is None else stage(req, onward))
+        if after or not handed_on:
+            records.append((name, t0, clock(), result.decision))
         return result
 
     return run

@@ -44,6 +44,14 @@ class Span(Protocol):
         """Mark the span as failed with a one-line reason."""
         ...
 
+    def children(self, records: list[tuple[str, int, int, str]]) -> None:
+        """Attach timed children ``(name, start_ns, end_ns, decision)``, made at export.
+
+        For many short steps (gateway stages) that have no children of their own: only the
+        clock reads are on the caller's path. Call it before :meth:`end`.
+        """
+        ...
+
     def end(self) -> None:
         """End the span (a second call does nothing)."""
         ...
@@ -59,6 +67,9 @@ class _NoopSpan:
         pass
 
     def fail(self, message: str) -> None:
+        pass
+
+    def children(self, records: list[tuple[str, int, int, str]]) -> None:
         pass
 
     def end(self) -> None:

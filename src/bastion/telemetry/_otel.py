@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,8 +22,14 @@ _sdk_trace = require("opentelemetry.sdk.trace", extra="telemetry", feature=_FEAT
 from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import propagate, trace  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator  # noqa: E402
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode  # noqa: E402
 
 
 def _protocol() -> str:
@@ -67,10 +73,56 @@ class _Span:
     def fail(self, message: str) -> None:
         self.raw.set_status(Status(StatusCode.ERROR, message[:300]))
 
+    def children(self, records: list[tuple[str, int, int, str]]) -> None:
+        if records and self.raw.is_recording():
+            pending = self.tracing.pending
+            if len(pending) > 10_000:  # parents the batch queue dropped: never exported
+                pending.clear()
+            pending[self.raw.get_span_context().span_id] = records
+
     def end(self) -> None:
         if not self._ended:
             self._ended = True
             self.raw.end()
+
+
+class _WithChildren(SpanExporter):
+    """Build the timed child spans of a span (gateway stages) on the exporter's thread.
+
+    A gateway call records ``(name, start_ns, end_ns, decision)`` per stage: two clock reads
+    and an append on the call's path. The spans themselves are made here, off that path,
+    just before their parent is exported.
+    """
+
+    def __init__(self, inner: SpanExporter,
+                 pending: dict[int, list[tuple[str, int, int, str]]]) -> None:
+        self.inner = inner
+        self.pending = pending
+        self.ids = RandomIdGenerator()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        out = list(spans)
+        for span in spans:
+            records = self.pending.pop(span.context.span_id, None)
+            if records:
+                out += [self._child(span, *r) for r in records]
+        return self.inner.export(out)
+
+    def _child(self, parent: ReadableSpan, name: str, start: int, end: int,
+               decision: str) -> ReadableSpan:
+        ctx = SpanContext(parent.context.trace_id, self.ids.generate_span_id(), False,
+                          parent.context.trace_flags, parent.context.trace_state)
+        return ReadableSpan(f"gateway.{name}", ctx, parent.context, resource=parent.resource,
+                            attributes={"bastion.gateway.stage": name,
+                                        "bastion.gateway.decision": decision},
+                            kind=SpanKind.INTERNAL, start_time=start, end_time=end,
+                            instrumentation_scope=parent.instrumentation_scope)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 class Tracing:
@@ -84,7 +136,9 @@ class Tracing:
         if "OTEL_SERVICE_NAME" not in os.environ:
             attrs["service.name"] = "bastion"
         self.provider = _sdk_trace.TracerProvider(resource=Resource.create(attrs))
-        self.provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint)))
+        self.pending: dict[int, list[tuple[str, int, int, str]]] = {}
+        self.provider.add_span_processor(
+            BatchSpanProcessor(_WithChildren(_exporter(endpoint), self.pending)))
         self.tracer = self.provider.get_tracer("bastion", __version__)
 
     def start(self, name: str, attrs: Mapping[str, Any] | None, parent: Any,
