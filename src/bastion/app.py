@@ -203,10 +203,13 @@ def build_app(
 
         closers.append(mount_servers(config, registry, audit=audit).close)
     if sec.egress or sec.tool_sandboxes:  # per-tool backend and/or egress namespace
-        from bastion.security.egress.setup import tool_runners
+        from bastion.privacy.detect import egress_inspector
+        from bastion.security.egress.setup import Inspection, tool_runners
 
         sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process
-        runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed)
+        inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
+        runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed,
+                                                          inspection)
         env.runners.update(runners)
         closers.extend(egress_closers)
     gateway = Gateway(registry, env, security.stages)

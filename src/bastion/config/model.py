@@ -106,6 +106,14 @@ ToolRule = Literal["allow", "deny", "ask"]
 Risk = Literal["low", "medium", "high", "critical"]
 
 
+class HttpRuleConfig(_Section):
+    """Methods and path globs allowed towards a host (glob); everything else is refused."""
+
+    host: str
+    methods: list[str] = Field(default_factory=list, description="e.g. [GET]; empty: any")
+    paths: list[str] = Field(default_factory=list, description="path globs; empty: any")
+
+
 class EgressConfig(_Section):
     """Where a sandbox may connect; everything else is dropped (and logged)."""
 
@@ -114,6 +122,22 @@ class EgressConfig(_Section):
     )
     cidrs: list[str] = Field(default_factory=list, description="allowed IPs/networks")
     ports: list[int] = Field(default_factory=lambda: [443], description="allowed TCP ports")
+    inspect: bool = Field(
+        default=False, description="send all egress through bastion's HTTP(S) proxy: protocol "
+        "filtering and inspection (always on for a tool with bound secrets)")
+    http_ports: list[int] = Field(
+        default_factory=list, description="ports where plain HTTP is allowed (never 443)")
+    http2: bool = Field(default=True, description="allow HTTP/2 (else HTTP/1.1 only)")
+    rules: list[HttpRuleConfig] = Field(
+        default_factory=list, description="per destination: allowed methods and path globs")
+    max_request_bytes: int = Field(default=1_000_000, ge=1, description="request body cap")
+    max_response_bytes: int = Field(default=100_000_000, ge=1, description="response cap")
+    scan_outbound: bool = Field(
+        default=True, description="refuse a secret or PII in a query string or body to a "
+        "host no secret is bound to")
+    pii: list[str] = Field(
+        default_factory=lambda: ["CREDIT_CARD"],
+        description="PII classes (privacy detector names) refused in outbound requests")
 
 
 class WebFetchConfig(_Section):
@@ -506,6 +530,23 @@ class SopsConfig(_Section):
     recipients: list[str] = Field(default_factory=list, description="extra age recipients")
 
 
+class BoundSecretConfig(_Section):
+    """A secret the tool never holds: it gets a placeholder, swapped only on the wire."""
+
+    ref: str = Field(description="secret://backend/path#key")
+    hosts: list[str] = Field(min_length=1, description="host or host:port (default 443)")
+    header: str | None = Field(default="Authorization", description="header that carries it")
+    format: str = Field(default="{}", description="the header's value; {} is the secret")
+    query: str | None = Field(default=None, description="or a query parameter that carries it")
+
+    @field_validator("format")
+    @classmethod
+    def _one_slot(cls, v: str) -> str:
+        if v.count("{}") != 1:
+            raise ValueError('format must contain {} exactly once, e.g. "Bearer {}"')
+        return v
+
+
 class SecretsConfig(_Section):
     """Secret backends, per-tool secret injection and the secret scanner."""
 
@@ -513,9 +554,10 @@ class SecretsConfig(_Section):
     env_prefix: str = "BASTION_SECRET_"
     vault: VaultConfig | None = None
     sops: SopsConfig = Field(default_factory=SopsConfig)
-    tools: dict[str, dict[str, str]] = Field(
+    tools: dict[str, dict[str, str | BoundSecretConfig]] = Field(
         default_factory=dict,
-        description="tool -> {ENV_NAME: secret://backend/path#key} injected into its sandbox",
+        description="tool -> {ENV_NAME: secret://... (the tool can read it) or {ref, hosts, "
+        "header, format, query} (the tool gets a placeholder, swapped on the wire)}",
     )
     scan_policy: Literal["redact", "block"] = Field(
         default="redact", description="what to do with a secret found in a tool's output"

@@ -168,3 +168,20 @@ def detector_from_config(cfg: Any, scanner: SecretScanner | None = None) -> PiiD
         spacy_model=cfg.spacy_model,
         scanner=scanner,
     )
+
+
+def egress_inspector(classes: Sequence[str]) -> Callable[[str], list[str]] | None:
+    """Return a PII finder for the egress proxy (text -> classes found), or ``None``.
+
+    ``None`` when the privacy extra (presidio) is not installed; ``bastion doctor`` says so.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("presidio_analyzer") is None:
+        return None
+    detector = PiiDetector(entities=list(classes))
+
+    def found(text: str) -> list[str]:
+        return [c for e in detector.detect(text) for c in e.classes]
+
+    return found

@@ -902,7 +902,7 @@ def _extra(req: CallRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if req.approval is not None:
         out["approval"] = req.approval.to_dict()
-    for key in ("scan", "risk_rules", "secret_refs", "undo"):
+    for key in ("scan", "risk_rules", "secret_refs", "secret_bound", "undo"):
         if key in req.annotations:
             out[key] = req.annotations[key]
     return out

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from bastion.errors import SandboxError
 from bastion.security.egress import uplink as host_uplink
+from bastion.security.egress.credproxy import CredentialProxy
 from bastion.security.egress.rules import (
     Blocked,
     EgressRule,
@@ -123,6 +124,7 @@ class EgressNetwork:
     name: str = field(default_factory=_next_name)
     blocked: list[Blocked] = field(default_factory=list)
     queries: list[tuple[str, str, bool]] = field(default_factory=list)  # name, type, allowed
+    proxy: CredentialProxy | None = None  # not started: start() does (HTTP(S) only, then)
 
     def __post_init__(self) -> None:
         self._state = Path(tempfile.mkdtemp(prefix=f"bastion-{self.name}-"))
@@ -204,11 +206,17 @@ class EgressNetwork:
             self._host.allow_lan(outer, self.rule.lan_cidrs)
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
         _run("ip", "netns", "exec", ns, "nft", "-f", "-",
-             input_text=nft_ruleset(self.rule, self.resolvers))
+             input_text=nft_ruleset(self.rule, self.resolvers, proxied=self.proxy is not None))
         self.resolv_conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n")
         self.resolv_conf.chmod(0o644)
         self._start_trace()
         self._start_dns()
+        if self.proxy is not None:
+            self.proxy.sandbox_netns = self.netns_path
+            self.proxy.audit = self.proxy.audit or self.audit
+            if isinstance(self.uplink, Uplink):
+                self.proxy.upstream_netns = str(NETNS_DIR / self.uplink.netns)
+            self.proxy.start()
 
     def _start_trace(self) -> None:
         proc = subprocess.Popen(
@@ -302,6 +310,8 @@ class EgressNetwork:
         side (its nftables table, and ip_forward back to its prior value).
         """
         self._stop.set()
+        if self.proxy is not None:
+            self.proxy.close()
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)

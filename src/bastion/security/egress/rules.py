@@ -107,10 +107,13 @@ def _resolvers(resolver: str | Sequence[str]) -> list[str]:
     return found
 
 
-def nft_ruleset(rule: EgressRule, resolver: str | Sequence[str]) -> str:
+def nft_ruleset(rule: EgressRule, resolver: str | Sequence[str], *, proxied: bool = False
+                ) -> str:
     """Return the ruleset loaded into the sandbox's namespace (``nft -f -``).
 
     ``resolver`` is the upstream DNS server (or several); only dnsmasq's uid may reach them.
+    ``proxied``: all traffic goes through bastion's proxy on the namespace's loopback, so
+    nothing is accepted towards the allowlist directly (raw TCP, SSH... are refused here).
     """
     ports = ", ".join(str(p) for p in rule.ports)
     v4 = [c for c in rule.cidrs if ":" not in c]
@@ -132,17 +135,17 @@ def nft_ruleset(rule: EgressRule, resolver: str | Sequence[str]) -> str:
         "    ct state established,related accept",
         *dns_rules,
     ]
-    if v4:
+    if v4 and not proxied:
         lines.append(f"    ip daddr {{ {', '.join(v4)} }} tcp dport {{ {ports} }} accept")
-    if v6:
+    if v6 and not proxied:
         lines.append(f"    ip6 daddr {{ {', '.join(v6)} }} tcp dport {{ {ports} }} accept")
     lines += [  # before the resolved sets: a name that resolves to the LAN opens nothing
         f"    ip daddr {{ {', '.join(non_public(4))} }} meta nftrace set 1 counter reject "
         f'comment "{RULE_NON_PUBLIC}"',
         f"    ip6 daddr {{ {', '.join(non_public(6))} }} meta nftrace set 1 counter reject "
         f'comment "{RULE_NON_PUBLIC}"',
-        f"    ip daddr @{SET4} tcp dport {{ {ports} }} accept",
-        f"    ip6 daddr @{SET6} tcp dport {{ {ports} }} accept",
+        *([] if proxied else [f"    ip daddr @{SET4} tcp dport {{ {ports} }} accept",
+                              f"    ip6 daddr @{SET6} tcp dport {{ {ports} }} accept"]),
         f'    meta nftrace set 1 counter reject comment "{RULE_NOT_ALLOWED}"',
         "  }",
         "}",

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bastion.config.model import Config, EgressConfig
-from bastion.errors import SandboxError
+from bastion.errors import MissingExtraError, SandboxError
+from bastion.security.egress.credproxy import (
+    INSTALL,
+    CredentialProxy,
+    HttpRule,
+    Inspector,
+    ProxyPolicy,
+)
 from bastion.security.egress.netns import EgressNetwork, Recorder, Uplink
 from bastion.security.egress.rules import EgressRule
 from bastion.security.egress.uplink import HostUplinkSpec
 from bastion.security.sandbox.base import NetworkPolicy, Sandbox, SandboxSpec
 from bastion.security.sandbox.factory import build_sandbox, limits_from_config
-from bastion.tools.base import ProcessRunner
+from bastion.security.secrets.bound import PlaceholderBook
+from bastion.security.secrets.resolver import tool_bindings
+from bastion.tools.base import ProcessResult, ProcessRunner
 
 
 def uplink_from(config: Config) -> Uplink | HostUplinkSpec:
@@ -25,18 +36,66 @@ def uplink_from(config: Config) -> Uplink | HostUplinkSpec:
     return Uplink(up.netns, up.resolver)
 
 
+@dataclass(frozen=True)
+class Inspection:
+    """What egress proxies need from the rest of bastion (all optional)."""
+
+    book: PlaceholderBook | None = None  # live placeholders of bound secrets
+    scanner: Any = None  # the redactor's secret scanner (held values included)
+    pii: Callable[[Sequence[str]], Inspector | None] | None = None  # classes -> PII finder
+
+
+def proxy_policy(rule: EgressRule, cfg: EgressConfig) -> ProxyPolicy:
+    """Return the proxy's rules for an egress declaration."""
+    return ProxyPolicy(rule, tuple(p for p in cfg.http_ports if p != 443), cfg.http2,
+                       tuple(HttpRule(r.host.lower(), tuple(m.upper() for m in r.methods),
+                                      tuple(r.paths)) for r in cfg.rules),
+                       cfg.max_request_bytes, cfg.max_response_bytes, cfg.scan_outbound)
+
+
 def network_for(subject: str, cfg: EgressConfig, config: Config,
-                audit: Recorder | None) -> EgressNetwork:
-    """Create and start the egress namespace for ``subject``."""
+                audit: Recorder | None, inspection: Inspection | None = None) -> EgressNetwork:
+    """Create and start the egress namespace for ``subject`` (with its proxy if it has one).
+
+    A subject gets the HTTP(S) proxy when its egress says ``inspect`` or when one of its
+    secrets is bound to destinations (the proxy is what swaps the placeholder).
+    """
     rule = EgressRule.create(cfg.domains, cfg.cidrs, cfg.ports, name=subject)
-    return EgressNetwork(rule, uplink_from(config), audit=audit, subject=subject).start()
+    proxy = None
+    bound = bool(tool_bindings(subject, config.secrets.tools))
+    if cfg.inspect or bound:
+        ins = inspection or Inspection()
+        proxy = CredentialProxy(subject, proxy_policy(rule, cfg), ins.book or PlaceholderBook(),
+                                audit, scanner=ins.scanner,
+                                inspect=ins.pii(cfg.pii) if ins.pii and cfg.pii else None)
+    return EgressNetwork(rule, uplink_from(config), audit=audit, subject=subject,
+                         proxy=proxy).start()
 
 
 def policy_for(net: EgressNetwork, cfg: EgressConfig) -> NetworkPolicy:
     """Return the sandbox network policy that joins ``net``."""
     return NetworkPolicy(enabled=True, allow_domains=tuple(cfg.domains),
                          allow_cidrs=tuple(cfg.cidrs), allow_ports=tuple(cfg.ports),
-                         netns_path=net.netns_path, resolv_conf=net.resolv_conf)
+                         netns_path=net.netns_path, resolv_conf=net.resolv_conf,
+                         ca_bundle=net.proxy.ca_file if net.proxy is not None else None)
+
+
+class ProxiedRunner:
+    """A sandbox whose every command also gets the proxy's variables (proxy URL, CA bundle)."""
+
+    def __init__(self, box: Sandbox, env: Mapping[str, str]) -> None:
+        self.box = box
+        self.env = dict(env)
+
+    async def run(self, argv: list[str], *, stdin: bytes | None = None,
+                  env: Mapping[str, str] | None = None, timeout_s: float | None = None
+                  ) -> ProcessResult:
+        """Run ``argv`` in the sandbox with the proxy's variables under the caller's."""
+        return await self.box.run(argv, stdin=stdin, env={**self.env, **(env or {})},
+                                  timeout_s=timeout_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.box, name)
 
 
 def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
@@ -46,11 +105,13 @@ def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
     box, problem = build_sandbox(kind, spec, warm=warm)
     if box is None:
         raise SandboxError(f"no sandbox for egress: {problem}")
+    if net.proxy is not None:
+        return ProxiedRunner(box, net.proxy.env())  # type: ignore[return-value]
     return box
 
 
 def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
-                 tools: Collection[str] | None = None,
+                 tools: Collection[str] | None = None, inspection: Inspection | None = None,
                  ) -> tuple[dict[str, ProcessRunner], list[Callable[[], None]], dict[str, str]]:
     """Return per-tool runners (own backend and/or egress), their closers, and problems.
 
@@ -77,7 +138,7 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
                 if box is None:
                     raise SandboxError(problem or f"{kind} is unavailable")
             else:
-                net = network_for(tool, cfg, config, audit)
+                net = network_for(tool, cfg, config, audit, inspection)
                 closers.append(net.close)
                 box = egress_sandbox(kind, spec, net, cfg, warm=sec.warm_pool)
             runners[tool] = box
@@ -87,13 +148,44 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
             close = getattr(box, "close", None)
             if cfg is not None and close is not None:  # e.g. docker's holder of the netns
                 closers.append(close)
-        except SandboxError as exc:
+        except (SandboxError, MissingExtraError) as exc:  # no runner: network-less default
             problems[tool] = exc.user_text()
     return runners, closers, problems
 
 
+def secret_lines(config: Config) -> list[tuple[str, str, str, str]]:
+    """Return ``bastion doctor``'s lines on how each tool secret is given to its tool."""
+    import importlib.util
+
+    lines: list[tuple[str, str, str, str]] = []
+    proxy_ok = importlib.util.find_spec("mitmproxy") is not None
+    for tool, entries in sorted(config.secrets.tools.items()):
+        bound = tool_bindings(tool, config.secrets.tools)
+        for env in sorted(entries):
+            name = f"secret {tool}.{env}"
+            if env not in bound:
+                lines.append((name, "WARN", "plain env injection: the tool can read the secret",
+                              f"bind it to its API: secrets.tools.{tool}.{env}: {{ref: ..., "
+                              "hosts: [api.example.com]}"))
+            elif tool not in config.security.egress:
+                lines.append((name, "FAIL", "bound, but the tool declares no egress (the "
+                              "placeholder cannot reach its host)",
+                              f"add security.egress.{tool} with the bound hosts"))
+            elif not proxy_ok:
+                lines.append((name, "FAIL", "bound, but the egress proxy is not installed",
+                              INSTALL))
+            else:
+                lines.append((name, "OK", "placeholder in the sandbox; swapped on the wire to "
+                              + ", ".join(bound[env].destinations), ""))
+    return lines
+
+
 def readiness(config: Config) -> list[tuple[str, str, str, str]]:
     """Return ``bastion doctor``'s egress lines: (name, OK/WARN/FAIL, detail, fix)."""
+    return _readiness(config) + secret_lines(config)
+
+
+def _readiness(config: Config) -> list[tuple[str, str, str, str]]:
     from bastion.security.egress import uplink
     from bastion.security.egress.netns import NETNS_DIR, problem
 

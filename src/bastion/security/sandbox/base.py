@@ -85,6 +85,10 @@ class NetworkPolicy:
     allow_ports: tuple[int, ...] = ()
     netns_path: str | None = None  # the egress-controlled namespace to join (see egress/)
     resolv_conf: Path | None = None  # its resolver, mounted as /etc/resolv.conf
+    ca_bundle: Path | None = None  # egress proxy's per-sandbox CA, mounted over CA_BUNDLE
+
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # the only CA a proxied sandbox trusts
 
 
 @dataclass(slots=True, frozen=True)

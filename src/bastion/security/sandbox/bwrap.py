@@ -42,6 +42,7 @@ from bastion.security.sandbox._pool import WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, run_tree, spawn
 from bastion.security.sandbox._seccomp import filter_file
 from bastion.security.sandbox.base import (
+    CA_BUNDLE,
     WORKSPACE_MOUNT,
     Limits,
     ProbedBackend,
@@ -395,6 +396,8 @@ class BubblewrapSandbox(ProbedBackend):
         net = self.spec.network
         if net.enabled and net.resolv_conf is not None:
             args += ["--ro-bind", src(net.resolv_conf), "/etc/resolv.conf"]
+        if net.enabled and net.ca_bundle is not None:
+            args += ["--ro-bind", src(net.ca_bundle), CA_BUNDLE]
         for path in ro_paths:
             host = Path(path).resolve()
             args += ["--ro-bind", src(host), str(host)]

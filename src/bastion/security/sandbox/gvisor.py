@@ -57,6 +57,7 @@ from bastion.security.sandbox._hostuser import owner_ids
 from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
 from bastion.security.sandbox._proc import Spawned, discard, drive, spawn
 from bastion.security.sandbox.base import (
+    CA_BUNDLE,
     WORKSPACE_MOUNT,
     Limits,
     ProbedBackend,
@@ -345,6 +346,9 @@ class GVisorSandbox(ProbedBackend):
             mounts.append({"destination": "/etc/resolv.conf", "type": "bind",
                            "source": str(self.spec.network.resolv_conf),
                            "options": ["bind", "ro"]})
+        if self.spec.network.enabled and self.spec.network.ca_bundle is not None:
+            mounts.append({"destination": CA_BUNDLE, "type": "bind",
+                           "source": str(self.spec.network.ca_bundle), "options": ["bind", "ro"]})
         for path in ro_paths:
             host = str(Path(path).resolve())
             mounts.append({"destination": host, "type": "bind", "source": host,

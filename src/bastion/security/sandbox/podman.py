@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from bastion.security.sandbox.base import CA_BUNDLE
 from bastion.security.sandbox.container import (
     BUILD_HINT,
     IMAGE,
@@ -84,4 +85,6 @@ class PodmanSandbox(ContainerSandbox):
         args = ["--network", f"ns:{net.netns_path}", "--hostname", self.hostname]
         if net.resolv_conf is not None:  # its nftables + resolver apply
             args += ["-v", f"{net.resolv_conf}:/etc/resolv.conf:ro"]
+        if net.ca_bundle is not None:
+            args += ["-v", f"{net.ca_bundle}:{CA_BUNDLE}:ro"]
         return args

@@ -12,6 +12,7 @@ from bastion.errors import BastionError, SecretError
 from bastion.security.gateway import CallRequest, Next, ToolResult, denied
 from bastion.security.redact import Redactor
 from bastion.security.secrets.base import SecretBackend, SecretRef, is_ref, parse_ref, pick
+from bastion.security.secrets.bound import Binding, PlaceholderBook, parse_host
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -26,6 +27,7 @@ class SecretResolver:
                  ) -> None:
         self.backends = dict(backends)
         self.redactor = redactor
+        self.book = PlaceholderBook()  # placeholders of bound secrets, read by egress proxies
         # emergency rotation: values that must never be handed out again, and the tool calls
         # now running with each reference (so they can be stopped)
         self._revoked: set[str] = set()
@@ -93,14 +95,28 @@ class SecretResolver:
                 continue
 
 
-def tool_declarations(tool: Any, configured: Mapping[str, Mapping[str, str]]
+def tool_declarations(tool: Any, configured: Mapping[str, Mapping[str, Any]]
                       ) -> dict[str, str]:
     """Return {ENV_NAME: reference} a tool needs: its own ``secrets`` attribute plus config."""
     out: dict[str, str] = {}
     own = getattr(tool, "secrets", None)
     if isinstance(own, Mapping):
         out.update({str(k): str(v) for k, v in own.items()})
-    out.update(configured.get(tool.name, {}))
+    for env, entry in configured.get(tool.name, {}).items():
+        out[env] = str(getattr(entry, "ref", entry))
+    return out
+
+
+def tool_bindings(tool_name: str, configured: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, Binding]:
+    """Return {ENV_NAME: binding} of the tool's bound secrets (``{ref, hosts, ...}`` entries)."""
+    out: dict[str, Binding] = {}
+    for env, entry in configured.get(tool_name, {}).items():
+        if isinstance(entry, str) or not hasattr(entry, "hosts"):
+            continue
+        out[env] = Binding(tool_name, env, str(entry.ref),
+                           tuple(parse_host(h) for h in entry.hosts), entry.header,
+                           entry.format, entry.query)
     return out
 
 
@@ -110,12 +126,16 @@ class SecretsStage:
     References are resolved here, after policy and approval, immediately before the tool
     runs; the values travel only in ``req.secrets`` -> ``ToolContext.secrets`` -> the
     sandbox's exec environment (never argv, never a file on disk, never a log line).
+    A *bound* secret (``{ref, hosts, ...}``) never enters the sandbox: the tool gets a fresh
+    placeholder, and the egress proxy swaps it for the value only on the wire to its hosts.
     """
 
     def __init__(self, resolver: SecretResolver,
-                 tools: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 tools: Mapping[str, Mapping[str, Any]] | None = None,
+                 book: PlaceholderBook | None = None) -> None:
         self.resolver = resolver
         self.tools = {k: dict(v) for k, v in (tools or {}).items()}
+        self.book = book if book is not None else resolver.book
 
     def declared(self, tool: Any) -> dict[str, str]:
         """Return the secrets ``tool`` is given."""
@@ -124,16 +144,26 @@ class SecretsStage:
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
         """Resolve the tool's declared secrets into ``req.secrets``, then continue."""
         wanted = self.declared(req.tool)
+        bound = tool_bindings(req.tool.name, self.tools)
+        issued: list[str] = []
         for env_name, ref in wanted.items():
             if not _ENV_NAME.match(env_name) or not is_ref(ref):
                 return denied(req, f"{req.tool.name}: bad secret declaration {env_name!r}")
             try:
-                req.secrets[env_name] = self.resolver.resolve(ref)
+                value = self.resolver.resolve(ref)
             except SecretError as exc:
+                for placeholder in issued:
+                    self.book.release(placeholder)
                 return denied(req, f"{req.tool.name} needs secret {env_name}: {exc.user_text()}")
+            if env_name in bound:  # the sandbox gets a placeholder; the value stays here
+                value = self.book.issue(bound[env_name], value)
+                issued.append(value)
+            req.secrets[env_name] = value
         if wanted:  # names and references only, for the audit record; never values
             req.annotations["secret_env"] = sorted(wanted)
             req.annotations["secret_refs"] = sorted(wanted.values())
+            if bound:
+                req.annotations["secret_bound"] = sorted(bound)
         else:
             return await nxt(req)
         inner = asyncio.ensure_future(nxt(req))  # an emergency rotation may cancel it
@@ -150,3 +180,5 @@ class SecretsStage:
         finally:
             self.resolver.untrack(inner)
             req.secrets.clear()  # the values do not outlive the call
+            for placeholder in issued:  # nor do the placeholders
+                self.book.release(placeholder)

@@ -1,0 +1,226 @@
+"""A private internet with real HTTPS APIs for the credential-proxy tests (own CA).
+
+    host ns "bsch-TAG" (bastion runs here: its uplink, egress namespaces, the proxy)
+      w0 10.200.0.1/24, default via 10.200.0.2
+        |
+    world ns "bscw-TAG": w1 10.200.0.2/24, API 93.184.215.20, OTHER 93.184.215.21,
+      RESOLVER 10.200.0.53 (dnsmasq: api.test -> API, other.test / attacker.test -> OTHER);
+      on API and OTHER: HTTPS on 443 (a certificate for api.test, other.test and
+      attacker.test signed by the test's own CA), plain HTTP on 80 and an SSH-like banner
+      server on 22. Every HTTP request is appended to ``requests.jsonl`` (host, path,
+      Authorization, body) so a test sees exactly what arrived.
+
+Nothing leaves these namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+API, OTHER, RESOLVER = "93.184.215.20", "93.184.215.21", "10.200.0.53"
+RECORDS = {"api.test": API, "other.test": OTHER, "attacker.test": OTHER}
+
+SERVER = r'''
+import json, os, socket, ssl, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOG = sys.argv[1]
+CERT, KEY = sys.argv[2], sys.argv[3]
+ADDRS = sys.argv[4:]
+lock = threading.Lock()
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def _serve(self):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else b""
+        rec = {"host": self.headers.get("host"), "path": self.path, "method": self.command,
+               "auth": self.headers.get("authorization"), "body": body.decode("utf-8", "replace"),
+               "addr": self.server.server_address[0],
+               "tls": isinstance(self.connection, ssl.SSLSocket)}
+        if not self.path.startswith("/big"):
+            with lock, open(LOG, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        if self.path.startswith("/big"):
+            size = int(self.path.split("=", 1)[1]) if "=" in self.path else 10_000_000
+            self.send_response(200)
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            left = size
+            while left > 0:
+                self.wfile.write(chunk[:left])
+                left -= 65536
+            return
+        out = json.dumps({"you_sent": rec["auth"], "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.send_header("x-echo", rec["auth"] or "")
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+def tls_server(addr):
+    srv = ThreadingHTTPServer((addr, 443), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(CERT, KEY)
+    ctx.set_alpn_protocols(["http/1.1"])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
+
+def banner(addr):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 22)); s.listen(16)
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"SSH-2.0-OpenSSH_9.6\r\n"); c.close()
+
+for a in ADDRS:
+    threading.Thread(target=tls_server, args=(a,), daemon=True).start()
+    threading.Thread(target=ThreadingHTTPServer((a, 80), H).serve_forever, daemon=True).start()
+    threading.Thread(target=banner, args=(a,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+'''
+
+
+def make_ca(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """Write a CA and a leaf for ``names``; return (ca.pem, leaf.pem, leaf.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bastion test API CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "leaf.pem", directory / "leaf.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@dataclass(frozen=True)
+class World:
+    """The namespaces, the CA and the request log; :meth:`run` runs a scenario as bastion."""
+
+    host: str
+    world: str
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        """The test CA that signed the APIs' certificate."""
+        return self.directory / "ca.pem"
+
+    @property
+    def leaf(self) -> Path:
+        """The APIs' certificate."""
+        return self.directory / "leaf.pem"
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the APIs received so far."""
+        log = self.directory / "requests.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def run(self, module: str, mode: str, timeout: float = 240) -> dict[str, Any]:
+        """Run ``python -m MODULE MODE DIR`` as root in the host namespace; return its JSON."""
+        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+               "SSL_CERT_FILE": str(self.ca)}
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.host, sys.executable, "-m", module, mode,
+             str(self.directory)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return result
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def make_world(directory: Path) -> Iterator[World]:
+    """Create the namespaces, CA and servers; remove everything afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    host, world = f"bsch-{tag}", f"bscw-{tag}"
+    directory.chmod(0o755)
+    _, leaf, key = make_ca(directory, list(RECORDS))
+    procs: list[subprocess.Popen[bytes]] = []
+    _ip("netns", "add", host)
+    _ip("netns", "add", world)
+    try:
+        _ip("-n", host, "link", "set", "lo", "up")
+        _ip("-n", world, "link", "set", "lo", "up")
+        _ip("-n", host, "link", "add", "w0", "type", "veth", "peer", "name", "w1", "netns", world)
+        _ip("-n", host, "addr", "add", "10.200.0.1/24", "dev", "w0")
+        _ip("-n", world, "addr", "add", "10.200.0.2/24", "dev", "w1")
+        for addr in (API, OTHER, RESOLVER):
+            _ip("-n", world, "addr", "add", f"{addr}/32", "dev", "w1")
+        _ip("-n", host, "link", "set", "w0", "up")
+        _ip("-n", world, "link", "set", "w1", "up")
+        _ip("-n", host, "route", "add", "default", "via", "10.200.0.2")
+        procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", world, "dnsmasq", "--keep-in-foreground", "--no-resolv",
+             "--no-hosts", f"--listen-address={RESOLVER}", "--bind-interfaces",
+             "--pid-file=", *[f"--address=/{name}/{addr}" for name, addr in RECORDS.items()]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", world, sys.executable, "-c", SERVER,
+             str(directory / "requests.jsonl"), str(leaf), str(key), API, OTHER],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(server)
+        assert server.stdout is not None
+        server.stdout.readline()  # "ready"
+        time.sleep(0.3)  # dnsmasq binds
+        yield World(host, world, directory)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        for ns in (host, world):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:
+                subprocess.run(["kill", "-9", pid], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
