@@ -45,6 +45,24 @@ class ModelOutputError(ModelError):
     """The model produced output that could not be parsed even after repair."""
 
 
+class ModelHTTPError(ModelError):
+    """The model server answered with an HTTP error status (``status_code``, ``body``)."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = "",
+                 fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.status_code = status_code
+        self.body = body
+
+
+class ModelUnreachable(ModelError):
+    """The model server could not be reached, or the connection to it was lost."""
+
+
+class ModelTimeout(ModelError):
+    """The model server did not answer in time."""
+
+
 class ToolError(BastionError):
     """A tool failed while running; the message goes back to the model."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bastion.errors import ModelError
+from bastion.errors import ModelHTTPError, ModelUnreachable
 from bastion.messages import (
     ChatSettings,
     Finish,
@@ -23,21 +23,17 @@ from bastion.messages import (
 
 
 def _dead(kind: str) -> Exception:
+    """The error HttpModel raises for each failure (typed, transport errors as the cause)."""
     req = httpx.Request("POST", "http://node/v1/chat/completions")
-    if kind == "connect":
-        cause: Exception = httpx.ConnectError("connection refused", request=req)
-    elif kind == "cut":
-        cause = httpx.RemoteProtocolError("peer closed connection", request=req)
-    elif kind == "500":
-        resp = httpx.Response(500, request=req)
-        cause = httpx.HTTPStatusError("500", request=req, response=resp)
-    else:
-        resp = httpx.Response(400, request=req)
-        cause = httpx.HTTPStatusError("400", request=req, response=resp)
+    if kind in ("500", "400"):  # a status answer: no transport error behind it
+        return ModelHTTPError(f"model server http://node/v1 answered {kind}: boom",
+                              status_code=int(kind), body='{"error": "boom"}')
+    cause: Exception = (httpx.ConnectError("connection refused", request=req) if kind == "connect"
+                        else httpx.RemoteProtocolError("peer closed connection", request=req))
     try:
         raise cause
     except Exception as exc:  # chain it like HttpModel does
-        err = ModelError(f"node failed: {kind}")
+        err = ModelUnreachable(f"node failed: {kind}")
         err.__cause__ = exc
         return err
 

@@ -1,15 +1,21 @@
-"""Sort a failed node call into hard (node gone), soft (node unwell) or client (our request)."""
+"""Sort a failed node call into hard (node gone), soft (node unwell) or client (our request).
+
+By type only: the node clients raise :class:`~bastion.errors.ModelHTTPError` (with its
+``status_code``), :class:`~bastion.errors.ModelUnreachable` and
+:class:`~bastion.errors.ModelTimeout` with the transport error as their cause; no message
+text is parsed, so rewording an error cannot change how failover works.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Literal
 
 import httpx
 
+from bastion.errors import ModelHTTPError, ModelTimeout, ModelUnreachable
+
 Kind = Literal["hard", "soft", "client"]
-_ANSWERED = re.compile(r"answered (\d{3})\b")  # bastion.llm.http's status error text
 
 
 class NodeFailed(Exception):
@@ -35,12 +41,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _status(exc: BaseException) -> int | None:
+    if isinstance(exc, ModelHTTPError):
+        return exc.status_code
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code
-    for attr in ("status_code", "status"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int) and 100 <= value <= 599:
-            return value
     return None
 
 
@@ -52,21 +56,13 @@ def classify_failure(exc: BaseException) -> NodeFailed:
             return NodeFailed("hard", f"unreachable: {e}")
         if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
             return NodeFailed("hard", f"connection lost: {e}")
-        if isinstance(e, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
+        if isinstance(e, (ModelTimeout, httpx.TimeoutException, asyncio.TimeoutError)):
             return NodeFailed("soft", "timed out")
         status = _status(e)
         if status is not None:
             if status in (408, 429) or status >= 500:
                 return NodeFailed("soft", f"HTTP {status}")
-            return NodeFailed("client", f"HTTP {status}: {exc}")
-    text = str(exc)
-    m = _ANSWERED.search(text)
-    if m:
-        status = int(m.group(1))
-        if status in (408, 429) or status >= 500:
-            return NodeFailed("soft", f"HTTP {status}")
-        return NodeFailed("client", text[:200])
-    for needle in ("connect", "Connection", "refused", "reset", "closed"):
-        if needle in text:
-            return NodeFailed("hard", text[:200])
-    return NodeFailed("soft", f"{type(exc).__name__}: {text[:200]}")
+            return NodeFailed("client", f"HTTP {status}: {str(exc)[:200]}")
+    if any(isinstance(e, ModelUnreachable) for e in chain):  # no transport error as its cause
+        return NodeFailed("hard", f"unreachable: {str(exc)[:200]}")
+    return NodeFailed("soft", f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -18,7 +18,13 @@ import httpx
 
 from bastion import telemetry
 from bastion.crypto.pinning import transport_for
-from bastion.errors import ModelError, ModelOutputError
+from bastion.errors import (
+    ModelError,
+    ModelHTTPError,
+    ModelOutputError,
+    ModelTimeout,
+    ModelUnreachable,
+)
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, constrained_chat
 from bastion.llm._repair import loads_lenient
 from bastion.messages import (
@@ -123,21 +129,26 @@ class HttpModel:
     def _map_error(self, exc: Exception) -> ModelError:
         url = self._url()
         if isinstance(exc, httpx.ConnectError):
-            return ModelError(
+            return ModelUnreachable(
                 f"cannot reach the model server at {url}",
                 fix="start the server, or set model.base_url to where it listens",
             )
         if isinstance(exc, httpx.TimeoutException):
-            return ModelError(
+            return ModelTimeout(
                 f"the model server at {url} did not answer in time",
                 fix="raise model.timeout_s or use a smaller model",
+            )
+        if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):  # cut mid-way
+            return ModelUnreachable(
+                f"request to the model server at {url} failed: {exc}",
+                fix="check that the model server is still running (its log says why it closed)",
             )
         return ModelError(
             f"request to the model server at {url} failed: {exc}",
             fix="check model.base_url and that the server speaks the OpenAI API",
         )
 
-    async def _status_error(self, resp: httpx.Response) -> ModelError:
+    async def _status_error(self, resp: httpx.Response) -> ModelHTTPError:
         try:
             body = (await resp.aread()).decode("utf-8", "replace")
         except httpx.HTTPError:
@@ -157,7 +168,8 @@ class HttpModel:
             fix = f"check model.name against {self.base_url}/models and model.base_url"
         else:
             fix = "check model.base_url, model.name and model.profile"
-        return ModelError(f"model server {self._url()} answered {code}: {detail}", fix=fix)
+        return ModelHTTPError(f"model server {self._url()} answered {code}: {detail}", fix=fix,
+                              status_code=code, body=body[:2000])
 
     def _body(
         self, messages: list[dict[str, Any]], settings: ChatSettings, stream: bool

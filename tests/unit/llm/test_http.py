@@ -12,7 +12,13 @@ import pytest
 from bastion.agent.events import ToolStarted, TurnError
 from bastion.app import build_app
 from bastion.config.model import Config
-from bastion.errors import ModelError, ModelOutputError
+from bastion.errors import (
+    ModelError,
+    ModelHTTPError,
+    ModelOutputError,
+    ModelTimeout,
+    ModelUnreachable,
+)
 from bastion.llm.http import PROFILES, HttpModel, normalize_base_url, pick_profile
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import (
@@ -163,8 +169,9 @@ async def test_connect_error_names_url_and_fix() -> None:
         raise httpx.ConnectError("refused", request=r)
 
     m, _ = model_with(refuse)
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(ModelUnreachable) as info:
         await collect(m)
+    assert isinstance(info.value.__cause__, httpx.ConnectError)  # the cause is kept
     assert "http://127.0.0.1:9/v1/chat/completions" in info.value.message
     assert "base_url" in (info.value.fix or "")
 
@@ -181,8 +188,9 @@ async def test_http_status_errors_are_mapped(
     status: int, body: dict[str, Any], fix_part: str
 ) -> None:
     m, _ = model_with(lambda r: httpx.Response(status, json=body))
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(ModelHTTPError) as info:
         await collect(m)
+    assert info.value.status_code == status and json.loads(info.value.body) == body
     assert str(status) in info.value.message and body["error"]["message"] in info.value.message
     assert fix_part in (info.value.fix or "")
 
@@ -192,8 +200,9 @@ async def test_timeout_is_mapped() -> None:
         raise httpx.ReadTimeout("slow", request=r)
 
     m, _ = model_with(slow)
-    with pytest.raises(ModelError, match="did not answer in time"):
+    with pytest.raises(ModelTimeout, match="did not answer in time") as info:
         await collect(m)
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
 
 
 def test_profiles_and_urls() -> None:
