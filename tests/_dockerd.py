@@ -1,12 +1,16 @@
-"""The tests' own Docker daemon: started on first use (CI runs as root), stopped at the end.
+"""The tests' own Docker daemons: started on first use (CI runs as root), stopped at the end.
 
-It never clashes with another daemon: its own ``--data-root`` (kept between runs under
+They never clash with another daemon: each has its own ``--data-root`` (kept between runs under
 ``/var/tmp/bastion-test-dockerd`` so the sandbox image is loaded once; a fresh one when another
 test process holds that), its own ``--exec-root``, socket and pidfile in a new temporary
 directory, no bridge, no iptables, no ip_forward (the egress tests own those). Storage driver
 overlay2, vfs where the kernel refuses overlay. The sandbox image is copied from podman's
-storage (scripts/test-assets.sh builds it there) -- no second debootstrap. ``DOCKER_HOST`` is
-set for this process (and what it starts), so :class:`DockerSandbox` talks to this daemon.
+storage (scripts/test-assets.sh builds it there) -- no second debootstrap.
+
+``ensure()`` starts the plain daemon (root, no remapping: Docker's default) and points
+``DOCKER_HOST`` at it for this process, so :class:`DockerSandbox` talks to it.
+``ensure("remap")`` starts a second one with ``--userns-remap default`` (uid 0 in a container
+is an unprivileged host uid) and returns its address without touching ``DOCKER_HOST``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,28 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 DOCKERD = "/usr/sbin/dockerd"
 CLI = "/usr/bin/docker"
 CACHE = Path(os.environ.get("BASTION_TEST_DOCKERD_CACHE", "/var/tmp/bastion-test-dockerd"))
-_state: dict[str, object] = {}
+
+
+@dataclass
+class _Daemon:
+    flavour: str  # "plain" or "remap"
+    problem: str | None = None
+    host: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    run_dir: Path | None = None
+    data_root: Path | None = None
+    lock: IO[str] | None = None
+    previous_host: list[str | None] = field(default_factory=list)
+
+
+_daemons: dict[str, _Daemon] = {}
 
 
 def _log_tail(path: Path) -> str:
@@ -36,82 +56,89 @@ def _log_tail(path: Path) -> str:
     return "(no log)"
 
 
-def _start(data_root: Path, run_dir: Path, driver: str) -> tuple[subprocess.Popen[bytes], str]:
-    sock = f"unix://{run_dir}/docker.sock"
-    log = (run_dir / f"dockerd-{driver}.log").open("wb")
+def _start(d: _Daemon, driver: str) -> subprocess.Popen[bytes]:
+    assert d.run_dir is not None and d.data_root is not None
+    d.host = f"unix://{d.run_dir}/docker.sock"
+    log = (d.run_dir / f"dockerd-{driver}.log").open("wb")
     proc = subprocess.Popen(
-        [DOCKERD, "--data-root", str(data_root), "--exec-root", str(run_dir / "exec"),
-         "--host", sock, "--pidfile", str(run_dir / "dockerd.pid"), "--bridge=none",
+        [DOCKERD, "--data-root", str(d.data_root), "--exec-root", str(d.run_dir / "exec"),
+         "--host", d.host, "--pidfile", str(d.run_dir / "dockerd.pid"), "--bridge=none",
          "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
-         "--storage-driver", driver, "--log-level", "warn"],
+         "--storage-driver", driver, "--log-level", "warn",
+         *(["--userns-remap", "default"] if d.flavour == "remap" else [])],
         stdout=log, stderr=log, start_new_session=True)
     log.close()
-    return proc, sock
+    return proc
 
 
-def _wait_up(proc: subprocess.Popen[bytes], sock: str) -> bool:
+def _wait_up(proc: subprocess.Popen[bytes], host: str) -> bool:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            if subprocess.run([CLI, "-H", sock, "version"], capture_output=True,
+            if subprocess.run([CLI, "-H", host, "version"], capture_output=True,
                               timeout=10).returncode == 0:
                 return True
         time.sleep(0.2)
     return False
 
 
-def _ensure_image(sock: str) -> str | None:
+def _ensure_image(host: str) -> str | None:
     from bastion.security.sandbox.container import IMAGE, copy_image
 
-    if subprocess.run([CLI, "-H", sock, "image", "inspect", IMAGE],
+    if subprocess.run([CLI, "-H", host, "image", "inspect", IMAGE],
                       capture_output=True).returncode == 0:
         return None
     if shutil.which("podman") is None or subprocess.run(
             ["podman", "image", "exists", IMAGE], capture_output=True).returncode != 0:
         return f"no {IMAGE} in podman's storage to copy (fix: scripts/test-assets.sh)"
-    copy_image(["podman"], [CLI, "-H", sock])
+    copy_image(["podman"], [CLI, "-H", host])
     return None
 
 
-def ensure() -> str | None:
-    """Start the daemon once per process; return why it cannot run (None when it does)."""
-    if "problem" in _state:
-        return _state["problem"]  # type: ignore[return-value]
-    _state["problem"] = problem = _ensure()
-    return problem
+def ensure(flavour: str = "plain") -> str | None:
+    """Start that daemon once per process; return why it cannot run (None when it does)."""
+    d = _daemons.get(flavour)
+    if d is None:
+        d = _daemons[flavour] = _Daemon(flavour)
+        d.problem = _boot(d)
+    return d.problem
 
 
-def _ensure() -> str | None:
+def address(flavour: str = "plain") -> str:
+    """Return the ``-H`` address of a started daemon."""
+    return _daemons[flavour].host
+
+
+def _boot(d: _Daemon) -> str | None:
     if os.geteuid() != 0:
         return "the test dockerd needs root (CI runs as root)"
     if not (os.access(DOCKERD, os.X_OK) and os.access(CLI, os.X_OK)):
         return "docker.io is not installed (fix: scripts/system-deps.sh)"
     CACHE.mkdir(parents=True, exist_ok=True)
-    lock = (CACHE / "lock").open("w")
+    lock = (CACHE / f"{d.flavour}.lock").open("w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        data_root = CACHE / "data"
+        d.lock, d.data_root = lock, CACHE / d.flavour
     except BlockingIOError:  # another test process runs its daemon on the cache
         lock.close()
-        lock = None  # type: ignore[assignment]
-        data_root = Path(tempfile.mkdtemp(prefix="bdk-data-", dir="/var/tmp"))
-    run_dir = Path(tempfile.mkdtemp(prefix="bdk-", dir="/tmp"))  # short: socket paths
-    _state.update(lock=lock, run_dir=run_dir, data_root=data_root)
+        d.data_root = Path(tempfile.mkdtemp(prefix="bdk-data-", dir="/var/tmp"))
+    d.run_dir = Path(tempfile.mkdtemp(prefix="bdk-", dir="/tmp"))  # short: socket paths
     atexit.register(stop)
     why = ""
     for driver in ("overlay2", "vfs"):  # vfs where the kernel refuses overlay mounts
-        proc, sock = _start(data_root, run_dir, driver)
-        _state["proc"] = proc
-        if _wait_up(proc, sock):
+        d.proc = _start(d, driver)
+        if _wait_up(d.proc, d.host):
             break
-        why = _log_tail(run_dir / f"dockerd-{driver}.log")
-        _terminate(proc)
+        why = _log_tail(d.run_dir / f"dockerd-{driver}.log")
+        _terminate(d.proc)
+        d.proc = None
     else:
         return f"dockerd does not start here: {why}"
-    _state["previous_host"] = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = sock
+    if d.flavour == "plain":
+        d.previous_host = [os.environ.get("DOCKER_HOST")]
+        os.environ["DOCKER_HOST"] = d.host
     try:
-        problem = _ensure_image(sock)
+        problem = _ensure_image(d.host)
     except Exception as exc:  # a failed copy is a reason to skip, with its words
         problem = str(exc)
     from bastion.security.sandbox import base
@@ -133,34 +160,33 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def stop() -> None:
-    """Stop the daemon (its containers with it) and remove its run directory."""
-    if "run_dir" in _state:
-        _state["problem"] = "the test dockerd was stopped"
-    proc = _state.pop("proc", None)
-    if isinstance(proc, subprocess.Popen):
-        sock = os.environ.get("DOCKER_HOST", "")
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            names = subprocess.run([CLI, "-H", sock, "ps", "-aq"], capture_output=True,
-                                   text=True, timeout=30).stdout.split()
-            if names:
-                subprocess.run([CLI, "-H", sock, "rm", "-f", *names], capture_output=True,
-                               timeout=60)
-        _terminate(proc)
-    if "previous_host" in _state:
-        previous = _state.pop("previous_host")
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = str(previous)
-    run_dir = _state.pop("run_dir", None)
-    if isinstance(run_dir, Path):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    data_root = _state.pop("data_root", None)
-    if isinstance(data_root, Path) and data_root.parent != CACHE:  # a throw-away one
-        shutil.rmtree(data_root, ignore_errors=True)
-    lock = _state.pop("lock", None)
-    if lock is not None:
-        lock.close()  # type: ignore[attr-defined]
+    """Stop every daemon started here (their containers with them), remove their run dirs."""
+    for d in _daemons.values():
+        if d.proc is not None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                names = subprocess.run([CLI, "-H", d.host, "ps", "-aq"], capture_output=True,
+                                       text=True, timeout=30).stdout.split()
+                if names:
+                    subprocess.run([CLI, "-H", d.host, "rm", "-f", *names],
+                                   capture_output=True, timeout=60)
+            _terminate(d.proc)
+            d.proc = None
+            d.problem = "the test dockerd was stopped"
+        if d.previous_host:
+            previous = d.previous_host.pop()
+            if previous is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = previous
+        if d.run_dir is not None:
+            shutil.rmtree(d.run_dir, ignore_errors=True)
+            d.run_dir = None
+        if d.data_root is not None and d.data_root.parent != CACHE:  # a throw-away one
+            shutil.rmtree(d.data_root, ignore_errors=True)
+        d.data_root = None
+        if d.lock is not None:
+            d.lock.close()
+            d.lock = None
 
 
 def docker_problem() -> str | None:

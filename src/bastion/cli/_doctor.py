@@ -230,7 +230,8 @@ def check_engines(config: Config) -> list[Check]:
     used = {sec.sandbox, *sec.tool_sandboxes.values(),
             *(s.sandbox for s in config.mcp_servers if s.sandbox != "default")}
     checks: list[Check] = []
-    for info in engine_report([e for e in CONTAINER_ENGINES if e in used]):
+    engines = [e for e in CONTAINER_ENGINES if e in used]
+    for info in engine_report(engines) if engines else []:
         name = f"engine: {info.engine}"
         if info.problem:
             detail, _, fix = info.problem.partition(" (fix: ")

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,9 +22,10 @@ import pytest
 
 from bastion.config.model import Config, LimitsConfig
 from bastion.security.sandbox import base, docker
+from bastion.security.sandbox.base import NetworkPolicy, SandboxSpec
 from bastion.security.sandbox.docker import REMAP_FIX, DockerSandbox
-from bastion.security.sandbox.factory import create_sandbox
-from tests._dockerd import docker_problem
+from bastion.security.sandbox.factory import build_sandbox, create_sandbox
+from tests._dockerd import address, docker_problem, ensure
 
 _PROBLEM = docker_problem()
 pytestmark = [pytest.mark.needs_root,
@@ -138,8 +138,10 @@ async def test_a_daemon_gone_mid_session_fails_the_call_at_once(workspace: Path,
     assert res.exit_code != 0 and "Cannot connect to the Docker daemon" in res.stderr
 
 
-def test_doctor_and_status_report_engine_version_and_mode() -> None:
+def test_doctor_and_status_report_engine_version_and_mode(
+        capsys: pytest.CaptureFixture[str]) -> None:
     from bastion.cli._doctor import check_engines
+    from bastion.cli.sandbox import status
 
     server = subprocess.run([docker.docker_cli() or "docker", "-H", os.environ["DOCKER_HOST"],
                              "version", "--format", "{{.Server.Version}}"],
@@ -148,13 +150,51 @@ def test_doctor_and_status_report_engine_version_and_mode() -> None:
     assert (info.version, info.rootless, info.userns_remap) == (server, False, False)
     assert info.client == "/usr/bin/docker"  # the daemon's own client, not another on PATH
     config = Config.model_validate({"security": {"sandbox": "docker"}})
-    [check] = check_engines(config)
+    [check] = check_engines(config)  # a root daemon without remapping: say so, and the fix
     assert check.status == "WARN" and server in check.detail
     assert "root without user-namespace remapping" in check.detail
-    assert check.fix == REMAP_FIX and "userns-remap" in check.fix
-    res = subprocess.run([sys.executable, "-m", "bastion", "sandbox", "status", "--json"],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    engines = json.loads(res.stdout)["engines"]
+    assert check.fix == REMAP_FIX and '{"userns-remap": "default"}' in check.fix
+    status(as_json=True)
+    engines = json.loads(capsys.readouterr().out)["engines"]
     assert engines["docker"]["version"] == server
     assert engines["docker"]["rootless"] is False and engines["docker"]["userns_remap"] is False
+
+
+@pytest.fixture
+def remapped(monkeypatch: pytest.MonkeyPatch, fresh_probe: None) -> str:
+    """The tests' second daemon, with ``--userns-remap default``, as DOCKER_HOST."""
+    problem = ensure("remap")
+    if problem is not None and not os.environ.get("CI"):
+        pytest.skip(problem)
+    assert problem is None, problem
+    monkeypatch.setenv("DOCKER_HOST", address("remap"))
+    return address("remap")
+
+
+async def test_a_remapped_daemon_is_detected_and_owns_writes_as_shifted_ids(
+        remapped: str, workspace: Path) -> None:
+    from bastion.cli._doctor import check_engines
+
+    info = DockerSandbox.info()
+    assert info.userns_remap is True and info.rootless is False
+    [check] = check_engines(Config.model_validate({"security": {"sandbox": "docker"}}))
+    assert check.status == "OK" and "user namespaces remapped" in check.detail
+    box, problem = create_sandbox("docker", workspace, LIMITS, warm=1)
+    assert isinstance(box, DockerSandbox) and box.warm_pool is not None, problem
+    try:
+        assert box._remap is not None
+        cold = await box.run(["sh", "-c", "id -u; echo cold > cold.txt"])
+        await box.warm_pool.fill()
+        warm = await box.run(["sh", "-c", "id -u; echo warm > warm.txt"])
+        await box.drain()
+    finally:
+        box.close()
+    assert cold.stdout.split() == warm.stdout.split() == [str(box.uid)], (cold, warm)
+    base_uid, base_gid = box._remap
+    # on the host: the shifted sandbox account, never root, never an unshifted uid
+    owners = {p.name: p.stat().st_uid for p in workspace.iterdir()}
+    assert owners == {"cold.txt": base_uid + box.uid, "warm.txt": base_uid + box.uid}
+    assert box.host_ids == (base_uid + box.uid, base_gid + box.gid)
+    net = NetworkPolicy(enabled=True, netns_path="/run/netns/none-such")
+    refused, problem = build_sandbox("docker", SandboxSpec(workspace, network=net))
+    assert refused is None and problem is not None and "userns-remap" in problem, problem

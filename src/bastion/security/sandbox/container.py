@@ -212,6 +212,7 @@ class ContainerSandbox(ProbedBackend):
         self.hostname = hostname
         # never root: the sandbox account when bastion is root (see _hostuser)
         self.uid, self.gid = owner_ids(spec.workspace)
+        self.host_ids = (self.uid, self.gid)  # who that is on the host (differs when remapped)
         self._shared_uid = drop_to() is not None
         self._cids: dict[int, tuple[str, Path]] = {}  # client pid -> (container, io)
         self._removals: set[asyncio.Future[None]] = set()  # removals and reaps in flight
@@ -408,7 +409,7 @@ class ContainerSandbox(ProbedBackend):
     async def _spawn_waiter(self) -> Spawned:
         """Start one pooled container (no ``--rm``: we remove it after its one call)."""
         cid = f"{WARM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
-        io = make_io(f"{cid}-", self.uid, self.gid)
+        io = make_io(f"{cid}-", *self.host_ids)
         argv = self._args(cid, ["python3", "-I", "-S", "-c", WARM_WAITER], {},
                           self.spec.limits, (), True, rm=False, io=io)
         try:

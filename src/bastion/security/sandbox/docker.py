@@ -21,7 +21,9 @@ Docker specifics:
 * Rootless mode and user-namespace remapping are read from ``docker info``
   (:meth:`DockerSandbox.info`); ``bastion doctor`` explains how to turn remapping on when the
   daemon runs as root without it. Under remapping the container's uids are shifted on the
-  host, so the workspace is handed to the shifted sandbox account.
+  host, so the workspace is handed to the shifted sandbox account; a remapped container
+  cannot join a namespace of the host's user namespace, so egress-controlled tools are refused
+  there (with the fix: another backend for that tool).
 """
 
 from __future__ import annotations
@@ -95,11 +97,19 @@ class DockerSandbox(ContainerSandbox):
         self._holder: str | None = None
         facts = self._facts(cli or docker_cli())
         self._remap = _remap_base(facts.get("root_dir", "")) if facts.get("userns") else None
+        if self._remap is not None and spec.network.enabled:
+            # runc cannot enter a namespace of the host's user namespace from a remapped
+            # container ("can't get final child's PID from pipe"), so the holder cannot help
+            raise SandboxError(
+                "a Docker daemon with userns-remap cannot join bastion's egress namespace",
+                fix="give this tool another backend (security.tool_sandboxes.<tool>: podman, "
+                    "gvisor or bubblewrap), or use a daemon without userns-remap for it")
         if self._remap is not None:
             self._remap_workspace(spec.workspace, self._remap)
         super().__init__(spec, cli=cli, hostname=hostname, warm=warm)
         if self._remap is not None:  # the ids inside; the host sees them shifted
             self.uid, self.gid = self._shifted_owner(spec.workspace, self._remap)
+            self.host_ids = (self.uid + self._remap[0], self.gid + self._remap[1])
         if spec.network.enabled:
             self._holder = self._start_holder()
 
@@ -206,7 +216,7 @@ class DockerSandbox(ContainerSandbox):
                 "--hostname", self.hostname, "--read-only", "--log-driver", "none",
                 "--cap-drop", "ALL", "--cap-add", "SYS_ADMIN",
                 "--security-opt", "no-new-privileges", "--pids-limit", "4",
-                "--memory", "32m", *(["--userns", "host"] if self._remap else []),
+                "--memory", "32m",
                 "-v", f"{netns}:{_NETNS_IN_HOLDER}:ro",
                 IMAGE, "nsenter", f"--net={_NETNS_IN_HOLDER}", "sleep", "infinity"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
