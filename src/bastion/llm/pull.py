@@ -235,6 +235,28 @@ class _HashingFile:
         self.f.close()
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it, inside the hub client) is a full disk."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _disk_full_error(filename: str, staging: Path, need: int) -> ModelError:
+    """Drop the partial download (a full disk must not stay full) and say what to do."""
+    freed = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+    shutil.rmtree(staging, ignore_errors=True)
+    return ModelError(
+        f"the disk filled up while pulling {filename}: the partial download "
+        f"({freed / 1e6:.0f} MB) was removed, nothing was installed or changed",
+        fix=f"free {need / 1e9:.2f} GB in {staging.parent.parent}, or set BASTION_HOME to a "
+            "larger disk, then pull again",
+    )
+
+
 def _download(repo: str, filename: str, revision: str | None, part: Path, size: int,
               token: str | None, report: Reporter | None, endpoint: str) -> str:
     """Fetch one file into ``part`` with the hub client's HTTP code, resuming what is there.
@@ -313,9 +335,9 @@ def pull(spec: str, *, token: str | None = None, recommended: str | None = None,
         except ModelError:
             raise
         except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise ModelError(f"the disk filled up while pulling {n}",
-                                 fix="free some space, then pull again (it resumes)") from None
+            if _disk_full(exc):
+                raise _disk_full_error(n, staging, sum(s for s, _ in expected.values())
+                                       ) from None
             raise _hub_error(exc, repo, endpoint) from None
         if got != sha:
             part.unlink()

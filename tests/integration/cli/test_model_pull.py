@@ -334,3 +334,42 @@ def test_free_disk_checked_before_the_first_byte(bastion_home: Path, hub: FakeHu
     assert "BASTION_HOME" in (exc.value.fix or "")
     assert not [p for m, p, _ in hub.requests if "/resolve/" in p]
     assert not (bastion_home / "models" / NAME).exists()
+
+
+def test_disk_full_during_a_pull(bastion_home: Path, hub: FakeHub) -> None:
+    """#17: a tmpfs (made by this test, in its own mount namespace) fills up mid-download:
+    one clear line, the partial download removed, the model pulled before still verifies."""
+    import shutil as sh
+
+    if sh.which("unshare") is None or subprocess.run(
+            ["unshare", "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a mount namespace here (unshare -Urm)")
+    hub.rate = 20e6  # ~5 s for the 98 MB model: the disk fills while it downloads
+    models = bastion_home / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    script = f"""
+set -u
+mount -t tmpfs -o size=200m tmpfs "{models}" || exit 90
+{py} -m bastion model pull acme/split-GGUF:Q8_0 >/dev/null 2>&1 || echo "first pull failed"
+{py} -m bastion model pull {REPO}:Q4_1 >/dev/null 2>"{bastion_home}/pull.err" &
+pid=$!
+while ! ls "{models}"/.partial/*/*.part >/dev/null 2>&1; do sleep 0.05; done
+dd if=/dev/zero of="{models}/filler" bs=1M >/dev/null 2>&1
+wait $pid; echo "pull rc=$?"
+rm -f "{models}/filler"
+find "{models}" -mindepth 1 | sed "s|{models}/||" | sort
+{py} -m bastion model verify Tiny-Q8_0 >/dev/null; echo "verify rc=$?"
+"""
+    out = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=180, env=_env(bastion_home, hub.url), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "first pull failed" not in lines and "pull rc=1" in lines, out.stdout
+    err = (bastion_home / "pull.err").read_text()
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("error: the disk filled up"), err
+    assert "partial download" in last and "(fix: free " in last
+    listed = lines[lines.index("pull rc=1") + 1: -1]
+    assert not [p for p in listed if p.endswith(".part") or NAME in p], listed  # none half-made
+    assert "Tiny-Q8_0/manifest.json" in listed and lines[-1] == "verify rc=0"  # nothing lost
