@@ -3,6 +3,8 @@
 The same prompts (temperature 0, so the same tokens) run
   (a) raw: ``Llama.create_completion(stream=True)`` on the prompt the agent would send,
   (b) agent: ``Agent.run`` for one step with no tools (the embedded backend underneath),
+  (b') the same as (b) with OpenTelemetry traces on (OTLP to a receiver on loopback),
+      alternating with (b) so both see the same load,
   (c) api: ``POST /v1/chat/completions`` (model ``bastion-agent``, streamed) to the real
       FastAPI app served by uvicorn on loopback,
 interleaved per prompt so machine load drifts affect all three alike. Printed: tokens/s of
@@ -364,19 +366,28 @@ def main() -> None:
 
     raw_rate: list[float] = []
     agent_rate: list[float] = []
+    traced_rate: list[float] = []
     api_rate: list[float] = []
     overhead_ms: list[float] = []
     run_raw(model, system, "warm up", 8)
-    for _ in range(args.rounds):
-        for prompt in PROMPTS:
-            text_a, n, wall_a = run_raw(model, system, prompt, args.max_tokens)
-            text_b, n_b, wall_b, over = asyncio.run(run_agent(app, timed, prompt))
-            raw_rate.append(n / wall_a)
-            agent_rate.append(n_b / wall_b)
-            overhead_ms.append(over * 1000)
-            if api:
-                text_c, wall_c = run_api(api[0], token, prompt, args.max_tokens)
-                api_rate.append(model._engine.count(text_c) / wall_c)
+    from _tracing import switchable_tracing
+
+    with switchable_tracing() as tracing:
+        tracing(False)
+        for i in range(args.rounds):
+            for prompt in PROMPTS:
+                text_a, n, wall_a = run_raw(model, system, prompt, args.max_tokens)
+                raw_rate.append(n / wall_a)
+                for traced in ((False, True) if i % 2 == 0 else (True, False)):
+                    tracing(traced)  # (b) and (b') alternate which goes first
+                    text_b, n_b, wall_b, over = asyncio.run(run_agent(app, timed, prompt))
+                    (traced_rate if traced else agent_rate).append(n_b / wall_b)
+                    if not traced:
+                        overhead_ms.append(over * 1000)
+                tracing(False)
+                if api:
+                    text_c, wall_c = run_api(api[0], token, prompt, args.max_tokens)
+                    api_rate.append(model._engine.count(text_c) / wall_c)
     a = statistics.median(raw_rate)
     b = statistics.median(agent_rate)
     # On a shared machine the best run of each path is the least disturbed by other load.
@@ -392,6 +403,9 @@ def main() -> None:
     )
     print(f"(a) raw llama-cpp-python : {a:7.1f} tok/s (median)")
     print(f"(b) Agent, one step      : {b:7.1f} tok/s   ratio b/a = {b / a:.3f}")
+    t = statistics.median(traced_rate)
+    print(f"(b') Agent, traces on    : {t:7.1f} tok/s   ratio b'/b = {t / b:.3f} "
+          f"(target >= 0.99; best runs {max(traced_rate) / max(agent_rate):.3f})")
     if api_rate:
         c = statistics.median(api_rate)
         print(f"(c) REST API (SSE)       : {c:7.1f} tok/s   ratio c/a = {c / a:.3f}")

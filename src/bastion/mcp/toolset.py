@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion import telemetry
 from bastion._extras import require
 from bastion.errors import ToolError
 from bastion.messages import ToolSpec
@@ -167,7 +168,11 @@ class MCPConnection:
         if loop is None or client is None or loop.is_closed():
             raise ToolError(f"MCP server {self.spec.name} is not connected",
                             fix="restart bastion; see 'bastion mcp list'")
-        fut = asyncio.run_coroutine_threadsafe(client.call_tool(tool, dict(arguments)), loop)
+        meta: dict[str, str] = {}
+        telemetry.inject(meta)  # W3C trace context in the request's _meta (MCP SEP-414)
+        request = (client.call_tool(tool, dict(arguments), meta=meta) if meta
+                   else client.call_tool(tool, dict(arguments)))
+        fut = asyncio.run_coroutine_threadsafe(request, loop)
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(fut), self.spec.timeout_s)
         except TimeoutError:
