@@ -16,6 +16,7 @@ import secrets
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,31 +73,54 @@ class ChainModel(ScriptedModel):
             yield event
 
 
-async def swap(directory: Path, backend: str) -> dict[str, Any]:
+# podman's image has python3 without http/json (and no curl): the same requests by hand
+RAW = r"""
+import os, socket, ssl, sys
+proxy = os.environ["HTTPS_PROXY"].rsplit(":", 1)
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+def get(host, path, auth):
+    s = socket.create_connection((proxy[0][7:], int(proxy[1])), timeout=20)
+    s.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    if b" 200" not in s.recv(4096).split(b"\r\n")[0]:
+        return "502"
+    t = ctx.wrap_socket(s, server_hostname=host)
+    t.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+              "Connection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := t.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return body.decode() if b" 200 " in head.split(b"\r\n")[0] else head.split(b" ")[1].decode()
+tok = os.environ["GH_TOKEN"]
+for host, path, auth in [("api.test", "/echo", "Bearer " + tok),
+                         ("other.test", "/echo", "Bearer " + tok),
+                         ("api.test", "/py", "token " + tok)][:int(sys.argv[1])]:
+    try:
+        print(get(host, path, auth))
+    except Exception as e:
+        print("502" if "EOF" in str(e) or "reset" in str(e) else repr(e))
+"""
+
+
+async def swap(directory: Path, backend: str, full: bool) -> dict[str, Any]:
     token = "ghp_" + secrets.token_urlsafe(27)
     os.environ["BASTION_SECRET_GH"] = token
     workspace = Path(tempfile.mkdtemp(prefix="credproxy-ws-"))
     human = Human(approve={"shell", "web_fetch"})
     model = ChainModel()
+    t0 = time.monotonic()
     app = build_app(_config(workspace, backend), model=model, approver=human,
                     memory=EphemeralMemory())
-    out: dict[str, Any] = {"token": token}
+    out: dict[str, Any] = {"token": token, "timing": {"build": time.monotonic() - t0}}
     try:
-        res = await app.gateway.execute(
-            ToolCall("shell", {"command": f"PY={shlex.quote(PY)}\n{SWAP}"}), session_id="s1")
+        script = (f"PY={shlex.quote(PY)}\n{SWAP}" if backend != "podman" else
+                  f'echo "token=$GH_TOKEN"; env > /workspace/env.txt; '
+                  f"python3 -c {shlex.quote(RAW)} 3")
+        res = await app.gateway.execute(ToolCall("shell", {"command": script}), session_id="s1")
         out["swap"] = {"decision": res.decision, "text": res.text}
-        # the review's exfiltration chain, driven by the (scripted) model
-        events = [e async for e in app.agent().run("summarise", session_id="s2")]
-        out["chain_events"] = [type(e).__name__ for e in events]
-        out["model_saw"] = [m.content for s in model.seen for m in s.messages]
-        # pinning still applies: a wrong pin for api.test, and the call must fail
-        pinning.configure({"api.test": ["sha256/" + base64.b64encode(b"\0" * 32).decode()]})
-        res = await app.gateway.execute(ToolCall("shell", {
-            "command": 'curl -sS --max-time 20 -o /dev/null -w "%{http_code}" '
-                       'https://api.test/pinned -H "Authorization: Bearer $GH_TOKEN"'}),
-            session_id="s3")
-        out["pinned"] = {"decision": res.decision, "text": res.text}
-        pinning.configure({})
+        out["timing"]["call"] = time.monotonic() - t0
+        if full:
+            await _chain_and_pin(app, backend, out)
         records = app.audit.events(limit=1000)
         out["audit"] = [{"kind": r.kind, "decision": r.decision, "tool": r.tool,
                          "detail": r.detail, "arguments": r.arguments, "result": r.result}
@@ -106,16 +130,36 @@ async def swap(directory: Path, backend: str) -> dict[str, Any]:
                              if p.is_file() and p.stat().st_size < 50_000_000]
         out["workspace"] = {p.name: p.read_text(errors="replace") for p in workspace.iterdir()
                             if p.is_file()}
+        out["model_saw"] = [m.content for s in model.seen for m in s.messages]
     finally:
         await app.aclose()
+        out["timing"]["closed"] = time.monotonic() - t0
     return out
 
 
+async def _chain_and_pin(app: Any, backend: str, out: dict[str, Any]) -> None:
+    """The review's exfiltration chain, then a call under a wrong pin."""
+    # the review's exfiltration chain, driven by the (scripted) model
+    events = [e async for e in app.agent().run("summarise", session_id="s2")]
+    out["chain_events"] = [type(e).__name__ for e in events]
+    # pinning still applies: a wrong pin for api.test, and the call must fail
+    pinning.configure({"api.test": ["sha256/" + base64.b64encode(b"\0" * 32).decode()]})
+    pinned = ('curl -sS --max-time 20 -o /dev/null -w "%{http_code}" '
+              'https://api.test/pinned -H "Authorization: Bearer $GH_TOKEN"')
+    if backend == "podman":
+        pinned = f"python3 -c {shlex.quote(RAW.replace('/py', '/pinned'))} 3 | tail -1"
+    res = await app.gateway.execute(ToolCall("shell", {"command": pinned}), session_id="s3")
+    out["pinned"] = {"decision": res.decision, "text": res.text}
+    pinning.configure({})
+
+
 def main() -> None:
-    mode, directory = sys.argv[1], Path(sys.argv[2])
+    mode, directory = sys.argv[-2], Path(sys.argv[-1])
     os.environ["BASTION_HOME"] = tempfile.mkdtemp(prefix="credproxy-home-")
-    backend = mode.split(":", 1)[1] if ":" in mode else "bubblewrap"
-    result = asyncio.run(swap(directory, backend))
+    kind, _, backend = mode.partition(":")
+    t0 = time.monotonic()
+    result = asyncio.run(swap(directory, backend or "bubblewrap", full=kind == "swap"))
+    result["timing"]["run"] = time.monotonic() - t0
     print(json.dumps(result, default=str))
 
 

@@ -163,11 +163,15 @@ class World:
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
     def run(self, module: str, mode: str, timeout: float = 240) -> dict[str, Any]:
-        """Run ``python -m MODULE MODE DIR`` as root in the host namespace; return its JSON."""
+        """Run ``python -m MODULE MODE DIR`` as root in the host namespace; return its JSON.
+
+        ``nsenter --net`` rather than ``ip netns exec``: the latter remounts /sys, and podman
+        then finds no cgroup mount.
+        """
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
                "SSL_CERT_FILE": str(self.ca)}
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.host, sys.executable, "-m", module, mode,
+            ["nsenter", f"--net=/run/netns/{self.host}", "--", sys.executable, "-m", module, mode,
              str(self.directory)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-4000:]

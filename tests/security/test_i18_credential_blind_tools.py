@@ -13,6 +13,7 @@ CA) in namespaces the test creates (:mod:`tests.security._credproxy_world`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +102,26 @@ def test_certificate_pinning_still_applies_behind_the_proxy(outcome: dict[str, A
     assert not [r for r in outcome["requests"] if r["path"] == "/pinned"]
     refused = [a["detail"] for a in outcome["audit"] if a["kind"] == "egress_refused"]
     assert any(d["rule"] == "tls-verify-or-pin" and d["host"] == "api.test" for d in refused)
+
+
+@pytest.mark.parametrize("backend", ["gvisor", "podman"])
+def test_other_backends_hold_only_the_placeholder_and_the_api_gets_the_token(
+        backend: str, tmp_path: Path) -> None:
+    from bastion.security.sandbox.base import SandboxSpec
+    from bastion.security.sandbox.factory import build_sandbox
+
+    box, why = build_sandbox(backend, SandboxSpec(tmp_path))
+    if box is None:
+        pytest.skip(f"{backend}: {why}")
+    (tmp_path / "world").mkdir()
+    with make_world(tmp_path / "world") as world:
+        out = world.run("tests.security._credproxy_scenario", f"basic:{backend}")
+        seen = world.requests()
+    token = out["token"]
+    assert [r["auth"] == f"Bearer {token}" for r in seen if r["host"] == "api.test"] == [
+        True, True], seen
+    assert [r["auth"].startswith("Bearer bst_ph_") for r in seen
+            if r["host"] == "other.test"] == [True], seen
+    assert "GH_TOKEN=bst_ph_" in out["workspace"]["env.txt"]
+    for where in ("swap", "workspace", "audit", "audit_file", "model_saw"):
+        assert token not in json.dumps(out[where]), where
