@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -198,3 +199,24 @@ async def test_a_remapped_daemon_is_detected_and_owns_writes_as_shifted_ids(
     net = NetworkPolicy(enabled=True, netns_path="/run/netns/none-such")
     refused, problem = build_sandbox("docker", SandboxSpec(workspace, network=net))
     assert refused is None and problem is not None and "userns-remap" in problem, problem
+
+
+async def test_a_daemon_that_freezes_mid_call_never_hangs_the_call(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.security.sandbox import container
+
+    monkeypatch.setattr(container, "REMOVE_TIMEOUT_S", 2.0)
+    box, problem = create_sandbox("docker", workspace,
+                                  LIMITS.model_copy(update={"wall_seconds": 3}))
+    assert box is not None, problem
+    pid = int((Path(address()[len("unix://"):]).parent / "dockerd.pid").read_text())
+    call = asyncio.ensure_future(box.run(["sleep", "30"]))
+    await asyncio.sleep(1.5)  # the container runs; now the daemon stops answering
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = await asyncio.wait_for(call, 20)
+        assert time.monotonic() - t0 < 8  # wall (3 s) + the bounded removal (2 s)
+        assert res.timed_out and res.killed_reason == "timeout"
+    finally:
+        os.kill(pid, signal.SIGCONT)

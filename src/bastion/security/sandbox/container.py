@@ -76,6 +76,7 @@ HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 _SWEPT: set[str] = set()  # engines whose leftovers this process has removed
 _IO = IO_MOUNT  # in a pooled container: the FIFOs (a host dir, bound in)
 WARM_WAITER = FIFO_WAITER
+REMOVE_TIMEOUT_S = 30.0  # how long ``rm -f`` of a finished call's container may take
 #: The API sockets of container engines: whoever can reach one is root on the host.
 ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock",
                   "/run/containerd/containerd.sock", "/run/buildkit/buildkitd.sock")
@@ -394,7 +395,12 @@ class ContainerSandbox(ProbedBackend):
                 *self.cli, *self.rm_args, *cids,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )
-            await proc.wait()
+            try:  # a daemon that stopped answering must not hold the call (nor close) forever
+                await asyncio.wait_for(proc.wait(), REMOVE_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
 
     async def drain(self) -> None:
         """Wait until the containers of finished warm calls are removed."""
@@ -485,8 +491,9 @@ class ContainerSandbox(ProbedBackend):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         if every:
-            subprocess.run([*self.cli, *self.rm_args, *every], capture_output=True,
-                           timeout=60)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run([*self.cli, *self.rm_args, *every], capture_output=True,
+                               timeout=REMOVE_TIMEOUT_S)
         for _, io in every.values():
             shutil.rmtree(io, ignore_errors=True)
 

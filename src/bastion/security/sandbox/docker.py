@@ -42,6 +42,7 @@ from bastion.security.sandbox._hostuser import drop_to, hand_over
 from bastion.security.sandbox.base import SandboxSpec
 from bastion.security.sandbox.container import (
     IMAGE,
+    REMOVE_TIMEOUT_S,
     WARM_PREFIX,
     ContainerSandbox,
     EngineInfo,
@@ -241,7 +242,9 @@ class DockerSandbox(ContainerSandbox):
         super().close()
         holder, self._holder = self._holder, None
         if holder is not None:
-            subprocess.run([*self.cli, *self.rm_args, holder], capture_output=True, timeout=60)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run([*self.cli, *self.rm_args, holder], capture_output=True,
+                               timeout=REMOVE_TIMEOUT_S)
 
     def _stale_prefixes(self) -> tuple[str, ...]:
         return (WARM_PREFIX, HOLDER_PREFIX)
