@@ -95,9 +95,10 @@ def print_next_steps(console: Console, rec: Recommendation) -> None:
     """Tell the user what to do next."""
     console.print(
         "The shipped model (SmolLM2-135M) is configured. For better answers on this machine, "
-        f"download a GGUF of {escape(rec.model)} ({rec.quant}) and run:\n"
-        "  bastion config set model.path /path/to/model.gguf\n"
-        f"  bastion config set model.n_ctx {rec.context}\n"
+        f"fetch {escape(rec.model)} ({rec.quant}), verified, and use it "
+        f"(bastion model recommend says why):\n"
+        "  bastion init --pull\n"
+        f"  (or: bastion model pull {escape(rec.pull_spec)}, then bastion model use NAME)\n"
         "Keep a local GGUF embedded (model.path) rather than behind a llama.cpp server: "
         "embedded, bastion scores the model's tool choice; over HTTP it cannot, and small "
         "models then pick tools worse.\n"

@@ -25,6 +25,7 @@ from bastion.errors import BastionError, ConfigError
 
 if TYPE_CHECKING:
     from bastion.app import App
+    from bastion.hardware import Recommendation
 
 _err = Console(stderr=True, highlight=False)
 _out = out_console(highlight=False)
@@ -59,6 +60,8 @@ def init(
     rotate_token: Annotated[bool, typer.Option(
         "--rotate-token", help="with --force: make a new API token (clients need the new one)")]
     = False,
+    pull: Annotated[bool, typer.Option(
+        "--pull", help="also download the recommended model (verified) and use it")] = False,
 ) -> None:
     """Detect the hardware, recommend a model, and write bastion.yaml with an API token.
 
@@ -73,6 +76,8 @@ def init(
         validate(read_raw(path), str(path))  # a broken file is an error, with its fix
         where = escape(str(path))
         _err.print(f"config already exists at {where} (kept; use --force to rewrite it)")
+        if pull:
+            _pull_and_use(recommend(detect()))
         return
     hw = detect()
     rec = recommend(hw)
@@ -94,7 +99,19 @@ def init(
                "bastion config get api.token --reveal)")
     _err.print(f"audit signing key fingerprint: {pin}\n  keep a copy away from this machine; "
                f"check the log against it with: bastion audit verify --fingerprint {pin}")
+    if pull:
+        _pull_and_use(rec)
+        _err.print("Next: bastion doctor, then bastion chat")
+        return
     _init.print_next_steps(_err, rec)
+
+
+def _pull_and_use(rec: Recommendation) -> None:
+    """``init --pull``: fetch the recommended model (verified) and make it the one that answers."""
+    from bastion.cli.model import pull_recommended, use_model
+
+    _err.print(f"pulling {escape(rec.pull_spec)} (recommended: see bastion model recommend)")
+    use_model(pull_recommended(rec), n_ctx=rec.context, n_gpu_layers=rec.gpu_layers)
 
 
 def _existing_token(path: Path) -> SecretStr | None:

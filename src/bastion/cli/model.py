@@ -10,12 +10,15 @@ import os
 import shutil
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bastion.errors import ModelError
 from bastion.llm import store
+
+if TYPE_CHECKING:
+    from bastion.hardware import Recommendation
 
 model_app = typer.Typer(help="Pull, list, verify and switch GGUF models.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -178,7 +181,12 @@ def rm(name: Annotated[str, typer.Argument(help="a name from: bastion model list
 @model_app.command("use")
 def use(name: Annotated[str, typer.Argument(help="a name from: bastion model list")]) -> None:
     """Make an installed model the one that answers (model.backend/path/name in bastion.yaml)."""
-    m = store.read_manifest(name)
+    use_model(store.read_manifest(name))
+
+
+def use_model(m: store.Manifest, *, n_ctx: int | None = None,
+              n_gpu_layers: int | None = None) -> None:
+    """Point bastion.yaml at ``m`` (embedded backend), with the recommended context/offload."""
     store.check_unchanged(m)
     from bastion.config import paths
     from bastion.config.loader import set_key
@@ -189,7 +197,49 @@ def use(name: Annotated[str, typer.Argument(help="a name from: bastion model lis
     set_key(path, "model.backend", "embedded")
     set_key(path, "model.path", json.dumps(str(store.model_path(m))))
     set_key(path, "model.name", json.dumps(m.name))
-    typer.echo(f"model.path = {store.model_path(m)} (backend embedded) in {path}")
+    extra = ""
+    if n_ctx is not None:
+        set_key(path, "model.n_ctx", str(n_ctx))
+        extra += f", n_ctx {n_ctx}"
+    if n_gpu_layers is not None:
+        set_key(path, "model.n_gpu_layers", str(n_gpu_layers))
+        extra += f", GPU layers {'all' if n_gpu_layers < 0 else n_gpu_layers}"
+    typer.echo(f"model.path = {store.model_path(m)} (backend embedded{extra}) in {path}")
+
+
+def pull_recommended(rec: Recommendation) -> store.Manifest:
+    """Pull what ``rec`` names (verified), with progress on stderr; return its manifest."""
+    from bastion.llm.pull import pull as do_pull
+
+    manifest = do_pull(rec.pull_spec, token=_token(), report=_Printer())
+    typer.echo(f"pulled {manifest.name} ({_size(manifest.size)}, sha256 {manifest.sha256}) "
+               f"from {manifest.repo}@{(manifest.revision or '?')[:12]}")
+    return manifest
+
+
+@model_app.command("recommend")
+def recommend_cmd(as_json: JsonOpt = False) -> None:
+    """Say which model `bastion init --pull` would fetch for this hardware, and why."""
+    from bastion.hardware import detect, recommend
+
+    hw = detect()
+    rec = recommend(hw)
+    if as_json:
+        typer.echo(json.dumps({
+            "model": rec.model, "repo": rec.repo, "quant": rec.quant, "pull": rec.pull_spec,
+            "size_b": rec.size_b, "context": rec.context, "gpu_layers": rec.gpu_layers,
+            "threads": rec.threads, "budget_gb": rec.budget_gb, "accelerator": hw.accelerator,
+            "reasons": rec.reasons}, indent=2))
+        return
+    offload = ("CPU only" if rec.gpu_layers == 0 else
+               f"all layers on the GPU ({hw.accelerator})" if rec.gpu_layers < 0 else
+               f"{rec.gpu_layers} layers on the GPU")
+    typer.echo(f"recommended: {rec.model} {rec.quant} ({rec.size_b:g}B) from {rec.repo}")
+    typer.echo(f"settings:    context {rec.context}, {offload}, {rec.threads} threads")
+    typer.echo("why:")
+    for reason in rec.reasons:
+        typer.echo(f"  - {reason}")
+    typer.echo(f"pull it:     bastion model pull {rec.pull_spec}   (or: bastion init --pull)")
 
 
 @model_app.command("verify")

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from bastion.hardware.info import HardwareInfo
 
-# (billions of parameters, an instruct model of that size with GGUF builds)
+# (billions of parameters, an instruct model of that size trained for tool calls, a Hugging
+# Face repo with its GGUF builds in every quantisation of QUANTS; the files carry the model's
+# chat template, which `bastion model pull` records)
 SIZES: tuple[tuple[float, str], ...] = (
     (70, "Llama-3.3-70B-Instruct"),
     (32, "Qwen2.5-32B-Instruct"),
@@ -16,6 +18,15 @@ SIZES: tuple[tuple[float, str], ...] = (
     (1.5, "Qwen2.5-1.5B-Instruct"),
     (0.5, "Qwen2.5-0.5B-Instruct"),
 )
+REPOS: dict[str, str] = {
+    "Llama-3.3-70B-Instruct": "bartowski/Llama-3.3-70B-Instruct-GGUF",
+    "Qwen2.5-32B-Instruct": "bartowski/Qwen2.5-32B-Instruct-GGUF",
+    "Qwen2.5-14B-Instruct": "bartowski/Qwen2.5-14B-Instruct-GGUF",
+    "Llama-3.1-8B-Instruct": "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF",
+    "Llama-3.2-3B-Instruct": "bartowski/Llama-3.2-3B-Instruct-GGUF",
+    "Qwen2.5-1.5B-Instruct": "bartowski/Qwen2.5-1.5B-Instruct-GGUF",
+    "Qwen2.5-0.5B-Instruct": "bartowski/Qwen2.5-0.5B-Instruct-GGUF",
+}
 # GiB of weights per billion parameters, best quality first.
 QUANTS: tuple[tuple[str, float], ...] = (("Q8_0", 1.07), ("Q5_K_M", 0.72), ("Q4_K_M", 0.61))
 OVERHEAD_GB = 0.8  # runtime buffers besides weights and KV cache
@@ -35,6 +46,16 @@ class Recommendation:
     threads: int
     budget_gb: float
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def repo(self) -> str:
+        """The Hugging Face repo with this model's GGUF files."""
+        return REPOS[self.model]
+
+    @property
+    def pull_spec(self) -> str:
+        """What to pass to ``bastion model pull``: ``owner/repo:QUANT``."""
+        return f"{self.repo}:{self.quant}"
 
     @property
     def label(self) -> str:
@@ -79,6 +100,8 @@ def recommend(hw: HardwareInfo) -> Recommendation:
         if s <= cap and s * QUANTS[-1][1] + OVERHEAD_GB <= budget:
             size, model = s, m
             break
+    reasons.append(f"{model}: the largest instruct model in the table that fits; trained for "
+                   f"tool calls, GGUF files with its chat template in {REPOS[model]}")
     quant = QUANTS[-1][0]
     weights = size * QUANTS[-1][1]
     if not cpu_only:  # on a CPU, Q4 is also the fastest; on a GPU spend spare memory on quality

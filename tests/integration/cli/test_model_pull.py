@@ -373,3 +373,32 @@ find "{models}" -mindepth 1 | sed "s|{models}/||" | sort
     listed = lines[lines.index("pull rc=1") + 1: -1]
     assert not [p for p in listed if p.endswith(".part") or NAME in p], listed  # none half-made
     assert "Tiny-Q8_0/manifest.json" in listed and lines[-1] == "verify rc=0"  # nothing lost
+
+
+def test_recommend_then_init_pull(bastion_home: Path, hub: FakeHub) -> None:
+    """#17: `model recommend` names a concrete repo + quant with reasons; `init --pull` fetches
+    exactly that (verified) and makes it the model that answers, with the recommended context."""
+    from bastion.hardware import detect, recommend
+
+    rec = recommend(detect())
+    gguf = f"{rec.model}-{rec.quant}.gguf"  # the hub serves the shipped file under that name
+    hub.repos[rec.repo] = Repo({gguf: shipped_model_path()})
+    shown = run(bastion_home, hub.url, "model", "recommend", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["pull"] == f"{rec.repo}:{rec.quant}" and data["context"] == rec.context
+    assert any("tool calls" in r for r in data["reasons"])
+    text = run(bastion_home, hub.url, "model", "recommend").stdout
+    assert f"bastion model pull {rec.repo}:{rec.quant}" in text and "why:" in text
+
+    done = run(bastion_home, hub.url, "init", "--yes", "--pull")
+    assert done.returncode == 0, done.stderr
+    name = gguf[: -len(".gguf")]
+    manifest = json.loads((bastion_home / "models" / name / "manifest.json").read_text())
+    assert manifest["repo"] == rec.repo and manifest["sha256"] == hub.repos[rec.repo].sha[gguf]
+    raw = yaml.safe_load((bastion_home / "bastion.yaml").read_text())
+    assert raw["model"]["path"] == str(bastion_home / "models" / name / gguf)
+    assert raw["model"]["backend"] == "embedded" and raw["model"]["n_ctx"] == rec.context
+    assert raw["api"]["token"]  # the rest of init happened too
+    again = run(bastion_home, hub.url, "init", "--pull")  # a kept config: pulled already
+    assert again.returncode == 0 and "kept" in again.stderr, again.stderr

@@ -83,6 +83,8 @@ SKIP = {
     "bastion browser close SESSION": "SESSION is a placeholder",
     "bastion model pull ": "the Hugging Face Hub (internet); test_model_pull.py pulls from a "
     "local hub",
+    "bastion init --pull": "the Hugging Face Hub (internet); test_model_pull.py::"
+    "test_recommend_then_init_pull pulls from a local hub",
     "bastion model show Llama": "needs that model pulled; test_model_pull.py shows a pulled one",
     "bastion model import ./my-model": "a placeholder file; test_model_pull.py imports one",
     "bastion model use Llama": "needs that model pulled; test_model_pull.py uses a pulled one",

@@ -52,3 +52,12 @@ def test_apple_silicon_uses_unified_memory() -> None:
     rec = recommend(HardwareInfo(apple, ram_mb=32768, gpus=[gpu]))
     assert rec.size_b == 32 and rec.quant == "Q4_K_M"  # 75% of 32 GiB for Metal
     assert rec.gpu_layers == -1
+
+
+def test_every_size_names_a_repo_to_pull() -> None:
+    from bastion.hardware.recommend import REPOS, SIZES
+
+    assert {m for _, m in SIZES} == set(REPOS)
+    rec = recommend(HardwareInfo(cpu(2, ["avx2"]), ram_mb=24 * 1024))
+    assert rec.pull_spec == "bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"
+    assert any(rec.repo in r for r in rec.reasons)
