@@ -6,6 +6,7 @@ Builds model, tools, gateway, memory and agent the same way for the CLI, the API
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,14 @@ from bastion.tools.registry import ToolRegistry, load_entry_point_tools
 if TYPE_CHECKING:
     from bastion.intelligence.setup import Intelligence
     from bastion.security.browser.manager import BrowserManager
+    from bastion.security.setup import Security
     from bastion.security.undo import UndoStore
     from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
+
+
+#: The browser tools, removed from the registry when the browser is off.
+BROWSER_TOOLS = ("browser_navigate", "browser_click", "browser_type", "browser_read",
+                 "browser_screenshot", "browser_close_session")
 
 
 @dataclass
@@ -80,6 +87,14 @@ class App:
             self.hitl.delegate = approver
         elif approver is not None:
             self.approvals.approver = approver
+
+    async def __aenter__(self) -> App:
+        """Use the app as ``async with build_app(...) as app``; it is closed on exit."""
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        """Close the app (see :meth:`aclose`)."""
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Release the model and close stores."""
@@ -158,120 +173,62 @@ def build_app(
     memory: ConversationMemory | None = None,
     registry: ToolRegistry | None = None,
 ) -> App:
-    """Assemble the app from config; any part can be passed in (tests pass fakes)."""
-    from bastion.models import create_model
-    from bastion.security.sandbox.factory import create_sandbox
+    """Assemble the app from config; any part can be passed in (tests pass fakes).
 
+    Each part that starts something (warm pool, MCP servers, egress namespaces, the audit
+    writer, vault renewal, intel followers, the undo store) goes onto one exit stack as it
+    starts. When a later step raises (a wrong ``model.path``, say), the stack unwinds and
+    nothing is left running; on success the app owns it (:meth:`App.aclose`).
+    """
     config = config or load()
-    from bastion.crypto.pinning import configure as configure_pins
+    with ExitStack() as stack:
+        app = _assemble(stack, config, model, approver, memory, registry)
+        app.closers.append(stack.pop_all().close)
+        return app
 
-    configure_pins(config.crypto.tls_pins)  # outgoing HTTPS to pinned hosts checks their key
-    sec = config.security
-    workspace = workspace_dir(config)
-    sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits, warm=sec.warm_pool)
-    env = Environment(
-        workspace=workspace,
-        sandbox=sandbox,
-        sandbox_problem=problem,
-        http=_fetcher(config),
-    )
-    redactor = Redactor(
-        [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None],
-        scanner=SecretScanner(entropy=config.secrets.scan_entropy),
-    )
-    from bastion.security.redact import install_log_redaction
+
+def _on_failure(stack: ExitStack, close: Callable[[], object]) -> None:
+    """Run ``close`` only if the assembly fails; on success :meth:`App.aclose` calls it."""
+    def unwind(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None:
+            close()
+        return False
+
+    stack.push(unwind)
+
+
+def _assemble(stack: ExitStack, config: Config, model: Model | None,
+              approver: Approver | None, memory: ConversationMemory | None,
+              registry: ToolRegistry | None) -> App:
+    from bastion.crypto.pinning import configure as configure_pins
     from bastion.security.setup import build_security
 
-    install_log_redaction(redactor)  # no secret reaches a log line, whoever logs it
-    from bastion import telemetry
-
-    tel = config.telemetry  # traces: off unless an OTLP endpoint is set (content redacted)
-    telemetry.configure(tel.otlp_endpoint, record_content=tel.record_content,
-                        redact=redactor.text, owner=redactor)
-
+    configure_pins(config.crypto.tls_pins)  # outgoing HTTPS to pinned hosts checks their key
+    workspace = workspace_dir(config)
+    env = _wire_sandbox(stack, config, workspace)
+    redactor = _wire_redaction(stack, config)
     security = build_security(
-        config, workspace, redactor, approver=approver, policy=PolicyStage(sec.tools)
+        config, workspace, redactor, approver=approver, policy=PolicyStage(config.security.tools)
     )
-    audit, approvals = security.audit, security.approvals
+    _on_failure(stack, security.audit.close)  # the audit writer thread
+    stack.callback(security.close)  # vault renewal
     registry = registry or build_registry(config)
-    closers: list[Callable[[], None]] = []
-    pool = getattr(sandbox, "warm_pool", None)
-    if pool is not None:
-        closers.append(pool.shutdown)
-    if config.mcp_servers:  # external MCP servers: prefixed toolsets, stdio ones sandboxed
-        from bastion.mcp.mount import mount_servers
-
-        closers.append(mount_servers(config, registry, audit=audit).close)
-    if sec.egress or sec.tool_sandboxes:  # per-tool backend and/or egress namespace
-        from bastion.privacy.detect import egress_inspector
-        from bastion.security.egress.setup import Inspection, tool_runners
-
-        sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process
-        inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
-        runners, egress_closers, _problems = tool_runners(config, workspace, audit, sandboxed,
-                                                          inspection)
-        env.runners.update(runners)
-        closers.extend(egress_closers)
+    _wire_mcp(stack, config, registry, security.audit)
+    _wire_egress(stack, config, workspace, registry, env, security, redactor)
     gateway = Gateway(registry, env, security.stages)
-    browser = None
-    browser_names = {"browser_navigate", "browser_click", "browser_type", "browser_read",
-                     "browser_screenshot", "browser_close_session"}
-    if not config.browser.enabled:
-        for name in browser_names:
-            registry.remove(name)
-    elif any(name in registry for name in browser_names):  # chromium starts on first use
-        from bastion.security.browser.setup import attach as attach_browser
-        from bastion.security.browser.setup import build_browser
-
-        browser = build_browser(config, workspace, resolver=security.resolver, audit=audit)
-        env.browser = browser
-        attach_browser(browser, gateway, security.classifier, redactor,
-                       rules=config.hitl.builtin_rules)
-    closers.append(security.close)
-    intel = None
-    if config.intelligence.enabled:  # threat/anomaly + trust stages just before approval
-        from bastion.intelligence.setup import attach
-        from bastion.intelligence.setup import build as build_intel
-
-        intel = build_intel(config, audit)
-        attach(intel, gateway)  # just before approval
-        closers.append(intel.close)
-    undo = None
-    if config.undo.enabled:  # innermost stage: only calls that really run are snapshotted
-        from bastion.security.undo import UndoStage, open_store
-
-        undo = open_store(config, workspace)
-        gateway.add_stage(UndoStage(undo))
-        closers.append(undo.close)
-    privacy = config.privacy
-    origin: dict[str, Any] = {}
-    if model is None and not (privacy.enabled and privacy.local is not None):
-        from bastion.llm.factory import provenance
-
-        model = create_model(config)
-        origin = provenance(config)
-    if privacy.enabled:  # PII decides local vs remote; memory counts in the local model
-        from bastion.privacy.setup import build_privacy_router
-
-        def egress(name: str) -> bool:  # unknown names count as egress: nothing restored
-            return name not in registry or security.egress_capable(registry.get(name))
-
-        router = build_privacy_router(config, model, audit=audit, scanner=redactor.scanner,
-                                      egress=egress, build=create_model)
-        model, window_model = router, router.local
-    else:
-        assert model is not None
-        window_model = model
+    browser = _wire_browser(config, workspace, registry, env, gateway, security, redactor)
+    intel = _wire_intel(stack, config, gateway, security.audit)
+    undo = _wire_undo(stack, config, workspace, gateway)
+    model, window_model, origin = _wire_model(config, model, registry, security, redactor)
     return App(
         config=config,
         model=model,
         registry=registry,
         gateway=gateway,
-        audit=audit,
+        audit=security.audit,
         memory=memory or build_memory(config, window_model),
-        approvals=approvals,
+        approvals=security.approvals,
         redactor=redactor,
-        closers=closers,
         hitl=security.manager,
         browser=browser,
         secrets=security.resolver,
@@ -279,3 +236,135 @@ def build_app(
         undo=undo,
         provenance=origin,
     )
+
+
+def _wire_sandbox(stack: ExitStack, config: Config, workspace: Path) -> Environment:
+    """Create the default sandbox (its warm pool starts here) and the tools' environment."""
+    from bastion.security.sandbox.factory import create_sandbox
+
+    sec = config.security
+    sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits, warm=sec.warm_pool)
+    pool = getattr(sandbox, "warm_pool", None)
+    if pool is not None:
+        stack.callback(pool.shutdown)
+    return Environment(workspace=workspace, sandbox=sandbox, sandbox_problem=problem,
+                       http=_fetcher(config))
+
+
+def _wire_redaction(stack: ExitStack, config: Config) -> Redactor:
+    """Return the redactor every log line, audit record and exported span passes."""
+    from bastion import telemetry
+    from bastion.security.redact import install_log_redaction
+
+    redactor = Redactor(
+        [s.get_secret_value() for s in (config.api.token, config.model.api_key) if s is not None],
+        scanner=SecretScanner(entropy=config.secrets.scan_entropy),
+    )
+    install_log_redaction(redactor)  # no secret reaches a log line, whoever logs it
+    tel = config.telemetry  # traces: off unless an OTLP endpoint is set (content redacted)
+    telemetry.configure(tel.otlp_endpoint, record_content=tel.record_content,
+                        redact=redactor.text, owner=redactor)
+    _on_failure(stack, lambda: telemetry.shutdown(owner=redactor))
+    return redactor
+
+
+def _wire_mcp(stack: ExitStack, config: Config, registry: ToolRegistry, audit: AuditLog) -> None:
+    """Mount the external MCP servers: prefixed toolsets, stdio ones sandboxed."""
+    if config.mcp_servers:
+        from bastion.mcp.mount import mount_servers
+
+        stack.callback(mount_servers(config, registry, audit=audit).close)
+
+
+def _wire_egress(stack: ExitStack, config: Config, workspace: Path, registry: ToolRegistry,
+                 env: Environment, security: Security, redactor: Redactor) -> None:
+    """Start per-tool sandbox backends and egress namespaces (wire-level inspection)."""
+    sec = config.security
+    if not (sec.egress or sec.tool_sandboxes):
+        return
+    from bastion.privacy.detect import egress_inspector
+    from bastion.security.egress.setup import Inspection, tool_runners
+
+    sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process
+    inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
+    runners, egress_closers, _problems = tool_runners(config, workspace, security.audit,
+                                                      sandboxed, inspection)
+    for close in egress_closers:
+        stack.callback(close)
+    env.runners.update(runners)
+
+
+def _wire_browser(config: Config, workspace: Path, registry: ToolRegistry, env: Environment,
+                  gateway: Gateway, security: Security, redactor: Redactor
+                  ) -> BrowserManager | None:
+    """Lend browser sessions to the browser tools (chromium starts on first use), or drop them."""
+    if not config.browser.enabled:
+        for name in BROWSER_TOOLS:
+            registry.remove(name)
+        return None
+    if not any(name in registry for name in BROWSER_TOOLS):
+        return None
+    from bastion.security.browser.setup import attach as attach_browser
+    from bastion.security.browser.setup import build_browser
+
+    browser = build_browser(config, workspace, resolver=security.resolver, audit=security.audit)
+    env.browser = browser
+    attach_browser(browser, gateway, security.classifier, redactor,
+                   rules=config.hitl.builtin_rules)
+    return browser
+
+
+def _wire_intel(stack: ExitStack, config: Config, gateway: Gateway, audit: AuditLog
+                ) -> Intelligence | None:
+    """Add threat/anomaly and trust stages just before approval; start alerts and SIEM."""
+    if not config.intelligence.enabled:
+        return None
+    from bastion.intelligence.setup import attach
+    from bastion.intelligence.setup import build as build_intel
+
+    intel = build_intel(config, audit)
+    stack.callback(intel.close)
+    attach(intel, gateway)
+    return intel
+
+
+def _wire_undo(stack: ExitStack, config: Config, workspace: Path, gateway: Gateway
+               ) -> UndoStore | None:
+    """Add the undo stage innermost: only calls that really run are snapshotted."""
+    if not config.undo.enabled:
+        return None
+    from bastion.security.undo import UndoStage, open_store
+
+    undo = open_store(config, workspace)
+    stack.callback(undo.close)
+    gateway.add_stage(UndoStage(undo))
+    return undo
+
+
+def _wire_model(config: Config, model: Model | None, registry: ToolRegistry,
+                security: Security, redactor: Redactor
+                ) -> tuple[Model, Model, dict[str, Any]]:
+    """Build the model (unless passed in), behind the privacy router when it is on.
+
+    Returns the model, the model memory counts context in, and its provenance.
+    """
+    from bastion.models import create_model
+
+    privacy = config.privacy
+    origin: dict[str, Any] = {}
+    if model is None and not (privacy.enabled and privacy.local is not None):
+        from bastion.llm.factory import provenance
+
+        model = create_model(config)
+        origin = provenance(config)
+    if not privacy.enabled:
+        assert model is not None
+        return model, model, origin
+    from bastion.privacy.setup import build_privacy_router
+
+    def egress(name: str) -> bool:  # unknown names count as egress: nothing restored
+        return name not in registry or security.egress_capable(registry.get(name))
+
+    router = build_privacy_router(config, model, audit=security.audit,
+                                  scanner=redactor.scanner, egress=egress, build=create_model)
+    return router, router.local, origin
