@@ -180,22 +180,7 @@ def within(span: Span, stream: AsyncIterator[T]) -> AsyncIterator[T]:
     """Return ``stream`` with ``span`` current while each of its items is produced."""
     if _tracing is None or span is NOOP:
         return stream
-    return _within(span, stream)
-
-
-async def _within(span: Span, stream: AsyncIterator[T]) -> AsyncIterator[T]:
-    try:
-        while True:
-            with activate(span):
-                try:
-                    item = await anext(stream)
-                except StopAsyncIteration:
-                    return
-            yield item
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return _tracing.within(span, stream)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bastion import __version__
 from bastion._extras import require
 
+T = TypeVar("T")
 _FEATURE = "OpenTelemetry traces (telemetry.otlp_endpoint)"
 
 _sdk_trace = require("opentelemetry.sdk.trace", extra="telemetry", feature=_FEATURE)
@@ -166,6 +167,24 @@ class Tracing:
             yield span
         finally:
             otel_context.detach(token)
+
+    async def within(self, span: Any, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        ctx = trace.set_span_in_context(span.raw)  # once: this runs for every streamed token
+        attach, detach = otel_context.attach, otel_context.detach
+        try:
+            while True:
+                token = attach(ctx)
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    detach(token)
+                yield item
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         propagate.inject(headers)

@@ -152,3 +152,46 @@ def test_a_served_turn_with_a_tool_call_is_one_trace(served: Served) -> None:
                      metrics)
     assert re.search(r"bastion_model_tokens_per_second_count [1-9]", metrics) or (
         "bastion_model_tokens_total" in metrics)
+
+
+@pytest.mark.real_model
+def test_a_turn_on_the_shipped_model_is_traced(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration.server.test_live_server import _bastion
+
+    home = tmp_path / "home"
+    home.mkdir()
+    init = _bastion("init", "--yes", home=home)
+    assert init.returncode == 0, init.stderr
+    workspace = home / "workspace"
+    workspace.mkdir(exist_ok=True)
+    for name in ("alpha.txt", "beta.txt", "gamma.txt"):
+        (workspace / name).write_text(name)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    with OtlpReceiver() as receiver:
+        cfg = yaml.safe_load((home / "bastion.yaml").read_text())
+        cfg["telemetry"] = {"otlp_endpoint": receiver.endpoint}
+        (home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
+        token = cfg["api"]["token"]
+        with serving(home) as base:
+            r = httpx.post(f"{base}/v1/chat/completions", timeout=300,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"},
+                           json={"model": "bastion-agent", "messages": [{
+                               "role": "user", "content":
+                               "List the files in the workspace and say how many there are."}]})
+            assert r.status_code == 200, r.text
+            metrics = httpx.get(f"{base}/metrics",
+                                headers={"Authorization": f"Bearer {token}"}).text
+        spans = receiver.wait_for(_turn_done)
+    turn = one(spans, "invoke_agent bastion")
+    assert (turn.trace_id, turn.parent_id) == (TRACE_ID, CLIENT_SPAN)
+    chats = [s for s in children(spans, turn) if s.name.startswith("chat ")]
+    assert chats and all(c.attributes["gen_ai.request.model"] for c in chats)
+    assert sum(c.attributes["gen_ai.usage.output_tokens"] for c in chats) == turn.attributes[
+        "gen_ai.usage.output_tokens"] > 0
+    calls = [s for s in children(spans, turn) if s.name.startswith("execute_tool ")]
+    assert calls, [s.name for s in spans]  # the shipped model calls list_files here
+    stages = [s.name for s in children(spans, calls[0])]
+    assert "gateway.policy" in stages and "gateway.tool_run" in stages, stages
+    assert re.search(r"bastion_model_tokens_per_second_count [1-9]", metrics)
