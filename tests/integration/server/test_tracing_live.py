@@ -144,6 +144,18 @@ def test_a_served_turn_with_a_tool_call_is_one_trace(served: Served) -> None:
     raw = b"".join(served.receiver.raw)
     assert b"secret-free-output" not in raw and b"run shell" not in raw
 
+    # a streamed turn (SSE) continues its caller's trace too
+    other = "0af7651916cd43dd8448eb211c80319c"
+    with served.api() as api, api.stream(
+            "POST", "/v1/sessions/traced/messages", json={"content": "hello", "stream": True},
+            headers={"traceparent": f"00-{other}-b7ad6b7169203331-01"}) as resp:
+        assert resp.status_code == 200
+        assert "echo: hello" in "".join(resp.iter_text()).replace('", "', "")
+    spans = served.receiver.wait_for(
+        lambda s: any(x.name == "invoke_agent bastion" and x.trace_id == other for x in s))
+    streamed = [s for s in spans if s.name == "invoke_agent bastion" and s.trace_id == other]
+    assert streamed[0].parent_id == "b7ad6b7169203331"
+
     # process metrics on /metrics (no cluster configured)
     assert 'bastion_turns_total{outcome="done"} 1' in metrics
     assert 'bastion_tool_calls_total{decision="allowed",tool="shell"} 1' in metrics

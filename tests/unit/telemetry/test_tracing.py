@@ -172,3 +172,30 @@ async def test_voice_stt_and_tts_are_spans(receiver: OtlpReceiver) -> None:
     assert stt.attributes["bastion.voice.audio_seconds"] > 0
     assert stt.attributes["bastion.voice.speech"] is True
     assert "open the pod" not in str(stt.attributes)  # what was said is content: not recorded
+
+
+def test_without_the_extra_the_error_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "bastion.telemetry._otel", raising=False)
+    with pytest.raises(MissingExtraError) as info:
+        telemetry.configure("http://127.0.0.1:4318")
+    assert info.value.fix == "pip install 'bastion[telemetry]'"
+    assert "OpenTelemetry traces" in info.value.message and not telemetry.enabled()
+
+
+def test_standard_otel_variables_switch_traces_on_and_off(
+    monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not telemetry.configure(None)
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "edge-agent")
+    assert telemetry.configure(None)
+    with telemetry.span("probe"):
+        pass
+    telemetry.shutdown()
+    span = one(receiver.wait_for(lambda s: bool(s)), "probe")
+    assert span.resource["service.name"] == "edge-agent"
