@@ -77,7 +77,7 @@ class FakeNode:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(self.port),
+            [sys.executable, "-m", "bastion.testing.openai_server", "--port", str(self.port),
              "--tokens", str(self.tokens), "--token-delay", str(self.delay)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

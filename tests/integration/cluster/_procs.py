@@ -89,7 +89,7 @@ def llama_server(model: Path, port: int, log: Path | None = None) -> Proc:
 
 
 def fake_server(port: int, *args: str) -> Proc:
-    argv = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), *args]
+    argv = [sys.executable, "-m", "bastion.testing.openai_server", "--port", str(port), *args]
     return Proc(argv, port, "/v1/models")
 
 
