@@ -108,17 +108,34 @@ def pull(
 
 @model_app.command("import")
 def import_(
-    path: Annotated[str, typer.Argument(help="a .gguf file you already have")],
+    path: Annotated[str | None, typer.Argument(help="a .gguf file you already have")] = None,
     name: Annotated[str | None, typer.Option("--name", help="model name (default: file name)")]
     = None,
     link: Annotated[bool, typer.Option(
         "--link", help="hard-link instead of copying (same file system)")] = False,
+    ollama: Annotated[str | None, typer.Option(
+        "--ollama", help="a model Ollama already pulled, e.g. llama3.2:3b (read from its "
+        "store, verified by digest)")] = None,
+    ollama_store: Annotated[str | None, typer.Option(
+        "--ollama-store", help="Ollama's model store (default: $OLLAMA_MODELS or "
+        "~/.ollama/models)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Install a GGUF you already have: checked, hashed, copied (or linked), with a manifest."""
     from pathlib import Path
 
-    m = store.import_file(Path(path), name, link=link)
+    if (path is None) == (ollama is None):
+        raise ModelError("give a .gguf file or --ollama MODEL[:TAG] (one of them)",
+                         fix="bastion model import ./model.gguf, or "
+                             "bastion model import --ollama llama3.2:3b")
+    if ollama is not None:
+        from bastion.llm.ollama_import import import_ollama
+
+        m = import_ollama(ollama, root=Path(ollama_store) if ollama_store else None,
+                          name=name, link=link)
+    else:
+        assert path is not None
+        m = store.import_file(Path(path), name, link=link)
     if as_json:
         typer.echo(json.dumps(m.to_json(), indent=2))
         return

@@ -40,7 +40,7 @@ class Manifest:
     """What is known about one installed model."""
 
     name: str
-    source: str  # "hf" (pulled) or "import"
+    source: str  # "hf" (pulled), "import" (a file) or "ollama" (from an Ollama store)
     repo: str | None
     revision: str | None
     files: list[ModelFile]

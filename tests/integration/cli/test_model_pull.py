@@ -402,3 +402,74 @@ def test_recommend_then_init_pull(bastion_home: Path, hub: FakeHub) -> None:
     assert raw["api"]["token"]  # the rest of init happened too
     again = run(bastion_home, hub.url, "init", "--pull")  # a kept config: pulled already
     assert again.returncode == 0 and "kept" in again.stderr, again.stderr
+
+
+def _ollama_store(root: Path, weights: bytes, *, licence: str = "MIT License\n...") -> str:
+    """An Ollama store laid out as Ollama writes it: blobs/sha256-<hex> + OCI-style manifests."""
+    import hashlib
+
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes) -> str:
+        hexd = hashlib.sha256(data).hexdigest()
+        (blobs / f"sha256-{hexd}").write_bytes(data)
+        return f"sha256:{hexd}"
+
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": blob(weights),
+         "size": len(weights)},
+        {"mediaType": "application/vnd.ollama.image.template",
+         "digest": blob(b"{{ .Prompt }}"), "size": 13},
+        {"mediaType": "application/vnd.ollama.image.license",
+         "digest": blob(licence.encode()), "size": len(licence)},
+    ]
+    manifest = {"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "digest": blob(b"{}"), "size": 2}, "layers": layers}
+    folder = root / "manifests" / "registry.ollama.ai" / "library" / "tinyllm"
+    folder.mkdir(parents=True)
+    (folder / "1b").write_text(json.dumps(manifest))
+    return str(layers[0]["digest"]).split(":")[1]
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                       stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(root.rglob("*"))}
+
+
+def test_import_from_an_ollama_store(bastion_home: Path, tmp_path: Path) -> None:
+    """#17: a model Ollama already pulled is imported read-only, verified by its digest."""
+    root = tmp_path / "ollama" / "models"
+    weights = b"GGUF" + (3).to_bytes(4, "little") + os.urandom(3 << 20)
+    digest = _ollama_store(root, weights)
+    before = _tree(root)
+    m = json.loads(cli("model", "import", "--ollama", "tinyllm:1b", "--ollama-store", str(root),
+                       "--json").stdout)
+    assert m["name"] == "tinyllm-1b" and m["source"] == "ollama"
+    assert m["repo"] == "ollama:tinyllm:1b" and m["sha256"] == digest
+    assert m["license"] == "MIT License"
+    installed = bastion_home / "models" / "tinyllm-1b" / "tinyllm-1b.gguf"
+    assert installed.read_bytes() == weights and stat.S_IMODE(installed.stat().st_mode) == 0o600
+    assert cli("model", "verify", "tinyllm-1b").exit_code == 0
+    assert _tree(root) == before  # Ollama's store is read, never changed
+
+    linked = json.loads(cli("model", "import", "--ollama", "tinyllm:1b", "--ollama-store",
+                            str(root), "--name", "t2", "--link", "--json").stdout)
+    assert linked["sha256"] == digest and _tree(root) == before
+    with pytest.raises(ModelError, match="Ollama has no model tinyllm:latest"):
+        cli("model", "import", "--ollama", "tinyllm", "--ollama-store", str(root))
+    with pytest.raises(ModelError, match="no Ollama model store"):
+        cli("model", "import", "--ollama", "x", "--ollama-store", str(tmp_path / "nope"))
+
+    blob = root / "blobs" / f"sha256-{digest}"  # one flipped byte in Ollama's blob
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match its digest") as exc:
+        cli("model", "import", "--ollama", "tinyllm:1b", "--ollama-store", str(root),
+            "--name", "t3")
+    assert "nothing was installed" in str(exc.value) and "ollama pull" in (exc.value.fix or "")
+    assert not (bastion_home / "models" / "t3").exists()

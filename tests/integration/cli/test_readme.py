@@ -87,6 +87,8 @@ SKIP = {
     "test_recommend_then_init_pull pulls from a local hub",
     "bastion model show Llama": "needs that model pulled; test_model_pull.py shows a pulled one",
     "bastion model import ./my-model": "a placeholder file; test_model_pull.py imports one",
+    "bastion model import --ollama": "needs an Ollama install's store; test_model_pull.py::"
+    "test_import_from_an_ollama_store builds one",
     "bastion model use Llama": "needs that model pulled; test_model_pull.py uses a pulled one",
     "bastion model rm Llama": "needs that model pulled; test_model_pull.py removes a pulled one",
     "curl -sN http://127.0.0.1:8765/v1/models/pull": "the Hugging Face Hub (internet); "
