@@ -213,7 +213,7 @@ def _assemble(stack: ExitStack, config: Config, model: Model | None,
     _on_failure(stack, security.audit.close)  # the audit writer thread
     stack.callback(security.close)  # vault renewal
     registry = registry or build_registry(config)
-    _wire_mcp(stack, config, registry, security.audit)
+    _wire_mcp(stack, config, registry, security.audit, security, redactor)
     _wire_egress(stack, config, workspace, registry, env, security, redactor)
     gateway = Gateway(registry, env, security.stages)
     browser = _wire_browser(config, workspace, registry, env, gateway, security, redactor)
@@ -268,12 +268,17 @@ def _wire_redaction(stack: ExitStack, config: Config) -> Redactor:
     return redactor
 
 
-def _wire_mcp(stack: ExitStack, config: Config, registry: ToolRegistry, audit: AuditLog) -> None:
+def _wire_mcp(stack: ExitStack, config: Config, registry: ToolRegistry, audit: AuditLog,
+              security: Security, redactor: Redactor) -> None:
     """Mount the external MCP servers: prefixed toolsets, stdio ones sandboxed."""
     if config.mcp_servers:
         from bastion.mcp.mount import mount_servers
+        from bastion.privacy.detect import egress_inspector
+        from bastion.security.egress.setup import Inspection
 
-        stack.callback(mount_servers(config, registry, audit=audit).close)
+        inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
+        stack.callback(mount_servers(config, registry, audit=audit, secrets=security.resolver,
+                                     inspection=inspection).close)
 
 
 def _wire_egress(stack: ExitStack, config: Config, workspace: Path, registry: ToolRegistry,

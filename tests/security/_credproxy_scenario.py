@@ -153,10 +153,77 @@ async def _chain_and_pin(app: Any, backend: str, out: dict[str, Any]) -> None:
     pinning.configure({})
 
 
+MCP_SERVER = r"""
+import json, os, sys, urllib.request
+
+def reply(msg_id, result):
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg_id, "result": result}) + "\n")
+    sys.stdout.flush()
+
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, msg_id = msg.get("method"), msg.get("id")
+    if method == "initialize":
+        reply(msg_id, {"protocolVersion": msg["params"]["protocolVersion"],
+                       "capabilities": {"tools": {}},
+                       "serverInfo": {"name": "gh", "version": "1"}})
+    elif method == "tools/list":
+        reply(msg_id, {"tools": [{"name": "whoami", "description": "Who the token is.",
+                                  "inputSchema": {"type": "object", "properties": {}}}]})
+    elif method == "tools/call":
+        token = os.environ["GITHUB_TOKEN"]
+        req = urllib.request.Request("https://api.test/user",
+                                     headers={"Authorization": "Bearer " + token})
+        body = urllib.request.urlopen(req, timeout=20).read().decode()
+        reply(msg_id, {"content": [{"type": "text", "text": body + " env=" + token[:7]}]})
+    elif msg_id is not None:
+        reply(msg_id, {})
+"""
+
+
+async def mcp(directory: Path) -> dict[str, Any]:
+    """A sandboxed stdio MCP server authenticates to the API through the swap."""
+    token = "ghp_" + secrets.token_urlsafe(27)
+    os.environ["BASTION_SECRET_GH"] = token
+    server = directory / "mcp"
+    server.mkdir(exist_ok=True)
+    (server / "server.py").write_text(MCP_SERVER)
+    server.chmod(0o755)
+    (server / "server.py").chmod(0o644)
+    workspace = Path(tempfile.mkdtemp(prefix="credproxy-ws-"))
+    config = Config.model_validate({
+        "agent": {"workspace": str(workspace)},
+        "security": {"sandbox": "bubblewrap", "egress_dns": ["10.200.0.53"]},
+        "secrets": {"default_backend": "env", "tools": {"mcp:gh": {
+            "GITHUB_TOKEN": {"ref": "secret://env/gh", "hosts": ["api.test"]}}}},
+        "mcp_servers": [{"name": "gh", "command": ["python3", str(server / "server.py")],
+                         "mounts": [str(server)], "sandbox": "bubblewrap",
+                         "egress": {"domains": ["api.test"], "ports": [443]}}],
+    })
+    app = build_app(config, model=ScriptedModel(), approver=Human(approve={"gh__whoami"}),
+                    memory=EphemeralMemory())
+    out: dict[str, Any] = {"token": token}
+    try:
+        res = await app.gateway.execute(ToolCall("gh__whoami", {}), session_id="m1")
+        out["call"] = {"decision": res.decision, "text": res.text}
+        out["audit"] = [{"kind": r.kind, "decision": r.decision, "tool": r.tool,
+                         "detail": r.detail} for r in app.audit.events(limit=500)]
+    finally:
+        await app.aclose()
+    return out
+
+
 def main() -> None:
     mode, directory = sys.argv[-2], Path(sys.argv[-1])
     os.environ["BASTION_HOME"] = tempfile.mkdtemp(prefix="credproxy-home-")
     kind, _, backend = mode.partition(":")
+    if kind == "mcp":
+        print(json.dumps(asyncio.run(mcp(directory)), default=str))
+        return
+    if "," in backend:  # several backends, one after the other, in one process
+        print(json.dumps({b: asyncio.run(swap(directory, b, full=False))
+                          for b in backend.split(",") if b}, default=str))
+        return
     t0 = time.monotonic()
     result = asyncio.run(swap(directory, backend or "bubblewrap", full=kind == "swap"))
     result["timing"]["run"] = time.monotonic() - t0

@@ -104,24 +104,59 @@ def test_certificate_pinning_still_applies_behind_the_proxy(outcome: dict[str, A
     assert any(d["rule"] == "tls-verify-or-pin" and d["host"] == "api.test" for d in refused)
 
 
-@pytest.mark.parametrize("backend", ["gvisor", "podman"])
-def test_other_backends_hold_only_the_placeholder_and_the_api_gets_the_token(
-        backend: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def other_backends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from bastion.security.sandbox.base import SandboxSpec
     from bastion.security.sandbox.factory import build_sandbox
 
-    box, why = build_sandbox(backend, SandboxSpec(tmp_path))
-    if box is None:
-        pytest.skip(f"{backend}: {why}")
-    (tmp_path / "world").mkdir()
-    with make_world(tmp_path / "world") as world:
-        out = world.run("tests.security._credproxy_scenario", f"basic:{backend}")
-        seen = world.requests()
+    ws = tmp_path_factory.mktemp("probe")
+    usable, skipped = [], {}
+    for backend in ("gvisor", "podman"):
+        box, why = build_sandbox(backend, SandboxSpec(ws))
+        if box is None:
+            skipped[backend] = why
+        else:
+            usable.append(backend)
+    if not usable:
+        return {"skipped": skipped}
+    with make_world(tmp_path_factory.mktemp("backends")) as world:
+        out = world.run("tests.security._credproxy_scenario", "basic:" + ",".join(usable) + ",")
+        out["requests"] = world.requests()
+    out["skipped"] = skipped
+    return out
+
+
+@pytest.mark.parametrize("backend", ["gvisor", "podman"])
+def test_other_backends_hold_only_the_placeholder_and_the_api_gets_the_token(
+        backend: str, other_backends: dict[str, Any]) -> None:
+    if backend in other_backends["skipped"]:
+        pytest.skip(f"{backend}: {other_backends['skipped'][backend]}")
+    out = other_backends[backend]
     token = out["token"]
-    assert [r["auth"] == f"Bearer {token}" for r in seen if r["host"] == "api.test"] == [
-        True, True], seen
-    assert [r["auth"].startswith("Bearer bst_ph_") for r in seen
-            if r["host"] == "other.test"] == [True], seen
+    seen = [r for r in other_backends["requests"] if token in json.dumps(r) or
+            r["host"] == "other.test"]
+    api = [r["auth"] for r in seen if r["host"] == "api.test"]
+    assert api == [f"Bearer {token}", f"Bearer {token}"], seen
+    assert token not in json.dumps([r for r in other_backends["requests"]
+                                    if r["host"] == "other.test"])
     assert "GH_TOKEN=bst_ph_" in out["workspace"]["env.txt"]
     for where in ("swap", "workspace", "audit", "audit_file", "model_saw"):
         assert token not in json.dumps(out[where]), where
+    leaks = [a for a in out["audit"] if a["kind"] == "secret_placeholder_leak"]
+    assert {a["detail"]["destination"] for a in leaks} == {"other.test:443"}, leaks
+
+
+def test_sandboxed_stdio_mcp_server_authenticates_through_the_swap(tmp_path: Path) -> None:
+    (tmp_path / "world").mkdir()
+    with make_world(tmp_path / "world") as world:
+        out = world.run("tests.security._credproxy_scenario", "mcp")
+        seen = world.requests()
+    token = out["token"]
+    assert [(r["host"], r["path"], r["auth"]) for r in seen] == [
+        ("api.test", "/user", f"Bearer {token}")], seen  # "Bearer <placeholder>" swapped in place
+    text = out["call"]["text"]
+    assert out["call"]["decision"] == "allowed" and "env=bst_ph_" in text, text
+    assert token not in json.dumps(out["call"]) and token not in json.dumps(out["audit"])
+    swaps = [a["detail"] for a in out["audit"] if a["kind"] == "secret_swap"]
+    assert swaps and swaps[0]["variable"] == "GITHUB_TOKEN", swaps
+    assert {a["tool"] for a in out["audit"] if a["kind"] == "secret_swap"} == {"mcp:gh"}

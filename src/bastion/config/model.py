@@ -536,13 +536,15 @@ class BoundSecretConfig(_Section):
     ref: str = Field(description="secret://backend/path#key")
     hosts: list[str] = Field(min_length=1, description="host or host:port (default 443)")
     header: str | None = Field(default="Authorization", description="header that carries it")
-    format: str = Field(default="{}", description="the header's value; {} is the secret")
+    format: str | None = Field(
+        default=None, description="the header's whole value, {} = the secret (e.g. \"Bearer "
+        "{}\"); unset: the placeholder is replaced where the tool put it")
     query: str | None = Field(default=None, description="or a query parameter that carries it")
 
     @field_validator("format")
     @classmethod
-    def _one_slot(cls, v: str) -> str:
-        if v.count("{}") != 1:
+    def _one_slot(cls, v: str | None) -> str | None:
+        if v is not None and v.count("{}") != 1:
             raise ValueError('format must contain {} exactly once, e.g. "Bearer {}"')
         return v
 

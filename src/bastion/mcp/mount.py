@@ -36,8 +36,39 @@ class Mounted:
         close_kept(self.keep)
 
 
+class _Placeholder:
+    """A bound secret's placeholder, live while its server runs (``close`` releases it)."""
+
+    def __init__(self, book: Any, placeholder: str) -> None:
+        self.book, self.placeholder = book, placeholder
+
+    def close(self) -> None:
+        self.book.release(self.placeholder)
+
+
+def bound_env(cfg: McpServerConfig, config: Config, keep: list[Any], secrets: Any
+              ) -> dict[str, str]:
+    """Return ``cfg.env`` plus a placeholder for each secret bound for ``mcp:<name>``.
+
+    ``secrets.tools["mcp:<name>"]`` entries of the form ``{ref, hosts, ...}``: the server gets
+    a placeholder (for its lifetime); its egress proxy swaps it on the wire to the hosts.
+    """
+    from bastion.security.secrets.resolver import tool_bindings
+
+    env = dict(cfg.env)
+    bound = tool_bindings(f"mcp:{cfg.name}", config.secrets.tools)
+    if bound and (secrets is None or cfg.egress is None):
+        raise SandboxError(f"MCP server {cfg.name} has bound secrets but no egress",
+                           fix=f"add mcp_servers[{cfg.name}].egress with the bound hosts")
+    for name, binding in bound.items():
+        placeholder = secrets.book.issue(binding, secrets.resolve(binding.ref))
+        keep.append(_Placeholder(secrets.book, placeholder))
+        env[name] = placeholder
+    return env
+
+
 def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
-                audit: Any = None) -> ServerSpec:
+                audit: Any = None, secrets: Any = None, inspection: Any = None) -> ServerSpec:
     """Return how to reach ``cfg``: HTTP as is, stdio wrapped in its sandbox."""
     if cfg.url is not None:
         headers = {}
@@ -64,27 +95,31 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
         output_bytes=base.output_bytes,
     )
     spec = SandboxSpec(workspace, limits)
+    proxy_env: dict[str, str] = {}
     if cfg.egress is not None:  # its own namespace: nftables default-drop + DNS allowlist
         from bastion.security.egress.setup import network_for, policy_for
 
-        net = network_for(f"mcp:{cfg.name}", cfg.egress, config, audit)
+        net = network_for(f"mcp:{cfg.name}", cfg.egress, config, audit, inspection)
         keep.append(net)
         spec = dataclasses.replace(spec, network=policy_for(net, cfg.egress))
+        if net.proxy is not None:  # its HTTP(S) clients go through the proxy
+            proxy_env = net.proxy.env()
+    env = {**proxy_env, **bound_env(cfg, config, keep, secrets)}
     sandbox, problem = build_sandbox(kind, spec)
     if sandbox is None:
         raise SandboxError(f"MCP server {cfg.name} cannot be sandboxed: {problem}")
     keep.append(sandbox)
     # the variables (often API tokens) go through the environment, never the command line
-    argv = sandbox.command(list(cfg.command), ro_paths=cfg.mounts, env=cfg.env)
-    return ServerSpec(cfg.name, argv=argv, env=sandbox.launch_env(cfg.env),
+    argv = sandbox.command(list(cfg.command), ro_paths=cfg.mounts, env=env)
+    return ServerSpec(cfg.name, argv=argv, env=sandbox.launch_env(env),
                       timeout_s=cfg.timeout_s,
                       errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
 
 
 def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
-            audit: Any = None) -> MCPToolset:
+            audit: Any = None, secrets: Any = None, inspection: Any = None) -> MCPToolset:
     """Start (or reach) one server and return its toolset (egress events go to ``audit``)."""
-    conn = MCPConnection(server_spec(cfg, config, keep, audit))
+    conn = MCPConnection(server_spec(cfg, config, keep, audit, secrets, inspection))
     try:
         conn.start()
     except BaseException:
@@ -105,7 +140,8 @@ def close_kept(keep: list[Any]) -> None:
     keep.clear()
 
 
-def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None) -> Mounted:
+def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None,
+                  secrets: Any = None, inspection: Any = None) -> Mounted:
     """Connect every enabled server and register its prefixed tools.
 
     A server that fails is skipped (its problem is kept for ``doctor`` and
@@ -118,7 +154,7 @@ def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None) 
         if not cfg.enabled:
             continue
         try:
-            toolset = connect(cfg, config, mounted.keep, audit)
+            toolset = connect(cfg, config, mounted.keep, audit, secrets, inspection)
         except BastionError as exc:
             mounted.problems[cfg.name] = exc.user_text()
             log.warning("MCP server %s not mounted: %s", cfg.name, exc.user_text())

@@ -514,8 +514,10 @@ class CredentialProxy:
             if not b.binds(host, port):
                 continue
             hit = False
-            if b.header and issued.placeholder in req.headers.get(b.header, ""):
-                req.headers[b.header] = b.fmt.replace("{}", issued.value)
+            current = req.headers.get(b.header, "") if b.header else ""
+            if b.header and issued.placeholder in current:
+                req.headers[b.header] = (current.replace(issued.placeholder, issued.value)
+                                         if b.fmt is None else b.fmt.replace("{}", issued.value))
                 hit = True
             if b.query:
                 q = list(req.query.items(multi=True))

@@ -27,7 +27,7 @@ class Binding:
     ref: str  # secret://... (never the value)
     hosts: tuple[tuple[str, int], ...]  # (lower-case host, port)
     header: str | None = "Authorization"
-    fmt: str = "{}"  # the header's value; {} is the secret
+    fmt: str | None = None  # the header's whole value, {} = the secret; None: replace in place
     query: str | None = None  # or a query parameter carrying it
 
     def binds(self, host: str, port: int) -> bool:
