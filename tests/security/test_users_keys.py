@@ -1,15 +1,18 @@
 """Users and scoped API keys against a live ``python -m bastion serve`` (issue #19).
 
-Two users (alice, bob) and their keys, made with the CLI, against one served home whose
-model is the scripted OpenAI-compatible server. Each test is an attack: a chat-only key
-reading the audit log, a revoked key, an expired key, a key whose ``tools:`` scope excludes
-``shell`` asking the model to run it. Revocation is done with the CLI while the server runs:
-refused on the very next request, no restart.
+Two users (alice, bob) and their keys against one served home whose model is the scripted
+OpenAI-compatible server, with real SQLite sessions and the real embedding model. Each test
+is an attack: a chat-only key reading the audit log, a revoked key, an expired key, a key
+whose ``tools:`` scope excludes ``shell`` asking the model to run it, and bob trying to read,
+search, export, continue, rename or delete alice's sessions and documents (404, the answer a
+session that does not exist gets: no existence oracle). Revocation is done with the CLI while
+the server runs: refused on the very next request, no restart.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ class Served:
     def api(self, label: str) -> httpx.Client:
         key = TOKEN if label == "admin" else self.keys[label]
         return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {key}"},
-                            timeout=60)
+                            timeout=300)
 
 
 def _cli(home: Path, *args: str) -> str:
@@ -71,14 +74,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
                       "native_tools": True},
             "api": {"token": TOKEN},
-            "memory": {"enabled": True, "semantic": False},
+            "memory": {"enabled": True, "semantic": True},
             "intelligence": {"enabled": False},
         }))
         _cli(home, "users", "add", "alice")  # the CLI, once; the rest through its store
         _store_do(home, "add_user", "bob")
         keys, ids = {}, {}
         for label, user, scopes in [
-            ("alice", "alice", ("chat", "sessions:read", "sessions:write", "tools:list_*")),
+            ("alice", "alice", ("chat", "sessions:read", "sessions:write", "knowledge:write",
+                                "tools:list_*")),
             ("alice_chat", "alice", ("chat",)),
             ("bob", "bob", ("chat", "sessions:read", "sessions:write", "knowledge:write")),
             ("doomed", "bob", ("chat",)),
@@ -103,7 +107,7 @@ def test_a_chat_only_key_cannot_read_the_audit_log(served: Served) -> None:
 
 def test_the_official_openai_client_works_with_a_user_key(served: Served) -> None:
     client = OpenAI(base_url=f"{served.base}/v1", api_key=served.keys["alice_chat"],
-                    max_retries=0, timeout=60)
+                    max_retries=0, timeout=300)
     out = client.chat.completions.create(
         model="bastion-agent", messages=[{"role": "user", "content": "hello there"}])
     assert "echo: hello there" in (out.choices[0].message.content or "")
@@ -176,3 +180,141 @@ def test_audit_records_name_the_user_and_key_and_filter_by_user(served: Served) 
         store.close()
     assert served.ids["bob"] in {r["detail"]["principal"]["key_id"] for r in rows}
     assert {r["detail"]["principal"]["key_id"] for r in rows} <= bobs
+
+
+@pytest.fixture(scope="module")
+def alices(served: Served) -> dict[str, str]:
+    """Alice's session (a server-made id) with a secret in it, and her ingested document."""
+    with served.api("alice") as api:
+        sid = api.post("/v1/sessions").json()["id"]
+        r = api.post(f"/v1/sessions/{sid}/messages",
+                     json={"content": "the spare key hides under the blue tulip pot",
+                           "stream": False})
+        assert r.status_code == 200, r.text
+        r = api.post("/v1/ingest", json={"documents": [
+            {"name": "plans.md", "content": "# Plans\n\nThe vault code is 4711 tulip."}]})
+        assert r.json()["data"][0]["status"] == "added", r.text
+        doc = api.get("/v1/knowledge").json()["data"][0]["id"]
+    return {"sid": sid, "doc": doc}
+
+
+def _not_found_like_nothing(r: httpx.Response, ghost: httpx.Response) -> None:
+    """Another user's thing gets exactly what a thing that does not exist gets."""
+    assert r.status_code == ghost.status_code == 404, (r.text, ghost.text)
+    a, b = r.json()["error"], ghost.json()["error"]
+    assert (a["code"], a["type"], a["fix"]) == (b["code"], b["type"], b["fix"])
+
+
+def test_bob_cannot_reach_alices_sessions(served: Served, alices: dict[str, str]) -> None:
+    sid, ghost = alices["sid"], "0123456789ab"
+    assert len(sid) >= 12 and all(c in "0123456789abcdef" for c in sid)  # server-made, random
+    with served.api("bob") as bob:
+        assert sid not in {s["id"] for s in bob.get("/v1/sessions").json()["data"]}
+        for method, path, body in [
+            ("GET", "/v1/sessions/{}", None),
+            ("GET", "/v1/sessions/{}/export", None),
+            ("GET", "/v1/sessions/{}/export?format=markdown", None),
+            ("PATCH", "/v1/sessions/{}", {"name": "mine-now"}),
+            ("DELETE", "/v1/sessions/{}", None),
+            ("POST", "/v1/sessions/{}/messages", {"content": "what hides under the pot?",
+                                                  "stream": False}),
+        ]:
+            r = bob.request(method, path.format(sid), json=body)
+            g = bob.request(method, path.format(ghost), json=body)
+            if method == "POST":  # a new id is a new session of bob's: only alice's is 404
+                assert r.status_code == 404, r.text
+            else:
+                _not_found_like_nothing(r, g)
+            assert "tulip" not in r.text
+        for method in ("GET", "POST"):  # undo: what a session without undoable calls gets
+            r = bob.request(method, f"/v1/sessions/{sid}/undo")
+            g = bob.request(method, f"/v1/sessions/{ghost}/undo")
+            assert r.status_code == g.status_code
+            assert r.text.replace(sid, ghost) == g.text
+        r = bob.post("/v1/chat/completions", headers={"X-Bastion-Session": sid}, json={
+            "model": "bastion-agent", "messages": [{"role": "user", "content": "continue"}]})
+        assert r.status_code == 404 and "tulip" not in r.text
+        r = bob.post("/v1/search", json={"query": "spare key", "session": sid})
+        assert r.status_code == 404
+    with served.api("alice") as api:  # untouched: still there, still alice's words only
+        msgs = api.get(f"/v1/sessions/{sid}").json()["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant"]
+        assert "tulip pot" in msgs[0]["content"]
+
+
+def test_bob_cannot_search_or_touch_alices_documents(
+        served: Served, alices: dict[str, str]) -> None:
+    with served.api("bob") as bob:
+        hits = bob.post("/v1/search", json={"query": "where is the spare key? vault code"}
+                        ).json()["data"]
+        assert hits == [] or all("tulip" not in h["text"] and "4711" not in h["text"]
+                                 for h in hits)
+        assert bob.get("/v1/knowledge").json()["data"] == []
+        assert bob.delete(f"/v1/knowledge/{alices['doc']}").status_code == 404
+        assert bob.delete("/v1/knowledge/plans.md").status_code == 404
+        # bob's own plans.md is another document: alice's is not replaced
+        r = bob.post("/v1/ingest", json={"documents": [
+            {"name": "plans.md", "content": "# Plans\n\nBob's code is 1234."}]})
+        assert r.json()["data"][0]["status"] == "added"
+        assert [d["source"] for d in bob.get("/v1/knowledge").json()["data"]] == ["plans.md"]
+    with served.api("alice") as api:
+        hits = api.post("/v1/search", json={"query": "vault code"}).json()["data"]
+        texts = " ".join(h["text"] for h in hits)
+        assert "4711" in texts and "1234" not in texts
+
+
+def test_admin_sees_everyone_only_when_asking_and_it_is_audited(
+        served: Served, alices: dict[str, str]) -> None:
+    with served.api("admin") as admin:
+        assert alices["sid"] not in {s["id"] for s in admin.get("/v1/sessions").json()["data"]}
+        every = admin.get("/v1/sessions", params={"all_users": "true"}).json()["data"]
+        assert alices["sid"] in {s["id"] for s in every}
+        assert admin.get(f"/v1/sessions/{alices['sid']}",
+                         params={"all_users": "true"}).status_code == 200
+        events = admin.get("/v1/audit/events", params={"kind": "access.all_users"}).json()
+        paths = {e["detail"]["path"] for e in events["events"]}
+        assert {"/v1/sessions", f"/v1/sessions/{alices['sid']}"} <= paths
+        assert all(e["detail"]["principal"]["user"] == "admin" for e in events["events"])
+    with served.api("bob") as bob:
+        r = bob.get("/v1/sessions", params={"all_users": "true"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_approvals_go_to_the_owner_or_an_approver_only(served: Served) -> None:
+    _store_do(served.home, "add_user", "olga", ["user", "approver"])
+    olga_key, olga_id = _new_key(served.home, "olga", "approvals")
+    bob_appr, _ = _new_key(served.home, "bob", "approvals")
+    alice_all, alice_id = _new_key(served.home, "alice", "chat", "sessions:write", "approvals")
+    H = {"Authorization": f"Bearer {alice_all}"}  # noqa: N806
+    with httpx.Client(base_url=served.base, headers=H, timeout=300) as alice:
+        sid = alice.post("/v1/sessions").json()["id"]
+        turn: dict[str, httpx.Response] = {}
+        worker = threading.Thread(target=lambda: turn.setdefault("r", alice.post(
+            f"/v1/sessions/{sid}/messages",
+            json={"content": "run shell: rm -rf ./precious", "stream": False})))
+        worker.start()
+        pending: list[dict[str, object]] = []
+        deadline = time.monotonic() + 120
+        while not pending and time.monotonic() < deadline:
+            time.sleep(0.3)
+            pending = alice.get("/v1/approvals").json()["pending"]
+        assert pending and pending[0]["session_id"] == sid
+        aid = str(pending[0]["id"])
+        bob = httpx.Client(base_url=served.base, timeout=60,
+                           headers={"Authorization": f"Bearer {bob_appr}"})
+        assert bob.get("/v1/approvals").json()["pending"] == []
+        assert bob.get(f"/v1/approvals/{aid}").status_code == 404
+        assert bob.post(f"/v1/approvals/{aid}", json={"approve": True}).status_code == 404
+        olga = httpx.Client(base_url=served.base, timeout=60,
+                            headers={"Authorization": f"Bearer {olga_key}"})
+        assert [p["id"] for p in olga.get("/v1/approvals").json()["pending"]] == [aid]
+        assert olga.post(f"/v1/approvals/{aid}", json={"approve": False,
+                                                       "reason": "not today"}).status_code == 200
+        worker.join(120)
+        assert turn["r"].status_code == 200
+    with served.api("admin") as admin:
+        recs = admin.get("/v1/audit/events", params={"kind": "approval.decision",
+                                                     "session_id": sid}).json()["events"]
+    text = json.dumps(recs[0])
+    assert "api:olga" in text  # who decided
+    assert recs[0]["detail"]["principal"] == {"user": "alice", "key_id": alice_id}  # who asked

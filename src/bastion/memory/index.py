@@ -10,6 +10,7 @@ from bastion.memory._chunk import chunk_prose
 from bastion.memory.embeddings import Embedder
 from bastion.memory.store import SessionStore, StoredMessage
 from bastion.memory.vectors import DOCUMENTS, MESSAGES, Hit, Metadata, VectorStore
+from bastion.security.identity import owner_filter
 
 # Messages longer than this are split so their later parts stay searchable too.
 MESSAGE_CHUNK_CHARS = 1000
@@ -168,8 +169,13 @@ class SemanticIndex:
         return out
 
     def search_documents(self, vector: Sequence[float], k: int) -> list[SearchResult]:
-        """Return the best document-chunk hits."""
-        return [_doc_result(h) for h in self.vectors.query(DOCUMENTS, vector, k)]
+        """Return the best document-chunk hits (of the caller's own documents)."""
+        hits = self.vectors.query(DOCUMENTS, vector, k)
+        if owner_filter() is not None:
+            mine = self.store.visible_documents(list({str(h.metadata.get("doc_id"))
+                                                      for h in hits}))
+            hits = [h for h in hits if str(h.metadata.get("doc_id")) in mine]
+        return [_doc_result(h) for h in hits]
 
     def search(
         self, query: str, k: int = 10, *, messages: bool = True, documents: bool = True,

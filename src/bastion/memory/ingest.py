@@ -17,6 +17,7 @@ from bastion.errors import MemoryStoreError
 from bastion.memory._chunk import chunk, extract_text, kind_of
 from bastion.memory.index import SemanticIndex
 from bastion.memory.store import DocumentInfo, SessionStore
+from bastion.security.identity import ADMIN_OWNER, owner_name
 
 MAX_FILE_BYTES = 25 * 1024 * 1024
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
@@ -120,7 +121,8 @@ class Ingestor:
         pieces = chunk(text, kind, self.chunk_chars, self.chunk_overlap)
         if not pieces:
             return FileOutcome(source, "skipped", detail="no text")
-        doc_id = doc_id_for(source)
+        owner = owner_name()  # another user's document of the same name is another document
+        doc_id = doc_id_for(source if owner == ADMIN_OWNER else f"{owner}\0{source}")
         self.index.add_document_chunks(
             doc_id, source, kind, [(c.text, c.where) for c in pieces], replace=old is not None
         )

@@ -24,6 +24,7 @@ from typing import Any
 
 from bastion.errors import MemoryStoreError
 from bastion.messages import Message, ToolCall
+from bastion.security.identity import owner_filter, owner_name
 
 # Each entry upgrades the schema by one version; never edit a released entry, append one.
 MIGRATIONS: list[str] = [
@@ -64,6 +65,27 @@ MIGRATIONS: list[str] = [
         size INTEGER NOT NULL,
         ingested_at REAL NOT NULL
     );
+    """,
+    # 4: owners (users of one server see only their own sessions and documents); a
+    # document's source is unique per owner, so the table is rebuilt without the old UNIQUE
+    """
+    ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';
+    CREATE INDEX sessions_owner ON sessions(owner);
+    CREATE TABLE documents_v4 (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL DEFAULT 'admin',
+        source TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        chunks INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        ingested_at REAL NOT NULL,
+        UNIQUE (owner, source)
+    );
+    INSERT INTO documents_v4 (id, source, sha256, kind, chunks, size, ingested_at)
+        SELECT id, source, sha256, kind, chunks, size, ingested_at FROM documents;
+    DROP TABLE documents;
+    ALTER TABLE documents_v4 RENAME TO documents;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,6 +164,14 @@ def _decode_calls(raw: str | None) -> list[ToolCall]:
     if not raw:
         return []
     return [ToolCall(c["name"], c["arguments"], id=c["id"]) for c in json.loads(raw)]
+
+
+def _mine(alias: str = "") -> tuple[str, tuple[str, ...]]:
+    """Return the SQL condition (and its argument) limiting rows to the caller's own."""
+    owner = owner_filter()
+    if owner is None:
+        return "", ()
+    return f" AND {alias}owner = ?", (owner,)
 
 
 def _row_message(row: sqlite3.Row) -> StoredMessage:
@@ -229,10 +259,12 @@ class SessionStore:
     # -- sessions --------------------------------------------------------------------
     def resolve(self, key: str) -> SessionInfo | None:
         """Return the session whose name (first) or id is ``key``."""
+        cond, arg = _mine("s.")
         rows = self._query(
             "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
-            "FROM sessions s WHERE s.name = ? OR s.id = ? ORDER BY (s.name = ?) DESC LIMIT 1",
-            (key, key, key),
+            f"FROM sessions s WHERE (s.name = ? OR s.id = ?){cond} ORDER BY (s.name = ?) DESC "
+            "LIMIT 1",
+            (key, key, *arg, key),
         )
         if not rows:
             return None
@@ -241,10 +273,19 @@ class SessionStore:
 
     def session_id(self, key: str) -> str | None:
         """Return the id of the session whose name (first) or id is ``key`` (no counting)."""
+        cond, arg = _mine()
         rows = self._query(
-            "SELECT id FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC LIMIT 1",
-            (key, key, key),
+            f"SELECT id FROM sessions WHERE (name = ? OR id = ?){cond} ORDER BY (name = ?) DESC "
+            "LIMIT 1",
+            (key, key, *arg, key),
         )
+        return str(rows[0][0]) if rows else None
+
+    def owner_of(self, key: str) -> str | None:
+        """Return the owner of session ``key`` whoever asks (``None``: no such session)."""
+        rows = self._query(
+            "SELECT owner FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC "
+            "LIMIT 1", (key, key, key))
         return str(rows[0][0]) if rows else None
 
     def ensure(self, key: str) -> str:
@@ -275,9 +316,11 @@ class SessionStore:
         return info
 
     def _ensure(self, db: sqlite3.Connection, key: str) -> str:
+        cond, arg = _mine()
         row = db.execute(
-            "SELECT id FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC LIMIT 1",
-            (key, key, key),
+            f"SELECT id FROM sessions WHERE (name = ? OR id = ?){cond} ORDER BY (name = ?) DESC "
+            "LIMIT 1",
+            (key, key, *arg, key),
         ).fetchone()
         if row:
             return str(row[0])
@@ -285,17 +328,18 @@ class SessionStore:
         taken = db.execute("SELECT 1 FROM sessions WHERE id = ?", (key,)).fetchone()
         sid = key if _GENERATED.fullmatch(key) and not taken else uuid.uuid4().hex[:12]
         now = time.time()
-        db.execute(
-            "INSERT INTO sessions(id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
-            (sid, key, now, now),
+        db.execute(  # another owner's name or id here fails (UNIQUE): never their session
+            "INSERT INTO sessions(id, name, created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?)",
+            (sid, key, now, now, owner_name()),
         )
         return sid
 
     def sessions(self) -> list[SessionInfo]:
-        """Return all sessions, most recently used first."""
+        """Return all sessions (the caller's own), most recently used first."""
+        cond, arg = _mine("s.")
         rows = self._query(
             "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
-            "FROM sessions s ORDER BY s.updated_at DESC"
+            f"FROM sessions s WHERE 1{cond} ORDER BY s.updated_at DESC", arg
         )
         return [SessionInfo(r["id"], r["name"], r["created_at"], r["updated_at"], r["n"])
                 for r in rows]
@@ -418,11 +462,13 @@ class SessionStore:
         return {r["id"]: _row_message(r) for r in rows}
 
     def session_names(self, ids: Sequence[str]) -> dict[str, str]:
-        """Map session ids to names."""
+        """Map session ids to names (only the caller's own sessions)."""
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._query(f"SELECT id, name FROM sessions WHERE id IN ({marks})", list(ids))
+        cond, arg = _mine()
+        rows = self._query(f"SELECT id, name FROM sessions WHERE id IN ({marks}){cond}",
+                           [*ids, *arg])
         return {r["id"]: r["name"] for r in rows}
 
     def pending(self, limit: int = 256) -> list[StoredMessage]:
@@ -442,24 +488,42 @@ class SessionStore:
     # -- documents -------------------------------------------------------------------
     def document(self, source: str) -> DocumentInfo | None:
         """Return the registry entry of ``source`` (a path or name), or an id match."""
+        cond, arg = _mine()
         rows = self._query(
-            "SELECT * FROM documents WHERE source = ? OR id = ? LIMIT 1", (source, source)
+            "SELECT id, source, sha256, kind, chunks, size, ingested_at FROM documents "
+            f"WHERE (source = ? OR id = ?){cond} ORDER BY (source = ?) DESC LIMIT 1",
+            (source, source, *arg, source),
         )
         return DocumentInfo(**dict(rows[0])) if rows else None
 
+    def visible_documents(self, ids: Sequence[str]) -> set[str]:
+        """Return which of these document ids the caller may see."""
+        if not ids:
+            return set()
+        cond, arg = _mine()
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT id FROM documents WHERE id IN ({marks}){cond}",
+                           [*ids, *arg])
+        return {str(r[0]) for r in rows}
+
     def documents(self) -> list[DocumentInfo]:
         """Return every ingested document, newest first."""
-        rows = self._query("SELECT * FROM documents ORDER BY ingested_at DESC")
+        cond, arg = _mine()
+        rows = self._query(
+            "SELECT id, source, sha256, kind, chunks, size, ingested_at FROM documents "
+            f"WHERE 1{cond} ORDER BY ingested_at DESC", arg)
         return [DocumentInfo(**dict(r)) for r in rows]
 
     def put_document(self, doc: DocumentInfo) -> None:
         """Insert or replace a registry entry."""
+        owner = owner_name()
         with self._write() as db:
-            db.execute("DELETE FROM documents WHERE source = ?", (doc.source,))
+            db.execute("DELETE FROM documents WHERE source = ? AND owner = ?", (doc.source, owner))
             db.execute(
-                "INSERT INTO documents(id, source, sha256, kind, chunks, size, ingested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (doc.id, doc.source, doc.sha256, doc.kind, doc.chunks, doc.size, doc.ingested_at),
+                "INSERT INTO documents(id, source, sha256, kind, chunks, size, ingested_at, "
+                "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc.id, doc.source, doc.sha256, doc.kind, doc.chunks, doc.size, doc.ingested_at,
+                 owner),
             )
 
     def remove_document(self, source: str) -> DocumentInfo | None:

@@ -43,6 +43,7 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     key_name: str = ""
     tool_globs: tuple[str, ...] = field(default=())
+    all_users: bool = False  # an admin's explicit ?all_users=true (audited by the server)
 
     @property
     def is_admin(self) -> bool:
@@ -91,6 +92,25 @@ def acting_as(principal: Principal | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+ADMIN_OWNER = "admin"
+"""Owner of what the local CLI (the machine's owner) and the api.token create."""
+
+
+def owner_filter() -> str | None:
+    """Return whose sessions and documents the current request may see (``None``: all).
+
+    The local CLI (no principal) and an admin's ``all_users`` request see everything.
+    """
+    p = _current.get()
+    return None if p is None or p.all_users else p.user
+
+
+def owner_name() -> str:
+    """Return the owner of what the current request creates."""
+    p = _current.get()
+    return ADMIN_OWNER if p is None else p.user
 
 
 def set_current(principal: Principal | None) -> None:

@@ -16,6 +16,7 @@ is harmless (FastAPI runs it once per request) but not needed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +28,7 @@ from starlette.websockets import WebSocketClose
 
 from bastion.app import App
 from bastion.errors import AuthError
-from bastion.security.identity import Principal, acting_as, set_current
+from bastion.security.identity import Principal, acting_as, current, owner_filter, set_current
 from bastion.server.errors import ApiError, error_response
 from bastion.server.scopes import scope_for
 
@@ -150,8 +151,62 @@ def authenticate(conn: HTTPConnection) -> Principal:
                        f"lacks the scope {needed!r}", code="insufficient_scope",
                        fix=f"use a key with it: bastion keys create --user {principal.user} "
                            f"--scope {needed}")
+    if conn.query_params.get("all_users", "").lower() in ("1", "true", "yes"):
+        principal = _all_users(app, principal, conn)
     conn.scope[PRINCIPAL_KEY] = principal
     return principal
+
+
+def _all_users(app: App, principal: Principal, conn: HTTPConnection) -> Principal:
+    """Let an admin key see every user's sessions and documents for this request; audited."""
+    if not principal.is_admin:
+        raise ApiError(403, "all_users needs an API key with the admin scope",
+                       code="insufficient_scope", fix="leave out all_users to see your own")
+    with acting_as(principal):
+        app.audit.record("access.all_users", actor="api", decision="allowed",
+                         detail={"method": conn.scope.get("method", "WEBSOCKET"),
+                                 "path": conn.scope["path"]})
+    return dataclasses.replace(principal, all_users=True)
+
+
+SESSION_FIX = "create one with POST /v1/sessions"
+
+
+def session_owner_error(app: App, key: str, fix: str = SESSION_FIX) -> ApiError | None:
+    """Return the 404 for a session that is another user's (``None``: it is the caller's).
+
+    The answer is the one a session that does not exist gets, so a key cannot learn which
+    sessions other users have. The local CLI and an admin's ``all_users`` see every session.
+    """
+    who = owner_filter()
+    store = getattr(app.memory, "store", None)
+    if who is None or store is None:
+        return None
+    owner = store.owner_of(key)
+    if owner is None or owner == who:
+        return None
+    return ApiError(404, f"no session {key}", code="session_not_found", fix=fix)
+
+
+def check_session_owner(app: App, key: str, fix: str = SESSION_FIX) -> None:
+    """Raise :func:`session_owner_error`'s 404 when the session is another user's."""
+    error = session_owner_error(app, key, fix)
+    if error is not None:
+        raise error
+
+
+def may_approve(app: App, session_id: str | None) -> bool:
+    """Whether the caller may see and decide approvals of ``session_id``.
+
+    Its owner, a user with the ``approver`` role, the local CLI, and an admin's ``all_users``.
+    """
+    principal = current()
+    if principal is None or principal.all_users or "approver" in principal.roles:
+        return True
+    store = getattr(app.memory, "store", None)
+    if session_id is None or store is None:
+        return False
+    return bool(store.owner_of(session_id) == principal.user)
 
 
 def token_error(conn: HTTPConnection) -> Exception | None:

@@ -107,7 +107,8 @@ def test_stream_shows_wait_then_api_approves(serve, bastion_home: Path) -> None:
         "tool_finished") < seen.index("done")
     assert not (ws / "junk").exists()
     decisions = s.app.audit.events(kind="approval.decision")
-    assert decisions[0].decision == "approved" and decisions[0].detail["by"] == "api"
+    # the api.token is the admin user's key: the record names who decided
+    assert decisions[0].decision == "approved" and decisions[0].detail["by"] == "api:admin"
     assert decisions[0].detail["reason"] == "junk is scratch"
 
 
@@ -166,7 +167,7 @@ def test_session_threshold_and_allow_for_session(serve) -> None:  # type: ignore
     assert out["tool_steps"][0]["decision"] == "allowed"
     rules = httpx.get(f"{s.url}/v1/approvals", headers=H).json()["session_rules"]
     sid = s.app.memory.store.session_id("s4")  # type: ignore[attr-defined]
-    assert rules == [{"session_id": sid, "session_name": "s4", "tool": "shell", "by": "api"}]
+    assert rules == [{"session_id": sid, "session_name": "s4", "tool": "shell", "by": "api:admin"}]
     # the third call is approved by the session rule without asking
     body = httpx.post(f"{s.url}/v1/sessions/s4/messages", headers=H, timeout=60,
                       json={"content": "3", "stream": False}).json()

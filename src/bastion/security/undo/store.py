@@ -238,8 +238,7 @@ class UndoStore:
                                fix="bastion undo 1")
         calls = self.calls(session_id, n)
         if not calls:
-            raise NotFoundError(f"nothing to undo in session {session_id or '(none)'}",
-                                fix="list what can be undone: bastion undo --list")
+            raise nothing_to_undo(session_id)
         report = UndoReport(session_id, calls, dry_run)
         target: dict[str, Change] = {}
         for call in reversed(calls):  # the oldest call's "before" wins
@@ -376,3 +375,9 @@ def open_store(config: Config, workspace: Path) -> UndoStore:
     return UndoStore(workspace, store_dir(paths.data_dir("undo"), workspace),
                      max_age_s=u.max_age_hours * 3600, max_bytes=u.max_total_mb * 2**20,
                      max_file_bytes=u.max_file_mb * 2**20)
+
+
+def nothing_to_undo(session_id: str | None) -> NotFoundError:
+    """Return the error for a session without undoable calls."""
+    return NotFoundError(f"nothing to undo in session {session_id or '(none)'}",
+                         fix="list what can be undone: bastion undo --list")

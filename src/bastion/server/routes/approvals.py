@@ -28,8 +28,9 @@ from starlette.responses import Response
 
 from bastion.app import App
 from bastion.security.hitl.manager import ApprovalManager
+from bastion.security.identity import current
 from bastion.server._turns import record_keys, session_names
-from bastion.server.deps import BastionApp
+from bastion.server.deps import BastionApp, may_approve
 from bastion.server.errors import ApiError
 from bastion.server.headers import static_page
 from bastion.server.sse import sse_event, sse_response
@@ -84,8 +85,10 @@ async def list_pending(app: BastionApp, session_id: str | None = None
     m = _manager(app)
     keys = record_keys(app, session_id) if session_id else ()
     keys = (keys,) if isinstance(keys, str) else keys
-    pending = [p for p in m.pending() if not keys or p.request.session_id in keys]
-    rules = [r for r in m.session_rules() if not keys or r.session_id in keys]
+    pending = [p for p in m.pending() if (not keys or p.request.session_id in keys)
+               and may_approve(app, p.request.session_id)]
+    rules = [r for r in m.session_rules() if (not keys or r.session_id in keys)
+             and may_approve(app, r.session_id)]
     names = session_names(app, [*(p.request.session_id for p in pending),
                                 *(r.session_id for r in rules)])
     return {  # records carry a session's stored id; session_name is its name now
@@ -104,7 +107,8 @@ async def approval_events(app: BastionApp) -> Response:
 
     async def stream() -> AsyncIterator[str]:
         async for ev in m.events():
-            yield sse_event(ev["type"], ev)
+            if may_approve(app, ev.get("session_id")):  # others' approvals are not shown
+                yield sse_event(ev["type"], ev)
 
     return sse_response(stream())
 
@@ -113,7 +117,7 @@ async def approval_events(app: BastionApp) -> Response:
 async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
     """Return one pending request."""
     p = _manager(app).get(approval_id)
-    if p is None:
+    if p is None or not may_approve(app, p.request.session_id):
         raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
                        fix="list them with GET /v1/approvals; it may have timed out")
     return p.to_dict(app.redactor)
@@ -122,9 +126,13 @@ async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
 @router.post("/{approval_id}", summary="Approve or deny a pending tool call")
 async def decide(approval_id: str, body: Decision, app: BastionApp
                  ) -> dict[str, Any]:
-    """Decide a pending request; the decision is audited (by ``api``)."""
-    ok = _manager(app).resolve(approval_id, body.approve, by="api", reason=body.reason,
-                               scope=body.scope)
+    """Decide a pending request (its session's owner or an approver); audited with who."""
+    m = _manager(app)
+    p = m.get(approval_id)
+    who = current()
+    ok = p is not None and may_approve(app, p.request.session_id) and m.resolve(
+        approval_id, body.approve, by="api" if who is None else f"api:{who.user}",
+        reason=body.reason, scope=body.scope)
     if not ok:
         raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
                        fix="it was already decided or timed out (timeout = deny)")

@@ -24,6 +24,7 @@ from bastion.agent.loop import Agent
 from bastion.app import App
 from bastion.errors import BastionError
 from bastion.messages import ChatSettings, Message
+from bastion.security.identity import owner_name
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import (
     busy_error,
@@ -32,7 +33,12 @@ from bastion.server._turns import (
     make_agent,
     redacted_events,
 )
-from bastion.server.deps import BastionApp
+from bastion.server.deps import (
+    SESSION_FIX,
+    BastionApp,
+    check_session_owner,
+    session_owner_error,
+)
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
 from bastion.server.sse import sse_event, sse_response
 
@@ -61,9 +67,10 @@ class NewMessage(_Body):
     max_tokens: int | None = Field(default=None, ge=1)
 
 
-def _created(request: Request) -> set[str]:
+def _created(request: Request) -> set[tuple[str, str]]:
+    """Return the (owner, id) pairs made by POST /v1/sessions and not used yet."""
     state = request.app.state
-    created: set[str] | None = getattr(state, "created_sessions", None)
+    created: set[tuple[str, str]] | None = getattr(state, "created_sessions", None)
     if created is None:
         created = state.created_sessions = set()
     return created
@@ -90,10 +97,11 @@ async def create_session(
     """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
     sid = body.id if body and body.id else Agent.new_session_id()
     created = _created(request)
-    if sid in created or await app.memory.history(sid):
+    if any(c[1] == sid for c in created) or await app.memory.history(sid) \
+            or session_owner_error(app, sid) is not None:
         raise ApiError(409, f"session {sid} already exists", code="session_exists",
                        fix="choose another id, or omit it for a fresh one")
-    created.add(sid)
+    created.add((owner_name(), sid))
     return {"id": sid, "object": "session", "created": int(time.time())}
 
 
@@ -110,9 +118,10 @@ async def get_session(
     This is the whole stored transcript, not the model's context window: ``total`` counts every
     message, and ``offset``/``limit`` page through it oldest first.
     """
+    check_session_owner(app, session_id)
     total, messages = await app.memory.transcript(session_id, offset, limit)
     busy = session_id in busy_sessions(request)
-    if not total and not busy and session_id not in _created(request):
+    if not total and not busy and (owner_name(), session_id) not in _created(request):
         raise ApiError(404, f"no session {session_id}", code="session_not_found",
                        fix="create one with POST /v1/sessions")
     return {
@@ -134,8 +143,12 @@ async def post_message(
     request: Request, body: NewMessage, app: BastionApp, session_id: SessionId
 ) -> Response:
     """Run one agent turn in the session (created on first use). 409 while a turn is running."""
+    check_session_owner(app, session_id)  # another user's session: 404, never appended to
+    if any(c[1] == session_id and c[0] != owner_name() for c in _created(request)):
+        raise ApiError(404, f"no session {session_id}", code="session_not_found",
+                       fix=SESSION_FIX)
     busy = busy_sessions(request)
-    _created(request).add(session_id)
+    _created(request).add((owner_name(), session_id))
     cfg = app.config.model
     settings = ChatSettings(
         temperature=cfg.temperature if body.temperature is None else body.temperature,

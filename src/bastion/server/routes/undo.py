@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.app import App
 from bastion.security.undo import UndoStore
+from bastion.security.undo.store import nothing_to_undo
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import busy_error, busy_sessions, record_keys
-from bastion.server.deps import BastionApp
+from bastion.server.deps import BastionApp, session_owner_error
 from bastion.server.errors import ApiError
 
 router = APIRouter(prefix="/v1/sessions", tags=["undo"])
@@ -43,7 +44,13 @@ def _store(app: App) -> UndoStore:
 
 
 def _key(app: App, store: UndoStore, session_id: str) -> str:
-    """Return the key the session's undo records carry: its id (older ones: a name)."""
+    """Return the key the session's undo records carry: its id (older ones: a name).
+
+    Another user's session gets a key no record carries: the answer a session without
+    undoable calls gets (no existence oracle, nothing of theirs listed).
+    """
+    if session_owner_error(app, session_id) is not None:
+        return "\0" + session_id
     keys = record_keys(app, session_id)
     if isinstance(keys, str):
         return keys
@@ -68,6 +75,8 @@ async def undo(
 ) -> dict[str, Any]:
     """Restore the workspace paths the last ``n`` calls of the session changed."""
     body = body or UndoBody()
+    if session_owner_error(app, session_id) is not None:  # as a session with nothing to undo
+        raise nothing_to_undo(session_id)
     store = _store(app)
     busy = busy_sessions(request)
     if not busy.claim(session_id):
