@@ -271,6 +271,15 @@ def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) ->
     cfg["api"]["port"] = port
     (served_home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
     auth = {"Authorization": f"Bearer {cfg['api']['token']}"}
+    from bastion.security.keystore import open_store
+
+    keys = open_store(served_home)  # scoped keys (#19): pull/list/delete need models:admin
+    try:
+        keys.add_user("ops")
+        ops = {"Authorization": f"Bearer {keys.create_key('ops', scopes=['models:admin'])[0]}"}
+        chat_only = {"Authorization": f"Bearer {keys.create_key('ops', scopes=['chat'])[0]}"}
+    finally:
+        keys.close()
     log = served_home / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"],
@@ -316,6 +325,17 @@ def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) ->
             body = resp.read().decode()
         assert body.startswith("event: error") and "no repo acme/nope" in body and '"fix"' in body
         assert httpx.post(f"{base}/v1/models/pull", json={"model": "x"}).status_code == 401
+        # models:admin: a chat-only key can neither pull, list nor delete; a models:admin one can
+        for method, path in (("POST", "/v1/models/pull"), ("GET", "/v1/models/pulled"),
+                             ("DELETE", f"/v1/models/pulled/{NAME}")):
+            r = httpx.request(method, f"{base}{path}", headers=chat_only, json={"model": "x"}
+                              if method == "POST" else None)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+        assert httpx.delete(f"{base}/v1/models/pulled/nope", headers=ops).status_code == 404
+        gone = httpx.delete(f"{base}/v1/models/pulled/{NAME}", headers=ops)
+        assert gone.status_code == 200 and gone.json()["deleted"] is True, gone.text
+        assert httpx.get(f"{base}/v1/models/pulled", headers=ops).json()["data"] == []
+        assert not (served_home / "models" / NAME).exists()
     finally:
         stop(proc, log)
 

@@ -1,4 +1,6 @@
-"""Installed GGUF models: ``GET /v1/models/pulled`` and ``POST /v1/models/pull`` (SSE).
+"""Installed GGUF models: list, pull (SSE) and delete; each needs the ``models:admin`` scope.
+
+``GET /v1/models/pulled``, ``POST /v1/models/pull``, ``DELETE /v1/models/pulled/{name}``.
 
 ``GET /v1/models`` keeps OpenAI's shape and lists what the API can answer with (see
 :mod:`bastion.server.routes.core`); the models in ``<home>/models`` are listed here instead,
@@ -24,6 +26,7 @@ from bastion.app import App
 from bastion.errors import BastionError
 from bastion.llm import store
 from bastion.server.deps import BastionApp
+from bastion.server.errors import ApiError
 from bastion.server.sse import sse_event, sse_response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -51,6 +54,23 @@ def _entry(m: store.Manifest, app: App) -> dict[str, Any]:
 async def list_pulled(app: BastionApp) -> dict[str, Any]:
     """Return every installed model (pulled or imported): sha256, size, repo, revision, files."""
     return {"object": "list", "data": [_entry(m, app) for m in store.installed()]}
+
+
+@router.delete("/pulled/{name}", summary="Delete an installed model (not the one in use)")
+async def remove_pulled(name: str, app: BastionApp) -> dict[str, Any]:
+    """Delete ``<home>/models/<name>``, as ``bastion model rm`` does; 409 for the model in use."""
+    import shutil
+
+    try:
+        m = store.read_manifest(name)
+    except BastionError as exc:
+        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
+    entry = _entry(m, app)
+    if entry["in_use"]:
+        raise ApiError(409, f"{name} is the model in use (model.path)", code="model_in_use",
+                       fix="switch first: bastion model use OTHER, then restart bastion serve")
+    await asyncio.to_thread(shutil.rmtree, store.model_dir(name))
+    return {"id": name, "object": "model", "deleted": True, "size": m.size}
 
 
 def _token(app: App) -> str | None:
