@@ -272,6 +272,8 @@ def bench_precision(split: str, show: bool) -> None:
 
 
 def bench_speed(items: list[tuple[str, bool, str]]) -> None:
+    import os
+
     scanner = SecretScanner(["held-secret-value-1"])
     clean = "\n".join(NEGATIVES[i % len(NEGATIVES)]() for i in range(40_000))
     mixed_lines = clean.splitlines()
@@ -279,6 +281,7 @@ def bench_speed(items: list[tuple[str, bool, str]]) -> None:
         mixed_lines[i] = items[i % len(items)][0]
     mixed = "\n".join(mixed_lines)
     print("\n== scanner speed ==")
+    rates: dict[str, float] = {}
     for label, text in (("clean text", clean), ("1% secret lines", mixed)):
         best_wall = best_cpu = float("inf")
         for _ in range(3):  # best of 3: other processes on the machine only ever slow it down
@@ -286,6 +289,7 @@ def bench_speed(items: list[tuple[str, bool, str]]) -> None:
             scanner.redact(text)
             best_wall = min(best_wall, time.perf_counter() - start)
             best_cpu = min(best_cpu, time.process_time() - cpu)
+        rates[label] = len(text) / best_wall / 1e6
         print(f"{label}: {len(text) / best_wall / 1e6:.1f} MB/s wall, "
               f"{len(text) / best_cpu / 1e6:.1f} MB per CPU-second ({len(text) / 1e6:.1f} MB, "
               "one call, best of 3)")
@@ -298,8 +302,15 @@ def bench_speed(items: list[tuple[str, bool, str]]) -> None:
     total = sum(len(t) for t in small) * 5
     print(f"short strings (audit fields, tool lines): {len(small) * 5 / el:,.0f} strings/s, "
           f"{total / el / 1e6:.1f} MB/s")
+    start = time.perf_counter()
+    scanner.redact(mixed)
+    ours_s = time.perf_counter() - start
     _, ds_s = detect_secrets_lines(mixed_lines)
-    print(f"detect-secrets on the 1% text (as a file): {len(mixed) / ds_s / 1e6:.2f} MB/s")
+    print(f"detect-secrets on the 1% text (as a file): {len(mixed) / ds_s / 1e6:.2f} MB/s; "
+          f"bastion {ds_s / ours_s:.0f}x faster in the same run")
+    met = "met" if rates["clean text"] >= 10 else "NOT met"
+    print(f"target >= 10 MB/s on clean text: {met} by wall clock (load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
 def main() -> None:

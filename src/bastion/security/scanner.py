@@ -11,7 +11,6 @@ Policy ``redact`` masks what it finds; ``block`` withholds the whole text.
 from __future__ import annotations
 
 import base64
-import math
 import re
 import threading
 from collections.abc import Iterable
@@ -19,14 +18,20 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, quote_plus
 
-from bastion.security._scanner_rules import (
-    ASSIGNED_VALUE,
-    ASSIGNMENT_KEYWORDS,
-    IDENT,
-    RULES,
-    SENSITIVE_NAME,
-    Rule,
+from bastion.security._scanner_context import (
+    PUBLIC_HINTS,
+    PUBLIC_SHAPES,
+    base64_of_text,
+    names_public,
+    names_secret,
+    placeholder,
+    plausible_value,
+    shannon_entropy,
 )
+from bastion.security._scanner_rules import ASSIGNMENT_KEYWORDS, RULES, Rule
+
+__all__ = ["MASK", "Finding", "Policy", "ScanResult", "SecretScanner", "encodings",
+           "shannon_entropy"]
 
 MASK = "[REDACTED]"
 Policy = Literal["redact", "block"]
@@ -44,7 +49,37 @@ _SHORT_KEYWORDS = ("://", "-----BEGIN")  # rules that can match without a long r
 _REFERENCE = re.compile(r"secret://(?:env|sops|vault|openbao)/[A-Za-z0-9_./-]{1,200}"
                         r"(?:#[A-Za-z0-9_.-]{1,64})?")
 _PIN = re.compile(r"(?<![A-Za-z0-9+/])sha256/[A-Za-z0-9+/]{43}=")
-_GUESSES = ("high_entropy", "password_assignment")
+_GUESSES = ("high_entropy", "password_assignment", "curl_user_password")
+# Findings whose value is checked for being a stand-in (``xxxx``, ``EXAMPLE``, ``12345678``):
+# every format and context rule; never held values (exact) or private-key blocks.
+_NOT_CHECKED = ("held_value", "private_key")
+_IDENT_CHARS = re.compile(r"[A-Za-z0-9_.-]*")
+_IDENT_SET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_VALUE_OPENERS = frozenset(":=?.+!,\"'`@[>sSv")  # operators, quotes, ``value=``, ``string x =``
+# After a secret-named identifier: a closing quote/bracket, an optional type, an operator
+# (``=``, ``:``, ``:=``, ``::=``, ``?=``, ``.=``, ``=>``, ``==``, ``!=``, ``,`` between call
+# arguments, ``value=`` of a key/value element) or just a quote, then the value.
+_AFTER_NAME = re.compile(
+    r"""[\]"'`)]{0,3}(?:\[[^\]\n]{0,40}\][\]"'`)]{0,2})?(?:[ \t]+(?:string|String|str))?"""
+    r"""[ \t]*(?P<op>:{1,3}=|[?.+]=|={1,3}>?|!==?|:(?!:)|,|\s+value\s*=|(?=["'`@]))[ \t]*@?""")
+_QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
+           "`": re.compile(r"`([^`\n]{1,300})`")}
+_UNQUOTED = re.compile(r"[^\s\"'`,;&]{1,300}")
+_REVERSED = re.compile(r"""(["'])([^"'\n]{1,300})\1\s*(?:===?|!==?)\s*$""")
+_CURL_USER = re.compile(r"""-(?:u|-user)[ \t=]+["']?([^\s"':]*):["']?([^\s"']+)""")
+_NAME_BEFORE = re.compile(
+    r"""([A-Za-z0-9_.-]+)["'\]]?\s*(?:[:=]|=>)\s*["'`]?[^\s"'`]{0,64}$"""
+    r"""|name=["']([A-Za-z0-9_.-]+)["'][^<>]{0,60}value=["']?$""")
+_CASE_FLIPS = re.compile(r"[a-z][A-Z]|[A-Z][a-z]")
+_K8S_SECRET = re.compile(r"""^\s*kind:\s*["']?[Ss]ecret["']?\s*$""", re.MULTILINE)
+_YAML_DOC = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_K8S_DATA = re.compile(r"^\s*data:[ \t]*\n", re.MULTILINE)
+_K8S_LINE = re.compile(r"""(?:[ \t]*#[^\n]*\n)*(?P<indent>[ \t]+)(?P<key>[\w.-]+):[ \t]*["']?"""
+                       r"""(?P<value>[A-Za-z0-9+/]{4,}={0,2})?["']?[ \t]*(?:\n|$)""")
+_DIGIT = re.compile(r"[0-9]")
+_SEPARATORS = re.compile(r"[-_.~/+]")
+_DIGIT_FLIPS = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]")
+_WORDLIKE = re.compile(r"[A-Za-z]{1,16}[0-9]{0,6}|[0-9]{1,12}[A-Za-z]{0,3}|[0-9a-fA-F]+")
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,26 +105,35 @@ class ScanResult:
         return list(dict.fromkeys(f.rule for f in self.findings))
 
 
-def shannon_entropy(text: str) -> float:
-    """Return the Shannon entropy of ``text`` in bits per character."""
-    if not text:
-        return 0.0
-    counts: dict[str, int] = {}
-    for ch in text:
-        counts[ch] = counts.get(ch, 0) + 1
-    n = len(text)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
-
-
 def _looks_random(token: str) -> bool:
-    """High entropy and mixed character classes: a likely key, not a word or a path."""
+    """High entropy and mixed character classes: a likely key, not a word, path or digest."""
+    n = len(token)
+    lower = token.upper() != token
+    upper = token.lower() != token
     if _HEX.match(token):
-        return False  # digests and commit ids; hex keys are caught by their context (key=...)
-    classes = sum((any(c.islower() for c in token), any(c.isupper() for c in token),
-                   any(c.isdigit() for c in token)))
-    if classes < 3:
+        if not (lower and upper) or n < 32:
+            return False  # digests and commit ids (one case); hex keys are caught by context
+        flips = len(_CASE_FLIPS.findall(token)) + len(_DIGIT_FLIPS.findall(token))
+        return flips >= n / 3  # mixed-case hex, mixed through: not a digest
+    digits = _DIGIT.search(token) is not None
+    # One case and digits: the digits mixed through (not a word + 42).
+    if not (lower and upper) and (
+            not digits or n < 24 or len(_DIGIT_FLIPS.findall(token)) < n / 6):
         return False
-    return shannon_entropy(token) >= 4.2
+    if len(set(token)) < 14:
+        return False  # too few distinct characters for >= 3.9 bits each
+    parts = [p for p in _SEPARATORS.split(token.rstrip("=")) if p]
+    if all(_WORDLIKE.fullmatch(p) for p in parts):
+        return False  # words, versions and ids joined by separators (a slug, a file name)
+    h = shannon_entropy(token)
+    if lower and upper and digits:  # random, not CamelCaseWords2 (few case/digit changes)
+        flips = len(_CASE_FLIPS.findall(token)) + len(_DIGIT_FLIPS.findall(token))
+        ok = h >= 4.2 and flips >= n / 4
+    elif digits:  # one case and digits (mixed through: checked above)
+        ok = h >= 4.0
+    else:  # mixed case without digits: random, not CamelCaseWords
+        ok = n >= 24 and h >= 4.2 and len(_CASE_FLIPS.findall(token)) >= n / 4
+    return ok and not base64_of_text(token)
 
 
 def encodings(value: str) -> set[str]:
@@ -217,11 +261,19 @@ class SecretScanner:
                             found.append(Finding(rule.name, s, e))
             if not set(present).isdisjoint(ASSIGNMENT_KEYWORDS):
                 found.extend(_assignments(text, lower))
+        if "-u" in text:  # ``curl -u user:password`` / ``--user``
+            found.extend(_curl_users(text))
+        if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
+            found.extend(_k8s_secret_data(text))
         if self.entropy and long_run:
             for m in _ENTROPY_CANDIDATE.finditer(text):
-                if _looks_random(m.group()):
+                if _looks_random(m.group()) and not _public_name_before(text, m.start()):
                     found.append(Finding("high_entropy", m.start(), m.end()))
-        if found and ("secret://" in text or "sha256/" in text):
+        if found:
+            found = [f for f in found if f.rule in _NOT_CHECKED
+                     or not placeholder(text[f.start:f.end])]
+        if found and ("secret://" in text or "sha256/" in text
+                      or any(h in text for h in PUBLIC_HINTS)):
             found = _drop_public(text, found)
         return _merge(found)
 
@@ -250,6 +302,8 @@ class SecretScanner:
 
 def _public_spans(text: str) -> list[tuple[int, int]]:
     spans = [m.span() for m in _PIN.finditer(text)]
+    if any(h in text for h in PUBLIC_HINTS):  # SSH/PGP public keys, certificates, SRI digests
+        spans.extend(m.span() for m in PUBLIC_SHAPES.finditer(text))
     for m in _REFERENCE.finditer(text):
         names = re.split(r"[/#.]", m.group()[len("secret://"):])
         if not any(len(n) >= 16 and _looks_random(n) for n in names):  # names, not a key
@@ -258,7 +312,7 @@ def _public_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _drop_public(text: str, found: list[Finding]) -> list[Finding]:
-    """Drop guessed findings that lie inside a secret reference or a key pin."""
+    """Drop guessed findings inside a secret reference, a key pin or a public key/digest."""
     spans = _public_spans(text)
     if not spans:
         return found
@@ -279,24 +333,144 @@ def _word_starts(lower: str, keywords: tuple[str, ...]) -> list[int]:
 
 
 def _assignments(text: str, lower: str) -> list[Finding]:
-    """Values assigned to identifiers named like secrets (``password=...``)."""
+    """Return values given to identifiers that name a secret.
+
+    ``password = ...``, ``"apiKey": ...``, ``<password>...</password>``,
+    ``setProperty("DB_PASSWORD", "...")``, ``--api-key ...``, ``"..." == token``.
+    """
     out: list[Finding] = []
-    seen: set[int] = set()
-    for kw in ASSIGNMENT_KEYWORDS:
-        pos = lower.find(kw)
-        while pos != -1:
-            end = IDENT.match(lower, pos).end()  # type: ignore[union-attr]
-            start = pos
-            while start > 0 and (lower[start - 1].isalnum() or lower[start - 1] in "_-"):
-                start -= 1
-            if start not in seen and SENSITIVE_NAME.fullmatch(lower, start, end):
-                seen.add(start)
-                m = ASSIGNED_VALUE.match(text, end)
-                if m:
-                    s, e = m.span("value")
-                    out.append(Finding("password_assignment", s, e))
-            pos = lower.find(kw, end)
+    done = -1
+    n = len(text)
+    hits: list[int] = []
+    for kw in ASSIGNMENT_KEYWORDS:  # str.find loops: twice as fast as one alternation regex
+        p = lower.find(kw)
+        while p != -1:
+            hits.append(p)
+            p = lower.find(kw, p + 1)
+    hits.sort()
+    for pos in hits:
+        if pos < done:
+            continue  # another keyword of an identifier already looked at
+        start = pos
+        while start > 0 and lower[start - 1] in _IDENT_SET:
+            start -= 1
+        end = done = _IDENT_CHARS.match(text, pos).end()  # type: ignore[union-attr]
+        cli = text.startswith("--", start)
+        while start < end and text[start] in ".-":
+            start += 1
+        while end > start and text[end - 1] in ".-":
+            end -= 1
+        # Cheap test first: what follows (or precedes) must be able to give a value.
+        after = end
+        while after < n and text[after] in " \t)]":
+            after += 1
+        before = start - 1
+        while before >= 0 and text[before] in " \t\"'`(":
+            before -= 1
+        if not ((after < n and text[after] in _VALUE_OPENERS) or cli
+                or (before >= 0 and text[before] in "=<")):
+            continue
+        if end > start and names_secret(text[start:end]):
+            hit = _assigned_value(text, start, end, cli)
+            if hit is not None:
+                out.append(Finding("password_assignment", *hit))
     return out
+
+
+def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, int] | None:
+    """Return the span of the value given to the identifier ``text[start:end]``, if plausible."""
+    if start > 0 and text[start - 1] == "<" and text.startswith(">", end):  # XML element
+        close = text.find("</", end + 1)
+        if close == -1 or close - end > 300:
+            return None
+        raw = text[end + 1:close]
+        value = raw.strip()
+        if not value or "\n" in value or "<" in value or not plausible_value(value):
+            return None
+        s = end + 1 + raw.index(value)
+        return s, s + len(value)
+    m = _AFTER_NAME.match(text, end)
+    if m is None and cli and text.startswith(" ", end):  # ``--api-key VALUE``
+        pos, op = end + 1, " "
+    elif m is None:
+        back = _REVERSED.search(text, max(0, start - 320), start)
+        if back and plausible_value(back.group(2)):
+            return back.span(2)
+        return None
+    else:
+        pos, op = m.end(), m.group("op")
+    if pos >= len(text):
+        return None
+    q = text[pos]
+    if op == "," and (start == 0 or text[start - 1] not in "\"'`"):
+        return None  # ``f("NAME", "value")`` needs a quoted name; ``#password", "x"`` is not one
+    if q in _QUOTED:
+        qm = _QUOTED[q].match(text, pos)
+        if qm:
+            if text.startswith(":", qm.end()):
+                return None  # ``"password", "version": 3``: the next key, not a value
+            return qm.span(1) if plausible_value(qm.group(1)) else None
+        pos += 1  # an unclosed quote: the value runs to the end of the token
+    if not op or op == ",":
+        return None  # without an operator (or between call arguments) only a quoted value
+    um = _UNQUOTED.match(text, pos)
+    if um is None:
+        return None
+    value = um.group().rstrip(")]}>")
+    if re.fullmatch(r"[a-z]{1,12}", value):
+        return None  # a lower-case word after ``password:`` in prose, not a password
+    if not plausible_value(value):
+        return None
+    return pos, pos + len(value)
+
+
+def _curl_users(text: str) -> list[Finding]:
+    """Return the password of ``curl -u user:password`` / ``--user user:password``."""
+    out: list[Finding] = []
+    for m in _CURL_USER.finditer(text):
+        if m.start() and not text[m.start() - 1].isspace():
+            continue
+        user, password = m.group(1).strip("<>[](){}"), m.group(2).strip("<>[](){}")
+        if password != user and plausible_value(password):
+            out.append(Finding("curl_user_password", *m.span(2)))
+    return out
+
+
+def _k8s_secret_data(text: str) -> list[Finding]:
+    """Return the values under ``data:`` of a Kubernetes ``kind: Secret`` manifest.
+
+    They are base64 of the secret; a value of fewer than 6 bytes (``YmFyCg==``) or a template
+    (``{{ .Values.x }}``) is not reported.
+    """
+    out: list[Finding] = []
+    docs = [0, *(m.end() for m in _YAML_DOC.finditer(text)), len(text)]
+    for a, b in zip(docs, docs[1:], strict=False):
+        if _K8S_SECRET.search(text, a, b):
+            out.extend(_k8s_data_values(text, a, b))
+    return out
+
+
+def _k8s_data_values(text: str, a: int, b: int) -> list[Finding]:
+    out: list[Finding] = []
+    for block in _K8S_DATA.finditer(text, a, b):
+        indent = None
+        pos = block.end()
+        while (line := _K8S_LINE.match(text, pos, b)) is not None and line.end() > pos:
+            pos = line.end()
+            if indent is None:
+                indent = line.group("indent")
+            elif line.group("indent") != indent:
+                break
+            value = line.group("value")
+            if value and len(value.rstrip("=")) * 3 // 4 >= 6 and not placeholder(value):
+                out.append(Finding("k8s_secret_data", *line.span("value")))
+    return out
+
+
+def _public_name_before(text: str, pos: int) -> bool:
+    """Return True if the value at ``pos`` is given to a public name (``public_key=`` ...)."""
+    m = _NAME_BEFORE.search(text, max(0, pos - 128), pos)
+    return m is not None and names_public(m.group(1) or m.group(2))
 
 
 def _merge(found: list[Finding]) -> list[Finding]:

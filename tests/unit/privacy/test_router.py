@@ -158,7 +158,7 @@ async def test_secret_scanner_class_is_local_only() -> None:
     local = ScriptedModel(say("kept"))
     remote = ChunkedModel("never")
     router = PrivacyRouter(local, remote, policy())
-    d = router.decide([Message("user", "token ghp_abcdefghijklmnopqrstuvwxyz0123456789AB")])
+    d = router.decide([Message("user", "token ghp_hGAkWvj7FAc9QeWJKY40uvSwMFLZDe1f8rES")])
     assert d.route == "local" and d.local_only == ("SECRET",)
 
 

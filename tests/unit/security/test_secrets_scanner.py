@@ -13,17 +13,17 @@ from bastion.security.scanner import SecretScanner, encodings
 HELD = "s3cr3t-Canary/Value+42"
 
 POSITIVE = [
-    "AKIAIOSFODNN7EXAMPLE",
+    "AKIAUJZDEGXDNCF32EPF",
     "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5",
-    "github_pat_11ABCDEFG0123456789_" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY",
-    "glpat-xYz12345678901234567",
-    "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "github_pat_11AQED7UY0kWvj7FAc9QeWJ_" + "KY40uvSwMFLZDe1f8rEShGAkWvj7FAc9QeWJKY40uvSwMFLZDe1f8",
+    "glpat-xYz1R8fK2mQ7vL3pN6tW",
+    "xoxb-472910385612-5830291746502-hGAkWvj7FAc9QeWJKY40uvSw",
     "sk-proj-" + "Ab1" * 16,
     "sk-ant-api03-" + "x1Y2" * 24,
-    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "AIzaSyA9ZhyiA4uoRgnatmUdjAWtGSUqsajAIxN",
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
-    "hvs.CAESIJ1a2b3c4d5e6f7g8h9i0jklmnopq",
+    "hvs.CAESIJ1a2b3c4d5e6f7g8h9i0jQedUStPKR",
     "AGE-SECRET-KEY-1QXRVEJH9S4NQU0FPD6V79ESZQ8S6PXH3L8V40EVPTHFH6KNKD4DQ7SKC4P",
 ]
 
@@ -39,8 +39,8 @@ def test_known_formats_are_masked(token: str) -> None:
     [
         "postgres://admin:hunter2pw@db.internal:5432/app",
         'DB_PASSWORD="correct horse"'.replace(" ", "-"),
-        "Authorization: Bearer abcdefghijklmnopqrstuvwx",
-        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "Authorization: Bearer QedUStPKR0CsTy4Qwb8Dxq",
+        "aws_secret_access_key = 2hpChYgCfrL1spNxnyVmihA/2O76UMFxFkM/R5Kj",
     ],
 )
 def test_context_rules(text: str) -> None:

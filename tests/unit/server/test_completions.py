@@ -320,7 +320,7 @@ class SplitSecretModel:
 
     async def chat(self, messages, tools=(), *, settings=None) -> AsyncIterator:
         yield TextDelta("the token is " + TOKEN[:5])
-        yield TextDelta(TOKEN[5:] + " and a key sk-abcdefghijklmnopqrstuvwx")
+        yield TextDelta(TOKEN[5:] + " and a key sk-hGAkWvj7FAc9QeWJKY40uvSw")
         yield TextDelta(" ok")
         if any(t.name == "weather" for t in tools):
             yield ToolCallEvent(ToolCall("weather", {"city": "Oslo", "api_key": "hunter22"}))
@@ -342,7 +342,7 @@ def test_secrets_are_redacted_from_responses(make_api, stream, model):
     resp = api.client.post(URL, json=body)
     assert resp.status_code == 200
     assert TOKEN not in resp.text
-    assert "sk-abcdefghijklmnopqrstuvwx" not in resp.text
+    assert "sk-hGAkWvj7FAc9QeWJKY40uvSw" not in resp.text
     assert "hunter22" not in resp.text
     if stream:
         objs = [c for c in sse_chunks(resp.text) if isinstance(c, dict) and c["choices"]]

@@ -1,0 +1,197 @@
+"""Context for the secret scanner: which names hold secrets, and what only looks like one.
+
+Three kinds of knowledge, each general (none is keyed to a particular value):
+
+- *names*: an identifier split into words (``dbPassword``, ``DB_PASSWORD``, ``db-password``,
+  ``spring.datasource.password`` all give ``password``) names a secret when it has a secret
+  word (``password``, ``token``, ``api key`` ...) that is not qualified as metadata
+  (``password_length``, ``token_url``, ``secret_name``) or as a public/structural key
+  (``public_key``, ``primaryKey``, ``csrf_token``, ``page_token``);
+- *values that are not secrets*: placeholders (``xxxxxxxx``, ``<your key>``, ``12345678``, a
+  vendor's documented ``...EXAMPLE`` key), references (``${VAR}``, ``{{ .Values.x }}``,
+  ``os.getenv(...)``, ``var.db_password``), identifiers (``real_secret``) and plain words;
+- *public shapes*: SSH and PGP public keys, certificates, Subresource-Integrity digests, text
+  that is only base64 of ordinary words.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import math
+import re
+from collections import Counter
+
+# ---- names ----------------------------------------------------------------------------------
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+SECRET_WORDS = frozenset({
+    "password", "passwd", "pass", "pwd", "pw", "passphrase", "secret", "secrete", "token",
+    "apikey", "credential", "credentials", "creds", "auth", "authorization", "privatekey",
+    "accesskey", "secretkey", "signingkey", "encryptionkey", "masterkey", "authtoken",
+})
+# A word that ends with one of these is a secret word too (``pgpassword``, ``slapikey``).
+_SECRET_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "accesskey", "secretkey",
+                    "privatekey")
+# Words after the secret word that make the name metadata about a secret, not the secret.
+_METADATA = frozenset({
+    "name", "names", "id", "ids", "length", "len", "size", "count", "type", "file", "path",
+    "dir", "url", "uri", "endpoint", "field", "label", "hint", "policy", "prompt", "reset",
+    "expiry", "expires", "expiration", "ttl", "timeout", "min", "max", "version", "format",
+    "header", "param", "env", "var", "ref", "arn", "store", "vault", "manager", "provider",
+    "rotation", "required", "enabled", "valid", "validity", "strength", "regex", "pattern",
+    "mode", "method", "source", "location", "status", "used", "usage", "limit", "kind",
+    "holder", "placeholder", "selector", "input", "box", "icon", "class", "hash", "digest",
+    "fingerprint", "checksum", "signature", "algorithm", "alg", "encoding", "spec",
+})
+# Words before a secret word that make it a public or structural value.
+_PUBLIC = frozenset({
+    "public", "pub", "primary", "foreign", "csrf", "xsrf", "authenticity", "sort", "partition",
+    "cache", "bucket", "schema", "sequence", "idempotency", "hot", "idx", "natural", "unique",
+    "lookup", "next", "page", "continuation", "cursor", "max", "num", "no", "publishable",
+    "sitekey", "site", "recaptcha", "fake", "dummy", "example", "sample", "test_only",
+})
+
+
+def name_words(ident: str) -> list[str]:
+    """Split an identifier into lower-case words (camelCase, snake_case, kebab, dotted)."""
+    return [w.lower() for w in _WORDS.findall(ident)]
+
+
+def _is_secret_word(w: str) -> bool:
+    return w in SECRET_WORDS or (len(w) > 6 and w.endswith(_SECRET_SUFFIXES))
+
+
+@functools.lru_cache(maxsize=8192)
+def names_secret(ident: str) -> bool:
+    """True if an identifier names a secret (see the module docstring)."""
+    words = name_words(ident)
+    last = -1
+    for i, w in enumerate(words):
+        if _is_secret_word(w):
+            last = i
+        elif w == "key" and i > 0 and words[i - 1] not in _PUBLIC and not words[i - 1].isdigit():
+            last = i  # ``signing_key``, ``iam_key``, ``MASTER_KEY`` (a bare ``key`` is not)
+    if last < 0:
+        return False
+    if any(w in _METADATA for w in words[last + 1:]):
+        return False
+    if last > 0 and words[last - 1] in _PUBLIC:
+        return False
+    return not (words[last] == "key" and last > 1 and words[last - 2] in _PUBLIC)
+
+
+@functools.lru_cache(maxsize=4096)
+def names_public(ident: str) -> bool:
+    """True if an identifier names a value that is public or structural (not a secret)."""
+    words = name_words(ident)
+    return bool(words) and (
+        any(w in _PUBLIC for w in words[-2:])
+        or words[-1] in {"id", "uuid", "guid", "hash", "sha", "md5", "digest", "checksum",
+                         "integrity", "etag", "tag", "commit", "rev", "revision", "nonce",
+                         "signature", "version", "fingerprint", "sha1", "sha256", "sha512"})
+
+
+# ---- values that are not secrets -------------------------------------------------------------
+_RUN = re.compile(r"(.)\1{3,}")
+# Substrings of the lower-cased value that mark a stand-in (plain ``in`` tests: fast).
+_PLACEHOLDER_PARTS = (
+    "xxxxxx", "****", "####", "....", "fake", "dummy", "example", "sample", "placeholder",
+    "redacted", "changeme", "insert_", "insert-", "replace_me", "replaceme", "your_", "your-",
+    "yourapi", "yourkey", "yourtoken", "yoursecret", "yourpass", "here", "todo",
+) + tuple(seq[i:i + 8] for seq in ("0123456789", "abcdefghijklmnopqrstuvwxyz")
+          for i in range(len(seq) - 7))  # ascending runs: 12345678, abcdefgh, ...
+_REFERENCE = re.compile(
+    r"^(?:[$%#]\{|\{\{|\$\()|^\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
+    r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)")
+_IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
+_COMMON = frozenset({
+    "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",
+    "password", "passwd", "secret", "token", "empty", "bearer", "basic", "digest", "default",
+    "changeit", "username", "private", "public", "hidden", "masked", "unset", "disabled",
+})
+# Documented example keys (AWS IAM and CLI guides); any value with "EXAMPLE" is one too.
+VENDOR_EXAMPLES = frozenset({
+    "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+})
+
+
+def placeholder(value: str) -> bool:
+    """True for a stand-in: ``xxxxxxxx``, ``<your key>``, a run of one character covering much
+    of it, an ascending run of 8+ characters (``12345678``, ``abcdefgh``), ``EXAMPLE``."""
+    if value in VENDOR_EXAMPLES or "EXAMPLE" in value:
+        return True
+    low = value.lower()
+    for part in _PLACEHOLDER_PARTS:
+        if part in low and _placeholder_part(low, part):
+            return True
+    if "<" in value and re.search(r"<[a-z_ -]+>", low):
+        return True
+    if _RUN.search(value) is None:
+        return False
+    return sum(len(m.group()) for m in _RUN.finditer(value)) * 2 > len(value)
+
+
+def _placeholder_part(low: str, part: str) -> bool:
+    """Confirm a placeholder substring where it must be a whole word (here, todo, your)."""
+    if part in ("here", "todo"):
+        return re.search(rf"(?<![a-z]){part}(?![a-z])|_{part}|{part}$", low) is not None
+    if part in ("your_", "your-"):
+        return re.search(r"your[_-](?:api|key|token|secret|pass)", low) is not None
+    return True
+
+
+_NAME_SHAPED = re.compile(r"[A-Za-z][A-Za-z_.-]*")
+
+
+def plausible_value(value: str) -> bool:
+    """Could this assigned value be a working secret (not a reference, word or stand-in)?"""
+    v = value.strip()
+    if len(v) < 6 or not any(c.isalnum() for c in v):
+        return False
+    if _NAME_SHAPED.fullmatch(v) and names_secret(v):
+        return False  # the name of a secret (``secretKey: api-key``), not its value
+    if v.isdigit():
+        return len(v) >= 12  # ports, counts and ids are short; numeric tokens are long
+    if v.lower() in _COMMON or _REFERENCE.search(v) or _IDENTIFIER.fullmatch(v):
+        return False
+    return not placeholder(v)
+
+
+# ---- public shapes ---------------------------------------------------------------------------
+PUBLIC_SHAPES = re.compile(
+    r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|"
+    r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]+=*"
+    r"|-----BEGIN (PGP PUBLIC KEY BLOCK|PUBLIC KEY|RSA PUBLIC KEY|CERTIFICATE)-----"
+    r"[\s\S]*?(?:-----END \1-----|\Z)"
+    r"|(?<![A-Za-z0-9])sha(?:256|384|512)-[A-Za-z0-9+/]{43,86}={0,2}"
+    r"|(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe publishable keys
+    # Ciphertext: sops values and PGP messages (encrypted, so safe to show)
+    r"|ENC\[[A-Z0-9_]+,data:[^\]\s]*\]"
+    r"|-----BEGIN PGP MESSAGE-----[\s\S]*?(?:-----END PGP MESSAGE-----|\Z)")
+PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[")
+
+
+def base64_of_text(token: str) -> bool:
+    """True if ``token`` is base64 of ordinary text (words and spaces), not of random bytes."""
+    t = token.rstrip("=")
+    if len(t) < 16 or len(t) % 4 == 1:
+        return False
+    try:
+        raw = base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_" if (
+            "-" in t or "_" in t) else None, validate=True)
+        text = raw.decode("ascii")
+    except (binascii.Error, ValueError):
+        return False
+    if not text:
+        return False
+    letters = sum(c.isalpha() or c == " " for c in text)
+    return " " in text and letters >= 0.85 * len(text) and text.isprintable()
+
+
+def shannon_entropy(text: str) -> float:
+    """Return the Shannon entropy of ``text`` in bits per character."""
+    if not text:
+        return 0.0
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())

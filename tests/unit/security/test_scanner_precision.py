@@ -1,0 +1,177 @@
+"""#18 item 4: the scanner on real text. For each behaviour: the secret it still (or newly)
+catches, and the look-alike it no longer flags. The corpus-level figures are in
+bench/audit_secrets.py; these pin each rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.security.scanner import MASK, SecretScanner
+
+# Random values (no runs, no ascending sequences): what a real credential looks like.
+HEX32 = "29b2ff5ae637052b3839659c78fdf91d0aaa627e00a3170ffb76dc37c1eaaac4"
+B62 = "hGAkWvj7FAc9QeWJKY40uvSwMFLZDe1f8rES"
+PW = "Tq8#vLm2!xRz"
+
+
+def flagged(text: str) -> bool:
+    return bool(SecretScanner().scan(text))
+
+
+def masked(text: str, value: str) -> bool:
+    out = SecretScanner().redact(text)
+    return value not in out and MASK in out
+
+
+# ---- vendor documentation examples and placeholders ------------------------------------------
+@pytest.mark.parametrize("text", [
+    "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "export AWS_SECRET_ACCESS_KEY=je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "AKIAZZZZZZZZZZZZZZZZ",
+    'apiKey: "AIzaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"',
+    'SNYK_TOKEN = "12345678-ABCD-ABCD-ABCD-1234567890AB"',
+    '"token4": "xoxp-572370529330-573807301142-572331691188-####################"',
+    "api_key = <your-api-key>",
+])
+def test_documented_examples_and_placeholders_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("aws_access_key_id = AKIAUJZDEGXDNCF32EPF", "AKIAUJZDEGXDNCF32EPF"),
+    ("aws_secret_access_key = 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",
+     "2hpChYgCfrL1spNxnyVmihA/2O76UMFxFkM/R5Kj"),
+    (f"ghp_{B62}", f"ghp_{B62}"),
+    ('"bot_token": "xoxb-47834520726-N3otsrwj8Cf99cs8GhiRZsX1"',
+     "xoxb-47834520726-N3otsrwj8Cf99cs8GhiRZsX1"),
+])
+def test_real_looking_keys_of_the_same_formats_are_still_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+# ---- public keys, digests, ids, ciphertext -----------------------------------------------------
+SSH_ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5Wf0yQ+bjlCTUv0OiKcxv47noGqqT8sovZP8p6g7Qo"
+               " ci@host0")
+
+
+@pytest.mark.parametrize("text", [
+    SSH_ED25519,
+    f"ssh_authorized_keys:\n  - {SSH_ED25519}",
+    f'"public_key": "{SSH_ED25519}"',
+    f"{HEX32}  release.tar.gz",
+    f"image: registry.example.org/app@sha256:{HEX32}",
+    '"integrity": "sha512-nBQPCNd25KnMSdnzGApuss0gkhja8F0yvVwFweTawvYQ3UxwnXPSgSCmuuxJUldhMkFyK'
+    'IA93vPyrtIF6TPd3A=="',
+    "commit 9a038989604e8da62ecddbe2094b16ce1b778be1",
+    '"id": "3f6c1d2e-8b4a-4f0e-9c7d-2a1b5e6f7a8c",',
+    "data: dGhlIHF1aWNrIGJyb3duIGZveCBqdW1wcyBvdmVyIHRoZSBsYXp5IGRvZw==",
+    "db-password: ENC[AES256_GCM,data:O+5l4g==,iv:c/dS4BCBMbnKsXYuzBuCuVQt8RV9bOv5HgdpL+iwmns="
+    ",tag:X8+xHH1r2NUP5Ts2lQgRvA==,type:str]",
+    "pk_live_j5krY8XTgIcDaHDb3YrsAfCl",
+    '<input type="hidden" name="authenticity_token" value="7SWa-Fo1_hsC6oovfBsJFLGPUl2EhkSWPbJ'
+    'hWANwgaJWBDl1vxd9VNqXTNAefsJqzIRYaZEfYZLffa31rw8zJA">',
+    "primaryKey=x6CYJpHZFmO8J0ZKMbspHoKjWeWvPJ",
+])
+def test_public_shapes_in_their_usual_context_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    (f"SECRET_KEY={HEX32}", HEX32),
+    (f"X-Api-Key: {HEX32.upper()}", HEX32.upper()),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+     "-----END OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"),
+    ("sk_live_j5krY8XTgIcDaHDb3YrsAfCl", "sk_live_j5krY8XTgIcDaHDb3YrsAfCl"),
+    (f"key material {B62} end", B62),
+    ("sourcegraph: 6d2FabeB6ADd229Bc199FabA28fD3efb57dF0bD3",
+     "6d2FabeB6ADd229Bc199FabA28fD3efb57dF0bD3"),  # mixed-case hex is no digest
+])
+def test_hex_tokens_private_keys_and_secret_keys_are_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+# ---- assignments: the name decides, in any syntax ----------------------------------------------
+@pytest.mark.parametrize("text", [
+    f'dbPassword = "{PW}"',
+    f"PGPASSWORD={PW}",
+    f'DB_PASSWORD := "{PW}"',
+    f'mailgun_TOKEN ::= "{PW}"',
+    f'$lookerToken .= "{PW}"',
+    f'"travisToken" => "{PW}"',
+    f'System.setProperty("ADOBE_TOKEN", "{PW}")',
+    f"<password>{PW}</password>",
+    f'<add key="ClearTextPassword" value="{PW}" />',
+    f'if ("{PW}" == password) {{',
+    f"--softlayer-api-key {PW}",
+    f"os.environ['HUGGINGFACEHUB_API_TOKEN'] = '{PW}'",
+    f"cloudant_pw='{PW}'",
+    f"discordToken = '{470414232867269873}'",
+])
+def test_values_given_to_secret_names_are_masked(text: str) -> None:
+    assert flagged(text), text
+
+
+@pytest.mark.parametrize("text", [
+    "password_length: 16",
+    "token_url = https://github.com/login/oauth/access_token",
+    'public_key = "9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit"',
+    "csrf-token=Mj2qykJO5rELyHgezQ69nzUX0i3OH67V7+V4eUrLfpuyOuxmiW9rhROG/Whikle15syazJOkrjJa3U2",
+    "    - secretKey: api-key",
+    "password: ${DB_PASSWORD}",
+    "password: {{ .Values.password }}",
+    'password = os.getenv("DB_PASSWORD")',
+    "administrator_login_password = var.db_password",
+    'password: "real_key"',
+    "Password: forgotten",
+    "token_count = 4123  # tokens per request",
+    'some_key = "real_secret"',
+])
+def test_metadata_references_and_identifiers_are_not_secrets(text: str) -> None:
+    assert not flagged(text), text
+
+
+# ---- command lines, manifests, vendor formats ---------------------------------------------------
+def test_curl_user_password_is_masked_unless_a_variable() -> None:
+    assert masked("curl -s --user 'api:d2LkV78zLx!t' https://api.mailgun.net/v3", "d2LkV78zLx!t")
+    assert masked("curl -u developer:yqDVtk https://infinispan:11222/rest", "yqDVtk")
+    for text in ('curl -u "${USER}:${PASS}" https://x', "curl -u username:password https://x",
+                 "curl -u <user:password> https://test.com", "curl -i -u 'test:test'"):
+        assert not flagged(text), text
+
+
+def test_kubernetes_secret_data_is_masked_configmap_data_is_not() -> None:
+    secret = "apiVersion: v1\nkind: Secret\ndata:\n  extra: YWRtaW46cGFzc3dvcmQ=\nmetadata:\n"
+    assert masked(secret, "YWRtaW46cGFzc3dvcmQ=")
+    short = "apiVersion: v1\nkind: Secret\ndata:\n  extra: YmFyCg==\n"
+    assert not flagged(short)  # 4 bytes: too short to be a credential
+    other = ("kind: Secret\nmetadata:\n  name: s\n---\n"
+             "kind: ConfigMap\ndata:\n  mode: RGVmYXVsdA==\n")
+    assert not flagged(other)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ('export BUNDLE_GEMS__CONTRIBSYS__COM="cafebabe:deadbeef"', "deadbeef"),
+    ("343ea45721923ed956e2b38c31db76aa-us30", "343ea45721923ed956e2b38c31db76aa-us30"),
+    ("client-secret: QtT8Q~9C-_Ij~RouHVpD2Tuf3oHWGh.DQ3kcjbAn",
+     "QtT8Q~9C-_Ij~RouHVpD2Tuf3oHWGh.DQ3kcjbAn"),
+    ("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", "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"),
+    ("GR1348941qsajAIxNKu8iS2G8NPRVdD53X83", "GR1348941qsajAIxNKu8iS2G8NPRVdD53X83"),
+    ('String t = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0LXVzZXIifQ.";',
+     "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0LXVzZXIifQ."),  # alg "none": still a bearer token
+    ("https://hooks.slack.com/workflows/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",
+     "gn7u31tfhm9gll2tutlysb9dhreto16rjnc8k5fgvqbg"),
+])
+def test_vendor_formats_are_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+def test_slack_words_are_not_tokens() -> None:
+    assert not flagged("https://indieweb.org/images/3/35/2018-250-xoxo-indieweb-1.jpg")
+    assert not flagged("xoxb-xoxb-my-bot-token")
+
+
+def test_held_values_are_masked_even_when_they_look_like_placeholders() -> None:
+    s = SecretScanner(["AKIAIOSFODNN7EXAMPLE", "12345678-pass"])
+    assert MASK in s.redact("key AKIAIOSFODNN7EXAMPLE") and MASK in s.redact("p=12345678-pass")
