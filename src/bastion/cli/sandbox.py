@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.config.model import SANDBOX_BACKENDS
 from bastion.errors import BastionError, SandboxError
 
 if TYPE_CHECKING:
@@ -70,9 +71,9 @@ def status(as_json: JsonOpt = False) -> None:
         }, indent=2))
         return
     table = Table("backend", "status", "detail", title="sandbox backends", title_justify="left")
-    for kind, problem in backends.items():
+    for name, problem in backends.items():
         ok = problem is None
-        table.add_row(kind, "[green]available[/]" if ok else "[red]missing[/]",
+        table.add_row(name, "[green]available[/]" if ok else "[red]missing[/]",
                       escape(problem or ""))
     _out.print(table)
     for eng in engines:
@@ -122,10 +123,9 @@ def run(
     argv = list(ctx.args)
     if not argv:
         raise SandboxError("no command given", fix="bastion sandbox run -- ls -la")
-    if backend is not None and backend not in ("auto", "bubblewrap", "gvisor", "podman",
-                                               "docker"):
+    if backend is not None and backend != "auto" and backend not in SANDBOX_BACKENDS:
         raise SandboxError(f"unknown sandbox backend {backend!r}",
-                           fix="use --backend bubblewrap, gvisor, podman, docker or auto")
+                           fix=f"use --backend {', '.join(SANDBOX_BACKENDS)} or auto")
     config = load()
     if backend is not None:
         config.security.tool_sandboxes["shell"] = backend  # type: ignore[assignment]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -12,6 +12,12 @@ from pydantic_core import PydanticCustomError
 def rule_error(message: str, *, fix: str) -> PydanticCustomError:
     """Return a validation error for a rule across settings, carrying its ``fix``."""
     return PydanticCustomError("config_rule", message, {"fix": fix})
+
+
+#: The sandbox backends by config name: one list for every setting that names a backend and
+#: for ``security.sandbox.factory`` (its class table is pinned to it by a unit test).
+SandboxBackend = Literal["bubblewrap", "gvisor", "podman", "docker"]
+SANDBOX_BACKENDS: tuple[SandboxBackend, ...] = get_args(SandboxBackend)
 
 
 class _Section(BaseModel):
@@ -161,7 +167,7 @@ class EgressUplinkConfig(_Section):
 class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
-    sandbox: Literal["auto", "bubblewrap", "gvisor", "podman", "docker", "none"] = Field(
+    sandbox: Literal["auto", "none"] | SandboxBackend = Field(
         default="auto",
         description="backend for shell/python; auto = gvisor when runsc works, else bubblewrap",
     )
@@ -169,8 +175,7 @@ class SecurityConfig(_Section):
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
     )
-    tool_sandboxes: dict[
-        str, Literal["auto", "bubblewrap", "gvisor", "podman", "docker"]] = Field(
+    tool_sandboxes: dict[str, Literal["auto"] | SandboxBackend] = Field(
         default_factory=dict,
         description="per-tool backend, e.g. {python: gvisor}; others use security.sandbox",
     )
@@ -426,7 +431,7 @@ class McpServerConfig(_Section):
     mounts: list[Path] = Field(
         default_factory=list, description="host paths the stdio server needs, mounted read-only"
     )
-    sandbox: Literal["default", "bubblewrap", "gvisor", "podman", "docker", "none"] = Field(
+    sandbox: Literal["default", "none"] | SandboxBackend = Field(
         default="default", description="how a stdio server is confined; default = security.sandbox"
     )
     memory_mb: int = Field(default=4096, ge=64, description="address-space limit (node needs GBs)")

@@ -105,6 +105,10 @@ class Sandbox(ProcessRunner, Protocol):
 
     name: str
 
+    def __init__(self, spec: SandboxSpec, *, warm: int = 0) -> None:
+        """Confine runs to ``spec``; ``warm`` runners are started ahead (0: none)."""
+        ...
+
     @classmethod
     def available(cls) -> str | None:
         """Return ``None`` when usable here, else why not (with the install line)."""

@@ -8,13 +8,13 @@ actually gets and why (``bastion doctor`` and ``bastion sandbox status`` print i
 
 from __future__ import annotations
 
-import inspect
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.config.model import LimitsConfig
+from bastion.config.model import SANDBOX_BACKENDS, LimitsConfig
 from bastion.errors import SandboxError
 from bastion.security.sandbox.base import Limits, NetworkPolicy, Sandbox, SandboxSpec
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bastion.config.model import Config
     from bastion.security.sandbox.container import EngineInfo
 
-BACKENDS = ("bubblewrap", "gvisor", "podman", "docker")
+BACKENDS = SANDBOX_BACKENDS
 #: The container engines (chosen explicitly; ``auto`` never picks one).
 CONTAINER_ENGINES = ("podman", "docker")
 #: The tools that run code the model wrote (``auto`` gives them gVisor where it works).
@@ -41,27 +41,25 @@ def limits_from_config(cfg: LimitsConfig) -> Limits:
     )
 
 
+#: Backend name -> "module:Class"; imported only when used. Adding a backend: its module
+#: and one line here (the name also goes into ``config.model.SandboxBackend``).
+_CLASSES: dict[str, str] = {
+    "bubblewrap": "bastion.security.sandbox.bwrap:BubblewrapSandbox",
+    "gvisor": "bastion.security.sandbox.gvisor:GVisorSandbox",
+    "podman": "bastion.security.sandbox.podman:PodmanSandbox",
+    "docker": "bastion.security.sandbox.docker:DockerSandbox",
+}
+
+
 def backend_class(kind: str) -> type[Sandbox]:
     """Return the class of a backend by its config name."""
-    if kind == "bubblewrap":
-        from bastion.security.sandbox.bwrap import BubblewrapSandbox
-
-        return BubblewrapSandbox
-    if kind == "gvisor":
-        from bastion.security.sandbox.gvisor import GVisorSandbox
-
-        return GVisorSandbox
-    if kind == "podman":
-        from bastion.security.sandbox.podman import PodmanSandbox
-
-        return PodmanSandbox
-    if kind == "docker":
-        from bastion.security.sandbox.docker import DockerSandbox
-
-        return DockerSandbox
-    raise SandboxError(f"unknown sandbox backend {kind!r}",
-                       fix="set security.sandbox to auto, bubblewrap, gvisor, podman, docker "
-                           "or none")
+    target = _CLASSES.get(kind)
+    if target is None:
+        raise SandboxError(f"unknown sandbox backend {kind!r}",
+                           fix=f"set security.sandbox to auto, {', '.join(BACKENDS)} or none")
+    module, _, name = target.partition(":")
+    cls: type[Sandbox] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def explain_kind(kind: str) -> tuple[str, str]:
@@ -142,9 +140,7 @@ def build_sandbox(kind: str, spec: SandboxSpec, *, warm: int = 0
     if problem:
         return None, problem
     try:
-        if warm and "warm" in inspect.signature(cls.__init__).parameters:  # has a warm pool
-            return cls(spec, warm=warm), None  # type: ignore[call-arg]
-        return cls(spec), None  # type: ignore[call-arg]
+        return cls(spec, warm=warm), None
     except SandboxError as exc:
         return None, exc.user_text()
 
