@@ -185,6 +185,11 @@ class SecretScanner:
             self._by_kw_nocase.setdefault(kw, [])
         self._kw = list(self._by_kw.items())
         self._kw_nocase = list(self._by_kw_nocase.items())
+        # Which case-sensitive rules can match: one search for all of a rule's keywords (a
+        # regex alternation finds any of them several times faster than an ``in`` test each).
+        self._cased = [(r, re.compile("|".join(re.escape(k) for k in r.keywords)),
+                         any(k in _SHORT_KEYWORDS for k in r.keywords))
+                        for r in self.rules if not r.nocase]
         for value in known_values:
             self.add_known(value)
 
@@ -234,21 +239,21 @@ class SecretScanner:
         # Every format token has a run of >= 16 token characters; most texts have none, and
         # then only the URL-password rule (short passwords) can match.
         long_run = _LONG_RUN.search(text) is not None
-        present = [kw for kw, _ in self._kw if kw in text] if long_run else [
-            kw for kw in _SHORT_KEYWORDS if kw in text and kw in self._by_kw]
-        if present:
-            ran: set[str] = set()
-            for kw in present:
-                for rule in self._by_kw[kw]:
-                    if rule.name in ran:
-                        continue
-                    ran.add(rule.name)
-                    for m in rule.pattern.finditer(text):
-                        st = m.start()
-                        if rule.boundary and st and _WORD.match(text, st - 1):
-                            continue
-                        s, e = m.span(rule.group)
-                        found.append(Finding(rule.name, s, e))
+        small = len(text) < 4096  # short texts: ``in`` per keyword costs less than a regex call
+        for rule, kw_re, short in self._cased:
+            if not (long_run or short):
+                continue
+            if small:
+                if not any(k in text for k in rule.keywords):
+                    continue
+            elif kw_re.search(text) is None:
+                continue
+            for m in rule.pattern.finditer(text):
+                st = m.start()
+                if rule.boundary and st and _WORD.match(text, st - 1):
+                    continue
+                s, e = m.span(rule.group)
+                found.append(Finding(rule.name, s, e))
         lower = text.lower()
         present = [kw for kw, _ in self._kw_nocase if kw in lower]
         if present:
