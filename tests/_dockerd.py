@@ -66,7 +66,10 @@ def _start(d: _Daemon, driver: str) -> subprocess.Popen[bytes]:
          "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
          "--storage-driver", driver, "--log-level", "warn",
          *(["--userns-remap", "default"] if d.flavour == "remap" else [])],
-        stdout=log, stderr=log, start_new_session=True)
+        stdout=log, stderr=log, start_new_session=True,
+        # the daemon holds the data-root's lock too: one that outlives this process (killed
+        # test run) keeps the next run off its data-root
+        pass_fds=(d.lock.fileno(),) if d.lock is not None else ())
     log.close()
     return proc
 
@@ -180,6 +183,8 @@ def stop() -> None:
                 os.environ["DOCKER_HOST"] = previous
         if d.run_dir is not None:
             shutil.rmtree(d.run_dir, ignore_errors=True)
+            for remapped in d.run_dir.parent.glob(f"{d.run_dir.name}.*"):  # remap's exec root
+                shutil.rmtree(remapped, ignore_errors=True)
             d.run_dir = None
         if d.data_root is not None and d.data_root.parent != CACHE:  # a throw-away one
             shutil.rmtree(d.data_root, ignore_errors=True)

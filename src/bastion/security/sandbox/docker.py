@@ -151,7 +151,12 @@ class DockerSandbox(ContainerSandbox):
         except ValueError:
             data = None
         if not isinstance(data, dict) or not data.get("ServerVersion"):
-            lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            try:  # newer clients print {"ServerErrors": [...]} on stdout
+                errors = json.loads(proc.stdout).get("ServerErrors") or []
+            except (ValueError, AttributeError):
+                errors = []
+            lines = [str(e) for e in errors] or (
+                proc.stderr.strip() or proc.stdout.strip()).splitlines()
             why = next((ln for ln in lines if "daemon" in ln.lower()), lines[-1] if lines
                        else "no answer")
             return {"problem": f"the Docker daemon at {where} is not reachable: "
