@@ -43,6 +43,7 @@ from bastion.addresses import address_problem
 from bastion.errors import MissingExtraError, SandboxError
 from bastion.security.egress import _nsjoin
 from bastion.security.egress.rules import EgressRule
+from bastion.security.scanner import shannon_entropy
 from bastion.security.secrets.bound import PREFIX, Issued, PlaceholderBook
 
 FEATURE = "credential-blind tools and egress inspection (security.egress proxy)"
@@ -59,6 +60,13 @@ R_SECRET = "secret-to-unbound-host"
 R_PII = "pii-to-unbound-host"
 R_RESOLVE = "name-not-resolved"
 R_PIN = "tls-verify-or-pin"
+R_DNS_TYPE = "dns-type"  # only A and AAAA are answered (TXT, NULL, ANY... carry data)
+R_DNS_SIZE = "dns-oversized"
+R_DNS_ENTROPY = "dns-high-entropy"
+R_DNS_NAME = "not-allowlisted"
+MARK = 0xB57  # SO_MARK of the proxy's sockets to dnsmasq; sandboxed code cannot set marks
+DNS_FRONT = "127.0.0.53"  # the sandbox's resolver when proxied: bastion's DNS filter
+MAX_LABEL, MAX_NAME, ENTROPY_LABEL, ENTROPY_BITS = 40, 120, 20, 3.5
 Inspector = Callable[[str], Sequence[str]]  # text -> the PII classes found in it
 
 
@@ -180,6 +188,7 @@ class CredentialProxy:
             key.unlink()
         listen = _nsjoin.inside(self.sandbox_netns, _listener)
         self._dns = _nsjoin.inside(self.sandbox_netns, _resolver_socket)
+        front = _nsjoin.inside(self.sandbox_netns, _front_socket)
         self.port = listen.getsockname()[1]
         ready = threading.Event()
         failed: list[BaseException] = []
@@ -193,6 +202,8 @@ class CredentialProxy:
                 self._dns_lock = asyncio.Lock()
                 self._server = loop.run_until_complete(
                     asyncio.start_server(self._handle, sock=listen))
+                loop.run_until_complete(loop.create_datagram_endpoint(
+                    lambda: _DnsFront(self), sock=front))
             except BaseException as exc:
                 failed.append(exc)
                 ready.set()
@@ -390,6 +401,43 @@ class CredentialProxy:
         addrs, ttl = _answers(reply)
         self._dns_cache[name] = (now + min(max(ttl, 1), 300), addrs)
         return addrs
+
+    async def answer_dns(self, query: bytes) -> bytes | None:
+        """Filter one query from the sandbox; forward it to dnsmasq or refuse it (audited)."""
+        from mitmproxy import dns
+
+        try:
+            msg = dns.Message.unpack(query)
+            q = msg.questions[0]
+        except Exception:
+            return None
+        name = q.name.rstrip(".").lower()
+        labels = name.split(".")
+        rule = None
+        if q.type not in (1, 28):
+            rule = R_DNS_TYPE
+        elif len(name) > MAX_NAME or any(len(x) > MAX_LABEL for x in labels):
+            rule = R_DNS_SIZE
+        elif any(len(x) >= ENTROPY_LABEL and shannon_entropy(x) >= ENTROPY_BITS
+                 for x in labels):
+            rule = R_DNS_ENTROPY
+        elif not self.policy.rule.allows_name(name):
+            rule = R_DNS_NAME
+        if rule is not None:
+            self._record("egress_dns", "denied", {"name": name[:80], "type": q.type,
+                                                  "rule": rule})
+            return msg.fail(5).packed  # REFUSED
+        assert self._dns is not None and self._dns_lock is not None
+        loop = asyncio.get_running_loop()
+        async with self._dns_lock:
+            await loop.sock_sendall(self._dns, query)
+            try:
+                while True:
+                    reply = await asyncio.wait_for(loop.sock_recv(self._dns, 4096), 5)
+                    if reply[:2] == query[:2]:
+                        return reply
+            except TimeoutError:
+                return None
 
     # ---- TLS ---------------------------------------------------------------------------
     def _tls_client(self, tls_start: Any) -> None:
@@ -632,9 +680,41 @@ def _listener() -> socket.socket:
 
 def _resolver_socket() -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_MARK", 36), MARK)
     s.connect(("127.0.0.1", 53))
     s.setblocking(False)
     return s
+
+
+def _front_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((DNS_FRONT, 53))
+    s.setblocking(False)
+    return s
+
+
+class _DnsFront(asyncio.DatagramProtocol):
+    """The sandbox's resolver: each query goes through :meth:`CredentialProxy.answer_dns`."""
+
+    def __init__(self, proxy: CredentialProxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        async def answer() -> None:
+            reply = await self.proxy.answer_dns(data)
+            if reply is not None and self.transport is not None:
+                self.transport.sendto(reply, addr)
+
+        task = asyncio.ensure_future(answer())
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+_TASKS: set[asyncio.Future[None]] = set()
 
 
 def _query(qid: int, name: str) -> bytes:

@@ -207,7 +207,8 @@ class EgressNetwork:
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
         _run("ip", "netns", "exec", ns, "nft", "-f", "-",
              input_text=nft_ruleset(self.rule, self.resolvers, proxied=self.proxy is not None))
-        self.resolv_conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:2\n")
+        resolver = "127.0.0.53" if self.proxy is not None else "127.0.0.1"  # DNS filter
+        self.resolv_conf.write_text(f"nameserver {resolver}\noptions attempts:1 timeout:2\n")
         self.resolv_conf.chmod(0o644)
         self._start_trace()
         self._start_dns()

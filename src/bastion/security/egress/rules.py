@@ -32,6 +32,8 @@ SET6 = "allow6"
 DNS_UID = 65534  # dnsmasq drops to nobody; only it may talk to the upstream resolver
 RULE_NON_PUBLIC = "non-public"  # nft rule comments: the audit's ``rule`` of a refusal
 RULE_NOT_ALLOWED = "not-allowlisted"
+RULE_DNS_DIRECT = "dns-bypass"
+PROXY_MARK = 0xB57  # = credproxy.MARK: the proxy's own DNS socket
 _LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
@@ -131,6 +133,10 @@ def nft_ruleset(rule: EgressRule, resolver: str | Sequence[str], *, proxied: boo
         f"  set {SET6} {{ type ipv6_addr; flags timeout; timeout 1h; }}",
         "  chain out {",
         "    type filter hook output priority 0; policy drop;",
+        # proxied: the sandbox asks bastion's DNS filter; only its marked socket reaches dnsmasq
+        *([f"    ip daddr 127.0.0.1 meta l4proto {{ tcp, udp }} th dport 53 meta mark != "
+           f'{PROXY_MARK:#x} meta nftrace set 1 counter reject comment "{RULE_DNS_DIRECT}"']
+          if proxied else []),
         '    oifname "lo" accept',
         "    ct state established,related accept",
         *dns_rules,

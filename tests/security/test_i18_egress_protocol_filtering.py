@@ -1,0 +1,125 @@
+"""#18 item 5: protocol filtering and inspection on sandbox egress, each written as the attack.
+
+From inside a real bubblewrap sandbox whose egress allows ``api.test`` and ``other.test`` on
+443 (through bastion's proxy, :mod:`bastion.security.egress.credproxy`): raw TCP and SSH to an
+allowed host and port, plain HTTP on 443, an allowed SNI with another Host header (domain
+fronting), an SNI that is not the tunnel's host, DNS TXT/NULL queries, long and random labels
+under an allowed domain (DNS tunnelling), asking dnsmasq directly, a method/path outside the
+destination's rule, a held secret or a card number posted to an allowed host no secret is
+bound to, an oversized body. Every one is refused and audited with the rule (never the
+payload), and the legitimate request next to each still works.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bastion.security.egress.netns import problem
+from bastion.security.sandbox.bwrap import BubblewrapSandbox
+from tests.security._credproxy_world import make_world
+
+pytestmark = [
+    pytest.mark.needs_root,
+    pytest.mark.skipif(problem() is not None, reason=str(problem())),
+    pytest.mark.skipif(BubblewrapSandbox.available() is not None,
+                       reason=str(BubblewrapSandbox.available())),
+]
+pytest.importorskip("mitmproxy.proxy.server", reason="pip install 'bastion[egress-proxy]'")
+pytest.importorskip("presidio_analyzer", reason="pip install 'bastion[privacy]'")
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    with make_world(tmp_path_factory.mktemp("dpi")) as world:
+        out = world.run("tests.security._credproxy_scenario", "dpi")
+        out["requests"] = world.requests()
+    text = out["text"]
+    assert text.startswith("exit_code: 0"), text
+    out["seen"] = json.loads(text.split("stdout:\n", 1)[1].strip().splitlines()[-1])
+    return out
+
+
+def refused(out: dict[str, Any], kind: str, rule: str) -> list[dict[str, Any]]:
+    return [a["detail"] for a in out["audit"]
+            if a["kind"] == kind and a["decision"] == "denied" and a["detail"]["rule"] == rule]
+
+
+def test_raw_tcp_and_ssh_to_an_allowed_host_and_port_are_refused(
+        outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    assert seen["raw_tcp_direct_22"] == "ConnectionRefusedError"  # nftables: proxy only
+    assert seen["raw_tls_port_direct"] == "ConnectionRefusedError"
+    assert seen["ssh_in_tunnel"] in ("open:b''", "ConnectionResetError")  # closed, no banner
+    blocked = {(d["daddr"], d["dport"]) for d in refused(outcome, "egress_blocked",
+                                                          "not-allowlisted")}
+    assert {("93.184.215.20", 22), ("93.184.215.20", 443)} <= blocked
+    assert any(d["protocol"] == "raw-tcp" for d in refused(outcome, "egress_refused",
+                                                           "protocol-not-allowed"))
+    assert not [r for r in outcome["requests"] if r["path"].startswith("SSH")]
+
+
+def test_plain_http_on_443_is_refused(outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    assert seen["plain_http_443_proxy"] == "403" and seen["plain_http_443_tunnel"] == "open:b''"
+    assert len(refused(outcome, "egress_refused", "plain-http-on-tls-port")) == 2
+    assert not [r for r in outcome["requests"] if not r["tls"]]
+
+
+def test_allowed_sni_with_another_host_header_or_tunnel_is_refused(
+        outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    assert seen["host_mismatch"] == "403" and seen["sni_mismatch"] != "open"
+    assert refused(outcome, "egress_refused", "host-header-mismatch")
+    assert [d["sni"] for d in refused(outcome, "egress_refused",
+                                      "sni-not-allowlisted")] == ["other.test"]
+    assert not [r for r in outcome["requests"] if r["host"] == "evil.test"]
+
+
+def test_dns_tunnelling_is_refused_and_plain_lookups_work(outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    for attack in ("dns_txt", "dns_null", "dns_random_label", "dns_long_label"):
+        assert seen[attack] == "rcode=5 answers=0", (attack, seen[attack])  # REFUSED
+    assert seen["dns_bypass_to_dnsmasq"] in ("PermissionError", "ConnectionRefusedError")
+    assert seen["dns_legit"] == "rcode=0 answers=1"
+    rules = {d["rule"] for a in outcome["audit"] if a["kind"] == "egress_dns"
+             for d in [a["detail"]] if a["decision"] == "denied"}
+    assert {"dns-type", "dns-high-entropy", "dns-oversized"} <= rules
+    assert refused(outcome, "egress_blocked", "dns-bypass")
+
+
+def test_method_and_path_rules_per_destination(outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    assert (seen["method_delete"], seen["path_outside"], seen["method_get"]) == (
+        "403", "403", "200")
+    hit = {(d["method"]) for d in refused(outcome, "egress_refused", "method-path-rule")}
+    assert hit == {"DELETE", "GET"}
+    assert [(r["method"], r["path"]) for r in outcome["requests"]
+            if r["host"] == "api.test" and r["path"] != "/echo"] == [("GET", "/repos/x")]
+
+
+def test_held_secret_or_card_number_to_an_unbound_host_is_refused(
+        outcome: dict[str, Any]) -> None:
+    seen, plain = outcome["seen"], outcome["plain"]
+    assert (seen["post_held_secret"], seen["query_held_secret"], seen["post_card"]) == (
+        "403", "403", "403")
+    assert seen["post_benign"] == "200"
+    bodies = json.dumps([r for r in outcome["requests"] if r["host"] == "other.test"])
+    assert plain not in bodies and "4111" not in bodies and "hello world" in bodies
+    assert len(refused(outcome, "egress_refused", "secret-to-unbound-host")) == 2
+    assert [d["found"] for d in refused(outcome, "egress_refused",
+                                        "pii-to-unbound-host")] == [["CREDIT_CARD"]]
+    # the audit names the rule, never the payload
+    assert plain not in json.dumps(outcome["audit"]) and "4111" not in json.dumps(
+        outcome["audit"])
+
+
+def test_size_cap_and_the_legitimate_swap_still_works(outcome: dict[str, Any]) -> None:
+    seen = outcome["seen"]
+    assert seen["post_too_big"] in ("413", "000")
+    assert [d["limit"] for d in refused(outcome, "egress_refused", "size-cap")] == [100_000]
+    assert seen["legit_swap"] == "200"
+    api = [r for r in outcome["requests"] if r["path"] == "/echo"]
+    assert [r["auth"] for r in api] == [f"Bearer {outcome['token']}"]
