@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bastion.cluster.model import ClusterModel
 from bastion.cluster.node import NodeSpec
-from bastion.config.model import ClusterNodeConfig
+from bastion.config.model import ClusterNodeConfig, Engine
 
 
 class NodeIn(BaseModel):
@@ -18,7 +18,7 @@ class NodeIn(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     url: str = Field(pattern=r"^https?://")
-    engine: Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"] = "openai"
+    engine: Engine = "openai"
     tier: Literal["small", "medium", "large"] = "small"
     models: list[str] = Field(default_factory=list)
     max_context: int = Field(default=4096, ge=256)

@@ -28,14 +28,13 @@ from bastion._extras import require
 from bastion.cluster.node import TIERS, NodeSpec
 from bastion.cluster.router import Router
 from bastion.cluster.service import ClusterService
-from bastion.config.model import ClusterDiscoveryConfig, TrustedNodeConfig
+from bastion.config.model import ENGINES, ClusterDiscoveryConfig, TrustedNodeConfig
 from bastion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SERVICE_TYPE = "_bastion-llm._tcp.local."
-_ENGINES = ("llama_cpp", "vllm", "ollama", "openai", "bastion")
 
 
 def _zc() -> Any:
@@ -135,7 +134,7 @@ def spec_from_properties(
     name = p.get("name") or ""
     engine = p.get("engine", "llama_cpp")
     tier = p.get("tier", "small")
-    if not name or engine not in _ENGINES or tier not in TIERS:
+    if not name or engine not in ENGINES or tier not in TIERS:
         return None
     try:
         max_context = int(p.get("max_context") or 2048)
@@ -147,7 +146,7 @@ def spec_from_properties(
     return NodeSpec(
         name=name,
         url=f"{scheme}://{host}:{port}",
-        engine=engine,  # type: ignore[arg-type]
+        engine=engine,
         tier=tier,
         models=models,
         max_context=max_context,

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bastion.cluster.breaker import BreakerState, CircuitBreaker
-from bastion.config.model import ClusterNodeConfig
+from bastion.config.model import ClusterNodeConfig, Engine
 
-Engine = Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"]
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large")
 Source = Literal["config", "runtime", "mdns"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -18,7 +20,23 @@ def rule_error(message: str, *, fix: str) -> PydanticCustomError:
 #: for ``security.sandbox.factory`` (its class table is pinned to it by a unit test).
 SandboxBackend = Literal["bubblewrap", "gvisor", "podman", "docker"]
 SANDBOX_BACKENDS: tuple[SandboxBackend, ...] = get_args(SandboxBackend)
+#: The built-in model backends; plugins add names through the ``bastion.models`` entry points.
+ModelBackend = Literal["embedded", "openai", "ollama", "cluster", "pattern"]
+MODEL_BACKENDS: tuple[ModelBackend, ...] = get_args(ModelBackend)
+#: The model servers a cluster node may run (the HTTP client's quirks follow from it).
+Engine = Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
 
+
+
+def plugin_model_backends() -> frozenset[str]:
+    """Return the names in the ``bastion.models`` entry-point group (nothing is imported)."""
+    return _plugin_names()
+
+
+@functools.cache
+def _plugin_names() -> frozenset[str]:
+    return frozenset(ep.name for ep in entry_points(group="bastion.models"))
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -27,8 +45,10 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model answers and how it is reached."""
 
-    backend: Literal["embedded", "openai", "ollama", "cluster", "pattern"] = Field(
-        default="embedded", description="pattern = the multi-model pattern in 'patterns:'"
+    backend: str = Field(
+        default="embedded",
+        description="embedded, openai, ollama, cluster, pattern (the multi-model pattern in "
+        "'patterns:'), or the name of a bastion.models plugin",
     )
     name: str = "smollm2-135m"
     path: Path | None = Field(default=None, description="GGUF file; default is the shipped model")
@@ -65,6 +85,14 @@ class ModelConfig(_Section):
     profile: Literal["auto", "openai", "llamacpp", "vllm", "lmstudio", "ollama"] = Field(
         default="auto", description="server quirks for openai/ollama backends; auto = by URL"
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value in MODEL_BACKENDS or value in plugin_model_backends():
+            return value
+        known = [*MODEL_BACKENDS, *sorted(plugin_model_backends())]
+        raise ValueError(f"unknown model backend {value!r}; known: {', '.join(known)}")
 
     @model_validator(mode="after")
     def _base_url_needs_a_server_backend(self) -> ModelConfig:
@@ -348,7 +376,7 @@ class ClusterNodeConfig(_Section):
     url: str = Field(
         pattern=r"^https?://", description="server root, e.g. http://10.0.0.5:8080 (/v1 optional)"
     )
-    engine: Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"] = "openai"
+    engine: Engine = "openai"
     tier: Literal["small", "medium", "large"] = "small"
     models: list[str] = Field(default_factory=list, description="served models; empty = any")
     max_context: int = Field(default=4096, ge=256)

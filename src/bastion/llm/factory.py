@@ -7,6 +7,7 @@ level, :func:`bastion.models.create_model`, which calls down into :func:`create_
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,55 +69,75 @@ def provenance(config: Config) -> dict[str, Any]:
     return {"backend": mc.backend, "model": mc.name}
 
 
+def _embedded(config: Config) -> Model:
+    mc = config.model
+    repack = {"auto": None, "on": True, "off": False}[mc.repack]
+    if mc.isolation == "in_process":
+        from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
+
+        path = _embedded_path(config) or shipped_model_path()
+        llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
+                           n_gpu_layers=mc.n_gpu_layers, repack=repack)
+        return EmbeddedModel(llama, name=mc.name)
+    from bastion.llm.worker import WorkerModel
+
+    return WorkerModel.load(
+        _embedded_path(config),
+        name=mc.name,
+        n_ctx=mc.n_ctx,
+        n_threads=mc.n_threads,
+        n_gpu_layers=mc.n_gpu_layers,
+        slots=mc.slots or min(4, os.cpu_count() or 1),
+        repack=repack,
+    )
+
+
+def _http(config: Config) -> Model:
+    from bastion.llm.http import HttpModel, pick_profile
+
+    mc = config.model
+    quirks = pick_profile(mc.backend, mc.base_url, mc.profile)
+    key = mc.api_key.get_secret_value() if mc.api_key is not None else None
+    if quirks.needs_key and not key:
+        raise ModelError(
+            f"the {quirks.name} backend needs an API key",
+            fix="bastion config set model.api_key KEY (or use a local model.base_url)",
+        )
+    return HttpModel(
+        mc.name,
+        quirks=quirks,
+        base_url=mc.base_url,
+        api_key=key,
+        timeout_s=mc.timeout_s,
+        native_tools=mc.native_tools,
+    )
+
+
+#: The leaf backends by ``model.backend`` name. Adding one: its module in ``llm/``, a line here
+#: and its name in ``config.model.ModelBackend`` (a unit test pins the pair); or, outside
+#: bastion, a ``bastion.models`` entry point (see :mod:`bastion.models`).
+LEAF_BACKENDS: dict[str, Callable[[Config], Model]] = {
+    "embedded": _embedded,
+    "openai": _http,
+    "ollama": _http,
+}
+
+
 def create_leaf_model(config: Config) -> Model:
     """Build the leaf model ``config.model`` describes (embedded, openai or ollama)."""
-    mc = config.model
-    if mc.backend == "embedded":
-        repack = {"auto": None, "on": True, "off": False}[mc.repack]
-        if mc.isolation == "in_process":
-            from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
-
-            path = _embedded_path(config) or shipped_model_path()
-            llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
-                               n_gpu_layers=mc.n_gpu_layers, repack=repack)
-            return EmbeddedModel(llama, name=mc.name)
-        from bastion.llm.worker import WorkerModel
-
-        return WorkerModel.load(
-            _embedded_path(config),
-            name=mc.name,
-            n_ctx=mc.n_ctx,
-            n_threads=mc.n_threads,
-            n_gpu_layers=mc.n_gpu_layers,
-            slots=mc.slots or min(4, os.cpu_count() or 1),
-            repack=repack,
-        )
-    if mc.backend in ("openai", "ollama"):
-        from bastion.llm.http import HttpModel, pick_profile
-
-        quirks = pick_profile(mc.backend, mc.base_url, mc.profile)
-        key = mc.api_key.get_secret_value() if mc.api_key is not None else None
-        if quirks.needs_key and not key:
-            raise ModelError(
-                f"the {quirks.name} backend needs an API key",
-                fix="bastion config set model.api_key KEY (or use a local model.base_url)",
-            )
-        return HttpModel(
-            mc.name,
-            quirks=quirks,
-            base_url=mc.base_url,
-            api_key=key,
-            timeout_s=mc.timeout_s,
-            native_tools=mc.native_tools,
-        )
-    if mc.backend in ("cluster", "pattern"):
+    backend = config.model.backend
+    build = LEAF_BACKENDS.get(backend)
+    if build is not None:
+        return build(config)
+    if backend in ("cluster", "pattern"):
         raise ModelError(
-            f"model.backend {mc.backend!r} is a composite model, not a leaf backend",
+            f"model.backend {backend!r} is a composite model, not a leaf backend",
             fix="build it with bastion.models.create_model(config)",
         )
-    raise ModelError(  # unreachable through validated config; kept for direct callers
-        f"unknown model backend {mc.backend!r}",
-        fix="set model.backend to embedded, openai, ollama, cluster or pattern",
+    raise ModelError(
+        f"unknown model backend {backend!r}",
+        fix=f"set model.backend to one of {', '.join(LEAF_BACKENDS)} (or build a plugin "
+            "backend with bastion.models.create_model)",
     )
 
 

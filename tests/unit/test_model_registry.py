@@ -1,0 +1,57 @@
+"""Model backends by table and by plugin; the Literal/table pairs stay in step (#15 item 6)."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bastion.cluster._client import _PROFILE_OF_ENGINE
+from bastion.config import model as config_model
+from bastion.config.model import ENGINES, MODEL_BACKENDS, Config, ModelConfig
+from bastion.llm.factory import LEAF_BACKENDS
+from bastion.llm.http import PROFILES
+from bastion.models import create_model
+from bastion.testing import ScriptedModel
+
+
+def test_every_builtin_backend_is_built_somewhere() -> None:
+    assert set(LEAF_BACKENDS) | {"cluster", "pattern"} == set(MODEL_BACKENDS)
+
+
+def test_profiles_and_engines_match_their_tables() -> None:
+    profiles = typing.get_args(ModelConfig.model_fields["profile"].annotation)
+    assert set(profiles) - {"auto"} == set(PROFILES)
+    assert set(_PROFILE_OF_ENGINE) <= set(ENGINES)
+    assert set(_PROFILE_OF_ENGINE.values()) <= set(PROFILES)
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An installed plugin distribution: a module plus its bastion.models entry point."""
+    (tmp_path / "demo_backend.py").write_text(
+        "from bastion.testing import ScriptedModel, say\n"
+        "def build(config):\n"
+        "    return ScriptedModel(say('from the plugin ' + config.model.name))\n")
+    info = tmp_path / "demo_backend-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-backend\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[bastion.models]\ndemo = demo_backend:build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config_model._plugin_names.cache_clear()
+    yield "demo"
+    config_model._plugin_names.cache_clear()
+
+
+def test_a_plugin_backend_is_configured_and_built(plugin: str) -> None:
+    config = Config.model_validate({"model": {"backend": plugin, "name": "tiny"}})
+    model = create_model(config)
+    assert isinstance(model, ScriptedModel) and model.replies[0].text == "from the plugin tiny"
+
+
+def test_an_unknown_backend_names_the_known_ones(plugin: str) -> None:
+    with pytest.raises(ValidationError, match="unknown model backend 'nope'.*embedded.*demo"):
+        Config.model_validate({"model": {"backend": "nope"}})
