@@ -43,6 +43,9 @@ _METADATA = frozenset({
     "mode", "method", "source", "location", "status", "used", "usage", "limit", "kind",
     "holder", "placeholder", "selector", "input", "box", "icon", "class", "hash", "digest",
     "fingerprint", "checksum", "signature", "algorithm", "alg", "encoding", "spec",
+    # key words of UI and data structures (key_alias, keyCode, key_pair, keyPressed, ...)
+    "alias", "board", "code", "frame", "mesh", "pair", "press", "pressed", "ring", "stone",
+    "storetype", "word", "up", "down", "left", "right", "tab", "event", "events", "map",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -141,7 +144,9 @@ def _placeholder_part(low: str, part: str) -> bool:
     return True
 
 
-_NAME_SHAPED = re.compile(r"[A-Za-z][A-Za-z_.-]*")
+# A name: words joined by separators (``api-key``, ``DB_PASSWORD``, ``vault.token``); a CamelCase
+# or single word (``SuperSecret``) may be a weak password and stays plausible.
+_NAME_SHAPED = re.compile(r"[A-Za-z]+(?:[_.-][A-Za-z]+)+")
 
 
 def plausible_value(value: str) -> bool:

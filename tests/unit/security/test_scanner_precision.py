@@ -108,6 +108,7 @@ def test_hex_tokens_private_keys_and_secret_keys_are_masked(text: str, value: st
     f"os.environ['HUGGINGFACEHUB_API_TOKEN'] = '{PW}'",
     f"cloudant_pw='{PW}'",
     f"discordToken = '{470414232867269873}'",
+    'password = "SuperSecret"',  # a weak password, not the name of one
 ])
 def test_values_given_to_secret_names_are_masked(text: str) -> None:
     assert flagged(text), text
@@ -127,6 +128,8 @@ def test_values_given_to_secret_names_are_masked(text: str) -> None:
     "Password: forgotten",
     "token_count = 4123  # tokens per request",
     'some_key = "real_secret"',
+    'signing_key_alias = "Kx9mQ2vR7tLp"',
+    "keyPressed = true",
 ])
 def test_metadata_references_and_identifiers_are_not_secrets(text: str) -> None:
     assert not flagged(text), text
