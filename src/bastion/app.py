@@ -108,9 +108,7 @@ class App:
         from bastion import telemetry
 
         telemetry.shutdown(owner=self.redactor)  # flush spans, if this app switched them on
-        close_memory = getattr(self.memory, "aclose", None)
-        if close_memory is not None:
-            await close_memory()
+        await self.memory.aclose()
 
 
 def workspace_dir(config: Config) -> Path:

@@ -15,3 +15,6 @@ class RecordingNotifier:
         if self.fail:
             raise ConnectionError("receiver down")
         self.sent.append(alert)
+
+    def close(self) -> None:
+        pass

@@ -69,9 +69,7 @@ def set_cmd(
         data = {}
     data[key] = value
     b.put(path, data)
-    close = getattr(b, "close", None)
-    if close:
-        close()
+    b.close()
     typer.echo(f"stored secret://{b.name}/{path}#{key} ({len(value)} characters)")
 
 

@@ -64,6 +64,10 @@ class Notifier(Protocol):
         """Deliver ``alert``; raise on failure."""
         ...
 
+    def close(self) -> None:
+        """Release the notifier's connection or socket (if it keeps one)."""
+        ...
+
 
 class WebhookNotifier:
     """POSTs the alert as JSON (retries twice on connection errors and 5xx)."""
@@ -91,6 +95,9 @@ class WebhookNotifier:
                 last = exc
             time.sleep(0.2 * (attempt + 1))
         raise RuntimeError(f"webhook {self.name} failed: {last}")
+
+    def close(self) -> None:
+        """Nothing to release (one request per alert)."""
 
 
 class SyslogNotifier:
@@ -128,6 +135,9 @@ class FileNotifier:
         with self.path.open("a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.write(json.dumps(alert.to_dict(), ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        """Nothing to release (the file is opened per alert)."""
 
 
 def make_notifier(cfg: NotifierConfig) -> Notifier:
@@ -241,9 +251,7 @@ class AlertEngine:
     def close(self) -> None:
         """Close notifier sockets."""
         for n in self.notifiers.values():
-            close = getattr(n, "close", None)
-            if close is not None:
-                close()
+            n.close()
 
 
 def _message(rule: AlertRuleConfig, alert: Alert, ev: AuditEvent) -> str:

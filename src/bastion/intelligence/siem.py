@@ -63,6 +63,10 @@ class Sink(Protocol):
         """Deliver ``batch`` (oldest first)."""
         ...
 
+    def close(self) -> None:
+        """Release the sink's connection or socket."""
+        ...
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -336,9 +340,7 @@ class Shipper:
 
     def close(self) -> None:
         """Close the sink and the reader."""
-        close = getattr(self.sink, "close", None)
-        if close is not None:
-            close()
+        self.sink.close()
         self.tail.close()
 
 

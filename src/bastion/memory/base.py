@@ -43,6 +43,10 @@ class ConversationMemory(Protocol):
         """Return the messages to send to the model (windowed, with retrieved knowledge)."""
         ...
 
+    async def aclose(self) -> None:
+        """Flush and close the store (a no-op for in-process memory)."""
+        ...
+
 
 class EphemeralMemory:
     """Keeps sessions in this process only; the context is the whole history."""
@@ -78,3 +82,6 @@ class EphemeralMemory:
     def clear(self, session_id: str) -> None:
         """Forget a session."""
         self._sessions.pop(session_id, None)
+
+    async def aclose(self) -> None:
+        """Nothing to flush: the sessions live in this process only."""

@@ -108,9 +108,7 @@ class Security:
     def close(self) -> None:
         """Stop background work of the backends (vault renewal)."""
         for backend in self.resolver.backends.values():
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            backend.close()
 
 
 def build_security(

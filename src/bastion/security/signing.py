@@ -36,9 +36,7 @@ def hsm_pin(config: Config) -> str:
         return SecretResolver(backends).resolve(ref)
     finally:
         for b in backends.values():
-            close = getattr(b, "close", None)
-            if close is not None:
-                close()
+            b.close()
 
 
 def softhsm_dir(config: Config) -> Path:

@@ -165,6 +165,9 @@ class RequestMemory:
         """Delegate to the app's memory (window + RAG) without storing anything."""
         return await self._backing.build_context(session_id, system, history, query)
 
+    async def aclose(self) -> None:
+        """Nothing to close: the backing memory belongs to the app."""
+
 
 @dataclass
 class TurnSummary:

@@ -34,6 +34,10 @@ class SecretBackend(Protocol):
         """Return the paths of all secrets under ``prefix``."""
         ...
 
+    def close(self) -> None:
+        """Stop background work and release connections (most backends have none)."""
+        ...
+
 
 @runtime_checkable
 class VersionedBackend(SecretBackend, Protocol):

@@ -43,3 +43,6 @@ class EnvBackend:
         """Return the paths (lower-case) of every ``BASTION_SECRET_*`` variable."""
         out = [k[len(self.prefix):].lower() for k in self.environ if k.startswith(self.prefix)]
         return sorted(p for p in out if p.startswith(prefix.lower()))
+
+    def close(self) -> None:
+        """Nothing to release (no connection or background work)."""

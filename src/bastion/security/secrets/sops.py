@@ -216,6 +216,8 @@ class SopsBackend:
         path, _, key = listed.rpartition("/")
         return f"{path}#{key}" if path else listed
 
+    def close(self) -> None:
+        """Nothing to release (no connection or background work)."""
 
 def _key(path: str) -> str:
     return "/".join(_parts(path)).replace("/", "__")
