@@ -23,11 +23,27 @@ import pytest
 import yaml
 from openai import OpenAI, PermissionDeniedError
 
+from bastion.security.identity import Quota
 from bastion.security.keystore import open_store
-from tests.fakes.scripted_chat_server import FakeOpenAIServer
+from tests.fakes.scripted_chat_server import FakeOpenAIServer, ScriptedHandler
 from tests.integration.server.test_live_server import _bastion, serving
 
 TOKEN = "users-live-admin-token-0123456789abcdef"
+
+
+class _UsageHandler(ScriptedHandler):
+    """The scripted model, reporting token usage like llama.cpp's server (include_usage)."""
+
+    def _script(self, body: dict[str, object]) -> Iterator[bytes]:
+        for piece in super()._script(body):  # type: ignore[arg-type]
+            if piece.startswith(b"data: ") and b'"finish_reason": "stop"' in piece:
+                yield piece
+                usage = {"id": "u", "object": "chat.completion.chunk", "model": "fake",
+                         "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 10,
+                                                  "total_tokens": 40}}
+                yield f"data: {json.dumps(usage)}\n\n".encode()
+            else:
+                yield piece
 
 
 @dataclass
@@ -69,7 +85,7 @@ def _store_do(home: Path, method: str, *args: object) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("users-home")
-    with FakeOpenAIServer() as fake:
+    with FakeOpenAIServer(_UsageHandler) as fake:
         (home / "bastion.yaml").write_text(yaml.safe_dump({
             "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
                       "native_tools": True},
@@ -318,3 +334,45 @@ def test_approvals_go_to_the_owner_or_an_approver_only(served: Served) -> None:
     text = json.dumps(recs[0])
     assert "api:olga" in text  # who decided
     assert recs[0]["detail"]["principal"] == {"user": "alice", "key_id": alice_id}  # who asked
+
+
+def _limited_key(served: Served, user: str, quota: Quota) -> str:
+    store = open_store(served.home)
+    try:
+        store.add_user(user)
+        key, _ = store.create_key(user, scopes=["chat", "sessions:write"], quota=quota)
+    finally:
+        store.close()
+    return key
+
+
+def test_request_quota_429_retry_after_and_refill(served: Served) -> None:
+    key = _limited_key(served, "rita", Quota(requests="3/4 seconds"))
+    with httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {key}"}) as api:
+        assert [api.get("/v1/models").status_code for _ in range(3)] == [200, 200, 200]
+        r = api.get("/v1/models")
+        assert r.status_code == 429, r.text
+        err = r.json()["error"]
+        assert err["code"] == "quota_exceeded"
+        assert "has used its requests quota (3 per 4 seconds)" in err["message"]
+        wait = int(r.headers["Retry-After"])
+        assert 1 <= wait <= 4 and f"retry after {wait} s" in err["fix"]
+        time.sleep(wait + 0.2)
+        assert api.get("/v1/models").status_code == 200  # the window refilled
+
+
+def test_token_quota_refuses_the_next_turn_and_survives_a_restart(served: Served) -> None:
+    key = _limited_key(served, "tom", Quota(tokens="50/day", concurrent=1))
+    H = {"Authorization": f"Bearer {key}"}  # noqa: N806
+    with httpx.Client(base_url=served.base, headers=H, timeout=300) as api:
+        r = api.post("/v1/sessions/tom-1/messages", json={"content": "hi", "stream": False})
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] >= 30
+        r = api.post("/v1/sessions/tom-1/messages", json={"content": "again", "stream": False})
+        assert r.status_code == 200  # 40 of 50 spent before it: it may start, and spends 40
+        r = api.post("/v1/sessions/tom-1/messages", json={"content": "more", "stream": False})
+        assert r.status_code == 429 and "tokens quota (50 per day)" in r.json()["error"]["message"]
+        assert int(r.headers["Retry-After"]) > 80_000
+    with serving(served.home) as again:  # a second server process on the same home
+        r = httpx.post(f"{again}/v1/sessions/tom-2/messages", headers=H, timeout=300,
+                       json={"content": "new day?", "stream": False})
+        assert r.status_code == 429  # the counters are on disk, not in the old process

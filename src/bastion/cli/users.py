@@ -19,8 +19,9 @@ from rich.table import Table
 
 from bastion.cli._console import out_console
 from bastion.errors import ConfigError
-from bastion.security.identity import ROLES, SCOPES
+from bastion.security.identity import ROLES, SCOPES, Quota
 from bastion.security.keystore import KeyStore, open_store
+from bastion.security.quota import check_limit
 
 console = out_console()
 users_app = typer.Typer(help="People and programs that use this bastion server.",
@@ -31,6 +32,20 @@ keys_app = typer.Typer(help="API keys: scoped, expiring, shown once, stored hash
 RoleOpt = Annotated[list[str] | None, typer.Option(
     "--role", "-r", help=f"role, repeatable: {', '.join(ROLES)}")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+RequestsOpt = Annotated[str | None, typer.Option(
+    "--requests", help="request limit, e.g. 60/minute")]
+TokensOpt = Annotated[str | None, typer.Option(
+    "--tokens", help="model token limit, e.g. 100000/day")]
+ToolCallsOpt = Annotated[str | None, typer.Option(
+    "--tool-calls", help="tool call limit, e.g. 500/day")]
+ConcurrentOpt = Annotated[int | None, typer.Option(
+    "--concurrent", min=1, help="agent turns at once")]
+
+
+def _quota(requests: str | None, tokens: str | None, tool_calls: str | None,
+           concurrent: int | None) -> Quota:
+    return Quota(check_limit("requests", requests), check_limit("tokens", tokens),
+                 check_limit("tool calls", tool_calls), concurrent)
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -115,6 +130,21 @@ def roles_cmd(name: str, role: RoleOpt = None) -> None:
     typer.echo(f"{info.name}: {', '.join(info.roles)}")
 
 
+@users_app.command("limits")
+def limits_cmd(name: str, requests: RequestsOpt = None, tokens: TokensOpt = None,
+               tool_calls: ToolCallsOpt = None, concurrent: ConcurrentOpt = None,
+               clear: Annotated[bool, typer.Option("--clear", help="remove every limit")]
+               = False) -> None:
+    """Show a user's quota, or set it (all their keys together count against it)."""
+    quota = _quota(requests, tokens, tool_calls, concurrent)
+    with _store() as s:
+        if quota or clear:
+            s.set_quota(name, quota)
+        now = s.quota(name)
+    text = ", ".join(f"{k}={v}" for k, v in now.to_dict().items()) or "no limits"
+    typer.echo(f"{name}: {text}")
+
+
 @keys_app.command("create")
 def create_cmd(
     user: Annotated[str, typer.Option("--user", "-u", help="whose key")],
@@ -123,11 +153,14 @@ def create_cmd(
     expires: Annotated[str | None, typer.Option(
         "--expires", help="30d, 12h, 2w or a date (default: never)")] = None,
     name: Annotated[str, typer.Option("--name", help="a label for lists")] = "",
+    requests: RequestsOpt = None, tokens: TokensOpt = None, tool_calls: ToolCallsOpt = None,
+    concurrent: ConcurrentOpt = None,
 ) -> None:
     """Create an API key; it is printed once, on stdout, and stored only hashed."""
+    quota = _quota(requests, tokens, tool_calls, concurrent)
     with _store() as s:
         token, info = s.create_key(user, scopes=scope or ["chat"], name=name,
-                                   expires_at=parse_expiry(expires))
+                                   expires_at=parse_expiry(expires), quota=quota)
     typer.echo(token)
     typer.echo(f"key {info.id} for {info.user} (scopes: {', '.join(info.scopes)}; expires: "
                f"{_when(info.expires_at) if info.expires_at else 'never'}); shown once, "

@@ -34,6 +34,33 @@ def scope_problem(scope: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Quota:
+    """The limits of one key or one user (``None``: unlimited)."""
+
+    requests: str | None = None
+    tokens: str | None = None
+    tool_calls: str | None = None
+    concurrent: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Quota:
+        """Return the quota a stored JSON object describes."""
+        data = data or {}
+        return cls(data.get("requests"), data.get("tokens"), data.get("tool_calls"),
+                   data.get("concurrent"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the set limits as a JSON-ready mapping."""
+        return {k: v for k, v in (("requests", self.requests), ("tokens", self.tokens),
+                                  ("tool_calls", self.tool_calls),
+                                  ("concurrent", self.concurrent)) if v is not None}
+
+    def __bool__(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: a user acting through one API key."""
 
@@ -44,6 +71,8 @@ class Principal:
     key_name: str = ""
     tool_globs: tuple[str, ...] = field(default=())
     all_users: bool = False  # an admin's explicit ?all_users=true (audited by the server)
+    key_quota: Quota = field(default_factory=Quota)
+    user_quota: Quota = field(default_factory=Quota)
 
     @property
     def is_admin(self) -> bool:
@@ -70,10 +99,13 @@ class Principal:
 
 
 def make_principal(user: str, key_id: str, roles: set[str] | frozenset[str],
-                   scopes: list[str] | tuple[str, ...], key_name: str = "") -> Principal:
+                   scopes: list[str] | tuple[str, ...], key_name: str = "",
+                   key_quota: Quota | None = None, user_quota: Quota | None = None
+                   ) -> Principal:
     """Return a :class:`Principal`, splitting ``tools:`` globs out of the scopes."""
     globs = tuple(s[len(TOOLS_PREFIX):] for s in scopes if s.startswith(TOOLS_PREFIX))
-    return Principal(user, key_id, frozenset(roles), frozenset(scopes), key_name, globs)
+    return Principal(user, key_id, frozenset(roles), frozenset(scopes), key_name, globs,
+                     key_quota=key_quota or Quota(), user_quota=user_quota or Quota())
 
 
 _current: ContextVar[Principal | None] = ContextVar("bastion_principal", default=None)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import AuthError, ConfigError, NotFoundError
-from bastion.security.identity import ROLES, Principal, make_principal, scope_problem
+from bastion.security.identity import ROLES, Principal, Quota, make_principal, scope_problem
 
 KEY_PREFIX = "bst_"
 ID_HEX = 12
@@ -152,6 +152,10 @@ class KeyStore:
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        for table in ("users", "keys"):  # quotas (added after the first release of this file)
+            cols = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if "quota" not in cols:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN quota TEXT")
         self._used: dict[str, float] = {}
 
     def close(self) -> None:
@@ -221,6 +225,21 @@ class KeyStore:
             self._db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
         return self.user(name)
 
+    def set_quota(self, name: str, quota: Quota) -> None:
+        """Set (replace) a user's quota; every key of theirs also counts against it."""
+        with self._lock:
+            self._user_id(name)
+            self._db.execute("UPDATE users SET quota = ? WHERE name = ?",
+                             (_quota_json(quota), name))
+
+    def quota(self, name: str) -> Quota:
+        """Return a user's quota."""
+        with self._lock:
+            row = self._db.execute("SELECT quota FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user named {name!r}", fix="bastion users list")
+        return Quota.from_dict(json.loads(row[0]) if row[0] else None)
+
     def remove_user(self, name: str) -> UserInfo:
         """Delete a user and their keys."""
         info = self.user(name)
@@ -230,7 +249,8 @@ class KeyStore:
 
     # ---- keys ---------------------------------------------------------------------------
     def create_key(self, user: str, *, scopes: list[str] | tuple[str, ...] = ("chat",),
-                   name: str = "", expires_at: float | None = None) -> tuple[str, KeyInfo]:
+                   name: str = "", expires_at: float | None = None,
+                   quota: Quota | None = None) -> tuple[str, KeyInfo]:
         """Create a key for ``user``; return the key (shown once, never stored) and its info."""
         scopes = _check_scopes(scopes)
         kid = secrets.token_hex(ID_HEX // 2)
@@ -238,10 +258,10 @@ class KeyStore:
         with self._lock:
             uid = self._user_id(user)
             self._db.execute(
-                "INSERT INTO keys (id, user_id, name, hash, scopes, created_at, expires_at) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO keys (id, user_id, name, hash, scopes, created_at, expires_at, "
+                "quota) VALUES (?,?,?,?,?,?,?,?)",
                 (kid, uid, name or kid, self.digest(token), json.dumps(list(scopes)),
-                 time.time(), expires_at))
+                 time.time(), expires_at, _quota_json(quota)))
         return token, self.key(kid)
 
     def key(self, key_id: str) -> KeyInfo:
@@ -279,8 +299,11 @@ class KeyStore:
         if old.revoked_at is not None:
             raise ConfigError(f"key {key_id} is revoked", fix="bastion keys create --user "
                               f"{old.user}")
+        with self._lock:
+            row = self._db.execute("SELECT quota FROM keys WHERE id = ?", (key_id,)).fetchone()
+        quota = Quota.from_dict(json.loads(row[0]) if row and row[0] else None)
         token, info = self.create_key(old.user, scopes=old.scopes, name=old.name,
-                                      expires_at=old.expires_at)
+                                      expires_at=old.expires_at, quota=quota)
         self.revoke(key_id)
         return token, info
 
@@ -339,7 +362,7 @@ class KeyStore:
             raise AuthError("wrong API key", fix="send 'Authorization: Bearer <key>' with a key "
                             "from: bastion keys create --user NAME")
         (_, kid, key_name, scopes, expires_at, revoked_at, user, roles, disabled,
-         last_used) = row
+         last_used, key_quota, user_quota) = row
         if revoked_at is not None:
             raise AuthError(f"API key {kid} is revoked",
                             fix=f"ask an admin for a new key: bastion keys create --user {user}")
@@ -351,7 +374,7 @@ class KeyStore:
                             fix=f"an admin can enable it: bastion users disable {user} --enable")
         self._touch(kid, last_used, now)
         return make_principal(user, kid, set(roles.split(",")) - {""}, json.loads(scopes),
-                              key_name)
+                              key_name, _quota(key_quota), _quota(user_quota))
 
     def _touch(self, kid: str, last_used: float | None, now: float) -> None:
         seen = max(self._used.get(kid, 0.0), last_used or 0.0)
@@ -365,7 +388,27 @@ class KeyStore:
 _KEY_SELECT = ("SELECT k.id, u.name, k.name, k.scopes, k.created_at, k.expires_at, "
                "k.last_used, k.revoked_at FROM keys k JOIN users u ON u.id = k.user_id")
 _AUTH_SELECT = ("SELECT k.hash, k.id, k.name, k.scopes, k.expires_at, k.revoked_at, u.name, "
-                "u.roles, u.disabled, k.last_used FROM keys k JOIN users u ON u.id = k.user_id")
+                "u.roles, u.disabled, k.last_used, k.quota, u.quota FROM keys k "
+                "JOIN users u ON u.id = k.user_id")
+
+
+def _quota_json(quota: Quota | None) -> str | None:
+    return json.dumps(quota.to_dict()) if quota else None
+
+
+_QUOTAS: dict[str, Quota] = {}
+
+
+def _quota(raw: str | None) -> Quota:
+    """Return the stored quota (parsed once per distinct value: the per-request path)."""
+    if not raw:
+        return Quota()
+    got = _QUOTAS.get(raw)
+    if got is None:
+        if len(_QUOTAS) > 4096:
+            _QUOTAS.clear()
+        got = _QUOTAS[raw] = Quota.from_dict(json.loads(raw))
+    return got
 
 
 def _user(row: tuple[Any, ...]) -> UserInfo:

@@ -29,6 +29,7 @@ from bastion.security.hitl.risk import (
 from bastion.security.identity import ToolScopeStage
 from bastion.security.model_guard import OutputScanStage
 from bastion.security.policy import ApprovalStage
+from bastion.security.quota import ToolQuotaStage, quotas_for
 from bastion.security.redact import Redactor
 from bastion.security.secrets.factory import build_backends
 from bastion.security.secrets.resolver import SecretResolver, SecretsStage, tool_declarations
@@ -147,7 +148,7 @@ def build_security(
         secret_use=lambda tool: bool(tool_declarations(tool, config.secrets.tools)),
         egress_capable=egress_capable)
     stages: Sequence[Stage] = (
-        AuditStage(audit), ToolScopeStage(), policy,
+        AuditStage(audit), ToolScopeStage(), ToolQuotaStage(quotas_for(paths.home())), policy,
         RiskStage(classifier, manager.session_threshold), approvals,
         secrets_stage, OutputScanStage(redactor, config.secrets.scan_policy),
     )

@@ -13,6 +13,7 @@ from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone
 from bastion.agent.loop import Agent
 from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.messages import ChatSettings, Message, TextDelta
+from bastion.security.identity import current
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
@@ -110,6 +111,11 @@ async def make_agent(
             instead of ``app.memory``.
     """
     agent = app.agent()
+    if current() is not None:  # an API key's turn: its tokens count against its quotas
+        from bastion.config import paths
+        from bastion.security.quota import TokenMeter, quotas_for
+
+        agent.model = TokenMeter(agent.model, quotas_for(paths.home()))
     extra = [s for s in extra_system if s.strip()]
     if extra:
         agent.options.system_prompt = "\n\n".join([agent.options.system_prompt, *extra])

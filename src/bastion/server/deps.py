@@ -16,8 +16,10 @@ is harmless (FastAPI runs it once per request) but not needed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, WebSocketException, status
@@ -29,6 +31,7 @@ from starlette.websockets import WebSocketClose
 from bastion.app import App
 from bastion.errors import AuthError
 from bastion.security.identity import Principal, acting_as, current, owner_filter, set_current
+from bastion.security.quota import QuotaExceeded, Quotas, quotas_for
 from bastion.server.errors import ApiError, error_response
 from bastion.server.scopes import scope_for
 
@@ -151,10 +154,51 @@ def authenticate(conn: HTTPConnection) -> Principal:
                        f"lacks the scope {needed!r}", code="insufficient_scope",
                        fix=f"use a key with it: bastion keys create --user {principal.user} "
                            f"--scope {needed}")
+    if principal.key_quota or principal.user_quota:
+        try:
+            quotas().hit(principal, "requests")
+        except QuotaExceeded as exc:
+            raise quota_error(exc) from None
     if conn.query_params.get("all_users", "").lower() in ("1", "true", "yes"):
         principal = _all_users(app, principal, conn)
     conn.scope[PRINCIPAL_KEY] = principal
     return principal
+
+
+def quotas() -> Quotas:
+    """Return this home's quota counters (shared with the gateway's tool-call stage)."""
+    from bastion.config import paths
+
+    return quotas_for(paths.home())
+
+
+def quota_error(exc: QuotaExceeded) -> ApiError:
+    """Return the 429 for a used-up quota, with ``Retry-After``."""
+    return ApiError(429, exc.message, code="quota_exceeded",
+                    fix=f"retry after {exc.retry_after} s; {exc.fix}",
+                    headers={"Retry-After": str(exc.retry_after)})
+
+
+_TURN = re.compile(r"/v1/chat/completions|/v1/sessions/[^/]+/messages|/v1/voice/ws")
+
+
+@contextlib.contextmanager
+def turn_quota(scope: Scope, principal: Principal) -> Iterator[None]:
+    """Guard a request that runs an agent turn with the key's and user's turn quotas.
+
+    Refused (:class:`QuotaExceeded`) when the tokens or tool calls are used up; holds a
+    concurrent-turn slot while the turn runs.
+    """
+    is_turn = _TURN.fullmatch(scope["path"]) is not None and (
+        scope["type"] == "websocket" or scope.get("method") == "POST")
+    if not is_turn or not (principal.key_quota or principal.user_quota):
+        yield
+        return
+    q = quotas()
+    q.check_left(principal, "tokens")
+    q.check_left(principal, "tool_calls")
+    with q.turn(principal):
+        yield
 
 
 def _all_users(app: App, principal: Principal, conn: HTTPConnection) -> Principal:
@@ -259,9 +303,13 @@ class TokenGate:
         conn = HTTPConnection(scope)
         error = token_error(conn)
         if error is None:
-            with acting_as(scope[PRINCIPAL_KEY]):
-                await self.app(scope, receive, send)
-            return
+            principal = scope[PRINCIPAL_KEY]
+            try:
+                with acting_as(principal), turn_quota(scope, principal):
+                    await self.app(scope, receive, send)
+                return
+            except QuotaExceeded as exc:  # raised before the turn started: nothing was sent
+                error = quota_error(exc)
         if scope["type"] == "websocket":
             reason = "bad or missing token"
             if isinstance(error, ApiError) and error.status == 403:
@@ -271,11 +319,13 @@ class TokenGate:
             return
         if isinstance(error, ApiError):
             status_code, code, fix = error.status, error.code, error.fix
-            message = error.message
+            message, headers = error.message, error.headers
         else:
             assert isinstance(error, AuthError)
             status_code, code, fix, message = 401, "AuthError", error.fix, error.message
-        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+            headers = None
+        if status_code == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
         response = error_response(conn, status_code, message, code=code, fix=fix,
                                   headers=headers)
         await response(scope, receive, send)

@@ -139,12 +139,14 @@ async def intel_app(tmp_path: Path) -> AsyncIterator[App]:
 
 
 async def test_assembled_order(intel_app: App) -> None:
-    """The app's pipeline: audit, scope, policy, browser guard, risk, threat, trust, approval..."""
+    """The pipeline: audit, scope, quota, policy, browser guard, risk, threat, trust, approval..."""
     from bastion.intelligence.stages import ThreatStage, TrustStage
     from bastion.security.browser.rules import BrowserGuardStage
     from bastion.security.identity import ToolScopeStage
+    from bastion.security.quota import ToolQuotaStage
 
     assert intel_app.browser is not None
     kinds = [type(s) for s in intel_app.gateway.stages]
-    assert kinds[:10] == [AuditStage, ToolScopeStage, PolicyStage, BrowserGuardStage, RiskStage,
-                          ThreatStage, TrustStage, ApprovalStage, SecretsStage, OutputScanStage]
+    assert kinds[:11] == [AuditStage, ToolScopeStage, ToolQuotaStage, PolicyStage,
+                          BrowserGuardStage, RiskStage, ThreatStage, TrustStage, ApprovalStage,
+                          SecretsStage, OutputScanStage]
