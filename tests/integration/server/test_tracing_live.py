@@ -183,6 +183,7 @@ def test_a_turn_on_the_shipped_model_is_traced(tmp_path: Path,
     with OtlpReceiver() as receiver:
         cfg = yaml.safe_load((home / "bastion.yaml").read_text())
         cfg["telemetry"] = {"otlp_endpoint": receiver.endpoint}
+        cfg.setdefault("memory", {})["semantic"] = False  # RAG spans: test_retrieval_span.py
         (home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
         token = cfg["api"]["token"]
         with serving(home) as base:
