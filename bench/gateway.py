@@ -6,9 +6,11 @@
    (audit to SQLite, policy, risk/approval, secrets, output scan): p50/p99 per call and the
    gateway's own overhead (difference of p50s).
 2. A sandboxed ``/bin/true`` per backend available here: cold (a fresh sandbox per call) and
-   warm (the pre-started pool: bubblewrap waiters, podman attached containers, gVisor
-   containers booted ahead, one per call), p50/p99. The
-   pool is refilled (and podman's used containers removed) outside the timed part, as an
+   warm (the pre-started pool: bubblewrap waiters, podman and Docker attached containers,
+   gVisor containers booted ahead, one per call), p50/p99. Docker is measured on the daemon
+   at ``$DOCKER_HOST`` (else /var/run/docker.sock); one that is not running is a "skipped"
+   row with the reason. The
+   pool is refilled (and used containers removed) outside the timed part, as an
    idle pool does between calls, and the next call comes ``--gap`` seconds later (0.1 s:
    an agent waits far longer for its model between two tool calls; back to back, the call
    competes with the refill's tail for the CPU). The load average is printed before and
@@ -17,7 +19,8 @@
    stage's share of a sandboxed call) against the old destructive-command regex alone.
 4. The same gateway call with OpenTelemetry traces off and on (a real OTLP receiver on
    loopback), alternating call by call (``--tracing-only`` runs just this part).
-Targets (issue 14): <= 1 ms p50 gateway overhead; <= 15 ms p50 warm bubblewrap/podman call.
+Targets (issue 14): <= 1 ms p50 gateway overhead; <= 15 ms p50 warm bubblewrap/podman call
+(issue 24: the same for docker).
 Target (issue 23): tracing on adds <= 0.3 ms p50 per gateway call.
 """
 
@@ -173,7 +176,7 @@ async def sandboxed(n: int, ws: Path, gap: float, only: list[str]) -> None:
             assert res.exit_code == 0, res.stderr
             drain = getattr(box, "drain", None)
             if drain is not None:
-                await drain()  # podman: the used container is removed off the call's path
+                await drain()  # podman/docker: the used container is removed off the call's path
             await pool.fill()  # refill outside the timed part, as the idle pool does
             await asyncio.sleep(gap)  # the pause between two calls of an agent (model time)
         print(line(f"{kind} warm pool", warm))
