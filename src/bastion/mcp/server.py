@@ -18,7 +18,6 @@ client gets passes bastion's security layer:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import os
 import warnings
@@ -417,25 +416,60 @@ async def serve_stdio(gateway: Gateway) -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
+MCP_SCOPE = "chat"  # what a key needs to use the MCP server; tools:<glob> picks the tools
+
+
 def bearer_guard(app: ASGIApp, token: str | None) -> ASGIApp:
-    """Wrap ``app`` so every HTTP request needs ``Authorization: Bearer <token>``."""
+    """Wrap ``app`` so every HTTP request needs an API key (``Authorization: Bearer <key>``).
+
+    The same users and keys as ``bastion serve`` (``bastion keys create``): the api.token is
+    the admin's key; a key needs the ``chat`` scope (401 unknown, revoked or expired; 403
+    without the scope), and its ``tools:<glob>`` scopes limit the tools it may call, at the
+    gateway. Audit records carry the user and key id.
+    """
     if token is None:
         return app
-    expected = f"Bearer {token}".encode()
+    from bastion.errors import AuthError
+    from bastion.security.identity import acting_as
+    from bastion.security.keystore import KeyStore, open_store
+
+    stores: list[KeyStore] = []
+
+    def store() -> KeyStore:
+        if not stores:
+            opened = open_store()
+            opened.ensure_admin(token)
+            stores.append(opened)
+        return stores[0]
+
+    async def refuse(send: Send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json")]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
-                body = json.dumps({"error": "missing or wrong bearer token"}).encode()
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b"Bearer"),
-                ]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        kind, _, value = header.decode("latin-1").partition(" ")
+        if kind.lower() != "bearer" or not value.strip():
+            await refuse(send, 401, "missing or wrong bearer token")
+            return
+        try:
+            principal = store().authenticate(value.strip())
+        except AuthError as exc:
+            wrong = exc.message == "wrong API key"
+            await refuse(send, 401, "missing or wrong bearer token" if wrong else exc.message)
+            return
+        if not principal.allows(MCP_SCOPE):
+            await refuse(send, 403, f"this API key lacks the scope {MCP_SCOPE!r}")
+            return
+        with acting_as(principal):
+            await app(scope, receive, send)
 
     return guarded
 
