@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bastion.config.model import Config, LimitsConfig
+from bastion.errors import SandboxError
 from bastion.security.sandbox import base, docker
 from bastion.security.sandbox.base import NetworkPolicy, SandboxSpec
 from bastion.security.sandbox.docker import REMAP_FIX, DockerSandbox
@@ -220,3 +221,13 @@ async def test_a_daemon_that_freezes_mid_call_never_hangs_the_call(
         assert res.timed_out and res.killed_reason == "timeout"
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_build_image_for_docker_is_wired_to_the_engine(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from bastion.cli.sandbox import build_image
+
+    build_image(engine="docker")  # the tests' daemon has it: nothing to build or copy
+    assert "already exists in docker" in capsys.readouterr().err
+    with pytest.raises(SandboxError, match="unknown container engine"):
+        build_image(engine="lxc")
