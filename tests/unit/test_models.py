@@ -48,3 +48,24 @@ async def test_pattern_members_use_the_same_dispatch(monkeypatch: pytest.MonkeyP
 def test_leaf_backends_come_from_llm() -> None:
     config = Config.model_validate({"model": {"backend": "ollama", "name": "qwen3:0.6b"}})
     assert isinstance(create_model(config), HttpModel)
+
+
+async def test_find_cluster_walks_the_one_wrapped_attribute() -> None:
+    """The cluster behind a secret guard, a privacy router and a cascade is found."""
+    from bastion.cluster.factory import create_cluster_model
+    from bastion.cluster.model import find_cluster
+    from bastion.patterns.cascade import CascadeModel
+    from bastion.privacy.policy import PrivacyPolicy
+    from bastion.privacy.router import PrivacyRouter
+    from bastion.security.model_guard import GuardedModel
+    from bastion.security.redact import Redactor
+
+    config = Config.model_validate({"model": {"backend": "cluster"}, "cluster": {"nodes": [
+        {"name": "n1", "url": "http://127.0.0.1:9"}]}})
+    cluster = create_cluster_model(config)
+    cascade = CascadeModel([ScriptedModel(), cluster])
+    router = PrivacyRouter(ScriptedModel(), cascade,
+                           PrivacyPolicy.from_config(Config().privacy, None))
+    assert find_cluster(GuardedModel(router, Redactor())) is cluster
+    assert find_cluster(GuardedModel(ScriptedModel(), Redactor())) is None
+    await cluster.aclose()

@@ -40,7 +40,7 @@ from bastion.cluster.router import Router
 from bastion.cluster.service import ClusterService
 from bastion.config.model import ClusterConfig
 from bastion.errors import ClusterError, ModelOutputError
-from bastion.llm.base import Model
+from bastion.llm.base import Model, WrapperModel
 from bastion.messages import (
     ChatSettings,
     Finish,
@@ -478,16 +478,10 @@ def find_cluster(model: object, _depth: int = 0) -> ClusterModel | None:
     """Return the :class:`ClusterModel` behind ``model`` (it may be wrapped, e.g. by privacy)."""
     if isinstance(model, ClusterModel):
         return model
-    if _depth > 4 or model is None:
+    if _depth > 4 or not isinstance(model, WrapperModel):
         return None
-    for attr in ("inner", "model", "base", "wrapped", "models"):
-        value = getattr(model, attr, None)
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if isinstance(value, dict):
-            values = list(value.values())
-        for v in values:
-            if v is not None and v is not model:
-                found = find_cluster(v, _depth + 1)
-                if found is not None:
-                    return found
+    for inner in model.wrapped:
+        found = find_cluster(inner, _depth + 1)
+        if found is not None:
+            return found
     return None

@@ -35,6 +35,20 @@ class Model(Protocol):
         ...
 
 
+@runtime_checkable
+class WrapperModel(Protocol):
+    """A model made of other models (secret guard, privacy router, patterns).
+
+    ``wrapped`` is the one name for the models inside, so code that looks for a particular
+    model behind the wrappers (the cluster, say) walks one attribute.
+    """
+
+    @property
+    def wrapped(self) -> Sequence[Model]:
+        """Return the models this one delegates to."""
+        ...
+
+
 async def relay(stream: AsyncIterator[ModelEvent]) -> AsyncIterator[ModelEvent]:
     """Yield ``stream``'s events; close it when the consumer stops early (HTTP, llama).
 

@@ -78,6 +78,11 @@ class CascadeModel:
         self.history: list[CascadeRecord] = []
 
     @property
+    def wrapped(self) -> Sequence[Model]:
+        """Return the models this one delegates to."""
+        return tuple(self._models)
+
+    @property
     def models(self) -> list[Model]:
         """The models, in escalation order."""
         return list(self._models)

@@ -68,6 +68,11 @@ class DraftVerifyModel:
         self.history: list[DraftRecord] = []
 
     @property
+    def wrapped(self) -> Sequence[Model]:
+        """Return the models this one delegates to."""
+        return (self.drafter, self.verifier)
+
+    @property
     def models(self) -> list[Model]:
         """Drafter and verifier."""
         return [self.drafter, self.verifier]

@@ -63,6 +63,11 @@ class VoteModel:
         self.history: list[VoteRecord] = []
 
     @property
+    def wrapped(self) -> Sequence[Model]:
+        """Return the models this one delegates to."""
+        return tuple(self._models)
+
+    @property
     def models(self) -> list[Model]:
         """The voter models."""
         return list(self._models)

@@ -76,6 +76,11 @@ class PrivacyRouter:
         self.history: list[Decision] = []
 
     @property
+    def wrapped(self) -> Sequence[Model]:
+        """Return the models this one delegates to."""
+        return (self.local, self.remote)
+
+    @property
     def models(self) -> list[Model]:
         """The wrapped models (local first), for tools that look inside wrappers."""
         return [self.local, self.remote]

@@ -70,6 +70,11 @@ class GuardedModel:
         self.audit = audit
         self.session_id = session_id
 
+    @property
+    def wrapped(self) -> Sequence[Any]:
+        """Return the models this one delegates to."""
+        return (self.inner,)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
