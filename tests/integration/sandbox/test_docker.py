@@ -231,3 +231,24 @@ def test_build_image_for_docker_is_wired_to_the_engine(capsys: pytest.CaptureFix
     assert "already exists in docker" in capsys.readouterr().err
     with pytest.raises(SandboxError, match="unknown container engine"):
         build_image(engine="lxc")
+
+
+async def test_per_tool_docker_beside_another_default(workspace: Path) -> None:
+    from bastion.app import build_app
+    from bastion.llm.messages import ToolCall
+    from bastion.memory.base import EphemeralMemory
+    from tests.fakes.model import ScriptedModel
+
+    config = Config.model_validate({"agent": {"workspace": str(workspace)},
+                                    "security": {"sandbox": "bubblewrap",
+                                                 "tool_sandboxes": {"shell": "docker"}}})
+    app = build_app(config, model=ScriptedModel(), memory=EphemeralMemory())
+    try:
+        init = "tr '\\0' ' ' < /proc/1/cmdline"
+        sh = await app.gateway.execute(ToolCall("shell", {"command": init}))
+        py = await app.gateway.execute(ToolCall(
+            "python", {"code": "print(open('/proc/1/cmdline').read().replace(chr(0), ' '))"}))
+        assert "docker-init" in sh.text, sh.text  # shell: in a Docker container
+        assert "docker-init" not in py.text and "bwrap" in py.text, py.text  # python: bwrap
+    finally:
+        await app.aclose()
