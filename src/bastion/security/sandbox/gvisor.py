@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion import telemetry
 from bastion.errors import SandboxError
 from bastion.security.sandbox._hostuser import owner_ids
 from bastion.security.sandbox._pool import WAITER, WarmPool, request_line
@@ -67,6 +68,7 @@ from bastion.security.sandbox.base import (
     quarantine_new_controls,
 )
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
+from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import ProcessResult
 
 INSTALL_HINT = "apt-get install runsc"
@@ -484,25 +486,28 @@ class GVisorSandbox(ProbedBackend):
             header = request_line(argv, full_env)
             label["warm"] = "yes"
         else:
-            # the waiter says "up" (one NUL byte), then reads the command and its environment
-            # from stdin: the variables never reach config.json
-            warm, cid, bundle = await self._start(["python3", "-I", "-S", "-c", WAITER],
-                                                  BubblewrapSandbox.environment(None))
-            header = request_line(argv, full_env)
-            try:  # the boot counts against the wall clock, not against the CPU budget
-                assert warm.proc.stdout is not None
-                await asyncio.wait_for(warm.proc.stdout.readexactly(1), wall)
-            except asyncio.IncompleteReadError:
-                pass  # runsc failed to start the container: drive() reports its stderr
-            except TimeoutError:
-                await discard(warm)
-                self._forget(cid, bundle)
-                return ProcessResult(exit_code=-9, stdout="", stderr="", timed_out=True,
-                                     killed_reason="timeout", duration_ms=wall * 1000)
-            except BaseException:
-                await discard(warm)
-                self._forget(cid, bundle)
-                raise
+            t0 = time.perf_counter()
+            with telemetry.span("sandbox.start", {"bastion.sandbox.backend": self.name}):
+                # the waiter says "up" (one NUL byte), then reads the command and its environment
+                # from stdin: the variables never reach config.json
+                warm, cid, bundle = await self._start(["python3", "-I", "-S", "-c", WAITER],
+                                                      BubblewrapSandbox.environment(None))
+                header = request_line(argv, full_env)
+                try:  # the boot counts against the wall clock, not against the CPU budget
+                    assert warm.proc.stdout is not None
+                    await asyncio.wait_for(warm.proc.stdout.readexactly(1), wall)
+                except asyncio.IncompleteReadError:
+                    pass  # runsc failed to start the container: drive() reports its stderr
+                except TimeoutError:
+                    await discard(warm)
+                    self._forget(cid, bundle)
+                    return ProcessResult(exit_code=-9, stdout="", stderr="", timed_out=True,
+                                         killed_reason="timeout", duration_ms=wall * 1000)
+                except BaseException:
+                    await discard(warm)
+                    self._forget(cid, bundle)
+                    raise
+            METRICS.sandbox_start.observe(time.perf_counter() - t0, backend=self.name)
         label["container"] = cid
         try:
             result = await drive(warm, stdin=stdin,
