@@ -1,0 +1,128 @@
+"""Per-request cost of users, scoped keys and quotas vs the single api.token, in one run.
+
+    python bench/auth.py [--n 5000]
+
+1. The check alone, alternating call by call on the same machine state:
+   - baseline: the single-token path as it was (``hmac.compare_digest`` of the presented
+     token against ``api.token``);
+   - keys: ``bastion.server.deps.authenticate`` with a user's ``bst_`` key: one indexed
+     SQLite read of the key (HMAC-SHA-256 + constant-time compare), the route's scope from
+     ``server/scopes.py``, and a ``requests`` quota charged in the SQLite ``limits`` storage.
+2. A whole ``GET /v1/models`` through the ASGI app (httpx ASGITransport, no sockets), with
+   the api.token (the admin's key, no quota) vs the quota'd user key, alternating.
+Prints p50/p99 of each and the added ms at p50. Target (issue 19): <= 0.2 ms p50 added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+TOKEN = "bench-admin-token-0123456789abcdefghijkl"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, ms: list[float]) -> str:
+    return (f"{label:<44} p50 {statistics.median(ms):8.4f} ms   p99 {pct(ms, 0.99):8.4f} ms"
+            f"   n={len(ms)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=5000)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-auth-"))
+    os.environ["BASTION_HOME"] = str(home)
+    from pydantic import SecretStr
+    from starlette.requests import HTTPConnection
+
+    from bastion.app import build_app
+    from bastion.config.model import ApiConfig, Config, MemoryConfig
+    from bastion.security.identity import Quota
+    from bastion.security.keystore import open_store
+    from bastion.server.app import create_app
+    from bastion.server.deps import PRINCIPAL_KEY, authenticate
+    from tests.fakes.model import ScriptedModel
+
+    store = open_store(home)
+    store.add_user("alice")
+    key, _ = store.create_key("alice", scopes=["chat"],
+                              quota=Quota(requests=f"{10 * args.n}/minute"))
+    plain, _ = store.create_key("alice", scopes=["chat"])
+    store.close()
+    app = build_app(Config(api=ApiConfig(token=SecretStr(TOKEN)),
+                           memory=MemoryConfig(enabled=False)), model=ScriptedModel())
+    api = create_app(app)
+
+    def conn(token: str) -> HTTPConnection:
+        return HTTPConnection({"type": "http", "method": "GET", "path": "/v1/models",
+                               "headers": [(b"authorization", f"Bearer {token}".encode())],
+                               "query_string": b"", "app": api})
+
+    expected = TOKEN.encode()
+    authenticate(conn(key))  # opens the store, makes the admin key
+    base: list[float] = []
+    keyed: list[float] = []
+    for _ in range(args.n):
+        c = conn(TOKEN)
+        t = time.perf_counter()
+        header = c.headers.get("authorization") or ""
+        ok = hmac.compare_digest(header.partition(" ")[2].encode(), expected)
+        base.append((time.perf_counter() - t) * 1000)
+        assert ok
+        c = conn(key)
+        t = time.perf_counter()
+        who = authenticate(c)
+        keyed.append((time.perf_counter() - t) * 1000)
+        assert who.user == "alice" and c.scope[PRINCIPAL_KEY] is who
+    print("1. the check alone (alternating)")
+    print(line("baseline: single api.token compare", base))
+    print(line("keys: key + scope + requests quota", keyed))
+    added = statistics.median(keyed) - statistics.median(base)
+    print(f"   added at p50: {added:.4f} ms   (target <= 0.2 ms)")
+
+    import httpx
+
+    async def whole() -> dict[str, list[float]]:
+        transport = httpx.ASGITransport(app=api)
+        out: dict[str, list[float]] = {TOKEN: [], plain: [], key: []}
+        order = [TOKEN, plain, key]
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for i in range(min(args.n, 2000)):
+                for token in order[i % 3:] + order[:i % 3]:  # each goes first as often
+                    t = time.perf_counter()
+                    r = await client.get("/v1/models",
+                                         headers={"Authorization": f"Bearer {token}"})
+                    out[token].append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, r.text
+        return out
+
+    got = asyncio.run(whole())
+    print("2. GET /v1/models through the ASGI app (rotating order)")
+    base_p50 = statistics.median(got[TOKEN])
+    for label, token in (("api.token (admin key, no quota)", TOKEN),
+                         ("user key, scope chat", plain),
+                         ("user key, scope chat + requests quota", key)):
+        print(line(label, got[token]))
+        if token != TOKEN:
+            p50 = statistics.median(got[token])
+            print(f"   added at p50: {p50 - base_p50:.4f} ms   ratio {p50 / base_p50:.3f}")
+    app.audit.close()
+
+
+if __name__ == "__main__":
+    main()
