@@ -1,7 +1,7 @@
 """``bastion model pull`` and ``verify`` speed against same-run baselines.
 
 (a) pull: :func:`bastion.llm.pull.pull` (metadata, download, SHA-256 check, manifest) of the
-    shipped GGUF from the local hub (``tests/fakes/hub.py``) vs a plain
+    shipped GGUF from the local hub (``tests/fakes/hub.py``, in its own process) vs a plain
     ``huggingface_hub.hf_hub_download`` of the same file from the same hub, alternating per
     round, each into a fresh folder. Printed: MB/s of each (median) and the ratio pull/plain
     (issue #17 asks >= 0.9; pull also hashes the file, which the plain download does not).
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +33,37 @@ os.environ.pop("TRANSFORMERS_OFFLINE", None)
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
-from tests.fakes.hub import FakeHub, Repo  # noqa: E402
-
 from bastion.llm import store  # noqa: E402
 from bastion.llm.embedded import shipped_model_path  # noqa: E402
 from bastion.llm.pull import pull  # noqa: E402
 
 REPO = "bench/SmolLM2-GGUF"
+
+
+class _Hub:
+    url = ""
+
+
+@contextlib.contextmanager
+def _hub_process(src: Path) -> Iterator[_Hub]:
+    """The local hub in its own process, as a real hub is another machine: its serving
+    thread then does not compete for this process's GIL with the client under test."""
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]);"
+            "from pathlib import Path; from tests.fakes.hub import FakeHub, Repo;"
+            "hub = FakeHub({sys.argv[2]: Repo({Path(sys.argv[3]).name: Path(sys.argv[3])})});"
+            "hub.__enter__(); print(hub.url, flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT), REPO, str(src)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        hub = _Hub()
+        hub.url = (proc.stdout.readline() if proc.stdout else "").strip()
+        if not hub.url:
+            sys.exit("the local hub did not start")
+        yield hub
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(10)
 
 
 def bench_pull(rounds: int, where: str | None) -> tuple[float, float]:
@@ -48,8 +74,7 @@ def bench_pull(rounds: int, where: str | None) -> tuple[float, float]:
     size = src.stat().st_size
     ours: list[float] = []
     plain: list[float] = []
-    with FakeHub({REPO: Repo({src.name: src})}) as hub, \
-            tempfile.TemporaryDirectory(dir=where) as tmp:
+    with _hub_process(src) as hub, tempfile.TemporaryDirectory(dir=where) as tmp:
         for i in range(rounds):
             for which in (("ours", "plain") if i % 2 == 0 else ("plain", "ours")):
                 folder = Path(tmp) / f"{which}-{i}"

@@ -86,6 +86,10 @@ class Policy:
     copy_strings: bool = True  # name-like string arguments are copied from the user's words
     fill_docs: bool = False  # fill from a prompt showing only the chosen tool, with its
     # parameter docs (costs a second prompt evaluation on in-process models)
+    trust_generated_pick: bool = False  # True: without scores (an HTTP server), a tool the
+    # model generates under the choice schema means "call a tool" even when the request
+    # shares no word with any tool. A generated pick names some tool almost always ("hi" ->
+    # python), so by default it counts only when the request touches one (bench/tool_modes.py)
 
 
 DEFAULT_POLICY = Policy()
@@ -228,6 +232,7 @@ async def choose(
     options = [*names, NO_TOOL] if allow_none else names
     scores = await prims.score(prompt, CHOOSE_PREFIX, options)
     usage = none_usage
+    generated = scores is None
     if scores is None:  # the backend cannot score: let it generate under an enum schema
         text, usage = await prims.complete(
             prompt, schema=choice_schema(names, allow_none=allow_none), max_tokens=64
@@ -249,6 +254,10 @@ async def choose(
         # by evidence for a tool: the request shares content words with some tool, or the
         # model itself ranks a tool above "none".
         model_wants_tool = max(tool_scores) > scores[-1]
+        if generated and model_wants_tool and not policy.trust_generated_pick:
+            # a generated pick names some tool almost always ("hi" -> python): it says only
+            # that the model wants a tool, which counts when the request's words touch one
+            model_wants_tool = max(lexical) > 0
         if max(lexical) < policy.none_threshold and not model_wants_tool:
             return NO_TOOL, usage
     return names[best], usage

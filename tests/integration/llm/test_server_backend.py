@@ -12,7 +12,7 @@ from bastion.errors import ModelError
 from bastion.llm.factory import create_model
 from bastion.llm.http import HttpModel
 from bastion.memory.base import EphemeralMemory
-from bastion.messages import ChatSettings, Finish, Message, TextDelta
+from bastion.messages import ChatSettings, Finish, Message, TextDelta, ToolCallEvent
 from bastion.tools.builtin.files import list_files
 from bastion.tools.registry import ToolRegistry
 from tests.integration.llm.conftest import count_files, free_port, sample_config
@@ -39,6 +39,24 @@ async def test_agent_task_through_llama_cpp_server(bastion_home: Path, llama_ser
     finished = [e.result for e in events if isinstance(e, ToolFinished)]
     assert finished[0].ok and "3 files" in finished[0].for_model()
     assert isinstance(events[-1], TurnDone) and events[-1].answer.strip()
+    await app.aclose()
+
+
+async def test_a_greeting_calls_no_tool_over_http(bastion_home: Path, llama_server: str) -> None:
+    """#16 item 4: with bastion's own tools, "hi" through llama_cpp.server ran
+    python(code="The program; use print() ...") -- the server gives no scores, and the pick the
+    model generates under the choice schema named python (bench/tool_modes.py, http-before)."""
+    config = sample_config(
+        bastion_home, backend="openai", base_url=llama_server, name="smollm2", timeout_s=600
+    )
+    model = create_model(config)
+    app = build_app(config, model=model, memory=EphemeralMemory())  # every built-in tool
+    agent = app.agent()
+    events = [e async for e in model.chat(
+        [Message("system", agent.options.system_prompt), Message("user", "hi")],
+        agent.tool_specs(), settings=ChatSettings(max_tokens=16))]
+    assert not [e for e in events if isinstance(e, ToolCallEvent)], events
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
     await app.aclose()
 
 

@@ -83,6 +83,19 @@ async def test_generated_choice_when_backend_cannot_score() -> None:
     assert enum == ["get_weather", "list_files", "none"]
 
 
+async def test_a_generated_pick_alone_calls_no_tool() -> None:
+    """#16 item 4: over HTTP (no scores) "hi" ran python because the enum pick named it."""
+    p = Prims(scores=None, completions=['{"tool": "list_files"}'])
+    name, _ = await choose(p, user("hi"), [WEATHER, FILES], "auto")
+    assert name == "none"
+    trusting = Prims(scores=None, completions=['{"tool": "list_files"}'])
+    policy = Policy(trust_generated_pick=True)  # what the HTTP path did before
+    assert (await choose(trusting, user("hi"), [WEATHER, FILES], "auto", policy))[0] == (
+        "list_files")
+    scored = Prims(scores=[-3.0, -0.5, -2.0])  # real scores that rank a tool above "none"
+    assert (await choose(scored, user("hi"), [WEATHER, FILES], "auto"))[0] == "list_files"
+
+
 async def test_after_a_tool_result_the_model_answers() -> None:
     msgs = [
         *user("list the folder docs"),
