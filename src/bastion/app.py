@@ -37,11 +37,6 @@ if TYPE_CHECKING:
     from bastion.tools.builtin.web import DirectFetcher as DirectFetcherT
 
 
-#: The browser tools, removed from the registry when the browser is off.
-BROWSER_TOOLS = ("browser_navigate", "browser_click", "browser_type", "browser_read",
-                 "browser_screenshot", "browser_close_session")
-
-
 @dataclass
 class App:
     """Everything one bastion process needs, assembled once."""
@@ -127,9 +122,11 @@ def build_registry(config: Config) -> ToolRegistry:
     load_entry_point_tools(registry)
     if not len(registry):  # running from a source tree without installed metadata
         from bastion.tools.builtin import builtin_tools
+        from bastion.tools.builtin.browser import browser_tools
 
         for t in builtin_tools():
             registry.add(t)
+        registry.add_toolset(browser_tools())
     return registry
 
 
@@ -301,11 +298,12 @@ def _wire_browser(config: Config, workspace: Path, registry: ToolRegistry, env: 
                   gateway: Gateway, security: Security, redactor: Redactor
                   ) -> BrowserManager | None:
     """Lend browser sessions to the browser tools (chromium starts on first use), or drop them."""
+    from bastion.tools.builtin.browser import BROWSER_TOOLSET
+
     if not config.browser.enabled:
-        for name in BROWSER_TOOLS:
-            registry.remove(name)
+        registry.remove_toolset(BROWSER_TOOLSET)
         return None
-    if not any(name in registry for name in BROWSER_TOOLS):
+    if not registry.toolset(BROWSER_TOOLSET):
         return None
     from bastion.security.browser.setup import attach as attach_browser
     from bastion.security.browser.setup import build_browser

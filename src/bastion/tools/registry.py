@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from bastion.errors import ToolNotFoundError
@@ -12,13 +13,50 @@ from bastion.tools.base import Tool
 ENTRY_POINT_GROUP = "bastion.tools"
 
 
+@dataclass(frozen=True, slots=True)
+class Toolset:
+    """Tools that come and go together under one name (the browser tools, a plugin's tools).
+
+    Iterating a toolset yields its tools, so code that takes a list of tools takes one too.
+    """
+
+    name: str
+    tools: tuple[Tool, ...]
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self.tools)
+
+    def filtered(self, only: Iterable[str]) -> Toolset:
+        """Return the toolset with only the named tools."""
+        keep = set(only)
+        return Toolset(self.name, tuple(t for t in self.tools if t.name in keep))
+
+
 class ToolRegistry:
     """Named tools; toolsets (MCP servers, plugins) add to it the same way built-ins do."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._toolsets: dict[str, list[str]] = {}
         for t in tools:
             self.add(t)
+
+    def add_toolset(self, toolset: Toolset, *, replace: bool = False) -> None:
+        """Register every tool of ``toolset`` and remember them under its name."""
+        for tool in toolset:
+            self.add(tool, replace=replace)
+        self._toolsets.setdefault(toolset.name, []).extend(t.name for t in toolset)
+
+    def remove_toolset(self, name: str) -> list[str]:
+        """Unregister the tools of toolset ``name``; return their names (none if absent)."""
+        names = self._toolsets.pop(name, [])
+        for tool_name in names:
+            self.remove(tool_name)
+        return names
+
+    def toolset(self, name: str) -> list[str]:
+        """Return the names of the registered tools of toolset ``name``."""
+        return [n for n in self._toolsets.get(name, []) if n in self._tools]
 
     def add(self, tool: Tool, *, replace: bool = False) -> None:
         """Register ``tool``; names are unique unless ``replace``."""
@@ -62,13 +100,16 @@ class ToolRegistry:
 def load_entry_point_tools(registry: ToolRegistry) -> ToolRegistry:
     """Add every tool advertised under the ``bastion.tools`` entry-point group.
 
-    An entry point may name a :class:`Tool`, an iterable of tools, or a zero-argument
-    callable returning either.
+    An entry point may name a :class:`Tool`, an iterable of tools, a :class:`Toolset`, or a
+    zero-argument callable returning one of them.
     """
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()
         if callable(obj) and not isinstance(obj, Tool):
             obj = obj()
+        if isinstance(obj, Toolset):
+            registry.add_toolset(obj.filtered(t.name for t in obj if t.name not in registry))
+            continue
         items = [obj] if isinstance(obj, Tool) else list(obj)
         for item in items:
             if item.name not in registry:

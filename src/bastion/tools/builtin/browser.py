@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 from bastion.errors import ToolError
-from bastion.tools.base import BrowserAccess, Risk, Tool, ToolContext, ToolOutput, tool
+from bastion.tools.base import BrowserAccess, Risk, ToolContext, ToolOutput, tool
 from bastion.tools.builtin._paths import write_new_file
+from bastion.tools.registry import Toolset
 
 
 def _browser(ctx: ToolContext) -> BrowserAccess:
@@ -102,10 +103,14 @@ async def browser_close_session(ctx: ToolContext) -> ToolOutput:
     return ToolOutput("browser session closed" if closed else "no browser session was open")
 
 
-def browser_tools() -> list[Tool]:
-    """Return the six browser tools (registered through the ``bastion.tools`` entry point)."""
-    return [browser_navigate, browser_click, browser_type, browser_read, browser_screenshot,
-            browser_close_session]
+#: The toolset's name: the app removes the whole set when ``browser.enabled`` is off.
+BROWSER_TOOLSET = "browser"
 
 
-__all__ = ["browser_tools"]
+def browser_tools() -> Toolset:
+    """Return the six browser tools as one toolset (the ``bastion.tools`` entry point)."""
+    return Toolset(BROWSER_TOOLSET, (browser_navigate, browser_click, browser_type,
+                                     browser_read, browser_screenshot, browser_close_session))
+
+
+__all__ = ["BROWSER_TOOLSET", "browser_tools"]
