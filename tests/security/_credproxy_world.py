@@ -48,6 +48,7 @@ lock = threading.Lock()
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real API servers do (else 40 ms delayed-ACK stalls)
     def log_message(self, *a): pass
     def _serve(self):
         n = int(self.headers.get("content-length") or 0)

@@ -149,6 +149,7 @@ class CredentialProxy:
     scanner: Any = None
     port: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    connects: int = 0  # upstream connections opened (keep-alive reuse shows here)
 
     def __post_init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="bastion-ca-"))  # 0700: holds the CA key
@@ -197,7 +198,7 @@ class CredentialProxy:
             try:
                 if self.upstream_netns:
                     _nsjoin.enter(self.upstream_netns)
-                loop = asyncio.new_event_loop()
+                loop = _Loop(self)
                 self._loop = loop
                 self._dns_lock = asyncio.Lock()
                 self._server = loop.run_until_complete(
@@ -363,12 +364,20 @@ class CredentialProxy:
             {"content-type": "text/plain", "x-bastion-refused": rule})
 
     # ---- resolution and onward connection ---------------------------------------------
-    async def _server_connect(self, data: Any) -> None:
+    def _server_connect(self, data: Any) -> None:
+        self.connects += 1
         srv = data.server
-        host, port = srv.address
-        host = str(host).lower().rstrip(".")
         if srv.sni is None and srv.tls:
-            srv.sni = host
+            srv.sni = str(srv.address[0]).lower().rstrip(".")
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` through the sandbox's dnsmasq; keep allowed addresses only.
+
+        The proxy's event loop uses this for every connection it opens (its
+        ``getaddrinfo``), so the connection keeps its host name (and is reused by later
+        requests) while it goes to an address the sandbox's own resolver handed out.
+        """
+        host = host.lower().rstrip(".")
         try:
             addrs = [str(ipaddress.ip_address(host.strip("[]")))]
         except ValueError:
@@ -377,9 +386,7 @@ class CredentialProxy:
             ipaddress.ip_address(a) in ipaddress.ip_network(c) for c in self.policy.rule.cidrs)]
         if not ok:
             self._refuse(R_RESOLVE, host=host, port=port)
-            srv.error = f"bastion egress: {host} did not resolve to an allowed address"
-            return
-        srv.address = (ok[0], port)
+        return ok
 
     async def _resolve(self, name: str) -> list[str]:
         now = time.monotonic()
@@ -670,7 +677,10 @@ def _looks_http(data: bytes) -> bool:
 
 
 def _listener() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so (with proto 0,
+    # Nagle plus the client's delayed ACK cost ~40 ms per kept-alive request)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", 0))
     s.listen(256)
@@ -691,6 +701,23 @@ def _front_socket() -> socket.socket:
     s.bind((DNS_FRONT, 53))
     s.setblocking(False)
     return s
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """The proxy's event loop: names resolve through the sandbox's resolver only."""
+
+    def __init__(self, proxy: CredentialProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
+                          proto: int = 0, flags: int = 0) -> Any:
+        """Return the allowed addresses of ``host`` (raise when there is none)."""
+        addrs = await self.proxy.addresses(str(host), int(port))
+        if not addrs:
+            raise socket.gaierror(socket.EAI_NONAME, f"bastion egress: {host} is not allowed")
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM,
+                 socket.IPPROTO_TCP, "", (a, int(port))) for a in addrs]
 
 
 class _DnsFront(asyncio.DatagramProtocol):

@@ -1,0 +1,164 @@
+"""What bastion's egress proxy (credential swap + inspection) adds, against direct HTTPS.
+
+    sudo python bench/egress_proxy.py [--requests 300] [--mb 10]
+
+Runs as root in namespaces it makes (the private internet of
+``tests/security/_credproxy_world.py``: a real HTTPS server with its own CA). bastion's egress
+namespace is started with its proxy (a bound secret for ``api.test``), and one client inside
+that namespace measures, alternating direct and proxied so load drifts hit both alike:
+
+1. latency of one HTTPS GET on a kept-alive connection (direct to the server vs through the
+   proxy, the placeholder in ``Authorization`` swapped on every request): p50/p99 and the
+   added p50;
+2. a ``--mb`` MB download: throughput direct vs through the proxy, and their ratio.
+
+Targets (issue 18): added p50 <= 2 ms per request; proxied throughput >= 0.8x direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+CLIENT = r"""
+import http.client, json, os, ssl, statistics, sys, time
+proxy_port, ca, proxy_ca, token, n, size = sys.argv[1:7]
+n, size = int(n), int(size)
+direct_ctx = ssl.create_default_context(cafile=ca)
+proxy_ctx = ssl.create_default_context(cafile=proxy_ca)
+
+def conn(proxied):
+    if proxied:
+        c = http.client.HTTPSConnection("127.0.0.1", int(proxy_port), context=proxy_ctx,
+                                        timeout=60)
+        c.set_tunnel("api.test", 443)
+    else:
+        c = http.client.HTTPSConnection("api.test", 443, context=direct_ctx, timeout=60)
+    return c
+
+def get(c, path, auth):
+    c.request("GET", path, headers={"Authorization": auth} if auth else {})
+    r = c.getresponse()
+    body = r.read()
+    assert r.status == 200, r.status
+    return len(body)
+
+out = {}
+cs = {False: conn(False), True: conn(True)}
+for p in (False, True):  # handshakes and first requests outside the timing
+    get(cs[p], "/warm", "Bearer " + token)
+lat = {False: [], True: []}
+for _ in range(n):
+    for p in (False, True):
+        t = time.perf_counter()
+        get(cs[p], "/echo", "Bearer " + token)
+        lat[p].append((time.perf_counter() - t) * 1000)
+for p, name in ((False, "direct"), (True, "proxied")):
+    xs = sorted(lat[p])
+    out[name] = {"p50": statistics.median(xs), "p99": xs[int(len(xs) * 0.99) - 1]}
+thr = {False: [], True: []}
+for _ in range(3):
+    for p in (False, True):
+        c = conn(p)
+        get(c, "/warm", None)
+        t = time.perf_counter()
+        got = get(c, f"/big?n={size}", None)
+        thr[p].append(got / (time.perf_counter() - t) / 1e6)
+        c.close()
+out["mb_s"] = {"direct": max(thr[False]), "proxied": max(thr[True])}
+print(json.dumps(out))
+"""
+
+
+def measure(directory: Path, requests: int, megabytes: int) -> dict[str, object]:
+    """Run inside the stand-in host namespace: bastion's egress network and the client."""
+    from bastion.security.egress.credproxy import CredentialProxy, ProxyPolicy
+    from bastion.security.egress.netns import EgressNetwork
+    from bastion.security.egress.rules import TABLE, EgressRule
+    from bastion.security.egress.uplink import HostUplinkSpec
+    from bastion.security.scanner import SecretScanner
+    from bastion.security.secrets.bound import Binding, PlaceholderBook
+
+    token = "ghp_" + "b" * 36
+    book = PlaceholderBook()
+    placeholder = book.issue(Binding("bench", "GH_TOKEN", "secret://env/gh",
+                                     (("api.test", 443),), "Authorization"), token)
+    rule = EgressRule.create(["api.test"], [], [443], name="bench")
+    proxy = CredentialProxy("bench", ProxyPolicy(rule), book, scanner=SecretScanner([token]))
+    net = EgressNetwork(rule, HostUplinkSpec(dns=("10.200.0.53",)), subject="bench",
+                        proxy=proxy).start()
+    try:
+        # the direct path, for comparison only: let the client reach the server itself
+        subprocess.run(["ip", "netns", "exec", net.name, "nft", "insert", "rule", "inet", TABLE,
+                        "out", "ip", "daddr", "93.184.215.20", "tcp", "dport", "443", "accept"],
+                       check=True)
+        hosts = directory / "hosts"
+        hosts.write_text("93.184.215.20 api.test\n")
+        proc = subprocess.run(
+            ["unshare", "--mount", "--", "sh", "-c",
+             f"mount --bind {hosts} /etc/hosts && exec nsenter --net={net.netns_path} -- "
+             f"{sys.executable} -c \"$CLIENT\" {proxy.port} {directory / 'ca.pem'} "
+             f"{proxy.ca_file} {placeholder} {requests} {megabytes * 1_000_000}"],
+            env={**os.environ, "CLIENT": CLIENT}, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+        swaps = sum(1 for e in proxy.events if e["kind"] == "secret_swap")
+        result["swaps"] = swaps
+        result["connects"] = proxy.connects
+        return result
+    finally:
+        net.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--mb", type=int, default=10)
+    ap.add_argument("--inside", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inside:  # the second stage, in the stand-in host namespace
+        print(json.dumps(measure(Path(args.inside), args.requests, args.mb)))
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces, nftables): sudo python "
+                         "bench/egress_proxy.py")
+    from tests.security._credproxy_world import make_world
+
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    with make_world(Path(tempfile.mkdtemp(prefix="bench-egress-"))) as world:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+               "SSL_CERT_FILE": str(world.ca)}
+        proc = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{world.host}", "--", sys.executable, __file__,
+             "--inside", str(world.directory), "--requests", str(args.requests),
+             "--mb", str(args.mb)], env=env, capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+    d, p, mb = res["direct"], res["proxied"], res["mb_s"]
+    added = p["p50"] - d["p50"]
+    print(f"HTTPS GET, kept-alive, {args.requests} each (alternating):")
+    print(f"  direct   p50 {d['p50']:.2f} ms  p99 {d['p99']:.2f} ms")
+    print(f"  proxied  p50 {p['p50']:.2f} ms  p99 {p['p99']:.2f} ms   ({res['swaps']} swaps, "
+          f"{res['connects']} upstream connections)")
+    print(f"  added p50 {added:.2f} ms (target <= 2 ms: {'ok' if added <= 2 else 'MISSED'}); "
+          f"ratio {p['p50'] / d['p50']:.2f}x")
+    ratio = mb["proxied"] / mb["direct"]
+    print(f"{args.mb} MB download: direct {mb['direct']:.1f} MB/s, proxied "
+          f"{mb['proxied']:.1f} MB/s, ratio {ratio:.2f}x "
+          f"(target >= 0.8x: {'ok' if ratio >= 0.8 else 'MISSED'})")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
