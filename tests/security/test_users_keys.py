@@ -376,3 +376,31 @@ def test_token_quota_refuses_the_next_turn_and_survives_a_restart(served: Served
         r = httpx.post(f"{again}/v1/sessions/tom-2/messages", headers=H, timeout=300,
                        json={"content": "new day?", "stream": False})
         assert r.status_code == 429  # the counters are on disk, not in the old process
+
+
+def test_the_voice_websocket_takes_the_same_keys_and_scopes(served: Served) -> None:
+    from tests.security.test_f21_api_tokens import _ws_accepted
+
+    url = served.base.replace("http://", "ws://") + "/v1/voice/ws"
+    chat_key, _ = _new_key(served.home, "bob", "chat")
+    no_chat, _ = _new_key(served.home, "bob", "sessions:read")
+    revoked, revoked_id = _new_key(served.home, "bob", "chat")
+    _store_do(served.home, "revoke", revoked_id)
+    assert _ws_accepted(url, additional_headers={"Authorization": f"Bearer {chat_key}"})
+    assert _ws_accepted(url, subprotocols=["bastion", f"bastion.token.{chat_key}"])
+    assert not _ws_accepted(url, additional_headers={"Authorization": f"Bearer {no_chat}"})
+    assert not _ws_accepted(url, subprotocols=["bastion", f"bastion.token.{revoked}"])
+
+
+def test_tool_call_quota_is_counted_at_the_gateway(served: Served) -> None:
+    key = _limited_key(served, "tess", Quota(tool_calls="1/day"))
+    H = {"Authorization": f"Bearer {key}"}  # noqa: N806
+    with httpx.Client(base_url=served.base, headers=H, timeout=300) as api:
+        r = api.post("/v1/sessions/tess-1/messages",
+                     json={"content": "count files please", "stream": False})
+        assert r.status_code == 200, r.text
+        assert [s["name"] for s in r.json()["tool_steps"]] == ["list_files"]
+        r = api.post("/v1/sessions/tess-1/messages",
+                     json={"content": "count files again", "stream": False})
+        assert r.status_code == 429
+        assert "tool calls quota (1 per day)" in r.json()["error"]["message"]
