@@ -223,13 +223,21 @@ def session_owner_error(app: App, key: str, fix: str = SESSION_FIX) -> ApiError 
     sessions other users have. The local CLI and an admin's ``all_users`` see every session.
     """
     who = owner_filter()
-    store = getattr(app.memory, "store", None)
-    if who is None or store is None:
+    if who is None:
         return None
-    owner = store.owner_of(key)
+    owner = owner_of(app, key)
     if owner is None or owner == who:
         return None
     return ApiError(404, f"no session {key}", code="session_not_found", fix=fix)
+
+
+def owner_of(app: App, key: str) -> str | None:
+    """Return who owns session ``key`` (persistent or in-process memory; ``None``: nobody)."""
+    lookup = getattr(app.memory, "owner_of", None)
+    if lookup is None:
+        lookup = getattr(getattr(app.memory, "store", None), "owner_of", None)
+    owner = lookup(key) if lookup is not None else None
+    return owner if isinstance(owner, str) else None
 
 
 def check_session_owner(app: App, key: str, fix: str = SESSION_FIX) -> None:
@@ -247,10 +255,7 @@ def may_approve(app: App, session_id: str | None) -> bool:
     principal = current()
     if principal is None or principal.all_users or "approver" in principal.roles:
         return True
-    store = getattr(app.memory, "store", None)
-    if session_id is None or store is None:
-        return False
-    return bool(store.owner_of(session_id) == principal.user)
+    return session_id is not None and owner_of(app, session_id) == principal.user
 
 
 def token_error(conn: HTTPConnection) -> Exception | None:
