@@ -7,12 +7,18 @@ an age (``30s``, ``30m``, ``2h``, ``7d``, ``2w``).
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bastion.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A number or an age, a date, an RFC 3339 date-time (what the API documents in
+# bastion.server.contract.TIME_SCHEMA), and the CLI's local date-time to the minute or second.
+_NUMBER = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)([smhdw]?)")
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?"
+                  r"(?:Z|[+-][0-9]{2}:[0-9]{2})?)?)?", re.IGNORECASE)
 FORMS = "Unix seconds, 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d"
 
 
@@ -23,13 +29,18 @@ def parse_time(text: str | float | None, *, now: float | None = None) -> float |
     if isinstance(text, (int, float)):
         return float(text)
     text = text.strip()
-    if text[-1:] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
-        return (time.time() if now is None else now) - float(text[:-1]) * _UNITS[text[-1]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
+    number = _NUMBER.fullmatch(text)
+    if number and number[2]:
+        return (time.time() if now is None else now) - float(number[1]) * _UNITS[number[2]]
+    if number:
+        return float(number[1])
+    if not _ISO.fullmatch(text):
+        raise ConfigError(f"cannot read the time {text!r}", fix=f"use {FORMS}")
+    try:  # RFC 3339 allows a lower-case t/z and a leap second (:60, read as :59)
+        when = datetime.fromisoformat(re.sub(r"(T\d\d:\d\d):60", r"\1:59", text.upper()))
     except ValueError:
         raise ConfigError(f"cannot read the time {text!r}", fix=f"use {FORMS}") from None
+    try:
+        return when.timestamp()
+    except (ValueError, OverflowError):  # local time of a year the platform cannot convert
+        return when.replace(tzinfo=when.tzinfo or UTC).timestamp()

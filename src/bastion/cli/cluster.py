@@ -55,7 +55,7 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
         raise _NoServer() from None
     except httpx.HTTPError as exc:
         raise ClusterError(f"the bastion server at {url} failed: {exc}") from None
-    if resp.status_code == 404 and _code(resp) == "no_cluster":
+    if resp.status_code in (404, 409) and _code(resp) == "no_cluster":
         raise _NoClusterServer()
     raise_for_api_error(resp, ClusterError)
     return resp

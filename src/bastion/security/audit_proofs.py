@@ -94,7 +94,7 @@ def _rows(db: Path, lo: int | None = None, hi: int | None = None) -> list[tuple[
 def _tree(db: Path, key: bytes) -> tuple[list[tuple[Any, ...]], merkle.MerkleTree]:
     rows = _rows(db)
     if not rows:
-        raise AuditError("the audit log is empty", fix="run a tool first")
+        raise NotFoundError("the audit log is empty", fix="run a tool first")
     return rows, merkle.MerkleTree([_leaf(_salt(key, int(r[0])), str(r[12])) for r in rows])
 
 
@@ -166,7 +166,7 @@ def prove_count(db: Path, predicate: str, signer: Signer, *, first: int | None =
     window = [r for r in rows if lo <= int(r[0]) <= hi]
     if not window:
         span = f"{rows[0][0]}..{rows[-1][0]}"
-        raise AuditError(f"the log holds records {span}; none is in {first or ''}..{last or ''}",
+        raise NotFoundError(f"the log holds records {span}; none is in {first or ''}..{last or ''}",
                          fix=f"pick --first/--last within {span}, or leave them out for the "
                          "whole log")
     if len(window) > max_records:

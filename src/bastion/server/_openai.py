@@ -7,9 +7,10 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bastion.messages import ChatSettings, Message, ToolCall, ToolSpec
+from bastion.server.contract import ApiModel
 from bastion.server.errors import ApiError
 
 AGENT_MODEL = "bastion-agent"
@@ -17,7 +18,7 @@ SESSION_HEADER = "X-Bastion-Session"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
 
-class _Wire(BaseModel):
+class _Wire(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -56,6 +56,15 @@ def busy_sessions(conn: HTTPConnection) -> BusySessions:
     return reg
 
 
+def created_sessions(conn: HTTPConnection) -> set[tuple[str, str]]:
+    """Return the (owner, id) pairs made by ``POST /v1/sessions`` in this process."""
+    state = conn.app.state
+    created: set[tuple[str, str]] | None = getattr(state, "created_sessions", None)
+    if created is None:
+        created = state.created_sessions = set()
+    return created
+
+
 def check_session_id(session_id: str, param: str = "session_id") -> str:
     """Validate a session id from a client."""
     if not _SID.match(session_id):

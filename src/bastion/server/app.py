@@ -13,10 +13,13 @@ How to add routes (for every feature):
 3. In a route, get the assembled :class:`bastion.app.App` with a parameter ``app:
    BastionApp`` (``bastion.server.deps``; ``get_app(conn)`` is the plain function), or
    ``request.app.state.bastion``.
-4. Fail by raising :class:`bastion.server.errors.ApiError` (status, one-line message, code,
-   fix) or any :class:`bastion.errors.BastionError` (mapped: 400 user mistakes, 401 auth,
-   403 policy, 404 ``NotFoundError``, 502 model, 503 unavailable component). Every error is
-   a JSON body ``{"error": {"message", "type", "code", "param", "fix"}}``; never a traceback.
+4. Document what a route answers with ``bastion.server.contract`` (``errors(404, 409)``,
+   ``sse(...)``, ``media(...)``; 401/503 and 422 are added for you); a switched-off feature
+   raises ``feature_off(...)`` (409 with the setting). Fail by raising
+   :class:`bastion.server.errors.ApiError` (status, one-line message, code, fix) or any
+   :class:`bastion.errors.BastionError` (mapped: 400 user mistakes, 401 auth, 403 policy,
+   404 ``NotFoundError``, 502 model, 503 unavailable component). Every error is a JSON body
+   ``{"error": {"message", "type", "code", "param", "fix"}}``; never a traceback.
 5. Stream with ``bastion.server.sse`` (``sse_event``/``sse_data``/``sse_response``), turn
    agent events into JSON with ``bastion.server.events.event_payload``, and pass any text
    you send through ``app.redactor`` (``StreamRedactor`` for deltas).
@@ -36,9 +39,11 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import compile_path
 
 from bastion import __version__
 from bastion.server._turns import BusySessions
+from bastion.server.contract import AUTH_ERRORS, install_openapi
 from bastion.server.deps import TokenGate, require_token
 from bastion.server.errors import install_error_handlers
 from bastion.server.headers import SecurityHeaders
@@ -97,6 +102,14 @@ def _claim_routes(seen: dict[tuple[str, str], str], router: APIRouter, owner: st
             seen[key] = owner
 
 
+def _route_methods(seen: dict[tuple[str, str], str]) -> list[tuple[re.Pattern[str], set[str]]]:
+    by_path: dict[str, set[str]] = {}
+    for method, path in seen:
+        if method != "WEBSOCKET":
+            by_path.setdefault(path, set()).add(method)
+    return [(compile_path(path)[0], methods) for path, methods in by_path.items()]
+
+
 def create_app(app: App | None = None, *, close_app: bool | None = None,
                allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """Return the API serving ``app`` (built from the config at start-up when ``None``).
@@ -141,6 +154,7 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
     api.state.busy_sessions = BusySessions()  # one running turn per session
     api.state.created_sessions = set()  # ids made by POST /v1/sessions, not yet used
     install_error_handlers(api)
+    install_openapi(api)
     seen: dict[tuple[str, str], str] = {}
     public_paths: list[re.Pattern[str]] = []
     for name in ROUTE_MODULES:
@@ -156,7 +170,9 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
         router = getattr(module, "router", None)
         if router is not None:
             _claim_routes(seen, router, name)
-            api.include_router(router, dependencies=[Depends(require_token)])
+            api.include_router(router, dependencies=[Depends(require_token)],
+                               responses=AUTH_ERRORS)
+    api.state.route_methods = _route_methods(seen)  # the Allow header of a 405
     api.add_middleware(TokenGate, public=lambda path: any(p.match(path) for p in public_paths))
     if allowed_hosts is not None:
         api.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))

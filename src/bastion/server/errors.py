@@ -208,17 +208,31 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 422, message, code="invalid_body", param=param)
 
 
+def allowed_methods(conn: HTTPConnection) -> list[str]:
+    """Return every method some route serves on this path.
+
+    Starlette's own ``Allow`` names only the first route matching the path, but several route
+    modules may serve one path (``GET /v1/sessions/{id}`` and ``DELETE`` of the same path);
+    ``create_app`` records every (path, methods) pair in ``state.route_methods``.
+    """
+    matches = [(regex.groups, served) for regex, served
+               in getattr(conn.app.state, "route_methods", ()) if regex.match(conn.url.path)]
+    fewest = min((n for n, _ in matches), default=0)  # /a/events before /a/{id}
+    return sorted({m for n, served in matches if n == fewest for m in served})
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
+        headers = {**headers, "Allow": ", ".join(allowed_methods(request))}
     else:
         message = str(exc.detail)
     return error_response(
-        request, exc.status_code, message, code=f"http_{exc.status_code}",
-        headers=dict(exc.headers or {}),
+        request, exc.status_code, message, code=f"http_{exc.status_code}", headers=headers,
     )
 
 

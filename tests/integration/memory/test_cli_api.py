@@ -126,7 +126,7 @@ def test_api_routes(embedder: SentenceEmbedder) -> None:
         ]})
         assert [f["status"] for f in r.json()["data"]] == ["added", "added"]
         bad = client.post("/v1/ingest", headers=auth, json={"documents": [{"name": "x.md"}]})
-        assert bad.status_code == 400
+        assert bad.status_code == 422  # neither content nor content_base64: the schema's oneOf
         knowledge = client.get("/v1/knowledge", headers=auth).json()["data"]
         assert len(knowledge) == 2
         hits = client.post("/v1/search", json={"query": "when does the ferry leave"},

@@ -19,17 +19,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Path
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from bastion.app import App
 from bastion.security.hitl.manager import ApprovalManager
 from bastion.security.identity import current
+from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import record_keys, session_names
+from bastion.server.contract import ApiModel, errors, sse
 from bastion.server.deps import BastionApp, may_approve
 from bastion.server.errors import ApiError
 from bastion.server.headers import static_page
@@ -37,6 +39,7 @@ from bastion.server.sse import sse_event, sse_response
 from bastion.tools.base import Risk
 
 T = TypeVar("T")
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
 
 @asynccontextmanager
@@ -56,7 +59,7 @@ router = APIRouter(prefix="/v1/approvals", tags=["approvals"], lifespan=_lifespa
 public_router = APIRouter(tags=["approvals"])
 
 
-class Decision(BaseModel):
+class Decision(ApiModel):
     """``POST /v1/approvals/{id}``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -65,7 +68,7 @@ class Decision(BaseModel):
     scope: Literal["once", "session"] = "once"
 
 
-class Threshold(BaseModel):
+class Threshold(ApiModel):
     """``PUT /v1/approvals/thresholds/{session_id}``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -74,11 +77,13 @@ class Threshold(BaseModel):
 
 def _manager(app: App) -> ApprovalManager:
     if app.hitl is None:
-        raise ApiError(503, "approvals are not available in this app", code="no_approvals")
+        raise ApiError(409, "approvals are not available in this app", code="no_approvals",
+                       fix="serve an app assembled by build_app() (bastion serve) or give "
+                       "App an ApprovalManager")
     return app.hitl
 
 
-@router.get("", summary="Pending approvals and session rules")
+@router.get("", summary="Pending approvals and session rules", responses=errors(409))
 async def list_pending(app: BastionApp, session_id: str | None = None
                        ) -> dict[str, Any]:
     """Return the requests waiting for a decision (oldest first)."""
@@ -100,20 +105,36 @@ async def list_pending(app: BastionApp, session_id: str | None = None
     }
 
 
-@router.get("/events", summary="Approval events (SSE)", response_model=None)
+@router.get("/events", summary="Approval events (SSE)", response_model=None,
+            responses=sse("SSE: ready (subscribed), then approval_pending (those waiting now "
+                          "first) and "
+                          "approval_resolved events until the client disconnects") | errors(409))
 async def approval_events(app: BastionApp) -> Response:
-    """Stream ``approval_pending`` and ``approval_resolved`` events."""
+    """Stream ``ready`` (subscribed), then ``approval_pending`` and ``approval_resolved``."""
     m = _manager(app)
 
     async def stream() -> AsyncIterator[str]:
-        async for ev in m.events():
-            if may_approve(app, ev.get("session_id")):  # others' approvals are not shown
-                yield sse_event(ev["type"], ev)
+        events = m.events()
+        nxt = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)  # the subscription is registered before "ready" is sent
+        try:
+            yield sse_event("ready", {"type": "ready"})
+            while True:
+                ev = await nxt
+                if may_approve(app, ev.get("session_id")):  # others' approvals are not shown
+                    yield sse_event(ev["type"], ev)
+                nxt = asyncio.ensure_future(anext(events))
+        finally:
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+            with contextlib.suppress(BaseException):
+                await events.aclose()  # type: ignore[attr-defined]
 
     return sse_response(stream())
 
 
-@router.get("/{approval_id}", summary="One pending approval")
+@router.get("/{approval_id}", summary="One pending approval", responses=errors(404, 409))
 async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
     """Return one pending request."""
     p = _manager(app).get(approval_id)
@@ -123,7 +144,8 @@ async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
     return p.to_dict(app.redactor)
 
 
-@router.post("/{approval_id}", summary="Approve or deny a pending tool call")
+@router.post("/{approval_id}", summary="Approve or deny a pending tool call",
+             responses=errors(404, 409))
 async def decide(approval_id: str, body: Decision, app: BastionApp
                  ) -> dict[str, Any]:
     """Decide a pending request (its session's owner or an approver); audited with who."""
@@ -139,8 +161,9 @@ async def decide(approval_id: str, body: Decision, app: BastionApp
     return {"id": approval_id, "approved": body.approve, "scope": body.scope}
 
 
-@router.put("/thresholds/{session_id}", summary="Set a session's approval threshold")
-async def set_threshold(session_id: str, body: Threshold, app: BastionApp
+@router.put("/thresholds/{session_id}", summary="Set a session's approval threshold",
+            responses=errors(409))
+async def set_threshold(session_id: SessionId, body: Threshold, app: BastionApp
                         ) -> dict[str, Any]:
     """Ask for approval of calls at or above ``risk`` in this session (its name or id)."""
     m = _manager(app)

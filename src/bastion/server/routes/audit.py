@@ -12,27 +12,29 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from bastion.security.audit_csv import write_csv
 from bastion.server._turns import record_keys, session_names
+from bastion.server.contract import TIME_SCHEMA, errors, media
 from bastion.server.deps import BastionApp
 from bastion.timespec import parse_time
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+Time = Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)]
 
 
-@router.get("/events", summary="Audit records, newest first")
+@router.get("/events", summary="Audit records, newest first", responses=errors(400))
 async def events(
     app: BastionApp,
     kind: str | None = None,
     session_id: str | None = Query(default=None, description="a session's id or name"),
     tool: str | None = None,
-    decision: str | None = None, actor: str | None = None, since: str | None = None,
-    until: str | None = None, limit: int = Query(default=100, ge=1, le=10_000),
+    decision: str | None = None, actor: str | None = None, since: Time = None,
+    until: Time = None, limit: int = Query(default=100, ge=1, le=10_000),
     model: str | None = Query(default=None, description="model requests answered by this "
                               "model: sha256 (8+ hex digits), server URL or model id"),
     user: str | None = Query(default=None, description="records of this user's API requests"),
@@ -62,12 +64,14 @@ async def verify(app: BastionApp) -> dict[str, Any]:
     return rep.to_dict()  # ok, checked, first_bad, reason, ... head_seq, pinned, external_seq
 
 
-@router.get("/export", summary="Export records as JSON lines or CSV", response_model=None)
+@router.get("/export", summary="Export records as JSON lines or CSV", response_model=None,
+            responses=media("records, oldest first", "application/x-ndjson", "text/csv")
+            | errors(400))
 async def export(
     app: BastionApp,
     fmt: Literal["jsonl", "csv"] = Query(default="jsonl", alias="format"),
     kind: str | None = None, session_id: str | None = None, tool: str | None = None,
-    since: str | None = None, until: str | None = None,
+    since: Time = None, until: Time = None,
     limit: int = Query(default=100_000, ge=1, le=1_000_000),
 ) -> PlainTextResponse:
     """Return the records oldest first."""

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from bastion.errors import NotFoundError
+from bastion.server.contract import errors
 from bastion.server.deps import BastionApp
 
 router = APIRouter(prefix="/v1/browser", tags=["browser"])
@@ -23,7 +24,8 @@ async def sessions(app: BastionApp) -> dict[str, Any]:
             "sandbox_problem": manager.sandbox_problem, "sessions": manager.sessions()}
 
 
-@router.delete("/sessions/{session_id}", summary="Close one browser session")
+@router.delete("/sessions/{session_id}", summary="Close one browser session",
+               responses=errors(404))
 async def close(session_id: str, app: BastionApp) -> dict[str, Any]:
     """Close the session's browser context (cookies, logins and pages go with it)."""
     if app.browser is None or not await app.browser.close(session_id):

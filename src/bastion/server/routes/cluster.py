@@ -10,14 +10,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from bastion.app import App
 from bastion.cluster.admin import NodeIn, add_node, drain_node, remove_node
 from bastion.cluster.metrics import CONTENT_TYPE
 from bastion.cluster.model import ClusterModel, find_cluster
+from bastion.server.contract import ApiModel, errors, feature_off, media
 from bastion.server.deps import get_app
-from bastion.server.errors import ApiError
 from bastion.telemetry.metrics import METRICS
 
 router = APIRouter(tags=["cluster"])
@@ -26,7 +26,7 @@ AppDep = Annotated[App, Depends(get_app)]
 NodeName = Annotated[str, Path(min_length=1, max_length=63, description="node name")]
 
 
-class DrainBody(BaseModel):
+class DrainBody(ApiModel):
     """``POST /v1/cluster/nodes/{name}/drain``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -37,18 +37,13 @@ class DrainBody(BaseModel):
 async def _cluster(app: App) -> ClusterModel:
     cluster = find_cluster(app.model)
     if cluster is None:
-        raise ApiError(
-            404,
-            "cluster routing is not enabled",
-            code="no_cluster",
-            fix="bastion config set model.backend cluster, then restart bastion serve (nodes: "
-            "bastion cluster add NAME URL --save, or cluster.discovery)",
-        )
+        raise feature_off("cluster routing", "model.backend: cluster", code="no_cluster")
     await cluster.start()  # background health checks and discovery run from the first call
     return cluster
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses=media("Prometheus text format", "text/plain"))
 async def metrics(app: AppDep) -> Response:
     """Return the process metrics, then the cluster's per-node ones when it routes.
 
@@ -62,25 +57,28 @@ async def metrics(app: AppDep) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-@router.get("/v1/cluster", summary="Cluster status")
+@router.get("/v1/cluster", summary="Cluster status", responses=errors(409))
 async def status(app: AppDep) -> dict[str, object]:
     """Nodes with health, breaker state, load, latency and speed."""
     return (await _cluster(app)).status()
 
 
-@router.post("/v1/cluster/nodes", status_code=201, summary="Add a node now")
+@router.post("/v1/cluster/nodes", status_code=201, summary="Add a node now",
+             responses=errors(409), operation_id="add_cluster_node")
 async def add(body: NodeIn, app: AppDep) -> dict[str, object]:
     """Add a node at runtime (not saved to the config file)."""
     return add_node(await _cluster(app), body)
 
 
-@router.delete("/v1/cluster/nodes/{name}", summary="Remove a node now")
+@router.delete("/v1/cluster/nodes/{name}", summary="Remove a node now",
+               responses=errors(404, 409), operation_id="remove_cluster_node")
 async def remove(name: NodeName, app: AppDep) -> dict[str, object]:
     """Remove a node; calls in flight on it fail over to other nodes."""
     return remove_node(await _cluster(app), name)
 
 
-@router.post("/v1/cluster/nodes/{name}/drain", summary="Drain or resume a node")
+@router.post("/v1/cluster/nodes/{name}/drain", summary="Drain or resume a node",
+             responses=errors(404, 409), operation_id="drain_cluster_node")
 async def drain(
     name: NodeName, app: AppDep, body: DrainBody | None = None
 ) -> dict[str, object]:

@@ -12,6 +12,7 @@ from bastion import __version__
 from bastion.app import App
 from bastion.server._completions import chat_completions, model_names, unknown_model
 from bastion.server._openai import AGENT_MODEL, SESSION_HEADER, ChatCompletionRequest
+from bastion.server.contract import errors, sse
 from bastion.server.deps import BastionApp
 
 public_router = APIRouter(tags=["health"])
@@ -44,7 +45,7 @@ async def list_models(app: BastionApp) -> dict[str, Any]:
     return {"object": "list", "data": [_model_entry(n, app) for n in model_names(app)]}
 
 
-@router.get("/v1/models/{model_id}", summary="Describe one model")
+@router.get("/v1/models/{model_id}", summary="Describe one model", responses=errors(404))
 async def get_model(model_id: str, app: BastionApp) -> dict[str, Any]:
     """Return one model, or 404 with the list of models."""
     if model_id not in model_names(app):
@@ -56,6 +57,9 @@ async def get_model(model_id: str, app: BastionApp) -> dict[str, Any]:
     "/v1/chat/completions",
     summary="Chat completions (OpenAI-compatible; stream via SSE)",
     response_model=None,
+    responses=sse("a chat.completion object, or with stream: true SSE chunks "
+                  "(data: {chat.completion.chunk}, then data: [DONE])", json=True)
+    | errors(400, 404, 409, 502),
     openapi_extra={
         "parameters": [{
             "name": SESSION_HEADER, "in": "header", "required": False,

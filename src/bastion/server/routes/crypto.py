@@ -11,19 +11,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Path, Query
+from pydantic import ConfigDict, Field
 
 from bastion.config import paths
+from bastion.server.contract import ApiModel, errors, feature_off
 from bastion.server.deps import BastionApp
 
 router = APIRouter(tags=["crypto"])
+PREDICATE = r"^(denied|critical|error|(kind|tool|decision|risk):.+)$"
 
 
-@router.get("/v1/audit/proofs/{event_id}", summary="Signed inclusion proof for one record")
-async def inclusion_proof(app: BastionApp, event_id: int) -> dict[str, Any]:
+@router.get("/v1/audit/proofs/{event_id}", summary="Signed inclusion proof for one record",
+            responses=errors(404))
+async def inclusion_proof(app: BastionApp, event_id: Annotated[int, Path(ge=1, le=2**62)]
+                          ) -> dict[str, Any]:
     """Return a proof that discloses record ``event_id`` and nothing about the others."""
     from bastion.security.audit_proofs import prove_event
 
@@ -31,12 +35,23 @@ async def inclusion_proof(app: BastionApp, event_id: int) -> dict[str, Any]:
     return await asyncio.to_thread(prove_event, app.audit.path, event_id, app.audit.signer)
 
 
-@router.get("/v1/audit/count-proof", summary="Zero-knowledge count of matching records")
+RecordId = Annotated[int | None, Query(ge=1, le=2**62, description="audit record id (inclusive)")]
+
+
+@router.get("/v1/audit/count-proof", summary="Zero-knowledge count of matching records",
+            responses=errors(400, 404))
 async def count_proof(
-    app: BastionApp, predicate: str = "denied", first: int | None = None,
-    last: int | None = None,
+    app: BastionApp,
+    predicate: Annotated[str, Query(pattern=PREDICATE, description="denied, critical, error, "
+                                    "kind:KIND, tool:TOOL, decision:DECISION or risk:RISK")]
+    = "denied",
+    first: RecordId = None, last: RecordId = None,
 ) -> dict[str, Any]:
-    """Return a proof of how many records in the window match, hiding which ones."""
+    """Return a proof of how many records in the window match, hiding which ones.
+
+    404 when no record of the log is in ``[first, last]``; 400 when more than
+    ``crypto.proof_max_records`` are.
+    """
     from bastion.security.audit_proofs import prove_count
 
     app.audit.flush()
@@ -65,26 +80,28 @@ async def seal_status(app: BastionApp) -> dict[str, Any]:
     return status(paths.home() / "sealed.json")
 
 
-class RotateBody(BaseModel):
+class RotateBody(ApiModel):
     """A rotation request (the new value is generated unless given)."""
 
-    backend: str = "vault"
-    path: str
-    key: str = "value"
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["vault", "sops"] = "vault"
+    path: str = Field(min_length=1, max_length=500)
+    key: str = Field(default="value", min_length=1, max_length=200)
     value: str | None = Field(default=None, description="new value; default: 32 random bytes")
     emergency: bool = False
     grace_s: float = Field(default=3600.0, ge=0)
 
 
-@router.post("/v1/secrets/rotate", summary="Rotate a secret (zero-downtime or emergency)")
+@router.post("/v1/secrets/rotate", summary="Rotate a secret (zero-downtime or emergency)",
+             responses=errors(400, 404, 409))
 async def rotate(app: BastionApp, body: RotateBody) -> dict[str, Any]:
     """Rotate; never returns the values."""
     from bastion.security.secrets.rotation import Rotator
 
-    if app.secrets is None:
-        from bastion.server.errors import ApiError
-
-        raise ApiError(503, "no secret backends are configured", code="no_secrets")
+    if app.secrets is None or body.backend not in app.secrets.backends:
+        raise feature_off(f"the {body.backend} secret backend", f"secrets.{body.backend}",
+                          code="no_secrets")
     rot = Rotator(app.secrets.backends, paths.home() / "secrets" / "rotation.json",
                   audit=app.audit, resolver=app.secrets)
     result = await asyncio.to_thread(

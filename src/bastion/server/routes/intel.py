@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from bastion.server.contract import TIME_SCHEMA, errors, media
 from bastion.server.deps import BastionApp
 from bastion.server.headers import static_page
 from bastion.timespec import parse_time
@@ -53,9 +54,14 @@ async def intel_summary(app: BastionApp, hours: float = Query(default=24, gt=0, 
     return data
 
 
-@router.get("/report", summary="Compliance report", response_model=None)
+Time = Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)]
+
+
+@router.get("/report", summary="Compliance report", response_model=None,
+            responses=media("the report as JSON or Markdown", "text/markdown", json=True)
+            | errors(400))
 async def intel_report(
-    app: BastionApp, since: str | None = None, until: str | None = None,
+    app: BastionApp, since: Time = None, until: Time = None,
     fmt: Literal["json", "md", "markdown"] = Query(default="json", alias="format"),
 ) -> Any:
     """Return the compliance report for ``[since, until)`` (default: the last 7 days)."""

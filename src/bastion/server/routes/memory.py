@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bastion.app import App
 from bastion.memory.persistent import PersistentMemory
+from bastion.server._turns import created_sessions
+from bastion.server.contract import ApiModel, errors, feature_off, link, links, media
 from bastion.server.deps import get_app
 from bastion.server.errors import ApiError
 
@@ -31,7 +32,7 @@ AppDep = Depends(get_app)
 MAX_INGEST_BYTES = 25 * 1024 * 1024
 
 
-class _Body(BaseModel):
+class _Body(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -50,26 +51,49 @@ class SearchBody(_Body):
     documents: bool = Field(default=True, description="include ingested documents")
 
 
-class Document(_Body):
-    """One document to ingest: text ``content`` or ``content_base64`` (PDF)."""
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
+
+class _Document(_Body):
     name: str = Field(min_length=1, max_length=500, description="file name; its extension "
                       "picks the reader (.md, .html, .pdf, .py, .txt, ...)")
-    content: str | None = None
-    content_base64: str | None = None
+
+
+class TextDocument(_Document):
+    """A document given as text."""
+
+    content: str
+
+
+class Base64Document(_Document):
+    """A document given as bytes in base64 (PDF and other binary formats)."""
+
+    content_base64: str = Field(pattern=BASE64)
+
+
+Document = Annotated[TextDocument | Base64Document, Field(union_mode="left_to_right")]
+"""One document to ingest: exactly one of text ``content`` or ``content_base64``."""
+
+
+def _one_of(schema: dict[str, Any]) -> None:
+    items = schema["properties"]["documents"]["items"]
+    items["oneOf"] = items.pop("anyOf")  # extra fields are forbidden: at most one matches
 
 
 class IngestBody(_Body):
     """``POST /v1/ingest``."""
 
+    model_config = ConfigDict(json_schema_extra=_one_of)
+
     documents: list[Document] = Field(min_length=1, max_length=200)
 
 
-def _memory(app: App) -> PersistentMemory:
+def _memory(app: App, *, semantic: bool = False) -> PersistentMemory:
     mem = app.memory
     if not isinstance(mem, PersistentMemory):
-        raise ApiError(409, "memory is switched off on this server", code="memory_disabled",
-                       fix="set memory.enabled: true in bastion.yaml and restart")
+        raise feature_off("memory", "memory.enabled: true")
+    if semantic and not mem.config.semantic:
+        raise feature_off("semantic memory", "memory.semantic: true")
     return mem
 
 
@@ -79,7 +103,7 @@ def _exists(mem: PersistentMemory, key: str) -> None:
                        fix="list sessions with GET /v1/sessions")
 
 
-@router.get("/sessions", summary="List sessions")
+@router.get("/sessions", summary="List sessions", responses=errors(409))
 async def list_sessions(app: App = AppDep) -> dict[str, Any]:
     """Return every stored session, most recently used first."""
     mem = _memory(app)
@@ -87,7 +111,8 @@ async def list_sessions(app: App = AppDep) -> dict[str, Any]:
     return {"object": "list", "data": [r.to_dict() for r in rows]}
 
 
-@router.patch("/sessions/{session_id}", summary="Rename a session")
+@router.patch("/sessions/{session_id}", summary="Rename a session", responses=errors(404, 409),
+              operation_id="rename_session")
 async def rename_session(
     body: Rename, session_id: str = SessionKey, app: App = AppDep
 ) -> dict[str, Any]:
@@ -101,18 +126,24 @@ async def rename_session(
     return info.to_dict()
 
 
-@router.delete("/sessions/{session_id}", summary="Delete a session")
+@router.delete("/sessions/{session_id}", summary="Delete a session", responses=errors(404, 409),
+               operation_id="delete_session")
 async def delete_session(
-    session_id: str = SessionKey, app: App = AppDep
+    request: Request, session_id: str = SessionKey, app: App = AppDep
 ) -> dict[str, Any]:
     """Delete a session, its messages and their search entries."""
     mem = _memory(app)
     _exists(mem, session_id)
     info = await asyncio.to_thread(mem.delete, session_id)
+    gone = {session_id, info.id, info.name}
+    created = created_sessions(request)
+    created.difference_update({c for c in created if c[1] in gone})
     return {"deleted": True, **info.to_dict()}
 
 
-@router.get("/sessions/{session_id}/export", summary="Export a session", response_model=None)
+@router.get("/sessions/{session_id}/export", summary="Export a session", response_model=None,
+            responses=media("the session as JSON or Markdown", "text/markdown", json=True)
+            | errors(404, 409), operation_id="export_session")
 async def export_session(
     session_id: str = SessionKey,
     format: Literal["json", "markdown"] = FormatQuery,  # noqa: A002 - the public parameter
@@ -127,10 +158,11 @@ async def export_session(
     return Response(text, media_type="application/json")
 
 
-@router.post("/search", summary="Search messages and documents by meaning")
+@router.post("/search", summary="Search messages and documents by meaning",
+             responses=errors(404, 409))
 async def search(body: SearchBody, app: App = AppDep) -> dict[str, Any]:
     """Return the best matches with scores and where they came from."""
-    mem = _memory(app)
+    mem = _memory(app, semantic=True)
     if body.session is not None:
         _exists(mem, body.session)
     results = await asyncio.to_thread(
@@ -146,23 +178,19 @@ async def search(body: SearchBody, app: App = AppDep) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def _decode(doc: Document) -> bytes:
-    if (doc.content is None) == (doc.content_base64 is None):
-        raise ApiError(400, f"document {doc.name}: give exactly one of content, content_base64",
-                       code="invalid_document", param="documents")
-    if doc.content is not None:
+def _decode(doc: TextDocument | Base64Document) -> bytes:
+    if isinstance(doc, TextDocument):
         return doc.content.encode("utf-8")
-    try:
-        return base64.b64decode(doc.content_base64 or "", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, f"document {doc.name}: content_base64 is not valid base64",
-                       code="invalid_document", param="documents") from exc
+    return base64.b64decode(doc.content_base64, validate=True)  # the pattern checked it
 
 
-@router.post("/ingest", summary="Add documents to the knowledge base")
+@router.post("/ingest", summary="Add documents to the knowledge base",
+             responses=errors(409, 413), operation_id="ingest",
+             openapi_extra=links(200, {"remove_knowledge": link(
+                 "remove_knowledge", doc_id="$response.body#/data/0/source")}))
 async def ingest(body: IngestBody, app: App = AppDep) -> dict[str, Any]:
     """Chunk, embed and store documents; unchanged ones (same content hash) are skipped."""
-    mem = _memory(app)
+    mem = _memory(app, semantic=True)
     blobs = [(d.name, _decode(d)) for d in body.documents]
     if sum(len(b) for _, b in blobs) > MAX_INGEST_BYTES:
         raise ApiError(413, "documents are larger than 25 MiB in total", code="too_large")
@@ -180,7 +208,7 @@ async def ingest(body: IngestBody, app: App = AppDep) -> dict[str, Any]:
     return {"object": "list", "data": files}
 
 
-@router.get("/knowledge", summary="List ingested documents")
+@router.get("/knowledge", summary="List ingested documents", responses=errors(409))
 async def list_knowledge(app: App = AppDep) -> dict[str, Any]:
     """Return every ingested document."""
     mem = _memory(app)
@@ -188,12 +216,13 @@ async def list_knowledge(app: App = AppDep) -> dict[str, Any]:
     return {"object": "list", "data": [d.to_dict() for d in docs]}
 
 
-@router.delete("/knowledge/{doc_id}", summary="Remove an ingested document")
+@router.delete("/knowledge/{doc_id}", summary="Remove an ingested document",
+               responses=errors(404, 409), operation_id="remove_knowledge")
 async def remove_knowledge(
     doc_id: str = DocKey, app: App = AppDep
 ) -> dict[str, Any]:
     """Forget a document (by id or source name) and its chunks."""
-    mem = _memory(app)
+    mem = _memory(app, semantic=True)
     if mem.store.document(doc_id) is None:
         raise ApiError(404, f"no ingested document {doc_id}", code="document_not_found",
                        fix="list them with GET /v1/knowledge")

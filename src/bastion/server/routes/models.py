@@ -20,11 +20,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bastion.app import App
 from bastion.errors import BastionError
 from bastion.llm import store
+from bastion.server.contract import ApiModel, errors, sse
 from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 from bastion.server.sse import sse_event, sse_response
@@ -32,7 +33,7 @@ from bastion.server.sse import sse_event, sse_response
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-class PullBody(BaseModel):
+class PullBody(ApiModel):
     """``POST /v1/models/pull``: what to pull."""
 
     model_config = ConfigDict(extra="forbid")
@@ -56,7 +57,8 @@ async def list_pulled(app: BastionApp) -> dict[str, Any]:
     return {"object": "list", "data": [_entry(m, app) for m in store.installed()]}
 
 
-@router.delete("/pulled/{name}", summary="Delete an installed model (not the one in use)")
+@router.delete("/pulled/{name}", summary="Delete an installed model (not the one in use)",
+               responses=errors(404, 409))
 async def remove_pulled(name: str, app: BastionApp) -> dict[str, Any]:
     """Delete ``<home>/models/<name>``, as ``bastion model rm`` does; 409 for the model in use."""
     import shutil
@@ -81,7 +83,9 @@ def _token(app: App) -> str | None:
 
 
 @router.post("/pull", summary="Pull a GGUF model from the Hugging Face Hub (progress as SSE)",
-             response_class=StreamingResponse)
+             response_class=StreamingResponse,
+             responses=sse("SSE: progress events, then done (the manifest) or error (message, "
+                           "fix)"))
 async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
     """Stream ``progress`` events, then ``done`` with the manifest or ``error`` with the fix."""
     from bastion.hardware import detect, recommend

@@ -10,15 +10,16 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.requests import Request
 
+from bastion.server.contract import ApiModel
 from bastion.server.deps import BastionApp
 
 router = APIRouter(prefix="/v1/privacy", tags=["privacy"])
 
 
-class ScanBody(BaseModel):
+class ScanBody(ApiModel):
     """What to scan."""
 
     model_config = ConfigDict(extra="forbid")

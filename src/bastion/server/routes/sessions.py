@@ -11,6 +11,7 @@ export under ``/v1/sessions`` in its own route module).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,11 +19,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bastion.agent.loop import Agent
 from bastion.app import App
 from bastion.errors import BastionError
+from bastion.memory.persistent import PersistentMemory
 from bastion.messages import ChatSettings, Message
 from bastion.security.identity import owner_name
 from bastion.server._openai import SESSION_ID_PATTERN
@@ -30,9 +32,11 @@ from bastion.server._turns import (
     busy_error,
     busy_sessions,
     collect_turn,
+    created_sessions,
     make_agent,
     redacted_events,
 )
+from bastion.server.contract import ApiModel, errors, link, links, sse
 from bastion.server.deps import (
     SESSION_FIX,
     BastionApp,
@@ -45,10 +49,14 @@ from bastion.server.sse import sse_event, sse_response
 log = logging.getLogger("bastion.server")
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
+MAX_OFFSET = 2**62  # SQLite integers are 64-bit
+
+CREATED_ID = "$response.body#/id"
+
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
 
-class _Body(BaseModel):
+class _Body(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -68,12 +76,15 @@ class NewMessage(_Body):
 
 
 def _created(request: Request) -> set[tuple[str, str]]:
-    """Return the (owner, id) pairs made by POST /v1/sessions and not used yet."""
-    state = request.app.state
-    created: set[tuple[str, str]] | None = getattr(state, "created_sessions", None)
-    if created is None:
-        created = state.created_sessions = set()
-    return created
+    """Return the (owner, id) pairs made by POST /v1/sessions in this process."""
+    return created_sessions(request)
+
+
+async def _stored(app: App, sid: str) -> bool:
+    mem = app.memory
+    if isinstance(mem, PersistentMemory):
+        return await asyncio.to_thread(mem.store.session_id, sid) is not None
+    return bool(await mem.history(sid))
 
 
 def _message_json(app: App, m: Message) -> dict[str, Any]:
@@ -90,27 +101,35 @@ def _message_json(app: App, m: Message) -> dict[str, Any]:
     return out
 
 
-@router.post("", status_code=201, summary="Create a session")
+@router.post("", status_code=201, summary="Create a session", responses=errors(409),
+             operation_id="create_session", openapi_extra=links(201, {
+                 name: link(name, session_id=CREATED_ID)
+                 for name in ("get_session", "post_message", "list_undoable", "rename_session",
+                              "export_session", "delete_session")}))
 async def create_session(
     request: Request, app: BastionApp, body: NewSession | None = None
 ) -> dict[str, Any]:
     """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
     sid = body.id if body and body.id else Agent.new_session_id()
     created = _created(request)
-    if any(c[1] == sid for c in created) or await app.memory.history(sid) \
+    if any(c[1] == sid for c in created) or await _stored(app, sid) \
             or session_owner_error(app, sid) is not None:
         raise ApiError(409, f"session {sid} already exists", code="session_exists",
                        fix="choose another id, or omit it for a fresh one")
     created.add((owner_name(), sid))
+    if isinstance(app.memory, PersistentMemory):  # listed, renamed and deleted like any other
+        await app.memory.open_session(sid)
     return {"id": sid, "object": "session", "created": int(time.time())}
 
 
-@router.get("/{session_id}", summary="Read a session's messages (the whole transcript, paged)")
+@router.get("/{session_id}", summary="Read a session's messages (the whole transcript, paged)",
+            responses=errors(404), operation_id="get_session")
 async def get_session(
     request: Request,
     app: BastionApp,
     session_id: SessionId,
-    offset: Annotated[int, Query(ge=0, description="first message to return (0 = oldest)")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
+                                 description="first message to return (0 = oldest)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="messages per page")] = 200,
 ) -> dict[str, Any]:
     """Return one page of the session's stored messages (secrets redacted); 404 if never used.
@@ -121,7 +140,8 @@ async def get_session(
     check_session_owner(app, session_id)
     total, messages = await app.memory.transcript(session_id, offset, limit)
     busy = session_id in busy_sessions(request)
-    if not total and not busy and (owner_name(), session_id) not in _created(request):
+    if (not total and not busy and (owner_name(), session_id) not in _created(request)
+            and not await _stored(app, session_id)):
         raise ApiError(404, f"no session {session_id}", code="session_not_found",
                        fix="create one with POST /v1/sessions")
     return {
@@ -138,6 +158,10 @@ async def get_session(
     "/{session_id}/messages",
     summary="Send a message; the agent answers (SSE of agent events, or JSON)",
     response_model=None,
+    responses=sse("SSE of agent events (session, text, tool_started, tool_finished, usage, "
+                  "approval_pending/approval_resolved, then done or error); with stream: false "
+                  "one JSON object (answer, steps, usage)", json=True) | errors(409, 502),
+    operation_id="post_message",
 )
 async def post_message(
     request: Request, body: NewMessage, app: BastionApp, session_id: SessionId

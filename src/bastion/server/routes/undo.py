@@ -12,22 +12,22 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bastion.app import App
 from bastion.security.undo import UndoStore
 from bastion.security.undo.store import nothing_to_undo
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import busy_error, busy_sessions, record_keys
+from bastion.server.contract import ApiModel, errors, feature_off
 from bastion.server.deps import BastionApp, session_owner_error
-from bastion.server.errors import ApiError
 
 router = APIRouter(prefix="/v1/sessions", tags=["undo"])
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
 
-class UndoBody(BaseModel):
+class UndoBody(ApiModel):
     """``POST /v1/sessions/{id}/undo``: how many calls, and whether only to report."""
 
     model_config = ConfigDict(extra="forbid")
@@ -38,8 +38,7 @@ class UndoBody(BaseModel):
 
 def _store(app: App) -> UndoStore:
     if app.undo is None:
-        raise ApiError(503, "undo is switched off", code="undo_disabled",
-                       fix="set undo.enabled: true in bastion.yaml and restart")
+        raise feature_off("undo", "undo.enabled: true")
     return app.undo
 
 
@@ -57,7 +56,8 @@ def _key(app: App, store: UndoStore, session_id: str) -> str:
     return next((k for k in keys if store.calls(k, 1)), keys[0])
 
 
-@router.get("/{session_id}/undo")
+@router.get("/{session_id}/undo", summary="List the undoable calls of a session",
+            responses=errors(409), operation_id="list_undoable")
 async def list_undoable(
     session_id: SessionId, app: BastionApp,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -69,7 +69,8 @@ async def list_undoable(
     return {"session_id": session_id, "calls": [c.to_dict() for c in calls]}
 
 
-@router.post("/{session_id}/undo")
+@router.post("/{session_id}/undo", summary="Undo the last calls of a session",
+             responses=errors(404, 409), operation_id="undo")
 async def undo(
     session_id: SessionId, app: BastionApp, request: Request, body: UndoBody | None = None,
 ) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from bastion.app import App
 from bastion.errors import AudioError, BastionError
 from bastion.messages import TextDelta
 from bastion.server._turns import busy_sessions, check_session_id, make_agent
+from bastion.server.contract import ApiModel, errors, media
 from bastion.server.deps import get_app, ws_accept_subprotocol
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
@@ -44,10 +45,11 @@ if TYPE_CHECKING:  # the voice extra (numpy, models) is imported on first use, n
 
 router = APIRouter(tags=["audio"])
 
-OPENAI_VOICES = frozenset({
-    "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
-    "shimmer", "verse",
-})
+Voice = Literal[
+    "piper", "espeak", "alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin",
+    "nova", "onyx", "sage", "shimmer", "verse",
+]
+"""``voice`` of ``POST /v1/audio/speech``: an engine, or an OpenAI name (the configured voice)."""
 MAX_INPUT_CHARS = 4096
 
 
@@ -96,7 +98,9 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 @router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI-compatible)",
-             response_model=None)
+             response_model=None,
+             responses=media("the transcript: JSON, or text/srt/vtt by response_format",
+                             "text/plain", "text/vtt", json=True) | errors(400, 503))
 async def transcriptions(
     request: Request,
     file: Annotated[UploadFile, File(description="audio: WAV, FLAC, MP3, OGG, WebM")],
@@ -137,35 +141,38 @@ async def transcriptions(
 # ---------------------------------------------------------------- speech
 
 
-class SpeechRequest(BaseModel):
+class SpeechRequest(ApiModel):
     """Body of ``POST /v1/audio/speech`` (OpenAI's shape)."""
 
     model_config = ConfigDict(extra="ignore")
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     model: str = "tts-1"
-    voice: str = "alloy"
+    voice: Voice = Field(default="alloy", description="piper or espeak pick an engine; "
+                         "OpenAI's voice names use the configured voice")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     instructions: str | None = None
 
 
 def _engine(model: str, voice: str) -> str | None:
+    """Return the engine ``voice`` or ``model`` names, or None for the configured one.
+
+    The schema's ``Voice`` enum has already refused unknown voices.
+    """
     from bastion.voice.service import ENGINES
 
     for name in (voice, model):
         if name in ENGINES:
             return name
-    if voice not in OPENAI_VOICES:
-        raise ApiError(
-            400, f"unknown voice {voice!r}", code="unknown_voice", param="voice",
-            fix=f"use one of: {', '.join(ENGINES)} or an OpenAI voice name (uses the default)",
-        )
     return None
 
 
 @router.post("/v1/audio/speech", summary="Text to speech (OpenAI-compatible)",
-             response_model=None)
+             response_model=None,
+             responses=media("the audio in response_format", "audio/mpeg", "audio/ogg",
+                             "audio/aac", "audio/flac", "audio/wav", "audio/pcm", binary=True)
+             | errors(400, 503))
 async def speech(body: SpeechRequest, request: Request) -> Response:
     """Speak ``input``. ``pcm`` streams sentence by sentence; other formats come whole."""
     if not body.input.strip():

@@ -1,0 +1,114 @@
+"""The OpenAPI document states every route's real error answers, content types and limits.
+
+The live check of the whole document is ``tests/integration/server/test_contract.py``
+(schemathesis against ``bastion serve``); this one is quick and names the route at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bastion.server.app import create_app
+from bastion.server.contract import SSE, SSE_EVENT, feature_off
+from bastion.server.errors import ApiError
+from tests.unit.server.conftest import Api
+
+ERROR_REF = "#/components/schemas/ErrorBody"
+PUBLIC = {("get", "/health")}
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    doc = create_app().openapi()
+    return [(method, path, op) for path, item in doc["paths"].items()
+            for method, op in item.items()]
+
+
+OPERATIONS = _operations()
+
+
+def test_the_document_lists_every_route() -> None:
+    assert len(OPERATIONS) > 40
+    assert ("post", "/v1/ingest") in {(m, p) for m, p, _ in OPERATIONS}
+
+
+@pytest.mark.parametrize(("method", "path", "op"), OPERATIONS,
+                         ids=[f"{m.upper()} {p}" for m, p, _ in OPERATIONS])
+def test_route_documents_its_errors(method: str, path: str, op: dict[str, Any]) -> None:
+    responses = op["responses"]
+    codes = {int(c) for c in responses}
+    if (method, path) not in PUBLIC:
+        assert {401, 403, 429, 503} <= codes, f"{method.upper()} {path}: auth errors undocumented"
+    if op.get("parameters") or "requestBody" in op:
+        assert 422 in codes, f"{method.upper()} {path}: validation error not documented"
+    if "requestBody" in op:
+        assert 400 in codes, f"{method.upper()} {path}: undecodable body not documented"
+    for code in codes - {c for c in codes if c < 400}:
+        schema = responses[str(code)]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": ERROR_REF}, f"{method.upper()} {path} {code}: not ErrorBody"
+    for media, body in responses[next(iter(responses))].get("content", {}).items():
+        if media == SSE:
+            assert body["schema"] == SSE_EVENT, f"{method.upper()} {path}: SSE event schema"
+
+
+def test_streams_are_documented_as_event_streams() -> None:
+    streams = {(m, p) for m, p, op in OPERATIONS
+               if SSE in op["responses"].get("200", {}).get("content", {})}
+    assert streams == {("post", "/v1/chat/completions"), ("post", "/v1/models/pull"),
+                       ("get", "/v1/approvals/events"),
+                       ("post", "/v1/sessions/{session_id}/messages")}
+
+
+def test_constraints_the_server_enforces_are_in_the_schema() -> None:
+    doc = create_app().openapi()
+    schemas = doc["components"]["schemas"]
+    items = schemas["IngestBody"]["properties"]["documents"]["items"]
+    assert [s["$ref"].rsplit("/", 1)[1] for s in items["oneOf"]] == [
+        "TextDocument", "Base64Document"]
+    params = {p["name"]: p["schema"] for p in
+              doc["paths"]["/v1/audit/count-proof"]["get"]["parameters"]}
+    assert params["first"]["anyOf"][0]["minimum"] == 1
+    assert params["last"]["anyOf"][0]["minimum"] == 1
+    links = doc["paths"]["/v1/sessions"]["post"]["responses"]["201"]["links"]
+    assert {"get_session", "delete_session", "post_message"} <= set(links)
+
+
+def test_feature_off_is_a_409_naming_the_setting() -> None:
+    err = feature_off("undo", "undo.enabled: true")
+    assert isinstance(err, ApiError) and err.status == 409 and err.code == "undo_disabled"
+    assert err.fix is not None and "undo.enabled: true" in err.fix
+
+
+def test_schema_valid_requests_are_accepted_and_invalid_ones_get_422(make_api) -> None:
+    api: Api = make_api()
+    c = api.client
+    both = {"documents": [{"name": "a.txt", "content": "x", "content_base64": "eA=="}]}
+    neither = {"documents": [{"name": "a.txt"}]}
+    bad64 = {"documents": [{"name": "a.pdf", "content_base64": "not base64!"}]}
+    for body in (both, neither, bad64):
+        assert c.post("/v1/ingest", json=body).status_code == 422
+    assert c.get("/v1/audit/count-proof", params={"first": 0, "last": 0}).status_code == 422
+    assert c.get("/v1/audit/events", params={"since": "0001-01-01"}).status_code == 200
+    assert c.get("/v1/audit/events", params={"since": "2026-01-01t00:00:60z"}).status_code == 200
+    assert c.post("/v1/sessions/s1/undo", json={"n": 2.0, "dry_run": True}).status_code in (
+        200, 404)  # 2.0 is the integer 2 (JSON Schema), never a 422
+    assert c.post("/v1/sessions/s1/messages",
+                  json={"content": "hi", "temperature": False}).status_code == 422
+
+
+def test_405_names_every_method_of_the_path(make_api) -> None:
+    c = make_api().client
+    r = c.request("PUT", "/v1/sessions/abc")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
+    assert r.json()["error"]["code"] == "http_405"
+
+
+def test_created_session_can_be_read_renamed_and_deleted(make_api) -> None:
+    c = make_api().client
+    sid = c.post("/v1/sessions", json={}).json()["id"]
+    assert c.get(f"/v1/sessions/{sid}").status_code == 200
+    assert c.patch(f"/v1/sessions/{sid}", json={"name": "renamed"}).status_code == 200
+    assert c.delete("/v1/sessions/renamed").status_code == 200
+    assert c.get(f"/v1/sessions/{sid}").status_code == 404
