@@ -6,7 +6,7 @@ Builds model, tools, gateway, memory and agent the same way for the CLI, the API
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -336,8 +336,7 @@ def _wire_undo(stack: ExitStack, config: Config, workspace: Path, gateway: Gatew
         return None
     from bastion.security.undo import UndoStage, open_store
 
-    undo = open_store(config, workspace)
-    stack.callback(undo.close)
+    undo = stack.enter_context(closing(open_store(config, workspace)))
     gateway.add_stage(UndoStage(undo))
     return undo
 

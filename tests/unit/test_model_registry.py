@@ -16,6 +16,7 @@ from bastion.llm.factory import LEAF_BACKENDS
 from bastion.llm.http import PROFILES
 from bastion.models import create_model
 from bastion.testing import ScriptedModel
+from tests.fakes.plugin import install_plugin
 
 
 def test_every_builtin_backend_is_built_somewhere() -> None:
@@ -32,15 +33,11 @@ def test_profiles_and_engines_match_their_tables() -> None:
 @pytest.fixture
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An installed plugin distribution: a module plus its bastion.models entry point."""
-    (tmp_path / "demo_backend.py").write_text(
-        "from bastion.testing import ScriptedModel, say\n"
-        "def build(config):\n"
-        "    return ScriptedModel(say('from the plugin ' + config.model.name))\n")
-    info = tmp_path / "demo_backend-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-backend\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bastion.models]\ndemo = demo_backend:build\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "demo_backend",
+                   "from bastion.testing import ScriptedModel, say\n"
+                   "def build(config):\n"
+                   "    return ScriptedModel(say('from the plugin ' + config.model.name))\n",
+                   "[bastion.models]\ndemo = demo_backend:build\n")
     config_model._plugin_names.cache_clear()
     yield "demo"
     config_model._plugin_names.cache_clear()

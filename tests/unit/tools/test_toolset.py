@@ -9,6 +9,7 @@ import pytest
 from bastion.tools.base import ToolContext, tool
 from bastion.tools.builtin.browser import BROWSER_TOOLSET, browser_tools
 from bastion.tools.registry import ToolRegistry, Toolset, load_entry_point_tools
+from tests.fakes.plugin import install_plugin
 
 
 @tool()
@@ -34,20 +35,16 @@ def test_filtered_keeps_only_the_named_tools() -> None:
 
 def test_a_plugin_toolset_registers_through_the_entry_point(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "demo_tools.py").write_text(
-        "from bastion.tools.base import ToolContext, tool\n"
-        "from bastion.tools.registry import Toolset\n"
-        "@tool()\n"
-        "async def demo_ping(ctx: ToolContext) -> str:\n"
-        "    '''Answer pong.'''\n"
-        "    return 'pong'\n"
-        "def tools():\n"
-        "    return Toolset('demo', (demo_ping,))\n")
-    info = tmp_path / "demo_tools-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-tools\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bastion.tools]\ndemo = demo_tools:tools\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "demo_tools",
+                   "from bastion.tools.base import ToolContext, tool\n"
+                   "from bastion.tools.registry import Toolset\n"
+                   "@tool()\n"
+                   "async def demo_ping(ctx: ToolContext) -> str:\n"
+                   "    \"\"\"Answer pong.\"\"\"\n"
+                   "    return 'pong'\n"
+                   "def tools():\n"
+                   "    return Toolset('demo', (demo_ping,))\n",
+                   "[bastion.tools]\ndemo = demo_tools:tools\n")
     registry = load_entry_point_tools(ToolRegistry())
     assert registry.toolset("demo") == ["demo_ping"]
     assert isinstance(browser_tools(), Toolset)
