@@ -123,3 +123,13 @@ def test_size_cap_and_the_legitimate_swap_still_works(outcome: dict[str, Any]) -
     assert seen["legit_swap"] == "200"
     api = [r for r in outcome["requests"] if r["path"] == "/echo"]
     assert [r["auth"] for r in api] == [f"Bearer {outcome['token']}"]
+
+
+def test_placeholder_to_an_unbound_host_is_refused_when_leaks_block(
+        outcome: dict[str, Any]) -> None:
+    assert outcome["seen"]["placeholder_elsewhere"] == "403"
+    assert not [r for r in outcome["requests"] if r["path"] == "/leak"]
+    leaks = [a for a in outcome["audit"] if a["kind"] == "secret_placeholder_leak"]
+    assert [(a["decision"], a["detail"]["destination"]) for a in leaks] == [
+        ("denied", "other.test:443")]
+    assert refused(outcome, "egress_refused", "placeholder-to-unbound-host")

@@ -169,6 +169,9 @@ class EgressConfig(_Section):
     scan_outbound: bool = Field(
         default=True, description="refuse a secret or PII in a query string or body to a "
         "host no secret is bound to")
+    placeholder_elsewhere: Literal["alert", "block"] = Field(
+        default="alert", description="a bound secret's placeholder sent to another host: "
+        "leave it (worthless) and raise an alert, or refuse the request too")
     pii: list[str] = Field(
         default_factory=lambda: ["CREDIT_CARD"],
         description="PII classes (privacy detector names) refused in outbound requests")

@@ -60,6 +60,7 @@ R_SECRET = "secret-to-unbound-host"
 R_PII = "pii-to-unbound-host"
 R_RESOLVE = "name-not-resolved"
 R_PIN = "tls-verify-or-pin"
+R_LEAK = "placeholder-to-unbound-host"
 R_DNS_TYPE = "dns-type"  # only A and AAAA are answered (TXT, NULL, ANY... carry data)
 R_DNS_SIZE = "dns-oversized"
 R_DNS_ENTROPY = "dns-high-entropy"
@@ -100,6 +101,7 @@ class ProxyPolicy:
     max_request_bytes: int = 1_000_000
     max_response_bytes: int = 100_000_000
     scan_outbound: bool = True
+    block_leaks: bool = False  # a placeholder to an unbound host: refuse (else alert only)
 
     def port_allowed(self, port: int, tls: bool) -> bool:
         """Return whether a connection to ``port`` may carry TLS (``tls``) or plain HTTP."""
@@ -425,8 +427,7 @@ class CredentialProxy:
             rule = R_DNS_TYPE
         elif len(name) > MAX_NAME or any(len(x) > MAX_LABEL for x in labels):
             rule = R_DNS_SIZE
-        elif any(len(x) >= ENTROPY_LABEL and shannon_entropy(x) >= ENTROPY_BITS
-                 for x in labels):
+        elif any(_random_label(x) for x in labels):
             rule = R_DNS_ENTROPY
         elif not self.policy.rule.allows_name(name):
             rule = R_DNS_NAME
@@ -559,7 +560,8 @@ class CredentialProxy:
         swapped = self._swap(flow, host, port, mine)
         if self._inspect(flow, host, port, body, swapped):
             return
-        self._leaks(flow, host, port, mine, swapped)
+        if self._leaks(flow, host, port, swapped) and self.policy.block_leaks:
+            return self._deny(flow, R_LEAK, host=host, port=port)
         flow.metadata["bastion_swapped"] = [i.value for i in swapped]
 
     def _swap(self, flow: Any, host: str, port: int, mine: list[Issued]) -> list[Issued]:
@@ -588,21 +590,27 @@ class CredentialProxy:
                               "method": req.method, "path": req.path.split("?", 1)[0]})
         return done
 
-    def _leaks(self, flow: Any, host: str, port: int, mine: list[Issued],
-               swapped: list[Issued]) -> None:
-        """Alert on a placeholder going anywhere it was not swapped (it leaves unchanged)."""
+    def _leaks(self, flow: Any, host: str, port: int, swapped: list[Issued]) -> bool:
+        """Alert on a placeholder going anywhere it was not swapped; return whether one was.
+
+        The placeholder leaves unchanged (it is worthless) unless the policy blocks leaks.
+        """
         req = flow.request
         raw = "\n".join([req.path, *(f"{k}: {v}" for k, v in req.headers.items(multi=True)),
                          req.get_text(strict=False) or ""])
         if PREFIX not in raw:
-            return
+            return False
+        leaked = False
         for issued in self.book.live():
             if issued.placeholder in raw and issued not in swapped:
                 b = issued.binding
-                self._record("secret_placeholder_leak", "alert",
+                leaked = True
+                self._record("secret_placeholder_leak",
+                             "denied" if self.policy.block_leaks else "alert",
                              {"variable": b.env, "ref": b.ref, "owner": b.tool,
                               "destination": f"{host}:{port}", "bound_to": b.destinations,
                               "method": req.method})
+        return leaked
 
     def _inspect(self, flow: Any, host: str, port: int, body: bytes,
                  swapped: list[Issued]) -> bool:
@@ -701,6 +709,17 @@ def _front_socket() -> socket.socket:
     s.bind((DNS_FRONT, 53))
     s.setblocking(False)
     return s
+
+
+def _random_label(label: str) -> bool:
+    """Return whether a DNS label looks like encoded data (hex, base32/64) and not a name."""
+    if len(label) < ENTROPY_LABEL:
+        return False
+    if all(c in "0123456789abcdef" for c in label.lower()):
+        return True  # hex-encoded bytes
+    digits = sum(c.isdigit() for c in label) / len(label)
+    bits = shannon_entropy(label)
+    return bits >= ENTROPY_BITS or (bits >= 3.0 and digits >= 0.2)
 
 
 class _Loop(asyncio.SelectorEventLoop):

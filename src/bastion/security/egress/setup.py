@@ -50,7 +50,8 @@ def proxy_policy(rule: EgressRule, cfg: EgressConfig) -> ProxyPolicy:
     return ProxyPolicy(rule, tuple(p for p in cfg.http_ports if p != 443), cfg.http2,
                        tuple(HttpRule(r.host.lower(), tuple(m.upper() for m in r.methods),
                                       tuple(r.paths)) for r in cfg.rules),
-                       cfg.max_request_bytes, cfg.max_response_bytes, cfg.scan_outbound)
+                       cfg.max_request_bytes, cfg.max_response_bytes, cfg.scan_outbound,
+                       cfg.placeholder_elsewhere == "block")
 
 
 def network_for(subject: str, cfg: EgressConfig, config: Config,

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bastion.errors import SandboxError
 from bastion.security.sandbox._hostuser import drop_to, hand_over
-from bastion.security.sandbox.base import SandboxSpec
+from bastion.security.sandbox.base import CA_BUNDLE, SandboxSpec
 from bastion.security.sandbox.container import (
     IMAGE,
     REMOVE_TIMEOUT_S,
@@ -210,6 +210,8 @@ class DockerSandbox(ContainerSandbox):
         args = ["--network", f"container:{self._holder}"]  # the holder's: the egress namespace
         if self.spec.network.resolv_conf is not None:  # its nftables + resolver apply
             args += ["-v", f"{self.spec.network.resolv_conf}:/etc/resolv.conf:ro"]
+        if self.spec.network.ca_bundle is not None:  # the egress proxy's per-sandbox CA
+            args += ["-v", f"{self.spec.network.ca_bundle}:{CA_BUNDLE}:ro"]
         return args
 
     def _start_holder(self) -> str:
