@@ -62,6 +62,7 @@ from bastion.security.redact import Redactor
 __all__ = ["AuditEvent", "AuditLog", "AuditStage", "Durability", "VerifyReport", "verify"]
 
 Durability = Literal["queued", "committed", "fsync"]
+_LOCAL = {"user": "local", "key_id": None}  # the CLI and the server's own work: no API key
 SUMMARY_CHARS = 500
 
 _SCHEMA = """
@@ -247,11 +248,10 @@ class AuditLog:
         this process see it (``events`` flushes first).
         """
         r = self.redactor
-        principal = identity.current()
-        if principal is not None:  # who asked, through which key (the API's requests)
-            who = {"principal": principal.audit_fields()}
-            detail = who if detail is None else (
-                {**detail, **who} if isinstance(detail, dict) else {"value": detail, **who})
+        principal = identity.current()  # who asked, through which key: every record says
+        who = {"principal": principal.audit_fields() if principal is not None else _LOCAL}
+        detail = who if detail is None else (
+            {**detail, **who} if isinstance(detail, dict) else {"value": detail, **who})
         row = (
             time.time(), str(kind), _s(actor), _s(session_id), _s(tool), _s(decision), _s(risk),
             # arguments exactly as they ran: only secrets bastion holds are masked, each by a

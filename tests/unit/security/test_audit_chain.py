@@ -121,7 +121,8 @@ def test_retention_keeps_the_chain_verifiable(tmp_path: Path) -> None:
     log.record("after", detail={"x": 1})
     assert log.verify().ok
     retention = log.events(kind="audit.retention")
-    assert retention[0].detail == {"deleted": 45, "anchor": 46}
+    assert retention[0].detail == {"deleted": 45, "anchor": 46,
+                                   "principal": {"user": "local", "key_id": None}}
     log.close()
     # change the first hex digit (always: 'f' || ... was a no-op for a hash starting with f)
     _tamper(tmp_path / "audit.db", "UPDATE anchors SET prev_hash = CASE WHEN "
