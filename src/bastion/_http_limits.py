@@ -65,9 +65,9 @@ class BoundedBody:
             return not self.truncated
         try:
             out = self._inflate.decompress(raw, room)
-        except zlib.error:
+        except zlib.error as exc:
             if not (self._deflate_raw_retry and not self.data):
-                raise ToolError("the response body is not valid compressed data") from None
+                raise ToolError("the response body is not valid compressed data") from exc
             self._deflate_raw_retry = False
             self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
             out = self._inflate.decompress(raw, room)
@@ -92,5 +92,5 @@ async def total_time_limit(seconds: float, url: str, *, fix: str) -> AsyncIterat
     try:
         async with asyncio.timeout(seconds):
             yield
-    except TimeoutError:
-        raise ToolError(f"fetching {url} took longer than {seconds:g} s", fix=fix) from None
+    except TimeoutError as exc:
+        raise ToolError(f"fetching {url} took longer than {seconds:g} s", fix=fix) from exc

@@ -160,7 +160,7 @@ def parse_stix(text: str, *, now: float | None = None) -> list[Indicator]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise IntelError(f"not a STIX JSON bundle: {exc}", fix="check the file") from None
+        raise IntelError(f"not a STIX JSON bundle: {exc}", fix="check the file") from exc
     objects = doc.get("objects", []) if isinstance(doc, dict) else []
     now = time.time() if now is None else now
     out: list[Indicator] = []
@@ -210,7 +210,7 @@ def parse_file(path: Path, fmt: Format = "auto") -> tuple[Format, list[Indicator
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise IntelError(f"cannot read feed {path}: {exc.strerror}", fix="check the path") from None
+        raise IntelError(f"cannot read feed {path}: {exc.strerror}", fix="check the path") from exc
     if fmt == "auto":
         fmt = detect_format(Path(path), text)
     items = {"list": parse_list, "csv": parse_csv, "stix": parse_stix}[fmt](text)

@@ -68,11 +68,11 @@ def pick_profile(backend: str, base_url: str | None, profile: str | None = None)
     if profile and profile != "auto":
         try:
             return PROFILES[profile]
-        except KeyError:
+        except KeyError as exc:
             raise ModelError(
                 f"unknown server profile {profile!r}",
                 fix=f"set model.profile to one of: auto, {', '.join(PROFILES)}",
-            ) from None
+            ) from exc
     if backend == "ollama":
         return PROFILES["ollama"]
     url = (base_url or "").lower()
@@ -327,7 +327,7 @@ class HttpModel:
                 raise ModelOutputError(
                     f"the model's tool call could not be parsed: {exc}",
                     fix="retry, or set model.native_tools: false to use constrained decoding",
-                ) from None
+                ) from exc
             for c in calls:
                 yield ToolCallEvent(c)
             yield Finish("tool_calls" if calls else reason)

@@ -110,12 +110,12 @@ def read_manifest(name: str) -> Manifest:
     path = model_dir(name) / MANIFEST
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
+    except FileNotFoundError as err:
         raise ModelError(f"no installed model named {name!r}",
-                         fix="see the names with: bastion model list") from None
+                         fix="see the names with: bastion model list") from err
     except (OSError, ValueError) as exc:
         raise ModelError(f"the manifest of {name!r} is unreadable: {exc}",
-                         fix=f"bastion model rm {name} and pull it again") from None
+                         fix=f"bastion model rm {name} and pull it again") from exc
     files = [ModelFile(**f) for f in data["files"]]
     return Manifest(name=data["name"], source=data["source"], repo=data.get("repo"),
                     revision=data.get("revision"), files=files, license=data.get("license"),
@@ -181,9 +181,9 @@ def check_unchanged(manifest: Manifest) -> None:
     for f in manifest.files:
         try:
             st = (folder / f.name).stat()
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             raise ModelError(f"model {manifest.name}: file {f.name} is missing",
-                             fix=f"bastion model rm {manifest.name} and pull it again") from None
+                             fix=f"bastion model rm {manifest.name} and pull it again") from exc
         if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
             raise ModelError(
                 f"model {manifest.name}: {f.name} changed since it was verified "
@@ -233,7 +233,7 @@ def import_file(src: Path, name: str | None = None, *, link: bool = False) -> Ma
                 if exc.errno != errno.EXDEV:
                     raise
                 raise ModelError(f"{src} is on another file system than {folder}",
-                                 fix="import without --link (a copy)") from None
+                                 fix="import without --link (a copy)") from exc
         else:
             shutil.copyfile(src, dest)
             dest.chmod(0o600)

@@ -104,7 +104,7 @@ def _from_wave(data: bytes) -> Audio:
             width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
             frames = w.readframes(w.getnframes())
     except (wave.Error, EOFError) as exc:
-        raise AudioError(f"unreadable WAV file: {exc}", fix=_FORMAT_FIX) from None
+        raise AudioError(f"unreadable WAV file: {exc}", fix=_FORMAT_FIX) from exc
     if rate <= 0 or channels <= 0:
         raise AudioError("the WAV header is invalid", fix=_FORMAT_FIX)
     if width == 2:
@@ -130,9 +130,9 @@ def _from_wave(data: bytes) -> Audio:
 def _from_container(data: bytes, max_seconds: float = 120.0) -> Audio:
     try:
         import av  # shipped with faster-whisper
-    except ImportError:
+    except ImportError as exc:
         raise AudioError("only WAV audio can be read without the voice extra",
-                         fix="pip install 'bastion[voice]' or send WAV") from None
+                         fix="pip install 'bastion[voice]' or send WAV") from exc
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
@@ -152,9 +152,9 @@ def _from_container(data: bytes, max_seconds: float = 120.0) -> Audio:
                 chunks.append(bytes(out.planes[0])[: out.samples * 2])
     except AudioError:
         raise
-    except Exception:  # PyAV raises many kinds for garbage input
+    except Exception as exc:  # PyAV raises many kinds for garbage input
         raise AudioError("the data is not audio in a format bastion can read",
-                         fix=_FORMAT_FIX) from None
+                         fix=_FORMAT_FIX) from exc
     return from_pcm16(b"".join(chunks), STT_RATE)
 
 
@@ -248,9 +248,9 @@ def encode(audio: Audio, fmt: str) -> bytes:
     container, codec, rate, _ = _ENCODINGS[fmt]
     try:
         import av
-    except ImportError:
+    except ImportError as err:
         raise AudioError(f"{fmt} output needs PyAV", fix="pip install 'bastion[voice]' or "
-                         "ask for wav or pcm") from None
+                         "ask for wav or pcm") from err
     if rate:
         audio = audio.resample(rate)
     ints = (np.clip(audio.samples, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -265,5 +265,5 @@ def encode(audio: Audio, fmt: str) -> bytes:
             for packet in stream.encode(None):
                 out.mux(packet)
     except (av.error.FFmpegError, ValueError) as exc:
-        raise AudioError(f"cannot encode {fmt}: {exc}", fix="ask for wav or pcm") from None
+        raise AudioError(f"cannot encode {fmt}: {exc}", fix="ask for wav or pcm") from exc
     return buf.getvalue()

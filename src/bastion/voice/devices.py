@@ -25,12 +25,12 @@ def _sounddevice() -> ModuleType:
         import sounddevice  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:
         raise MissingExtraError("audio input/output", "voice", "sounddevice") from exc
-    except OSError:  # the module imports PortAudio at import time
+    except OSError as err:  # the module imports PortAudio at import time
         raise AudioError(
             "the PortAudio library is not installed, so no audio device can be opened",
             fix="apt-get install libportaudio2 (macOS: brew install portaudio); or "
             + HEADLESS_FIX,
-        ) from None
+        ) from err
     mod: ModuleType = sounddevice
     return mod
 
@@ -50,7 +50,7 @@ def check_devices(
     try:
         devices: list[dict[str, Any]] = list(sd.query_devices())
     except Exception as exc:  # PortAudioError: no host API, no server
-        raise AudioError(f"cannot list audio devices: {exc}", fix=HEADLESS_FIX) from None
+        raise AudioError(f"cannot list audio devices: {exc}", fix=HEADLESS_FIX) from exc
     for needed, key, spec, what in (
         (need_input, "max_input_channels", input_device, "microphone (audio input device)"),
         (need_output, "max_output_channels", output_device, "speaker (audio output device)"),
@@ -62,12 +62,12 @@ def check_devices(
         if spec is not None:
             try:
                 sd.query_devices(_device(spec), kind="input" if "input" in key else "output")
-            except Exception:
+            except Exception as err:
                 raise AudioError(
                     f"audio device {spec!r} not found",
                     fix="list devices with: python -m sounddevice; set voice.input_device / "
                     "voice.output_device",
-                ) from None
+                ) from err
 
 
 class Recorder:

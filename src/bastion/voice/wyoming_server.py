@@ -69,15 +69,15 @@ async def read_event(reader: asyncio.StreamReader) -> Any:
     except asyncio.IncompleteReadError as exc:
         if not exc.partial:
             return None
-        raise ProtocolLimit("the event header ended early", fix="send whole events") from None
-    except asyncio.LimitOverrunError:
+        raise ProtocolLimit("the event header ended early", fix="send whole events") from exc
+    except asyncio.LimitOverrunError as err:
         raise ProtocolLimit(f"an event header is over {MAX_HEADER} bytes",
-                            fix="send smaller events") from None
+                            fix="send smaller events") from err
     try:
         head = json.loads(line)
-    except ValueError:
+    except ValueError as err:
         raise ProtocolLimit("an event header is not JSON", fix="speak the Wyoming protocol"
-                            ) from None
+                            ) from err
     if not isinstance(head, dict) or not isinstance(head.get("type"), str):
         raise ProtocolLimit("an event has no type", fix="speak the Wyoming protocol")
     given = head.get("data")
@@ -86,9 +86,9 @@ async def read_event(reader: asyncio.StreamReader) -> Any:
     if data_length:
         try:
             extra = json.loads(await reader.readexactly(data_length))
-        except ValueError:
+        except ValueError as err:
             raise ProtocolLimit("event data is not JSON", fix="speak the Wyoming protocol"
-                                ) from None
+                                ) from err
         if isinstance(extra, dict):
             data.update(extra)
     payload_length = _length(head.get("payload_length"), MAX_PAYLOAD, "payload")
@@ -114,10 +114,10 @@ def parse_allow(cidrs: Sequence[str]) -> list[Network]:
     for cidr in cidrs:
         try:
             out.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
+        except ValueError as exc:
             raise ConfigError(f"--allow {cidr!r} is not an address or network",
                               fix="use e.g. --allow 192.168.1.20 or --allow 10.0.0.0/24"
-                              ) from None
+                              ) from exc
     return out
 
 

@@ -75,9 +75,9 @@ def _link_target(target: str, parent: list[str], workspace: Path, original: str)
         return _normalise(rest.split("/"), original)
     try:
         return _normalise([*parent, *target.split("/")], original)
-    except ToolError:
+    except ToolError as exc:
         why = f"a symbolic link points outside the workspace ({target})"
-        raise _escape(original, why) from None
+        raise _escape(original, why) from exc
 
 
 def _give_to_owner(root_fd: int, target: int | str, *, dir_fd: int | None = None) -> None:
@@ -137,13 +137,13 @@ def open_in_workspace(
                     nfd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
                 else:
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
+            except FileNotFoundError as err:
                 if not create_dirs or (last and not flags & os.O_DIRECTORY):
                     shown = "/".join([*done, name])
                     raise ToolError(
                         f"{shown or '.'} does not exist in the workspace",
                         fix="call list_files to see what is there",
-                    ) from None
+                    ) from err
                 # mkdirat never follows a link; one planted meanwhile is met by the next open
                 try:
                     os.mkdir(name, 0o755, dir_fd=fd)
@@ -154,16 +154,16 @@ def open_in_workspace(
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
-                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from None
+                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from exc
                 try:
                     target = os.readlink(name, dir_fd=fd)
-                except OSError:
+                except OSError as err:
                     shown = "/".join([*done, name])
                     kind = "a directory" if exc.errno == errno.EISDIR else "not a directory"
-                    raise ToolError(f"{shown} is {kind}") from None
+                    raise ToolError(f"{shown} is {kind}") from err
                 hops += 1
                 if hops > _MAX_LINK_HOPS:
-                    raise _escape(path, "too many levels of symbolic links") from None
+                    raise _escape(path, "too many levels of symbolic links") from exc
                 todo = _link_target(target, done, workspace, path) + todo[1:]
                 os.close(fd)
                 fd = os.dup(root_fd)
@@ -248,16 +248,16 @@ def open_parent_nofollow(
         for i, name in enumerate(parts[:-1]):
             try:
                 nfd = os.open(name, flags, dir_fd=fd)
-            except FileNotFoundError:
+            except FileNotFoundError as err:
                 if not create_dirs:
-                    raise ToolError(f"{'/'.join(parts[:i + 1])} does not exist") from None
+                    raise ToolError(f"{'/'.join(parts[:i + 1])} does not exist") from err
                 os.mkdir(name, 0o755, dir_fd=fd)
                 nfd = os.open(name, flags, dir_fd=fd)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from None
+                    raise ToolError(f"cannot open {path!r}: {exc.strerror}") from exc
                 shown = "/".join(parts[:i + 1])
-                raise _escape(path, f"{shown} is a symbolic link or not a directory") from None
+                raise _escape(path, f"{shown} is a symbolic link or not a directory") from exc
             os.close(fd)
             fd = nfd
         return fd, parts[-1]
