@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
-from bastion.cli._api import raise_for_api_error
 from bastion.cli._console import out_console
 from bastion.config.model import Config
 from bastion.errors import BastionError
+
+if TYPE_CHECKING:
+    from bastion.client import BastionClient
 
 browser_app = typer.Typer(help="Browser sessions of the running server.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -24,26 +25,17 @@ def _config() -> Config:
     return load()
 
 
-def _api(method: str, path: str) -> Any:
-    cfg = _config()
-    host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    url = f"http://{host}:{cfg.api.port}{path}"
-    headers = {}
-    if cfg.api.token is not None:
-        headers["Authorization"] = f"Bearer {cfg.api.token.get_secret_value()}"
-    try:
-        resp = httpx.request(method, url, headers=headers, timeout=30.0)
-    except httpx.HTTPError:
-        raise BastionError(f"no bastion server answers at {url}",
-                           fix="start it with `bastion serve`") from None
-    raise_for_api_error(resp, BastionError)
-    return resp.json()
+def _client() -> BastionClient:
+    from bastion.client import BastionClient
+
+    return BastionClient.from_config(_config())
 
 
 @browser_app.command("sessions")
 def sessions(as_json: JsonOpt = False) -> None:
     """List open browser sessions: page, actions, idle time, logged-in sites."""
-    data = _api("GET", "/v1/browser/sessions")
+    with _client() as api:
+        data = api.browser_sessions()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -68,7 +60,8 @@ def sessions(as_json: JsonOpt = False) -> None:
 @browser_app.command("close")
 def close(session: Annotated[str, typer.Argument(help="the agent session id")]) -> None:
     """Close one session's browser (its cookies and logins are discarded)."""
-    _api("DELETE", f"/v1/browser/sessions/{session}")
+    with _client() as api:
+        api.close_browser_session(session)
     typer.echo(f"closed the browser session of {session}")
 
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.table import Table
 
-from bastion.cli._api import raise_for_api_error
 from bastion.cli._console import out_console
 from bastion.config.model import Config
 from bastion.errors import ClusterError, ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from bastion.client import BastionClient
 
 cluster_app = typer.Typer(help="Inspect and manage the model cluster.", no_args_is_help=True)
 node_app = typer.Typer(help="Run this machine as a cluster node.", no_args_is_help=True)
@@ -43,30 +45,26 @@ def _config() -> Config:
     return load()
 
 
-def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    host = cfg.api.host if cfg.api.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    url = f"http://{host}:{cfg.api.port}{path}"
-    headers = {}
-    if cfg.api.token is not None:
-        headers["Authorization"] = f"Bearer {cfg.api.token.get_secret_value()}"
+T = TypeVar("T")
+
+
+def _api(cfg: Config, call: Callable[[BastionClient], T]) -> T:
+    """Run ``call`` with the running server's client (``bastion.client``).
+
+    Raises :class:`_NoServer` when none answers and :class:`_NoClusterServer` when it
+    routes no cluster; its other errors are the server's one line with a fix.
+    """
+    from bastion.client import BastionClient, ServerRefused, ServerUnreachable
+
     try:
-        resp = httpx.request(method, url, json=body, headers=headers, timeout=10.0)
-    except httpx.ConnectError:
+        with BastionClient.from_config(cfg, timeout=10.0) as client:
+            return call(client)
+    except ServerUnreachable:
         raise _NoServer() from None
-    except httpx.HTTPError as exc:
-        raise ClusterError(f"the bastion server at {url} failed: {exc}") from None
-    if resp.status_code in (404, 409) and _code(resp) == "no_cluster":
-        raise _NoClusterServer()
-    raise_for_api_error(resp, ClusterError)
-    return resp
-
-
-def _code(resp: httpx.Response) -> str | None:
-    try:
-        code = resp.json()["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return code if isinstance(code, str) else None
+    except ServerRefused as exc:
+        if exc.code == "no_cluster":
+            raise _NoClusterServer() from None
+        raise
 
 
 async def _local_status(cfg: Config, *, metrics: bool = False) -> dict[str, Any] | str:
@@ -136,7 +134,7 @@ def status(as_json: JsonOpt = False) -> None:
     """Show nodes: engine, tier, models, health, breaker, in-flight, p50 latency, tokens/s."""
     cfg = _config()
     try:
-        data: Any = _api(cfg, "GET", "/v1/cluster").json()
+        data: Any = _api(cfg, lambda c: c.cluster_status())
         source = "live, from the running server"
     except _NoServer as exc:
         data = asyncio.run(_local_status(cfg))
@@ -153,7 +151,7 @@ def metrics() -> None:
     """Print the cluster's metrics in Prometheus text format (same as GET /metrics)."""
     cfg = _config()
     try:
-        typer.echo(_api(cfg, "GET", "/metrics").text, nl=False)
+        typer.echo(_api(cfg, lambda c: c.metrics()), nl=False)
     except _NoServer:
         typer.secho("no server running: metrics of one health check from here", err=True)
         typer.echo(asyncio.run(_local_status(cfg, metrics=True)), nl=False)
@@ -192,11 +190,8 @@ def add(
             fix="see: bastion cluster add --help",
         ) from None
     cfg = _config()
-    body = node.model_dump(mode="json")
-    if token:
-        body["token"] = token
     try:
-        _api(cfg, "POST", "/v1/cluster/nodes", body)
+        _api(cfg, lambda c: c.add_node(node))
         typer.echo(f"added node {name} to the running cluster")
     except _NoClusterServer:
         save = True
@@ -226,7 +221,7 @@ def remove(
     """Remove a node from the running cluster (or from the config when no server runs)."""
     cfg = _config()
     try:
-        _api(cfg, "DELETE", f"/v1/cluster/nodes/{name}")
+        _api(cfg, lambda c: c.remove_node(name))
         typer.echo(f"removed node {name} from the running cluster")
     except _NoServer:
         save = True
@@ -242,7 +237,7 @@ def remove(
 def _drain(name: str, on: bool) -> None:
     cfg = _config()
     try:
-        _api(cfg, "POST", f"/v1/cluster/nodes/{name}/drain", {"drain": on})
+        _api(cfg, lambda c: c.drain_node(name, on))
     except _NoClusterServer:
         raise ClusterError("the running server does not route a cluster",
                            fix="bastion config set model.backend cluster, then restart "

@@ -534,21 +534,23 @@ def rotate_cmd(
     if from_stdin and not value:
         raise CryptoError("empty value on stdin", fix="pipe the new value in")
     if api:
-        import httpx
+        from pydantic import ValidationError
 
-        token = cfg.api.token.get_secret_value() if cfg.api.token else ""
-        body = {"backend": name, "path": path, "key": key, "value": value,
-                "emergency": emergency, "grace_s": _seconds(grace)}
+        from bastion.client import BastionClient, ServerUnreachable
+        from bastion.server.schemas import RotateBody
+
         try:
-            resp = httpx.post(f"http://{cfg.api.host}:{cfg.api.port}/v1/secrets/rotate",
-                              json=body, headers={"Authorization": f"Bearer {token}"},
-                              timeout=30)
-        except httpx.HTTPError as exc:
-            raise CryptoError(f"the API server is not reachable ({type(exc).__name__})",
-                              fix="start it with bastion serve, or rotate without --api") from None
-        if resp.status_code != 200:
-            raise CryptoError(f"the server refused: {resp.text[:200]}")
-        result = resp.json()
+            body = RotateBody(backend=name, path=path, key=key, value=value,  # type: ignore[arg-type]
+                              emergency=emergency, grace_s=_seconds(grace))
+        except ValidationError as exc:
+            raise CryptoError(f"cannot rotate through the API: {exc.errors()[0]['msg']}",
+                              fix="the API rotates vault or sops secrets") from None
+        try:
+            with BastionClient.from_config(cfg) as client:
+                result = client.rotate_secret(body)
+        except ServerUnreachable as exc:
+            raise CryptoError(exc.message, fix="start it with bastion serve, or rotate without "
+                              "--api") from None
     else:
         rot = _rotator(cfg)
         try:

@@ -10,28 +10,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
-from pydantic import ConfigDict
 
 from bastion.app import App
 from bastion.cluster.admin import NodeIn, add_node, drain_node, remove_node
 from bastion.cluster.metrics import CONTENT_TYPE
 from bastion.cluster.model import ClusterModel, find_cluster
-from bastion.server.contract import ApiModel, errors, feature_off, media
+from bastion.server.contract import errors, feature_off, media
 from bastion.server.deps import get_app
+from bastion.server.schemas import DrainBody
 from bastion.telemetry.metrics import METRICS
 
 router = APIRouter(tags=["cluster"])
 AppDep = Annotated[App, Depends(get_app)]
 
 NodeName = Annotated[str, Path(min_length=1, max_length=63, description="node name")]
-
-
-class DrainBody(ApiModel):
-    """``POST /v1/cluster/nodes/{name}/drain``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    drain: bool = True
 
 
 async def _cluster(app: App) -> ClusterModel:

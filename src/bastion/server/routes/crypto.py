@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import ConfigDict, Field
 
 from bastion.config import paths
-from bastion.server.contract import ApiModel, errors, feature_off
+from bastion.server.contract import errors, feature_off
 from bastion.server.deps import BastionApp
+from bastion.server.schemas import RotateBody
 
 router = APIRouter(tags=["crypto"])
 PREDICATE = r"^(denied|critical|error|(kind|tool|decision|risk):.+)$"
@@ -78,19 +78,6 @@ async def seal_status(app: BastionApp) -> dict[str, Any]:
     from bastion.crypto.sealed import status
 
     return status(paths.home() / "sealed.json")
-
-
-class RotateBody(ApiModel):
-    """A rotation request (the new value is generated unless given)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["vault", "sops"] = "vault"
-    path: str = Field(min_length=1, max_length=500)
-    key: str = Field(default="value", min_length=1, max_length=200)
-    value: str | None = Field(default=None, description="new value; default: 32 random bytes")
-    emergency: bool = False
-    grace_s: float = Field(default=3600.0, ge=0)
 
 
 @router.post("/v1/secrets/rotate", summary="Rotate a secret (zero-downtime or emergency)",
