@@ -69,8 +69,11 @@ ROUTE_MODULES = [
 ]
 
 DESCRIPTION = (
-    "bastion's REST API. Every route except `GET /health` needs the bearer token from "
-    "`bastion init` (`bastion config get api.token --reveal`). `POST /v1/chat/completions` and "
+    "bastion's REST API. Every route except `GET /health` needs an API key as bearer token: "
+    "a user's key (`bastion keys create --user NAME --scope ...`) with the route's scope "
+    "(403 without it), or the admin's `api.token` from `bastion init`. Another user's sessions "
+    "and documents answer 404; a used-up quota 429 with `Retry-After`. "
+    "`POST /v1/chat/completions` and "
     "`GET /v1/models` are OpenAI-compatible: model `bastion-agent` runs the agent with its "
     "tools; the backend's model name passes straight through."
 )

@@ -55,7 +55,8 @@ class _Bearer(HTTPBearer):
 _bearer = _Bearer(
     auto_error=False,
     scheme_name="bearer",
-    description="The API token from `bastion init` (`bastion config get api.token --reveal`).",
+    description="An API key (`bastion keys create --user NAME`), or the admin's api.token "
+                "from `bastion init` (`bastion config get api.token --reveal`).",
 )
 
 
