@@ -176,10 +176,11 @@ def keys_list_cmd(user: Annotated[str | None, typer.Option("--user", "-u")] = No
     if as_json:
         typer.echo(json.dumps([k.to_dict() | {"state": k.state()} for k in keys], indent=2))
         return
-    table = Table("id", "user", "name", "scopes", "state", "expires", "last used")
+    table = Table("id", "user", "name", "scopes", "quota", "state", "expires", "last used")
     for k in keys:
+        quota = " ".join(f"{n}={v}" for n, v in k.quota.to_dict().items())
         table.add_row(k.id, escape(k.user), escape(k.name), escape(" ".join(k.scopes)),
-                      k.state(), _when(k.expires_at), _when(k.last_used))
+                      escape(quota or "-"), k.state(), _when(k.expires_at), _when(k.last_used))
     console.print(table)
 
 

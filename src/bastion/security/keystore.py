@@ -90,13 +90,14 @@ class KeyInfo:
     expires_at: float | None
     last_used: float | None
     revoked_at: float | None
+    quota: Quota = Quota()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping."""
         return {"id": self.id, "user": self.user, "name": self.name,
                 "scopes": list(self.scopes), "created_at": self.created_at,
                 "expires_at": self.expires_at, "last_used": self.last_used,
-                "revoked_at": self.revoked_at}
+                "revoked_at": self.revoked_at, "quota": self.quota.to_dict()}
 
     def state(self, now: float | None = None) -> str:
         """Return ``active``, ``revoked`` or ``expired``."""
@@ -299,11 +300,8 @@ class KeyStore:
         if old.revoked_at is not None:
             raise ConfigError(f"key {key_id} is revoked", fix="bastion keys create --user "
                               f"{old.user}")
-        with self._lock:
-            row = self._db.execute("SELECT quota FROM keys WHERE id = ?", (key_id,)).fetchone()
-        quota = Quota.from_dict(json.loads(row[0]) if row and row[0] else None)
         token, info = self.create_key(old.user, scopes=old.scopes, name=old.name,
-                                      expires_at=old.expires_at, quota=quota)
+                                      expires_at=old.expires_at, quota=old.quota)
         self.revoke(key_id)
         return token, info
 
@@ -386,7 +384,7 @@ class KeyStore:
 
 
 _KEY_SELECT = ("SELECT k.id, u.name, k.name, k.scopes, k.created_at, k.expires_at, "
-               "k.last_used, k.revoked_at FROM keys k JOIN users u ON u.id = k.user_id")
+               "k.last_used, k.revoked_at, k.quota FROM keys k JOIN users u ON u.id = k.user_id")
 _AUTH_SELECT = ("SELECT k.hash, k.id, k.name, k.scopes, k.expires_at, k.revoked_at, u.name, "
                 "u.roles, u.disabled, k.last_used, k.quota, u.quota FROM keys k "
                 "JOIN users u ON u.id = k.user_id")
@@ -418,7 +416,7 @@ def _user(row: tuple[Any, ...]) -> UserInfo:
 
 def _key(row: tuple[Any, ...]) -> KeyInfo:
     return KeyInfo(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6],
-                   row[7])
+                   row[7], _quota(row[8]))
 
 
 def _check_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -43,13 +43,14 @@ def test_users_and_keys_round_trip(cli, bastion_home: Path) -> None:  # type: ig
     assert "dana: user, approver" in cli("users", "roles", "dana").stdout
     assert "dana: approver" in cli("users", "roles", "dana", "--role", "approver").stdout
     made = cli("keys", "create", "--user", "dana", "--scope", "chat", "--scope",
-               "approvals", "--expires", "30d", "--name", "phone")
+               "approvals", "--expires", "30d", "--name", "phone", "--requests", "60/minute",
+               "--concurrent", "2")
     assert made.exit_code == 0
     key = made.stdout.strip().splitlines()[0]
     assert key.startswith("bst_") and "shown once" in made.stderr
     listed = json.loads(cli("keys", "list", "--user", "dana", "--json").stdout)
-    assert [(k["name"], k["scopes"], k["state"]) for k in listed] == [
-        ("phone", ["chat", "approvals"], "active")]
+    assert [(k["name"], k["scopes"], k["state"], k["quota"]) for k in listed] == [
+        ("phone", ["chat", "approvals"], "active", {"requests": "60/minute", "concurrent": 2})]
     assert key not in cli("keys", "list").stdout  # never shown again
     rotated = cli("keys", "rotate", listed[0]["id"])
     new = rotated.stdout.strip()
@@ -57,6 +58,9 @@ def test_users_and_keys_round_trip(cli, bastion_home: Path) -> None:  # type: ig
     states = {k["id"]: k["state"] for k in
               json.loads(cli("keys", "list", "--json").stdout)}
     assert states[listed[0]["id"]] == "revoked" and list(states.values()).count("active") == 1
+    rotated_info = next(k for k in json.loads(cli("keys", "list", "--json").stdout)
+                        if k["state"] == "active")
+    assert rotated_info["quota"] == {"requests": "60/minute", "concurrent": 2}  # kept
     assert cli("users", "disable", "dana").stdout.strip() == "user dana disabled"
     assert "removed" in cli("users", "rm", "dana").stdout
 
