@@ -31,10 +31,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "mutual recursion by design: python code runs shell commands (subprocess) and a shell runs "
         "`python -c`; each classifier analyses the code embedded in the other's"
     ),
-    ("bastion.server._turns", "bastion.server.routes.approvals"): (
-        "with_approvals (the approval-event stream of a turn) lives in the approvals route, which "
-        "imports _turns back for session names; move it to its own server module"
-    ),
 }
 
 

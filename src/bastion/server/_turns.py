@@ -231,7 +231,7 @@ async def redacted_events(
     app: App, agent: Agent, text: str, session_id: str
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Yield ``(name, payload)`` for each agent event; text is redacted across deltas."""
-    from bastion.server.routes.approvals import with_approvals
+    from bastion.server._approval_stream import with_approvals
 
     red = StreamRedactor(app.redactor)
     ev: AgentEvent | dict[str, Any]
