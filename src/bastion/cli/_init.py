@@ -100,7 +100,6 @@ def print_next_steps(console: Console, rec: Recommendation) -> None:
         "  bastion init --pull\n"
         f"  (or: bastion model pull {escape(rec.pull_spec)}, then bastion model use NAME)\n"
         "Keep a local GGUF embedded (model.path) rather than behind a llama.cpp server: "
-        "embedded, bastion scores the model's tool choice; over HTTP it cannot, and small "
-        "models then pick tools worse.\n"
+        "it chooses tools as well and answers faster (bench/tool_modes.py).\n"
         "Next: bastion doctor, then bastion chat"
     )
