@@ -17,14 +17,18 @@ from bastion.memory.store import SessionStore
 def _session_store() -> Iterator[SessionStore | None]:
     """The conversation store, if this home keeps one (nothing is created)."""
     from bastion.config.loader import load
+    from bastion.errors import BastionError
     from bastion.memory.persistent import memory_root
 
-    cfg = load().memory
-    path = memory_root(cfg) / "memory.db" if cfg.enabled else None
-    if path is None or not path.is_file():
+    try:  # names are a convenience: an unreadable config or store leaves ids as they are
+        cfg = load().memory
+        path = memory_root(cfg) / "memory.db" if cfg.enabled else None
+        store = SessionStore(path) if path is not None and path.is_file() else None
+    except BastionError:
+        store = None
+    if store is None:
         yield None
         return
-    store = SessionStore(path)
     try:
         yield store
     finally:
