@@ -22,8 +22,16 @@ _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(
 FORMS = "Unix seconds, 2026-01-31, 2026-01-31T12:00, or an age like 30m, 2h, 7d"
 
 
+_EARLIEST, _LATEST = 0.0, 253402214400.0  # 1970-01-01 .. 9999-12-30: every datetime can show it
+
+
 def parse_time(text: str | float | None, *, now: float | None = None) -> float | None:
-    """Return the timestamp ``text`` names (``None`` stays ``None``)."""
+    """Return the timestamp ``text`` names (``None`` stays ``None``), within 1970..9999."""
+    when = _parse(text, now)
+    return None if when is None else min(max(when, _EARLIEST), _LATEST)
+
+
+def _parse(text: str | float | None, now: float | None) -> float | None:
     if text is None or text == "":
         return None
     if isinstance(text, (int, float)):

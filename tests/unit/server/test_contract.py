@@ -91,6 +91,9 @@ def test_schema_valid_requests_are_accepted_and_invalid_ones_get_422(make_api) -
     assert c.get("/v1/audit/count-proof", params={"first": 0, "last": 0}).status_code == 422
     assert c.get("/v1/audit/events", params={"since": "0001-01-01"}).status_code == 200
     assert c.get("/v1/audit/events", params={"since": "2026-01-01t00:00:60z"}).status_code == 200
+    for far in ("999999999999", "999999999999w"):  # year 33658 / before year 1: was a 500
+        assert c.get("/v1/intel/report", params={"since": far, "until": far,
+                                                 "format": "md"}).status_code == 200
     assert c.post("/v1/sessions/s1/undo", json={"n": 2.0, "dry_run": True}).status_code in (
         200, 404)  # 2.0 is the integer 2 (JSON Schema), never a 422
     assert c.post("/v1/sessions/s1/messages",
