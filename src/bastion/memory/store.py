@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import MemoryStoreError
+from bastion.errors import MemoryStoreError, NotFoundError
 from bastion.messages import Message, ToolCall
 from bastion.security.identity import owner_filter, owner_name
 
@@ -90,6 +90,10 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _GENERATED = re.compile(r"[0-9a-f]{12}")
+
+
+class SessionNotFound(NotFoundError, MemoryStoreError):
+    """No such session (the API answers 404; ``except MemoryStoreError`` still catches it)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -310,7 +314,7 @@ class SessionStore:
         """Return the session ``key`` or raise a one-line error."""
         info = self.resolve(key)
         if info is None:
-            raise MemoryStoreError(
+            raise SessionNotFound(
                 f"no session named '{key}'", fix="list them with: bastion sessions list"
             )
         return info

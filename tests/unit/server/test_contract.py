@@ -115,3 +115,14 @@ def test_created_session_can_be_read_renamed_and_deleted(make_api) -> None:
     assert c.patch(f"/v1/sessions/{sid}", json={"name": "renamed"}).status_code == 200
     assert c.delete("/v1/sessions/renamed").status_code == 200
     assert c.get(f"/v1/sessions/{sid}").status_code == 404
+
+
+def test_a_session_gone_between_check_and_use_is_a_404_not_a_503() -> None:
+    # DELETE /v1/sessions/0 twice at once: the second one's store.require() raised a
+    # MemoryStoreError, answered 503 (schemathesis, seed 4242)
+    from bastion.errors import MemoryStoreError
+    from bastion.memory.store import SessionNotFound
+    from bastion.server.errors import status_for
+
+    err = SessionNotFound("no session named '0'", fix="list them with: bastion sessions list")
+    assert status_for(err) == 404 and isinstance(err, MemoryStoreError)
