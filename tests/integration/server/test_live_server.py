@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +80,20 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"})
         backend_model = models.json()["data"][1]["id"]
         yield Live(base, token, home, backend_model)
+
+
+def approve_all(base: str, token: str, stop: threading.Event, every_s: float = 0.1) -> None:
+    """Approve every pending call of the server at ``base`` until ``stop`` is set."""
+    headers = {"Authorization": f"Bearer {token}"}
+    while not stop.is_set():
+        try:
+            pending = httpx.get(f"{base}/v1/approvals", headers=headers, timeout=5).json()
+            for p in pending.get("pending", []):
+                httpx.post(f"{base}/v1/approvals/{p['id']}", headers=headers, timeout=5,
+                           json={"approve": True})
+        except httpx.HTTPError:
+            pass
+        stop.wait(every_s)
 
 
 @contextmanager

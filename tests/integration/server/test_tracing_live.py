@@ -20,7 +20,7 @@ import yaml
 
 from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan, children, one
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
-from tests.integration.server.test_live_server import serving
+from tests.integration.server.test_live_server import approve_all, serving
 
 TOKEN = "trace-live-test-token-0123456789abcdef"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -41,20 +41,6 @@ class Served:
                             headers={"Authorization": f"Bearer {TOKEN}"})
 
 
-def _approve_all(base: str, stop: threading.Event) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    while not stop.is_set():
-        try:
-            pending = httpx.get(f"{base}/v1/approvals", headers=headers, timeout=5).json()
-            for p in pending.get("pending", []):
-                httpx.post(f"{base}/v1/approvals/{p['id']}", headers=headers, timeout=5,
-                           json={"approve": True})
-        except httpx.HTTPError:
-            pass
-        stop.wait(0.1)
-
-
-
 def _serve(home: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch,
            telemetry: dict[str, object]) -> Iterator[Served]:
     ws = tmp / "workspace"
@@ -73,7 +59,7 @@ def _serve(home: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch,
         }))
         stop = threading.Event()
         with serving(home) as base:
-            threading.Thread(target=_approve_all, args=(base, stop), daemon=True).start()
+            threading.Thread(target=approve_all, args=(base, TOKEN, stop), daemon=True).start()
             try:
                 yield Served(base, fake, receiver, ws)
             finally:

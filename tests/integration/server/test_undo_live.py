@@ -18,25 +18,12 @@ import pytest
 import yaml
 
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
-from tests.integration.server.test_live_server import serving
+from tests.integration.server.test_live_server import approve_all, serving
 from tests.security.test_undo_destruction import _seed, manifest
 
 TOKEN = "undo-live-test-token-0123456789abcdef"
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
-
-
-def _approve_all(base: str, stop: threading.Event) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    while not stop.is_set():
-        try:
-            pending = httpx.get(f"{base}/v1/approvals", headers=headers, timeout=5).json()
-            for p in pending.get("pending", []):
-                httpx.post(f"{base}/v1/approvals/{p['id']}", headers=headers, timeout=5,
-                           json={"approve": True})
-        except httpx.HTTPError:
-            pass
-        stop.wait(0.2)
 
 
 @pytest.fixture
@@ -56,7 +43,7 @@ def served(bastion_home: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         }))
         stop = threading.Event()
         with serving(bastion_home) as base:
-            threading.Thread(target=_approve_all, args=(base, stop), daemon=True).start()
+            threading.Thread(target=approve_all, args=(base, TOKEN, stop, 0.2), daemon=True).start()
             try:
                 yield base, ws
             finally:
