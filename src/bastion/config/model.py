@@ -961,6 +961,21 @@ class TelemetryConfig(_Section):
     )
 
 
+class TasksConfig(_Section):
+    """Unattended tasks (``bastion task ...``): the scheduler inside ``bastion serve``."""
+
+    scheduler: bool = Field(default=True, description="fire tasks inside bastion serve")
+    max_concurrent: int = Field(default=4, ge=1, le=256, description="runs at once, all users")
+    max_concurrent_per_user: int = Field(default=2, ge=1, le=256, description="runs at once, "
+                                         "one user")
+    webhook_window_s: float = Field(
+        default=300.0, ge=5, le=3600,
+        description="a signed trigger's timestamp may be this far from the server's clock")
+    watch_debounce_ms: int = Field(
+        default=500, ge=10, le=60_000,
+        description="a watched folder fires once per burst of new files within this time")
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -983,3 +998,4 @@ class Config(_Section):
     intelligence: IntelligenceConfig = Field(default_factory=IntelligenceConfig)
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)

@@ -1,0 +1,91 @@
+"""When a clock task fires next, and what to do about fires missed while bastion was down.
+
+Pure functions of the time (Unix seconds), so the unit tests drive them with a fake clock.
+Cron lines are read by ``croniter`` on time-zone-aware datetimes, so daylight saving time is
+the library's: a time the clock skips (02:30 on a spring-forward night) fires at the first
+minute after the gap, and a time the clock shows twice (fall-back) fires once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from croniter import croniter
+
+from bastion.tasks.spec import Missed, Schedule, parse_at, zone
+
+GRACE_S = 60.0
+"""A fire handled this late is on time; one due earlier than this was missed (bastion down)."""
+
+
+def _local(ts: float, tz: str) -> datetime:
+    return datetime.fromtimestamp(ts, zone(tz))
+
+
+def next_fire(schedule: Schedule, tz: str, after: float) -> float | None:
+    """Return the first fire time strictly after ``after`` (``None``: never again)."""
+    if schedule.kind == "every":
+        return after + schedule.every_s
+    if schedule.kind == "at":
+        when = parse_at(schedule.expr, tz)
+        return when if when > after else None
+    if schedule.kind != "cron":
+        return None
+    start = _local(after, tz)
+    it = croniter(schedule.expr, start)
+    nxt: datetime = it.get_next(datetime)
+    # A wall-clock time shown twice (fall-back) fires once: skip its second showing.
+    while nxt.replace(tzinfo=None) == start.replace(tzinfo=None):
+        nxt = it.get_next(datetime)
+    return nxt.timestamp()
+
+
+def latest_due(schedule: Schedule, tz: str, after: float, now: float) -> float | None:
+    """Return the latest fire time in ``(after, now]`` (``None``: none fell due)."""
+    first = next_fire(schedule, tz, after)
+    if first is None or first > now:
+        return None
+    if schedule.kind == "every":
+        return after + math.floor((now - after) / schedule.every_s) * schedule.every_s
+    if schedule.kind == "cron":
+        prev: datetime = croniter(schedule.expr, _local(now, tz) + timedelta(microseconds=1)
+                                  ).get_prev(datetime)
+        return max(prev.timestamp(), first)
+    return first
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the scheduler does for one task at one moment.
+
+    ``fire``: the scheduled time to start a run for (``None``: start nothing); ``missed``:
+    whether fire times fell due that nothing ran on time; ``handled``: the new "last fire"
+    mark; ``next``: the next fire time after it.
+    """
+
+    fire: float | None
+    missed: bool
+    handled: float
+    next: float | None
+
+
+def plan(schedule: Schedule, tz: str, missed: Missed, last: float, now: float,
+         grace: float = GRACE_S) -> Plan:
+    """Decide what to fire at ``now`` for a task whose last handled fire time is ``last``.
+
+    One fire time due within ``grace`` is on time and fires. Older ones were missed (bastion
+    was down or asleep): ``run_once`` fires once for all of them, ``skip`` drops them (a fire
+    time due within ``grace`` still fires, as itself). Either way the mark moves to the latest
+    due time, so nothing fires twice and a long outage never causes a burst.
+    """
+    first = next_fire(schedule, tz, last)
+    if first is None or first > now:
+        return Plan(None, False, last, first)
+    latest = latest_due(schedule, tz, last, now)
+    assert latest is not None
+    on_time = latest >= now - grace
+    was_missed = latest > first or not on_time
+    fire = latest if on_time or missed == "run_once" else None
+    return Plan(fire, was_missed, latest, next_fire(schedule, tz, latest))
