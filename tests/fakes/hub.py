@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class FakeHub:
         self.repos = repos
         self.corrupt = False
         self.rate: float | None = None  # bytes per second, None = as fast as possible
+        self.ignore_range = False  # answer 200 with the whole file, as some CDNs do
+        self.cut_after: int | None = None  # drop the next body's connection after this many bytes
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
         hub = self
 
@@ -148,7 +151,7 @@ class FakeHub:
         start = 0
         status = 200
         rng = h.headers.get("Range")
-        if rng:
+        if rng and not self.ignore_range:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
             if m:
                 start, status = int(m.group(1)), 206
@@ -165,13 +168,14 @@ class FakeHub:
         if not body:
             return
         flip = size // 2 if self.corrupt else -1
+        cut, self.cut_after = self.cut_after, None
         chunk = 256 * 1024
         t0, sent = time.monotonic(), 0
         try:
             with p.open("rb") as f:
                 f.seek(start)
                 pos = start
-                while data := f.read(chunk):
+                while data := f.read(chunk if cut is None else min(chunk, cut - sent)):
                     if pos <= flip < pos + len(data):
                         buf = bytearray(data)
                         buf[flip - pos] ^= 0xFF
@@ -179,6 +183,11 @@ class FakeHub:
                     h.wfile.write(data)
                     pos += len(data)
                     sent += len(data)
+                    if cut is not None and sent >= cut:  # a dropped connection mid-body
+                        h.wfile.flush()
+                        h.close_connection = True
+                        h.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     if self.rate:
                         ahead = sent / self.rate - (time.monotonic() - t0)
                         if ahead > 0:

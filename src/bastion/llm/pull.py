@@ -1,7 +1,8 @@
 """``bastion model pull``: fetch a GGUF model from the Hugging Face Hub, verified.
 
-The download is ``huggingface_hub``'s own (metadata and ``http_get``: it honours ``HF_ENDPOINT`` and
-``HF_TOKEN``; its ``http_get`` resumes a ``.part`` file with a Range request). bastion adds:
+The hub protocol is ``huggingface_hub``'s own (metadata, URLs, headers, its HTTP session with
+retry/backoff; it honours ``HF_ENDPOINT`` and ``HF_TOKEN``). bastion adds: a ``.part`` file resumed
+with a Range request (also across runs), the body loop that hashes while it writes,
 the choice of the GGUF file for a quantisation, a free-disk check before the first byte, a
 SHA-256 check of every file against the hub's LFS metadata, and a manifest written only after
 all files verified (so a cut or corrupt download is never "installed").
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import re
 import shutil
 import time
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bastion._extras import require
 from bastion.config import paths
@@ -134,33 +133,6 @@ def _hub_error(exc: Exception, repo: str, endpoint: str) -> ModelError:
     )
 
 
-def _progress_class(report: Reporter, filename: str) -> Any:
-    """Return a tqdm class that reports to ``report`` (and prints nothing itself)."""
-    from tqdm import tqdm
-
-    class _Bar(tqdm):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs.update(disable=False, file=io.StringIO())
-            super().__init__(*args, **kwargs)
-            self._t0 = time.monotonic()
-            self._n0 = self.n
-            self._last = 0.0
-
-        def update(self, n: float | None = 1) -> bool | None:
-            out = super().update(n)
-            now = time.monotonic()
-            done, total = int(self.n), int(self.total or 0)
-            if now - self._last >= 0.25 or done >= total:
-                self._last = now
-                rate = (done - self._n0) / max(now - self._t0, 1e-6)
-                eta = (total - done) / rate if rate > 0 else None
-                report(Progress(filename, done, total, rate, eta))
-            return out  # type: ignore[no-any-return]
-
-    return _Bar
-
-
 def check_disk(folder: Path, need: int) -> None:
     """Refuse to start a download that cannot fit (with 1% + 64 MiB to spare)."""
     free = shutil.disk_usage(folder).free
@@ -176,10 +148,13 @@ class _HashingFile:
     """A ``.part`` file opened for appending that hashes what is written, as it is written.
 
     So verification costs no second pass over the file: the hash of the resumed prefix is
-    computed first, then every chunk ``http_get`` writes is added, in a helper thread while the
-    next chunk arrives (hashlib releases the GIL; at most one chunk waits). A truncation (a
-    server that ignored the Range request) restarts the hash from what is left in the file.
+    computed first; then the received pieces are gathered into batches of ~8 MiB, and a helper
+    thread hashes and writes each batch while the next one arrives (hashlib and file writes
+    release the GIL; at most one batch waits, so memory stays bounded). A truncation (a server
+    that ignored the Range request) restarts the hash from what is left in the file.
     """
+
+    BATCH = 8 << 20
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -190,49 +165,64 @@ class _HashingFile:
         self.f = path.open("ab")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-hash")
         self._pending: Future[None] | None = None
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._pos = self.f.tell()
 
     def _drain(self) -> None:
         if self._pending is not None:
             self._pending.result()
             self._pending = None
 
-    def write(self, data: bytes) -> int:
-        """Append ``data`` and add it to the hash (in the helper thread)."""
+    def _consume(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.hasher.update(piece)
+            self.f.write(piece)
+
+    def _submit(self) -> None:
         self._drain()
-        self._pending = self._pool.submit(self.hasher.update, data)
-        return self.f.write(data)
+        if self._batch:
+            self._pending = self._pool.submit(self._consume, self._batch)
+            self._batch, self._batched = [], 0
+
+    def write(self, data: bytes) -> int:
+        """Append ``data`` (hashed and written by the helper thread, in batches)."""
+        self._batch.append(data)
+        self._batched += len(data)
+        self._pos += len(data)
+        if self._batched >= self.BATCH:
+            self._submit()
+        return len(data)
 
     def hexdigest(self) -> str:
         """Return the SHA-256 of everything in the file."""
+        self._submit()
         self._drain()
         return self.hasher.hexdigest()
 
     def tell(self) -> int:
-        """Return the file position."""
-        return self.f.tell()
+        """Return the file length, counting what is still in the batch."""
+        return self._pos
 
-    def seek(self, pos: int, whence: int = 0) -> int:
-        """Move the file position (only before a truncate, as ``http_get`` does)."""
-        return self.f.seek(pos, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        """Cut the file and re-hash what remains."""
+    def truncate(self, size: int = 0) -> int:
+        """Cut the file to ``size`` bytes and re-hash what remains."""
+        self._batch, self._batched = [], 0
         self._drain()
-        out = self.f.truncate(size)
+        self.f.truncate(size)
         self.f.flush()
+        self._pos = size
         with self.path.open("rb") as f:
             self.hasher = hashlib.file_digest(f, "sha256")
-        return out
-
-    def flush(self) -> None:
-        """Flush the file."""
-        self.f.flush()
+        return size
 
     def close(self) -> None:
-        """Close the file and stop the helper thread."""
-        self._drain()
-        self._pool.shutdown()
-        self.f.close()
+        """Write what is left, close the file and stop the helper thread."""
+        try:
+            self._submit()
+            self._drain()
+        finally:
+            self._pool.shutdown()
+            self.f.close()
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -257,17 +247,72 @@ def _disk_full_error(filename: str, staging: Path, need: int) -> ModelError:
     )
 
 
+_RETRIES = 5  # transient network errors in a row (no byte received in between) before giving up
+
+
+def _stream(url: str, out: _HashingFile, size: int, headers: dict[str, str],
+            report: Reporter | None, filename: str) -> None:
+    """Fetch the rest of ``url`` (from ``out.tell()``) into ``out``, resuming on network errors.
+
+    The request and its retry/backoff are ``huggingface_hub``'s (``http_stream_backoff``, its
+    session, headers and error mapping); the body loop is bastion's own: ``http_get`` gathers
+    the body into 10 MB pieces through an in-memory buffer, which costs more CPU on a fast
+    link than the SHA-256 does (bench/models.py); here each received piece goes straight on.
+    """
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils._http import hf_raise_for_status, http_stream_backoff
+
+    retries, t0, last = _RETRIES, time.monotonic(), 0.0
+    start0 = out.tell()
+    while out.tell() < size:
+        have = out.tell()
+        try:
+            with http_stream_backoff(
+                method="GET", url=url, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                headers={**headers, "Range": f"bytes={have}-"} if have else headers,
+                retry_on_exceptions=(), retry_on_status_codes=(408, 429),
+            ) as response:
+                hf_raise_for_status(response)
+                if have and response.status_code == 200:  # the server ignored the Range
+                    out.truncate(0)
+                for piece in response.iter_bytes():
+                    if not piece:
+                        continue
+                    out.write(piece)
+                    retries = _RETRIES
+                    if out.tell() > size:
+                        break
+                    now = time.monotonic()
+                    if report is not None and (now - last >= 0.25 or out.tell() >= size):
+                        last = now
+                        rate = (out.tell() - start0) / max(now - t0, 1e-6)
+                        eta = (size - out.tell()) / rate if rate > 0 else None
+                        report(Progress(filename, out.tell(), size, rate, eta))
+        except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError):
+            if retries <= 0:
+                raise
+            retries -= 1
+            time.sleep(1)
+            continue
+        if out.tell() == have:
+            break  # the server sent nothing more
+    if out.tell() != size:
+        raise ModelError(
+            f"{filename}: the hub sent {out.tell()} bytes, the file has {size}",
+            fix="pull it again (it resumes); if it fails again, try another mirror (HF_ENDPOINT)")
+
+
 def _download(repo: str, filename: str, revision: str | None, part: Path, size: int,
               token: str | None, report: Reporter | None, endpoint: str) -> str:
-    """Fetch one file into ``part`` with the hub client's HTTP code, resuming what is there.
+    """Fetch one file into ``part``, resuming what is there; return its SHA-256.
 
     ``huggingface_hub`` 1.x+ downloads into a per-process temporary file and drops it on failure,
     so a killed ``hf_hub_download`` starts from zero; bastion keeps its own ``.part`` file and
-    asks the client's ``http_get`` for the rest (an HTTP Range request). Returns the SHA-256
-    of the whole file, computed while it was written.
+    asks for the rest with an HTTP Range request. The SHA-256 of the whole file is computed
+    while it is written.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils._headers import build_hf_headers
 
     meta = get_hf_file_metadata(
@@ -278,14 +323,9 @@ def _download(repo: str, filename: str, revision: str | None, part: Path, size: 
     have = part.stat().st_size if part.exists() else 0
     if have > size:  # not a prefix of this file: start over
         part.unlink()
-        have = 0
     out = _HashingFile(part)
     try:
-        if have < size:
-            http_get(meta.location, out, resume_size=have,  # type: ignore[arg-type]
-                     headers=build_hf_headers(token=token), expected_size=size,
-                     displayed_filename=filename,
-                     tqdm_class=_progress_class(report, filename) if report else None)
+        _stream(meta.location, out, size, build_hf_headers(token=token), report, filename)
     finally:
         out.close()
     return out.hexdigest()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -231,6 +232,32 @@ def test_in_process_errors_split_and_token(bastion_home: Path, hub: FakeHub, onl
     assert "failed verification" in bad and "nothing was installed" in bad
     assert not (bastion_home / "models" / "Tiny-Q8_0").exists()
 
+
+
+def test_dropped_connection_and_ignored_range(bastion_home: Path, hub: FakeHub, online: None
+                                              ) -> None:
+    """A connection cut mid-body is resumed in the same run with a Range request; a server that
+    answers a Range request with the whole file (200) restarts the file, and both verify."""
+    from bastion.llm import store
+    from bastion.llm.pull import pull
+
+    size = shipped_model_path().stat().st_size
+    hub.cut_after = size // 3
+    m = pull(f"{REPO}:{FILE}", endpoint=hub.url)
+    gets = [r for meth, p, r in hub.requests if meth == "GET" and "/resolve/" in p]
+    assert gets == [None, f"bytes={size // 3}-"]
+    assert store.verify(m) == []
+
+    shutil.rmtree(store.model_dir(NAME))
+    partial = bastion_home / "models" / ".partial" / NAME
+    partial.mkdir(parents=True)
+    (partial / (FILE + ".part")).write_bytes(shipped_model_path().read_bytes()[:1000])
+    hub.ignore_range = True
+    hub.requests.clear()
+    m = pull(f"{REPO}:{FILE}", endpoint=hub.url)
+    assert [r for meth, p, r in hub.requests if meth == "GET" and "/resolve/" in p] == [
+        "bytes=1000-"]
+    assert store.verify(m) == [] and not partial.exists()
 
 
 def test_import_copy_and_link(bastion_home: Path, tmp_path: Path) -> None:
