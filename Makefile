@@ -34,7 +34,7 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
