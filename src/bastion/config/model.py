@@ -123,6 +123,8 @@ class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     token: SecretStr | None = None
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
+                                 description="how long a browser sign-in (cookie) lasts")
 
 
 class LimitsConfig(_Section):

@@ -59,7 +59,18 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked_at REAL,
     legacy INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS web_sessions (
+    hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    key_id TEXT REFERENCES keys(id) ON DELETE CASCADE,
+    scopes TEXT NOT NULL,
+    via TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
+SESSION_PREFIX = "bss_"
+VIA = ("key", "oidc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +385,71 @@ class KeyStore:
         return make_principal(user, kid, set(roles.split(",")) - {""}, json.loads(scopes),
                               key_name, _quota(key_quota), _quota(user_quota))
 
+    # ---- browser sessions (the cookie of POST /v1/auth/login and the OIDC callback) ---------
+    def _session_digest(self, session: str) -> str:
+        return self.digest("web-session:" + session)
+
+    def create_session(self, user: str, *, scopes: list[str] | tuple[str, ...] | frozenset[str],
+                       via: str, ttl_s: float, key_id: str | None = None) -> str:
+        """Start a browser session of ``user``; return its id (256 random bits, shown once).
+
+        Only the id's HMAC is stored, with the expiry and the scopes it grants (the key's
+        for ``via="key"``, the user's roles' for ``via="oidc"``). A session made with a key
+        dies with the key (revoked, expired, deleted) and with the user (disabled, removed).
+        """
+        if via not in VIA:
+            raise ValueError(f"unknown login method {via!r}")
+        session = SESSION_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            uid = self._user_id(user)
+            self._db.execute(
+                "DELETE FROM web_sessions WHERE expires_at <= ?", (now,))  # keep it small
+            self._db.execute(
+                "INSERT INTO web_sessions (hash, user_id, key_id, scopes, via, created_at, "
+                "expires_at) VALUES (?,?,?,?,?,?,?)",
+                (self._session_digest(session), uid, key_id, json.dumps(sorted(scopes)), via,
+                 now, now + ttl_s))
+        return session
+
+    def end_session(self, session: str) -> bool:
+        """Revoke a browser session server-side; whether one was there."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM web_sessions WHERE hash = ?",
+                                   (self._session_digest(session),))
+        return cur.rowcount > 0
+
+    def authenticate_session(self, session: str, *, now: float | None = None
+                             ) -> tuple[Principal, str]:
+        """Return the principal of a browser session and how it signed in (``key``/``oidc``).
+
+        One indexed read, like :meth:`authenticate`: the user's disabled flag and the key's
+        revocation and expiry are read on every request, so they end the session at once.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            row = self._db.execute(_SESSION_SELECT, (self._session_digest(session),)).fetchone()
+        if row is None or row[2] <= now:
+            raise AuthError("your sign-in session has ended (signed out or expired)",
+                            fix="sign in again: POST /v1/auth/login with your API key")
+        (key_id, scopes, _, via, user, roles, disabled, user_quota, key_name, revoked_at,
+         key_expires, key_quota) = row
+        if disabled:
+            raise AuthError(f"user {user} is disabled",
+                            fix=f"an admin can enable it: bastion users disable {user} --enable")
+        if key_id is not None and (revoked_at is not None
+                                   or (key_expires is not None and key_expires <= now)):
+            raise AuthError(f"API key {key_id} of this sign-in is "
+                            f"{'revoked' if revoked_at is not None else 'expired'}",
+                            fix=f"sign in again with a valid key (bastion keys create "
+                                f"--user {user})")
+        if key_id is None:
+            key_id, key_name = f"{via}:{self._session_digest(session)[:12]}", via
+        principal = make_principal(user, key_id, set(roles.split(",")) - {""},
+                                   json.loads(scopes), key_name or "",
+                                   _quota(key_quota), _quota(user_quota))
+        return principal, via
+
     def _touch(self, kid: str, last_used: float | None, now: float) -> None:
         seen = max(self._used.get(kid, 0.0), last_used or 0.0)
         if now - seen < LAST_USED_EVERY_S:
@@ -388,6 +464,12 @@ _KEY_SELECT = ("SELECT k.id, u.name, k.name, k.scopes, k.created_at, k.expires_a
 _AUTH_SELECT = ("SELECT k.hash, k.id, k.name, k.scopes, k.expires_at, k.revoked_at, u.name, "
                 "u.roles, u.disabled, k.last_used, k.quota, u.quota FROM keys k "
                 "JOIN users u ON u.id = k.user_id")
+
+
+_SESSION_SELECT = (
+    "SELECT s.key_id, s.scopes, s.expires_at, s.via, u.name, u.roles, u.disabled, u.quota, "
+    "k.name, k.revoked_at, k.expires_at, k.quota FROM web_sessions s "
+    "JOIN users u ON u.id = s.user_id LEFT JOIN keys k ON k.id = s.key_id WHERE s.hash = ?")
 
 
 def _quota_json(quota: Quota | None) -> str | None:

@@ -32,6 +32,7 @@ from bastion.app import App
 from bastion.errors import AuthError
 from bastion.security.identity import Principal, acting_as, current, owner_filter, set_current
 from bastion.security.quota import QuotaExceeded, Quotas, quotas_for
+from bastion.server.auth import VIA_KEY, cookie_principal, session_cookie
 from bastion.server.errors import ApiError, error_response
 from bastion.server.scopes import scope_for
 
@@ -86,9 +87,10 @@ def ws_accept_subprotocol(conn: HTTPConnection) -> str | None:
 def _presented_token(conn: HTTPConnection) -> str | None:
     """Return the token the request carries.
 
-    HTTP: only ``Authorization: Bearer``. WebSocket (browsers cannot set headers on one):
-    also the subprotocol ``bastion.token.<token>`` (offered with ``bastion``), and, for old
-    clients, ``?token=`` (the API token is redacted from every log line).
+    HTTP: only ``Authorization: Bearer`` (a browser's cookie: ``server/auth.py``).
+    WebSocket (browsers cannot set headers on one): also the subprotocol
+    ``bastion.token.<token>`` (offered with ``bastion``), and, for old clients,
+    ``?token=`` (the API token is redacted from every log line).
     """
     header = conn.headers.get("authorization")
     if header:
@@ -123,6 +125,16 @@ def keystore(conn: HTTPConnection, app: App) -> KeyStore:
     return store
 
 
+def require_configured(app: App) -> None:
+    """Refuse (503) while no api.token is configured: an empty one matches nothing."""
+    expected = app.config.api.token
+    if expected is None or not expected.get_secret_value():
+        raise ApiError(
+            503, "the API has no token configured, so every request is refused",
+            code="no_token", fix="bastion init",
+        )
+
+
 def authenticate(conn: HTTPConnection) -> Principal:
     """Return the principal of the request's key, or raise the error to answer with.
 
@@ -134,21 +146,15 @@ def authenticate(conn: HTTPConnection) -> Principal:
     if cached is not None:
         return cached
     app = get_app(conn)
-    expected = app.config.api.token
-    if expected is None or not expected.get_secret_value():  # an empty one matches nothing
-        raise ApiError(
-            503, "the API has no token configured, so every request is refused",
-            code="no_token", fix="bastion init",
-        )
+    require_configured(app)
     given = _presented_token(conn)
-    if given is None:
+    if given is not None:
+        principal = key_principal(keystore(conn, app), given)
+        conn.scope[VIA_KEY] = "key"
+    elif (session := session_cookie(conn)) is not None:  # the browser sign-in (server/auth.py)
+        principal = cookie_principal(conn, keystore(conn, app), session)
+    else:
         raise AuthError("missing API token", fix=TOKEN_FIX)
-    try:
-        principal = keystore(conn, app).authenticate(given)
-    except AuthError as exc:
-        if exc.message == "wrong API key":
-            raise AuthError("wrong API token", fix=TOKEN_FIX) from None
-        raise
     needed = scope_for(conn.scope["type"], conn.scope.get("method", ""), conn.scope["path"])
     if not principal.allows(needed):
         raise ApiError(403, f"this API key (user {principal.user}, key {principal.key_id}) "
@@ -164,6 +170,16 @@ def authenticate(conn: HTTPConnection) -> Principal:
         principal = _all_users(app, principal, conn)
     conn.scope[PRINCIPAL_KEY] = principal
     return principal
+
+
+def key_principal(store: KeyStore, key: str) -> Principal:
+    """Return the principal of an API key (the bearer path and ``POST /v1/auth/login``)."""
+    try:
+        return store.authenticate(key)
+    except AuthError as exc:
+        if exc.message == "wrong API key":
+            raise AuthError("wrong API token", fix=TOKEN_FIX) from None
+        raise
 
 
 def quotas() -> Quotas:

@@ -16,6 +16,7 @@ _READ = ("GET", "HEAD")
 # (methods or ANY, path regex, scope); the first match wins.
 ROUTE_SCOPES: list[tuple[tuple[str, ...] | str, str, str]] = [
     (ANY, r"/openapi\.json", AUTHENTICATED),
+    (_READ, r"/v1/auth/me", AUTHENTICATED),
     (ANY, r"/v1/chat/completions", "chat"),
     (_READ, r"/v1/models/pulled", "models:admin"),
     (ANY, r"/v1/models/pull", "models:admin"),
