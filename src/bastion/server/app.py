@@ -67,6 +67,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.browser",  # /v1/browser/sessions (list, close)
     "bastion.server.routes.undo",  # GET|POST /v1/sessions/{id}/undo (workspace snapshots)
     "bastion.server.routes.auth",  # /v1/auth login|logout|me (browser cookie), OIDC sign-in
+    "bastion.server.routes.web",  # GET / (the web UI) and /web/... (its static files)
 ]
 
 DESCRIPTION = (

@@ -15,6 +15,13 @@ or as a process:
 Modes: ``ok`` streams ``--tokens`` words (``--token-delay`` apart); ``error500`` answers 500
 to chat requests (but lists models fine, like a server whose engine broke); ``slow`` waits
 ``--slow-s`` before answering chat requests.
+
+``--script FILE`` (or ``script=[...]``) makes answers deterministic tool calls: a JSON list of
+rules ``{"when": TEXT, "tool": NAME, "arguments": {...}, "then": TEXT}`` or ``{"when": TEXT,
+"text": TEXT}``. The first rule whose ``when`` is in the last user message answers it: a tool
+call (native, ``finish_reason: tool_calls``) or the text; once the tool's result is the last
+message, the answer is ``then`` with ``{result}`` replaced by that result. ``text``/``then``
+stream word by word like ``ok``; no rule matching: the ``ok`` words.
 """
 
 from __future__ import annotations
@@ -54,12 +61,15 @@ class FakeOpenAIServer:
         tokens: int = 20,
         token_delay: float = 0.0,
         slow_s: float = 30.0,
+        script: list[dict[str, Any]] | None = None,
     ) -> None:
         self.name = name
         self.mode = mode
         self.tokens = tokens
         self.token_delay = token_delay
         self.slow_s = slow_s
+        self.script = list(script or [])
+        self.call_count = 0
         self.chat_requests = 0
 
     def answer_words(self, n: int) -> list[str]:
@@ -83,6 +93,47 @@ class FakeOpenAIServer:
             pass
         finally:
             writer.close()
+
+    def scripted(self, messages: list[dict[str, Any]]) -> dict[str, Any] | str | None:
+        """Return the scripted answer: a tool call (dict), a text (str), or None (no rule)."""
+        said = _last_user(messages)
+        rule = next((r for r in self.script if str(r.get("when", "")) in said), None)
+        if rule is None:
+            return None
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool" or "tool" not in rule:
+            if "tool" not in rule:
+                return str(rule.get("text", ""))
+            result = last.get("content")
+            result = result if isinstance(result, str) else json.dumps(result)
+            return str(rule.get("then", "{result}")).replace("{result}", result)
+        self.call_count += 1
+        return {"id": f"call_script_{self.call_count}", "type": "function",
+                "function": {"name": rule["tool"],
+                             "arguments": json.dumps(rule.get("arguments", {}))}}
+
+    async def send_tool_call(self, writer: asyncio.StreamWriter, call: dict[str, Any],
+                             stream: bool, created: int) -> None:
+        """Answer with one native tool call (a JSON body, or one SSE chunk and [DONE])."""
+        if not stream:
+            await self.send(writer, 200, {
+                "id": "x", "object": "chat.completion", "created": created, "model": "fake-model",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": None, "tool_calls": [call]}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+            return
+        chunks = [
+            {"index": 0, "delta": {"role": "assistant", "tool_calls": [{**call, "index": 0}]},
+             "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+        ]
+        head = {"id": "x", "object": "chat.completion.chunk", "created": created,
+                "model": "fake-model"}
+        data = b"".join(b"data: " + json.dumps({**head, "choices": [c]}).encode() + b"\n\n"
+                        for c in chunks) + b"data: [DONE]\n\n"
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     + f"content-length: {len(data)}\r\n\r\n".encode() + data)
+        await writer.drain()
 
     async def send(self, writer: asyncio.StreamWriter, status: int,
                    payload: dict[str, Any]) -> None:
@@ -116,6 +167,12 @@ class FakeOpenAIServer:
         n = min(self.tokens, int(req.get("max_tokens") or self.tokens))
         words = self.answer_words(n)
         created = int(time.time())
+        scripted = self.scripted(req.get("messages") or [])
+        if isinstance(scripted, dict):
+            await self.send_tool_call(writer, scripted, bool(req.get("stream")), created)
+            return
+        if scripted is not None:
+            words = scripted.split(" ")
         if not req.get("stream"):
             text = " ".join(words)
             await self.send(
@@ -177,6 +234,14 @@ class FakeOpenAIServer:
         await writer.drain()
 
 
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
 async def serve(server: FakeOpenAIServer, host: str, port: int) -> asyncio.Server:
     """Start listening (``port`` 0: any free port); return the asyncio server."""
     return await asyncio.start_server(server.handle, host, port, backlog=1024)
@@ -191,9 +256,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--token-delay", type=float, default=0.0)
     ap.add_argument("--slow-s", type=float, default=30.0)
+    ap.add_argument("--script", default=None, help="JSON file of scripted answers")
     args = ap.parse_args()
+    script = None
+    if args.script:
+        with open(args.script, encoding="utf-8") as f:
+            script = json.load(f)
     fake = FakeOpenAIServer(
-        mode=args.mode, tokens=args.tokens, token_delay=args.token_delay, slow_s=args.slow_s
+        mode=args.mode, tokens=args.tokens, token_delay=args.token_delay, slow_s=args.slow_s,
+        script=script,
     )
 
     async def run() -> None:

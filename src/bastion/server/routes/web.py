@@ -1,0 +1,96 @@
+"""The web UI: ``GET /`` (the shell page) and ``GET /web/...`` (its static files).
+
+The files are package data under ``bastion/server/web`` and carry no user data: everything the
+UI shows comes from the same token-protected JSON/SSE API other clients use, so both routes are
+public. Every response carries a strict Content-Security-Policy (no inline script or style, no
+plugins, no framing, no other origin to connect to) and an ``ETag``; a matching
+``If-None-Match`` answers 304. Vendored libraries have their version in the file name and are
+cached for a year; the UI's own files are revalidated on every load (``no-cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path
+from starlette.responses import Response
+
+from bastion.server.errors import ApiError
+
+#: The UI's policy: its own scripts, styles and images only; fetch/SSE to this origin only.
+WEB_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+           "font-src 'self'; connect-src 'self'; manifest-src 'self'; object-src 'none'; "
+           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".txt":
+          "text/plain; charset=utf-8", ".json": "application/json"}
+_SAFE = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_NO_CACHE = "no-cache"
+_IMMUTABLE = "public, max-age=31536000, immutable"
+
+public_router = APIRouter(tags=["web"])
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    body: bytes
+    media_type: str
+    etag: str
+    cache: str
+
+
+@lru_cache(maxsize=256)
+def _load(rel: str) -> _File | None:
+    """Return the packaged file ``rel`` under ``web/`` (``None``: no such file)."""
+    if not _SAFE.fullmatch(rel) or ".." in rel:
+        return None
+    node = resources.files("bastion.server").joinpath("web")
+    for part in rel.split("/"):
+        node = node.joinpath(part)
+    if not node.is_file():
+        return None
+    name = rel.rsplit("/", 1)[-1]
+    suffix = name[name.rfind("."):] if "." in name else ".txt"  # LICENSE files
+    media_type = _TYPES.get(suffix)
+    if media_type is None:
+        return None
+    body = node.read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    cache = _IMMUTABLE if rel.startswith("vendor/") and suffix == ".js" else _NO_CACHE
+    return _File(body, media_type, etag, cache)
+
+
+def _answer(f: _File, if_none_match: str | None) -> Response:
+    headers = {"ETag": f.etag, "Cache-Control": f.cache, "Content-Security-Policy": WEB_CSP}
+    if if_none_match is not None and f.etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(f.body, media_type=f.media_type, headers=headers)
+
+
+def _missing(rel: str) -> ApiError:
+    return ApiError(404, f"no web file {rel[:80]!r}", code="not_found",
+                    fix="open the UI at / (its files live under /web/)")
+
+
+@public_router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def index(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """Serve the web UI's shell page."""
+    f = _load("index.html")
+    if f is None:  # pragma: no cover - a broken install
+        raise _missing("index.html")
+    return _answer(f, if_none_match)
+
+
+@public_router.api_route("/web/{rel:path}", methods=["GET", "HEAD"], include_in_schema=False)
+async def web_file(rel: Annotated[str, Path()],
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """Serve one static file of the web UI (scripts, styles, vendored libraries)."""
+    f = _load(rel)
+    if f is None:
+        raise _missing(rel)
+    return _answer(f, if_none_match)

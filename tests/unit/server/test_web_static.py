@@ -1,0 +1,66 @@
+"""The web UI's files: served without a token, under a strict CSP, with ETags; nothing else."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bastion.server.app import create_app
+from bastion.server.routes.web import WEB_CSP
+
+WEB = resources.files("bastion.server").joinpath("web")
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(create_app())  # no lifespan: the static routes need no app
+
+
+def test_index_and_files_carry_the_strict_policy(client: TestClient) -> None:
+    for path in ("/", "/web/app.js", "/web/app.css", "/web/chat.js", "/web/markdown.js",
+                 "/web/api.js", "/web/pages/index.js", "/web/vendor/marked-18.2.1.esm.js"):
+        resp = client.get(path)
+        assert resp.status_code == 200, path
+        assert resp.headers["content-security-policy"] == WEB_CSP
+        assert resp.headers["x-frame-options"] == "DENY"
+        assert resp.headers["referrer-policy"] == "no-referrer"
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    policy = dict(p.strip().split(" ", 1) for p in WEB_CSP.split(";"))
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'" and policy["connect-src"] == "'self'"
+
+
+def test_etag_revalidates_and_vendored_files_are_immutable(client: TestClient) -> None:
+    first = client.get("/web/app.js")
+    assert first.headers["cache-control"] == "no-cache"
+    again = client.get("/web/app.js", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    vendor = client.get("/web/vendor/purify-3.4.18.min.js")
+    assert "immutable" in vendor.headers["cache-control"]
+    assert vendor.headers["content-type"].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("path", ["/web/../routes/web.py", "/web/%2e%2e/app.py", "/web/nope.js",
+                                  "/web/vendor/", "/web/.hidden", "/web/chat.py"])
+def test_only_ui_files_are_served(client: TestClient, path: str) -> None:
+    resp = client.get(path)
+    assert resp.status_code in (401, 404, 503), path  # outside /web/: the token gate answers
+    assert "import " not in resp.text
+
+
+def test_no_inline_script_or_style_and_no_html_sinks() -> None:
+    index = WEB.joinpath("index.html").read_text()
+    assert re.search(r"<script(?![^>]*\bsrc=)", index) is None
+    assert "<style" not in index and " style=" not in index and " on" not in index.lower()
+    own = [f for f in WEB.iterdir() if f.name.endswith(".js")]
+    own += list(WEB.joinpath("pages").iterdir())
+    for f in own:
+        src = re.sub(r"/\*.*?\*/", "", f.read_text(), flags=re.S)
+        src = "\n".join(line for line in src.splitlines() if not line.strip().startswith("//"))
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                     "new Function", "localStorage"):
+            assert sink not in src, f"{f.name} uses {sink}"
