@@ -62,5 +62,5 @@ def test_no_inline_script_or_style_and_no_html_sinks() -> None:
         src = re.sub(r"/\*.*?\*/", "", f.read_text(), flags=re.S)
         src = "\n".join(line for line in src.splitlines() if not line.strip().startswith("//"))
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                     "new Function", "localStorage"):
+                     "new Function", "localStorage", "sessionStorage", "document.cookie"):
             assert sink not in src, f"{f.name} uses {sink}"

@@ -6,11 +6,10 @@
 // me()                                -> {user, roles, scopes} of who is signed in (cached)
 // login(key), logout(), signedIn(), ssoAvailable(), onSignedOut(fn)
 //
-// Credentials: the server's cookie session when it offers one (POST /v1/auth/login sets an
-// HttpOnly, SameSite=Strict cookie the page cannot read); otherwise the API key is kept in
-// sessionStorage for this tab only (never localStorage), and sent as a bearer token.
+// Credentials: the server's cookie session (POST /v1/auth/login sets an HttpOnly,
+// SameSite=Strict cookie that this page cannot read). The API key itself is never stored
+// anywhere in the browser: it goes to /v1/auth/login once and is forgotten.
 
-const KEY = "bastion.key";
 let meCache = null;
 const signedOutHandlers = [];
 
@@ -25,16 +24,9 @@ export class ApiError extends Error {
   }
 }
 
-function authHeaders(extra) {
-  const headers = Object.assign({}, extra || {});
-  const key = sessionStorage.getItem(KEY);
-  if (key) headers.Authorization = "Bearer " + key;
-  return headers;
-}
-
 function request(method, body, signal, accept) {
   const init = { method, signal, credentials: "same-origin", cache: "no-store",
-                 headers: authHeaders({ Accept: accept }) };
+                 headers: { Accept: accept } };
   if (body instanceof FormData || body instanceof Blob) {
     init.body = body;
   } else if (body !== undefined && body !== null) {
@@ -104,19 +96,11 @@ function dispatch(frame, onEvent) {
   onEvent(name, parsed);
 }
 
-/** Who is signed in: {user, roles, scopes}; scopes null when the server does not say. */
+/** Who is signed in: {user, roles, scopes, via} (cached; refresh: ask again). */
 export async function me(refresh = false) {
   if (meCache && !refresh) return meCache;
-  try {
-    const who = await api("/v1/auth/me");
-    meCache = { user: who.user, roles: who.roles || [], scopes: who.scopes || [] };
-  } catch (e) {
-    if (e.status !== 404) throw e;
-    // A server without /v1/auth/me: /openapi.json needs any valid key (HEAD: checked, not sent).
-    const resp = await fetch("/openapi.json", request("HEAD", null, undefined, "*/*"));
-    if (resp.status === 401 || resp.status === 503) throw await errorOf(resp);
-    meCache = { user: "", roles: [], scopes: null };
-  }
+  const who = await api("/v1/auth/me");
+  meCache = { user: who.user, roles: who.roles || [], scopes: who.scopes || [], via: who.via };
   return meCache;
 }
 
@@ -132,40 +116,32 @@ export async function ssoAvailable() {
   }
 }
 
-/** Sign in with an API key: the server's cookie session if it has one, else this tab only. */
+/** Sign in with an API key: the server answers with its session cookie. */
 export async function login(key) {
   key = key.trim();
   if (!key) throw new ApiError(400, "enter an API key", "bastion keys create --user NAME");
   const resp = await fetch("/v1/auth/login", {
     method: "POST", credentials: "same-origin", cache: "no-store",
-    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ key }),
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ api_key: key }),
   });
-  if (resp.ok) {
-    sessionStorage.removeItem(KEY);
-    return me(true);
+  if (!resp.ok) {
+    let err = {};
+    try { err = (await resp.json()).error || {}; } catch (_) { /* not JSON */ }
+    throw new ApiError(resp.status, err.message || `HTTP ${resp.status}`, err.fix, err.code);
   }
-  if (resp.status !== 404 && resp.status !== 401 && resp.status !== 405) throw await errorOf(resp);
-  // No cookie session on this server (or it refused the key): try the key as a bearer token.
-  sessionStorage.setItem(KEY, key);
-  try {
-    return await me(true);
-  } catch (e) {
-    sessionStorage.removeItem(KEY);
-    throw e;
-  }
+  return me(true);
 }
 
-/** Sign out: end the cookie session (if any) and forget the key. */
+/** Sign out: end the cookie session on the server. */
 export async function logout() {
   try {
-    await fetch("/v1/auth/logout", { method: "POST", credentials: "same-origin",
-                                     headers: authHeaders() });
+    await fetch("/v1/auth/logout", { method: "POST", credentials: "same-origin" });
   } catch (_) { /* signed out locally either way */ }
-  sessionStorage.removeItem(KEY);
   signedOut();
 }
 
-/** Whether this tab may be signed in (a key or a cookie session; me() confirms). */
+/** Whether this browser has a live session (asks the server). */
 export async function signedIn() {
   try {
     await me(true);
