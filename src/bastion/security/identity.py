@@ -19,7 +19,7 @@ from bastion.security.gateway import CallRequest, Next, ToolResult, denied
 
 ROLES = ("admin", "user", "approver")
 SCOPES = ("chat", "sessions:read", "sessions:write", "knowledge:write", "approvals",
-          "audit:read", "models:admin", "admin")
+          "audit:read", "models:admin", "tasks", "tasks:trigger", "admin")
 """Fixed scopes; ``tools:<glob>`` (e.g. ``tools:read_*``) names which tools a key may call."""
 TOOLS_PREFIX = "tools:"
 

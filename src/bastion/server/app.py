@@ -42,6 +42,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import compile_path
 
 from bastion import __version__
+from bastion.server._tasks import start_tasks, stop_tasks
 from bastion.server._turns import BusySessions
 from bastion.server.contract import AUTH_ERRORS, install_openapi
 from bastion.server.deps import TokenGate, require_token
@@ -68,6 +69,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.undo",  # GET|POST /v1/sessions/{id}/undo (workspace snapshots)
     "bastion.server.routes.auth",  # /v1/auth login|logout|me (browser cookie), OIDC sign-in
     "bastion.server.routes.web",  # GET / (the web UI) and /web/... (its static files)
+    "bastion.server.routes.tasks",  # /v1/tasks (unattended tasks), signed trigger, run now
 ]
 
 DESCRIPTION = (
@@ -136,9 +138,11 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
             from bastion.app import build_app
 
             api.state.bastion = build_app()
+        start_tasks(api, api.state.bastion)  # the scheduler of unattended tasks
         try:
             yield
         finally:
+            await stop_tasks(api)
             store = getattr(api.state, "keystore", None)
             if store is not None:  # users and keys (opened on the first request)
                 store.close()

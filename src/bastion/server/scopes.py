@@ -34,6 +34,8 @@ ROUTE_SCOPES: list[tuple[tuple[str, ...] | str, str, str]] = [
     (ANY, r"/v1/audit(/.*)?", "audit:read"),
     (_READ, r"/v1/intel(/.*)?", "audit:read"),
     (("POST",), r"/v1/privacy/scan", "chat"),
+    (("POST",), r"/v1/tasks/[^/]+/trigger", "tasks:trigger"),
+    (ANY, r"/v1/tasks(/.*)?", "tasks"),
 ]
 _COMPILED = [(m, re.compile(p), s) for m, p, s in ROUTE_SCOPES]
 

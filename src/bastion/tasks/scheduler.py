@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bastion.errors import BastionError, ConfigError
 from bastion.tasks.schedule import GRACE_S, next_fire, plan
-from bastion.tasks.spec import RunStarter, TaskLimitError, Trigger
+from bastion.tasks.spec import RunStarter, TaskLimitError, TaskSpec, Trigger, parse_at
 from bastion.tasks.store import StoredTask, TaskStore
 
 log = logging.getLogger("bastion.tasks")
@@ -52,6 +52,15 @@ def watched_folder(workspace: Path, folder: str) -> Path:
         raise ConfigError(f"--watch {folder} is outside the workspace {root}",
                           fix="watch a folder inside the workspace, e.g. --watch inbox")
     return path
+
+
+def check_new(spec: TaskSpec, *, now: float, workspace: Path | None) -> None:
+    """Refuse a new task that could never fire: an ``--at`` time passed, a folder outside."""
+    if spec.schedule.kind == "at" and parse_at(spec.schedule.expr, spec.tz) <= now:
+        raise ConfigError(f"--at {spec.schedule.expr} is in the past",
+                          fix="give a later time, or use run-now")
+    if spec.schedule.kind == "file" and workspace is not None:
+        watched_folder(workspace, spec.schedule.expr)
 
 
 class Scheduler:
