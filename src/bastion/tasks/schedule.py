@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from bastion.tasks.spec import Missed, Schedule, parse_at, zone
 
@@ -35,10 +35,13 @@ def next_fire(schedule: Schedule, tz: str, after: float) -> float | None:
         return None
     start = _local(after, tz)
     it = croniter(schedule.expr, start)
-    nxt: datetime = it.get_next(datetime)
-    # A wall-clock time shown twice (fall-back) fires once: skip its second showing.
-    while nxt.replace(tzinfo=None) == start.replace(tzinfo=None):
-        nxt = it.get_next(datetime)
+    try:
+        nxt: datetime = it.get_next(datetime)
+        # A wall-clock time shown twice (fall-back) fires once: skip its second showing.
+        while nxt.replace(tzinfo=None) == start.replace(tzinfo=None):
+            nxt = it.get_next(datetime)
+    except (CroniterBadDateError, OverflowError, ValueError):  # no fire time left (year 9999)
+        return None
     return nxt.timestamp()
 
 

@@ -168,9 +168,9 @@ class Scheduler:
 
     def start(self, task: StoredTask, trigger: Trigger) -> str:
         """Start a run now (run-now, webhook); raise :class:`TaskLimitError` when refused."""
-        self.check_limits(task.spec.owner)
-        assert self.starter is not None
         try:
+            self.check_limits(task.spec.owner)
+            assert self.starter is not None
             run_id = self.starter.start(task.spec, trigger)
         except BastionError as exc:
             self.store.record_fire(task.id, trigger, run_id=None, error=exc.message)

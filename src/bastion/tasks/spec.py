@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from bastion.errors import BastionError, ConfigError
 from bastion.tools.base import Risk
@@ -81,6 +81,25 @@ def parse_at(text: str, tz: str = "UTC") -> float:
     return when.timestamp()
 
 
+_CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
+                 "@hourly")
+
+
+def _check_cron(expr: str) -> None:
+    """Refuse anything but five cron fields (or an alias) that fire at some time."""
+    fields = expr.split()
+    shaped = len(fields) == 5 or (len(fields) == 1 and fields[0].lower() in _CRON_ALIASES)
+    if not shaped or not croniter.is_valid(expr):
+        raise ConfigError(f"cannot read the cron line {expr!r}",
+                          fix='give five fields: minute hour day month weekday, e.g. '
+                              '"0 7 * * *"')
+    try:
+        croniter(expr, datetime(2026, 1, 1, tzinfo=UTC)).get_next(float)
+    except CroniterBadDateError:
+        raise ConfigError(f"the cron line {expr!r} never fires",
+                          fix="check the day and month (e.g. there is no 31 February)") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """When a task fires by itself.
@@ -97,10 +116,8 @@ class Schedule:
         if self.kind not in get_args(ScheduleKind):
             raise ConfigError(f"unknown schedule kind {self.kind!r}",
                               fix="use cron, every, at, webhook, file or manual")
-        if self.kind == "cron" and not croniter.is_valid(self.expr):
-            raise ConfigError(f"cannot read the cron line {self.expr!r}",
-                              fix='give five fields: minute hour day month weekday, e.g. '
-                                  '"0 7 * * *"')
+        if self.kind == "cron":
+            _check_cron(self.expr)
         if self.kind == "every":
             seconds = parse_duration(self.expr, what="interval")
             if seconds < MIN_EVERY_S:

@@ -45,7 +45,9 @@ def test_schedules_are_checked() -> None:
     assert Schedule("every", "15m").every_s == 900.0
     assert Schedule("cron", "0 7 * * *").clock
     assert not Schedule("webhook").clock
+    assert Schedule("cron", "@daily").clock
     for kind, expr in [("cron", "61 * * * *"), ("cron", "0 7 * *x *"), ("every", "5s"),
+                       ("cron", "* * * * * *"), ("cron", "0 0 31 2 *"), ("cron", "@reboot"),
                        ("at", "tomorrow"), ("file", " "), ("webhook", "x"), ("hourly", "")]:
         with pytest.raises(ConfigError):
             Schedule(kind, expr)  # type: ignore[arg-type]
