@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.agent.loop import Agent
+from bastion.errors import ToolNotFoundError
 from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.messages import ChatSettings, Message, TextDelta
 from bastion.security.identity import current
@@ -18,6 +19,7 @@ from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
 from bastion.server.sse import StreamRedactor
+from bastion.tools.base import Risk
 
 if TYPE_CHECKING:
     from bastion.app import App
@@ -249,4 +251,29 @@ async def redacted_events(
         tail = red.flush()  # text before a tool step or the end goes out first
         if tail:
             yield "text", {"type": "text", "text": tail}
-        yield event_payload(ev, app.redactor)
+        name, payload = event_payload(ev, app.redactor)
+        if name == "tool_started":
+            payload.update(tool_facts(app, payload["name"]))
+        yield name, payload
+
+
+def tool_facts(app: App, name: str) -> dict[str, str | None]:
+    """Return a tool's declared ``risk`` and where it runs (``sandbox``) for a client to show.
+
+    ``sandbox`` is the backend of the tool's sandbox (bubblewrap, gvisor, podman, docker),
+    ``unavailable`` when a sandboxed tool has none, or ``in-process`` for tools that run in
+    bastion itself (confined to the workspace by their own checks); both ``None`` for a tool
+    the registry does not know. A call's effective risk (raised by the risk rules) is in its
+    ``approval_pending`` event.
+    """
+    try:
+        tool = app.registry.get(name)
+    except ToolNotFoundError:  # the gateway refuses the call itself
+        return {"risk": None, "sandbox": None}
+    if getattr(tool, "sandboxed", False):
+        env = app.gateway.environment
+        runner = env.runners.get(name) or env.sandbox
+        sandbox = getattr(runner, "name", None) if runner is not None else "unavailable"
+    else:
+        sandbox = "in-process"
+    return {"risk": Risk(tool.risk).name.lower(), "sandbox": sandbox}

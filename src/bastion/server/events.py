@@ -3,7 +3,8 @@
 Event names and payloads (each payload also carries ``"type": NAME``):
 
 - ``text``: ``{"text"}`` — a piece of the answer (redact pieces with ``StreamRedactor``).
-- ``tool_started``: ``{"step", "call_id", "name", "arguments"}``.
+- ``tool_started``: ``{"step", "call_id", "name", "arguments"}``; session streams add the
+  tool's declared ``risk`` and its ``sandbox`` (``_turns.tool_facts``).
 - ``tool_finished``: ``{"step", "call_id", "name", "ok", "decision", "duration_ms",
   "text", "error"}`` — ``decision`` is allowed, denied or error; ``text`` is truncated.
 - ``usage``: ``{"prompt_tokens", "completion_tokens"}`` of one model call.

@@ -47,6 +47,7 @@ def test_message_stream_has_named_agent_events(make_api):
     assert names.index("tool_started") < names.index("tool_finished")
     started = dict(events)["tool_started"]
     assert started["name"] == "list_files" and started["arguments"] == {"path": "."}
+    assert started["risk"] == "low" and started["sandbox"] == "in-process"  # shown by the web UI
     assert "".join(p["text"] for n, p in events if n == "text") == "Nothing here."
     assert dict(events)["done"]["answer"] == "Nothing here."
     messages = api.client.get(f"/v1/sessions/{sid}").json()["messages"]
