@@ -404,3 +404,25 @@ def test_tool_call_quota_is_counted_at_the_gateway(served: Served) -> None:
                      json={"content": "count files again", "stream": False})
         assert r.status_code == 429
         assert "tool calls quota (1 per day)" in r.json()["error"]["message"]
+
+
+def test_bobs_search_is_not_starved_by_alices_documents(
+        served: Served, alices: dict[str, str]) -> None:
+    """The owner filter is inside the vector query: alice's many close documents cannot push
+    bob's own out of his top-k (a filter after top-k would leave him nothing)."""
+    with served.api("alice") as api:
+        r = api.post("/v1/ingest", json={"documents": [
+            {"name": f"vault-{n}.md",
+             "content": f"# Vault {n}\n\nThe vault access code for door {n} is {4700 + n}."}
+            for n in range(12)]})
+        assert all(d["status"] == "added" for d in r.json()["data"]), r.text
+    with served.api("bob") as bob:
+        r = bob.post("/v1/ingest", json={"documents": [
+            {"name": "garden.md", "content": "# Garden\n\nBob keeps the shed key by the vault "
+                                             "of roses; the code there is 1234."}]})
+        assert r.json()["data"][0]["status"] == "added"
+        hits = bob.post("/v1/search", json={"query": "vault access code for the door", "k": 3,
+                                            "documents": True}).json()["data"]
+    sources = [h["source"] for h in hits]
+    assert "garden.md" in sources, hits
+    assert not any(s.startswith("vault-") for s in sources)

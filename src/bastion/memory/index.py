@@ -10,12 +10,15 @@ from bastion.memory._chunk import chunk_prose
 from bastion.memory.embeddings import Embedder
 from bastion.memory.store import SessionStore, StoredMessage
 from bastion.memory.vectors import DOCUMENTS, MESSAGES, Hit, Metadata, VectorStore
-from bastion.security.identity import owner_filter
+from bastion.security.identity import ADMIN_OWNER, owner_filter, owner_name
 
 # Messages longer than this are split so their later parts stay searchable too.
 MESSAGE_CHUNK_CHARS = 1000
 # Tool results shorter than this carry little worth recalling ("ok", "[]", exit codes).
 MIN_TOOL_RESULT_CHARS = 40
+# Present once every record carries its owner in the metadata (records of older versions
+# are tagged on first search: sessions' and documents' owners from the store).
+OWNERS_MARK = ".bastion.owners-v1"
 
 
 def worth_indexing(msg: StoredMessage) -> bool:
@@ -69,12 +72,39 @@ class SemanticIndex:
         self.store = store
         self.vectors = vectors
         self.embedder = embedder
+        self._owners_tagged = False
+
+    def tag_owners(self) -> int:
+        """Give records indexed before owners existed an ``owner`` (once per store)."""
+        mark = self.vectors.path / OWNERS_MARK
+        if self._owners_tagged or mark.exists():
+            self._owners_tagged = True
+            return 0
+        done = 0
+        for collection, key, lookup in ((MESSAGES, "session_id", self.store.session_owners),
+                                        (DOCUMENTS, "doc_id", self.store.document_owners)):
+            offset = 0
+            while True:
+                ids, metas = self.vectors.metadatas(collection, offset, 512)
+                if not ids:
+                    break
+                offset += len(ids)
+                todo = [(i, m) for i, m in zip(ids, metas, strict=False) if "owner" not in m]
+                owners = lookup(list({str(m.get(key)) for _, m in todo}))
+                self.vectors.update_metadata(
+                    collection, [i for i, _ in todo],
+                    [{**m, "owner": owners.get(str(m.get(key)), ADMIN_OWNER)} for _, m in todo])
+                done += len(todo)
+        mark.write_text("1\n")
+        self._owners_tagged = True
+        return done
 
     def index_messages(self, messages: Sequence[StoredMessage]) -> int:
         """Embed and store ``messages`` (skipping the unremarkable); return records written."""
         ids: list[str] = []
         texts: list[str] = []
         metas: list[Metadata] = []
+        owners = self.store.session_owners(list({sm.session_id for sm in messages}))
         for sm in messages:
             if not worth_indexing(sm):
                 continue
@@ -87,6 +117,7 @@ class SemanticIndex:
                 ids.append(f"m{sm.id}" if n == 0 else f"m{sm.id}-{n}")
                 texts.append(part)
                 metas.append({
+                    "owner": owners.get(sm.session_id, ADMIN_OWNER),
                     "session_id": sm.session_id,
                     "message_id": sm.id,
                     "seq": sm.seq,
@@ -117,9 +148,14 @@ class SemanticIndex:
 
     def add_document_chunks(
         self, doc_id: str, source: str, kind: str, chunks: Sequence[tuple[str, str]],
-        *, replace: bool = True,
+        *, replace: bool = True, owner: str | None = None,
     ) -> None:
-        """Store a document's (text, where) chunks, replacing any earlier version."""
+        """Store a document's (text, where) chunks, replacing any earlier version.
+
+        ``owner`` (default: the caller) rides in every chunk's metadata, so searches filter
+        on it inside the vector query.
+        """
+        owner = owner or owner_name()
         if replace:
             self.vectors.delete(DOCUMENTS, where={"doc_id": doc_id})
         batch = 64
@@ -133,7 +169,7 @@ class SemanticIndex:
                 vectors,
                 texts,
                 [{"doc_id": doc_id, "source": source, "kind": kind, "chunk": start + i,
-                  "where": w} for i, (_, w) in enumerate(part)],
+                  "where": w, "owner": owner} for i, (_, w) in enumerate(part)],
             )
 
     def forget_document(self, doc_id: str) -> None:
@@ -149,12 +185,12 @@ class SemanticIndex:
         exclude_session: str | None = None,
     ) -> list[SearchResult]:
         """Return the best message hits (optionally within / outside one session)."""
-        where: dict[str, Any] | None = None
+        conds: list[dict[str, Any]] = _owner_conds(self)
         if session_id is not None:
-            where = {"session_id": session_id}
+            conds.append({"session_id": session_id})
         elif exclude_session is not None:
-            where = {"session_id": {"$ne": exclude_session}}
-        hits = self.vectors.query(MESSAGES, vector, k, where)
+            conds.append({"session_id": {"$ne": exclude_session}})
+        hits = self.vectors.query(MESSAGES, vector, k, _where(conds))
         names = self.store.session_names(list({str(h.metadata.get("session_id")) for h in hits}))
         out = []
         for h in hits:
@@ -170,8 +206,8 @@ class SemanticIndex:
 
     def search_documents(self, vector: Sequence[float], k: int) -> list[SearchResult]:
         """Return the best document-chunk hits (of the caller's own documents)."""
-        hits = self.vectors.query(DOCUMENTS, vector, k)
-        if owner_filter() is not None:
+        hits = self.vectors.query(DOCUMENTS, vector, k, _where(_owner_conds(self)))
+        if owner_filter() is not None:  # and a document deleted since: gone from the store
             mine = self.store.visible_documents(list({str(h.metadata.get("doc_id"))
                                                       for h in hits}))
             hits = [h for h in hits if str(h.metadata.get("doc_id")) in mine]
@@ -190,6 +226,25 @@ class SemanticIndex:
             results += self.search_documents(vec, k)
         results.sort(key=lambda r: r.score, reverse=True)
         return results[:k]
+
+
+def _owner_conds(index: SemanticIndex) -> list[dict[str, Any]]:
+    """Return the caller's owner filter for a vector query.
+
+    Applied before ranking, so another user's records can neither fill nor shape the
+    caller's top-k.
+    """
+    who = owner_filter()
+    if who is None:
+        return []
+    index.tag_owners()
+    return [{"owner": who}]
+
+
+def _where(conds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not conds:
+        return None
+    return conds[0] if len(conds) == 1 else {"$and": conds}
 
 
 def _doc_result(h: Hit) -> SearchResult:

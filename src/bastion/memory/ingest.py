@@ -124,7 +124,8 @@ class Ingestor:
         owner = owner_name()  # another user's document of the same name is another document
         doc_id = doc_id_for(source if owner == ADMIN_OWNER else f"{owner}\0{source}")
         self.index.add_document_chunks(
-            doc_id, source, kind, [(c.text, c.where) for c in pieces], replace=old is not None
+            doc_id, source, kind, [(c.text, c.where) for c in pieces], replace=old is not None,
+            owner=owner,
         )
         self.store.put_document(
             DocumentInfo(doc_id, source, digest, kind, len(pieces), len(data), time.time())

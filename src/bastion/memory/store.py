@@ -475,6 +475,22 @@ class SessionStore:
                            [*ids, *arg])
         return {r["id"]: r["name"] for r in rows}
 
+    def session_owners(self, ids: Sequence[str]) -> dict[str, str]:
+        """Map session ids to their owners (whoever asks: the semantic index's bookkeeping)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT id, owner FROM sessions WHERE id IN ({marks})", list(ids))
+        return {r["id"]: r["owner"] for r in rows}
+
+    def document_owners(self, ids: Sequence[str]) -> dict[str, str]:
+        """Map document ids to their owners (whoever asks)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT id, owner FROM documents WHERE id IN ({marks})", list(ids))
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def pending(self, limit: int = 256) -> list[StoredMessage]:
         """Return messages not yet in the semantic index, oldest first."""
         rows = self._query(

@@ -198,6 +198,23 @@ class VectorStore:
             for i, d, m, dist in zip(ids, docs, metas, dists, strict=False)
         ]
 
+    def metadatas(self, collection: str, offset: int, limit: int
+                  ) -> tuple[list[str], list[Metadata]]:
+        """Return one page of a collection's record ids and metadata (in storage order)."""
+        with self._locked(exclusive=False):
+            col = self._cols[collection]
+            got = self._call("get", col.get, include=["metadatas"], offset=offset, limit=limit)
+        return list(got["ids"]), [dict(m or {}) for m in got.get("metadatas") or []]
+
+    def update_metadata(self, collection: str, ids: Sequence[str],
+                        metadatas: Sequence[Metadata]) -> None:
+        """Replace the metadata of existing records (their vectors stay)."""
+        if not ids:
+            return
+        with self._locked(exclusive=True):
+            col = self._cols[collection]
+            self._call("write", col.update, ids=list(ids), metadatas=[dict(m) for m in metadatas])
+
     def delete(
         self, collection: str, *, ids: Sequence[str] | None = None,
         where: dict[str, Any] | None = None,
