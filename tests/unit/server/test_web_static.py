@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -64,3 +66,17 @@ def test_no_inline_script_or_style_and_no_html_sinks() -> None:
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                      "new Function", "localStorage", "sessionStorage", "document.cookie"):
             assert sink not in src, f"{f.name} uses {sink}"
+
+
+def test_providers_tell_the_sign_in_page_whether_sso_is_on(make_api: Callable[..., Any]) -> None:
+    api = make_api(auth=False)  # public: the sign-in page asks before anyone is signed in
+    resp = api.client.get("/v1/auth/providers")
+    assert resp.json() == {"api_key": True, "oidc": False, "oidc_login": None}
+    api_config = api.app.config.api
+    if "oidc" in type(api_config).model_fields:  # the single sign-on settings (#19)
+        api_config.oidc = type(api_config.oidc).model_validate({
+            "issuer": "https://idp.example", "client_id": "bastion",
+            "client_secret": "secret://env/oidc"})
+        resp = api.client.get("/v1/auth/providers")
+        assert resp.json() == {"api_key": True, "oidc": True,
+                               "oidc_login": "/v1/auth/oidc/login"}

@@ -1,5 +1,8 @@
 """The web UI: ``GET /`` (the shell page) and ``GET /web/...`` (its static files).
 
+Also ``GET /v1/auth/providers`` (public): which sign-in ways this server offers, so a sign-in
+page can show "Sign in with SSO" only when OpenID Connect is configured.
+
 The files are package data under ``bastion/server/web`` and carry no user data: everything the
 UI shows comes from the same token-protected JSON/SSE API other clients use, so both routes are
 public. Every response carries a strict Content-Security-Policy (no inline script or style, no
@@ -18,8 +21,10 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 
 #: The UI's policy: its own scripts, styles and images only; fetch/SSE to this origin only.
@@ -94,3 +99,20 @@ async def web_file(rel: Annotated[str, Path()],
     if f is None:
         raise _missing(rel)
     return _answer(f, if_none_match)
+
+
+class Providers(BaseModel):
+    """``GET /v1/auth/providers``: the sign-in ways this server offers."""
+
+    api_key: bool = Field(description="POST /v1/auth/login with an API key (always)")
+    oidc: bool = Field(description="single sign-on is configured (api.oidc.issuer)")
+    oidc_login: str | None = Field(description="where the browser starts single sign-on")
+
+
+@public_router.get("/v1/auth/providers", summary="Sign-in ways this server offers (no token)",
+                   response_model=Providers)
+async def providers(app: BastionApp) -> Providers:
+    """Tell a sign-in page whether to offer single sign-on; says nothing about any user."""
+    oidc = getattr(app.config.api, "oidc", None)
+    on = bool(getattr(oidc, "issuer", None))
+    return Providers(api_key=True, oidc=on, oidc_login="/v1/auth/oidc/login" if on else None)

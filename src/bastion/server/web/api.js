@@ -104,15 +104,16 @@ export async function me(refresh = false) {
   return meCache;
 }
 
-/** Whether the server offers single sign-on (OIDC); false when it does not say. */
+/** Where to start single sign-on (OIDC), or null when the server offers none. */
 export async function ssoAvailable() {
   try {
     const info = await fetch("/v1/auth/providers", { credentials: "same-origin" });
-    if (!info.ok) return false;
+    if (!info.ok) return null;
     const body = await info.json();
-    return Boolean(body.oidc);
+    return body.oidc && typeof body.oidc_login === "string" && body.oidc_login.startsWith("/")
+      ? body.oidc_login : null;
   } catch (_) {
-    return false;
+    return null;
   }
 }
 

@@ -191,10 +191,10 @@ function showLogin(message) {
     }
   });
   main.replaceChildren(form);
-  ssoAvailable().then((yes) => {
-    if (!yes) return;
+  ssoAvailable().then((start) => {
+    if (!start) return;
     const sso = h("button", { type: "button", class: "secondary",
-                              onclick: () => { location.assign("/v1/auth/oidc/login"); } },
+                              onclick: () => { location.assign(start); } },
                   "Sign in with SSO");
     form.append(h("p", {}, sso));
   });
