@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,14 @@ from tests.security._backends import each_backend, make
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look as another uid")
 
-# Run by the system python as uid 65534: where can it find the needle?
+# Run by the system python as uid 65534: where can it find the needle? It reads every file it
+# can open whose inode changed since the needle was made (argv[1]): a value created then can be in
+# no file last written before (writing sets ctime, which no process can set back), and reading
+# the whole run's temporary files again for each scan cost minutes in CI.
 SCAN = r"""
 import os, sys
 needle = sys.stdin.read().encode()
+since = float(sys.argv[1])
 hits = []
 for pid in os.listdir("/proc"):
     if pid.isdigit():
@@ -33,12 +38,14 @@ for pid in os.listdir("/proc"):
                     hits.append(f"/proc/{pid}/cmdline")
         except OSError:
             pass
-for root in sys.argv[1:]:
+for root in sys.argv[2:]:
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: None):
         for name in filenames:
             path = os.path.join(dirpath, name)
             try:
                 if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                if os.stat(path).st_ctime < since:
                     continue
                 with open(path, "rb") as fh:
                     if needle in fh.read(4_000_000):
@@ -49,11 +56,13 @@ print("\n".join(hits))
 """
 
 
-def scan_as_nobody(needle: str, home: Path) -> list[str]:
+def scan_as_nobody(needle: str, home: Path, since: float) -> list[str]:
+    """Where uid 65534 finds ``needle`` (in files changed since ``since``, a time.time())."""
     roots = ["/tmp", "/var/tmp", "/run", "/var/lib/containers", str(home)]
     proc = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
-         "-I", "-c", SCAN, *roots], input=needle, capture_output=True, text=True, timeout=120)
+         "-I", "-c", SCAN, str(since - 2), *roots], input=needle, capture_output=True,
+        text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return [line for line in proc.stdout.splitlines() if line]
 
@@ -72,6 +81,7 @@ async def test_secret_of_a_running_call_is_nowhere_another_user_can_read(
     ws = tmp_path / "ws"
     ws.mkdir()
     os_home_of_home(bastion_home)
+    born = time.time()
     needle = "sk-live-" + secrets.token_hex(12)
     box = make(kind, ws)
     try:
@@ -79,7 +89,7 @@ async def test_secret_of_a_running_call_is_nowhere_another_user_can_read(
             ["/bin/sh", "-c", 'test -n "$API_TOKEN" && echo ${#API_TOKEN} && sleep 4'],
             env={"API_TOKEN": needle}))
         await asyncio.sleep(2.5)  # started, still running
-        hits = await asyncio.to_thread(scan_as_nobody, needle, bastion_home)
+        hits = await asyncio.to_thread(scan_as_nobody, needle, bastion_home, born)
         res = await call
     finally:
         box.close()
@@ -93,6 +103,7 @@ async def test_secret_of_a_sandboxed_stdio_server_is_nowhere_another_user_can_re
     ws = tmp_path / "ws"
     ws.mkdir()
     os_home_of_home(bastion_home)
+    born = time.time()
     needle = "ghp_" + secrets.token_hex(16)
     box = make(kind, ws)
     env = {"GITHUB_TOKEN": needle}
@@ -104,7 +115,7 @@ async def test_secret_of_a_sandboxed_stdio_server_is_nowhere_another_user_can_re
     try:
         assert server.stdout is not None
         first = await asyncio.to_thread(server.stdout.readline)  # the server is up
-        hits = await asyncio.to_thread(scan_as_nobody, needle, bastion_home)
+        hits = await asyncio.to_thread(scan_as_nobody, needle, bastion_home, born)
     finally:
         out, err = server.communicate(b"bye\n", timeout=60)
         box.close()
