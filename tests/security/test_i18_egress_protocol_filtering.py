@@ -123,6 +123,7 @@ def test_size_cap_and_the_legitimate_swap_still_works(outcome: dict[str, Any]) -
     seen = outcome["seen"]
     assert seen["post_too_big"] in ("413", "000")
     assert [d["limit"] for d in refused(outcome, "egress_refused", "size-cap")] == [100_000]
+    assert not [r for r in outcome["requests"] if "z" * 1000 in r["body"]]  # never arrived
     assert seen["legit_swap"] == "200"
     api = [r for r in outcome["requests"] if r["path"] == "/echo"]
     assert [r["auth"] for r in api] == [f"Bearer {outcome['token']}"]
