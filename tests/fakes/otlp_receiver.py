@@ -131,6 +131,11 @@ def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSp
     return sorted((s for s in spans if s.parent_id == parent.span_id), key=lambda s: s.start_ns)
 
 
+def tree(spans: list[ReceivedSpan], root: ReceivedSpan) -> tuple[str, list[Any]]:
+    """Return ``(name, [subtrees...])`` of ``root`` and its descendants, children in start order."""
+    return (root.name, [tree(spans, kid) for kid in children(spans, root)])
+
+
 def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
     """Return the only span called ``name``."""
     found = [s for s in spans if s.name == name]

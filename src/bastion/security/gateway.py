@@ -257,7 +257,9 @@ async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) 
     ``span_after``, its work after the inner stages returned), so the stages are siblings;
     ``bastion.gateway.decision`` is ``pass`` for a stage that handed the call on, else the
     decision of the result it returned. Only clock reads happen here: the stage spans are
-    built when the call's span is exported.
+    built when the call's span is exported. Each stage's span id is drawn now and current
+    while that span's time runs, so what a stage starts (the approval wait, a sandbox start
+    in the tool run) is a child of its stage.
     """
     call = req.call
     parent = telemetry.start(f"execute_tool {call.name}", {
@@ -268,10 +270,10 @@ async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) 
     if telemetry.recording():
         parent.content("gen_ai.tool.call.arguments",
                        json.dumps(call.arguments, ensure_ascii=False, default=str))
-    records: list[tuple[str, int, int, str]] = []
-    chain: Next = _timed(None, invoke, records, "tool_run")
+    records: list[telemetry.Record] = []
+    chain: Next = _timed(None, invoke, records, "tool_run", parent)
     for stage in reversed(stages):
-        chain = _timed(stage, chain, records, stage_name(stage))
+        chain = _timed(stage, chain, records, stage_name(stage), parent)
     try:
         with telemetry.activate(parent):  # approval wait, sandbox start: the call's children
             result = await chain(req)
@@ -289,28 +291,42 @@ async def _traced_call(stages: Sequence[Stage], invoke: Next, req: CallRequest) 
     return result
 
 
-def _timed(stage: Stage | None, nxt: Next, records: list[tuple[str, int, int, str]],
-           name: str) -> Next:
-    """Wrap one stage (``None``: the tool itself), recording its span's times and decision."""
+def _timed(stage: Stage | None, nxt: Next, records: list[telemetry.Record],
+           name: str, parent: telemetry.Span) -> Next:
+    """Wrap one stage (``None``: the tool itself), recording its span's times and decision.
+
+    The stage's scope is current exactly while its span's time runs: up to handing the call
+    on, or (``span_after``) from the inner stages' return to its own.
+    """
     after = bool(getattr(stage, "span_after", False))
     clock = time.time_ns
 
     async def run(req: CallRequest) -> ToolResult:
+        scope = telemetry.child_scope(parent)
         t0 = clock()
         handed_on = False
+        if not after:
+            scope.enter()
 
         async def onward(r: CallRequest) -> ToolResult:
             nonlocal handed_on, t0
             handed_on = True
             if not after:
-                records.append((name, t0, clock(), "pass"))
+                records.append((name, t0, clock(), "pass", scope.span_id))
+                scope.leave()
             res = await nxt(r)
             t0 = clock()
+            if after:
+                scope.enter()
             return res
 
-        result = await (nxt(req) if stage is None else stage(req, onward))
+        try:
+            result = await (nxt(req) if stage is None else stage(req, onward))
+        finally:
+            if after == handed_on:  # entered and not yet left
+                scope.leave()
         if after or not handed_on:
-            records.append((name, t0, clock(), result.decision))
+            records.append((name, t0, clock(), result.decision, scope.span_id))
         return result
 
     return run

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 AttrValue = str | bool | int | float | list[str]
+Record = tuple[str, int, int, str, int]
+"""A timed child made at export: ``(name, start_ns, end_ns, decision, span_id)``."""
 
 _tracing: Tracing | None = None
 _owner: object | None = None  # who configured it (that one shuts it down)
@@ -44,11 +46,12 @@ class Span(Protocol):
         """Mark the span as failed with a one-line reason."""
         ...
 
-    def children(self, records: list[tuple[str, int, int, str]]) -> None:
-        """Attach timed children ``(name, start_ns, end_ns, decision)``, made at export.
+    def children(self, records: list[Record]) -> None:
+        """Attach timed children ``(name, start_ns, end_ns, decision, span_id)``, made at export.
 
-        For many short steps (gateway stages) that have no children of their own: only the
-        clock reads are on the caller's path. Call it before :meth:`end`.
+        For many short steps (gateway stages): only the clock reads are on the caller's path.
+        ``span_id`` comes from :func:`child_scope` (0: a fresh one), so spans started inside
+        the step while its scope was entered are its children. Call it before :meth:`end`.
         """
         ...
 
@@ -69,14 +72,44 @@ class _NoopSpan:
     def fail(self, message: str) -> None:
         pass
 
-    def children(self, records: list[tuple[str, int, int, str]]) -> None:
+    def children(self, records: list[Record]) -> None:
         pass
 
     def end(self) -> None:
         pass
 
 
+class Scope(Protocol):
+    """A child of a span that is made at export (:meth:`Span.children`) but has its id now.
+
+    Between :meth:`enter` and :meth:`leave` it is the current span, so spans started there
+    (an approval wait, a sandbox start) are its children. Enter and leave in the same task.
+    """
+
+    span_id: int
+
+    def enter(self) -> None:
+        """Make this child the current span."""
+        ...
+
+    def leave(self) -> None:
+        """Restore the span that was current before :meth:`enter`."""
+        ...
+
+
+class _NoopScope:
+    __slots__ = ()
+    span_id = 0
+
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
+
+
 NOOP: Span = _NoopSpan()
+NOOP_SCOPE: Scope = _NoopScope()
 _NULL = contextlib.nullcontext(NOOP)
 
 
@@ -167,6 +200,13 @@ def span(
     if _tracing is None:
         return _NULL
     return _tracing.current(name, attrs)
+
+
+def child_scope(parent: Span) -> Scope:
+    """Return a numbered child of ``parent`` for a step timed by :meth:`Span.children`."""
+    if _tracing is None or parent is NOOP:
+        return NOOP_SCOPE
+    return _tracing.child_scope(parent)
 
 
 def activate(span: Span) -> contextlib.AbstractContextManager[object]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextvars import Token
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ _sdk_trace = require("opentelemetry.sdk.trace", extra="telemetry", feature=_FEAT
 
 from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import propagate, trace  # noqa: E402
+from opentelemetry.context import Context  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export import (  # noqa: E402
@@ -30,7 +32,15 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator  # noqa: E402
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode  # noqa: E402
+from opentelemetry.trace import (  # noqa: E402
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+)
+
+Record = tuple[str, int, int, str, int]  # name, start_ns, end_ns, decision, span_id
 
 
 def _protocol() -> str:
@@ -74,7 +84,7 @@ class _Span:
     def fail(self, message: str) -> None:
         self.raw.set_status(Status(StatusCode.ERROR, message[:300]))
 
-    def children(self, records: list[tuple[str, int, int, str]]) -> None:
+    def children(self, records: list[Record]) -> None:
         if records and self.raw.is_recording():
             pending = self.tracing.pending
             if len(pending) > 10_000:  # parents the batch queue dropped: never exported
@@ -87,16 +97,35 @@ class _Span:
             self.raw.end()
 
 
+class _Scope:
+    """A child span known only by its context until it is made at export (see ``children``)."""
+
+    __slots__ = ("_ctx", "_tokens", "span_id")
+
+    def __init__(self, parent: SpanContext, span_id: int) -> None:
+        self.span_id = span_id
+        self._ctx = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+            parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)))
+        self._tokens: list[Token[Context]] = []
+
+    def enter(self) -> None:
+        self._tokens.append(otel_context.attach(self._ctx))
+
+    def leave(self) -> None:
+        if self._tokens:
+            otel_context.detach(self._tokens.pop())
+
+
 class _WithChildren(SpanExporter):
     """Build the timed child spans of a span (gateway stages) on the exporter's thread.
 
-    A gateway call records ``(name, start_ns, end_ns, decision)`` per stage: two clock reads
-    and an append on the call's path. The spans themselves are made here, off that path,
-    just before their parent is exported.
+    A gateway call records ``(name, start_ns, end_ns, decision, span_id)`` per stage: two
+    clock reads and an append on the call's path. The spans themselves are made here, off
+    that path, just before their parent is exported; their ids were drawn on the path
+    (:class:`_Scope`), so the spans started inside a stage are already its children.
     """
 
-    def __init__(self, inner: SpanExporter,
-                 pending: dict[int, list[tuple[str, int, int, str]]]) -> None:
+    def __init__(self, inner: SpanExporter, pending: dict[int, list[Record]]) -> None:
         self.inner = inner
         self.pending = pending
         self.ids = RandomIdGenerator()
@@ -110,8 +139,8 @@ class _WithChildren(SpanExporter):
         return self.inner.export(out)
 
     def _child(self, parent: ReadableSpan, name: str, start: int, end: int,
-               decision: str) -> ReadableSpan:
-        ctx = SpanContext(parent.context.trace_id, self.ids.generate_span_id(), False,
+               decision: str, span_id: int) -> ReadableSpan:
+        ctx = SpanContext(parent.context.trace_id, span_id or self.ids.generate_span_id(), False,
                           parent.context.trace_flags, parent.context.trace_state)
         return ReadableSpan(f"gateway.{name}", ctx, parent.context, resource=parent.resource,
                             attributes={"bastion.gateway.stage": name,
@@ -137,7 +166,8 @@ class Tracing:
         if "OTEL_SERVICE_NAME" not in os.environ:
             attrs["service.name"] = "bastion"
         self.provider = _sdk_trace.TracerProvider(resource=Resource.create(attrs))
-        self.pending: dict[int, list[tuple[str, int, int, str]]] = {}
+        self.pending: dict[int, list[Record]] = {}
+        self.ids = RandomIdGenerator()
         self.provider.add_span_processor(
             BatchSpanProcessor(_WithChildren(_exporter(endpoint), self.pending)))
         self.tracer = self.provider.get_tracer("bastion", __version__)
@@ -147,6 +177,9 @@ class Tracing:
         ctx = trace.set_span_in_context(parent.raw) if isinstance(parent, _Span) else None
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
         return _Span(self.tracer.start_span(name, ctx, kind, attrs), self)
+
+    def child_scope(self, parent: Any) -> _Scope:
+        return _Scope(parent.raw.get_span_context(), self.ids.generate_span_id())
 
     @contextlib.contextmanager
     def current(self, name: str, attrs: Mapping[str, Any] | None) -> Iterator[_Span]:

@@ -20,7 +20,7 @@ from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import Risk, ToolContext, tool
 from bastion.tools.registry import ToolRegistry
 from tests.fakes.model import ScriptedModel, call, say
-from tests.fakes.otlp_receiver import OtlpReceiver, children, one
+from tests.fakes.otlp_receiver import OtlpReceiver, children, one, tree
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -76,14 +76,17 @@ async def test_a_turn_is_one_trace_with_model_tool_and_stage_spans(
     assert tool_span.attributes["gen_ai.tool.name"] == "launch"
     assert tool_span.attributes["bastion.gateway.decision"] == "allowed"
     stages = children(spans, tool_span)
-    assert [s.name for s in stages] == ["gateway.audit", "gateway.policy", "gateway.approval",
-                                        "gateway.approval_wait", "gateway.tool_run"]
+    assert tree(spans, tool_span) == ("execute_tool launch", [
+        ("gateway.audit", []), ("gateway.policy", []),
+        ("gateway.approval", [("gateway.approval_wait", [])]),  # the wait: its stage's child
+        ("gateway.tool_run", [])])
     assert [s.attributes.get("bastion.gateway.decision") for s in stages] == [
-        "pass", "pass", "pass", None, "allowed"]
-    assert stages[3].attributes["bastion.approval.approved"] is True
+        "pass", "pass", "pass", "allowed"]
+    wait = one(spans, "gateway.approval_wait")
+    assert wait.attributes["bastion.approval.approved"] is True
     # the wait lies inside the approval stage; stage spans do not overlap
-    assert stages[2].start_ns <= stages[3].start_ns <= stages[3].end_ns <= stages[2].end_ns
-    assert stages[2].end_ns <= stages[4].start_ns
+    assert stages[2].start_ns <= wait.start_ns <= wait.end_ns <= stages[2].end_ns
+    assert stages[2].end_ns <= stages[3].start_ns
     # no prompt or tool content unless telemetry.record_content
     content = {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.call.arguments",
                "gen_ai.tool.call.result"}
