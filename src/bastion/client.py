@@ -1,12 +1,15 @@
 """A typed client of a running ``bastion serve``: the one the CLI uses for every call to it.
 
-Built on ``httpx`` from the server's own request models (``NodeIn``, ``DrainBody``,
-``RotateBody``), so a body the client sends is one the server's schema accepts::
+Built on ``httpx`` from the server's own models: requests from the route's request models
+(``NodeIn``, ``DrainBody``, ``RotateBody``), so a body the client sends is one the server's
+schema accepts; answers parsed into the response models of the OpenAPI document
+(:mod:`bastion.server.responses`), so a caller gets typed fields, not dicts::
 
     from bastion.client import BastionClient
 
     with BastionClient.from_config() as api:  # api.host/api.port and api.token of the config
-        print(api.cluster_status())
+        sid = api.create_session().id
+        print(api.send(sid, "hello").answer)
 
 Failures are the project's one-line errors with a fix (:mod:`bastion.errors`):
 :class:`ServerUnreachable` when nothing answers, :class:`ServerFailed` when the exchange
@@ -17,11 +20,13 @@ breaks, :class:`ServerRefused` for an error answer (the server's ``{"error": {"m
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from bastion.errors import AuthError, BastionError, NotFoundError, PolicyDenied
+from bastion.server import responses as r
 from bastion.server.schemas import DrainBody, RotateBody
 
 if TYPE_CHECKING:
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["BastionClient", "ServerFailed", "ServerRefused", "ServerUnreachable"]
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ServerUnreachable(BastionError):
@@ -144,55 +150,108 @@ class BastionClient:
             raise refusal(resp)
         return resp
 
-    def _json(self, method: str, path: str, *, json: Any = None,
-              params: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = self.request(method, path, json=json, params=params).json()
-        if not isinstance(data, dict):
-            raise ServerRefused(f"{method} {path} answered {type(data).__name__}, not an object",
-                                fix="check that api.port is a bastion server", status=200,
-                                code=None)
-        return data
+    def _get(self, model: type[M], method: str, path: str, *, json: Any = None,
+             params: dict[str, Any] | None = None) -> M:
+        """Send one request; return its answer parsed into ``model``."""
+        resp = self.request(method, path, json=json, params=params)
+        try:
+            return model.model_validate_json(resp.content)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
+            raise ServerRefused(
+                f"{method} {path} answered a body that is not a {model.__name__} ({where}: "
+                f"{exc.errors()[0]['msg']})",
+                fix="check that api.port is a bastion server of this version", status=200,
+                code=None) from None
 
-    # ---- health ---------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        """``GET /health``: ``{"status": "ok"|"starting", "version"}`` (no token needed)."""
-        return self._json("GET", "/health")
+    # ---- health and models ----------------------------------------------------------------
+    def health(self) -> r.Health:
+        """``GET /health``: ``status`` ``ok`` or ``starting``, and the ``version`` (no token)."""
+        return self._get(r.Health, "GET", "/health")
+
+    def models(self) -> r.ModelList:
+        """``GET /v1/models``: ``bastion-agent`` and the backend model."""
+        return self._get(r.ModelList, "GET", "/v1/models")
+
+    # ---- sessions -------------------------------------------------------------------------
+    def create_session(self, session_id: str | None = None) -> r.SessionCreated:
+        """``POST /v1/sessions``: a new session (this id, else a fresh one; 409 if taken)."""
+        body = {"id": session_id} if session_id is not None else {}
+        return self._get(r.SessionCreated, "POST", "/v1/sessions", json=body)
+
+    def session(self, session_id: str, *, offset: int = 0, limit: int = 200) -> r.SessionPage:
+        """``GET /v1/sessions/{id}``: one page of its stored messages (secrets redacted)."""
+        return self._get(r.SessionPage, "GET", f"/v1/sessions/{session_id}",
+                         params={"offset": offset, "limit": limit})
+
+    def send(self, session_id: str, content: str) -> r.TurnAnswer:
+        """``POST /v1/sessions/{id}/messages`` with ``stream: false``: one agent turn."""
+        return self._get(r.TurnAnswer, "POST", f"/v1/sessions/{session_id}/messages",
+                         json={"content": content, "stream": False})
+
+    def sessions(self) -> r.SessionList:
+        """``GET /v1/sessions``: most recently used first."""
+        return self._get(r.SessionList, "GET", "/v1/sessions")
+
+    def delete_session(self, session_id: str) -> r.SessionDeleted:
+        """``DELETE /v1/sessions/{id}`` (its name or id)."""
+        return self._get(r.SessionDeleted, "DELETE", f"/v1/sessions/{session_id}")
+
+    # ---- approvals ------------------------------------------------------------------------
+    def approvals(self) -> r.PendingList:
+        """``GET /v1/approvals``: the tool calls waiting for a decision, oldest first."""
+        return self._get(r.PendingList, "GET", "/v1/approvals")
+
+    def decide(self, approval_id: str, approve: bool, *, reason: str | None = None,
+               scope: Literal["once", "session"] = "once") -> r.ApprovalDecided:
+        """``POST /v1/approvals/{id}``: approve or deny one pending call."""
+        return self._get(r.ApprovalDecided, "POST", f"/v1/approvals/{approval_id}",
+                         json={"approve": approve, "reason": reason, "scope": scope})
+
+    # ---- audit ----------------------------------------------------------------------------
+    def audit_events(self, **filters: str | int) -> r.AuditEvents:
+        """``GET /v1/audit/events`` with its filters (``kind``, ``tool``, ``limit``, ...)."""
+        return self._get(r.AuditEvents, "GET", "/v1/audit/events", params=dict(filters))
+
+    def audit_verify(self) -> r.AuditVerify:
+        """``GET /v1/audit/verify``: the hash chain and signatures checked."""
+        return self._get(r.AuditVerify, "GET", "/v1/audit/verify")
 
     # ---- cluster --------------------------------------------------------------------------
-    def cluster_status(self) -> dict[str, Any]:
+    def cluster_status(self) -> r.ClusterStatus:
         """``GET /v1/cluster``: nodes, health, breakers, load (409 ``no_cluster`` when off)."""
-        return self._json("GET", "/v1/cluster")
+        return self._get(r.ClusterStatus, "GET", "/v1/cluster")
 
     def metrics(self) -> str:
         """``GET /metrics``: Prometheus text."""
         return self.request("GET", "/metrics").text
 
-    def add_node(self, node: NodeIn) -> dict[str, Any]:
+    def add_node(self, node: NodeIn) -> r.NodeStatus:
         """``POST /v1/cluster/nodes``: add a node now (its token included)."""
         body = node.model_dump(mode="json")
         if node.token is not None:
             body["token"] = node.token.get_secret_value()
-        return self._json("POST", "/v1/cluster/nodes", json=body)
+        return self._get(r.NodeStatus, "POST", "/v1/cluster/nodes", json=body)
 
-    def remove_node(self, name: str) -> dict[str, Any]:
+    def remove_node(self, name: str) -> r.NodeStatus:
         """``DELETE /v1/cluster/nodes/{name}``."""
-        return self._json("DELETE", f"/v1/cluster/nodes/{name}")
+        return self._get(r.NodeStatus, "DELETE", f"/v1/cluster/nodes/{name}")
 
-    def drain_node(self, name: str, drain: bool = True) -> dict[str, Any]:
+    def drain_node(self, name: str, drain: bool = True) -> r.NodeStatus:
         """``POST /v1/cluster/nodes/{name}/drain``: drain (or resume with ``drain=False``)."""
-        return self._json("POST", f"/v1/cluster/nodes/{name}/drain",
-                          json=DrainBody(drain=drain).model_dump())
+        return self._get(r.NodeStatus, "POST", f"/v1/cluster/nodes/{name}/drain",
+                         json=DrainBody(drain=drain).model_dump())
 
     # ---- browser --------------------------------------------------------------------------
-    def browser_sessions(self) -> dict[str, Any]:
+    def browser_sessions(self) -> r.BrowserSessions:
         """``GET /v1/browser/sessions``: ``enabled``, ``sandboxed``, ``sessions``."""
-        return self._json("GET", "/v1/browser/sessions")
+        return self._get(r.BrowserSessions, "GET", "/v1/browser/sessions")
 
-    def close_browser_session(self, session_id: str) -> dict[str, Any]:
+    def close_browser_session(self, session_id: str) -> r.BrowserClosed:
         """``DELETE /v1/browser/sessions/{id}`` (404 when none is open)."""
-        return self._json("DELETE", f"/v1/browser/sessions/{session_id}")
+        return self._get(r.BrowserClosed, "DELETE", f"/v1/browser/sessions/{session_id}")
 
     # ---- secrets --------------------------------------------------------------------------
-    def rotate_secret(self, body: RotateBody) -> dict[str, Any]:
+    def rotate_secret(self, body: RotateBody) -> r.Rotation:
         """``POST /v1/secrets/rotate``: the rotation's result (never the values)."""
-        return self._json("POST", "/v1/secrets/rotate", json=body.model_dump())
+        return self._get(r.Rotation, "POST", "/v1/secrets/rotate", json=body.model_dump())

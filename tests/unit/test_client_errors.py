@@ -21,3 +21,24 @@ def test_server_errors_become_one_line_bastion_errors() -> None:
     assert isinstance(refusal(httpx.Response(401, json={"error": {"message": "x"}})), AuthError)
     odd = refusal(httpx.Response(500, json=["not", "an", "error"]))
     assert odd.status == 500 and odd.code is None and odd.message.startswith("[")
+
+
+def test_an_answer_that_is_not_the_documented_model_is_one_line() -> None:
+    from bastion.client import BastionClient
+    from bastion.server.responses import Health
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok", "version": "1.0", "extra": 1})
+        return httpx.Response(200, json={"status": "ok"})  # a browser_sessions without fields
+
+    with BastionClient("http://x", transport=httpx.MockTransport(answer)) as api:
+        health = api.health()
+        assert isinstance(health, Health) and health.version == "1.0"  # extra fields are kept
+        try:
+            api.browser_sessions()
+        except ServerRefused as exc:
+            assert "not a BrowserSessions" in exc.message and "\n" not in exc.message
+            assert exc.fix is not None
+        else:
+            raise AssertionError("a body without the model's fields was accepted")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -37,9 +36,9 @@ def sessions(as_json: JsonOpt = False) -> None:
     with _client() as api:
         data = api.browser_sessions()
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(data.model_dump_json(indent=2))
         return
-    if not data.get("enabled"):
+    if not data.enabled:
         if _config().browser.enabled:  # the file says on; the server started before that
             raise BastionError("the running server has the browser off: it started before "
                                "browser.enabled was set to true",
@@ -47,14 +46,14 @@ def sessions(as_json: JsonOpt = False) -> None:
         typer.echo("the browser is disabled (browser.enabled: false)")
         return
     table = Table("session", "url", "actions", "idle s", "logged in")
-    for s in data["sessions"]:
+    for s in data.sessions:
         table.add_row(str(s["session_id"]), str(s["url"]), str(s["actions"]), str(s["idle_s"]),
                       ", ".join(s["logged_in"]) or "-")
     out_console().print(table)
-    sandbox = "bubblewrap" if data.get("sandboxed") else (
-        "not started yet" if data.get("sandboxed") is None
-        else f"NOT sandboxed ({data.get('sandbox_problem')})")
-    typer.echo(f"{len(data['sessions'])} open; chromium: {sandbox}")
+    sandbox = "bubblewrap" if data.sandboxed else (
+        "not started yet" if data.sandboxed is None
+        else f"NOT sandboxed ({data.sandbox_problem})")
+    typer.echo(f"{len(data.sessions)} open; chromium: {sandbox}")
 
 
 @browser_app.command("close")

@@ -134,7 +134,7 @@ def status(as_json: JsonOpt = False) -> None:
     """Show nodes: engine, tier, models, health, breaker, in-flight, p50 latency, tokens/s."""
     cfg = _config()
     try:
-        data: Any = _api(cfg, lambda c: c.cluster_status())
+        data: Any = _api(cfg, lambda c: c.cluster_status().model_dump(mode="json"))
         source = "live, from the running server"
     except _NoServer as exc:
         data = asyncio.run(_local_status(cfg))

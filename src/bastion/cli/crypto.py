@@ -547,7 +547,7 @@ def rotate_cmd(
                               fix="the API rotates vault or sops secrets") from None
         try:
             with BastionClient.from_config(cfg) as client:
-                result = client.rotate_secret(body)
+                result = client.rotate_secret(body).model_dump(mode="json")
         except ServerUnreachable as exc:
             raise CryptoError(exc.message, fix="start it with bastion serve, or rotate without "
                               "--api") from None

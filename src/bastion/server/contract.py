@@ -103,7 +103,8 @@ SSE_EVENT: dict[str, Any] = {
     "description": "one server-sent event (OpenAPI 3.1: the schema describes each event)",
     "properties": {
         "event": {"type": "string", "description": "the event name, e.g. text or done"},
-        "data": {"type": "string", "description": "a JSON object (OpenAI chunks end in [DONE])"},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "a JSON object (OpenAI chunks end in [DONE])"},
         "id": {"type": "string"},
         "retry": {"type": "integer", "minimum": 0},
     },
@@ -111,35 +112,52 @@ SSE_EVENT: dict[str, Any] = {
 }
 
 
-def sse(description: str, *, json: bool = False) -> dict[int | str, dict[str, Any]]:
-    """Return ``responses=`` for a 200 of server-sent events (or a JSON object with ``json``).
+def sse_schema(events: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Return the schema of one event of a stream whose event names are ``events``.
+
+    With no names the events are unnamed (``data:`` lines only, as OpenAI's chunks).
+    """
+    if not events:
+        return SSE_EVENT
+    props = dict(SSE_EVENT["properties"])
+    props["event"] = {"type": "string", "enum": list(events),
+                      "description": "the event name; data is its JSON payload, whose "
+                                     "``type`` is the same name"}
+    return {**SSE_EVENT, "properties": props, "required": ["event", "data"]}
+
+
+def sse(description: str, *, events: tuple[str, ...] = (),
+        json: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """Return ``responses=`` for a 200 of server-sent events (or a JSON body with ``json``).
 
     Args:
         description: what the events are (and when the JSON body comes instead).
-        json: the route also answers one JSON object (e.g. with ``stream: false``).
+        events: the event names the stream sends (``event: NAME``), in the order they come.
+        json: the model of the JSON body the route answers instead (e.g. ``stream: false``).
 
     """
     out = media(description, SSE, json=json)
-    out[200]["content"][SSE]["schema"] = SSE_EVENT
+    out[200]["content"][SSE]["schema"] = sse_schema(events)
     return out
 
 
 def media(description: str, *types: str, binary: bool = False,
-          json: bool = False) -> dict[int | str, dict[str, Any]]:
+          json: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
     """Return ``responses=`` for a 200 in these content types (text, or bytes if ``binary``).
 
     Args:
         description: what the body is.
         types: the media types (``text/csv``, ``audio/mpeg``, ...).
         binary: the bodies are bytes, not text.
-        json: the route may answer a JSON object instead.
+        json: the model of the JSON body the route may answer instead.
 
     """
     schema = {"type": "string", "format": "binary"} if binary else {"type": "string"}
     content: dict[str, Any] = {t: {"schema": schema} for t in types}
-    if json:
-        content["application/json"] = {"schema": {"type": "object"}}
-    return {200: {"description": description, "content": content}}
+    out: dict[str, Any] = {"description": description, "content": content}
+    if json is not None:
+        out["model"] = json  # FastAPI adds it as application/json, a $ref to the component
+    return {200: out}
 
 
 def link(operation_id: str, **parameters: str) -> dict[str, Any]:
@@ -194,6 +212,23 @@ def _rewrite_422(schema: dict[str, Any]) -> None:
         comps.pop(name, None)
 
 
+def _no_untyped_json(schema: dict[str, Any]) -> None:
+    """Drop the empty ``application/json`` FastAPI adds beside a route's own media types.
+
+    A route answering a ``Response`` itself (audio, CSV, SSE) gets the default JSON response
+    class's media type with no schema; it never answers JSON unless ``json=`` said so.
+    """
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            for code, resp in op.get("responses", {}).items():
+                content = resp.get("content", {})
+                if (int(code) < 400 and len(content) > 1
+                        and content.get("application/json", {}).get("schema") in ({}, None)):
+                    content.pop("application/json", None)
+
+
 def _body_errors(schema: dict[str, Any]) -> None:
     """Document 400 on routes with a body: a body that cannot be decoded at all gets one."""
     for item in schema.get("paths", {}).values():
@@ -219,6 +254,7 @@ def openapi_schema(api: FastAPI) -> dict[str, Any]:
         body.pop("$defs", None)
         comps.setdefault(ErrorBody.__name__, body)
         _rewrite_422(schema)
+        _no_untyped_json(schema)
         _body_errors(schema)
         api.openapi_schema = schema
     return api.openapi_schema

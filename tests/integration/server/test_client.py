@@ -30,7 +30,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     home = tmp_path_factory.mktemp("client-home")
     with FakeOpenAIServer() as fake:
         (home / "bastion.yaml").write_text(yaml.safe_dump({
-            "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake"},
+            "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
+                      "native_tools": True},  # the fake only streams
             "api": {"token": TOKEN},
             "memory": {"enabled": True, "semantic": False},
             "intelligence": {"enabled": False},
@@ -42,8 +43,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def test_typed_calls_and_their_answers(served: tuple[str, Path]) -> None:
     base, _ = served
     with BastionClient(base, TOKEN) as api:
-        assert api.health()["status"] == "ok"
-        assert api.browser_sessions() == {"enabled": False, "sandboxed": None, "sessions": []}
+        assert api.health().status == "ok"
+        browser = api.browser_sessions()
+        assert (browser.enabled, browser.sandboxed, browser.sessions) == (False, None, [])
         with pytest.raises(ServerRefused) as off:
             api.cluster_status()  # model.backend is openai: the feature is off
         assert (off.value.status, off.value.code) == (409, "no_cluster")
@@ -61,6 +63,29 @@ def test_typed_calls_and_their_answers(served: tuple[str, Path]) -> None:
         with pytest.raises(ServerRefused) as rot:
             api.rotate_secret(RotateBody(backend="vault", path="app/db"))
         assert rot.value.status == 409 and "secrets.vault" in (rot.value.fix or "")
+
+
+def test_sessions_approvals_and_audit_are_typed_models(served: tuple[str, Path]) -> None:
+    from bastion.server import responses as r
+
+    base, _ = served
+    with BastionClient(base, TOKEN) as api:
+        assert "bastion-agent" in [m.id for m in api.models().data]
+        sid = api.create_session().id
+        answer = api.send(sid, "hello")
+        assert isinstance(answer, r.TurnAnswer) and answer.session_id == sid
+        assert answer.answer == "echo: hello" and answer.usage.completion_tokens >= 0
+        page = api.session(sid)
+        assert [m.role for m in page.messages] == ["user", "assistant"] and page.total == 2
+        assert sid in [s.id for s in api.sessions().data]
+        assert api.approvals().pending == []
+        events = api.audit_events(limit=5).events
+        assert events and all(isinstance(e, r.AuditEvent) for e in events)
+        assert api.audit_verify().ok is True
+        assert api.delete_session(sid).deleted is True
+        with pytest.raises(ServerRefused) as gone:
+            api.session(sid)
+        assert gone.value.status == 404
 
 
 def test_wrong_token_and_no_server_are_one_line_errors(served: tuple[str, Path]) -> None:

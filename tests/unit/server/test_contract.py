@@ -47,9 +47,16 @@ def test_route_documents_its_errors(method: str, path: str, op: dict[str, Any]) 
     for code in codes - {c for c in codes if c < 400}:
         schema = responses[str(code)]["content"]["application/json"]["schema"]
         assert schema == {"$ref": ERROR_REF}, f"{method.upper()} {path} {code}: not ErrorBody"
-    for media, body in responses[next(iter(responses))].get("content", {}).items():
-        if media == SSE:
-            assert body["schema"] == SSE_EVENT, f"{method.upper()} {path}: SSE event schema"
+    for code in (c for c in codes if c < 400):
+        for media, body in responses[str(code)].get("content", {}).items():
+            schema = body["schema"]
+            if media == SSE:
+                assert schema["required"] in (["data"], ["event", "data"]), path
+                assert schema["properties"]["data"] == SSE_EVENT["properties"]["data"], path
+            elif media == "application/json":  # a named model, never a bare object
+                assert set(schema) == {"$ref"}, f"{method.upper()} {path} {code}: untyped body"
+            else:
+                assert schema["type"] == "string", f"{method.upper()} {path} {code}: {media}"
 
 
 def test_streams_are_documented_as_event_streams() -> None:
@@ -58,6 +65,37 @@ def test_streams_are_documented_as_event_streams() -> None:
     assert streams == {("post", "/v1/chat/completions"), ("post", "/v1/models/pull"),
                        ("get", "/v1/approvals/events"),
                        ("post", "/v1/sessions/{session_id}/messages")}
+
+
+def test_streams_name_their_events() -> None:
+    doc = create_app().openapi()
+    def names(method: str, path: str) -> list[str]:
+        event = doc["paths"][path][method]["responses"]["200"]["content"][SSE]["schema"]
+        return list(event["properties"]["event"]["enum"])
+
+    assert names("get", "/v1/approvals/events") == ["ready", "approval_pending",
+                                                    "approval_resolved"]
+    assert names("post", "/v1/models/pull") == ["progress", "done", "error"]
+    assert names("post", "/v1/sessions/{session_id}/messages")[0] == "session"
+    assert {"text", "tool_started", "tool_finished", "done", "error"} <= set(
+        names("post", "/v1/sessions/{session_id}/messages"))
+    chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert "enum" not in chat[SSE]["schema"]["properties"]["event"]  # OpenAI's: data only
+
+
+def test_every_success_body_is_a_model_the_routes_return(make_api) -> None:
+    from bastion.server import responses
+
+    doc = create_app().openapi()
+    refs = {body["schema"]["$ref"].rsplit("/", 1)[1]
+            for item in doc["paths"].values() for op in item.values()
+            for code, resp in op["responses"].items() if int(code) < 400
+            for media, body in resp.get("content", {}).items() if media == "application/json"}
+    assert refs <= {n for n in dir(responses) if not n.startswith("_")}
+    c = make_api().client  # the bodies validate against their published models
+    assert responses.SessionCreated.model_validate(c.post("/v1/sessions", json={}).json())
+    assert responses.ModelList.model_validate(c.get("/v1/models").json()).data
+    assert responses.AuditStats.model_validate(c.get("/v1/audit/stats").json()).total >= 0
 
 
 def test_constraints_the_server_enforces_are_in_the_schema() -> None:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Path
 from fastapi.responses import HTMLResponse
@@ -36,6 +36,13 @@ from bastion.server.contract import ApiModel, errors, sse
 from bastion.server.deps import BastionApp, may_approve
 from bastion.server.errors import ApiError
 from bastion.server.headers import static_page
+from bastion.server.responses import (
+    ApprovalDecided,
+    PendingApproval,
+    PendingList,
+    SessionRule,
+    ThresholdSet,
+)
 from bastion.server.sse import sse_event, sse_response
 from bastion.tools.base import Risk
 
@@ -85,7 +92,7 @@ def _manager(app: App) -> ApprovalManager:
 
 @router.get("", summary="Pending approvals and session rules", responses=errors(409))
 async def list_pending(app: BastionApp, session_id: str | None = None
-                       ) -> dict[str, Any]:
+                       ) -> PendingList:
     """Return the requests waiting for a decision (oldest first)."""
     m = _manager(app)
     keys = record_keys(app, session_id) if session_id else ()
@@ -96,19 +103,22 @@ async def list_pending(app: BastionApp, session_id: str | None = None
              and may_approve(app, r.session_id)]
     names = session_names(app, [*(p.request.session_id for p in pending),
                                 *(r.session_id for r in rules)])
-    return {  # records carry a session's stored id; session_name is its name now
-        "pending": [{**p.to_dict(app.redactor),
-                     "session_name": names.get(p.request.session_id or "")} for p in pending],
-        "session_rules": [{"session_id": r.session_id, "session_name": names.get(
-            r.session_id or ""), "tool": r.tool, "by": r.by} for r in rules],
-        "default_threshold": app.approvals.threshold.name,
-    }
+    return PendingList(  # records carry a session's stored id; session_name is its name now
+        pending=[PendingApproval.model_validate(
+            {**p.to_dict(app.redactor), "session_name": names.get(p.request.session_id or "")})
+            for p in pending],
+        session_rules=[SessionRule(session_id=r.session_id, session_name=names.get(
+            r.session_id or ""), tool=r.tool, by=r.by) for r in rules],
+        default_threshold=app.approvals.threshold.name,
+    )
 
 
 @router.get("/events", summary="Approval events (SSE)", response_model=None,
             responses=sse("SSE: ready (subscribed), then approval_pending (those waiting now "
                           "first) and "
-                          "approval_resolved events until the client disconnects") | errors(409))
+                          "approval_resolved events until the client disconnects",
+                          events=("ready", "approval_pending", "approval_resolved"))
+            | errors(409))
 async def approval_events(app: BastionApp) -> Response:
     """Stream ``ready`` (subscribed), then ``approval_pending`` and ``approval_resolved``."""
     m = _manager(app)
@@ -135,19 +145,19 @@ async def approval_events(app: BastionApp) -> Response:
 
 
 @router.get("/{approval_id}", summary="One pending approval", responses=errors(404, 409))
-async def get_pending(approval_id: str, app: BastionApp) -> dict[str, Any]:
+async def get_pending(approval_id: str, app: BastionApp) -> PendingApproval:
     """Return one pending request."""
     p = _manager(app).get(approval_id)
     if p is None or not may_approve(app, p.request.session_id):
         raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
                        fix="list them with GET /v1/approvals; it may have timed out")
-    return p.to_dict(app.redactor)
+    return PendingApproval.model_validate(p.to_dict(app.redactor))
 
 
 @router.post("/{approval_id}", summary="Approve or deny a pending tool call",
              responses=errors(404, 409))
 async def decide(approval_id: str, body: Decision, app: BastionApp
-                 ) -> dict[str, Any]:
+                 ) -> ApprovalDecided:
     """Decide a pending request (its session's owner or an approver); audited with who."""
     m = _manager(app)
     p = m.get(approval_id)
@@ -158,17 +168,17 @@ async def decide(approval_id: str, body: Decision, app: BastionApp
     if not ok:
         raise ApiError(404, f"no pending approval {approval_id}", code="approval_not_found",
                        fix="it was already decided or timed out (timeout = deny)")
-    return {"id": approval_id, "approved": body.approve, "scope": body.scope}
+    return ApprovalDecided(id=approval_id, approved=body.approve, scope=body.scope)
 
 
 @router.put("/thresholds/{session_id}", summary="Set a session's approval threshold",
             responses=errors(409))
 async def set_threshold(session_id: SessionId, body: Threshold, app: BastionApp
-                        ) -> dict[str, Any]:
+                        ) -> ThresholdSet:
     """Ask for approval of calls at or above ``risk`` in this session (its name or id)."""
     m = _manager(app)
     m.set_threshold(await app.memory.open_session(session_id), Risk.parse(body.risk))
-    return {"session_id": session_id, "threshold": body.risk}
+    return ThresholdSet(session_id=session_id, threshold=body.risk)
 
 
 @public_router.get("/approvals", response_class=HTMLResponse, include_in_schema=False)

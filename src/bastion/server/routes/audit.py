@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
@@ -21,6 +21,7 @@ from bastion.security.audit_csv import write_csv
 from bastion.server._turns import record_keys, session_names
 from bastion.server.contract import TIME_SCHEMA, errors, media
 from bastion.server.deps import BastionApp
+from bastion.server.responses import AuditEvent, AuditEvents, AuditStats, AuditVerify
 from bastion.timespec import parse_time
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -38,30 +39,31 @@ async def events(
     model: str | None = Query(default=None, description="model requests answered by this "
                               "model: sha256 (8+ hex digits), server URL or model id"),
     user: str | None = Query(default=None, description="records of this user's API requests"),
-) -> dict[str, Any]:
+) -> AuditEvents:
     """Return matching records (already redacted when they were written)."""
     keys = record_keys(app, session_id) if session_id else None
     rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             decision=decision, actor=actor, since=parse_time(since),
                             until=parse_time(until), model=model, user=user)
     names = session_names(app, (e.session_id for e in rows))
-    return {"events": [{**e.to_dict(), "session_name": names.get(e.session_id or "")}
-                       for e in rows]}
+    return AuditEvents(events=[
+        AuditEvent.model_validate({**e.to_dict(), "session_name": names.get(e.session_id or "")})
+        for e in rows])
 
 
 @router.get("/stats", summary="Counts by kind, decision and tool")
-async def stats(app: BastionApp) -> dict[str, Any]:
+async def stats(app: BastionApp) -> AuditStats:
     """Return counts and the time range."""
-    return app.audit.stats()
+    return AuditStats.model_validate(app.audit.stats())
 
 
 @router.get("/verify", summary="Verify the hash chain and signatures")
-async def verify(app: BastionApp) -> dict[str, Any]:
+async def verify(app: BastionApp) -> AuditVerify:
     """Return ``ok``, how many records were checked and the first bad record, if any."""
     a = app.config.audit.anchor
     anchor = a.file.expanduser() if a is not None and a.file is not None else None
     rep = await asyncio.to_thread(app.audit.verify, anchor=anchor)
-    return rep.to_dict()  # ok, checked, first_bad, reason, ... head_seq, pinned, external_seq
+    return AuditVerify.model_validate(rep.to_dict())
 
 
 @router.get("/export", summary="Export records as JSON lines or CSV", response_model=None,

@@ -15,8 +15,9 @@ from bastion.app import App
 from bastion.cluster.admin import NodeIn, add_node, drain_node, remove_node
 from bastion.cluster.metrics import CONTENT_TYPE
 from bastion.cluster.model import ClusterModel, find_cluster
-from bastion.server.contract import errors, feature_off, media
+from bastion.server.contract import errors, feature_off, link, links, media
 from bastion.server.deps import get_app
+from bastion.server.responses import ClusterStatus, NodeStatus
 from bastion.server.schemas import DrainBody
 from bastion.telemetry.metrics import METRICS
 
@@ -50,29 +51,33 @@ async def metrics(app: AppDep) -> Response:
 
 
 @router.get("/v1/cluster", summary="Cluster status", responses=errors(409))
-async def status(app: AppDep) -> dict[str, object]:
+async def status(app: AppDep) -> ClusterStatus:
     """Nodes with health, breaker state, load, latency and speed."""
-    return (await _cluster(app)).status()
+    return ClusterStatus.model_validate((await _cluster(app)).status())
 
 
 @router.post("/v1/cluster/nodes", status_code=201, summary="Add a node now",
-             responses=errors(409), operation_id="add_cluster_node")
-async def add(body: NodeIn, app: AppDep) -> dict[str, object]:
+             responses=errors(409), operation_id="add_cluster_node",
+             openapi_extra=links(201, {name: link(name, name="$response.body#/name")
+                                       for name in ("drain_cluster_node",
+                                                    "remove_cluster_node")}))
+async def add(body: NodeIn, app: AppDep) -> NodeStatus:
     """Add a node at runtime (not saved to the config file)."""
-    return add_node(await _cluster(app), body)
+    return NodeStatus.model_validate(add_node(await _cluster(app), body))
 
 
 @router.delete("/v1/cluster/nodes/{name}", summary="Remove a node now",
                responses=errors(404, 409), operation_id="remove_cluster_node")
-async def remove(name: NodeName, app: AppDep) -> dict[str, object]:
+async def remove(name: NodeName, app: AppDep) -> NodeStatus:
     """Remove a node; calls in flight on it fail over to other nodes."""
-    return remove_node(await _cluster(app), name)
+    return NodeStatus.model_validate(remove_node(await _cluster(app), name))
 
 
 @router.post("/v1/cluster/nodes/{name}/drain", summary="Drain or resume a node",
              responses=errors(404, 409), operation_id="drain_cluster_node")
 async def drain(
     name: NodeName, app: AppDep, body: DrainBody | None = None
-) -> dict[str, object]:
+) -> NodeStatus:
     """Stop sending new requests to a node (``drain: false`` resumes); calls in flight finish."""
-    return drain_node(await _cluster(app), name, True if body is None else body.drain)
+    return NodeStatus.model_validate(
+        drain_node(await _cluster(app), name, True if body is None else body.drain))

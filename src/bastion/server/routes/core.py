@@ -14,6 +14,7 @@ from bastion.server._completions import chat_completions, model_names, unknown_m
 from bastion.server._openai import AGENT_MODEL, SESSION_HEADER, ChatCompletionRequest
 from bastion.server.contract import errors, sse
 from bastion.server.deps import BastionApp
+from bastion.server.responses import ChatCompletion, Health, ModelEntry, ModelList
 
 public_router = APIRouter(tags=["health"])
 router = APIRouter(tags=["openai"])
@@ -22,10 +23,10 @@ _STARTED = int(time.time())
 
 
 @public_router.get("/health", summary="Liveness (no token needed)")
-async def health(request: Request) -> dict[str, Any]:
+async def health(request: Request) -> Health:
     """Return ``{"status": "ok"}`` once the app is assembled, ``starting`` before."""
     ready = getattr(request.app.state, "bastion", None) is not None
-    return {"status": "ok" if ready else "starting", "version": __version__}
+    return Health(status="ok" if ready else "starting", version=__version__)
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -34,19 +35,19 @@ async def openapi(request: Request) -> dict[str, Any]:
     return request.app.openapi()  # type: ignore[no-any-return]
 
 
-def _model_entry(name: str, app: App) -> dict[str, Any]:
+def _model_entry(name: str, app: App) -> ModelEntry:
     owner = "bastion" if name == AGENT_MODEL else f"bastion:{app.config.model.backend}"
-    return {"id": name, "object": "model", "created": _STARTED, "owned_by": owner}
+    return ModelEntry(id=name, created=_STARTED, owned_by=owner)
 
 
 @router.get("/v1/models", summary="List models (OpenAI-compatible)")
-async def list_models(app: BastionApp) -> dict[str, Any]:
+async def list_models(app: BastionApp) -> ModelList:
     """List ``bastion-agent`` (the agent with tools) and the backend model (pass-through)."""
-    return {"object": "list", "data": [_model_entry(n, app) for n in model_names(app)]}
+    return ModelList(data=[_model_entry(n, app) for n in model_names(app)])
 
 
 @router.get("/v1/models/{model_id}", summary="Describe one model", responses=errors(404))
-async def get_model(model_id: str, app: BastionApp) -> dict[str, Any]:
+async def get_model(model_id: str, app: BastionApp) -> ModelEntry:
     """Return one model, or 404 with the list of models."""
     if model_id not in model_names(app):
         raise unknown_model(model_id, app)
@@ -58,7 +59,7 @@ async def get_model(model_id: str, app: BastionApp) -> dict[str, Any]:
     summary="Chat completions (OpenAI-compatible; stream via SSE)",
     response_model=None,
     responses=sse("a chat.completion object, or with stream: true SSE chunks "
-                  "(data: {chat.completion.chunk}, then data: [DONE])", json=True)
+                  "(data: {chat.completion.chunk}, then data: [DONE])", json=ChatCompletion)
     | errors(400, 404, 409, 502),
     openapi_extra={
         "parameters": [{

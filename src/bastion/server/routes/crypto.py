@@ -18,6 +18,14 @@ from fastapi import APIRouter, Path, Query
 from bastion.config import paths
 from bastion.server.contract import errors, feature_off
 from bastion.server.deps import BastionApp
+from bastion.server.responses import (
+    CountProof,
+    InclusionProof,
+    ProofCheck,
+    Rotation,
+    Rotations,
+    SealStatus,
+)
 from bastion.server.schemas import RotateBody
 
 router = APIRouter(tags=["crypto"])
@@ -27,12 +35,13 @@ PREDICATE = r"^(denied|critical|error|(kind|tool|decision|risk):.+)$"
 @router.get("/v1/audit/proofs/{event_id}", summary="Signed inclusion proof for one record",
             responses=errors(404))
 async def inclusion_proof(app: BastionApp, event_id: Annotated[int, Path(ge=1, le=2**62)]
-                          ) -> dict[str, Any]:
+                          ) -> InclusionProof:
     """Return a proof that discloses record ``event_id`` and nothing about the others."""
     from bastion.security.audit_proofs import prove_event
 
     app.audit.flush()
-    return await asyncio.to_thread(prove_event, app.audit.path, event_id, app.audit.signer)
+    return InclusionProof.model_validate(
+        await asyncio.to_thread(prove_event, app.audit.path, event_id, app.audit.signer))
 
 
 RecordId = Annotated[int | None, Query(ge=1, le=2**62, description="audit record id (inclusive)")]
@@ -46,7 +55,7 @@ async def count_proof(
                                     "kind:KIND, tool:TOOL, decision:DECISION or risk:RISK")]
     = "denied",
     first: RecordId = None, last: RecordId = None,
-) -> dict[str, Any]:
+) -> CountProof:
     """Return a proof of how many records in the window match, hiding which ones.
 
     404 when no record of the log is in ``[first, last]``; 400 when more than
@@ -55,13 +64,13 @@ async def count_proof(
     from bastion.security.audit_proofs import prove_count
 
     app.audit.flush()
-    return await asyncio.to_thread(
+    return CountProof.model_validate(await asyncio.to_thread(
         prove_count, app.audit.path, predicate, app.audit.signer, first=first, last=last,
-        max_records=app.config.crypto.proof_max_records)
+        max_records=app.config.crypto.proof_max_records))
 
 
 @router.post("/v1/audit/verify-proof", summary="Verify an audit proof")
-async def verify_proof(app: BastionApp, bundle: dict[str, Any]) -> dict[str, Any]:
+async def verify_proof(app: BastionApp, bundle: dict[str, Any]) -> ProofCheck:
     """Check a proof against this log's trusted keys."""
     from bastion.security.audit import trusted_keys
     from bastion.security.audit_proofs import verify_bundle
@@ -69,20 +78,20 @@ async def verify_proof(app: BastionApp, bundle: dict[str, Any]) -> dict[str, Any
     trusted = trusted_keys(app.audit.path, app.audit.pinned,
                            [str(bundle.get("public_key", ""))])
     ok, reason = await asyncio.to_thread(verify_bundle, bundle, trusted)
-    return {"ok": ok, "reason": reason}
+    return ProofCheck(ok=ok, reason=reason)
 
 
 @router.get("/v1/crypto/seal", summary="Whether key files are sealed")
-async def seal_status(app: BastionApp) -> dict[str, Any]:
+async def seal_status(app: BastionApp) -> SealStatus:
     """Return the sealed set's threshold and each file's state."""
     from bastion.crypto.sealed import status
 
-    return status(paths.home() / "sealed.json")
+    return SealStatus.model_validate(status(paths.home() / "sealed.json"))
 
 
 @router.post("/v1/secrets/rotate", summary="Rotate a secret (zero-downtime or emergency)",
              responses=errors(400, 404, 409))
-async def rotate(app: BastionApp, body: RotateBody) -> dict[str, Any]:
+async def rotate(app: BastionApp, body: RotateBody) -> Rotation:
     """Rotate; never returns the values."""
     from bastion.security.secrets.rotation import Rotator
 
@@ -94,19 +103,20 @@ async def rotate(app: BastionApp, body: RotateBody) -> dict[str, Any]:
     result = await asyncio.to_thread(
         rot.rotate, body.backend, body.path, key=body.key, value=body.value,
         grace_s=body.grace_s, emergency=body.emergency, actor="api")
-    return result.to_dict()
+    return Rotation.model_validate(result.to_dict())
 
 
 @router.get("/v1/secrets/rotations", summary="Old versions waiting for destruction")
-async def rotations(app: BastionApp, sweep: bool = Query(default=True)) -> dict[str, Any]:
+async def rotations(app: BastionApp, sweep: bool = Query(default=True)) -> Rotations:
     """Destroy the versions whose grace period is over (unless ``sweep=false``); list the rest."""
     from dataclasses import asdict
 
     from bastion.security.secrets.rotation import Rotator
 
     if app.secrets is None:
-        return {"destroyed": [], "pending": []}
+        return Rotations(destroyed=[], pending=[])
     rot = Rotator(app.secrets.backends, paths.home() / "secrets" / "rotation.json",
                   audit=app.audit, resolver=app.secrets)
     done = await asyncio.to_thread(rot.sweep) if sweep else []
-    return {"destroyed": [asdict(r) for r in done], "pending": [asdict(r) for r in rot.pending()]}
+    return Rotations.model_validate(
+        {"destroyed": [asdict(r) for r in done], "pending": [asdict(r) for r in rot.pending()]})

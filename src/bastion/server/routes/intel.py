@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from bastion.server.contract import TIME_SCHEMA, errors, media
 from bastion.server.deps import BastionApp
 from bastion.server.headers import static_page
+from bastion.server.responses import IntelReport, IntelSummary
 from bastion.timespec import parse_time
 
 router = APIRouter(prefix="/v1/intel", tags=["intel"])
@@ -27,7 +28,7 @@ public_router = APIRouter(tags=["intel"])
 
 @router.get("/summary", summary="Security dashboard data")
 async def intel_summary(app: BastionApp, hours: float = Query(default=24, gt=0, le=24 * 366)
-                        ) -> dict[str, Any]:
+                        ) -> IntelSummary:
     """Return counts, top tools, anomalies, alerts and trust for the last ``hours``."""
     from bastion.intelligence.setup import feed_store
     from bastion.intelligence.summary import summary
@@ -51,14 +52,14 @@ async def intel_summary(app: BastionApp, hours: float = Query(default=24, gt=0, 
         if intel.alerts is not None:
             data["alert_failures"] = list(intel.alerts.failures)[-10:]
         data["followers"] = [e for f in intel.followers for e in f.errors[-3:]]
-    return data
+    return IntelSummary.model_validate(data)
 
 
 Time = Annotated[str | None, Query(json_schema_extra=TIME_SCHEMA)]
 
 
 @router.get("/report", summary="Compliance report", response_model=None,
-            responses=media("the report as JSON or Markdown", "text/markdown", json=True)
+            responses=media("the report as JSON or Markdown", "text/markdown", json=IntelReport)
             | errors(400))
 async def intel_report(
     app: BastionApp, since: Time = None, until: Time = None,
@@ -73,7 +74,7 @@ async def intel_report(
                        parse_time(until))
     if fmt in ("md", "markdown"):
         return PlainTextResponse(to_markdown(rep), media_type="text/markdown")
-    return rep
+    return IntelReport.model_validate(rep)
 
 
 @public_router.get("/intel", response_class=HTMLResponse, include_in_schema=False)

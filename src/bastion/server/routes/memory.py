@@ -22,6 +22,19 @@ from bastion.server._turns import created_sessions
 from bastion.server.contract import ApiModel, errors, feature_off, link, links, media
 from bastion.server.deps import get_app
 from bastion.server.errors import ApiError
+from bastion.server.responses import (
+    DocumentDeleted,
+    DocumentInfo,
+    DocumentList,
+    IngestedFile,
+    IngestResult,
+    SearchHit,
+    SearchResults,
+    SessionDeleted,
+    SessionExport,
+    SessionInfo,
+    SessionList,
+)
 
 router = APIRouter(prefix="/v1", tags=["memory"])
 
@@ -104,18 +117,20 @@ def _exists(mem: PersistentMemory, key: str) -> None:
 
 
 @router.get("/sessions", summary="List sessions", responses=errors(409))
-async def list_sessions(app: App = AppDep) -> dict[str, Any]:
+async def list_sessions(app: App = AppDep) -> SessionList:
     """Return every stored session, most recently used first."""
     mem = _memory(app)
     rows = await asyncio.to_thread(mem.sessions)
-    return {"object": "list", "data": [r.to_dict() for r in rows]}
+    return SessionList(data=[SessionInfo.model_validate(r.to_dict()) for r in rows])
 
 
 @router.patch("/sessions/{session_id}", summary="Rename a session", responses=errors(404, 409),
-              operation_id="rename_session")
+              operation_id="rename_session", openapi_extra=links(200, {
+                  name: link(name, session_id="$response.body#/id")
+                  for name in ("get_session", "export_session", "delete_session")}))
 async def rename_session(
     body: Rename, session_id: str = SessionKey, app: App = AppDep
-) -> dict[str, Any]:
+) -> SessionInfo:
     """Rename a session; 404 if unknown, 409 if the name is taken."""
     mem = _memory(app)
     _exists(mem, session_id)
@@ -123,14 +138,15 @@ async def rename_session(
         raise ApiError(409, f"a session named {body.name} already exists", code="session_exists",
                        fix="pick another name")
     info = await asyncio.to_thread(mem.rename, session_id, body.name)
-    return info.to_dict()
+    return SessionInfo.model_validate(info.to_dict())
 
 
 @router.delete("/sessions/{session_id}", summary="Delete a session", responses=errors(404, 409),
-               operation_id="delete_session")
+               operation_id="delete_session", openapi_extra=links(200, {
+                   "get_session": link("get_session", session_id="$request.path.session_id")}))
 async def delete_session(
     request: Request, session_id: str = SessionKey, app: App = AppDep
-) -> dict[str, Any]:
+) -> SessionDeleted:
     """Delete a session, its messages and their search entries."""
     mem = _memory(app)
     _exists(mem, session_id)
@@ -138,11 +154,11 @@ async def delete_session(
     gone = {session_id, info.id, info.name}
     created = created_sessions(request)
     created.difference_update({c for c in created if c[1] in gone})
-    return {"deleted": True, **info.to_dict()}
+    return SessionDeleted.model_validate(info.to_dict())
 
 
 @router.get("/sessions/{session_id}/export", summary="Export a session", response_model=None,
-            responses=media("the session as JSON or Markdown", "text/markdown", json=True)
+            responses=media("the session as JSON or Markdown", "text/markdown", json=SessionExport)
             | errors(404, 409), operation_id="export_session")
 async def export_session(
     session_id: str = SessionKey,
@@ -160,7 +176,7 @@ async def export_session(
 
 @router.post("/search", summary="Search messages and documents by meaning",
              responses=errors(404, 409))
-async def search(body: SearchBody, app: App = AppDep) -> dict[str, Any]:
+async def search(body: SearchBody, app: App = AppDep) -> SearchResults:
     """Return the best matches with scores and where they came from."""
     mem = _memory(app, semantic=True)
     if body.session is not None:
@@ -174,8 +190,8 @@ async def search(body: SearchBody, app: App = AppDep) -> dict[str, Any]:
         item["text"] = app.redactor.text(r.text)
         if r.session_id:
             item["session_url"] = f"/v1/sessions/{r.session_id}"
-        data.append(item)
-    return {"object": "list", "data": data}
+        data.append(SearchHit.model_validate(item))
+    return SearchResults(data=data)
 
 
 def _decode(doc: TextDocument | Base64Document) -> bytes:
@@ -187,8 +203,9 @@ def _decode(doc: TextDocument | Base64Document) -> bytes:
 @router.post("/ingest", summary="Add documents to the knowledge base",
              responses=errors(409, 413), operation_id="ingest",
              openapi_extra=links(200, {"remove_knowledge": link(
-                 "remove_knowledge", doc_id="$response.body#/data/0/source")}))
-async def ingest(body: IngestBody, app: App = AppDep) -> dict[str, Any]:
+                 "remove_knowledge", doc_id="$response.body#/data/0/source"),
+                 "list_knowledge": link("list_knowledge")}))
+async def ingest(body: IngestBody, app: App = AppDep) -> IngestResult:
     """Chunk, embed and store documents; unchanged ones (same content hash) are skipped."""
     mem = _memory(app, semantic=True)
     blobs = [(d.name, _decode(d)) for d in body.documents]
@@ -196,31 +213,31 @@ async def ingest(body: IngestBody, app: App = AppDep) -> dict[str, Any]:
         raise ApiError(413, "documents are larger than 25 MiB in total", code="too_large")
     ingestor = await asyncio.to_thread(mem.ingestor)
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> list[IngestedFile]:
         out = []
         for name, data in blobs:
             f = ingestor.ingest_bytes(name, data)
-            out.append({"source": f.source, "status": f.status, "chunks": f.chunks,
-                        "detail": f.detail})
+            out.append(IngestedFile(source=f.source, status=f.status, chunks=f.chunks,
+                                    detail=f.detail))
         return out
 
-    files = await asyncio.to_thread(run)
-    return {"object": "list", "data": files}
+    return IngestResult(data=await asyncio.to_thread(run))
 
 
-@router.get("/knowledge", summary="List ingested documents", responses=errors(409))
-async def list_knowledge(app: App = AppDep) -> dict[str, Any]:
+@router.get("/knowledge", summary="List ingested documents", responses=errors(409),
+            operation_id="list_knowledge")
+async def list_knowledge(app: App = AppDep) -> DocumentList:
     """Return every ingested document."""
     mem = _memory(app)
     docs = await asyncio.to_thread(mem.store.documents)
-    return {"object": "list", "data": [d.to_dict() for d in docs]}
+    return DocumentList(data=[DocumentInfo.model_validate(d.to_dict()) for d in docs])
 
 
 @router.delete("/knowledge/{doc_id}", summary="Remove an ingested document",
                responses=errors(404, 409), operation_id="remove_knowledge")
 async def remove_knowledge(
     doc_id: str = DocKey, app: App = AppDep
-) -> dict[str, Any]:
+) -> DocumentDeleted:
     """Forget a document (by id or source name) and its chunks."""
     mem = _memory(app, semantic=True)
     if mem.store.document(doc_id) is None:
@@ -228,4 +245,4 @@ async def remove_knowledge(
                        fix="list them with GET /v1/knowledge")
     ingestor = await asyncio.to_thread(mem.ingestor)
     doc = await asyncio.to_thread(ingestor.remove, doc_id)
-    return {"deleted": True, **doc.to_dict()}
+    return DocumentDeleted.model_validate(doc.to_dict())

@@ -28,6 +28,7 @@ from bastion.llm import store
 from bastion.server.contract import ApiModel, errors, sse
 from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
+from bastion.server.responses import PulledDeleted, PulledList, PulledModel
 from bastion.server.sse import sse_event, sse_response
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -41,25 +42,25 @@ class PullBody(ApiModel):
     model: str = Field(description="owner/repo[:QUANT or :FILE.gguf]", max_length=300)
 
 
-def _entry(m: store.Manifest, app: App) -> dict[str, Any]:
+def _entry(m: store.Manifest, app: App) -> PulledModel:
     current = app.config.model.path
     in_use = current is not None and current.expanduser().resolve() == \
         store.model_path(m).resolve()
     data = m.to_json()
     data.update(id=m.name, object="model", created=int(m.created), owned_by="bastion:pulled",
                 in_use=in_use)
-    return data
+    return PulledModel.model_validate(data)
 
 
 @router.get("/pulled", summary="List the models in <home>/models with their manifests")
-async def list_pulled(app: BastionApp) -> dict[str, Any]:
+async def list_pulled(app: BastionApp) -> PulledList:
     """Return every installed model (pulled or imported): sha256, size, repo, revision, files."""
-    return {"object": "list", "data": [_entry(m, app) for m in store.installed()]}
+    return PulledList(data=[_entry(m, app) for m in store.installed()])
 
 
 @router.delete("/pulled/{name}", summary="Delete an installed model (not the one in use)",
                responses=errors(404, 409))
-async def remove_pulled(name: str, app: BastionApp) -> dict[str, Any]:
+async def remove_pulled(name: str, app: BastionApp) -> PulledDeleted:
     """Delete ``<home>/models/<name>``, as ``bastion model rm`` does; 409 for the model in use."""
     import shutil
 
@@ -68,11 +69,11 @@ async def remove_pulled(name: str, app: BastionApp) -> dict[str, Any]:
     except BastionError as exc:
         raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
     entry = _entry(m, app)
-    if entry["in_use"]:
+    if entry.in_use:
         raise ApiError(409, f"{name} is the model in use (model.path)", code="model_in_use",
                        fix="switch first: bastion model use OTHER, then restart bastion serve")
     await asyncio.to_thread(shutil.rmtree, store.model_dir(name))
-    return {"id": name, "object": "model", "deleted": True, "size": m.size}
+    return PulledDeleted(id=name, size=m.size)
 
 
 def _token(app: App) -> str | None:
@@ -85,7 +86,7 @@ def _token(app: App) -> str | None:
 @router.post("/pull", summary="Pull a GGUF model from the Hugging Face Hub (progress as SSE)",
              response_class=StreamingResponse,
              responses=sse("SSE: progress events, then done (the manifest) or error (message, "
-                           "fix)"))
+                           "fix)", events=("progress", "done", "error")))
 async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
     """Stream ``progress`` events, then ``done`` with the manifest or ``error`` with the fix."""
     from bastion.hardware import detect, recommend

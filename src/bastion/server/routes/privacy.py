@@ -7,7 +7,6 @@ carries the text as the remote model would see it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ConfigDict, Field
@@ -15,6 +14,7 @@ from starlette.requests import Request
 
 from bastion.server.contract import ApiModel
 from bastion.server.deps import BastionApp
+from bastion.server.responses import PrivacyScan
 
 router = APIRouter(prefix="/v1/privacy", tags=["privacy"])
 
@@ -27,7 +27,7 @@ class ScanBody(ApiModel):
 
 
 @router.post("/scan", summary="Detect PII and show the privacy router's decision")
-async def scan(body: ScanBody, app: BastionApp, request: Request) -> dict[str, Any]:
+async def scan(body: ScanBody, app: BastionApp, request: Request) -> PrivacyScan:
     """Return the entities, the decision (local/remote, classes) and the redacted text."""
     from bastion.privacy.router import PrivacyRouter
     from bastion.privacy.scan import policy_for_config, scan_text
@@ -40,4 +40,4 @@ async def scan(body: ScanBody, app: BastionApp, request: Request) -> dict[str, A
             policy = request.app.state.privacy_policy = policy_for_config(app.config)
     report = await asyncio.to_thread(scan_text, policy, body.text,
                                      enabled=app.config.privacy.enabled)
-    return report.to_dict(values=False)
+    return PrivacyScan.model_validate(report.to_dict(values=False))

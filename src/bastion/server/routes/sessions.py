@@ -44,6 +44,13 @@ from bastion.server.deps import (
     session_owner_error,
 )
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
+from bastion.server.responses import (
+    SessionCreated,
+    SessionMessage,
+    SessionPage,
+    TurnAnswer,
+    Usage,
+)
 from bastion.server.sse import sse_event, sse_response
 
 log = logging.getLogger("bastion.server")
@@ -52,6 +59,9 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 MAX_OFFSET = 2**62  # SQLite integers are 64-bit
 
 CREATED_ID = "$response.body#/id"
+TURN_EVENTS = ("session", "text", "tool_started", "tool_finished", "usage", "approval_pending",
+               "approval_resolved", "done", "error")
+"""The events of a session turn's stream (payloads: :mod:`bastion.server.events`)."""
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
@@ -87,7 +97,7 @@ async def _stored(app: App, sid: str) -> bool:
     return bool(await mem.history(sid))
 
 
-def _message_json(app: App, m: Message) -> dict[str, Any]:
+def _message_json(app: App, m: Message) -> SessionMessage:
     out: dict[str, Any] = {"role": m.role, "content": app.redactor.text(m.content)}
     if m.tool_calls:
         out["tool_calls"] = [
@@ -98,7 +108,7 @@ def _message_json(app: App, m: Message) -> dict[str, Any]:
         out["tool_call_id"] = m.tool_call_id
     if m.name is not None:
         out["name"] = m.name
-    return out
+    return SessionMessage.model_validate(out)
 
 
 @router.post("", status_code=201, summary="Create a session", responses=errors(409),
@@ -108,7 +118,7 @@ def _message_json(app: App, m: Message) -> dict[str, Any]:
                               "export_session", "delete_session")}))
 async def create_session(
     request: Request, app: BastionApp, body: NewSession | None = None
-) -> dict[str, Any]:
+) -> SessionCreated:
     """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
     sid = body.id if body and body.id else Agent.new_session_id()
     created = _created(request)
@@ -119,7 +129,7 @@ async def create_session(
     created.add((owner_name(), sid))
     if isinstance(app.memory, PersistentMemory):  # listed, renamed and deleted like any other
         await app.memory.open_session(sid)
-    return {"id": sid, "object": "session", "created": int(time.time())}
+    return SessionCreated(id=sid, created=int(time.time()))
 
 
 @router.get("/{session_id}", summary="Read a session's messages (the whole transcript, paged)",
@@ -131,7 +141,7 @@ async def get_session(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
                                  description="first message to return (0 = oldest)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="messages per page")] = 200,
-) -> dict[str, Any]:
+) -> SessionPage:
     """Return one page of the session's stored messages (secrets redacted); 404 if never used.
 
     This is the whole stored transcript, not the model's context window: ``total`` counts every
@@ -144,14 +154,8 @@ async def get_session(
             and not await _stored(app, session_id)):
         raise ApiError(404, f"no session {session_id}", code="session_not_found",
                        fix="create one with POST /v1/sessions")
-    return {
-        "id": session_id,
-        "object": "session",
-        "busy": busy,
-        "total": total,
-        "offset": offset,
-        "messages": [_message_json(app, m) for m in messages],
-    }
+    return SessionPage(id=session_id, busy=busy, total=total, offset=offset,
+                       messages=[_message_json(app, m) for m in messages])
 
 
 @router.post(
@@ -160,8 +164,11 @@ async def get_session(
     response_model=None,
     responses=sse("SSE of agent events (session, text, tool_started, tool_finished, usage, "
                   "approval_pending/approval_resolved, then done or error); with stream: false "
-                  "one JSON object (answer, steps, usage)", json=True) | errors(409, 502),
+                  "one JSON object (answer, steps, usage)", events=TURN_EVENTS,
+                  json=TurnAnswer) | errors(409, 502),
     operation_id="post_message",
+    openapi_extra=links(200, {"get_session": link("get_session",
+                                                  session_id="$request.path.session_id")}),
 )
 async def post_message(
     request: Request, body: NewMessage, app: BastionApp, session_id: SessionId
@@ -188,11 +195,11 @@ async def post_message(
             s = await collect_turn(app, agent, body.content, session_id)
         finally:
             busy.release(session_id)
-        return JSONResponse({
-            "session_id": session_id, "answer": s.answer, "steps": s.steps,
-            "forced_final": s.forced_final, "tool_steps": s.tool_steps,
-            "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens},
-        })
+        return JSONResponse(TurnAnswer(
+            session_id=session_id, answer=s.answer, steps=s.steps, forced_final=s.forced_final,
+            tool_steps=s.tool_steps, usage=Usage(prompt_tokens=s.prompt_tokens,
+                                                 completion_tokens=s.completion_tokens),
+        ).model_dump(mode="json"))
 
     async def stream() -> AsyncIterator[str]:
         # Claimed here, not before the response: a generator that never starts (client gone)

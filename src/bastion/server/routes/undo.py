@@ -9,7 +9,7 @@ has a turn running, and every undo is audited.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import ConfigDict, Field
@@ -21,6 +21,7 @@ from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import busy_error, busy_sessions, record_keys
 from bastion.server.contract import ApiModel, errors, feature_off
 from bastion.server.deps import BastionApp, session_owner_error
+from bastion.server.responses import UndoableCall, UndoableCalls, UndoReport
 
 router = APIRouter(prefix="/v1/sessions", tags=["undo"])
 
@@ -61,19 +62,20 @@ def _key(app: App, store: UndoStore, session_id: str) -> str:
 async def list_undoable(
     session_id: SessionId, app: BastionApp,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> UndoableCalls:
     """List the session's undoable calls with the diff of each."""
     store = _store(app)
     key = await asyncio.to_thread(_key, app, store, session_id)
     calls = await asyncio.to_thread(store.calls, key, limit)
-    return {"session_id": session_id, "calls": [c.to_dict() for c in calls]}
+    return UndoableCalls(session_id=session_id,
+                         calls=[UndoableCall.model_validate(c.to_dict()) for c in calls])
 
 
 @router.post("/{session_id}/undo", summary="Undo the last calls of a session",
              responses=errors(404, 409), operation_id="undo")
 async def undo(
     session_id: SessionId, app: BastionApp, request: Request, body: UndoBody | None = None,
-) -> dict[str, Any]:
+) -> UndoReport:
     """Restore the workspace paths the last ``n`` calls of the session changed."""
     body = body or UndoBody()
     if session_owner_error(app, session_id) is not None:  # as a session with nothing to undo
@@ -88,4 +90,4 @@ async def undo(
                                          audit=app.audit, actor="api")
     finally:
         busy.release(session_id)
-    return report.to_dict()
+    return UndoReport.model_validate(report.to_dict())

@@ -36,6 +36,7 @@ from bastion.server.contract import ApiModel, errors, media
 from bastion.server.deps import get_app, ws_accept_subprotocol
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
+from bastion.server.responses import Transcript as TranscriptBody
 from bastion.server.sse import StreamRedactor
 
 if TYPE_CHECKING:  # the voice extra (numpy, models) is imported on first use, not at start-up
@@ -100,7 +101,7 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 @router.post("/v1/audio/transcriptions", summary="Speech to text (OpenAI-compatible)",
              response_model=None,
              responses=media("the transcript: JSON, or text/srt/vtt by response_format",
-                             "text/plain", "text/vtt", json=True) | errors(400, 503))
+                             "text/plain", "text/vtt", json=TranscriptBody) | errors(400, 503))
 async def transcriptions(
     request: Request,
     file: Annotated[UploadFile, File(description="audio: WAV, FLAC, MP3, OGG, WebM")],
