@@ -5,7 +5,7 @@ run-now`` in another process reaches the server through the task store.
 
 The model is bastion.testing's scripted OpenAI-compatible server. Without the run engine
 (``bastion.tasks.runs.build_starter``), every fire is recorded as "no run engine" and a webhook
-answers 503: the assertions check exactly that, and check real run ids once it exists.
+answers 409: the assertions check exactly that, and check real run ids once it exists.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_a_signed_webhook_starts_a_run_a_forged_or_replayed_one_does_not(live: L
         if ENGINE:
             assert ok.status_code == 202 and ok.json()["run_id"], ok.text
         else:
-            assert ok.status_code == 503 and ok.json()["error"]["code"] == "no_run_engine"
+            assert ok.status_code == 409 and ok.json()["error"]["code"] == "no_run_engine"
         replay = c.post("/v1/tasks/triage/trigger", content=body, headers=signed)
         assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed"
         fires = c.get("/v1/tasks/triage").json()["fires"]

@@ -225,7 +225,7 @@ def _get(sched: Scheduler, name: str) -> StoredTask:
 
 def _limit_error(exc: TaskLimitError) -> ApiError:
     if exc.message.startswith("no run engine"):
-        return ApiError(503, exc.message, code="no_run_engine", fix=exc.fix)
+        return ApiError(409, exc.message, code="no_run_engine", fix=exc.fix)  # documented
     return ApiError(429, exc.message, code="too_many_runs", fix=exc.fix,
                     headers={"Retry-After": "30"})
 
