@@ -1,0 +1,315 @@
+"""The web UI's pages (sessions, knowledge, approvals, audit) in real Chromium.
+
+One live ``python -m bastion serve`` (real SQLite, the shipped embedding model, the scripted
+OpenAI-compatible model server) and one browser for the whole module; each user signs in in
+their own browser context. Assertions read the pages' accessibility tree
+(``locator.aria_snapshot()``), which is also what a screen reader gets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bastion.security.keystore import open_store
+from tests.fakes.scripted_chat_server import FakeOpenAIServer
+from tests.integration.browser.fixtures import need_browser
+from tests.integration.server.test_live_server import serving
+
+ADMIN = "web-pages-admin-token-0123456789abcdef"
+XSS_NAME = "<img src=x onerror=document.title='pwned'>.md"
+DOC_TEXT = ("Field notes. The quokkas on Rottnest Island eat ferns and leaves at dawn; "
+            "they drink little water.\n")
+WAIT_MS = 10_000
+
+
+@dataclass
+class World:
+    base: str
+    home: Path
+    keys: dict[str, str]
+    browser: Any
+
+    def page(self, user: str, **context: Any) -> Any:
+        """A new signed-in page of ``user`` (the key sits in this tab's sessionStorage)."""
+        ctx = self.browser.new_context(**context)
+        key = ADMIN if user == "admin" else self.keys[user]
+        ctx.add_init_script(f"sessionStorage.setItem('bastion.key', {json.dumps(key)});")
+        page = ctx.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("dialog", lambda d: (_ALERTS.append(d.message), d.dismiss()))
+        return page
+
+    def api(self, user: str) -> httpx.Client:
+        key = ADMIN if user == "admin" else self.keys[user]
+        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {key}"},
+                            timeout=120)
+
+
+_ALERTS: list[str] = []  # any alert()/confirm() a page opened: an injected script ran
+
+
+def _key(home: Path, user: str, *scopes: str, roles: tuple[str, ...] = ()) -> str:
+    store = open_store(home)
+    try:
+        store.add_user(user, roles or ("user",))
+        key, _ = store.create_key(user, scopes=scopes)
+    finally:
+        store.close()
+    return key
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    need_browser()
+    from playwright.sync_api import sync_playwright
+
+    from bastion.security.browser._launch import require_chromium
+
+    home = tmp_path_factory.mktemp("web-pages")
+    with FakeOpenAIServer() as fake:
+        (home / "bastion.yaml").write_text(yaml.safe_dump({
+            "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
+                      "native_tools": True},
+            "api": {"token": ADMIN},
+            "memory": {"enabled": True, "semantic": True},
+            "intelligence": {"enabled": False},
+        }))
+        scopes = ("chat", "sessions:read", "sessions:write", "knowledge:write", "approvals")
+        keys = {"alice": _key(home, "alice", *scopes), "bob": _key(home, "bob", *scopes)}
+        with serving(home) as base, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=require_chromium(), headless=True,
+                                         args=["--no-sandbox"])
+            w = World(base, home, keys, browser)
+            with w.api("alice") as alice:
+                for sid, text in (("trip-plans", "pack the blue tent"),
+                                  ("garden-log", "the tomatoes need water"),
+                                  ("old-notes", "nothing important")):
+                    r = alice.post(f"/v1/sessions/{sid}/messages",
+                                   json={"content": text, "stream": False})
+                    assert r.status_code == 200, r.text
+            try:
+                yield w
+            finally:
+                browser.close()
+    assert _ALERTS == [], f"a page opened a dialog: {_ALERTS}"
+
+
+def _main(page: Any) -> Any:
+    return page.locator("main")
+
+
+def _open(world: World, page: Any, route: str) -> Any:
+    page.goto(f"{world.base}/#/{route}")
+    page.get_by_role("heading", level=1).first.wait_for()
+    return _main(page)
+
+
+def _eventually(locator: Any, pattern: str, timeout_s: float = 30) -> str:
+    """The aria snapshot of ``locator`` once it matches ``pattern`` (a regex)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    snap = ""
+    while time.monotonic() < deadline:
+        snap = locator.aria_snapshot()
+        if re.search(pattern, snap):
+            return snap
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} never appeared in:\n{snap}")
+
+
+def test_upload_a_document_then_find_it_with_search_and_its_name_is_text(world: World) -> None:
+    page = world.page("alice")
+    main = _open(world, page, "knowledge")
+    page.get_by_label("Choose files to upload").set_input_files(
+        [{"name": XSS_NAME, "mimeType": "text/markdown", "buffer": DOC_TEXT.encode()}])
+    snap = _eventually(page.get_by_role("list", name="Documents"), re.escape(XSS_NAME))
+    assert 'button "Remove <img src=x onerror=' in snap
+    progress = page.get_by_role("progressbar", name="Upload progress")
+    assert progress.get_attribute("value") == progress.get_attribute("max")
+    assert main.locator("img").count() == 0  # the name is text, not markup
+    assert page.title() != "pwned"
+
+    main = _open(world, page, "sessions")
+    page.get_by_role("searchbox", name="Search sessions and documents").fill(
+        "what do quokkas eat")
+    page.keyboard.press("Enter")
+    snap = _eventually(page.get_by_role("list", name="Search results"), "quokkas")
+    assert f"document {XSS_NAME}" in snap
+    assert main.locator("img").count() == 0 and page.title() != "pwned"
+    page.context.close()
+
+
+def test_switch_between_sessions(world: World) -> None:
+    page = world.page("alice")
+    main = _open(world, page, "sessions")
+    _eventually(page.get_by_role("list", name="Sessions"), "garden-log")
+    page.get_by_role("link", name="Open garden-log").click()
+    _eventually(main, "the tomatoes need water")
+    assert "#/chat/" in page.url
+    page.go_back()
+    page.get_by_role("link", name="Open trip-plans").click()
+    snap = _eventually(main, "pack the blue tent")
+    assert "#/chat/" in page.url
+    assert "tomatoes" not in snap
+    page.context.close()
+
+
+def test_export_as_markdown_and_json(world: World) -> None:
+    page = world.page("alice")
+    _open(world, page, "sessions")
+    _eventually(page.get_by_role("list", name="Sessions"), "trip-plans")
+    with page.expect_download() as md:
+        page.get_by_role("button", name="Export trip-plans as Markdown").click()
+    assert md.value.suggested_filename == "trip-plans.md"
+    text = Path(md.value.path()).read_text()
+    assert "pack the blue tent" in text and text.lstrip().startswith("#")
+    with page.expect_download() as js:
+        page.get_by_role("button", name="Export trip-plans as JSON").click()
+    data = json.loads(Path(js.value.path()).read_text())
+    assert "pack the blue tent" in json.dumps(data)
+    page.context.close()
+
+
+def test_rename_and_delete_with_the_keyboard_only(world: World) -> None:
+    page = world.page("alice")
+    _open(world, page, "sessions")
+    sessions = page.get_by_role("list", name="Sessions")
+    _eventually(sessions, "old-notes")
+
+    def tab_to(name: str) -> None:
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.getAttribute('aria-label')") == name:
+                return
+        raise AssertionError(f"Tab never reached {name!r}")
+
+    tab_to("Rename old-notes")
+    page.keyboard.press("Enter")
+    field = page.get_by_role("textbox", name="New name for old-notes")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == \
+        "New name for old-notes"
+    field.press("Control+a")
+    page.keyboard.type("archive 2025")
+    page.keyboard.press("Enter")
+    _eventually(sessions, r'link "Open archive 2025"')
+
+    tab_to("Delete archive 2025")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    assert "Delete session archive 2025" in dialog.aria_snapshot()
+    page.keyboard.press("Escape")  # cancelled: still there
+    assert dialog.count() == 0
+    assert "archive 2025" in sessions.aria_snapshot()
+    tab_to("Delete archive 2025")
+    page.keyboard.press("Enter")
+    focused = page.evaluate("document.activeElement.textContent")
+    assert focused == "Delete", focused  # the dialog's first button has the focus
+    page.keyboard.press("Enter")
+    snap = _eventually(page.get_by_role("status", name="Sessions status"), "Deleted archive 2025")
+    assert "archive 2025" not in sessions.aria_snapshot(), snap
+    page.context.close()
+
+
+def test_approvals_inbox_allows_a_waiting_call_live(world: World) -> None:
+    page = world.page("alice")
+    _open(world, page, "approvals")
+    inbox = page.get_by_role("list", name="Pending approvals")
+    _eventually(inbox, "Nothing is waiting")
+    turn: dict[str, httpx.Response] = {}
+
+    def ask() -> None:
+        with world.api("alice") as alice:
+            turn["r"] = alice.post("/v1/sessions/cleanup/messages", json={
+                "content": "run shell: rm -rf ./precious", "stream": False})
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    try:
+        snap = _eventually(inbox, "rm -rf ./precious")  # arrives without a reload
+        assert r'\"command\": \"rm -rf ./precious\"' in snap  # the exact arguments
+        assert "HIGH" in snap or "CRITICAL" in snap
+        page.get_by_role("button", name="Allow shell in cleanup").click()
+        _eventually(inbox, "Nothing is waiting")
+    finally:
+        worker.join(120)
+    assert turn["r"].status_code == 200, turn["r"].text
+    with world.api("admin") as admin:
+        recs = admin.get("/v1/audit/events", params={"kind": "approval.decision", "tool": "shell",
+                                                     "user": "alice"}).json()["events"]
+    assert recs and recs[0]["decision"] == "approved" and "api:alice" in json.dumps(recs[0])
+    page.context.close()
+
+
+def test_audit_filter_open_and_verify(world: World) -> None:
+    page = world.page("admin")
+    main = _open(world, page, "audit")
+    page.get_by_label("User").fill("alice")
+    page.get_by_label("Kind").fill("model.response")
+    page.get_by_role("button", name="Filter").click()
+    table = page.get_by_role("table", name="Audit records")
+    snap = _eventually(table, "model.response")
+    rows = [line for line in snap.splitlines() if line.strip().startswith("- row ")]
+    assert len(rows) >= 4 and all("model.response alice" in r for r in rows[1:]), snap
+    first = re.search(r'button "(Open record \d+)"', snap)
+    assert first is not None, snap
+    page.get_by_role("button", name=first.group(1)).click()
+    record = page.get_by_role("region", name="Audit record")
+    assert r'\"kind\": \"model.response\"' in record.aria_snapshot()
+    page.get_by_label("User").fill("bob")
+    page.get_by_role("button", name="Filter").click()
+    _eventually(page.get_by_role("status", name="Audit status"), "^- status \"Audit status\": 0 records")
+
+    page.get_by_role("button", name="Verify the audit log").click()
+    verdict = _eventually(page.get_by_role("status", name="Verify result"), r"Verified: \d+ records")
+    assert "FAILED" not in verdict
+    assert main.locator("img").count() == 0
+    page.context.close()
+
+
+def test_a_second_user_sees_none_of_the_first_users_data(world: World) -> None:
+    page = world.page("bob")
+    seen = []
+    for route, wait in (("sessions", "No sessions yet"), ("knowledge", "No documents yet"),
+                        ("approvals", "Nothing is waiting")):
+        main = _open(world, page, route)
+        seen.append(_eventually(main, wait))
+    main = _open(world, page, "sessions")
+    page.get_by_role("searchbox", name="Search sessions and documents").fill("quokkas ferns")
+    page.keyboard.press("Enter")
+    seen.append(_eventually(page.get_by_role("status", name="Sessions status"), r"\d+ results? for"))
+    seen.append(main.aria_snapshot())
+    main = _open(world, page, "audit")  # bob's key has no audit:read
+    seen.append(_eventually(main, "audit:read"))
+    text = "\n".join(seen)
+    for secret in ("trip-plans", "garden-log", "blue tent", "tomatoes", "quokka", "Rottnest",
+                   "onerror", "cleanup", "rm -rf"):
+        assert secret not in text.replace("quokkas ferns", ""), (secret, text)
+    page.context.close()
+
+
+def test_every_page_fits_375px_in_dark_mode_with_named_controls(world: World) -> None:
+    page = world.page("admin", viewport={"width": 375, "height": 740}, color_scheme="dark")
+    for route in ("sessions", "knowledge", "approvals", "audit", "models"):
+        main = _open(world, page, route)
+        page.wait_for_load_state("networkidle")
+        snap = main.aria_snapshot()
+        unnamed = [line for line in snap.splitlines()
+                   if re.fullmatch(r"\s*- (button|textbox|searchbox|combobox|link|checkbox)"
+                                   r"( \[[^\]]*\])?:?", line)]
+        assert unnamed == [], (route, unnamed)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, (route, width)
+        dark = page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+        assert dark
+    page.context.close()
