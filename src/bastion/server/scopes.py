@@ -20,6 +20,7 @@ ROUTE_SCOPES: list[tuple[tuple[str, ...] | str, str, str]] = [
     (ANY, r"/v1/chat/completions", "chat"),
     (_READ, r"/v1/models/pulled", "models:admin"),
     (ANY, r"/v1/models/pull", "models:admin"),
+    (("POST",), r"/v1/models/use", "models:admin"),
     (("DELETE",), r"/v1/models/pulled/[^/]+", "models:admin"),
     (_READ, r"/v1/models(/[^/]+)?", "chat"),
     (ANY, r"/v1/audio/(transcriptions|speech)", "chat"),

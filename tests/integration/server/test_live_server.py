@@ -97,12 +97,22 @@ def approve_all(base: str, token: str, stop: threading.Event, every_s: float = 0
 
 
 @contextmanager
-def serving(home: Path, timeout_s: float = 180) -> Iterator[str]:
-    """Run ``python -m bastion serve --port 0`` for ``home``; yield its base URL once healthy."""
+def serving(home: Path, timeout_s: float = 180,
+            env: dict[str, str | None] | None = None) -> Iterator[str]:
+    """Run ``python -m bastion serve --port 0`` for ``home``; yield its base URL once healthy.
+
+    ``env``: variables to set (a ``None`` value removes one) on top of :func:`_env`'s.
+    """
     out, err = home / "serve.out", home / "serve.err"
+    full = _env(home)
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
     with out.open("w") as o, err.open("w") as e:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
-                                env=_env(home), stdout=o, stderr=e, cwd=home)
+                                env=full, stdout=o, stderr=e, cwd=home)
     try:
         deadline = time.monotonic() + timeout_s
         port = _wait_for_line(out, proc, r"http://127\.0\.0\.1:(\d+)", deadline)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from bastion.security.keystore import open_store
+from tests.fakes.hub import FakeHub, Repo
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
 from tests.integration.browser.fixtures import need_browser
 from tests.integration.server.test_live_server import serving
@@ -30,6 +31,7 @@ XSS_NAME = "<img src=x onerror=document.title='pwned'>.md"
 DOC_TEXT = ("Field notes. The quokkas on Rottnest Island eat ferns and leaves at dawn; "
             "they drink little water.\n")
 WAIT_MS = 10_000
+MODEL_REPO = "acme/Tiny-GGUF"
 
 
 @dataclass
@@ -76,7 +78,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from bastion.security.browser._launch import require_chromium
 
     home = tmp_path_factory.mktemp("web-pages")
-    with FakeOpenAIServer() as fake:
+    gguf = home / "Tiny-Q8_0.gguf"  # what the models page pulls from the local hub
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 82_000)  # 21 MB: three 10 MiB chunks
+    with FakeOpenAIServer() as fake, FakeHub({MODEL_REPO: Repo({gguf.name: gguf})}) as hub:
         (home / "bastion.yaml").write_text(yaml.safe_dump({
             "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
                       "native_tools": True},
@@ -86,7 +90,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         }))
         scopes = ("chat", "sessions:read", "sessions:write", "knowledge:write", "approvals")
         keys = {"alice": _key(home, "alice", *scopes), "bob": _key(home, "bob", *scopes)}
-        with serving(home) as base, sync_playwright() as pw:
+        hub_env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_DISABLE_XET": "1",
+                   "HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_TOKEN": None}
+        with serving(home, env=hub_env) as base, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=require_chromium(), headless=True,
                                          args=["--no-sandbox"])
             w = World(base, home, keys, browser)
@@ -268,10 +274,12 @@ def test_audit_filter_open_and_verify(world: World) -> None:
     assert r'\"kind\": \"model.response\"' in record.aria_snapshot()
     page.get_by_label("User").fill("bob")
     page.get_by_role("button", name="Filter").click()
-    _eventually(page.get_by_role("status", name="Audit status"), "^- status \"Audit status\": 0 records")
+    _eventually(page.get_by_role("status", name="Audit status"),
+                '^- status "Audit status": 0 records')
 
     page.get_by_role("button", name="Verify the audit log").click()
-    verdict = _eventually(page.get_by_role("status", name="Verify result"), r"Verified: \d+ records")
+    verdict = _eventually(page.get_by_role("status", name="Verify result"),
+                          r"Verified: \d+ records")
     assert "FAILED" not in verdict
     assert main.locator("img").count() == 0
     page.context.close()
@@ -287,7 +295,8 @@ def test_a_second_user_sees_none_of_the_first_users_data(world: World) -> None:
     main = _open(world, page, "sessions")
     page.get_by_role("searchbox", name="Search sessions and documents").fill("quokkas ferns")
     page.keyboard.press("Enter")
-    seen.append(_eventually(page.get_by_role("status", name="Sessions status"), r"\d+ results? for"))
+    seen.append(_eventually(page.get_by_role("status", name="Sessions status"),
+                            r"\d+ results? for"))
     seen.append(main.aria_snapshot())
     main = _open(world, page, "audit")  # bob's key has no audit:read
     seen.append(_eventually(main, "audit:read"))
@@ -312,4 +321,36 @@ def test_every_page_fits_375px_in_dark_mode_with_named_controls(world: World) ->
         assert width <= 375, (route, width)
         dark = page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
         assert dark
+    page.context.close()
+
+
+def test_models_pull_with_progress_then_switch(world: World) -> None:
+    page = world.page("admin")
+    _open(world, page, "models")
+    installed = page.get_by_role("list", name="Installed models")
+    _eventually(installed, "No models installed")
+    page.get_by_label("Model to pull (Hugging Face repo)").fill(f"{MODEL_REPO}:Q8_0")
+    page.evaluate("""() => {  // record every state the bar and the status line go through
+        window.seen = [];
+        const bar = document.querySelector('progress');
+        const status = document.querySelector('[aria-label="Models status"]');
+        const note = () => window.seen.push([bar.value, bar.max, status.textContent]);
+        new MutationObserver(note).observe(bar, {attributes: true});
+        new MutationObserver(note).observe(status, {childList: true, characterData: true,
+                                                   subtree: true});
+    }""")
+    page.get_by_role("button", name="Pull").click()
+    status = page.get_by_role("status", name="Models status")
+    _eventually(status, "Pulled Tiny-Q8_0")
+    bar = page.get_by_role("progressbar", name="Pull progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == "1"
+    seen = page.evaluate("window.seen")
+    moving = [s for s in seen if 0 < s[0] < s[1] and re.match(r"Tiny-Q8_0.gguf: \d+%", s[2])]
+    assert moving, seen  # the bar showed a part done, with the file and percentage
+    _eventually(installed, 'button "Use Tiny-Q8_0"')
+    page.get_by_role("button", name="Use Tiny-Q8_0").click()
+    _eventually(status, "restart bastion serve")
+    cfg = yaml.safe_load((world.home / "bastion.yaml").read_text())["model"]
+    assert cfg["backend"] == "embedded" and cfg["name"] == "Tiny-Q8_0"
+    assert cfg["path"] == str(world.home / "models" / "Tiny-Q8_0" / "Tiny-Q8_0.gguf")
     page.context.close()

@@ -1,6 +1,7 @@
-"""Installed GGUF models: list, pull (SSE) and delete; each needs the ``models:admin`` scope.
+"""Installed GGUF models: list, pull (SSE), switch and delete; each needs ``models:admin``.
 
-``GET /v1/models/pulled``, ``POST /v1/models/pull``, ``DELETE /v1/models/pulled/{name}``.
+``GET /v1/models/pulled``, ``POST /v1/models/pull``, ``POST /v1/models/use``,
+``DELETE /v1/models/pulled/{name}``.
 
 ``GET /v1/models`` keeps OpenAI's shape and lists what the API can answer with (see
 :mod:`bastion.server.routes.core`); the models in ``<home>/models`` are listed here instead,
@@ -74,6 +75,40 @@ async def remove_pulled(name: str, app: BastionApp) -> PulledDeleted:
                        fix="switch first: bastion model use OTHER, then restart bastion serve")
     await asyncio.to_thread(shutil.rmtree, store.model_dir(name))
     return PulledDeleted(id=name, size=m.size)
+
+
+class UseBody(ApiModel):
+    """``POST /v1/models/use``: which installed model answers from the next start on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="an installed model's name (GET /v1/models/pulled)",
+                       min_length=1, max_length=300)
+
+
+class UseAnswer(ApiModel):
+    """What ``POST /v1/models/use`` changed."""
+
+    id: str = Field(description="the model now named by model.path")
+    object: str = "model"
+    restart: bool = Field(description="true: the running server still answers with the old "
+                          "model until bastion serve is restarted")
+    message: str
+
+
+@router.post("/use", summary="Switch the model (bastion model use): model.path in bastion.yaml",
+             responses=errors(404))
+async def use_model(body: UseBody, app: BastionApp) -> UseAnswer:
+    """Point ``model.backend/path/name`` at an installed model, as ``bastion model use`` does."""
+    try:
+        m = store.read_manifest(body.model)
+    except BastionError as exc:
+        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
+    await asyncio.to_thread(store.use, m)
+    running = _entry(m, app)["in_use"]
+    msg = (f"{m.name} is the model in use" if running else
+           f"bastion.yaml now names {m.name}; restart bastion serve to answer with it")
+    return UseAnswer(id=m.name, restart=not running, message=msg)
 
 
 def _token(app: App) -> str | None:
