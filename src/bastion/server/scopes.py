@@ -25,6 +25,7 @@ ROUTE_SCOPES: list[tuple[tuple[str, ...] | str, str, str]] = [
     (_READ, r"/v1/models(/[^/]+)?", "chat"),
     (ANY, r"/v1/audio/(transcriptions|speech)", "chat"),
     (("WEBSOCKET",), r"/v1/voice/ws", "chat"),
+    (_READ, r"/v1/voice", "chat"),
     (("POST",), r"/v1/sessions/[^/]+/messages", "chat"),
     (_READ, r"/v1/sessions(/.*)?", "sessions:read"),
     (ANY, r"/v1/sessions(/.*)?", "sessions:write"),

@@ -309,7 +309,20 @@ def test_a_second_user_sees_none_of_the_first_users_data(world: World) -> None:
 
 def test_every_page_fits_375px_in_dark_mode_with_named_controls(world: World) -> None:
     page = world.page("admin", viewport={"width": 375, "height": 740}, color_scheme="dark")
-    for route in ("sessions", "knowledge", "approvals", "audit", "models"):
+    with world.api("admin") as admin:
+        voice = admin.get("/v1/voice").json()
+    routes = ["sessions", "knowledge", "approvals", "audit", "models"]
+    _open(world, page, "sessions")
+    page.wait_for_load_state("networkidle")  # GET /v1/voice has answered
+    nav = _eventually(page.get_by_role("navigation", name="Main"),
+                      'link "Voice"' if voice["available"] else 'link "Models"')
+    # push-to-talk is offered only where the server can transcribe and speak
+    assert ('link "Voice"' in nav) == voice["available"], (voice, nav)
+    if voice["available"]:
+        routes.append("voice")
+    else:
+        assert voice["fix"] == "pip install 'bastion[voice]'" and voice["missing"]
+    for route in routes:
         main = _open(world, page, route)
         page.wait_for_load_state("networkidle")
         snap = main.aria_snapshot()

@@ -9,6 +9,8 @@
   flac, wav, pcm = 24 kHz s16le), ``speed`` (0.25-4).
 - ``WS /v1/voice/ws``: a full spoken turn, see :func:`voice_socket`. Auth: the bearer header
   or ``?token=``.
+- ``GET /v1/voice``: whether spoken turns can work here (the voice extra is installed), so a
+  client shows push-to-talk only then.
 """
 
 from __future__ import annotations
@@ -328,6 +330,25 @@ async def _run_turn(
                 await _send(ws, payload)
     finally:
         busy_sessions(ws).release(sid)
+
+
+class VoiceStatus(ApiModel):
+    """``GET /v1/voice``: can this server hold a spoken turn."""
+
+    available: bool = Field(description="speech recognition and a voice are installed")
+    missing: list[str] = Field(description="the Python modules that are not installed")
+    fix: str | None = Field(description="how to install what is missing")
+
+
+@router.get("/v1/voice", summary="Whether spoken turns work here (the voice extra)")
+async def voice_status() -> VoiceStatus:
+    """Say whether ``WS /v1/voice/ws`` can transcribe and speak (nothing is loaded)."""
+    import importlib.util
+
+    missing = [m for m in ("numpy", "faster_whisper", "piper")
+               if importlib.util.find_spec(m) is None]
+    return VoiceStatus(available=not missing, missing=missing,
+                       fix="pip install 'bastion[voice]'" if missing else None)
 
 
 @router.websocket("/v1/voice/ws")
