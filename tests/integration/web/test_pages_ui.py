@@ -42,13 +42,16 @@ class World:
     browser: Any
 
     def page(self, user: str, **context: Any) -> Any:
-        """A new signed-in page of ``user`` (the key sits in this tab's sessionStorage)."""
+        """A new page of ``user``, signed in through the sign-in form (a cookie session)."""
         ctx = self.browser.new_context(**context)
-        key = ADMIN if user == "admin" else self.keys[user]
-        ctx.add_init_script(f"sessionStorage.setItem('bastion.key', {json.dumps(key)});")
+        ctx.add_init_script(WATCH_CSP)
         page = ctx.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("dialog", lambda d: (_ALERTS.append(d.message), d.dismiss()))
+        page.goto(self.base + "/")
+        page.get_by_label("API key").fill(ADMIN if user == "admin" else self.keys[user])
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.get_by_text(f"Signed in as {user}").wait_for()
         return page
 
     def api(self, user: str) -> httpx.Client:
@@ -57,6 +60,11 @@ class World:
                             timeout=120)
 
 
+WATCH_CSP = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
 _ALERTS: list[str] = []  # any alert()/confirm() a page opened: an injected script ran
 
 
@@ -115,8 +123,10 @@ def _main(page: Any) -> Any:
 
 
 def _open(world: World, page: Any, route: str) -> Any:
-    page.goto(f"{world.base}/#/{route}")
-    page.get_by_role("heading", level=1).first.wait_for()
+    """Go to the page at ``#/route`` (as a link would) and wait for its heading."""
+    page.evaluate("(route) => { location.hash = '#/' + route; }", route)
+    page.locator(f"main section.page-{route} h1").wait_for()
+    assert page.evaluate("window.__csp") == [], "a page broke the CSP"
     return _main(page)
 
 

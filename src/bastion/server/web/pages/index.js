@@ -1,3 +1,15 @@
-// The page modules of the web UI (owned by the pages' author): import each one here; each
-// calls registerPage() from ../app.js when it loads. The chat page is loaded by app.js itself.
+// The page modules of the web UI: each calls registerPage() from ../app.js when it loads.
+// The chat page is loaded by app.js itself.
+import './sessions.js';
+import './knowledge.js';
+import './approvals.js';
+import './audit.js';
+import './models.js';
+import './voice.js';
+
+const css = document.createElement('link');
+css.rel = 'stylesheet';
+css.href = new URL('./pages.css', import.meta.url).pathname;
+document.head.append(css);
+
 export {};
