@@ -97,14 +97,17 @@ class UseAnswer(ApiModel):
 
 
 @router.post("/use", summary="Switch the model (bastion model use): model.path in bastion.yaml",
-             responses=errors(404))
+             responses=errors(404, 409))
 async def use_model(body: UseBody, app: BastionApp) -> UseAnswer:
     """Point ``model.backend/path/name`` at an installed model, as ``bastion model use`` does."""
     try:
         m = store.read_manifest(body.model)
     except BastionError as exc:
         raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
-    await asyncio.to_thread(store.use, m)
+    try:
+        await asyncio.to_thread(store.use, m)
+    except BastionError as exc:  # its files changed since they were hashed, or no config file
+        raise ApiError(409, exc.message, code="model_unusable", fix=exc.fix) from None
     running = _entry(m, app)["in_use"]
     msg = (f"{m.name} is the model in use" if running else
            f"bastion.yaml now names {m.name}; restart bastion serve to answer with it")
