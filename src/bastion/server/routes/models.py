@@ -108,7 +108,7 @@ async def use_model(body: UseBody, app: BastionApp) -> UseAnswer:
         await asyncio.to_thread(store.use, m)
     except BastionError as exc:  # its files changed since they were hashed, or no config file
         raise ApiError(409, exc.message, code="model_unusable", fix=exc.fix) from None
-    running = _entry(m, app)["in_use"]
+    running = _entry(m, app).in_use
     msg = (f"{m.name} is the model in use" if running else
            f"bastion.yaml now names {m.name}; restart bastion serve to answer with it")
     return UseAnswer(id=m.name, restart=not running, message=msg)
