@@ -76,6 +76,11 @@ class ModelConfig(_Section):
         default="auto",
         description="llama.cpp weight repacking; auto = off on CPUs with AMX (it crashes there)",
     )
+    stall_timeout_s: float = Field(
+        default=300.0, ge=1.0,
+        description="an embedded-model worker that makes no progress this long while serving "
+        "(no token, no prompt batch) is hung: it is killed and restarted, the request fails",
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)

@@ -9,6 +9,9 @@ Protocol: JSON lines. The parent's first line is the load spec; the worker answe
 ``{"ready": …}`` or ``{"error": …, "fix": …}``. Then each request ``{"id", "op": "gen"|"score",
 …}`` is answered by lines carrying the same ``id`` (``t`` text pieces, ``usage``, ``finish``,
 ``scores``) and one line with ``"end": true``; ``{"op": "cancel", "id"}`` stops a generation.
+While a request is served, a heartbeat line ``{"id", "hb": n_tokens}`` goes out at most once a
+second when the context's token count moved (prompt evaluation sends nothing else for a long
+time), so the parent can tell slow from hung.
 A request may carry ``"threads": [n, n_batch]``: the worker's share of the CPUs right now.
 The protocol uses a private copy of stdout; fd 1 itself is pointed at stderr, so nothing a native
 library prints can corrupt it.
@@ -22,11 +25,14 @@ import queue
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from bastion._proc import die_with_parent
 from bastion.errors import BastionError
+
+HEARTBEAT_S = 1.0
 
 
 def _load(spec: dict[str, Any]) -> Any:
@@ -124,13 +130,27 @@ def main() -> None:
 
     jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}
+    serving: list[int | None] = [None]
 
     def worker() -> None:
         while (req := jobs.get()) is not None:
+            serving[0] = req["id"]
             try:
                 _run(eng, req, out, cancels[req["id"]])
             finally:
+                serving[0] = None
                 cancels.pop(req["id"], None)
+
+    def heartbeat() -> None:
+        last = -1
+        while True:
+            time.sleep(HEARTBEAT_S)
+            rid, n = serving[0], int(eng.llm.n_tokens)
+            if rid is not None and n != last:
+                out.send({"id": rid, "hb": n})
+            last = n
+
+    threading.Thread(target=heartbeat, name="bastion-model-heartbeat", daemon=True).start()
 
     thread = threading.Thread(target=worker, name="bastion-model-worker", daemon=True)
     thread.start()

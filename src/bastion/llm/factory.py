@@ -89,6 +89,7 @@ def _embedded(config: Config) -> Model:
         n_gpu_layers=mc.n_gpu_layers,
         slots=mc.slots or min(4, os.cpu_count() or 1),
         repack=repack,
+        stall_timeout_s=mc.stall_timeout_s,
     )
 
 

@@ -49,6 +49,7 @@ from bastion.telemetry.metrics import METRICS
 
 CRASHES_BEFORE_SAFE_MODE = CRASH_LIMIT  # within CRASH_WINDOW_S
 LOAD_TIMEOUT_S = 600.0
+STALL_TIMEOUT_S = 300.0  # no progress at all for this long while serving = hung
 
 
 class WorkerCrashed(ModelError):
@@ -65,6 +66,21 @@ class WorkerCrashed(ModelError):
             + hint,
             fix="retry the request; if it keeps crashing run `bastion doctor` "
             "(it tests the model in a child process and names the fix)",
+        )
+
+
+class WorkerStalled(ModelError):
+    """The model worker made no progress for too long while serving a request; it was killed."""
+
+    def __init__(self, seconds: float) -> None:
+        """Say how long the worker was silent."""
+        self.seconds = seconds
+        super().__init__(
+            f"the local model stopped responding (no progress for {seconds:g} s); this request "
+            "is lost, the model was restarted",
+            fix="retry the request; a very large model on few cores may need more time per "
+            "prompt batch: raise model.stall_timeout_s (`bastion config set "
+            "model.stall_timeout_s 900`)",
         )
 
 
@@ -114,6 +130,7 @@ class _Worker:
 
     spec: WorkerSpec
     on_exit: Any
+    stall_s: Any = lambda: STALL_TIMEOUT_S  # () -> seconds, read at each wait
     proc: subprocess.Popen[bytes] = field(init=False)
     loaded: threading.Event = field(default_factory=threading.Event)
     load_error: ModelError | None = None
@@ -123,7 +140,8 @@ class _Worker:
     _sinks: dict[int, _Sink] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _wlock: threading.Lock = field(default_factory=threading.Lock)
-    crashed: WorkerCrashed | None = None
+    crashed: ModelError | None = None  # WorkerCrashed, or WorkerStalled when we killed it
+    stalled: WorkerStalled | None = None
     closing: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -179,7 +197,9 @@ class _Worker:
             if sink is not None:
                 sink.push(msg)
         rc = self.proc.wait()
-        if not self.closing and self.load_error is None:
+        if self.stalled is not None:
+            self.crashed = self.stalled
+        elif not self.closing and self.load_error is None:
             tail = " | ".join(list(self.stderr_tail)[-2:])
             self.crashed = WorkerCrashed(rc, tail)
         self.loaded.set()
@@ -199,6 +219,18 @@ class _Worker:
             raise ModelError("the local model did not finish loading in time",
                              fix="check model.path and free memory (`bastion doctor`)")
 
+    async def _next(self, sink: _Sink) -> dict[str, Any] | None:
+        """Return the request's next message; kill the worker if none comes in ``stall_s()``."""
+        try:
+            seconds = float(self.stall_s())
+            return await asyncio.wait_for(sink.get(), seconds)
+        except TimeoutError:
+            if self.proc.poll() is None and self.stalled is None:
+                self.stalled = WorkerStalled(seconds)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()  # SIGKILL also ends a stopped process
+            return await sink.get()  # the reader pushes None once the process is gone
+
     async def call(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Send one request; yield its messages until its end (raise on error or crash)."""
         await self.wait_loaded()
@@ -209,7 +241,9 @@ class _Worker:
         try:
             self._send({**req, "id": rid})
             while True:
-                msg = await sink.get()
+                msg = await self._next(sink)
+                if msg is not None and "hb" in msg:
+                    continue
                 if msg is None:
                     assert self.crashed is not None
                     ended = True
@@ -225,7 +259,7 @@ class _Worker:
         finally:
             if not ended and self.crashed is None:  # abandoned mid-way: stop it, wait for its end
                 self._send({"op": "cancel", "id": rid})
-                while (msg := await sink.get()) is not None and not msg.get("end"):
+                while (msg := await self._next(sink)) is not None and not msg.get("end"):
                     pass
             self._sinks.pop(rid, None)
 
@@ -307,6 +341,7 @@ class WorkerModel:
         slots: int = 1,
         policy: Policy = DEFAULT_POLICY,
         tokenizer: Any = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         """Prepare the pool (workers start on first use).
 
@@ -316,12 +351,15 @@ class WorkerModel:
             slots: How many conversations are served at the same time (one worker each).
             policy: Knobs of the constrained tool-calling decision.
             tokenizer: An in-process vocabulary-only engine for :meth:`count_tokens` (optional).
+            stall_timeout_s: Seconds without progress after which a serving worker is hung
+                (the attribute of the same name may be changed at any time).
 
         """
         self.spec = spec
         self.name = name
         self.slots = max(1, slots)
         self.policy = policy
+        self.stall_timeout_s = stall_timeout_s
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
@@ -347,6 +385,7 @@ class WorkerModel:
         repack: bool | None = None,
         chat_template: str | None = None,
         end_of_turn: str | None = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> WorkerModel:
         """Check ``path`` (default: the shipped model) and prepare workers for it."""
         from bastion.llm.embedded import _Engine, load_llama
@@ -356,13 +395,13 @@ class WorkerModel:
         spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers,
                           repack_default() if repack is None else repack,
                           chat_template, end_of_turn)
-        return cls(spec, name=name, slots=slots,
+        return cls(spec, name=name, slots=slots, stall_timeout_s=stall_timeout_s,
                    tokenizer=_Engine(vocab, chat_template, end_of_turn))
 
     # -- the pool ---------------------------------------------------------------------------
     def _spawn(self) -> _Worker:  # under self._lock
         spec = self.spec.safe() if self.safe_mode else self.spec
-        w = _Worker(spec, self._on_exit)
+        w = _Worker(spec, self._on_exit, lambda: self.stall_timeout_s)
         self._workers.append(w)
         return w
 

@@ -14,7 +14,7 @@ import pytest
 
 from bastion.errors import ModelError
 from bastion.hardware.detect import cpu_flags
-from bastion.llm.worker import WorkerCrashed, WorkerModel
+from bastion.llm.worker import WorkerCrashed, WorkerModel, WorkerStalled
 from bastion.messages import ChatSettings, Message, TextDelta
 
 pytestmark = [pytest.mark.real_model]
@@ -102,6 +102,38 @@ async def test_a_crash_loop_gets_one_safe_mode_then_a_clear_error() -> None:
             assert "keeps crashing, also in safe mode" in err.value.message
             assert "bastion doctor" in (err.value.fix or "")
         assert model.worker_pids() == []
+    finally:
+        await model.aclose()
+
+
+async def test_a_hung_worker_is_killed_and_replaced() -> None:
+    """A worker that stops making progress mid-answer (here: SIGSTOP, as a deadlock in native
+    code looks from outside) is killed after stall_timeout_s; that request gets one clear
+    error, the next one is served by a new worker."""
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        # a fresh worker's first prompt batch took 9 s on this machine under load 10
+        assert (await _stream(model, 2)).strip()  # loaded and warm: tokens come in ms now
+        model.stall_timeout_s = 5
+        started = asyncio.Event()
+        victim = asyncio.create_task(_stream(model, 400, started))
+        await asyncio.wait([victim, asyncio.create_task(started.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        assert started.is_set(), victim
+        (pid,) = model.worker_pids()
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerStalled) as info:
+            await victim
+        assert 4.5 <= time.monotonic() - t0 < 30
+        text = info.value.user_text()
+        assert "the local model stopped responding (no progress for 5 s)" in text
+        assert "model.stall_timeout_s" in text
+        while not _gone(pid):
+            await asyncio.sleep(0.02)
+        model.stall_timeout_s = 300  # the replacement's first batch is cold again
+        assert (await _stream(model, 4)).strip()
+        assert pid not in model.worker_pids()
     finally:
         await model.aclose()
 
