@@ -8,9 +8,11 @@ minute after the gap, and a time the clock shows twice (fall-back) fires once.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadDateError, croniter
 
@@ -24,6 +26,23 @@ def _local(ts: float, tz: str) -> datetime:
     return datetime.fromtimestamp(ts, zone(tz))
 
 
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(expr: str) -> croniter:
+    # One parsed iterator per cron line (parsing is most of croniter's cost); callers hold
+    # _lock and set its position before each use.
+    return croniter(expr, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def _cron_next(expr: str, start: datetime, *, prev: bool = False) -> datetime:
+    with _lock:
+        it = _parsed(expr)
+        it.set_current(start, force=True)
+        return it.get_prev(datetime) if prev else it.get_next(datetime)  # type: ignore[no-any-return]
+
+
 def next_fire(schedule: Schedule, tz: str, after: float) -> float | None:
     """Return the first fire time strictly after ``after`` (``None``: never again)."""
     if schedule.kind == "every":
@@ -34,12 +53,11 @@ def next_fire(schedule: Schedule, tz: str, after: float) -> float | None:
     if schedule.kind != "cron":
         return None
     start = _local(after, tz)
-    it = croniter(schedule.expr, start)
     try:
-        nxt: datetime = it.get_next(datetime)
+        nxt = _cron_next(schedule.expr, start)
         # A wall-clock time shown twice (fall-back) fires once: skip its second showing.
         while nxt.replace(tzinfo=None) == start.replace(tzinfo=None):
-            nxt = it.get_next(datetime)
+            nxt = _cron_next(schedule.expr, nxt)
     except (CroniterBadDateError, OverflowError, ValueError):  # no fire time left (year 9999)
         return None
     return nxt.timestamp()
@@ -53,8 +71,7 @@ def latest_due(schedule: Schedule, tz: str, after: float, now: float) -> float |
     if schedule.kind == "every":
         return after + math.floor((now - after) / schedule.every_s) * schedule.every_s
     if schedule.kind == "cron":
-        prev: datetime = croniter(schedule.expr, _local(now, tz) + timedelta(microseconds=1)
-                                  ).get_prev(datetime)
+        prev = _cron_next(schedule.expr, _local(now, tz) + timedelta(microseconds=1), prev=True)
         return max(prev.timestamp(), first)
     return first
 
@@ -86,9 +103,13 @@ def plan(schedule: Schedule, tz: str, missed: Missed, last: float, now: float,
     first = next_fire(schedule, tz, last)
     if first is None or first > now:
         return Plan(None, False, last, first)
-    latest = latest_due(schedule, tz, last, now)
-    assert latest is not None
+    second = next_fire(schedule, tz, first)
+    if second is None or second > now:  # the common case: one fire time fell due
+        latest, after = first, second
+    else:
+        latest = latest_due(schedule, tz, last, now) or first
+        after = next_fire(schedule, tz, latest)
     on_time = latest >= now - grace
     was_missed = latest > first or not on_time
     fire = latest if on_time or missed == "run_once" else None
-    return Plan(fire, was_missed, latest, next_fire(schedule, tz, latest))
+    return Plan(fire, was_missed, latest, after)

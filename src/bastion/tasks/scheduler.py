@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.errors import BastionError, ConfigError
-from bastion.tasks.schedule import GRACE_S, next_fire, plan
+from bastion.tasks.schedule import GRACE_S, Plan, next_fire, plan
 from bastion.tasks.spec import RunStarter, TaskLimitError, TaskSpec, Trigger, parse_at
 from bastion.tasks.store import StoredTask, TaskStore
 
@@ -115,6 +115,18 @@ class Scheduler:
                 run_id = self._start(task, fire.trigger, fire_id=fire.id)
                 if run_id:
                     started.append(run_id)
+        if self._heap and self._heap[0][0] <= now:
+            started += self._fire_due(now)
+        return started
+
+    def _fire_due(self, now: float) -> list[str]:
+        """Fire the clock tasks due by ``now``: at most once each, even across a crash.
+
+        Every due task's new mark is committed first (one transaction), then the runs are
+        started and recorded (a second one): a crash between the two loses those fires
+        (recorded nowhere, like a missed fire) but never starts one twice.
+        """
+        due: list[tuple[StoredTask, Plan]] = []
         while self._heap and self._heap[0][0] <= now:
             _, task_id = heapq.heappop(self._heap)
             task = self._tasks.get(task_id)
@@ -122,23 +134,29 @@ class Scheduler:
                 continue
             spec = task.spec
             p = plan(spec.schedule, spec.tz, spec.missed, self._mark(task), now, self.grace)
-            if p.fire is not None:
-                detail = f"{spec.schedule.kind} {spec.schedule.expr}".strip()
-                if p.missed:
-                    detail += " (missed while bastion was down; run once)"
-                run_id = self._start(task, Trigger(spec.schedule.kind, p.fire, detail))
-                if run_id:
-                    started.append(run_id)
-            elif p.missed:
-                self.store.record_fire(task.id, Trigger(spec.schedule.kind, p.handled,
-                                                        "missed while bastion was down"),
-                                       run_id=None, error="skipped (missed: skip)")
-            self.store.mark_fired(task.id, p.handled)
-            task = StoredTask(task.id, spec, task.created_at, task.updated_at, p.handled,
-                              task.has_secret)
-            self._tasks[task_id] = task
+            due.append((task, p))
+            self._tasks[task_id] = StoredTask(task.id, spec, task.created_at, task.updated_at,
+                                              p.handled, task.has_secret)
             if p.next is not None:
                 heapq.heappush(self._heap, (p.next, task_id))
+        with self.store.transaction():
+            for task, p in due:
+                self.store.mark_fired(task.id, p.handled)
+        started: list[str] = []
+        with self.store.transaction():
+            for task, p in due:
+                spec = task.spec
+                if p.fire is not None:
+                    detail = f"{spec.schedule.kind} {spec.schedule.expr}".strip()
+                    if p.missed:
+                        detail += " (missed while bastion was down; run once)"
+                    run_id = self._start(task, Trigger(spec.schedule.kind, p.fire, detail))
+                    if run_id:
+                        started.append(run_id)
+                elif p.missed:
+                    self.store.record_fire(task.id, Trigger(spec.schedule.kind, p.handled,
+                                                            "missed while bastion was down"),
+                                           run_id=None, error="skipped (missed: skip)")
         return started
 
     def wait_s(self, now: float | None = None) -> float:

@@ -13,6 +13,7 @@ refuse bad input in one line.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import re
@@ -85,6 +86,7 @@ _CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midn
                  "@hourly")
 
 
+@functools.lru_cache(maxsize=4096)  # every task load checks its line: parse each line once
 def _check_cron(expr: str) -> None:
     """Refuse anything but five cron fields (or an alias) that fire at some time."""
     fields = expr.split()

@@ -20,6 +20,7 @@ sign a trigger; ``bastion task secret NAME --rotate`` draws a new salt.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -109,7 +110,7 @@ class TaskStore:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = home / "tasks.db"
         self._key = load_pepper(home / "tasks.key")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0,
                                    isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -128,6 +129,10 @@ class TaskStore:
     # ---- plumbing ---------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Run one write and bump the generation, in one transaction (caller holds the lock)."""
+        if self._db.in_transaction:  # inside transaction(): its COMMIT covers this too
+            cur = self._db.execute(sql, args)
+            self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            return cur
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(sql, args)
@@ -137,6 +142,18 @@ class TaskStore:
             raise
         self._db.execute("COMMIT")
         return cur
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group the writes of the body into one transaction (a tick's many fires: one commit)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def generation(self) -> int:
         """Return a counter that changes whenever a task is added, changed or removed."""

@@ -168,3 +168,22 @@ def test_watched_folder_stays_in_the_workspace(tmp_path: Path) -> None:
     for bad in ["../outside", "/etc", "inbox/../../x"]:
         with pytest.raises(ConfigError, match="outside the workspace"):
             watched_folder(tmp_path, bad)
+
+
+def test_a_crash_while_starting_never_fires_twice(tmp_path: Path) -> None:
+    class Crashing(RecordingStarter):
+        def start(self, spec: TaskSpec, trigger: Trigger) -> str:
+            super().start(spec, trigger)  # the engine recorded the run, then bastion died
+            raise SystemExit("killed")
+
+    store = TaskStore(tmp_path)
+    store.add(task("poll", Schedule("every", "10m")), now=T0)
+    crashing = Crashing()
+    with pytest.raises(SystemExit):
+        Scheduler(store, crashing).tick(T0 + 600)
+    store.close()
+    store = TaskStore(tmp_path)  # restarted
+    starter = RecordingStarter()
+    Scheduler(store, starter).tick(T0 + 601)
+    assert len(crashing.started) == 1 and starter.started == []  # at most once
+    store.close()

@@ -225,7 +225,9 @@ def _get(sched: Scheduler, name: str) -> StoredTask:
 
 def _limit_error(exc: TaskLimitError) -> ApiError:
     if exc.message.startswith("no run engine"):
-        return ApiError(409, exc.message, code="no_run_engine", fix=exc.fix)  # documented
+        return ApiError(409, exc.message, code="no_run_engine",
+                        fix="this bastion has no run engine yet (bastion.tasks.runs); the "
+                            "fire is recorded on the task")
     return ApiError(429, exc.message, code="too_many_runs", fix=exc.fix,
                     headers={"Retry-After": "30"})
 
@@ -319,10 +321,14 @@ async def run_task(name: TaskName, app: BastionApp, request: Request) -> dict[st
 
 
 @router.post("/{name}/secret", summary="Rotate a webhook task's secret",
-             response_model=SecretOut, responses=errors(400, 404), operation_id="rotate_secret")
+             response_model=SecretOut, responses=errors(404, 409), operation_id="rotate_secret")
 async def rotate_secret(name: TaskName, app: BastionApp, request: Request) -> dict[str, Any]:
     """Draw a new webhook secret (shown once); the old one stops signing at once."""
     sched = scheduler_of(request)
+    task = await asyncio.to_thread(_get, sched, name)
+    if task.spec.schedule.kind != "webhook":
+        raise ApiError(409, f"task {name!r} is not a webhook task", code="not_a_webhook_task",
+                       fix="only tasks added with --webhook have a secret")
     secret = await asyncio.to_thread(sched.store.rotate_secret, owner_name(), name)
     _audit(app, "task.secret", name, "allowed")
     return {"task": name, "webhook_secret": secret}
