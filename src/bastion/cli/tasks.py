@@ -146,6 +146,14 @@ def add_cmd(
                     notify=tuple(NotifyTarget.parse(n) for n in notify or ()),
                     missed=missed, paused=paused)  # type: ignore[arg-type]
     check_new(spec, now=time.time(), workspace=workspace_dir(load()))
+    if user != ADMIN_OWNER:  # a run acts as its owner: the owner must exist
+        from bastion.security.keystore import open_store as open_keys
+
+        keys = open_keys()
+        try:
+            keys.user(user)
+        finally:
+            keys.close()
     with _store() as s:
         task, secret = s.add(spec)
     if secret is not None:

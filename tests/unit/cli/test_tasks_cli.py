@@ -48,6 +48,9 @@ def test_add_list_show_pause_resume_rm(cli, bastion_home: Path) -> None:  # type
 
 def test_webhook_secret_printed_once_and_rotated(cli, bastion_home: Path) -> None:  # type: ignore[no-untyped-def]
     r = cli("task", "add", "triage", "--webhook", "triage the alert", "--user", "alice")
+    assert isinstance(r.exception, BastionError) and "no user named" in r.exception.message
+    assert cli("users", "add", "alice").exit_code == 0
+    r = cli("task", "add", "triage", "--webhook", "triage the alert", "--user", "alice")
     assert r.exit_code == 0
     secret = r.stdout.strip()
     assert secret.startswith("whsec_") and "shown once" in r.stderr
