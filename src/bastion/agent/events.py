@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion.messages import TextDelta, ToolCall, Usage
+from bastion.security.approval import ApprovalRequest
 from bastion.security.gateway import ToolResult
 
 
@@ -42,4 +43,16 @@ class TurnError:
     message: str
 
 
-AgentEvent = TextDelta | ToolStarted | ToolFinished | Usage | TurnDone | TurnError
+@dataclass(slots=True, frozen=True)
+class TurnParked:
+    """The turn stopped at calls waiting for approval (an unattended run's approver parked them).
+
+    The turn's state went to the ``checkpoint`` callback just before; ``Agent.run(resume=...)``
+    continues it once every request is decided.
+    """
+
+    requests: tuple[ApprovalRequest, ...]
+    step: int
+
+
+AgentEvent = TextDelta | ToolStarted | ToolFinished | Usage | TurnDone | TurnError | TurnParked

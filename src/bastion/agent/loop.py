@@ -6,10 +6,17 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
+from bastion.agent.events import (
+    AgentEvent,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+    TurnError,
+    TurnParked,
+)
 from bastion.errors import BastionError, ModelOutputError
 from bastion.llm.base import Model
 from bastion.memory.base import ConversationMemory, EphemeralMemory
@@ -23,6 +30,7 @@ from bastion.messages import (
     ToolSpec,
     Usage,
 )
+from bastion.security.approval import ApprovalParked, ApprovalRequest
 from bastion.security.gateway import Gateway, ToolResult
 from bastion.telemetry import Span, activate, recording, span, start, within
 from bastion.telemetry.metrics import METRICS
@@ -39,6 +47,29 @@ class AgentOptions:
     settings: ChatSettings = field(default_factory=ChatSettings)
     tools: Sequence[str] | None = None  # None = every registered tool
     model_retries: int = 1
+
+
+@dataclass(slots=True)
+class TurnState:
+    """Where a turn stands: enough to continue it later, in this process or another.
+
+    ``history`` is the conversation so far (the user's message included), ``step`` the last
+    model step taken, ``calls`` that step's tool calls and ``results`` those of them that came
+    back (their tool messages are appended once all are in).
+    """
+
+    session_id: str
+    user_text: str
+    history: list[Message]
+    step: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: list[ToolCall] = field(default_factory=list)
+    results: dict[str, ToolResult] = field(default_factory=dict)
+
+
+Checkpoint = Callable[[TurnState], Awaitable[None]]
+"""Called with the turn's state after each model step and each tool result (to persist it)."""
 
 
 @dataclass(slots=True)
@@ -75,13 +106,19 @@ class Agent:
         return uuid.uuid4().hex[:12]
 
     async def run(
-        self, user_text: str, *, session_id: str | None = None, actor: str = "agent"
+        self, user_text: str, *, session_id: str | None = None, actor: str = "agent",
+        resume: TurnState | None = None, checkpoint: Checkpoint | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run one user turn, streaming events; ends in :class:`TurnDone` or :class:`TurnError`.
 
         ``session_id`` is a session's name or id; tool calls and their audit records carry
-        the id it is stored under (a rename does not orphan them).
+        the id it is stored under (a rename does not orphan them). ``resume`` continues a
+        turn from a saved state (its calls without a result run first); ``checkpoint`` is
+        handed the state as it changes. A turn whose approver parks a call ends in
+        :class:`TurnParked`.
         """
+        if resume is not None:
+            session_id, user_text = resume.session_id, resume.user_text
         sid = await self.memory.open_session(session_id or self.new_session_id())
         turn = start("invoke_agent bastion", {"gen_ai.operation.name": "invoke_agent",
                                                "gen_ai.agent.name": "bastion",
@@ -89,7 +126,7 @@ class Agent:
         outcome = "cancelled"  # unless it ends in TurnDone / TurnError
         METRICS.turns_active.inc()
         try:
-            async for ev in self._turn(user_text, sid, actor, turn):
+            async for ev in self._turn(user_text, sid, actor, turn, resume, checkpoint):
                 if isinstance(ev, TurnDone):
                     outcome = "done"
                     turn.set("gen_ai.usage.input_tokens", ev.prompt_tokens)
@@ -98,6 +135,8 @@ class Agent:
                 elif isinstance(ev, TurnError):
                     outcome = "error"
                     turn.fail(ev.message)
+                elif isinstance(ev, TurnParked):
+                    outcome = "parked"
                 yield ev
         finally:
             turn.set("bastion.turn.outcome", outcome)
@@ -106,17 +145,27 @@ class Agent:
             METRICS.turns.inc(outcome=outcome)
 
     async def _turn(
-        self, user_text: str, sid: str, actor: str, turn: Span
+        self, user_text: str, sid: str, actor: str, turn: Span, resume: TurnState | None,
+        checkpoint: Checkpoint | None,
     ) -> AsyncIterator[AgentEvent]:
-        history = await self.memory.history(sid)
-        user = Message("user", user_text)
-        await self.memory.append(sid, user)
-        history.append(user)
+        if resume is None:
+            history = await self.memory.history(sid)
+            user = Message("user", user_text)
+            await self.memory.append(sid, user)
+            history.append(user)
+            state = TurnState(sid, user_text, history)
+        else:
+            state = resume
+            history = state.history
         system = Message("system", self.options.system_prompt)
         specs = self.tool_specs()
-        prompt_tokens = completion_tokens = 0
         max_steps = self.options.max_steps
-        for step in range(1, max_steps + 2):
+        if state.calls:  # resumed between a step's tool calls and its next model step
+            async for ev in self._run_tools(state, actor, turn, checkpoint):
+                yield ev
+                if isinstance(ev, TurnParked):
+                    return
+        for step in range(state.step + 1, max_steps + 2):
             final = step > max_steps
             with activate(turn), span("memory.context") as mem:  # window + RAG retrieval
                 context = await self.memory.build_context(sid, system, history, user_text)
@@ -141,16 +190,22 @@ class Agent:
                 if recording():
                     call.content("gen_ai.output.messages", _output_json(out))
                 call.end()
-            prompt_tokens += out.prompt_tokens
-            completion_tokens += out.completion_tokens
+            state.prompt_tokens += out.prompt_tokens
+            state.completion_tokens += out.completion_tokens
             assistant = Message("assistant", out.text, tool_calls=out.calls)
             await self.memory.append(sid, assistant)
             history.append(assistant)
+            state.step, state.calls, state.results = step, list(out.calls), {}
+            if checkpoint is not None:
+                await checkpoint(state)
             if not out.calls:
-                yield TurnDone(out.text, step, prompt_tokens, completion_tokens, forced_final=final)
+                yield TurnDone(out.text, step, state.prompt_tokens, state.completion_tokens,
+                               forced_final=final)
                 return
-            async for ev in self._run_tools(out.calls, step, sid, actor, history, turn):
+            async for ev in self._run_tools(state, actor, turn, checkpoint):
                 yield ev
+                if isinstance(ev, TurnParked):
+                    return
         yield TurnError("the agent stopped without an answer")  # unreachable by construction
 
     def _model_span(self, turn: Span, context: list[Message], settings: ChatSettings) -> Span:
@@ -212,35 +267,50 @@ class Agent:
                 out.calls.clear()
 
     async def _run_tools(
-        self,
-        calls: list[ToolCall],
-        step: int,
-        sid: str,
-        actor: str,
-        history: list[Message],
-        turn: Span,
+        self, state: TurnState, actor: str, turn: Span, checkpoint: Checkpoint | None
     ) -> AsyncIterator[AgentEvent]:
-        for call in calls:
-            yield ToolStarted(call, step)
+        """Run the step's calls that have no result yet; append their tool messages when all are in.
+
+        A call whose approver parks it (:class:`ApprovalParked`) gets no result: the others
+        finish, then the turn ends in :class:`TurnParked` with the state saved.
+        """
+        todo = [c for c in state.calls if c.id not in state.results]
+        for call in todo:
+            yield ToolStarted(call, state.step)
         with activate(turn):  # each task copies the context: gateway spans are the turn's
             tasks = [
-                asyncio.ensure_future(self.gateway.execute(c, session_id=sid, actor=actor))
-                for c in calls
+                asyncio.ensure_future(self.gateway.execute(c, session_id=state.session_id,
+                                                           actor=actor))
+                for c in todo
             ]
-        results: dict[str, ToolResult] = {}
+        parked: list[ApprovalRequest] = []
         try:
             for fut in asyncio.as_completed(tasks):
-                res = await fut
-                results[res.call_id] = res
-                yield ToolFinished(res, step)
+                try:
+                    res = await fut
+                except ApprovalParked as signal:
+                    parked.append(signal.request)
+                    continue
+                state.results[res.call_id] = res
+                if checkpoint is not None:
+                    await checkpoint(state)
+                yield ToolFinished(res, state.step)
         finally:
             for t in tasks:
                 t.cancel()
-        for call in calls:  # tool messages in call order, whatever order they finished in
-            res = results[call.id]
+        if parked:
+            order = {c.id: i for i, c in enumerate(state.calls)}
+            parked.sort(key=lambda r: order.get(r.call_id or "", 0))
+            yield TurnParked(tuple(parked), state.step)
+            return
+        for call in state.calls:  # tool messages in call order, whatever order they finished in
+            res = state.results[call.id]
             msg = Message("tool", res.for_model(), tool_call_id=call.id, name=call.name)
-            await self.memory.append(sid, msg)
-            history.append(msg)
+            await self.memory.append(state.session_id, msg)
+            state.history.append(msg)
+        state.calls, state.results = [], {}
+        if checkpoint is not None:
+            await checkpoint(state)
 
     async def ask(self, user_text: str, *, session_id: str | None = None) -> TurnDone:
         """Run a turn to completion and return its result (raises on :class:`TurnError`)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,3 +58,33 @@ class AllowApprover:
     async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
         """Approve."""
         return ApprovalDecision(True, "auto", "auto-approved (--yes)")
+
+
+class ApprovalParked(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Control-flow signal: the approver parked the call instead of waiting for a human.
+
+    Raised by an unattended run's approver; it leaves the gateway unrecorded (the call did not
+    run) and the agent stops the turn so that its state can be saved and resumed later.
+    """
+
+    def __init__(self, request: ApprovalRequest) -> None:
+        super().__init__(f"{request.tool} is waiting for approval")
+        self.request = request
+
+
+_override: ContextVar[Approver | None] = ContextVar("bastion_approver", default=None)
+
+
+def approver_override() -> Approver | None:
+    """Return the approver set for this task with :func:`approving_with` (``None``: none)."""
+    return _override.get()
+
+
+@contextlib.contextmanager
+def approving_with(approver: Approver | None) -> Iterator[None]:
+    """Decide the approvals of the calls made in the body with ``approver`` (an unattended run)."""
+    token = _override.set(approver)
+    try:
+        yield
+    finally:
+        _override.reset(token)

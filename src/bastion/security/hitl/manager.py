@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -157,6 +157,52 @@ class ApprovalManager:
                        "by": decision.by, "reason": decision.reason,
                        "session_id": request.session_id})
         return decision
+
+    def park(self, request: ApprovalRequest, *, approval_id: str, expires: float,
+             on_decision: Callable[[str, ApprovalDecision], None],
+             announce: bool = True) -> PendingApproval:
+        """List ``request`` as pending without anyone waiting on it (a parked unattended run).
+
+        It is shown and decided like any other (``GET/POST /v1/approvals``, the events stream);
+        the decision is audited and handed to ``on_decision(approval_id, decision)`` on this
+        event loop. ``announce=False`` re-lists one already audited as requested (after a
+        restart). Nothing here denies at ``expires``: the caller owns the deadline and calls
+        :meth:`resolve` then.
+        """
+        loop = asyncio.get_running_loop()
+        pending = PendingApproval(approval_id, request, time.time(), expires,
+                                  loop.create_future(), loop)
+        with self._lock:
+            self._pending[approval_id] = pending
+        if announce:
+            self._audit("approval.requested", session_id=request.session_id, tool=request.tool,
+                        risk=request.risk.name.lower(), arguments=request.arguments,
+                        detail={"approval_id": approval_id, "reasons": request.reasons,
+                                "parked": True, "expires": expires,
+                                "call_id": request.call_id})
+
+        def done(fut: asyncio.Future[ApprovalDecision]) -> None:
+            with self._lock:
+                self._pending.pop(approval_id, None)
+            if fut.cancelled():
+                return
+            decision = fut.result()
+            self._audit_decision(request, decision, pending.scope, approval_id)
+            self._publish({"type": "approval_resolved", "id": approval_id,
+                           "approved": decision.approved, "by": decision.by,
+                           "reason": decision.reason, "session_id": request.session_id})
+            on_decision(approval_id, decision)
+
+        pending.future.add_done_callback(done)
+        self._publish({"type": "approval_pending", **pending.to_dict(self.redactor)})
+        return pending
+
+    def unpark(self, approval_id: str) -> None:
+        """Drop a parked request without a decision (its run ended another way)."""
+        with self._lock:
+            pending = self._pending.pop(approval_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.cancel()
 
     async def _ask_delegate(self, pending: PendingApproval, timeout_s: float) -> None:
         assert self.delegate is not None
