@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "bastion.cli.browser",  # browser sessions|close (the server's browser sessions)
     "bastion.cli.undo",  # undo [N] --session --dry-run --list (workspace snapshots)
     "bastion.cli.model",  # model pull|list|show|rm|use|verify (GGUF models, manifests)
+    "bastion.cli.run",  # run list|receipt|verify (unattended runs, signed receipts)
     "bastion.cli.users",  # users add|list|disable|rm|roles, keys create|list|revoke|rotate
     "bastion.cli.tasks",  # task add|list|show|pause|resume|rm|run-now|secret
 ]

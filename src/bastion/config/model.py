@@ -983,6 +983,24 @@ class TasksConfig(_Section):
         description="a watched folder fires once per burst of new files within this time")
 
 
+class NotifyConfig(_Section):
+    """How an unattended run that parks on an approval tells its approvers (tasks' ``notify``)."""
+
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://",
+        description="this server as approvers reach it; notifications link "
+        "<public_url>/approvals#<id> (unset: the API's host and port)")
+    smtp_host: str | None = Field(default=None, description="SMTP server for mailto: targets")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "bastion@localhost"
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(
+        default=None, pattern=r"^secret://",
+        description="the SMTP password as a secret:// reference")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class Config(_Section):
     """The whole of ``bastion.yaml``."""
 
@@ -1006,3 +1024,4 @@ class Config(_Section):
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)

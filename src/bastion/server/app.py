@@ -70,6 +70,7 @@ ROUTE_MODULES = [
     "bastion.server.routes.auth",  # /v1/auth login|logout|me (browser cookie), OIDC sign-in
     "bastion.server.routes.web",  # GET / (the web UI) and /web/... (its static files)
     "bastion.server.routes.tasks",  # /v1/tasks (unattended tasks), signed trigger, run now
+    "bastion.server.routes.runs",  # /v1/runs (start a one-off run, list, one, receipt); engine
 ]
 
 DESCRIPTION = (

@@ -33,6 +33,8 @@ ROUTE_SCOPES: list[tuple[tuple[str, ...] | str, str, str]] = [
     (_READ, r"/v1/knowledge", "sessions:read"),
     (ANY, r"/v1/(ingest|knowledge(/.*)?)", "knowledge:write"),
     (ANY, r"/v1/approvals(/.*)?", "approvals"),
+    (("POST",), r"/v1/runs", "chat"),
+    (_READ, r"/v1/runs(/[0-9a-f]{16}(/receipt)?)?", "sessions:read"),
     (ANY, r"/v1/audit(/.*)?", "audit:read"),
     (_READ, r"/v1/intel(/.*)?", "audit:read"),
     (("POST",), r"/v1/privacy/scan", "chat"),
