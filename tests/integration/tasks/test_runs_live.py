@@ -244,7 +244,7 @@ def test_park_notify_approve_resume_and_the_receipt_verifies(live: Live, tmp_pat
     assert receipt["model"]["id"] == "fake"
     [call] = receipt["tool_calls"]
     assert call["tool"] == "shell" and call["decision"] == "allowed"
-    assert call["approver"] == "api"  # the API token's caller (an API key: api:<user>)
+    assert call["approver"] == "api:admin"  # who approved, as the approvals API records it
     ok = live.cli("run", "verify", str(receipt_file))
     assert ok.returncode == 0 and ok.stdout.startswith("ok: run " + run_id), ok
 
