@@ -177,8 +177,11 @@ class RunEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
-    async def open(self) -> None:
-        """Add the run stages to the gateway and take up the runs a stop left behind."""
+    def open(self) -> None:
+        """Add the run stages to the gateway and take up the runs a stop left behind.
+
+        Call it on the event loop the runs will use (the server's).
+        """
         self._loop = asyncio.get_running_loop()
         gw = self.app.gateway
         gw.add_stage(RunGuardStage(self._policies), before=ApprovalStage)
@@ -213,6 +216,7 @@ class RunEngine:
         for job in jobs:
             with contextlib.suppress(BaseException):
                 await job
+        _ENGINES.pop(id(self.app), None)
         self.store.close()
 
     # ---- the RunStarter seam ------------------------------------------------------------------
@@ -504,6 +508,23 @@ class RunEngine:
     def _audit(self, run: RunRecord, kind: str, decision: str, detail: dict[str, Any]) -> None:
         self.app.audit.record(kind, actor=f"task:{run.task}", session_id=run.session_id,
                               decision=decision, detail={"run_id": run.id, **detail})
+
+
+_ENGINES: dict[int, RunEngine] = {}  # one engine per assembled app (id: App is not hashable)
+
+
+def build_starter(app: App) -> RunEngine:
+    """Return ``app``'s run engine, opened on first use (call it on the server's event loop).
+
+    The scheduler (``server/_tasks.py``) and the runs routes share it; the routes' lifespan
+    closes it.
+    """
+    engine = _ENGINES.get(id(app))
+    if engine is None or engine.app is not app:
+        engine = RunEngine(app)
+        engine.open()
+        _ENGINES[id(app)] = engine
+    return engine
 
 
 def _model_id(provenance: dict[str, Any], app: App) -> dict[str, Any]:

@@ -129,10 +129,13 @@ class Live:
         return self.base + path
 
     def start_run(self, name: str, prompt: str, **task: Any) -> str:
-        r = self.api.post(self.url("/v1/runs"), json={"task": {"name": name, "prompt": prompt,
-                                                               **task}})
+        """Add a manual task through the tasks API and run it now; return the run id."""
+        r = self.api.post(self.url("/v1/tasks"), json={
+            "name": name, "prompt": prompt, "schedule": {"kind": "manual"}, **task})
+        assert r.status_code == 201, r.text
+        r = self.api.post(self.url(f"/v1/tasks/{name}/run"))
         assert r.status_code == 202, r.text
-        return str(r.json()["id"])
+        return str(r.json()["run_id"])
 
     def run(self, run_id: str) -> dict[str, Any]:
         r = self.api.get(self.url(f"/v1/runs/{run_id}"))

@@ -1,10 +1,10 @@
-"""Unattended runs: start one, list them, read one, fetch its signed receipt.
+"""Unattended runs: list them, read one, fetch its signed receipt.
 
 The run engine (:class:`bastion.tasks.runs.RunEngine`) starts with the server (``api.state.
-run_engine``; the scheduler hands it the runs it fires) and takes up the runs a stop left
-behind. A run's approvals appear in ``/v1/approvals`` like any other.
+run_engine``; the scheduler hands it the runs it fires: ``POST /v1/tasks/{name}/run``, the
+clock, triggers) and takes up the runs a stop left behind. A run's approvals appear in
+``/v1/approvals`` like any other.
 
-- ``POST /v1/runs``: run a task definition once now, as the caller (``{"task": {...}}``).
 - ``GET /v1/runs?task=NAME``: the caller's runs (an admin's ``all_users=true``: everyone's).
 - ``GET /v1/runs/{id}``: one run with its call journal.
 - ``GET /v1/runs/{id}/receipt``: the signed receipt of a finished run.
@@ -12,21 +12,17 @@ behind. A run's approvals appear in ``/v1/approvals`` like any other.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
-from pydantic import ConfigDict, Field
 
-from bastion.errors import BastionError
-from bastion.security.identity import owner_filter, owner_name
+from bastion.security.identity import owner_filter
 from bastion.server.contract import ApiModel, errors
 from bastion.server.errors import ApiError
 from bastion.tasks.park import RunRecord
-from bastion.tasks.runs import RunEngine
-from bastion.tasks.spec import NotifyTarget, Schedule, TaskPolicy, TaskSpec, Trigger
+from bastion.tasks.runs import RunEngine, build_starter
 
 RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="run id")]
 
@@ -34,10 +30,7 @@ RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="run id")]
 @asynccontextmanager
 async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
     app = getattr(api.state, "bastion", None)
-    engine = None
-    if app is not None:
-        engine = RunEngine(app)
-        await engine.open()
+    engine = build_starter(app) if app is not None else None  # the scheduler's engine too
     api.state.run_engine = engine
     try:
         yield
@@ -48,24 +41,6 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], lifespan=_lifespan)
-
-
-class RunTask(ApiModel):
-    """The task a one-off run carries (stored tasks live in ``/v1/tasks``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    prompt: str = Field(min_length=1, max_length=20_000)
-    policy: dict[str, Any] = Field(default_factory=dict, description="TaskPolicy fields")
-    notify: list[str] = Field(default_factory=list, max_length=16,
-                              description="https://hook, ntfy:https://host/topic, mailto:a@b")
-
-
-class StartBody(ApiModel):
-    """``POST /v1/runs``."""
-
-    model_config = ConfigDict(extra="forbid")
-    task: RunTask
 
 
 class RunOut(ApiModel):
@@ -99,13 +74,6 @@ class RunList(ApiModel):
     runs: list[RunOut]
 
 
-class Started(ApiModel):
-    """``POST /v1/runs``: the new run's id."""
-
-    id: str
-    status: str
-
-
 def engine_of(request: Request) -> RunEngine:
     """Return the server's run engine (409 when it is not running)."""
     engine: RunEngine | None = getattr(request.app.state, "run_engine", None)
@@ -122,22 +90,6 @@ def _mine(engine: RunEngine, run_id: str) -> RunRecord:
         raise ApiError(404, f"no run {run_id}", code="run_not_found",
                        fix="list your runs with GET /v1/runs")
     return run
-
-
-@router.post("", summary="Run a task definition once, now", status_code=202,
-             responses=errors(400, 409))
-async def start_run(body: StartBody, request: Request) -> Started:
-    """Start an unattended run of ``task`` as the caller; return its id at once."""
-    engine = engine_of(request)
-    try:
-        spec = TaskSpec(body.task.name, owner_name(), body.task.prompt, Schedule("manual"),
-                        policy=TaskPolicy.from_dict(body.task.policy),
-                        notify=tuple(NotifyTarget.parse(n) for n in body.task.notify))
-    except (BastionError, KeyError, TypeError, ValueError) as exc:
-        msg = exc.user_text() if isinstance(exc, BastionError) else f"bad task: {exc}"
-        raise ApiError(400, msg, code="bad_task", fix="see TaskPolicy in the README") from exc
-    run_id = engine.start(spec, Trigger("manual", time.time(), "POST /v1/runs"))
-    return Started(id=run_id, status="running")
 
 
 @router.get("", summary="List runs", responses=errors(409))
