@@ -233,7 +233,7 @@ def test_park_notify_approve_resume_and_the_receipt_verifies(live: Live, tmp_pat
     r = live.api.post(live.url(f"/v1/approvals/{approval}"), json={"approve": True})
     assert r.status_code == 200, r.text
     run = live.wait(run_id, _ended)
-    assert run["status"] == "done", run
+    assert run["status"] == "done", run["reason"]
     assert _lines(live.ws / "once.txt") == ["once"]  # the approved call ran exactly once
     assert [c["status"] for c in run["calls"]] == ["done"]
 
@@ -286,6 +286,18 @@ def test_deny_shows_the_model_the_denial(live: Live) -> None:
     assert "not tonight" in json.dumps(session)  # the tool message the model was given
 
 
+def test_policy_tools_allowlist_and_wall_clock_budget(live: Live) -> None:
+    narrow = live.start_run("narrow", "run shell: echo x >> narrow.txt",
+                            policy={"tools": ["read_file", "list_files"]})
+    slow = live.start_run("slow", "slow please", policy={"wall_clock_s": 1})
+    run = live.wait(narrow, _ended)  # shell is not offered, so the model's call is refused
+    assert run["status"] == "failed" and "unknown tool 'shell'" in run["reason"]
+    assert not (live.ws / "narrow.txt").exists()
+    assert live.api.get(live.url(f"/v1/runs/{narrow}/receipt")).json()["tool_calls"] == []
+    run = live.wait(slow, _ended, timeout=20)
+    assert (run["status"], run["reason"]) == ("failed", "wall-clock budget of 1s used up")
+
+
 def test_sigkill_while_parked_then_restart_resumes_once(live: Live) -> None:
     run_id = live.start_run("restart-parked", "run shell: echo parked >> parked.txt")
     approval = live.wait(run_id, _parked)["parked"][0]
@@ -295,7 +307,7 @@ def test_sigkill_while_parked_then_restart_resumes_once(live: Live) -> None:
     r = live.api.post(live.url(f"/v1/approvals/{approval}"), json={"approve": True})
     assert r.status_code == 200, r.text
     run = live.wait(run_id, _ended)
-    assert run["status"] == "done", run
+    assert run["status"] == "done", run["reason"]
     assert _lines(live.ws / "parked.txt") == ["parked"]
 
 

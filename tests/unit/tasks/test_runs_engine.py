@@ -1,0 +1,116 @@
+"""The run engine in process: budgets, egress allowlist, parking holds no worker, no CRITICAL rule.
+
+A real assembled app (``build_app``: audit log, approval manager, gateway stages) with the
+scripted model; the live-server behaviour (notifications, restarts, receipts over the CLI) is in
+``tests/integration/tasks/test_runs_live.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bastion.app import App, build_app
+from bastion.config.model import ApiConfig, Config, MemoryConfig
+from bastion.security.approval import ApprovalParked, ApprovalRequest
+from bastion.tasks.park import RunRecord, RunStore
+from bastion.tasks.receipt import verify_receipt
+from bastion.tasks.runs import RunApprover, RunEngine
+from bastion.tasks.spec import AutoApprove, Schedule, TaskPolicy, TaskSpec, Trigger
+from bastion.testing.model import Reply, ScriptedModel, call, say
+from bastion.tools.base import Risk
+
+
+@pytest.fixture
+async def engine_for(bastion_home: Path) -> AsyncIterator[Callable[..., RunEngine]]:
+    made: list[tuple[App, RunEngine]] = []
+
+    def make(*replies: Reply, tools: dict[str, str] | None = None) -> RunEngine:
+        config = Config(api=ApiConfig(token="t" * 32), memory=MemoryConfig(enabled=False))
+        config.security.sandbox = "none"
+        config.security.tools = tools or {}  # type: ignore[assignment]
+        app = build_app(config, model=ScriptedModel(*replies))
+        engine = RunEngine(app, RunStore(bastion_home / "runs.db"))
+        engine.open()
+        made.append((app, engine))
+        return engine
+
+    yield make
+    for app, engine in made:
+        await engine.aclose()
+        await app.aclose()
+
+
+def _spec(name: str, policy: TaskPolicy) -> TaskSpec:
+    return TaskSpec(name, "admin", "do it", Schedule("manual"), policy=policy)
+
+
+async def _until(engine: RunEngine, run_id: str, *states: str, timeout: float = 10
+                 ) -> RunRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = engine.get(run_id)
+        assert run is not None
+        if run.status in states:
+            return run
+        assert time.monotonic() < deadline, run.summary()
+        await asyncio.sleep(0.01)
+
+
+async def test_the_token_budget_stops_the_run_with_the_numbers(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(say("one two three four five six seven eight"))
+    run_id = engine.start(_spec("tokens", TaskPolicy(max_tokens=3)), Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "done", "failed")
+    assert run.status == "failed"
+    assert run.reason is not None and run.reason.startswith("token budget exceeded: ")
+    assert run.reason.endswith("tokens used, the task allows 3")
+
+
+async def test_a_host_outside_the_egress_allowlist_is_refused_before_the_tool(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(call("web_fetch", url="https://evil.example/x"), say("ok"),
+                        tools={"web_fetch": "allow"})
+    policy = TaskPolicy(egress=("good.example", "*.good.example"))
+    run_id = engine.start(_spec("egress", policy), Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "done", "failed")
+    assert run.status == "done" and run.receipt is not None
+    [entry] = run.receipt["tool_calls"]
+    assert (entry["tool"], entry["decision"]) == ("web_fetch", "denied")
+    events = engine.app.audit.events(session_id=run.session_id, kind="tool_call")
+    assert events[0].result == ("web_fetch refused: evil.example is not in task egress's "
+                                "egress allowlist")
+    assert verify_receipt(run.receipt, engine.app.audit.path).ok
+
+
+async def test_a_parked_run_holds_no_worker_and_resumes_on_allow(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(call("write_file", path="a.txt", content="x"), say("written"),
+                        tools={"write_file": "ask"})
+    run_id = engine.start(_spec("park", TaskPolicy()), Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "parked")
+    await asyncio.sleep(0.05)
+    assert engine.active() == 0 and not engine._jobs  # nothing runs or waits for it
+    assert engine.app.hitl is not None
+    [pending] = engine.app.hitl.pending()
+    assert pending.id == run.parked[0].approval_id and pending.request.tool == "write_file"
+    assert engine.app.hitl.resolve(pending.id, True, by="tester")
+    run = await _until(engine, run_id, "done", "failed")
+    assert run.status == "done" and run.answer == "written"
+    assert run.receipt is not None and run.receipt["tool_calls"][0]["approver"] == "tester"
+
+
+async def test_critical_is_never_auto_approved() -> None:
+    with pytest.raises(Exception, match="CRITICAL"):
+        AutoApprove("shell", Risk.CRITICAL)
+    run = RunRecord("r" * 16, "t", "admin", {}, {}, "running", 0.0)
+    approver = RunApprover(run, TaskPolicy(auto_approve=(AutoApprove("*", Risk.HIGH),)))
+    ask = ApprovalRequest("shell", {"command": "rm -rf /"}, Risk.CRITICAL, call_id="c1")
+    with pytest.raises(ApprovalParked):
+        await approver.decide(ask, timeout_s=1)
+    high = ApprovalRequest("shell", {"command": "x"}, Risk.HIGH, call_id="c2")
+    assert (await approver.decide(high, timeout_s=1)).by == "task-rule:t"
