@@ -26,11 +26,11 @@ def _store() -> Any:
     return open_store(paths.home())
 
 
-def runs_table(task: str | None, as_json: bool) -> None:
-    """Print the runs of ``task`` (all tasks: ``None``), newest first."""
+def runs_table(task: str | None, as_json: bool, owner: str | None = None) -> None:
+    """Print the runs of ``task`` (all tasks: ``None``) of ``owner`` (all: ``None``)."""
     store = _store()
     try:
-        runs = [r.summary() for r in store.runs(task=task, limit=1000)]
+        runs = [r.summary() for r in store.runs(task=task, owner=owner, limit=1000)]
     finally:
         store.close()
     if as_json:

@@ -207,6 +207,14 @@ def show_cmd(name: str, user: UserOpt = ADMIN_OWNER, as_json: JsonOpt = False) -
                    f"{f.trigger.detail}")
 
 
+@task_app.command("runs")
+def runs_cmd(name: str, user: UserOpt = ADMIN_OWNER, as_json: JsonOpt = False) -> None:
+    """List the task's runs with their ids, status and reason (newest first)."""
+    from bastion.cli.run import runs_table
+
+    runs_table(name, as_json, owner=user)
+
+
 @task_app.command("pause")
 def pause_cmd(name: str, user: UserOpt = ADMIN_OWNER) -> None:
     """Stop firing a task until it is resumed."""
