@@ -46,6 +46,7 @@ bench: install-dev
 	$(BIN)/python bench/memory_rag.py
 	$(BIN)/python bench/intel.py
 	$(BIN)/python bench/privacy.py
+	$(BIN)/python bench/runs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
