@@ -8,6 +8,7 @@ scripted model; the live-server behaviour (notifications, restarts, receipts ove
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -114,3 +115,23 @@ async def test_critical_is_never_auto_approved() -> None:
         await approver.decide(ask, timeout_s=1)
     high = ApprovalRequest("shell", {"command": "x"}, Risk.HIGH, call_id="c2")
     assert (await approver.decide(high, timeout_s=1)).by == "task-rule:t"
+
+
+async def test_a_tampered_receipt_or_audit_log_fails_verification(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(call("list_files", path="."), say("listed"))
+    run_id = engine.start(_spec("verify", TaskPolicy()), Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "done", "failed")
+    assert run.receipt is not None
+    db = engine.app.audit.path
+    assert verify_receipt(run.receipt, db).ok
+    swapped = dict(run.receipt, tool_calls=[])  # a receipt hiding its calls
+    assert verify_receipt(swapped, db).line == (
+        "FAILED: the receipt's signature does not match its contents (it was altered)")
+    engine.app.audit.flush()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE events SET result = 'nothing here' WHERE kind = 'tool_call'")
+    con.close()
+    line = verify_receipt(run.receipt, db).line
+    assert line.startswith("FAILED: the audit log does not verify: FAILED at record "), line
