@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 
 from bastion.security.identity import owner_filter
-from bastion.server.contract import ApiModel, errors
+from bastion.server.contract import ApiModel, errors, link, links
 from bastion.server.errors import ApiError
 from bastion.tasks.park import RunRecord
 from bastion.tasks.runs import RunEngine, build_starter
@@ -74,6 +74,53 @@ class RunList(ApiModel):
     runs: list[RunOut]
 
 
+class ReceiptCall(ApiModel):
+    """One tool call of a run as its receipt names it."""
+
+    call_id: str | None
+    tool: str | None
+    decision: str | None
+    approver: str | None
+    audit_id: int
+    arguments_sha256: str
+
+
+class ReceiptAudit(ApiModel):
+    """The audit records a run wrote: ids ``first`` to ``last``."""
+
+    first: int
+    last: int
+
+
+class ReceiptSignature(ApiModel):
+    """The signature over the receipt's canonical JSON (all fields but this one)."""
+
+    algorithm: str
+    public_key: str
+    value: str
+
+
+class Receipt(ApiModel):
+    """A finished run's signed receipt (``bastion run verify`` checks it offline)."""
+
+    version: int
+    run_id: str
+    task: str
+    owner: str
+    trigger: dict[str, Any]
+    session_id: str | None
+    started: float
+    ended: float | None
+    status: str
+    reason: str | None
+    model: dict[str, Any] | None
+    policy_hash: str
+    tool_calls: list[ReceiptCall]
+    audit: ReceiptAudit
+    answer_sha256: str
+    signature: ReceiptSignature
+
+
 def engine_of(request: Request) -> RunEngine:
     """Return the server's run engine (409 when it is not running)."""
     engine: RunEngine | None = getattr(request.app.state, "run_engine", None)
@@ -92,7 +139,14 @@ def _mine(engine: RunEngine, run_id: str) -> RunRecord:
     return run
 
 
-@router.get("", summary="List runs", responses=errors(409))
+_LINKS = links(200, {
+    "get_run": link("get_run", run_id="$response.body#/runs/0/id"),
+    "get_receipt": link("get_receipt", run_id="$response.body#/runs/0/id"),
+})
+
+
+@router.get("", summary="List runs", responses=errors(409), operation_id="list_runs",
+            openapi_extra=_LINKS)
 async def list_runs(request: Request, task: Annotated[str | None, Query(max_length=64)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> RunList:
     """Return the caller's runs, newest first (of one task with ``task``)."""
@@ -101,7 +155,7 @@ async def list_runs(request: Request, task: Annotated[str | None, Query(max_leng
     return RunList(runs=[RunOut(**r.summary()) for r in runs])
 
 
-@router.get("/{run_id}", summary="One run", responses=errors(404, 409))
+@router.get("/{run_id}", summary="One run", responses=errors(404, 409), operation_id="get_run")
 async def get_run(run_id: RunId, request: Request) -> RunDetail:
     """Return one run and its call journal."""
     engine = engine_of(request)
@@ -110,7 +164,7 @@ async def get_run(run_id: RunId, request: Request) -> RunDetail:
 
 
 @router.get("/{run_id}/receipt", summary="A finished run's signed receipt",
-            responses=errors(404, 409))
+            responses=errors(404, 409), operation_id="get_receipt", response_model=Receipt)
 async def get_receipt(run_id: RunId, request: Request) -> dict[str, Any]:
     """Return the receipt (JSON, signed with the audit signer); 404 until the run ends."""
     run = _mine(engine_of(request), run_id)
