@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.config.model import AgentConfig  # noqa: E402
 from bastion.llm.base import Model  # noqa: E402
-from bastion.llm.messages import ChatSettings, Message, TextDelta, ToolCallEvent  # noqa: E402
+from bastion.messages import ChatSettings, Message, TextDelta, ToolCallEvent  # noqa: E402
 
 # (request, expected tools (empty: a plain answer), expected arguments (subset))
 CASES: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
@@ -192,7 +192,7 @@ def http_model(url: str, *, before: bool = False) -> Model:
     """What ``model.backend: openai`` + ``model.base_url`` gives (native_tools off)."""
     from bastion.config.model import Config
     from bastion.llm._constrained import Policy
-    from bastion.llm.factory import create_model
+    from bastion.models import create_model
 
     cfg = Config()
     cfg.model.backend = "openai"

@@ -121,12 +121,10 @@ def build_registry(config: Config) -> ToolRegistry:
     registry = ToolRegistry()
     load_entry_point_tools(registry)
     if not len(registry):  # running from a source tree without installed metadata
-        from bastion.tools.builtin import builtin_tools
-        from bastion.tools.builtin.browser import browser_tools
+        from bastion.tools.builtin import builtin_toolsets
 
-        for t in builtin_tools():
-            registry.add(t)
-        registry.add_toolset(browser_tools())
+        for toolset in builtin_toolsets():
+            registry.add_toolset(toolset)
     return registry
 
 
@@ -239,9 +237,8 @@ def _wire_sandbox(stack: ExitStack, config: Config, workspace: Path) -> Environm
 
     sec = config.security
     sandbox, problem = create_sandbox(sec.sandbox, workspace, sec.limits, warm=sec.warm_pool)
-    pool = getattr(sandbox, "warm_pool", None)
-    if pool is not None:
-        stack.callback(pool.shutdown)
+    if sandbox is not None:  # its warm pool and whatever else the backend holds
+        stack.callback(sandbox.close)
     return Environment(workspace=workspace, sandbox=sandbox, sandbox_problem=problem,
                        http=_fetcher(config))
 

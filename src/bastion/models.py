@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 from bastion.config.model import Config
 from bastion.errors import ModelError
 from bastion.llm.base import Model
-from bastion.llm.factory import LEAF_BACKENDS, create_leaf_model
+from bastion.llm.factory import create_leaf_model, leaf_builder
 
 ENTRY_POINT_GROUP = "bastion.models"
 
@@ -50,7 +50,7 @@ def create_model(config: Config) -> Model:
         from bastion.patterns.factory import create_pattern_model
 
         return create_pattern_model(config, build=create_model)
-    if backend in LEAF_BACKENDS:
+    if leaf_builder(backend) is not None:
         return create_leaf_model(config)
     build = plugin_builder(backend)
     if build is None:

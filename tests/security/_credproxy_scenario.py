@@ -23,8 +23,8 @@ from typing import Any
 from bastion.app import build_app
 from bastion.config.model import Config
 from bastion.crypto import pinning
-from bastion.llm.messages import ToolCall
 from bastion.memory.base import EphemeralMemory
+from bastion.messages import ToolCall
 from tests.fakes.model import Reply, ScriptedModel, call, say
 from tests.security._gate import Human
 

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from bastion.cluster._client import _PROFILE_OF_ENGINE
 from bastion.config import model as config_model
-from bastion.config.model import ENGINES, MODEL_BACKENDS, Config, ModelConfig
-from bastion.llm.factory import LEAF_BACKENDS
+from bastion.config.backends import LEAF_MODEL_BACKENDS, model_backends
+from bastion.config.model import ENGINES, Config, ModelConfig
+from bastion.llm.factory import leaf_builder
 from bastion.llm.http import PROFILES
 from bastion.models import create_model
 from bastion.testing import ScriptedModel
@@ -20,7 +21,9 @@ from tests.fakes.plugin import install_plugin
 
 
 def test_every_builtin_backend_is_built_somewhere() -> None:
-    assert set(LEAF_BACKENDS) | {"cluster", "pattern"} == set(MODEL_BACKENDS)
+    assert set(model_backends()) == {*LEAF_MODEL_BACKENDS, "cluster", "pattern"}
+    for name in LEAF_MODEL_BACKENDS:
+        assert callable(leaf_builder(name))
 
 
 def test_profiles_and_engines_match_their_tables() -> None:

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
-from bastion.config.model import SANDBOX_BACKENDS
+from bastion.config.backends import SANDBOX_BACKENDS
 from bastion.errors import BastionError, SandboxError
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def status(as_json: JsonOpt = False) -> None:
 def run(
     ctx: typer.Context,
     backend: Annotated[str | None, typer.Option(
-        help="bubblewrap, gvisor, podman, docker, auto (default: security.tool_sandboxes.shell, "
+        help=f"{', '.join(SANDBOX_BACKENDS)}, auto (default: security.tool_sandboxes.shell, "
         "else security.sandbox)")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds before the run is killed")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="approve the call if it is risky")]
@@ -128,7 +128,7 @@ def run(
                            fix=f"use --backend {', '.join(SANDBOX_BACKENDS)} or auto")
     config = load()
     if backend is not None:
-        config.security.tool_sandboxes["shell"] = backend  # type: ignore[assignment]
+        config.security.tool_sandboxes["shell"] = backend
     app = build_app(config, model=ToolsOnlyModel(), memory=EphemeralMemory(),
                     approver=choose_approver(yes=yes))
     arguments: dict[str, object] = {"command": shlex.join(argv)}

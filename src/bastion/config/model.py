@@ -5,10 +5,20 @@ from __future__ import annotations
 import functools
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from bastion.config.backends import SANDBOX_BACKENDS, model_backends
 
 
 def rule_error(message: str, *, fix: str) -> PydanticCustomError:
@@ -16,13 +26,24 @@ def rule_error(message: str, *, fix: str) -> PydanticCustomError:
     return PydanticCustomError("config_rule", message, {"fix": fix})
 
 
-#: The sandbox backends by config name: one list for every setting that names a backend and
-#: for ``security.sandbox.factory`` (its class table is pinned to it by a unit test).
-SandboxBackend = Literal["bubblewrap", "gvisor", "podman", "docker"]
-SANDBOX_BACKENDS: tuple[SandboxBackend, ...] = get_args(SandboxBackend)
-#: The built-in model backends; plugins add names through the ``bastion.models`` entry points.
-ModelBackend = Literal["embedded", "openai", "ollama", "cluster", "pattern"]
-MODEL_BACKENDS: tuple[ModelBackend, ...] = get_args(ModelBackend)
+# The built-in backends live in one table per seam (``config.backends``); names are validated
+# against it when a config is read, so adding a backend never edits this module.
+def _sandbox_name(*special: str) -> AfterValidator:
+    """Return a validator accepting a built-in sandbox backend or one of ``special``."""
+    def check(value: str) -> str:
+        if value in special or value in SANDBOX_BACKENDS:
+            return value
+        raise ValueError(f"unknown sandbox backend {value!r}; known: "
+                         f"{', '.join([*special, *SANDBOX_BACKENDS])}")
+    return AfterValidator(check)
+
+
+#: ``security.sandbox``: ``auto``, ``none`` or a backend.
+SandboxChoice = Annotated[str, _sandbox_name("auto", "none")]
+#: ``security.tool_sandboxes.*``: ``auto`` or a backend.
+ToolSandboxChoice = Annotated[str, _sandbox_name("auto")]
+#: ``mcp_servers[].sandbox``: ``default`` (= security.sandbox), ``none`` or a backend.
+McpSandboxChoice = Annotated[str, _sandbox_name("default", "none")]
 #: The model servers a cluster node may run (the HTTP client's quirks follow from it).
 Engine = Literal["llama_cpp", "vllm", "ollama", "openai", "bastion"]
 ENGINES: tuple[Engine, ...] = get_args(Engine)
@@ -94,9 +115,9 @@ class ModelConfig(_Section):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value in MODEL_BACKENDS or value in plugin_model_backends():
+        if value in model_backends() or value in plugin_model_backends():
             return value
-        known = [*MODEL_BACKENDS, *sorted(plugin_model_backends())]
+        known = [*model_backends(), *sorted(plugin_model_backends())]
         raise ValueError(f"unknown model backend {value!r}; known: {', '.join(known)}")
 
     @model_validator(mode="after")
@@ -205,7 +226,7 @@ class EgressUplinkConfig(_Section):
 class SecurityConfig(_Section):
     """The gateway: policy, approval, sandbox, audit."""
 
-    sandbox: Literal["auto", "none"] | SandboxBackend = Field(
+    sandbox: SandboxChoice = Field(
         default="auto",
         description="backend for shell/python; auto = gvisor when runsc works, else bubblewrap",
     )
@@ -213,7 +234,7 @@ class SecurityConfig(_Section):
         default_factory=dict,
         description="per-tool network allowlist for sandboxed tools (default: no network)",
     )
-    tool_sandboxes: dict[str, Literal["auto"] | SandboxBackend] = Field(
+    tool_sandboxes: dict[str, ToolSandboxChoice] = Field(
         default_factory=dict,
         description="per-tool backend, e.g. {python: gvisor}; others use security.sandbox",
     )
@@ -469,7 +490,7 @@ class McpServerConfig(_Section):
     mounts: list[Path] = Field(
         default_factory=list, description="host paths the stdio server needs, mounted read-only"
     )
-    sandbox: Literal["default", "none"] | SandboxBackend = Field(
+    sandbox: McpSandboxChoice = Field(
         default="default", description="how a stdio server is confined; default = security.sandbox"
     )
     memory_mb: int = Field(default=4096, ge=64, description="address-space limit (node needs GBs)")

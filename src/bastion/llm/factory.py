@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bastion.config.backends import COMPOSITE_MODEL_BACKENDS, LEAF_MODEL_BACKENDS, load_object
 from bastion.config.model import Config
 from bastion.errors import ModelError
 from bastion.llm.base import Model
@@ -69,7 +70,8 @@ def provenance(config: Config) -> dict[str, Any]:
     return {"backend": mc.backend, "model": mc.name}
 
 
-def _embedded(config: Config) -> Model:
+def embedded_model(config: Config) -> Model:
+    """Build the embedded GGUF model (worker processes, or in this process)."""
     mc = config.model
     repack = {"auto": None, "on": True, "off": False}[mc.repack]
     if mc.isolation == "in_process":
@@ -93,7 +95,8 @@ def _embedded(config: Config) -> Model:
     )
 
 
-def _http(config: Config) -> Model:
+def http_model(config: Config) -> Model:
+    """Build the client of an OpenAI-compatible or Ollama server."""
     from bastion.llm.http import HttpModel, pick_profile
 
     mc = config.model
@@ -114,33 +117,31 @@ def _http(config: Config) -> Model:
     )
 
 
-#: The leaf backends by ``model.backend`` name. Adding one: its module in ``llm/``, a line here
-#: and its name in ``config.model.ModelBackend`` (a unit test pins the pair); or, outside
-#: bastion, a ``bastion.models`` entry point (see :mod:`bastion.models`).
-LEAF_BACKENDS: dict[str, Callable[[Config], Model]] = {
-    "embedded": _embedded,
-    "openai": _http,
-    "ollama": _http,
-}
+def leaf_builder(backend: str) -> Callable[[Config], Model] | None:
+    """Return the builder of a built-in leaf backend (``config.backends``), or None."""
+    target = LEAF_MODEL_BACKENDS.get(backend)
+    if target is None:
+        return None
+    build = load_object(target)
+    if not callable(build):
+        raise ModelError(f"model backend {backend!r} ({target}) is not callable",
+                         fix="point its line in bastion.config.backends at (config) -> Model")
+    return build
 
 
 def create_leaf_model(config: Config) -> Model:
-    """Build the leaf model ``config.model`` describes (embedded, openai or ollama)."""
+    """Build the leaf model ``config.model`` describes (embedded, openai, ollama, ...)."""
     backend = config.model.backend
-    build = LEAF_BACKENDS.get(backend)
+    build = leaf_builder(backend)
     if build is not None:
         return build(config)
-    if backend in ("cluster", "pattern"):
+    if backend in COMPOSITE_MODEL_BACKENDS:
         raise ModelError(
             f"model.backend {backend!r} is a composite model, not a leaf backend",
             fix="build it with bastion.models.create_model(config)",
         )
     raise ModelError(
         f"unknown model backend {backend!r}",
-        fix=f"set model.backend to one of {', '.join(LEAF_BACKENDS)} (or build a plugin "
+        fix=f"set model.backend to one of {', '.join(LEAF_MODEL_BACKENDS)} (or build a plugin "
             "backend with bastion.models.create_model)",
     )
-
-
-#: Deprecated name (leaf backends only now); composites come from bastion.models.create_model.
-create_model = create_leaf_model

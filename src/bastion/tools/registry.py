@@ -100,18 +100,17 @@ class ToolRegistry:
 def load_entry_point_tools(registry: ToolRegistry) -> ToolRegistry:
     """Add every tool advertised under the ``bastion.tools`` entry-point group.
 
-    An entry point may name a :class:`Tool`, an iterable of tools, a :class:`Toolset`, or a
-    zero-argument callable returning one of them.
+    An entry point may name a :class:`Tool`, an iterable of tools, a :class:`Toolset`, an
+    iterable of toolsets, or a zero-argument callable returning one of them.
     """
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()
         if callable(obj) and not isinstance(obj, Tool):
             obj = obj()
-        if isinstance(obj, Toolset):
-            registry.add_toolset(obj.filtered(t.name for t in obj if t.name not in registry))
-            continue
-        items = [obj] if isinstance(obj, Tool) else list(obj)
+        items = [obj] if isinstance(obj, Tool | Toolset) else list(obj)
         for item in items:
-            if item.name not in registry:
+            if isinstance(item, Toolset):
+                registry.add_toolset(item.filtered(t.name for t in item if t.name not in registry))
+            elif item.name not in registry:
                 registry.add(item)
     return registry

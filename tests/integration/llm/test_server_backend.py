@@ -9,10 +9,10 @@ import pytest
 from bastion.agent.events import ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.app import build_app
 from bastion.errors import ModelError
-from bastion.llm.factory import create_model
 from bastion.llm.http import HttpModel
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ChatSettings, Finish, Message, TextDelta, ToolCallEvent
+from bastion.models import create_model
 from bastion.tools.builtin.files import list_files
 from bastion.tools.registry import ToolRegistry
 from tests.integration.llm.conftest import count_files, free_port, sample_config

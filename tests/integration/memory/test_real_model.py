@@ -51,7 +51,7 @@ class Recording:
 def real_model() -> Iterator[Any]:
     import asyncio
 
-    from bastion.llm.factory import create_model
+    from bastion.models import create_model
 
     model = create_model(Config())
     yield model

@@ -235,8 +235,8 @@ def test_build_image_for_docker_is_wired_to_the_engine(capsys: pytest.CaptureFix
 
 async def test_per_tool_docker_beside_another_default(workspace: Path) -> None:
     from bastion.app import build_app
-    from bastion.llm.messages import ToolCall
     from bastion.memory.base import EphemeralMemory
+    from bastion.messages import ToolCall
     from tests.fakes.model import ScriptedModel
 
     config = Config.model_validate({"agent": {"workspace": str(workspace)},

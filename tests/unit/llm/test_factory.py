@@ -8,8 +8,9 @@ import pytest
 
 from bastion.config.model import Config
 from bastion.errors import ModelError
-from bastion.llm.factory import create_leaf_model, create_model
+from bastion.llm.factory import create_leaf_model
 from bastion.llm.http import HttpModel
+from bastion.models import create_model
 
 
 def cfg(**model: object) -> Config:

@@ -95,6 +95,18 @@ class ProxiedRunner:
         return await self.box.run(argv, stdin=stdin, env={**self.env, **(env or {})},
                                   timeout_s=timeout_s)
 
+    async def drain(self) -> None:
+        """Wait until the sandbox's clean-ups of finished calls are done."""
+        await self.box.drain()
+
+    def close(self) -> None:
+        """Close the sandbox (its warm pool and helpers)."""
+        self.box.close()
+
+    async def aclose(self) -> None:
+        """Close the sandbox from async code."""
+        await self.box.aclose()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.box, name)
 
@@ -143,12 +155,9 @@ def tool_runners(config: Config, workspace: Path, audit: Recorder | None,
                 closers.append(net.close)
                 box = egress_sandbox(kind, spec, net, cfg, warm=sec.warm_pool)
             runners[tool] = box
-            pool = getattr(box, "warm_pool", None)
-            if pool is not None:  # closers run in reverse: the pool ends before its netns
-                closers.append(pool.shutdown)
-            close = getattr(box, "close", None)
-            if cfg is not None and close is not None:  # e.g. docker's holder of the netns
-                closers.append(close)
+            # closers run in reverse: the box (its warm pool, docker's holder of the netns)
+            # ends before its namespace
+            closers.append(box.close)
         except (SandboxError, MissingExtraError) as exc:  # no runner: network-less default
             problems[tool] = exc.user_text()
     return runners, closers, problems

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from bastion.tools.base import CONTROL_ENTRIES, ProcessRunner
+from bastion.tools.base import CONTROL_ENTRIES, ProcessResult, ProcessRunner
+
+if TYPE_CHECKING:
+    from bastion.security.sandbox._pool import WarmPool
+    from bastion.security.sandbox._proc import Spawned
 
 #: Where every backend mounts the workspace (also the working directory of sandboxed commands).
 WORKSPACE_MOUNT = "/workspace"
@@ -135,12 +140,36 @@ class Sandbox(ProcessRunner, Protocol):
         """Return the environment :meth:`command`'s command line must be started with."""
         ...
 
+    async def drain(self) -> None:
+        """Wait until the clean-ups of finished calls are done."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (warm sandboxes, helpers); safe to call twice."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close from async code: stop the warm pool in its loop, drain, then :meth:`close`."""
+        ...
+
 
 _PROBED: dict[type, str | None] = {}
 
 
-class ProbedBackend:
-    """Base of sandbox backends: :meth:`available` runs the class's ``_probe`` once per process."""
+class SandboxBackend:
+    """Base of every sandbox backend: the one :meth:`run` path, probing, and the lifecycle.
+
+    :meth:`run` is the same for every backend: the deadline, the workspace's control
+    entries before the call, a warm sandbox from the pool (refilled after the call), the
+    backend's :meth:`_run` hook, then quarantine of control entries the command created.
+    :meth:`available` runs the class's ``_probe`` once per process. :meth:`close` (sync,
+    no event loop needed) and :meth:`aclose` release what the backend holds; a backend
+    that holds more than its warm pool extends :meth:`close` and calls ``super().close()``.
+    """
+
+    name: str
+    spec: SandboxSpec
+    warm_pool: WarmPool | None = None
 
     @classmethod
     def available(cls) -> str | None:
@@ -152,3 +181,46 @@ class ProbedBackend:
     @classmethod
     def _probe(cls) -> str | None:
         raise NotImplementedError(f"{cls.__name__} must define _probe")
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> ProcessResult:
+        """Run ``argv`` confined; the deadline is ``min(timeout_s, wall limit)``."""
+        limits = self.spec.limits
+        wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
+        pool = self.warm_pool
+        before = present_controls(self.spec.workspace)
+        try:
+            result = await self._run(argv, pool.take() if pool is not None else None, stdin,
+                                     env, wall, before)
+        finally:
+            if pool is not None:
+                pool.refill()  # after the call, not competing with it
+        note = quarantine_new_controls(self.spec.workspace, before)
+        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
+
+    async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
+                   env: Mapping[str, str] | None, wall: float, before: set[str]
+                   ) -> ProcessResult:
+        """Run one call: in ``warm`` (a pooled sandbox) when given, else in a fresh one."""
+        raise NotImplementedError(f"{type(self).__name__} must define _run")
+
+    async def drain(self) -> None:
+        """Wait until the clean-ups of finished calls are done (none by default)."""
+
+    def close(self) -> None:
+        """Kill the warm sandboxes, if any are waiting; safe to call twice."""
+        if self.warm_pool is not None:
+            self.warm_pool.shutdown()
+
+    async def aclose(self) -> None:
+        """Stop the warm pool in its loop, wait for pending clean-ups, then :meth:`close`."""
+        if self.warm_pool is not None:
+            await self.warm_pool.close()
+        await self.drain()
+        self.close()

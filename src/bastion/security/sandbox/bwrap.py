@@ -45,10 +45,9 @@ from bastion.security.sandbox.base import (
     CA_BUNDLE,
     WORKSPACE_MOUNT,
     Limits,
-    ProbedBackend,
+    SandboxBackend,
     SandboxSpec,
     control_entries,
-    present_controls,
     quarantine_new_controls,
 )
 from bastion.tools.base import ProcessResult
@@ -240,7 +239,7 @@ def _write_identity(etc: Path, hostname: str) -> None:
 
 
 
-class BubblewrapSandbox(ProbedBackend):
+class BubblewrapSandbox(SandboxBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` backed by ``bwrap``.
 
     Args:
@@ -423,28 +422,6 @@ class BubblewrapSandbox(ProbedBackend):
             out[key] = value
         return out
 
-    async def run(
-        self,
-        argv: list[str],
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float | None = None,
-    ) -> ProcessResult:
-        """Run ``argv`` in a fresh sandbox; the deadline is ``min(timeout_s, wall limit)``."""
-        limits = self.spec.limits
-        wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
-        pool = self.warm_pool
-        before = present_controls(self.spec.workspace)
-        try:
-            result = await self._run(argv, pool.take() if pool is not None else None, stdin,
-                                     env, wall, before)
-        finally:
-            if pool is not None:
-                pool.refill()  # after the call, not competing with it
-        note = quarantine_new_controls(self.spec.workspace, before)
-        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
-
     async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
                    env: Mapping[str, str] | None, wall: float, before: set[str]
                    ) -> ProcessResult:
@@ -548,5 +525,4 @@ class BubblewrapSandbox(ProbedBackend):
             raise
         return spawned
 
-    def close(self) -> None:
-        """Nothing to release: the identity files are shared and kept (see identity_dir)."""
+    # close(): the base's (the warm pool); the identity files are shared and kept (identity_dir)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
@@ -61,11 +60,9 @@ from bastion.security.sandbox._proc import Spawned, discard, run_tree, spawn
 from bastion.security.sandbox.base import (
     WORKSPACE_MOUNT,
     Limits,
-    ProbedBackend,
+    SandboxBackend,
     SandboxSpec,
     control_entries,
-    present_controls,
-    quarantine_new_controls,
 )
 from bastion.tools.base import ProcessResult
 
@@ -180,7 +177,7 @@ def copy_image(source: Sequence[str], target: Sequence[str]) -> str:
     return IMAGE
 
 
-class ContainerSandbox(ProbedBackend):
+class ContainerSandbox(SandboxBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` running each call in a container.
 
     Subclasses name the engine and supply what its CLI does differently.
@@ -343,30 +340,10 @@ class ContainerSandbox(ProbedBackend):
         """Return the client's environment for :meth:`command`: its own plus the caller's."""
         return {**{k: v for k, v in (env or {}).items() if k not in HOST_ENV}, **HOST_ENV}
 
-    async def run(
-        self,
-        argv: list[str],
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float | None = None,
-    ) -> ProcessResult:
-        """Run ``argv`` in a fresh (or pre-started) container, force-removed afterwards."""
-        limits = self.spec.limits
-        wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
-        pool = self.warm_pool
-        before = present_controls(self.spec.workspace)
-        try:
-            result = await self._run(argv, pool.take() if pool is not None else None, stdin,
-                                     env, wall)
-        finally:
-            if pool is not None:
-                pool.refill()  # after the call, not competing with it
-        note = quarantine_new_controls(self.spec.workspace, before)
-        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
-
     async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
-                   env: Mapping[str, str] | None, wall: float) -> ProcessResult:
+                   env: Mapping[str, str] | None, wall: float, before: set[str]
+                   ) -> ProcessResult:
+        """Run one call in ``warm`` (a pooled container) or a fresh one, force-removed after."""
         limits = self.spec.limits
         if warm is not None:
             cid, io = self._cids.pop(warm.proc.pid, ("", None))
@@ -496,11 +473,6 @@ class ContainerSandbox(ProbedBackend):
                                timeout=REMOVE_TIMEOUT_S)
         for _, io in every.values():
             shutil.rmtree(io, ignore_errors=True)
-
-    def close(self) -> None:
-        """Remove the pooled containers (if any are waiting)."""
-        if self.warm_pool is not None:
-            self.warm_pool.shutdown()
 
     def _stale_prefixes(self) -> tuple[str, ...]:
         return (WARM_PREFIX,)

@@ -8,20 +8,27 @@ actually gets and why (``bastion doctor`` and ``bastion sandbox status`` print i
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from bastion.config.model import SANDBOX_BACKENDS, LimitsConfig
+from bastion.config.backends import SANDBOX_BACKENDS, load_object
+from bastion.config.model import LimitsConfig
 from bastion.errors import SandboxError
-from bastion.security.sandbox.base import Limits, NetworkPolicy, Sandbox, SandboxSpec
+from bastion.security.sandbox.base import (
+    Limits,
+    NetworkPolicy,
+    Sandbox,
+    SandboxBackend,
+    SandboxSpec,
+)
 
 if TYPE_CHECKING:
     from bastion.config.model import Config
     from bastion.security.sandbox.container import EngineInfo
 
+#: The backends by config name (``config.backends.SANDBOX_BACKENDS``: name -> "module:Class").
 BACKENDS = SANDBOX_BACKENDS
 #: The container engines (chosen explicitly; ``auto`` never picks one).
 CONTAINER_ENGINES = ("podman", "docker")
@@ -41,25 +48,17 @@ def limits_from_config(cfg: LimitsConfig) -> Limits:
     )
 
 
-#: Backend name -> "module:Class"; imported only when used. Adding a backend: its module
-#: and one line here (the name also goes into ``config.model.SandboxBackend``).
-_CLASSES: dict[str, str] = {
-    "bubblewrap": "bastion.security.sandbox.bwrap:BubblewrapSandbox",
-    "gvisor": "bastion.security.sandbox.gvisor:GVisorSandbox",
-    "podman": "bastion.security.sandbox.podman:PodmanSandbox",
-    "docker": "bastion.security.sandbox.docker:DockerSandbox",
-}
-
-
 def backend_class(kind: str) -> type[Sandbox]:
-    """Return the class of a backend by its config name."""
-    target = _CLASSES.get(kind)
+    """Return the class of a backend by its config name (imported only now)."""
+    target = SANDBOX_BACKENDS.get(kind)
     if target is None:
         raise SandboxError(f"unknown sandbox backend {kind!r}",
                            fix=f"set security.sandbox to auto, {', '.join(BACKENDS)} or none")
-    module, _, name = target.partition(":")
-    cls: type[Sandbox] = getattr(importlib.import_module(module), name)
-    return cls
+    cls = load_object(target)
+    if not (isinstance(cls, type) and issubclass(cls, SandboxBackend)):
+        raise SandboxError(f"sandbox backend {kind!r} ({target}) is not a SandboxBackend class",
+                           fix="subclass bastion.security.sandbox.base.SandboxBackend")
+    return cast("type[Sandbox]", cls)
 
 
 def explain_kind(kind: str) -> tuple[str, str]:

@@ -61,11 +61,9 @@ from bastion.security.sandbox.base import (
     CA_BUNDLE,
     WORKSPACE_MOUNT,
     Limits,
-    ProbedBackend,
+    SandboxBackend,
     SandboxSpec,
     control_entries,
-    present_controls,
-    quarantine_new_controls,
 )
 from bastion.security.sandbox.bwrap import _ETC, _SYSTEM_DIRS, _join_netns, _write_identity
 from bastion.telemetry.metrics import METRICS
@@ -237,7 +235,7 @@ def _shared_rootfs(hostname: str) -> Path:
     return _ensure_rootfs(paths.data_dir("sandbox") / f"gvisor-root-{hostname}", hostname)
 
 
-class GVisorSandbox(ProbedBackend):
+class GVisorSandbox(SandboxBackend):
     """A :class:`~bastion.security.sandbox.base.Sandbox` running commands under gVisor.
 
     Args:
@@ -455,32 +453,17 @@ class GVisorSandbox(ProbedBackend):
         spawned.tag = (cid, bundle)
         return spawned, cid, bundle
 
-    async def run(
-        self,
-        argv: list[str],
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float | None = None,
-    ) -> ProcessResult:
-        """Run ``argv`` in a fresh gVisor container; removed afterwards whatever happens."""
-        before = present_controls(self.spec.workspace)
-        result = await self._run_call(argv, stdin=stdin, env=env, timeout_s=timeout_s)
-        note = quarantine_new_controls(self.spec.workspace, before)
-        return dataclasses.replace(result, stderr=result.stderr + note) if note else result
-
-    async def _run_call(self, argv: list[str], *, stdin: bytes | None,
-                        env: Mapping[str, str] | None, timeout_s: float | None
-                        ) -> ProcessResult:
+    async def _run(self, argv: list[str], warm: Spawned | None, stdin: bytes | None,
+                   env: Mapping[str, str] | None, wall: float, before: set[str]
+                   ) -> ProcessResult:
+        """Run one call in a fresh (or pooled) gVisor container; removed whatever happens."""
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
 
         start = time.perf_counter()
         limits = self.spec.limits
-        wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
         full_env = BubblewrapSandbox.environment(env)
         label = {"backend": self.name, "command": " ".join(argv)[:200],
                  "workspace": str(self.spec.workspace)}
-        warm = self.warm_pool.take() if self.warm_pool is not None else None
         if warm is not None:
             cid, bundle = warm.tag
             header = request_line(argv, full_env)
@@ -517,8 +500,6 @@ class GVisorSandbox(ProbedBackend):
             return dataclasses.replace(result, duration_ms=(time.perf_counter() - start) * 1000)
         finally:
             self._forget(cid, bundle)
-            if self.warm_pool is not None:
-                self.warm_pool.refill()
 
     async def _spawn_waiter(self) -> Spawned:
         from bastion.security.sandbox.bwrap import BubblewrapSandbox
@@ -562,14 +543,7 @@ class GVisorSandbox(ProbedBackend):
         for worker in list(self._cleanups):
             await asyncio.to_thread(worker.join, 30)
 
-    async def aclose(self) -> None:
-        """Stop the warm containers and wait for pending clean-ups."""
-        if self.warm_pool is not None:
-            await self.warm_pool.close()
-        await self.drain()
-
     def close(self) -> None:
-        """Remove the bundle directory and runsc state."""
-        if self.warm_pool is not None:
-            self.warm_pool.shutdown()
+        """Kill the warm containers; remove the bundle directory and runsc state."""
+        super().close()
         self._finalizer()
