@@ -49,6 +49,46 @@ class Throwaway(SandboxBackend):
 '''
 
 
+MODEL_MODULE = """
+from bastion.testing import ScriptedModel, say
+
+
+def build(config):
+    return ScriptedModel(say("built for " + config.model.name))
+"""
+
+TOOLS_MODULE = """
+from bastion.tools.base import ToolContext, tool
+from bastion.tools.registry import Toolset
+
+
+@tool()
+async def throwaway_ping(ctx: ToolContext) -> str:
+    '''Answer pong.'''
+    return "pong"
+
+
+def family():
+    return Toolset("throwaway", (throwaway_ping,))
+"""
+
+CLI_MODULE = """
+import typer
+
+group = typer.Typer(help="A throwaway group.")
+
+
+@group.command("ping")
+def ping() -> None:
+    '''Print pong.'''
+    typer.echo("pong")
+
+
+def register(app):
+    app.add_typer(group, name="throwaway")
+"""
+
+
 def _module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> None:
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -83,10 +123,7 @@ def test_an_unregistered_sandbox_backend_is_refused() -> None:
 
 def test_a_model_backend_is_its_module_and_one_table_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _module(tmp_path, monkeypatch, "throwaway_model",
-            "from bastion.testing import ScriptedModel, say\n"
-            "def build(config):\n"
-            "    return ScriptedModel(say('built for ' + config.model.name))\n")
+    _module(tmp_path, monkeypatch, "throwaway_model", MODEL_MODULE)
     with pytest.raises(ValidationError, match="unknown model backend 'throwaway'"):
         Config.model_validate({"model": {"backend": "throwaway"}})
     monkeypatch.setitem(backends.LEAF_MODEL_BACKENDS, "throwaway", "throwaway_model:build")
@@ -100,15 +137,7 @@ async def test_a_tool_family_is_its_module_and_one_line(
     from bastion.app import build_registry
     from bastion.tools import builtin, registry
 
-    _module(tmp_path, monkeypatch, "throwaway_tools",
-            "from bastion.tools.base import ToolContext, tool\n"
-            "from bastion.tools.registry import Toolset\n"
-            "@tool()\n"
-            "async def throwaway_ping(ctx: ToolContext) -> str:\n"
-            "    '''Answer pong.'''\n"
-            "    return 'pong'\n"
-            "def family():\n"
-            "    return Toolset('throwaway', (throwaway_ping,))\n")
+    _module(tmp_path, monkeypatch, "throwaway_tools", TOOLS_MODULE)
     monkeypatch.setattr(builtin, "FAMILIES", [*builtin.FAMILIES, "throwaway_tools:family"])
     monkeypatch.setattr(registry, "entry_points", lambda group: [])  # the source-tree path
     tools = build_registry(Config())
@@ -126,15 +155,7 @@ def test_a_cli_group_is_its_module_and_one_line(
 
     from bastion.cli import main
 
-    _module(tmp_path, monkeypatch, "throwaway_cli",
-            "import typer\n"
-            "def register(app):\n"
-            "    group = typer.Typer(help='A throwaway group.')\n"
-            "    @group.command('ping')\n"
-            "    def ping() -> None:\n"
-            "        '''Print pong.'''\n"
-            "        typer.echo('pong')\n"
-            "    app.add_typer(group, name='throwaway')\n")
+    _module(tmp_path, monkeypatch, "throwaway_cli", CLI_MODULE)
     fresh = typer.Typer(name="bastion")
     monkeypatch.setattr(main, "app", fresh)
     monkeypatch.setattr(main, "COMMAND_MODULES", [*main.COMMAND_MODULES, "throwaway_cli"])

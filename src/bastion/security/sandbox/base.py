@@ -182,14 +182,9 @@ class SandboxBackend:
     def _probe(cls) -> str | None:
         raise NotImplementedError(f"{cls.__name__} must define _probe")
 
-    async def run(
-        self,
-        argv: list[str],
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout_s: float | None = None,
-    ) -> ProcessResult:
+    async def run(self, argv: list[str], *, stdin: bytes | None = None,
+                  env: Mapping[str, str] | None = None, timeout_s: float | None = None
+                  ) -> ProcessResult:
         """Run ``argv`` confined; the deadline is ``min(timeout_s, wall limit)``."""
         limits = self.spec.limits
         wall = limits.wall_seconds if timeout_s is None else min(timeout_s, limits.wall_seconds)
