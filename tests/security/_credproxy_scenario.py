@@ -1,4 +1,4 @@
-"""Credential-blind tools, run as bastion (root) in the host namespace of :mod:`_credproxy_world`.
+"""Credential-blind tools, run as bastion (root) in the host namespace of :mod:`_world`.
 
 ``python -m tests.security._credproxy_scenario MODE DIR`` builds the real app (default config
 plus a bound secret and an egress allowlist for ``shell``), runs tool calls in a real sandbox

@@ -1,4 +1,4 @@
-"""Egress attacks, run as root inside the stand-in host namespace of :mod:`_egress_world`.
+"""Egress attacks, run as root inside the stand-in host namespace of :mod:`_world`.
 
 ``python -m tests.security._egress_scenario MODE RESOLVER`` prints one JSON line:
 

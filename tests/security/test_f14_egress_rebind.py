@@ -3,7 +3,7 @@ or CGNAT address must not open the LAN to a sandbox, and the host must not forwa
 traffic there either; the legitimately allowed public host keeps working.
 
 Real nftables, dnsmasq, bubblewrap and bastion's own uplink, in namespaces made here
-(:mod:`tests.security._egress_world`); nothing reaches the real host's network.
+(:mod:`tests.security._world`); nothing reaches the real host's network.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from bastion.security.egress.netns import problem
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
-from tests.security._egress_world import CGNAT, LAN, METADATA, PUBLIC, scenario
+from tests.security._world import CGNAT, LAN, METADATA, PUBLIC, scenario
 
 pytestmark = [
     pytest.mark.needs_root,

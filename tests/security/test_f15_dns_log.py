@@ -4,7 +4,7 @@ bastion used to read dnsmasq's log from a world-writable ``dns.log``. The attack
 65534 (the uid dnsmasq itself runs as) and 1000 append forged ``query[A]`` lines to every
 file in the egress namespace's state directory and to the standard streams of every process
 in the namespace; the sandbox sends a DNS query whose name carries a newline and a forged
-log line. Real dnsmasq and nftables in namespaces made here (tests/security/_egress_world.py).
+log line. Real dnsmasq and nftables in namespaces made here (tests/security/_world.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bastion.security.egress.netns import problem
-from tests.security._egress_world import scenario
+from tests.security._world import scenario
 
 pytestmark = [pytest.mark.needs_root,
               pytest.mark.skipif(problem() is not None, reason=str(problem()))]

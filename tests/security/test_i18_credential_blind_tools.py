@@ -7,7 +7,7 @@ prompt injection, runs ``echo $GH_TOKEN | rev`` and sends what it read to an att
 
 Real components: the app from a default config, a real bubblewrap sandbox in bastion's egress
 namespace, nftables, dnsmasq, mitmproxy's proxy core, and real HTTPS servers (the test's own
-CA) in namespaces the test creates (:mod:`tests.security._credproxy_world`).
+CA) in namespaces the test creates (:mod:`tests.security._world`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from bastion.security.egress.netns import problem
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
-from tests.security._credproxy_world import make_world
+from tests.security._world import make_world
 
 pytestmark = [
     pytest.mark.needs_root,

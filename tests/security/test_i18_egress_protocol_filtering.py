@@ -19,7 +19,7 @@ import pytest
 
 from bastion.security.egress.netns import problem
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
-from tests.security._credproxy_world import make_world
+from tests.security._world import make_world
 
 CARD = "4111 1111 1111 1111"  # what _credproxy_scenario.py posts to an unbound host
 

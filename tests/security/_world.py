@@ -1,16 +1,24 @@
-"""A private internet with real HTTPS APIs for the credential-proxy tests (own CA).
+"""One private internet for the egress and credential-proxy breach tests (own DNS, own CA).
 
-    host ns "bsch-TAG" (bastion runs here: its uplink, egress namespaces, the proxy)
+bastion runs (in a subprocess: :mod:`_egress_scenario`, :mod:`_credproxy_scenario`) inside a
+stand-in host namespace made here, whose default route leads into a world namespace made
+here, so the world's servers can have public addresses without touching the real host's
+routes. Nothing leaves these namespaces.
+
+    host ns "bsth-TAG" (bastion's uplink: veths, nft table, ip_forward, the proxy -- all inside)
       w0 10.200.0.1/24, default via 10.200.0.2
         |
-    world ns "bscw-TAG": w1 10.200.0.2/24, API 93.184.215.20, OTHER 93.184.215.21,
-      RESOLVER 10.200.0.53 (dnsmasq: api.test -> API, other.test / attacker.test -> OTHER);
-      on API and OTHER: HTTPS on 443 (a certificate for api.test, other.test and
-      attacker.test signed by the test's own CA), plain HTTP on 80 and an SSH-like banner
-      server on 22. Every HTTP request is appended to ``requests.jsonl`` (host, path,
-      Authorization, body) so a test sees exactly what arrived.
-
-Nothing leaves these namespaces.
+    world ns "bstw-TAG": w1 10.200.0.2/24 and, as /32s:
+      PUBLIC 93.184.215.14, LAN 192.168.77.10, METADATA 169.254.169.254, CGNAT 100.64.0.10:
+        an HTTP server on :8000 of each (the egress tests);
+      API 93.184.215.20, OTHER 93.184.215.21: HTTPS on 443 (a certificate for api.test,
+        other.test and attacker.test signed by the test's own CA), plain HTTP on 80 and an
+        SSH-like banner on 22; every HTTP request is appended to ``requests.jsonl`` (host,
+        path, Authorization, body) so a test sees exactly what arrived;
+      RESOLVER 10.200.0.53: dnsmasq (allowed.test -> PUBLIC; lan/meta/local/cgnat/meta6
+        .allowed.test -> the private, link-local, loopback, CGNAT and fd00:ec2::254
+        addresses: the rebinding records an attacker controls under an allowlisted
+        wildcard; api.test -> API; other.test, attacker.test -> OTHER).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,8 +43,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
+PUBLIC, LAN, METADATA, CGNAT = "93.184.215.14", "192.168.77.10", "169.254.169.254", "100.64.0.10"
 API, OTHER, RESOLVER = "93.184.215.20", "93.184.215.21", "10.200.0.53"
-RECORDS = {"api.test": API, "other.test": OTHER, "attacker.test": OTHER}
+RECORDS = {"allowed.test": PUBLIC, "lan.allowed.test": LAN, "meta.allowed.test": METADATA,
+           "local.allowed.test": "127.0.0.1", "cgnat.allowed.test": CGNAT,
+           "meta6.allowed.test": "fd00:ec2::254",
+           "api.test": API, "other.test": OTHER, "attacker.test": OTHER}
+#: The names the APIs' certificate is for.
+TLS_NAMES = ["api.test", "other.test", "attacker.test"]
 
 SERVER = r'''
 import json, os, socket, ssl, sys, threading
@@ -163,8 +178,10 @@ class World:
             return []
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
-    def run(self, module: str, mode: str, timeout: float = 240) -> dict[str, Any]:
-        """Run ``python -m MODULE MODE DIR`` as root in the host namespace; return its JSON.
+    def run(self, module: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+        """Run ``python -m MODULE ARGS... DIRECTORY`` as root in the host namespace.
+
+        Returns the JSON of its last line of output.
 
         ``nsenter --net`` rather than ``ip netns exec``: the latter remounts /sys, and podman
         then finds no cgroup mount.
@@ -172,8 +189,8 @@ class World:
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
                "SSL_CERT_FILE": str(self.ca)}
         proc = subprocess.run(
-            ["nsenter", f"--net=/run/netns/{self.host}", "--", sys.executable, "-m", module, mode,
-             str(self.directory)],
+            ["nsenter", f"--net=/run/netns/{self.host}", "--", sys.executable, "-m", module,
+             *args, str(self.directory)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-4000:]
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -184,13 +201,19 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+def _in_world(world: str, *argv: str, stdout: int = subprocess.DEVNULL
+              ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", world, *argv], stdout=stdout,
+                            stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def make_world(directory: Path) -> Iterator[World]:
     """Create the namespaces, CA and servers; remove everything afterwards."""
     tag = uuid.uuid4().hex[:6]
-    host, world = f"bsch-{tag}", f"bscw-{tag}"
+    host, world = f"bsth-{tag}", f"bstw-{tag}"
     directory.chmod(0o755)
-    _, leaf, key = make_ca(directory, list(RECORDS))
+    _, leaf, key = make_ca(directory, TLS_NAMES)
     procs: list[subprocess.Popen[bytes]] = []
     _ip("netns", "add", host)
     _ip("netns", "add", world)
@@ -200,24 +223,24 @@ def make_world(directory: Path) -> Iterator[World]:
         _ip("-n", host, "link", "add", "w0", "type", "veth", "peer", "name", "w1", "netns", world)
         _ip("-n", host, "addr", "add", "10.200.0.1/24", "dev", "w0")
         _ip("-n", world, "addr", "add", "10.200.0.2/24", "dev", "w1")
-        for addr in (API, OTHER, RESOLVER):
+        for addr in (PUBLIC, LAN, METADATA, CGNAT, API, OTHER, RESOLVER):
             _ip("-n", world, "addr", "add", f"{addr}/32", "dev", "w1")
         _ip("-n", host, "link", "set", "w0", "up")
         _ip("-n", world, "link", "set", "w1", "up")
         _ip("-n", host, "route", "add", "default", "via", "10.200.0.2")
-        procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", world, "dnsmasq", "--keep-in-foreground", "--no-resolv",
-             "--no-hosts", f"--listen-address={RESOLVER}", "--bind-interfaces",
-             "--pid-file=", *[f"--address=/{name}/{addr}" for name, addr in RECORDS.items()]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", world, sys.executable, "-c", SERVER,
-             str(directory / "requests.jsonl"), str(leaf), str(key), API, OTHER],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(_in_world(
+            world, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            f"--listen-address={RESOLVER}", "--bind-interfaces", "--pid-file=",
+            *[f"--address=/{name}/{addr}" for name, addr in RECORDS.items()]))
+        procs.append(_in_world(world, sys.executable, "-m", "http.server", "8000", "--bind",
+                               "0.0.0.0"))
+        server = _in_world(world, sys.executable, "-c", SERVER,
+                           str(directory / "requests.jsonl"), str(leaf), str(key), API, OTHER,
+                           stdout=subprocess.PIPE)
         procs.append(server)
         assert server.stdout is not None
         server.stdout.readline()  # "ready"
-        time.sleep(0.3)  # dnsmasq binds
+        time.sleep(0.5)  # dnsmasq and the plain HTTP servers bind
         yield World(host, world, directory)
     finally:
         for p in procs:
@@ -229,3 +252,9 @@ def make_world(directory: Path) -> Iterator[World]:
             for pid in pids:
                 subprocess.run(["kill", "-9", pid], capture_output=True)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def scenario(mode: str) -> dict[str, Any]:
+    """Make a world, run one ``_egress_scenario`` mode in it, tear it down; return its JSON."""
+    with tempfile.TemporaryDirectory() as tmp, make_world(Path(tmp)) as world:
+        return world.run("tests.security._egress_scenario", mode, RESOLVER, timeout=120)
