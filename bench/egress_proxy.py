@@ -3,7 +3,7 @@
     sudo python bench/egress_proxy.py [--requests 300] [--mb 10]
 
 Runs as root in namespaces it makes (the private internet of
-``tests/security/_credproxy_world.py``: a real HTTPS server with its own CA). bastion's egress
+``tests/security/_world.py``: a real HTTPS server with its own CA). bastion's egress
 namespace is started with its proxy (a bound secret for ``api.test``), and one client inside
 that namespace measures, alternating direct and proxied so load drifts hit both alike:
 
@@ -132,7 +132,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, nftables): sudo python "
                          "bench/egress_proxy.py")
-    from tests.security._credproxy_world import make_world
+    from tests.security._world import make_world
 
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with make_world(Path(tempfile.mkdtemp(prefix="bench-egress-"))) as world:
