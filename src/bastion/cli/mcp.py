@@ -18,6 +18,7 @@ from bastion.errors import BastionError, ConfigError, ToolError
 if TYPE_CHECKING:
     from bastion.app import App
     from bastion.config.model import Config
+    from bastion.mcp.mount import Closeable
 
 mcp_app = typer.Typer(help="MCP: serve bastion's tools, inspect and call mounted servers.",
                       no_args_is_help=True)
@@ -125,7 +126,7 @@ def list_servers(
         rows.append(row)
         if not cfg.enabled:
             continue
-        keep: list[object] = []
+        keep: list[Closeable] = []
         try:
             toolset = connect(cfg, config, keep)
         except BastionError as exc:
@@ -161,7 +162,7 @@ def list_tools(
         raise ConfigError(f"no enabled MCP server named {server!r}",
                           fix="see 'bastion mcp list'")
     for cfg in chosen:
-        keep: list[object] = []
+        keep: list[Closeable] = []
         toolset = connect(cfg, config, keep)
         try:
             for t in toolset.tools:

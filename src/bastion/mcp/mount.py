@@ -6,27 +6,34 @@ import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.config import paths
 from bastion.config.model import Config, McpServerConfig
 from bastion.errors import BastionError, SandboxError
-from bastion.mcp.toolset import MCPConnection, MCPToolset, ServerSpec
+from bastion.mcp.toolset import MCPConnection, ServerSpec, server_toolset
 from bastion.security.sandbox.base import Limits, SandboxSpec
 from bastion.security.sandbox.factory import build_sandbox, limits_from_config
 from bastion.tools.base import Risk
-from bastion.tools.registry import ToolRegistry
+from bastion.tools.registry import ToolRegistry, Toolset
 
 log = logging.getLogger(__name__)
+
+
+class Closeable(Protocol):
+    """What a server needs besides its connection: a sandbox, an egress namespace, a lease."""
+
+    def close(self) -> None:
+        """Release it."""
 
 
 @dataclass
 class Mounted:
     """What mounting produced: live toolsets, and why the others are missing."""
 
-    toolsets: list[MCPToolset] = field(default_factory=list)
+    toolsets: list[Toolset] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
-    keep: list[Any] = field(default_factory=list)  # sandboxes that must outlive the servers
+    keep: list[Closeable] = field(default_factory=list)  # must outlive the servers
 
     def close(self) -> None:
         """Disconnect every server."""
@@ -46,7 +53,7 @@ class _Placeholder:
         self.book.release(self.placeholder)
 
 
-def bound_env(cfg: McpServerConfig, config: Config, keep: list[Any], secrets: Any
+def bound_env(cfg: McpServerConfig, config: Config, keep: list[Closeable], secrets: Any
               ) -> dict[str, str]:
     """Return ``cfg.env`` plus a placeholder for each secret bound for ``mcp:<name>``.
 
@@ -67,7 +74,7 @@ def bound_env(cfg: McpServerConfig, config: Config, keep: list[Any], secrets: An
     return env
 
 
-def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
+def server_spec(cfg: McpServerConfig, config: Config, keep: list[Closeable],
                 audit: Any = None, secrets: Any = None, inspection: Any = None) -> ServerSpec:
     """Return how to reach ``cfg``: HTTP as is, stdio wrapped in its sandbox."""
     if cfg.url is not None:
@@ -116,8 +123,8 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Any],
                       errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
 
 
-def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
-            audit: Any = None, secrets: Any = None, inspection: Any = None) -> MCPToolset:
+def connect(cfg: McpServerConfig, config: Config, keep: list[Closeable],
+            audit: Any = None, secrets: Any = None, inspection: Any = None) -> Toolset:
     """Start (or reach) one server and return its toolset (egress events go to ``audit``)."""
     conn = MCPConnection(server_spec(cfg, config, keep, audit, secrets, inspection))
     try:
@@ -128,21 +135,19 @@ def connect(cfg: McpServerConfig, config: Config, keep: list[Any],
     kind = config.security.sandbox if cfg.sandbox == "default" else cfg.sandbox
     # a remote server, an unsandboxed one or one with an egress allowlist can send data out
     egress = cfg.url is not None or kind == "none" or cfg.egress is not None
-    return MCPToolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools, egress=egress)
+    return server_toolset(conn, risk=Risk.parse(cfg.risk), only=cfg.tools, egress=egress)
 
 
-def close_kept(keep: list[Any]) -> None:
+def close_kept(keep: list[Closeable]) -> None:
     """Close what a server needed besides its connection (egress namespaces, sandboxes)."""
     for item in reversed(keep):
-        close = getattr(item, "close", None)
-        if close is not None:
-            close()
+        item.close()
     keep.clear()
 
 
 def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None,
                   secrets: Any = None, inspection: Any = None) -> Mounted:
-    """Connect every enabled server and register its prefixed tools.
+    """Connect every enabled server and register it as a toolset (its prefixed tools).
 
     A server that fails is skipped (its problem is kept for ``doctor`` and
     ``bastion mcp list``); the rest of bastion still starts. So is a server one of whose
@@ -165,13 +170,12 @@ def mount_servers(config: Config, registry: ToolRegistry, *, audit: Any = None,
             mounted.problems[cfg.name] = clash
             log.warning("MCP server %s not mounted: %s", cfg.name, clash)
             continue
-        for t in toolset.tools:
-            registry.add(t)
+        registry.add_toolset(toolset)
         mounted.toolsets.append(toolset)
     return mounted
 
 
-def collision(toolset: MCPToolset, registry: ToolRegistry) -> str | None:
+def collision(toolset: Toolset, registry: ToolRegistry) -> str | None:
     """Return why ``toolset``'s tools cannot be registered (a name taken), or ``None``."""
     seen: set[str] = set()
     for t in toolset.tools:

@@ -25,6 +25,7 @@ from bastion._extras import require
 from bastion.errors import ToolError
 from bastion.messages import ToolSpec
 from bastion.tools.base import Risk, ToolContext, ToolOutput
+from bastion.tools.registry import Toolset
 
 PREFIX_SEP = "__"
 
@@ -230,23 +231,15 @@ class MCPTool:
         return await self.connection.call(self.remote.name, args)
 
 
-class MCPToolset:
-    """The tools of one connected server, optionally filtered."""
+def server_toolset(connection: MCPConnection, *, risk: Risk = Risk.MEDIUM,
+                   only: Sequence[str] | None = None, egress: bool = True) -> Toolset:
+    """Return one connected server's tools as a :class:`Toolset` named ``mcp:<server>``.
 
-    def __init__(self, connection: MCPConnection, *, risk: Risk = Risk.MEDIUM,
-                 only: Sequence[str] | None = None, egress: bool = True) -> None:
-        self.connection = connection
-        self.tools = [
-            MCPTool(connection, t, risk, egress=egress)
-            for t in connection.tools
-            if only is None or t.name in only
-        ]
-
-    @property
-    def name(self) -> str:
-        """The server's name (the tools' prefix)."""
-        return self.connection.spec.name
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.connection.close()
+    Its tools carry the ``<server>__`` prefix; ``only`` (the server's own tool names, as in
+    ``mcp_servers[].tools``) filters them; closing the toolset disconnects the server.
+    """
+    tools = tuple(MCPTool(connection, t, risk, egress=egress) for t in connection.tools)
+    toolset = Toolset(f"mcp:{connection.spec.name}", tools, closer=connection.close)
+    if only is None:
+        return toolset
+    return toolset.filtered(f"{connection.spec.name}{PREFIX_SEP}{name}" for name in only)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from bastion.errors import ToolNotFoundError
@@ -22,14 +22,21 @@ class Toolset:
 
     name: str
     tools: tuple[Tool, ...]
+    #: Releases what the tools need (an MCP server's connection); ``None``: nothing to release.
+    closer: Callable[[], None] | None = field(default=None, compare=False)
 
     def __iter__(self) -> Iterator[Tool]:
         return iter(self.tools)
 
     def filtered(self, only: Iterable[str]) -> Toolset:
-        """Return the toolset with only the named tools."""
+        """Return the toolset with only the named tools (closing it closes this one)."""
         keep = set(only)
-        return Toolset(self.name, tuple(t for t in self.tools if t.name in keep))
+        return Toolset(self.name, tuple(t for t in self.tools if t.name in keep), self.closer)
+
+    def close(self) -> None:
+        """Release what the tools need (see :attr:`closer`)."""
+        if self.closer is not None:
+            self.closer()
 
 
 class ToolRegistry:

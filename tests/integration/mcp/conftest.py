@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-NODE_ASSETS = ROOT / ".venv" / "mcp-node"  # scripts/test-assets.sh installs them
+NODE_ASSETS = (ROOT / ".venv").resolve() / "mcp-node"  # scripts/test-assets.sh installs them
 EVERYTHING = NODE_ASSETS / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 CONFORMANCE = NODE_ASSETS / "node_modules/.bin/conformance"
 TOKEN = "tok-mcp-test-0123456789-abcdefghijklmnop"

@@ -39,6 +39,9 @@ async def test_agent_calls_a_mounted_server_through_the_gateway(tmp_path: Path) 
     try:
         names = app.registry.names()
         assert "everything__echo" in names and "everything__get-sum" in names
+        # the server is one toolset: its tools are registered, and removed, as one
+        assert sorted(app.registry.toolset("mcp:everything")) == sorted(
+            n for n in names if n.startswith("everything__"))
         offered = {s.name for s in app.agent().tool_specs()}
         assert "everything__echo" in offered
         done = await app.agent().ask("echo something")
