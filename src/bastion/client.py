@@ -140,9 +140,11 @@ class BastionClient:
         try:
             resp = self._http.request(method, path, json=json, params=params)
         except httpx.ConnectError:
+            # from None: httpx's error holds the request and its API key
             raise ServerUnreachable(f"no bastion server answers at {self.base_url}",
                                     fix="start it: bastion serve") from None
         except httpx.HTTPError as exc:
+            # from None: httpx's error holds the request and its API key
             raise ServerFailed(
                 f"the bastion server at {self.base_url} failed: {type(exc).__name__}",
                 fix="see the server log (bastion serve)") from None

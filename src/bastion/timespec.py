@@ -46,8 +46,8 @@ def _parse(text: str | float | None, now: float | None) -> float | None:
         raise ConfigError(f"cannot read the time {text!r}", fix=f"use {FORMS}")
     try:  # RFC 3339 allows a lower-case t/z and a leap second (:60, read as :59)
         when = datetime.fromisoformat(re.sub(r"(T\d\d:\d\d):60", r"\1:59", text.upper()))
-    except ValueError:
-        raise ConfigError(f"cannot read the time {text!r}", fix=f"use {FORMS}") from None
+    except ValueError as exc:
+        raise ConfigError(f"cannot read the time {text!r}", fix=f"use {FORMS}") from exc
     try:
         return when.timestamp()
     except (ValueError, OverflowError):  # local time of a year the platform cannot convert

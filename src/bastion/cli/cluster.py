@@ -59,11 +59,11 @@ def _api(cfg: Config, call: Callable[[BastionClient], T]) -> T:
     try:
         with BastionClient.from_config(cfg, timeout=10.0) as client:
             return call(client)
-    except ServerUnreachable:
-        raise _NoServer() from None
+    except ServerUnreachable as exc:
+        raise _NoServer() from exc
     except ServerRefused as exc:
         if exc.code == "no_cluster":
-            raise _NoClusterServer() from None
+            raise _NoClusterServer() from exc
         raise
 
 
@@ -188,7 +188,7 @@ def add(
         raise ConfigError(
             f"invalid {'.'.join(map(str, first['loc']))}: {first['msg']}",
             fix="see: bastion cluster add --help",
-        ) from None
+        ) from exc
     cfg = _config()
     try:
         _api(cfg, lambda c: c.add_node(node))
@@ -223,12 +223,12 @@ def remove(
     try:
         _api(cfg, lambda c: c.remove_node(name))
         typer.echo(f"removed node {name} from the running cluster")
-    except _NoServer:
+    except _NoServer as exc:
         save = True
         if not any(n.name == name for n in cfg.cluster.nodes):
             raise NotFoundError(
                 f"no node named {name} in the config", fix="list nodes: bastion cluster status"
-            ) from None
+            ) from exc
     if save:
         _save_nodes(lambda nodes: [n for n in nodes if n.get("name") != name])
         typer.echo(f"removed node {name} from the config file")
@@ -238,14 +238,14 @@ def _drain(name: str, on: bool) -> None:
     cfg = _config()
     try:
         _api(cfg, lambda c: c.drain_node(name, on))
-    except _NoClusterServer:
+    except _NoClusterServer as exc:
         raise ClusterError("the running server does not route a cluster",
                            fix="bastion config set model.backend cluster, then restart "
-                           "bastion serve") from None
-    except _NoServer:
+                           "bastion serve") from exc
+    except _NoServer as exc:
         raise ClusterError(
             "draining needs the running server", fix="start it: bastion serve"
-        ) from None
+        ) from exc
 
 
 @cluster_app.command("drain")
@@ -357,7 +357,7 @@ def _node_key(path: Path | None) -> str | None:
         key = path.expanduser().read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read --api-key-file {path}: {exc.strerror}",
-                          fix="point it at a readable file holding the key") from None
+                          fix="point it at a readable file holding the key") from exc
     if not key:
         raise ConfigError(f"--api-key-file {path} is empty", fix="write the key into it")
     return key

@@ -364,8 +364,8 @@ def verify_proof_cmd(
     text = sys.stdin.read() if str(file) == "-" else file.read_text()
     try:
         bundle = json.loads(text)
-    except json.JSONDecodeError:
-        raise CryptoError(f"{file} is not JSON", fix="pass the file audit prove wrote") from None
+    except json.JSONDecodeError as exc:
+        raise CryptoError(f"{file} is not JSON", fix="pass the file audit prove wrote") from exc
     trusted: list[str] | None = None
     if public_key:
         trusted = [public_key]
@@ -400,10 +400,10 @@ def pin_cmd(
     if path.is_file():
         try:
             der = ssl.PEM_cert_to_DER_cert(path.read_text())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError) as exc:
             raise CryptoError(f"{path} is not a PEM certificate",
                               fix="pass a file with -----BEGIN CERTIFICATE-----, or HOST:PORT"
-                              ) from None
+                              ) from exc
         typer.echo(pin_for_der(der))
         return
     if "/" in target or path.suffix in (".pem", ".crt"):
@@ -475,9 +475,9 @@ def mpc_sum_cmd(
             pid, addr, pub = spec.split("@")
             h, _, pt = addr.rpartition(":")
             peers.append(Peer(int(pid), h, int(pt), pub))
-        except ValueError:
+        except ValueError as exc:
             raise CryptoError(f"cannot read --peer {spec!r}",
-                              fix="write it as ID@HOST:PORT@PUBLICKEY") from None
+                              fix="write it as ID@HOST:PORT@PUBLICKEY") from exc
     if (value is None) == (metric is None):
         raise CryptoError("give exactly one of --value or --metric")
     mine = value if value is not None else _metric(str(metric))
@@ -503,9 +503,9 @@ def _seconds(text: str) -> float:
         if text[-1:] in units:
             return float(text[:-1]) * units[text[-1]]
         return float(text)
-    except ValueError:
+    except ValueError as exc:
         raise CryptoError(f"cannot read the duration {text!r}",
-                          fix="use seconds or 30s, 15m, 2h, 7d") from None
+                          fix="use seconds or 30s, 15m, 2h, 7d") from exc
 
 
 def rotate_cmd(
@@ -543,6 +543,7 @@ def rotate_cmd(
             body = RotateBody(backend=name, path=path, key=key, value=value,  # type: ignore[arg-type]
                               emergency=emergency, grace_s=_seconds(grace))
         except ValidationError as exc:
+            # from None: it quotes the new secret value
             raise CryptoError(f"cannot rotate through the API: {exc.errors()[0]['msg']}",
                               fix="the API rotates vault or sops secrets") from None
         try:
@@ -550,7 +551,7 @@ def rotate_cmd(
                 result = client.rotate_secret(body).model_dump(mode="json")
         except ServerUnreachable as exc:
             raise CryptoError(exc.message, fix="start it with bastion serve, or rotate without "
-                              "--api") from None
+                              "--api") from exc
     else:
         rot = _rotator(cfg)
         try:

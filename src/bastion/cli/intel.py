@@ -237,7 +237,7 @@ def check_cmd(
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
         raise BastionError(f"arguments are not JSON: {exc}", fix="quote them: '{\"url\": ...}'"
-                           ) from None
+                           ) from exc
     cfg = _config().intelligence
     det = detector(cfg)
     det.load()

@@ -188,7 +188,7 @@ def call(
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"arguments are not valid JSON: {exc.msg}",
-                          fix='pass a JSON object, e.g. \'{"message": "hi"}\'') from None
+                          fix='pass a JSON object, e.g. \'{"message": "hi"}\'') from exc
     if not isinstance(args, dict):
         raise ConfigError("arguments must be a JSON object",
                           fix='pass a JSON object, e.g. \'{"message": "hi"}\'')

@@ -37,7 +37,7 @@ def scan(
             body = file.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc.strerror}",
-                              fix="check the path") from None
+                              fix="check the path") from exc
     else:
         body = sys.stdin.read() if text == "-" else str(text)
     cfg = load()

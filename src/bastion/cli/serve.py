@@ -32,7 +32,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve API host {host!r}: {exc.strerror}",
-                          fix="bastion serve --host 127.0.0.1") from None
+                          fix="bastion serve --host 127.0.0.1") from exc
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -41,7 +41,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                          fix=fix) from None
+                          fix=fix) from exc
     sock.set_inheritable(True)
     return sock
 

@@ -72,10 +72,10 @@ def parse_expiry(text: str | None, *, now: float | None = None) -> float | None:
         return now + int(text[:-1]) * _UNITS[text[-1]]
     try:
         ts = datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(f"cannot read the expiry {text!r}",
                           fix="use a duration like 30d, 12h, 2w or a date like 2027-01-31"
-                          ) from None
+                          ) from exc
     if ts <= now:
         raise ConfigError(f"the expiry {text} is in the past", fix="use a later date, or 30d")
     return ts

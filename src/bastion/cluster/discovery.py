@@ -293,4 +293,4 @@ def _network(value: str, where: str) -> Network:
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}", fix="use CIDRs such as 10.0.0.0/24") from None
+        raise ConfigError(f"{where}: {exc}", fix="use CIDRs such as 10.0.0.0/24") from exc

@@ -144,10 +144,10 @@ class NodeServer:
         check_exposure(self.opts)
         try:
             import llama_cpp.server  # noqa: F401
-        except ImportError:
+        except ImportError as exc:
             from bastion.errors import MissingExtraError
 
-            raise MissingExtraError("bastion node serve", "local", "llama_cpp.server") from None
+            raise MissingExtraError("bastion node serve", "local", "llama_cpp.server") from exc
         if not self.opts.model_path.is_file():
             raise ClusterError(
                 f"model file not found: {self.opts.model_path}",

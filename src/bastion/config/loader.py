@@ -116,6 +116,7 @@ def validate(data: dict[str, Any], source: str = "config",
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
+        # from None: it quotes config values (api.token ...)
         raise _explain(exc, source, env) from None
 
 
@@ -129,6 +130,7 @@ def read_raw(path: Path | None = None) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
+        # from None: it quotes config values (api.token ...)
         raise ConfigError(
             f"{path} is not valid YAML{line}", fix="fix the file or delete it and run: bastion init"
         ) from None

@@ -280,8 +280,8 @@ class SecurityConfig(_Section):
 
         try:
             net = ipaddress.IPv4Network(value, strict=False)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 CIDR (or auto)") from None
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 CIDR (or auto)") from exc
         if not net.is_private or net.prefixlen > 28:
             raise ValueError(f"{value} must be a private range of at least /28")
         return str(net)
@@ -294,8 +294,8 @@ class SecurityConfig(_Section):
         for addr in value:
             try:
                 ipaddress.ip_address(addr)
-            except ValueError:
-                raise ValueError(f"{addr!r} is not an IP address") from None
+            except ValueError as exc:
+                raise ValueError(f"{addr!r} is not an IP address") from exc
         return value
 
 

@@ -92,10 +92,10 @@ def _pair_key(me: Party, peer: Peer, session: str) -> bytes:
     try:
         shared = x.X25519PrivateKey.from_private_bytes(me.private_key).exchange(
             x.X25519PublicKey.from_public_bytes(bytes.fromhex(peer.public_key)))
-    except ValueError:
+    except ValueError as exc:
         raise CryptoError(f"party {peer.pid} has an invalid public key",
                           fix="copy it again from its `bastion crypto mpc-sum --show-key`"
-                          ) from None
+                          ) from exc
     lo, hi = sorted((me.pid, peer.pid))
     info = f"bastion-mpc-sum/v1|{session}|{lo}|{hi}".encode()
     return bytes(hkdf.HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
@@ -158,13 +158,13 @@ async def _send(peer: Peer, frame: dict[str, Any], deadline: float,
         try:
             _, writer = await asyncio.open_connection(peer.host, peer.port)
             break
-        except OSError:
+        except OSError as exc:
             if box is not None and box.aborted:  # it left because someone aborted the run
                 who, why = next(iter(box.aborted.items()))
-                raise CryptoError(f"party {who} aborted the run: {why}") from None
+                raise CryptoError(f"party {who} aborted the run: {why}") from exc
             if loop.time() > deadline:
                 raise CryptoError(f"party {peer.pid} at {peer.host}:{peer.port} is unreachable",
-                                  fix="start it, or check its address") from None
+                                  fix="start it, or check its address") from exc
             await asyncio.sleep(0.05)  # it may not be listening yet
     writer.write(struct.pack(">I", len(data)) + data)
     await writer.drain()
@@ -200,6 +200,7 @@ async def private_sum(me: Party, peers: list[Peer], value: int, session: str, *,
             plain = keys[peer.pid].decrypt(_nonce(round_, peer.pid, me.pid),
                                            bytes.fromhex(frame["ct"]), header)
         except Exception:
+            # from None: it could hold key material
             raise CryptoError(f"message from party {peer.pid} failed authentication",
                               fix="check its public key and the session id") from None
         return int.from_bytes(plain, "big") % MODULUS

@@ -73,8 +73,8 @@ def decode(data: bytes) -> Any:
                  feature="zero-knowledge proofs")
     try:
         nums = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data).public_numbers()
-    except ValueError:
-        raise CryptoError("invalid curve point in proof", fix="the proof was altered") from None
+    except ValueError as exc:
+        raise CryptoError("invalid curve point in proof", fix="the proof was altered") from exc
     return ecc.EccPoint(nums.x, nums.y, curve="P-256")
 
 
@@ -155,8 +155,8 @@ class CountProof:
                       for p in d["bit_proofs"]]
             return cls(str(d["context"]), [bytes.fromhex(c) for c in d["commitments"]], proofs,
                        int(d["count"]), int(d["blinding"], 16))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise CryptoError("malformed count proof", fix="the proof was altered") from None
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CryptoError("malformed count proof", fix="the proof was altered") from exc
 
     def digest(self) -> str:
         """Return SHA-256 over the context, count and commitments (what gets signed)."""

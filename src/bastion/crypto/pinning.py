@@ -60,9 +60,9 @@ def _normal(pin: str) -> str:
     try:
         if len(base64.b64decode(pin[7:], validate=True)) != 32:
             raise ValueError
-    except ValueError:
+    except ValueError as exc:
         raise CryptoError(f"malformed pin {pin!r}",
-                          fix="use bastion crypto pin HOST to print a server's pin") from None
+                          fix="use bastion crypto pin HOST to print a server's pin") from exc
     return pin
 
 
@@ -198,7 +198,7 @@ def fetch_pin(host: str, port: int = 443, *, cafile: str | None = None,
     except OSError as exc:
         raise CryptoError(f"cannot read the certificate of {host}:{port}: {exc}",
                           fix="check the host name and port (HOST[:PORT]), or pin a PEM file "
-                          "of its certificate") from None
+                          "of its certificate") from exc
     if der is None:
         raise CryptoError(f"{host}:{port} presented no certificate")
     return pin_for_der(der)

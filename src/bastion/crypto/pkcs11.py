@@ -54,6 +54,7 @@ def _lib(module: str) -> Any:
             try:
                 _libs[module] = _pk().lib(module)
             except Exception as exc:
+                # from None: a PKCS#11 error can carry the PIN
                 raise CryptoError(f"cannot load PKCS#11 module {module}: {exc}") from None
         return _libs[module]
 
@@ -104,6 +105,7 @@ def _open(token: Any, pin: str, *, rw: bool) -> Any:
     except pk.exceptions.UserAlreadyLoggedIn:
         return token.open(rw=rw)
     except (pk.exceptions.PinIncorrect, pk.exceptions.PinLenRange):
+        # from None: a PKCS#11 error can carry the PIN
         raise CryptoError(f"the PIN for token {token.label!r} is wrong",
                           fix="check crypto.hsm.pin (a secret:// reference)") from None
 
@@ -131,6 +133,7 @@ class Pkcs11Signer:
         try:
             token = lib.get_token(token_label=token_label)
         except pk.exceptions.NoSuchToken:
+            # from None: a PKCS#11 error can carry the PIN
             raise CryptoError(f"no PKCS#11 token labelled {token_label!r} in {module}",
                               fix="bastion crypto hsm init (or the vendor's tool)") from None
         self._lock = threading.Lock()
@@ -149,10 +152,12 @@ class Pkcs11Signer:
                                         label=self.key_label)
         except pk.exceptions.NoSuchKey:
             if not create:
+                # from None: a PKCS#11 error can carry the PIN
                 raise CryptoError(f"no key {self.key_label!r} in the token",
                                   fix="bastion crypto hsm keygen") from None
             return self.generate(token, key_type)
         except pk.exceptions.MultipleObjectsReturned:
+            # from None: a PKCS#11 error can carry the PIN
             raise CryptoError(f"several keys are labelled {self.key_label!r} in the token",
                               fix="delete the extras or pick another crypto.hsm.key_label"
                               ) from None
@@ -182,6 +187,7 @@ class Pkcs11Signer:
                                                  public_template=public,
                                                  private_template=private)
         except pk.exceptions.PKCS11Error as exc:
+            # from None: a PKCS#11 error can carry the PIN
             raise CryptoError(f"the token cannot generate a {key_type} key "
                               f"({type(exc).__name__})",
                               fix="set crypto.hsm.key_type to ec-p256") from None
@@ -193,6 +199,7 @@ class Pkcs11Signer:
             pub = self._session.get_key(object_class=pk.ObjectClass.PUBLIC_KEY,
                                         label=self.key_label)
         except pk.exceptions.PKCS11Error:
+            # from None: a PKCS#11 error can carry the PIN
             raise CryptoError(f"the token holds no public key labelled {self.key_label!r}",
                               fix="regenerate the key with bastion crypto hsm keygen") from None
         point = _point_bytes(bytes(pub[pk.Attribute.EC_POINT]))
@@ -224,6 +231,7 @@ def token_info(module: str, token_label: str, pin: str | None) -> TokenInfo:
     try:
         token = lib.get_token(token_label=token_label)
     except pk.exceptions.NoSuchToken:
+        # from None: a PKCS#11 error can carry the PIN
         raise CryptoError(f"no PKCS#11 token labelled {token_label!r} in {module}",
                           fix="bastion crypto hsm init") from None
     mechs = sorted(m.name for m in token.slot.get_mechanisms()

@@ -75,6 +75,7 @@ class ShareSet:
             return cls(str(data["set_id"]), int(data["threshold"]), int(data["total"]),
                        {int(k): str(v) for k, v in dict(data["commitments"]).items()})
         except (KeyError, TypeError, ValueError):
+            # from None: it could quote share or key bytes
             raise CryptoError("malformed share-set header",
                               fix="the sealed file was damaged; restore it from a backup") from None
 
@@ -129,6 +130,7 @@ def parse_share(text: str, number: int = 0) -> Share:
         value = base64.urlsafe_b64decode(parts[5] + pad)
         share = Share(parts[1], int(parts[2]), int(parts[3]), int(parts[4]), value)
     except ValueError:
+        # from None: it could quote share or key bytes
         raise CryptoError(f"{name} is corrupted", fix="re-type it or use another share") from None
     if len(value) != 16 or not 1 <= share.index <= share.total:
         raise CryptoError(f"{name} is corrupted", fix="re-type it or use another share")
@@ -184,6 +186,7 @@ def decrypt(kek: bytes, header: ShareSet, sealed: dict[str, str]) -> bytes:
             base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]),
             header.aad() + b"\n" + sealed["context"].encode()))
     except Exception:
+        # from None: it could quote share or key bytes
         raise CryptoError(f"sealed data {sealed.get('context', '?')!r} failed authentication",
                           fix="the sealed file or its header was modified; restore a backup"
                           ) from None

@@ -333,7 +333,7 @@ def _read_regular(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise IntelError(f"anomaly model {path.name} cannot be read: {exc.strerror}",
-                         fix="retrain with: bastion intel train") from None
+                         fix="retrain with: bastion intel train") from exc
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise IntelError(f"anomaly model {path.name} is not a regular file",

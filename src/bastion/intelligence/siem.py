@@ -328,6 +328,7 @@ class Shipper:
             except Retryable as exc:
                 self.last_error = str(exc)
                 if attempt == self.cfg.max_retries:
+                    # from None: httpx's error holds the request and its auth
                     raise IntelError(f"SIEM sink {self.cfg.name} failed after "
                                      f"{attempt + 1} tries: {exc}",
                                      fix="is the receiver up? the cursor did not move") from None

@@ -86,12 +86,12 @@ def _read_manifest(path: Path, shown: str, root: Path) -> dict[str, Any]:
                              "keeps its models")
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ModelError(f"Ollama has no model {shown} in {root}",
-                         fix="see its models with: ollama list (or pass --ollama-store)") from None
+                         fix="see its models with: ollama list (or pass --ollama-store)") from exc
     except (OSError, ValueError) as exc:
         raise ModelError(f"the Ollama manifest of {shown} is unreadable: {exc}",
-                         fix=f"pull it again with: ollama pull {shown}") from None
+                         fix=f"pull it again with: ollama pull {shown}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
         raise ModelError(f"the Ollama manifest of {shown} has no layers",
                          fix=f"pull it again with: ollama pull {shown}")
@@ -107,7 +107,7 @@ def _copy_hashing(src: Path, dest: Path, link: bool) -> str:
             if exc.errno != errno.EXDEV:
                 raise
             raise ModelError(f"{src} is on another file system than {dest.parent}",
-                             fix="import without --link (a copy)") from None
+                             fix="import without --link (a copy)") from exc
         return store.sha256_file(dest)
     h = hashlib.sha256()
     with src.open("rb") as fin, dest.open("xb") as fout:

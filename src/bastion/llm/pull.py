@@ -355,6 +355,7 @@ def _pull(spec: str, *, token: str | None, recommended: str | None,
     try:
         info = api.model_info(repo, files_metadata=True)
     except Exception as exc:  # the hub client raises many kinds; each becomes one line
+        # from None: the hub's error holds the request and its token
         raise _hub_error(exc, repo, endpoint) from None
     siblings = {s.rfilename: s for s in info.siblings or []}
     names = choose_files([n for n in siblings if n.lower().endswith(".gguf")], selector,
@@ -385,8 +386,10 @@ def _pull(spec: str, *, token: str | None, recommended: str | None,
             raise
         except Exception as exc:
             if _disk_full(exc):
+                # from None: the hub's error holds the request and its token
                 raise _disk_full_error(n, staging, sum(s for s, _ in expected.values())
                                        ) from None
+            # from None: the hub's error holds the request and its token
             raise _hub_error(exc, repo, endpoint) from None
         if got != sha:
             part.unlink()

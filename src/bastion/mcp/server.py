@@ -180,7 +180,7 @@ class BastionMCP:
         try:
             return await self.resources.call(args, actor=self.actor, session_id=_session_of(ctx))
         except BastionError as exc:
-            raise _resource_error(exc) from None
+            raise _resource_error(exc) from exc
 
     async def list_templates(self, ctx: Any, params: Any) -> Any:
         """``resources/templates/list``."""
@@ -200,7 +200,7 @@ class BastionMCP:
         try:
             return await self.resources.read(uri, actor=self.actor, session_id=_session_of(ctx))
         except BastionError as exc:
-            raise _resource_error(exc) from None
+            raise _resource_error(exc) from exc
 
     async def _watchable(self, uri: str, ctx: Any) -> str:
         """Return the workspace path a subscription URI names (a gateway call), or raise."""

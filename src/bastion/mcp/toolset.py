@@ -128,7 +128,7 @@ class MCPConnection:
             err = self._error
             raise ToolError(f"MCP server {self.spec.name} failed to start: "
                             f"{type(err).__name__}: {err}",
-                            fix="check its command/url with 'bastion mcp list'") from None
+                            fix="check its command/url with 'bastion mcp list'") from err
         return self.tools
 
     def _thread_main(self) -> None:
@@ -176,12 +176,12 @@ class MCPConnection:
         fut = asyncio.run_coroutine_threadsafe(request, loop)
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(fut), self.spec.timeout_s)
-        except TimeoutError:
+        except TimeoutError as exc:
             fut.cancel()
             raise ToolError(f"{self.spec.name}: {tool} timed out after "
-                            f"{self.spec.timeout_s:.0f}s") from None
+                            f"{self.spec.timeout_s:.0f}s") from exc
         except Exception as exc:
-            raise ToolError(f"{self.spec.name}: {tool} failed: {exc}") from None
+            raise ToolError(f"{self.spec.name}: {tool} failed: {exc}") from exc
         return render_result(result)
 
     def close(self) -> None:

@@ -47,12 +47,12 @@ def _flock(fd: int, mode: int, timeout_s: float) -> None:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
-        except BlockingIOError:
+        except BlockingIOError as exc:
             if time.monotonic() >= deadline:
                 raise MemoryStoreError(
                     f"the vector store is locked by another process for over {timeout_s:.0f}s",
                     fix="wait for the other bastion process (ingest?) to finish",
-                ) from None
+                ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 

@@ -87,11 +87,11 @@ def run_isolated(
                 start_new_session=True)
             try:
                 code = proc.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 _kill(proc)
                 raise error(f"the {what} took longer than {limits.wall_seconds:.0f} s and was "
                             "stopped", fix="the file is malformed or too complex; check it"
-                            ) from None
+                            ) from exc
             finally:
                 _kill(proc)
         return _answer(dst, code, what, error, limits)

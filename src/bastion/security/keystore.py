@@ -128,13 +128,13 @@ def load_pepper(path: Path) -> bytes:
     """Return the pepper at ``path``, created (32 random bytes, mode 0600) when missing."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except FileExistsError as exc:
         data = path.read_bytes()
         if len(data) < 32:
             raise ConfigError(f"the key pepper {path} is damaged ({len(data)} bytes)",
                               fix=f"restore it from a backup; without it no key works "
                                   f"(or remove it and create every key again: rm {path})"
-                              ) from None
+                              ) from exc
         return data
     with os.fdopen(fd, "wb") as f:
         f.write(secrets.token_bytes(32))
@@ -197,9 +197,9 @@ class KeyStore:
             try:
                 self._db.execute("INSERT INTO users (name, roles, created_at) VALUES (?,?,?)",
                                  (name, ",".join(roles), time.time()))
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
                 raise ConfigError(f"a user named {name!r} exists",
-                                  fix="pick another name, or: bastion users list") from None
+                                  fix="pick another name, or: bastion users list") from exc
         return self.user(name)
 
     def user(self, name: str) -> UserInfo:

@@ -39,10 +39,10 @@ def check_limit(kind: str, text: str | None) -> str | None:
         return None
     try:
         limits.parse(text)
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(f"cannot read the {kind} limit {text!r}",
                           fix="write it as COUNT/PERIOD, e.g. 60/minute, 100000/day, "
-                              "5/10 seconds") from None
+                              "5/10 seconds") from exc
     return text
 
 

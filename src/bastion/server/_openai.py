@@ -124,11 +124,11 @@ def _arguments(fn: WireFunction, where: str) -> dict[str, Any]:
         return fn.arguments
     try:
         value = json.loads(fn.arguments or "{}")
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
         raise ApiError(
             400, f"{where}: function arguments are not valid JSON", code="invalid_tool_call",
             param=where,
-        ) from None
+        ) from exc
     if not isinstance(value, dict):
         raise ApiError(400, f"{where}: function arguments must be a JSON object",
                        code="invalid_tool_call", param=where)

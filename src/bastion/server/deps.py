@@ -165,7 +165,7 @@ def authenticate(conn: HTTPConnection) -> Principal:
         try:
             quotas().hit(principal, "requests")
         except QuotaExceeded as exc:
-            raise quota_error(exc) from None
+            raise quota_error(exc) from exc
     if conn.query_params.get("all_users", "").lower() in ("1", "true", "yes"):
         principal = _all_users(app, principal, conn)
     conn.scope[PRINCIPAL_KEY] = principal
@@ -178,7 +178,7 @@ def key_principal(store: KeyStore, key: str) -> Principal:
         return store.authenticate(key)
     except AuthError as exc:
         if exc.message == "wrong API key":
-            raise AuthError("wrong API token", fix=TOKEN_FIX) from None
+            raise AuthError("wrong API token", fix=TOKEN_FIX) from exc
         raise
 
 

@@ -256,6 +256,7 @@ class FunctionTool:
                 f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                 for e in exc.errors()[:5]
             )
+            # from None: it quotes arguments (resolved secrets)
             raise ToolArgumentsError(
                 f"invalid arguments for {self.name}: {problems}",
                 fix=f"call {self.name} with arguments matching its schema",

@@ -79,11 +79,11 @@ class ToolRegistry:
         """Return the tool called ``name``."""
         try:
             return self._tools[name]
-        except KeyError:
+        except KeyError as exc:
             known = ", ".join(sorted(self._tools)) or "none"
             raise ToolNotFoundError(
                 f"unknown tool {name!r}", fix=f"use one of: {known}"
-            ) from None
+            ) from exc
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

@@ -103,8 +103,8 @@ class EngineProcess:
             try:
                 proc.stdin.write(json.dumps(req).encode() + b"\n")
                 proc.stdin.flush()
-            except OSError:
-                raise self._crashed(proc) from None
+            except OSError as exc:
+                raise self._crashed(proc) from exc
             finished = False
             try:
                 while True:

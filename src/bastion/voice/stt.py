@@ -79,7 +79,7 @@ class WhisperSTT:
                 f"({self.config.device}/{self.config.compute_type}): {first}",
                 fix="set voice.stt.model to 'base' (shipped) or a local CTranslate2 folder, "
                 "and voice.stt.compute_type to int8 on CPU",
-            ) from None
+            ) from exc
         self._lock = threading.Lock()
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 

@@ -291,6 +291,7 @@ class RequestBroker:
                                             fix="raise browser.max_response_mb")
                     return resp.status_code, out, bytes(data.data), url
             except httpx.HTTPError as exc:
+                # from None: httpx's error holds the request (credentials)
                 raise ToolError(f"fetching {url} failed: {exc}") from None
         raise ToolError(f"too many redirects from {url}")
 

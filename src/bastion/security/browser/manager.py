@@ -163,7 +163,7 @@ class BrowserManager:
                     executable_path=launcher, args=ARGS, headless=True, timeout=30_000)
             except Exception as exc:
                 raise ToolError(f"chromium did not start: {str(exc).splitlines()[0]}",
-                                fix="run `bastion doctor`") from None
+                                fix="run `bastion doctor`") from exc
             self._broker = RequestBroker(
                 self.fetcher, max_bytes=self.settings.max_response_bytes,
                 timeout_s=self.settings.action_timeout_s, on_block=self._record_block)
@@ -312,7 +312,7 @@ class BrowserManager:
             try:
                 await s.page.goto(url, wait_until="load")
             except Exception as exc:
-                raise ToolError(f"could not open {url}: {_first_line(exc)}") from None
+                raise ToolError(f"could not open {url}: {_first_line(exc)}") from exc
             return note + await self._after(s)
 
     async def click(self, session_id: str | None, ref: str) -> str:
@@ -327,7 +327,7 @@ class BrowserManager:
             try:
                 await locator.click(timeout=self.settings.action_timeout_s * 1000)
             except Exception as exc:
-                raise ToolError(f"could not click {ref}: {_first_line(exc)}") from None
+                raise ToolError(f"could not click {ref}: {_first_line(exc)}") from exc
             return note + await self._after(s)
 
     async def type(self, session_id: str | None, ref: str, text: str, submit: bool) -> str:
@@ -348,6 +348,7 @@ class BrowserManager:
                 if submit:
                     await locator.press("Enter")
             except Exception as exc:
+                # from None: it can quote the typed text (a password)
                 raise ToolError(f"could not type into {ref}: {_first_line(exc)}") from None
             return note + await self._after(s)
 
@@ -419,7 +420,7 @@ class BrowserManager:
         try:
             title, text, elements = await _snapshot.take(s.page, timeout_ms=timeout)
         except Exception as exc:
-            raise ToolError(f"could not read the page: {_first_line(exc)}") from None
+            raise ToolError(f"could not read the page: {_first_line(exc)}") from exc
         s.elements = elements
         blocked, downloads = s.net.drain()
         head = [f"Page: {title or '(no title)'} -- {s.page.url}"]

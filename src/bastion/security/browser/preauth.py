@@ -67,6 +67,7 @@ async def login(page: Any, site: Site, resolver: _Resolver, *, timeout_s: float,
     try:
         await page.goto(site.login_url, wait_until="load", timeout=timeout)
     except Exception:
+        # from None: it could quote the credentials typed
         raise ToolError(f"pre-authentication for {site.name}: cannot open its login page",
                         fix="check browser.sites login_url and browser.egress") from None
     await settle()
@@ -106,6 +107,7 @@ async def login(page: Any, site: Site, resolver: _Resolver, *, timeout_s: float,
         try:
             await page.locator(site.success_selector).first.wait_for(timeout=timeout)
         except Exception:
+            # from None: it could quote the credentials typed
             raise ToolError(f"pre-authentication for {site.name} failed (no "
                             f"{site.success_selector} after login)",
                             fix="check the credentials' secret:// references") from None

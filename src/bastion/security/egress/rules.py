@@ -56,8 +56,8 @@ class EgressRule:
         for c in cidrs:
             try:
                 nets.append(str(ipaddress.ip_network(c, strict=False)))
-            except ValueError:
-                raise ConfigError(f"egress for {name}: {c!r} is not an IP or CIDR") from None
+            except ValueError as exc:
+                raise ConfigError(f"egress for {name}: {c!r} is not an IP or CIDR") from exc
         for p in ports:
             if not 0 < int(p) < 65536:
                 raise ConfigError(f"egress for {name}: port {p} is out of range")

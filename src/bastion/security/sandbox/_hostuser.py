@@ -35,17 +35,17 @@ _USERADD_FIX = (f"useradd --system --user-group --no-create-home --home-dir /non
 def _account() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(ACCOUNT)
-    except KeyError:
+    except KeyError as cause:
         exe = shutil.which("useradd") or "/usr/sbin/useradd"
         try:
             proc = subprocess.run(_USERADD_FIX.replace("useradd", exe, 1).split(),
                                   capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxError(f"cannot create the sandbox account {ACCOUNT}: {exc}",
-                               fix=_USERADD_FIX) from None
+                               fix=_USERADD_FIX) from exc
         if proc.returncode not in (0, 9):  # 9: created meanwhile by another process
             raise SandboxError(f"cannot create the sandbox account {ACCOUNT}: "
-                               f"{proc.stderr.strip()[-200:]}", fix=_USERADD_FIX) from None
+                               f"{proc.stderr.strip()[-200:]}", fix=_USERADD_FIX) from cause
         entry = pwd.getpwnam(ACCOUNT)
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         raise SandboxError(f"the sandbox account {ACCOUNT} has uid or gid 0",

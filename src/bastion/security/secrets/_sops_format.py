@@ -81,6 +81,7 @@ def decrypt_value(enc: str, key: bytes, aad: str) -> tuple[Any, str]:
     try:
         plain = _aesgcm(key).decrypt(iv, data + tag, aad.encode()).decode()
     except Exception:
+        # from None: it could quote key or plaintext bytes
         raise SecretError(f"sops value at {aad!r} failed authentication",
                           fix="the file was modified or the data key is wrong") from None
     return _from_text(plain, m.group(4)), plain
@@ -114,6 +115,7 @@ def _armor_encrypt(data_key: bytes, recipient: str) -> str:
     try:
         rcpt = pyrage.x25519.Recipient.from_str(recipient)
     except Exception:
+        # from None: it could quote key or plaintext bytes
         raise SecretError(f"not an age recipient: {recipient!r}",
                           fix="age recipients look like age1...") from None
     return bytes(pyrage.encrypt(data_key, [rcpt], armored=True)).decode()

@@ -39,10 +39,10 @@ class SecretResolver:
         """Return the backend called ``name``."""
         try:
             return self.backends[name]
-        except KeyError:
+        except KeyError as exc:
             known = ", ".join(sorted(self.backends)) or "none"
             raise SecretError(f"unknown secret backend {name!r} (configured: {known})",
-                              fix="configure it under secrets: in bastion.yaml") from None
+                              fix="configure it under secrets: in bastion.yaml") from exc
 
     def resolve(self, ref: str | SecretRef) -> str:
         """Return the value ``ref`` points at (and remember it for redaction)."""

@@ -61,6 +61,7 @@ class VaultBackend:
         try:
             resp = self._client.auth.approle.login(role_id=self._role[0], secret_id=self._role[1])
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, "AppRole login") from None
         auth = resp["auth"]
         self._client.token = auth["client_token"]
@@ -74,6 +75,7 @@ class VaultBackend:
                 ttl = int(resp["auth"].get("lease_duration") or 0)
             except Exception as exc:
                 if not self._role:
+                    # from None: hvac's error holds the token and the data
                     raise self._map(exc, "token renewal") from None
                 self.login()
                 ttl = self.token_ttl or 0
@@ -86,6 +88,7 @@ class VaultBackend:
         try:
             return dict(self._client.auth.token.lookup_self()["data"])
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, "token lookup") from None
 
     def start_renewal(self, min_interval_s: float = 1.0) -> None:
@@ -124,6 +127,7 @@ class VaultBackend:
             resp = self._client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=self.mount, raise_on_deleted_version=True)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"read {path}") from None
         return {str(k): str(v) for k, v in resp["data"]["data"].items()}
 
@@ -133,6 +137,7 @@ class VaultBackend:
             self._client.secrets.kv.v2.create_or_update_secret(
                 path=path, secret=dict(data), mount_point=self.mount)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"write {path}") from None
 
     def delete(self, path: str) -> None:
@@ -141,6 +146,7 @@ class VaultBackend:
             self._client.secrets.kv.v2.delete_metadata_and_all_versions(
                 path=path, mount_point=self.mount)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"delete {path}") from None
 
     # ---- versions (rotation) ------------------------------------------------------------------
@@ -153,11 +159,13 @@ class VaultBackend:
         except self._exc.InvalidPath:
             old = None
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"read metadata of {path}") from None
         try:
             resp = self._client.secrets.kv.v2.create_or_update_secret(
                 path=path, secret=dict(data), mount_point=self.mount)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"write {path}") from None
         return old, str(resp["data"]["version"])
 
@@ -168,6 +176,7 @@ class VaultBackend:
                 path=path, version=int(version), mount_point=self.mount,
                 raise_on_deleted_version=True)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"read {path} version {version}") from None
         data = resp["data"]["data"]
         if data is None:
@@ -180,6 +189,7 @@ class VaultBackend:
             self._client.secrets.kv.v2.destroy_secret_versions(
                 path=path, versions=[int(version)], mount_point=self.mount)
         except Exception as exc:
+            # from None: hvac's error holds the token and the data
             raise self._map(exc, f"destroy {path} version {version}") from None
 
     def list(self, prefix: str = "") -> list[str]:
@@ -193,6 +203,7 @@ class VaultBackend:
             except self._exc.InvalidPath:
                 continue
             except Exception as exc:
+                # from None: hvac's error holds the token and the data
                 raise self._map(exc, f"list {folder or '/'}") from None
             for key in resp["data"]["keys"]:
                 full = f"{folder}/{key}".lstrip("/") if folder else key

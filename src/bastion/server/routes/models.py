@@ -68,7 +68,7 @@ async def remove_pulled(name: str, app: BastionApp) -> PulledDeleted:
     try:
         m = store.read_manifest(name)
     except BastionError as exc:
-        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
+        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from exc
     entry = _entry(m, app)
     if entry.in_use:
         raise ApiError(409, f"{name} is the model in use (model.path)", code="model_in_use",

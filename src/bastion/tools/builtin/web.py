@@ -171,7 +171,7 @@ class DirectFetcher:
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
-                raise ToolError(f"cannot resolve {host}: {exc.strerror}") from None
+                raise ToolError(f"cannot resolve {host}: {exc.strerror}") from exc
             ips = []
             for info in infos:
                 ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
@@ -218,6 +218,7 @@ class DirectFetcher:
                             text += f"\n[truncated at {limit} bytes]"
                         return resp.status_code, ctype, text
                 except httpx.HTTPError as exc:
+                    # from None: httpx's error holds the request (secret headers)
                     raise ToolError(f"fetching {url} failed: {exc}") from None
         raise ToolError(f"too many redirects (more than {self.max_redirects})")
 
