@@ -162,3 +162,22 @@ def test_a_cli_group_is_its_module_and_one_line(
     main._load_commands()
     result = CliRunner().invoke(fresh, ["throwaway", "ping"])
     assert result.exit_code == 0 and result.output == "pong\n"
+
+
+async def test_a_listed_cli_or_route_module_that_is_missing_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in COMMAND_MODULES or ROUTE_MODULES fails loudly instead of dropping the group."""
+    import typer
+
+    from bastion.cli import main
+    from bastion.server import app as server_app
+
+    monkeypatch.setattr(main, "app", typer.Typer(name="bastion"))
+    monkeypatch.setattr(main, "COMMAND_MODULES", ["bastion.cli.no_such_group"])
+    with pytest.raises(ModuleNotFoundError, match="bastion.cli.no_such_group"):
+        main._load_commands()
+    monkeypatch.setattr(server_app, "ROUTE_MODULES", ["bastion.server.routes.no_such_routes"])
+    cfg = Config.model_validate({"memory": {"enabled": False}})
+    async with build_app(cfg, model=ScriptedModel()) as app:
+        with pytest.raises(ModuleNotFoundError, match="bastion.server.routes.no_such_routes"):
+            server_app.create_app(app)

@@ -64,14 +64,13 @@ def _root(
 
 
 def _load_commands() -> None:
+    """Register every group in :data:`COMMAND_MODULES`.
+
+    A listed module that is missing or fails to import is an error, never a silent skip (a
+    typo would quietly remove a command group).
+    """
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a module not written yet; the rest still work
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 def _fail(message: str, fix: str | None, code: int) -> None:

@@ -84,13 +84,12 @@ DESCRIPTION = (
 )
 
 
-def _load(name: str) -> object | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:  # listed but not written yet; the other routes still work
-            return None
-        raise
+def _load(name: str) -> object:
+    """Import a listed route module; one that is missing or fails to import is an error.
+
+    Never a silent skip: a typo in :data:`ROUTE_MODULES` would quietly remove routes.
+    """
+    return importlib.import_module(name)
 
 
 def _claim_routes(seen: dict[tuple[str, str], str], router: APIRouter, owner: str) -> None:
@@ -169,8 +168,6 @@ def create_app(app: App | None = None, *, close_app: bool | None = None,
     public_paths: list[re.Pattern[str]] = []
     for name in ROUTE_MODULES:
         module = _load(name)
-        if module is None:
-            continue
         public = getattr(module, "public_router", None)
         if public is not None:
             _claim_routes(seen, public, name)
