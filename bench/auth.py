@@ -49,7 +49,6 @@ def main() -> None:
     os.environ["BASTION_HOME"] = str(home)
     from pydantic import SecretStr
     from starlette.requests import HTTPConnection
-    from tests.fakes.model import ScriptedModel
 
     from bastion.app import build_app
     from bastion.config.model import ApiConfig, Config, MemoryConfig
@@ -57,6 +56,7 @@ def main() -> None:
     from bastion.security.keystore import open_store
     from bastion.server.app import create_app
     from bastion.server.deps import PRINCIPAL_KEY, authenticate
+    from bastion.testing import ScriptedModel
 
     store = open_store(home)
     store.add_user("alice")

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("BASTION_HOME", tempfile.mkdtemp(prefix="bastion-bench-browser-"))
 
-from tests.fakes.model import ScriptedModel  # noqa: E402
 from tests.integration.browser.site import Site  # noqa: E402
 
 from bastion.app import build_app  # noqa: E402
@@ -39,6 +38,7 @@ from bastion.config.model import BrowserConfig, Config, EgressConfig, MemoryConf
 from bastion.messages import ToolCall  # noqa: E402
 from bastion.security.approval import AllowApprover  # noqa: E402
 from bastion.security.browser._launch import ARGS, require_chromium  # noqa: E402
+from bastion.testing import ScriptedModel  # noqa: E402
 
 ACTIONS = ["navigate", "read", "click", "type", "screenshot"]
 

@@ -50,12 +50,11 @@ def line(label: str, ms: list[float]) -> str:
 
 
 async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
-    from tests.fakes.model import ScriptedModel
-
     from bastion.app import build_app
     from bastion.config.model import Config
     from bastion.memory.base import EphemeralMemory
     from bastion.messages import ToolCall
+    from bastion.testing import ScriptedModel
     from bastion.tools.base import ToolContext
 
     (ws / "small.txt").write_text("hello\n" * 10)
@@ -103,12 +102,12 @@ async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
 async def tracing_overhead(calls: int, ws: Path) -> float:
     """The same gateway call with traces off and on, alternating; returns the p50 difference."""
     from _tracing import switchable_tracing
-    from tests.fakes.model import ScriptedModel
 
     from bastion.app import build_app
     from bastion.config.model import Config
     from bastion.memory.base import EphemeralMemory
     from bastion.messages import ToolCall
+    from bastion.testing import ScriptedModel
 
     (ws / "small.txt").write_text("hello\n" * 10)
     app = build_app(Config.model_validate({"agent": {"workspace": str(ws)}}),

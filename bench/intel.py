@@ -154,12 +154,11 @@ def detection(seed: int) -> dict[str, object]:
 
 async def overhead(n: int, block: int, durability: str) -> dict[str, float]:
     os.environ["BASTION_HOME"] = tempfile.mkdtemp(prefix="bastion-bench-intel-")
-    from tests.fakes.model import ScriptedModel
-
     from bastion.app import build_app
     from bastion.config.model import Config, IntelligenceConfig, MemoryConfig
     from bastion.intelligence.setup import feed_store, train
     from bastion.messages import ToolCall
+    from bastion.testing import ScriptedModel
 
     home = Path(os.environ["BASTION_HOME"])
     feed = home / "feed.txt"

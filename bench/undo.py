@@ -41,8 +41,6 @@ def seed(ws: Path, files: int, big_mb: int) -> None:
 
 async def run(files: int, big_mb: int, calls: int, sandboxed: int, home: Path) -> None:
     os.environ["BASTION_HOME"] = str(home)
-    from tests.fakes.model import ScriptedModel
-
     from bastion.app import build_app
     from bastion.config.model import Config
     from bastion.memory.base import EphemeralMemory
@@ -50,6 +48,7 @@ async def run(files: int, big_mb: int, calls: int, sandboxed: int, home: Path) -
     from bastion.security.approval import AllowApprover
     from bastion.security.gateway import Gateway
     from bastion.security.undo import UndoStage
+    from bastion.testing import ScriptedModel
 
     ws = home / "workspace"
     ws.mkdir()

@@ -184,10 +184,9 @@ def bench_vad(service: VoiceService) -> None:
 
 def bench_pipeline(service: VoiceService, runs: int) -> None:
     """End of speech -> first audio with an instant (scripted) model: the voice part alone."""
-    from tests.fakes.model import ScriptedModel, say
-
     from bastion.app import build_app
     from bastion.config.model import Config, MemoryConfig
+    from bastion.testing import ScriptedModel, say
     from bastion.voice.turn import Heard, Spoken, voice_turn
 
     question = espeak("What is the capital of France?")

@@ -25,7 +25,7 @@ from bastion.config.model import Config
 from bastion.crypto import pinning
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
-from tests.fakes.model import Reply, ScriptedModel, call, say
+from bastion.testing import Reply, ScriptedModel, call, say
 from tests.security._gate import Human
 
 DOMAINS = ["api.test", "other.test", "attacker.test"]

@@ -16,7 +16,7 @@ from bastion.app import App, build_app
 from bastion.config.model import Config
 from bastion.memory.base import EphemeralMemory
 from bastion.security.approval import ApprovalDecision, ApprovalRequest
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.fakes.runner import RecordingRunner
 
 

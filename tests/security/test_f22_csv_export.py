@@ -22,7 +22,7 @@ from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.server.app import create_app
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-csv-export-0123456789"

@@ -24,9 +24,9 @@ from bastion.config.model import Config
 from bastion.errors import ToolError
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
+from bastion.testing import ScriptedModel
 from bastion.tools.base import ToolContext
 from bastion.tools.builtin.web import DirectFetcher, address_problem, web_fetch
-from tests.fakes.model import ScriptedModel
 
 # A hostile server: /trickle sends one byte every 50 ms forever, /huge sends 1 GB as fast as
 # the client reads, /bomb sends 6.7 MB of deflate that inflates to 1 GB.

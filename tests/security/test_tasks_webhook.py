@@ -22,7 +22,7 @@ from bastion.config.model import Config
 from bastion.security.keystore import open_store
 from bastion.server.app import create_app
 from bastion.tasks.triggers import signature
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.fakes.run_starter import RecordingStarter
 
 ADMIN = "tasks-admin-token-0123456789abcdef"

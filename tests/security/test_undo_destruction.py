@@ -29,7 +29,7 @@ from bastion.messages import ToolCall
 from bastion.security.approval import AllowApprover
 from bastion.security.audit import iter_events, open_reader
 from bastion.security.setup import audit_path
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from bastion.config.model import Config
 from bastion.llm.http import HttpModel
 from bastion.models import create_model
 from bastion.patterns.draft_verify import DraftVerifyModel
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 
 
 def test_cluster_backend_is_built_by_the_cluster_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,7 +83,7 @@ class BrowserEnv:
 async def env(site: Site, tmp_path_factory: pytest.TempPathFactory
               ) -> AsyncIterator[BrowserEnv]:
     from bastion.app import build_app
-    from tests.fakes.model import ScriptedModel
+    from bastion.testing import ScriptedModel
     from tests.unit.security.test_gateway_pipeline import CountingApprover
 
     need_browser()

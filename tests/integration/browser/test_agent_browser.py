@@ -10,7 +10,7 @@ import pytest
 from bastion.agent.events import ToolFinished, ToolStarted, TurnDone
 from bastion.agent.loop import Agent, AgentOptions
 from bastion.messages import ChatSettings
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 from tests.integration.browser.conftest import BrowserEnv
 from tests.integration.browser.site import PASSWORD, USER
 

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from bastion.app import build_app
 from bastion.config.model import Config
 from bastion.server.app import create_app
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.integration.security.conftest import Bao
 
 TOKEN = "tok-crypto-api-5b8e"

@@ -31,7 +31,7 @@ from bastion.config.model import (
 from bastion.intelligence.setup import intel_dir
 from bastion.intelligence.siem import Cursor, Shipper, make_sink
 from bastion.messages import ToolCall
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.integration.intelligence.conftest import Rsyslog
 
 

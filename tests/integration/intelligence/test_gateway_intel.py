@@ -19,7 +19,7 @@ from bastion.app import App, build_app
 from bastion.config.model import Config, IntelligenceConfig, MemoryConfig
 from bastion.intelligence.setup import feed_store, train
 from bastion.messages import ToolCall
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 from tests.integration.intelligence.conftest import Clock, ScriptedApprover, workday
 
 

@@ -17,7 +17,7 @@ from bastion.config.model import ApiConfig, Config, IntelligenceConfig, MemoryCo
 from bastion.messages import ToolCall
 from bastion.security.setup import audit_path
 from bastion.server.app import create_app
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.integration.intelligence.conftest import ScriptedApprover
 
 TOKEN = "tok-intel-9931"

@@ -12,7 +12,7 @@ from bastion.config.model import Config
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 from tests.integration.mcp.conftest import EVERYTHING, NODE_ASSETS, child_env, need, write_config
 
 pytest.importorskip("mcp")

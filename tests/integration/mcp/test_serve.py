@@ -114,7 +114,7 @@ async def test_remote_gateway_mounted_as_a_toolset(served: tuple[str, Path],
     from bastion.config.model import Config
     from bastion.memory.base import EphemeralMemory
     from bastion.messages import ToolCall
-    from tests.fakes.model import ScriptedModel
+    from bastion.testing import ScriptedModel
 
     url, _ = served
     local = tmp_path / "local-ws"

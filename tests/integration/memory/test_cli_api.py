@@ -15,7 +15,7 @@ from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
 from bastion.messages import Message
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.integration.memory.conftest import minimal_pdf
 
 

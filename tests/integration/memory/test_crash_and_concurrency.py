@@ -21,7 +21,7 @@ TURN = textwrap.dedent("""
     import asyncio
     from bastion.app import build_app
     from bastion.config.model import Config, MemoryConfig
-    from tests.fakes.model import ScriptedModel, say
+    from bastion.testing import ScriptedModel, say
 
     async def main():
         cfg = Config(memory=MemoryConfig(semantic=False))

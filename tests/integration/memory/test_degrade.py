@@ -10,7 +10,7 @@ import pytest
 from bastion.config.model import Config, MemoryConfig
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
-from tests.fakes.model import ScriptedModel, say
+from bastion.testing import ScriptedModel, say
 
 
 async def test_broken_vector_store_warns_and_the_turn_still_works(

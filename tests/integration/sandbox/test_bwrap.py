@@ -12,7 +12,7 @@ from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.security.sandbox.factory import create_sandbox
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 from tests.integration.sandbox.conftest import leftover_processes
 
 pytestmark = pytest.mark.skipif(

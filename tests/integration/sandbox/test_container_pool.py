@@ -18,8 +18,8 @@ from bastion.config.model import Config
 from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.security.sandbox.container import WARM_PREFIX, ContainerSandbox
+from bastion.testing import ScriptedModel
 from tests._dockerd import backend_problem
-from tests.fakes.model import ScriptedModel
 
 ENGINES = [pytest.param(k, marks=pytest.mark.skipif(
     backend_problem(k) is not None and not os.environ.get("CI"),

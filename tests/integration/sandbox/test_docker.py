@@ -237,7 +237,7 @@ async def test_per_tool_docker_beside_another_default(workspace: Path) -> None:
     from bastion.app import build_app
     from bastion.memory.base import EphemeralMemory
     from bastion.messages import ToolCall
-    from tests.fakes.model import ScriptedModel
+    from bastion.testing import ScriptedModel
 
     config = Config.model_validate({"agent": {"workspace": str(workspace)},
                                     "security": {"sandbox": "bubblewrap",

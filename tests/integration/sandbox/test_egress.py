@@ -29,8 +29,8 @@ from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.security.egress import uplink
 from bastion.security.egress.netns import problem
+from bastion.testing import ScriptedModel
 from tests._dockerd import backend_problem
-from tests.fakes.model import ScriptedModel
 
 pytestmark = pytest.mark.skipif(problem() is not None and not os.environ.get("CI"),
                                 reason=str(problem()))

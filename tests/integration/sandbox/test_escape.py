@@ -135,7 +135,7 @@ async def test_per_tool_backend(workspace: Path) -> None:
     from bastion.app import build_app
     from bastion.config.model import Config
     from bastion.memory.base import EphemeralMemory
-    from tests.fakes.model import ScriptedModel
+    from bastion.testing import ScriptedModel
 
     if backend_class("gvisor").available() is not None:
         pytest.skip("gvisor unavailable")

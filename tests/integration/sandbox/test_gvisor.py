@@ -15,7 +15,7 @@ from bastion.messages import ToolCall
 from bastion.security.sandbox.base import Limits, SandboxSpec
 from bastion.security.sandbox.factory import create_sandbox, isolation_report, resolve_kind
 from bastion.security.sandbox.gvisor import GVisorSandbox
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 from tests.integration.sandbox.conftest import leftover_processes
 
 pytestmark = pytest.mark.skipif(GVisorSandbox.available() is not None,

@@ -10,8 +10,8 @@ import pytest
 from bastion.app import build_app
 from bastion.config.model import Config
 from bastion.messages import ToolCall
+from bastion.testing import ScriptedModel
 from bastion.tools.builtin import builtin_tools
-from tests.fakes.model import ScriptedModel
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 

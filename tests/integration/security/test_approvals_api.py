@@ -19,7 +19,7 @@ from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.server.app import create_app
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 
 TOKEN = "tok-approvals-5521"
 H = {"Authorization": f"Bearer {TOKEN}"}

@@ -21,7 +21,7 @@ from bastion.security.approval import AllowApprover
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.security.secrets.sops import SopsBackend
 from bastion.server.app import create_app
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 
 CANARY = "cnry-9f2C-Q7x/pL+m31_zzW"
 TOKEN = "tok-canary-api-1234"

@@ -12,9 +12,9 @@ from bastion.security.approval import AllowApprover, DenyApprover
 from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Environment, Gateway
 from bastion.security.policy import ApprovalStage, PolicyStage
+from bastion.testing import Reply, ScriptedModel, call, say
 from bastion.tools.base import Risk, ToolContext, tool
 from bastion.tools.registry import ToolRegistry
-from tests.fakes.model import Reply, ScriptedModel, call, say
 
 
 @tool()

@@ -11,7 +11,7 @@ from rich.console import Console
 from bastion.app import build_app
 from bastion.cli._chat import ChatSession
 from bastion.config.model import Config
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 
 
 def scripted_input(lines: list[str]) -> Callable[[str], str]:
@@ -84,7 +84,7 @@ def test_ctrl_c_at_empty_prompt_exits_cleanly(tmp_path: Path) -> None:
 
 
 def test_turn_error_is_one_line_and_the_repl_goes_on(tmp_path: Path) -> None:
-    from tests.fakes.model import Reply
+    from bastion.testing import Reply
 
     model = ScriptedModel(Reply(fail=True), Reply(fail=True), say("recovered"))
     chat, out = make_chat(model, ["break", "again"])

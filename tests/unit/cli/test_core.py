@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import bastion.app as app_mod
 from bastion.cli import main as cli_main
 from bastion.errors import BastionError, ConfigError
-from tests.fakes.model import Reply, ScriptedModel, call, say
+from bastion.testing import Reply, ScriptedModel, call, say
 
 _loaded = False
 

@@ -12,7 +12,7 @@ import pytest
 from bastion.config.model import Config
 from bastion.memory.base import EphemeralMemory
 from bastion.security.approval import AllowApprover, DenyApprover
-from tests.fakes.model import ScriptedModel
+from bastion.testing import ScriptedModel
 
 mcp = pytest.importorskip("mcp")
 import mcp_types as types  # noqa: E402

@@ -11,7 +11,7 @@ from bastion.errors import MemoryStoreError
 from bastion.memory.persistent import PersistentMemory
 from bastion.memory.store import MIGRATIONS, SCHEMA_VERSION, SessionStore
 from bastion.messages import Message, ToolCall
-from tests.fakes.model import ScriptedModel, call, say
+from bastion.testing import ScriptedModel, call, say
 
 
 def test_append_is_durable_and_ordered(tmp_path: Path) -> None:

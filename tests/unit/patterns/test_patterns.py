@@ -20,8 +20,8 @@ from bastion.patterns.cascade import CascadeModel
 from bastion.patterns.draft_verify import DraftVerifyModel
 from bastion.patterns.factory import create_pattern_model
 from bastion.patterns.vote import VoteModel
+from bastion.testing import Reply, ScriptedModel, call, say
 from tests.fakes.chunked import ChunkedModel
-from tests.fakes.model import Reply, ScriptedModel, call, say
 
 WEATHER = ToolSpec("weather", "weather", {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})

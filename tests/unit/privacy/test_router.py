@@ -16,8 +16,8 @@ from bastion.messages import (
     ToolSpec,
 )
 from bastion.privacy.router import PrivacyRouter
+from bastion.testing import ScriptedModel, say
 from tests.fakes.chunked import ChunkedModel
-from tests.fakes.model import ScriptedModel, say
 
 from ._fake_detect import policy
 

@@ -24,9 +24,9 @@ from bastion.security.hitl.risk import RiskStage
 from bastion.security.model_guard import OutputScanStage
 from bastion.security.policy import ApprovalStage, PolicyStage
 from bastion.security.secrets.resolver import SecretsStage
+from bastion.testing import ScriptedModel
 from bastion.tools.base import Risk, ToolContext, tool
 from bastion.tools.registry import ToolRegistry
-from tests.fakes.model import ScriptedModel
 
 
 @tool(risk=Risk.HIGH)

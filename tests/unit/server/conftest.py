@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from bastion.app import App, build_app
 from bastion.config.model import Config
 from bastion.server.app import create_app
-from tests.fakes.model import Reply, ScriptedModel
+from bastion.testing import Reply, ScriptedModel
 
 TOKEN = "tok-unit-4f1c2b9e7d"
 

@@ -238,7 +238,7 @@ def test_create_app_without_app_builds_one_at_startup():
 
 def test_close_app_closes_the_model_on_shutdown(bastion_home):
     from bastion.app import build_app
-    from tests.fakes.model import ScriptedModel
+    from bastion.testing import ScriptedModel
 
     model = ScriptedModel()
     app = build_app(Config(api=ApiConfig(token=TOKEN)), model=model)

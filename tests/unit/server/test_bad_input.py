@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes.model import say
+from bastion.testing import say
 
 BODIES: list[bytes] = [
     b"",

@@ -8,7 +8,7 @@ from openai import APIError, NotFoundError, OpenAI
 
 from bastion.messages import Finish, TextDelta, ToolCall, ToolCallEvent, Usage
 from bastion.security.approval import AllowApprover
-from tests.fakes.model import Reply, call, say
+from bastion.testing import Reply, call, say
 from tests.unit.server.conftest import TOKEN
 
 URL = "/v1/chat/completions"

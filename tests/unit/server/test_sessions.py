@@ -5,7 +5,7 @@ import json
 
 from bastion.security.redact import Redactor
 from bastion.server.sse import StreamRedactor
-from tests.fakes.model import Reply, call, say
+from bastion.testing import Reply, call, say
 from tests.unit.server.conftest import TOKEN
 
 

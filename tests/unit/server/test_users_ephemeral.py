@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bastion.security.keystore import open_store
-from tests.fakes.model import say
+from bastion.testing import say
 
 
 def test_another_users_in_process_session_is_404(make_api) -> None:  # type: ignore[no-untyped-def]

@@ -17,9 +17,9 @@ from bastion.security.audit import AuditLog, AuditStage
 from bastion.security.gateway import Environment, Gateway
 from bastion.security.policy import ApprovalStage, PolicyStage
 from bastion.telemetry.metrics import METRICS
+from bastion.testing import ScriptedModel, call, say
 from bastion.tools.base import Risk, ToolContext, tool
 from bastion.tools.registry import ToolRegistry
-from tests.fakes.model import ScriptedModel, call, say
 from tests.fakes.otlp_receiver import OtlpReceiver, children, one, tree
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -114,7 +114,7 @@ def test_off_by_default_imports_no_sdk(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import asyncio, sys
         from tests.unit.telemetry.test_tracing import _agent
-        from tests.fakes.model import ScriptedModel, call, say
+        from bastion.testing import ScriptedModel, call, say
         from pathlib import Path
         agent = _agent(Path(sys.argv[1]), ScriptedModel(call("launch", target="m"), say("ok")))
         async def main():

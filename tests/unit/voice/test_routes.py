@@ -17,10 +17,10 @@ from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig, VoiceConfig
 from bastion.server.app import create_app
 from bastion.server.routes.voice import _subtitles
+from bastion.testing import Reply, ScriptedModel, say
 from bastion.voice.audio import Audio, decode, from_pcm16, silence
 from bastion.voice.service import VoiceService
 from bastion.voice.stt import Segment, Transcript
-from tests.fakes.model import Reply, ScriptedModel, say
 from tests.unit.voice._shared import espeak, word_accuracy
 
 TOKEN = "tok-voice-api-5e6f7a8b"

@@ -12,11 +12,11 @@ from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.llm.base import Model
 from bastion.messages import TextDelta
+from bastion.testing import ScriptedModel, say
 from bastion.voice.audio import silence
 from bastion.voice.service import VoiceService
 from bastion.voice.turn import Heard, Spoken, VoiceDone, speak_events, voice_turn
 from tests.fakes.gated_model import GatedModel
-from tests.fakes.model import ScriptedModel, say
 from tests.unit.voice._shared import espeak, word_accuracy
 
 SECRET = "tok-voice-9c1d2e3f4a5b"
