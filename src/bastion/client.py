@@ -160,6 +160,7 @@ class BastionClient:
             return model.model_validate_json(resp.content)
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
+            # from None: it quotes the response body (a new API key, a secret's value)
             raise ServerRefused(
                 f"{method} {path} answered a body that is not a {model.__name__} ({where}: "
                 f"{exc.errors()[0]['msg']})",

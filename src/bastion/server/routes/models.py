@@ -103,11 +103,11 @@ async def use_model(body: UseBody, app: BastionApp) -> UseAnswer:
     try:
         m = store.read_manifest(body.model)
     except BastionError as exc:
-        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from None
+        raise ApiError(404, exc.message, code="model_not_found", fix=exc.fix) from exc
     try:
         await asyncio.to_thread(store.use, m)
     except BastionError as exc:  # its files changed since they were hashed, or no config file
-        raise ApiError(409, exc.message, code="model_unusable", fix=exc.fix) from None
+        raise ApiError(409, exc.message, code="model_unusable", fix=exc.fix) from exc
     running = _entry(m, app).in_use
     msg = (f"{m.name} is the model in use" if running else
            f"bastion.yaml now names {m.name}; restart bastion serve to answer with it")
