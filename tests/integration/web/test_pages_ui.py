@@ -274,9 +274,15 @@ def test_audit_filter_open_and_verify(world: World) -> None:
     page.get_by_label("Kind").fill("model.response")
     page.get_by_role("button", name="Filter").click()
     table = page.get_by_role("table", name="Audit records")
-    snap = _eventually(table, "model.response")
-    rows = [line for line in snap.splitlines() if line.strip().startswith("- row ")]
-    assert len(rows) >= 4 and all("model.response alice" in r for r in rows[1:]), snap
+    # the filtered answer: only alice's model responses (the page first listed every record)
+    for _ in range(100):
+        snap = table.aria_snapshot()
+        rows = [line for line in snap.splitlines() if line.strip().startswith("- row ")]
+        if len(rows) >= 4 and all("model.response alice" in r for r in rows[1:]):
+            break
+        page.wait_for_timeout(100)
+    else:
+        raise AssertionError(snap)
     first = re.search(r'button "(Open record \d+)"', snap)
     assert first is not None, snap
     page.get_by_role("button", name=first.group(1)).click()

@@ -34,15 +34,18 @@ function mount(root, ctx) {
     until: el('input', { type: 'text', autocomplete: 'off', placeholder: '1h or a date' }),
   };
   const say = (msg) => { status.textContent = msg; };
+  let asked = 0; // only the newest query's answer is shown
 
   async function load(ev) {
     if (ev) ev.preventDefault();
+    const mine = ++asked;
     const params = new URLSearchParams({ limit: '200' });
     for (const [key, input] of Object.entries(inputs)) {
       if (input.value.trim()) params.set(key, input.value.trim());
     }
     try {
       const body = await ctx.api(`/v1/audit/events?${params}`, { signal });
+      if (mine !== asked) return;
       const events = body.events || [];
       replace(rows, events.map(row));
       say(`${events.length} record${events.length === 1 ? '' : 's'}.`);
