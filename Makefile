@@ -24,7 +24,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 install-dev: install system-deps
-	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp,crypto,browser,privacy,intelligence,models,egress-proxy,telemetry]'
+	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp,crypto,browser,privacy,intelligence,models,egress-proxy,telemetry,sso]'
 	$(PIP) install -q --no-deps 'mitmproxy==11.0.2'  # see the egress-proxy extra
 	bash scripts/test-assets.sh $(BIN)/python
 

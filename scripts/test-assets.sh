@@ -24,6 +24,13 @@ if command -v npm >/dev/null 2>&1; then
   [ -e "$SOPS_DIR/node_modules/sops-age" ] || npm install --silent --no-audit --no-fund \
     --prefix "$SOPS_DIR" sops-age@4.0.2
 fi
+# A real OpenID Connect provider (npm oidc-provider; 8.8.1 is the last line supporting Node 20,
+# 9.x wants 22) for the single sign-on tests (tests/fixtures/oidc_provider.mjs), next to the venv.
+if command -v npm >/dev/null 2>&1; then
+  OIDC_DIR="$(cd "$(dirname "$0")/.." && pwd)/.venv/oidc-node"
+  grep -qs '"version": "8.8.1"' "$OIDC_DIR/node_modules/oidc-provider/package.json" \
+    || npm install --silent --no-audit --no-fund --prefix "$OIDC_DIR" oidc-provider@8.8.1
+fi
 # The podman sandbox image, built locally (no registry here) and cached in podman's storage:
 # debootstrap ~1-4 min once. BASTION_SKIP_PODMAN_IMAGE=1 skips it (podman tests then skip).
 if command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 \

@@ -143,6 +143,54 @@ class AgentConfig(_Section):
     workspace: Path | None = Field(default=None, description="tools' root; default HOME/workspace")
 
 
+class OidcConfig(_Section):
+    """OpenID Connect single sign-on for the browser (authorization code + PKCE, authlib).
+
+    A signed-in identity becomes a bastion user: the one ``users`` maps its ``match`` claim
+    to, else (``auto_provision``) a new user named by that claim; anything else is refused.
+    """
+
+    issuer: str | None = Field(default=None, description="the provider's issuer URL; unset: off")
+    client_id: str = ""
+    client_secret: str | None = Field(
+        default=None, pattern=r"^secret://",
+        description="the client secret as a secret:// reference, never a value")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    redirect_url: str | None = Field(
+        default=None, description="the callback URL registered with the provider; default: "
+        "this server's origin + /v1/auth/oidc/callback")
+    match: Literal["email", "sub"] = Field(
+        default="email", description="which ID-token claim names the person")
+    users: dict[str, str] = Field(
+        default_factory=dict, description="claim value (email or sub) -> bastion user name")
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="if set, only verified emails of these domains may sign in")
+    auto_provision: bool = Field(
+        default=False, description="create a user for an unmapped (allowed) identity")
+    roles_claim: str | None = Field(
+        default=None, description="ID-token claim listing bastion roles (admin/user/approver)"
+        "; set on every sign-in")
+    default_roles: list[str] = Field(default_factory=lambda: ["user"])
+    role_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "user": ["chat", "sessions:read", "sessions:write", "knowledge:write"],
+            "approver": ["approvals"],
+            "admin": ["admin"],
+        }, description="the scopes a single-sign-on session gets for each role")
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcConfig:
+        if self.issuer and not (self.client_id and self.client_secret):
+            raise rule_error("api.oidc needs client_id and client_secret with an issuer",
+                             fix="bastion config set api.oidc.client_id ID and "
+                                 "api.oidc.client_secret secret://env/oidc_client_secret")
+        if self.issuer and "openid" not in self.scopes:
+            raise rule_error("api.oidc.scopes must include openid",
+                             fix="add openid to api.oidc.scopes")
+        return self
+
+
 class ApiConfig(_Section):
     """The REST API server."""
 
@@ -151,6 +199,7 @@ class ApiConfig(_Section):
     token: SecretStr | None = None
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30,
                                  description="how long a browser sign-in (cookie) lasts")
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
 
 
 class LimitsConfig(_Section):

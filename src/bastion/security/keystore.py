@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sso_links (
+    subject TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE
+);
 """
 SESSION_PREFIX = "bss_"
 VIA = ("key", "oidc")
@@ -411,6 +415,27 @@ class KeyStore:
                 (self._session_digest(session), uid, key_id, json.dumps(sorted(scopes)), via,
                  now, now + ttl_s))
         return session
+
+    def linked_user(self, subject: str) -> str | None:
+        """Return the user a single-sign-on subject (``issuer sub``) was provisioned as."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT u.name FROM sso_links l JOIN users u ON u.id = l.user_id "
+                "WHERE l.subject = ?", (subject,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def provision_user(self, name: str, roles: list[str] | tuple[str, ...], subject: str
+                       ) -> UserInfo:
+        """Create user ``name`` for a single-sign-on subject and link the two.
+
+        Refused when ``name`` is taken: an existing user is reached only through an
+        explicit mapping (``api.oidc.users``), never by a provider's claim alone.
+        """
+        info = self.add_user(name, roles)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO sso_links (subject, user_id) VALUES "
+                             "(?, (SELECT id FROM users WHERE name = ?))", (subject, name))
+        return info
 
     def end_session(self, session: str) -> bool:
         """Revoke a browser session server-side; whether one was there."""

@@ -6,15 +6,17 @@
   key's scopes, quotas and audit principal.
 - ``POST /v1/auth/logout``: ends the cookie's session server-side and clears the cookie.
 - ``GET /v1/auth/me``: who the request is: ``{user, roles, scopes, via, key_id}``.
+- ``GET /v1/auth/oidc/login`` and ``GET /v1/auth/oidc/callback``: OpenID Connect single
+  sign-on (``api.oidc``; :mod:`bastion.server.auth_oidc`), ending in the same cookie.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from bastion.app import App
 from bastion.errors import AuthError
@@ -24,10 +26,20 @@ from bastion.server.auth import (
     check_cookie_origin,
     clear_session_cookie,
     origin_problem,
+    own_origin,
     session_cookie,
     set_session_cookie,
 )
-from bastion.server.contract import ApiModel, errors
+from bastion.server.auth_oidc import (
+    CALLBACK_PATH,
+    PENDING_S,
+    STATE_COOKIE,
+    OidcSignIn,
+    map_identity,
+    principal_of,
+    refused,
+)
+from bastion.server.contract import ApiModel, errors, feature_off
 from bastion.server.deps import (
     BastionApp,
     CurrentPrincipal,
@@ -80,7 +92,7 @@ def me_of(principal: Principal, via: str) -> dict[str, Any]:
 
 
 def start_session(request: Request, app: App, principal: Principal, via: str,
-                  response: JSONResponse) -> None:
+                  response: Response) -> None:
     """Store a new browser session of ``principal`` and set its cookie on ``response``."""
     ttl = int(app.config.api.session_hours * 3600)
     key_id = principal.key_id if via == "key" else None
@@ -147,3 +159,64 @@ async def logout(request: Request, app: BastionApp) -> JSONResponse:
 async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
     """Return the caller's user, roles, scopes and how it signed in (``key`` or ``oidc``)."""
     return me_of(who, str(request.scope.get(VIA_KEY, "key")))
+
+
+def _oidc(request: Request, app: App) -> OidcSignIn:
+    """Return this server's OIDC relying party (built on first use), or the 409 when off."""
+    config = app.config.api.oidc
+    if not config.issuer:
+        raise feature_off("single sign-on", "api.oidc.issuer", code="oidc_disabled")
+    signin: OidcSignIn | None = getattr(request.app.state, "oidc", None)
+    if signin is None:
+        if app.secrets is None or config.client_secret is None:
+            raise feature_off("single sign-on", "api.oidc.client_secret", code="oidc_disabled")
+        signin = OidcSignIn(config, app.secrets.resolve(config.client_secret))
+        request.app.state.oidc = signin
+    return signin
+
+
+@public_router.get("/oidc/login", summary="Start single sign-on (redirects to the provider)",
+                   response_class=RedirectResponse, status_code=302,
+                   responses=errors(401, 403, 409, 429, 502, 503))
+async def oidc_login(request: Request, app: BastionApp) -> Response:
+    """Redirect the browser to the OpenID provider (authorization code + PKCE)."""
+    require_configured(app)
+    signin = _oidc(request, app)
+    redirect_url = app.config.api.oidc.redirect_url or f"{own_origin(request)}{CALLBACK_PATH}"
+    url, state = await signin.start(redirect_url)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(STATE_COOKIE, state, max_age=PENDING_S, path="/v1/auth/oidc",
+                        httponly=True, samesite="lax", secure=request.url.scheme == "https")
+    return response
+
+
+@public_router.get("/oidc/callback", summary="Finish single sign-on (sets the session cookie)",
+                   response_class=RedirectResponse, status_code=303,
+                   responses=errors(401, 403, 409, 429, 502, 503))
+async def oidc_callback(
+    request: Request, app: BastionApp,
+    state: str | None = Query(default=None, max_length=512),
+    code: str | None = Query(default=None, max_length=4096),
+    error: str | None = Query(default=None, max_length=200),
+) -> Response:
+    """Check the state, exchange the code, verify the ID token, map the user, set the cookie."""
+    require_configured(app)
+    signin = _oidc(request, app)
+    try:
+        pending = signin.take(state, request.cookies.get(STATE_COOKIE))
+        if error is not None:
+            raise refused(f"the provider answered {error[:60]!r}")
+        if not code:
+            raise refused("the callback carries no code")
+        claims = await signin.finish(pending, code)
+        store = keystore(request, app)
+        user = map_identity(app.config.api.oidc, claims, store)
+    except ApiError as exc:
+        app.audit.record("auth.login", actor="api", decision="denied",
+                         detail={"via": "oidc", "reason": exc.message})
+        raise
+    principal = principal_of(app.config.api.oidc, store, user)
+    response = RedirectResponse("/", status_code=303)
+    start_session(request, app, principal, "oidc", response)
+    response.delete_cookie(STATE_COOKIE, path="/v1/auth/oidc", httponly=True, samesite="lax")
+    return response
