@@ -8,8 +8,11 @@
    - keys: ``bastion.server.deps.authenticate`` with a user's ``bst_`` key: one indexed
      SQLite read of the key (HMAC-SHA-256 + constant-time compare), the route's scope from
      ``server/scopes.py``, and a ``requests`` quota charged in the SQLite ``limits`` storage.
+   - cookie: the same ``authenticate`` with the browser's ``bastion_session`` cookie (one
+     indexed read of the session joined with its user and key, the route's scope, the
+     quota); ``POST /v1/auth/login`` made it from the quota'd key.
 2. A whole ``GET /v1/models`` through the ASGI app (httpx ASGITransport, no sockets), with
-   the api.token (the admin's key, no quota) vs the quota'd user key, alternating.
+   the api.token (the admin's key, no quota) vs the user keys and the cookie, rotating.
 Prints p50/p99 of each and the added ms at p50. Target (issue 19): <= 0.2 ms p50 added.
 """
 
@@ -73,10 +76,26 @@ def main() -> None:
                                "headers": [(b"authorization", f"Bearer {token}".encode())],
                                "query_string": b"", "app": api})
 
+    def cookie_conn(session: str) -> HTTPConnection:
+        return HTTPConnection({"type": "http", "method": "GET", "path": "/v1/models",
+                               "headers": [(b"cookie", f"bastion_session={session}".encode())],
+                               "query_string": b"", "app": api})
+
     expected = TOKEN.encode()
     authenticate(conn(key))  # opens the store, makes the admin key
+    import httpx
+
+    async def login() -> str:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            r = await client.post("/v1/auth/login", json={"api_key": key})
+            assert r.status_code == 200, r.text
+            return str(r.cookies["bastion_session"])
+
+    session = asyncio.run(login())
     base: list[float] = []
     keyed: list[float] = []
+    cookied: list[float] = []
     for _ in range(args.n):
         c = conn(TOKEN)
         t = time.perf_counter()
@@ -89,24 +108,32 @@ def main() -> None:
         who = authenticate(c)
         keyed.append((time.perf_counter() - t) * 1000)
         assert who.user == "alice" and c.scope[PRINCIPAL_KEY] is who
+        c = cookie_conn(session)
+        t = time.perf_counter()
+        who = authenticate(c)
+        cookied.append((time.perf_counter() - t) * 1000)
+        assert who.user == "alice"
     print("1. the check alone (alternating)")
     print(line("baseline: single api.token compare", base))
     print(line("keys: key + scope + requests quota", keyed))
     added = statistics.median(keyed) - statistics.median(base)
     print(f"   added at p50: {added:.4f} ms   (target <= 0.2 ms)")
-
-    import httpx
+    print(line("cookie: session + scope + requests quota", cookied))
+    added = statistics.median(cookied) - statistics.median(base)
+    print(f"   added at p50: {added:.4f} ms   ratio to keys "
+          f"{statistics.median(cookied) / statistics.median(keyed):.3f}")
 
     async def whole() -> dict[str, list[float]]:
         transport = httpx.ASGITransport(app=api)
-        out: dict[str, list[float]] = {TOKEN: [], plain: [], key: []}
-        order = [TOKEN, plain, key]
+        out: dict[str, list[float]] = {TOKEN: [], plain: [], key: [], session: []}
+        order = [TOKEN, plain, key, session]
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for i in range(min(args.n, 2000)):
-                for token in order[i % 3:] + order[:i % 3]:  # each goes first as often
+                for token in order[i % 4:] + order[:i % 4]:  # each goes first as often
+                    headers = ({"Cookie": f"bastion_session={token}"} if token == session
+                               else {"Authorization": f"Bearer {token}"})
                     t = time.perf_counter()
-                    r = await client.get("/v1/models",
-                                         headers={"Authorization": f"Bearer {token}"})
+                    r = await client.get("/v1/models", headers=headers)
                     out[token].append((time.perf_counter() - t) * 1000)
                     assert r.status_code == 200, r.text
         return out
@@ -116,7 +143,8 @@ def main() -> None:
     base_p50 = statistics.median(got[TOKEN])
     for label, token in (("api.token (admin key, no quota)", TOKEN),
                          ("user key, scope chat", plain),
-                         ("user key, scope chat + requests quota", key)):
+                         ("user key, scope chat + requests quota", key),
+                         ("cookie of that key (browser sign-in)", session)):
         print(line(label, got[token]))
         if token != TOKEN:
             p50 = statistics.median(got[token])
