@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -97,23 +97,36 @@ class _Span:
             self.raw.end()
 
 
+_STAGE: ContextVar[_Scope | None] = ContextVar("bastion_stage_scope", default=None)
+
+
 class _Scope:
-    """A child span known only by its context until it is made at export (see ``children``)."""
+    """A child span known only by its id until it is made at export (see ``children``).
 
-    __slots__ = ("_ctx", "_tokens", "span_id")
+    Entering it costs one context-variable set: the OpenTelemetry context naming it as the
+    parent is built only when a span actually starts inside it (:meth:`Tracing.start`).
+    """
 
-    def __init__(self, parent: SpanContext, span_id: int) -> None:
+    __slots__ = ("_token", "parent", "span_id")
+
+    def __init__(self, parent: Any, span_id: int) -> None:
+        self.parent = parent  # the raw SDK span the stage belongs to
         self.span_id = span_id
-        self._ctx = trace.set_span_in_context(NonRecordingSpan(SpanContext(
-            parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)))
-        self._tokens: list[Token[Context]] = []
+        self._token: Token[_Scope | None] | None = None
 
     def enter(self) -> None:
-        self._tokens.append(otel_context.attach(self._ctx))
+        self._token = _STAGE.set(self)
 
     def leave(self) -> None:
-        if self._tokens:
-            otel_context.detach(self._tokens.pop())
+        if self._token is not None:
+            _STAGE.reset(self._token)
+            self._token = None
+
+    def context(self) -> Context:
+        """Return a context whose current span is this child (for a span started in it)."""
+        p = self.parent.get_span_context()
+        return trace.set_span_in_context(NonRecordingSpan(SpanContext(
+            p.trace_id, self.span_id, False, p.trace_flags, p.trace_state)))
 
 
 class _WithChildren(SpanExporter):
@@ -174,12 +187,17 @@ class Tracing:
 
     def start(self, name: str, attrs: Mapping[str, Any] | None, parent: Any,
               client: bool) -> _Span:
-        ctx = trace.set_span_in_context(parent.raw) if isinstance(parent, _Span) else None
+        if isinstance(parent, _Span):
+            ctx: Context | None = trace.set_span_in_context(parent.raw)
+        else:  # inside a gateway stage (and no span of its own made current since): its child
+            scope = _STAGE.get()
+            ctx = (scope.context() if scope is not None
+                   and trace.get_current_span() is scope.parent else None)
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
         return _Span(self.tracer.start_span(name, ctx, kind, attrs), self)
 
     def child_scope(self, parent: Any) -> _Scope:
-        return _Scope(parent.raw.get_span_context(), self.ids.generate_span_id())
+        return _Scope(parent.raw, self.ids.generate_span_id())
 
     @contextlib.contextmanager
     def current(self, name: str, attrs: Mapping[str, Any] | None) -> Iterator[_Span]:
