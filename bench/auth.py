@@ -31,17 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bench._stats import line  # noqa: E402
+
 TOKEN = "bench-admin-token-0123456789abcdefghijkl"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, ms: list[float]) -> str:
-    return (f"{label:<44} p50 {statistics.median(ms):8.4f} ms   p99 {pct(ms, 0.99):8.4f} ms"
-            f"   n={len(ms)}")
 
 
 def main() -> None:
@@ -114,11 +106,11 @@ def main() -> None:
         cookied.append((time.perf_counter() - t) * 1000)
         assert who.user == "alice"
     print("1. the check alone (alternating)")
-    print(line("baseline: single api.token compare", base))
-    print(line("keys: key + scope + requests quota", keyed))
+    print(line("baseline: single api.token compare", base, width=44, digits=4))
+    print(line("keys: key + scope + requests quota", keyed, width=44, digits=4))
     added = statistics.median(keyed) - statistics.median(base)
     print(f"   added at p50: {added:.4f} ms   (target <= 0.2 ms)")
-    print(line("cookie: session + scope + requests quota", cookied))
+    print(line("cookie: session + scope + requests quota", cookied, width=44, digits=4))
     added = statistics.median(cookied) - statistics.median(base)
     print(f"   added at p50: {added:.4f} ms   ratio to keys "
           f"{statistics.median(cookied) / statistics.median(keyed):.3f}")
@@ -145,7 +137,7 @@ def main() -> None:
                          ("user key, scope chat", plain),
                          ("user key, scope chat + requests quota", key),
                          ("cookie of that key (browser sign-in)", session)):
-        print(line(label, got[token]))
+        print(line(label, got[token], width=44, digits=4))
         if token != TOKEN:
             p50 = statistics.median(got[token])
             print(f"   added at p50: {p50 - base_p50:.4f} ms   ratio {p50 / base_p50:.3f}")

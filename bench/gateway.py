@@ -38,15 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, ms: list[float]) -> str:
-    return (f"{label:<34} p50 {statistics.median(ms):8.3f} ms   p99 {pct(ms, 0.99):8.3f} ms"
-            f"   n={len(ms)}")
+from bench._stats import line  # noqa: E402
 
 
 async def gateway_overhead(calls: int, ws: Path) -> tuple[float, float]:
