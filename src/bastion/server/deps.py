@@ -233,52 +233,17 @@ def _all_users(app: App, principal: Principal, conn: HTTPConnection) -> Principa
 SESSION_FIX = "create one with POST /v1/sessions"
 
 
-_GENERATED_ID = re.compile(r"[0-9a-f]{12}")  # Agent.new_session_id: 48 random bits
-
-
-def may_create_session(key: str) -> bool:
-    """Whether the caller may start a new session called ``key``: its namespace.
-
-    A server-made id (random, so unguessable), an id in the caller's own namespace
-    (``<user>:NAME``), or, for an admin-scope key and the local CLI, any id without a ``:``.
-    Nobody can start (and so probe) an id in another user's namespace or a readable one of
-    the admin's: such an id answers the same whether it exists or not.
-    """
-    principal = current()
-    if principal is None or _GENERATED_ID.fullmatch(key):
-        return True
-    namespace, colon, _ = key.partition(":")
-    if colon:
-        return namespace == principal.user
-    return principal.is_admin
-
-
-def namespace_error(key: str) -> ApiError:
-    """Return the 404 for an id the caller may neither use nor start (the not-found answer)."""
-    principal = current()
-    user = principal.user if principal is not None else "USER"
-    return ApiError(404, f"no session {key}", code="session_not_found",
-                    fix=f"create one with POST /v1/sessions (ids you choose look like "
-                        f"{user}:NAME)")
-
-
 def session_owner_error(app: App, key: str, fix: str = SESSION_FIX) -> ApiError | None:
-    """Return the 404 for a session the caller may not use (``None``: it may).
+    """Return the 404 for a session that is another user's (``None``: it is the caller's).
 
-    Another user's session, and an id outside the caller's namespace
-    (:func:`may_create_session`), get the answer a session that does not exist gets, so a
-    key cannot learn which sessions other users have. The local CLI and an admin's
-    ``all_users`` see every session.
+    The answer is the one a session that does not exist gets, so a key cannot learn which
+    sessions other users have. The local CLI and an admin's ``all_users`` see every session.
     """
     who = owner_filter()
     if who is None:
         return None
     owner = owner_of(app, key)
-    if owner == who:
-        return None
-    if not may_create_session(key):
-        return namespace_error(key)
-    if owner is None:
+    if owner is None or owner == who:
         return None
     return ApiError(404, f"no session {key}", code="session_not_found", fix=fix)
 

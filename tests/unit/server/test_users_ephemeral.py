@@ -16,16 +16,16 @@ def test_another_users_in_process_session_is_404(make_api) -> None:  # type: ign
     store.close()
     a = {"Authorization": f"Bearer {alice}"}
     b = {"Authorization": f"Bearer {bob}"}
-    r = api.client.post("/v1/sessions/alice:notes/messages", headers=a,
+    r = api.client.post("/v1/sessions/shared-name/messages", headers=a,
                         json={"content": "the code is 4711", "stream": False})
     assert r.status_code == 200 and "alice's answer" in r.text
-    r = api.client.get("/v1/sessions/alice:notes", headers=b)
+    r = api.client.get("/v1/sessions/shared-name", headers=b)
     assert r.status_code == 404 and "4711" not in r.text
-    r = api.client.post("/v1/sessions/alice:notes/messages", headers=b,
+    r = api.client.post("/v1/sessions/shared-name/messages", headers=b,
                         json={"content": "what was the code?", "stream": False})
     assert r.status_code == 404 and "4711" not in r.text
-    r = api.client.post("/v1/chat/completions", headers={**b, "X-Bastion-Session": "alice:notes"},
+    r = api.client.post("/v1/chat/completions", headers={**b, "X-Bastion-Session": "shared-name"},
                         json={"model": "bastion-agent",
                               "messages": [{"role": "user", "content": "and now?"}]})
     assert r.status_code == 404
-    assert api.client.get("/v1/sessions/alice:notes", headers=a).json()["total"] == 2
+    assert api.client.get("/v1/sessions/shared-name", headers=a).json()["total"] == 2

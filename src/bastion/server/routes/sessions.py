@@ -41,9 +41,6 @@ from bastion.server.deps import (
     SESSION_FIX,
     BastionApp,
     check_session_owner,
-    may_create_session,
-    namespace_error,
-    owner_of,
     session_owner_error,
 )
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
@@ -114,7 +111,7 @@ def _message_json(app: App, m: Message) -> SessionMessage:
     return SessionMessage.model_validate(out)
 
 
-@router.post("", status_code=201, summary="Create a session", responses=errors(404, 409),
+@router.post("", status_code=201, summary="Create a session", responses=errors(409),
              operation_id="create_session", openapi_extra=links(201, {
                  name: link(name, session_id=CREATED_ID)
                  for name in ("get_session", "post_message", "list_undoable", "rename_session",
@@ -122,15 +119,9 @@ def _message_json(app: App, m: Message) -> SessionMessage:
 async def create_session(
     request: Request, app: BastionApp, body: NewSession | None = None
 ) -> SessionCreated:
-    """Create a session (a fresh id unless one is given); 409 if that id is already in use.
-
-    A chosen id is in the caller's namespace (``<user>:NAME``; an admin key may also choose
-    one without ``:``); any other answers 404 whether or not someone has it.
-    """
+    """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
     sid = body.id if body and body.id else Agent.new_session_id()
     created = _created(request)
-    if owner_of(app, sid) != owner_name() and not may_create_session(sid):
-        raise namespace_error(sid)  # what an id nobody has gets: no existence oracle
     if any(c[1] == sid for c in created) or await _stored(app, sid) \
             or session_owner_error(app, sid) is not None:
         raise ApiError(409, f"session {sid} already exists", code="session_exists",
