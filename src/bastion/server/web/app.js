@@ -201,21 +201,31 @@ function showLogin(message) {
   key.focus();
 }
 
+let pagesLoading = null;
+
+/** Load the page modules once (they hold code only; their data needs a signed-in user). */
+function loadPages() {
+  if (!pagesLoading) {
+    pagesLoading = (async () => {
+      await import("./chat.js");
+      try {
+        await import("./pages/index.js");
+      } catch (e) {
+        console.error(e);
+        toast(`Some pages failed to load: ${e.message}`);
+      }
+      loaded = true;
+      window.addEventListener("hashchange", () => { if (signedInNow) route(); });
+    })();
+  }
+  return pagesLoading;
+}
+
 async function start() {
   const who = await me();
   signedInNow = true;
   renderWho(who);
-  if (!loaded) {
-    await import("./chat.js");
-    try {
-      await import("./pages/index.js");
-    } catch (e) {
-      console.error(e);
-      toast(`Some pages failed to load: ${e.message}`);
-    }
-    loaded = true;
-    window.addEventListener("hashchange", () => { if (signedInNow) route(); });
-  }
+  await loadPages();
   await renderNav();
   await route();
 }
@@ -227,6 +237,7 @@ onSignedOut(() => {
 });
 
 async function boot() {
+  loadPages(); // in parallel with asking who is signed in
   let ok = false;
   try {
     ok = await signedIn();

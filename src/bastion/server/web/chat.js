@@ -213,6 +213,9 @@ function mount(root, ctx) {
       const offset = Math.max(0, first.total - 200);
       const page = await ctx.api(`/v1/sessions/${enc(state.sid)}?offset=${offset}&limit=200`);
       stepsFromHistory(page.messages || []);
+      if (!log.childElementCount) {
+        log.append(h("p", { class: "muted empty" }, "Start a conversation: type a message below."));
+      }
       log.scrollTop = log.scrollHeight;
     } catch (e) {
       log.append(h("p", { class: "error", role: "alert" }, `${e.message}${e.fix ? ` (${e.fix})` : ""}`));
