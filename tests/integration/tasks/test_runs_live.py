@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from bastion.security.audit import verify as audit_verify
+from bastion.security.keystore import open_store as open_keystore
 from bastion.tasks.receipt import verify_receipt
 from tests.fakes.scripted_chat_server import FakeOpenAIServer
 from tests.integration.server.test_live_server import _env, _wait_for_line
@@ -329,3 +330,55 @@ def test_sigkill_while_parked_and_while_a_sandboxed_call_runs(live: Live) -> Non
     assert [c["decision"] for c in receipt["tool_calls"]] == ["interrupted"]
     assert audit_verify(live.audit_db).ok  # the audit chain survived the SIGKILL
     assert verify_receipt(receipt, live.audit_db).ok
+
+
+def test_a_run_acts_as_its_owner_and_only_owner_and_approvers_see_its_approval(
+        live: Live) -> None:
+    store = open_keystore(live.home)
+    try:
+        keys = {}
+        user_scopes = ("chat", "tasks", "approvals", "sessions:read")
+        for user, roles, scopes in (("alice", ["user"], user_scopes),
+                                    ("bob", ["user"], user_scopes),
+                                    ("carol", ["approver"], ("approvals",))):
+            store.add_user(user, roles)
+            keys[user] = store.create_key(user, scopes=scopes)[0]
+    finally:
+        store.close()
+    as_ = {u: httpx.Client(base_url=live.base, timeout=30,
+                           headers={"Authorization": f"Bearer {k}"}) for u, k in keys.items()}
+    r = as_["alice"].post("/v1/tasks", json={"name": "mine", "prompt": "run shell: echo a >> a.txt",
+                                            "schedule": {"kind": "manual"}})
+    assert r.status_code == 201, r.text
+    run_id = as_["alice"].post("/v1/tasks/mine/run").json()["run_id"]
+    def alices(ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while not ok(run := as_["alice"].get(f"/v1/runs/{run_id}").json()):
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
+        return dict(run)
+
+    run = alices(_parked)
+    assert run["owner"] == "alice"
+    assert as_["alice"].get(f"/v1/sessions/{run['session_id']}").status_code == 200
+    assert as_["bob"].get(f"/v1/sessions/{run['session_id']}").status_code == 404
+    assert as_["bob"].get(f"/v1/runs/{run_id}").status_code == 404  # as a missing one
+    approval = run["parked"][0]
+
+    def listed(user: str) -> set[str]:
+        return {p["id"] for p in as_[user].get("/v1/approvals").json()["pending"]}
+
+    assert approval in listed("alice") and approval in listed("carol")
+    assert approval not in listed("bob")
+    assert as_["bob"].post(f"/v1/approvals/{approval}", json={"approve": True}).status_code == 404
+    r = as_["carol"].post(f"/v1/approvals/{approval}", json={"approve": True})
+    assert r.status_code == 200, r.text
+    run = alices(_ended)
+    assert run["status"] == "done" and _lines(live.ws / "a.txt") == ["a"]
+    receipt = as_["alice"].get(f"/v1/runs/{run_id}/receipt").json()
+    assert receipt["owner"] == "alice" and receipt["tool_calls"][0]["approver"] == "api:carol"
+    records = live.api.get(live.url("/v1/audit/events"), params={
+        "session_id": run["session_id"], "kind": "tool_call", "limit": 5,
+        "all_users": "true"}).json()
+    [record] = records["events"]
+    assert record["detail"]["principal"] == {"user": "alice", "key_id": f"run:{run_id}"}
