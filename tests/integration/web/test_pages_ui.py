@@ -108,7 +108,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 for sid, text in (("trip-plans", "pack the blue tent"),
                                   ("garden-log", "the tomatoes need water"),
                                   ("old-notes", "nothing important")):
-                    r = alice.post(f"/v1/sessions/{sid}/messages",
+                    r = alice.post(f"/v1/sessions/alice:{sid}/messages",  # her namespace
                                    json={"content": text, "stream": False})
                     assert r.status_code == 200, r.text
             try:
@@ -170,11 +170,11 @@ def test_switch_between_sessions(world: World) -> None:
     page = world.page("alice")
     main = _open(world, page, "sessions")
     _eventually(page.get_by_role("list", name="Sessions"), "garden-log")
-    page.get_by_role("link", name="Open garden-log").click()
+    page.get_by_role("link", name="Open alice:garden-log").click()
     _eventually(main, "the tomatoes need water")
     assert "#/chat/" in page.url
     page.go_back()
-    page.get_by_role("link", name="Open trip-plans").click()
+    page.get_by_role("link", name="Open alice:trip-plans").click()
     snap = _eventually(main, "pack the blue tent")
     assert "#/chat/" in page.url
     assert "tomatoes" not in snap
@@ -186,12 +186,12 @@ def test_export_as_markdown_and_json(world: World) -> None:
     _open(world, page, "sessions")
     _eventually(page.get_by_role("list", name="Sessions"), "trip-plans")
     with page.expect_download() as md:
-        page.get_by_role("button", name="Export trip-plans as Markdown").click()
-    assert md.value.suggested_filename == "trip-plans.md"
+        page.get_by_role("button", name="Export alice:trip-plans as Markdown").click()
+    assert md.value.suggested_filename == "alice_trip-plans.md"
     text = Path(md.value.path()).read_text()
     assert "pack the blue tent" in text and text.lstrip().startswith("#")
     with page.expect_download() as js:
-        page.get_by_role("button", name="Export trip-plans as JSON").click()
+        page.get_by_role("button", name="Export alice:trip-plans as JSON").click()
     data = json.loads(Path(js.value.path()).read_text())
     assert "pack the blue tent" in json.dumps(data)
     page.context.close()
@@ -210,11 +210,11 @@ def test_rename_and_delete_with_the_keyboard_only(world: World) -> None:
                 return
         raise AssertionError(f"Tab never reached {name!r}")
 
-    tab_to("Rename old-notes")
+    tab_to("Rename alice:old-notes")
     page.keyboard.press("Enter")
-    field = page.get_by_role("textbox", name="New name for old-notes")
+    field = page.get_by_role("textbox", name="New name for alice:old-notes")
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == \
-        "New name for old-notes"
+        "New name for alice:old-notes"
     field.press("Control+a")
     page.keyboard.type("archive 2025")
     page.keyboard.press("Enter")
@@ -246,7 +246,7 @@ def test_approvals_inbox_allows_a_waiting_call_live(world: World) -> None:
 
     def ask() -> None:
         with world.api("alice") as alice:
-            turn["r"] = alice.post("/v1/sessions/cleanup/messages", json={
+            turn["r"] = alice.post("/v1/sessions/alice:cleanup/messages", json={
                 "content": "run shell: rm -rf ./precious", "stream": False})
 
     worker = threading.Thread(target=ask)
@@ -255,7 +255,7 @@ def test_approvals_inbox_allows_a_waiting_call_live(world: World) -> None:
         snap = _eventually(inbox, "rm -rf ./precious")  # arrives without a reload
         assert r'\"command\": \"rm -rf ./precious\"' in snap  # the exact arguments
         assert "HIGH" in snap or "CRITICAL" in snap
-        page.get_by_role("button", name="Allow shell in cleanup").click()
+        page.get_by_role("button", name="Allow shell in alice:cleanup").click()
         _eventually(inbox, "Nothing is waiting")
     finally:
         worker.join(120)
