@@ -172,6 +172,7 @@ class RunEngine:
         self.store = store or open_store(paths.home())
         self._policies: dict[str, tuple[str, TaskPolicy]] = {}
         self._active: dict[str, str] = {}  # run id -> owner, while it holds a worker
+        self._starting: dict[str, str] = {}  # run id -> owner, started but not driven yet
         self._jobs: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,12 +226,14 @@ class RunEngine:
         run = RunRecord(uuid.uuid4().hex[:16], spec.name, spec.owner, spec.to_dict(),
                         dataclasses.asdict(trigger), "running", time.time())
         self.store.insert(run)
-        self._spawn(run.id)
+        self._starting[run.id] = spec.owner  # counted at once: a second start in the same
+        self._spawn(run.id)  # tick must see it (the scheduler's concurrency limits)
         return run.id
 
     def active(self, owner: str | None = None) -> int:
-        """Count the runs holding a worker now (parked runs hold none)."""
-        return sum(1 for o in self._active.values() if owner is None or o == owner)
+        """Count the runs holding a worker now, or about to (parked runs hold none)."""
+        going = {**self._starting, **self._active}
+        return sum(1 for o in going.values() if owner is None or o == owner)
 
     def get(self, run_id: str) -> RunRecord | None:
         """Return one run as stored."""
@@ -256,6 +259,7 @@ class RunEngine:
     # ---- one segment of a run: from start or resume to park or end ---------------------------
     async def _drive(self, run_id: str) -> None:
         run = self.store.get(run_id)
+        self._starting.pop(run_id, None)
         if run is None or run.status != "running" or run_id in self._active:
             return
         self._active[run_id] = run.owner
