@@ -177,3 +177,15 @@ def test_a_wrong_key_or_forged_cookie_gets_a_one_line_401(served: Served) -> Non
     assert err["message"].startswith("wrong API token") and wrong not in r.text
     r = httpx.get(f"{served.base}/v1/auth/me", cookies={"bastion_session": "bss_" + "A" * 43})
     assert r.status_code == 401 and "POST /v1/auth/login" in r.json()["error"]["fix"]
+
+
+def test_a_cross_origin_websocket_with_the_cookie_is_refused(served: Served) -> None:
+    """Cross-site WebSocket hijacking: another page opening the voice socket with the cookie."""
+    from tests.security.test_f21_api_tokens import _ws_accepted
+
+    cookie, _ = _login(served, "alice")
+    url = served.base.replace("http://", "ws://") + "/v1/voice/ws"
+    jar = {"Cookie": f"bastion_session={cookie}"}
+    assert _ws_accepted(url, additional_headers=jar, origin=served.base)
+    assert not _ws_accepted(url, additional_headers=jar, origin=EVIL)
+    assert not _ws_accepted(url, additional_headers=jar)  # no Origin at all
