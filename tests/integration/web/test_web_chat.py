@@ -67,7 +67,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _configure(home: Path, **model: Any) -> str:
+def _configure(home: Path, *, sso: bool = False, **model: Any) -> str:
     """Adjust the config ``bastion init`` wrote; return the admin token."""
     path = home / "bastion.yaml"
     config = yaml.safe_load(path.read_text())
@@ -76,6 +76,9 @@ def _configure(home: Path, **model: Any) -> str:
     config.setdefault("intelligence", {})["enabled"] = False
     config.setdefault("hitl", {})["rules"] = [
         {"name": "web-test-writes", "level": "high", "tools": ["write_file"]}]
+    if sso:  # only read when someone starts a sign-on (not in these tests)
+        config["api"]["oidc"] = {"issuer": "http://127.0.0.1:9/", "client_id": "bastion",
+                                 "client_secret": "secret://env/web_test_oidc"}
     path.write_text(yaml.safe_dump(config))
     return str(config["api"]["token"])
 
@@ -104,7 +107,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     try:
         assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
         token = _configure(home, backend="openai", name="fake-model", native_tools=True,
-                           base_url=f"http://127.0.0.1:{port}/v1")
+                           base_url=f"http://127.0.0.1:{port}/v1", sso=True)
         with serving(home) as base:
             yield Web(base, token, bob, home)
     finally:
@@ -163,6 +166,8 @@ def wait_idle(page: Page) -> None:
 
 
 def test_sign_in_stream_tokens_and_see_the_tool_step(web: Web, page: Page) -> None:
+    page.goto(web.base + "/")
+    page.get_by_role("button", name="Sign in with SSO").wait_for()  # api.oidc is set
     sign_in(page, web.base, web.token, "admin")
     page.evaluate("""() => {
       window.__answers = [];
