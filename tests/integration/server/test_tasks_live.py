@@ -1,11 +1,12 @@
 """Unattended tasks against a live ``python -m bastion serve`` (real SQLite, real inotify, real
-processes): an every-task fires from the server's scheduler, a signed webhook starts a run (a
-forged and a replayed one do not), a new file in a watched folder fires, and ``bastion task
-run-now`` in another process reaches the server through the task store.
+processes, the real run engine): an every-task fires from the server's scheduler, a signed
+webhook starts a run (a forged and a replayed one do not), a new file in a watched folder fires,
+and ``bastion task run-now`` in another process reaches the server through the task store; each
+run it started ends ``done`` (GET /v1/runs/ID), the webhook's with the body as its payload.
 
-The model is bastion.testing's scripted OpenAI-compatible server. Without the run engine
-(``bastion.tasks.runs.build_starter``), every fire is recorded as "no run engine" and a webhook
-answers 409: the assertions check exactly that, and check real run ids once it exists.
+The model is bastion.testing's scripted OpenAI-compatible server. Without a run engine
+(``bastion.tasks.runs.build_starter``) every fire is recorded as "no run engine" and a webhook
+answers 409: the assertions check exactly that then.
 """
 
 from __future__ import annotations
@@ -54,11 +55,22 @@ class Live:
         raise AssertionError(f"task {name} did not fire within {deadline_s} s")
 
 
-def _check_started(fire: dict[str, object]) -> None:
-    if ENGINE:
-        assert fire["run_id"] and fire["error"] is None, fire
-    else:
+def _check_started(live: Live, fire: dict[str, object]) -> dict[str, object] | None:
+    """Without the engine: the fire says so. With it: the run it started ends ``done``."""
+    if not ENGINE:
         assert fire["run_id"] is None and fire["error"] == NO_ENGINE, fire
+        return None
+    assert fire["run_id"] and fire["error"] is None, fire
+    end = time.monotonic() + 30
+    with live.api() as c:
+        while True:
+            run = c.get(f"/v1/runs/{fire['run_id']}").json()
+            if run.get("status") in ("done", "failed") or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+    assert run["status"] == "done", run
+    assert run["trigger"]["kind"] == fire["kind"], run
+    return dict(run)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +133,9 @@ def test_a_signed_webhook_starts_a_run_a_forged_or_replayed_one_does_not(live: L
         assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed"
         fires = c.get("/v1/tasks/triage").json()["fires"]
     assert [f["kind"] for f in fires] == ["webhook"]
-    _check_started(fires[0])
+    run = _check_started(live, fires[0])
+    if run is not None:  # the run got the request's body as its trigger's payload
+        assert run["trigger"]["payload"] == body.decode()
 
 
 def test_a_new_file_in_a_watched_folder_fires(live: Live) -> None:
@@ -136,7 +150,9 @@ def test_a_new_file_in_a_watched_folder_fires(live: Live) -> None:
     (live.workspace / "inbox" / "invoice.pdf").write_bytes(b"%PDF-1.4 test")
     [fire] = live.fires("inbox")
     assert fire["kind"] == "file" and fire["detail"] == "1 new file(s) in inbox"
-    _check_started(fire)
+    run = _check_started(live, fire)
+    if run is not None:
+        assert run["trigger"]["payload"] == "inbox/invoice.pdf"
 
 
 def test_run_now_from_another_process_reaches_the_server(live: Live) -> None:
@@ -151,10 +167,10 @@ def test_run_now_from_another_process_reaches_the_server(live: Live) -> None:
         assert done.returncode == 1 and NO_ENGINE in done.stderr, done.stderr
     [fire] = live.fires("adhoc")
     assert fire["kind"] == "manual" and fire["detail"] == "bastion task run-now"
-    _check_started(fire)
+    _check_started(live, fire)
 
 
 def test_an_every_task_fires_from_the_servers_scheduler(live: Live) -> None:
     fires = live.fires("tick", deadline_s=30)
     assert fires[-1]["kind"] == "every" and fires[-1]["detail"] == "every 10"
-    _check_started(fires[-1])
+    _check_started(live, fires[-1])
