@@ -17,7 +17,8 @@ from bastion import timespec
 from bastion.cli._console import out_console
 from bastion.cli._sessions import record_keys, session_names
 from bastion.cli._terminal import visible
-from bastion.errors import AuditError
+from bastion.config.loader import load
+from bastion.errors import AuditError, CryptoError
 from bastion.security.audit import AuditEvent, iter_events, open_reader, stats, verify
 from bastion.security.audit_csv import write_csv
 
@@ -222,8 +223,6 @@ def verify_cmd(
     """Check chain, signed head and anchors against the pinned key; exit 2 naming the bad record."""
     pins = list(fingerprint or [])
     if not public_key and not pins or anchor is None:
-        from bastion.config.loader import load
-
         cfg = load().audit
         if not public_key and not pins:
             pins = list(cfg.key_fingerprints)  # pinned at init, outside the audit directory
@@ -239,6 +238,85 @@ def verify_cmd(
         raise typer.Exit(2)
 
 
+# ---- proofs: bastion audit prove / verify-proof ----------------------------------------------
+def _signer(db: Path) -> Any:
+    from bastion.crypto.keys import FileSigner
+    from bastion.security.signing import audit_signer
+
+    return audit_signer(load()) or FileSigner(db.with_name(db.stem + "-signing.key"))
+
+
+def prove_cmd(
+    event_id: Annotated[int | None, typer.Argument(help="audit record id to prove")] = None,
+    count: Annotated[str | None, typer.Option(
+        "--count", help="prove how many records match: denied, critical, error, kind:K, "
+        "tool:T, decision:D, risk:R")] = None,
+    first: Annotated[int | None, typer.Option("--first", help="window start (record id)")]
+    = None,
+    last: Annotated[int | None, typer.Option("--last", help="window end (record id)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default stdout)")]
+    = None,
+    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
+) -> None:
+    """Write a signed proof: one record's inclusion, or a zero-knowledge count (--count)."""
+    from bastion.security.audit_proofs import prove_count, prove_event
+
+    path = db_path(db)
+    signer = _signer(path)
+    if count is not None:
+        bundle = prove_count(path, count, signer, first=first, last=last,
+                             max_records=load().crypto.proof_max_records)
+    elif event_id is not None:
+        bundle = prove_event(path, event_id, signer)
+    else:
+        raise CryptoError("name a record id, or --count PREDICATE",
+                          fix="bastion audit prove 42  |  bastion audit prove --count denied")
+    text = json.dumps(bundle, indent=2, ensure_ascii=False)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        typer.echo(f"wrote {output}", err=True)
+
+
+def verify_proof_cmd(
+    file: Annotated[Path, typer.Argument(help="proof file from audit prove ('-' for stdin)")],
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="trusted key; default: the trusted-keys file beside the log")]
+    = None,
+    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
+    any_key: Annotated[bool, typer.Option(
+        "--any-key", help="accept the key inside the proof (checks math, not origin)")] = False,
+) -> None:
+    """Verify a proof from ``audit prove`` (exit 2 when it fails)."""
+    from bastion.security.audit_proofs import verify_bundle
+
+    text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CryptoError(f"{file} is not JSON", fix="pass the file audit prove wrote") from exc
+    trusted: list[str] | None = None
+    if public_key:
+        trusted = [public_key]
+    elif not any_key:
+        from bastion.security.audit import trusted_keys
+
+        path = db_path(db)
+        pins = load().audit.key_fingerprints  # pinned outside the audit directory
+        trusted = trusted_keys(path, pins, [str(bundle.get("public_key", ""))])
+        if not trusted and not pins:
+            raise CryptoError(f"no trusted keys for {path}",
+                              fix="pass --public-key KEY (or --any-key to check the math only)")
+    ok, why = verify_bundle(bundle, trusted)
+    typer.secho(("ok: " if ok else "FAILED: ") + why, fg="green" if ok else "red")
+    if not ok:
+        raise typer.Exit(2)
+
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``bastion audit ...``."""
+    """Add ``bastion audit ...`` (with ``prove`` and ``verify-proof``)."""
+    audit_app.command("prove")(prove_cmd)
+    audit_app.command("verify-proof")(verify_proof_cmd)
     app.add_typer(audit_app, name="audit")

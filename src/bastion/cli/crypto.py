@@ -302,88 +302,6 @@ def combine_cmd(
         typer.echo(f"wrote {output} ({len(secret)} bytes)", err=True)
 
 
-# ---- audit proofs ----------------------------------------------------------------------------
-def _audit_db(db: Path | None) -> Path:
-    from bastion.cli.audit import db_path
-
-    return db_path(db)
-
-
-def _signer(db: Path) -> Any:
-    from bastion.crypto.keys import FileSigner
-    from bastion.security.signing import audit_signer
-
-    return audit_signer(_config()) or FileSigner(db.with_name(db.stem + "-signing.key"))
-
-
-def prove_cmd(
-    event_id: Annotated[int | None, typer.Argument(help="audit record id to prove")] = None,
-    count: Annotated[str | None, typer.Option(
-        "--count", help="prove how many records match: denied, critical, error, kind:K, "
-        "tool:T, decision:D, risk:R")] = None,
-    first: Annotated[int | None, typer.Option("--first", help="window start (record id)")]
-    = None,
-    last: Annotated[int | None, typer.Option("--last", help="window end (record id)")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default stdout)")]
-    = None,
-    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
-) -> None:
-    """Write a signed proof: one record's inclusion, or a zero-knowledge count (--count)."""
-    from bastion.security.audit_proofs import prove_count, prove_event
-
-    path = _audit_db(db)
-    signer = _signer(path)
-    if count is not None:
-        bundle = prove_count(path, count, signer, first=first, last=last,
-                             max_records=_config().crypto.proof_max_records)
-    elif event_id is not None:
-        bundle = prove_event(path, event_id, signer)
-    else:
-        raise CryptoError("name a record id, or --count PREDICATE",
-                          fix="bastion audit prove 42  |  bastion audit prove --count denied")
-    text = json.dumps(bundle, indent=2, ensure_ascii=False)
-    if output is None:
-        typer.echo(text)
-    else:
-        output.write_text(text + "\n")
-        typer.echo(f"wrote {output}", err=True)
-
-
-def verify_proof_cmd(
-    file: Annotated[Path, typer.Argument(help="proof file from audit prove ('-' for stdin)")],
-    public_key: Annotated[str | None, typer.Option(
-        "--public-key", help="trusted key; default: the trusted-keys file beside the log")]
-    = None,
-    db: Annotated[Path | None, typer.Option("--db", help="audit database")] = None,
-    any_key: Annotated[bool, typer.Option(
-        "--any-key", help="accept the key inside the proof (checks math, not origin)")] = False,
-) -> None:
-    """Verify a proof from ``audit prove`` (exit 2 when it fails)."""
-    from bastion.security.audit_proofs import verify_bundle
-
-    text = sys.stdin.read() if str(file) == "-" else file.read_text()
-    try:
-        bundle = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CryptoError(f"{file} is not JSON", fix="pass the file audit prove wrote") from exc
-    trusted: list[str] | None = None
-    if public_key:
-        trusted = [public_key]
-    elif not any_key:
-        from bastion.security.audit import trusted_keys
-
-        path = _audit_db(db)
-        pins = _config().audit.key_fingerprints  # pinned outside the audit directory
-        trusted = trusted_keys(path, pins, [str(bundle.get("public_key", ""))])
-        if not trusted and not pins:
-            raise CryptoError(f"no trusted keys for {path}",
-                              fix="pass --public-key KEY (or --any-key to check the math only)")
-    ok, why = verify_bundle(bundle, trusted)
-    typer.secho(("ok: " if ok else "FAILED: ") + why, fg="green" if ok else "red")
-    if not ok:
-        raise typer.Exit(2)
-
-
 @crypto_app.command("pin")
 def pin_cmd(
     target: Annotated[str, typer.Argument(help="HOST[:PORT] to read the key of, or a PEM file")],
@@ -593,15 +511,5 @@ def retire_cmd(as_json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``bastion crypto ...`` and the proof commands under ``bastion audit``."""
+    """Add ``bastion crypto ...``; audit.py and secrets.py add the proof and rotation commands."""
     app.add_typer(crypto_app, name="crypto")
-    try:
-        from bastion.cli.audit import audit_app
-    except ImportError:  # pragma: no cover - the audit commands are part of the core
-        return
-    audit_app.command("prove")(prove_cmd)
-    audit_app.command("verify-proof")(verify_proof_cmd)
-    from bastion.cli.secrets import secrets_app
-
-    secrets_app.command("rotate")(rotate_cmd)
-    secrets_app.command("retire")(retire_cmd)

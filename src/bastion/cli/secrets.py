@@ -140,5 +140,9 @@ def recipient_cmd() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``bastion secrets ...``."""
+    """Add ``bastion secrets ...``, with ``rotate`` and ``retire`` (``cli/crypto.py``)."""
+    from bastion.cli.crypto import retire_cmd, rotate_cmd
+
+    secrets_app.command("rotate")(rotate_cmd)
+    secrets_app.command("retire")(retire_cmd)
     app.add_typer(secrets_app, name="secrets")
