@@ -2,6 +2,7 @@
 // them, remove one. Data: POST /v1/ingest (text as content, PDFs and other binary files as
 // content_base64), GET /v1/knowledge, DELETE /v1/knowledge/{id}.
 import { registerPage } from '../app.js';
+import { ApiError } from '../api.js';
 import { el, append, replace, when, bytes, problem, statusLine, confirmDialog } from './dom.js';
 
 const MAX_BYTES = 25 * 1024 * 1024; // the API's limit per request
@@ -22,6 +23,29 @@ async function asDocument(file) {
     return { name: file.name, content_base64: base64(await file.arrayBuffer()) };
   }
   return { name: file.name, content: await file.text() };
+}
+
+/** POST JSON with upload progress (fetch has none): onProgress(sentBytes, totalBytes). The
+ * browser sends the sign-in cookie and this page's Origin, as it does for api(). */
+function postWithProgress(path, body, onProgress, signal) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    xhr.setRequestHeader('Content-Type', 'application/json');
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded, ev.total); };
+    xhr.onload = () => {
+      let data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) { resolve(data); return; }
+      const err = (data && data.error) || {};
+      reject(new ApiError(xhr.status, err.message || `HTTP ${xhr.status}`, err.fix, err.code));
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'the upload failed (network error)', 'try again'));
+    xhr.onabort = () => reject(new ApiError(0, 'the upload was cancelled', ''));
+    if (signal) signal.addEventListener('abort', () => xhr.abort());
+    xhr.send(JSON.stringify(body));
+  });
 }
 
 function mount(root, ctx) {
@@ -70,10 +94,10 @@ function mount(root, ctx) {
     if (!files.length) return;
     const big = files.find((f) => f.size > MAX_BYTES);
     if (big) {
-      say(`${big.name} is larger than 25 MiB (fix: split it, or ingest it with bastion memory ingest)`);
+      say(`${big.name} is larger than 25 MiB (fix: split it, or ingest it with: bastion ingest FILE)`);
       return;
     }
-    const total = files.reduce((n, f) => n + f.size, 0) || files.length;
+    const total = files.reduce((n, f) => n + (f.size || 1), 0);
     let done = 0;
     bar.hidden = false;
     bar.max = total;
@@ -81,17 +105,20 @@ function mount(root, ctx) {
     const outcome = [];
     for (const file of files) {
       say(`Uploading ${file.name}...`);
+      const size = file.size || 1;
       try {
-        const body = await ctx.api('/v1/ingest',
-          { method: 'POST', body: { documents: [await asDocument(file)] }, signal });
-        for (const f of body.data || []) {
+        const doc = await asDocument(file);
+        const body = await postWithProgress('/v1/ingest', { documents: [doc] }, (sent, all) => {
+          bar.value = done + size * Math.min(1, sent / all);
+        }, signal);
+        for (const f of (body && body.data) || []) {
           outcome.push(`${f.source}: ${f.status}${f.detail ? ` (${f.detail})` : ''}`);
         }
       } catch (err) {
         if (signal.aborted) return;
         outcome.push(`${file.name}: ${problem(err)}`);
       }
-      done += file.size || 1;
+      done += size;
       bar.value = done;
     }
     say(`Uploaded. ${outcome.join('; ')}`);
