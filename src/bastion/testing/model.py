@@ -67,13 +67,8 @@ class ScriptedModel:
         self.seen: list[SeenCall] = []
         self.closed = False
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[ToolSpec] = (),
-        *,
-        settings: ChatSettings | None = None,
-    ) -> AsyncIterator[ModelEvent]:
+    async def chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+                   settings: ChatSettings | None = None) -> AsyncIterator[ModelEvent]:
         """Record the call and play back the next reply (text word by word, then calls)."""
         self.seen.append(SeenCall(list(messages), list(tools), settings or ChatSettings()))
         if not self.replies:

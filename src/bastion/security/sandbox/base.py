@@ -119,14 +119,9 @@ class Sandbox(ProcessRunner, Protocol):
         """Return ``None`` when usable here, else why not (with the install line)."""
         ...
 
-    def command(
-        self,
-        argv: list[str],
-        limits: Limits | None = None,
-        *,
-        ro_paths: Sequence[Path] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> list[str]:
+    def command(self, argv: list[str], limits: Limits | None = None, *,
+                ro_paths: Sequence[Path] = (), env: Mapping[str, str] | None = None
+                ) -> list[str]:
         """Return a host command line that runs ``argv`` confined.
 
         For launchers that spawn and talk to the process themselves (stdio MCP servers);

@@ -320,14 +320,9 @@ class ContainerSandbox(SandboxBackend):
         # by all sandboxes, so there the pids cgroup alone bounds the tree
         return [*args, IMAGE, *limit_args(limits, nproc=not self._shared_uid), *argv]
 
-    def command(
-        self,
-        argv: list[str],
-        limits: Limits | None = None,
-        *,
-        ro_paths: Sequence[Path] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> list[str]:
+    def command(self, argv: list[str], limits: Limits | None = None, *,
+                ro_paths: Sequence[Path] = (), env: Mapping[str, str] | None = None
+                ) -> list[str]:
         """Return a host command line that runs ``argv`` in a fresh container (stdin open).
 
         Start it with :meth:`launch_env`: the caller's values are taken from there.
