@@ -113,6 +113,15 @@ def test_constraints_the_server_enforces_are_in_the_schema() -> None:
     assert params["last"]["anyOf"][0]["minimum"] == 1
     links = doc["paths"]["/v1/sessions"]["post"]["responses"]["201"]["links"]
     assert {"get_session", "delete_session", "post_message"} <= set(links)
+    paths = doc["paths"]  # the stateful phase's create/read/delete chains
+    assert set(paths["/v1/sessions/{session_id}"]["delete"]["responses"]["200"]["links"]) == {
+        "get_session"}
+    assert {"get_session", "delete_session"} <= set(
+        paths["/v1/sessions/{session_id}"]["patch"]["responses"]["200"]["links"])
+    assert set(paths["/v1/approvals"]["get"]["responses"]["200"]["links"]) == {
+        "get_approval", "decide_approval"}
+    assert {"remove_knowledge", "list_knowledge"} <= set(
+        paths["/v1/ingest"]["post"]["responses"]["200"]["links"])
 
 
 def test_feature_off_is_a_409_naming_the_setting() -> None:

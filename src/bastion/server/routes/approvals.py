@@ -32,7 +32,7 @@ from bastion.security.identity import current
 from bastion.server._approval_stream import with_approvals as with_approvals
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import record_keys, session_names
-from bastion.server.contract import ApiModel, errors, sse
+from bastion.server.contract import ApiModel, errors, link, links, sse
 from bastion.server.deps import BastionApp, may_approve
 from bastion.server.errors import ApiError
 from bastion.server.headers import static_page
@@ -90,7 +90,10 @@ def _manager(app: App) -> ApprovalManager:
     return app.hitl
 
 
-@router.get("", summary="Pending approvals and session rules", responses=errors(409))
+@router.get("", summary="Pending approvals and session rules", responses=errors(409),
+            operation_id="list_approvals", openapi_extra=links(200, {
+                name: link(name, approval_id="$response.body#/pending/0/id")
+                for name in ("get_approval", "decide_approval")}))
 async def list_pending(app: BastionApp, session_id: str | None = None
                        ) -> PendingList:
     """Return the requests waiting for a decision (oldest first)."""
@@ -144,7 +147,8 @@ async def approval_events(app: BastionApp) -> Response:
     return sse_response(stream())
 
 
-@router.get("/{approval_id}", summary="One pending approval", responses=errors(404, 409))
+@router.get("/{approval_id}", summary="One pending approval", responses=errors(404, 409),
+            operation_id="get_approval")
 async def get_pending(approval_id: str, app: BastionApp) -> PendingApproval:
     """Return one pending request."""
     p = _manager(app).get(approval_id)
@@ -155,7 +159,7 @@ async def get_pending(approval_id: str, app: BastionApp) -> PendingApproval:
 
 
 @router.post("/{approval_id}", summary="Approve or deny a pending tool call",
-             responses=errors(404, 409))
+             responses=errors(404, 409), operation_id="decide_approval")
 async def decide(approval_id: str, body: Decision, app: BastionApp
                  ) -> ApprovalDecided:
     """Decide a pending request (its session's owner or an approver); audited with who."""
