@@ -185,6 +185,8 @@ class RunEngine:
         """
         self._loop = asyncio.get_running_loop()
         gw = self.app.gateway
+        # an app served again (a new lifespan) drops the stages of its previous engine
+        gw.stages = [s for s in gw.stages if not isinstance(s, RunGuardStage | JournalStage)]
         gw.add_stage(RunGuardStage(self._policies), before=ApprovalStage)
         gw.add_stage(JournalStage(self.store))
         for run in self.store.runs(status=("running", "parked"), limit=100_000):
@@ -316,6 +318,10 @@ class RunEngine:
                             outcome = ("done", why, ev.answer)
                         elif isinstance(ev, TurnError):
                             outcome = ("failed", ev.message, None)
+            except asyncio.CancelledError:  # bastion stops: keep the time used for the next start
+                run.active_s += time.monotonic() - t0
+                self.store.save(run)
+                raise
             except TimeoutError:
                 outcome = ("failed", f"wall-clock budget of {policy.wall_clock_s:g}s used up", None)
             except BudgetExceeded as exc:

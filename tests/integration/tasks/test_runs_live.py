@@ -332,6 +332,16 @@ def test_sigkill_while_parked_and_while_a_sandboxed_call_runs(live: Live) -> Non
     assert verify_receipt(receipt, live.audit_db).ok
 
 
+def test_sigterm_mid_turn_then_the_next_start_resumes_the_run(live: Live) -> None:
+    run_id = live.start_run("term", "slow please", policy={"wall_clock_s": 2.5})
+    time.sleep(0.5)  # the model is streaming "tick"s
+    live.stop()  # SIGTERM
+    live.start()
+    run = live.wait(run_id, _ended, timeout=30)
+    assert run["resumes"] == 1  # taken up again, from its saved state, by the next start
+    assert (run["status"], run["reason"]) == ("failed", "wall-clock budget of 2.5s used up")
+
+
 def test_a_run_acts_as_its_owner_and_only_owner_and_approvers_see_its_approval(
         live: Live) -> None:
     store = open_keystore(live.home)

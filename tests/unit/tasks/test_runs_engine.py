@@ -135,3 +135,23 @@ async def test_a_tampered_receipt_or_audit_log_fails_verification(
     con.close()
     line = verify_receipt(run.receipt, db).line
     assert line.startswith("FAILED: the audit log does not verify: FAILED at record "), line
+
+
+async def test_an_app_served_twice_keeps_one_set_of_run_stages_and_the_events_stream(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(call("write_file", path="b.txt", content="y"), say("ok"),
+                        tools={"write_file": "ask"})
+    again = RunEngine(engine.app, engine.store)
+    again.open()  # what a second lifespan of the same app does
+    kinds = [type(s).__name__ for s in engine.app.gateway.stages]
+    assert kinds.count("RunGuardStage") == 1 and kinds.count("JournalStage") == 1
+    assert engine.app.hitl is not None
+    events = engine.app.hitl.events()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    run_id = again.start(_spec("stream", TaskPolicy()), Trigger("manual", 0.0))
+    event = await asyncio.wait_for(first, 10)  # the normal approvals stream carries it
+    assert event["type"] == "approval_pending" and event["tool"] == "write_file"
+    await events.aclose()  # type: ignore[attr-defined]
+    run = await _until(again, run_id, "parked")
+    assert event["id"] == run.parked[0].approval_id
