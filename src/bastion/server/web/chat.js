@@ -6,7 +6,12 @@
 // markdown.js (the one sanitising renderer).
 
 import { registerPage, h, text } from "./app.js";
-import { copyButton, renderMarkdown } from "./markdown.js";
+import { copyButton } from "./copy.js";
+
+// The renderer (and its vendored libraries) loads beside the page, not before it: until it
+// is there, an answer shows as plain text, then it is rendered.
+let markdown = null;
+const markdownReady = import("./markdown.js").then((m) => { markdown = m; });
 
 const LONG_RESULT = 600; // characters; longer results start collapsed
 const enc = encodeURIComponent;
@@ -33,7 +38,12 @@ function answerBubble() {
   let frame = 0;
   const render = () => {
     frame = 0;
-    renderMarkdown(body, source);
+    if (markdown) {
+      markdown.renderMarkdown(body, source);
+    } else {
+      text(body, source);
+      markdownReady.then(() => { if (!frame) frame = requestAnimationFrame(render); });
+    }
   };
   el.append(h("div", { class: "msg-tools" }, copyButton(() => source, "Copy answer")));
   return {

@@ -7,6 +7,7 @@
 
 import "./vendor/purify-3.4.18.min.js";
 import { Marked } from "./vendor/marked-18.2.1.esm.js";
+import { copyButton } from "./copy.js";
 
 const DOMPurify = globalThis.DOMPurify;
 
@@ -42,32 +43,6 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
     node.removeAttribute("class");
   }
 });
-
-/** Copy `getText()` to the clipboard; a button labelled `label` (its accessible name). */
-export function copyButton(getText, label) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = "copy";
-  b.textContent = "Copy";
-  b.setAttribute("aria-label", label);
-  b.addEventListener("click", async () => {
-    const value = getText();
-    try {
-      await navigator.clipboard.writeText(value);
-    } catch (_) { // no clipboard permission: select it the old way
-      const area = document.createElement("textarea");
-      area.value = value;
-      area.setAttribute("aria-hidden", "true");
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    b.textContent = "Copied";
-    setTimeout(() => { b.textContent = "Copy"; }, 1500);
-  });
-  return b;
-}
 
 /** Return the sanitised DOM fragment of Markdown `src`. */
 export function markdownFragment(src) {
