@@ -9,6 +9,7 @@ signed trigger is ``tests/integration/server/test_tasks_live.py``.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -45,13 +46,24 @@ class World:
         self.start()
 
     def start(self) -> None:
+        """Start (or restart) the API over this home; one per module keeps the tests quick."""
         config = Config.model_validate({"api": {"token": ADMIN},
                                         "memory": {"enabled": False},
                                         "tasks": {"scheduler": False}})
-        self.app = build_app(config, model=ScriptedModel())
-        self.client = TestClient(create_app(self.app, close_app=True))
-        self.client.__enter__()
-        self.client.app.state.tasks.starter = self.starter  # type: ignore[attr-defined]
+        before = os.environ.get("BASTION_HOME")
+        os.environ["BASTION_HOME"] = str(self.home)  # what start-up opens lives here
+        try:
+            self.app = build_app(config, model=ScriptedModel())
+            self.client = TestClient(create_app(self.app, close_app=True))
+            self.client.__enter__()
+        finally:
+            if before is None:
+                os.environ.pop("BASTION_HOME", None)
+            else:
+                os.environ["BASTION_HOME"] = before
+        state = self.client.app.state  # type: ignore[attr-defined]
+        state.keystore = open_store(self.home)  # users and keys of this home, not a test's
+        state.tasks.starter = self.starter
 
     def stop(self) -> None:
         assert self.client is not None
@@ -72,11 +84,23 @@ class World:
             "X-Bastion-Signature": sig, "Content-Type": "application/json"})
 
 
-@pytest.fixture
-def world(bastion_home: Path) -> Iterator[World]:
-    w = World(bastion_home)
+@pytest.fixture(scope="module")
+def _world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("tasks-security-home"))
     yield w
     w.stop()
+
+
+@pytest.fixture
+def world(_world: World) -> World:
+    """The module's API with no tasks and a fresh recording engine."""
+    assert _world.client is not None
+    sched = _world.client.app.state.tasks  # type: ignore[attr-defined]
+    for task in sched.store.list_tasks():
+        sched.store.remove(task.spec.owner, task.spec.name)
+    _world.starter = RecordingStarter()
+    sched.starter = _world.starter
+    return _world
 
 
 def _add_hook(world: World, key: str, name: str = "triage") -> str:
