@@ -67,7 +67,7 @@ def main() -> None:
     import bastion.cli.main
 
     bastion.cli.main._load_commands()
-    bastion.cli.main._load_commands = lambda: None  # type: ignore[assignment]
+    bastion.cli.main._load_commands = lambda *_: None  # type: ignore[assignment]
     # typer rebuilds the click command tree from the annotations on every call (~0.2 s);
     # build it once here, so each child only parses and runs.
     command = typer.main.get_command(bastion.cli.main.app)
