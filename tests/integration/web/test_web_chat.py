@@ -322,7 +322,7 @@ def test_chat_on_the_shipped_model(tmp_path: Path, browser: Browser) -> None:
     home.mkdir()
     init = _bastion("init", "--yes", home=home)
     assert init.returncode == 0, init.stderr
-    token = _configure(home)
+    token = _configure(home, slots=1)  # one model worker: the test sends one message
     with serving(home) as base:
         context = browser.new_context()
         context.add_init_script(WATCH)
