@@ -59,8 +59,7 @@ COMMAND_OWNERS: dict[str, tuple[str, ...]] = {
     "cluster": ("bastion.cli.cluster",), "node": ("bastion.cli.cluster",),
     "mcp": ("bastion.cli.mcp",), "gateway": ("bastion.cli.gateway",),
     "sandbox": ("bastion.cli.sandbox",), "voice": ("bastion.cli.voice",),
-    "audit": ("bastion.cli.audit", "bastion.cli.crypto"),  # crypto adds audit prove
-    "secrets": ("bastion.cli.secrets", "bastion.cli.crypto"),  # and secrets rotate|retire
+    "audit": ("bastion.cli.audit",), "secrets": ("bastion.cli.secrets",),
     "privacy": ("bastion.cli.privacy",), "crypto": ("bastion.cli.crypto",),
     "intel": ("bastion.cli.intel",), "browser": ("bastion.cli.browser",),
     "undo": ("bastion.cli.undo",), "model": ("bastion.cli.model",),
