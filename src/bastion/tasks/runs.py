@@ -44,7 +44,14 @@ from bastion.security.approval import (
     ApprovalRequest,
     approving_with,
 )
-from bastion.security.gateway import CallRequest, Next, ToolResult, denied
+from bastion.security.gateway import (
+    CallRequest,
+    Gateway,
+    Next,
+    ToolResult,
+    denied,
+    stage_index,
+)
 from bastion.security.identity import ADMIN_OWNER, Principal, acting_as, make_principal
 from bastion.security.policy import ApprovalStage
 from bastion.tasks import notify, receipt
@@ -176,19 +183,16 @@ class RunEngine:
         self._jobs: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard = RunGuardStage(self._policies)
+        self._journal = JournalStage(self.store)
 
     # ---- life cycle ---------------------------------------------------------------------------
     def open(self) -> None:
-        """Add the run stages to the gateway and take up the runs a stop left behind.
+        """Take up the runs a stop left behind.
 
         Call it on the event loop the runs will use (the server's).
         """
         self._loop = asyncio.get_running_loop()
-        gw = self.app.gateway
-        # an app served again (a new lifespan) drops the stages of its previous engine
-        gw.stages = [s for s in gw.stages if not isinstance(s, RunGuardStage | JournalStage)]
-        gw.add_stage(RunGuardStage(self._policies), before=ApprovalStage)
-        gw.add_stage(JournalStage(self.store))
         for run in self.store.runs(status=("running", "parked"), limit=100_000):
             self.recover(run)
 
@@ -364,7 +368,17 @@ class RunEngine:
         self.store.save(run)
 
     def _agent(self, policy: TaskPolicy) -> Agent:
+        """Return an agent whose gateway is the app's plus the run stages (runs only).
+
+        The guard goes just before approval, the journal innermost; other turns' calls
+        never pass them.
+        """
         agent = self.app.agent()
+        gw = self.app.gateway
+        stages = list(gw.stages)
+        stages.insert(stage_index(stages, ApprovalStage), self._guard)
+        stages.append(self._journal)
+        agent.gateway = Gateway(gw.registry, gw.environment, stages)
         tools = [n for n in self.app.registry.names() if policy.allows_tool(n)]
         agent.options = dataclasses.replace(
             agent.options, tools=tools if policy.tools is not None else agent.options.tools,

@@ -137,14 +137,17 @@ async def test_a_tampered_receipt_or_audit_log_fails_verification(
     assert line.startswith("FAILED: the audit log does not verify: FAILED at record "), line
 
 
-async def test_an_app_served_twice_keeps_one_set_of_run_stages_and_the_events_stream(
+async def test_run_stages_stay_off_the_apps_gateway_and_the_events_stream_shows_parks(
         engine_for: Callable[..., RunEngine]) -> None:
     engine = engine_for(call("write_file", path="b.txt", content="y"), say("ok"),
                         tools={"write_file": "ask"})
     again = RunEngine(engine.app, engine.store)
     again.open()  # what a second lifespan of the same app does
-    kinds = [type(s).__name__ for s in engine.app.gateway.stages]
-    assert kinds.count("RunGuardStage") == 1 and kinds.count("JournalStage") == 1
+    kinds = [type(s).__name__ for s in engine.app.gateway.stages]  # other turns: no run stages
+    assert "RunGuardStage" not in kinds and "JournalStage" not in kinds
+    run_kinds = [type(s).__name__ for s in again._agent(TaskPolicy()).gateway.stages]
+    assert run_kinds[-1] == "JournalStage"
+    assert run_kinds.index("RunGuardStage") == run_kinds.index("ApprovalStage") - 1
     assert engine.app.hitl is not None
     events = engine.app.hitl.events()
     first = asyncio.ensure_future(anext(events))
