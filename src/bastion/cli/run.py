@@ -79,6 +79,9 @@ def verify(
     file: Annotated[Path, typer.Argument(help="a receipt written by bastion run receipt")],
     db: Annotated[Path | None, typer.Option("--db", help="the audit database "
                                             "(default: this home's)")] = None,
+    fingerprint: Annotated[list[str] | None, typer.Option(
+        "--fingerprint", help="trusted key fingerprint (default: audit.key_fingerprints); "
+                              "repeat")] = None,
 ) -> None:
     """Check a receipt offline: its signature, the audit chain, and that they agree."""
     from bastion.security.setup import audit_path
@@ -95,7 +98,12 @@ def verify(
     path = db or audit_path()
     if not path.exists():
         raise NotFoundError(f"no audit log at {path}", fix="pass --db with the audit database")
-    check = verify_receipt(data, path)
+    pins = list(fingerprint or [])
+    if not pins:
+        from bastion.config.loader import load
+
+        pins = list(load().audit.key_fingerprints)  # pinned at init, outside the audit dir
+    check = verify_receipt(data, path, pins)
     typer.echo(check.line)
     if not check.ok:
         raise typer.Exit(1)

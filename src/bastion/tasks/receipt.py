@@ -77,8 +77,13 @@ def _bad(why: str) -> ReceiptCheck:
     return ReceiptCheck(False, f"FAILED: {why}")
 
 
-def verify_receipt(receipt: dict[str, Any], audit_db: Path) -> ReceiptCheck:
-    """Check ``receipt`` against the audit database at ``audit_db`` (offline)."""
+def verify_receipt(receipt: dict[str, Any], audit_db: Path,
+                   fingerprints: tuple[str, ...] | list[str] = ()) -> ReceiptCheck:
+    """Check ``receipt`` against the audit database at ``audit_db`` (offline).
+
+    ``fingerprints`` pin the trusted keys (``audit.key_fingerprints``, kept outside the audit
+    directory); without them the keys in the log's ``audit-signing.pub`` are trusted.
+    """
     sig = receipt.get("signature")
     body = {k: v for k, v in receipt.items() if k != "signature"}
     if not isinstance(sig, dict) or not {"public_key", "value"} <= sig.keys():
@@ -89,9 +94,10 @@ def verify_receipt(receipt: dict[str, Any], audit_db: Path) -> ReceiptCheck:
         good = False
     if not good:
         return _bad("the receipt's signature does not match its contents (it was altered)")
-    if sig["public_key"] not in trusted_keys(audit_db):
+    key = str(sig["public_key"])
+    if key not in trusted_keys(audit_db, fingerprints, candidates=(key,)):
         return _bad("the receipt is signed by a key the audit log does not trust")
-    report = verify_log(audit_db)
+    report = verify_log(audit_db, fingerprints=fingerprints)
     if not report.ok:
         return _bad(f"the audit log does not verify: {report.summary()}")
     try:

@@ -17,6 +17,7 @@ import pytest
 
 from bastion.app import App, build_app
 from bastion.config.model import ApiConfig, Config, MemoryConfig
+from bastion.crypto.keys import fingerprint
 from bastion.security.approval import ApprovalParked, ApprovalRequest
 from bastion.tasks.park import RunRecord, RunStore
 from bastion.tasks.receipt import verify_receipt
@@ -125,6 +126,10 @@ async def test_a_tampered_receipt_or_audit_log_fails_verification(
     assert run.receipt is not None
     db = engine.app.audit.path
     assert verify_receipt(run.receipt, db).ok
+    pin = fingerprint(run.receipt["signature"]["public_key"], 64)
+    assert verify_receipt(run.receipt, db, [pin]).ok
+    assert verify_receipt(run.receipt, db, ["0" * 32]).line == (
+        "FAILED: the receipt is signed by a key the audit log does not trust")
     swapped = dict(run.receipt, tool_calls=[])  # a receipt hiding its calls
     assert verify_receipt(swapped, db).line == (
         "FAILED: the receipt's signature does not match its contents (it was altered)")
