@@ -191,7 +191,7 @@ def extra_module(monkeypatch):
     mod.router = router  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
     monkeypatch.setattr(server_app, "ROUTE_MODULES",
-                        [*server_app.ROUTE_MODULES, mod.__name__, "bastion.server.routes.nope"])
+                        [*server_app.ROUTE_MODULES, mod.__name__])
     return mod
 
 
