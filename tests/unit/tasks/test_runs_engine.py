@@ -163,3 +163,12 @@ async def test_run_stages_stay_off_the_apps_gateway_and_the_events_stream_shows_
     await events.aclose()  # type: ignore[attr-defined]
     run = await _until(again, run_id, "parked")
     assert event["id"] == run.parked[0].approval_id
+
+
+async def test_max_steps_forces_the_answer_and_says_so(
+        engine_for: Callable[..., RunEngine]) -> None:
+    engine = engine_for(call("list_files", path="."), say("forced answer"))
+    run_id = engine.start(_spec("steps", TaskPolicy(max_steps=1)), Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "done", "failed")
+    assert (run.status, run.answer) == ("done", "forced answer")
+    assert run.reason == "max steps (1) reached: the answer was forced without tools"
