@@ -132,9 +132,26 @@ function mount(root) {
   };
 }
 
-if (navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === 'function' &&
-    typeof WebSocket === 'function' && typeof AudioContext === 'function') {
+/** Run ``fn`` once someone is signed in (the shell shows its "Signed in as" box then): the
+ * page modules load before sign-in, and GET /v1/voice needs a signed-in user. */
+function whenSignedIn(fn) {
+  const who = document.getElementById('who');
+  if (!who || !who.hidden) { fn(); return; }
+  const watch = new MutationObserver(() => {
+    if (!who.hidden) { watch.disconnect(); fn(); }
+  });
+  watch.observe(who, { attributes: true, attributeFilter: ['hidden'] });
+}
+
+function probe() {
   api('/v1/voice').then((s) => {
     if (s && s.available) registerPage('voice', { title: 'Voice', needsScope: 'chat', mount });
-  }).catch(() => { /* no voice page: the server did not say it can speak */ });
+  }).catch((err) => {
+    if (err && err.status === 401) whenSignedIn(probe); // signed out meanwhile: ask again later
+  });
+}
+
+if (navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === 'function' &&
+    typeof WebSocket === 'function' && typeof AudioContext === 'function') {
+  whenSignedIn(probe);
 }
