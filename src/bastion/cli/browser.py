@@ -8,20 +8,14 @@ import typer
 from rich.table import Table
 
 from bastion.cli._console import out_console
-from bastion.config.model import Config
+from bastion.cli._options import JsonOpt
+from bastion.cli._options import load_config as _config
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
     from bastion.client import BastionClient
 
 browser_app = typer.Typer(help="Browser sessions of the running server.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def _config() -> Config:
-    from bastion.config.loader import load
-
-    return load()
 
 
 def _client() -> BastionClient:

@@ -18,6 +18,8 @@ import typer
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.cli._options import JsonOpt
+from bastion.cli._options import load_config as _config
 from bastion.config.model import Config
 from bastion.errors import ClusterError, ConfigError, NotFoundError
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 cluster_app = typer.Typer(help="Inspect and manage the model cluster.", no_args_is_help=True)
 node_app = typer.Typer(help="Run this machine as a cluster node.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 # ---- talking to the running server -----------------------------------------------------
@@ -37,12 +38,6 @@ class _NoServer(Exception):
 
 class _NoClusterServer(_NoServer):
     """A server runs, but it does not route a cluster (its model.backend is another)."""
-
-
-def _config() -> Config:
-    from bastion.config.loader import load
-
-    return load()
 
 
 T = TypeVar("T")

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bastion.cli._options import JsonOpt
+from bastion.cli._options import load_config as _config
 from bastion.errors import CryptoError
 
 crypto_app = typer.Typer(help="HSM signing, sealed keys, Shamir shares, MPC.",
@@ -28,13 +30,6 @@ hsm_app = typer.Typer(help="The PKCS#11 token (HSM) that signs the audit log.",
                       no_args_is_help=True)
 crypto_app.add_typer(hsm_app, name="hsm")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def _config() -> Any:
-    from bastion.config.loader import load
-
-    return load()
 
 
 def manifest_path() -> Path:

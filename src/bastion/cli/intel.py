@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.cli._options import JsonOpt
+from bastion.cli._options import load_config as _config
 from bastion.errors import BastionError
 
 console = out_console()
@@ -27,14 +29,7 @@ intel_app.add_typer(feeds_app, name="feeds")
 intel_app.add_typer(siem_app, name="siem")
 intel_app.add_typer(alerts_app, name="alerts")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 DbOpt = Annotated[Path | None, typer.Option("--db", help="audit database (default: HOME/audit)")]
-
-
-def _config() -> Any:
-    from bastion.config.loader import load
-
-    return load()
 
 
 def _db(db: Path | None) -> Path:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console, progress
+from bastion.cli._options import JsonOpt
 from bastion.cli._prompt import confirm
 from bastion.cli._terminal import visible
 from bastion.errors import MemoryStoreError
@@ -50,7 +51,6 @@ sessions_app = typer.Typer(help="List, show, rename, delete and export conversat
                            no_args_is_help=True)
 knowledge_app = typer.Typer(help="List and remove ingested documents.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @sessions_app.command("list")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bastion.cli._options import JsonOpt
 from bastion.errors import ModelError
 from bastion.llm import store
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from bastion.hardware import Recommendation
 
 model_app = typer.Typer(help="Pull, list, verify and switch GGUF models.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _size(n: float) -> str:

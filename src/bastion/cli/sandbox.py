@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.cli._options import JsonOpt
 from bastion.config.backends import SANDBOX_BACKENDS
 from bastion.errors import BastionError, SandboxError
 
@@ -25,7 +26,6 @@ _out = out_console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @sandbox_app.command("status")

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.cli._options import JsonOpt
 from bastion.errors import ConfigError
 from bastion.security.identity import ROLES, SCOPES, Quota
 from bastion.security.keystore import KeyStore, open_store
@@ -31,7 +32,6 @@ keys_app = typer.Typer(help="API keys: scoped, expiring, shown once, stored hash
 
 RoleOpt = Annotated[list[str] | None, typer.Option(
     "--role", "-r", help=f"role, repeatable: {', '.join(ROLES)}")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 RequestsOpt = Annotated[str | None, typer.Option(
     "--requests", help="request limit, e.g. 60/minute")]
 TokensOpt = Annotated[str | None, typer.Option(

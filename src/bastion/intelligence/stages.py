@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from bastion.intelligence.anomaly import AnomalyDetector, Assessment
 from bastion.intelligence.features import CallView, SubjectState
@@ -24,18 +24,12 @@ from bastion.intelligence.feeds import IndicatorIndex
 from bastion.intelligence.threat import ThreatScore, score
 from bastion.intelligence.trust import TrustManager, evidence_of
 from bastion.security.gateway import ApprovalRecord, CallRequest, Next, ToolResult, denied
+from bastion.security.recorder import AuditRecorder
 from bastion.tools.base import Risk
 
 
 def _now() -> float:
     return time.time()  # looked up per call, so a patched clock (tests) is honoured
-
-class _Recorder(Protocol):
-    def record(self, kind: str, *, actor: str | None = ..., session_id: str | None = ...,
-               tool: str | None = ..., decision: str | None = ..., risk: str | None = ...,
-               arguments: Any = ..., result: str | None = ..., duration_ms: float | None = ...,
-               detail: Any = ...) -> int: ...
-
 
 def _drivers_text(a: Assessment) -> str:
     parts = [f"{d.feature}={d.value:.3g} (usual {d.median:.3g})" for d in a.drivers[:3]]
@@ -46,7 +40,7 @@ class ThreatStage:
     """Anomaly + threat intel -> threat score -> allow, ask or deny."""
 
     def __init__(self, detector: AnomalyDetector | None, index: IndicatorIndex | None,
-                 states: dict[str, SubjectState], *, audit: _Recorder | None = None,
+                 states: dict[str, SubjectState], *, audit: AuditRecorder | None = None,
                  ask_at: float = 60.0, deny_at: float = 90.0, cold_start: str = "allow",
                  clock: Callable[[], float] | None = None) -> None:
         self.detector = detector
@@ -122,7 +116,7 @@ class TrustStage:
     """Auto-approve risk-only approvals of trusted (subject, tool) pairs; learn outcomes."""
 
     def __init__(self, trust: TrustManager, *, default_threshold: Risk,
-                 max_risk: Risk = Risk.MEDIUM, audit: _Recorder | None = None) -> None:
+                 max_risk: Risk = Risk.MEDIUM, audit: AuditRecorder | None = None) -> None:
         self.trust = trust
         self.default_threshold = default_threshold
         self.max_risk = min(max_risk, Risk.HIGH)  # CRITICAL is always asked

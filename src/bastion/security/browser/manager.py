@@ -33,18 +33,8 @@ from bastion.security.browser._launch import (
 from bastion.security.browser._network import RequestBroker, SessionNet, check_url, norm_url
 from bastion.security.browser._snapshot import Element
 from bastion.security.browser.preauth import Site, login
+from bastion.security.recorder import AuditRecorder
 from bastion.tools.builtin.web import DirectFetcher
-
-
-class Recorder(Protocol):
-    """The audit log's ``record`` (what the manager writes: session and network events)."""
-
-    def record(self, kind: str, *, actor: str | None = ..., session_id: str | None = ...,
-               tool: str | None = ..., decision: str | None = ..., risk: str | None = ...,
-               arguments: Any = ..., result: str | None = ..., duration_ms: float | None = ...,
-               detail: Any = ...) -> int:
-        """Append one audit record."""
-        ...
 
 
 class Resolver(Protocol):
@@ -110,7 +100,7 @@ class BrowserManager:
 
     def __init__(self, settings: BrowserSettings, *, fetcher: DirectFetcher, workspace: Path,
                  sites: Iterable[Site] = (), resolver: Resolver | None = None,
-                 audit: Recorder | None = None, runtime_dir: Path | None = None) -> None:
+                 audit: AuditRecorder | None = None, runtime_dir: Path | None = None) -> None:
         self.settings = settings
         self.fetcher = fetcher
         self.workspace = workspace

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from bastion.config import paths
 from bastion.config.model import Config
-from bastion.security.browser.manager import BrowserManager, BrowserSettings, Recorder, Resolver
+from bastion.security.browser.manager import BrowserManager, BrowserSettings, Resolver
 from bastion.security.browser.preauth import Site
 from bastion.security.browser.rules import BrowserGuardStage, browser_conditions, browser_rules
 from bastion.security.gateway import Gateway
 from bastion.security.hitl.risk import RiskClassifier, RiskStage
+from bastion.security.recorder import AuditRecorder
 from bastion.security.redact import Redactor
 from bastion.tools.builtin.web import DirectFetcher
 
@@ -31,7 +32,7 @@ def browser_fetcher(config: Config) -> DirectFetcher:
 
 
 def build_browser(config: Config, workspace: Path, *, resolver: Resolver | None,
-                  audit: Recorder | None) -> BrowserManager:
+                  audit: AuditRecorder | None) -> BrowserManager:
     """Return the session manager for ``config.browser`` (chromium starts on first use)."""
     b = config.browser
     settings = BrowserSettings(

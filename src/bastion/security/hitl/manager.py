@@ -16,9 +16,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from bastion.security.approval import ApprovalDecision, ApprovalRequest, Approver
+from bastion.security.recorder import AuditRecorder
 from bastion.security.redact import Redactor
 from bastion.tools.base import Risk
 
@@ -26,13 +27,6 @@ Scope = Literal["once", "session"]
 
 
 _Subscriber = tuple[asyncio.AbstractEventLoop, "asyncio.Queue[dict[str, Any]]"]
-
-
-class _Recorder(Protocol):
-    def record(self, kind: str, *, actor: str | None = ..., session_id: str | None = ...,
-               tool: str | None = ..., decision: str | None = ..., risk: str | None = ...,
-               arguments: Any = ..., result: str | None = ..., duration_ms: float | None = ...,
-               detail: Any = ...) -> int: ...
 
 
 @dataclass(slots=True)
@@ -73,7 +67,7 @@ class ApprovalManager:
         self,
         *,
         default_threshold: Risk = Risk.HIGH,
-        audit: _Recorder | None = None,
+        audit: AuditRecorder | None = None,
         redactor: Redactor | None = None,
         delegate: Approver | None = None,
     ) -> None:
