@@ -4,6 +4,9 @@
 //
 //   import { registerPage, h, text } from "../app.js";
 //   registerPage(id, { title, icon?, needsScope?, mount(root, ctx) });
+//     - page modules load after sign-in (they may call the API as they load) and may
+//       register later (e.g. once the server says their feature is on); a deep link to a
+//       page not registered yet shows "Loading…" until it is, or "Not found"
 //     - the page's route is `#/<id>`; `#/<id>/<rest...>` passes ctx.params = [rest...]
 //     - mount(root, ctx) fills `root` (an empty <section>) and may return an unmount function,
 //       called when the user leaves the page (abort your fetches/streams there)
@@ -24,7 +27,8 @@ import { api, sse, me, login, logout, onSignedOut, signedIn, ssoAvailable } from
 
 const pages = new Map();
 let current = null; // {id, unmount}
-let loaded = false; // the page modules are loaded
+let loaded = false; // the chat page is loaded (the shell can route)
+let allLoaded = false; // pages/index.js and every page it imports are loaded
 let signedInNow = false;
 
 /** Set the text of `el` to `s` (never parsed as HTML); return `el`. */
@@ -79,9 +83,9 @@ export function registerPage(id, spec) {
   if (!/^[a-z][a-z0-9-]*$/.test(id)) throw new Error(`bad page id ${id}`);
   if (typeof spec.mount !== "function") throw new Error(`page ${id} has no mount()`);
   pages.set(id, spec);
-  if (loaded) {
+  if (loaded && signedInNow) {
     renderNav();
-    if (current === null || current.id === id) route();
+    if (current !== null && current.id === id) route(); // it was waited for
   }
 }
 
@@ -123,6 +127,11 @@ async function route() {
   const spec = pages.get(id);
   const root = h("section", { class: `page page-${id}`, "aria-labelledby": "page-title" });
   main.replaceChildren(root);
+  if (!spec && !allLoaded) { // a page that is still loading registers and routes again
+    root.append(h("p", { class: "muted", id: "page-title" }, "Loading…"));
+    current = { id, unmount: null };
+    return;
+  }
   if (!spec) {
     root.append(h("h1", { id: "page-title" }, "Not found"),
                 h("p", {}, "No such page. ", h("a", { href: "#/chat" }, "Go to the chat")));
@@ -201,31 +210,41 @@ function showLogin(message) {
   key.focus();
 }
 
-let pagesLoading = null;
+let chatLoading = null;
+let othersLoading = null;
 
-/** Load the page modules once (they hold code only; their data needs a signed-in user). */
-function loadPages() {
-  if (!pagesLoading) {
-    pagesLoading = (async () => {
-      await import("./chat.js");
-      try {
-        await import("./pages/index.js");
-      } catch (e) {
-        console.error(e);
-        toast(`Some pages failed to load: ${e.message}`);
-      }
+/** Load the chat page's code (no data: it may load before anyone is signed in). */
+function loadChat() {
+  if (!chatLoading) {
+    chatLoading = import("./chat.js").then(() => {
       loaded = true;
       window.addEventListener("hashchange", () => { if (signedInNow) route(); });
-    })();
+    });
   }
-  return pagesLoading;
+  return chatLoading;
+}
+
+/** Load the other pages in the background once signed in (a page may call the API as it
+ * loads, e.g. to register itself only where the server offers its feature). */
+function loadOtherPages() {
+  if (!othersLoading) {
+    othersLoading = import("./pages/index.js").catch((e) => {
+      console.error(e);
+      toast(`Some pages failed to load: ${e.message}`);
+    }).finally(() => {
+      allLoaded = true;
+      if (signedInNow && current && !pages.has(current.id)) route(); // still not there
+    });
+  }
+  return othersLoading;
 }
 
 async function start() {
   const who = await me();
   signedInNow = true;
   renderWho(who);
-  await loadPages();
+  loadOtherPages();
+  await loadChat();
   await renderNav();
   await route();
 }
@@ -237,7 +256,7 @@ onSignedOut(() => {
 });
 
 async function boot() {
-  loadPages(); // in parallel with asking who is signed in
+  loadChat(); // in parallel with asking who is signed in
   let ok = false;
   try {
     ok = await signedIn();
