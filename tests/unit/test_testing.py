@@ -6,7 +6,7 @@ import pytest
 
 from bastion.errors import ModelHTTPError
 from bastion.llm.http import PROFILES, HttpModel
-from bastion.messages import ChatSettings, Message, TextDelta, ToolCallEvent
+from bastion.messages import ChatSettings, Message, TextDelta, ToolCallEvent, ToolSpec
 from bastion.testing import FakeOpenAIServer, ScriptedModel, call, say, serve
 
 
@@ -41,3 +41,34 @@ async def test_scripted_model_plays_back_and_records() -> None:
     with pytest.raises(AssertionError, match="ran out of replies"):
         async for _ in model.chat([Message("user", "more")]):
             pass
+
+
+async def test_fake_openai_server_scripts_native_tool_calls() -> None:
+    fake = FakeOpenAIServer(script=[
+        {"when": "list", "tool": "list_files", "arguments": {"path": "."},
+         "then": "found: {result}"},
+        {"when": "hello", "text": "hi there"}])
+    server = await serve(fake, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    model = HttpModel("fake-model", quirks=PROFILES["llamacpp"], native_tools=True,
+                      base_url=f"http://127.0.0.1:{port}/v1")
+    tools = [ToolSpec("list_files", "List files.",
+                      {"type": "object", "properties": {"path": {"type": "string"}}})]
+
+    async def run(*messages: Message) -> list[object]:
+        return [e async for e in model.chat(list(messages), tools, settings=ChatSettings())]
+
+    try:
+        first = await run(Message("user", "please list them"))
+        calls = [e.call for e in first if isinstance(e, ToolCallEvent)]
+        assert [(c.name, c.arguments) for c in calls] == [("list_files", {"path": "."})]
+        second = await run(Message("user", "please list them"),
+                           Message("assistant", "", tool_calls=calls),
+                           Message("tool", "a.txt", tool_call_id=calls[0].id))
+        assert "".join(e.text for e in second if isinstance(e, TextDelta)) == "found: a.txt"
+        third = await run(Message("user", "hello"))
+        assert "".join(e.text for e in third if isinstance(e, TextDelta)) == "hi there"
+    finally:
+        await model.aclose()
+        server.close()
+        await server.wait_closed()
