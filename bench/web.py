@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "web.txt")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers it started
     from playwright.sync_api import sync_playwright
 
     with TemporaryDirectory(prefix="bench-web-") as tmp:
