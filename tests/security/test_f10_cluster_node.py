@@ -154,7 +154,14 @@ def _discover(lan: tuple[str, str, str], home: Path, tmp: Path,
         assert line, router.stderr.read() if router.stderr else ""
         before = json.loads(line)["nodes"]
         flag.touch()
-        time.sleep(6)  # the rogue announces; mDNS resolves it; health checks run
+        # the rogue announces; mDNS resolves it; health checks run: wait until the router
+        # has contacted the rogue's address (at most 30 s), then 2 s more for its state to
+        # settle (health_interval_s is 0.3), instead of a fixed 6 s
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"rogue"' not in (
+                log.read_text() if log.exists() else ""):
+            time.sleep(0.1)
+        time.sleep(2)
         router.stdin.write("\n")
         router.stdin.flush()
         after = json.loads(router.stdout.readline())["nodes"]
