@@ -11,8 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bastion"
 #: Modules written in parallel by other work, not audited yet: this set only shrinks.
-KNOWN = {"cli/tasks.py", "server/auth_oidc.py", "server/routes/auth.py", "server/routes/tasks.py",
-         "tasks/spec.py", "tasks/store.py"}
+KNOWN: set[str] = set()
 RAISE = re.compile(r"^\s*raise\b")
 
 

@@ -77,9 +77,9 @@ def _rule(text: str) -> AutoApprove:
     tool, _, risk = text.partition(":")
     try:
         level = Risk.parse(risk or "medium")
-    except KeyError:
+    except KeyError as exc:
         raise ConfigError(f"unknown risk {risk!r} in --auto-approve {text}",
-                          fix="write TOOL or TOOL:low|medium|high") from None
+                          fix="write TOOL or TOOL:low|medium|high") from exc
     return AutoApprove(tool, level)
 
 

@@ -78,6 +78,7 @@ class OidcSignIn:
             rv = await self.client.create_authorization_url(
                 redirect_url, state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32))
         except Exception as exc:  # the provider is down or its metadata is unusable
+            # from None: the HTTP client's exception may quote the request (client credentials)
             raise provider_error(self.issuer, exc) from None
         now = time.time()
         with self._lock:
@@ -116,8 +117,10 @@ class OidcSignIn:
             token = await self.client.fetch_access_token(
                 redirect_uri=pending.redirect_url, code=code, code_verifier=pending.verifier)
         except OAuthError as exc:
+            # from None: the token request's error carries the code, verifier and client secret
             raise refused(f"the provider refused the code ({exc.error})") from None
         except Exception as exc:
+            # from None: the token request's error carries the code, verifier and client secret
             raise provider_error(self.issuer, exc) from None
         return await self.verify(token, pending.nonce)
 
@@ -128,6 +131,7 @@ class OidcSignIn:
         try:
             claims = await self.client.parse_id_token(token, nonce=nonce, leeway=30)
         except Exception as exc:  # joserfc: bad signature, wrong iss/aud, expired, nonce...
+            # from None: the verification error can hold the ID token itself
             raise refused(f"the ID token failed verification ({_why(exc)})",
                           code="oidc_id_token") from None
         return dict(claims)
@@ -193,13 +197,13 @@ def map_identity(config: OidcConfig, claims: dict[str, Any], store: KeyStore) ->
         except Exception as exc:  # taken name, unusable name
             raise refused(f"cannot create a user for {value}: {getattr(exc, 'message', exc)}",
                           status=403, code="oidc_user",
-                          fix=f"an admin maps it: api.oidc.users: {{{value}: NAME}}") from None
+                          fix=f"an admin maps it: api.oidc.users: {{{value}: NAME}}") from exc
         return value
     try:
         info = store.user(user)
-    except NotFoundError:
+    except NotFoundError as exc:
         raise refused(f"{value} maps to user {user!r}, who does not exist", status=403,
-                      code="oidc_user", fix=f"bastion users add {user}") from None
+                      code="oidc_user", fix=f"bastion users add {user}") from exc
     if info.disabled:
         raise refused(f"user {user} is disabled", status=403, code="oidc_user",
                       fix=f"an admin can enable it: bastion users disable {user} --enable")

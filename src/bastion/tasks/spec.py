@@ -64,19 +64,19 @@ def zone(tz: str) -> ZoneInfo:
     """Return the IANA time zone ``tz`` (``Europe/Paris``, ``UTC``)."""
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"unknown time zone {tz!r}",
-                          fix="use an IANA name such as UTC or Europe/Paris") from None
+                          fix="use an IANA name such as UTC or Europe/Paris") from exc
 
 
 def parse_at(text: str, tz: str = "UTC") -> float:
     """Return the Unix time of an ISO date-time; one without an offset is read in ``tz``."""
     try:
         when = datetime.fromisoformat(text.strip())
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(f"cannot read the time {text!r}",
                           fix="use an ISO time such as 2026-12-24T18:00 or "
-                              "2026-12-24T18:00+01:00") from None
+                              "2026-12-24T18:00+01:00") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone(tz))
     return when.timestamp()
@@ -97,9 +97,9 @@ def _check_cron(expr: str) -> None:
                               '"0 7 * * *"')
     try:
         croniter(expr, datetime(2026, 1, 1, tzinfo=UTC)).get_next(float)
-    except CroniterBadDateError:
+    except CroniterBadDateError as exc:
         raise ConfigError(f"the cron line {expr!r} never fires",
-                          fix="check the day and month (e.g. there is no 31 February)") from None
+                          fix="check the day and month (e.g. there is no 31 February)") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,10 +181,10 @@ class TaskStore:
                     "INSERT INTO tasks (owner, name, spec, salt, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (spec.owner, spec.name, json.dumps(spec.to_dict()), salt, now, now))
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
                 raise ConfigError(f"{spec.owner} already has a task named {spec.name!r}",
                                   fix="choose another name, or remove it first: "
-                                      f"bastion task rm {spec.name}") from None
+                                      f"bastion task rm {spec.name}") from exc
         task = StoredTask(int(cur.lastrowid or 0), spec, now, now, None, salt is not None)
         return task, None if salt is None else self._secret(spec.owner, spec.name, salt)
 

@@ -125,7 +125,7 @@ async def login(body: LoginBody, request: Request, app: BastionApp) -> JSONRespo
         try:
             quotas().hit(principal, "requests")
         except QuotaExceeded as exc:
-            raise quota_error(exc) from None
+            raise quota_error(exc) from exc
     ttl = int(app.config.api.session_hours * 3600)
     response = JSONResponse({**me_of(principal, "key"), "expires_in": ttl})
     start_session(request, app, principal, "key", response)

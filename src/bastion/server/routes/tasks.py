@@ -251,7 +251,7 @@ async def add_task(body: TaskCreate, app: BastionApp, request: Request) -> dict[
         task, secret = await asyncio.to_thread(sched.store.add, spec)
     except BastionError as exc:
         if "already has a task" in exc.message:
-            raise ApiError(409, exc.message, code="task_exists", fix=exc.fix) from None
+            raise ApiError(409, exc.message, code="task_exists", fix=exc.fix) from exc
         raise
     _audit(app, "task.add", spec.name, "allowed", schedule=spec.schedule.kind,
            policy_hash=spec.policy.digest())
@@ -316,7 +316,7 @@ async def run_task(name: TaskName, app: BastionApp, request: Request) -> dict[st
     try:
         run_id = sched.start(task, Trigger("manual", time.time(), "run now (API)"))
     except TaskLimitError as exc:
-        raise _limit_error(exc) from None
+        raise _limit_error(exc) from exc
     return {"task": name, "run_id": run_id}
 
 
@@ -370,6 +370,7 @@ async def trigger_task(
             raise triggers.replayed()
     except triggers.TriggerRefused as exc:
         _audit(app, "task.trigger", name, "denied", reason=exc.code)
+        # from None: the refused request's signature and nonce stay out of tracebacks
         raise ApiError(401, exc.message, code=exc.code, fix=exc.fix) from None
     if task.spec.paused:
         raise ApiError(409, f"task {name!r} is paused", code="task_paused",
@@ -380,7 +381,7 @@ async def trigger_task(
     try:
         run_id = sched.start(task, trigger)
     except TaskLimitError as exc:
-        raise _limit_error(exc) from None
+        raise _limit_error(exc) from exc
     return {"task": name, "run_id": run_id}
 
 
