@@ -103,7 +103,23 @@ def pull(
         return
     typer.echo(f"pulled {manifest.name} ({_size(manifest.size)}, sha256 {manifest.sha256}) "
                f"from {manifest.repo}@{(manifest.revision or '?')[:12]}")
+    _template_line(manifest)
     typer.echo(f"use it: bastion model use {manifest.name}")
+
+
+def _template_line(m: store.Manifest, expected: str | None = None) -> None:
+    """Say what the pulled GGUF's chat template gives; warn when it is not what was expected."""
+    if not m.chat_template:
+        typer.echo(f"warning: {m.name} carries no chat template: bastion formats its prompts as "
+                   "ChatML (set model.chat_template if its answers look wrong)", err=True)
+        return
+    native = m.tool_format or "none (bastion's constrained tool calling is used)"
+    typer.echo(f"chat template: yes; native tool-call format: {native}")
+    if expected is not None and m.tool_format != expected:
+        typer.echo(f"warning: {m.name}'s chat template defines tool-call format "
+                   f"{m.tool_format or 'none'}, the recommendation expects {expected}: "
+                   "bastion's constrained tool calling still works; check that the repo is the "
+                   "model it names", err=True)
 
 
 @model_app.command("import")
@@ -175,6 +191,7 @@ def show(name: Annotated[str, typer.Argument(help="a name from: bastion model li
         typer.echo(f"  part {f.name}: sha256 {f.sha256}")
     typer.echo(f"licence:       {m.license or 'unknown'}")
     typer.echo(f"chat template: {'yes' if m.chat_template else 'no (bastion supplies one)'}")
+    typer.echo(f"native tool-call format: {m.tool_format or 'none'}")
     typer.echo(f"installed:     {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(m.created))} UTC")
 
 
@@ -220,6 +237,7 @@ def pull_recommended(rec: Recommendation) -> store.Manifest:
     manifest = do_pull(rec.pull_spec, token=_token(), report=_Printer())
     typer.echo(f"pulled {manifest.name} ({_size(manifest.size)}, sha256 {manifest.sha256}) "
                f"from {manifest.repo}@{(manifest.revision or '?')[:12]}")
+    _template_line(manifest, rec.tool_format)
     return manifest
 
 

@@ -27,6 +27,12 @@ REPOS: dict[str, str] = {
     "Qwen2.5-1.5B-Instruct": "bartowski/Qwen2.5-1.5B-Instruct-GGUF",
     "Qwen2.5-0.5B-Instruct": "bartowski/Qwen2.5-0.5B-Instruct-GGUF",
 }
+# The native tool-call format each recommended model's chat template defines (checked on pull:
+# bastion.llm.store.tool_format). Qwen2.5 uses Hermes-style <tool_call> blocks; Llama 3.x JSON
+# after <|python_tag|> / the ipython role.
+TOOL_FORMATS: dict[str, str] = {
+    model: ("hermes" if model.startswith("Qwen") else "llama3") for model in REPOS
+}
 # GiB of weights per billion parameters, best quality first.
 QUANTS: tuple[tuple[str, float], ...] = (("Q8_0", 1.07), ("Q5_K_M", 0.72), ("Q4_K_M", 0.61))
 OVERHEAD_GB = 0.8  # runtime buffers besides weights and KV cache
@@ -51,6 +57,11 @@ class Recommendation:
     def repo(self) -> str:
         """The Hugging Face repo with this model's GGUF files."""
         return REPOS[self.model]
+
+    @property
+    def tool_format(self) -> str:
+        """The tool-call format this model's chat template should define."""
+        return TOOL_FORMATS[self.model]
 
     @property
     def pull_spec(self) -> str:

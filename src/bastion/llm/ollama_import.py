@@ -163,7 +163,7 @@ def import_ollama(ref: str, *, root: Path | None = None, name: str | None = None
             name=name, source="ollama", repo=f"ollama:{shown}",
             revision=store.sha256_file(mpath), license=licence,
             files=[store.ModelFile(dest.name, dest.stat().st_size, got)],
-            chat_template=store.has_chat_template(dest),
+            **store.template_facts(dest),
         )
         store.write_manifest(manifest)
     except BaseException:

@@ -407,7 +407,7 @@ def _pull(spec: str, *, token: str | None, recommended: str | None,
     manifest = store.Manifest(
         name=name, source="hf", repo=repo, revision=info.sha, files=files,
         license=str(licence) if licence else None,
-        chat_template=store.has_chat_template(target / files[0].name),
+        **store.template_facts(target / files[0].name),
     )
     store.write_manifest(manifest)
     shutil.rmtree(staging, ignore_errors=True)

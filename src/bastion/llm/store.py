@@ -2,9 +2,9 @@
 
 A manifest (``manifest.json``, 0600, in a 0700 folder) records where the weights came from
 (repo, revision commit, files), their size and SHA-256, the licence, whether the GGUF carries a
-chat template, and when. It also records each file's size and mtime at the moment it was
-hashed: loading a model compares those (cheap, one ``stat`` per file) and refuses a file that
-changed; ``bastion model verify`` re-hashes the whole file.
+chat template and which tool-call format it defines, and when. It also records each file's size
+and mtime at the moment it was hashed: loading a model compares those (cheap, one ``stat`` per
+file) and refuses a file that changed; ``bastion model verify`` re-hashes the whole file.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Manifest:
     files: list[ModelFile]
     license: str | None = None
     chat_template: bool = False
+    tool_format: str | None = None  # the template's native tool-call format (see tool_format)
     created: float = field(default_factory=time.time)
 
     @property
@@ -92,6 +93,55 @@ def has_chat_template(path: Path) -> bool:
     return b"tokenizer.chat_template" in head
 
 
+def chat_template(path: Path) -> str | None:
+    """Return the GGUF's ``tokenizer.chat_template`` text (None: none, or unreadable).
+
+    Read with ``gguf``, llama.cpp's own reader (the ``models`` extra); it maps the file and
+    parses only the header here.
+    """
+    try:
+        import gguf
+    except ImportError:
+        return None
+    try:
+        field_ = gguf.GGUFReader(str(path)).fields.get("tokenizer.chat_template")
+        if field_ is None or not field_.data:
+            return None
+        return bytes(field_.parts[field_.data[0]]).decode("utf-8", "replace")
+    except (OSError, ValueError, IndexError, KeyError):  # not a GGUF, or a damaged header
+        return None
+
+
+def template_facts(path: Path) -> dict[str, Any]:
+    """Return the manifest fields about the GGUF's chat template: present, tool-call format."""
+    text = chat_template(path)
+    return {"chat_template": text is not None or has_chat_template(path),
+            "tool_format": tool_format(text)}
+
+
+#: Tool-call formats a chat template can define, by the marker its tool-call turns use.
+TOOL_FORMATS: tuple[tuple[str, str], ...] = (
+    ("<tool_call>", "hermes"),  # Qwen2.5, Hermes, SmolLM3: <tool_call>{json}</tool_call>
+    ("<|python_tag|>", "llama3"),  # Llama 3.1-3.3: JSON after the ipython role / python_tag
+    ("[TOOL_CALLS]", "mistral"),
+    ("<|tool_call_start|>", "lfm"),
+)
+
+
+def tool_format(template: str | None) -> str | None:
+    """Name the native tool-call format a chat template defines (None: it defines none).
+
+    ``generic`` is a template that renders ``tools`` without a known call marker. Without a
+    native format bastion's constrained tool calling (choose, then fill) is what calls tools.
+    """
+    if not template:
+        return None
+    for marker, name in TOOL_FORMATS:
+        if marker in template:
+            return name
+    return "generic" if re.search(r"\btools\b", template) else None
+
+
 def write_manifest(manifest: Manifest) -> Path:
     """Write ``manifest.json`` into the model's folder (0600) and return its path."""
     folder = paths.private_dir(model_dir(manifest.name))
@@ -119,7 +169,8 @@ def read_manifest(name: str) -> Manifest:
     files = [ModelFile(**f) for f in data["files"]]
     return Manifest(name=data["name"], source=data["source"], repo=data.get("repo"),
                     revision=data.get("revision"), files=files, license=data.get("license"),
-                    chat_template=bool(data.get("chat_template")), created=data["created"])
+                    chat_template=bool(data.get("chat_template")),
+                    tool_format=data.get("tool_format"), created=data["created"])
 
 
 def installed() -> list[Manifest]:
@@ -239,7 +290,7 @@ def import_file(src: Path, name: str | None = None, *, link: bool = False) -> Ma
             dest.chmod(0o600)
         manifest = Manifest(name=name, source="import", repo=None, revision=None,
                             files=[ModelFile(dest.name, dest.stat().st_size, sha256_file(dest))],
-                            chat_template=has_chat_template(dest))
+                            **template_facts(dest))
         write_manifest(manifest)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

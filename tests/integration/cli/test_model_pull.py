@@ -93,7 +93,8 @@ def test_pull_verify_use_and_ask(bastion_home: Path, hub: FakeHub) -> None:
     assert manifest["sha256"] == want and manifest["revision"] == COMMIT
     assert manifest["repo"] == REPO and manifest["license"] == "apache-2.0"
     assert manifest["files"][0]["size"] == shipped_model_path().stat().st_size
-    assert manifest["chat_template"] is True
+    assert manifest["chat_template"] is True and manifest["tool_format"] is None
+    assert "chat template: yes; native tool-call format: none" in out.stdout
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o600
     assert not (bastion_home / "models" / ".partial" / NAME).exists()
@@ -440,6 +441,10 @@ def test_recommend_then_init_pull(bastion_home: Path, hub: FakeHub) -> None:
 
     done = run(bastion_home, hub.url, "init", "--yes", "--pull")
     assert done.returncode == 0, done.stderr
+    # the template is checked on pull: the shipped file stands in for the recommended model,
+    # and its ChatML template defines no tool-call format, which the pull says
+    assert (f"defines tool-call format none, the recommendation expects {rec.tool_format}"
+            in done.stderr), done.stderr
     name = gguf[: -len(".gguf")]
     manifest = json.loads((bastion_home / "models" / name / "manifest.json").read_text())
     assert manifest["repo"] == rec.repo and manifest["sha256"] == hub.repos[rec.repo].sha[gguf]
