@@ -29,14 +29,16 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from bastion.agent.events import TurnDone, TurnError, TurnParked
 from bastion.agent.loop import Agent, TurnState
 from bastion.app import App
 from bastion.config import paths
+from bastion.config.model import EgressConfig
 from bastion.errors import BastionError
 from bastion.security.approval import (
     ApprovalDecision,
@@ -104,12 +106,21 @@ class RunApprover:
 class RunGuardStage:
     """Gateway stage (before approval): a run's calls stay inside its task's policy.
 
-    A tool outside the task's ``tools`` allowlist is refused; with an ``egress`` allowlist, a
-    call of a network tool whose arguments name a URL on another host is refused.
+    A tool outside the task's ``tools`` allowlist is refused. With an ``egress`` allowlist, a
+    tool that may connect beyond it is refused before it starts: a sandboxed tool whose own
+    egress (``security.egress.<tool>``, an MCP server's ``egress``) names a host the task's
+    list does not cover, or raw addresses (``cidrs``), as its code reaches whatever its
+    sandbox allows, whatever its arguments say; ``web_fetch`` and the browser tools unless
+    their allowlist (``security.egress.web_fetch``, ``browser.egress``) is inside the task's
+    (redirects and page resources go where the page says). Then a call whose arguments name
+    a URL on another host is refused.
     """
 
-    def __init__(self, policies: dict[str, tuple[str, TaskPolicy]]) -> None:
+    def __init__(self, policies: dict[str, tuple[str, TaskPolicy]],
+                 sandbox_egress: Callable[[str], tuple[Reach, str]] = lambda name: (
+                     None, f"security.egress.{name}")) -> None:
         self.policies = policies
+        self.sandbox_egress = sandbox_egress  # tool name -> (where it may connect, setting)
 
     async def __call__(self, req: CallRequest, nxt: Next) -> ToolResult:
         """Refuse what the current run's policy does not allow; pass everything else."""
@@ -121,12 +132,41 @@ class RunGuardStage:
         if not policy.allows_tool(req.tool.name):
             return denied(req, f"{req.tool.name} refused: task {task} may only call "
                                f"{', '.join(policy.tools or ())}")
+        if policy.egress is not None:
+            reach, setting = self.sandbox_egress(req.tool.name)
+            why = _wider_egress(reach, policy.egress)
+            if why is not None:
+                return denied(req, f"{req.tool.name} refused: it may reach {why}, outside task "
+                                   f"{task}'s egress allowlist (narrow {setting} or widen the "
+                                   "task's egress)")
         if policy.egress is not None and getattr(req.tool, "egress", True):
             for host in _hosts(req.call.arguments):
                 if not any(fnmatch.fnmatchcase(host, g.lower()) for g in policy.egress):
                     return denied(req, f"{req.tool.name} refused: {host} is not in task "
                                        f"{task}'s egress allowlist")
         return await nxt(req)
+
+
+#: Where a tool may connect: its allowlist, None (no network) or ANY (any public address).
+Reach = EgressConfig | Literal["any"] | None
+ANY: Literal["any"] = "any"
+
+
+def _wider_egress(egress: Reach, allowed: tuple[str, ...]) -> str | None:
+    """Return what ``egress`` may reach beyond the globs ``allowed`` (None: nothing)."""
+    if egress is None:
+        return None
+    if egress == ANY:
+        return "any public address"
+    if egress.cidrs:
+        return f"raw addresses ({', '.join(egress.cidrs)})"
+    globs = [g.lower() for g in allowed]
+    for domain in egress.domains:
+        d = domain.lower()
+        # '*.x.org' in the sandbox's list is covered only by a glob that matches it as text
+        if not any(fnmatch.fnmatchcase(d, g) for g in globs):
+            return d
+    return None
 
 
 def _hosts(value: Any) -> Iterator[str]:
@@ -183,8 +223,38 @@ class RunEngine:
         self._jobs: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard = RunGuardStage(self._policies)
+        self._guard = RunGuardStage(self._policies, self._sandbox_egress)
         self._journal = JournalStage(self.store)
+
+    def _sandbox_egress(self, tool: str) -> tuple[Reach, str]:
+        """Return where ``tool`` may connect, and the setting that says so.
+
+        A sandboxed tool: ``security.egress.<tool>`` (None: no network); an MCP tool: its
+        server's ``egress`` (a remote server: its host; an unconfined one: anywhere);
+        ``web_fetch`` without an allowlist and the browser tools without ``browser.egress``
+        may reach any public address.
+        """
+        cfg = self.app.config
+        if tool in cfg.security.egress:
+            return cfg.security.egress[tool], f"security.egress.{tool}"
+        if tool == "web_fetch":
+            return ANY, "security.egress.web_fetch"
+        if tool.startswith("browser_"):
+            return cfg.browser.egress or ANY, "browser.egress"
+        server, sep, _ = tool.partition("__")
+        if sep:
+            for mcp in cfg.mcp_servers:
+                if mcp.name != server:
+                    continue
+                setting = f"mcp_servers[{server}].egress"
+                if mcp.url is not None:  # a remote server: the call goes to its host
+                    host = (urlsplit(mcp.url).hostname or "").lower()
+                    return EgressConfig(domains=[host]), f"mcp_servers[{server}].url"
+                if mcp.sandbox == "none" or (mcp.sandbox == "default"
+                                             and cfg.security.sandbox == "none"):
+                    return ANY, f"mcp_servers[{server}].sandbox"  # unconfined: anywhere
+                return mcp.egress, setting
+        return None, f"security.egress.{tool}"
 
     # ---- life cycle ---------------------------------------------------------------------------
     def open(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bastion.app import App, build_app
-from bastion.config.model import ApiConfig, Config, MemoryConfig
+from bastion.config.model import ApiConfig, Config, EgressConfig, MemoryConfig
 from bastion.crypto.keys import fingerprint
 from bastion.security.approval import ApprovalParked, ApprovalRequest
 from bastion.tasks.park import RunRecord, RunStore
@@ -77,6 +77,8 @@ async def test_a_host_outside_the_egress_allowlist_is_refused_before_the_tool(
         engine_for: Callable[..., RunEngine]) -> None:
     engine = engine_for(call("web_fetch", url="https://evil.example/x"), say("ok"),
                         tools={"web_fetch": "allow"})
+    # web_fetch's own allowlist is inside the task's, so the arguments decide
+    engine.app.config.security.egress["web_fetch"] = EgressConfig(domains=["good.example"])
     policy = TaskPolicy(egress=("good.example", "*.good.example"))
     run_id = engine.start(_spec("egress", policy), Trigger("manual", 0.0))
     run = await _until(engine, run_id, "done", "failed")
@@ -87,6 +89,57 @@ async def test_a_host_outside_the_egress_allowlist_is_refused_before_the_tool(
     assert events[0].result == ("web_fetch refused: evil.example is not in task egress's "
                                 "egress allowlist")
     assert verify_receipt(run.receipt, engine.app.audit.path).ok
+
+
+async def test_a_tool_whose_sandbox_may_reach_more_than_the_task_allows_is_refused(
+        engine_for: Callable[..., RunEngine]) -> None:
+    """The arguments are not the whole story: a shell's code reaches whatever its sandbox's
+    egress allows, so a task's egress list must cover the sandbox's (else the call is refused
+    before it runs); a sandbox inside the task's list runs."""
+    from bastion.tasks.runs import ANY, _wider_egress
+
+    assert _wider_egress(None, ("a.example",)) is None
+    assert _wider_egress(EgressConfig(domains=["a.example", "x.b.example"]),
+                         ("a.example", "*.b.example")) is None
+    assert _wider_egress(EgressConfig(domains=["*.b.example"]), ("x.b.example",)) == "*.b.example"
+    assert _wider_egress(EgressConfig(cidrs=["10.0.0.0/8"]), ("*",)) == "raw addresses (10.0.0.0/8)"
+    assert _wider_egress(ANY, ("*",)) == "any public address"
+
+    wide = EgressConfig(domains=["api.good.example", "pypi.org"])
+    engine = engine_for(call("shell", command="echo no url here"), say("ok"),
+                        tools={"shell": "allow"})
+    engine.app.config.security.egress["shell"] = wide
+    run_id = engine.start(_spec("wide", TaskPolicy(egress=("api.good.example",))),
+                          Trigger("manual", 0.0))
+    run = await _until(engine, run_id, "done", "failed")
+    [entry] = run.receipt["tool_calls"] if run.receipt else [None]  # refused, never run
+    assert entry is not None and (entry["tool"], entry["decision"]) == ("shell", "denied")
+    events = engine.app.audit.events(session_id=run.session_id, kind="tool_call")
+    assert events[0].result == (
+        "shell refused: it may reach pypi.org, outside task wide's egress allowlist "
+        "(narrow security.egress.shell or widen the task's egress)")
+
+    # a tool whose sandbox stays inside the task's list runs (list_files needs no sandbox
+    # with security.sandbox none; the guard reads the egress configured for it)
+    narrow = engine_for(call("list_files", path="."), say("ok"), tools={"list_files": "allow"})
+    narrow.app.config.security.egress["list_files"] = EgressConfig(domains=["api.good.example"])
+    run_id = narrow.start(_spec("narrow", TaskPolicy(egress=("*.good.example",))),
+                          Trigger("manual", 0.0))
+    run = await _until(narrow, run_id, "done", "failed")
+    assert run.receipt is not None
+    assert [(c["tool"], c["decision"]) for c in run.receipt["tool_calls"]] == [
+        ("list_files", "allowed")]
+
+    # web_fetch with no allowlist of its own follows redirects anywhere: refused in the task
+    fetch = engine_for(call("web_fetch", url="https://api.good.example/x"), say("ok"),
+                       tools={"web_fetch": "allow"})
+    run_id = fetch.start(_spec("fetch", TaskPolicy(egress=("*.good.example",))),
+                         Trigger("manual", 0.0))
+    run = await _until(fetch, run_id, "done", "failed")
+    events = fetch.app.audit.events(session_id=run.session_id, kind="tool_call")
+    assert events[0].result == (
+        "web_fetch refused: it may reach any public address, outside task fetch's egress "
+        "allowlist (narrow security.egress.web_fetch or widen the task's egress)")
 
 
 async def test_a_parked_run_holds_no_worker_and_resumes_on_allow(
