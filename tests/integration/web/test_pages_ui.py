@@ -383,3 +383,29 @@ def test_models_pull_with_progress_then_switch(world: World) -> None:
     assert cfg["backend"] == "embedded" and cfg["name"] == "Tiny-Q8_0"
     assert cfg["path"] == str(world.home / "models" / "Tiny-Q8_0" / "Tiny-Q8_0.gguf")
     page.context.close()
+
+
+def test_tasks_page_runs_pauses_and_saves_a_receipt(world: World) -> None:
+    """#21 in the UI: a task listed with its schedule, run now (its run reaches done and has
+    a signed receipt to save), paused and resumed; the prompt is shown as text."""
+    with world.api("admin") as admin:
+        r = admin.post("/v1/tasks", json={"name": "web-digest", "prompt": f"say hi {XSS_NAME}",
+                                          "schedule": {"kind": "manual"}})
+        assert r.status_code == 201, r.text
+    page = world.page("admin")
+    main = _open(world, page, "tasks")
+    tasks = _eventually(page.get_by_role("table", name="Tasks"), "web-digest")
+    assert "say hi <img src=x onerror=" in tasks and "manual" in tasks
+    page.get_by_role("button", name="Run web-digest now").click()
+    runs = _eventually(page.get_by_role("table", name="Runs"), r"web-digest done")
+    run_id = re.search(r'button "Save the receipt of run (\w+)"', runs)
+    assert run_id is not None, runs
+    with page.expect_download() as download:
+        page.get_by_role("button", name=f"Save the receipt of run {run_id.group(1)}").click()
+    receipt = json.loads(Path(download.value.path()).read_text())
+    assert receipt["run_id"] == run_id.group(1) and receipt["signature"]["public_key"]
+    page.get_by_role("button", name="Pause web-digest").click()
+    _eventually(page.get_by_role("table", name="Tasks"), r'button "Resume web-digest"')
+    page.get_by_role("button", name="Resume web-digest").click()
+    _eventually(page.get_by_role("table", name="Tasks"), r'button "Pause web-digest"')
+    assert main.locator("img").count() == 0 and page.evaluate("window.__csp") == []

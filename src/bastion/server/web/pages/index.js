@@ -5,6 +5,7 @@ import './knowledge.js';
 import './approvals.js';
 import './audit.js';
 import './models.js';
+import './tasks.js';
 import './voice.js';
 
 const css = document.createElement('link');
