@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing
 from datetime import datetime
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli._console import out_console
+from bastion.cli._options import JsonOpt
 from bastion.errors import ConfigError
 from bastion.security.identity import ADMIN_OWNER
 from bastion.tasks.schedule import next_fire
@@ -42,17 +42,12 @@ task_app = typer.Typer(help="Unattended tasks: schedules and triggers that run t
 
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="whose tasks (default: admin, the "
                                                             "machine's owner)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 WAIT_S = 5.0
 
 
-@contextmanager
-def _store() -> Iterator[TaskStore]:
-    store = open_store()
-    try:
-        yield store
-    finally:
-        store.close()
+def _store() -> closing[TaskStore]:
+    """Open the store for one command; closed when the ``with`` block ends."""
+    return closing(open_store())
 
 
 def _when(ts: float | None) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing
 from datetime import datetime
 from typing import Annotated
 
@@ -49,13 +48,9 @@ def _quota(requests: str | None, tokens: str | None, tool_calls: str | None,
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@contextmanager
-def _store() -> Iterator[KeyStore]:
-    store = open_store()
-    try:
-        yield store
-    finally:
-        store.close()
+def _store() -> closing[KeyStore]:
+    """Open the store for one command; closed when the ``with`` block ends."""
+    return closing(open_store())
 
 
 def _when(ts: float | None) -> str:
