@@ -5,7 +5,15 @@ transaction, so a message is on disk when :meth:`SessionStore.append` returns.
 One-writer discipline: within a process one connection guarded by a lock serialises all
 statements; across processes every write starts with ``BEGIN IMMEDIATE`` (the write lock
 is taken up front, never upgraded mid-transaction) and waits up to ``busy_timeout``.
-Schema changes are numbered migrations tracked in ``PRAGMA user_version``.
+Schema changes are numbered migrations tracked in ``PRAGMA user_version`` (append one to
+:data:`MIGRATIONS`; they run with foreign keys off, so a migration may rebuild a table).
+
+Owners: a session's name is unique per owner, never across owners, so what one user names
+a session tells them nothing about another's. Lookups by name or id are limited to the
+caller's own (:func:`bastion.security.identity.owner_filter`); the unscoped caller (the local
+CLI, an admin's ``all_users``) resolves a key as an id first, then as a name of its own
+owner's, then as a name only one owner has (two owners with that name: an error asking for
+the id).
 """
 
 from __future__ import annotations
@@ -87,13 +95,39 @@ MIGRATIONS: list[str] = [
     DROP TABLE documents;
     ALTER TABLE documents_v4 RENAME TO documents;
     """,
+    # 5: a session's name is unique per owner (was: across all owners, so choosing a name
+    # another user had answered "exists"). Rebuilt with foreign keys off: messages keep
+    # their session_id (ids stay unique), none is deleted by the DROP.
+    """
+    CREATE TABLE sessions_v5 (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL DEFAULT 'admin',
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (owner, name)
+    );
+    INSERT INTO sessions_v5 (id, owner, name, created_at, updated_at)
+        SELECT id, owner, name, created_at, updated_at FROM sessions;
+    DROP INDEX IF EXISTS sessions_owner;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v5 RENAME TO sessions;
+    CREATE INDEX sessions_name ON sessions(name);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _GENERATED = re.compile(r"[0-9a-f]{12}")
+NO_SESSION = "\0no-session"
+"""What :meth:`SessionStore.record_keys` answers for a session the caller does not have: a
+key no record carries (never an empty filter, which would match everything)."""
 
 
 class SessionNotFound(NotFoundError, MemoryStoreError):
     """No such session (the API answers 404; ``except MemoryStoreError`` still catches it)."""
+
+
+class SessionAmbiguous(MemoryStoreError):
+    """An unscoped caller named a session by a name several owners use."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -232,20 +266,32 @@ class SessionStore:
             return list(self._db.execute(sql, args))
 
     def _migrate(self) -> None:
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise MemoryStoreError(
-                    f"{self.path} has schema v{version}, newer than this bastion "
-                    f"(v{SCHEMA_VERSION})",
-                    fix="upgrade bastion",
-                )
-            for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            if version != SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # foreign keys off while migrating (it cannot change inside a transaction): a
+        # rebuilt table's DROP would otherwise cascade to the rows that reference it
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self._write() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise MemoryStoreError(
+                        f"{self.path} has schema v{version}, newer than this bastion "
+                        f"(v{SCHEMA_VERSION})",
+                        fix="upgrade bastion",
+                    )
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                if version != SCHEMA_VERSION:
+                    broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise MemoryStoreError(
+                            f"upgrading {self.path} to schema v{SCHEMA_VERSION} left "
+                            f"{len(broken)} rows without their session; nothing was changed",
+                            fix="restore the file from a backup or report this")
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
 
     def schema_version(self) -> int:
         """Return the schema version of the open file."""
@@ -261,35 +307,57 @@ class SessionStore:
             self._db.close()
 
     # -- sessions --------------------------------------------------------------------
+    def _find(self, db: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+        """Return the row of the caller's session named ``key`` (or with id ``key``).
+
+        Scoped callers (an API key) see only their own sessions. The unscoped caller (the
+        local CLI, an admin's ``all_users``): an id first, then a name of its own owner's,
+        then a name only one owner has; a name two owners have raises
+        :class:`SessionAmbiguous` (name it by its id).
+        """
+        who = owner_filter()
+        if who is not None:
+            return db.execute(  # type: ignore[no-any-return]
+                "SELECT * FROM sessions WHERE owner = ? AND (name = ? OR id = ?) "
+                "ORDER BY (name = ?) DESC LIMIT 1", (who, key, key, key)).fetchone()
+        row = db.execute("SELECT * FROM sessions WHERE id = ?", (key,)).fetchone()
+        if row is None:
+            row = db.execute("SELECT * FROM sessions WHERE owner = ? AND name = ?",
+                             (owner_name(), key)).fetchone()
+        if row is not None:
+            return row  # type: ignore[no-any-return]
+        rows = db.execute("SELECT * FROM sessions WHERE name = ? ORDER BY owner LIMIT 3",
+                          (key,)).fetchall()
+        if len(rows) > 1:
+            raise SessionAmbiguous(
+                f"several users have a session named '{key}'",
+                fix="name it by its id: bastion sessions list (or GET /v1/sessions?all_users=true)")
+        return rows[0] if rows else None
+
+    def _info(self, row: sqlite3.Row) -> SessionInfo:
+        n = self._db.execute("SELECT COUNT(*) FROM messages WHERE session_id = ?",
+                             (row["id"],)).fetchone()[0]
+        return SessionInfo(row["id"], row["name"], row["created_at"], row["updated_at"], n)
+
     def resolve(self, key: str) -> SessionInfo | None:
-        """Return the session whose name (first) or id is ``key``."""
-        cond, arg = _mine("s.")
-        rows = self._query(
-            "SELECT s.*, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) AS n "
-            f"FROM sessions s WHERE (s.name = ? OR s.id = ?){cond} ORDER BY (s.name = ?) DESC "
-            "LIMIT 1",
-            (key, key, *arg, key),
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return SessionInfo(r["id"], r["name"], r["created_at"], r["updated_at"], r["n"])
+        """Return the caller's session whose name (first) or id is ``key``."""
+        with self._lock:
+            row = self._find(self._db, key)
+            return None if row is None else self._info(row)
 
     def session_id(self, key: str) -> str | None:
-        """Return the id of the session whose name (first) or id is ``key`` (no counting)."""
-        cond, arg = _mine()
-        rows = self._query(
-            f"SELECT id FROM sessions WHERE (name = ? OR id = ?){cond} ORDER BY (name = ?) DESC "
-            "LIMIT 1",
-            (key, key, *arg, key),
-        )
-        return str(rows[0][0]) if rows else None
+        """Return the id of the caller's session whose name (first) or id is ``key``."""
+        with self._lock:
+            row = self._find(self._db, key)
+        return None if row is None else str(row["id"])
 
-    def owner_of(self, key: str) -> str | None:
-        """Return the owner of session ``key`` whoever asks (``None``: no such session)."""
-        rows = self._query(
-            "SELECT owner FROM sessions WHERE name = ? OR id = ? ORDER BY (name = ?) DESC "
-            "LIMIT 1", (key, key, key))
+    def owner_of(self, session_id: str) -> str | None:
+        """Return the owner of the session stored under ``session_id``, whoever asks.
+
+        By id only (ids are unique; names are unique only per owner): who may approve a
+        pending call of that session (``None``: no such session).
+        """
+        rows = self._query("SELECT owner FROM sessions WHERE id = ?", (session_id,))
         return str(rows[0][0]) if rows else None
 
     def ensure(self, key: str) -> str:
@@ -302,13 +370,24 @@ class SessionStore:
                                    fix="check the disk and the memory directory") from exc
 
     def record_keys(self, key: str) -> tuple[str, ...]:
-        """Return what the audit records of session ``key`` (a name or an id) carry.
+        """Return what the audit, approval and undo records of session ``key`` carry.
 
-        Its stored id, and ``key`` itself: records written before sessions were audited by
-        id carry the name the session had then.
+        Its stored id, and ``key`` itself when it is the session's name and no other owner
+        has a session by that name: records written before sessions were audited by id
+        carry the name the session had then. A session the caller does not have:
+        (:data:`NO_SESSION`,), which no record carries.
         """
-        sid = self.session_id(key)
-        return (key,) if sid is None or sid == key else (sid, key)
+        with self._lock:
+            row = self._find(self._db, key)
+            if row is None:
+                return (key,) if owner_filter() is None else (NO_SESSION,)
+            sid = str(row["id"])
+            if key == sid:
+                return (sid,)
+            others = self._db.execute(
+                "SELECT 1 FROM sessions WHERE name = ? AND owner != ? LIMIT 1",
+                (key, row["owner"])).fetchone()
+        return (sid,) if others else (sid, key)
 
     def require(self, key: str) -> SessionInfo:
         """Return the session ``key`` or raise a one-line error."""
@@ -320,19 +399,15 @@ class SessionStore:
         return info
 
     def _ensure(self, db: sqlite3.Connection, key: str) -> str:
-        cond, arg = _mine()
-        row = db.execute(
-            f"SELECT id FROM sessions WHERE (name = ? OR id = ?){cond} ORDER BY (name = ?) DESC "
-            "LIMIT 1",
-            (key, key, *arg, key),
-        ).fetchone()
-        if row:
-            return str(row[0])
-        # a generated key (Agent.new_session_id) doubles as the id; a chosen name gets a new one
+        row = self._find(db, key)
+        if row is not None:
+            return str(row["id"])
+        # a generated key (Agent.new_session_id) doubles as the id; a chosen name gets a new
+        # one. Names are unique per owner: another owner's name or id is no obstacle here.
         taken = db.execute("SELECT 1 FROM sessions WHERE id = ?", (key,)).fetchone()
         sid = key if _GENERATED.fullmatch(key) and not taken else uuid.uuid4().hex[:12]
         now = time.time()
-        db.execute(  # another owner's name or id here fails (UNIQUE): never their session
+        db.execute(
             "INSERT INTO sessions(id, name, created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?)",
             (sid, key, now, now, owner_name()),
         )
@@ -349,15 +424,16 @@ class SessionStore:
                 for r in rows]
 
     def rename(self, key: str, new_name: str) -> SessionInfo:
-        """Rename a session (names are unique)."""
+        """Rename a session (names are unique among one owner's sessions)."""
         new_name = new_name.strip()
         if not new_name:
             raise MemoryStoreError("a session name cannot be empty")
         info = self.require(key)
         with self._write() as db:
-            clash = db.execute(
-                "SELECT id FROM sessions WHERE (name = ? OR id = ?) AND id != ?",
-                (new_name, new_name, info.id),
+            clash = db.execute(  # only the same owner's names and ids: nobody else's
+                "SELECT id FROM sessions WHERE owner = (SELECT owner FROM sessions WHERE id = ?) "
+                "AND (name = ? OR id = ?) AND id != ?",
+                (info.id, new_name, new_name, info.id),
             ).fetchone()
             if clash:
                 raise MemoryStoreError(

@@ -71,6 +71,107 @@ def test_migrates_an_old_schema(tmp_path: Path) -> None:
     store.close()
 
 
+# The schema as bastion v4 wrote it (names unique across all owners), verbatim: the upgrade
+# is tested against what an old version left on disk, not against MIGRATIONS[:4].
+_V4_DDL = """
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT 'admin'
+);
+CREATE INDEX sessions_owner ON sessions(owner);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    tool_calls TEXT,
+    tool_call_id TEXT,
+    name TEXT,
+    created_at REAL NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (session_id, seq)
+);
+CREATE INDEX messages_pending ON messages(indexed) WHERE indexed = 0;
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT 'admin',
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    chunks INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    ingested_at REAL NOT NULL,
+    UNIQUE (owner, source)
+);
+"""
+
+
+def test_a_v4_database_upgrades_in_place_to_names_unique_per_owner(tmp_path: Path) -> None:
+    from bastion.security.identity import acting_as, make_principal
+
+    path = tmp_path / "v4.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(_V4_DDL)
+    db.executemany("INSERT INTO sessions(id, name, created_at, updated_at, owner) "
+                   "VALUES (?, ?, 1.0, 2.0, ?)",
+                   [("a1b2c3d4e5f6", "main", "alice"), ("0f0f0f0f0f0f", "0f0f0f0f0f0f", "bob"),
+                    ("99aa99aa99aa", "notes", "admin")])
+    calls = json.dumps([{"id": "c1", "name": "read_file", "arguments": {"path": "a"}}])
+    rows = [(sid, seq, role, f"{sid}-{seq}", calls if role == "assistant" else None,
+             "c1" if role == "tool" else None, seq % 2)
+            for sid in ("a1b2c3d4e5f6", "0f0f0f0f0f0f", "99aa99aa99aa")
+            for seq, role in enumerate(("user", "assistant", "tool"), 1)]
+    db.executemany("INSERT INTO messages(session_id, seq, role, content, tool_calls, "
+                   "tool_call_id, created_at, indexed) VALUES (?, ?, ?, ?, ?, ?, 1.0, ?)", rows)
+    db.execute("INSERT INTO documents VALUES ('d1', 'alice', 'plans.md', 'x', 'md', 1, 1, 1.0)")
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    before = db.execute("SELECT * FROM messages ORDER BY id").fetchall()
+    db.close()
+
+    store = SessionStore(path)
+    assert store.schema_version() == SCHEMA_VERSION >= 5
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT * FROM messages ORDER BY id").fetchall() == before  # none lost
+    assert raw.execute("SELECT id, owner, name, created_at, updated_at FROM sessions "
+                       "ORDER BY id").fetchall() == [
+        ("0f0f0f0f0f0f", "bob", "0f0f0f0f0f0f", 1.0, 2.0),
+        ("99aa99aa99aa", "admin", "notes", 1.0, 2.0),
+        ("a1b2c3d4e5f6", "alice", "main", 1.0, 2.0)]
+    raw.close()
+    assert store.documents()[0].source == "plans.md"
+    with acting_as(make_principal("alice", "k1", {"user"}, ["chat"])):
+        assert [m.message.content for m in store.messages("main")] == [
+            "a1b2c3d4e5f6-1", "a1b2c3d4e5f6-2", "a1b2c3d4e5f6-3"]
+        assert store.messages("main")[1].message.tool_calls[0].arguments == {"path": "a"}
+    with acting_as(make_principal("bob", "k2", {"user"}, ["chat"])):
+        assert store.resolve("main") is None
+        bobs = store.ensure("main")  # the name alice has: unique per owner now
+        assert bobs != "a1b2c3d4e5f6"
+        store.append("main", Message("user", "bob's own"))
+        assert [m.message.content for m in store.messages("main")] == ["bob's own"]
+    # the constraints hold after the rebuild: one owner cannot have "main" twice, and a
+    # message needs its session (foreign keys are back on)
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.execute("INSERT INTO sessions(id, name, created_at, updated_at, owner) "
+                          "VALUES ('x', 'main', 1, 1, 'alice')")
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.execute("INSERT INTO messages(session_id, seq, role, content, created_at) "
+                          "VALUES ('nope', 1, 'user', 'x', 1)")
+    # the CLI (unscoped) names one of two "main"s by id; the name alone is ambiguous
+    with pytest.raises(MemoryStoreError, match="several users have a session named 'main'"):
+        store.resolve("main")
+    assert store.require(bobs).name == "main"
+    store.delete("a1b2c3d4e5f6")
+    assert store.resolve("main") is not None and store.resolve("main").id == bobs  # type: ignore[union-attr]
+    store.close()
+
+
 def test_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = sqlite3.connect(path)
