@@ -268,7 +268,8 @@ def _wire_mcp(stack: ExitStack, config: Config, registry: ToolRegistry, audit: A
         from bastion.privacy.detect import egress_inspector
         from bastion.security.egress.setup import Inspection
 
-        inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
+        inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector,
+                                security.manager, config.security.approval_timeout_s)
         stack.callback(mount_servers(config, registry, audit=audit, secrets=security.resolver,
                                      inspection=inspection).close)
 
@@ -283,7 +284,8 @@ def _wire_egress(stack: ExitStack, config: Config, workspace: Path, registry: To
     from bastion.security.egress.setup import Inspection, tool_runners
 
     sandboxed = {t.name for t in registry if t.sandboxed}  # web_fetch filters in-process
-    inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector)
+    inspection = Inspection(security.resolver.book, redactor.scanner, egress_inspector,
+                            security.manager, config.security.approval_timeout_s)
     runners, egress_closers, _problems = tool_runners(config, workspace, security.audit,
                                                       sandboxed, inspection)
     for close in egress_closers:

@@ -319,11 +319,13 @@ async def dpi(directory: Path) -> dict[str, Any]:
     workspace = Path(tempfile.mkdtemp(prefix="credproxy-ws-"))
     cfg = _config(workspace, "bubblewrap", {
         "rules": [{"host": "api.test", "methods": ["GET"], "paths": ["/repos/*", "/echo"]}],
-        "max_request_bytes": 100_000, "placeholder_elsewhere": "block"})
+        "max_request_bytes": 100_000, "placeholder_elsewhere": "ask"})
     cfg.secrets.tools["shell"]["PLAIN_KEY"] = "secret://env/plain"
     cfg.security.limits.wall_seconds = 170
-    app = build_app(cfg, model=ScriptedModel(), approver=Human(approve={"shell"}),
-                    memory=EphemeralMemory())
+    # the human approves the shell call, and denies its request that carries the placeholder
+    # to a host the secret is not bound to
+    human = Human(approve={"shell"}, refuse={"placeholder-to-unbound-host"})
+    app = build_app(cfg, model=ScriptedModel(), approver=human, memory=EphemeralMemory())
     out: dict[str, Any] = {"token": token, "plain": plain}
     try:
         res = await app.gateway.execute(ToolCall("shell", {
@@ -332,7 +334,9 @@ async def dpi(directory: Path) -> dict[str, Any]:
         out["text"] = res.text
         time.sleep(0.5)  # the nft trace reader catches up
         out["audit"] = [{"kind": r.kind, "decision": r.decision, "tool": r.tool,
-                         "detail": r.detail} for r in app.audit.events(limit=1000)]
+                         "detail": r.detail, "arguments": r.arguments
+                         if r.kind.startswith("approval.") and "destination" in r.arguments
+                         else None} for r in app.audit.events(limit=1000)]
     finally:
         await app.aclose()
     return out

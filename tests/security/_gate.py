@@ -26,10 +26,11 @@ class Human:
 
     approve: set[str] = field(default_factory=set)
     asked: list[ApprovalRequest] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # reasons denied even for approved tools
 
     async def decide(self, request: ApprovalRequest, *, timeout_s: float) -> ApprovalDecision:
         self.asked.append(request)
-        if request.tool in self.approve:
+        if request.tool in self.approve and not self.refuse & set(request.reasons):
             return ApprovalDecision(True, "alice")
         return ApprovalDecision(False, "alice", "denied by the human")
 

@@ -57,6 +57,12 @@ def test_a_second_allowed_host_gets_only_the_placeholder_and_it_is_audited(
     leaks = [a["detail"] for a in outcome["audit"] if a["kind"] == "secret_placeholder_leak"]
     assert any(d["destination"] == "other.test:443" and d["bound_to"] == ["api.test:443"]
                and d["variable"] == "GH_TOKEN" for d in leaks), leaks
+    # the default (placeholder_elsewhere: ask): it went out only after a human approved it
+    asked = [(a["kind"], a["decision"], a["arguments"].get("destination"))
+             for a in reversed(outcome["audit"]) if a["kind"].startswith("approval.")
+             and (a["arguments"] or {}).get("destination")]
+    assert asked == [("approval.requested", None, "other.test:443"),
+                     ("approval.decision", "approved", "other.test:443")], asked
 
 
 def test_each_swap_is_audited_without_the_value(outcome: dict[str, Any]) -> None:

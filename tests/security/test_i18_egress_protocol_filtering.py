@@ -129,10 +129,18 @@ def test_size_cap_and_the_legitimate_swap_still_works(outcome: dict[str, Any]) -
     assert [r["auth"] for r in api] == [f"Bearer {outcome['token']}"]
 
 
-def test_placeholder_to_an_unbound_host_is_refused_when_leaks_block(
+def test_placeholder_to_an_unbound_host_waits_for_a_human_who_denies_it(
         outcome: dict[str, Any]) -> None:
+    """``placeholder_elsewhere: ask``: the request is held and put to the approval flow."""
     assert outcome["seen"]["placeholder_elsewhere"] == "403"
     assert not [r for r in outcome["requests"] if r["path"] == "/leak"]
+    asked = [a for a in reversed(outcome["audit"]) if a["kind"].startswith("approval.")
+             and (a["arguments"] or {}).get("destination")]  # oldest first
+    assert [(a["kind"], a["decision"], a["tool"]) for a in asked] == [
+        ("approval.requested", None, "shell"), ("approval.decision", "denied", "shell")], asked
+    assert asked[0]["arguments"]["destination"] == "other.test:443"
+    assert asked[0]["arguments"]["variable"] == "GH_TOKEN"
+    assert asked[0]["detail"]["reasons"][0] == "placeholder-to-unbound-host"
     leaks = [a for a in outcome["audit"] if a["kind"] == "secret_placeholder_leak"]
     assert [(a["decision"], a["detail"]["destination"]) for a in leaks] == [
         ("denied", "other.test:443")]

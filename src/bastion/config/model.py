@@ -246,9 +246,10 @@ class EgressConfig(_Section):
     scan_outbound: bool = Field(
         default=True, description="refuse a secret or PII in a query string or body to a "
         "host no secret is bound to")
-    placeholder_elsewhere: Literal["alert", "block"] = Field(
-        default="alert", description="a bound secret's placeholder sent to another host: "
-        "leave it (worthless) and raise an alert, or refuse the request too")
+    placeholder_elsewhere: Literal["ask", "block", "alert"] = Field(
+        default="ask", description="a bound secret's placeholder sent to another host: hold "
+        "the request for a human's approval (it leaves with the placeholder, never the "
+        "secret), refuse it, or let it go with an alert only")
     pii: list[str] = Field(
         default_factory=lambda: ["CREDIT_CARD"],
         description="PII classes (privacy detector names) refused in outbound requests")

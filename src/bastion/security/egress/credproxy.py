@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bastion._extras import require
 from bastion.addresses import address_problem
@@ -101,7 +101,9 @@ class ProxyPolicy:
     max_request_bytes: int = 1_000_000
     max_response_bytes: int = 100_000_000
     scan_outbound: bool = True
-    block_leaks: bool = False  # a placeholder to an unbound host: refuse (else alert only)
+    # a placeholder to a host its secret is not bound to: ask a human (the approval flow),
+    # refuse, or only alert
+    leaks: Literal["ask", "block", "alert"] = "ask"
 
     def port_allowed(self, port: int, tls: bool) -> bool:
         """Return whether a connection to ``port`` may carry TLS (``tls``) or plain HTTP."""
@@ -138,6 +140,9 @@ class CredentialProxy:
         upstream_netns: Namespace to connect onward from (None: bastion's own).
         inspect: Finds PII classes in outbound text (None: no PII check).
         scanner: Finds secrets in outbound text (the redactor's scanner: held values too).
+        approver: Decides held requests (``leaks: ask``): the gateway's approval manager;
+            None: such a request is refused.
+        approval_timeout_s: How long a held request waits for a decision (then: refused).
 
     """
 
@@ -149,6 +154,8 @@ class CredentialProxy:
     upstream_netns: str | None = None
     inspect: Inspector | None = None
     scanner: Any = None
+    approver: Any = None
+    approval_timeout_s: float = 120.0
     port: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
     connects: int = 0  # upstream connections opened (keep-alive reuse shows here)
@@ -530,7 +537,7 @@ class CredentialProxy:
             self._deny(flow, R_SIZE, status=413, host=flow.request.pretty_host,
                        size=int(size), limit=self.policy.max_request_bytes)
 
-    def _request(self, flow: Any) -> None:
+    async def _request(self, flow: Any) -> None:
         req = flow.request
         if flow.response is not None:
             return
@@ -560,8 +567,20 @@ class CredentialProxy:
         swapped = self._swap(flow, host, port, mine)
         if self._inspect(flow, host, port, body, swapped):
             return
-        if self._leaks(flow, host, port, swapped) and self.policy.block_leaks:
-            return self._deny(flow, R_LEAK, host=host, port=port)
+        leaked = self._leaks(flow, swapped)
+        if leaked:
+            allowed = self.policy.leaks == "alert" or await self._approve_leak(
+                flow, host, port, leaked)
+            for issued in leaked:
+                b = issued.binding
+                self._record("secret_placeholder_leak",
+                             self.policy.leaks if self.policy.leaks == "alert" else
+                             "approved" if allowed else "denied",
+                             {"variable": b.env, "ref": b.ref, "owner": b.tool,
+                              "destination": f"{host}:{port}", "bound_to": b.destinations,
+                              "method": req.method})
+            if not allowed:
+                return self._deny(flow, R_LEAK, host=host, port=port)
         flow.metadata["bastion_swapped"] = [i.value for i in swapped]
 
     def _swap(self, flow: Any, host: str, port: int, mine: list[Issued]) -> list[Issued]:
@@ -590,27 +609,44 @@ class CredentialProxy:
                               "method": req.method, "path": req.path.split("?", 1)[0]})
         return done
 
-    def _leaks(self, flow: Any, host: str, port: int, swapped: list[Issued]) -> bool:
-        """Alert on a placeholder going anywhere it was not swapped; return whether one was.
-
-        The placeholder leaves unchanged (it is worthless) unless the policy blocks leaks.
-        """
+    def _leaks(self, flow: Any, swapped: list[Issued]) -> list[Issued]:
+        """Return the live placeholders in the request that were not swapped in it."""
         req = flow.request
         raw = "\n".join([req.path, *(f"{k}: {v}" for k, v in req.headers.items(multi=True)),
                          req.get_text(strict=False) or ""])
         if PREFIX not in raw:
+            return []
+        return [i for i in self.book.live() if i.placeholder in raw and i not in swapped]
+
+    async def _approve_leak(self, flow: Any, host: str, port: int,
+                            leaked: list[Issued]) -> bool:
+        """Hold the request and ask the approval flow whether it may leave (``leaks: ask``).
+
+        What leaves on approval is the request as the sandbox sent it: the placeholder
+        unchanged (worthless there), never the value. Refused without an approver, on a
+        deny and on the approval's timeout; an approval never becomes a session rule.
+        """
+        if self.policy.leaks != "ask" or self.approver is None:
             return False
-        leaked = False
-        for issued in self.book.live():
-            if issued.placeholder in raw and issued not in swapped:
-                b = issued.binding
-                leaked = True
-                self._record("secret_placeholder_leak",
-                             "denied" if self.policy.block_leaks else "alert",
-                             {"variable": b.env, "ref": b.ref, "owner": b.tool,
-                              "destination": f"{host}:{port}", "bound_to": b.destinations,
-                              "method": req.method})
-        return leaked
+        from bastion.security.approval import ApprovalRequest
+        from bastion.tools.base import Risk
+
+        req = flow.request
+        names = ", ".join(sorted({i.binding.env for i in leaked}))
+        bound = sorted({d for i in leaked for d in i.binding.destinations})
+        ask = ApprovalRequest(
+            self.subject,
+            {"egress": f"{req.method} {req.scheme}://{host}:{port}{req.path.split('?', 1)[0]}",
+             "destination": f"{host}:{port}", "variable": names, "bound_to": bound},
+            Risk.HIGH,
+            [R_LEAK, f"the placeholder of {names} (bound to {', '.join(bound)}) is sent to "
+                     f"{host}:{port}; approving sends it unchanged, never the secret"],
+            allow_session_rule=False)
+        try:
+            decision = await self.approver.decide(ask, timeout_s=self.approval_timeout_s)
+        except Exception:  # an approver that fails refuses, as a timeout does
+            return False
+        return bool(decision.approved)
 
     def _inspect(self, flow: Any, host: str, port: int, body: bytes,
                  swapped: list[Issued]) -> bool:

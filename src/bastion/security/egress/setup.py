@@ -43,6 +43,8 @@ class Inspection:
     book: PlaceholderBook | None = None  # live placeholders of bound secrets
     scanner: Any = None  # the redactor's secret scanner (held values included)
     pii: Callable[[Sequence[str]], Inspector | None] | None = None  # classes -> PII finder
+    approver: Any = None  # the approval manager: decides requests held for a human
+    approval_timeout_s: float = 120.0
 
 
 def proxy_policy(rule: EgressRule, cfg: EgressConfig) -> ProxyPolicy:
@@ -51,7 +53,7 @@ def proxy_policy(rule: EgressRule, cfg: EgressConfig) -> ProxyPolicy:
                        tuple(HttpRule(r.host.lower(), tuple(m.upper() for m in r.methods),
                                       tuple(r.paths)) for r in cfg.rules),
                        cfg.max_request_bytes, cfg.max_response_bytes, cfg.scan_outbound,
-                       cfg.placeholder_elsewhere == "block")
+                       cfg.placeholder_elsewhere)
 
 
 def network_for(subject: str, cfg: EgressConfig, config: Config,
@@ -68,7 +70,9 @@ def network_for(subject: str, cfg: EgressConfig, config: Config,
         ins = inspection or Inspection()
         proxy = CredentialProxy(subject, proxy_policy(rule, cfg), ins.book or PlaceholderBook(),
                                 audit, scanner=ins.scanner,
-                                inspect=ins.pii(cfg.pii) if ins.pii and cfg.pii else None)
+                                inspect=ins.pii(cfg.pii) if ins.pii and cfg.pii else None,
+                                approver=ins.approver,
+                                approval_timeout_s=ins.approval_timeout_s)
     return EgressNetwork(rule, uplink_from(config), audit=audit, subject=subject,
                          proxy=proxy).start()
 
