@@ -19,6 +19,7 @@ breaks, :class:`ServerRefused` for an error answer (the server's ``{"error": {"m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from bastion.errors import AuthError, BastionError, NotFoundError, PolicyDenied
 from bastion.server import responses as r
 from bastion.server.schemas import DrainBody, RotateBody
+from bastion.server.stream_events import TurnEvent, parse_turn_event
 
 if TYPE_CHECKING:
     from bastion.cluster.admin import NodeIn
@@ -191,6 +193,46 @@ class BastionClient:
         """``POST /v1/sessions/{id}/messages`` with ``stream: false``: one agent turn."""
         return self._get(r.TurnAnswer, "POST", f"/v1/sessions/{session_id}/messages",
                          json={"content": content, "stream": False})
+
+    def stream(self, session_id: str, content: str) -> Iterator[TurnEvent]:
+        """``POST /v1/sessions/{id}/messages`` streamed: the turn's events as they come.
+
+        Each is the model its ``type`` names (:mod:`bastion.server.stream_events`):
+        ``TextEvent`` pieces, ``ToolStartedEvent``/``ToolFinishedEvent``, ``ApprovalPendingEvent``
+        while a call waits for a decision, then ``DoneEvent`` or ``ErrorEvent``.
+        """
+        path = f"/v1/sessions/{session_id}/messages"
+        try:
+            with self._http.stream("POST", path, json={"content": content, "stream": True},
+                                   timeout=None) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise refusal(resp)
+                for line in resp.iter_lines():
+                    if line.startswith("data:"):
+                        yield self._event(path, line[5:])
+        except httpx.ConnectError:
+            # from None: httpx's error holds the request and its API key
+            raise ServerUnreachable(f"no bastion server answers at {self.base_url}",
+                                    fix="start it: bastion serve") from None
+        except httpx.HTTPError as exc:
+            # from None: httpx's error holds the request and its API key
+            raise ServerFailed(
+                f"the bastion server at {self.base_url} failed: {type(exc).__name__}",
+                fix="see the server log (bastion serve)") from None
+
+    @staticmethod
+    def _event(path: str, data: str) -> TurnEvent:
+        try:
+            return parse_turn_event(data)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "data"
+            # from None: it quotes the event (a piece of the answer)
+            raise ServerRefused(
+                f"POST {path} streamed an event that is not a turn event ({where}: "
+                f"{exc.errors()[0]['msg']})",
+                fix="check that api.port is a bastion server of this version", status=200,
+                code=None) from None
 
     def sessions(self) -> r.SessionList:
         """``GET /v1/sessions``: most recently used first."""

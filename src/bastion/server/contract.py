@@ -17,6 +17,7 @@ server.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, get_args
 
 from fastapi import FastAPI
@@ -112,27 +113,37 @@ SSE_EVENT: dict[str, Any] = {
 }
 
 
-def sse_schema(events: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Return the schema of one event of a stream whose event names are ``events``.
+_EVENT_MODELS: dict[str, type[BaseModel]] = {}
+"""The models of event payloads that :func:`sse` routes name (added to the components)."""
 
-    With no names the events are unnamed (``data:`` lines only, as OpenAI's chunks).
+
+def sse_schema(events: Mapping[str, type[BaseModel]] | None = None) -> dict[str, Any]:
+    """Return the schema of one event of a stream whose events are ``events``.
+
+    ``events`` maps each event name (``event: NAME``) to the model of its ``data``, which the
+    schema names with ``contentSchema`` (one ``oneOf`` branch per name). With none the events
+    are unnamed (``data:`` lines only, as OpenAI's chunks).
     """
     if not events:
         return SSE_EVENT
     props = dict(SSE_EVENT["properties"])
     props["event"] = {"type": "string", "enum": list(events),
-                      "description": "the event name; data is its JSON payload, whose "
-                                     "``type`` is the same name"}
-    return {**SSE_EVENT, "properties": props, "required": ["event", "data"]}
+                      "description": "the event name; data is its JSON payload"}
+    _EVENT_MODELS.update({m.__name__: m for m in events.values()})
+    branches = [{"properties": {"event": {"const": name},
+                                "data": {"contentSchema": _ref(model)}}}
+                for name, model in events.items()]
+    return {**SSE_EVENT, "properties": props, "required": ["event", "data"], "oneOf": branches}
 
 
-def sse(description: str, *, events: tuple[str, ...] = (),
+def sse(description: str, *, events: Mapping[str, type[BaseModel]] | None = None,
         json: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
     """Return ``responses=`` for a 200 of server-sent events (or a JSON body with ``json``).
 
     Args:
         description: what the events are (and when the JSON body comes instead).
-        events: the event names the stream sends (``event: NAME``), in the order they come.
+        events: each event name the stream sends (``event: NAME``), in the order they come,
+            with the model of its payload (:mod:`bastion.server.stream_events`).
         json: the model of the JSON body the route answers instead (e.g. ``stream: false``).
 
     """
@@ -193,8 +204,21 @@ def feature_off(feature: str, setting: str, *, code: str | None = None) -> ApiEr
                     fix=f"set {setting} in bastion.yaml and restart bastion serve")
 
 
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 def _error_ref() -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}
+    return _ref(ErrorBody)
+
+
+def _add_components(comps: dict[str, Any], models: Iterable[type[BaseModel]]) -> None:
+    """Add ``models`` (and the models they use) to the document's schemas."""
+    for model in models:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in body.pop("$defs", {}).items():
+            comps.setdefault(name, sub)
+        comps.setdefault(model.__name__, body)
 
 
 def _rewrite_422(schema: dict[str, Any]) -> None:
@@ -247,12 +271,7 @@ def openapi_schema(api: FastAPI) -> dict[str, Any]:
                              openapi_version=api.openapi_version, description=api.description,
                              routes=api.routes)
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, sub in ErrorBody.model_json_schema(
-                ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
-            comps.setdefault(name, sub)
-        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        body.pop("$defs", None)
-        comps.setdefault(ErrorBody.__name__, body)
+        _add_components(comps, [ErrorBody, *_EVENT_MODELS.values()])
         _rewrite_422(schema)
         _no_untyped_json(schema)
         _body_errors(schema)

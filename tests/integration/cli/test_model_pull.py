@@ -328,6 +328,11 @@ def test_api_pull_streams_progress_and_lists(served_home: Path, hub: FakeHub) ->
                 elif line.startswith("data: "):
                     events.append((name, json.loads(line[6:])))
         assert events[-1][0] == "done" and events[-1][1]["name"] == NAME
+        from tests.sse_contract import check_event
+
+        doc = httpx.get(f"{base}/openapi.json", headers=auth).json()
+        for name, data in events:  # as documented, no field undocumented
+            check_event(doc, "post", "/v1/models/pull", name, data)
         progress = [d for n, d in events if n == "progress"]
         assert progress and progress[-1]["done"] == progress[-1]["total"]
         assert {"rate", "eta_s", "file"} <= set(progress[0])

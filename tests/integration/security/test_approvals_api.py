@@ -20,6 +20,7 @@ from bastion.config.model import ApiConfig, Config, MemoryConfig
 from bastion.security.sandbox.bwrap import BubblewrapSandbox
 from bastion.server.app import create_app
 from bastion.testing import ScriptedModel, call, say
+from tests.sse_contract import check_event
 
 TOKEN = "tok-approvals-5521"
 H = {"Authorization": f"Bearer {TOKEN}"}
@@ -89,10 +90,13 @@ def test_stream_shows_wait_then_api_approves(serve, bastion_home: Path) -> None:
     ws = s.app.gateway.environment.workspace
     (ws / "junk").mkdir()
     seen: list[str] = []
+    doc = httpx.get(f"{s.url}/openapi.json", headers=H).json()
     with httpx.stream("POST", f"{s.url}/v1/sessions/s1/messages", headers=H, timeout=60,
                       json={"content": "clean up", "stream": True}) as resp:
         for name, data in _events(resp):
             seen.append(name)
+            # each event is what the OpenAPI document says it is, no field undocumented
+            check_event(doc, "post", "/v1/sessions/{session_id}/messages", name, data)
             if name == "approval_pending":
                 assert data["tool"] == "shell" and data["risk"] == "CRITICAL"
                 assert any("destructive" in r for r in data["reasons"])

@@ -75,8 +75,17 @@ def test_sessions_approvals_and_audit_are_typed_models(served: tuple[str, Path])
         answer = api.send(sid, "hello")
         assert isinstance(answer, r.TurnAnswer) and answer.session_id == sid
         assert answer.answer == "echo: hello" and answer.usage.completion_tokens >= 0
+        from bastion.server import stream_events as ev
+
+        streamed = list(api.stream(sid, "again"))  # each event parsed into its typed model
+        assert type(streamed[0]) is ev.SessionEvent and streamed[0].session_id == sid
+        assert "".join(e.text for e in streamed if isinstance(e, ev.TextEvent)) == "echo: again"
+        assert type(streamed[-1]) is ev.DoneEvent and streamed[-1].answer == "echo: again"
+        with pytest.raises(ServerRefused) as bad:
+            list(api.stream("no/such", "x"))
+        assert bad.value.status in (404, 422)
         page = api.session(sid)
-        assert [m.role for m in page.messages] == ["user", "assistant"] and page.total == 2
+        assert [m.role for m in page.messages] == ["user", "assistant"] * 2 and page.total == 4
         assert sid in [s.id for s in api.sessions().data]
         assert api.approvals().pending == []
         events = api.audit_events(limit=5).events

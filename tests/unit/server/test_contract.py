@@ -6,6 +6,7 @@ The live check of the whole document is ``tests/integration/server/test_contract
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -81,6 +82,49 @@ def test_streams_name_their_events() -> None:
         names("post", "/v1/sessions/{session_id}/messages"))
     chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
     assert "enum" not in chat[SSE]["schema"]["properties"]["event"]  # OpenAI's: data only
+
+
+def test_every_named_event_documents_its_payload() -> None:
+    doc = create_app().openapi()
+    comps = doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            event = op["responses"].get("200", {}).get("content", {}).get(SSE, {}).get("schema")
+            if not event or "enum" not in event["properties"]["event"]:
+                continue
+            named = {b["properties"]["event"]["const"]:
+                     b["properties"]["data"]["contentSchema"]["$ref"].rsplit("/", 1)[1]
+                     for b in event["oneOf"]}
+            assert list(named) == event["properties"]["event"]["enum"], path
+            for name, model in named.items():  # an object with typed fields
+                assert comps[model]["type"] == "object" and comps[model]["properties"], (
+                    f"{method.upper()} {path} {name}")
+    turn = doc["paths"]["/v1/sessions/{session_id}/messages"]["post"]["responses"]["200"]
+    done = next(b for b in turn["content"][SSE]["schema"]["oneOf"]
+                if b["properties"]["event"]["const"] == "done")
+    assert comps[done["properties"]["data"]["contentSchema"]["$ref"].rsplit("/", 1)[1]][
+        "required"] == ["type", "answer", "steps", "prompt_tokens", "completion_tokens",
+                        "forced_final"]
+
+
+def test_event_payloads_carry_only_documented_fields() -> None:
+    """What ``event_payload`` builds for each agent event is its model, field for field."""
+    from bastion.agent.events import ToolFinished, ToolStarted, TurnDone, TurnError
+    from bastion.messages import TextDelta, ToolCall, Usage
+    from bastion.security.gateway import ToolResult
+    from bastion.security.redact import Redactor
+    from bastion.server.events import event_payload
+    from bastion.server.stream_events import TURN_EVENTS, parse_turn_event
+
+    call = ToolCall("shell", {"command": "ls"}, id="c1")
+    events = [TextDelta("hi"), ToolStarted(call, 1),
+              ToolFinished(ToolResult("c1", "shell", True, "a b", decision="allowed"), 1),
+              Usage(3, 4), TurnDone("answer", 1, 3, 4), TurnError("broke")]
+    for event in events:
+        name, payload = event_payload(event, Redactor())
+        model = TURN_EVENTS[name]
+        assert set(payload) <= set(model.model_fields), name
+        assert type(parse_turn_event(json.dumps(payload))) is model
 
 
 def test_every_success_body_is_a_model_the_routes_return(make_api) -> None:

@@ -44,6 +44,7 @@ from bastion.server.responses import (
     ThresholdSet,
 )
 from bastion.server.sse import sse_event, sse_response
+from bastion.server.stream_events import APPROVAL_EVENTS
 from bastion.tools.base import Risk
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
@@ -120,7 +121,7 @@ async def list_pending(app: BastionApp, session_id: str | None = None
             responses=sse("SSE: ready (subscribed), then approval_pending (those waiting now "
                           "first) and "
                           "approval_resolved events until the client disconnects",
-                          events=("ready", "approval_pending", "approval_resolved"))
+                          events=APPROVAL_EVENTS)
             | errors(409))
 async def approval_events(app: BastionApp) -> Response:
     """Stream ``ready`` (subscribed), then ``approval_pending`` and ``approval_resolved``."""

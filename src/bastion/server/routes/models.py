@@ -31,6 +31,7 @@ from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError
 from bastion.server.responses import PulledDeleted, PulledList, PulledModel
 from bastion.server.sse import sse_event, sse_response
+from bastion.server.stream_events import PULL_EVENTS
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -124,7 +125,7 @@ def _token(app: App) -> str | None:
 @router.post("/pull", summary="Pull a GGUF model from the Hugging Face Hub (progress as SSE)",
              response_class=StreamingResponse,
              responses=sse("SSE: progress events, then done (the manifest) or error (message, "
-                           "fix)", events=("progress", "done", "error")))
+                           "fix)", events=PULL_EVENTS))
 async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
     """Stream ``progress`` events, then ``done`` with the manifest or ``error`` with the fix."""
     from bastion.hardware import detect, recommend

@@ -52,6 +52,7 @@ from bastion.server.responses import (
     Usage,
 )
 from bastion.server.sse import sse_event, sse_response
+from bastion.server.stream_events import TURN_EVENTS
 
 log = logging.getLogger("bastion.server")
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -59,10 +60,6 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 MAX_OFFSET = 2**62  # SQLite integers are 64-bit
 
 CREATED_ID = "$response.body#/id"
-TURN_EVENTS = ("session", "text", "tool_started", "tool_finished", "usage", "approval_pending",
-               "approval_resolved", "done", "error")
-"""The events of a session turn's stream (payloads: :mod:`bastion.server.events`)."""
-
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="session id")]
 
 
