@@ -42,6 +42,9 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    # A tool message's step as a client showed it (risk, sandbox, decision, approval), kept
+    # for showing the transcript again; never sent to a model (not in ``to_openai``).
+    step: dict[str, Any] | None = None
 
     def to_openai(self) -> dict[str, Any]:
         """Return the OpenAI chat-completions wire form."""

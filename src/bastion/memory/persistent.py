@@ -161,6 +161,14 @@ class PersistentMemory:
         )
         return total, [r.message for r in rows]
 
+    async def record_steps(self, session_id: str, steps: dict[str, dict[str, Any]]) -> None:
+        """Keep each tool step's facts with its stored tool message.
+
+        ``steps``: call id -> risk, sandbox, decision, approval; the transcript
+        (``GET /v1/sessions/{id}``) shows them again.
+        """
+        await asyncio.to_thread(self.store.record_steps, session_id, steps)
+
     async def open_session(self, key: str) -> str:
         """Return the stored id of session ``key`` (a name or an id), creating it if new."""
         return await asyncio.to_thread(self.store.ensure, key)

@@ -114,8 +114,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions_v5 RENAME TO sessions;
     CREATE INDEX sessions_name ON sessions(name);
     """,
+    # 6: a tool message's step as a client showed it (risk, sandbox, decision, approval),
+    # beside the message and keyed by its id; it goes with its message
+    """
+    CREATE TABLE message_steps (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        step TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_WITH_STEP = ("SELECT m.*, s.step AS step FROM messages m "
+              "LEFT JOIN message_steps s ON s.message_id = m.id ")
 _GENERATED = re.compile(r"[0-9a-f]{12}")
 NO_SESSION = "\0no-session"
 """What :meth:`SessionStore.record_keys` answers for a session the caller does not have: a
@@ -213,12 +223,14 @@ def _mine(alias: str = "") -> tuple[str, tuple[str, ...]]:
 
 
 def _row_message(row: sqlite3.Row) -> StoredMessage:
+    step = row["step"] if "step" in row.keys() else None  # noqa: SIM118 - a Row, not a dict
     msg = Message(
         row["role"],
         row["content"],
         tool_calls=_decode_calls(row["tool_calls"]),
         tool_call_id=row["tool_call_id"],
         name=row["name"],
+        step=json.loads(step) if step else None,
     )
     return StoredMessage(row["id"], row["session_id"], row["seq"], msg, row["created_at"])
 
@@ -498,10 +510,37 @@ class SessionStore:
             return 0, []
         total = self._query("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?", (sid,))
         rows = self._query(
-            "SELECT * FROM messages WHERE session_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            _WITH_STEP + "WHERE m.session_id = ? ORDER BY m.seq LIMIT ? OFFSET ?",
             (sid, limit, offset),
         )
         return int(total[0]["n"]), [_row_message(r) for r in rows]
+
+    def record_steps(self, key: str, steps: dict[str, dict[str, Any]]) -> int:
+        """Keep each tool step's facts with its tool message; return how many were kept.
+
+        ``steps`` maps a tool call's id to what a client showed of its step (risk, sandbox,
+        decision, approval); the newest tool message of session ``key`` answering that call
+        gets it. A call without a stored tool message (the turn stopped first) is skipped.
+        """
+        sid = self.session_id(key)
+        if sid is None or not steps:
+            return 0
+        kept = 0
+        try:
+            with self._write() as db:
+                for call_id, step in steps.items():
+                    row = db.execute(
+                        "SELECT id FROM messages WHERE session_id = ? AND role = 'tool' "
+                        "AND tool_call_id = ? ORDER BY seq DESC LIMIT 1", (sid, call_id),
+                    ).fetchone()
+                    if row is not None:
+                        db.execute("INSERT OR REPLACE INTO message_steps(message_id, step) "
+                                   "VALUES (?, ?)", (row[0], json.dumps(step)))
+                        kept += 1
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(f"could not save the tool steps: {exc}",
+                                   fix=f"check disk space and {self.path}") from exc
+        return kept
 
     def tail(self, key: str, *, min_chars: int, limit: int) -> list[StoredMessage]:
         """Return the newest messages holding at least ``min_chars`` characters, oldest first.

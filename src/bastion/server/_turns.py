@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from bastion.agent.events import AgentEvent, ToolFinished, ToolStarted, TurnDone, TurnError
 from bastion.agent.loop import Agent
-from bastion.errors import ToolNotFoundError
+from bastion.errors import MemoryStoreError, ToolNotFoundError
 from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.messages import ChatSettings, Message, TextDelta
 from bastion.security.identity import current
@@ -23,6 +24,8 @@ from bastion.tools.base import Risk
 
 if TYPE_CHECKING:
     from bastion.app import App
+
+log = logging.getLogger(__name__)
 
 API_ACTOR = "api"
 _SID = re.compile(SESSION_ID_PATTERN)
@@ -239,22 +242,68 @@ async def redacted_events(
     ev: AgentEvent | dict[str, Any]
     sid = await agent.memory.open_session(session_id)  # approvals carry the stored id
     events = agent.run(text, session_id=sid, actor=API_ACTOR)
-    async for ev in with_approvals(app.hitl, sid, events):
-        if isinstance(ev, dict):  # approval_pending / approval_resolved: the agent is waiting
-            yield ev["type"], ev
-            continue
-        if isinstance(ev, TextDelta):
-            piece = red.feed(ev.text)
-            if piece:
-                yield "text", {"type": "text", "text": piece}
-            continue
-        tail = red.flush()  # text before a tool step or the end goes out first
-        if tail:
-            yield "text", {"type": "text", "text": tail}
-        name, payload = event_payload(ev, app.redactor)
+    shown = StepLog()
+    try:
+        async for ev in with_approvals(app.hitl, sid, events):
+            if isinstance(ev, dict):  # approval_pending / approval_resolved: the agent waits
+                shown.see(ev["type"], ev)
+                yield ev["type"], ev
+                continue
+            if isinstance(ev, TextDelta):
+                piece = red.feed(ev.text)
+                if piece:
+                    yield "text", {"type": "text", "text": piece}
+                continue
+            tail = red.flush()  # text before a tool step or the end goes out first
+            if tail:
+                yield "text", {"type": "text", "text": tail}
+            name, payload = event_payload(ev, app.redactor)
+            if name == "tool_started":
+                payload.update(tool_facts(app, payload["name"]))
+            shown.see(name, payload)
+            yield name, payload
+    finally:  # also when the client stopped the turn: the steps that ran are stored
+        from bastion.memory.persistent import PersistentMemory
+
+        if shown.steps and isinstance(agent.memory, PersistentMemory):
+            try:
+                await agent.memory.record_steps(sid, shown.steps)
+            except MemoryStoreError as exc:  # the transcript shows the step without them
+                log.warning("tool step facts not stored: %s", exc)
+
+
+@dataclass
+class StepLog:
+    """What a client was shown of each tool step of a turn, to show again in its transcript.
+
+    ``steps`` maps a call id to its ``risk`` and ``sandbox`` (``tool_started``), ``ok``,
+    ``decision`` and ``duration_ms`` (``tool_finished``) and, when it waited for a person,
+    ``approval``: ``risk``, ``approved``, ``by``, ``reason``.
+    """
+
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _calls: dict[str, str] = field(default_factory=dict)  # approval id -> call id
+
+    def see(self, name: str, payload: dict[str, Any]) -> None:
+        """Note one streamed event (others than the step events are ignored)."""
+        call_id = payload.get("call_id")
+        if name == "approval_resolved":
+            call_id = self._calls.get(str(payload.get("id")))
+        if not isinstance(call_id, str):
+            return
+        step = self.steps.setdefault(call_id, {})
         if name == "tool_started":
-            payload.update(tool_facts(app, payload["name"]))
-        yield name, payload
+            step.update(risk=payload.get("risk"), sandbox=payload.get("sandbox"))
+        elif name == "approval_pending":
+            self._calls[str(payload.get("id"))] = call_id
+            step["approval"] = {"risk": str(payload.get("risk") or "").lower()}
+        elif name == "approval_resolved":
+            step.setdefault("approval", {}).update(
+                approved=bool(payload.get("approved")), by=payload.get("by"),
+                reason=payload.get("reason"))
+        elif name == "tool_finished":
+            step.update(ok=payload.get("ok"), decision=payload.get("decision"),
+                        duration_ms=payload.get("duration_ms"))
 
 
 def tool_facts(app: App, name: str) -> dict[str, str | None]:

@@ -74,6 +74,26 @@ class ToolCallOut(Out):
     arguments: Any
 
 
+class StepApproval(Out):
+    """How a tool step's approval went (as its ``approval_*`` events said)."""
+
+    risk: str | None = Field(default=None, description="the call's effective risk level")
+    approved: bool | None = Field(default=None, description="None: no decision was seen")
+    by: str | None = None
+    reason: str | None = None
+
+
+class StepFacts(Out):
+    """A tool message's step as the live stream showed it (absent for older messages)."""
+
+    risk: str | None = Field(default=None, description="the tool's declared risk level")
+    sandbox: str | None = Field(default=None, description="where it ran (tool_started)")
+    ok: bool | None = None
+    decision: str | None = Field(default=None, description="allowed, denied or error")
+    duration_ms: float | None = None
+    approval: StepApproval | None = None
+
+
 class SessionMessage(Out):
     """One stored message (secrets redacted)."""
 
@@ -82,6 +102,8 @@ class SessionMessage(Out):
     tool_calls: list[ToolCallOut] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    step: StepFacts | None = Field(default=None, description="tool messages: risk, sandbox, "
+                                   "decision and approval of their step")
 
 
 class SessionPage(Out):

@@ -204,6 +204,15 @@ def test_approve_a_high_call_and_see_it_run(web: Web, page: Page) -> None:
     snap = conversation(page)
     assert "Allowed by api:admin" in snap and "wrote 18 bytes to note.txt" in snap
     assert (web.home / "workspace" / "note.txt").read_text() == "hello from the web"
+    live = re.search(r"write_file done (risk \w+ · sandbox [\w-]+) · [\d.]+ ms", snap)
+    assert live is not None, snap
+
+    page.reload()  # the same session read back from the store: the step as it was shown
+    step = page.get_by_role("group").filter(has_text="write_file")
+    step.locator("summary").click()
+    again = step.aria_snapshot()
+    assert re.search(rf"write_file done {live.group(1)} · [\d.]+ ms", again), again
+    assert "Allowed by api:admin" in again and "wrote 18 bytes to note.txt" in again
 
 
 def test_deny_and_the_model_is_told(web: Web, page: Page) -> None:

@@ -172,6 +172,44 @@ def test_a_v4_database_upgrades_in_place_to_names_unique_per_owner(tmp_path: Pat
     store.close()
 
 
+def test_an_old_database_gains_step_facts_for_new_tool_messages(tmp_path: Path) -> None:
+    """A v5 file (written before step facts were kept) upgrades; its tool messages read
+    without facts; facts recorded now come back with the message and go when the session is
+    deleted."""
+    path = tmp_path / "before-steps.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:5]:
+        db.executescript(script)
+    db.execute("INSERT INTO sessions(id, name, created_at, updated_at) "
+               "VALUES ('s1', 'old', 1.0, 1.0)")
+    calls = json.dumps([{"id": "call_old", "name": "list_files", "arguments": {}}])
+    db.execute("INSERT INTO messages(session_id, seq, role, content, tool_calls, created_at) "
+               "VALUES ('s1', 1, 'assistant', '', ?, 1.0)", (calls,))
+    db.execute("INSERT INTO messages(session_id, seq, role, content, tool_call_id, name, "
+               "created_at) VALUES ('s1', 2, 'tool', 'a.txt', 'call_old', 'list_files', 1.0)")
+    db.execute("PRAGMA user_version = 5")
+    db.commit()
+    db.close()
+
+    store = SessionStore(path)
+    assert store.schema_version() == SCHEMA_VERSION >= 6
+    total, old = store.page("old")
+    assert total == 2 and old[1].message.content == "a.txt" and old[1].message.step is None
+    store.append("old", Message("assistant", "", tool_calls=[ToolCall("shell", {}, id="c2")]))
+    store.append("old", Message("tool", "denied", tool_call_id="c2", name="shell"))
+    facts = {"risk": "high", "sandbox": "bubblewrap", "ok": False, "decision": "denied",
+             "duration_ms": 1.5, "approval": {"risk": "high", "approved": False,
+                                              "by": "api:admin", "reason": "not now"}}
+    assert store.record_steps("old", {"c2": facts, "never-stored": {"risk": "low"}}) == 1
+    _, rows = store.page("old")
+    assert [r.message.step for r in rows] == [None, None, None, facts]
+    assert rows[3].message.to_openai() == {"role": "tool", "content": "denied",
+                                           "tool_call_id": "c2", "name": "shell"}  # not sent
+    store.delete("old")
+    assert store._query("SELECT COUNT(*) FROM message_steps")[0][0] == 0
+    store.close()
+
+
 def test_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = sqlite3.connect(path)

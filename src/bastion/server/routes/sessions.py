@@ -105,6 +105,8 @@ def _message_json(app: App, m: Message) -> SessionMessage:
         out["tool_call_id"] = m.tool_call_id
     if m.name is not None:
         out["name"] = m.name
+    if m.step:
+        out["step"] = app.redactor.data(m.step)
     return SessionMessage.model_validate(out)
 
 

@@ -8,10 +8,15 @@
 import { registerPage, h, text } from "./app.js";
 import { copyButton } from "./copy.js";
 
-// The renderer (and its vendored libraries) loads beside the page, not before it: until it
-// is there, an answer shows as plain text, then it is rendered.
+// The renderer (and its vendored libraries) loads after the page is on screen, not before
+// it: until it is there, an answer shows as plain text, then it is rendered.
 let markdown = null;
-const markdownReady = import("./markdown.js").then((m) => { markdown = m; });
+let markdownReady = null;
+
+function loadMarkdown() {
+  if (!markdownReady) markdownReady = import("./markdown.js").then((m) => { markdown = m; });
+  return markdownReady;
+}
 
 const LONG_RESULT = 600; // characters; longer results start collapsed
 const enc = encodeURIComponent;
@@ -42,7 +47,7 @@ function answerBubble() {
       markdown.renderMarkdown(body, source);
     } else {
       text(body, source);
-      markdownReady.then(() => { if (!frame) frame = requestAnimationFrame(render); });
+      loadMarkdown().then(() => { if (!frame) frame = requestAnimationFrame(render); });
     }
   };
   el.append(h("div", { class: "msg-tools" }, copyButton(() => source, "Copy answer")));
@@ -191,6 +196,8 @@ function mount(root, ctx) {
 
   function stepsFromHistory(messages) {
     const steps = new Map();
+    const facts = new Map(); // call id -> the stored step (risk, sandbox, decision, approval)
+    for (const m of messages) if (m.role === "tool" && m.step) facts.set(m.tool_call_id, m.step);
     for (const m of messages) {
       if (m.role === "user") {
         log.append(userBubble(m.content));
@@ -201,13 +208,20 @@ function mount(root, ctx) {
           log.append(b.el);
         }
         for (const c of m.tool_calls || []) {
-          const step = toolStep({ name: c.name, arguments: c.arguments, call_id: c.id }, ctx, false);
+          const f = facts.get(c.id) || {};
+          const step = toolStep({ name: c.name, arguments: c.arguments, call_id: c.id,
+                                  risk: f.risk, sandbox: f.sandbox }, ctx, false);
           steps.set(c.id, step);
           log.append(step.el);
         }
       } else if (m.role === "tool") {
         const step = steps.get(m.tool_call_id);
-        if (step) step.finish({ ok: !/^\{"error"/.test(m.content || ""), text: m.content, name: m.name });
+        if (!step) continue;
+        const f = m.step || {}; // older messages have none: their outcome is read off the text
+        if (f.approval && typeof f.approval.approved === "boolean") step.resolved(f.approval);
+        step.finish({ ok: typeof f.ok === "boolean" ? f.ok : !/^\{"error"/.test(m.content || ""),
+                      decision: f.decision, duration_ms: f.duration_ms, text: m.content,
+                      name: m.name });
       }
     }
   }
@@ -342,6 +356,7 @@ function mount(root, ctx) {
   loadSessions();
   loadTranscript();
   input.focus();
+  requestAnimationFrame(() => setTimeout(loadMarkdown, 0)); // once the page is painted
   return () => {
     if (state.ctrl) state.ctrl.abort();
   };
