@@ -80,3 +80,18 @@ def test_providers_tell_the_sign_in_page_whether_sso_is_on(make_api: Callable[..
         resp = api.client.get("/v1/auth/providers")
         assert resp.json() == {"api_key": True, "oidc": True,
                                "oidc_login": "/v1/auth/oidc/login"}
+
+
+def test_files_go_compressed_to_a_browser_that_accepts_gzip(client: TestClient) -> None:
+    plain = client.get("/web/vendor/marked-18.2.1.esm.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    packed = client.get("/web/vendor/marked-18.2.1.esm.js",
+                        headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["vary"] == "Accept-Encoding"
+    assert packed.headers["content-security-policy"] == WEB_CSP  # the same policy
+    assert packed.headers["etag"] == plain.headers["etag"]
+    assert int(packed.headers["content-length"]) < len(plain.content) // 3  # on the wire
+    assert packed.content == plain.content  # decoded by the client: the same file
+    refused = client.get("/web/app.js", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers

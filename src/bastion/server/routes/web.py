@@ -8,11 +8,14 @@ UI shows comes from the same token-protected JSON/SSE API other clients use, so 
 public. Every response carries a strict Content-Security-Policy (no inline script or style, no
 plugins, no framing, no other origin to connect to) and an ``ETag``; a matching
 ``If-None-Match`` answers 304. Vendored libraries have their version in the file name and are
-cached for a year; the UI's own files are revalidated on every load (``no-cache``).
+cached for a year; the UI's own files are revalidated on every load (``no-cache``). A browser
+that accepts gzip gets the file compressed once, when first read (the stdlib's ``gzip``; the
+files are package data, so there is nothing to compress per request).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ class _File:
     media_type: str
     etag: str
     cache: str
+    gzipped: bytes | None  # the body compressed, when that makes it smaller
 
 
 @lru_cache(maxsize=256)
@@ -67,13 +71,31 @@ def _load(rel: str) -> _File | None:
     body = node.read_bytes()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     cache = _IMMUTABLE if rel.startswith("vendor/") and suffix == ".js" else _NO_CACHE
-    return _File(body, media_type, etag, cache)
+    packed = gzip.compress(body, compresslevel=9, mtime=0)
+    return _File(body, media_type, etag, cache, packed if len(packed) < len(body) else None)
 
 
-def _answer(f: _File, if_none_match: str | None) -> Response:
-    headers = {"ETag": f.etag, "Cache-Control": f.cache, "Content-Security-Policy": WEB_CSP}
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (``gzip`` or ``*`` with a q above 0)."""
+    for item in (accept_encoding or "").split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return float(q or 1) > 0
+            except ValueError:
+                return True
+    return False
+
+
+def _answer(f: _File, if_none_match: str | None, accept_encoding: str | None) -> Response:
+    headers = {"ETag": f.etag, "Cache-Control": f.cache, "Content-Security-Policy": WEB_CSP,
+               "Vary": "Accept-Encoding"}
     if if_none_match is not None and f.etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
+    if f.gzipped is not None and _accepts_gzip(accept_encoding):
+        headers["Content-Encoding"] = "gzip"
+        return Response(f.gzipped, media_type=f.media_type, headers=headers)
     return Response(f.body, media_type=f.media_type, headers=headers)
 
 
@@ -83,22 +105,24 @@ def _missing(rel: str) -> ApiError:
 
 
 @public_router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-async def index(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+async def index(if_none_match: Annotated[str | None, Header()] = None,
+                accept_encoding: Annotated[str | None, Header()] = None) -> Response:
     """Serve the web UI's shell page."""
     f = _load("index.html")
     if f is None:  # pragma: no cover - a broken install
         raise _missing("index.html")
-    return _answer(f, if_none_match)
+    return _answer(f, if_none_match, accept_encoding)
 
 
 @public_router.api_route("/web/{rel:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def web_file(rel: Annotated[str, Path()],
-                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+                   if_none_match: Annotated[str | None, Header()] = None,
+                   accept_encoding: Annotated[str | None, Header()] = None) -> Response:
     """Serve one static file of the web UI (scripts, styles, vendored libraries)."""
     f = _load(rel)
     if f is None:
         raise _missing(rel)
-    return _answer(f, if_none_match)
+    return _answer(f, if_none_match, accept_encoding)
 
 
 class Providers(BaseModel):

@@ -243,10 +243,10 @@ async function start() {
   const who = await me();
   signedInNow = true;
   renderWho(who);
-  loadOtherPages();
   await loadChat();
   await renderNav();
   await route();
+  loadOtherPages(); // after the first page is up: they are not needed for it
 }
 
 onSignedOut(() => {
