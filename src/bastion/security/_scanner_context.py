@@ -97,6 +97,7 @@ def names_public(ident: str) -> bool:
 
 # ---- values that are not secrets -------------------------------------------------------------
 _RUN = re.compile(r"(.)\1{3,}")
+_ALNUM16 = re.compile(r"[A-Za-z0-9]{16,}")
 # Substrings of the lower-cased value that mark a stand-in (plain ``in`` tests: fast).
 _PLACEHOLDER_PARTS = (
     "xxxxxx", "****", "####", "....", "fake", "dummy", "example", "sample", "placeholder",
@@ -132,7 +133,11 @@ def placeholder(value: str) -> bool:
         return True
     if _RUN.search(value) is None:
         return False
-    return sum(len(m.group()) for m in _RUN.finditer(value)) * 2 > len(value)
+    if sum(len(m.group()) for m in _RUN.finditer(value)) * 2 <= len(value):
+        return False
+    # mostly runs, unless what is left still holds a random part of its own (a Slack token
+    # with repeated digits in its ids and a random tail is a token, ``AKIAZZZZ...`` is not)
+    return not any(len(set(p)) >= 10 for p in _ALNUM16.findall(_RUN.sub("", value)))
 
 
 def _placeholder_part(low: str, part: str) -> bool:

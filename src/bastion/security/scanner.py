@@ -76,6 +76,11 @@ _YAML_DOC = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _K8S_DATA = re.compile(r"^\s*data:[ \t]*\n", re.MULTILINE)
 _K8S_LINE = re.compile(r"""(?:[ \t]*#[^\n]*\n)*(?P<indent>[ \t]+)(?P<key>[\w.-]+):[ \t]*["']?"""
                        r"""(?P<value>[A-Za-z0-9+/]{4,}={0,2})?["']?[ \t]*(?:\n|$)""")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s/@\"'<>]+(?P<path>/[^\s\"'<>]*)")
+_QUERY_KEY = re.compile(r"[?&;]([A-Za-z0-9_.-]+)=")
+# path words that say the URL itself carries a credential (webhooks, bot tokens, signed links)
+_URL_SECRET_PARTS = ("hook", "bot", "token", "secret", "key", "auth", "sig", "cred", "pass",
+                     "session", "invite")
 _DIGIT = re.compile(r"[0-9]")
 _SEPARATORS = re.compile(r"[-_.~/+]")
 _DIGIT_FLIPS = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]")
@@ -271,8 +276,10 @@ class SecretScanner:
         if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
             found.extend(_k8s_secret_data(text))
         if self.entropy and long_run:
+            paths = _url_paths(text) if "://" in text else []
             for m in _ENTROPY_CANDIDATE.finditer(text):
-                if _looks_random(m.group()) and not _public_name_before(text, m.start()):
+                if (_looks_random(m.group()) and not _public_name_before(text, m.start())
+                        and not any(a < m.end() <= b for a, b in paths)):
                     found.append(Finding("high_entropy", m.start(), m.end()))
         if found:
             found = [f for f in found if f.rule in _NOT_CHECKED
@@ -469,6 +476,27 @@ def _k8s_data_values(text: str, a: int, b: int) -> list[Finding]:
             value = line.group("value")
             if value and len(value.rstrip("=")) * 3 // 4 >= 6 and not placeholder(value):
                 out.append(Finding("k8s_secret_data", *line.span("value")))
+    return out
+
+
+def _url_paths(text: str) -> list[tuple[int, int]]:
+    """Return the spans of URL paths and queries that only name resources.
+
+    A random-looking part of a URL's path or query (a document id, an encrypted image
+    reference, a cache key) is how that resource is named, not a credential: guesses inside
+    it are dropped. Kept: a URL whose path or query names a secret (``/webhooks/``,
+    ``/bot<token>/``, ``?access_token=``, ``&key=``), user:password in its authority, and
+    every known token format and held value (they are not guesses).
+    """
+    out: list[tuple[int, int]] = []
+    for m in _URL.finditer(text):
+        path = m.group("path")
+        low = path.lower()
+        if any(w in low for w in _URL_SECRET_PARTS):
+            continue
+        if any(names_secret(k) for k in _QUERY_KEY.findall(path)):
+            continue
+        out.append(m.span("path"))
     return out
 
 

@@ -178,3 +178,18 @@ def test_slack_words_are_not_tokens() -> None:
 def test_held_values_are_masked_even_when_they_look_like_placeholders() -> None:
     s = SecretScanner(["AKIAIOSFODNN7EXAMPLE", "12345678-pass"])
     assert MASK in s.redact("key AKIAIOSFODNN7EXAMPLE") and MASK in s.redact("p=12345678-pass")
+
+
+def test_random_resource_names_in_url_paths_are_not_secrets_credential_urls_are() -> None:
+    doc = "1W7KCxOxP-1Fy5EyF2lbJGE2WuKmu5v0suYqoHas1jRM"
+    assert not flagged(f"see https://docs.example.com/document/d/{doc}/edit")
+    assert not flagged(f"GET https://img.example.com/image?q={B62}")
+    # a path or query that names a credential keeps the guess
+    assert masked(f"POST https://hooks.example.com/webhooks/123/{B62}", B62)
+    assert masked(f"https://api.example.com/v1?access_token={B62}", B62)
+
+
+def test_a_run_of_repeated_digits_in_ids_does_not_make_a_token_a_placeholder() -> None:
+    token = "xoxb-511111111-31111111111-3111111111111-f4c9a07e31d5b8a260"
+    assert masked(f"slack: {token}", token)
+    assert not flagged("xoxb-511111111-31111111111-1111111111111111")
