@@ -32,6 +32,16 @@ DOC_TEXT = ("Field notes. The quokkas on Rottnest Island eat ferns and leaves at
             "they drink little water.\n")
 WAIT_MS = 10_000
 MODEL_REPO = "acme/Tiny-GGUF"
+QUESTION = "What is the weather like in Berlin tomorrow?"
+PLAYED = """
+window.__played = [];  // every answer buffer the page starts playing
+const start = AudioBufferSourceNode.prototype.start;
+AudioBufferSourceNode.prototype.start = function (...args) {
+  window.__played.push({seconds: this.buffer.duration, rate: this.buffer.sampleRate,
+                        context: this.context.state});
+  return start.apply(this, args);
+};
+"""
 
 
 @dataclass
@@ -41,10 +51,10 @@ class World:
     keys: dict[str, str]
     browser: Any
 
-    def page(self, user: str, **context: Any) -> Any:
+    def page(self, user: str, browser: Any = None, init: str = "", **context: Any) -> Any:
         """A new page of ``user``, signed in through the sign-in form (a cookie session)."""
-        ctx = self.browser.new_context(**context)
-        ctx.add_init_script(WATCH_CSP)
+        ctx = (browser or self.browser).new_context(**context)
+        ctx.add_init_script(WATCH_CSP + init)
         page = ctx.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("dialog", lambda d: (_ALERTS.append(d.message), d.dismiss()))
@@ -409,3 +419,55 @@ def test_tasks_page_runs_pauses_and_saves_a_receipt(world: World) -> None:
     page.get_by_role("button", name="Resume web-digest").click()
     _eventually(page.get_by_role("table", name="Tasks"), r'button "Pause web-digest"')
     assert main.locator("img").count() == 0 and page.evaluate("window.__csp") == []
+
+
+def test_a_spoken_question_on_the_voice_page_gets_a_spoken_answer(world: World,
+                                                                  tmp_path: Path) -> None:
+    """#20 voice, end to end in the browser: Chromium's fake microphone plays a question Piper
+    spoke (the server's /v1/audio/speech); push-to-talk sends it over WS /v1/voice/ws to
+    Whisper; the (scripted) model answers; Piper's audio comes back and the page plays it."""
+    from bastion.security.browser._launch import require_chromium
+    from bastion.voice.audio import Audio, decode, silence
+    from tests.unit.voice._shared import word_accuracy
+
+    with world.api("admin") as admin:
+        if not admin.get("/v1/voice").json()["available"]:
+            pytest.skip("pip install 'bastion[voice]'")
+        spoken = admin.post("/v1/audio/speech", json={
+            "model": "tts-1", "voice": "piper", "input": QUESTION, "response_format": "wav"})
+    assert spoken.status_code == 200, spoken.text
+    question = decode(spoken.content)
+    assert 1.0 < question.duration < 6.0, question.duration
+    # Chromium reads a 16-bit PCM WAV for its fake microphone and loops it: the question,
+    # then more silence than the button is held for, so it is heard once
+    wav = tmp_path / "question.wav"
+    wav.write_bytes(Audio.concat([question, silence(4.0, 48_000)], 48_000).wav())
+    browser = world.browser.browser_type.launch(
+        executable_path=require_chromium(), headless=True,
+        args=["--no-sandbox", "--use-fake-ui-for-media-stream",
+              "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"])
+    try:
+        page = world.page("admin", browser=browser, init=PLAYED)
+        _eventually(page.get_by_role("navigation", name="Main"), 'link "Voice"')
+        _open(world, page, "voice")
+        status = page.get_by_role("status", name="Voice status")
+        talk = page.get_by_role("button", name="Hold to talk (or hold Space)")
+        talk.hover()
+        page.mouse.down()
+        _eventually(status, "Listening")
+        page.wait_for_timeout(int((question.duration + 0.8) * 1000))
+        page.mouse.up()
+        done = _eventually(status, "Done|failed|Refused|fix", timeout_s=120)
+        assert "Done" in done, done
+        heard = page.get_by_label("You said").inner_text()
+        assert re.search(r"\bBerlin\b", heard) and word_accuracy(QUESTION, heard) >= 0.8, heard
+        answer = page.get_by_label("Answer").inner_text()  # the scripted model echoes it
+        assert answer.startswith("echo:") and re.search(r"\bBerlin\b", answer), answer
+        page.wait_for_function("window.__played.length > 0")
+        played = page.evaluate("window.__played")
+        assert sum(p["seconds"] for p in played) > 1.0, played  # the spoken answer, whole
+        assert all(p["rate"] == 22_050 and p["context"] == "running" for p in played), played
+        assert page.evaluate("window.__csp") == []
+        page.context.close()
+    finally:
+        browser.close()

@@ -29,6 +29,7 @@ function mount(root) {
   let playAt = 0;
   let nextAudio = null; // the header of the binary frame to come
   let sessionId = null;
+  let started = false; // this connection's start was sent (the server answers it with ready)
 
   function connect() {
     return new Promise((resolve, reject) => {
@@ -36,6 +37,7 @@ function mount(root) {
       const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/voice/ws`;
       // The browser sends the sign-in cookie (and this page's Origin, which the server checks).
       ws = new WebSocket(url, ['bastion']);
+      started = false;
       ws.binaryType = 'arraybuffer';
       ws.onmessage = (ev) => onMessage(ev.data, resolve);
       ws.onerror = () => reject(new Error('the voice connection failed'));
@@ -48,6 +50,10 @@ function mount(root) {
     let msg;
     try { msg = JSON.parse(data); } catch (_) { return; }
     if (msg.type === 'ready') {
+      // The first ready asks for our start; the next one confirms it. Answering that one
+      // with another start would loop, and each start drops the audio received so far.
+      if (started) return;
+      started = true;
       sessionId = sessionId || msg.session_id;
       ws.send(JSON.stringify({ type: 'start', sample_rate: RATE, session_id: sessionId, vad: false, partials: true }));
       ready(ws);
