@@ -176,6 +176,11 @@ class CredentialProxy:
         """The per-sandbox CA certificate (public part) the sandbox trusts."""
         return self._dir / "ca.pem"
 
+    @property
+    def thread_id(self) -> int:
+        """The identifier of the proxy's thread (0 before :meth:`start`)."""
+        return (self._thread.ident or 0) if self._thread is not None else 0
+
     def env(self) -> dict[str, str]:
         """Variables that point a sandbox's HTTP clients at the proxy and its CA."""
         url = f"http://127.0.0.1:{self.port}"
@@ -705,15 +710,18 @@ class CredentialProxy:
         flow.response.set_content(content)
 
 
-READ_SIZE = 1 << 20  # bytes handed to mitmproxy's layers per read (its own reads: 64 KiB)
+READ_SIZE = 1 << 18  # bytes handed to mitmproxy's layers per read (its own: 64 KiB)
 
 
 class _BigReads:
     """A stream reader whose reads take up to :data:`READ_SIZE` bytes at once.
 
     mitmproxy reads 64 KiB at a time and runs each read through its whole layer stack (TCP,
-    TLS, HTTP/1 or 2, back down through TLS); on a download that per-read cost, not the
-    cryptography, bounds the throughput. Larger reads move the same bytes in fewer trips.
+    TLS, HTTP/1 or 2, back down through TLS). Larger reads move the same bytes in fewer
+    trips: with 256 KiB, asyncio's own largest ``recv``, the proxy carried 179-183 MB per
+    CPU-second of its thread against 156-171 with 64 KiB reads (``bench/egress_proxy.py``,
+    alternating runs); 1-4 MiB did not help further (the write side then copies the unsent
+    rest of a big buffer on each send).
     The buffer limit is raised with it, so that the transport keeps reading ahead.
     """
 
