@@ -294,7 +294,7 @@ def test_xss_in_model_output_and_tool_result_renders_as_text(web: Web, page: Pag
 
 def test_security_headers_on_every_page(web: Web) -> None:
     index = httpx.get(web.base + "/")
-    files = re.findall(r'(?:href|src)="(/web/[^"]+)"', index.text)
+    files = re.findall(r'(?:href|src)="(/web/[^"?]+)(?:\?v=\w+)?"', index.text)
     assert "/web/app.js" in files and "/web/app.css" in files
     files += ["/web/chat.js", "/web/markdown.js", "/web/pages/index.js",
               "/web/vendor/marked-18.2.1.esm.js", "/web/vendor/purify-3.4.18.min.js"]

@@ -95,3 +95,25 @@ def test_files_go_compressed_to_a_browser_that_accepts_gzip(client: TestClient) 
     assert packed.content == plain.content  # decoded by the client: the same file
     refused = client.get("/web/app.js", headers={"Accept-Encoding": "gzip;q=0"})
     assert "content-encoding" not in refused.headers
+
+
+def test_versioned_urls_are_cached_for_good_and_name_one_module_each(client: TestClient) -> None:
+    from bastion.server.routes.web import version
+
+    v = version()
+    index = client.get("/").text
+    links = re.findall(r'(?:href|src)="(/web/[^"]+)"', index)
+    assert "/web/app.js?v=" + v in links and all(link.endswith("?v=" + v) for link in links)
+    assert client.get("/").headers["cache-control"] == "no-cache"  # the shell page: revalidated
+    assert client.get("/web/app.js?v=" + v).headers["cache-control"] == \
+        "public, max-age=31536000, immutable"
+    for stale in ("/web/app.js", "/web/app.js?v=0123456789ab"):  # not this version's URL
+        assert client.get(stale).headers["cache-control"] == "no-cache", stale
+    own = [f"pages/{f.name}" for f in WEB.joinpath("pages").iterdir() if f.name.endswith(".js")]
+    own += [f.name for f in WEB.iterdir() if f.name.endswith(".js")]
+    for name in own:  # every relative import carries the version: one URL per module
+        served = client.get(f"/web/{name}?v={v}").text
+        specs = re.findall(r"""(?:from|import)\s*\(?\s*["'](\.{1,2}/[^"']+)["']""", served)
+        assert all(s.endswith(".js?v=" + v) for s in specs), (name, specs)
+    assert re.findall(r'from "(\./api\.js[^"]*)"', client.get("/web/app.js").text) == \
+        ["./api.js?v=" + v]

@@ -7,10 +7,14 @@ The files are package data under ``bastion/server/web`` and carry no user data: 
 UI shows comes from the same token-protected JSON/SSE API other clients use, so both routes are
 public. Every response carries a strict Content-Security-Policy (no inline script or style, no
 plugins, no framing, no other origin to connect to) and an ``ETag``; a matching
-``If-None-Match`` answers 304. Vendored libraries have their version in the file name and are
-cached for a year; the UI's own files are revalidated on every load (``no-cache``). A browser
-that accepts gzip gets the file compressed once, when first read (the stdlib's ``gzip``; the
-files are package data, so there is nothing to compress per request).
+``If-None-Match`` answers 304. The shell page links its files, and every script imports the
+others, with ``?v=<version>`` (a hash of all the UI's files, written in when a file is first
+read): such a URL never changes meaning, so it is cached for a year (``immutable``) and a
+reload fetches nothing but ``/``; a new bastion has new URLs. The same file without that
+``v`` (or with an old one) is revalidated on every load (``no-cache``); vendored libraries
+have their version in the file name and are immutable either way. A browser that accepts
+gzip gets the file compressed once, when first read (the stdlib's ``gzip``; the files are
+package data, so there is nothing to compress per request).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -53,12 +58,47 @@ class _File:
     gzipped: bytes | None  # the body compressed, when that makes it smaller
 
 
+# A relative module specifier in the UI's scripts (static or dynamic import), and a /web/ URL
+# in the shell page: both get ?v=<version>, so every importer names one module by one URL.
+_IMPORT = re.compile(r"""((?:\bfrom|\bimport)\s*\(?\s*)(["'])(\.{1,2}/[^"'?]+\.js)\2""")
+_LINK = re.compile(r'((?:href|src)=")(/web/[^"?]+)(")')
+
+
+def _web() -> Traversable:
+    return resources.files("bastion.server").joinpath("web")
+
+
+@lru_cache(maxsize=1)
+def version() -> str:
+    """Return the UI's version: a hash of every file under ``web/`` (names and bytes)."""
+    digest = hashlib.sha256()
+    todo = [(_web(), "")]
+    while todo:
+        node, rel = todo.pop()
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.is_dir():
+                todo.append((child, f"{rel}{child.name}/"))
+            else:
+                digest.update(f"{rel}{child.name}\0".encode() + child.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _versioned(rel: str, body: bytes) -> bytes:
+    """Write ``?v=<version>`` into the shell page's links and the scripts' imports."""
+    v = version()
+    if rel == "index.html":
+        return _LINK.sub(lambda m: f"{m[1]}{m[2]}?v={v}{m[3]}", body.decode()).encode()
+    if rel.endswith(".js") and not rel.startswith("vendor/"):
+        return _IMPORT.sub(lambda m: f"{m[1]}{m[2]}{m[3]}?v={v}{m[2]}", body.decode()).encode()
+    return body
+
+
 @lru_cache(maxsize=256)
 def _load(rel: str) -> _File | None:
     """Return the packaged file ``rel`` under ``web/`` (``None``: no such file)."""
     if not _SAFE.fullmatch(rel) or ".." in rel:
         return None
-    node = resources.files("bastion.server").joinpath("web")
+    node = _web()
     for part in rel.split("/"):
         node = node.joinpath(part)
     if not node.is_file():
@@ -68,7 +108,7 @@ def _load(rel: str) -> _File | None:
     media_type = _TYPES.get(suffix)
     if media_type is None:
         return None
-    body = node.read_bytes()
+    body = _versioned(rel, node.read_bytes())
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     cache = _IMMUTABLE if rel.startswith("vendor/") and suffix == ".js" else _NO_CACHE
     packed = gzip.compress(body, compresslevel=9, mtime=0)
@@ -88,9 +128,10 @@ def _accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
-def _answer(f: _File, if_none_match: str | None, accept_encoding: str | None) -> Response:
-    headers = {"ETag": f.etag, "Cache-Control": f.cache, "Content-Security-Policy": WEB_CSP,
-               "Vary": "Accept-Encoding"}
+def _answer(f: _File, if_none_match: str | None, accept_encoding: str | None,
+            immutable: bool = False) -> Response:
+    headers = {"ETag": f.etag, "Cache-Control": _IMMUTABLE if immutable else f.cache,
+               "Content-Security-Policy": WEB_CSP, "Vary": "Accept-Encoding"}
     if if_none_match is not None and f.etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     if f.gzipped is not None and _accepts_gzip(accept_encoding):
@@ -117,12 +158,13 @@ async def index(if_none_match: Annotated[str | None, Header()] = None,
 @public_router.api_route("/web/{rel:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def web_file(rel: Annotated[str, Path()],
                    if_none_match: Annotated[str | None, Header()] = None,
-                   accept_encoding: Annotated[str | None, Header()] = None) -> Response:
+                   accept_encoding: Annotated[str | None, Header()] = None,
+                   v: Annotated[str | None, Query(max_length=64)] = None) -> Response:
     """Serve one static file of the web UI (scripts, styles, vendored libraries)."""
     f = _load(rel)
     if f is None:
         raise _missing(rel)
-    return _answer(f, if_none_match, accept_encoding)
+    return _answer(f, if_none_match, accept_encoding, immutable=v == version())
 
 
 class Providers(BaseModel):

@@ -96,10 +96,22 @@ function dispatch(frame, onEvent) {
   onEvent(name, parsed);
 }
 
+let preloaded = true; // index.html preloads GET /v1/auth/me: the first ask takes that answer
+
+async function askWho() {
+  if (!preloaded) return api("/v1/auth/me");
+  preloaded = false;
+  // The same request as the preload (credentials, no custom headers), so the browser hands
+  // over the response it already has instead of asking again.
+  const resp = await fetch("/v1/auth/me", { credentials: "include" });
+  if (!resp.ok) throw await errorOf(resp);
+  return resp.json();
+}
+
 /** Who is signed in: {user, roles, scopes, via} (cached; refresh: ask again). */
 export async function me(refresh = false) {
   if (meCache && !refresh) return meCache;
-  const who = await api("/v1/auth/me");
+  const who = await askWho();
   meCache = { user: who.user, roles: who.roles || [], scopes: who.scopes || [], via: who.via };
   return meCache;
 }

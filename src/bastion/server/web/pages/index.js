@@ -10,7 +10,8 @@ import './voice.js';
 
 const css = document.createElement('link');
 css.rel = 'stylesheet';
-css.href = new URL('./pages.css', import.meta.url).pathname;
+const here = new URL(import.meta.url); // its ?v= (the UI's version) goes on the CSS too
+css.href = new URL('./pages.css', here).pathname + here.search;
 document.head.append(css);
 
 export {};
