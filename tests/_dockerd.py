@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 DOCKERD = "/usr/sbin/dockerd"
 CLI = "/usr/bin/docker"
 CACHE = Path(os.environ.get("BASTION_TEST_DOCKERD_CACHE", "/var/tmp/bastion-test-dockerd"))
@@ -214,3 +216,23 @@ def backend_problem(kind: str) -> str | None:
         return backend_class(kind).available()
     except Exception as exc:  # a backend module missing in this build
         return str(exc)
+
+
+def needs_backend(kind: str, *, even_in_ci: bool = False) -> pytest.MarkDecorator:
+    """Skip a test when sandbox backend ``kind`` cannot run here -- asked when the test starts.
+
+    Outside CI only, unless ``even_in_ci`` (CI fails such a test instead). Asking starts the
+    tests' dockerd for a docker test (and points ``DOCKER_HOST`` at it). Asking at collection
+    would start it in every pytest process that merely collects a docker test (each xdist
+    worker), and the second one loads the image into a fresh data-root; this way only a process
+    that runs one starts it. tests/conftest.py reads the mark.
+    """
+    return pytest.mark.sandbox_backend(kind, even_in_ci=even_in_ci)
+
+
+def skip_unusable(item: pytest.Item) -> None:
+    """``pytest_runtest_setup`` helper: skip ``item`` as its ``sandbox_backend`` marks say."""
+    for mark in item.iter_markers("sandbox_backend"):
+        why = backend_problem(mark.args[0])  # docker: starts the daemon, even where CI fails
+        if why is not None and (mark.kwargs.get("even_in_ci") or not os.environ.get("CI")):
+            pytest.skip(f"{mark.args[0]}: {why}")

@@ -10,7 +10,7 @@ import pytest
 
 from bastion.config.model import LimitsConfig
 from bastion.security.sandbox.factory import BACKENDS, create_sandbox
-from tests._dockerd import backend_problem
+from tests._dockerd import backend_problem, needs_backend
 
 
 def problem(kind: str) -> str | None:
@@ -20,13 +20,8 @@ def problem(kind: str) -> str | None:
 
 def each_backend() -> Any:
     """Parametrize a test over every backend; one that cannot run is skipped outside CI."""
-    params = []
-    for kind in BACKENDS:
-        why = problem(kind)
-        marks = [pytest.mark.needs_root]
-        if why is not None and not os.environ.get("CI"):
-            marks.append(pytest.mark.skip(reason=why))
-        params.append(pytest.param(kind, marks=marks, id=kind))
+    params = [pytest.param(kind, marks=[pytest.mark.needs_root, needs_backend(kind)], id=kind)
+              for kind in BACKENDS]
     return pytest.mark.parametrize("kind", params)
 
 

@@ -16,12 +16,9 @@ import pytest
 from bastion.config.model import Config, LimitsConfig, McpServerConfig
 from bastion.errors import SandboxError
 from bastion.security.sandbox.factory import create_sandbox
-from tests._dockerd import docker_problem
+from tests._dockerd import needs_backend
 
-_PROBLEM = docker_problem()
-pytestmark = [pytest.mark.needs_root,
-              pytest.mark.skipif(_PROBLEM is not None and not os.environ.get("CI"),
-                                 reason=str(_PROBLEM))]
+pytestmark = [pytest.mark.needs_root, needs_backend("docker")]
 LIMITS = LimitsConfig(wall_seconds=20, cpu_seconds=5, memory_mb=256, max_processes=32)
 
 

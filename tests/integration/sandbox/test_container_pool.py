@@ -19,11 +19,9 @@ from bastion.memory.base import EphemeralMemory
 from bastion.messages import ToolCall
 from bastion.security.sandbox.container import WARM_PREFIX, ContainerSandbox
 from bastion.testing import ScriptedModel
-from tests._dockerd import backend_problem
+from tests._dockerd import needs_backend
 
-ENGINES = [pytest.param(k, marks=pytest.mark.skipif(
-    backend_problem(k) is not None and not os.environ.get("CI"),
-    reason=f"{k}: {backend_problem(k)}")) for k in ("podman", "docker")]
+ENGINES = [pytest.param(k, marks=needs_backend(k)) for k in ("podman", "docker")]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -27,12 +27,9 @@ from bastion.security.sandbox import base, docker
 from bastion.security.sandbox.base import NetworkPolicy, SandboxSpec
 from bastion.security.sandbox.docker import REMAP_FIX, DockerSandbox
 from bastion.security.sandbox.factory import build_sandbox, create_sandbox
-from tests._dockerd import address, docker_problem, ensure
+from tests._dockerd import address, ensure, needs_backend
 
-_PROBLEM = docker_problem()
-pytestmark = [pytest.mark.needs_root,
-              pytest.mark.skipif(_PROBLEM is not None and not os.environ.get("CI"),
-                                 reason=str(_PROBLEM))]
+pytestmark = [pytest.mark.needs_root, needs_backend("docker")]
 LIMITS = LimitsConfig(wall_seconds=20, cpu_seconds=5, memory_mb=256, max_processes=32,
                       file_size_mb=1, output_bytes=4096)
 

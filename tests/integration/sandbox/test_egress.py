@@ -30,7 +30,7 @@ from bastion.messages import ToolCall
 from bastion.security.egress import uplink
 from bastion.security.egress.netns import problem
 from bastion.testing import ScriptedModel
-from tests._dockerd import backend_problem
+from tests._dockerd import needs_backend
 
 pytestmark = pytest.mark.skipif(problem() is not None and not os.environ.get("CI"),
                                 reason=str(problem()))
@@ -108,10 +108,8 @@ def _ours() -> dict[str, list[str]]:
     }
 
 
-BACKENDS = [pytest.param(k, marks=pytest.mark.skipif(
-    backend_problem(k) is not None and not os.environ.get("CI"),
-    reason=f"{k} unavailable: {backend_problem(k)}"))
-    for k in ("bubblewrap", "podman", "docker", "gvisor")]
+BACKENDS = [pytest.param(k, marks=needs_backend(k))
+            for k in ("bubblewrap", "podman", "docker", "gvisor")]
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

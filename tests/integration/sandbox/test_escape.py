@@ -20,14 +20,11 @@ from bastion.security.sandbox.base import Sandbox
 from bastion.security.sandbox.factory import backend_class, create_sandbox
 from bastion.tools.builtin import builtin_tools
 from bastion.tools.registry import ToolRegistry
-from tests._dockerd import backend_problem
+from tests._dockerd import needs_backend
 from tests.integration.sandbox.conftest import leftover_processes
 
-BACKENDS = [
-    pytest.param(kind, marks=pytest.mark.skipif(
-        backend_problem(kind) is not None, reason=f"{kind}: {backend_problem(kind)}"))
-    for kind in ("bubblewrap", "gvisor", "podman", "docker")
-]
+BACKENDS = [pytest.param(kind, marks=needs_backend(kind, even_in_ci=True))
+            for kind in ("bubblewrap", "gvisor", "podman", "docker")]
 LIMITS = LimitsConfig(wall_seconds=20, cpu_seconds=1, memory_mb=256, max_processes=32,
                       file_size_mb=1, output_bytes=4096)
 
