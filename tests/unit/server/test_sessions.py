@@ -54,6 +54,11 @@ def test_message_stream_has_named_agent_events(make_api):
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
     assert messages[1]["tool_calls"][0]["name"] == "list_files"
     assert messages[2]["name"] == "list_files"
+    step = messages[2]["step"]  # the step as the stream showed it, for the transcript (#20)
+    assert {k: step[k] for k in ("risk", "sandbox", "ok", "decision")} == {
+        "risk": "low", "sandbox": "in-process", "ok": True, "decision": "allowed"}
+    assert step["duration_ms"] == dict(events)["tool_finished"]["duration_ms"]
+    assert step.get("approval") is None and messages[1].get("step") is None
 
 
 def test_message_json_and_multi_turn(make_api):
