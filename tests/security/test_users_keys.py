@@ -226,6 +226,13 @@ def test_bob_cannot_reach_alices_sessions(served: Served, alices: dict[str, str]
     assert len(sid) >= 12 and all(c in "0123456789abcdef" for c in sid)  # server-made, random
     with served.api("bob") as bob:
         assert sid not in {s["id"] for s in bob.get("/v1/sessions").json()["data"]}
+        r = bob.post("/v1/search", json={"query": "spare key", "session": sid})
+        assert r.status_code == 404  # (below, posting to that id makes bob a session of it)
+        for method in ("GET", "POST"):  # undo: what a session without undoable calls gets
+            r = bob.request(method, f"/v1/sessions/{sid}/undo")
+            g = bob.request(method, f"/v1/sessions/{ghost}/undo")
+            assert r.status_code == g.status_code
+            assert r.text.replace(sid, ghost) == g.text
         for method, path, body in [
             ("GET", "/v1/sessions/{}", None),
             ("GET", "/v1/sessions/{}/export", None),
@@ -237,21 +244,14 @@ def test_bob_cannot_reach_alices_sessions(served: Served, alices: dict[str, str]
         ]:
             r = bob.request(method, path.format(sid), json=body)
             g = bob.request(method, path.format(ghost), json=body)
-            if method == "POST":  # a new id is a new session of bob's: only alice's is 404
-                assert r.status_code == 404, r.text
+            if method == "POST":  # alice's id, like any id bob has not: a new session of his
+                assert r.status_code == g.status_code == 200, (r.text, g.text)
             else:
                 _not_found_like_nothing(r, g)
             assert "tulip" not in r.text
-        for method in ("GET", "POST"):  # undo: what a session without undoable calls gets
-            r = bob.request(method, f"/v1/sessions/{sid}/undo")
-            g = bob.request(method, f"/v1/sessions/{ghost}/undo")
-            assert r.status_code == g.status_code
-            assert r.text.replace(sid, ghost) == g.text
         r = bob.post("/v1/chat/completions", headers={"X-Bastion-Session": sid}, json={
             "model": "bastion-agent", "messages": [{"role": "user", "content": "continue"}]})
-        assert r.status_code == 404 and "tulip" not in r.text
-        r = bob.post("/v1/search", json={"query": "spare key", "session": sid})
-        assert r.status_code == 404
+        assert r.status_code == 200 and "tulip" not in r.text  # his own session of that name
     with served.api("alice") as api:  # untouched: still there, still alice's words only
         msgs = api.get(f"/v1/sessions/{sid}").json()["messages"]
         assert [m["role"] for m in msgs] == ["user", "assistant"]
@@ -428,9 +428,6 @@ def test_bobs_search_is_not_starved_by_alices_documents(
     assert not any(s.startswith("vault-") for s in sources)
 
 
-@pytest.mark.xfail(strict=True, reason="#19 item 3 open: session ids and names are unique "
-                   "across users, so choosing one another user has answers 409 (needs names "
-                   "unique per owner in the memory store, busy/approval keys per owner)")
 def test_choosing_a_session_id_reveals_nothing_about_other_users(served: Served) -> None:
     """No existence oracle in chosen ids: bob picking an id alice has gets exactly what he
     gets for one nobody has."""
@@ -440,3 +437,103 @@ def test_choosing_a_session_id_reveals_nothing_about_other_users(served: Served)
         a = bob.post("/v1/sessions", json={"id": "alice-plans"})
         b = bob.post("/v1/sessions", json={"id": "alice-no-such-plans"})
         assert a.status_code == b.status_code, (a.text, b.text)
+        assert bob.post("/v1/sessions", json={"id": "alice-plans"}).status_code == 409  # his own
+
+
+def _messages(api: httpx.Client, name: str) -> list[str]:
+    r = api.get(f"/v1/sessions/{name}")
+    assert r.status_code == 200, r.text
+    return [m["content"] for m in r.json()["messages"]]
+
+
+def test_renaming_to_a_name_another_user_has_reveals_nothing(served: Served) -> None:
+    with served.api("alice") as alice:
+        assert alice.post("/v1/sessions", json={"id": "alice-diary"}).status_code == 201
+    with served.api("bob") as bob:
+        for scratch in ("bob-scratch-1", "bob-scratch-2"):
+            assert bob.post("/v1/sessions", json={"id": scratch}).status_code == 201
+        a = bob.patch("/v1/sessions/bob-scratch-1", json={"name": "alice-diary"})
+        b = bob.patch("/v1/sessions/bob-scratch-2", json={"name": "nobody-diary"})
+        assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+        assert bob.patch("/v1/sessions/nobody-diary", json={"name": "alice-diary"}
+                         ).status_code == 409  # his own names still clash
+    with served.api("alice") as alice:  # hers is still hers, under its name
+        assert "alice-diary" in {s["name"] for s in alice.get("/v1/sessions").json()["data"]}
+
+
+def test_posting_to_a_name_another_user_has_is_a_session_of_ones_own(served: Served) -> None:
+    with served.api("alice") as alice:
+        r = alice.post("/v1/sessions/alice-notes/messages",
+                       json={"content": "the safe code is 8812 tulip", "stream": False})
+        assert r.status_code == 200, r.text
+    with served.api("bob") as bob:
+        for name in ("alice-notes", "nobody-notes"):  # the path and the header alike
+            r = bob.post(f"/v1/sessions/{name}/messages",
+                         json={"content": "bob was here", "stream": False})
+            assert r.status_code == 200, r.text
+            r = bob.post("/v1/chat/completions", headers={"X-Bastion-Session": name}, json={
+                "model": "bastion-agent", "messages": [{"role": "user", "content": "and here"}]})
+            assert r.status_code == 200 and "8812" not in r.text, r.text
+            assert _messages(bob, name) == ["bob was here", "echo: bob was here", "and here",
+                                            "echo: and here"]
+    with served.api("alice") as alice:
+        assert _messages(alice, "alice-notes") == ["the safe code is 8812 tulip",
+                                                   "echo: the safe code is 8812 tulip"]
+
+
+def test_both_users_have_a_session_called_main_and_cannot_touch_each_others(
+        served: Served) -> None:
+    """Alice's turn in her "main" waits for an approval; meanwhile bob's "main" is a session
+    like any other of his: not busy, not hers to read, export, delete or list approvals of."""
+    alice_key, _ = _new_key(served.home, "alice", "chat", "sessions:read", "sessions:write",
+                            "approvals")
+    bob_key, _ = _new_key(served.home, "bob", "chat", "sessions:read", "sessions:write",
+                          "approvals")
+    alice = httpx.Client(base_url=served.base, timeout=300,
+                         headers={"Authorization": f"Bearer {alice_key}"})
+    bob = httpx.Client(base_url=served.base, timeout=300,
+                       headers={"Authorization": f"Bearer {bob_key}"})
+    with alice, bob:
+        assert alice.post("/v1/sessions", json={"id": "main"}).status_code == 201
+        assert alice.post("/v1/sessions/main/messages", json={
+            "content": "the spare key hides under the red tulip", "stream": False}
+        ).status_code == 200
+        turn: dict[str, httpx.Response] = {}
+        worker = threading.Thread(target=lambda: turn.setdefault("r", alice.post(
+            "/v1/sessions/main/messages",
+            json={"content": "run shell: rm -rf ./precious", "stream": False})))
+        worker.start()
+        try:
+            pending: list[dict[str, object]] = []
+            deadline = time.monotonic() + 120
+            while not pending and time.monotonic() < deadline:
+                time.sleep(0.3)
+                pending = alice.get("/v1/approvals", params={"session_id": "main"}
+                                    ).json()["pending"]
+            assert pending, "alice's call never waited for approval"
+            for name in ("main", "nobody-main"):  # what bob gets for hers = for nobody's
+                for method, path in [("GET", "/v1/sessions/{}"),
+                                     ("GET", "/v1/sessions/{}/export"),
+                                     ("DELETE", "/v1/sessions/{}")]:
+                    r = bob.request(method, path.format(name))
+                    assert r.status_code == 404, (name, method, path, r.text)
+                assert bob.get("/v1/approvals", params={"session_id": name}
+                               ).json()["pending"] == []
+            assert bob.post("/v1/sessions", json={"id": "main"}).status_code == 201
+            r = bob.post("/v1/sessions/main/messages",  # hers is busy: his is not
+                         json={"content": "bob's own words", "stream": False})
+            assert r.status_code == 200, r.text
+            assert _messages(bob, "main") == ["bob's own words", "echo: bob's own words"]
+            export = bob.get("/v1/sessions/main/export").text
+            assert "bob's own words" in export and "tulip" not in export
+            assert bob.get("/v1/approvals", params={"session_id": "main"}).json()["pending"] == []
+            assert bob.delete("/v1/sessions/main").status_code == 200  # his own
+        finally:
+            for p in alice.get("/v1/approvals").json()["pending"]:  # alice's turn ends
+                assert alice.post(f"/v1/approvals/{p['id']}",
+                                  json={"approve": False}).status_code == 200
+            worker.join(120)
+        assert turn["r"].status_code == 200
+        msgs = _messages(alice, "main")
+        assert msgs[0] == "the spare key hides under the red tulip"
+        assert "bob's own words" not in msgs and len(msgs) >= 4

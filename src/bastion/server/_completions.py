@@ -59,7 +59,6 @@ from bastion.server._turns import (
     make_agent,
     redacted_events,
 )
-from bastion.server.deps import check_session_owner
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
 from bastion.server.sse import DONE, StreamRedactor, sse_data, sse_response
 
@@ -125,8 +124,7 @@ async def _agent(request: Request, app: App, req: ChatCompletionRequest) -> Resp
     header_sid = request.headers.get(SESSION_HEADER)
     given = header_sid or req.session_id or _user_session(req.user)
     sid = check_session_id(given, "session_id") if given else Agent.new_session_id()
-    if given:
-        check_session_owner(app, sid)  # another user's session: 404, never continued
+    # a session of the caller's own: another user's name or id is simply a new one here
     settings = settings_from(req.model_copy(update={"tool_choice": None}), _base_settings(app))
     busy = busy_sessions(request)
     maker = ChunkMaker(req.model)

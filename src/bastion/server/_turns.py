@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -15,7 +16,7 @@ from bastion.agent.loop import Agent
 from bastion.errors import MemoryStoreError, ToolNotFoundError
 from bastion.memory.base import ConversationMemory, EphemeralMemory
 from bastion.messages import ChatSettings, Message, TextDelta
-from bastion.security.identity import current
+from bastion.security.identity import acting_as, current, owner_filter, owner_name
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server.errors import ApiError
 from bastion.server.events import event_payload
@@ -32,24 +33,29 @@ _SID = re.compile(SESSION_ID_PATTERN)
 
 
 class BusySessions:
-    """Which sessions have a turn running; a second turn on the same session is refused."""
+    """Which sessions have a turn running; a second turn on the same session is refused.
+
+    Per owner (the requester's, read when called): each user's ``main`` is their own, so a
+    turn in alice's ``main`` never makes bob's busy (nor tells him she has one).
+    """
 
     def __init__(self) -> None:
-        self._busy: set[str] = set()
+        self._busy: set[tuple[str, str]] = set()
 
     def claim(self, session_id: str) -> bool:
-        """Mark ``session_id`` busy; False if it already was."""
-        if session_id in self._busy:
+        """Mark the caller's ``session_id`` busy; False if it already was."""
+        key = (owner_name(), session_id)
+        if key in self._busy:
             return False
-        self._busy.add(session_id)
+        self._busy.add(key)
         return True
 
     def release(self, session_id: str) -> None:
-        """Mark ``session_id`` free again."""
-        self._busy.discard(session_id)
+        """Mark the caller's ``session_id`` free again."""
+        self._busy.discard((owner_name(), session_id))
 
     def __contains__(self, session_id: object) -> bool:
-        return session_id in self._busy
+        return (owner_name(), session_id) in self._busy
 
 
 def busy_sessions(conn: HTTPConnection) -> BusySessions:
@@ -62,7 +68,10 @@ def busy_sessions(conn: HTTPConnection) -> BusySessions:
 
 
 def created_sessions(conn: HTTPConnection) -> set[tuple[str, str]]:
-    """Return the (owner, id) pairs made by ``POST /v1/sessions`` in this process."""
+    """Return the (owner, id) pairs made by ``POST /v1/sessions`` in this process.
+
+    Only the caller's own pairs may be consulted: another owner's id here is no answer.
+    """
     state = conn.app.state
     created: set[tuple[str, str]] | None = getattr(state, "created_sessions", None)
     if created is None:
@@ -80,12 +89,28 @@ def check_session_id(session_id: str, param: str = "session_id") -> str:
     return session_id
 
 
-def record_keys(app: App, key: str) -> str | tuple[str, ...]:
-    """Return what the audit and approval records of session ``key`` (name or id) carry."""
+def record_keys(app: App, key: str, *, every_owner: bool = False) -> tuple[str, ...]:
+    """Return what the audit, approval and undo records of the caller's session ``key`` carry.
+
+    Never empty: a session the caller does not have gives a key no record carries.
+    ``every_owner``: resolve ``key`` among every user's sessions, as an admin's ``all_users``
+    does (the audit log: whoever may read it reads every user's records anyway).
+    """
+    principal = current()
+    if every_owner and principal is not None and not principal.all_users:
+        with acting_as(dataclasses.replace(principal, all_users=True)):
+            return record_keys(app, key)
     from bastion.memory.persistent import PersistentMemory
+    from bastion.memory.store import NO_SESSION
 
     mem = app.memory
-    return mem.store.record_keys(key) if isinstance(mem, PersistentMemory) else key
+    if isinstance(mem, PersistentMemory):
+        return mem.store.record_keys(key)
+    find = getattr(mem, "session_id", None)
+    sid = find(key) if find is not None else key
+    if not isinstance(sid, str):
+        return (key,) if owner_filter() is None else (NO_SESSION,)
+    return (sid,)
 
 
 def session_names(app: App, ids: Iterable[str | None]) -> dict[str, str]:

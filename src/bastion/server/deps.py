@@ -30,7 +30,7 @@ from starlette.websockets import WebSocketClose
 
 from bastion.app import App
 from bastion.errors import AuthError
-from bastion.security.identity import Principal, acting_as, current, owner_filter, set_current
+from bastion.security.identity import Principal, acting_as, current, set_current
 from bastion.security.quota import QuotaExceeded, Quotas, quotas_for
 from bastion.server.auth import VIA_KEY, cookie_principal, session_cookie
 from bastion.server.errors import ApiError, error_response
@@ -231,37 +231,18 @@ def _all_users(app: App, principal: Principal, conn: HTTPConnection) -> Principa
 
 
 SESSION_FIX = "create one with POST /v1/sessions"
+"""Sessions need no owner check here: a session's name is unique per owner and every lookup
+by name or id is the caller's own (``memory/store.py``), so another user's session is, for a
+key, one that does not exist, and a name they use is free to take (no existence oracle)."""
 
 
-def session_owner_error(app: App, key: str, fix: str = SESSION_FIX) -> ApiError | None:
-    """Return the 404 for a session that is another user's (``None``: it is the caller's).
-
-    The answer is the one a session that does not exist gets, so a key cannot learn which
-    sessions other users have. The local CLI and an admin's ``all_users`` see every session.
-    """
-    who = owner_filter()
-    if who is None:
-        return None
-    owner = owner_of(app, key)
-    if owner is None or owner == who:
-        return None
-    return ApiError(404, f"no session {key}", code="session_not_found", fix=fix)
-
-
-def owner_of(app: App, key: str) -> str | None:
-    """Return who owns session ``key`` (persistent or in-process memory; ``None``: nobody)."""
+def owner_of(app: App, session_id: str) -> str | None:
+    """Return who owns the session stored under ``session_id`` (``None``: nobody)."""
     lookup = getattr(app.memory, "owner_of", None)
     if lookup is None:
         lookup = getattr(getattr(app.memory, "store", None), "owner_of", None)
-    owner = lookup(key) if lookup is not None else None
+    owner = lookup(session_id) if lookup is not None else None
     return owner if isinstance(owner, str) else None
-
-
-def check_session_owner(app: App, key: str, fix: str = SESSION_FIX) -> None:
-    """Raise :func:`session_owner_error`'s 404 when the session is another user's."""
-    error = session_owner_error(app, key, fix)
-    if error is not None:
-        raise error
 
 
 def may_approve(app: App, session_id: str | None) -> bool:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
 from bastion import errors as e
+from bastion.memory.store import SessionAmbiguous
 
 log = logging.getLogger("bastion.server")
 
@@ -53,6 +54,7 @@ _STATUS: dict[type[e.BastionError], int] = {
     e.ClusterError: 503,
     e.SandboxError: 503,
     e.MissingExtraError: 503,
+    SessionAmbiguous: 409,
     e.MemoryStoreError: 503,
     e.SecretError: 503,
     e.BastionError: 400,

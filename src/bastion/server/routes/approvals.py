@@ -99,8 +99,7 @@ async def list_pending(app: BastionApp, session_id: str | None = None
                        ) -> PendingList:
     """Return the requests waiting for a decision (oldest first)."""
     m = _manager(app)
-    keys = record_keys(app, session_id) if session_id else ()
-    keys = (keys,) if isinstance(keys, str) else keys
+    keys = record_keys(app, session_id) if session_id else ()  # never () for a session
     pending = [p for p in m.pending() if (not keys or p.request.session_id in keys)
                and may_approve(app, p.request.session_id)]
     rules = [r for r in m.session_rules() if (not keys or r.session_id in keys)

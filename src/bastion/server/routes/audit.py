@@ -41,7 +41,7 @@ async def events(
     user: str | None = Query(default=None, description="records of this user's API requests"),
 ) -> AuditEvents:
     """Return matching records (already redacted when they were written)."""
-    keys = record_keys(app, session_id) if session_id else None
+    keys = record_keys(app, session_id, every_owner=True) if session_id else None
     rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             decision=decision, actor=actor, since=parse_time(since),
                             until=parse_time(until), model=model, user=user)
@@ -77,7 +77,7 @@ async def export(
     limit: int = Query(default=100_000, ge=1, le=1_000_000),
 ) -> PlainTextResponse:
     """Return the records oldest first."""
-    keys = record_keys(app, session_id) if session_id else None
+    keys = record_keys(app, session_id, every_owner=True) if session_id else None
     rows = app.audit.events(limit=limit, kind=kind, session_id=keys, tool=tool,
                             since=parse_time(since), until=parse_time(until),
                             newest_first=False)

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field
 
 from bastion.app import App
 from bastion.memory.persistent import PersistentMemory
+from bastion.security.identity import owner_name
 from bastion.server._turns import created_sessions
 from bastion.server.contract import ApiModel, errors, feature_off, link, links, media
 from bastion.server.deps import get_app
@@ -151,9 +152,9 @@ async def delete_session(
     mem = _memory(app)
     _exists(mem, session_id)
     info = await asyncio.to_thread(mem.delete, session_id)
-    gone = {session_id, info.id, info.name}
+    gone = {(owner_name(), k) for k in (session_id, info.id, info.name)}
     created = created_sessions(request)
-    created.difference_update({c for c in created if c[1] in gone})
+    created.difference_update(gone)
     return SessionDeleted.model_validate(info.to_dict())
 
 

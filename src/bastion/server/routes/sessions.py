@@ -37,12 +37,7 @@ from bastion.server._turns import (
     redacted_events,
 )
 from bastion.server.contract import ApiModel, errors, link, links, sse
-from bastion.server.deps import (
-    SESSION_FIX,
-    BastionApp,
-    check_session_owner,
-    session_owner_error,
-)
+from bastion.server.deps import BastionApp
 from bastion.server.errors import ApiError, bastion_error_payload, error_body
 from bastion.server.responses import (
     SessionCreated,
@@ -118,11 +113,13 @@ def _message_json(app: App, m: Message) -> SessionMessage:
 async def create_session(
     request: Request, app: BastionApp, body: NewSession | None = None
 ) -> SessionCreated:
-    """Create a session (a fresh id unless one is given); 409 if that id is already in use."""
+    """Create a session (a fresh id unless one is given); 409 if the caller already has it.
+
+    Only the caller's own sessions count: a name another user has is free to take.
+    """
     sid = body.id if body and body.id else Agent.new_session_id()
     created = _created(request)
-    if any(c[1] == sid for c in created) or await _stored(app, sid) \
-            or session_owner_error(app, sid) is not None:
+    if (owner_name(), sid) in created or await _stored(app, sid):
         raise ApiError(409, f"session {sid} already exists", code="session_exists",
                        fix="choose another id, or omit it for a fresh one")
     created.add((owner_name(), sid))
@@ -146,7 +143,6 @@ async def get_session(
     This is the whole stored transcript, not the model's context window: ``total`` counts every
     message, and ``offset``/``limit`` page through it oldest first.
     """
-    check_session_owner(app, session_id)
     total, messages = await app.memory.transcript(session_id, offset, limit)
     busy = session_id in busy_sessions(request)
     if (not total and not busy and (owner_name(), session_id) not in _created(request)
@@ -172,11 +168,10 @@ async def get_session(
 async def post_message(
     request: Request, body: NewMessage, app: BastionApp, session_id: SessionId
 ) -> Response:
-    """Run one agent turn in the session (created on first use). 409 while a turn is running."""
-    check_session_owner(app, session_id)  # another user's session: 404, never appended to
-    if any(c[1] == session_id and c[0] != owner_name() for c in _created(request)):
-        raise ApiError(404, f"no session {session_id}", code="session_not_found",
-                       fix=SESSION_FIX)
+    """Run one agent turn in the caller's session (created on first use); 409 while busy.
+
+    Another user's name or id is, here, a new session of the caller's.
+    """
     busy = busy_sessions(request)
     _created(request).add((owner_name(), session_id))
     cfg = app.config.model

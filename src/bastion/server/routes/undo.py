@@ -15,12 +15,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import ConfigDict, Field
 
 from bastion.app import App
+from bastion.memory.store import NO_SESSION
 from bastion.security.undo import UndoStore
 from bastion.security.undo.store import nothing_to_undo
 from bastion.server._openai import SESSION_ID_PATTERN
 from bastion.server._turns import busy_error, busy_sessions, record_keys
 from bastion.server.contract import ApiModel, errors, feature_off
-from bastion.server.deps import BastionApp, session_owner_error
+from bastion.server.deps import BastionApp
 from bastion.server.responses import UndoableCall, UndoableCalls, UndoReport
 
 router = APIRouter(prefix="/v1/sessions", tags=["undo"])
@@ -46,14 +47,10 @@ def _store(app: App) -> UndoStore:
 def _key(app: App, store: UndoStore, session_id: str) -> str:
     """Return the key the session's undo records carry: its id (older ones: a name).
 
-    Another user's session gets a key no record carries: the answer a session without
-    undoable calls gets (no existence oracle, nothing of theirs listed).
+    A session the caller does not have (another user's included) gets a key no record
+    carries: the answer a session without undoable calls gets (no existence oracle).
     """
-    if session_owner_error(app, session_id) is not None:
-        return "\0" + session_id
     keys = record_keys(app, session_id)
-    if isinstance(keys, str):
-        return keys
     return next((k for k in keys if store.calls(k, 1)), keys[0])
 
 
@@ -78,7 +75,7 @@ async def undo(
 ) -> UndoReport:
     """Restore the workspace paths the last ``n`` calls of the session changed."""
     body = body or UndoBody()
-    if session_owner_error(app, session_id) is not None:  # as a session with nothing to undo
+    if record_keys(app, session_id) == (NO_SESSION,):  # as a session with nothing to undo
         raise nothing_to_undo(session_id)
     store = _store(app)
     busy = busy_sessions(request)
