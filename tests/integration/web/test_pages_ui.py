@@ -438,10 +438,12 @@ def test_a_spoken_question_on_the_voice_page_gets_a_spoken_answer(world: World,
     assert spoken.status_code == 200, spoken.text
     question = decode(spoken.content)
     assert 1.0 < question.duration < 6.0, question.duration
-    # Chromium reads a 16-bit PCM WAV for its fake microphone and loops it: the question,
-    # then more silence than the button is held for, so it is heard once
+    # Chromium reads a 16-bit PCM WAV for its fake microphone and loops it from when the
+    # device opens: a little silence (the page is still wiring the recorder), the question,
+    # then more silence than the button is held for, so it is heard once and whole
     wav = tmp_path / "question.wav"
-    wav.write_bytes(Audio.concat([question, silence(4.0, 48_000)], 48_000).wav())
+    wav.write_bytes(Audio.concat([silence(0.5, 48_000), question, silence(4.0, 48_000)],
+                                 48_000).wav())
     browser = world.browser.browser_type.launch(
         executable_path=require_chromium(), headless=True,
         args=["--no-sandbox", "--use-fake-ui-for-media-stream",
@@ -455,7 +457,7 @@ def test_a_spoken_question_on_the_voice_page_gets_a_spoken_answer(world: World,
         talk.hover()
         page.mouse.down()
         _eventually(status, "Listening")
-        page.wait_for_timeout(int((question.duration + 0.8) * 1000))
+        page.wait_for_timeout(int((0.5 + question.duration + 0.8) * 1000))
         page.mouse.up()
         done = _eventually(status, "Done|failed|Refused|fix", timeout_s=120)
         assert "Done" in done, done
