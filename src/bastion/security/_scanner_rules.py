@@ -62,7 +62,8 @@ RULES: tuple[Rule, ...] = (
     Rule("google_api_key", _B + r"AIza[0-9A-Za-z_-]{35}" + _E, ("AIza",)),
     Rule("google_oauth_secret", _B + r"GOCSPX-[A-Za-z0-9_-]{28}", ("GOCSPX-",)),
     # Secret and restricted keys; publishable keys (pk_) are public by design.
-    Rule("stripe_key", _B + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}", ("_live_", "_test_")),
+    Rule("stripe_key", _B + r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{16,}",
+         ("_live_", "_test_", "_prod_")),
     Rule("mailchimp_key", _B + r"[0-9a-f]{32}-us\d{1,2}" + _E, ("-us",)),
     Rule("azure_client_secret", _B + r"[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}"
          r"(?![A-Za-z0-9_~.-])", ("Q~",)),
@@ -83,6 +84,8 @@ RULES: tuple[Rule, ...] = (
     # Bundler's gem-source credentials: BUNDLE_<HOST with __ for .>=user:password
     Rule("bundler_credentials", r"BUNDLE_[A-Z0-9_]*__[A-Z0-9_]+[\"']?\s*[=:]\s*[\"']?"
          r"[^\s:\"']+:([^\s\"';]{3,})", ("BUNDLE_",), group=1),
+    Rule("dynatrace_token", _B + r"dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}" + _E, ("dt0c01.",)),
+    Rule("terraform_token", r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9=_-]{60,70}", (".atlasv1.",)),
     Rule("url_password", r"://[^/\s:@\"']+:([^/\s@\"']{3,})@", ("://",), group=1),
     Rule("bearer_token", r"(?:bearer|token)\s+([A-Za-z0-9._~+/-]{16,}=*)", ("bearer", "token"),
          group=1, nocase=True),
@@ -94,3 +97,46 @@ RULES: tuple[Rule, ...] = (
 # scanner finds these keywords by substring search, takes the whole identifier around each and
 # asks :func:`bastion.security._scanner_context.names_secret` about it.
 ASSIGNMENT_KEYWORDS = ("pass", "secret", "key", "token", "pw", "auth", "cred")
+
+
+# Prefixed tokens whose body is hex or one case (a shape the entropy guess leaves alone), as
+# their issuers document them (rubygems, shippo, brevo, postman, sonarqube, databricks,
+# grafana, planetscale, duffel, flutterwave, sourcegraph, new relic, clojars, adobe, pulumi,
+# readme, prefect, perplexity, sentry, frame.io, scalingo, jfrog, typeform, 1password,
+# facebook, atlassian). Each is one run of token characters starting with its prefix: the
+# scanner tries them only where such a run starts with one of ``VENDOR_PREFIXES`` (one
+# ``startswith`` per run it already visits), never with a search over the whole text.
+VENDOR_PREFIXES = (
+    "rubygems_", "shippo_", "xkeysib-", "PMAK-", "sqp_", "sqa_", "squ_", "dapi", "glsa_",
+    "glc_", "pscale_", "duffel_", "FLWSECK", "FLWPUBK", "sgp_", "NRAK-", "NRII-", "NRJS-",
+    "CLOJARS_", "p8e-", "pul-", "rdme_", "pnu_", "pplx-", "sntryu_", "sntrys_", "fio-u-",
+    "tk-us-", "AKCp", "tfp_", "ops_eyJ", "EAAM", "EAAC", "ATATT3")
+VENDOR_TOKEN = re.compile(
+    r"(?:"
+    r"rubygems_[a-f0-9]{48}"
+    r"|shippo_(?:live|test)_[a-fA-F0-9]{40}"
+    r"|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+    r"|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}"
+    r"|sq[pau]_[a-fA-F0-9]{40}"
+    r"|dapi[a-f0-9]{32}(?:-\d)?"
+    r"|(?:glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2})"
+    r"|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9=._-]{32,64}"
+    r"|duffel_(?:test|live)_[A-Za-z0-9_=-]{43}"
+    r"|FLW(?:SEC|PUB)K_TEST-[a-hA-H0-9]{32}-X"
+    r"|sgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}"
+    r"|NR(?:AK|II|JS)-[A-Za-z0-9]{19,32}"
+    r"|CLOJARS_[a-z0-9]{60}"
+    r"|p8e-[A-Za-z0-9]{32}"
+    r"|pul-[a-f0-9]{40}"
+    r"|rdme_[a-z0-9]{70}"
+    r"|pnu_[A-Za-z0-9]{36}"
+    r"|pplx-[A-Za-z0-9]{48}"
+    r"|(?:sntryu_[a-f0-9]{64}|sntrys_eyJ[A-Za-z0-9+/=_-]{80,})"
+    r"|fio-u-[A-Za-z0-9_=-]{64}"
+    r"|tk-us-[A-Za-z0-9_-]{48}"
+    r"|AKCp[A-Za-z0-9]{69}"
+    r"|tfp_[A-Za-z0-9_.=-]{59}"
+    r"|ops_eyJ[A-Za-z0-9+/]{250,}={0,3}"
+    r"|EAA[MC][A-Za-z0-9]{100,}"
+    r"|ATATT3[A-Za-z0-9_=-]{186}"
+    r")(?![A-Za-z0-9_])")

@@ -28,7 +28,13 @@ from bastion.security._scanner_context import (
     plausible_value,
     shannon_entropy,
 )
-from bastion.security._scanner_rules import ASSIGNMENT_KEYWORDS, RULES, Rule
+from bastion.security._scanner_rules import (
+    ASSIGNMENT_KEYWORDS,
+    RULES,
+    VENDOR_PREFIXES,
+    VENDOR_TOKEN,
+    Rule,
+)
 
 __all__ = ["MASK", "Finding", "Policy", "ScanResult", "SecretScanner", "encodings",
            "shannon_entropy"]
@@ -275,10 +281,18 @@ class SecretScanner:
             found.extend(_curl_users(text))
         if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
             found.extend(_k8s_secret_data(text))
-        if self.entropy and long_run:
-            paths = _url_paths(text) if "://" in text else []
+        if long_run:  # runs of token characters: prefixed vendor tokens, entropy guesses
+            paths = _url_paths(text) if self.entropy and "://" in text else []
             for m in _ENTROPY_CANDIDATE.finditer(text):
-                if (_looks_random(m.group()) and not _public_name_before(text, m.start())
+                run = m.group()
+                if run.startswith(VENDOR_PREFIXES):
+                    st = m.start()
+                    v = VENDOR_TOKEN.match(text, st)
+                    if v is not None and (st == 0 or not _WORD.match(text, st - 1)):
+                        found.append(Finding("vendor_token", *v.span()))
+                        continue
+                if (self.entropy and _looks_random(run)
+                        and not _public_name_before(text, m.start())
                         and not any(a < m.end() <= b for a, b in paths)):
                     found.append(Finding("high_entropy", m.start(), m.end()))
         if found:

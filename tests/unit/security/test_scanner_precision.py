@@ -165,6 +165,12 @@ def test_kubernetes_secret_data_is_masked_configmap_data_is_not() -> None:
      "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0LXVzZXIifQ."),  # alg "none": still a bearer token
     ("https://hooks.slack.com/workflows/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",
      "gn7u31tfhm9gll2tutlysb9dhreto16rjnc8k5fgvqbg"),
+    # prefixed hex or one-case bodies, which the entropy guess leaves alone
+    ("gem push: rubygems_" + HEX32[:48], "rubygems_" + HEX32[:48]),
+    ("sonar.login=sqp_" + HEX32[:40], "sqp_" + HEX32[:40]),
+    ("host = dapi" + HEX32[:32], "dapi" + HEX32[:32]),
+    ("sourcegraph: sgp_local_" + HEX32[:40], "sgp_local_" + HEX32[:40]),
+    ("stripe: rk_prod_" + B62, "rk_prod_" + B62),
 ])
 def test_vendor_formats_are_masked(text: str, value: str) -> None:
     assert masked(text, value)
