@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.server.test_live_server import serving
+from bastion.security.keystore import open_store
+from tests.integration.server.test_live_server import _env, _wait_for_line, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = Path(os.environ.get("BASTION_TEST_OIDC_NODE", ROOT / ".venv" / "oidc-node"))
@@ -253,7 +255,8 @@ def test_id_tokens_for_another_audience_or_with_a_bad_signature_are_refused(
 
     config = OidcConfig(issuer=world.issuer, client_id="bastion",
                         client_secret="secret://env/x", scopes=["openid", "email", "bastion"])
-    signin = OidcSignIn(config, SECRET)
+    store = open_store(world.home)
+    signin = OidcSignIn(config, SECRET, store)
     good, nonce = _token_for(world, "bastion", SECRET)
     claims = asyncio.run(signin.verify(good, nonce))
     assert claims["email"] == "alice@example.org" and claims["aud"] == "bastion"
@@ -268,11 +271,41 @@ def test_id_tokens_for_another_audience_or_with_a_bad_signature_are_refused(
     }
     for name, (token, n) in cases.items():
         with pytest.raises(ApiError) as caught:
-            asyncio.run(OidcSignIn(config, SECRET).verify(token, n))
+            asyncio.run(signin.verify(token, n))
         err = caught.value
         assert err.status == 401 and err.code == "oidc_id_token", (name, err.message)
         assert "\n" not in err.message and token["id_token"] not in err.message
         world.seen += [token["id_token"], token["access_token"]]
+    store.close()
+
+
+def test_a_sign_in_survives_a_restart_between_login_and_callback(world: World) -> None:
+    """The login was served by one process, the callback by a fresh one on the same home (as
+    after a restart): the sign-in under way is in users.db, so it completes there, once."""
+    client, url = _signed_in_callback(world)
+    world.seen.append(parse_qs(urlparse(url).query)["code"][0])
+    out = world.home / "restarted.out"
+    with out.open("w") as o:
+        proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
+                                env=_env(world.home), stdout=o, stderr=subprocess.STDOUT,
+                                cwd=world.home)
+    try:
+        port = _wait_for_line(out, proc, r"http://127\.0\.0\.1:(\d+)", time.monotonic() + 120)
+        fresh = url.replace(world.base, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = client.get(fresh)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.2)
+        assert r.status_code == 303 and "bastion_session" in r.cookies, r.text
+        again = client.get(url)  # the first process: taken already, by the other one
+        assert again.status_code == 401 and again.json()["error"]["code"] == "oidc_state"
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_no_code_token_or_client_secret_in_logs_audit_or_answers(world: World) -> None:

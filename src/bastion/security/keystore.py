@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS sso_links (
     subject TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS sso_pending (
+    hash TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    redirect_url TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 SESSION_PREFIX = "bss_"
 VIA = ("key", "oidc")
@@ -436,6 +443,45 @@ class KeyStore:
             self._db.execute("INSERT OR REPLACE INTO sso_links (subject, user_id) VALUES "
                              "(?, (SELECT id FROM users WHERE name = ?))", (subject, name))
         return info
+
+    def put_sign_in(self, state: str, nonce: str, verifier: str, redirect_url: str, *,
+                    ttl_s: float, most: int) -> bool:
+        """Keep a single sign-on under way until its callback (False: ``most`` already are).
+
+        In this file, not the server's memory, so a restart between the login and the
+        callback loses nothing. The state is kept as its HMAC under the pepper; the nonce and
+        the PKCE verifier (useless without the provider's one-time code) live until the
+        callback takes them or ``ttl_s`` passes, in a file only its owner can read.
+        """
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM sso_pending WHERE expires_at <= ?", (now,))
+                n = self._db.execute("SELECT COUNT(*) FROM sso_pending").fetchone()[0]
+                if n < most:
+                    self._db.execute(
+                        "INSERT INTO sso_pending (hash, nonce, verifier, redirect_url, "
+                        "expires_at) VALUES (?,?,?,?,?)",
+                        (self.digest("sso-state:" + state), nonce, verifier, redirect_url,
+                         now + ttl_s))
+            finally:
+                self._db.execute("COMMIT")
+        return bool(n < most)
+
+    def take_sign_in(self, state: str) -> tuple[str, str, str] | None:
+        """Return (and delete) the nonce, verifier and redirect URL of ``state``'s sign-in.
+
+        Once: a second take of the same state (a replayed callback, in this or any other
+        process) finds nothing, and neither does one after its expiry.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM sso_pending WHERE hash = ? RETURNING nonce, verifier, redirect_url, "
+                "expires_at", (self.digest("sso-state:" + state),)).fetchone()
+        if row is None or row[3] <= time.time():
+            return None
+        return str(row[0]), str(row[1]), str(row[2])
 
     def end_session(self, session: str) -> bool:
         """Revoke a browser session server-side; whether one was there."""

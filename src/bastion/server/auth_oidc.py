@@ -1,8 +1,9 @@
 """OpenID Connect single sign-on: authorization code + PKCE with authlib, ending in the cookie.
 
 ``GET /v1/auth/oidc/login`` makes a state, a nonce and a PKCE verifier (authlib), keeps them
-server-side for ten minutes, binds the state to the browser with the ``bastion_oidc`` cookie
-(``SameSite=Lax``: it must come back on the provider's redirect) and redirects to the
+server-side for ten minutes (in ``users.db``: a restart before the callback loses nothing),
+binds the state to the browser with the ``bastion_oidc`` cookie (``SameSite=Lax``: it must
+come back on the provider's redirect) and redirects to the
 provider. ``GET /v1/auth/oidc/callback`` takes each state once (a replayed callback finds
 none), checks it against the browser's cookie, exchanges the code with the client secret and
 the verifier (authlib), and has authlib verify the ID token: signature against the
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,6 @@ class _Pending:
     nonce: str
     verifier: str
     redirect_url: str
-    started: float
 
 
 def refused(message: str, *, code: str = "oidc_refused", fix: str = LOGIN_AGAIN,
@@ -55,7 +53,7 @@ def refused(message: str, *, code: str = "oidc_refused", fix: str = LOGIN_AGAIN,
 class OidcSignIn:
     """The relying party of one provider (authlib's client) and the sign-ins under way."""
 
-    def __init__(self, config: OidcConfig, client_secret: str) -> None:
+    def __init__(self, config: OidcConfig, client_secret: str, store: KeyStore) -> None:
         from bastion._extras import require
 
         oauth = require("authlib.integrations.starlette_client", extra="sso",
@@ -69,8 +67,7 @@ class OidcSignIn:
             client_id=config.client_id, client_secret=client_secret,
             client_kwargs={"scope": " ".join(config.scopes), "code_challenge_method": "S256",
                            "timeout": 15.0})
-        self._pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
+        self.store = store  # the sign-ins under way (users.db)
 
     async def start(self, redirect_url: str) -> tuple[str, str]:
         """Return the provider's authorization URL and the state (kept for the callback)."""
@@ -80,30 +77,25 @@ class OidcSignIn:
         except Exception as exc:  # the provider is down or its metadata is unusable
             # from None: the HTTP client's exception may quote the request (client credentials)
             raise provider_error(self.issuer, exc) from None
-        now = time.time()
-        with self._lock:
-            for state in [s for s, p in self._pending.items() if now - p.started > PENDING_S]:
-                del self._pending[state]
-            if len(self._pending) >= MAX_PENDING:
-                raise ApiError(503, "too many single sign-ins under way",
-                               code="oidc_busy", fix="retry in a few minutes")
-            self._pending[rv["state"]] = _Pending(rv["nonce"], rv["code_verifier"],
-                                                  redirect_url, now)
+        if not self.store.put_sign_in(str(rv["state"]), str(rv["nonce"]),
+                                      str(rv["code_verifier"]), redirect_url,
+                                      ttl_s=PENDING_S, most=MAX_PENDING):
+            raise ApiError(503, "too many single sign-ins under way",
+                           code="oidc_busy", fix="retry in a few minutes")
         return str(rv["url"]), str(rv["state"])
 
     def take(self, state: str | None, browser_state: str | None) -> _Pending:
         """Return (and forget) the sign-in ``state`` names, if this browser started it."""
         if not state:
             raise refused("the callback carries no state", code="oidc_state")
-        with self._lock:
-            pending = self._pending.pop(state, None)
-        if pending is None or time.time() - pending.started > PENDING_S:
+        kept = self.store.take_sign_in(state)
+        if kept is None:
             raise refused("unknown, used or expired state (a replayed or forged callback)",
                           code="oidc_state")
         if browser_state is None or not hmac.compare_digest(browser_state, state):
             raise refused("the state is not this browser's (a callback started elsewhere)",
                           code="oidc_state")
-        return pending
+        return _Pending(*kept)
 
     async def finish(self, pending: _Pending, code: str) -> dict[str, Any]:
         """Exchange ``code`` (client secret + PKCE verifier); return the verified ID token's claims.

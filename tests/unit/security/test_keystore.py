@@ -124,3 +124,22 @@ def test_bad_names_roles_scopes_and_expiry_are_one_line_errors(store: KeyStore) 
     assert parse_expiry("30d", now=0) == 30 * 86400
     store.remove_user("carol")
     assert [u.name for u in store.users()] == []
+
+
+def test_sign_ins_under_way_are_kept_hashed_taken_once_and_expire(tmp_path: Path) -> None:
+    """The OIDC state survives the store being reopened (a restart), is used once, expires,
+    is bounded, and is on disk only as its HMAC."""
+    state = "st-" + "x" * 40
+    store = KeyStore(tmp_path)
+    assert store.put_sign_in(state, "nonce-1", "verifier-1", "http://h/cb", ttl_s=60, most=2)
+    assert store.put_sign_in("other", "n", "v", "http://h/cb", ttl_s=0.01, most=2)
+    assert not store.put_sign_in("third", "n", "v", "http://h/cb", ttl_s=60, most=2)  # bound
+    store.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("users.db*"))
+    assert b"verifier-1" in on_disk and state.encode() not in on_disk
+    again = KeyStore(tmp_path)  # another process, or the same server restarted
+    time.sleep(0.02)
+    assert again.take_sign_in("other") is None  # expired
+    assert again.take_sign_in(state) == ("nonce-1", "verifier-1", "http://h/cb")
+    assert again.take_sign_in(state) is None  # once
+    again.close()

@@ -170,7 +170,8 @@ def _oidc(request: Request, app: App) -> OidcSignIn:
     if signin is None:
         if app.secrets is None or config.client_secret is None:
             raise feature_off("single sign-on", "api.oidc.client_secret", code="oidc_disabled")
-        signin = OidcSignIn(config, app.secrets.resolve(config.client_secret))
+        signin = OidcSignIn(config, app.secrets.resolve(config.client_secret),
+                            keystore(request, app))
         request.app.state.oidc = signin
     return signin
 
