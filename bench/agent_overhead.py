@@ -21,9 +21,10 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       threads, weights repacked where llama.cpp does so on this CPU), alternating per prompt:
       tokens/s ratio d/a and the first-token latency the worker adds (p50 of the paired
       differences);
-  (e) four streams at once through four workers (slots=4) vs one stream on the same pool,
+  (e) four streams at once through one worker with four parallel sequences (slots=4,
+      continuous batching in one llama.cpp context) vs one stream on the same worker,
       alternating per round, long-form prompts (each stream writes max_tokens): first-token
-      p50 ratio and total tokens/s ratio.
+      p50 ratio and total tokens/s ratio, and the load average around the run.
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
         [--part all|agent|worker]
@@ -316,11 +317,14 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
             await wm.aclose()
         return one_first, one_rate, many_first, many_rate
 
+    load0 = os.getloadavg()[0]
     one_first, one_rate, many_first, many_rate = asyncio.run(concurrent())
+    load1 = os.getloadavg()[0]
     f1, f4 = statistics.median(one_first), statistics.median(many_first)
     r1, r4 = statistics.median(one_rate), statistics.median(many_rate)
-    print(f"-- {streams} streams at once, slots={streams}, threads per worker "
-          f"{args.worker_threads or 'default'} on {os.cpu_count()} CPUs, {args.rounds} rounds --")
+    print(f"-- {streams} streams at once, one worker with slots={streams}, threads "
+          f"{args.worker_threads or 'default'} on {os.cpu_count()} CPUs, {args.rounds} rounds, "
+          f"load average {load0:.1f} -> {load1:.1f} --")
     print(f"one stream   : first token p50 {f1 * 1000:7.1f} ms, {r1:7.1f} tok/s")
     print(f"{streams} streams    : first token p50 {f4 * 1000:7.1f} ms, {r4:7.1f} tok/s in total")
     print(f"ratios       : first token {f4 / f1:.2f}x (target <= 2), "
@@ -399,7 +403,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--worker-threads", type=int, default=None,
-                    help="threads per worker with 4 streams (default: the pool's own choice)")
+                    help="the worker's threads with 4 streams (default: llama.cpp's choice)")
     ap.add_argument("--part", choices=("all", "agent", "worker"), default="all")
     args = ap.parse_args()
 

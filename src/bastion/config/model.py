@@ -85,13 +85,13 @@ class ModelConfig(_Section):
     n_gpu_layers: int = 0
     isolation: Literal["worker", "in_process"] = Field(
         default="worker",
-        description="embedded model in supervised worker processes (a crash costs one request) "
-        "or in bastion's own process",
+        description="embedded model in a supervised worker process (a crash costs the requests "
+        "in flight, not bastion) or in bastion's own process",
     )
     slots: int | None = Field(
         default=None, ge=1, le=64,
-        description="conversations the embedded model serves at once (one worker each); "
-        "None = min(4, CPU cores)",
+        description="conversations the embedded model serves at once (parallel sequences "
+        "decoded together in one worker, n_ctx tokens each); None = min(4, CPU cores)",
     )
     repack: Literal["auto", "on", "off"] = Field(
         default="auto",

@@ -116,12 +116,15 @@ def load_llama(
     n_gpu_layers: int = 0,
     repack: bool | None = None,
     vocab_only: bool = False,
+    n_seq: int = 1,
 ) -> Any:
     """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure.
 
     ``repack`` (default: :func:`repack_default`) says whether weights may be repacked into
     llama.cpp's extra buffer types (``use_extra_bufts``; llama-cpp-python does not expose it, so
-    its default-parameters function is wrapped while this model loads).
+    its default-parameters function is wrapped while this model loads). ``n_seq`` > 1 makes a
+    context for that many parallel sequences (one KV cache stream each, ``n_ctx`` tokens in
+    all, shared equally; see :mod:`bastion.llm._batch`).
     """
     llama_cpp = require("llama_cpp", extra="local", feature="the embedded model")
     if not path.is_file():
@@ -137,13 +140,22 @@ def load_llama(
     quiet = contextlib.redirect_stderr(io.StringIO()) if vocab_only else contextlib.nullcontext()
     with _PARAMS_LOCK, quiet:
         original = C.llama_model_default_params
+        original_ctx = C.llama_context_default_params
 
         def params() -> Any:
             p = original()
             p.use_extra_bufts = repack
             return p
 
+        def ctx_params() -> Any:
+            p = original_ctx()
+            if n_seq > 1:  # one KV stream per sequence: none attends over the others' cells
+                p.n_seq_max = n_seq
+                p.kv_unified = False
+            return p
+
         C.llama_model_default_params = params
+        C.llama_context_default_params = ctx_params
         try:
             return llama_cpp.Llama(
                 model_path=str(path),
@@ -160,6 +172,7 @@ def load_llama(
             ) from exc
         finally:
             C.llama_model_default_params = original
+            C.llama_context_default_params = original_ctx
 
 
 async def collect(pieces: AsyncIterator[str | Usage | Finish]) -> tuple[str, Usage]:

@@ -1,21 +1,23 @@
 """The embedded model behind supervised worker processes (the default for ``backend: embedded``).
 
-Each worker (:mod:`bastion.llm._worker`) is a child process holding one llama.cpp context. A
-model keeps up to ``slots`` of them: a conversation's model step leases one worker for its whole
-choose/fill/answer protocol (so the prompt prefix stays cached there), other conversations get
-other workers at the same time, and a request that finds every slot busy waits in a FIFO queue
-(fair: first come, first served).
+The worker (:mod:`bastion.llm._worker`) is one child process holding one llama.cpp context
+with ``slots`` parallel sequences, decoded together in one batch per step (continuous batching,
+:mod:`bastion.llm._batch`, as ``llama-server --parallel`` does). A conversation's model step
+leases one sequence for its whole choose/fill/answer protocol (so the prompt prefix stays cached
+in that sequence's KV cache), other conversations get other sequences at the same time, and a
+request that finds every slot busy waits in a FIFO queue (fair: first come, first served).
 
 Supervision:
-- a worker that dies (segfault, abort, out-of-memory kill) ends only the request it was serving,
-  with :class:`WorkerCrashed` (``the local model crashed (signal 11, SIGSEGV)``) as soon as its
-  pipe closes; a replacement is started at once;
+- a worker that dies (segfault, abort, out-of-memory kill) ends the requests it was serving
+  (all sequences in flight: they share its context), each with :class:`WorkerCrashed` (``the
+  local model crashed (signal 11, SIGSEGV)``) as soon as its pipe closes; a replacement is
+  started at once and serves the next requests;
 - three crashes within a minute switch the model to a safe mode (no repacked weight buffers, one
   thread) once; a crash in safe mode marks the model broken, and every later request gets one
   clear error instead of a crash loop.
 
-Workers get a minimal environment (no API tokens or secrets), their own session (Ctrl-C in a
-terminal does not reach them) and die with the parent (``PR_SET_PDEATHSIG``).
+The worker gets a minimal environment (no API tokens or secrets), its own session (Ctrl-C in a
+terminal does not reach it) and dies with the parent (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ import collections
 import contextlib
 import itertools
 import json
-import os
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,11 @@ class WorkerSpec:
     repack: bool = True
     chat_template: str | None = None
     end_of_turn: str | None = None
+    slots: int = 1  # parallel sequences in the worker's context (n_ctx tokens each)
 
     def safe(self) -> WorkerSpec:
         """Return the same spec without repacked buffers and with one thread."""
-        return WorkerSpec(self.path, self.n_ctx, 1, self.n_gpu_layers, False,
-                          self.chat_template, self.end_of_turn)
+        return replace(self, n_threads=1, repack=False)
 
 
 class _Sink:
@@ -126,7 +127,7 @@ class _Sink:
 
 @dataclass
 class _Worker:
-    """One child process; one request at a time."""
+    """One child process; several requests at a time (one per sequence)."""
 
     spec: WorkerSpec
     on_exit: Any
@@ -277,17 +278,19 @@ class _Worker:
 
 
 class _Lease:
-    """One worker held for one model step: the constrained protocol's primitives."""
+    """One sequence of the worker, held for one model step: the constrained primitives.
+
+    The sequence's KV cache keeps the step's shared prompt prefix between calls.
+    """
 
     prefill = True
 
-    def __init__(self, worker: _Worker, threads: Any = lambda: None) -> None:
+    def __init__(self, worker: _Worker, seq: int) -> None:
         self.worker = worker
-        self._threads = threads  # () -> [n_threads, n_threads_batch] or None, per request
+        self.seq = seq
 
     def _call(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        threads = self._threads()
-        return self.worker.call(req if threads is None else {**req, "threads": threads})
+        return self.worker.call({**req, "seq": self.seq})
 
     async def complete(
         self, messages: Plain, *, schema: dict[str, Any] | None, max_tokens: int, prefix: str = ""
@@ -329,7 +332,7 @@ class _Lease:
 
 
 class WorkerModel:
-    """A :class:`bastion.llm.base.Model` whose llama.cpp runs in supervised child processes."""
+    """A :class:`bastion.llm.base.Model` whose llama.cpp runs in a supervised child process."""
 
     prefill = True
 
@@ -343,28 +346,29 @@ class WorkerModel:
         tokenizer: Any = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
-        """Prepare the pool (workers start on first use).
+        """Prepare the model (the worker starts on first use).
 
         Args:
-            spec: What each worker loads.
+            spec: What the worker loads.
             name: The model's name in events and the API.
-            slots: How many conversations are served at the same time (one worker each).
+            slots: How many conversations are served at the same time (parallel sequences
+                of the worker's one context, decoded together).
             policy: Knobs of the constrained tool-calling decision.
             tokenizer: An in-process vocabulary-only engine for :meth:`count_tokens` (optional).
             stall_timeout_s: Seconds without progress after which a serving worker is hung
                 (the attribute of the same name may be changed at any time).
 
         """
-        self.spec = spec
-        self.name = name
         self.slots = max(1, slots)
+        self.spec = replace(spec, slots=self.slots)
+        self.name = name
         self.policy = policy
         self.stall_timeout_s = stall_timeout_s
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
-        self._workers: list[_Worker] = []
-        self._idle: collections.deque[_Worker] = collections.deque()
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Worker]]]
+        self._worker: _Worker | None = None
+        self._free: collections.deque[int] = collections.deque(range(self.slots))
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]]
         self._waiters = collections.deque()
         self._crashes = CrashLoop(CRASHES_BEFORE_SAFE_MODE, CRASH_WINDOW_S)
         self.safe_mode = False
@@ -387,7 +391,7 @@ class WorkerModel:
         end_of_turn: str | None = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> WorkerModel:
-        """Check ``path`` (default: the shipped model) and prepare workers for it."""
+        """Check ``path`` (default: the shipped model) and prepare the worker for it."""
         from bastion.llm.embedded import _Engine, load_llama
 
         gguf = path or shipped_model_path()
@@ -398,19 +402,19 @@ class WorkerModel:
         return cls(spec, name=name, slots=slots, stall_timeout_s=stall_timeout_s,
                    tokenizer=_Engine(vocab, chat_template, end_of_turn))
 
-    # -- the pool ---------------------------------------------------------------------------
-    def _spawn(self) -> _Worker:  # under self._lock
-        spec = self.spec.safe() if self.safe_mode else self.spec
-        w = _Worker(spec, self._on_exit, lambda: self.stall_timeout_s)
-        self._workers.append(w)
+    # -- the worker and its sequences -------------------------------------------------------
+    def _current(self) -> _Worker:  # under self._lock
+        w = self._worker
+        if w is None or w.proc.poll() is not None:  # none yet, or it died idle (reader behind)
+            spec = self.spec.safe() if self.safe_mode else self.spec
+            w = self._worker = _Worker(spec, self._on_exit, lambda: self.stall_timeout_s)
         return w
 
     def _on_exit(self, w: _Worker) -> None:  # reader thread
         with self._lock:
-            if w in self._workers:
-                self._workers.remove(w)
-            if w in self._idle:
-                self._idle.remove(w)
+            current = self._worker is w
+            if current:
+                self._worker = None
             if w.crashed is None or self._closed:
                 return
             looping = self._crashes.record()
@@ -420,34 +424,16 @@ class WorkerModel:
                     fix="run `bastion doctor`; try another model file (model.path) or "
                     "model.repack: off, then restart bastion",
                 )
-            elif looping:
+                self._fail_waiters(self.broken)
+                return
+            if looping:
                 self.safe_mode = True
                 self._crashes.clear()
-            if self.broken is None and (self._waiters or not self._workers):
-                self._idle.append(self._spawn())  # restart at once
-                self._wake()
-            elif self.broken is not None:
-                self._fail_waiters(self.broken)
-
-    def _wake(self) -> None:  # under self._lock
-        while self._waiters and self._idle:
-            loop, fut = self._waiters.popleft()
-            METRICS.queue_depth.set(len(self._waiters), model=self.name)
-            w = self._idle.popleft()
-
-            def give(fut: asyncio.Future[_Worker] = fut, w: _Worker = w) -> None:
-                if fut.done():
-                    self._release(w)
-                else:
-                    fut.set_result(w)
-
-            try:
-                loop.call_soon_threadsafe(give)
-            except RuntimeError:  # that loop is closed
-                self._idle.appendleft(w)
+            if current:
+                self._current()  # restart at once
 
     def _fail_waiters(self, err: ModelError) -> None:  # under self._lock
-        def fail(fut: asyncio.Future[_Worker]) -> None:
+        def fail(fut: asyncio.Future[int]) -> None:
             if not fut.done():
                 fut.set_exception(err)
 
@@ -457,66 +443,67 @@ class WorkerModel:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(fail, fut)
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> int:
+        """Take a free sequence (waiting in line, first come first served, when none is)."""
         if self._closed:
             raise ModelError("the model was closed", fix="start bastion again")
         loop = asyncio.get_running_loop()
         with self._lock:
             if self.broken is not None:
                 raise self.broken
-            while self._idle:
-                w = self._idle.popleft()
-                if w.proc.poll() is None:  # skip one that died idle (its reader is catching up)
-                    return w
-            if len(self._workers) < self.slots:
-                return self._spawn()
-            fut: asyncio.Future[_Worker] = loop.create_future()
+            if self._free:
+                return self._free.popleft()
+            fut: asyncio.Future[int] = loop.create_future()
             self._waiters.append((loop, fut))
             METRICS.queue_depth.set(len(self._waiters), model=self.name)
         return await fut
 
-    def _release(self, w: _Worker) -> None:
+    def _release(self, seq: int) -> None:
         with self._lock:
-            if w.crashed is not None or w not in self._workers:
-                return
-            self._idle.append(w)
-            self._wake()
+            while self._waiters:
+                loop, fut = self._waiters.popleft()
+                METRICS.queue_depth.set(len(self._waiters), model=self.name)
+
+                def give(fut: asyncio.Future[int] = fut, seq: int = seq) -> None:
+                    if fut.done():
+                        self._release(seq)
+                    else:
+                        fut.set_result(seq)
+
+                try:
+                    loop.call_soon_threadsafe(give)
+                    return
+                except RuntimeError:  # that loop is closed
+                    continue
+            self._free.append(seq)
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[_Lease]:
-        """Hold one worker (waiting in line when all are busy) for one model step."""
-        w = await self._acquire()
+        """Hold one sequence (waiting in line when all are busy) for one model step."""
+        seq = await self._acquire()
         try:
+            with self._lock:
+                if self.broken is not None:
+                    raise self.broken
+                w = self._current()
             await w.wait_loaded()
             if w.n_ctx:
                 self._n_ctx = w.n_ctx
-            yield _Lease(w, lambda: self._threads(w))
+            yield _Lease(w, seq)
         finally:
-            self._release(w)
-
-    def _threads(self, w: _Worker) -> list[int] | None:
-        """Threads for ``w``'s next request: the CPUs shared by the workers busy now.
-
-        llama.cpp's defaults (half the CPUs to generate, all of them for prompts) are right for
-        one worker; several busy at once would oversubscribe the cores, so each gets its share.
-        None (keep the worker's own setting) when model.n_threads is set or there is one slot.
-        """
-        if w.spec.n_threads is not None or self.slots == 1:
-            return None
-        cpus = os.cpu_count() or 1
-        with self._lock:
-            busy = max(1, len(self._workers) - len(self._idle))
-        return [max(1, cpus // 2 // busy), max(1, cpus // busy)]
+            self._release(seq)
 
     def worker_info(self) -> list[dict[str, Any]]:
-        """Return what each loaded worker reported (pid, n_ctx, repack, n_threads)."""
+        """Return what the loaded worker reported (pid, n_ctx, slots, repack, n_threads)."""
         with self._lock:
-            return [dict(w.info) for w in self._workers if w.crashed is None and w.info]
+            w = self._worker
+            return [dict(w.info)] if w is not None and w.crashed is None and w.info else []
 
     def worker_pids(self) -> list[int]:
-        """Return the running workers' process ids (for operators and fault-injection tests)."""
+        """Return the running worker's process id (for operators and fault-injection tests)."""
         with self._lock:
-            return [w.pid for w in self._workers if w.crashed is None]
+            w = self._worker
+            return [w.pid] if w is not None and w.crashed is None else []
 
     # -- the Model seam ---------------------------------------------------------------------
     @property
@@ -561,14 +548,14 @@ class WorkerModel:
             return await prims.score(messages, prefix, options)
 
     def close(self) -> None:
-        """Stop every worker (blocking; :meth:`aclose` from async code)."""
+        """Stop the worker (blocking; :meth:`aclose` from async code)."""
         with self._lock:
             self._closed = True
-            workers = list(self._workers)
+            w = self._worker
             self._fail_waiters(ModelError("the model was closed", fix="start bastion again"))
-        for w in workers:
+        if w is not None:
             w.close()
 
     async def aclose(self) -> None:
-        """Stop every worker."""
+        """Stop the worker."""
         await asyncio.to_thread(self.close)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -47,28 +48,59 @@ async def _kill_and_wait(model: WorkerModel, pid: int, sig: int = signal.SIGSEGV
         await asyncio.sleep(0.02)
 
 
-async def test_a_crash_mid_answer_costs_that_request_only() -> None:
+async def test_a_crash_mid_answer_costs_the_requests_in_flight_only() -> None:
     model = WorkerModel.load(n_ctx=1024, slots=2)
     try:
         first_started, second_started = asyncio.Event(), asyncio.Event()
         victim = asyncio.create_task(_stream(model, 400, first_started))
         await first_started.wait()
         (victim_pid,) = model.worker_pids()
-        other = asyncio.create_task(_stream(model, 48, second_started))
+        other = asyncio.create_task(_stream(model, 400, second_started))
         await second_started.wait()
-        assert len(model.worker_pids()) == 2  # two conversations at once, one worker each
+        assert model.worker_pids() == [victim_pid]  # two conversations, one batched context
         os.kill(victim_pid, signal.SIGSEGV)
         t0 = time.monotonic()
-        with pytest.raises(WorkerCrashed) as info:
-            await victim
+        for task in (victim, other):  # both sequences were in that context: one error each
+            with pytest.raises(WorkerCrashed) as info:
+                await task
+            assert info.value.signal == signal.SIGSEGV
+            text = info.value.user_text()
+            assert "the local model crashed (signal 11, SIGSEGV)" in text and "fix:" in text
         seconds = time.monotonic() - t0
-        assert info.value.signal == signal.SIGSEGV
-        text = info.value.user_text()
-        assert "the local model crashed (signal 11, SIGSEGV)" in text and "fix:" in text
         assert seconds < 10, seconds  # detected from the closed pipe, not a timeout
-        assert (await other).strip()  # the other conversation finished its answer
-        assert (await _stream(model, 8)).strip()  # the next request works
+        again = await asyncio.gather(_stream(model, 8), _stream(model, 8))
+        assert all(t.strip() for t in again)  # the next requests work, on the new worker
         assert victim_pid not in model.worker_pids()
+    finally:
+        await model.aclose()
+
+
+async def test_two_sequences_at_once_answer_as_they_do_alone() -> None:
+    """Two conversations decoded in one batch give the same greedy answers as one at a time,
+    and a grammar-constrained fill runs on one sequence while the other streams free text."""
+    from bastion.llm._constrained import plain_messages
+
+    model = WorkerModel.load(n_ctx=1024, slots=2)
+    q = plain_messages([Message("user", "What is 2+2?")])
+    fill = plain_messages([Message("user", "Pick the weather in Paris as JSON.")])
+    schema = {"type": "object", "properties": {"sky": {"enum": ["sunny", "rainy"]}},
+              "required": ["sky"]}
+    settings = ChatSettings(max_tokens=24)
+
+    async def free() -> str:
+        async with model.lease() as lease:
+            return "".join([p async for p in lease.stream(q, settings) if isinstance(p, str)])
+
+    async def constrained() -> str:
+        async with model.lease() as lease:
+            return (await lease.complete(fill, schema=schema, max_tokens=24))[0]
+
+    try:
+        alone = (await free(), await constrained())
+        together = await asyncio.gather(free(), constrained())
+        assert "4" in alone[0] and json.loads(alone[1])["sky"] in ("sunny", "rainy")
+        assert tuple(together) == alone
+        assert len(model.worker_pids()) == 1
     finally:
         await model.aclose()
 

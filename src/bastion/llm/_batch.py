@@ -1,0 +1,374 @@
+"""Several sequences decoded together in one llama.cpp context (continuous batching).
+
+The model worker (:mod:`bastion.llm._worker`) holds one context with ``n_seq_max = slots``
+and one KV cache stream per sequence, as ``llama-server --parallel`` does. Every request runs
+on the sequence its lease owns, as a job: a generator that says which tokens its sequence must
+hold next (:class:`Sync`) and is resumed with their logits. One scheduler thread builds each
+``llama_decode`` batch from all active jobs:
+
+- every generating sequence contributes its next token (one token each, every step);
+- prompts are evaluated in chunks of at most :data:`PREFILL_CHUNK` tokens per step, the
+  prefilling jobs taken round-robin, so a long prompt delays the others' next tokens by one
+  chunk's compute, never by the whole prompt;
+- each sequence keeps its KV cache between requests, so the constrained protocol's
+  choose/fill/answer calls on one lease reuse their shared prompt prefix.
+
+Sampling is per sequence in llama.cpp's sampler chains (grammar, then greedy or
+top-k/top-p/min-p/temperature/seeded dist, llama-cpp-python's defaults), so a grammar-
+constrained fill and a free answer run side by side in one batch. Scoring (the tool choice)
+asks for the logits of every option token in one evaluation.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import ctypes
+import math
+import queue
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.errors import BastionError, ModelError
+
+PREFILL_CHUNK = 256  # prompt tokens one sequence adds to one decode step
+N_BATCH = 512  # tokens in one decode step, all sequences together
+
+Send = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Sync:
+    """Make the sequence hold exactly ``tokens``; logits wanted from index ``logits_from`` on.
+
+    ``rows``: copy every wanted position's logits (scoring); else the job is resumed with the
+    batch index of the last token, still valid for ``llama_sampler_sample``.
+    """
+
+    tokens: list[int]
+    logits_from: int
+    rows: bool = False
+
+
+@dataclass
+class Logits:
+    """What a job is resumed with after its :class:`Sync` was evaluated."""
+
+    idx: int
+    rows: list[Any] = field(default_factory=list)
+
+
+Job = Generator[Sync, Logits, None]
+
+
+@dataclass
+class _Active:
+    rid: int
+    seq: int
+    job: Job
+    cancel: threading.Event
+    want: Sync | None = None
+    pending: list[int] = field(default_factory=list)
+    pos: int = 0  # position of pending[0]
+    rows: list[Any] = field(default_factory=list)
+
+
+class BatchEngine:
+    """One llama.cpp context serving ``slots`` sequences; jobs are decoded together."""
+
+    def __init__(self, eng: Any, slots: int, send: Send) -> None:
+        """Wrap ``eng``, an engine whose context has ``n_seq_max >= slots``.
+
+        ``send`` writes one protocol message (from the scheduler thread).
+        """
+        from llama_cpp import llama_cpp as C
+
+        self.C = C
+        self.eng = eng
+        self.slots = slots
+        self.send = send
+        llm = eng.llm
+        self.ctx = llm._ctx.ctx
+        self.mem = C.llama_get_memory(self.ctx)
+        self.vocab = llm._model.vocab
+        self.n_vocab = int(llm.n_vocab())
+        self.n_ctx_seq = int(llm.n_ctx()) // slots
+        self.batch = C.llama_batch_init(N_BATCH, 0, 1)
+        self.cache: list[list[int]] = [[] for _ in range(slots)]
+        self.inbox: queue.Queue[tuple[dict[str, Any], threading.Event] | None] = queue.Queue()
+        self.active: collections.deque[_Active] = collections.deque()
+        self.decodes = 0  # progress counter for the heartbeat
+        self.serving: list[int] = []  # request ids in flight (read by the heartbeat)
+        self.cancels: dict[int, threading.Event] = {}
+        self._piece = ctypes.create_string_buffer(256)
+        self.threads, self.threads_batch = int(llm.n_threads), int(llm.n_threads_batch)
+        self._threads_now = -1
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _sampler(self, temperature: float, seed: int | None, grammar: Any) -> Any:
+        C = self.C
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if grammar is not None:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_grammar(
+                self.vocab, grammar._grammar.encode("utf-8"), b"root"))
+        if temperature <= 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+        else:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(40))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(0.95, 1))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_min_p(0.05, 1))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(temperature))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(
+                C.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
+        return chain
+
+    def _piece_bytes(self, tok: int) -> bytes:
+        n = self.C.llama_token_to_piece(self.vocab, tok, self._piece, 256, 0, False)
+        return self._piece.raw[:n] if n > 0 else b""
+
+    def _gen(self, req: dict[str, Any], cancel: threading.Event) -> Job:
+        eng, C = self.eng, self.C
+        rid = req["id"]
+        toks = eng.tokens(eng.render(req["messages"], req.get("prefix", "")))
+        if len(toks) >= self.n_ctx_seq:
+            raise ModelError(
+                f"the prompt has {len(toks)} tokens, more than the context ({self.n_ctx_seq})",
+                fix="raise model.n_ctx or start a new session",
+            )
+        prompt_n = len(toks)
+        max_tokens = max(1, min(int(req["max_tokens"]), self.n_ctx_seq - prompt_n))
+        schema = req.get("schema")
+        grammar = eng.grammar(schema) if schema is not None else None
+        stops = [s for s in (req.get("stop") or ()) if s]
+        hold = max((len(s) for s in stops), default=1) - 1
+        smpl = self._sampler(float(req["temperature"]), req.get("seed"), grammar)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        text = ""
+        sent = 0
+        reason = "length"
+        try:
+            got = yield Sync(toks, len(toks) - 1)
+            for n in range(1, max_tokens + 1):
+                tok = int(C.llama_sampler_sample(smpl, self.ctx, got.idx))
+                if C.llama_vocab_is_eog(self.vocab, tok):
+                    reason = "stop"
+                    break
+                text += decoder.decode(self._piece_bytes(tok))
+                cut = min((i for s in stops if (i := text.find(s, max(0, sent - hold))) >= 0),
+                          default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                    reason = "stop"
+                    break
+                safe = len(text) - self._held(text, stops)
+                if safe > sent:
+                    self.send({"id": rid, "t": text[sent:safe]})
+                    sent = safe
+                if cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if n == max_tokens:
+                    break
+                toks.append(tok)
+                got = yield Sync(toks, len(toks) - 1)
+            if len(text) > sent:
+                self.send({"id": rid, "t": text[sent:]})
+            self.send({"id": rid, "usage": [prompt_n, eng.count(text) if text else 0]})
+            self.send({"id": rid, "finish": reason})
+        finally:
+            C.llama_sampler_free(smpl)
+
+    @staticmethod
+    def _held(text: str, stops: Sequence[str]) -> int:
+        """How many trailing characters could still begin a stop string (held back)."""
+        best = 0
+        for s in stops:
+            for k in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:k]):
+                    best = k
+                    break
+        return best
+
+    def _score(self, req: dict[str, Any], cancel: threading.Event) -> Job:
+        import numpy as np
+
+        eng = self.eng
+        base_text = eng.render(req["messages"], req.get("prefix", ""))
+        base = eng.tokens(base_text)
+        out: list[float] = []
+        for opt in req["options"]:
+            full = eng.tokens(base_text + opt)
+            k = 0
+            while k < min(len(base), len(full)) and base[k] == full[k]:
+                k += 1
+            k = max(k, 1)
+            cont = [*full[k:], eng.end_token]
+            target = full[:k] + cont[:-1]
+            if len(target) >= self.n_ctx_seq:
+                raise ModelError(
+                    f"the prompt has {len(target)} tokens, more than the context "
+                    f"({self.n_ctx_seq})", fix="raise model.n_ctx or start a new session")
+            got = yield Sync(target, k - 1, rows=True)
+            total = 0.0
+            for row, tok in zip(got.rows, cont, strict=True):
+                m = float(row.max())
+                total += float(row[tok]) - (m + math.log(float(np.exp(row - m).sum())))
+            out.append(total)
+            if cancel.is_set():
+                break
+        self.send({"id": req["id"], "scores": out})
+
+    # -- the scheduler -----------------------------------------------------------------------
+    def submit(self, req: dict[str, Any]) -> None:
+        """Queue a request (any thread)."""
+        cancel = self.cancels[int(req["id"])] = threading.Event()
+        self.inbox.put((req, cancel))
+
+    def cancel(self, rid: int) -> None:
+        """Stop request ``rid`` at its next step (any thread; unknown ids are ignored)."""
+        ev = self.cancels.get(rid)
+        if ev is not None:
+            ev.set()
+
+    def stop(self) -> None:
+        """Finish the jobs in hand, then return from :meth:`run`."""
+        self.inbox.put(None)
+
+    def _start(self, req: dict[str, Any], cancel: threading.Event) -> None:
+        seq = int(req.get("seq", 0))
+        if not 0 <= seq < self.slots:
+            self.cancels.pop(int(req["id"]), None)
+            self.send({"id": req["id"], "error": f"no sequence {seq} in this worker",
+                       "fix": None, "end": True})
+            return
+        make = self._score if req["op"] == "score" else self._gen
+        a = _Active(req["id"], seq, make(req, cancel), cancel)
+        self.active.append(a)
+        self.serving.append(a.rid)
+        self._advance(a, None)
+
+    def _end(self, a: _Active, error: BaseException | None) -> None:
+        a.job.close()
+        self.cancels.pop(a.rid, None)
+        if a in self.active:
+            self.active.remove(a)
+        if a.rid in self.serving:
+            self.serving.remove(a.rid)
+        if error is None:
+            self.send({"id": a.rid, "end": True})
+            return
+        self.C.llama_memory_seq_rm(self.mem, a.seq, 0, -1)  # its KV state is unknown now
+        self.cache[a.seq] = []
+        if isinstance(error, BastionError):
+            self.send({"id": a.rid, "error": error.message, "fix": error.fix, "end": True})
+        else:
+            self.send({"id": a.rid, "error": f"{type(error).__name__}: {error}", "fix": None,
+                       "end": True})
+
+    def _advance(self, a: _Active, got: Logits | None) -> None:
+        """Resume ``a``'s job; plan what its sequence must evaluate next."""
+        try:
+            want = next(a.job) if got is None else a.job.send(got)
+        except StopIteration:
+            self._end(a, None)
+            return
+        except Exception as exc:  # noqa: BLE001 - a Python-level failure is this request's error
+            self._end(a, exc)
+            return
+        cache = self.cache[a.seq]
+        toks = want.tokens
+        limit = min(len(cache), want.logits_from)
+        if a.want is not None and toks is a.want.tokens and len(cache) == len(toks) - 1:
+            common = len(cache)  # the usual step: the job appended its sampled token
+        else:
+            common = 0
+            while common < limit and cache[common] == toks[common]:
+                common += 1
+        if common < len(cache):
+            self.C.llama_memory_seq_rm(self.mem, a.seq, common, -1)
+            del cache[common:]
+        a.want, a.pending, a.pos, a.rows = want, toks[common:], common, []
+
+    def _fill(self) -> list[tuple[_Active, int, int]]:
+        """Build the next batch: each generating sequence's token, then prompt chunks."""
+        b = self.batch
+        n = 0
+        plan: list[tuple[_Active, int, int]] = []  # (job, first batch index, count)
+        order = sorted(self.active, key=lambda a: len(a.pending) > 1)  # stable: decode first
+        for a in order:
+            room = N_BATCH - n
+            if room <= 0:
+                break
+            take = min(len(a.pending), room, PREFILL_CHUNK)
+            if take <= 0:
+                continue
+            lf = a.want.logits_from if a.want is not None else 0
+            for j in range(take):
+                pos = a.pos + j
+                b.token[n + j] = a.pending[j]
+                b.pos[n + j] = pos
+                b.n_seq_id[n + j] = 1
+                b.seq_id[n + j][0] = a.seq
+                b.logits[n + j] = pos >= lf
+            plan.append((a, n, take))
+            n += take
+        b.n_tokens = n
+        return plan
+
+    def _step(self) -> None:
+        import numpy as np
+
+        C = self.C
+        for a in [a for a in self.active if a.cancel.is_set() and len(a.pending) > 1]:
+            self._end(a, None)  # a cancelled prompt: stop evaluating it
+        plan = self._fill()
+        if not plan:
+            return
+        # Generation steps (one token per sequence) run on the generation threads, steps with
+        # a prompt chunk on the prompt threads, as for one sequence: a few tokens per step do
+        # not pay for more threads, and spinning threads on a busy machine cost 5-20x.
+        threads = self.threads_batch if any(c > 1 for _, _, c in plan) else self.threads
+        if threads != self._threads_now:
+            C.llama_set_n_threads(self.ctx, threads, threads)
+            self._threads_now = threads
+        rc = int(C.llama_decode(self.ctx, self.batch))
+        self.decodes += 1
+        if rc != 0:
+            err = ModelError(f"llama_decode failed ({rc}): the context is full",
+                             fix="raise model.n_ctx or use fewer model.slots")
+            for a, _, _ in plan:
+                self._end(a, err)
+            return
+        self.active.rotate(-1)  # round-robin: the next step starts with another sequence
+        for a, first, count in plan:
+            want = a.want
+            assert want is not None
+            self.cache[a.seq].extend(a.pending[:count])
+            if want.rows:
+                for j in range(count):
+                    if a.pos + j >= want.logits_from:
+                        ptr = C.llama_get_logits_ith(self.ctx, first + j)
+                        a.rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+            a.pending = a.pending[count:]
+            a.pos += count
+            if not a.pending:
+                self._advance(a, Logits(first + count - 1, a.rows))
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`: take new requests, decode one batch, repeat."""
+        stopping = False
+        while True:
+            while True:
+                try:
+                    item = self.inbox.get(block=not self.active and not stopping)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                self._start(*item)
+            if stopping and not self.active:
+                return
+            self._step()
