@@ -27,7 +27,7 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       p50 ratio and total tokens/s ratio, and the load average around the run.
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
-        [--part all|agent|worker]
+        [--part all|agent|worker|streams]
 """
 
 from __future__ import annotations
@@ -268,6 +268,9 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
             await wm.aclose()
         return inproc, worker
 
+    if args.part == "streams":
+        bench_streams(count, path, repack, system, args)
+        return
     rt_in, rt_wrk = asyncio.run(round_trips())
     raw_r, wrk_r, raw_f, wrk_f = asyncio.run(one_vs_raw())
     a, d = statistics.median(raw_r), statistics.median(wrk_r)
@@ -284,6 +287,14 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     print(f"    fixed cost per request (no model work, {len(fixed)} paired round trips): p50 "
           f"{statistics.median(fixed):+.2f} ms, p90 {statistics.quantiles(fixed, n=10)[-1]:+.2f}"
           " ms (what the worker adds before the first token)")
+
+    bench_streams(count, path, repack, system, args)
+
+
+def bench_streams(count: Any, path: str, repack: bool, system: str,
+                  args: argparse.Namespace) -> None:
+    """(e) four concurrent streams on one worker vs one stream on the same worker."""
+    from bastion.llm.worker import WorkerModel, WorkerSpec
 
     streams = 4
     cspec = WorkerSpec(path, n_ctx=2048, n_threads=args.worker_threads, repack=repack)
@@ -404,7 +415,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--worker-threads", type=int, default=None,
                     help="the worker's threads with 4 streams (default: llama.cpp's choice)")
-    ap.add_argument("--part", choices=("all", "agent", "worker"), default="all")
+    ap.add_argument("--part", choices=("all", "agent", "worker", "streams"), default="all")
     args = ap.parse_args()
 
     import tempfile
@@ -417,7 +428,7 @@ def main() -> None:
 
     llama = load_llama(shipped_model_path(), n_ctx=4096, n_threads=args.threads)
     model = EmbeddedModel(llama)
-    if args.part == "worker":
+    if args.part in ("worker", "streams"):
         bench_worker(model, Config().agent.system_prompt, args)
         return
     timed = TimedModel(model)
