@@ -59,6 +59,15 @@ _GUESSES = ("high_entropy", "password_assignment", "curl_user_password")
 # Findings whose value is checked for being a stand-in (``xxxx``, ``EXAMPLE``, ``12345678``):
 # every format and context rule; never held values (exact) or private-key blocks.
 _NOT_CHECKED = ("held_value", "private_key")
+# Prefixes of the known formats: a run that starts with one is that issuer's key only when
+# it has that issuer's shape (the format rule), never by looking random (known-format
+# validation: ``AIza`` + 42 characters is not a Google API key, whatever its entropy).
+_FORMAT_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA",
+                    "ANVA", "APKA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
+                    "glpat-", "xox", "xapp-", "sk-", "hf_", "api_org_", "AIza", "GOCSPX-",
+                    "sk_live_", "sk_test_", "rk_live_", "rk_test_", "npm_", "pypi-",
+                    "AGE-SECRET-KEY-")
+_PREFIX3 = frozenset(p[:3] for p in (*_FORMAT_PREFIXES, *VENDOR_PREFIXES))
 _IDENT_CHARS = re.compile(r"[A-Za-z0-9_.-]*")
 _IDENT_SET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 _VALUE_OPENERS = frozenset(":=?.+!,\"'`@[>sSv")  # operators, quotes, ``value=``, ``string x =``
@@ -282,19 +291,24 @@ class SecretScanner:
         if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
             found.extend(_k8s_secret_data(text))
         if long_run:  # runs of token characters: prefixed vendor tokens, entropy guesses
-            paths = _url_paths(text) if self.entropy and "://" in text else []
+            paths: list[tuple[int, int]] | None = None if "://" in text else []
             for m in _ENTROPY_CANDIDATE.finditer(text):
                 run = m.group()
-                if run.startswith(VENDOR_PREFIXES):
-                    st = m.start()
-                    v = VENDOR_TOKEN.match(text, st)
-                    if v is not None and (st == 0 or not _WORD.match(text, st - 1)):
-                        found.append(Finding("vendor_token", *v.span()))
-                        continue
+                if run[:3] in _PREFIX3:  # most runs have no known prefix: one set lookup
+                    if run.startswith(VENDOR_PREFIXES):
+                        st = m.start()
+                        v = VENDOR_TOKEN.match(text, st)
+                        if v is not None and (st == 0 or not _WORD.match(text, st - 1)):
+                            found.append(Finding("vendor_token", *v.span()))
+                            continue
+                    if run.startswith(_FORMAT_PREFIXES):
+                        continue  # that issuer's format decides (a near miss is not its key)
                 if (self.entropy and _looks_random(run)
-                        and not _public_name_before(text, m.start())
-                        and not any(a < m.end() <= b for a, b in paths)):
-                    found.append(Finding("high_entropy", m.start(), m.end()))
+                        and not _public_name_before(text, m.start())):
+                    if paths is None:  # only once a guess needs them (most texts: never)
+                        paths = _url_paths(text)
+                    if not any(a < m.end() <= b for a, b in paths):
+                        found.append(Finding("high_entropy", m.start(), m.end()))
         if found:
             found = [f for f in found if f.rule in _NOT_CHECKED
                      or not placeholder(text[f.start:f.end])]

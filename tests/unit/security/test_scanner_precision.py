@@ -199,3 +199,8 @@ def test_a_run_of_repeated_digits_in_ids_does_not_make_a_token_a_placeholder() -
     token = "xoxb-511111111-31111111111-3111111111111-f4c9a07e31d5b8a260"
     assert masked(f"slack: {token}", token)
     assert not flagged("xoxb-511111111-31111111111-1111111111111111")
+
+
+def test_a_near_miss_of_a_known_format_is_not_claimed_by_the_entropy_guess() -> None:
+    assert not flagged("AIza" + B62 + "Qx9Tz4")  # 42 characters after AIza: not Google's shape
+    assert masked("AIza" + B62[:35], "AIza" + B62[:35])  # 35: Google's API key format
