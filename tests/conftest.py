@@ -15,6 +15,12 @@ pytest_plugins = ["tests.integration.browser.fixtures"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# xdist's workers start with COLUMNS=80 LINES=24 in their environment (execnet's popen gateway)
+# though pytest itself has none: the CLI would draw 80-column tables in them only
+# (bastion/cli/_console.py), and tests that read a whole cell would fail under -n alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("COLUMNS", "LINES"):
+        os.environ.pop(_var, None)
 
 
 @pytest.fixture(autouse=True)
