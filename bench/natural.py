@@ -226,13 +226,16 @@ def main() -> None:
     )
     ctx = multiprocessing.get_context("spawn")
     records: list[dict[str, Any]] = []
+    if args.out:
+        args.out.write_text("")
     with ctx.Pool(workers, initializer=_init, initargs=(threads, args.policy)) as pool:
         for rec in pool.imap_unordered(_task, tasks):
             records.append(rec)
+            if args.out:  # written as they come: a run stopped early keeps its records
+                with args.out.open("a") as f:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             if len(records) % 20 == 0:
                 print(f"  {len(records)}/{len(tasks)}", flush=True)
-    if args.out:
-        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     print(bfcl._table(records, cats, paths))
     other = [r for r in records if r["lang"] != "en"]
     for p in paths:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.errors import ModelOutputError
-from bastion.llm import _grounding, _relevance
+from bastion.llm import _grounding, _relevance, _semantic
 from bastion.llm._repair import loads_lenient
 from bastion.llm._schema import NO_TOOL, args_schema, choice_schema, describe_tool
 from bastion.messages import (
@@ -90,6 +90,18 @@ class Policy:
     # model generates under the choice schema means "call a tool" even when the request
     # shares no word with any tool. A generated pick names some tool almost always ("hi" ->
     # python), so by default it counts only when the request touches one (bench/tool_modes.py)
+    semantic: bool = True  # weigh the meaning of the request against each tool's with the
+    # shipped sentence embedder (:mod:`._semantic`) where it is installed; lexical otherwise.
+    # The knobs below were calibrated on the dev halves of bench/data/natural and BFCL.
+    semantic_threshold: float = 0.55  # a tool is also called (besides lexical relevance
+    # >= none_threshold or the model ranking it above "none") when the cosine of the request
+    # and the tool, plus semantic_fit x the share of its parameters the request gives
+    # specific values for (a path, an enum value, a date, an option it turns on), reaches this
+    semantic_fit: float = 1.5
+    rank_lexical: float = 0.3  # ranking with meaning: share of lexical relevance (relative
+    rank_semantic: float = 1.0  # to the best tool's), of the cosine (relative likewise),
+    rank_model: float = 0.5  # and of the model's preference, scaled by how clearly the model
+    # separates its first choice from its second (a flat preference carries no weight)
 
 
 DEFAULT_POLICY = Policy()
@@ -214,9 +226,12 @@ async def choose(
         tools = [tools[i] for i in keep]
         lexical = [lexical[i] for i in keep]
         names = [t.name for t in tools]
+        sims: list[float] | None = None
     else:
         shown = tools
         lexical = _relevance.best(query, tools)
+        relevance = _semantic.shipped() if policy.semantic else None
+        sims = relevance.tools(query, tools) if relevance is not None else None
     if allow_none and policy.require_inputs:
         # a request that gives fewer numbers than a tool needs is not asking to run it
         # ("what is the acceleration of a ball thrown upwards?" vs a tool needing 3 inputs)
@@ -227,6 +242,7 @@ async def choose(
         if len(fits) < len(tools):
             tools = [tools[i] for i in fits]
             lexical = [lexical[i] for i in fits]
+            sims = [sims[i] for i in fits] if sims is not None else None
             names = [t.name for t in tools]
     prompt = tool_prompt(messages, shown)
     options = [*names, NO_TOOL] if allow_none else names
@@ -244,10 +260,13 @@ async def choose(
         scores = [0.0 if o == picked else -20.0 for o in options]
     tool_scores = scores[: len(names)]
     model_p = _softmax(tool_scores)  # the model's preference among the tools only
-    w = policy.lexical_weight
     top = max(lexical, default=0.0)
     rel = [lex / top for lex in lexical] if top > 0 else lexical  # 1.0 for the best match
-    combined = [w * lex + (1 - w) * p for lex, p in zip(rel, model_p, strict=False)]
+    if sims is None:
+        w = policy.lexical_weight
+        combined = [w * lex + (1 - w) * p for lex, p in zip(rel, model_p, strict=False)]
+    else:
+        combined = _ranked(policy, rel, sims, model_p)
     best = max(range(len(names)), key=lambda i: combined[i])
     if allow_none:
         # Small models put most mass on "none" whatever the request, so "none" is decided
@@ -258,9 +277,35 @@ async def choose(
             # a generated pick names some tool almost always ("hi" -> python): it says only
             # that the model wants a tool, which counts when the request's words touch one
             model_wants_tool = max(lexical) > 0
-        if max(lexical) < policy.none_threshold and not model_wants_tool:
+        weak = max(lexical) < policy.none_threshold
+        if weak and sims is not None:
+            evidence = [
+                sim + policy.semantic_fit * argument_fit(t, query)
+                for sim, t in zip(sims, tools, strict=True)
+            ]
+            weak = max(evidence) < policy.semantic_threshold
+        if weak and not model_wants_tool:
             return NO_TOOL, usage
     return names[best], usage
+
+
+def _ranked(
+    policy: Policy, rel: Sequence[float], sims: Sequence[float], model_p: Sequence[float]
+) -> list[float]:
+    """Return each tool's rank score from lexical relevance, meaning and the model's choice.
+
+    The model's preference weighs by its margin: the gap between its first and second choice
+    (a small model that spreads its mass evenly says little about which tool fits).
+    """
+    top_sim = max(sims)
+    srel = [s / top_sim if top_sim > 0 else 0.0 for s in sims]
+    ordered = sorted(model_p, reverse=True)
+    margin = ordered[0] - ordered[1] if len(ordered) > 1 else 0.0
+    wm = policy.rank_model * margin
+    return [
+        policy.rank_lexical * r + policy.rank_semantic * s + wm * p
+        for r, s, p in zip(rel, srel, model_p, strict=True)
+    ]
 
 
 def _results_text(tail: Sequence[Message]) -> str:
@@ -528,6 +573,37 @@ def _ground(
     if t == "boolean" and at >= 0:
         return {"const": _grounding.polarity(query, at)}, True
     return v, at >= 0
+
+
+def argument_fit(spec: ToolSpec, query: str) -> float:
+    """Return the share of ``spec``'s parameters the request gives a specific value for.
+
+    Specific: a path for a path parameter, a value of its enum or of its documented options,
+    a date in its documented format, an option it turns on or off by name. Numbers do not
+    count (most requests hold some, whatever they ask).
+    """
+    schema = args_schema(spec)
+    props: dict[str, Any] = schema.get("properties", {}) or {}
+    if not props:
+        return 0.0
+    raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
+    tool_words = set(_grounding.word_stems(spec.name))
+    paths = path_values(query)
+    hits = 0
+    for k, v in props.items():
+        if not isinstance(v, dict):
+            continue
+        raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
+        kind = _path_kind(k, raw or v)
+        if kind and _paths_for(kind, paths):
+            hits += 1
+            continue
+        if v.get("type") in ("number", "integer", "array"):
+            continue
+        grounded, _ = _ground(k, v, raw or {}, query, query, tool_words)
+        if grounded is not v and ("enum" in grounded or "const" in grounded):
+            hits += 1
+    return hits / len(props)
 
 
 def fill_schema(

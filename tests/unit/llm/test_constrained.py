@@ -89,7 +89,8 @@ async def test_a_generated_pick_alone_calls_no_tool() -> None:
     name, _ = await choose(p, user("hi"), [WEATHER, FILES], "auto")
     assert name == "none"
     trusting = Prims(scores=None, completions=['{"tool": "list_files"}'])
-    policy = Policy(trust_generated_pick=True)  # what the HTTP path did before
+    # what the HTTP path did before (lexical ranking, as then)
+    policy = Policy(trust_generated_pick=True, semantic=False)
     assert (await choose(trusting, user("hi"), [WEATHER, FILES], "auto", policy))[0] == (
         "list_files")
     scored = Prims(scores=[-3.0, -0.5, -2.0])  # real scores that rank a tool above "none"
