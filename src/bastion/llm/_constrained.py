@@ -575,10 +575,23 @@ def _ground(
     return v, at >= 0
 
 
+_URL = re.compile(r"\bhttps?://[^\s'\"<>]+", re.IGNORECASE)
+_URL_WORDS = frozenset(["url", "uri", "link", "href", "endpoint"])
+
+
+def _is_url_param(name: str, prop: dict[str, Any]) -> bool:
+    """Whether a string parameter takes a web address (by its name or ``format``)."""
+    if prop.get("type") not in (None, "string"):
+        return False
+    parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
+    return bool(parts & _URL_WORDS) or prop.get("format") in ("uri", "url", "iri")
+
+
 def argument_fit(spec: ToolSpec, query: str) -> float:
     """Return the share of ``spec``'s parameters the request gives a specific value for.
 
-    Specific: a path for a path parameter, a value of its enum or of its documented options,
+    Specific: a path for a path parameter, a web address for a URL parameter, a value of its
+    enum or of its documented options,
     a date in its documented format, an option it turns on or off by name. Numbers do not
     count (most requests hold some, whatever they ask).
     """
@@ -596,6 +609,9 @@ def argument_fit(spec: ToolSpec, query: str) -> float:
         raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
         kind = _path_kind(k, raw or v)
         if kind and _paths_for(kind, paths):
+            hits += 1
+            continue
+        if _is_url_param(k, raw or v) and _URL.search(query):
             hits += 1
             continue
         if v.get("type") in ("number", "integer", "array"):

@@ -105,3 +105,16 @@ async def test_a_flat_model_preference_does_not_outvote_meaning(embed: Embedder)
     sure = Prims(scores=[-9.0, -0.1, -5.0])
     assert (await choose(sure, ask2, [TODO, LIGHT], "auto",
                          Policy(semantic_threshold=0.0)))[0] == "set_light"  # fmt: skip
+
+
+FETCH = ToolSpec(
+    "web_fetch",
+    "Fetch a web page (http or https) and return its text.",
+    {"type": "object", "properties": {"url": {"type": "string"},
+                                      "max_chars": {"type": "integer"}}, "required": ["url"]},
+)  # fmt: skip
+
+
+def test_a_web_address_fits_a_url_parameter() -> None:
+    assert argument_fit(FETCH, "what does http://localhost:8000/api/version return?") == 0.5
+    assert argument_fit(FETCH, "what does the version endpoint return?") == 0.0
