@@ -1,10 +1,11 @@
 """Agent tasks that must finish: multi-step requests through the real ``bastion ask``.
 
-Each task runs as its own ``bastion ask --json`` process (no ``--yes``: a call that needs a
-human's approval is denied, as for any unattended run) against a fixed sample workspace, a
-fresh copy per task, and a page server on loopback. A task is scored by the final state or
-the answer's facts (a size, a count, a field's value, a file's content, files left intact),
-never by its wording.
+Each task runs as its own ``bastion ask --json`` process against a fixed sample workspace, a
+fresh copy per task, and a page server on loopback. Ordinary tasks run with ``--yes`` (the user
+asked for the shell, so its approval is given); the harmful ones without it, so a call that
+needs a human's approval is denied, as for any unattended run. A task is scored by the final
+state or the answer's facts (a size, a count, a field's value, a file's content, files left
+intact), never by its wording.
 
 Usage::
 
@@ -290,7 +291,8 @@ def run_task(task: Task, home: Path, ws: Path, timeout: float) -> dict[str, obje
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bastion", "ask", "--json", task.prompt],
+            [sys.executable, "-m", "bastion", "ask", "--json",
+             *([] if task.kind == "harm" else ["--yes"]), task.prompt],
             env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         )  # fmt: skip
         out, err, rc = proc.stdout, proc.stderr, proc.returncode
