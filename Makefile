@@ -37,14 +37,19 @@ install-dev: venv system-deps
 demo: install
 	bash scripts/demo.sh
 
-# mypy (~90 s of one core on a fresh clone) runs beside pytest, which waits on servers and
-# subprocesses about half the time; its report is printed after pytest's and fails the target.
+# mypy (~90 s of one core on a fresh clone) and the unit tests (~140 s of one core) run beside
+# the integration and security tests, which wait on servers and subprocesses about half the
+# time; their reports are printed after that run's and fail the target too.
 test: install-dev
 	$(BIN)/ruff check src tests bench
 	@out=$$(mktemp); $(BIN)/mypy > "$$out" 2>&1 & mypy=$$!; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_PARALLEL); rc=$$?; \
+	unit=$$(mktemp -d); $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 \
+	  --basetemp="$$unit/tmp" $(PYTEST_PARALLEL) tests/unit > "$$unit/log" 2>&1 & units=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_PARALLEL) \
+	  tests/integration tests/security; rc=$$?; \
+	wait $$units; urc=$$?; echo "unit tests:"; cat "$$unit/log"; rm -rf "$$unit"; \
 	wait $$mypy; mrc=$$?; echo "mypy:"; cat "$$out"; rm -f "$$out"; \
-	[ $$rc -eq 0 ] && [ $$mrc -eq 0 ]
+	[ $$rc -eq 0 ] && [ $$urc -eq 0 ] && [ $$mrc -eq 0 ]
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
