@@ -19,6 +19,7 @@ breaks, :class:`ServerRefused` for an error answer (the server's ``{"error": {"m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -136,11 +137,11 @@ class BastionClient:
         self._http.close()
 
     # ---- the one request path -------------------------------------------------------------
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None) -> httpx.Response:
-        """Send one request; return the 2xx response or raise a one-line error."""
+    @contextlib.contextmanager
+    def _exchange(self) -> Iterator[None]:
+        """Turn httpx's transport failures inside the block into one-line errors."""
         try:
-            resp = self._http.request(method, path, json=json, params=params)
+            yield
         except httpx.ConnectError:
             # from None: httpx's error holds the request and its API key
             raise ServerUnreachable(f"no bastion server answers at {self.base_url}",
@@ -150,6 +151,12 @@ class BastionClient:
             raise ServerFailed(
                 f"the bastion server at {self.base_url} failed: {type(exc).__name__}",
                 fix="see the server log (bastion serve)") from None
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: dict[str, Any] | None = None) -> httpx.Response:
+        """Send one request; return the 2xx response or raise a one-line error."""
+        with self._exchange():
+            resp = self._http.request(method, path, json=json, params=params)
         if resp.status_code >= 400:
             raise refusal(resp)
         return resp
@@ -202,24 +209,14 @@ class BastionClient:
         while a call waits for a decision, then ``DoneEvent`` or ``ErrorEvent``.
         """
         path = f"/v1/sessions/{session_id}/messages"
-        try:
-            with self._http.stream("POST", path, json={"content": content, "stream": True},
-                                   timeout=None) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise refusal(resp)
-                for line in resp.iter_lines():
-                    if line.startswith("data:"):
-                        yield self._event(path, line[5:])
-        except httpx.ConnectError:
-            # from None: httpx's error holds the request and its API key
-            raise ServerUnreachable(f"no bastion server answers at {self.base_url}",
-                                    fix="start it: bastion serve") from None
-        except httpx.HTTPError as exc:
-            # from None: httpx's error holds the request and its API key
-            raise ServerFailed(
-                f"the bastion server at {self.base_url} failed: {type(exc).__name__}",
-                fix="see the server log (bastion serve)") from None
+        with self._exchange(), self._http.stream(
+                "POST", path, json={"content": content, "stream": True}, timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise refusal(resp)
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    yield self._event(path, line[5:])
 
     @staticmethod
     def _event(path: str, data: str) -> TurnEvent:
