@@ -88,11 +88,14 @@ def names_secret(ident: str) -> bool:
 def names_public(ident: str) -> bool:
     """True if an identifier names a value that is public or structural (not a secret)."""
     words = name_words(ident)
+    while words and words[-1].isdigit():
+        words.pop()  # ``x-amz-id-2``, ``sha_1``: the numbered name's kind decides
     return bool(words) and (
         any(w in _PUBLIC for w in words[-2:])
         or words[-1] in {"id", "uuid", "guid", "hash", "sha", "md5", "digest", "checksum",
                          "integrity", "etag", "tag", "commit", "rev", "revision", "nonce",
-                         "signature", "version", "fingerprint", "sha1", "sha256", "sha512"})
+                         "signature", "version", "fingerprint", "sha1", "sha256", "sha512",
+                         "kid", "keyid", "thumbprint"})  # JWK/JWS key ids name a public key
 
 
 # ---- values that are not secrets -------------------------------------------------------------
@@ -107,7 +110,8 @@ _PLACEHOLDER_PARTS = (
           for i in range(len(seq) - 7))  # ascending runs: 12345678, abcdefgh, ...
 _REFERENCE = re.compile(
     r"^(?:[$%#]\{|\{\{|\$\()|^\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
-    r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)")
+    r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)"
+    r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)")  # a lookup: ``request.form['password']``
 _IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
 _COMMON = frozenset({
     "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",
@@ -174,6 +178,9 @@ PUBLIC_SHAPES = re.compile(
     r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]+=*"
     r"|-----BEGIN (PGP PUBLIC KEY BLOCK|PUBLIC KEY|RSA PUBLIC KEY|CERTIFICATE)-----"
     r"[\s\S]*?(?:-----END \1-----|\Z)"
+    # OpenSSH public key blobs also without their type word (the blob names the type)
+    r"|(?<![A-Za-z0-9+/])AAAA(?:B3NzaC1yc2E|B3NzaC1kc3M|C3NzaC1lZDI1NTE5|E2VjZHNhLXNoYTIt"
+    r"|GnNrLXNzaC1lZDI1NTE5|InNrLWVjZHNhLXNoYTIt)[A-Za-z0-9+/]*=*"
     r"|(?<![A-Za-z0-9])sha(?:256|384|512)-[A-Za-z0-9+/]{43,86}={0,2}"
     r"|(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe publishable keys
     # Ciphertext: sops values and PGP messages (encrypted, so safe to show)

@@ -86,7 +86,11 @@ RULES: tuple[Rule, ...] = (
          r"[^\s:\"']+:([^\s\"';]{3,})", ("BUNDLE_",), group=1),
     Rule("dynatrace_token", _B + r"dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}" + _E, ("dt0c01.",)),
     Rule("terraform_token", r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9=_-]{60,70}", (".atlasv1.",)),
-    Rule("url_password", r"://[^/\s:@\"']+:([^/\s@\"']{3,})@", ("://",), group=1),
+    # user:password@ in a URL; the user may be empty (``redis://:password@host``)
+    Rule("url_password", r"://[^/\s:@\"']*:([^/\s@\"']{3,})@", ("://",), group=1),
+    # .netrc: ``machine HOST login USER password PASSWORD`` (no operator)
+    Rule("netrc_password", r"machine[ \t]+\S+\s+login\s+\S+(?:\s+(?:account|port)\s+\S+)?"
+         r"\s+password[ \t]+([^\s\"']{3,})", ("machine",), group=1, nocase=True),
     Rule("bearer_token", r"(?:bearer|token)\s+([A-Za-z0-9._~+/-]{16,}=*)", ("bearer", "token"),
          group=1, nocase=True),
     Rule("basic_auth", r"basic\s+([A-Za-z0-9+/]{8,}={0,2})", ("basic",), group=1, nocase=True),

@@ -79,18 +79,29 @@ _AFTER_NAME = re.compile(
     r"""[ \t]*(?P<op>:{1,3}=|[?.+]=|={1,3}>?|!==?|:(?!:)|,|\s+value\s*=|(?=["'`@]))[ \t]*@?""")
 _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
            "`": re.compile(r"`([^`\n]{1,300})`")}
-_UNQUOTED = re.compile(r"[^\s\"'`,;&]{1,300}")
+# An unquoted value runs to white space; a comma ends it only as a list separator (before a
+# space, a quote or the end), not inside the value (``A,.:-@*?!``).
+_UNQUOTED = re.compile(r"(?:[^\s\"'`,;&]|,(?=[^\s\"'`,;&])){1,300}")
 _REVERSED = re.compile(r"""(["'])([^"'\n]{1,300})\1\s*(?:===?|!==?)\s*$""")
 _CURL_USER = re.compile(r"""-(?:u|-user)[ \t=]+["']?([^\s"':]*):["']?([^\s"']+)""")
 _NAME_BEFORE = re.compile(
-    r"""([A-Za-z0-9_.-]+)["'\]]?\s*(?:[:=]|=>)\s*["'`]?[^\s"'`]{0,64}$"""
+    r"""([A-Za-z0-9_.-]+)["'\]]?\s*(?:[:=]|=>)\s*["'`]?[^\s"'`]{0,300}$"""
     r"""|name=["']([A-Za-z0-9_.-]+)["'][^<>]{0,60}value=["']?$""")
 _CASE_FLIPS = re.compile(r"[a-z][A-Z]|[A-Z][a-z]")
 _K8S_SECRET = re.compile(r"""^\s*kind:\s*["']?[Ss]ecret["']?\s*$""", re.MULTILINE)
 _YAML_DOC = re.compile(r"^---[ \t]*$", re.MULTILINE)
-_K8S_DATA = re.compile(r"^\s*data:[ \t]*\n", re.MULTILINE)
+_K8S_DATA_OR_STRING = re.compile(r"^\s*(?P<kind>data|stringData):[ \t]*\n", re.MULTILINE)
 _K8S_LINE = re.compile(r"""(?:[ \t]*#[^\n]*\n)*(?P<indent>[ \t]+)(?P<key>[\w.-]+):[ \t]*["']?"""
-                       r"""(?P<value>[A-Za-z0-9+/]{4,}={0,2})?["']?[ \t]*(?:\n|$)""")
+                       r"""(?:(?P<value>[A-Za-z0-9+/]{4,}={0,2})|(?P<block>[|>][-+]?))?"""
+                       r"""["']?[ \t]*(?:\n|$)""")
+# ``stringData`` holds the plain values; a block scalar (``key: |``) holds indented lines
+_K8S_PLAIN = re.compile(r"""(?:[ \t]*#[^\n]*\n)*(?P<indent>[ \t]+)(?P<key>[\w.-]+):[ \t]*"""
+                        r"""(?P<q>["']?)(?P<value>[^\n"']*)(?P=q)[ \t]*(?:\n|$)""")
+_K8S_BLOCK_LINE = re.compile(r"(?P<indent>[ \t]+)(?P<value>[A-Za-z0-9+/]{4,}={0,2})[ \t]*(?:\n|$)")
+# A value labelled as a digest (``h1:``, ``SHA256:``, ``md5=``) or as the payload of a data
+# URI (``data:image/png;base64,``) is a hash or embedded content, not a credential.
+_DIGEST_LABEL = re.compile(r"(?:;base64,|(?i:sha(?:1|224|256|384|512)|sha3-(?:256|512)|md5|h1"
+                           r"|blake2[bs]?|b3|xxh(?:64|128)|crc32c?)[:=])\Z")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s/@\"'<>]+(?P<path>/[^\s\"'<>]*)")
 _QUERY_KEY = re.compile(r"[?&;]([A-Za-z0-9_.-]+)=")
 # path words that say the URL itself carries a credential (webhooks, bot tokens, signed links)
@@ -304,6 +315,7 @@ class SecretScanner:
                     if run.startswith(_FORMAT_PREFIXES):
                         continue  # that issuer's format decides (a near miss is not its key)
                 if (self.entropy and _looks_random(run)
+                        and _DIGEST_LABEL.search(text, max(0, m.start() - 12), m.start()) is None
                         and not _public_name_before(text, m.start())):
                     if paths is None:  # only once a guess needs them (most texts: never)
                         paths = _url_paths(text)
@@ -492,18 +504,29 @@ def _k8s_secret_data(text: str) -> list[Finding]:
 
 def _k8s_data_values(text: str, a: int, b: int) -> list[Finding]:
     out: list[Finding] = []
-    for block in _K8S_DATA.finditer(text, a, b):
+    for block in _K8S_DATA_OR_STRING.finditer(text, a, b):
+        plain = block.group("kind") == "stringData"
+        line_re = _K8S_PLAIN if plain else _K8S_LINE
         indent = None
         pos = block.end()
-        while (line := _K8S_LINE.match(text, pos, b)) is not None and line.end() > pos:
+        while (line := line_re.match(text, pos, b)) is not None and line.end() > pos:
             pos = line.end()
             if indent is None:
                 indent = line.group("indent")
             elif line.group("indent") != indent:
                 break
             value = line.group("value")
-            if value and len(value.rstrip("=")) * 3 // 4 >= 6 and not placeholder(value):
+            if plain:
+                if value and plausible_value(value):
+                    out.append(Finding("k8s_secret_data", *line.span("value")))
+            elif value and len(value.rstrip("=")) * 3 // 4 >= 6 and not placeholder(value):
                 out.append(Finding("k8s_secret_data", *line.span("value")))
+            elif line.group("block"):  # ``key: |`` then lines indented deeper
+                while (sub := _K8S_BLOCK_LINE.match(text, pos, b)) is not None and len(
+                        sub.group("indent").expandtabs()) > len(indent.expandtabs()):
+                    pos = sub.end()
+                    if not placeholder(sub.group("value")):
+                        out.append(Finding("k8s_secret_data", *sub.span("value")))
     return out
 
 
@@ -530,7 +553,7 @@ def _url_paths(text: str) -> list[tuple[int, int]]:
 
 def _public_name_before(text: str, pos: int) -> bool:
     """Return True if the value at ``pos`` is given to a public name (``public_key=`` ...)."""
-    m = _NAME_BEFORE.search(text, max(0, pos - 128), pos)
+    m = _NAME_BEFORE.search(text, max(0, pos - 360), pos)
     return m is not None and names_public(m.group(1) or m.group(2))
 
 

@@ -204,3 +204,51 @@ def test_a_run_of_repeated_digits_in_ids_does_not_make_a_token_a_placeholder() -
 def test_a_near_miss_of_a_known_format_is_not_claimed_by_the_entropy_guess() -> None:
     assert not flagged("AIza" + B62 + "Qx9Tz4")  # 42 characters after AIza: not Google's shape
     assert masked("AIza" + B62[:35], "AIza" + B62[:35])  # 35: Google's API key format
+
+
+# ---- labelled digests, data URIs, key blobs, key ids (general public shapes) -------------------
+@pytest.mark.parametrize("text", [
+    # a hash labelled by its algorithm (go.sum, ssh-keygen -l, checksums)
+    "github.com/stretchr/testify v1.8.4 h1:CcVxjf3Q8PM0mHUKJCdn+eZZtm5yQwehR5yeSVQQcUk=",
+    "256 SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s user@host (ED25519)",
+    # the payload of a data URI is embedded content
+    '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4'
+    '2mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==">',
+    # an OpenSSH public key blob without its type word
+    "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA7Vr9Z2x1UeQ7sW9V0m3nJ8k5l6p7q8r9s0t1u2v3w",
+    # a JWK key id, a numbered id header
+    '"kid": "NjVBRjY5MDlCMUIwNzU4RTA2QzZFMDQ4QzQ2MDAyQjVDNjk1RTM2Qg"',
+    f"x-amz-id-2: {B62}=",
+    # the whole value of a public name, past its first separator
+    "// CloudFront-Signature: Ixn4bF1LLrLcB8XG-t5bZbIB0vfwSF2s4gkef~PcNBdx73MVvZD3v8DZ5GzcqNrybM"
+    "iqdYJY5KqK6vTsf5JXDgwFFz-h98wdsbV-izcuonPdzMHp4Ay4qyXM6Ed5j",
+    # a lookup is a reference, not a value
+    "password=request.form['password']",
+])
+def test_labelled_digests_data_uris_key_blobs_and_key_ids_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
+
+
+def test_a_random_value_after_an_unrelated_label_is_still_a_guess() -> None:
+    assert masked(f"note: {B62}", B62)  # only a digest label or data URI makes it public
+
+
+# ---- credential forms without the usual operator or user ---------------------------------------
+@pytest.mark.parametrize(("text", "value"), [
+    ("redis://:Rk9pLmQ2zX@cache.internal:6379/0", "Rk9pLmQ2zX"),  # empty user
+    ("machine api.example.net login deploy password Rq7vLp2zNx", "Rq7vLp2zNx"),  # .netrc
+    ("secrete = A,.:-@*?!x", "A,.:-@*?!x"),  # a comma inside an unquoted value
+    ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: " + PW + "\n",
+     PW),  # stringData holds plain values
+    ("apiVersion: v1\nkind: Secret\ntype: kubernetes.io/dockerconfigjson\ndata:\n"
+     "  .dockerconfigjson: |\n    eyJhdXRocyI6eyJyZWcuZXhhbXBsZS5jb20iOnsiYXV0aCI6ImRYTmxjanB3WVhOe"
+     "iJ9fX0=\n", "eyJhdXRocyI6eyJyZWcuZXhhbXBsZS5jb20iOnsiYXV0aCI6ImRYTmxjanB3WVhOeiJ9fX0="),
+])
+def test_credentials_without_the_usual_operator_or_user_are_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+def test_netrc_needs_its_shape_and_stringdata_its_secret() -> None:
+    assert not flagged("a machine learning password reset flow")
+    assert not flagged("kind: ConfigMap\nstringData:\n  mode: Tr0ub4dor-Qz7\n")
+    assert not flagged("kind: Secret\nstringData:\n  password: ${DB_PASSWORD}\n")
