@@ -29,6 +29,7 @@ SECRET_WORDS = frozenset({
     "password", "passwd", "pass", "pwd", "pw", "passphrase", "secret", "secrete", "token",
     "apikey", "credential", "credentials", "creds", "auth", "authorization", "privatekey",
     "accesskey", "secretkey", "signingkey", "encryptionkey", "masterkey", "authtoken",
+    "psk",  # pre-shared keys (``wpa_psk``)
 })
 # A word that ends with one of these is a secret word too (``pgpassword``, ``slapikey``).
 _SECRET_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "accesskey", "secretkey",

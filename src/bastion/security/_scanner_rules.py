@@ -100,7 +100,7 @@ RULES: tuple[Rule, ...] = (
 # identifier that names a secret (covers passwords of any shape, which no format rule can). The
 # scanner finds these keywords by substring search, takes the whole identifier around each and
 # asks :func:`bastion.security._scanner_context.names_secret` about it.
-ASSIGNMENT_KEYWORDS = ("pass", "secret", "key", "token", "pw", "auth", "cred")
+ASSIGNMENT_KEYWORDS = ("pass", "secret", "key", "token", "pw", "auth", "cred", "psk")
 
 
 # Prefixed tokens whose body is hex or one case (a shape the entropy guess leaves alone), as

@@ -70,13 +70,21 @@ _FORMAT_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIP
 _PREFIX3 = frozenset(p[:3] for p in (*_FORMAT_PREFIXES, *VENDOR_PREFIXES))
 _IDENT_CHARS = re.compile(r"[A-Za-z0-9_.-]*")
 _IDENT_SET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
-_VALUE_OPENERS = frozenset(":=?.+!,\"'`@[>sSv")  # operators, quotes, ``value=``, ``string x =``
+_VALUE_OPENERS = frozenset(":=?.+!,\"'`@[>sSv%")  # operators, quotes, ``value=``, ``string x =``
 # After a secret-named identifier: a closing quote/bracket, an optional type, an operator
 # (``=``, ``:``, ``:=``, ``::=``, ``?=``, ``.=``, ``=>``, ``==``, ``!=``, ``,`` between call
 # arguments, ``value=`` of a key/value element) or just a quote, then the value.
 _AFTER_NAME = re.compile(
     r"""[\]"'`)]{0,3}(?:\[[^\]\n]{0,40}\][\]"'`)]{0,2})?(?:[ \t]+(?:string|String|str))?"""
-    r"""[ \t]*(?P<op>:{1,3}=|[?.+]=|={1,3}>?|!==?|:(?!:)|,|\s+value\s*=|(?=["'`@]))[ \t]*@?""")
+    # a type annotation before ``=`` (``token: str =``, ``const key: string =``)
+    r"""(?:[ \t]*:[ \t]*(?:str|string|String|&(?:'static[ \t]+)?str|std::string|SecretStr"""
+    r"""|Optional\[str\]|str[ \t]*\|[ \t]*None)(?=[ \t]*=))?"""
+    r"""[ \t]*(?P<op>:{1,3}=|[?.+]=|={1,3}>?|!==?|:(?!:)|,|\s+value\s*=|%3[dD]|(?=["'`@]))"""
+    r"""[ \t]*@?(?:!!str[ \t]+)?""")
+# A YAML block scalar after ``name:``: the value is on the next, indented line
+_YAML_BLOCK = re.compile(r"[|>][-+]?[ \t]*\n[ \t]+(?=\S)")
+# Dockerfile ``ENV NAME value`` (the form without ``=``)
+_DOCKER_ENV = re.compile(r"(?:^|\n)[ \t]*ENV[ \t]+\Z")
 _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
            "`": re.compile(r"`([^`\n]{1,300})`")}
 # An unquoted value runs to white space; a comma ends it only as a list separator (before a
@@ -407,7 +415,8 @@ def _assignments(text: str, lower: str) -> list[Finding]:
         while start > 0 and lower[start - 1] in _IDENT_SET:
             start -= 1
         end = done = _IDENT_CHARS.match(text, pos).end()  # type: ignore[union-attr]
-        cli = text.startswith("--", start)
+        cli = text.startswith("--", start) or (
+            start >= 4 and _DOCKER_ENV.search(text, max(0, start - 16), start) is not None)
         while start < end and text[start] in ".-":
             start += 1
         while end > start and text[end - 1] in ".-":
@@ -451,6 +460,8 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
         return None
     else:
         pos, op = m.end(), m.group("op")
+        if op == ":" and (block := _YAML_BLOCK.match(text, pos)) is not None:
+            pos = block.end()
     if pos >= len(text):
         return None
     q = text[pos]

@@ -252,3 +252,24 @@ def test_netrc_needs_its_shape_and_stringdata_its_secret() -> None:
     assert not flagged("a machine learning password reset flow")
     assert not flagged("kind: ConfigMap\nstringData:\n  mode: Tr0ub4dor-Qz7\n")
     assert not flagged("kind: Secret\nstringData:\n  password: ${DB_PASSWORD}\n")
+
+
+@pytest.mark.parametrize("text", [
+    f'token: str = "{PW}"',  # a type annotation before the operator
+    f'const api_key: string = "{PW}"',
+    f"  password: |\n    {PW}\n",  # a YAML block scalar
+    f"password: !!str {PW}",  # a YAML tag
+    f"ENV DB_PASSWORD {PW}",  # Dockerfile ENV without '='
+    f"q=1&password%3D{PW}",  # URL-encoded '='
+    f"wpa_psk={PW}",  # a pre-shared key
+])
+def test_typed_block_tagged_and_encoded_assignments_are_masked(text: str) -> None:
+    assert masked(text, PW)
+
+
+@pytest.mark.parametrize("text", [
+    "token: Optional[str] = None", 'path: str = "/usr/local/lib/python3"',
+    "password: |\n  ${DB_PASSWORD}\n", "ENV PATH /usr/local/bin:/usr/bin",
+])
+def test_typed_and_block_forms_keep_references_and_other_names_public(text: str) -> None:
+    assert not flagged(text)
