@@ -13,8 +13,10 @@ routes. Nothing leaves these namespaces.
         an HTTP server on :8000 of each (the egress tests);
       API 93.184.215.20, OTHER 93.184.215.21: HTTPS on 443 (a certificate for api.test,
         other.test and attacker.test signed by the test's own CA), plain HTTP on 80 and an
-        SSH-like banner on 22; every HTTP request is appended to ``requests.jsonl`` (host,
-        path, Authorization, body) so a test sees exactly what arrived;
+        SSH-like banner on 22; ``/big?n=N`` answers N bytes with a content-length,
+        ``/chunked?n=N`` N bytes chunked; every other HTTP request is appended to
+        ``requests.jsonl`` (host, path, Authorization, body, chunked bodies decoded) so a
+        test sees exactly what arrived;
       RESOLVER 10.200.0.53: dnsmasq (allowed.test -> PUBLIC; lan/meta/local/cgnat/meta6
         .allowed.test -> the private, link-local, loopback, CGNAT and fd00:ec2::254
         addresses: the rebinding records an attacker controls under an allowlisted
@@ -68,11 +70,16 @@ class H(BaseHTTPRequestHandler):
     def _serve(self):
         n = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(n) if n else b""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
         rec = {"host": self.headers.get("host"), "path": self.path, "method": self.command,
                "auth": self.headers.get("authorization"), "body": body.decode("utf-8", "replace"),
                "addr": self.server.server_address[0],
                "tls": isinstance(self.connection, ssl.SSLSocket)}
-        if not self.path.startswith("/big"):
+        if not self.path.startswith(("/big", "/chunked")):
             with lock, open(LOG, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
         if self.path.startswith("/big"):
@@ -85,6 +92,17 @@ class H(BaseHTTPRequestHandler):
             while left > 0:
                 self.wfile.write(chunk[:left])
                 left -= 65536
+            return
+        if self.path.startswith("/chunked"):  # no content-length: the size shows as it comes
+            left = int(self.path.split("=", 1)[1])
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            while left > 0:
+                part = b"c" * min(left, 65536)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                left -= len(part)
+            self.wfile.write(b"0\r\n\r\n")
             return
         out = json.dumps({"you_sent": rec["auth"], "path": self.path}).encode()
         self.send_response(200)

@@ -122,7 +122,8 @@ def test_held_secret_or_card_number_to_an_unbound_host_is_refused(
 def test_size_cap_and_the_legitimate_swap_still_works(outcome: dict[str, Any]) -> None:
     seen = outcome["seen"]
     assert seen["post_too_big"] in ("413", "000")
-    assert [d["limit"] for d in refused(outcome, "egress_refused", "size-cap")] == [100_000]
+    assert [d["limit"] for d in refused(outcome, "egress_refused", "size-cap")
+            if d.get("direction") != "response"][:1] == [100_000]
     assert not [r for r in outcome["requests"] if "z" * 1000 in r["body"]]  # never arrived
     assert seen["legit_swap"] == "200"
     api = [r for r in outcome["requests"] if r["path"] == "/echo"]
@@ -141,7 +142,35 @@ def test_placeholder_to_an_unbound_host_waits_for_a_human_who_denies_it(
     assert asked[0]["arguments"]["destination"] == "other.test:443"
     assert asked[0]["arguments"]["variable"] == "GH_TOKEN"
     assert asked[0]["detail"]["reasons"][0] == "placeholder-to-unbound-host"
+    # the approval names the session and the tool call whose sandbox sent it
+    assert (asked[0]["session_id"], asked[0]["detail"]["call_id"]) == ("d1", "call-dpi")
+    assert [(a["tool"], a["session_id"], a["call_id"]) for a in outcome["asked"]] == [
+        ("shell", "d1", "call-dpi")]
     leaks = [a for a in outcome["audit"] if a["kind"] == "secret_placeholder_leak"]
     assert [(a["decision"], a["detail"]["destination"]) for a in leaks] == [
         ("denied", "other.test:443")]
     assert refused(outcome, "egress_refused", "placeholder-to-unbound-host")
+
+
+def test_chunked_request_body_over_the_cap_is_inspected_and_refused(
+        outcome: dict[str, Any]) -> None:
+    """No content-length: the body must not be streamed on uninspected once it is large."""
+    plain = outcome["plain"]
+    assert outcome["seen"]["chunked_post_over_cap"] in ("413", "000")
+    assert not [r for r in outcome["requests"] if r["path"] == "/upload"]  # never arrived
+    assert plain not in json.dumps(outcome["requests"])
+    caps = [d for d in refused(outcome, "egress_refused", "size-cap")
+            if d.get("direction") != "response"]
+    assert [d["limit"] for d in caps] == [100_000, 100_000]  # content-length, then chunked
+    assert plain not in json.dumps(outcome["audit"])
+
+
+def test_chunked_response_over_the_cap_is_cut_at_the_cap(outcome: dict[str, Any]) -> None:
+    """No content-length: the cap holds on the bytes relayed, not on a header."""
+    code, status, got = outcome["seen"]["chunked_response_over_cap"].split()
+    assert code != "0" and status == "200" and int(got) <= 1_000_000, (code, status, got)
+    cut = [d for d in refused(outcome, "egress_refused", "size-cap")
+           if d.get("direction") == "response"]
+    assert [(d["host"], d["limit"]) for d in cut] == [("other.test", 1_000_000)], cut
+    assert cut[0]["relayed"] <= 1_000_000
+    assert outcome["seen"]["chunked_response_under_cap"] == "0 200 300000"

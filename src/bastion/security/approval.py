@@ -26,6 +26,24 @@ class ApprovalRequest:
 
 
 @dataclass(slots=True, frozen=True)
+class CallRef:
+    """The tool call a piece of work belongs to (what an approval names as its origin)."""
+
+    tool: str
+    call_id: str | None = None
+    session_id: str | None = None
+
+
+#: The tool call the current task runs for (the gateway sets it around a tool's run).
+tool_call: ContextVar[CallRef | None] = ContextVar("bastion_tool_call", default=None)
+
+
+def current_call() -> CallRef | None:
+    """Return the tool call this task runs for (``None``: none)."""
+    return tool_call.get()
+
+
+@dataclass(slots=True, frozen=True)
 class ApprovalDecision:
     """A human's (or a default's) answer."""
 

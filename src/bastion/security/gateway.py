@@ -18,6 +18,7 @@ from typing import Any
 from bastion import telemetry
 from bastion.errors import BastionError, ConfigError, PolicyDenied, ToolArgumentsError
 from bastion.messages import ToolCall
+from bastion.security.approval import CallRef, tool_call
 from bastion.telemetry.metrics import METRICS
 from bastion.tools.base import (
     BrowserAccess,
@@ -203,6 +204,9 @@ class Gateway:
             session_id=req.session_id,
             browser=env.browser,
         )
+        # what the tool's sandbox does (e.g. a request its egress proxy holds for approval)
+        # is traced back to this call and session
+        token = tool_call.set(CallRef(req.call.name, req.call.id, req.session_id))
         try:
             out = await req.tool(req.call.arguments, ctx)
         except (ToolArgumentsError, PolicyDenied) as exc:
@@ -218,6 +222,8 @@ class Gateway:
             ms = (time.perf_counter() - start) * 1000
             text = f"{type(exc).__name__}: {exc}"
             return ToolResult(req.call.id, req.call.name, False, text, "error", text, ms)
+        finally:
+            tool_call.reset(token)
         ms = (time.perf_counter() - start) * 1000
         return ToolResult(
             req.call.id, req.call.name, not out.is_error, out.text,

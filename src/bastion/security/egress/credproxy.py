@@ -33,7 +33,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +169,8 @@ class CredentialProxy:
         self._dns_lock: asyncio.Lock | None = None
         self._dns_cache: dict[str, tuple[float, list[str]]] = {}
         self._certstore: Any = None
+        self._calls: dict[int, Any] = {}  # the tool calls whose sandbox runs now (CallRef)
+        self._calls_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------
     @property
@@ -254,6 +256,31 @@ class CredentialProxy:
             self._dns.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def serving(self, call: Any) -> Iterator[None]:
+        """Attribute what the sandbox sends meanwhile to ``call`` (a :class:`CallRef`).
+
+        One namespace (and proxy) serves every call of its tool, so a request cannot name
+        its call; while calls run, the approval a request raises names them (one call:
+        its session, call id and tool).
+        """
+        if call is None:
+            yield
+            return
+        key = id(call)
+        with self._calls_lock:
+            self._calls[key] = call
+        try:
+            yield
+        finally:
+            with self._calls_lock:
+                self._calls.pop(key, None)
+
+    def running(self) -> list[Any]:
+        """Return the tool calls being served now (oldest first)."""
+        with self._calls_lock:
+            return list(self._calls.values())
+
     # ---- audit -------------------------------------------------------------------------
     def _record(self, kind: str, decision: str, detail: dict[str, Any]) -> None:
         event = {"kind": kind, "decision": decision, **detail}
@@ -273,10 +300,15 @@ class CredentialProxy:
         from mitmproxy.proxy import mode_specs
 
         opts = options.Options()
+        # no stream_large_bodies: mitmproxy would stream a large chunked *request* on to the
+        # server before the request hook (the swap, Host/method rules, the scanners) ran.
+        # Every request body is buffered (mitmproxy's body_size_limit bounds the memory) and
+        # _request refuses one over max_request_bytes; responses stream (_respheaders) with
+        # max_response_bytes held on the bytes relayed (_Capped)
+        limit = max(self.policy.max_request_bytes, self.policy.max_response_bytes)
         for name, typ, default in (
-                ("connection_strategy", str, "lazy"), ("stream_large_bodies", str | None,
-                                                         str(self.policy.max_request_bytes)),
-                ("body_size_limit", str | None, str(self.policy.max_response_bytes)),
+                ("connection_strategy", str, "lazy"), ("stream_large_bodies", str | None, None),
+                ("body_size_limit", str | None, str(limit)),
                 ("keep_host_header", bool, True), ("normalize_outbound_headers", bool, True),
                 ("validate_inbound_headers", bool, True), ("proxyauth", str | None, None)):
             opts.add_option(name, typ, default, name)
@@ -285,7 +317,8 @@ class CredentialProxy:
                  "tls_start_server": self._tls_server, "http_connect": self._connect,
                  "server_connect": self._server_connect, "requestheaders": self._reqheaders,
                  "request": self._request, "responseheaders": self._respheaders,
-                 "response": self._response, "tls_failed_server": self._tls_failed}
+                 "response": self._response, "tls_failed_server": self._tls_failed,
+                 "error": self._error}
 
         class Handler(server.SimpleConnectionHandler):  # type: ignore[misc,name-defined]
             async def handle_hook(self, hook: Any) -> None:
@@ -299,8 +332,17 @@ class CredentialProxy:
                     if inspect.isawaitable(out):
                         await out
 
-        await Handler(_BigReads(reader), writer, opts, mode_specs.ProxyMode.parse("regular"),
-                      hooks).handle_client()
+        handler = Handler(_BigReads(reader), writer, opts,
+                          mode_specs.ProxyMode.parse("regular"), hooks)
+
+        def cut(*conns: Any) -> None:  # drop both ends at once (RST), unsent data included
+            for conn in conns:
+                io = handler.transports.get(conn)
+                if io is not None and io.writer is not None:
+                    io.writer.transport.abort()
+
+        hooks["responseheaders"] = lambda flow: self._respheaders(flow, cut)
+        await handler.handle_client()
 
     # ---- protocol filtering (which layer comes next) ------------------------------------
     def _next_layer(self, nl: Any) -> None:
@@ -643,13 +685,23 @@ class CredentialProxy:
         req = flow.request
         names = ", ".join(sorted({i.binding.env for i in leaked}))
         bound = sorted({d for i in leaked for d in i.binding.destinations})
+        args: dict[str, Any] = {
+            "egress": f"{req.method} {req.scheme}://{host}:{port}{req.path.split('?', 1)[0]}",
+            "destination": f"{host}:{port}", "variable": names, "bound_to": bound}
+        calls = self.running()
+        sessions = {c.session_id for c in calls}
+        if len(calls) > 1:  # calls of the tool at once: the request is one of theirs
+            args["calls"] = [{"tool": c.tool, "call_id": c.call_id, "session_id": c.session_id}
+                             for c in calls]
+        tool = calls[0].tool if len(calls) == 1 else self.subject
+        if tool != self.subject:
+            args["sandbox"] = self.subject  # e.g. mcp:NAME for its tool NAME__x
         ask = ApprovalRequest(
-            self.subject,
-            {"egress": f"{req.method} {req.scheme}://{host}:{port}{req.path.split('?', 1)[0]}",
-             "destination": f"{host}:{port}", "variable": names, "bound_to": bound},
-            Risk.HIGH,
+            tool, args, Risk.HIGH,
             [R_LEAK, f"the placeholder of {names} (bound to {', '.join(bound)}) is sent to "
                      f"{host}:{port}; approving sends it unchanged, never the secret"],
+            session_id=sessions.pop() if len(sessions) == 1 else None,
+            call_id=calls[0].call_id if len(calls) == 1 else None,
             allow_session_rule=False)
         try:
             decision = await self.approver.decide(ask, timeout_s=self.approval_timeout_s)
@@ -682,7 +734,15 @@ class CredentialProxy:
                 return True
         return False
 
-    def _respheaders(self, flow: Any) -> None:
+    def _error(self, flow: Any) -> None:
+        """Mitmproxy's own body_size_limit tripped (a body buffered past every cap)."""
+        if flow.error is not None and "body_size_limit" in flow.error.msg:
+            self._refuse(R_SIZE, host=flow.request.pretty_host,
+                         limit=min(self.policy.max_request_bytes,
+                                   self.policy.max_response_bytes),
+                         direction="response" if flow.response is not None else "request")
+
+    def _respheaders(self, flow: Any, cut: Callable[..., None] | None = None) -> None:
         size = flow.response.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > self.policy.max_response_bytes:
             self._refuse(R_SIZE, host=flow.request.pretty_host, size=int(size),
@@ -691,7 +751,9 @@ class CredentialProxy:
             return
         values = flow.metadata.get("bastion_swapped") or []
         if not values:
-            flow.response.stream = True  # nothing to hide in it: pass it through as it comes
+            # nothing to hide in it: pass it through as it comes, counting what is relayed
+            # (a chunked or lying response has no size to check up front)
+            flow.response.stream = _Capped(self, flow, cut) if cut is not None else True
             return
         # a server that echoes the secret back must not hand it to the sandbox
         flow.response.stream = False
@@ -699,6 +761,11 @@ class CredentialProxy:
     def _response(self, flow: Any) -> None:
         values = flow.metadata.get("bastion_swapped") or []
         if not values or flow.response is None or flow.response.stream:
+            return
+        if len(flow.response.raw_content or b"") > self.policy.max_response_bytes:
+            self._refuse(R_SIZE, host=flow.request.pretty_host,
+                         limit=self.policy.max_response_bytes, direction="response")
+            flow.kill()
             return
         mine = {i.value: i.placeholder for i in self.book.live() if i.value in values}
         content = flow.response.get_content(strict=False) or b""
@@ -708,6 +775,35 @@ class CredentialProxy:
                 if value in v:
                     flow.response.headers[k] = v.replace(value, placeholder)
         flow.response.set_content(content)
+
+
+class _Capped:
+    """A streamed response body relayed chunk by chunk, held to ``max_response_bytes``.
+
+    mitmproxy calls it with each chunk of a streamed body (``flow.response.stream``). Once
+    the bytes relayed would pass the cap, nothing more is relayed: the refusal is audited
+    (the rule, the host, how much had gone; never the payload) and both connections are
+    dropped, so the sandbox sees a truncated body, never a complete-looking one.
+    """
+
+    def __init__(self, proxy: CredentialProxy, flow: Any, cut: Callable[..., None]) -> None:
+        self.proxy, self.flow, self.cut = proxy, flow, cut
+        self.relayed = 0
+        self.over = False
+
+    def __call__(self, data: bytes) -> bytes:
+        """Return ``data`` to relay, or nothing once the cap is reached."""
+        if self.over:
+            return b""
+        limit = self.proxy.policy.max_response_bytes
+        if self.relayed + len(data) > limit:
+            self.over = True
+            self.proxy._refuse(R_SIZE, host=self.flow.request.pretty_host, limit=limit,
+                               relayed=self.relayed, direction="response")
+            self.cut(self.flow.client_conn, self.flow.server_conn)
+            return b""
+        self.relayed += len(data)
+        return data
 
 
 READ_SIZE = 1 << 18  # bytes handed to mitmproxy's layers per read (its own: 64 KiB)

@@ -10,6 +10,7 @@ from typing import Any
 
 from bastion.config.model import Config, EgressConfig
 from bastion.errors import MissingExtraError, SandboxError
+from bastion.security.approval import current_call
 from bastion.security.egress.credproxy import (
     INSTALL,
     CredentialProxy,
@@ -88,16 +89,22 @@ def policy_for(net: EgressNetwork, cfg: EgressConfig) -> NetworkPolicy:
 class ProxiedRunner:
     """A sandbox whose every command also gets the proxy's variables (proxy URL, CA bundle)."""
 
-    def __init__(self, box: Sandbox, env: Mapping[str, str]) -> None:
+    def __init__(self, box: Sandbox, proxy: CredentialProxy) -> None:
         self.box = box
-        self.env = dict(env)
+        self.proxy = proxy
+        self.env = proxy.env()
 
     async def run(self, argv: list[str], *, stdin: bytes | None = None,
                   env: Mapping[str, str] | None = None, timeout_s: float | None = None
                   ) -> ProcessResult:
-        """Run ``argv`` in the sandbox with the proxy's variables under the caller's."""
-        return await self.box.run(argv, stdin=stdin, env={**self.env, **(env or {})},
-                                  timeout_s=timeout_s)
+        """Run ``argv`` in the sandbox with the proxy's variables under the caller's.
+
+        Meanwhile the proxy attributes what it holds for approval to the gateway's current
+        tool call (session, call id, tool).
+        """
+        with self.proxy.serving(current_call()):
+            return await self.box.run(argv, stdin=stdin, env={**self.env, **(env or {})},
+                                      timeout_s=timeout_s)
 
     async def drain(self) -> None:
         """Wait until the sandbox's clean-ups of finished calls are done."""
@@ -123,7 +130,7 @@ def egress_sandbox(kind: str, spec: SandboxSpec, net: EgressNetwork,
     if box is None:
         raise SandboxError(f"no sandbox for egress: {problem}")
     if net.proxy is not None:
-        return ProxiedRunner(box, net.proxy.env())  # type: ignore[return-value]
+        return ProxiedRunner(box, net.proxy)  # type: ignore[return-value]
     return box
 
 

@@ -128,7 +128,7 @@ class ApprovalManager:
         self._audit("approval.requested", session_id=request.session_id, tool=request.tool,
                     risk=request.risk.name.lower(), arguments=request.arguments,
                     detail={"approval_id": pending.id, "reasons": request.reasons,
-                            "timeout_s": timeout_s})
+                            "timeout_s": timeout_s, "call_id": request.call_id})
         self._publish({"type": "approval_pending", **pending.to_dict(self.redactor)})
         helper: asyncio.Task[None] | None = None
         if self.delegate is not None:
