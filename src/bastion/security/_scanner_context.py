@@ -85,6 +85,9 @@ def names_secret(ident: str) -> bool:
     return not (words[last] == "key" and last > 1 and words[last - 2] in _PUBLIC)
 
 
+_DIGEST_SUFFIXES = ("sha1", "sha256", "sha512", "md5", "shasum", "hash", "digest", "checksum")
+
+
 @functools.lru_cache(maxsize=4096)
 def names_public(ident: str) -> bool:
     """True if an identifier names a value that is public or structural (not a secret)."""
@@ -92,7 +95,8 @@ def names_public(ident: str) -> bool:
     while words and words[-1].isdigit():
         words.pop()  # ``x-amz-id-2``, ``sha_1``: the numbered name's kind decides
     return bool(words) and (
-        any(w in _PUBLIC for w in words[-2:])
+        words[-1].endswith(_DIGEST_SUFFIXES)  # ``base64sha256``, ``shasum``, ``filehash``
+        or any(w in _PUBLIC for w in words[-2:])
         or words[-1] in {"id", "uuid", "guid", "hash", "sha", "md5", "digest", "checksum",
                          "integrity", "etag", "tag", "commit", "rev", "revision", "nonce",
                          "signature", "version", "fingerprint", "sha1", "sha256", "sha512",
@@ -177,17 +181,20 @@ def plausible_value(value: str) -> bool:
 PUBLIC_SHAPES = re.compile(
     r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|"
     r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]+=*"
-    r"|-----BEGIN (PGP PUBLIC KEY BLOCK|PUBLIC KEY|RSA PUBLIC KEY|CERTIFICATE)-----"
+    # PEM blocks that hold no private key: public keys, certificates, requests, CRLs,
+    # signatures, parameters (every label without PRIVATE)
+    r"|-----BEGIN ((?!PRIVATE)[A-Z0-9]+(?: (?!PRIVATE)[A-Z0-9]+)*)-----"
     r"[\s\S]*?(?:-----END \1-----|\Z)"
+    # a DER X.509 certificate in base64 without its PEM lines (SEQUENCE, SEQUENCE, [0] v3)
+    r"|(?<![A-Za-z0-9+/])MII[A-Za-z0-9+/]{5,12}gAwIBAgI[A-Za-z0-9+/]+=*"
     # OpenSSH public key blobs also without their type word (the blob names the type)
     r"|(?<![A-Za-z0-9+/])AAAA(?:B3NzaC1yc2E|B3NzaC1kc3M|C3NzaC1lZDI1NTE5|E2VjZHNhLXNoYTIt"
     r"|GnNrLXNzaC1lZDI1NTE5|InNrLWVjZHNhLXNoYTIt)[A-Za-z0-9+/]*=*"
     r"|(?<![A-Za-z0-9])sha(?:256|384|512)-[A-Za-z0-9+/]{43,86}={0,2}"
     r"|(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe publishable keys
-    # Ciphertext: sops values and PGP messages (encrypted, so safe to show)
-    r"|ENC\[[A-Z0-9_]+,data:[^\]\s]*\]"
-    r"|-----BEGIN PGP MESSAGE-----[\s\S]*?(?:-----END PGP MESSAGE-----|\Z)")
-PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[")
+    # Ciphertext: sops values (PGP messages are a PEM block above): encrypted, safe to show
+    r"|ENC\[[A-Z0-9_]+,data:[^\]\s]*\]")
+PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[", "gAwIBAgI")
 
 
 def base64_of_text(token: str) -> bool:

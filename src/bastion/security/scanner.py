@@ -22,6 +22,7 @@ from bastion.security._scanner_context import (
     PUBLIC_HINTS,
     PUBLIC_SHAPES,
     base64_of_text,
+    name_words,
     names_public,
     names_secret,
     placeholder,
@@ -83,6 +84,10 @@ _AFTER_NAME = re.compile(
     r"""[ \t]*@?(?:!!str[ \t]+)?""")
 # A YAML block scalar after ``name:``: the value is on the next, indented line
 _YAML_BLOCK = re.compile(r"[|>][-+]?[ \t]*\n[ \t]+(?=\S)")
+# A YAML mapping key at the start of its line (``  - key:``), and a plain scalar's words up to
+# the end of the line or a `` #`` comment
+_YAML_KEY_START = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)?\Z")
+_YAML_PLAIN = re.compile(r"[^\s\"'#|>&*!%@`{\[][^\n#]*?(?=[ \t]*(?:\n|$|[ \t]#))")
 # Dockerfile ``ENV NAME value`` (the form without ``=``)
 _DOCKER_ENV = re.compile(r"(?:^|\n)[ \t]*ENV[ \t]+\Z")
 _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
@@ -476,6 +481,15 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
         pos += 1  # an unclosed quote: the value runs to the end of the token
     if not op or op == ",":
         return None  # without an operator (or between call arguments) only a quoted value
+    if (op == ":" and len(name_words(text[start:end])) > 1
+            and _YAML_KEY_START.search(text, max(0, start - 40), start)):
+        # A YAML plain scalar runs to the end of its line (a passphrase has spaces). Only
+        # under a compound key (``aws_secret_access_key:``): ``Password: the one you chose``
+        # and ``token: 12 tokens used`` are prose and log lines.
+        ym = _YAML_PLAIN.match(text, pos)
+        if (ym is not None and " " in ym.group() and not ym.group()[0].isdigit()
+                and plausible_value(ym.group())):
+            return ym.span()
     um = _UNQUOTED.match(text, pos)
     if um is None:
         return None

@@ -273,3 +273,27 @@ def test_typed_block_tagged_and_encoded_assignments_are_masked(text: str) -> Non
 ])
 def test_typed_and_block_forms_keep_references_and_other_names_public(text: str) -> None:
     assert not flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    f"-----BEGIN PGP SIGNATURE-----\n\niQIzBAEBCAAdFiEE{B62}\n-----END PGP SIGNATURE-----",
+    f"-----BEGIN CERTIFICATE REQUEST-----\nMIICvDCCAaQCAQAwdzEL{B62}\n"
+    "-----END CERTIFICATE REQUEST-----",  # every PEM label without PRIVATE is public
+    f'"cert": "MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJ{B62}"',  # DER
+    f'"content_base64sha256": "{B62}="',  # a name that ends in a digest word
+])
+def test_public_pem_blocks_der_certificates_and_digest_names_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
+
+
+def test_private_pem_blocks_and_der_private_keys_are_still_secrets() -> None:
+    assert flagged(f"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0w{B62}\n"
+                   "-----END ENCRYPTED PRIVATE KEY-----")
+    assert flagged(f'"k": "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC{B62}"')
+
+
+def test_a_yaml_passphrase_under_a_compound_secret_key_runs_to_the_end_of_line() -> None:
+    phrase = "correct horse battery staple"
+    assert masked(f"  db_password: {phrase} # rotated", phrase)
+    for prose in ("Password: the one you chose", "token: 12 tokens used"):
+        assert not flagged(prose), prose
