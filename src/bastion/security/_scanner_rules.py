@@ -91,6 +91,24 @@ RULES: tuple[Rule, ...] = (
     # .netrc: ``machine HOST login USER password PASSWORD`` (no operator)
     Rule("netrc_password", r"machine[ \t]+\S+\s+login\s+\S+(?:\s+(?:account|port)\s+\S+)?"
          r"\s+password[ \t]+([^\s\"']{3,})", ("machine",), group=1, nocase=True),
+    # An Authorization header with any scheme (SSWS, OAuth, ApiKey, Splunk, ...)
+    Rule("authorization_header", r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?[A-Za-z][\w-]{1,20}"
+         r"[ \t]+([A-Za-z0-9._~+/-]{8,}=*)", ("authorization",), group=1, nocase=True),
+    # Passwords on a command line: sshpass -p, mysql -pPASSWORD, docker/podman/helm login -p,
+    # redis-cli -a, htpasswd -b FILE USER PASSWORD, echo PASSWORD | ... --password-stdin
+    Rule("cli_password", r"sshpass[ \t]+(?:-\w+[ \t]+)*?-p[ \t]*[\"']?([^\s\"']{4,})",
+         ("sshpass",), group=1),
+    Rule("cli_password", r"(?:mysql|mariadb)\w*\b[^\n|;&]*?[ \t]-p([^\s\"'-][^\s\"']{3,})",
+         ("mysql", "mariadb"), group=1),
+    Rule("cli_password", r"(?:docker|podman|nerdctl|helm[ \t]+registry) login\b[^\n|;&]*?"
+         r"[ \t](?:-p|--password)(?:[ \t]+|=)[\"']?([^\s\"']{4,})",
+         (" login",), group=1),  # one literal: an alternation of four is ~10x slower
+    Rule("cli_password", r"redis-cli\b[^\n|;&]*?[ \t]-a[ \t]+[\"']?([^\s\"']{4,})",
+         ("redis-cli",), group=1),
+    Rule("cli_password", r"htpasswd[ \t]+-\w*b\w*[ \t]+(?:-\w+[ \t]+)*\S+[ \t]+\S+[ \t]+"
+         r"[\"']?([^\s\"']{4,})", ("htpasswd",), group=1),
+    Rule("cli_password_stdin", r"(?:echo|printf)[ \t]+[\"']?([^\s\"'$|]{4,})[\"']?[ \t]*\|[^\n]*"
+         r"--password-stdin", ("--password-stdin",), group=1),
     Rule("bearer_token", r"(?:bearer|token)\s+([A-Za-z0-9._~+/-]{16,}=*)", ("bearer", "token"),
          group=1, nocase=True),
     Rule("basic_auth", r"basic\s+([A-Za-z0-9+/]{8,}={0,2})", ("basic",), group=1, nocase=True),

@@ -297,3 +297,26 @@ def test_a_yaml_passphrase_under_a_compound_secret_key_runs_to_the_end_of_line()
     assert masked(f"  db_password: {phrase} # rotated", phrase)
     for prose in ("Password: the one you chose", "token: 12 tokens used"):
         assert not flagged(prose), prose
+
+
+@pytest.mark.parametrize("text", [
+    '-H "Authorization: SSWS 00Kq8zLw3vPmNx7bRt"',  # any Authorization scheme
+    f"sshpass -p '{PW}' ssh deploy@host",  # command-line password flags
+    f"mysql -uroot -p{PW} appdb",
+    f"docker login -u deploy -p {PW} registry.example.net",
+    f"redis-cli -h cache -a {PW} ping",
+    f"htpasswd -b .htpasswd admin {PW}",
+    f'echo "{PW}" | docker login --password-stdin -u deploy',
+    f'<entry key="db.password">{PW}</entry>',  # an XML attribute names the element's text
+])
+def test_command_line_passwords_auth_schemes_and_named_elements_are_masked(text: str) -> None:
+    assert flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    "mysql -u root -p appdb", "ssh -p 2222 host", "docker run -p 8080:80 nginx",
+    "docker login -p $REGISTRY_PASSWORD r", 'echo "$TOKEN" | docker login --password-stdin',
+    "Authorization header missing in request", '<param name="token_url">https://x</param>',
+])
+def test_flags_without_a_password_and_references_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
