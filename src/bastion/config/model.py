@@ -91,7 +91,14 @@ class ModelConfig(_Section):
     slots: int | None = Field(
         default=None, ge=1, le=64,
         description="conversations the embedded model serves at once (parallel sequences "
-        "decoded together in one worker, n_ctx tokens each); None = min(4, CPU cores)",
+        "spread over the worker processes, n_ctx tokens each); None = min(4, CPU cores)",
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="embedded-model worker processes sharing the slots (a crash costs only the "
+        "answers on that worker; each runs CPU cores / workers threads); None = min(slots, CPU "
+        "cores), fewer where that many copies of the model file would not fit in half the "
+        "available memory",
     )
     repack: Literal["auto", "on", "off"] = Field(
         default="auto",

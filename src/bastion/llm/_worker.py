@@ -45,6 +45,7 @@ def _load(spec: dict[str, Any]) -> Any:
         Path(spec["path"]),
         n_ctx=int(spec["n_ctx"]) * slots,
         n_threads=spec.get("n_threads"),
+        n_threads_batch=spec.get("n_threads_batch"),
         n_gpu_layers=int(spec.get("n_gpu_layers", 0)),
         repack=bool(spec.get("repack", True)),
         n_seq=slots,
@@ -87,7 +88,8 @@ def main() -> None:
     batch = BatchEngine(eng, slots, out.send)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
-              "n_threads": int(eng.llm.n_threads)})
+              "n_threads": int(eng.llm.n_threads),
+              "n_threads_batch": int(eng.llm.n_threads_batch)})
     def heartbeat() -> None:
         last = -1
         while True:

@@ -117,6 +117,7 @@ def load_llama(
     repack: bool | None = None,
     vocab_only: bool = False,
     n_seq: int = 1,
+    n_threads_batch: int | None = None,
 ) -> Any:
     """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure.
 
@@ -124,7 +125,8 @@ def load_llama(
     llama.cpp's extra buffer types (``use_extra_bufts``; llama-cpp-python does not expose it, so
     its default-parameters function is wrapped while this model loads). ``n_seq`` > 1 makes a
     context for that many parallel sequences (one KV cache stream each, ``n_ctx`` tokens in
-    all, shared equally; see :mod:`bastion.llm._batch`).
+    all, shared equally; see :mod:`bastion.llm._batch`). ``n_threads_batch``: threads for
+    prompt batches (default: llama-cpp-python's, every core).
     """
     llama_cpp = require("llama_cpp", extra="local", feature="the embedded model")
     if not path.is_file():
@@ -161,6 +163,7 @@ def load_llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=n_threads,
+                n_threads_batch=n_threads_batch,
                 n_gpu_layers=n_gpu_layers,
                 vocab_only=vocab_only,
                 verbose=False,

@@ -90,6 +90,7 @@ def embedded_model(config: Config) -> Model:
         n_threads=mc.n_threads,
         n_gpu_layers=mc.n_gpu_layers,
         slots=mc.slots or min(4, os.cpu_count() or 1),
+        workers=mc.workers,
         repack=repack,
         stall_timeout_s=mc.stall_timeout_s,
     )

@@ -1,20 +1,26 @@
 """The embedded model behind supervised worker processes (the default for ``backend: embedded``).
 
-The worker (:mod:`bastion.llm._worker`) is one child process holding one llama.cpp context
-with ``slots`` parallel sequences, decoded together in one batch per step (continuous batching,
+``slots`` conversations are served at once by ``workers`` (K) child processes
+(:mod:`bastion.llm._worker`); each holds one llama.cpp context with its share of the slots
+(slots/K parallel sequences), decoded together in one batch per step (continuous batching,
 :mod:`bastion.llm._batch`, as ``llama-server --parallel`` does). A conversation's model step
 leases one sequence for its whole choose/fill/answer protocol (so the prompt prefix stays cached
-in that sequence's KV cache), other conversations get other sequences at the same time, and a
-request that finds every slot busy waits in a FIFO queue (fair: first come, first served).
+in that sequence's KV cache) on the least busy worker, so conversations that run at the same
+time land on different processes where K allows; a request that finds every slot busy waits in
+a FIFO queue (fair: first come, first served). Each worker gets llama.cpp's default threads
+for its share of the cores (``cores // K``, at least one): all of its share for prompt batches,
+half of it for generation steps (where more spinning threads cost more than they give on a
+busy machine); K workers together never oversubscribe the cores.
 
-Supervision:
+Supervision, per worker:
 - a worker that dies (segfault, abort, out-of-memory kill) ends the requests it was serving
-  (all sequences in flight: they share its context), each with :class:`WorkerCrashed` (``the
-  local model crashed (signal 11, SIGSEGV)``) as soon as its pipe closes; a replacement is
-  started at once and serves the next requests;
-- three crashes within a minute switch the model to a safe mode (no repacked weight buffers, one
-  thread) once; a crash in safe mode marks the model broken, and every later request gets one
-  clear error instead of a crash loop.
+  (its sequences in flight, never those of the other workers), each with :class:`WorkerCrashed`
+  (``the local model crashed (signal 11, SIGSEGV)``) as soon as its pipe closes; a replacement
+  is started at once and serves the next requests;
+- three crashes of one worker within a minute switch that worker to a safe mode (no repacked
+  weight buffers, one thread) once; a crash in safe mode marks it broken: its sequences are no
+  longer leased, and when every worker is broken each request gets one clear error instead of
+  a crash loop.
 
 The worker gets a minimal environment (no API tokens or secrets), its own session (Ctrl-C in a
 terminal does not reach it) and dies with the parent (``PR_SET_PDEATHSIG``).
@@ -27,6 +33,7 @@ import collections
 import contextlib
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -97,10 +104,44 @@ class WorkerSpec:
     chat_template: str | None = None
     end_of_turn: str | None = None
     slots: int = 1  # parallel sequences in the worker's context (n_ctx tokens each)
+    n_threads_batch: int | None = None  # prompt batches (None: llama-cpp-python's default)
 
     def safe(self) -> WorkerSpec:
         """Return the same spec without repacked buffers and with one thread."""
-        return replace(self, n_threads=1, repack=False)
+        return replace(self, n_threads=1, n_threads_batch=1, repack=False)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def auto_workers(slots: int, model_bytes: int, cores: int | None = None,
+                 available: int | None = None) -> int:
+    """How many worker processes serve ``slots`` sequences when ``model.workers`` is unset.
+
+    One per core up to ``slots`` (each worker decodes its sequences on its own cores: a crash
+    costs only its own), fewer where K copies of the model file would take more than half of
+    the memory available (with repacked weights every worker holds its own copy; without,
+    llama.cpp maps the file and the pages are shared, so this bound is on the safe side).
+    """
+    k = max(1, min(slots, cores or os.cpu_count() or 1))
+    room = _available_memory() if available is None else available
+    if room is not None and model_bytes > 0:
+        k = max(1, min(k, room // 2 // model_bytes))
+    return k
+
+
+def _shares(slots: int, k: int) -> list[int]:
+    """Split ``slots`` sequences over ``k`` workers as evenly as possible."""
+    return [slots // k + (1 if i < slots % k else 0) for i in range(k)]
 
 
 class _Sink:
@@ -331,8 +372,21 @@ class _Lease:
                 yield Finish(str(msg["finish"]))
 
 
+@dataclass
+class _Member:
+    """One worker process of the pool: its sequences, its crash history, its safe mode."""
+
+    index: int
+    spec: WorkerSpec
+    free: collections.deque[int]
+    crashes: CrashLoop
+    worker: _Worker | None = None
+    safe_mode: bool = False
+    broken: ModelError | None = None
+
+
 class WorkerModel:
-    """A :class:`bastion.llm.base.Model` whose llama.cpp runs in a supervised child process."""
+    """A :class:`bastion.llm.base.Model` whose llama.cpp runs in supervised child processes."""
 
     prefill = True
 
@@ -342,17 +396,20 @@ class WorkerModel:
         *,
         name: str = SHIPPED_NAME,
         slots: int = 1,
+        workers: int | None = None,
         policy: Policy = DEFAULT_POLICY,
         tokenizer: Any = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
-        """Prepare the model (the worker starts on first use).
+        """Prepare the model (the workers start on first use).
 
         Args:
-            spec: What the worker loads.
+            spec: What each worker loads (``slots`` and threads are set per worker here).
             name: The model's name in events and the API.
-            slots: How many conversations are served at the same time (parallel sequences
-                of the worker's one context, decoded together).
+            slots: How many conversations are served at the same time (parallel sequences,
+                spread over the workers).
+            workers: How many worker processes share the slots (at most ``slots``); None =
+                :func:`auto_workers`.
             policy: Knobs of the constrained tool-calling decision.
             tokenizer: An in-process vocabulary-only engine for :meth:`count_tokens` (optional).
             stall_timeout_s: Seconds without progress after which a serving worker is hung
@@ -360,20 +417,35 @@ class WorkerModel:
 
         """
         self.slots = max(1, slots)
+        if workers is None:
+            try:
+                size = Path(spec.path).stat().st_size
+            except OSError:
+                size = 0
+            workers = auto_workers(self.slots, size)
+        self.workers = max(1, min(workers, self.slots))
+        cores = os.cpu_count() or 1
+        if spec.n_threads is None:  # llama.cpp's defaults, the cores shared by K workers
+            share = max(1, cores // self.workers)
+            spec = replace(spec, n_threads=max(1, share // 2), n_threads_batch=share)
+        elif spec.n_threads_batch is None:
+            spec = replace(spec, n_threads_batch=spec.n_threads)
         self.spec = replace(spec, slots=self.slots)
+        self._members = [
+            _Member(i, replace(spec, slots=n), collections.deque(range(n)),
+                    CrashLoop(CRASHES_BEFORE_SAFE_MODE, CRASH_WINDOW_S))
+            for i, n in enumerate(_shares(self.slots, self.workers))
+        ]
         self.name = name
         self.policy = policy
         self.stall_timeout_s = stall_timeout_s
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
-        self._worker: _Worker | None = None
-        self._free: collections.deque[int] = collections.deque(range(self.slots))
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]]
+        self._waiters: collections.deque[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[tuple[int, int]]]]
         self._waiters = collections.deque()
-        self._crashes = CrashLoop(CRASHES_BEFORE_SAFE_MODE, CRASH_WINDOW_S)
-        self.safe_mode = False
-        self.broken: ModelError | None = None
         self._closed = False
+        self._started = False
         self._n_ctx = spec.n_ctx
 
     @classmethod
@@ -386,12 +458,13 @@ class WorkerModel:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         slots: int = 1,
+        workers: int | None = None,
         repack: bool | None = None,
         chat_template: str | None = None,
         end_of_turn: str | None = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> WorkerModel:
-        """Check ``path`` (default: the shipped model) and prepare the worker for it."""
+        """Check ``path`` (default: the shipped model) and prepare the workers for it."""
         from bastion.llm.embedded import _Engine, load_llama
 
         gguf = path or shipped_model_path()
@@ -399,41 +472,56 @@ class WorkerModel:
         spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers,
                           repack_default() if repack is None else repack,
                           chat_template, end_of_turn)
-        return cls(spec, name=name, slots=slots, stall_timeout_s=stall_timeout_s,
+        return cls(spec, name=name, slots=slots, workers=workers,
+                   stall_timeout_s=stall_timeout_s,
                    tokenizer=_Engine(vocab, chat_template, end_of_turn))
 
-    # -- the worker and its sequences -------------------------------------------------------
-    def _current(self) -> _Worker:  # under self._lock
-        w = self._worker
+    @property
+    def safe_mode(self) -> bool:
+        """Whether a worker runs in safe mode after a crash loop."""
+        return any(m.safe_mode for m in self._members)
+
+    @property
+    def broken(self) -> ModelError | None:
+        """The error every request gets once each worker kept crashing in safe mode."""
+        if all(m.broken is not None for m in self._members):
+            return self._members[0].broken
+        return None
+
+    # -- the workers and their sequences ----------------------------------------------------
+    def _current(self, m: _Member) -> _Worker:  # under self._lock
+        w = m.worker
         if w is None or w.proc.poll() is not None:  # none yet, or it died idle (reader behind)
-            spec = self.spec.safe() if self.safe_mode else self.spec
-            w = self._worker = _Worker(spec, self._on_exit, lambda: self.stall_timeout_s)
+            spec = m.spec.safe() if m.safe_mode else m.spec
+            w = m.worker = _Worker(spec, lambda w: self._on_exit(m, w),
+                                   lambda: self.stall_timeout_s)
         return w
 
-    def _on_exit(self, w: _Worker) -> None:  # reader thread
+    def _on_exit(self, m: _Member, w: _Worker) -> None:  # reader thread
         with self._lock:
-            current = self._worker is w
+            current = m.worker is w
             if current:
-                self._worker = None
+                m.worker = None
             if w.crashed is None or self._closed:
                 return
-            looping = self._crashes.record()
-            if self.safe_mode:
-                self.broken = ModelError(
+            looping = m.crashes.record()
+            if m.safe_mode:
+                m.broken = ModelError(
                     f"the local model keeps crashing, also in safe mode ({w.crashed.message})",
                     fix="run `bastion doctor`; try another model file (model.path) or "
                     "model.repack: off, then restart bastion",
                 )
-                self._fail_waiters(self.broken)
+                if self.broken is not None:
+                    self._fail_waiters(self.broken)
                 return
             if looping:
-                self.safe_mode = True
-                self._crashes.clear()
+                m.safe_mode = True
+                m.crashes.clear()
             if current:
-                self._current()  # restart at once
+                self._current(m)  # restart at once
 
     def _fail_waiters(self, err: ModelError) -> None:  # under self._lock
-        def fail(fut: asyncio.Future[int]) -> None:
+        def fail(fut: asyncio.Future[tuple[int, int]]) -> None:
             if not fut.done():
                 fut.set_exception(err)
 
@@ -443,7 +531,15 @@ class WorkerModel:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(fail, fut)
 
-    async def _acquire(self) -> int:
+    def _take(self) -> tuple[int, int] | None:  # under self._lock
+        """Return a free sequence on the least busy worker that is not broken, or None."""
+        ready = [m for m in self._members if m.free and m.broken is None]
+        if not ready:
+            return None
+        m = max(ready, key=lambda m: (len(m.free) - m.spec.slots, -m.index))
+        return m.index, m.free.popleft()
+
+    async def _acquire(self) -> tuple[int, int]:
         """Take a free sequence (waiting in line, first come first served, when none is)."""
         if self._closed:
             raise ModelError("the model was closed", fix="start bastion again")
@@ -451,59 +547,69 @@ class WorkerModel:
         with self._lock:
             if self.broken is not None:
                 raise self.broken
-            if self._free:
-                return self._free.popleft()
-            fut: asyncio.Future[int] = loop.create_future()
+            got = self._take()
+            if got is not None:
+                return got
+            fut: asyncio.Future[tuple[int, int]] = loop.create_future()
             self._waiters.append((loop, fut))
             METRICS.queue_depth.set(len(self._waiters), model=self.name)
         return await fut
 
-    def _release(self, seq: int) -> None:
+    def _release(self, slot: tuple[int, int]) -> None:
         with self._lock:
-            while self._waiters:
+            m = self._members[slot[0]]
+            while self._waiters and m.broken is None:
                 loop, fut = self._waiters.popleft()
                 METRICS.queue_depth.set(len(self._waiters), model=self.name)
 
-                def give(fut: asyncio.Future[int] = fut, seq: int = seq) -> None:
+                def give(fut: asyncio.Future[tuple[int, int]] = fut,
+                         slot: tuple[int, int] = slot) -> None:
                     if fut.done():
-                        self._release(seq)
+                        self._release(slot)
                     else:
-                        fut.set_result(seq)
+                        fut.set_result(slot)
 
                 try:
                     loop.call_soon_threadsafe(give)
                     return
                 except RuntimeError:  # that loop is closed
                     continue
-            self._free.append(seq)
+            m.free.append(slot[1])
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[_Lease]:
         """Hold one sequence (waiting in line when all are busy) for one model step."""
-        seq = await self._acquire()
+        slot = await self._acquire()
         try:
             with self._lock:
-                if self.broken is not None:
-                    raise self.broken
-                w = self._current()
+                m = self._members[slot[0]]
+                if m.broken is not None:
+                    raise m.broken
+                if not self._started:  # load every worker now: the next conversation's is ready
+                    self._started = True
+                    for other in self._members:
+                        if other.broken is None:
+                            self._current(other)
+                w = self._current(m)
             await w.wait_loaded()
             if w.n_ctx:
                 self._n_ctx = w.n_ctx
-            yield _Lease(w, seq)
+            yield _Lease(w, slot[1])
         finally:
-            self._release(seq)
+            self._release(slot)
+
+    def _live(self) -> list[_Worker]:
+        with self._lock:
+            return [m.worker for m in self._members
+                    if m.worker is not None and m.worker.crashed is None]
 
     def worker_info(self) -> list[dict[str, Any]]:
-        """Return what the loaded worker reported (pid, n_ctx, slots, repack, n_threads)."""
-        with self._lock:
-            w = self._worker
-            return [dict(w.info)] if w is not None and w.crashed is None and w.info else []
+        """Return what each loaded worker reported (pid, n_ctx, slots, repack, n_threads)."""
+        return [dict(w.info) for w in self._live() if w.info]
 
     def worker_pids(self) -> list[int]:
-        """Return the running worker's process id (for operators and fault-injection tests)."""
-        with self._lock:
-            w = self._worker
-            return [w.pid] if w is not None and w.crashed is None else []
+        """Return the running workers' process ids (for operators and fault-injection tests)."""
+        return [w.pid for w in self._live()]
 
     # -- the Model seam ---------------------------------------------------------------------
     @property
@@ -527,7 +633,7 @@ class WorkerModel:
         *,
         settings: ChatSettings | None = None,
     ) -> AsyncIterator[ModelEvent]:
-        """Stream one model step on a leased worker (constrained protocol when tools are given)."""
+        """Stream one model step on a leased sequence (constrained protocol when tools given)."""
         async with self.lease() as prims:
             async for ev in primitive_chat(prims, self.policy, messages, tools, settings):
                 yield ev
@@ -548,14 +654,14 @@ class WorkerModel:
             return await prims.score(messages, prefix, options)
 
     def close(self) -> None:
-        """Stop the worker (blocking; :meth:`aclose` from async code)."""
+        """Stop the workers (blocking; :meth:`aclose` from async code)."""
         with self._lock:
             self._closed = True
-            w = self._worker
+            live = [m.worker for m in self._members if m.worker is not None]
             self._fail_waiters(ModelError("the model was closed", fix="start bastion again"))
-        if w is not None:
+        for w in live:
             w.close()
 
     async def aclose(self) -> None:
-        """Stop the worker."""
+        """Stop the workers."""
         await asyncio.to_thread(self.close)

@@ -1,9 +1,9 @@
 """A model worker killed mid-answer under a live ``bastion serve`` with two conversations.
 
 Fault injection that works on every machine: SIGSEGV from outside, at a moment when both
-sessions are streaming. Both are decoded in the worker's one batched context, so each gets one
-clear error; the next request on each session works, the server never restarts and the audit
-chain verifies.
+sessions are streaming, each on its own worker process (``model.workers: 2``). The session
+whose worker was killed gets one clear error, the other one completes; the next request on the
+first session works, the server never restarts and the audit chain verifies.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen, Path]]:
     home.mkdir()
     assert _bastion("init", "--yes", home=home).returncode == 0
     token = yaml.safe_load((home / "bastion.yaml").read_text())["api"]["token"]
-    env = {**_env(home), "BASTION_MODEL__SLOTS": "2", "BASTION_MODEL__MAX_TOKENS": "320"}
+    env = {**_env(home), "BASTION_MODEL__SLOTS": "2", "BASTION_MODEL__WORKERS": "2",
+           "BASTION_MODEL__MAX_TOKENS": "320"}
     out = home / "serve.out"
     with out.open("w") as o, (home / "serve.err").open("w") as e:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", "--port", "0"],
@@ -94,34 +95,38 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen, Path]]:
             proc.wait()
 
 
-def test_worker_segfault_mid_stream_costs_the_turns_in_flight(server) -> None:
+def _started(pid: int) -> tuple[int, int]:
+    """Sort key: when the process started (clock ticks since boot), then its pid."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]), pid
+
+
+def test_worker_segfault_mid_stream_costs_only_that_session(server) -> None:
     base, token, proc, home = server
     story = "Write a very long story about a lighthouse keeper, a storm and the sea."
-    a = Turn(base, token, "alpha", story)
-    a.start()
-    assert a.first_text.wait(240)
-    b = Turn(base, token, "beta", story)
-    b.start()
-    assert b.first_text.wait(240)
+    alpha = Turn(base, token, "alpha", story)
+    alpha.start()
+    assert alpha.first_text.wait(240)
+    beta = Turn(base, token, "beta", "Describe the sea in three sentences.")
+    beta.start()
+    assert beta.first_text.wait(240)
     workers = _workers(proc.pid)
-    assert len(workers) == 1, workers  # both conversations in one worker's batched context
-    os.kill(workers[0], signal.SIGSEGV)
-    a.join(600)
-    b.join(600)
-    for t in (a, b):  # each turn in flight gets the one clear error
-        assert "error" in t.names() and "done" not in t.names(), t.names()[-3:]
-        message = dict(t.events)["error"]["message"]
-        assert "the local model crashed (signal 11, SIGSEGV)" in message and "fix:" in message
-        assert "Traceback" not in message
+    assert len(workers) == 2, workers  # one worker process per conversation
+    # alpha leased first, on the least busy worker: the first one started
+    os.kill(min(workers, key=_started), signal.SIGSEGV)
+    alpha.join(600)
+    beta.join(600)
+    assert "error" in alpha.names() and "done" not in alpha.names(), alpha.names()[-3:]
+    message = dict(alpha.events)["error"]["message"]
+    assert "the local model crashed (signal 11, SIGSEGV)" in message and "fix:" in message
+    assert "Traceback" not in message
+    assert "done" in beta.names() and "error" not in beta.names(), beta.names()[-3:]
     assert proc.poll() is None  # the server lives on
 
-    again = [Turn(base, token, s, "Say hello in one short sentence.") for s in ("alpha", "beta")]
-    for t in again:
-        t.start()
-    for t in again:
-        t.join(600)
-        assert "done" in t.names(), t.names()
-        assert any(n == "text" for n in t.names())
+    again = Turn(base, token, "alpha", "Say hello in one short sentence.")
+    again.start()
+    again.join(600)
+    assert "done" in again.names(), again.names()
+    assert any(n == "text" for n in again.names())
 
     verify = _bastion("audit", "verify", home=home)
     assert verify.returncode == 0, verify.stdout + verify.stderr
