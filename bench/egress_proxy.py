@@ -20,6 +20,7 @@ Targets (issue 18): added p50 <= 2 ms per request; proxied throughput >= 0.8x di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -35,7 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CLIENT = r"""
 import http.client, json, os, ssl, statistics, sys, time
-proxy_port, ca, proxy_ca, token, n, size, rounds = sys.argv[1:8]
+proxy_port, ca, proxy_ca, token, n, size, rounds, server_pid = sys.argv[1:9]
+server_pid = int(server_pid)
 n, size, rounds = int(n), int(size), int(rounds)
 direct_ctx = ssl.create_default_context(cafile=ca)
 proxy_ctx = ssl.create_default_context(cafile=proxy_ca)
@@ -49,12 +51,20 @@ def conn(proxied):
         c = http.client.HTTPSConnection("api.test", 443, context=direct_ctx, timeout=60)
     return c
 
-def get(c, path, auth):
+def get(c, path, auth, keep=None):
     c.request("GET", path, headers={"Authorization": auth} if auth else {})
     r = c.getresponse()
     body = r.read()
     assert r.status == 200, r.status
+    if keep is not None:
+        keep.append(body)
     return len(body)
+
+def stat_cpu(pid):  # utime + stime of a process, seconds
+    if not pid:
+        return 0.0
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 out = {}
 cs = {False: conn(False), True: conn(True)}
@@ -70,22 +80,32 @@ for p, name in ((False, "direct"), (True, "proxied")):
     xs = sorted(lat[p]) or [0.0]
     out[name] = {"p50": statistics.median(xs), "p99": xs[max(int(len(xs) * 0.99) - 1, 0)]}
 thr = {False: [], True: []}
-for _ in range(rounds if size else 0):
+cpu = {(p, who): 0.0 for p in (False, True) for who in ("client", "server")}
+bodies = {False: [], True: []}
+for i in range(rounds if size else 0):
     for p in (False, True):
         c = conn(p)
         get(c, "/warm", None)
-        t = time.perf_counter()
-        got = get(c, f"/big?n={size}", None)
+        t, tc, ts = time.perf_counter(), time.thread_time(), stat_cpu(server_pid)
+        got = get(c, f"/big?n={size}", None, bodies[p] if i == 0 else None)
         thr[p].append(got / (time.perf_counter() - t) / 1e6)
+        cpu[p, "client"] += time.thread_time() - tc
+        cpu[p, "server"] += stat_cpu(server_pid) - ts
         c.close()
 if size:
+    # both paths delivered the same bytes (the body differs every 64 KiB)
+    assert bodies[False] == bodies[True], "the proxied body differs from the direct one"
+    mb = rounds * size / 1e6
     out["mb_s"] = {"direct": max(thr[False]), "proxied": max(thr[True]),
-                   "paired": statistics.median(b / a for a, b in zip(thr[False], thr[True]))}
+                   "paired": statistics.median(b / a for a, b in zip(thr[False], thr[True])),
+                   "cpu_ms_per_mb": {("proxied" if p else "direct") + " " + who: v / mb * 1000
+                                     for (p, who), v in cpu.items()}}
 print(json.dumps(out))
 """
 
 
-def measure(directory: Path, requests: int, megabytes: int, rounds: int) -> dict[str, object]:
+def measure(directory: Path, requests: int, megabytes: int, rounds: int, server_pid: int
+            ) -> dict[str, object]:
     """Run inside the stand-in host namespace: bastion's egress network and the client."""
     from bastion.security.egress.credproxy import CredentialProxy, ProxyPolicy
     from bastion.security.egress.netns import EgressNetwork
@@ -115,7 +135,7 @@ def measure(directory: Path, requests: int, megabytes: int, rounds: int) -> dict
                 ["unshare", "--mount", "--", "sh", "-c",
                  f"mount --bind {hosts} /etc/hosts && exec nsenter --net={net.netns_path} -- "
                  f"{sys.executable} -c \"$CLIENT\" {proxy.port} {directory / 'ca.pem'} "
-                 f"{proxy.ca_file} {placeholder} {n} {size} {rounds}"],
+                 f"{proxy.ca_file} {placeholder} {n} {size} {rounds} {server_pid}"],
                 env={**os.environ, "CLIENT": CLIENT}, capture_output=True, text=True,
                 timeout=900)
             if proc.returncode != 0:
@@ -123,13 +143,21 @@ def measure(directory: Path, requests: int, megabytes: int, rounds: int) -> dict
             out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
             return out
 
-        result = client(requests, 0)  # latency
         clock = time.pthread_getcpuclockid(proxy.thread_id)
         cpu = time.clock_gettime(clock)
+        result = client(requests, 0)  # latency
+        result["proxy_ms_per_request"] = (time.clock_gettime(clock) - cpu) * 1000 / requests
+        cpu = time.clock_gettime(clock)
+        client(0, 1)  # the same connections and warm-ups with a 1-byte body
+        setup = time.clock_gettime(clock) - cpu
+        cpu = time.clock_gettime(clock)
         result["mb_s"] = client(0, megabytes * 1_000_000)["mb_s"]  # throughput
-        # the proxy's own CPU for what it carried (rounds x the download, plus warm-ups):
-        # how fast it could go on an idle core, whatever the load on the machine
-        result["proxy_mb_per_cpu_s"] = (rounds * megabytes) / (time.clock_gettime(clock) - cpu)
+        # the proxy's own CPU for what it carried (rounds x the download; the connections'
+        # set-up, measured alike with a 1-byte body, taken off): how fast it could go on
+        # an idle core, whatever the load on the machine
+        result["proxy_mb_per_cpu_s"] = (rounds * megabytes) / (
+            time.clock_gettime(clock) - cpu - setup)
+        result["proxy_ms_per_connection"] = setup * 1000 / rounds
         swaps = sum(1 for e in proxy.events if e["kind"] == "secret_swap")
         result["swaps"] = swaps
         result["connects"] = proxy.connects
@@ -138,15 +166,28 @@ def measure(directory: Path, requests: int, megabytes: int, rounds: int) -> dict
         net.close()
 
 
+def _server_pid(world: str) -> int:
+    """Return the pid of the world's HTTPS server (its CPU per MB is printed), 0 if unknown."""
+    pids = subprocess.run(["ip", "netns", "pids", world], capture_output=True,
+                          text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"tls_server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--mb", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5, help="downloads per path (alternating)")
     ap.add_argument("--inside", help=argparse.SUPPRESS)
+    ap.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:  # the second stage, in the stand-in host namespace
-        print(json.dumps(measure(Path(args.inside), args.requests, args.mb, args.rounds)))
+        print(json.dumps(measure(Path(args.inside), args.requests, args.mb, args.rounds,
+                                 args.server_pid)))
         return
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, nftables): sudo python "
@@ -160,7 +201,8 @@ def main() -> None:
         proc = subprocess.run(
             ["nsenter", f"--net=/run/netns/{world.host}", "--", sys.executable, __file__,
              "--inside", str(world.directory), "--requests", str(args.requests),
-             "--mb", str(args.mb), "--rounds", str(args.rounds)], env=env, capture_output=True,
+             "--mb", str(args.mb), "--rounds", str(args.rounds),
+             "--server-pid", str(_server_pid(world.world))], env=env, capture_output=True,
             text=True, timeout=1200)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
@@ -179,7 +221,22 @@ def main() -> None:
           f"(target >= 0.8x: {'ok' if ratio >= 0.8 else 'MISSED'}); median of the paired "
           f"rounds {mb['paired']:.2f}x")
     print(f"  the proxy's own CPU: {res['proxy_mb_per_cpu_s']:.0f} MB per CPU-second (its "
-          "thread's clock: what it could carry on an idle core)")
+          "thread's clock: what it could carry on an idle core); "
+          f"{res['proxy_ms_per_request']:.2f} ms per kept-alive request, "
+          f"{res['proxy_ms_per_connection']:.1f} ms per new connection (CONNECT, both TLS "
+          "handshakes)")
+    cpu = mb["cpu_ms_per_mb"]
+    print("  CPU ms per MB: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+          + f", proxy {1000 / res['proxy_mb_per_cpu_s']:.2f}")
+    # what the same work could reach if every stage had its own core: the slowest stage
+    # bounds each path; on this machine's cores the sum of the stages bounds it as well
+    direct = [cpu["direct client"], cpu["direct server"]]
+    proxied = [cpu["proxied client"], cpu["proxied server"], 1000 / res["proxy_mb_per_cpu_s"]]
+    cores = os.cpu_count() or 1
+    for name, n in (("a core per stage", 99), (f"{cores} cores", cores)):
+        bound = [1000 / max(max(xs), sum(xs) / min(n, len(xs))) for xs in (direct, proxied)]
+        print(f"  CPU bound with {name}: direct {bound[0]:.0f} MB/s, proxied {bound[1]:.0f} "
+              f"MB/s, ratio {bound[1] / bound[0]:.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -316,6 +316,11 @@ def fetch(url):  # exit code, status, bytes the sandbox received
 # chunked responses (no content-length): the cap holds on the bytes actually relayed
 out["chunked_response_over_cap"] = fetch("https://other.test/chunked?n=3000000")
 out["chunked_response_under_cap"] = fetch("https://other.test/chunked?n=300000")
+# a large body takes the proxy's fast relay (below mitmproxy's layers; HTTP/1.1 clients):
+# every byte in order
+r = subprocess.run("curl -sS --http1.1 --max-time 20 https://other.test/big?n=1900000"
+                   " | sha256sum", shell=True, capture_output=True, text=True)
+out["big_download"] = r.stdout.split()[0] if r.stdout.strip() else r.stderr[:80]
 out["placeholder_elsewhere"] = curl("https://other.test/leak", "-H",
                                    "Authorization: Bearer " + os.environ["GH_TOKEN"])
 out["legit_swap"] = curl("https://api.test/echo", "-H", "Authorization: Bearer " +
@@ -333,7 +338,7 @@ async def dpi(directory: Path) -> dict[str, Any]:
     workspace = Path(tempfile.mkdtemp(prefix="credproxy-ws-"))
     cfg = _config(workspace, "bubblewrap", {
         "rules": [{"host": "api.test", "methods": ["GET"], "paths": ["/repos/*", "/echo"]}],
-        "max_request_bytes": 100_000, "max_response_bytes": 1_000_000,
+        "max_request_bytes": 100_000, "max_response_bytes": 2_000_000,
         "placeholder_elsewhere": "ask"})
     cfg.secrets.tools["shell"]["PLAIN_KEY"] = "secret://env/plain"
     cfg.security.limits.wall_seconds = 170

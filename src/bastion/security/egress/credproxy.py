@@ -320,6 +320,8 @@ class CredentialProxy:
                  "response": self._response, "tls_failed_server": self._tls_failed,
                  "error": self._error}
 
+        wires = _Wires()
+
         class Handler(server.SimpleConnectionHandler):  # type: ignore[misc,name-defined]
             async def handle_hook(self, hook: Any) -> None:
                 if hook.name == "server_connected":  # its reader exists now, not yet read
@@ -331,17 +333,14 @@ class CredentialProxy:
                     out = fn(*hook.args())
                     if inspect.isawaitable(out):
                         await out
+                if hook.name in ("tls_start_client", "tls_start_server"):
+                    start = hook.args()[0]
+                    wires.tls[start.conn.id] = start.ssl_conn
 
         handler = Handler(_BigReads(reader), writer, opts,
                           mode_specs.ProxyMode.parse("regular"), hooks)
-
-        def cut(*conns: Any) -> None:  # drop both ends at once (RST), unsent data included
-            for conn in conns:
-                io = handler.transports.get(conn)
-                if io is not None and io.writer is not None:
-                    io.writer.transport.abort()
-
-        hooks["responseheaders"] = lambda flow: self._respheaders(flow, cut)
+        wires.handler = handler
+        hooks["responseheaders"] = lambda flow: self._respheaders(flow, wires)
         await handler.handle_client()
 
     # ---- protocol filtering (which layer comes next) ------------------------------------
@@ -742,7 +741,7 @@ class CredentialProxy:
                                    self.policy.max_response_bytes),
                          direction="response" if flow.response is not None else "request")
 
-    def _respheaders(self, flow: Any, cut: Callable[..., None] | None = None) -> None:
+    def _respheaders(self, flow: Any, wires: _Wires | None = None) -> None:
         size = flow.response.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > self.policy.max_response_bytes:
             self._refuse(R_SIZE, host=flow.request.pretty_host, size=int(size),
@@ -753,7 +752,19 @@ class CredentialProxy:
         if not values:
             # nothing to hide in it: pass it through as it comes, counting what is relayed
             # (a chunked or lying response has no size to check up front)
-            flow.response.stream = _Capped(self, flow, cut) if cut is not None else True
+            if wires is None:
+                flow.response.stream = True
+                return
+            capped = _Capped(self, flow, wires.cut)
+            if (size is not None and size.isdigit() and int(size) >= FAST_MIN
+                    and _body_size(flow) >= FAST_MIN and wires.can_relay(flow)):
+                # a large body: relayed below mitmproxy's layers once it has started (its
+                # per-read layer events, not the cryptography, bound a download); the
+                # connection ends with it (the client is told), so mitmproxy's HTTP state
+                # need not learn the bytes it did not see
+                flow.response.headers["connection"] = "close"
+                capped.relay = (wires, int(size))
+            flow.response.stream = capped
             return
         # a server that echoes the secret back must not hand it to the sandbox
         flow.response.stream = False
@@ -790,6 +801,7 @@ class _Capped:
         self.proxy, self.flow, self.cut = proxy, flow, cut
         self.relayed = 0
         self.over = False
+        self.relay: tuple[_Wires, int] | None = None  # the fast path's wires, body size
 
     def __call__(self, data: bytes) -> bytes:
         """Return ``data`` to relay, or nothing once the cap is reached."""
@@ -803,7 +815,123 @@ class _Capped:
             self.cut(self.flow.client_conn, self.flow.server_conn)
             return b""
         self.relayed += len(data)
+        if self.relay is not None and data:  # the headers went out: the rest goes below
+            wires, size = self.relay
+            self.relay = None
+            if size - self.relayed >= READ_SIZE:
+                wires.relay(self.flow, size - self.relayed)
         return data
+
+
+FAST_MIN = 1 << 20  # response bodies of this size or more take the fast relay
+
+
+def _body_size(flow: Any) -> int:
+    from mitmproxy.net.http.http1 import expected_http_body_size
+
+    try:
+        size = expected_http_body_size(flow.request, flow.response)
+    except ValueError:
+        return -1
+    return size if size is not None else -1
+
+
+class _Wires:
+    """One client connection's handler and TLS objects: what the fast relay needs."""
+
+    def __init__(self) -> None:
+        self.handler: Any = None
+        self.tls: dict[str, Any] = {}  # connection id -> its pyOpenSSL connection
+
+    def cut(self, *conns: Any) -> None:
+        """Drop ``conns`` at once (RST), unsent data included."""
+        for conn in conns:
+            io = self.handler.transports.get(conn)
+            if io is not None and io.writer is not None:
+                io.writer.transport.abort()
+
+    def can_relay(self, flow: Any) -> bool:
+        """Return whether ``flow``'s body can go below mitmproxy: HTTP/1.1, TLS both ways."""
+        client, srv = flow.client_conn, flow.server_conn
+        io = self.handler.transports.get(srv)
+        return (flow.request.http_version == flow.response.http_version == "HTTP/1.1"
+                and client.id in self.tls and srv.id in self.tls
+                and io is not None and isinstance(io.reader, _BigReads))
+
+    def relay(self, flow: Any, left: int) -> None:
+        """Have the server connection's next read relay the ``left`` bytes of the body."""
+        ios = self.handler.transports
+        srv, client = ios.get(flow.server_conn), ios.get(flow.client_conn)
+        if srv is None or client is None or srv.writer is None or client.writer is None:
+            return
+        srv.reader.relay = _Relay(left, self.tls[flow.server_conn.id],
+                                  self.tls[flow.client_conn.id], srv.writer, client.writer,
+                                  self.handler.timeout_watchdog)
+
+
+class _Relay:
+    """The rest of a large response body: decrypted from the server, encrypted to the client.
+
+    Below mitmproxy's layers (its TLS objects are used as they are, in order): one
+    ``recv`` per TLS record and one write per read instead of a layer-stack pass per read.
+    Exactly ``left`` bytes go on (the size checked at the headers, within the cap).
+    """
+
+    def __init__(self, left: int, server_tls: Any, client_tls: Any, server_writer: Any,
+                 client_writer: Any, watchdog: Any) -> None:
+        self.left = left
+        self.server_tls, self.client_tls = server_tls, client_tls
+        self.server_writer, self.client_writer = server_writer, client_writer
+        self.watchdog = watchdog
+
+    async def run(self, reader: asyncio.StreamReader) -> None:
+        """Relay until the body is complete or either side fails."""
+        from OpenSSL import SSL
+
+        srv, cli = self.server_tls, self.client_tls
+        while self.left > 0:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            srv.bio_write(data)
+            parts, done = [], False
+            while True:
+                try:
+                    parts.append(srv.recv(65535))
+                except SSL.WantReadError:
+                    break
+                except SSL.Error:  # close_notify, an alert: the body ends short
+                    done = True
+                    break
+            _flush(srv, self.server_writer)  # e.g. a key update's answer
+            body = b"".join(parts)[:self.left]
+            self.left -= len(body)
+            if body:
+                try:
+                    cli.sendall(body)
+                except SSL.Error:
+                    return
+                _flush(cli, self.client_writer)
+                self.watchdog.register_activity()
+                try:
+                    await self.client_writer.drain()
+                except (OSError, RuntimeError):
+                    return
+            if done:
+                return
+
+
+def _flush(tls: Any, writer: Any) -> None:
+    from OpenSSL import SSL
+
+    out = []
+    while True:
+        try:
+            out.append(tls.bio_read(1 << 20))
+        except SSL.WantReadError:
+            break
+    if out and not writer.is_closing():
+        writer.write(b"".join(out))
 
 
 READ_SIZE = 1 << 18  # bytes handed to mitmproxy's layers per read (its own: 64 KiB)
@@ -824,9 +952,18 @@ class _BigReads:
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
         reader._limit = READ_SIZE  # type: ignore[attr-defined]  # read ahead up to 2x this
+        self.relay: _Relay | None = None
 
     async def read(self, n: int = -1) -> bytes:
-        """Return what is buffered (at least one byte; up to :data:`READ_SIZE`)."""
+        """Return what is buffered (at least one byte; up to :data:`READ_SIZE`).
+
+        With a :class:`_Relay` set, first relay the rest of the body below mitmproxy, then
+        say the server closed (the response told the client the connection ends with it).
+        """
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.run(self._reader)
+            return b""
         return await self._reader.read(max(n, READ_SIZE))
 
     def __getattr__(self, name: str) -> Any:
