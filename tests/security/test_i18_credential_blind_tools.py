@@ -166,3 +166,7 @@ def test_sandboxed_stdio_mcp_server_authenticates_through_the_swap(tmp_path: Pat
     swaps = [a["detail"] for a in out["audit"] if a["kind"] == "secret_swap"]
     assert swaps and swaps[0]["variable"] == "GITHUB_TOKEN", swaps
     assert {a["tool"] for a in out["audit"] if a["kind"] == "secret_swap"} == {"mcp:gh"}
+    # its placeholder sent elsewhere: the approval names the MCP tool call and its session
+    assert [(a["tool"], a["session_id"], a["call_id"], a["arguments"]["sandbox"])
+            for a in out["asked"]] == [("gh__leak", "m2", "call-leak", "mcp:gh")], out["asked"]
+    assert "403" in out["leak"]["text"] and not [r for r in seen if r["path"] == "/leak"]

@@ -103,14 +103,20 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Closeable],
     )
     spec = SandboxSpec(workspace, limits)
     proxy_env: dict[str, str] = {}
+    serving = None
     if cfg.egress is not None:  # its own namespace: nftables default-drop + DNS allowlist
+        from bastion.security.approval import current_call
         from bastion.security.egress.setup import network_for, policy_for
 
         net = network_for(f"mcp:{cfg.name}", cfg.egress, config, audit, inspection)
         keep.append(net)
         spec = dataclasses.replace(spec, network=policy_for(net, cfg.egress))
-        if net.proxy is not None:  # its HTTP(S) clients go through the proxy
-            proxy_env = net.proxy.env()
+        proxy = net.proxy
+        if proxy is not None:  # its HTTP(S) clients go through the proxy
+            proxy_env = proxy.env()
+
+            def serving() -> Any:  # the gateway's current call, while the server works on it
+                return proxy.serving(current_call())
     env = {**proxy_env, **bound_env(cfg, config, keep, secrets)}
     sandbox, problem = build_sandbox(kind, spec)
     if sandbox is None:
@@ -120,7 +126,7 @@ def server_spec(cfg: McpServerConfig, config: Config, keep: list[Closeable],
     argv = sandbox.command(list(cfg.command), ro_paths=cfg.mounts, env=env)
     return ServerSpec(cfg.name, argv=argv, env=sandbox.launch_env(env),
                       timeout_s=cfg.timeout_s,
-                      errlog=paths.data_dir("mcp") / f"{cfg.name}.log")
+                      errlog=paths.data_dir("mcp") / f"{cfg.name}.log", serving=serving)
 
 
 def connect(cfg: McpServerConfig, config: Config, keep: list[Closeable],

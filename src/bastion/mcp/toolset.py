@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,9 @@ class ServerSpec:
     timeout_s: float = 60.0
     cwd: str | None = None
     errlog: Path | None = None  # where a stdio server's stderr goes (default: ours)
+    # entered around each call: what the server does meanwhile is that call's (its egress
+    # proxy names the call in the approvals it asks for)
+    serving: Callable[[], contextlib.AbstractContextManager[None]] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -174,8 +177,10 @@ class MCPConnection:
         request = (client.call_tool(tool, dict(arguments), meta=meta) if meta
                    else client.call_tool(tool, dict(arguments)))
         fut = asyncio.run_coroutine_threadsafe(request, loop)
+        serving = self.spec.serving() if self.spec.serving else contextlib.nullcontext()
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(fut), self.spec.timeout_s)
+            with serving:
+                result = await asyncio.wait_for(asyncio.wrap_future(fut), self.spec.timeout_s)
         except TimeoutError as exc:
             fut.cancel()
             raise ToolError(f"{self.spec.name}: {tool} timed out after "
