@@ -88,6 +88,36 @@ def names_secret(ident: str) -> bool:
 _DIGEST_SUFFIXES = ("sha1", "sha256", "sha512", "md5", "shasum", "hash", "digest", "checksum")
 
 
+# Words that may name a credential without being a secret word themselves (gitleaks' generic
+# keywords and the places credentials live): a name with one of them is never "descriptive".
+_CREDENTIAL_HINTS = frozenset({
+    "key", "keys", "sig", "sign", "signing", "hook", "webhook", "bot", "session", "cookie",
+    "salt", "seed", "private", "cert", "login", "client", "access", "api", "app", "sid", "jwt",
+    "bearer", "oauth", "dsn", "conn", "connection", "license", "pat", "account", "user",
+    "admin", "root", "master", "encryption", "encrypt", "cipher", "hmac", "otp", "totp",
+})
+
+
+_PLAIN_NAME = re.compile(
+    r"[A-Za-z][a-z]*(?:[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[_.-][A-Za-z]+|[0-9]{1,2})*")
+
+
+@functools.lru_cache(maxsize=4096)
+def names_descriptive(ident: str) -> bool:
+    """True for a name of several ordinary words none of which hints at a credential.
+
+    ``sumOfExposures``, ``accessibility_option_id``: a random-looking value given to such a
+    name is data the name describes, not a credential (code stores credentials under names
+    that say so: token, key, secret, password, auth, api, client ...). Known token formats
+    and held values are found whatever the name.
+    """
+    if len(ident) > 40 or not _PLAIN_NAME.fullmatch(ident):
+        return False  # not a name a person wrote (a token's own ``=``-separated part)
+    words = [w for w in name_words(ident) if not w.isdigit()]
+    return 2 <= len(words) <= 6 and not any(
+        _is_secret_word(w) or w in _CREDENTIAL_HINTS or w in SECRET_WORDS for w in words)
+
+
 @functools.lru_cache(maxsize=4096)
 def names_public(ident: str) -> bool:
     """True if an identifier names a value that is public or structural (not a secret)."""

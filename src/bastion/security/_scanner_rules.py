@@ -91,6 +91,11 @@ RULES: tuple[Rule, ...] = (
     # .netrc: ``machine HOST login USER password PASSWORD`` (no operator)
     Rule("netrc_password", r"machine[ \t]+\S+\s+login\s+\S+(?:\s+(?:account|port)\s+\S+)?"
          r"\s+password[ \t]+([^\s\"']{3,})", ("machine",), group=1, nocase=True),
+    # An access (key) id: the public half of an id/secret pair that some issuers treat as a
+    # credential (like AWS's AKIA... ids): Sumo Logic, Alibaba, Tencent, Backblaze, MinIO ...
+    Rule("access_id", r"access[_.-]?(?:key[_.-]?)?id[\"']?[ \t]*(?::{1,3}=|[:=])[ \t]*[\"'`]?"
+         r"((?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{12,40})(?![A-Za-z0-9_/+=.-])",
+         ("access",), group=1, nocase=True),
     # An Authorization header with any scheme (SSWS, OAuth, ApiKey, Splunk, ...)
     Rule("authorization_header", r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?[A-Za-z][\w-]{1,20}"
          r"[ \t]+([A-Za-z0-9._~+/-]{8,}=*)", ("authorization",), group=1, nocase=True),

@@ -23,6 +23,7 @@ from bastion.security._scanner_context import (
     PUBLIC_SHAPES,
     base64_of_text,
     name_words,
+    names_descriptive,
     names_public,
     names_secret,
     placeholder,
@@ -65,7 +66,7 @@ _NOT_CHECKED = ("held_value", "private_key")
 # Rules that take whatever follows a flag or field: the value must also be plausible (not a
 # ``$VAR`` reference, a word, a short number).
 _VALUE_CHECKED = frozenset({"cli_password", "cli_password_stdin", "netrc_password",
-                            "authorization_header"})
+                            "authorization_header", "access_id"})
 # Prefixes of the known formats: a run that starts with one is that issuer's key only when
 # it has that issuer's shape (the format rule), never by looking random (known-format
 # validation: ``AIza`` + 42 characters is not a Google API key, whatever its entropy).
@@ -609,9 +610,16 @@ def _url_paths(text: str) -> list[tuple[int, int]]:
 
 
 def _public_name_before(text: str, pos: int) -> bool:
-    """Return True if the value at ``pos`` is given to a public name (``public_key=`` ...)."""
+    """Return True if the value at ``pos`` is given to a public or descriptive name.
+
+    Public: ``public_key=``, ``csrf_token:``; descriptive: ``sumOfExposures =`` (see
+    ``names_descriptive``).
+    """
     m = _NAME_BEFORE.search(text, max(0, pos - 360), pos)
-    return m is not None and names_public(m.group(1) or m.group(2))
+    if m is None:
+        return False
+    name = m.group(1) or m.group(2)
+    return names_public(name) or names_descriptive(name)
 
 
 def _merge(found: list[Finding]) -> list[Finding]:

@@ -320,3 +320,20 @@ def test_command_line_passwords_auth_schemes_and_named_elements_are_masked(text:
 ])
 def test_flags_without_a_password_and_references_are_not_secrets(text: str) -> None:
     assert not flagged(text)
+
+
+def test_a_random_value_given_to_a_descriptive_name_is_data_not_a_credential() -> None:
+    assert not flagged(f"sumOfExposures = {B62}x9Q;")  # words that say what the value is
+    assert not flagged(f'accessibilityOptionValue = "{B62}"')
+    # a name with a credential word, a one-word name, or a token's own '=' keep the guess
+    assert masked(f"clientValue = {B62}", B62)
+    assert masked(f"sourcegraph: {B62}", B62)
+    assert masked(f"const KEY = {B62}", B62)
+
+
+def test_an_access_key_id_is_the_credential_half_of_its_pair() -> None:
+    assert masked('SUMO_ACCESS_ID = "suGyI5imvADdvU"', "suGyI5imvADdvU")
+    assert masked("ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tQ9mJx2Kp7wRz3N", "LTAI5tQ9mJx2Kp7wRz3N")
+    for text in ("accessId: 1234567890123", "export SUMOLOGIC_ACCESSID=XXXXXXXXXXXXXX",
+                 "aws_access_key_id = je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"):
+        assert not flagged(text), text
