@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bastion.errors import ModelOutputError
-from bastion.llm import _grounding, _relevance, _semantic
+from bastion.llm import _evidence, _grounding, _relevance, _semantic
 from bastion.llm._repair import loads_lenient
 from bastion.llm._schema import NO_TOOL, args_schema, choice_schema, describe_tool
 from bastion.messages import (
@@ -102,6 +102,8 @@ class Policy:
     rank_semantic: float = 1.0  # to the best tool's), of the cosine (relative likewise),
     rank_model: float = 0.5  # and of the model's preference, scaled by how clearly the model
     # separates its first choice from its second (a flat preference carries no weight)
+    rank_fit: float = 1.5  # and of argument_fit: the share of its parameters the request
+    # gives concrete values for (a command line for a command, a path for a path)
 
 
 DEFAULT_POLICY = Policy()
@@ -267,6 +269,9 @@ async def choose(
         combined = [w * lex + (1 - w) * p for lex, p in zip(rel, model_p, strict=False)]
     else:
         combined = _ranked(policy, rel, sims, model_p)
+        if policy.rank_fit:  # the tool whose parameters take the request's values
+            fit = [argument_fit(t, query) for t in tools]
+            combined = [c + policy.rank_fit * f for c, f in zip(combined, fit, strict=True)]
     best = max(range(len(names)), key=lambda i: combined[i])
     if allow_none:
         # Small models put most mass on "none" whatever the request, so "none" is decided
@@ -332,7 +337,7 @@ def _numbers_needed(spec: ToolSpec) -> int:
 
 _PATH_WORDS = frozenset(["path", "file", "filename", "dir", "directory", "folder", "filepath"])
 _PATH_TOKEN = re.compile(
-    r"(?<![\w/.-])(?:[\w.-]*/[\w./-]+|[\w-]+\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])"
+    r"(?<![\w/.~-])(?:~?[\w.-]*/[\w./-]+|[\w-]+\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])"
 )
 _QUOTED = re.compile(r"(?:^|(?<=\s))'([^'\n]{1,80})'(?=\W|$)|\"([^\"\n]{1,80})\"")
 _NEAR_FOLDER = (
@@ -355,9 +360,11 @@ def _path_kind(name: str, prop: dict[str, Any]) -> str | None:
     if prop.get("type") not in (None, "string") or any(k in prop for k in ("enum", "const")):
         return None
     parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
-    if not parts & _PATH_WORDS:
-        return None
     doc = set(re.findall(r"[a-z]+", str(prop.get("description", "")).lower()))
+    if not parts & _PATH_WORDS:
+        # "Path of the repository.": a parameter its docs call a path
+        said_path = re.match(r"(?i)\s*(?:the\s+)?path\b", str(prop.get("description", "")))
+        return "any" if said_path else None
     if parts & {"dir", "directory", "folder"} or (
         doc & {"directory", "folder", "dir"} and not doc & {"file", "filename"}
     ):
@@ -591,9 +598,10 @@ def argument_fit(spec: ToolSpec, query: str) -> float:
     """Return the share of ``spec``'s parameters the request gives a specific value for.
 
     Specific: a path for a path parameter, a web address for a URL parameter, a value of its
-    enum or of its documented options,
-    a date in its documented format, an option it turns on or off by name. Numbers do not
-    count (most requests hold some, whatever they ask).
+    enum or of its documented options, a date in its documented format, an option it turns
+    on or off by name, a command line (or a file name) for a parameter that takes a command
+    or a program; a number in the unit a parameter is named for counts half. Other numbers
+    do not count (most requests hold some, whatever they ask).
     """
     schema = args_schema(spec)
     props: dict[str, Any] = schema.get("properties", {}) or {}
@@ -602,24 +610,29 @@ def argument_fit(spec: ToolSpec, query: str) -> float:
     raw_props: dict[str, Any] = (spec.parameters or {}).get("properties", {}) or {}
     tool_words = set(_grounding.word_stems(spec.name))
     paths = path_values(query)
-    hits = 0
+    found: set[str] = set()
     for k, v in props.items():
         if not isinstance(v, dict):
             continue
         raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
         kind = _path_kind(k, raw or v)
         if kind and _paths_for(kind, paths):
-            hits += 1
+            found.add(k)
             continue
         if _is_url_param(k, raw or v) and _URL.search(query):
-            hits += 1
+            found.add(k)
             continue
         if v.get("type") in ("number", "integer", "array"):
             continue
         grounded, _ = _ground(k, v, raw or {}, query, query, tool_words)
         if grounded is not v and ("enum" in grounded or "const" in grounded):
-            hits += 1
-    return hits / len(props)
+            found.add(k)
+    # a command line or a file name for a command/program, a number in the unit the
+    # parameter is named for (:mod:`._evidence`), judged by each parameter's docs
+    docs = {k: {**v, **raw_props[k]} if isinstance(raw_props.get(k), dict) else v
+            for k, v in props.items() if isinstance(v, dict)}  # fmt: skip
+    weight = sum(_evidence.hits(docs, query, found).values())
+    return (len(found) + weight) / len(props)
 
 
 def fill_schema(
