@@ -698,7 +698,9 @@ class RiskRuleConfig(_Section):
     match: str | None = Field(default=None, description="regex searched in string arguments")
     argument: str | None = Field(default=None, description="only search this argument")
     when: (
-        Literal["destructive_shell", "outside_workspace", "new_egress_domain", "secret_use"] | None
+        Literal["destructive_shell", "outside_workspace", "overwrite_file", "new_egress_domain",
+                "secret_use"]
+        | None
     ) = None
 
 
@@ -708,7 +710,8 @@ class HitlConfig(_Section):
     builtin_rules: bool = Field(
         default=True,
         description="destructive shell/python, risky or opaque code, writes outside the "
-        "workspace, new egress domains, secret use, egress from a tainted session",
+        "workspace, writes over an existing file, new egress domains, secret use, egress from "
+        "a tainted session",
     )
     rules: list[RiskRuleConfig] = Field(default_factory=list)
     known_domains: list[str] = Field(

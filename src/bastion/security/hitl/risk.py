@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from bastion.security.hitl._python import analyze_python
 from bastion.security.hitl._shell import analyze_shell
 from bastion.tools.base import Risk
 
-Condition = Literal["destructive_shell", "risky_code", "outside_workspace", "new_egress_domain",
-                    "secret_use", "tainted_egress"]
+Condition = Literal["destructive_shell", "risky_code", "outside_workspace", "overwrite_file",
+                    "new_egress_domain", "secret_use", "tainted_egress"]
 # A named extra condition (e.g. ``browser:click-destructive``): returns why it holds, or None.
 ConditionFn = Callable[[Any, Mapping[str, Any], str | None], str | None]
 
@@ -47,6 +48,10 @@ _PATH_ARG = re.compile(r"(?i)^(path|file|filename|file_path|dest|destination|tar
                        r"directory|output|out|to|src|source)$")
 _WRITE_TOOL = re.compile(r"(?i)(write|edit|delete|remove|move|copy|mkdir|save|patch|append|"
                          r"create|rm|mv|cp|put|upload)")
+# The arguments naming where a writing tool writes (not ``src``/``source``: read, not written).
+_TARGET_ARG = re.compile(r"(?i)^(path|file|filename|file_path|filepath|dest|destination|"
+                         r"target|output|out|to)$")
+_APPEND_MODES = frozenset(["a", "append", "ab", "a+"])
 _REDIRECT = re.compile(r"(?:>>?|\btee\s+(?:-a\s+)?)\s*(['\"]?)([~/][^\s'\";|&]*)\1")
 _URL = re.compile(r"\b(?:https?|wss?|ftp)://[^\s'\"<>]+", re.I)
 
@@ -80,6 +85,7 @@ def builtin_rules() -> list[RiskRule]:
         RiskRule("destructive-shell", Risk.CRITICAL, when="destructive_shell"),
         RiskRule("risky-code", Risk.HIGH, when="risky_code"),
         RiskRule("write-outside-workspace", Risk.HIGH, when="outside_workspace"),
+        RiskRule("overwrite-existing-file", Risk.HIGH, when="overwrite_file"),
         RiskRule("new-egress-domain", Risk.HIGH, when="new_egress_domain"),
         RiskRule("secret-use", Risk.HIGH, when="secret_use"),
         RiskRule("tainted-egress", Risk.HIGH, when="tainted_egress"),
@@ -196,6 +202,29 @@ class RiskClassifier:
                        if not m.group(2).startswith("/dev/null") and self._outside(m.group(2)))
         return out
 
+    def overwrites(self, tool: str, args: Mapping[str, Any]) -> list[str]:
+        """Existing workspace files a writing tool would replace, truncate or delete.
+
+        The counterpart of the shell's ``>`` over an existing file (risky-code): a
+        ``write_file`` of empty or new content over ``config/server.yaml`` destroys what was
+        there. Appending (``append: true``, ``mode: "a"``) and creating a new file do not.
+        """
+        if not _WRITE_TOOL.search(tool) or args.get("append") is True or (
+                str(args.get("mode", "")).lower() in _APPEND_MODES):
+            return []
+        out: list[str] = []
+        for key, val in args.items():
+            if isinstance(val, str) and val and _TARGET_ARG.match(str(key)):
+                p = Path(val).expanduser()
+                full = p if p.is_absolute() else self.workspace / p
+                try:
+                    # lexists: a symbolic link (even a dangling one) is there to be replaced
+                    if os.path.lexists(full) and not full.is_dir():
+                        out.append(val)
+                except OSError:  # a path the OS rejects (too long, NUL): the tool refuses it
+                    continue
+        return out
+
     def _outside(self, path: str) -> bool:
         p = Path(path).expanduser()
         full = (p if p.is_absolute() else self.workspace / p).resolve()
@@ -261,6 +290,11 @@ class RiskClassifier:
                 if not paths:
                     continue
                 why = f"writes outside the workspace: {', '.join(paths[:3])}"
+            elif rule.when == "overwrite_file":
+                paths = self.overwrites(tool.name, args)
+                if not paths:
+                    continue
+                why = f"replaces an existing file: {', '.join(paths[:3])}"
             elif rule.when == "new_egress_domain":
                 hosts = self.new_domains(session_id, args) if self.egress_capable(tool) else []
                 if not hosts:
