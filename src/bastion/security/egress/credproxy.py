@@ -408,6 +408,8 @@ class CredentialProxy:
             self._deny(flow, R_PORT, host=host, port=port)
 
     def _dest_allowed(self, host: str) -> bool:
+        if not host[:1].isdigit() and not host.startswith(("[", ":")):  # a name, not an IP
+            return self.policy.rule.allows_name(host)
         try:
             addr = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -663,7 +665,7 @@ class CredentialProxy:
         """Return the live placeholders in the request that were not swapped in it."""
         req = flow.request
         raw = "\n".join([req.path, *(f"{k}: {v}" for k, v in req.headers.items(multi=True)),
-                         req.get_text(strict=False) or ""])
+                         (req.get_text(strict=False) or "") if req.raw_content else ""])
         if PREFIX not in raw:
             return []
         return [i for i in self.book.live() if i.placeholder in raw and i not in swapped]
@@ -780,12 +782,16 @@ class CredentialProxy:
             return
         mine = {i.value: i.placeholder for i in self.book.live() if i.value in values}
         content = flow.response.get_content(strict=False) or b""
+        echoed = False
         for value, placeholder in mine.items():
-            content = content.replace(value.encode(), placeholder.encode())
+            if value.encode() in content:
+                content = content.replace(value.encode(), placeholder.encode())
+                echoed = True
             for k, v in list(flow.response.headers.items(multi=True)):
                 if value in v:
                     flow.response.headers[k] = v.replace(value, placeholder)
-        flow.response.set_content(content)
+        if echoed:  # re-encoded only when the body held the value (set_content is costly)
+            flow.response.set_content(content)
 
 
 class _Capped:
