@@ -164,6 +164,8 @@ def placeholder(value: str) -> bool:
     of it, an ascending run of 8+ characters (``12345678``, ``abcdefgh``), ``EXAMPLE``."""
     if value in VENDOR_EXAMPLES or "EXAMPLE" in value:
         return True
+    if value.endswith(("...", "\u2026")) or value.startswith(("...", "\u2026")):
+        return True  # a shortened display (``ghp_abc...``), not a usable value
     low = value.lower()
     for part in _PLACEHOLDER_PARTS:
         if part in low and _placeholder_part(low, part):
@@ -217,6 +219,9 @@ PUBLIC_SHAPES = re.compile(
     r"[\s\S]*?(?:-----END \1-----|\Z)"
     # a DER X.509 certificate in base64 without its PEM lines (SEQUENCE, SEQUENCE, [0] v3)
     r"|(?<![A-Za-z0-9+/])MII[A-Za-z0-9+/]{5,12}gAwIBAgI[A-Za-z0-9+/]+=*"
+    # a DER SubjectPublicKeyInfo in base64 (RSA, EC, Ed25519 public keys without PEM lines)
+    r"|(?<![A-Za-z0-9+/])(?:MII[A-Za-z0-9+/]{3}ANBgkqhkiG9w0BAQEFAAO"
+    r"|M[A-Za-z0-9+/]{3}[EQ][A-Za-z0-9+/]YHKoZIzj0CAQY|MCowBQYDK2VwAyEA)[A-Za-z0-9+/]*=*"
     # OpenSSH public key blobs also without their type word (the blob names the type)
     r"|(?<![A-Za-z0-9+/])AAAA(?:B3NzaC1yc2E|B3NzaC1kc3M|C3NzaC1lZDI1NTE5|E2VjZHNhLXNoYTIt"
     r"|GnNrLXNzaC1lZDI1NTE5|InNrLWVjZHNhLXNoYTIt)[A-Za-z0-9+/]*=*"
@@ -224,7 +229,8 @@ PUBLIC_SHAPES = re.compile(
     r"|(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe publishable keys
     # Ciphertext: sops values (PGP messages are a PEM block above): encrypted, safe to show
     r"|ENC\[[A-Z0-9_]+,data:[^\]\s]*\]")
-PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[", "gAwIBAgI")
+PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[", "gAwIBAgI",
+                "BAQEFAAO", "KoZIzj0CAQ", "K2VwAyEA")
 
 
 def base64_of_text(token: str) -> bool:

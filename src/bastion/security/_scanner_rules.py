@@ -79,6 +79,11 @@ RULES: tuple[Rule, ...] = (
     Rule("jwt", _B + r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", ("eyJ",)),
     Rule("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?!-----END)[\s\S]*?"
          r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)", ("-----BEGIN",)),
+    # A private key's DER in base64 without PEM lines (PKCS#8 RSA/EC/Ed25519, PKCS#1 RSA,
+    # SEC1 EC), as it sits in env vars and JSON
+    Rule("private_key_der", r"(?<![A-Za-z0-9+/])(?:MII[A-Za-z0-9+/]{3}(?:IBADANBgkqhkiG9w0BAQEFAAS"
+         r"|IBAAK)|MIG[A-Za-z0-9+/]AgEAM[A-Za-z0-9+/]{2}GByqGSM49|MC4CAQAwBQYDK2Vw|MHcCAQEEI"
+         r"|MIGkAgEBBDA|MIHcAgEBBEI)[A-Za-z0-9+/]{40,}={0,2}", ("MII", "MHcCAQ", "MC4CAQ")),
     Rule("age_secret_key", r"AGE-SECRET-KEY-1[0-9A-Z]{58}", ("AGE-SECRET-KEY-",)),
     Rule("vault_token", _B + r"hv[sbr]\.[A-Za-z0-9_-]{24,}", ("hvs.", "hvb.", "hvr.")),
     # Bundler's gem-source credentials: BUNDLE_<HOST with __ for .>=user:password

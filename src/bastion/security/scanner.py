@@ -97,6 +97,10 @@ _YAML_KEY_START = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)?\Z")
 _YAML_PLAIN = re.compile(r"[^\s\"'#|>&*!%@`{\[][^\n#]*?(?=[ \t]*(?:\n|$|[ \t]#))")
 # An XML attribute that names the element's text (``<entry key="NAME">value</entry>``)
 _ATTR_NAME = re.compile(r"""(?:name|key|id|property)=["']\Z""")
+# A run of this many token characters with no known format is encoded data (a file, an
+# image, a signed blob), not a credential; long credentials (JWTs, session tokens given to
+# their names, vendor tokens) are found by their format or their name.
+_BLOB = 512
 # Dockerfile ``ENV NAME value`` (the form without ``=``)
 _DOCKER_ENV = re.compile(r"(?:^|\n)[ \t]*ENV[ \t]+\Z")
 _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
@@ -336,7 +340,8 @@ class SecretScanner:
                             continue
                     if run.startswith(_FORMAT_PREFIXES):
                         continue  # that issuer's format decides (a near miss is not its key)
-                if (self.entropy and _looks_random(run)
+                if (self.entropy and len(run) < _BLOB and _looks_random(run)
+                        and not _elided(text, m.start(), m.end())
                         and _DIGEST_LABEL.search(text, max(0, m.start() - 12), m.start()) is None
                         and not _public_name_before(text, m.start())):
                     if paths is None:  # only once a guess needs them (most texts: never)
@@ -607,6 +612,13 @@ def _url_paths(text: str) -> list[tuple[int, int]]:
             continue
         out.append(m.span("path"))
     return out
+
+
+def _elided(text: str, start: int, end: int) -> bool:
+    """Tell whether the run is cut by an ellipsis: a shortened display (``sk-abc...``)."""
+    return (text.startswith(("...", "\u2026"), end)
+            or text.endswith("...", max(0, start - 3), start)
+            or (start > 0 and text[start - 1] == "\u2026"))
 
 
 def _public_name_before(text: str, pos: int) -> bool:

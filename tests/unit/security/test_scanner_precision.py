@@ -337,3 +337,31 @@ def test_an_access_key_id_is_the_credential_half_of_its_pair() -> None:
     for text in ("accessId: 1234567890123", "export SUMOLOGIC_ACCESSID=XXXXXXXXXXXXXX",
                  "aws_access_key_id = je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"):
         assert not flagged(text), text
+
+
+def _der_keys() -> tuple[str, str]:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(65537, 2048)
+    private = key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    public = key.public_key().public_bytes(ser.Encoding.DER,
+                                           ser.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
+
+
+def test_a_der_private_key_is_a_secret_however_long_its_public_key_is_not() -> None:
+    private, public = _der_keys()
+    assert masked(f"GCP_KEY={private}", private)  # 1.6 KB: longer than any entropy guess
+    assert masked(f"key material {private} end", private)
+    assert not flagged(f"public key {public}")  # SubjectPublicKeyInfo
+
+
+@pytest.mark.parametrize("text", [
+    f"token: ghp_{B62[:6]}... ({B62}...)",  # a display cut with an ellipsis
+    "blob " + (B62 * 16)[:600],  # 600 token characters with no known format: encoded data
+])
+def test_elided_displays_and_long_blobs_are_not_entropy_guesses(text: str) -> None:
+    assert not flagged(text)
