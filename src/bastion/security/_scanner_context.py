@@ -47,6 +47,9 @@ _METADATA = frozenset({
     # key words of UI and data structures (key_alias, keyCode, key_pair, keyPressed, ...)
     "alias", "board", "code", "frame", "mesh", "pair", "press", "pressed", "ring", "stone",
     "storetype", "word", "up", "down", "left", "right", "tab", "event", "events", "map",
+    # who/where/what a credential is for, not the credential (auth_user, authDomain, ...)
+    "user", "username", "domain", "host", "server", "realm", "scope", "scopes", "issuer",
+    "audience", "mechanism", "service", "salt",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -54,6 +57,7 @@ _PUBLIC = frozenset({
     "cache", "bucket", "schema", "sequence", "idempotency", "hot", "idx", "natural", "unique",
     "lookup", "next", "page", "continuation", "cursor", "max", "num", "no", "publishable",
     "sitekey", "site", "recaptcha", "fake", "dummy", "example", "sample", "test_only",
+    "object", "row", "column", "s3", "item", "record", "entity", "field", "index",
 })
 
 
@@ -119,6 +123,16 @@ def names_descriptive(ident: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
+def names_metadata(ident: str) -> bool:
+    """True if a name is about a secret, not the secret (``secretName``, ``token_url``)."""
+    words = name_words(ident)
+    for i, w in enumerate(words):
+        if (_is_secret_word(w) or w == "key") and any(x in _METADATA for x in words[i + 1:]):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
 def names_public(ident: str) -> bool:
     """True if an identifier names a value that is public or structural (not a secret)."""
     words = name_words(ident)
@@ -130,7 +144,7 @@ def names_public(ident: str) -> bool:
         or words[-1] in {"id", "uuid", "guid", "hash", "sha", "md5", "digest", "checksum",
                          "integrity", "etag", "tag", "commit", "rev", "revision", "nonce",
                          "signature", "version", "fingerprint", "sha1", "sha256", "sha512",
-                         "kid", "keyid", "thumbprint"})  # JWK/JWS key ids name a public key
+                         "kid", "keyid", "thumbprint", "salt", "iv", "state", "ref"})
 
 
 # ---- values that are not secrets -------------------------------------------------------------

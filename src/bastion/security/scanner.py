@@ -24,6 +24,7 @@ from bastion.security._scanner_context import (
     base64_of_text,
     name_words,
     names_descriptive,
+    names_metadata,
     names_public,
     names_secret,
     placeholder,
@@ -624,14 +625,14 @@ def _elided(text: str, start: int, end: int) -> bool:
 def _public_name_before(text: str, pos: int) -> bool:
     """Return True if the value at ``pos`` is given to a public or descriptive name.
 
-    Public: ``public_key=``, ``csrf_token:``; descriptive: ``sumOfExposures =`` (see
-    ``names_descriptive``).
+    Public: ``public_key=``, ``csrf_token:``; about a secret: ``secretName:``, ``token_url=``;
+    descriptive: ``sumOfExposures =`` (see ``names_descriptive``).
     """
     m = _NAME_BEFORE.search(text, max(0, pos - 360), pos)
     if m is None:
         return False
     name = m.group(1) or m.group(2)
-    return names_public(name) or names_descriptive(name)
+    return names_public(name) or names_metadata(name) or names_descriptive(name)
 
 
 def _merge(found: list[Finding]) -> list[Finding]:

@@ -365,3 +365,15 @@ def test_a_der_private_key_is_a_secret_however_long_its_public_key_is_not() -> N
 ])
 def test_elided_displays_and_long_blobs_are_not_entropy_guesses(text: str) -> None:
     assert not flagged(text)
+
+
+@pytest.mark.parametrize("name", ["secretName", "tokenUrl", "secretArn", "token_type", "keyName",
+                                  "authDomain", "authUser", "objectKey", "password_salt", "salt",
+                                  "iv", "state"])
+def test_values_of_names_about_a_secret_or_public_by_design_are_not_secrets(name: str) -> None:
+    assert not flagged(f'"{name}": "{B62}"')  # neither the assignment nor the entropy guess
+
+
+def test_names_about_a_secret_do_not_shadow_the_secret_itself() -> None:
+    for name in ("client_secret", "secretKey", "storage_key", "privateKey", "auth_token"):
+        assert masked(f'"{name}": "{B62}"', B62), name
