@@ -21,10 +21,12 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       threads, weights repacked where llama.cpp does so on this CPU), alternating per prompt:
       tokens/s ratio d/a and the first-token latency the worker adds (p50 of the paired
       differences);
-  (e) four streams at once through one worker with four parallel sequences (slots=4,
-      continuous batching in one llama.cpp context) vs one stream on the same worker,
-      alternating per round, long-form prompts (each stream writes max_tokens): first-token
-      p50 ratio and total tokens/s ratio, and the load average around the run.
+  (e) four streams at once with four slots on the default workers (model.workers' default:
+      K processes x 4/K parallel sequences, continuous batching in each; cores/K threads
+      each) vs one stream on one worker at 1 thread, at 2 threads and at llama.cpp's default
+      threads, all in one run, rotating the order per round, long-form prompts (each stream
+      writes max_tokens): first-token p50 and total tokens/s ratios against the best single
+      stream, and the load average around the run.
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
         [--part all|agent|worker|streams]
@@ -41,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +179,10 @@ def run_raw_timed(
 ) -> tuple[str, int, float, float]:
     """Return (text, tokens, wall seconds, seconds to the first text piece)."""
     eng = model._engine  # the same rendering the backend uses: identical prompt tokens
+    t0 = time.perf_counter()  # rendering and tokenising count: the worker does them too
     toks = eng.tokens(
         eng.render(plain_messages([Message("system", system), Message("user", prompt)]))
     )
-    t0 = time.perf_counter()
     first = 0.0
     text = []
     for chunk in model.llama.create_completion(
@@ -293,53 +296,74 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
 
 def bench_streams(count: Any, path: str, repack: bool, system: str,
                   args: argparse.Namespace) -> None:
-    """(e) four concurrent streams on one worker vs one stream on the same worker."""
+    """(e) four concurrent streams on the default workers vs the best single stream."""
     from bastion.llm.worker import WorkerModel, WorkerSpec
 
     streams = 4
     cspec = WorkerSpec(path, n_ctx=2048, n_threads=args.worker_threads, repack=repack)
+    # single-stream baselines: one worker, one sequence, at 1 thread, at 2 threads, and at
+    # llama.cpp's defaults (generation half the cores, prompt batches all): the best one counts
+    singles = {
+        "1 thread": replace(cspec, n_threads=1, n_threads_batch=1),
+        "2 threads": replace(cspec, n_threads=2, n_threads_batch=2),
+        "defaults": replace(cspec, n_threads=max(1, (os.cpu_count() or 1) // 2),
+                            n_threads_batch=os.cpu_count() or 1),
+    }
 
-    async def concurrent() -> tuple[list[float], list[float], list[float], list[float]]:
-        wm = WorkerModel(cspec, slots=streams)
-        one_first: list[float] = []
-        one_rate: list[float] = []
+    async def concurrent() -> tuple[dict[str, tuple[list[float], list[float]]],
+                                    list[float], list[float], list[dict[str, Any]]]:
+        many = WorkerModel(cspec, slots=streams, workers=args.workers)
+        ones = {k: WorkerModel(v, slots=1, workers=1) for k, v in singles.items()}
+        one: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in singles}
         many_first: list[float] = []
         many_rate: list[float] = []
         try:  # load every worker before timing
-            await asyncio.gather(*(run_worker(wm, count, system, "warm up", 4)
+            await asyncio.gather(*(run_worker(many, count, system, "warm up", 4)
                                    for _ in range(streams)))
+            for wm in ones.values():
+                await run_worker(wm, count, system, "warm up", 4)
+            info = many.worker_info()
+            sides = [*singles, "many"]
             for r in range(args.rounds):
-                for side in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    if side == 0:
+                for side in sides[r % len(sides):] + sides[:r % len(sides)]:  # rotate the order
+                    if side != "many":
                         for prompt in STORIES[r % 2::2]:
-                            n, wall, first = await run_worker(wm, count, system, prompt,
-                                                              args.max_tokens)
-                            one_first.append(first)
-                            one_rate.append(n / wall)
+                            n, wall, first = await run_worker(ones[side], count, system,
+                                                              prompt, args.max_tokens)
+                            one[side][0].append(first)
+                            one[side][1].append(n / wall)
                     else:
                         t0 = time.perf_counter()
                         got = await asyncio.gather(*(
-                            run_worker(wm, count, system, STORIES[(r + k) % len(STORIES)],
+                            run_worker(many, count, system, STORIES[(r + k) % len(STORIES)],
                                        args.max_tokens) for k in range(streams)))
                         wall = time.perf_counter() - t0
                         many_first.extend(g[2] for g in got)
                         many_rate.append(sum(g[0] for g in got) / wall)
         finally:
-            await wm.aclose()
-        return one_first, one_rate, many_first, many_rate
+            await many.aclose()
+            for wm in ones.values():
+                await wm.aclose()
+        return one, many_first, many_rate, info
 
     load0 = os.getloadavg()[0]
-    one_first, one_rate, many_first, many_rate = asyncio.run(concurrent())
+    one, many_first, many_rate, info = asyncio.run(concurrent())
     load1 = os.getloadavg()[0]
-    f1, f4 = statistics.median(one_first), statistics.median(many_first)
-    r1, r4 = statistics.median(one_rate), statistics.median(many_rate)
-    print(f"-- {streams} streams at once, one worker with slots={streams}, threads "
-          f"{args.worker_threads or 'default'} on {os.cpu_count()} CPUs, {args.rounds} rounds, "
-          f"load average {load0:.1f} -> {load1:.1f} --")
-    print(f"one stream   : first token p50 {f1 * 1000:7.1f} ms, {r1:7.1f} tok/s")
-    print(f"{streams} streams    : first token p50 {f4 * 1000:7.1f} ms, {r4:7.1f} tok/s in total")
-    print(f"ratios       : first token {f4 / f1:.2f}x (target <= 2), "
-          f"total tokens/s {r4 / r1:.2f}x (target >= 1.5)")
+    threads = ", ".join(f"{i.get('n_threads')}/{i.get('n_threads_batch')}" for i in info)
+    print(f"-- {streams} streams at once on the default workers: K={len(info)} worker(s), "
+          f"slots={streams} ({', '.join(str(i.get('slots')) for i in info)} per worker), "
+          f"threads generation/prompt per worker {threads}; {os.cpu_count()} CPUs, "
+          f"{args.rounds} rounds, load average {load0:.1f} -> {load1:.1f} --")
+    best_f = min(statistics.median(f) for f, _ in one.values())
+    best_r = max(statistics.median(r) for _, r in one.values())
+    for name, (f, r) in one.items():
+        print(f"one stream, {name:9}: first token p50 {statistics.median(f) * 1000:7.1f} ms, "
+              f"{statistics.median(r):7.1f} tok/s")
+    f4, r4 = statistics.median(many_first), statistics.median(many_rate)
+    print(f"{streams} streams          : first token p50 {f4 * 1000:7.1f} ms, {r4:7.1f} tok/s "
+          "in total")
+    print(f"ratios vs the best single stream: first token {f4 / best_f:.2f}x (target <= 2), "
+          f"total tokens/s {r4 / best_r:.2f}x (target >= 1.5)")
 
 
 async def run_agent(app: Any, timed: TimedModel, prompt: str) -> tuple[str, int, float, float]:
@@ -414,7 +438,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--worker-threads", type=int, default=None,
-                    help="the worker's threads with 4 streams (default: llama.cpp's choice)")
+                    help="each worker's threads with 4 streams (default: cores / workers)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes for the 4 streams (default: model.workers' default)")
     ap.add_argument("--part", choices=("all", "agent", "worker", "streams"), default="all")
     args = ap.parse_args()
 

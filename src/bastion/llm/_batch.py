@@ -7,9 +7,12 @@ hold next (:class:`Sync`) and is resumed with their logits. One scheduler thread
 ``llama_decode`` batch from all active jobs:
 
 - every generating sequence contributes its next token (one token each, every step);
-- prompts are evaluated in chunks of at most :data:`PREFILL_CHUNK` tokens per step, the
-  prefilling jobs taken round-robin, so a long prompt delays the others' next tokens by one
-  chunk's compute, never by the whole prompt;
+- prompts are evaluated in chunks of at most :data:`PREFILL_CHUNK` tokens per step, one
+  prompt per step, the one with the fewest tokens left first (on a CPU a step costs in
+  proportion to its tokens: two prompts one after the other give the first its first token
+  in half the time two at once would, the second one step later), so a long prompt delays the
+  others' next tokens by one chunk's compute, never by the whole prompt, and a short new
+  prompt does not wait behind a long one;
 - each sequence keeps its KV cache between requests, so the constrained protocol's
   choose/fill/answer calls on one lease reuse their shared prompt prefix.
 
@@ -292,11 +295,17 @@ class BatchEngine:
         a.want, a.pending, a.pos, a.rows = want, toks[common:], common, []
 
     def _fill(self) -> list[tuple[_Active, int, int]]:
-        """Build the next batch: each generating sequence's token, then prompt chunks."""
+        """Build the next batch: each generating sequence's token, then one prompt chunk."""
         b = self.batch
         n = 0
         plan: list[tuple[_Active, int, int]] = []  # (job, first batch index, count)
-        order = sorted(self.active, key=lambda a: len(a.pending) > 1)  # stable: decode first
+        # every generating sequence's next token, then ONE prompt: the one with the fewest
+        # tokens left (a prompt step costs in proportion to its tokens on a CPU, so prompts
+        # evaluated one after another give earlier first tokens than all of them at once)
+        prompts = [a for a in self.active if len(a.pending) > 1]
+        order = [a for a in self.active if len(a.pending) == 1]
+        if prompts:
+            order.append(min(prompts, key=lambda a: len(a.pending)))
         for a in order:
             room = N_BATCH - n
             if room <= 0:
