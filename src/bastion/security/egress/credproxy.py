@@ -169,7 +169,7 @@ class CredentialProxy:
         self._dns_lock: asyncio.Lock | None = None
         self._dns_cache: dict[str, tuple[float, list[str]]] = {}
         self._certstore: Any = None
-        self._calls: dict[int, Any] = {}  # the tool calls whose sandbox runs now (CallRef)
+        self._calls: dict[object, Any] = {}  # the tool calls whose sandbox runs now (CallRef)
         self._calls_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -267,7 +267,7 @@ class CredentialProxy:
         if call is None:
             yield
             return
-        key = id(call)
+        key = object()  # one call may run several commands at once
         with self._calls_lock:
             self._calls[key] = call
         try:
@@ -279,7 +279,7 @@ class CredentialProxy:
     def running(self) -> list[Any]:
         """Return the tool calls being served now (oldest first)."""
         with self._calls_lock:
-            return list(self._calls.values())
+            return list(dict.fromkeys(self._calls.values()))
 
     # ---- audit -------------------------------------------------------------------------
     def _record(self, kind: str, decision: str, detail: dict[str, Any]) -> None:
