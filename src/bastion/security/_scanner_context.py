@@ -160,7 +160,13 @@ _PLACEHOLDER_PARTS = (
 _REFERENCE = re.compile(
     r"^(?:[$%#]\{|\{\{|\$\()|^\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
     r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)"
-    r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)")  # a lookup: ``request.form['password']``
+    r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)"  # a lookup: ``request.form['password']``
+    # a symbol, a format field, a command substitution, an unclosed tag
+    r"|^:[A-Za-z_]\w*$|^\{[A-Za-z_][\w.]*\}$|^`[^`]*`?$|^<[A-Za-z_][\w .-]*>?$"
+    # references into secret stores and templates: vault:, ref+vault://, op://, GCP Secret
+    # Manager paths, CloudFormation intrinsics
+    r"|^(?:vault|ref\+[a-z0-9]+|awssm|gcpsm|azkv|op|bw|doppler|sops|ssm|secretsmanager):"
+    r"|^projects/[^/\s]+/secrets/|^Fn::|^!(?:Ref|Sub|GetAtt|ImportValue|FindInMap)\b")
 _IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
 _COMMON = frozenset({
     "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",

@@ -533,6 +533,8 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     if um is None:
         return None
     value = um.group().rstrip(")]}>")
+    if value != um.group() and not plausible_value(um.group()):
+        return None  # ``{token}``, ``<token>``: the brackets belong to the reference
     if re.fullmatch(r"[a-z]{1,12}", value):
         return None  # a lower-case word after ``password:`` in prose, not a password
     if not plausible_value(value):

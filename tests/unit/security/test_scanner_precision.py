@@ -377,3 +377,12 @@ def test_values_of_names_about_a_secret_or_public_by_design_are_not_secrets(name
 def test_names_about_a_secret_do_not_shadow_the_secret_itself() -> None:
     for name in ("client_secret", "secretKey", "storage_key", "privateKey", "auth_token"):
         assert masked(f'"{name}": "{B62}"', B62), name
+
+
+@pytest.mark.parametrize("value", [
+    "<token>", ":token", "{token}", "vault:secret/data/app#token", "ref+vault://app/token",
+    "op://vault/item/password", "projects/p/secrets/api-token/versions/1", "!Ref ApiToken",
+])
+def test_references_to_secret_stores_templates_and_symbols_are_not_secrets(value: str) -> None:
+    assert not flagged(f"api_token = {value}")
+    assert not flagged(f'"password": "{value}"')
