@@ -239,6 +239,9 @@ PUBLIC_SHAPES = re.compile(
     r"[\s\S]*?(?:-----END \1-----|\Z)"
     # a DER X.509 certificate in base64 without its PEM lines (SEQUENCE, SEQUENCE, [0] v3)
     r"|(?<![A-Za-z0-9+/])MII[A-Za-z0-9+/]{5,12}gAwIBAgI[A-Za-z0-9+/]+=*"
+    # base64 of a PEM certificate or public key (a Kubernetes ``ca.crt``/``tls.crt``, caBundle)
+    r"|(?<![A-Za-z0-9+/])LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t[A-Za-z0-9+/]*=*"
+    r"|(?<![A-Za-z0-9+/])LS0tLS1CRUdJTiBQVUJMSUMgS0VZLS0tLS[A-Za-z0-9+/]*=*"
     # a DER SubjectPublicKeyInfo in base64 (RSA, EC, Ed25519 public keys without PEM lines)
     r"|(?<![A-Za-z0-9+/])(?:MII[A-Za-z0-9+/]{3}ANBgkqhkiG9w0BAQEFAAO"
     r"|M[A-Za-z0-9+/]{3}[EQ][A-Za-z0-9+/]YHKoZIzj0CAQY|MCowBQYDK2VwAyEA)[A-Za-z0-9+/]*=*"
@@ -250,7 +253,7 @@ PUBLIC_SHAPES = re.compile(
     # Ciphertext: sops values (PGP messages are a PEM block above): encrypted, safe to show
     r"|ENC\[[A-Z0-9_]+,data:[^\]\s]*\]")
 PUBLIC_HINTS = ("AAAA", "-----BEGIN", "sha256-", "sha384-", "sha512-", "pk_", "ENC[", "gAwIBAgI",
-                "BAQEFAAO", "KoZIzj0CAQ", "K2VwAyEA")
+                "BAQEFAAO", "KoZIzj0CAQ", "K2VwAyEA", "LS0tLS1CRUdJTi")
 
 
 def base64_of_text(token: str) -> bool:

@@ -60,7 +60,7 @@ _SHORT_KEYWORDS = ("://", "-----BEGIN", "sshpass", "mysql", "mariadb", " login",
 _REFERENCE = re.compile(r"secret://(?:env|sops|vault|openbao)/[A-Za-z0-9_./-]{1,200}"
                         r"(?:#[A-Za-z0-9_.-]{1,64})?")
 _PIN = re.compile(r"(?<![A-Za-z0-9+/])sha256/[A-Za-z0-9+/]{43}=")
-_GUESSES = ("high_entropy", "password_assignment", "curl_user_password")
+_GUESSES = ("high_entropy", "password_assignment", "curl_user_password", "k8s_secret_data")
 # Findings whose value is checked for being a stand-in (``xxxx``, ``EXAMPLE``, ``12345678``):
 # every format and context rule; never held values (exact) or private-key blocks.
 _NOT_CHECKED = ("held_value", "private_key")

@@ -386,3 +386,16 @@ def test_names_about_a_secret_do_not_shadow_the_secret_itself() -> None:
 def test_references_to_secret_stores_templates_and_symbols_are_not_secrets(value: str) -> None:
     assert not flagged(f"api_token = {value}")
     assert not flagged(f'"password": "{value}"')
+
+
+def test_a_kubernetes_tls_secret_masks_its_key_not_its_certificate() -> None:
+    import base64
+
+    cert = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkq\n"
+                            b"-----END CERTIFICATE-----\n").decode()
+    key = base64.b64encode(b"-----BEGIN RSA PRIVATE KEY-----\nMIIEogIBAAKCAQEArUXBHSveLWur\n"
+                           b"-----END RSA PRIVATE KEY-----\n").decode()
+    text = (f"apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {cert}\n"
+            f"  tls.key: {key}\n")
+    out = SecretScanner().redact(text)
+    assert cert in out and key not in out
