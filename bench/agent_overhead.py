@@ -170,19 +170,20 @@ def tracing_work(config: Any, replay: ReplayModel, switch: Any, blocks: int = 12
 def run_raw(
     model: EmbeddedModel, system: str, prompt: str, max_tokens: int
 ) -> tuple[str, int, float]:
-    out, n, wall, _ = run_raw_timed(model, system, prompt, max_tokens)
+    out, n, wall, _, _ = run_raw_timed(model, system, prompt, max_tokens)
     return out, n, wall
 
 
 def run_raw_timed(
     model: EmbeddedModel, system: str, prompt: str, max_tokens: int
-) -> tuple[str, int, float, float]:
-    """Return (text, tokens, wall seconds, seconds to the first text piece)."""
+) -> tuple[str, int, float, float, float]:
+    """Return (text, tokens, wall seconds, seconds to the first piece, seconds to tokenise)."""
     eng = model._engine  # the same rendering the backend uses: identical prompt tokens
     t0 = time.perf_counter()  # rendering and tokenising count: the worker does them too
     toks = eng.tokens(
         eng.render(plain_messages([Message("system", system), Message("user", prompt)]))
     )
+    prep = time.perf_counter() - t0
     first = 0.0
     text = []
     for chunk in model.llama.create_completion(
@@ -194,7 +195,7 @@ def run_raw_timed(
         text.append(piece)
     wall = time.perf_counter() - t0
     out = "".join(text)
-    return out, eng.count(out), wall, first
+    return out, eng.count(out), wall, first, prep
 
 
 async def run_worker(
@@ -215,6 +216,34 @@ async def run_worker(
     return count("".join(text)), time.perf_counter() - t0, first
 
 
+# the worker's first-token path, split by the timeline its first piece carries
+SPLIT = ("to the worker", "queued", "render+tokenise", "prompt evaluated+sampled",
+         "back to the caller")
+
+
+async def run_worker_split(
+    wm: Any, count: Any, system: str, prompt: str, max_tokens: int
+) -> tuple[int, float, float, list[float]]:
+    """Like :func:`run_worker`, also returning the first piece's path in seconds (SPLIT)."""
+    msgs = plain_messages([Message("system", system), Message("user", prompt)])
+    req = {"op": "gen", "messages": msgs, "prefix": "", "schema": None,
+           "max_tokens": max_tokens, "temperature": 0.0, "seed": None, "stop": []}
+    t0 = time.perf_counter()
+    first = 0.0
+    split: list[float] = []
+    text: list[str] = []
+    async with wm.lease() as lease:
+        async for msg in lease._call(req):
+            if "t" in msg:
+                if not first:
+                    first = time.perf_counter() - t0
+                    received, started, tokenised, evaluated, sent = msg["ts"]
+                    split = [received - t0, started - received, tokenised - started,
+                             sent - tokenised, t0 + first - sent]
+                text.append(msg["t"])
+    return count("".join(text)), time.perf_counter() - t0, first, split
+
+
 def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) -> None:
     """(d) one stream through a worker vs in-process; (e) four concurrent streams vs one."""
     from bastion.llm.worker import WorkerModel, WorkerSpec
@@ -223,6 +252,8 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     path = str(shipped_model_path())
     repack = repack_default()
     spec = WorkerSpec(path, n_ctx=4096, n_threads=args.threads, repack=repack)
+    raw_prep: list[float] = []
+    splits: list[list[float]] = []
 
     async def one_vs_raw() -> tuple[list[float], list[float], list[float], list[float]]:
         wm = WorkerModel(spec, slots=1)
@@ -239,15 +270,17 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
                     order = (0, 1) if (r + i) % 2 == 0 else (1, 0)
                     for side in order:
                         if side == 0:
-                            _, n, wall, first = run_raw_timed(model, system, prompt,
-                                                              args.max_tokens)
+                            _, n, wall, first, prep = run_raw_timed(model, system, prompt,
+                                                                    args.max_tokens)
                             raw_r.append(n / wall)
                             raw_f.append(first)
+                            raw_prep.append(prep)
                         else:
-                            n, wall, first = await run_worker(wm, count, system, prompt,
-                                                              args.max_tokens)
+                            n, wall, first, split = await run_worker_split(
+                                wm, count, system, prompt, args.max_tokens)
                             wrk_r.append(n / wall)
                             wrk_f.append(first)
+                            splits.append(split)
         finally:
             await wm.aclose()
         return raw_r, wrk_r, raw_f, wrk_f
@@ -286,12 +319,20 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
           f"{statistics.median(wrk_f) * 1000:.1f} ms   ratio d/a = {d / a:.3f} (target >= 0.97)")
     print(f"    first token added by the worker: p50 {statistics.median(added):+.2f} ms "
           f"(target <= 5 ms; includes load jitter)")
+    parts = [statistics.median(col) * 1000 for col in zip(*splits, strict=True)]
+    print("    the worker's first piece, p50 per stage: " + ", ".join(
+        f"{name} {ms:.2f} ms" for name, ms in zip(SPLIT, parts, strict=True)))
+    print(f"    raw's render+tokenise p50 {statistics.median(raw_prep) * 1000:.2f} ms, its "
+          f"prompt evaluated+sampled p50 "
+          f"{statistics.median(f - p for f, p in zip(raw_f, raw_prep, strict=True)) * 1000:.2f}"
+          " ms")
     fixed = [(w - i) * 1000 for w, i in zip(rt_wrk, rt_in, strict=True)]
     print(f"    fixed cost per request (no model work, {len(fixed)} paired round trips): p50 "
           f"{statistics.median(fixed):+.2f} ms, p90 {statistics.quantiles(fixed, n=10)[-1]:+.2f}"
           " ms (what the worker adds before the first token)")
 
-    bench_streams(count, path, repack, system, args)
+    if args.part == "all":
+        bench_streams(count, path, repack, system, args)
 
 
 def bench_streams(count: Any, path: str, repack: bool, system: str,

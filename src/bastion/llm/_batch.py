@@ -30,6 +30,7 @@ import ctypes
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +135,12 @@ class BatchEngine:
     def _gen(self, req: dict[str, Any], cancel: threading.Event) -> Job:
         eng, C = self.eng, self.C
         rid = req["id"]
+        # when the first piece goes out it carries this request's timeline (perf_counter,
+        # CLOCK_MONOTONIC: comparable across processes): received, started, prompt tokenised,
+        # prompt evaluated, sent; the benchmark splits the worker's first-token cost with it
+        times = [float(req.get("_received", 0.0)), time.perf_counter()]
         toks = eng.tokens(eng.render(req["messages"], req.get("prefix", "")))
+        times.append(time.perf_counter())
         if len(toks) >= self.n_ctx_seq:
             raise ModelError(
                 f"the prompt has {len(toks)} tokens, more than the context ({self.n_ctx_seq})",
@@ -153,6 +159,7 @@ class BatchEngine:
         reason = "length"
         try:
             got = yield Sync(toks, len(toks) - 1)
+            times.append(time.perf_counter())
             for n in range(1, max_tokens + 1):
                 tok = int(C.llama_sampler_sample(smpl, self.ctx, got.idx))
                 if C.llama_vocab_is_eog(self.vocab, tok):
@@ -167,7 +174,11 @@ class BatchEngine:
                     break
                 safe = len(text) - self._held(text, stops)
                 if safe > sent:
-                    self.send({"id": rid, "t": text[sent:safe]})
+                    if not sent:
+                        self.send({"id": rid, "t": text[:safe],
+                                   "ts": [*times, time.perf_counter()]})
+                    else:
+                        self.send({"id": rid, "t": text[sent:safe]})
                     sent = safe
                 if cancel.is_set():
                     reason = "cancelled"
@@ -225,7 +236,8 @@ class BatchEngine:
 
     # -- the scheduler -----------------------------------------------------------------------
     def submit(self, req: dict[str, Any]) -> None:
-        """Queue a request (any thread)."""
+        """Queue a request (any thread); its receipt time goes with it."""
+        req["_received"] = time.perf_counter()
         cancel = self.cancels[int(req["id"])] = threading.Event()
         self.inbox.put((req, cancel))
 
