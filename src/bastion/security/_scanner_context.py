@@ -158,7 +158,7 @@ _PLACEHOLDER_PARTS = (
 ) + tuple(seq[i:i + 8] for seq in ("0123456789", "abcdefghijklmnopqrstuvwxyz")
           for i in range(len(seq) - 7))  # ascending runs: 12345678, abcdefgh, ...
 _REFERENCE = re.compile(
-    r"^(?:[$%#]\{|\{\{|\$\()|^\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
+    r"^(?:[$%#]\{|\{\{|\$\()|^\\?\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
     r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)"
     r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)"  # a lookup: ``request.form['password']``
     # a symbol, a format field, a command substitution, an unclosed tag

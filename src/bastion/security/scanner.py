@@ -506,6 +506,10 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
         pos, op = m.end(), m.group("op")
         if op == ":" and (block := _YAML_BLOCK.match(text, pos)) is not None:
             pos = block.end()
+        elif op == ":" and text.endswith("${", 0, start):
+            if not text.startswith(("-", "="), pos):
+                return None  # ``${NAME:?message}``, ``${NAME:offset}``
+            pos += 1  # ``${NAME:-default}``: the default (a hard-coded value when plausible)
     if pos >= len(text):
         return None
     q = text[pos]

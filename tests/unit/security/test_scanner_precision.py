@@ -399,3 +399,10 @@ def test_a_kubernetes_tls_secret_masks_its_key_not_its_certificate() -> None:
             f"  tls.key: {key}\n")
     out = SecretScanner().redact(text)
     assert cert in out and key not in out
+
+
+def test_shell_parameter_expansions_keep_only_a_plausible_default() -> None:
+    assert not flagged('curl -k -u "admin:${ADMIN_PASSWORD:-admin}" https://x')
+    assert not flagged("x=${API_TOKEN:?set API_TOKEN first}")
+    assert not flagged("curl -u user:\\$PASS https://x")  # an escaped reference
+    assert masked(f"DB=${{DB_PASSWORD:-{PW}}}", PW)  # a hard-coded default is a secret
