@@ -67,7 +67,7 @@ _NOT_CHECKED = ("held_value", "private_key")
 # Rules that take whatever follows a flag or field: the value must also be plausible (not a
 # ``$VAR`` reference, a word, a short number).
 _VALUE_CHECKED = frozenset({"cli_password", "cli_password_stdin", "netrc_password",
-                            "authorization_header", "access_id"})
+                            "authorization_header", "access_id", "bearer_token"})
 # Prefixes of the known formats: a run that starts with one is that issuer's key only when
 # it has that issuer's shape (the format rule), never by looking random (known-format
 # validation: ``AIza`` + 42 characters is not a Google API key, whatever its entropy).

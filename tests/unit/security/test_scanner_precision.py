@@ -406,3 +406,8 @@ def test_shell_parameter_expansions_keep_only_a_plausible_default() -> None:
     assert not flagged("x=${API_TOKEN:?set API_TOKEN first}")
     assert not flagged("curl -u user:\\$PASS https://x")  # an escaped reference
     assert masked(f"DB=${{DB_PASSWORD:-{PW}}}", PW)  # a hard-coded default is a secret
+
+
+def test_a_bearer_token_that_is_a_name_is_a_placeholder() -> None:
+    assert not flagged('-H "Authorization: Bearer YOUR_ACCESS_TOKEN"')
+    assert masked(f"Authorization: Bearer {B62}", B62)
