@@ -8,8 +8,11 @@ Run: .venv/bin/python bench/audit_secrets.py [--events 100000] [--baseline-event
 3. Precision/recall/F1 per item on an independent labelled corpus (bench/data/secrets_corpus.jsonl,
    built from gitleaks' and detect-secrets' own test cases plus structural negatives; see
    bench/data/SECRETS_CORPUS.md), for bastion's scanner and for `detect-secrets` (its default
-   plugins and filters, scanning the items as one file), in the same run. Reported on the test
-   half; rules are tuned on the dev half only (`--split dev --show`).
+   plugins and filters, scanning the items as one file), in the same run, on both halves
+   (default `--split both`: dev, where the rules were tuned, then test, which is reported);
+   `--split dev --show` prints the dev half's errors.
+
+Scanner figures only: nice -n 5 .venv/bin/python bench/audit_secrets.py --scanner-only
 """
 
 from __future__ import annotations
@@ -317,7 +320,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--baseline-events", type=int, default=20_000)
-    ap.add_argument("--split", choices=("test", "dev", "all"), default="test",
+    ap.add_argument("--split", choices=("both", "test", "dev", "all"), default="both",
                     help="half of the independent corpus to score (tune only on dev)")
     ap.add_argument("--show", action="store_true", help="print each wrong item (dev only)")
     ap.add_argument("--scanner-only", action="store_true", help="skip the audit-log part")
@@ -326,7 +329,8 @@ def main() -> None:
         ap.error("--show prints items; use it on the dev half only")
     if not a.scanner_only:
         bench_audit(a.events, a.baseline_events)
-    bench_precision(a.split, a.show)
+    for split in ("dev", "test") if a.split == "both" else (a.split,):
+        bench_precision(split, a.show)
     bench_speed(corpus())
 
 
