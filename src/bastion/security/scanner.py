@@ -397,8 +397,9 @@ def _keyword_regex(keywords: tuple[str, ...]) -> list[re.Pattern[str]]:
 
 def _public_spans(text: str) -> list[tuple[int, int]]:
     spans = [m.span() for m in _PIN.finditer(text)]
-    if any(h in text for h in PUBLIC_HINTS):  # SSH/PGP public keys, certificates, SRI digests
-        spans.extend(m.span() for m in PUBLIC_SHAPES.finditer(text))
+    for hints, shape in PUBLIC_SHAPES:  # SSH/PGP public keys, certificates, SRI digests ...
+        if any(h in text for h in hints):
+            spans.extend(m.span() for m in shape.finditer(text))
     for m in _REFERENCE.finditer(text):
         names = re.split(r"[/#.]", m.group()[len("secret://"):])
         if not any(len(n) >= 16 and _looks_random(n) for n in names):  # names, not a key
