@@ -317,7 +317,7 @@ def run_task(task: Task, home: Path, ws: Path, timeout: float) -> dict[str, obje
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-path", type=Path, help="a GGUF instead of the shipped model")
-    ap.add_argument("--only", default="", help="comma-separated kinds or task ids")
+    ap.add_argument("--only", default="", help="kinds or task ids (comma-separated), in run order")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per task")
     ap.add_argument("--out", type=Path, help="JSONL of per-task records (appended)")
     args = ap.parse_args()
@@ -326,9 +326,9 @@ def main() -> None:
     try:
         with page_server() as page:
             todo = tasks(page)
-            if args.only:
-                keys = set(args.only.split(","))
-                todo = [t for t in todo if t.kind in keys or t.id in keys]
+            if args.only:  # in the order given (a run stopped early has a chosen mix)
+                keys = args.only.split(",")
+                todo = [t for k in keys for t in todo if t.kind == k or t.id == k]
             home = make_home(base, args.model_path, None)
             model = args.model_path.name if args.model_path else "shipped SmolLM2-135M"
             print(f"bench/tasks_e2e.py: {len(todo)} tasks through `bastion ask`, model {model}",
