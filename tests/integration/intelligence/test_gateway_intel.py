@@ -65,7 +65,8 @@ async def _normal_history(app: App, clock: Clock, pages: str, days: int = 8) -> 
             elif pick < 0.85:
                 c = ToolCall("web_fetch", {"url": f"{pages}/docs/{rng.randint(1, 9)}.html"})
             else:
-                c = ToolCall("write_file", {"path": f"drafts/d{rng.randint(0, 5)}.md",
+                # a new draft each time: replacing an existing file asks a human
+                c = ToolCall("write_file", {"path": f"drafts/d{day}-{n}.md",
                                             "content": "draft text " * rng.randint(3, 30)})
             r = await app.gateway.execute(c, session_id=f"day{day}")
             assert r.decision == "allowed", r.text
