@@ -355,7 +355,8 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
                                     list[float], list[float], list[dict[str, Any]]]:
         many = WorkerModel(cspec, slots=streams, workers=args.workers)
         ones = {k: WorkerModel(v, slots=1, workers=1) for k, v in singles.items()}
-        one: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in singles}
+        one: dict[str, tuple[list[float], list[float]]] = {
+            k: ([], []) for k in [*singles, "pool alone"]}
         many_first: list[float] = []
         many_rate: list[float] = []
         try:  # load every worker before timing
@@ -364,12 +365,15 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
             for wm in ones.values():
                 await run_worker(wm, count, system, "warm up", 4)
             info = many.worker_info()
-            sides = [*singles, "many"]
+            sides = [*singles, "pool alone", "many"]
             for r in range(args.rounds):
                 for side in sides[r % len(sides):] + sides[:r % len(sides)]:  # rotate the order
                     if side != "many":
+                        # "pool alone": one stream on the 4-stream pool (all its workers idle
+                        # but one: the busy workers' thread share gives that one every core)
+                        wm = many if side == "pool alone" else ones[side]
                         for prompt in STORIES[r % 2::2]:
-                            n, wall, first = await run_worker(ones[side], count, system,
+                            n, wall, first = await run_worker(wm, count, system,
                                                               prompt, args.max_tokens)
                             one[side][0].append(first)
                             one[side][1].append(n / wall)
@@ -393,7 +397,8 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
     threads = ", ".join(f"{i.get('n_threads')}/{i.get('n_threads_batch')}" for i in info)
     print(f"-- {streams} streams at once on the default workers: K={len(info)} worker(s), "
           f"slots={streams} ({', '.join(str(i.get('slots')) for i in info)} per worker), "
-          f"threads generation/prompt per worker {threads}; {os.cpu_count()} CPUs, "
+          f"threads generation/prompt per worker {threads} while all are busy (following the "
+          f"busy workers: {[i.get('cores') for i in info]} cores shared); {os.cpu_count()} CPUs, "
           f"{args.rounds} rounds, load average {load0:.1f} -> {load1:.1f} --")
     best_f = min(statistics.median(f) for f, _ in one.values())
     best_r = max(statistics.median(r) for _, r in one.values())
@@ -479,7 +484,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--worker-threads", type=int, default=None,
-                    help="each worker's threads with 4 streams (default: cores / workers)")
+                    help="each worker's fixed threads with 4 streams (default: the cores "
+                    "shared by the workers busy at each step)")
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes for the 4 streams (default: model.workers' default)")
     ap.add_argument("--part", choices=("all", "agent", "worker", "streams"), default="all")

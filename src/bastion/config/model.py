@@ -96,7 +96,8 @@ class ModelConfig(_Section):
     workers: int | None = Field(
         default=None, ge=1, le=64,
         description="embedded-model worker processes sharing the slots (a crash costs only the "
-        "answers on that worker; each runs CPU cores / workers threads); None = min(slots, CPU "
+        "answers on that worker; each step runs on the cores shared by the workers busy then); "
+        "None = min(slots, CPU "
         "cores), fewer where that many copies of the model file would not fit in half the "
         "available memory",
     )

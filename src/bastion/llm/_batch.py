@@ -82,10 +82,15 @@ class _Active:
 class BatchEngine:
     """One llama.cpp context serving ``slots`` sequences; jobs are decoded together."""
 
-    def __init__(self, eng: Any, slots: int, send: Send) -> None:
+    def __init__(self, eng: Any, slots: int, send: Send,
+                 threads: Callable[[bool], int] | None = None,
+                 busy: Callable[[bool], None] | None = None) -> None:
         """Wrap ``eng``, an engine whose context has ``n_seq_max >= slots``.
 
-        ``send`` writes one protocol message (from the scheduler thread).
+        ``send`` writes one protocol message (from the scheduler thread). ``threads(prompt)``
+        says how many threads the next step runs on (a step with a prompt chunk or not;
+        default: the context's own ``n_threads_batch``/``n_threads``); ``busy(flag)`` is told
+        when this engine gets work and when it goes idle (:mod:`bastion.llm._threads`).
         """
         from llama_cpp import llama_cpp as C
 
@@ -107,7 +112,9 @@ class BatchEngine:
         self.serving: list[int] = []  # request ids in flight (read by the heartbeat)
         self.cancels: dict[int, threading.Event] = {}
         self._piece = ctypes.create_string_buffer(256)
-        self.threads, self.threads_batch = int(llm.n_threads), int(llm.n_threads_batch)
+        fixed = {True: int(llm.n_threads_batch), False: int(llm.n_threads)}
+        self.threads: Callable[[bool], int] = threads or fixed.__getitem__
+        self._busy = busy or (lambda flag: None)
         self._threads_now = -1
 
     # -- jobs ------------------------------------------------------------------------------
@@ -160,6 +167,7 @@ class BatchEngine:
         try:
             got = yield Sync(toks, len(toks) - 1)
             times.append(time.perf_counter())
+            prompt_threads = self._threads_now  # the step that evaluated the prompt's end
             for n in range(1, max_tokens + 1):
                 tok = int(C.llama_sampler_sample(smpl, self.ctx, got.idx))
                 if C.llama_vocab_is_eog(self.vocab, tok):
@@ -176,7 +184,7 @@ class BatchEngine:
                 if safe > sent:
                     if not sent:
                         self.send({"id": rid, "t": text[:safe],
-                                   "ts": [*times, time.perf_counter()]})
+                                   "ts": [*times, time.perf_counter()], "nt": prompt_threads})
                     else:
                         self.send({"id": rid, "t": text[sent:safe]})
                     sent = safe
@@ -349,8 +357,9 @@ class BatchEngine:
             return
         # Generation steps (one token per sequence) run on the generation threads, steps with
         # a prompt chunk on the prompt threads, as for one sequence: a few tokens per step do
-        # not pay for more threads, and spinning threads on a busy machine cost 5-20x.
-        threads = self.threads_batch if any(c > 1 for _, _, c in plan) else self.threads
+        # not pay for more threads, and spinning threads on a busy machine cost 5-20x. Both
+        # follow the workers busy at this moment (the cores are shared among those).
+        threads = self.threads(any(c > 1 for _, _, c in plan))
         if threads != self._threads_now:
             C.llama_set_n_threads(self.ctx, threads, threads)
             self._threads_now = threads
@@ -380,8 +389,12 @@ class BatchEngine:
     def run(self) -> None:
         """Serve until :meth:`stop`: take new requests, decode one batch, repeat."""
         stopping = False
+        busy = False
         while True:
             while True:
+                if busy and not self.active:
+                    busy = False
+                    self._busy(False)  # idle: the other workers may use our cores
                 try:
                     item = self.inbox.get(block=not self.active and not stopping)
                 except queue.Empty:
@@ -392,4 +405,7 @@ class BatchEngine:
                 self._start(*item)
             if stopping and not self.active:
                 return
+            if self.active and not busy:
+                busy = True
+                self._busy(True)
             self._step()

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +52,31 @@ def _load(spec: dict[str, Any]) -> Any:
         n_seq=slots,
     )
     return _Engine(llama, spec.get("chat_template"), spec.get("end_of_turn"))
+
+
+def _thread_plan(
+    spec: dict[str, Any],
+) -> tuple[Callable[[bool], int] | None, Callable[[bool], None] | None]:
+    """Each step's threads follow the pool's busy workers when the spec gives ``cores``.
+
+    Without ``cores`` (threads set by the user, safe mode) the context's own fixed counts hold.
+    """
+    from bastion.llm._threads import BusyBoard, threads_for
+
+    cores = int(spec.get("cores") or 0)
+    if cores <= 0:
+        return None, None
+    spot = spec.get("board")
+    if not spot:  # a lone worker: nobody to share the cores with
+        return (lambda prompt: threads_for(cores, 1, prompt=prompt)), None
+    board = BusyBoard(int(spot["fd"]), int(spot["size"]), owner=False)
+    index = int(spot["index"])
+    board.set(index, False)
+
+    def threads(prompt: bool) -> int:
+        return threads_for(cores, board.count(), prompt=prompt)
+
+    return threads, lambda flag: board.set(index, flag)
 
 
 class _Out:
@@ -85,11 +111,13 @@ def main() -> None:
     from bastion.llm._batch import BatchEngine
 
     slots = max(1, int(spec.get("slots", 1)))
-    batch = BatchEngine(eng, slots, out.send)
+    threads, busy = _thread_plan(spec)
+    batch = BatchEngine(eng, slots, out.send, threads, busy)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),
-              "n_threads_batch": int(eng.llm.n_threads_batch)})
+              "n_threads_batch": int(eng.llm.n_threads_batch),
+              "cores": int(spec.get("cores") or 0)})
     def heartbeat() -> None:
         last = -1
         while True:

@@ -7,10 +7,11 @@
 leases one sequence for its whole choose/fill/answer protocol (so the prompt prefix stays cached
 in that sequence's KV cache) on the least busy worker, so conversations that run at the same
 time land on different processes where K allows; a request that finds every slot busy waits in
-a FIFO queue (fair: first come, first served). Each worker gets llama.cpp's default threads
-for its share of the cores (``cores // K``, at least one): all of its share for prompt batches,
-half of it for generation steps (where more spinning threads cost more than they give on a
-busy machine); K workers together never oversubscribe the cores.
+a FIFO queue (fair: first come, first served). Each decode step runs on llama.cpp's default
+threads for the cores shared by the workers busy at that moment (``cores // busy``, at least
+one; :mod:`bastion.llm._threads`): all of that share for steps with a prompt chunk, half of it
+for generation steps (where more spinning threads cost more than they give on a busy machine).
+A lone conversation gets every core; K busy workers together never oversubscribe them.
 
 Supervision, per worker:
 - a worker that dies (segfault, abort, out-of-memory kill) ends the requests it was serving
@@ -45,6 +46,7 @@ from typing import Any
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, describe_exit
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
+from bastion.llm._threads import BusyBoard
 from bastion.llm.embedded import (
     SHIPPED_NAME,
     collect,
@@ -105,10 +107,11 @@ class WorkerSpec:
     end_of_turn: str | None = None
     slots: int = 1  # parallel sequences in the worker's context (n_ctx tokens each)
     n_threads_batch: int | None = None  # prompt batches (None: llama-cpp-python's default)
+    cores: int = 0  # > 0: each step's threads follow the pool's busy workers out of these
 
     def safe(self) -> WorkerSpec:
         """Return the same spec without repacked buffers and with one thread."""
-        return replace(self, n_threads=1, n_threads_batch=1, repack=False)
+        return replace(self, n_threads=1, n_threads_batch=1, repack=False, cores=0)
 
 
 def _available_memory() -> int | None:
@@ -173,6 +176,7 @@ class _Worker:
     spec: WorkerSpec
     on_exit: Any
     stall_s: Any = lambda: STALL_TIMEOUT_S  # () -> seconds, read at each wait
+    board: dict[str, int] | None = None  # the pool's BusyBoard: fd, this worker's index, size
     proc: subprocess.Popen[bytes] = field(init=False)
     loaded: threading.Event = field(default_factory=threading.Event)
     load_error: ModelError | None = None
@@ -192,8 +196,9 @@ class _Worker:
             [sys.executable, "-m", "bastion.llm._worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env(), close_fds=True, start_new_session=True,
+            pass_fds=(self.board["fd"],) if self.board else (),
         )
-        self._send(asdict(self.spec))
+        self._send({**asdict(self.spec), "board": self.board})
         threading.Thread(target=self._read, name="bastion-model-reader", daemon=True).start()
         threading.Thread(target=self._drain_stderr, name="bastion-model-stderr",
                          daemon=True).start()
@@ -425,11 +430,13 @@ class WorkerModel:
             workers = auto_workers(self.slots, size)
         self.workers = max(1, min(workers, self.slots))
         cores = os.cpu_count() or 1
-        if spec.n_threads is None:  # llama.cpp's defaults, the cores shared by K workers
-            share = max(1, cores // self.workers)
-            spec = replace(spec, n_threads=max(1, share // 2), n_threads_batch=share)
+        if spec.n_threads is None:  # llama.cpp's defaults for the cores the busy workers share
+            share = max(1, cores // self.workers)  # (what each gets while all are busy)
+            spec = replace(spec, n_threads=max(1, share // 2), n_threads_batch=share,
+                           cores=cores)
         elif spec.n_threads_batch is None:
             spec = replace(spec, n_threads_batch=spec.n_threads)
+        self._board = BusyBoard.create(self.workers) if spec.cores and self.workers > 1 else None
         self.spec = replace(spec, slots=self.slots)
         self._members = [
             _Member(i, replace(spec, slots=n), collections.deque(range(n)),
@@ -493,8 +500,12 @@ class WorkerModel:
         w = m.worker
         if w is None or w.proc.poll() is not None:  # none yet, or it died idle (reader behind)
             spec = m.spec.safe() if m.safe_mode else m.spec
+            board = None
+            if self._board is not None:
+                self._board.set(m.index, False)  # a dead worker's byte may still say busy
+                board = {"fd": self._board.fd, "index": m.index, "size": self._board.size}
             w = m.worker = _Worker(spec, lambda w: self._on_exit(m, w),
-                                   lambda: self.stall_timeout_s)
+                                   lambda: self.stall_timeout_s, board)
         return w
 
     def _on_exit(self, m: _Member, w: _Worker) -> None:  # reader thread
@@ -502,6 +513,8 @@ class WorkerModel:
             current = m.worker is w
             if current:
                 m.worker = None
+                if self._board is not None and not self._closed:
+                    self._board.set(m.index, False)  # it cannot clear its own byte any more
             if w.crashed is None or self._closed:
                 return
             looping = m.crashes.record()
@@ -661,6 +674,8 @@ class WorkerModel:
             self._fail_waiters(ModelError("the model was closed", fix="start bastion again"))
         for w in live:
             w.close()
+        if self._board is not None:
+            self._board.close()
 
     async def aclose(self) -> None:
         """Stop the workers."""

@@ -80,6 +80,38 @@ async def test_a_crash_mid_answer_costs_only_the_answers_on_that_worker() -> Non
         await model.aclose()
 
 
+async def _prompt_threads(model: WorkerModel, ask: str) -> tuple[int, int]:
+    """Run one short request; return (worker index, threads its prompt step ran on)."""
+    from bastion.llm._constrained import plain_messages
+
+    # (each ask differs: a prompt already in the KV cache is one token, a generation step)
+    req = {"op": "gen", "messages": plain_messages([Message("user", ask)]),
+           "max_tokens": 2, "temperature": 0.0}
+    async with model.lease() as lease:
+        index = [m.worker for m in model._members].index(lease.worker)
+        async for msg in lease.worker.call({**req, "seq": lease.seq}):
+            if "nt" in msg:
+                return index, int(msg["nt"])
+    raise AssertionError("no first token")
+
+
+async def test_a_lone_request_gets_every_core_and_busy_workers_share_them() -> None:
+    """The regression: with K=2 workers a lone conversation's prompt ran on cores // 2
+    threads. Each step's threads now follow the workers busy at that moment."""
+    cores = os.cpu_count() or 1
+    model = WorkerModel.load(n_ctx=512, slots=2, workers=2)
+    try:
+        assert await _prompt_threads(model, "Name a colour.") == (0, cores)  # alone: all
+        board = model._board
+        assert board is not None
+        board.set(1, True)  # the other worker has work (as it marks itself while decoding)
+        assert await _prompt_threads(model, "Name a fruit.") == (0, max(1, cores // 2))
+        board.set(1, False)
+        assert await _prompt_threads(model, "Name a city.") == (0, cores)
+    finally:
+        await model.aclose()
+
+
 async def test_two_sequences_at_once_answer_as_they_do_alone() -> None:
     """Two conversations decoded in one batch give the same greedy answers as one at a time,
     and a grammar-constrained fill runs on one sequence while the other streams free text."""
