@@ -50,6 +50,9 @@ _METADATA = frozenset({
     # who/where/what a credential is for, not the credential (auth_user, authDomain, ...)
     "user", "username", "domain", "host", "server", "realm", "scope", "scopes", "issuer",
     "audience", "mechanism", "service", "salt",
+    # text about a secret and the programs that fetch one (secret_message, credential_process)
+    "message", "msg", "text", "description", "desc", "title", "note", "comment", "question",
+    "process", "command", "cmd", "helper", "program", "script", "prefix", "suffix", "template",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -58,6 +61,8 @@ _PUBLIC = frozenset({
     "lookup", "next", "page", "continuation", "cursor", "max", "num", "no", "publishable",
     "sitekey", "site", "recaptcha", "fake", "dummy", "example", "sample", "test_only",
     "object", "row", "column", "s3", "item", "record", "entity", "field", "index",
+    "authorized",  # ``authorized_keys``: the public keys allowed to log in
+    "encrypted", "hashed", "ciphertext",  # ciphertext and hashes of a secret are safe to show
 })
 
 
@@ -102,6 +107,55 @@ _CREDENTIAL_HINTS = frozenset({
 })
 
 
+# Words before ``key`` that make ``<word> key`` a credential (``api_key``, ``signing_key``,
+# ``storage_key``). Any other ``<word> key`` (``routingKey``, ``cache_key``, ``build_key``,
+# ``license_key``) may hold anything a program keys on: it is reported only when its value is
+# key material (see ``key_material``).
+_KEY_QUALIFIERS = _CREDENTIAL_HINTS | frozenset({
+    "secret", "consumer", "service", "server", "storage", "subscription", "shared", "deploy",
+    "ssh", "gpg", "pgp", "rsa", "aes", "crypto", "write", "read", "ingest", "integration",
+    "iam", "auth", "secure", "security", "decrypt", "decryption", "verify", "verification",
+})
+
+
+@functools.lru_cache(maxsize=4096)
+def names_weak_key(ident: str) -> bool:
+    """True if a secret-naming identifier is only ``<word> key`` with an ordinary word.
+
+    ``routingKey``, ``bucket_key``, ``build_key``: such a name names a secret only when its
+    value is key material; ``api_key``, ``signing_key``, ``db_password`` name one whatever
+    the value.
+    """
+    words = name_words(ident)
+    if any(_is_secret_word(w) for w in words):
+        return False
+    return not any(w == "key" and i > 0 and words[i - 1] in _KEY_QUALIFIERS
+                   for i, w in enumerate(words))
+
+
+_KEY_PARTS = re.compile(r"[-_.~/+:=@,]")
+# A part of a value that is a word, a number, a short id or a short hex run (a path's file
+# name, a version, a label): not key material.
+_WORD_PART = re.compile(r"[A-Za-z]{1,16}[0-9]{0,6}|[0-9]{1,12}[A-Za-z]{0,3}|[0-9a-fA-F]{1,15}")
+# A file path with a file name (``keys/private.pem``, ``C:\\secrets\\db.txt``)
+_FILE_PATH = re.compile(r"[^\s]*[/\\][^\s/\\]+\.[A-Za-z][A-Za-z0-9]{0,4}")
+
+
+def key_material(value: str) -> bool:
+    """Could ``value`` be key material (random bytes in some encoding), not a name or label?
+
+    Words, numbers, versions, file paths and short ids joined by separators are not; a long
+    hex or random-looking part is.
+    """
+    v = value.strip()
+    if len(v) < 12 or any(c.isspace() for c in v):
+        return False
+    if _VERSION.fullmatch(v) or _FILE_PATH.fullmatch(v):
+        return False
+    parts = [p for p in _KEY_PARTS.split(v) if p]
+    return not all(_WORD_PART.fullmatch(p) for p in parts)
+
+
 _PLAIN_NAME = re.compile(
     r"[A-Za-z][a-z]*(?:[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[_.-][A-Za-z]+|[0-9]{1,2})*")
 
@@ -144,7 +198,8 @@ def names_public(ident: str) -> bool:
         or words[-1] in {"id", "uuid", "guid", "hash", "sha", "md5", "digest", "checksum",
                          "integrity", "etag", "tag", "commit", "rev", "revision", "nonce",
                          "signature", "version", "fingerprint", "sha1", "sha256", "sha512",
-                         "kid", "keyid", "thumbprint", "salt", "iv", "state", "ref"})
+                         "kid", "keyid", "thumbprint", "salt", "iv", "state", "ref",
+                         "ciphertext"})
 
 
 # ---- values that are not secrets -------------------------------------------------------------
@@ -166,7 +221,30 @@ _REFERENCE = re.compile(
     # references into secret stores and templates: vault:, ref+vault://, op://, GCP Secret
     # Manager paths, CloudFormation intrinsics
     r"|^(?:vault|ref\+[a-z0-9]+|awssm|gcpsm|azkv|op|bw|doppler|sops|ssm|secretsmanager):"
-    r"|^projects/[^/\s]+/secrets/|^Fn::|^!(?:Ref|Sub|GetAtt|ImportValue|FindInMap)\b")
+    r"|^projects/[^/\s]+/secrets/|^Fn::|^!(?:Ref|Sub|GetAtt|ImportValue|FindInMap)\b"
+    # an ARN names a resource (a Secrets Manager secret, a KMS key), it is not one; a YAML
+    # tag alone (``!vault |``, ``!secret db_password``) and an Ansible Vault blob are
+    # references or ciphertext
+    r"|^arn:[a-z-]+:|^![A-Za-z_][\w-]*(?:\s|$)|^\$ANSIBLE_VAULT;|^<%")
+# A version (``2.14.1``, ``20241105.3+gab12cd3``, ``v1.2.3-rc.1``): never a secret
+_VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+~][0-9A-Za-z.+~-]*)?")
+# Interpolations: the value is (partly) filled in elsewhere
+# (each well formed: ``${NAME}``, ``${NAME:-x}``, ``{{ expr }}``, ``$(cmd)``, ``%NAME%``,
+# ``#{expr}``, ``$NAME``, ``<%= expr %>``; a password may hold braces and dollars itself)
+_INTERPOLATION = re.compile(
+    r"\$\{[A-Za-z_][\w.]*(?:[:?+-][^{}\n]*)?\}|\{\{[^{}\n]+\}\}|\$\([^()\n]+\)"
+    r"|%[A-Za-z_]\w*%|#\{[A-Za-z_][^{}\n]*\}|\$[A-Z_][A-Z0-9_]{2,}\b|<%=?[^%\n]*%>")
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "oauth", "ssws", "apikey",
+                           "negotiate", "hmac"})
+_LITERAL_PARTS = re.compile(r"[^\s:/@;,\"']+")
+# Values that are public keys or certificates (``ssh_authorized_key = "ssh-rsa AAAA..."``)
+_PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-dss ", "ssh-ed25519 ", "ecdsa-sha2-", "sk-ssh-",
+                        "sk-ecdsa-", "-----BEGIN PUBLIC", "-----BEGIN CERTIFICATE",
+                        "-----BEGIN PGP PUBLIC", "-----BEGIN SSH2 PUBLIC")
+# A password hash in crypt(3) / PHC form (``$2b$12$...``, ``user:$apr1$...``): what a
+# server stores to check a password, not the password
+_CRYPT_HASH = re.compile(r"(?:^|:)\$(?:1|2[abxy]?|5|6|7|y|gy|apr1|argon2(?:id|i|d)|scrypt"
+                         r"|pbkdf2(?:-sha\d+)?)\$")
 _IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
 _COMMON = frozenset({
     "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",
@@ -192,6 +270,8 @@ def placeholder(value: str) -> bool:
             return True
     if "<" in value and re.search(r"<[a-z_ -]+>", low):
         return True
+    if _sequences_only(low):
+        return True
     if _RUN.search(value) is None:
         return False
     if sum(len(m.group()) for m in _RUN.finditer(value)) * 2 <= len(value):
@@ -199,6 +279,29 @@ def placeholder(value: str) -> bool:
     # mostly runs, unless what is left still holds a random part of its own (a Slack token
     # with repeated digits in its ids and a random tail is a token, ``AKIAZZZZ...`` is not)
     return not any(len(set(p)) >= 10 for p in _ALNUM16.findall(_RUN.sub("", value)))
+
+
+# Runs along the alphabet, the digits or a keyboard row, either way (``abc123``,
+# ``AbCeFG123``, ``qwerty123``, ``987654321``)
+_SEQUENCES = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+_STEPS = frozenset((s[i], s[i + 1]) for seq in _SEQUENCES for s in (seq, seq[::-1])
+                   for i in range(len(s) - 1))
+
+
+def _sequences_only(low: str) -> bool:
+    """True if ``low`` (6+ letters and digits) is at most three runs of 3+ along a sequence."""
+    chars = [c for c in low if c.isalnum()]
+    if len(chars) < 6 or len(chars) > 40:
+        return False
+    runs = [1]
+    for a, b in zip(chars, chars[1:], strict=False):
+        if (a, b) in _STEPS:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+            if len(runs) > 3:
+                return False
+    return all(r >= 3 for r in runs)
 
 
 def _placeholder_part(low: str, part: str) -> bool:
@@ -210,9 +313,10 @@ def _placeholder_part(low: str, part: str) -> bool:
     return True
 
 
-# A name: words joined by separators (``api-key``, ``DB_PASSWORD``, ``vault.token``); a CamelCase
-# or single word (``SuperSecret``) may be a weak password and stays plausible.
-_NAME_SHAPED = re.compile(r"[A-Za-z]+(?:[_.-][A-Za-z]+)+")
+# A name: words joined by separators (``api-key``, ``DB_PASSWORD``, ``vault.token``) or
+# camelCase (``apiKey``); a CamelCase or single word (``SuperSecret``) may be a weak password
+# and stays plausible.
+_NAME_SHAPED = re.compile(r"[A-Za-z]+(?:[_.-][A-Za-z]+)+|[a-z]+(?:[A-Z][a-z]+)+")
 
 
 def plausible_value(value: str) -> bool:
@@ -226,6 +330,15 @@ def plausible_value(value: str) -> bool:
         return len(v) >= 12  # ports, counts and ids are short; numeric tokens are long
     if v.lower() in _COMMON or _REFERENCE.search(v) or _IDENTIFIER.fullmatch(v):
         return False
+    if (v.startswith(_PUBLIC_KEY_PREFIXES) or _VERSION.fullmatch(v) or _FILE_PATH.fullmatch(v)
+            or ("$" in v and _CRYPT_HASH.search(v))):
+        return False
+    if _INTERPOLATION.search(v):
+        # ``Bearer ${TOKEN}``, ``{{ prefix }}-{{ env }}``: what is filled in is not here; the
+        # literal rest is a secret only if a part of it is one on its own
+        rest = _INTERPOLATION.sub(" ", v)
+        return any(len(p) >= 8 and p.lower() not in _AUTH_SCHEMES and plausible_value(p)
+                   for p in _LITERAL_PARTS.findall(rest))
     return not placeholder(v)
 
 
@@ -233,9 +346,25 @@ def plausible_value(value: str) -> bool:
 # Each shape with the literals (hints) one of which it contains: a shape's regex runs only on
 # texts holding one of its hints (one alternation of all of them cost ~0.3 s per 2 MB).
 _B64 = r"(?<![A-Za-z0-9+/])"
-PUBLIC_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
-    (hints, re.compile(rx)) for hints, rx in (
-        (("AAAA",), r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|"
+_LEADING_NOT = re.compile(r"\(\?<!(\[[^\]]+\])\)")
+
+
+def _shape(rx: str) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    """Compile a shape; a leading ``(?<![...])`` becomes a class the caller checks itself.
+
+    A leading look-behind defeats the regex engine's literal-prefix search (~40x slower on
+    a 2 MB text): the scanner tests the character before each match instead.
+    """
+    m = _LEADING_NOT.match(rx)
+    if m is None:
+        return re.compile(rx), None
+    return re.compile(rx[m.end():]), re.compile(m.group(1))
+
+
+# (hints, shape, class the character before a match must not be in)
+PUBLIC_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str] | None], ...] = tuple(
+    (hints, *_shape(rx)) for hints, rx in (
+        (("ssh-", "ecdsa-"), r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)|"
                     r"sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) AAAA[A-Za-z0-9+/]+=*"),
         # OpenSSH public key blobs also without their type word (the blob names the type)
         (("AAAA",), _B64 + r"AAAA(?:B3NzaC1yc2E|B3NzaC1kc3M|C3NzaC1lZDI1NTE5"
@@ -259,8 +388,15 @@ PUBLIC_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
         (("pk_",), r"(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe publishable
         # Ciphertext: sops values (PGP messages are a PEM block above): encrypted, safe to show
         (("ENC[",), r"ENC\[[A-Z0-9_]+,data:[^\]\s]*\]"),
+        # OpenSSL ``enc`` output (base64 of ``Salted__`` + salt + ciphertext)
+        (("U2FsdGVkX1",), _B64 + r"U2FsdGVkX1[A-Za-z0-9+/]+=*"),
+        # password hashes (crypt(3) and PHC strings): stored to check a password, not one
+        (("$",), r"\$(?:1|2[abxy]?|5|6|apr1|argon2(?:id|i|d)|scrypt)\$[^\s:\"'`]+"),
+        # Ansible Vault and Bitnami SealedSecret values: ciphertext
+        (("$ANSIBLE_VAULT",), r"\$ANSIBLE_VAULT;[^\n]*(?:\n[ \t]*[0-9a-fA-F]+)+"),
+        (("encryptedData:",), r"encryptedData:[ \t]*\n(?:[ \t]+[^\n]*(?:\n|$))+"),
     ))
-PUBLIC_HINTS = tuple(dict.fromkeys(h for hints, _ in PUBLIC_SHAPES for h in hints))
+PUBLIC_HINTS = tuple(dict.fromkeys(h for hints, _, _ in PUBLIC_SHAPES for h in hints))
 
 
 def base64_of_text(token: str) -> bool:

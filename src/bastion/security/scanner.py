@@ -11,6 +11,7 @@ Policy ``redact`` masks what it finds; ``block`` withholds the whole text.
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import threading
 from collections.abc import Iterable
@@ -22,11 +23,13 @@ from bastion.security._scanner_context import (
     PUBLIC_HINTS,
     PUBLIC_SHAPES,
     base64_of_text,
+    key_material,
     name_words,
     names_descriptive,
     names_metadata,
     names_public,
     names_secret,
+    names_weak_key,
     placeholder,
     plausible_value,
     shannon_entropy,
@@ -45,8 +48,16 @@ __all__ = ["MASK", "Finding", "Policy", "ScanResult", "SecretScanner", "encoding
 MASK = "[REDACTED]"
 Policy = Literal["redact", "block"]
 MIN_HELD_LEN = 6
-# No leading look-behind (it would slow the scan 3x): finditer resumes after each run anyway.
-_ENTROPY_CANDIDATE = re.compile(r"[A-Za-z0-9+/_-]{24,}={0,2}(?![A-Za-z0-9+/_=-])")
+# A run of 24+ token characters. Searched as "a character outside the set, then the run":
+# inside a word the first item fails at once, so the scan is linear (a bare run pattern, or
+# one with a look-behind, retries every position of every shorter word: 2x slower). The
+# text's first run, which has no character before it, is matched on its own.
+_ENTROPY_CANDIDATE = re.compile(r"[^A-Za-z0-9+/_-](?P<run>[A-Za-z0-9+/_-]{24,}={0,2})"
+                                r"(?![A-Za-z0-9+/_=-])")
+_FIRST_CANDIDATE = re.compile(r"(?P<run>[A-Za-z0-9+/_-]{24,}={0,2})(?![A-Za-z0-9+/_=-])")
+# One-case hex with separators (commit ids, digests, UUIDs): never a guess (``_looks_random``
+# says no to each); skipped before any other work on the run.
+_ONE_CASE_HEX = re.compile(r"[0-9a-f_/+-]+=*|[0-9A-F_/+-]+=*")
 _WORD = re.compile(r"[A-Za-z0-9_]")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
@@ -137,6 +148,13 @@ _URL_SECRET_PARTS = ("hook", "bot", "token", "secret", "key", "auth", "sig", "cr
 _DIGIT = re.compile(r"[0-9]")
 _SEPARATORS = re.compile(r"[-_.~/+]")
 _DIGIT_FLIPS = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]")
+# A run followed by a file extension or a domain's next label (``.../Zq9v...R.tsx``,
+# ``<id>.cloudfront.net``) names a file or a host, not a credential
+_FILE_EXT = re.compile(r"\.[a-z][a-z0-9]{0,9}(?![A-Za-z0-9+/_=-])")
+_ALNUM_ONLY = re.compile(r"[^A-Za-z0-9]")
+# ``Authorization: <scheme> <credentials>`` written without quotes: the credentials decide
+_SCHEME_THEN = re.compile(r"[A-Za-z][\w.-]{0,30}[ \t]+(?P<cred>[^\s\"'`]+)")
+_AUTH_PARAM = re.compile(r"[A-Za-z_]+=")
 _WORDLIKE = re.compile(r"[A-Za-z]{1,16}[0-9]{0,6}|[0-9]{1,12}[A-Za-z]{0,3}|[0-9a-fA-F]+")
 
 
@@ -292,7 +310,8 @@ class SecretScanner:
             return []
         found: list[Finding] = []
         held = self._held_re
-        if held is not None:
+        # one substring test per held form (fast) before the alternation (a slow scan)
+        if held is not None and any(form in text for form in self._held):
             found.extend(Finding("held_value", m.start(), m.end()) for m in held.finditer(text))
         # Every format token has a run of >= 16 token characters; most texts have none, and
         # then only the URL-password rule (short passwords) can match.
@@ -329,30 +348,38 @@ class SecretScanner:
         if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
             found.extend(_k8s_secret_data(text))
         if long_run:  # runs of token characters: prefixed vendor tokens, entropy guesses
-            paths: list[tuple[int, int]] | None = None if "://" in text else []
-            for m in _ENTROPY_CANDIDATE.finditer(text):
-                run = m.group()
+            urls = "://" in text
+            line_paths: dict[int, list[tuple[int, int]]] = {}  # line start -> its URL paths
+            first = _FIRST_CANDIDATE.match(text)
+            for m in itertools.chain((first,) if first else (),
+                                     _ENTROPY_CANDIDATE.finditer(text)):
+                run = m.group("run")
                 if run[:3] in _PREFIX3:  # most runs have no known prefix: one set lookup
                     if run.startswith(VENDOR_PREFIXES):
-                        st = m.start()
+                        st = m.start("run")
                         v = VENDOR_TOKEN.match(text, st)
                         if v is not None and (st == 0 or not _WORD.match(text, st - 1)):
                             found.append(Finding("vendor_token", *v.span()))
                             continue
                     if run.startswith(_FORMAT_PREFIXES):
                         continue  # that issuer's format decides (a near miss is not its key)
-                if (self.entropy and len(run) < _BLOB and _looks_random(run)
-                        and not _elided(text, m.start(), m.end())
-                        and _DIGEST_LABEL.search(text, max(0, m.start() - 12), m.start()) is None
-                        and not _public_name_before(text, m.start())):
-                    if paths is None:  # only once a guess needs them (most texts: never)
-                        paths = _url_paths(text)
-                    if not any(a < m.end() <= b for a, b in paths):
-                        found.append(Finding("high_entropy", m.start(), m.end()))
+                if not self.entropy or len(run) >= _BLOB or _ONE_CASE_HEX.fullmatch(run):
+                    continue
+                st, en = m.span("run")
+                if (_looks_random(run)
+                        and not _elided(text, st, en)
+                        and _DIGEST_LABEL.search(text, max(0, st - 12), st) is None
+                        and _FILE_EXT.match(text, en) is None
+                        and not _public_name_before(text, st)
+                        and not (urls and _in_url_path(text, st, en, line_paths))):
+                    found.append(Finding("high_entropy", st, en))
         if found:
             found = [f for f in found if f.rule in _NOT_CHECKED
                      or (plausible_value(text[f.start:f.end]) if f.rule in _VALUE_CHECKED
                          else not placeholder(text[f.start:f.end]))]
+            # ``://user:${PASSWORD}@``, ``://<user>:<password>@``: filled in elsewhere
+            found = [f for f in found if f.rule != "url_password"
+                     or text[f.start] not in "$%<{[("]
         if found and ("secret://" in text or "sha256/" in text
                       or any(h in text for h in PUBLIC_HINTS)):
             found = _drop_public(text, found)
@@ -396,10 +423,12 @@ def _keyword_regex(keywords: tuple[str, ...]) -> list[re.Pattern[str]]:
 
 
 def _public_spans(text: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in _PIN.finditer(text)]
-    for hints, shape in PUBLIC_SHAPES:  # SSH/PGP public keys, certificates, SRI digests ...
+    spans = [m.span() for m in _PIN.finditer(text)] if "sha256/" in text else []
+    for hints, shape, not_after in PUBLIC_SHAPES:  # SSH/PGP public keys, certificates ...
         if any(h in text for h in hints):
-            spans.extend(m.span() for m in shape.finditer(text))
+            spans.extend(m.span() for m in shape.finditer(text)
+                         if not (not_after and m.start()
+                                 and not_after.match(text, m.start() - 1)))
     for m in _REFERENCE.finditer(text):
         names = re.split(r"[/#.]", m.group()[len("secret://"):])
         if not any(len(n) >= 16 and _looks_random(n) for n in names):  # names, not a key
@@ -452,7 +481,8 @@ def _assignments(text: str, lower: str) -> list[Finding]:
             start -= 1
         end = done = _IDENT_CHARS.match(text, pos).end()  # type: ignore[union-attr]
         cli = text.startswith("--", start) or (
-            start >= 4 and _DOCKER_ENV.search(text, max(0, start - 16), start) is not None)
+            start >= 4 and text.find("ENV", max(0, start - 16), start) != -1
+            and _DOCKER_ENV.search(text, max(0, start - 16), start) is not None)
         while start < end and text[start] in ".-":
             start += 1
         while end > start and text[end - 1] in ".-":
@@ -467,11 +497,26 @@ def _assignments(text: str, lower: str) -> list[Finding]:
         if not ((after < n and text[after] in _VALUE_OPENERS) or cli
                 or (before >= 0 and text[before] in "=<")):
             continue
-        if end > start and names_secret(text[start:end]):
+        if start > 4 and text[start - 1] == ":" and _in_arn(text, start):
+            continue  # ``arn:aws:secretsmanager:...:secret:NAME``: a resource name
+        name = text[start:end]
+        if end > start and names_secret(name):
             hit = _assigned_value(text, start, end, cli)
-            if hit is not None:
-                out.append(Finding("password_assignment", *hit))
+            if hit is None:
+                continue
+            value = text[hit[0]:hit[1]]
+            if _ALNUM_ONLY.sub("", value).lower() == _ALNUM_ONLY.sub("", name).lower():
+                continue  # ``apiKey: apiKey``: the name again, not a value
+            if names_weak_key(name) and not key_material(value):
+                continue  # ``routingKey = "orders.created.v2"``: a key, not a secret one
+            out.append(Finding("password_assignment", *hit))
     return out
+
+
+def _in_arn(text: str, start: int) -> bool:
+    """Tell whether the identifier at ``start`` (after a ``:``) is a field of an ARN."""
+    ws = max(text.rfind(c, 0, start) for c in " \t\n\"'`=")
+    return text.startswith("arn:", ws + 1)
 
 
 def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, int] | None:
@@ -537,6 +582,15 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     um = _UNQUOTED.match(text, pos)
     if um is None:
         return None
+    if "authorization" in name_words(text[start:end]):
+        sm = _SCHEME_THEN.match(text, pos)
+        if sm is not None:  # ``Token token="..."``: the parameter's value
+            cs, ce = sm.span("cred")
+            if (eq := _AUTH_PARAM.match(text, cs, ce)) is not None:
+                cs = eq.end()
+            cs += len(text[cs:ce]) - len(text[cs:ce].lstrip("\\\"'"))
+            ce = cs + len(text[cs:ce].rstrip("\\\"'"))
+            return (cs, ce) if plausible_value(text[cs:ce]) else None
     value = um.group().rstrip(")]}>")
     if value != um.group() and not plausible_value(um.group()):
         return None  # ``{token}``, ``<token>``: the brackets belong to the reference
@@ -601,7 +655,21 @@ def _k8s_data_values(text: str, a: int, b: int) -> list[Finding]:
     return out
 
 
-def _url_paths(text: str) -> list[tuple[int, int]]:
+def _in_url_path(text: str, start: int, end: int,
+                 cache: dict[int, list[tuple[int, int]]]) -> bool:
+    """Tell whether ``text[start:end]`` ends inside a URL path that only names a resource.
+
+    A URL never spans lines: only the run's own line is looked at (once per line).
+    """
+    ls = text.rfind("\n", 0, start) + 1
+    paths = cache.get(ls)
+    if paths is None:
+        le = text.find("\n", end)
+        paths = cache[ls] = _url_paths(text, ls, len(text) if le == -1 else le)
+    return any(a < end <= b for a, b in paths)
+
+
+def _url_paths(text: str, pos: int = 0, endpos: int | None = None) -> list[tuple[int, int]]:
     """Return the spans of URL paths and queries that only name resources.
 
     A random-looking part of a URL's path or query (a document id, an encrypted image
@@ -611,7 +679,7 @@ def _url_paths(text: str) -> list[tuple[int, int]]:
     every known token format and held value (they are not guesses).
     """
     out: list[tuple[int, int]] = []
-    for m in _URL.finditer(text):
+    for m in _URL.finditer(text, pos, len(text) if endpos is None else endpos):
         path = m.group("path")
         low = path.lower()
         if any(w in low for w in _URL_SECRET_PARTS):

@@ -411,3 +411,114 @@ def test_shell_parameter_expansions_keep_only_a_plausible_default() -> None:
 def test_a_bearer_token_that_is_a_name_is_a_placeholder() -> None:
     assert not flagged('-H "Authorization: Bearer YOUR_ACCESS_TOKEN"')
     assert masked(f"Authorization: Bearer {B62}", B62)
+
+
+# ---- generalising rules (dev half only; examples written here, not taken from the corpus) ----
+@pytest.mark.parametrize("text", [
+    'routingKey = "orders.created.v2"',
+    '"storageKey": "uploads/2024/11/c9f8e7d6b5a4.png",',
+    "build_key = '20241105.3+gab12cd3'",
+    "partition_key: tenant-42-eu-west",
+])
+def test_an_ordinary_key_name_needs_key_material(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    (f'routingKey = "{B62}"', B62),
+    (f"sl_key = {HEX32}", HEX32),
+    ("api_key = 'Tq8vLm2xRz'", "Tq8vLm2xRz"),  # api key: any plausible value
+])
+def test_key_material_under_an_ordinary_key_name_and_any_api_key_are_masked(
+        text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+@pytest.mark.parametrize("value", ["abc123", "AbCdEf123", "qwerty789", "zyx987cba", "abcdefg456"])
+def test_values_made_of_sequences_are_placeholders(value: str) -> None:
+    assert not flagged(f'password = "{value}"')
+    assert not flagged(f"SERVICE_ACCESS_KEY: {value}")
+
+
+def test_a_password_with_short_sequences_inside_is_still_a_password() -> None:
+    assert masked('password = "abc7Qx!def2Lm"', "abc7Qx!def2Lm")
+    assert masked(f'password = "{PW}"', PW)
+
+
+@pytest.mark.parametrize("text", [
+    'auth: "Bearer ${TOKEN}"',
+    'secret = "{{ vault_prefix }}-{{ env }}"',
+    "password: \"$(pass show db/prod)\"",
+    'client_secret = "<%= ENV["CLIENT_SECRET"] %>"',
+    'token = "#{api_token}"',
+    "password = %DB_PASSWORD%",
+])
+def test_interpolated_values_are_filled_in_elsewhere(text: str) -> None:
+    assert not flagged(text)
+
+
+def test_a_literal_secret_next_to_an_interpolation_is_still_masked() -> None:
+    assert masked(f'secret = "${{PREFIX}}-{B62}"', B62)
+    # braces and dollars inside a password are not interpolations
+    assert flagged('password = "k{{m}z)b${f]l(g[h>-_$#nv}}"')
+
+
+@pytest.mark.parametrize("text", [
+    '"secretMessage": "the door code changes on monday"',
+    "credential_process = aws-vault exec prod --json",
+    'git config credential.helper "store --file ~/.git-creds"',
+    "password_prompt = Enter the vault password",
+])
+def test_names_of_text_and_programs_about_a_secret_are_metadata(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    'ssh_authorized_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5Wf0yQ+bjlCTUv0OiKcxv47noGq'
+    'qT8 ci"',
+    '"secretRef": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-Xk9mQ2",',
+    "api_key: apiKey",
+    "password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6638643965303864623735663534\n",
+    "db_password: !secret db_password",
+    "encrypted_password = U2FsdGVkX1+q8vT3xLmZ8wPa2R9Vn4Yb6Tc1Ud3We5Xf",
+    'password_hash: "$2b$12$KIXQJQ3eEw3W0r2m9P1pUe0Kx5c8n5VZs9w5H1jJ2k4Y1Z2X3c4d6"',
+    "htpasswd: admin:$apr1$Zq9vT3xL$Kq8vT3xLmZ8wPa2R9Vn4Y.",
+    "spec:\n  encryptedData:\n    password: AgBy3i4OJSWK+PiTySYZZA9vT3xLmZ8wPa2R9Vn4Yb6T==\n",
+    "secret_file = /run/secrets/db_password.txt",
+])
+def test_public_keys_arns_names_vault_ciphertext_hashes_and_paths_are_not_secrets(
+        text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    "postgres://app:${POSTGRES_PASSWORD}@db:5432/app",
+    "redis://:$REDIS_PASSWORD@cache:6379/0",
+    "mongodb://<user>:<password>@cluster0.example.net/test",
+    "amqp://guest:{rabbit_password}@mq:5672/",
+])
+def test_a_url_password_that_is_a_reference_is_not_a_secret(text: str) -> None:
+    assert not flagged(text)
+
+
+def test_a_literal_url_password_is_still_masked() -> None:
+    assert masked("postgres://app:Tq8vLm2xRz@db:5432/app", "Tq8vLm2xRz")
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ('curl -H "Authorization: Splunk <hec_token>" https://x', False),
+    ('curl -H "Authorization: Token token=\\"$TOKEN\\"" https://x', False),
+    (f"Authorization: Splunk {B62}", True),
+])
+def test_an_unquoted_authorization_value_is_judged_by_its_credentials(
+        text: str, secret: bool) -> None:
+    assert flagged(text) is secret
+
+
+@pytest.mark.parametrize("text", [
+    "webpack:///./src/components/Zq9vT3xLmZ8wPa2R.tsx",
+    "uploads/q8vT3xLmZ8wPa2R9Vn4Yb6Tc1Ud.png",
+    "cdn: Kq8vT3xLmZ8wPa2R9Vn4Yb6Tc1.cloudfront.net",
+])
+def test_a_random_file_or_host_name_is_not_a_guess(text: str) -> None:
+    assert not flagged(text)
