@@ -53,6 +53,10 @@ _METADATA = frozenset({
     # text about a secret and the programs that fetch one (secret_message, credential_process)
     "message", "msg", "text", "description", "desc", "title", "note", "comment", "question",
     "process", "command", "cmd", "helper", "program", "script", "prefix", "suffix", "template",
+    # the code and settings that handle a secret (password.encoder, PASSWORD_HASHERS, ...)
+    "encoder", "encoders", "hasher", "hashers", "validator", "validators", "validation",
+    "rule", "rules", "strategy", "generator", "complexity", "requirement", "requirements",
+    "checker", "handler", "factory", "parser", "callback", "listener",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -225,7 +229,10 @@ _REFERENCE = re.compile(
     # an ARN names a resource (a Secrets Manager secret, a KMS key), it is not one; a YAML
     # tag alone (``!vault |``, ``!secret db_password``) and an Ansible Vault blob are
     # references or ciphertext
-    r"|^arn:[a-z-]+:|^![A-Za-z_][\w-]*(?:\s|$)|^\$ANSIBLE_VAULT;|^<%")
+    r"|^arn:[a-z-]+:|^![A-Za-z_][\w-]*(?:\s|$)|^\$ANSIBLE_VAULT;|^<%"
+    # template markers and parameters (``__TOKEN__``, ``@@KEY@@``, ``@token``) and string
+    # concatenation (``'+ token +'``): the value is put there by something else
+    r"|^(__|@@|%%)\w+\1$|^@[a-z_][a-z0-9_.]*$|^[\"']\s*\+|\+\s*[\"']$")
 # A version (``2.14.1``, ``20241105.3+gab12cd3``, ``v1.2.3-rc.1``): never a secret
 _VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+~][0-9A-Za-z.+~-]*)?")
 # Interpolations: the value is (partly) filled in elsewhere
@@ -289,7 +296,7 @@ _STEPS = frozenset((s[i], s[i + 1]) for seq in _SEQUENCES for s in (seq, seq[::-
 
 
 def _sequences_only(low: str) -> bool:
-    """True if ``low`` (6+ letters and digits) is at most three runs of 3+ along a sequence."""
+    """True if ``low`` (6+ letters and digits) is at most four runs of 3+ along a sequence."""
     chars = [c for c in low if c.isalnum()]
     if len(chars) < 6 or len(chars) > 40:
         return False
@@ -299,8 +306,15 @@ def _sequences_only(low: str) -> bool:
             runs[-1] += 1
         else:
             runs.append(1)
-            if len(runs) > 3:
+            if len(runs) > 4:
                 return False
+    if len(runs) == 4:  # ``abc123def456``; four runs that repeat (``abcd1234abcd1234``) are not
+        pieces, pos = set(), 0
+        for r in runs:
+            pieces.add("".join(chars[pos:pos + r]))
+            pos += r
+        if len(pieces) < 4:
+            return False
     return all(r >= 3 for r in runs)
 
 

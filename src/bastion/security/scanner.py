@@ -559,8 +559,12 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     if pos >= len(text):
         return None
     q = text[pos]
-    if op == "," and (start == 0 or text[start - 1] not in "\"'`"):
-        return None  # ``f("NAME", "value")`` needs a quoted name; ``#password", "x"`` is not one
+    if op == "," and (start == 0 or text[start - 1] not in "\"'`"
+                      or text.rfind("[", max(0, start - 200), start)
+                      > text.rfind("(", max(0, start - 200), start)):
+        # ``f("NAME", "value")`` needs a quoted name (``#password", "x"`` is not one) inside
+        # a call's arguments, not a list's items (``["security", "secret", "scanner"]``)
+        return None
     if q in _QUOTED:
         qm = _QUOTED[q].match(text, pos)
         if qm:

@@ -522,3 +522,23 @@ def test_an_unquoted_authorization_value_is_judged_by_its_credentials(
 ])
 def test_a_random_file_or_host_name_is_not_a_guess(text: str) -> None:
     assert not flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    '"keywords": ["security", "secret", "scanner"],',
+    '<entry key="password.encoder">bcrypt</entry>',
+    "authStrategy: 'oauth2-client-credentials'",
+    'PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]',
+    'mapbox_SECRET := "abc123def456"',
+    '"acme_API_KEY": "__TOKEN__",',
+    "fastly_PASSWORD=\"@token\"",
+    "linode_SECRET = \"'+token+'\"",
+])
+def test_list_items_handlers_template_markers_and_concatenations_are_not_secrets(
+        text: str) -> None:
+    assert not flagged(text)
+
+
+def test_a_call_argument_after_a_quoted_secret_name_is_still_masked() -> None:
+    assert masked(f'Map.of("user", "bob", "password", "{PW}")', PW)
+    assert masked(f'System.setProperty("DB_TOKEN", "{B62}")', B62)
