@@ -42,6 +42,7 @@ from bastion._extras import require
 from bastion.addresses import address_problem
 from bastion.errors import MissingExtraError, SandboxError
 from bastion.security.egress import _nsjoin
+from bastion.security.egress._relay import BodyRelay
 from bastion.security.egress.rules import EgressRule
 from bastion.security.scanner import shannon_entropy
 from bastion.security.secrets.bound import PREFIX, Issued, PlaceholderBook
@@ -808,6 +809,7 @@ class _Capped:
         self.relayed = 0
         self.over = False
         self.relay: tuple[_Wires, int] | None = None  # the fast path's wires, body size
+        self.below: BodyRelay | None = None  # the fast path, once set up
 
     def __call__(self, data: bytes) -> bytes:
         """Return ``data`` to relay, or nothing once the cap is reached."""
@@ -821,11 +823,13 @@ class _Capped:
             self.cut(self.flow.client_conn, self.flow.server_conn)
             return b""
         self.relayed += len(data)
+        if self.below is not None:  # went through mitmproxy after the relay was set up
+            self.below.left -= len(data)
         if self.relay is not None and data:  # the headers went out: the rest goes below
             wires, size = self.relay
             self.relay = None
             if size - self.relayed >= READ_SIZE:
-                wires.relay(self.flow, size - self.relayed)
+                self.below = wires.relay(self.flow, size - self.relayed)
         return data
 
 
@@ -862,82 +866,19 @@ class _Wires:
         io = self.handler.transports.get(srv)
         return (flow.request.http_version == flow.response.http_version == "HTTP/1.1"
                 and client.id in self.tls and srv.id in self.tls
+                and BodyRelay.usable(self.tls[srv.id], self.tls[client.id])
                 and io is not None and isinstance(io.reader, _BigReads))
 
-    def relay(self, flow: Any, left: int) -> None:
+    def relay(self, flow: Any, left: int) -> BodyRelay | None:
         """Have the server connection's next read relay the ``left`` bytes of the body."""
         ios = self.handler.transports
         srv, client = ios.get(flow.server_conn), ios.get(flow.client_conn)
         if srv is None or client is None or srv.writer is None or client.writer is None:
-            return
-        srv.reader.relay = _Relay(left, self.tls[flow.server_conn.id],
-                                  self.tls[flow.client_conn.id], srv.writer, client.writer,
-                                  self.handler.timeout_watchdog)
-
-
-class _Relay:
-    """The rest of a large response body: decrypted from the server, encrypted to the client.
-
-    Below mitmproxy's layers (its TLS objects are used as they are, in order): one
-    ``recv`` per TLS record and one write per read instead of a layer-stack pass per read.
-    Exactly ``left`` bytes go on (the size checked at the headers, within the cap).
-    """
-
-    def __init__(self, left: int, server_tls: Any, client_tls: Any, server_writer: Any,
-                 client_writer: Any, watchdog: Any) -> None:
-        self.left = left
-        self.server_tls, self.client_tls = server_tls, client_tls
-        self.server_writer, self.client_writer = server_writer, client_writer
-        self.watchdog = watchdog
-
-    async def run(self, reader: asyncio.StreamReader) -> None:
-        """Relay until the body is complete or either side fails."""
-        from OpenSSL import SSL
-
-        srv, cli = self.server_tls, self.client_tls
-        while self.left > 0:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return
-            srv.bio_write(data)
-            parts, done = [], False
-            while True:
-                try:
-                    parts.append(srv.recv(65535))
-                except SSL.WantReadError:
-                    break
-                except SSL.Error:  # close_notify, an alert: the body ends short
-                    done = True
-                    break
-            _flush(srv, self.server_writer)  # e.g. a key update's answer
-            body = b"".join(parts)[:self.left]
-            self.left -= len(body)
-            if body:
-                try:
-                    cli.sendall(body)
-                except SSL.Error:
-                    return
-                _flush(cli, self.client_writer)
-                self.watchdog.register_activity()
-                try:
-                    await self.client_writer.drain()
-                except (OSError, RuntimeError):
-                    return
-            if done:
-                return
-
-
-def _flush(tls: Any, writer: Any) -> None:
-    from OpenSSL import SSL
-
-    out = []
-    while True:
-        try:
-            out.append(tls.bio_read(1 << 20))
-        except SSL.WantReadError:
-            break
-    if out and not writer.is_closing():
-        writer.write(b"".join(out))
+            return None
+        relay = srv.reader.relay = BodyRelay(left, self.tls[flow.server_conn.id],
+                                     self.tls[flow.client_conn.id], srv.writer, client.writer,
+                                     self.handler.timeout_watchdog.register_activity)
+        return relay
 
 
 READ_SIZE = 1 << 18  # bytes handed to mitmproxy's layers per read (its own: 64 KiB)
@@ -958,12 +899,12 @@ class _BigReads:
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
         reader._limit = READ_SIZE  # type: ignore[attr-defined]  # read ahead up to 2x this
-        self.relay: _Relay | None = None
+        self.relay: BodyRelay | None = None
 
     async def read(self, n: int = -1) -> bytes:
         """Return what is buffered (at least one byte; up to :data:`READ_SIZE`).
 
-        With a :class:`_Relay` set, first relay the rest of the body below mitmproxy, then
+        With a :class:`BodyRelay` set, first relay the rest of the body below mitmproxy, then
         say the server closed (the response told the client the connection ends with it).
         """
         relay, self.relay = self.relay, None
