@@ -245,9 +245,9 @@ _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "oauth", "ssws"
                            "negotiate", "hmac"})
 _LITERAL_PARTS = re.compile(r"[^\s:/@;,\"']+")
 # Values that are public keys or certificates (``ssh_authorized_key = "ssh-rsa AAAA..."``)
+# (and PEM blocks of any kind: the private-key rule judges those, with their body)
 _PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-dss ", "ssh-ed25519 ", "ecdsa-sha2-", "sk-ssh-",
-                        "sk-ecdsa-", "-----BEGIN PUBLIC", "-----BEGIN CERTIFICATE",
-                        "-----BEGIN PGP PUBLIC", "-----BEGIN SSH2 PUBLIC")
+                        "sk-ecdsa-", "-----BEGIN")
 # A password hash in crypt(3) / PHC form (``$2b$12$...``, ``user:$apr1$...``): what a
 # server stores to check a password, not the password
 _CRYPT_HASH = re.compile(r"(?:^|:)\$(?:1|2[abxy]?|5|6|7|y|gy|apr1|argon2(?:id|i|d)|scrypt"

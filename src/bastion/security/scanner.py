@@ -377,9 +377,11 @@ class SecretScanner:
             found = [f for f in found if f.rule in _NOT_CHECKED
                      or (plausible_value(text[f.start:f.end]) if f.rule in _VALUE_CHECKED
                          else not placeholder(text[f.start:f.end]))]
-            # ``://user:${PASSWORD}@``, ``://<user>:<password>@``: filled in elsewhere
-            found = [f for f in found if f.rule != "url_password"
-                     or text[f.start] not in "$%<{[("]
+            # ``://user:${PASSWORD}@``, ``://<user>:<password>@``: filled in elsewhere; a PEM
+            # private-key header with no key (a string constant, ``...``, ``<key here>``)
+            found = [f for f in found
+                     if (f.rule != "url_password" or text[f.start] not in "$%<{[(")
+                     and (f.rule != "private_key" or not _keyless_pem(text[f.start:f.end]))]
         if found and ("secret://" in text or "sha256/" in text
                       or any(h in text for h in PUBLIC_HINTS)):
             found = _drop_public(text, found)
@@ -657,6 +659,34 @@ def _k8s_data_values(text: str, a: int, b: int) -> list[Finding]:
                     if not placeholder(sub.group("value")):
                         out.append(Finding("k8s_secret_data", *sub.span("value")))
     return out
+
+
+_PEM_HEADER = re.compile(r"-----BEGIN [A-Z0-9 ]+-----")
+_PEM_FOOTER = re.compile(r"-----END [A-Z0-9 ]+-----")
+# What may sit between a header and its body: escaped or real line breaks, quotes, spaces
+_PEM_GLUE = re.compile(r"(?:\\[nr]|[\s\"'`])+")
+_PEM_STANDIN = re.compile(r"\.{3,}|\u2026|<[^<>\n]*>|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|\$[A-Z_]+")
+
+
+def _keyless_pem(block: str) -> bool:
+    """Tell whether a private-key PEM block holds no key: only its header, or a stand-in.
+
+    ``PEM_HEADER = "-----BEGIN RSA PRIVATE KEY-----"`` (the header closed as a string),
+    ``...``, ``<your key here>``, ``${PRIVATE_KEY}``, a run of ``X``: nothing to steal. A body
+    of anything else, words included, is kept (a key in the making is still reported).
+    """
+    head = _PEM_HEADER.match(block)
+    if head is None:
+        return False
+    rest = block[head.end():]
+    foot = _PEM_FOOTER.search(rest)
+    if foot is None:
+        # the header closed as a string (``"-----BEGIN ... KEY-----")``): a constant
+        return rest[:1] in ("\"", "'", "`") and not rest[1:2].isalnum()
+    raw = _PEM_STANDIN.sub("", rest[:foot.start()])
+    body = _PEM_GLUE.sub("", raw)
+    # one unbroken placeholder (``MHcCAQEEIXXXX...``); words with spaces are kept
+    return not body or (" " not in raw.strip() and placeholder(body))
 
 
 def _in_url_path(text: str, start: int, end: int,

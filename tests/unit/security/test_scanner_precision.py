@@ -542,3 +542,26 @@ def test_list_items_handlers_template_markers_and_concatenations_are_not_secrets
 def test_a_call_argument_after_a_quoted_secret_name_is_still_masked() -> None:
     assert masked(f'Map.of("user", "bob", "password", "{PW}")', PW)
     assert masked(f'System.setProperty("DB_TOKEN", "{B62}")', B62)
+
+
+@pytest.mark.parametrize("text", [
+    'PEM_HEADER = "-----BEGIN RSA PRIVATE KEY-----"',
+    'if line.startswith("-----BEGIN PRIVATE KEY-----"):',
+    "-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----",
+    "-----BEGIN PRIVATE KEY-----\n<your private key here>\n-----END PRIVATE KEY-----",
+    'private_key: "-----BEGIN PRIVATE KEY-----\n${PRIVATE_KEY}\n-----END PRIVATE KEY-----"',
+    "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\\n"
+    "-----END EC PRIVATE KEY-----",
+])
+def test_a_private_key_header_without_a_key_is_not_a_secret(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    "-----BEGIN RSA PRIVATE KEY-----",  # a header that starts a key (the rest may follow)
+    "-----BEGIN PRIVATE KEY-----\nnot base64 but the body of a key\n-----END PRIVATE KEY-----",
+    'key = "-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIGq8vT3xLmZ8wPa2R9Vn4Yb6Tc1Ud3We5Xf7Zg0Ah2Bj'
+    '4oAoGCCqGSM49\\n-----END EC PRIVATE KEY-----"',
+])
+def test_a_private_key_block_with_a_body_is_still_a_secret(text: str) -> None:
+    assert flagged(text)
