@@ -56,7 +56,8 @@ _METADATA = frozenset({
     # the code and settings that handle a secret (password.encoder, PASSWORD_HASHERS, ...)
     "encoder", "encoders", "hasher", "hashers", "validator", "validators", "validation",
     "rule", "rules", "strategy", "generator", "complexity", "requirement", "requirements",
-    "checker", "handler", "factory", "parser", "callback", "listener",
+    "checker", "handler", "factory", "parser", "callback", "listener", "filename",
+    "filepath", "dirname", "folder", "directory",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -220,6 +221,9 @@ _REFERENCE = re.compile(
     r"^(?:[$%#]\{|\{\{|\$\()|^\\?\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
     r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)"
     r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)"  # a lookup: ``request.form['password']``
+    # an index (``tokens[i]``), a tuple or list expression (``(username, password)``), a path
+    # relative to home or the working directory (``~/.password-store``)
+    r"|^[A-Za-z_][\w.]*\[[A-Za-z_0-9.+-]+\]?$|^[(\[][A-Za-z_]|^(?:~|\.{1,2})/"
     # a symbol, a format field, a command substitution, an unclosed tag
     r"|^:[A-Za-z_]\w*$|^\{[A-Za-z_][\w.]*\}$|^`[^`]*`?$|^<[A-Za-z_][\w .-]*>?$"
     # references into secret stores and templates: vault:, ref+vault://, op://, GCP Secret

@@ -565,3 +565,13 @@ def test_a_private_key_header_without_a_key_is_not_a_secret(text: str) -> None:
 ])
 def test_a_private_key_block_with_a_body_is_still_a_secret(text: str) -> None:
     assert flagged(text)
+
+
+@pytest.mark.parametrize("text", [
+    "token = tokens[i]",
+    "auth=(username, password),",
+    'auth-source-pass-filename "~/.password-store"',
+    "password_file: ./secrets/db-password",
+])
+def test_indexes_tuples_relative_paths_and_file_names_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
