@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -259,8 +260,53 @@ def page_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def make_home(base: Path, model_path: Path | None, native: bool | None) -> Path:
-    """Write a bastion home whose config points at the workspace and allows loopback pages."""
+@contextlib.contextmanager
+def llama_server(gguf: Path) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on loopback serving ``gguf`` with llama-cpp-python's own
+    tool calling (``chatml-function-calling``: the format it offers a GGUF without a tool-call
+    template); yields the base URL."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    url = f"http://127.0.0.1:{port}/v1"
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+             "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
+             "--n_threads_batch", threads, "--chat_format", "chatml-function-calling",
+             "--verbose", "false"],
+            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    sys.exit("llama_cpp.server exited:\n" + log.read().decode()[-2000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    sys.exit("llama_cpp.server did not start in 300 s")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+
+
+def make_home(base: Path, model_path: Path | None, server: str | None, native: bool) -> Path:
+    """Write a bastion home whose config points at the workspace and allows loopback pages.
+
+    ``server``: the base URL of an OpenAI-compatible server serving ``model_path`` (the
+    ``openai`` backend, its native tool calls when ``native``, else bastion's constrained
+    steps over HTTP); None: the embedded backend.
+    """
     home = base / "home"
     home.mkdir()
     cfg: dict[str, object] = {
@@ -269,7 +315,11 @@ def make_home(base: Path, model_path: Path | None, native: bool | None) -> Path:
         "security": {"allow_private_network": True},
         "hitl": {"known_domains": ["127.0.0.1"]},
     }
-    if model_path is not None:
+    if server is not None:
+        name = model_path.name if model_path is not None else "model"
+        cfg["model"] = {"backend": "openai", "base_url": server, "name": name,
+                        "profile": "llamacpp", "native_tools": native, "timeout_s": 280.0}
+    elif model_path is not None:
         cfg["model"] = {"backend": "embedded", "path": str(model_path)}
     (home / "bastion.yaml").write_text(yaml.safe_dump(cfg))
     return home
@@ -306,12 +356,31 @@ def run_task(task: Task, home: Path, ws: Path, timeout: float) -> dict[str, obje
     answer = str(data.get("answer") or "")
     calls = [c for c in data.get("tool_calls", []) if isinstance(c, dict)]
     steps = [c.get("name") for c in calls]
+    detail = [  # what each call asked for and what came back (for reading failures)
+        {"name": c.get("name"), "arguments": json.dumps(c.get("arguments"))[:160],
+         "decision": c.get("decision"), "ok": c.get("ok"),
+         "result": str(c.get("result") or c.get("error") or "")[:120]}
+        for c in calls
+    ]
     error = "" if rc == 0 else str(data.get("error") or (err.strip().splitlines() or [""])[-1])
     return {
         "id": task.id, "kind": task.kind, "ok": bool(task.check(answer, ws)), "rc": rc,
         "seconds": round(secs, 1), "tools": steps, "answer": answer[:300],
-        "error": error[:200],
+        "error": error[:200], "calls": detail,
     }  # fmt: skip
+
+
+def code_commit() -> str:
+    """Return the commit the bench runs on (``+dirty`` when ``src`` has uncommitted edits)."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def main() -> None:
@@ -320,22 +389,36 @@ def main() -> None:
     ap.add_argument("--only", default="", help="kinds or task ids (comma-separated), in run order")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per task")
     ap.add_argument("--out", type=Path, help="JSONL of per-task records (appended)")
+    ap.add_argument(
+        "--via", choices=("embedded", "native", "constrained-http"), default="embedded",
+        help="embedded: bastion's embedded backend (constrained tool calls); native: the GGUF "
+        "behind llama_cpp.server (chatml-function-calling) with model.native_tools true; "
+        "constrained-http: the same server, native_tools false")
     args = ap.parse_args()
+    if args.via != "embedded" and args.model_path is None:
+        from bastion.llm.embedded import shipped_model_path
+
+        args.model_path = shipped_model_path()
     base = Path(tempfile.mkdtemp(prefix="bastion-e2e-"))
     records: list[dict[str, object]] = []
     try:
-        with page_server() as page:
+        with page_server() as page, contextlib.ExitStack() as stack:
+            server = (None if args.via == "embedded"
+                      else stack.enter_context(llama_server(args.model_path)))
             todo = tasks(page)
             if args.only:  # in the order given (a run stopped early has a chosen mix)
                 keys = args.only.split(",")
                 todo = [t for k in keys for t in todo if t.kind == k or t.id == k]
-            home = make_home(base, args.model_path, None)
+            home = make_home(base, args.model_path, server, args.via == "native")
+            commit = code_commit()
             model = args.model_path.name if args.model_path else "shipped SmolLM2-135M"
-            print(f"bench/tasks_e2e.py: {len(todo)} tasks through `bastion ask`, model {model}",
-                  flush=True)
+            print(f"bench/tasks_e2e.py: {len(todo)} tasks through `bastion ask`, model {model}"
+                  f", via {args.via}, commit {commit}", flush=True)
             for task in todo:
                 rec = run_task(task, home, base / "ws", args.timeout)
                 rec["model"] = model
+                rec["commit"] = commit
+                rec["via"] = args.via
                 records.append(rec)
                 print(f"  {rec['id']:8} {'ok ' if rec['ok'] else 'FAIL'} {rec['seconds']:6.1f}s "
                       f"tools={rec['tools']} answer={str(rec['answer'])[:90]!r}", flush=True)
