@@ -207,8 +207,7 @@ class BodyRelay(asyncio.BufferedProtocol):
             self._to_client(self._out_v[:got])
         if self.left <= 0 or self._client.is_closing():
             self._finish()
-            return False
-        return True
+        return self._done is not None and not self._done.done()
 
     def _to_client(self, data: memoryview) -> None:
         """Send ``data`` (a view of a reused buffer) to the client, in order.
