@@ -249,7 +249,7 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     from bastion.llm.worker import WorkerModel, WorkerSpec
 
     count = model._engine.count
-    path = str(shipped_model_path())
+    path = str(args.model_file)
     repack = repack_default()
     spec = WorkerSpec(path, n_ctx=4096, n_threads=args.threads, repack=repack)
     raw_prep: list[float] = []
@@ -489,6 +489,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes for the 4 streams (default: model.workers' default)")
     ap.add_argument("--part", choices=("all", "agent", "worker", "streams"), default="all")
+    ap.add_argument("--convert", choices=("auto", "off"), default="auto",
+                    help="model.convert: auto = the file the product loads (the shipped Q4_1 "
+                    "converted to Q8_0), off = the Q4_1 file as it is")
     args = ap.parse_args()
 
     import tempfile
@@ -496,10 +499,19 @@ def main() -> None:
     os.environ.setdefault("BASTION_HOME", tempfile.mkdtemp(prefix="bastion-bench-"))
     from bastion.app import build_app
     from bastion.config.model import Config
+    from bastion.llm.convert import prepare
+    from bastion.llm.embedded import file_type
     from bastion.memory.base import EphemeralMemory
     from bastion.tools.registry import ToolRegistry
 
-    llama = load_llama(shipped_model_path(), n_ctx=4096, n_threads=args.threads)
+    # the file the product loads (model.convert: auto converts the shipped Q4_1 to Q8_0 once),
+    # for the raw llama-cpp-python baseline and the workers alike
+    vocab = load_llama(shipped_model_path(), n_ctx=256, n_threads=1, vocab_only=True)
+    choice = prepare(shipped_model_path(), file_type(vocab), mode=args.convert)
+    args.model_file = choice.path
+    print(f"model file: {choice.path.name} (source {shipped_model_path().name}; "
+          f"{choice.reason})")
+    llama = load_llama(choice.path, n_ctx=4096, n_threads=args.threads)
     model = EmbeddedModel(llama)
     if args.part in ("worker", "streams"):
         bench_worker(model, Config().agent.system_prompt, args)
@@ -563,7 +575,7 @@ def main() -> None:
         + (f", c/a {max(api_rate) / max(raw_rate):.3f})" if api_rate else ")")
     )
     print(
-        f"model {shipped_model_path().name}, {len(raw_rate)} runs of {args.max_tokens} tokens max"
+        f"model {args.model_file.name}, {len(raw_rate)} runs of {args.max_tokens} tokens max"
     )
     print(f"(a) raw llama-cpp-python : {a:7.1f} tok/s (median)")
     print(f"(b) Agent, one step      : {b:7.1f} tok/s   ratio b/a = {b / a:.3f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,12 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("COLUMNS", "LINES"):
         os.environ.pop(_var, None)
+
+
+# The shipped model's Q8_0 conversion (bastion.llm.convert) is made once and shared by every
+# test's home (its sidecar is checked on each load); private to this user, kept between runs.
+os.environ.setdefault("BASTION_MODEL_CACHE", os.path.join(
+    tempfile.gettempdir(), f"bastion-test-model-cache-{os.getuid()}"))
 
 
 @pytest.fixture(autouse=True)

@@ -115,11 +115,15 @@ def _smoke_check(config: Config, path: Path) -> Check:
 
     async def run() -> tuple[str, dict[str, object]]:
         model = WorkerModel.load(path, n_ctx=512, n_threads=mc.n_threads, slots=1,
-                                 n_gpu_layers=mc.n_gpu_layers, repack=repack)
+                                 n_gpu_layers=mc.n_gpu_layers, repack=repack,
+                                 convert=mc.convert)
         try:
             text, _ = await model.complete([{"role": "user", "content": "Say OK."}],
                                            schema=None, max_tokens=4)
-            return text, (model.worker_info() or [{}])[0]
+            info = dict((model.worker_info() or [{}])[0])
+            if model.weights is not None:
+                info["weights"] = model.weights.reason
+            return text, info
         finally:
             await model.aclose()
 
@@ -135,8 +139,9 @@ def _smoke_check(config: Config, path: Path) -> Check:
     except BastionError as exc:
         return Check("model smoke test", "FAIL", exc.message, exc.fix or "")
     how = "repacked weights" if info.get("repack") else "no weight repacking"
+    weights = f", {info['weights']}" if info.get("weights") else ""
     return Check("model smoke test", "OK",
-                 f"loaded in a worker process, {how}, answered {len(text)} chars")
+                 f"loaded in a worker process, {how}{weights}, answered {len(text)} chars")
 
 
 def _server_check(config: Config) -> Check:

@@ -28,6 +28,9 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     table.add_row("SIMD", flags)
     table.add_row("llama.cpp", "weight repacking off: llama.cpp's AMX kernels crash (model.repack)"
                   if cpu.amx else "weight repacking on (llama.cpp's fastest CPU kernels)")
+    if not hw.gpus:
+        table.add_row("weights", "a Q4_1/Q5_1 model up to 1 GiB (the shipped one) is converted "
+                      "once to Q8_0, which llama.cpp batches on a CPU (model.convert)")
     table.add_row("RAM", f"{hw.ram_mb / 1024:.1f} GiB")
     for gpu in hw.gpus:
         extra = f", driver {gpu.driver}" if gpu.driver else ""

@@ -105,6 +105,12 @@ class ModelConfig(_Section):
         default="auto",
         description="llama.cpp weight repacking; auto = off on CPUs with AMX (it crashes there)",
     )
+    convert: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto = a small model whose weights llama.cpp cannot batch on a CPU (Q4_1, "
+        "Q5_1) is converted once to Q8_0 (near-lossless) and cached in <home>/models/.converted; "
+        "off = load the file as it is",
+    )
     stall_timeout_s: float = Field(
         default=300.0, ge=1.0,
         description="an embedded-model worker that makes no progress this long while serving "

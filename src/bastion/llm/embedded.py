@@ -112,6 +112,14 @@ def repack_default() -> bool:
     return not ({"amx_tile", "amx_int8"} & set(cpu_flags()))
 
 
+def file_type(llama: Any) -> int | None:
+    """Return a loaded model's llama.cpp file type (``general.file_type``; 3 = Q4_1), or None."""
+    try:
+        return int(llama.metadata["general.file_type"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 _PARAMS_LOCK = threading.Lock()
 GGUF_MAGIC = b"GGUF"
 

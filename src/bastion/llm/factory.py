@@ -64,7 +64,15 @@ def provenance(config: Config) -> dict[str, Any]:
             sha: str | None = store.identify(path)
         except OSError:
             sha = None
-        return {"backend": "embedded", "sha256": sha, "file": path.name, "model": mc.name}
+        out: dict[str, Any] = {"backend": "embedded", "sha256": sha, "file": path.name,
+                               "model": mc.name}
+        if sha is not None and mc.convert != "off":
+            from bastion.llm.convert import cached_copy
+
+            copy = cached_copy(sha)
+            if copy is not None:  # the weights that answer are its Q8_0 conversion
+                out["converted"] = {"type": copy["type"], "sha256": copy["sha256"]}
+        return out
     if mc.backend in ("openai", "ollama"):
         return {"backend": mc.backend, "base_url": mc.base_url, "model": mc.name}
     return {"backend": mc.backend, "model": mc.name}
@@ -75,9 +83,13 @@ def embedded_model(config: Config) -> Model:
     mc = config.model
     repack = {"auto": None, "on": True, "off": False}[mc.repack]
     if mc.isolation == "in_process":
-        from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
+        from bastion.llm.convert import prepare
+        from bastion.llm.embedded import EmbeddedModel, file_type, load_llama, shipped_model_path
 
         path = _embedded_path(config) or shipped_model_path()
+        vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True)
+        path = prepare(path, file_type(vocab), mode=mc.convert,
+                       n_gpu_layers=mc.n_gpu_layers).path
         llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
                            n_gpu_layers=mc.n_gpu_layers, repack=repack)
         return EmbeddedModel(llama, name=mc.name)
@@ -93,6 +105,7 @@ def embedded_model(config: Config) -> Model:
         workers=mc.workers,
         repack=repack,
         stall_timeout_s=mc.stall_timeout_s,
+        convert=mc.convert,
     )
 
 

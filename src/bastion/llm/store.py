@@ -197,18 +197,19 @@ def manifest_for(path: Path) -> Manifest | None:
     return read_manifest(rel.parts[0])
 
 
-def identify(path: Path) -> str:
+def identify(path: Path, cache_file: Path | None = None) -> str:
     """Return the SHA-256 of a model file: from its manifest, else hashed once and cached.
 
-    The cache (``<home>/models/.hashes.json``) is keyed by the resolved path and re-hashes
-    when the size or mtime changes, so only the first load of an unmanaged file pays for it.
+    The cache (``cache_file``, default ``<home>/models/.hashes.json``) is keyed by the resolved
+    path and re-hashes when the size or mtime changes, so only the first load of an unmanaged
+    file pays for it.
     """
     manifest = manifest_for(path)
     if manifest is not None and path.name == manifest.files[0].name:
         return manifest.sha256
     path = path.expanduser().resolve()
     st = path.stat()
-    cache_file = models_dir() / ".hashes.json"
+    cache_file = cache_file or models_dir() / ".hashes.json"
     try:
         cache: dict[str, Any] = json.loads(cache_file.read_text())
     except (OSError, ValueError):

@@ -47,9 +47,11 @@ from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, des
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm._threads import BusyBoard
+from bastion.llm.convert import Choice
 from bastion.llm.embedded import (
     SHIPPED_NAME,
     collect,
+    file_type,
     primitive_chat,
     repack_default,
     shipped_model_path,
@@ -454,6 +456,7 @@ class WorkerModel:
         self._closed = False
         self._started = False
         self._n_ctx = spec.n_ctx
+        self.weights: Choice | None = None  # which file and weight type load() chose, and why
 
     @classmethod
     def load(
@@ -470,18 +473,28 @@ class WorkerModel:
         chat_template: str | None = None,
         end_of_turn: str | None = None,
         stall_timeout_s: float = STALL_TIMEOUT_S,
+        convert: str = "auto",
     ) -> WorkerModel:
-        """Check ``path`` (default: the shipped model) and prepare the workers for it."""
+        """Check ``path`` (default: the shipped model) and prepare the workers for it.
+
+        ``convert`` (``model.convert``): ``auto`` loads a small model whose weights llama.cpp
+        cannot batch on a CPU from its cached Q8_0 copy (:mod:`bastion.llm.convert`).
+        """
+        from bastion.llm.convert import prepare
         from bastion.llm.embedded import _Engine, load_llama
 
-        gguf = path or shipped_model_path()
-        vocab = load_llama(gguf, n_ctx=256, n_threads=1, vocab_only=True)
+        source = path or shipped_model_path()
+        vocab = load_llama(source, n_ctx=256, n_threads=1, vocab_only=True)
+        choice = prepare(source, file_type(vocab), mode=convert, n_gpu_layers=n_gpu_layers)
+        gguf = choice.path
         spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers,
                           repack_default() if repack is None else repack,
                           chat_template, end_of_turn)
-        return cls(spec, name=name, slots=slots, workers=workers,
-                   stall_timeout_s=stall_timeout_s,
-                   tokenizer=_Engine(vocab, chat_template, end_of_turn))
+        model = cls(spec, name=name, slots=slots, workers=workers,
+                    stall_timeout_s=stall_timeout_s,
+                    tokenizer=_Engine(vocab, chat_template, end_of_turn))
+        model.weights = choice
+        return model
 
     @property
     def safe_mode(self) -> bool:

@@ -27,6 +27,7 @@ def _init(home: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     shown = done.stdout + done.stderr
     assert "llama.cpp" in shown and "weight repacking" in shown
+    assert "converted once to Q8_0" in shown  # the choice for Q4_1/Q5_1 weights
 
 
 def test_doctor_smoke_tests_the_model_in_a_child(bastion_home: Path) -> None:
@@ -34,6 +35,7 @@ def test_doctor_smoke_tests_the_model_in_a_child(bastion_home: Path) -> None:
     ok = _doctor(bastion_home)
     line = next(ln for ln in ok.stdout.splitlines() if "model smoke test" in ln)
     assert "OK" in line and "worker process" in line, ok.stdout
+    assert "q4_1 weights converted once to q8_0" in line, ok.stdout  # the shipped model
 
 
 def test_doctor_reports_a_model_crash_with_the_fix(bastion_home: Path) -> None:
