@@ -151,6 +151,7 @@ _DIGIT_FLIPS = re.compile(r"[0-9][A-Za-z]|[A-Za-z][0-9]")
 # A run followed by a file extension or a domain's next label (``.../Zq9v...R.tsx``,
 # ``<id>.cloudfront.net``) names a file or a host, not a credential
 _FILE_EXT = re.compile(r"\.[a-z][a-z0-9]{0,9}(?![A-Za-z0-9+/_=-])")
+_ASSIGNMENT_SET = frozenset(ASSIGNMENT_KEYWORDS)
 _ALNUM_ONLY = re.compile(r"[^A-Za-z0-9]")
 # ``Authorization: <scheme> <credentials>`` written without quotes: the credentials decide
 _SCHEME_THEN = re.compile(r"[A-Za-z][\w.-]{0,30}[ \t]+(?P<cred>[^\s\"'`]+)")
@@ -341,8 +342,9 @@ class SecretScanner:
                         if hit:
                             s, e = hit.span(rule.group)
                             found.append(Finding(rule.name, s, e))
-            if not set(present).isdisjoint(ASSIGNMENT_KEYWORDS):
-                found.extend(_assignments(text, lower))
+            kws = [kw for kw in present if kw in _ASSIGNMENT_SET]
+            if kws:
+                found.extend(_assignments(text, lower, kws))
         if "-u" in text:  # ``curl -u user:password`` / ``--user``
             found.extend(_curl_users(text))
         if "ecret" in text and _K8S_SECRET.search(text):  # a Kubernetes Secret's data values
@@ -459,7 +461,8 @@ def _word_starts(lower: str, keywords: tuple[str, ...]) -> list[int]:
     return out
 
 
-def _assignments(text: str, lower: str) -> list[Finding]:
+def _assignments(text: str, lower: str,
+                 keywords: Iterable[str] = ASSIGNMENT_KEYWORDS) -> list[Finding]:
     """Return values given to identifiers that name a secret.
 
     ``password = ...``, ``"apiKey": ...``, ``<password>...</password>``,
@@ -469,7 +472,7 @@ def _assignments(text: str, lower: str) -> list[Finding]:
     done = -1
     n = len(text)
     hits: list[int] = []
-    for kw in ASSIGNMENT_KEYWORDS:  # str.find loops: twice as fast as one alternation regex
+    for kw in keywords:  # str.find loops: twice as fast as one alternation regex
         p = lower.find(kw)
         while p != -1:
             hits.append(p)
@@ -482,13 +485,17 @@ def _assignments(text: str, lower: str) -> list[Finding]:
         while start > 0 and lower[start - 1] in _IDENT_SET:
             start -= 1
         end = done = _IDENT_CHARS.match(text, pos).end()  # type: ignore[union-attr]
-        cli = text.startswith("--", start) or (
-            start >= 4 and text.find("ENV", max(0, start - 16), start) != -1
-            and _DOCKER_ENV.search(text, max(0, start - 16), start) is not None)
+        first = start
         while start < end and text[start] in ".-":
             start += 1
         while end > start and text[end - 1] in ".-":
             end -= 1
+        name = text[start:end]
+        if end <= start or not names_secret(name):  # cached: most hits end here
+            continue
+        cli = text.startswith("--", first) or (
+            first >= 4 and text.find("ENV", max(0, first - 16), first) != -1
+            and _DOCKER_ENV.search(text, max(0, first - 16), first) is not None)
         # Cheap test first: what follows (or precedes) must be able to give a value.
         after = end
         while after < n and text[after] in " \t)]":
@@ -501,17 +508,15 @@ def _assignments(text: str, lower: str) -> list[Finding]:
             continue
         if start > 4 and text[start - 1] == ":" and _in_arn(text, start):
             continue  # ``arn:aws:secretsmanager:...:secret:NAME``: a resource name
-        name = text[start:end]
-        if end > start and names_secret(name):
-            hit = _assigned_value(text, start, end, cli)
-            if hit is None:
-                continue
-            value = text[hit[0]:hit[1]]
-            if _ALNUM_ONLY.sub("", value).lower() == _ALNUM_ONLY.sub("", name).lower():
-                continue  # ``apiKey: apiKey``: the name again, not a value
-            if names_weak_key(name) and not key_material(value):
-                continue  # ``routingKey = "orders.created.v2"``: a key, not a secret one
-            out.append(Finding("password_assignment", *hit))
+        hit = _assigned_value(text, start, end, cli)
+        if hit is None:
+            continue
+        value = text[hit[0]:hit[1]]
+        if _ALNUM_ONLY.sub("", value).lower() == _ALNUM_ONLY.sub("", name).lower():
+            continue  # ``apiKey: apiKey``: the name again, not a value
+        if names_weak_key(name) and not key_material(value):
+            continue  # ``routingKey = "orders.created.v2"``: a key, not a secret one
+        out.append(Finding("password_assignment", *hit))
     return out
 
 
