@@ -111,7 +111,8 @@ def _template_line(m: store.Manifest, expected: str | None = None) -> None:
     """Say what the pulled GGUF's chat template gives; warn when it is not what was expected."""
     if not m.chat_template:
         typer.echo(f"warning: {m.name} carries no chat template: bastion formats its prompts as "
-                   "ChatML (set model.chat_template if its answers look wrong)", err=True)
+                   "ChatML, or as Gemma turns when its vocabulary has <start_of_turn> and "
+                   "<end_of_turn> (there is no setting for another format)", err=True)
         return
     native = m.tool_format or "none (bastion's constrained tool calling is used)"
     typer.echo(f"chat template: yes; native tool-call format: {native}")

@@ -300,7 +300,7 @@ class HttpModel:
         for attempt in range(2):
             partial: dict[int, dict[str, str]] = {}
             reason = "stop"
-            streamed = False
+            streamed = finished = False
             async for chunk in self._sse(body):
                 if chunk.get("usage"):
                     yield _usage(chunk["usage"])
@@ -318,7 +318,16 @@ class HttpModel:
                         slot["name"] += fn.get("name") or ""
                         slot["args"] += fn.get("arguments") or ""
                     if choice.get("finish_reason"):
-                        reason = choice["finish_reason"]
+                        reason, finished = choice["finish_reason"], True
+            if not (streamed or partial or finished):  # not even an empty reply's finish
+                if attempt == 0:
+                    continue
+                raise ModelOutputError(
+                    f"the model server at {self._url()} ended its stream without a reply "
+                    "(no text, no tool call, no finish reason)",
+                    fix="check the server log; llama_cpp.server streams nothing for "
+                    "chatml-function-calling with tools: set model.native_tools: false",
+                )
             try:
                 calls = [_parse_native(partial[i], known) for i in sorted(partial)]
             except ValueError as exc:

@@ -118,6 +118,16 @@ async def test_unrepairable_tool_json_retries_then_raises() -> None:
     assert "native_tools" in (info.value.fix or "")
 
 
+async def test_a_stream_without_a_reply_is_an_error_not_an_empty_answer() -> None:
+    # llama_cpp.server with chatml-function-calling and tools streams only a ping comment
+    m, seen = model_with(lambda r: httpx.Response(200, content=b": ping - 2026\n\n"),
+                         profile="llamacpp", native_tools=True)
+    with pytest.raises(ModelOutputError, match="without a reply") as info:
+        await collect(m, [FILES])
+    assert len(seen) == 2  # one retry
+    assert "native_tools: false" in (info.value.fix or "")
+
+
 async def test_unknown_tool_name_is_an_output_error() -> None:
     tc = {"index": 0, "id": "c", "function": {"name": "rm", "arguments": "{}"}}
     m, _ = model_with(lambda r: httpx.Response(200, content=sse(delta(tool_calls=[tc]))))
