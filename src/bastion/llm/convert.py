@@ -205,20 +205,32 @@ def cached_copy(source_sha: str) -> dict[str, Any] | None:
 
 def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
             n_gpu_layers: int = 0) -> Choice:
-    """Decide for ``path`` (weights of ``file_type``) and return the file to load."""
+    """Decide for ``path`` (weights of ``file_type``) and return the file to load.
+
+    A conversion that cannot be made (the cache is not private, the quantizer failed) loads
+    the source as it is; the reason says why (``bastion doctor`` shows it).
+    """
     from bastion.llm.worker import _available_memory
 
     size = path.stat().st_size
-    try:
-        free_disk: int | None = shutil.disk_usage(cache_dir()).free
-    except OSError:
-        free_disk = None
-    convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
-                             available=_available_memory(), free_disk=free_disk)
     kind = weights_name(file_type)
-    if not convert:
+    convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
+                             available=_available_memory(), free_disk=None)
+    if not convert:  # (the cache folder is not touched)
         return Choice(path, kind, False, reason)
-    out, _ = converted_file(path, source_sha256(path))
+    try:
+        try:
+            free_disk: int | None = shutil.disk_usage(cache_dir()).free
+        except OSError:
+            free_disk = None
+        convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
+                                 available=None, free_disk=free_disk)
+        if not convert:
+            return Choice(path, kind, False, reason)
+        out, _ = converted_file(path, source_sha256(path))
+    except ModelError as exc:
+        return Choice(path, kind, False, f"{kind} weights loaded as they are: {exc.message} "
+                      f"(fix: {exc.fix})")
     return Choice(out, kind, True, reason)
 
 

@@ -59,3 +59,19 @@ def test_a_cache_others_can_write_to_is_refused(tmp_path: Path,
     home_cache = convert.cache_dir()  # the default: <home>/models/.converted, 0700
     assert home_cache.name == ".converted" and (home_cache.stat().st_mode & 0o777) == 0o700
     assert os.access(home_cache, os.W_OK)
+
+
+def test_a_conversion_that_cannot_be_made_loads_the_file_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + b"\0" * 60)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(shared))
+    choice = convert.prepare(src, 3)  # Q4_1: would be converted, but the cache is not private
+    assert choice.path == src and not choice.converted
+    assert "loaded as they are" in choice.reason and "not private" in choice.reason
+    assert not any(shared.iterdir())  # nothing written there
+    off = convert.prepare(src, 3, mode="off")
+    assert off.path == src and off.reason == "q4_1 weights loaded as they are (model.convert off)"
