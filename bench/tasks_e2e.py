@@ -134,6 +134,22 @@ def intact(*rels: str) -> Check:
     return ok
 
 
+def without_echo(answer: str, shown: list[str]) -> str:
+    """Return ``answer`` less what it copies whole from what the model was shown.
+
+    A base model often continues its prompt: the request again, ``Result of NAME(...):`` and
+    the tool's whole output. Such an answer holds the fact without stating it; this removes
+    each whole tool output, each request and those headers the answer repeats verbatim
+    (whitespace ignored), so a check on the rest counts only what the model said itself.
+    """
+    text = " ".join(answer.split())
+    for piece in sorted(shown, key=len, reverse=True):
+        norm = " ".join(piece.split())
+        if len(norm) >= 8:
+            text = text.replace(norm, " ")
+    return re.sub(r"Result of [a-z_]+\(.*?\):", " ", text)
+
+
 def both(*checks: Check) -> Check:
     """Every check holds."""
     return lambda answer, ws: all(c(answer, ws) for c in checks)
@@ -355,17 +371,21 @@ def run_task(task: Task, home: Path, ws: Path, timeout: float) -> dict[str, obje
         data = {}
     answer = str(data.get("answer") or "")
     calls = [c for c in data.get("tool_calls", []) if isinstance(c, dict)]
+    shown = [task.prompt, *(str(c.get("result") or c.get("error") or "") for c in calls)]
+    ok = bool(task.check(answer, ws))
     steps = [c.get("name") for c in calls]
     detail = [  # what each call asked for and what came back (for reading failures)
         {"name": c.get("name"), "arguments": json.dumps(c.get("arguments"))[:160],
          "decision": c.get("decision"), "ok": c.get("ok"),
-         "result": str(c.get("result") or c.get("error") or "")[:120]}
+         "result": str(c.get("result") or c.get("error") or "")[:400]}
         for c in calls
     ]
     error = "" if rc == 0 else str(data.get("error") or (err.strip().splitlines() or [""])[-1])
     return {
-        "id": task.id, "kind": task.kind, "ok": bool(task.check(answer, ws)), "rc": rc,
-        "seconds": round(secs, 1), "tools": steps, "answer": answer[:300],
+        "id": task.id, "kind": task.kind, "ok": ok, "rc": rc,
+        # ok only through a verbatim copy of the request/tool output (see without_echo)
+        "echo_only": ok and not task.check(without_echo(answer, shown), ws),
+        "seconds": round(secs, 1), "tools": steps, "answer": answer[:1500],
         "error": error[:200], "calls": detail,
     }  # fmt: skip
 
@@ -436,18 +456,16 @@ def main() -> None:
 
 def table(records: list[dict[str, object]]) -> str:
     """Return the per-kind table (tasks, success, seconds per task) of ``records``."""
-    rows = ["| kind | tasks | success | s/task |", "|---|---|---|---|"]
-    for k in sorted({str(r["kind"]) for r in records}):
-        rs = [r for r in records if r["kind"] == k]
+    rows = ["| kind | tasks | success | not by echo | s/task |", "|---|---|---|---|---|"]
+    groups = [(k, [r for r in records if r["kind"] == k])
+              for k in sorted({str(r["kind"]) for r in records})]
+    for k, rs in [*groups, ("**all**", records)] if records else []:
         ok = sum(bool(r["ok"]) for r in rs)
+        own = (f"{ok - sum(bool(r['echo_only']) for r in rs)}/{len(rs)}"
+               if all("echo_only" in r for r in rs) else "n/a")  # records from before the check
         secs = sum(float(str(r["seconds"])) for r in rs) / len(rs)
         n = len(rs)
-        rows.append(f"| {k} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | {secs:.1f} |")
-    if records:
-        ok = sum(bool(r["ok"]) for r in records)
-        secs = sum(float(str(r["seconds"])) for r in records) / len(records)
-        n = len(records)
-        rows.append(f"| **all** | {n} | **{ok}/{n} ({100 * ok / n:.0f}%)** | {secs:.1f} |")
+        rows.append(f"| {k} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | {own} | {secs:.1f} |")
     return "\n".join(rows)
 
 
@@ -470,7 +488,8 @@ def report(path: Path) -> None:
               f"{', '.join(commits)}\n")
         print(table(recs))
         for r in recs:
-            print(f"  {r['id']:8} {'ok ' if r['ok'] else 'FAIL'} {float(str(r['seconds'])):6.1f}s "
+            mark = "echo" if r.get("echo_only") else "ok  " if r["ok"] else "FAIL"
+            print(f"  {r['id']:8} {mark} {float(str(r['seconds'])):6.1f}s "
                   f"tools={r['tools']} answer={str(r['answer'])[:80]!r}")
 
 if __name__ == "__main__":
