@@ -10,10 +10,14 @@ intact), never by its wording.
 Usage::
 
     .venv/bin/python bench/tasks_e2e.py                       # the shipped model, all tasks
-    .venv/bin/python bench/tasks_e2e.py --only size,count --out bench/results/tasks_e2e.txt
+    .venv/bin/python bench/tasks_e2e.py --only size,count --out bench/results/tasks_e2e.jsonl
     .venv/bin/python bench/tasks_e2e.py --model-path some.gguf  # another GGUF, same tasks
+    .venv/bin/python bench/tasks_e2e.py --model-path some.gguf --via native  # its own tool calls
+    .venv/bin/python bench/tasks_e2e.py --report bench/results/tasks_e2e.jsonl
 
-Results: a table per kind (success rate, seconds per task) and one line per task.
+Results: a table per kind (success rate, successes not only by copying the prompt or a tool's
+output, seconds per task) and one line per task; ``--out`` appends one JSON record per task
+(commit, path, calls with arguments and results) so a stopped run keeps what it did.
 """
 
 from __future__ import annotations
