@@ -104,6 +104,10 @@ class Policy:
     # separates its first choice from its second (a flat preference carries no weight)
     rank_fit: float = 1.5  # and of argument_fit: the share of its parameters the request
     # gives concrete values for (a command line for a command, a path for a path)
+    rank_sim_floor: float = 0.4  # the cosines are scaled by the best one, or by this floor
+    # where the best is lower (cosines that are all small tell tools apart by noise)
+    semantic_margin: float = 1.0  # with several tools offered, a tool whose cosine stands
+    # out from the others' by d gains semantic_margin x d of evidence for calling it
 
 
 DEFAULT_POLICY = Policy()
@@ -285,8 +289,10 @@ async def choose(
         weak = max(lexical) < policy.none_threshold
         if weak and sims is not None:
             evidence = [
-                sim + policy.semantic_fit * argument_fit(t, query)
-                for sim, t in zip(sims, tools, strict=True)
+                sim
+                + policy.semantic_fit * argument_fit(t, query)
+                + policy.semantic_margin * _standout(sims, i)
+                for i, (sim, t) in enumerate(zip(sims, tools, strict=True))
             ]
             weak = max(evidence) < policy.semantic_threshold
         if weak and not model_wants_tool:
@@ -302,7 +308,7 @@ def _ranked(
     The model's preference weighs by its margin: the gap between its first and second choice
     (a small model that spreads its mass evenly says little about which tool fits).
     """
-    top_sim = max(sims)
+    top_sim = max(max(sims), policy.rank_sim_floor)
     srel = [s / top_sim if top_sim > 0 else 0.0 for s in sims]
     ordered = sorted(model_p, reverse=True)
     margin = ordered[0] - ordered[1] if len(ordered) > 1 else 0.0
@@ -311,6 +317,13 @@ def _ranked(
         policy.rank_lexical * r + policy.rank_semantic * s + wm * p
         for r, s, p in zip(rel, srel, model_p, strict=True)
     ]
+
+
+def _standout(sims: Sequence[float], i: int) -> float:
+    """Return how far tool ``i``'s cosine stands above every other offered tool's (0 when it
+    does not, or when it is the only tool: a margin needs something to stand out from)."""
+    others = [s for j, s in enumerate(sims) if j != i]
+    return max(0.0, sims[i] - max(others)) if others else 0.0
 
 
 def _results_text(tail: Sequence[Message]) -> str:
@@ -616,7 +629,13 @@ def argument_fit(spec: ToolSpec, query: str) -> float:
             continue
         raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
         kind = _path_kind(k, raw or v)
-        if kind and _paths_for(kind, paths):
+        fitting = _paths_for(kind, paths) if kind else []
+        # a quoted phrase is no path; a parameter only documented as a path ("Path of the
+        # repository.") takes only a value shaped like one
+        fitting = [
+            p for p in fitting if _evidence.path_shaped(p) or (kind != "any" and " " not in p)
+        ]
+        if fitting:
             found.add(k)
             continue
         if _is_url_param(k, raw or v) and _URL.search(query):

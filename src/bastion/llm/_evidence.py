@@ -9,7 +9,9 @@ never from a tool's name:
 * a **command line** (a utility followed by an option, a pipe, a back-quoted command, or a
   utility the request says to run/use) for a string parameter documented as a command;
   a **file name** also counts for such a parameter and for one that takes a program, since a
-  command or a program is how a file's content gets counted, searched or parsed;
+  command or a program is how a file's content gets counted, searched or parsed -- unless
+  the request names the command itself ("count the words in essay.txt using wc"): the file
+  is then that command's operand, not a reason to write a program;
 * a **number with a unit** (``10 minutes``, ``40 %``, ``21 degrees``) for a number parameter
   whose name or description names that unit;
 
@@ -113,6 +115,16 @@ def command_shapes(text: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def path_shaped(value: str) -> bool:
+    """Whether a value the request gives looks like a path by itself: a folder separator, a
+    home folder or a file extension, and no space outside a folder path. A quoted phrase
+    ("commit with message 'update docs'") or a bare word is a path only where a parameter
+    takes a file or folder name and the request says so ("the notes folder")."""
+    if " " in value and "/" not in value:
+        return False
+    return "/" in value or value.startswith("~") or bool(file_names(value))
+
+
 def file_names(text: str) -> list[str]:
     """Return the file names ``text`` gives (a name with an extension, maybe with folders)."""
     out: list[str] = []
@@ -148,8 +160,9 @@ def takes_unit(name: str, prop: dict[str, Any], unit: str) -> bool:
 
 def hits(props: dict[str, dict[str, Any]], query: str, used: set[str]) -> dict[str, float]:
     """Return the parameters (not in ``used``) ``query`` gives a concrete value for, with
-    the weight of that evidence: 1 for a command line or a file name for a program, 0.5 for
-    a number in the parameter's unit (a measured quantity is often only talked about).
+    the weight of that evidence: 1 for a command line or a file name for a program (not when
+    the request names a command line: the file is then its operand), 0.5 for a number in the
+    parameter's unit (a measured quantity is often only talked about).
 
     Each number with a unit is credited to one parameter only. A quoted string is not
     evidence: requests quote words they ask about ("what does 'ephemeral' mean?").
@@ -161,7 +174,8 @@ def hits(props: dict[str, dict[str, Any]], query: str, used: set[str]) -> dict[s
     for k, v in props.items():
         if k in used or not isinstance(v, dict):
             continue
-        if (takes_command(k, v) and shapes) or (takes_program(k, v) and files):
+        command = takes_command(k, v)
+        if (command and shapes) or (takes_program(k, v) and files and (command or not shapes)):
             out[k] = 1.0
         else:
             unit = next((u for _, u in units if takes_unit(k, v, u)), None)

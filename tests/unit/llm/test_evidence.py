@@ -121,3 +121,54 @@ async def test_a_request_naming_a_command_calls_the_command_tool(
     three = [-3.0, -3.0, -3.0, -1.0]
     got = await choose(Prims(scores=three), ask("run ls -la"), [PROG, TIMER, RUN], "auto")
     assert got[0] == "x1"
+
+
+def test_a_file_is_no_program_when_the_request_names_the_command() -> None:
+    # "using wc": the file is the command's operand, not a reason to write a program
+    assert argument_fit(PROG, "count the words in essay.txt using wc") == 0.0
+    assert argument_fit(RUN, "count the words in essay.txt using wc") == 0.5
+    assert argument_fit(PROG, "count the words in essay.txt") == 1.0
+
+
+def test_a_quoted_phrase_or_a_bare_word_is_no_path() -> None:
+    assert _evidence.path_shaped("~/code/site") and _evidence.path_shaped("notes/a.md")
+    assert not _evidence.path_shaped("update docs") and not _evidence.path_shaped("wip")
+    # a parameter only documented as a path takes only a value shaped like one
+    assert argument_fit(REPO, "commit with message 'update docs'") == 0.0
+    assert argument_fit(REPO, "commit with message 'wip'") == 0.0
+
+
+def _axis(texts: Sequence[str]) -> list[list[float]]:
+    """Tools on their own axis; a request about money at a modest cosine (0.3) to the money
+    tool, any other request on an axis of its own."""
+    out = []
+    for t in texts:
+        v = [0.0] * 8
+        if "exchange" in t:
+            v[0] = 1.0
+        elif "delivery" in t:
+            v[1] = 1.0
+        elif "euros" in t:
+            v[0], v[7] = 0.3, (1 - 0.3**2) ** 0.5
+        else:
+            v[6] = 1.0
+        out.append(v)
+    return out
+
+
+async def test_a_tool_standing_out_in_meaning_among_several_is_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a cosine of 0.3 alone is not enough to call a tool; standing out from the other
+    # offered tools by that much is
+    a = ToolSpec("y1", "money exchange", {"type": "object", "properties": {}})
+    b = ToolSpec("y2", "food delivery", {"type": "object", "properties": {}})
+    rel = _semantic.SemanticRelevance(_axis)
+    monkeypatch.setattr(_semantic, "shipped", lambda: rel)
+    msgs = [Message("user", "what's 50 dollars in euros")]
+    assert (await choose(Prims(scores=[-9.0, -9.0, -3.0]), msgs, [a, b], "auto"))[0] == "y1"
+    # the same request with only that tool: nothing to stand out from, no call
+    assert (await choose(Prims(scores=[-9.0, -3.0]), msgs, [a], "auto"))[0] == "none"
+    # a request near neither tool: no call
+    msgs = [Message("user", "how are you today?")]
+    assert (await choose(Prims(scores=[-9.0, -9.0, -3.0]), msgs, [a, b], "auto"))[0] == "none"
