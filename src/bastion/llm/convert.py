@@ -210,12 +210,12 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
     A conversion that cannot be made (the cache is not private, the quantizer failed) loads
     the source as it is; the reason says why (``bastion doctor`` shows it).
     """
-    from bastion.llm.worker import _available_memory
+    from bastion._proc import available_memory
 
     size = path.stat().st_size
     kind = weights_name(file_type)
     convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
-                             available=_available_memory(), free_disk=None)
+                             available=available_memory(), free_disk=None)
     if not convert:  # (the cache folder is not touched)
         return Choice(path, kind, False, reason)
     try:

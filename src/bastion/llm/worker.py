@@ -43,7 +43,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, describe_exit
+from bastion._proc import (
+    CRASH_LIMIT,
+    CRASH_WINDOW_S,
+    CrashLoop,
+    available_memory,
+    child_env,
+    describe_exit,
+)
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm._threads import BusyBoard
@@ -116,18 +123,6 @@ class WorkerSpec:
         return replace(self, n_threads=1, n_threads_batch=1, repack=False, cores=0)
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to new processes (Linux ``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def auto_workers(slots: int, model_bytes: int, cores: int | None = None,
                  available: int | None = None) -> int:
     """How many worker processes serve ``slots`` sequences when ``model.workers`` is unset.
@@ -138,7 +133,7 @@ def auto_workers(slots: int, model_bytes: int, cores: int | None = None,
     llama.cpp maps the file and the pages are shared, so this bound is on the safe side).
     """
     k = max(1, min(slots, cores or os.cpu_count() or 1))
-    room = _available_memory() if available is None else available
+    room = available_memory() if available is None else available
     if room is not None and model_bytes > 0:
         k = max(1, min(k, room // 2 // model_bytes))
     return k
