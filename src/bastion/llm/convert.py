@@ -155,6 +155,7 @@ def converted_file(src: Path, source_sha: str) -> tuple[Path, str]:
     fd, tmp_name = tempfile.mkstemp(dir=d, prefix=".convert-", suffix=".gguf")
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp_meta: Path | None = None
     try:
         _run_quantizer(src, tmp)
         tmp.chmod(0o600)
@@ -165,14 +166,20 @@ def converted_file(src: Path, source_sha: str) -> tuple[Path, str]:
         st = out.stat()
         record = {"source_sha256": source_sha, "source": src.name, "type": TARGET_NAME,
                   "sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        tmp_meta = meta.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(record))
-        tmp_meta.chmod(0o600)
+        # a name of its own: two processes converting the same source at once must not rename
+        # each other's sidecar away (each one's copy and record stay consistent; the last wins)
+        mfd, meta_name = tempfile.mkstemp(dir=d, prefix=".convert-", suffix=".json")
+        tmp_meta = Path(meta_name)
+        with os.fdopen(mfd, "w", encoding="utf-8") as f:  # mkstemp: already 0600
+            f.write(json.dumps(record))
         tmp_meta.replace(meta)
         return out, sha
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if tmp_meta is not None:
+            with contextlib.suppress(OSError):
+                tmp_meta.unlink()
 
 
 def _run_quantizer(src: Path, dst: Path, ftype: int = TARGET_FTYPE) -> None:
@@ -231,6 +238,10 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
     except ModelError as exc:
         return Choice(path, kind, False, f"{kind} weights loaded as they are: {exc.message} "
                       f"(fix: {exc.fix})")
+    except OSError as exc:  # the cache folder's disk: full, read-only, gone mid-way
+        return Choice(path, kind, False, f"{kind} weights loaded as they are: the converted "
+                      f"copy could not be written ({exc.strerror or exc}) (fix: free disk "
+                      "space in the cache folder, or bastion config set model.convert off)")
     return Choice(out, kind, True, reason)
 
 

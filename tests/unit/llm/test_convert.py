@@ -75,3 +75,43 @@ def test_a_conversion_that_cannot_be_made_loads_the_file_as_it_is(
     assert not any(shared.iterdir())  # nothing written there
     off = convert.prepare(src, 3, mode="off")
     assert off.path == src and off.reason == "q4_1 weights loaded as they are (model.convert off)"
+
+
+def test_a_disk_error_while_writing_the_copy_loads_the_file_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + b"\0" * 60)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
+
+    def full_disk(_src: Path, _dst: Path, ftype: int = 7) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert, "_run_quantizer", full_disk)
+    choice = convert.prepare(src, 3)
+    assert choice.path == src and not choice.converted
+    assert "No space left on device" in choice.reason and "model.convert off" in choice.reason
+    assert [p.name for p in cache.iterdir()] == ["sources.json"]  # no temporary file left
+
+
+def test_converters_racing_on_one_source_leave_a_copy_and_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + b"\0" * 60)
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(tmp_path / "cache"))
+    sha = convert.source_sha256(src)
+    calls = []
+
+    def quantize(_src: Path, dst: Path, ftype: int = 7) -> None:
+        calls.append(dst)
+        if len(calls) == 1:  # another process converts the same source meanwhile
+            convert.converted_file(src, sha)
+        dst.write_bytes(b"GGUF-q8" + bytes([len(calls)]))
+
+    monkeypatch.setattr(convert, "_run_quantizer", quantize)
+    out, digest = convert.converted_file(src, sha)
+    record = convert.cached_copy(sha)
+    assert record is not None and record["sha256"] == digest  # the record matches the copy
+    assert out.read_bytes().startswith(b"GGUF-q8")
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, out.with_suffix(".json").name, "sources.json"])  # no temporary file left
