@@ -214,8 +214,8 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
             n_gpu_layers: int = 0) -> Choice:
     """Decide for ``path`` (weights of ``file_type``) and return the file to load.
 
-    A conversion that cannot be made (the cache is not private, the quantizer failed) loads
-    the source as it is; the reason says why (``bastion doctor`` shows it).
+    A conversion that cannot be made (the cache is not private, the quantizer failed, the
+    disk is full) loads the source as it is; the reason says why (``bastion doctor`` shows it).
     """
     from bastion._proc import available_memory
 
