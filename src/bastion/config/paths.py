@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -55,3 +56,22 @@ def data_dir(name: str) -> Path:
 def private_umask() -> None:
     """Set ``umask 077`` for this process (the CLI and server entry): new files are 0600."""
     os.umask(PRIVATE_UMASK)
+
+
+def write_private(path: Path, data: str | bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically, mode 0600 whatever the umask.
+
+    The temporary file has a name of its own in the same folder (``mkstemp``), so processes
+    writing the same file at once never rename each other's temporary file away (each write is
+    whole; the last one wins), and it is removed when the write fails.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp: created 0600
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return path

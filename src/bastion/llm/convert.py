@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bastion.config.paths import write_private
 from bastion.errors import ModelError
 
 #: llama.cpp file types (``general.file_type``) with no batched CPU matmul kernel.
@@ -155,7 +156,6 @@ def converted_file(src: Path, source_sha: str) -> tuple[Path, str]:
     fd, tmp_name = tempfile.mkstemp(dir=d, prefix=".convert-", suffix=".gguf")
     os.close(fd)
     tmp = Path(tmp_name)
-    tmp_meta: Path | None = None
     try:
         _run_quantizer(src, tmp)
         tmp.chmod(0o600)
@@ -166,20 +166,11 @@ def converted_file(src: Path, source_sha: str) -> tuple[Path, str]:
         st = out.stat()
         record = {"source_sha256": source_sha, "source": src.name, "type": TARGET_NAME,
                   "sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        # a name of its own: two processes converting the same source at once must not rename
-        # each other's sidecar away (each one's copy and record stay consistent; the last wins)
-        mfd, meta_name = tempfile.mkstemp(dir=d, prefix=".convert-", suffix=".json")
-        tmp_meta = Path(meta_name)
-        with os.fdopen(mfd, "w", encoding="utf-8") as f:  # mkstemp: already 0600
-            f.write(json.dumps(record))
-        tmp_meta.replace(meta)
+        write_private(meta, json.dumps(record))  # two converters at once: the last one wins
         return out, sha
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if tmp_meta is not None:
-            with contextlib.suppress(OSError):
-                tmp_meta.unlink()
 
 
 def _run_quantizer(src: Path, dst: Path, ftype: int = TARGET_FTYPE) -> None:

@@ -147,12 +147,7 @@ def write_manifest(manifest: Manifest) -> Path:
     folder = paths.private_dir(model_dir(manifest.name))
     for f in manifest.files:
         f.mtime_ns = (folder / f.name).stat().st_mtime_ns
-    path = folder / MANIFEST
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return path
+    return paths.write_private(folder / MANIFEST, json.dumps(manifest.to_json(), indent=2))
 
 
 def read_manifest(name: str) -> Manifest:
@@ -220,10 +215,8 @@ def identify(path: Path, cache_file: Path | None = None) -> str:
         return str(hit["sha256"])
     sha = sha256_file(path)
     cache[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache))
-    tmp.chmod(0o600)
-    tmp.replace(cache_file)
+    # (a cache shared by several processes: each write is whole, the last one wins)
+    paths.write_private(cache_file, json.dumps(cache))
     return sha
 
 
