@@ -388,12 +388,17 @@ def _path_kind(name: str, prop: dict[str, Any]) -> str | None:
 
 
 def _paths_for(kind: str, values: list[str]) -> list[str]:
+    """Return the request's names (:func:`path_values`) a ``kind`` path parameter takes.
+
+    A parameter only documented as a path ("Path of the repository.") takes only a value
+    shaped like one: a quoted phrase is no path there ("commit with message 'update docs'").
+    """
     has_ext = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
     if kind == "dir":
-        return [v for v in values if not has_ext.search(v)]
-    if kind == "file":
-        return [v for v in values if has_ext.search(v) or "/" in v]
-    return values
+        values = [v for v in values if not has_ext.search(v)]
+    elif kind == "file":
+        values = [v for v in values if has_ext.search(v) or "/" in v]
+    return [v for v in values if kind != "any" or _evidence.path_shaped(v)]
 
 
 def path_values(text: str) -> list[str]:
@@ -507,6 +512,7 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
 
     for quoted in re.findall(r"(?:^|\s)'([^']{1,80})'(?=\W|$)|\"([^\"]{1,80})\"", text):
         add(quoted[0] or quoted[1])
+    inside = _grounding.quoted(text)
     toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     for n in range(1, max_words + 1):
         for i in range(len(toks) - n + 1):
@@ -522,8 +528,13 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
                 or (first.lower() in _FUNCTION_WORDS and first != "The")  # The Hague
             ):
                 continue
-            span = text[toks[i][0] : toks[i + n - 1][1]]
-            add(span.lstrip(_EDGE_PUNCT).rstrip(_EDGE_PUNCT))
+            a, b = toks[i][0], toks[i + n - 1][1]
+            span = text[a:b]
+            a += len(span) - len(span.lstrip(_EDGE_PUNCT))
+            b -= len(span) - len(span.rstrip(_EDGE_PUNCT))
+            if any(a < qb and b > qa and not (a <= qa and b >= qb) for qa, qb in inside):
+                continue  # a quoted phrase is one value ('fix the fence', not 'fence')
+            add(text[a:b])
     return spans
 
 
@@ -534,6 +545,37 @@ def _name_like(name: str, schema: dict[str, Any]) -> bool:
         return False
     parts = set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower()))
     return not parts & _FREE_TEXT
+
+
+# Free-text parameters that pass words on (a note, a message), not ones whose value is
+# written from them (a command, a program, a search query).
+_PROSE = frozenset(
+    ["text", "message", "body", "content", "note", "notes", "comment", "reply", "description"]
+)
+
+
+def _prose(name: str, schema: dict[str, Any]) -> bool:
+    if schema.get("type") != "string" or any(
+        k in schema for k in ("enum", "const", "pattern", "format")
+    ):
+        return False
+    return bool(set(re.split(r"[_\W]+|(?<=[a-z])(?=[A-Z])", name.lower())) & _PROSE)
+
+
+def _anchored(props: dict[str, Any], query: str, tool_words: set[str]) -> dict[str, list[str]]:
+    """Return, per name-like parameter, the names the request gives next to the word for
+    what it names (:func:`._grounding.anchored_names`). A name two parameters would both
+    take (``color1``/``color2``; ``time``/``from_timezone`` in "New York time zone") is
+    anchored to neither."""
+    found = {
+        k: [n for n in _grounding.anchored_names(k, query, tool_words) if grammar_safe(n)]
+        for k, v in props.items()
+        if isinstance(v, dict) and _name_like(k, v)
+    }
+    shared = {
+        n for k, ns in found.items() for n in ns if any(n in found[j] for j in found if j != k)
+    }
+    return {k: ns for k, ns in found.items() if ns and not set(ns) & shared}
 
 
 def _ground(
@@ -629,12 +671,13 @@ def argument_fit(spec: ToolSpec, query: str) -> float:
             continue
         raw = raw_props.get(k) if isinstance(raw_props.get(k), dict) else {}
         kind = _path_kind(k, raw or v)
-        fitting = _paths_for(kind, paths) if kind else []
-        # a quoted phrase is no path; a parameter only documented as a path ("Path of the
-        # repository.") takes only a value shaped like one
-        fitting = [
-            p for p in fitting if _evidence.path_shaped(p) or (kind != "any" and " " not in p)
-        ]
+        # as evidence for calling the tool, a phrase with a space is no path (it is often
+        # what the request asks about); filled, a folder may be called 'My Documents'
+        fitting = (
+            [p for p in _paths_for(kind, paths) if " " not in p or _evidence.path_shaped(p)]
+            if kind
+            else []
+        )
         if fitting:
             found.add(k)
             continue
@@ -673,6 +716,7 @@ def fill_schema(
     tool_words = set(_grounding.word_stems(spec.name))
     spans = copy_spans(query) if policy.copy_strings else []
     paths = path_values(query)
+    near = _anchored(schema["properties"], query, tool_words) if policy.copy_strings else {}
     for k, v in list(schema["properties"].items()):
         if not isinstance(v, dict):
             continue
@@ -688,11 +732,21 @@ def fill_schema(
         # one rule decides whether the request mentions an argument; copy_strings only
         # decides whether its values are narrowed to the request's
         grounded, said = _ground(k, v, raw or {}, query, f"{query}\n{context}", tool_words)
+        if policy.copy_strings and grounded is v:
+            if _prose(k, v):
+                # words the request hands over ('water the plants'; "ping kim: ...")
+                handed = [p for p in _grounding.payloads(query) if grammar_safe(p)]
+                if handed:
+                    grounded = {**v, "enum": handed}
+            elif spans and _name_like(k, v):
+                # the name next to the word for what it names ("the infra repo")
+                grounded = {**v, "enum": near.get(k) or spans}
         if policy.copy_strings:
-            if grounded is v and spans and _name_like(k, v):
-                grounded = {**v, "enum": spans}
             schema["properties"][k] = grounded
-        if said:
+        doc = str((raw or v).get("description", ""))
+        if said or (
+            v.get("type") in ("integer", "number") and _grounding.counted(k, doc, query, tool_words)
+        ):
             mentioned.add(k)
     if policy.optional_args == "all":
         return schema

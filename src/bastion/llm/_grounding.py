@@ -12,7 +12,7 @@ All of it is general text processing over the tool's own schema and docs.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from bastion.llm import _relevance
@@ -302,3 +302,137 @@ def polarity(query: str, at: int) -> bool:
     words = _TOKEN.findall(_CAMEL.sub(" ", query.replace("_", " ")))
     before = [w.lower() for w in words[max(0, at - 3) : at]]
     return not any(w in _NEGATION for w in before)
+
+
+# -- what the request hands over as a value ---------------------------------------------------
+
+_QUOTED = re.compile(r"(?:^|(?<=\s))'([^'\n]{1,200})'(?=\W|$)|\"([^\"\n]{1,200})\"")
+_AFTER_COLON = re.compile(r"(?<!:):\s+(\S.*)$", re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def quoted(text: str) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` offsets of each quoted phrase's inner text."""
+    return [(m.start(m.lastindex or 1), m.end(m.lastindex or 1)) for m in _QUOTED.finditer(text)]
+
+
+def payloads(text: str) -> list[str]:
+    """Return the text a request hands over to be passed on as it is: its quoted phrases,
+    and what follows a colon ("ping kim: don't forget the keys"; "note: router moved to
+    port 8443"), to the end and to the end of its first sentence. A colon inside a time or
+    an address (``18:00``, ``http://``) is no hand-over."""
+    out: list[str] = []
+
+    def add(v: str) -> None:
+        v = " ".join(v.split()).strip().rstrip(",;")
+        if v and v not in out:
+            out.append(v)
+
+    for a, b in quoted(text):
+        add(text[a:b])
+    for line in text.splitlines():
+        m = _AFTER_COLON.search(line)
+        if m:
+            rest = m.group(1)
+            add(rest)
+            add(_SENTENCE_END.split(rest, maxsplit=1)[0])
+    return out
+
+
+_NAMING = frozenset(["called", "named", "titled"])
+_RUN_STOP = frozenset(
+    ["a", "an", "the", "in", "on", "at", "for", "of", "to", "from", "with", "by", "and", "or",
+     "is", "are", "was", "be", "my", "me", "i", "you", "your", "our", "this", "that", "it",
+     "its", "please", "pls", "some", "any", "all", "again", "now", "up", "down", "into",
+     "what", "what's", "whats", "which", "who", "how", "where", "when", "why", "is", "are",
+     "new", "old", "current", "next", "last", "previous", "recent", "upcoming", "same",
+     "other", "another", "first", "every", "each"]
+)  # fmt: skip
+_WORDS = re.compile(r"[\w][\w'.+-]*[\w]|[\w]")
+
+
+def anchored_names(name: str, query: str, tool_words: set[str], most: int = 4) -> list[str]:
+    """Return the names a request gives next to the word for what they name.
+
+    "the infra repo", "the home assistant container": the run of content words (at most
+    ``most``, no bare number) just before the parameter's own name word (or, when its name
+    is generic, a word of the tool's name: ``container`` for ``container_restart``'s
+    ``name``); "a note called Passwords policy": the run after "called"/"named"/"titled".
+    A name word that is capitalised is part of a proper name ("Premier League"), and one
+    followed by a capitalised word introduces it ("the player LeBron James"): neither
+    anchors a run. Empty when the request gives none.
+    """
+    toks = [(m.group(0), m.start(), m.end()) for m in _WORDS.finditer(query)]
+    stems = [_relevance._stem(t[0]) for t in toks]
+    if quoted(query):
+        return []  # a quoted phrase is the name the request gives
+    own = [w for w in word_stems(name) if w not in _GENERIC and w not in _RUN_STOP and len(w) > 2]
+    anchors = own or [w for w in tool_words if w not in _GENERIC and len(w) > 2]
+    out: list[str] = []
+
+    def is_anchor(i: int) -> bool:
+        return any(same_word(a, stems[i]) for a in anchors)
+
+    def run(idx: range, step: int) -> None:
+        words: list[int] = []
+        for i in idx:
+            w = toks[i][0].lower()
+            if (
+                i == 0  # a request's first word is its verb ("Given", "Find"), not a name
+                or w in _RUN_STOP
+                or w in _NAMING
+                or is_anchor(i)
+                or re.fullmatch(r"[\d.,]+", w)
+            ):
+                break
+            gap = query[toks[i][2] : toks[i + 1][1]] if step < 0 else query[
+                toks[i - 1][2] : toks[i][1]]  # fmt: skip
+            if (words or step < 0) and re.search(r"[.!?;:,()'\"]", gap):
+                break  # a run does not cross punctuation
+            words.append(i)
+        caps = [i for i in words if toks[i][0][:1].isupper()]
+        if step < 0 and caps and len(caps) < len(words):  # "offer Chinese cuisine"
+            words = [i for i in words if i >= min(caps)]
+        if 0 < len(words) <= most:
+            v = query[toks[min(words)][1] : toks[max(words)][2]]
+            if v not in out:
+                out.append(v)
+
+    for i in range(len(toks)):
+        if toks[i][0].lower() in _NAMING:
+            run(range(i + 1, len(toks)), 1)
+        elif is_anchor(i) and not toks[i][0][:1].isupper():
+            nxt = toks[i + 1][0] if i + 1 < len(toks) else ""
+            if not nxt[:1].isupper():
+                run(range(i - 1, -1, -1), -1)
+    return out
+
+
+_WORD_NUM = "|".join([*_UNITS, *_TENS])
+_COUNTED = re.compile(
+    r"(?<![\w.])(?:\d+(?:[.,]\d+)?|" + _WORD_NUM + r")\s*(%|[A-Za-z]{3,})", re.IGNORECASE
+)
+
+
+def counted(
+    name: str, doc: str, query: str, tool_words: Collection[str] = frozenset()
+) -> bool:
+    """Whether the request gives a number of what a number parameter counts or measures, by
+    its name or docs: "the last 3 commits" for ``count`` ("How many commits."), "30%" for
+    ``brightness`` ("Brightness in percent"). A word of the tool's own name is not a unit
+    ("5 files" for ``read_file``'s ``offset``)."""
+    doc = doc.replace("/", " per ")  # "g/mile" is a rate
+    words = [*_TOKEN.findall(name.replace("_", " ")), "", *_TOKEN.findall(doc)]
+    want = {
+        _relevance._stem(w)
+        for prev, w in zip(["", *words], words, strict=False)
+        if len(w) > 2 and w.lower() not in _relevance._STOP and prev.lower() != "per"
+    }
+    want = {w for w in want if not any(same_word(w, t) for t in tool_words)}
+    for m in _COUNTED.finditer(query):
+        unit = "percent" if m.group(1) == "%" else m.group(1).lower()
+        if unit in _relevance._STOP:
+            continue
+        if any(same_word(_relevance._stem(unit), w) for w in want):
+            return True
+    return False

@@ -6,6 +6,8 @@ from typing import Any
 
 from bastion.llm._constrained import _as_declared, choose, fill, fill_schema
 from bastion.llm._grounding import (
+    anchored_names,
+    counted,
     date_format,
     dates,
     doc_options,
@@ -14,6 +16,7 @@ from bastion.llm._grounding import (
     named_values,
     number_candidates,
     numbers,
+    payloads,
     polarity,
     word_stems,
 )
@@ -191,3 +194,72 @@ async def test_a_value_given_once_is_not_used_twice() -> None:
     two = spec({"a": {"type": "integer"}, "b": {"type": "integer"}}, ["a", "b"])
     p = Prims(completions=['{"a": 5, "b": 5}'])
     assert (await fill(p, msgs, two))[0] == {"a": 5, "b": 5} and len(p.schemas) == 1
+
+
+def test_payloads_are_quoted_phrases_and_what_follows_a_colon() -> None:
+    assert payloads("ping kim: don't forget the keys") == ["don't forget the keys"]
+    assert payloads("make todo.txt with 'water the plants' in it") == ["water the plants"]
+    assert payloads("Note pour plus tard : rappeler le garagiste") == ["rappeler le garagiste"]
+    # to the end, and to the end of the first sentence
+    assert payloads("tell sam: dinner at 8. Bring wine.") == [
+        "dinner at 8. Bring wine.", "dinner at 8.",
+    ]  # fmt: skip
+    # a time or a web address is no hand-over
+    assert payloads("on 2027-08-21 at 18:00, see https://example.org") == []
+
+
+def test_anchored_names_are_the_words_next_to_what_they_name() -> None:
+    assert anchored_names("repo", "show the last 10 commits of the infra repo", set()) == [
+        "infra"
+    ]
+    assert anchored_names("repo", "sync the website repo with the remote", set()) == ["website"]
+    # a generic parameter name ("name") is anchored by a word of the tool's name
+    tool = set(word_stems("container_restart"))
+    assert anchored_names("name", "the home assistant container needs a kick", tool) == [
+        "home assistant"
+    ]
+    assert anchored_names("title", "a note called Passwords policy: rotate keys", set()) == [
+        "Passwords policy"
+    ]
+    # part of a proper name, or introducing one: no anchor
+    assert anchored_names("league", "Manchester United in the Premier League", set()) == []
+    assert anchored_names("player_name", "stats of basketball player LeBron James", set()) == []
+    # the capitalised part of a run; no bare numbers
+    assert anchored_names("cuisine", "places that offer Chinese cuisine", set()) == ["Chinese"]
+    assert anchored_names("match_format", "Kohli for past 10 matches", set()) == []
+
+
+def test_counted_numbers_are_in_what_the_parameter_counts() -> None:
+    assert counted("count", "How many commits.", "show me the last 3 commits")
+    assert counted("brightness", "Brightness in percent, 1-100.", "dim the hall to 30%")
+    assert counted("days", "", "for the next seven days")
+    assert not counted("count", "How many commits.", "on 2027-08-21 at 18:00")
+    # a word of the tool's own name is not a unit
+    assert not counted("offset", "Line of the file to start at.", "the biggest 5 files",
+                       set(word_stems("read_file")))  # fmt: skip
+
+
+def test_fill_schema_passes_on_what_the_request_hands_over() -> None:
+    notes = spec({"title": {"type": "string"}, "text": {"type": "string"}}, ["text"])
+    props = fill_schema(notes, "save a note called Passwords policy: rotate keys")["properties"]
+    assert props["text"]["enum"] == ["rotate keys"]
+    # without a hand-over the text stays free
+    assert "enum" not in fill_schema(notes, "write down that the boiler is fixed")["properties"][
+        "text"
+    ]
+    # a quoted phrase is one value: not 'fence'
+    todo = spec({"item": {"type": "string"}}, ["item"])
+    spans = fill_schema(todo, "I did 'fix the fence', mark it done")["properties"]["item"]["enum"]
+    assert "fix the fence" in spans and "fence" not in spans and "the fence" not in spans
+    # a parameter documented as a path takes no quoted phrase ("Path of the repository.")
+    commit = spec(
+        {"repo": {"type": "string", "description": "Path of the repository.", "default": "."},
+         "message": {"type": "string"}},
+        ["message"],
+    )  # fmt: skip
+    props = fill_schema(commit, "commit with message 'update docs'")["properties"]
+    assert "repo" not in props and props["message"]["enum"] == ["update docs"]
+    # a number of what an optional count counts: mentioned, so filled
+    log = spec({"count": {"type": "integer", "description": "How many commits."}}, [])
+    assert fill_schema(log, "show me the last 3 commits")["properties"]["count"]["enum"] == [3]
+    assert fill_schema(log, "show me the commits")["properties"] == {}
