@@ -108,6 +108,10 @@ class Policy:
     # where the best is lower (cosines that are all small tell tools apart by noise)
     semantic_margin: float = 1.0  # with several tools offered, a tool whose cosine stands
     # out from the others' by d gains semantic_margin x d of evidence for calling it
+    enum_meaning: float = 0.12  # an enum the request names no value of by its words is
+    # filled with the value whose meaning stands out by this cosine margin ("on the TV" ->
+    # living_room_tv; "take it off my list" -> remove); 0: the model picks among them all.
+    # Fill only: as evidence for calling a tool it fired on unrelated tools (dev halves)
 
 
 DEFAULT_POLICY = Policy()
@@ -578,6 +582,24 @@ def _anchored(props: dict[str, Any], query: str, tool_words: set[str]) -> dict[s
     return {k: ns for k, ns in found.items() if ns and not set(ns) & shared}
 
 
+def _meant_value(
+    enum: list[Any], query: str, meaning: _semantic.SemanticRelevance, margin: float
+) -> Any:
+    """Return the enum value the request means without naming it, or None.
+
+    The cosine between the request and each value written as words (``living_room_tv`` ->
+    "living room tv") with the shipped sentence embedder; a value counts only when it stands
+    out from every other by ``margin`` (calibrated on the dev halves: "I want to watch The
+    Office on the TV" -> ``living_room_tv``, "take 'wash the car' off my list" -> ``remove``).
+    """
+    if margin <= 0 or len(enum) < 2 or not all(isinstance(e, str) for e in enum):
+        return None
+    texts = [" ".join(_grounding.word_stems_raw(e)) for e in enum]
+    sims = meaning.similarities(query, texts)
+    best = max(range(len(enum)), key=lambda i: sims[i])
+    return enum[best] if _standout(sims, best) >= margin else None
+
+
 def _ground(
     name: str,
     v: dict[str, Any],
@@ -585,10 +607,13 @@ def _ground(
     query: str,
     numbers_text: str,
     tool_words: set[str],
+    meaning: _semantic.SemanticRelevance | None = None,
+    margin: float = 0.0,
 ) -> tuple[dict[str, Any], bool]:
     """Constrain one argument to values the request supports; say whether it is mentioned.
 
     * an enum (or a list of enum items): the values the request names, when it names some;
+      else (with ``meaning``) the one value whose meaning stands out by ``margin``;
     * a string whose docs quote its choices (``'Celsius' or 'Fahrenheit'``): the quoted
       choices the request names;
     * a date whose docs give a format (``yyyy-mm-dd``): the request's dates in that format;
@@ -604,6 +629,9 @@ def _ground(
         named = _grounding.named_values(enum, query)
         if named:
             return {**v, "enum": named}, True
+        meant = _meant_value(enum, query, meaning, margin) if meaning is not None else None
+        if meant is not None:
+            return {**v, "enum": [meant]}, True
         return v, at >= 0
     if t == "array" and isinstance(items.get("enum"), list):
         named = _grounding.named_values(items["enum"], query)
@@ -716,6 +744,7 @@ def fill_schema(
     tool_words = set(_grounding.word_stems(spec.name))
     spans = copy_spans(query) if policy.copy_strings else []
     paths = path_values(query)
+    meaning = _semantic.shipped() if policy.semantic and policy.enum_meaning > 0 else None
     near = _anchored(schema["properties"], query, tool_words) if policy.copy_strings else {}
     for k, v in list(schema["properties"].items()):
         if not isinstance(v, dict):
@@ -731,7 +760,9 @@ def fill_schema(
             continue
         # one rule decides whether the request mentions an argument; copy_strings only
         # decides whether its values are narrowed to the request's
-        grounded, said = _ground(k, v, raw or {}, query, f"{query}\n{context}", tool_words)
+        grounded, said = _ground(
+            k, v, raw or {}, query, f"{query}\n{context}", tool_words, meaning, policy.enum_meaning
+        )
         if policy.copy_strings and grounded is v:
             if _prose(k, v):
                 # words the request hands over ('water the plants'; "ping kim: ...")

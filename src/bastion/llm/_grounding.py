@@ -28,6 +28,11 @@ def word_stems(text: str) -> list[str]:
     return [_relevance._stem(w) for w in _TOKEN.findall(_CAMEL.sub(" ", text.replace("_", " ")))]
 
 
+def word_stems_raw(text: str) -> list[str]:
+    """Return the words of ``text`` in order, lower-cased and unstemmed (identifiers split)."""
+    return [w.lower() for w in _TOKEN.findall(_CAMEL.sub(" ", text.replace("_", " ")))]
+
+
 def same_word(a: str, b: str) -> bool:
     """Whether two stems are the same word: equal, or sharing a long common prefix
     (``standardize``/``standardization``, ``include``/``includ``; a typo's tail)."""

@@ -263,3 +263,30 @@ def test_fill_schema_passes_on_what_the_request_hands_over() -> None:
     log = spec({"count": {"type": "integer", "description": "How many commits."}}, [])
     assert fill_schema(log, "show me the last 3 commits")["properties"]["count"]["enum"] == [3]
     assert fill_schema(log, "show me the commits")["properties"] == {}
+
+
+class _Meaning:
+    """A stand-in embedder's verdict: fixed cosines per option text (tests/fakes would be
+    overkill for one table)."""
+
+    def __init__(self, sims: dict[str, float]) -> None:
+        self.sims = sims
+
+    def similarities(self, query: str, texts: list[str]) -> list[float]:
+        return [self.sims.get(t, 0.0) for t in texts]
+
+
+def test_an_enum_value_meant_but_not_named_is_taken_when_it_stands_out() -> None:
+    from bastion.llm._constrained import _ground
+
+    device = {"type": "string", "enum": ["living_room_tv", "kitchen_speaker"]}
+    clear = _Meaning({"living room tv": 0.52, "kitchen speaker": 0.20})
+    grounded, said = _ground("device", device, {}, "watch it on the TV", "", set(), clear, 0.12)  # type: ignore[arg-type]
+    assert grounded["enum"] == ["living_room_tv"] and said
+    # no value stands out: the model picks among them all, and the argument is not mentioned
+    close = _Meaning({"living room tv": 0.30, "kitchen speaker": 0.25})
+    grounded, said = _ground("device", device, {}, "play it", "", set(), close, 0.12)  # type: ignore[arg-type]
+    assert grounded is device and not said
+    # a value named by its words wins over meaning
+    grounded, _ = _ground("device", device, {}, "on the kitchen speaker", "", set(), clear, 0.12)  # type: ignore[arg-type]
+    assert grounded["enum"] == ["kitchen_speaker"]
