@@ -267,15 +267,10 @@ class _Worker:
         gguf = self.gguf
         hits0 = 0
         if path == "default":
-            if self.default_llama is None:
-                import llama_cpp
-
-                self.default_llama = llama_cpp.Llama(
-                    model_path=str(gguf),
-                    n_ctx=4096,
-                    n_threads=self.threads,
-                    verbose=False,
-                    chat_format="chatml-function-calling",
+            if self.default_llama is None:  # llama-cpp-python's own path (repacking as
+                # bastion chooses: off on AMX CPUs, where llama.cpp's default crashes)
+                self.default_llama = load_llama(
+                    gguf, n_ctx=4096, n_threads=self.threads, chat_format="chatml-function-calling"
                 )
                 if self.inner_cap:
                     self.cap = _InnerCap(self.default_llama, MAX_TOKENS)
@@ -309,6 +304,33 @@ class _Worker:
 
 
 _WORKER: _Worker | None = None
+
+
+def pool_results(
+    fn: Any, tasks: list[Any], workers: int, initializer: Any, initargs: tuple[Any, ...]
+) -> Any:
+    """Yield ``fn(task)`` for every task from ``workers`` spawned processes, as they finish.
+
+    A worker that dies (a native crash in llama.cpp) ends the run with one line naming the
+    signal, instead of the silent hang of ``multiprocessing.Pool`` (which replaces the dead
+    worker and waits forever for its task); what was yielded before stays written.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=initializer, initargs=initargs
+    ) as pool:
+        try:
+            for fut in cf.as_completed([pool.submit(fn, t) for t in tasks]):
+                yield fut.result()
+        except cf.process.BrokenProcessPool:
+            # from None: the pool's own traceback says nothing more than this line
+            raise SystemExit(
+                "error: a benchmark worker process died (a native crash in the model?); "
+                "the records written so far are kept (fix: run with --workers 1 to see which "
+                "question, and check `bastion doctor`)"
+            ) from None
 
 
 def parse_policy(spec: str) -> Policy:
@@ -478,16 +500,9 @@ def main() -> None:
         for t in tasks:
             take(_run_task(t))
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(
-            workers,
-            initializer=_init_worker,
-            initargs=(threads, not args.no_inner_cap, args.model, args.chat_template, args.policy),
-        ) as pool:
-            for rec in pool.imap_unordered(_run_task, tasks, chunksize=1):
-                take(rec)
+        initargs = (threads, not args.no_inner_cap, args.model, args.chat_template, args.policy)
+        for rec in pool_results(_run_task, tasks, workers, _init_worker, initargs):
+            take(rec)
     if fh:
         fh.close()
     print(_table(records, cats, paths))

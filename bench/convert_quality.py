@@ -62,19 +62,17 @@ async def answers(convert: str, tokens: int) -> tuple[str, list[list[int]]]:
 
 def teacher_forced(tokens: int) -> None:
     """(1) top-1 agreement and KL of Q8_0 and Q4_0 conversions against Q4_1, same contexts."""
-    import llama_cpp
     import numpy as np
 
     from bastion.llm.convert import _run_quantizer, cache_dir, source_sha256
-    from bastion.llm.embedded import shipped_model_path
+    from bastion.llm.embedded import load_llama, shipped_model_path
 
     src = shipped_model_path()
     q8 = cache_dir() / f"{source_sha256(src)}.q8_0.gguf"
     q4_0 = Path(tempfile.mkdtemp()) / "q4_0.gguf"
     _run_quantizer(src, q4_0, ftype=2)  # LLAMA_FTYPE_MOSTLY_Q4_0
     files = {"q4_1": src, "q8_0": q8, "q4_0": q4_0}
-    ms = {k: llama_cpp.Llama(model_path=str(v), n_ctx=512, logits_all=True, verbose=False,
-                             n_threads=2) for k, v in files.items()}
+    ms = {k: load_llama(v, n_ctx=512, n_threads=2, logits_all=True) for k, v in files.items()}
 
     def logp(x: Any) -> Any:
         m = x.max(-1, keepdims=True)

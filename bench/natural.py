@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import re
 import sys
@@ -152,12 +151,10 @@ class _Worker:
         q = as_bfcl(self.tools, item)
         w = self.inner
         if path == "default":
-            if w.default_llama is None:
-                import llama_cpp
-
-                w.default_llama = llama_cpp.Llama(
-                    model_path=str(w.gguf), n_ctx=4096, n_threads=w.threads, verbose=False,
-                    chat_format="chatml-function-calling",
+            if w.default_llama is None:  # llama-cpp-python's own path (repacking as bastion
+                # chooses: off on AMX CPUs, where llama.cpp's default crashes)
+                w.default_llama = load_llama(
+                    w.gguf, n_ctx=4096, n_threads=w.threads, chat_format="chatml-function-calling"
                 )
                 w.cap = bfcl._InnerCap(w.default_llama, bfcl.MAX_TOKENS)
             t0 = time.perf_counter()
@@ -224,18 +221,16 @@ def main() -> None:
         f" model {shipped_model_path().name}; {workers} worker(s) x {threads} thread(s)",
         flush=True,
     )
-    ctx = multiprocessing.get_context("spawn")
     records: list[dict[str, Any]] = []
     if args.out:
         args.out.write_text("")
-    with ctx.Pool(workers, initializer=_init, initargs=(threads, args.policy)) as pool:
-        for rec in pool.imap_unordered(_task, tasks):
-            records.append(rec)
-            if args.out:  # written as they come: a run stopped early keeps its records
-                with args.out.open("a") as f:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            if len(records) % 20 == 0:
-                print(f"  {len(records)}/{len(tasks)}", flush=True)
+    for rec in bfcl.pool_results(_task, tasks, workers, _init, (threads, args.policy)):
+        records.append(rec)
+        if args.out:  # written as they come: a run stopped early keeps its records
+            with args.out.open("a") as f:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if len(records) % 20 == 0:
+            print(f"  {len(records)}/{len(tasks)}", flush=True)
     print(bfcl._table(records, cats, paths))
     other = [r for r in records if r["lang"] != "en"]
     for p in paths:

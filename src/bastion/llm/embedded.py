@@ -150,8 +150,13 @@ def load_llama(
     vocab_only: bool = False,
     n_seq: int = 1,
     n_threads_batch: int | None = None,
+    **llama_kwargs: Any,
 ) -> Any:
     """Load a GGUF file with llama-cpp-python (quietly); raise :class:`ModelError` on failure.
+
+    ``llama_kwargs`` go to ``llama_cpp.Llama`` as they are (``chat_format``, ``logits_all``:
+    the benchmarks load their llama-cpp-python baselines here, so those too load with the
+    repack choice below and run on CPUs with AMX).
 
     ``repack`` (default: :func:`repack_default`) says whether weights may be repacked into
     llama.cpp's extra buffer types (``use_extra_bufts``; llama-cpp-python does not expose it, so
@@ -199,6 +204,7 @@ def load_llama(
                 n_gpu_layers=n_gpu_layers,
                 vocab_only=vocab_only,
                 verbose=False,
+                **llama_kwargs,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
