@@ -80,7 +80,8 @@ def check_exposure(opts: ServeOptions) -> None:
 def server_argv(opts: ServeOptions) -> list[str]:
     """Return the command line of the model server."""
     argv = [
-        sys.executable, "-m", "llama_cpp.server",
+        # llama_cpp.server with bastion's repack choice (off on AMX CPUs, where it crashes)
+        sys.executable, "-m", "bastion.llm.server_main",
         "--model", str(opts.model_path),
         "--host", opts.host, "--port", str(opts.port),
         "--n_ctx", str(opts.n_ctx),

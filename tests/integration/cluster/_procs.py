@@ -81,7 +81,7 @@ class Proc:
 
 def llama_server(model: Path, port: int, log: Path | None = None) -> Proc:
     argv = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        sys.executable, "-m", "bastion.llm.server_main", "--model", str(model),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1",
         "--model_alias", "smollm2-135m", "--interrupt_requests", "false",
     ]  # fmt: skip

@@ -42,7 +42,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
-    """``python -m llama_cpp.server`` serving the shipped model; yields its base URL."""
+    """``python -m llama_cpp.server`` serving the shipped model (through
+    ``bastion.llm.server_main``: on AMX CPUs llama.cpp's default crashes); yields its URL."""
     pytest.importorskip("llama_cpp.server")
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bastion-llama-server-{port}.log"
@@ -51,7 +52,7 @@ def llama_server() -> Iterator[str]:
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                "bastion.llm.server_main",  # llama_cpp.server, repacking as bastion chooses
                 "--model",
                 str(shipped_model_path()),
                 "--host",

@@ -15,6 +15,7 @@ import pytest
 
 from bastion.errors import ModelError
 from bastion.hardware.detect import cpu_flags
+from bastion.llm.embedded import repack_default
 from bastion.llm.worker import WorkerCrashed, WorkerModel, WorkerStalled
 from bastion.messages import ChatSettings, Message, TextDelta
 
@@ -156,8 +157,15 @@ async def test_sigkill_while_idle_is_noticed_and_replaced() -> None:
 
 async def test_a_crash_loop_gets_one_safe_mode_then_a_clear_error() -> None:
     model = WorkerModel.load(n_ctx=512, slots=1, repack=True)
+    # On a CPU with AMX, repacking is the crash itself (ggml-org/llama.cpp#20824): each request
+    # dies with a real SIGSEGV, and safe mode is what makes the model answer at all.
+    repack_crashes = not repack_default()
     try:
         for _ in range(3):
+            if repack_crashes:
+                with pytest.raises(WorkerCrashed, match="signal 11"):
+                    await _stream(model, 1)
+                continue
             await _stream(model, 1)
             await _kill_and_wait(model, model.worker_pids()[0])
         assert model.safe_mode

@@ -30,7 +30,7 @@ def test_node_serve_command_line(tmp_path) -> None:  # type: ignore[no-untyped-d
     opts = ServeOptions(model_path=tmp_path / "m.gguf", name="n", port=9000, n_ctx=1024,
                         n_threads=1, api_key="k")  # fmt: skip
     argv = server_argv(opts)
-    assert argv[1:3] == ["-m", "llama_cpp.server"]
+    assert argv[1:3] == ["-m", "bastion.llm.server_main"]  # llama_cpp.server, repack chosen
     joined = " ".join(argv)
     assert "--port 9000" in joined and "--n_ctx 1024" in joined
     assert "--api_key" not in joined and "k" not in argv  # the key goes by environment
