@@ -294,7 +294,7 @@ def llama_server(gguf: Path) -> Iterator[str]:
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+            [sys.executable, "-m", "bastion.llm.server_main", "--model", str(gguf), "--host",
              "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
              "--n_threads_batch", threads, "--chat_format", "chatml-function-calling",
              "--verbose", "false"],

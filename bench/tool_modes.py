@@ -147,7 +147,7 @@ def llama_server(gguf: Path, threads: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+            [sys.executable, "-m", "bastion.llm.server_main", "--model", str(gguf), "--host",
              "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
              "--n_threads_batch", str(threads), "--verbose", "false"],
             stdout=log, stderr=subprocess.STDOUT)

@@ -43,7 +43,8 @@ SKIP = {
     'bastion ask "How many files': "an agent turn; test_ask_process.py runs this one",
     'bastion ask --json': "an agent turn; test_ask_process.py checks the --json transcript",
     'bastion ask --yes "..."': "an agent turn with a placeholder question",
-    "python -m llama_cpp.server": "a placeholder model path; test_server_backend.py runs one",
+    "python -m bastion.llm.server_main": "a placeholder model path; test_server_backend.py "
+    "runs one",
     "bastion config set model.backend openai": "points this home away from the shipped model; "
     "tests/integration/llm/test_server_backend.py covers the openai backend",
     "bastion config set model.base_url": "same (another model server)",
