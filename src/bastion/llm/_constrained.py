@@ -356,6 +356,8 @@ _PATH_WORDS = frozenset(["path", "file", "filename", "dir", "directory", "folder
 _PATH_TOKEN = re.compile(
     r"(?<![\w/.~-])(?:~?[\w.-]*/[\w./-]+|[\w-]+\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])"
 )
+# a quoted phrase short enough to be a name (the phrases a request hands over as a value may
+# be longer: :func:`._grounding.quoted`)
 _QUOTED = re.compile(r"(?:^|(?<=\s))'([^'\n]{1,80})'(?=\W|$)|\"([^\"\n]{1,80})\"")
 _NEAR_FOLDER = (
     re.compile(r"\b([\w./-]+)\s+(?:folder|directory|dir)\b", re.IGNORECASE),
@@ -514,9 +516,9 @@ def copy_spans(text: str, max_words: int = 6, limit: int = 400) -> list[str]:
             seen.add(v)
             spans.append(v)
 
-    for quoted in re.findall(r"(?:^|\s)'([^']{1,80})'(?=\W|$)|\"([^\"]{1,80})\"", text):
-        add(quoted[0] or quoted[1])
     inside = _grounding.quoted(text)
+    for qa, qb in inside:
+        add(text[qa:qb])
     toks = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     for n in range(1, max_words + 1):
         for i in range(len(toks) - n + 1):

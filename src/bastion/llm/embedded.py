@@ -112,6 +112,20 @@ def repack_default() -> bool:
     return not ({"amx_tile", "amx_int8"} & set(cpu_flags()))
 
 
+def with_repack(default_params: Callable[[], Any], repack: bool) -> Callable[[], Any]:
+    """Wrap llama-cpp-python's model-parameter default so models load with ``repack``.
+
+    ``use_extra_bufts``, which llama-cpp-python does not expose; see :func:`repack_default`.
+    """
+
+    def params() -> Any:
+        p = default_params()
+        p.use_extra_bufts = repack
+        return p
+
+    return params
+
+
 def file_type(llama: Any) -> int | None:
     """Return a loaded model's llama.cpp file type (``general.file_type``; 3 = Q4_1), or None."""
     try:
@@ -181,11 +195,6 @@ def load_llama(
         original = C.llama_model_default_params
         original_ctx = C.llama_context_default_params
 
-        def params() -> Any:
-            p = original()
-            p.use_extra_bufts = repack
-            return p
-
         def ctx_params() -> Any:
             p = original_ctx()
             if n_seq > 1:  # one KV stream per sequence: none attends over the others' cells
@@ -193,7 +202,7 @@ def load_llama(
                 p.kv_unified = False
             return p
 
-        C.llama_model_default_params = params
+        C.llama_model_default_params = with_repack(original, repack)
         C.llama_context_default_params = ctx_params
         try:
             return llama_cpp.Llama(

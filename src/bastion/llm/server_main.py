@@ -2,6 +2,7 @@
 
 ``python -m bastion.llm.server_main [llama_cpp.server options]`` runs ``python -m
 llama_cpp.server`` with the same options.
+
 ``llama_cpp.server`` has no option for llama.cpp's ``use_extra_bufts``, and its default
 (repacking on) segfaults in the first matrix multiply on CPUs with AMX
 (:func:`bastion.llm.embedded.repack_default`). This runs the same server, same options, with
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import runpy
 import sys
-from typing import Any
 
 
 def choose_repack(env: dict[str, str] | None = None) -> bool:
@@ -32,15 +32,9 @@ def main() -> None:
     """Wrap llama-cpp-python's model-parameter default, then run ``llama_cpp.server``."""
     import llama_cpp.llama_cpp as C
 
-    repack = choose_repack()
-    original = C.llama_model_default_params
+    from bastion.llm.embedded import with_repack
 
-    def params() -> Any:
-        p = original()
-        p.use_extra_bufts = repack
-        return p
-
-    C.llama_model_default_params = params
+    C.llama_model_default_params = with_repack(C.llama_model_default_params, choose_repack())
     sys.argv[0] = "llama_cpp.server"
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
