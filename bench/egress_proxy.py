@@ -12,7 +12,11 @@ that namespace measures, alternating direct and proxied so load drifts hit both 
    added p50;
 2. a ``--mb`` MB download, ``--rounds`` times per path: throughput direct vs through the
    proxy, best of each and the median of the paired rounds, and the proxy thread's own CPU
-   per MB carried (its thread clock, so it holds on a loaded machine).
+   per MB carried (its thread clock, so it holds on a loaded machine);
+3. the same download through socat and haproxy (where installed: C with OpenSSL), each
+   terminating TLS with its own certificate and re-originating it to the server, nothing
+   inspected: the peer baseline, i.e. what a native TLS-intercepting relay reaches on these
+   cores, and the proxy's throughput as a ratio of theirs.
 
 Targets (issue 18): added p50 <= 2 ms per request; proxied throughput >= 0.8x direct.
 """
@@ -36,13 +40,19 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CLIENT = r"""
 import http.client, json, os, ssl, statistics, sys, time
-proxy_port, ca, proxy_ca, token, n, size, rounds, server_pid = sys.argv[1:9]
+proxy_port, ca, proxy_ca, token, n, size, rounds, server_pid, relays, relay_ca = sys.argv[1:11]
+relays = json.loads(relays)  # native TLS-terminating relays beside the proxy: name -> port
 server_pid = int(server_pid)
 n, size, rounds = int(n), int(size), int(rounds)
 direct_ctx = ssl.create_default_context(cafile=ca)
 proxy_ctx = ssl.create_default_context(cafile=proxy_ca)
+relay_ctx = ssl.create_default_context(cafile=relay_ca) if relay_ca != "-" else None
+PATHS = (False, True) + tuple(relays)
 
 def conn(proxied):
+    if proxied in relays:  # a native TLS-terminating relay (socat, haproxy): the floor
+        return http.client.HTTPSConnection("relay.test", relays[proxied], context=relay_ctx,
+                                           timeout=60)
     if proxied:
         c = http.client.HTTPSConnection("127.0.0.1", int(proxy_port), context=proxy_ctx,
                                         timeout=60)
@@ -79,11 +89,11 @@ for _ in range(n):
 for p, name in ((False, "direct"), (True, "proxied")):
     xs = sorted(lat[p]) or [0.0]
     out[name] = {"p50": statistics.median(xs), "p99": xs[max(int(len(xs) * 0.99) - 1, 0)]}
-thr = {False: [], True: []}
-cpu = {(p, who): 0.0 for p in (False, True) for who in ("client", "server")}
-bodies = {False: [], True: []}
+thr = {p: [] for p in PATHS}
+cpu = {(p, who): 0.0 for p in PATHS for who in ("client", "server")}
+bodies = {p: [] for p in PATHS}
 for i in range(rounds if size else 0):
-    for p in (False, True):
+    for p in PATHS:
         c = conn(p)
         get(c, "/warm", None)
         t, tc, ts = time.perf_counter(), time.thread_time(), stat_cpu(server_pid)
@@ -92,14 +102,18 @@ for i in range(rounds if size else 0):
         cpu[p, "client"] += time.thread_time() - tc
         cpu[p, "server"] += stat_cpu(server_pid) - ts
         c.close()
+NAMES = {False: "direct", True: "proxied", **{r: r for r in relays}}
 if size:
-    # both paths delivered the same bytes (the body differs every 64 KiB)
-    assert bodies[False] == bodies[True], "the proxied body differs from the direct one"
+    # every path delivered the same bytes (the body differs every 64 KiB)
+    assert all(bodies[p] == bodies[False] for p in PATHS), "a relayed body differs"
     mb = rounds * size / 1e6
-    out["mb_s"] = {"direct": max(thr[False]), "proxied": max(thr[True]),
-                   "paired": statistics.median(b / a for a, b in zip(thr[False], thr[True])),
-                   "cpu_ms_per_mb": {("proxied" if p else "direct") + " " + who: v / mb * 1000
-                                     for (p, who), v in cpu.items()}}
+    out["mb_s"] = {NAMES[p]: max(thr[p]) for p in PATHS}
+    out["mb_s"]["paired"] = statistics.median(b / a for a, b in zip(thr[False], thr[True]))
+    for r in relays:
+        out["mb_s"][r + "_paired"] = statistics.median(
+            b / a for a, b in zip(thr[False], thr[r]))
+    out["mb_s"]["cpu_ms_per_mb"] = {NAMES[p] + " " + who: v / mb * 1000
+                                    for (p, who), v in cpu.items()}
 print(json.dumps(out))
 """
 
@@ -122,20 +136,23 @@ def measure(directory: Path, requests: int, megabytes: int, rounds: int, server_
     proxy = CredentialProxy("bench", ProxyPolicy(rule), book, scanner=SecretScanner([token]))
     net = EgressNetwork(rule, HostUplinkSpec(dns=("10.200.0.53",)), subject="bench",
                         proxy=proxy).start()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(net.close)
         # the direct path, for comparison only: let the client reach the server itself
         subprocess.run(["ip", "netns", "exec", net.name, "nft", "insert", "rule", "inet", TABLE,
                         "out", "ip", "daddr", "93.184.215.20", "tcp", "dport", "443", "accept"],
                        check=True)
         hosts = directory / "hosts"
-        hosts.write_text("93.184.215.20 api.test\n")
+        hosts.write_text("93.184.215.20 api.test\n127.0.0.1 relay.test\n")
+        relays, relay_ca = _start_relays(directory, net.netns_path, stack)
 
         def client(n: int, size: int) -> dict[str, Any]:
             proc = subprocess.run(
                 ["unshare", "--mount", "--", "sh", "-c",
                  f"mount --bind {hosts} /etc/hosts && exec nsenter --net={net.netns_path} -- "
                  f"{sys.executable} -c \"$CLIENT\" {proxy.port} {directory / 'ca.pem'} "
-                 f"{proxy.ca_file} {placeholder} {n} {size} {rounds} {server_pid}"],
+                 f"{proxy.ca_file} {placeholder} {n} {size} {rounds} {server_pid} "
+                 f"'{json.dumps(relays)}' {relay_ca or '-'}"],
                 env={**os.environ, "CLIENT": CLIENT}, capture_output=True, text=True,
                 timeout=900)
             if proc.returncode != 0:
@@ -162,8 +179,59 @@ def measure(directory: Path, requests: int, megabytes: int, rounds: int, server_
         result["swaps"] = swaps
         result["connects"] = proxy.connects
         return result
-    finally:
-        net.close()
+
+
+def _start_relays(directory: Path, netns: str, stack: contextlib.ExitStack
+                  ) -> tuple[dict[str, int], Path | None]:
+    """Start native TLS-terminating relays beside the proxy: those installed of socat, haproxy.
+
+    Each has the same two TLS legs as the proxy (its own certificate towards the client, the
+    API's certificate verified towards the server) in C with OpenSSL: socat relays bytes
+    (no HTTP at all), haproxy parses HTTP (``mode http``) like the proxy but inspects nothing.
+    What they reach is the floor a TLS-intercepting relay has on this machine's cores.
+    Returns {name: port} of those started and the CA that signed their certificate.
+    """
+    import shutil
+
+    from tests.security._world import make_ca
+
+    wanted = [r for r in ("socat", "haproxy") if shutil.which(r)]
+    if not wanted:
+        return {}, None
+    (directory / "relay").mkdir(exist_ok=True)
+    ca, leaf, key = make_ca(directory / "relay", ["relay.test"])
+    api = "93.184.215.20:443"
+    argv = {"socat": ["socat", "-b", "262144",
+                      f"OPENSSL-LISTEN:8443,bind=127.0.0.1,reuseaddr,fork,cert={leaf},"
+                      f"key={key},verify=0",
+                      f"OPENSSL:{api},cafile={directory / 'ca.pem'},commonname=api.test,"
+                      "snihost=api.test"]}
+    if "haproxy" in wanted:
+        pem = directory / "relay" / "haproxy.pem"
+        pem.write_bytes(leaf.read_bytes() + key.read_bytes())
+        cfg = directory / "relay" / "haproxy.cfg"
+        cfg.write_text(
+            "global\n  maxconn 64\n  nbthread 1\n"
+            "defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n"
+            "  timeout server 60s\n"
+            f"frontend relay\n  bind 127.0.0.1:8444 ssl crt {pem}\n  default_backend api\n"
+            f"backend api\n  server api {api} ssl verify required ca-file "
+            f"{directory / 'ca.pem'} sni str(api.test) verifyhost api.test\n")
+        argv["haproxy"] = ["haproxy", "-db", "-f", str(cfg)]
+    ports = {"socat": 8443, "haproxy": 8444}
+    for name in wanted:
+        proc = subprocess.Popen(["nsenter", f"--net={netns}", "--", *argv[name]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(_stop, proc)
+    time.sleep(0.5)  # listening
+    return {name: ports[name] for name in wanted}, ca
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
 
 
 def _server_pid(world: str) -> int:
@@ -220,6 +288,12 @@ def main() -> None:
           f"proxied {mb['proxied']:.1f} MB/s, ratio {ratio:.2f}x "
           f"(target >= 0.8x: {'ok' if ratio >= 0.8 else 'MISSED'}); median of the paired "
           f"rounds {mb['paired']:.2f}x")
+    for r in ("socat", "haproxy"):  # the native floor: TLS in and out in C, no inspection
+        if r in mb:
+            print(f"  {r} (C, OpenSSL: TLS terminated and re-originated, nothing inspected) in "
+                  f"the same run: {mb[r]:.1f} MB/s, {mb[r] / mb['direct']:.2f}x direct "
+                  f"(median of paired rounds {mb[r + '_paired']:.2f}x); bastion's proxy "
+                  f"{mb['proxied'] / mb[r]:.2f}x {r}")
     print(f"  the proxy's own CPU: {res['proxy_mb_per_cpu_s']:.0f} MB per CPU-second (its "
           "thread's clock: what it could carry on an idle core); "
           f"{res['proxy_ms_per_request']:.2f} ms per kept-alive request, "
