@@ -36,6 +36,7 @@ from bastion.security.redact import Redactor  # noqa: E402
 from bastion.security.scanner import SecretScanner  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "data" / "secrets_corpus.jsonl"
+DEV_EXTRA = CORPUS.with_name("secrets_dev_extra.jsonl")  # Nosey Parker's examples, relabelled
 R = random.Random(20261125)
 A_Z = string.ascii_uppercase
 AZ09 = string.ascii_letters + string.digits
@@ -207,11 +208,12 @@ def bench_audit(n: int, n_base: int) -> None:
 def load_corpus(split: str) -> list[tuple[str, bool, str]]:
     """The independent labelled corpus (bench/data/SECRETS_CORPUS.md): (text, label, source)."""
     out = []
-    with CORPUS.open() as f:
-        for line in f:
-            it = json.loads(line)
-            if split == "all" or it["split"] == split:
-                out.append((it["text"], it["label"], it["source"]))
+    for path in (CORPUS, DEV_EXTRA):  # DEV_EXTRA: development data only (all split "dev")
+        with path.open() as f:
+            for line in f:
+                it = json.loads(line)
+                if split == "all" or it["split"] == split:
+                    out.append((it["text"], it["label"], it["source"]))
     return out
 
 

@@ -236,7 +236,10 @@ _REFERENCE = re.compile(
     r"|^arn:[a-z-]+:|^![A-Za-z_][\w-]*(?:\s|$)|^\$ANSIBLE_VAULT;|^<%"
     # template markers and parameters (``__TOKEN__``, ``@@KEY@@``, ``@token``) and string
     # concatenation (``'+ token +'``): the value is put there by something else
-    r"|^(__|@@|%%)\w+\1$|^@[a-z_][a-z0-9_.]*$|^[\"']\s*\+|\+\s*[\"']$")
+    r"|^(__|@@|%%)\w+\1$|^@[a-z_][a-z0-9_.]*$|^[\"']\s*\+|\+\s*[\"']$"
+    # the code between two string literals (``"a: " + getPassword() + ","``), a label
+    # (``"Password:"``, ``"application:" + appKey``) and an absolute URL path
+    r"|^\s*[+,]|[+,]\s*$|:$|^/[\w.@%-]+(?:/[\w.@%#-]*)+$")
 # A version (``2.14.1``, ``20241105.3+gab12cd3``, ``v1.2.3-rc.1``): never a secret
 _VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+~][0-9A-Za-z.+~-]*)?")
 # Interpolations: the value is (partly) filled in elsewhere
@@ -261,6 +264,8 @@ _COMMON = frozenset({
     "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",
     "password", "passwd", "secret", "token", "empty", "bearer", "basic", "digest", "default",
     "changeit", "username", "private", "public", "hidden", "masked", "unset", "disabled",
+    # encodings (``Buffer.from(accountKey, "base64")``, ``key.encode("utf-8")``)
+    "base64", "base64url", "base32", "hex", "utf8", "utf-8", "latin1", "binary", "ascii",
 })
 # Documented example keys (AWS IAM and CLI guides); any value with "EXAMPLE" is one too.
 VENDOR_EXAMPLES = frozenset({
@@ -404,6 +409,8 @@ PUBLIC_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str] | N
         (("sha256-", "sha384-", "sha512-"),
          r"(?<![A-Za-z0-9])sha(?:256|384|512)-[A-Za-z0-9+/]{43,86}={0,2}"),
         (("pk_",), r"(?<![A-Za-z0-9_])pk_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe publishable
+        # an age recipient (``age1`` + 58 bech32 characters): the public half of an age key
+        (("age1",), r"(?<![A-Za-z0-9_])age1[02-9ac-hj-np-z]{58}(?![A-Za-z0-9_])"),
         # Ciphertext: sops values (PGP messages are a PEM block above): encrypted, safe to show
         (("ENC[",), r"ENC\[[A-Z0-9_]+,data:[^\]\s]*\]"),
         # OpenSSL ``enc`` output (base64 of ``Salted__`` + salt + ciphertext)

@@ -119,6 +119,35 @@ RULES: tuple[Rule, ...] = (
          r"[\"']?([^\s\"']{4,})", ("htpasswd",), group=1),
     Rule("cli_password_stdin", r"(?:echo|printf)[ \t]+[\"']?([^\s\"'$|]{4,})[\"']?[ \t]*\|[^\n]*"
          r"--password-stdin", ("--password-stdin",), group=1),
+    # ``-u USER -p PASSWORD`` (psexec, sqlcmd -U/-P, ...), not mysql's ``-p`` (with a space it
+    # prompts, and the next word is the database)
+    Rule("cli_password", r"(?m)^(?![^\n]*\b(?:mysql|mariadb|mysqldump)\b)[^\n]*?[ \t]-[uU]"
+         r"[ \t]+[\"']?[^\s\"'-][^\s\"']*[\"']?[ \t]+-[pP][ \t]+[\"']?([^\s\"'$%-][^\s\"']{3,})",
+         (" -p ", " -P "), group=1),
+    # PowerShell's ``-Password VALUE`` (Connect-VIServer, New-LocalUser, ...)
+    Rule("cli_password", r"[ \t]-[Pp]assword[ \t]+[\"']?([^\s\"'$(%-][^\s\"']{3,})",
+         (" -Password", " -password"), group=1),
+    # A credential object built from two string literals (user, password) or, for an LDAP
+    # entry, three (path, user, password); requests' ``auth=("user", "password")``
+    Rule("call_password", r"(?:NetworkCredential|PasswordAuthentication|HTTPBasicAuth"
+         r"|HTTPDigestAuth|UsernamePasswordCredentials?|auth[ \t]*=[ \t]*)\([ \t]*"
+         r"@?[\"'][^\"'\n]{1,200}[\"'][ \t]*,[ \t]*@?[\"']([^\"'\n]{4,100})[\"']",
+         ("Credential", "Authentication", "BasicAuth", "DigestAuth", "auth=", "auth ="),
+         group=1),
+    Rule("call_password", r"DirectoryEntry\([ \t]*(?:@?\"[^\"\n]*\"[ \t]*,[ \t]*){2}"
+         r"@?\"([^\"\n]{4,100})\"", ("DirectoryEntry",), group=1),
+    # Prose: ``the password is "centipede"``, ``the default password for user 'x' is 'y'``
+    Rule("prose_password", r"password\b[^\n.;:=\"']{0,40}(?:[\"'][^\"'\n]{1,40}[\"'][^\n.;:=\"']"
+         r"{0,10})?\bis[ \t]+[\"']([^\"'\n]{4,64})[\"']", ("password",), group=1, nocase=True),
+    # SonarQube's login token given to ``sonar.login`` (its older format: 40 hex characters)
+    Rule("sonar_token", r"(?i:sonar[._]?login)[\"']?[ \t]*(?:[,:=][ \t]*)?[\"']?([0-9a-f]{40})"
+         r"(?![0-9a-f])", ("sonar.login", "sonarLogin", "sonar_login", "SONAR_LOGIN"), group=1),
+    # Microsoft Teams incoming webhooks (the URL is the credential)
+    Rule("teams_webhook", r"(?:outlook\.office(?:365)?\.com/webhook"
+         r"|\.webhook\.office\.com/webhookb2)/[0-9a-f-]{36}@[0-9a-f-]{36}/IncomingWebhook/[0-9a-f]{32}/[0-9a-f-]{36}",
+         ("/webhook",)),
+    # New Relic license keys (40 characters ending in NRAL, the EU ones starting eu01xx)
+    Rule("newrelic_license", _B + r"(?:eu01xx[a-f0-9]{30}|[a-f0-9]{36})NRAL" + _E, ("NRAL",)),
     Rule("bearer_token", r"(?:bearer|token)\s+([A-Za-z0-9._~+/-]{16,}=*)", ("bearer", "token"),
          group=1, nocase=True),
     Rule("basic_auth", r"basic\s+([A-Za-z0-9+/]{8,}={0,2})", ("basic",), group=1, nocase=True),
@@ -135,14 +164,16 @@ ASSIGNMENT_KEYWORDS = ("pass", "secret", "key", "token", "pw", "auth", "cred", "
 # their issuers document them (rubygems, shippo, brevo, postman, sonarqube, databricks,
 # grafana, planetscale, duffel, flutterwave, sourcegraph, new relic, clojars, adobe, pulumi,
 # readme, prefect, perplexity, sentry, frame.io, scalingo, jfrog, typeform, 1password,
-# facebook, atlassian). Each is one run of token characters starting with its prefix: the
-# scanner tries them only where such a run starts with one of ``VENDOR_PREFIXES`` (one
-# ``startswith`` per run it already visits), never with a search over the whole text.
+# facebook, atlassian, mailgun, nuget, twitch). Each is one run of token characters starting
+# with its prefix: the scanner tries them only where such a run starts with one of
+# ``VENDOR_PREFIXES`` (one ``startswith`` per run it already visits), never with a search over
+# the whole text.
 VENDOR_PREFIXES = (
     "rubygems_", "shippo_", "xkeysib-", "PMAK-", "sqp_", "sqa_", "squ_", "dapi", "glsa_",
     "glc_", "pscale_", "duffel_", "FLWSECK", "FLWPUBK", "sgp_", "NRAK-", "NRII-", "NRJS-",
     "CLOJARS_", "p8e-", "pul-", "rdme_", "pnu_", "pplx-", "sntryu_", "sntrys_", "fio-u-",
-    "tk-us-", "AKCp", "tfp_", "ops_eyJ", "EAAM", "EAAC", "ATATT3")
+    "tk-us-", "AKCp", "tfp_", "ops_eyJ", "EAAM", "EAAC", "ATATT3", "NRIQ-", "NRRA-", "NRAA-",
+    "key-", "oy2", "live_")
 VENDOR_TOKEN = re.compile(
     r"(?:"
     r"rubygems_[a-f0-9]{48}"
@@ -156,7 +187,10 @@ VENDOR_TOKEN = re.compile(
     r"|duffel_(?:test|live)_[A-Za-z0-9_=-]{43}"
     r"|FLW(?:SEC|PUB)K_TEST-[a-hA-H0-9]{32}-X"
     r"|sgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}"
-    r"|NR(?:AK|II|JS)-[A-Za-z0-9]{19,32}"
+    r"|NR(?:AK|II|JS|IQ|RA|AA)-[A-Za-z0-9_-]{19,42}"
+    r"|key-[0-9a-f]{32}"  # Mailgun
+    r"|oy2[a-z0-9]{43}"  # NuGet
+    r"|live_\d{6,12}_[A-Za-z0-9]{30}"  # Twitch stream keys
     r"|CLOJARS_[a-z0-9]{60}"
     r"|p8e-[A-Za-z0-9]{32}"
     r"|pul-[a-f0-9]{40}"

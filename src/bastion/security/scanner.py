@@ -63,7 +63,9 @@ _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
 # rules that can match without a long run (URL and command-line passwords can be short)
 _SHORT_KEYWORDS = ("://", "-----BEGIN", "sshpass", "mysql", "mariadb", " login", "redis-cli",
-                   "htpasswd", "--password-stdin")
+                   "htpasswd", "--password-stdin", " -p ", " -P ", " -Password", " -password",
+                   "Credential", "Authentication", "BasicAuth", "DigestAuth", "auth=", "auth =",
+                   "DirectoryEntry")
 # Public text that only looks secret: a reference to a secret (secret://backend/path#key, whose
 # parts are names, not random) and an SPKI pin (sha256/ + the base64 of a public key's hash).
 # Inside them, the guesses (entropy, ``secret:`` read as an assignment) are dropped; held
@@ -78,6 +80,7 @@ _NOT_CHECKED = ("held_value", "private_key")
 # Rules that take whatever follows a flag or field: the value must also be plausible (not a
 # ``$VAR`` reference, a word, a short number).
 _VALUE_CHECKED = frozenset({"cli_password", "cli_password_stdin", "netrc_password",
+                            "call_password", "prose_password",
                             "authorization_header", "access_id", "bearer_token"})
 # Prefixes of the known formats: a run that starts with one is that issuer's key only when
 # it has that issuer's shape (the format rule), never by looking random (known-format
@@ -121,6 +124,8 @@ _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,3
 # space, a quote or the end), not inside the value (``A,.:-@*?!``).
 _UNQUOTED = re.compile(r"(?:[^\s\"'`,;&]|,(?=[^\s\"'`,;&])){1,300}")
 _REVERSED = re.compile(r"""(["'])([^"'\n]{1,300})\1\s*(?:===?|!==?)\s*$""")
+_UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_LINE_START = re.compile(r"(?:^|\n)[ \t]*(?:#[ \t]*)?(?:(?:export|set|SET)[ \t]+)?\Z")
 _CURL_USER = re.compile(r"""-(?:u|-user)[ \t=]+["']?([^\s"':]*):["']?([^\s"']+)""")
 _NAME_BEFORE = re.compile(
     r"""([A-Za-z0-9_.-]+)["'\]]?\s*(?:[:=]|=>)\s*["'`]?[^\s"'`]{0,300}$"""
@@ -493,6 +498,8 @@ def _assignments(text: str, lower: str,
         name = text[start:end]
         if end <= start or not names_secret(name):  # cached: most hits end here
             continue
+        if first > 0 and text[first - 1] == "/":
+            continue  # a path segment (``/forgot-password``, ``.../reset-password":``)
         cli = text.startswith("--", first) or (
             first >= 4 and text.find("ENV", max(0, first - 16), first) != -1
             and _DOCKER_ENV.search(text, max(0, first - 16), first) is not None)
@@ -512,8 +519,9 @@ def _assignments(text: str, lower: str,
         if hit is None:
             continue
         value = text[hit[0]:hit[1]]
-        if _ALNUM_ONLY.sub("", value).lower() == _ALNUM_ONLY.sub("", name).lower():
-            continue  # ``apiKey: apiKey``: the name again, not a value
+        if _ALNUM_ONLY.sub("", value).lower() in {
+                _ALNUM_ONLY.sub("", n).lower() for n in (name, name.rsplit(".", 1)[-1])}:
+            continue  # ``apiKey: apiKey``, ``this.addPassword = "#add-password"``: the name
         if names_weak_key(name) and not key_material(value):
             continue  # ``routingKey = "orders.created.v2"``: a key, not a secret one
         out.append(Finding("password_assignment", *hit))
@@ -575,8 +583,10 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     if q in _QUOTED:
         qm = _QUOTED[q].match(text, pos)
         if qm:
-            if text.startswith(":", qm.end()):
-                return None  # ``"password", "version": 3``: the next key, not a value
+            if text.startswith(":", qm.end()) and op not in ("==", "===", "!=", "!=="):
+                # ``"password", "version": 3``: the next key, not a value (after a
+                # comparison the colon opens a block: ``if password == "x":``)
+                return None
             return qm.span(1) if plausible_value(qm.group(1)) else None
         pos += 1  # an unclosed quote: the value runs to the end of the token
     if not op or op == ",":
@@ -605,11 +615,23 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     value = um.group().rstrip(")]}>")
     if value != um.group() and not plausible_value(um.group()):
         return None  # ``{token}``, ``<token>``: the brackets belong to the reference
-    if re.fullmatch(r"[a-z]{1,12}", value):
+    if re.fullmatch(r"[a-z]{1,12}", value) and not _dotenv(text, start, end):
         return None  # a lower-case word after ``password:`` in prose, not a password
     if not plausible_value(value):
         return None
     return pos, pos + len(value)
+
+
+def _dotenv(text: str, start: int, end: int) -> bool:
+    """Tell whether ``NAME=`` at ``text[start:end]`` is a dotenv/shell line's assignment.
+
+    ``DB_PASSWORD=hunter``, ``export API_TOKEN=abc``, ``# SMTP_PASS=xyz`` (commented out):
+    an upper-case name at the start of its line, ``=`` right after it. There the value is a
+    literal (a program's variable would be ``$NAME``), even a lower-case word.
+    """
+    if not text.startswith("=", end) or not _UPPER_NAME.fullmatch(text, start, end):
+        return False
+    return _LINE_START.search(text, max(0, start - 24), start) is not None
 
 
 def _curl_users(text: str) -> list[Finding]:

@@ -575,3 +575,58 @@ def test_a_private_key_block_with_a_body_is_still_a_secret(text: str) -> None:
 ])
 def test_indexes_tuples_relative_paths_and_file_names_are_not_secrets(text: str) -> None:
     assert not flagged(text)
+
+
+# ---- learned from Nosey Parker's rule examples (bench/data/secrets_dev_extra.jsonl) ----------
+@pytest.mark.parametrize(("text", "value"), [
+    # a dotenv/shell line's value is a literal, even a lower-case word
+    ("REACT_APP_AUTH_PASSWORD=whiteduke", "whiteduke"),
+    ("# SMTP_PASS=bluefrogs", "bluefrogs"),
+    ("export DB_PASSWORD=hunterxy", "hunterxy"),
+    # a hard-coded password compared in a condition (the colon opens the block)
+    ('if username == "admin" and password == "team10":', "team10"),
+    # command lines: -u USER -p PASSWORD, PowerShell's -Password
+    (r"psexec \\10.0.0.7 -u Administrator -p braksha cmd", "braksha"),
+    ("Connect-VIServer -Server vc1 -User admin@vsphere.local -Password VMware1!", "VMware1!"),
+    # credential objects built from literals
+    ('new NetworkCredential("ci@example.org", "vzihlaquknriqlht")', "vzihlaquknriqlht"),
+    ('requests.get(url, auth=("bob", "Xk9rT2vqLm"))', "Xk9rT2vqLm"),
+    ('new DirectoryEntry("LDAP://dc1", "corp\\\\svc", "Rrhh1234x")', "Rrhh1234x"),
+    # prose
+    ("The default Password is 'blooberry'", "blooberry"),
+    ('ensure the password is "centipede" and press On', "centipede"),
+    # vendor formats
+    ("var k = 'key-46cebd38c59ac222e6cf991581411eaf'", "key-46cebd38c59ac222e6cf991581411eaf"),
+    ("nuget push x.nupkg --api-key oy2l53fxd7xcf99dnyrqewssedgopshuticofclpespbyi",
+     "oy2l53fxd7xcf99dnyrqewssedgopshuticofclpespbyi"),
+    ("STREAM=live_126031192_tiX3sbwIzL9VmkecdxioBMA1LJ9S4m",
+     "live_126031192_tiX3sbwIzL9VmkecdxioBMA1LJ9S4m"),
+    ("license: eu01xxaa7460e1ea3abdfbbbd36e85c10cd0NRAL",
+     "eu01xxaa7460e1ea3abdfbbbd36e85c10cd0NRAL"),
+    ("admin:NRAA-4780f48c47df5882dbec3fd82c7", "NRAA-4780f48c47df5882dbec3fd82c7"),
+    ("-Dsonar.login=5524bf449ca45fcace54698371466398321f3a82",
+     "5524bf449ca45fcace54698371466398321f3a82"),
+    ("url: https://outlook.office.com/webhook/2f92c502-7feb-4a6c-86f1-477271ae576f@990414fa-d0a3"
+     "-42f5-b740-21d865a44a28/IncomingWebhook/54e43eb586f14aa9984d5c0bec3d5050/539ce6fa-e9aa-413f"
+     "-a79b-fb7e89ee0a1b", "IncomingWebhook/54e43eb586f14aa9984d5c0bec3d5050"),
+])
+def test_credentials_learned_from_noseyparker_are_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+@pytest.mark.parametrize("text", [
+    "mysql -u root -p mydatabase",  # mysql's -p with a space prompts; the word is a database
+    "psexec \\\\host -u User -p $Password -i calc.exe",  # a variable
+    "this.addPassword = '#add-password';",  # a CSS selector: the name again
+    'sb.append("MasterUserPassword: " + getMasterUserPassword() + ",");',  # between literals
+    'usernameLabel:"Username or email:",passwordLabel:"Password:",rememberMe:"Remember me:"',
+    'String usernamePassword = "application:" + appKey + ":" + appSecret;',  # a label
+    'let accountKey = Buffer.from("accountKey", "base64");',  # an encoding name
+    "put '/forgot-password' => \"cms/sites/passwords#update\", as: 'update_password'",  # a route
+    '"/en/docs/creating-a-strong-password":"/en/enterprise-server@3.0/auth"',  # URL paths
+    "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj",  # an age recipient
+    "x = PASSWORD=foo",  # not a dotenv line: a lower-case word stays a word
+    'Reset the password if it is "wrong"',  # prose without a plausible value
+])
+def test_lookalikes_learned_from_noseyparker_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
