@@ -56,27 +56,33 @@ def _load(spec: dict[str, Any]) -> Any:
 
 def _thread_plan(
     spec: dict[str, Any],
-) -> tuple[Callable[[bool], int] | None, Callable[[bool], None] | None]:
+) -> tuple[Callable[[bool], int] | None, Callable[[bool], None] | None,
+           Callable[[], None] | None]:
     """Each step's threads follow the pool's busy workers when the spec gives ``cores``.
 
-    Without ``cores`` (threads set by the user, safe mode) the context's own fixed counts hold.
+    Returns ``threads(prompt)`` (called before each step: takes the step's cores), ``busy``
+    and ``done`` (called after each step: gives the cores back). Without ``cores`` (threads
+    set by the user, safe mode) the context's own fixed counts hold.
     """
-    from bastion.llm._threads import BusyBoard, threads_for
+    from bastion.llm._threads import BusyBoard, CoreLeases, physical_cores, threads_for
 
     cores = int(spec.get("cores") or 0)
     if cores <= 0:
-        return None, None
+        return None, None, None
+    physical = physical_cores()
     spot = spec.get("board")
     if not spot:  # a lone worker: nobody to share the cores with
-        return (lambda prompt: threads_for(cores, 1, prompt=prompt)), None
+        return (lambda prompt: threads_for(cores, 1, prompt=prompt, physical=physical)), None, \
+            None
     board = BusyBoard(int(spot["fd"]), int(spot["size"]), owner=False)
     index = int(spot["index"])
     board.set(index, False)
+    leases = CoreLeases(board.fd, cores, home=index)
 
     def threads(prompt: bool) -> int:
-        return threads_for(cores, board.count(), prompt=prompt)
+        return leases.take(threads_for(cores, board.count(), prompt=prompt, physical=physical))
 
-    return threads, lambda flag: board.set(index, flag)
+    return threads, lambda flag: board.set(index, flag), leases.give_back
 
 
 class _Out:
@@ -111,8 +117,8 @@ def main() -> None:
     from bastion.llm._batch import BatchEngine
 
     slots = max(1, int(spec.get("slots", 1)))
-    threads, busy = _thread_plan(spec)
-    batch = BatchEngine(eng, slots, out.send, threads, busy)
+    threads, busy, done = _thread_plan(spec)
+    batch = BatchEngine(eng, slots, out.send, threads, busy, done)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),

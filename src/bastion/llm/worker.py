@@ -7,11 +7,12 @@
 leases one sequence for its whole choose/fill/answer protocol (so the prompt prefix stays cached
 in that sequence's KV cache) on the least busy worker, so conversations that run at the same
 time land on different processes where K allows; a request that finds every slot busy waits in
-a FIFO queue (fair: first come, first served). Each decode step runs on llama.cpp's default
-threads for the cores shared by the workers busy at that moment (``cores // busy``, at least
-one; :mod:`bastion.llm._threads`): all of that share for steps with a prompt chunk, half of it
-for generation steps (where more spinning threads cost more than they give on a busy machine).
-A lone conversation gets every core; K busy workers together never oversubscribe them.
+a FIFO queue (fair: first come, first served). Each decode step runs on the cores shared by
+the workers busy at that moment (``cores // busy``, at least one; generation steps at most one
+thread per physical core; :mod:`bastion.llm._threads`), and on no more than the cores it holds
+for that step (core leases: record locks the kernel frees when a worker dies), so two workers
+that start together never run ggml's spinning thread teams over each other's cores. A lone
+conversation gets every core; K busy workers together never oversubscribe them.
 
 Supervision, per worker:
 - a worker that dies (segfault, abort, out-of-memory kill) ends the requests it was serving

@@ -262,3 +262,32 @@ async def test_amx_default_answers_and_unguarded_repack_crashes() -> None:
     proc = subprocess.run([sys.executable, "-c", _UNGUARDED], env=env, capture_output=True,
                           timeout=300, check=False)
     assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-500:])
+
+
+def test_a_batch_lists_its_sequences_in_order() -> None:
+    """The scheduler rotates its jobs for fairness, but each decode batch lists the sequences
+    in order: llama.cpp splits a batch whose sequences come out of order into one micro-batch
+    per sequence, and one-token matmuls cannot use the batched kernel (a 2-sequence step cost
+    47 ms instead of 40, a third of it in per-row dot products; 4 streams went 1.48x -> 1.81x
+    of one stream's tokens/s in bench/agent_overhead.py --part streams)."""
+    import threading
+
+    from bastion.llm._batch import BatchEngine, Sync, _Active
+    from bastion.llm.embedded import _Engine, load_llama, shipped_model_path
+
+    llm = load_llama(shipped_model_path(), n_ctx=512, n_threads=1, n_seq=3)
+    batch = BatchEngine(_Engine(llm, None, None), 3, lambda msg: None)
+
+    def job():  # type: ignore[no-untyped-def]
+        yield Sync([1], 0)
+
+    try:
+        for seq in (2, 0, 1):  # rotated: the order the deque holds them in
+            a = _Active(seq, seq, job(), threading.Event())
+            a.want, a.pending, a.pos = Sync([1, 2], 1), [2], 1
+            batch.active.append(a)
+        plan = batch._fill()
+        seqs = [batch.batch.seq_id[i][0] for i in range(batch.batch.n_tokens)]
+        assert seqs == [0, 1, 2] and [a.seq for a, _, _ in plan] == [0, 1, 2]
+    finally:
+        llm.close()
