@@ -251,7 +251,12 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     count = model._engine.count
     path = str(args.model_file)
     repack = repack_default()
-    spec = WorkerSpec(path, n_ctx=4096, n_threads=args.threads, repack=repack)
+    # the worker on raw's own thread counts (fixed): d/a is what the worker costs, not a
+    # thread choice (the default pool's per-step threads give a lone stream every core for
+    # generation too; its speed is the "pool alone" line of --part streams)
+    llm = model._engine.llm
+    spec = WorkerSpec(path, n_ctx=4096, n_threads=int(llm.n_threads),
+                      n_threads_batch=int(llm.n_threads_batch), repack=repack)
     raw_prep: list[float] = []
     splits: list[list[float]] = []
 
@@ -312,7 +317,8 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     a, d = statistics.median(raw_r), statistics.median(wrk_r)
     added = [(w - r) * 1000 for w, r in zip(wrk_f, raw_f, strict=True)]
     print(f"-- model worker (repack {'on' if repack else 'off: AMX'}, threads "
-          f"{args.threads or 'default'}), {len(raw_r)} pairs --")
+          f"{args.threads or 'default'}: generation/prompt {spec.n_threads}/"
+          f"{spec.n_threads_batch} on both sides), {len(raw_r)} pairs --")
     print(f"(a) raw, in-process      : {a:7.1f} tok/s, first token p50 "
           f"{statistics.median(raw_f) * 1000:.1f} ms")
     print(f"(d) through a worker     : {d:7.1f} tok/s, first token p50 "
