@@ -67,10 +67,19 @@ def _thread_plan(
     from bastion.llm._threads import BusyBoard, CoreLeases, physical_cores, threads_for
 
     cores = int(spec.get("cores") or 0)
-    if cores <= 0:
-        return None, None, None
-    physical = physical_cores()
     spot = spec.get("board")
+    if cores <= 0:
+        if not spot:
+            return None, None, None
+        # safe mode in a pool: its one thread still holds a core and marks the board, so the
+        # other workers do not count on that core
+        board = BusyBoard(int(spot["fd"]), int(spot["size"]), owner=False)
+        index = int(spot["index"])
+        board.set(index, False)
+        fixed = CoreLeases(board.fd, os.cpu_count() or 1, home=index)
+        return (lambda prompt: fixed.take(1)), (lambda flag: board.set(index, flag)), \
+            fixed.give_back
+    physical = physical_cores()
     if not spot:  # a lone worker: nobody to share the cores with
         return (lambda prompt: threads_for(cores, 1, prompt=prompt, physical=physical)), None, \
             None

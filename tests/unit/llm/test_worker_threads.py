@@ -138,3 +138,27 @@ def test_a_worker_waits_for_one_core_when_every_core_is_taken() -> None:
         if other.poll() is None:
             other.kill()
         board.close()
+
+
+def test_a_safe_mode_worker_in_a_pool_still_holds_its_core() -> None:
+    """Safe mode (one thread, no thread plan) in a pool with a board: its thread holds a core
+    and it marks itself busy, so the other workers never count on that core."""
+    board = BusyBoard.create(2)
+    try:
+        threads, busy, done = _thread_plan({"cores": 0, "board": {"fd": board.fd, "index": 1,
+                                                                  "size": 2}})
+        assert threads is not None and busy is not None and done is not None
+        busy(True)
+        assert board.count() == 1
+        assert threads(True) == 1  # holds its home core, core 1
+        probe = subprocess.run(  # another worker (another process) wanting both cores
+            [sys.executable, "-c", "import sys; from bastion.llm._threads import CoreLeases; "
+             "c = CoreLeases(int(sys.argv[1]), 2, home=0); print(c.take(2), c.held)",
+             str(board.fd)], pass_fds=(board.fd,), capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+        assert probe.stdout.split() == ["1", "[0]"]
+        done()
+        busy(False)
+        assert board.count() == 0
+    finally:
+        board.close()
