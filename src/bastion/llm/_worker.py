@@ -62,7 +62,8 @@ def _thread_plan(
 
     Returns ``threads(prompt)`` (called before each step: takes the step's cores), ``busy``
     and ``done`` (called after each step: gives the cores back). Without ``cores`` (threads
-    set by the user, safe mode) the context's own fixed counts hold.
+    set by the user, safe mode) the context's own fixed counts hold; a safe-mode worker of a
+    pool (one thread) still holds a core for each step and marks the board.
     """
     from bastion.llm._threads import BusyBoard, CoreLeases, physical_cores, threads_for
 
