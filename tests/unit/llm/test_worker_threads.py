@@ -108,6 +108,7 @@ def test_a_step_takes_only_the_cores_no_other_worker_holds() -> None:
     finally:
         if holder.poll() is None:
             holder.kill()
+        holder.communicate(timeout=10)  # reaped, pipes closed
         board.close()
 
 
@@ -137,6 +138,7 @@ def test_a_worker_waits_for_one_core_when_every_core_is_taken() -> None:
     finally:
         if other.poll() is None:
             other.kill()
+        other.communicate(timeout=10)  # reaped, pipes closed
         board.close()
 
 
