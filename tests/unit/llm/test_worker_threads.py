@@ -4,10 +4,13 @@ cores, whatever the board said a moment before)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -87,28 +90,37 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@contextlib.contextmanager
+def _other_worker(board: BusyBoard, want: int) -> Iterator[subprocess.Popen[str]]:
+    """Another process (a second worker) that holds ``want`` cores until told or killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.replace("take(1)", f"take({want})"), str(board.fd)],
+        pass_fds=(board.fd,), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == str(want)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)  # reaped, pipes closed
+
+
 def test_a_step_takes_only_the_cores_no_other_worker_holds() -> None:
     """Another process (a second worker) holds core 1: this worker, which wanted both cores,
     runs on one; when that process dies (a crash), the kernel frees its core."""
     board = BusyBoard.create(2)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(board.fd)], pass_fds=(board.fd,),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "1"
-        mine = CoreLeases(board.fd, 2, home=0)
-        assert mine.take(2) == 1 and mine.held == [0]  # core 1 is the other worker's
-        mine.give_back()
-        holder.kill()  # a crash: no give_back
-        holder.wait(10)
-        assert mine.take(2) == 2  # both free again
-        mine.give_back()
-        assert mine.held == []
+        with _other_worker(board, 1) as holder:
+            mine = CoreLeases(board.fd, 2, home=0)
+            assert mine.take(2) == 1 and mine.held == [0]  # core 1 is the other worker's
+            mine.give_back()
+            holder.kill()  # a crash: no give_back
+            holder.wait(10)
+            assert mine.take(2) == 2  # both free again
+            mine.give_back()
+            assert mine.held == []
     finally:
-        if holder.poll() is None:
-            holder.kill()
-        holder.communicate(timeout=10)  # reaped, pipes closed
         board.close()
 
 
@@ -116,29 +128,21 @@ def test_a_worker_waits_for_one_core_when_every_core_is_taken() -> None:
     """With both cores held elsewhere, a step waits (blocking) for its home core, never
     running on cores it does not hold."""
     board = BusyBoard.create(2)
-    other = subprocess.Popen(
-        [sys.executable, "-c", HOLDER.replace("take(1)", "take(2)"), str(board.fd)],
-        pass_fds=(board.fd,), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
-        assert other.stdout is not None and other.stdout.readline().strip() == "2"
-        mine = CoreLeases(board.fd, 2, home=0)
-        import threading
-        got: list[int] = []
-        t = threading.Thread(target=lambda: got.append(mine.take(2)))
-        t.start()
-        t.join(0.3)
-        assert t.is_alive() and not got  # waiting
-        assert other.stdin is not None
-        other.stdin.write("\n")
-        other.stdin.flush()  # the other worker's step ends (its process exits)
-        t.join(10)
-        assert got and got[0] >= 1
-        mine.give_back()
+        with _other_worker(board, 2) as other:
+            mine = CoreLeases(board.fd, 2, home=0)
+            got: list[int] = []
+            t = threading.Thread(target=lambda: got.append(mine.take(2)))
+            t.start()
+            t.join(0.3)
+            assert t.is_alive() and not got  # waiting
+            assert other.stdin is not None
+            other.stdin.write("\n")
+            other.stdin.flush()  # the other worker's step ends (its process exits)
+            t.join(10)
+            assert got and got[0] >= 1
+            mine.give_back()
     finally:
-        if other.poll() is None:
-            other.kill()
-        other.communicate(timeout=10)  # reaped, pipes closed
         board.close()
 
 
