@@ -416,6 +416,18 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
           "in total")
     print(f"ratios vs the best single stream: first token {f4 / best_f:.2f}x (target <= 2), "
           f"total tokens/s {r4 / best_r:.2f}x (target >= 1.5)")
+    # What any schedule can reach for simultaneous prompts on these cores: at best the cores
+    # evaluate one prompt each side by side (the measured one-thread first token, T1), wave
+    # after wave, so prompt i is done after ceil((i + 1) / cores) waves; their median against
+    # one prompt on every core (the best single stream)
+    cores = os.cpu_count() or 1
+    t1 = statistics.median(one["1 thread"][0])
+    waves = [((i // cores) + 1) * t1 for i in range(streams)]
+    floor = statistics.median(waves)
+    print(f"first-token floor for {streams} prompts at once on {cores} cores: median of "
+          f"{', '.join(f'{w * 1000:.0f}' for w in waves)} ms (one-thread prompts side by side, "
+          f"wave after wave) = {floor * 1000:.1f} ms = {floor / best_f:.2f}x the best single "
+          "stream")
 
 
 async def run_agent(app: Any, timed: TimedModel, prompt: str) -> tuple[str, int, float, float]:
