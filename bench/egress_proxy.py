@@ -223,7 +223,16 @@ def _start_relays(directory: Path, netns: str, stack: contextlib.ExitStack
         proc = subprocess.Popen(["nsenter", f"--net={netns}", "--", *argv[name]],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stack.callback(_stop, proc)
-    time.sleep(0.5)  # listening
+    want = {f"127.0.0.1:{ports[name]}" for name in wanted}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until every relay listens (ss inside the namespace)
+        listening = subprocess.run(["nsenter", f"--net={netns}", "--", "ss", "-Hltn"],
+                                   capture_output=True, text=True).stdout
+        if all(addr in listening for addr in want):
+            break
+        time.sleep(0.05)
+    else:
+        raise SystemExit(f"a relay did not start listening: {sorted(want)}")
     return {name: ports[name] for name in wanted}, ca
 
 

@@ -381,7 +381,7 @@ class BatchEngine:
             for a, _, _ in plan:
                 self._end(a, err)
             return
-        self.active.rotate(-1)  # round-robin: the next step starts with another sequence
+        self.active.rotate(-1)  # round-robin: of prompts equally short, another goes first
         for a, first, count in plan:
             want = a.want
             assert want is not None

@@ -69,30 +69,30 @@ def _thread_plan(
 
     cores = int(spec.get("cores") or 0)
     spot = spec.get("board")
-    if cores <= 0:
-        if not spot:
+    if not spot:
+        if cores <= 0:
             return None, None, None
-        # safe mode in a pool: its one thread still holds a core and marks the board, so the
-        # other workers do not count on that core
-        board = BusyBoard(int(spot["fd"]), int(spot["size"]), owner=False)
-        index = int(spot["index"])
-        board.set(index, False)
-        fixed = CoreLeases(board.fd, os.cpu_count() or 1, home=index)
-        return (lambda prompt: fixed.take(1)), (lambda flag: board.set(index, flag)), \
-            fixed.give_back
-    physical = physical_cores()
-    if not spot:  # a lone worker: nobody to share the cores with
+        physical = physical_cores()  # a lone worker: nobody to share the cores with
         return (lambda prompt: threads_for(cores, 1, prompt=prompt, physical=physical)), None, \
             None
     board = BusyBoard(int(spot["fd"]), int(spot["size"]), owner=False)
     index = int(spot["index"])
     board.set(index, False)
+
+    def busy(flag: bool) -> None:
+        board.set(index, flag)
+
+    if cores <= 0:  # safe mode in a pool: its one thread still holds a core and marks the
+        # board, so the other workers do not count on that core
+        fixed = CoreLeases(board.fd, os.cpu_count() or 1, home=index)
+        return (lambda prompt: fixed.take(1)), busy, fixed.give_back
+    physical = physical_cores()
     leases = CoreLeases(board.fd, cores, home=index)
 
     def threads(prompt: bool) -> int:
         return leases.take(threads_for(cores, board.count(), prompt=prompt, physical=physical))
 
-    return threads, lambda flag: board.set(index, flag), leases.give_back
+    return threads, busy, leases.give_back
 
 
 class _Out:
