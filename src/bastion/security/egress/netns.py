@@ -139,6 +139,7 @@ class EgressNetwork:
         self._host: HostUplink | None = None
         self._slot: int | None = None
         self._veth = ""
+        self._outer: tuple[str, str | None] | None = None  # our end of the veth, its namespace
 
     @property
     def netns_path(self) -> str:
@@ -194,6 +195,7 @@ class EgressNetwork:
             self._slot, self.gateway, self.address = self._host.allocate()
             self._veth = outer
         peer = ["netns", up] if up else []
+        self._outer = (outer, up)
         _run("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer,
              *peer)
         on_up = ["-n", up] if up else []
@@ -325,6 +327,14 @@ class EgressNetwork:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)
+        if self._outer is not None:
+            # The kernel tears a deleted namespace (and so the veth pair) down later, and only
+            # once nothing holds it (a container runtime may still): delete our end now, which
+            # removes both ends at once.
+            outer, up = self._outer
+            self._outer = None
+            subprocess.run(["ip", *(["-n", up] if up else []), "link", "del", outer],
+                           capture_output=True, timeout=10)
         for t in self._threads:
             t.join(timeout=2)
         shutil.rmtree(self._state, ignore_errors=True)
