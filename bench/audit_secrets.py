@@ -36,7 +36,7 @@ from bastion.security.redact import Redactor  # noqa: E402
 from bastion.security.scanner import SecretScanner  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "data" / "secrets_corpus.jsonl"
-DEV_EXTRA = CORPUS.with_name("secrets_dev_extra.jsonl")  # Nosey Parker's examples, relabelled
+DEV_EXTRA = CORPUS.with_name("secrets_dev_extra.jsonl")  # more dev data (SECRETS_CORPUS.md)
 R = random.Random(20261125)
 A_Z = string.ascii_uppercase
 AZ09 = string.ascii_letters + string.digits

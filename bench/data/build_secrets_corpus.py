@@ -198,7 +198,7 @@ def split_top_first_group(s: str) -> str:
     raise ValueError("unbalanced")
 
 
-def gitleaks_items(root: Path) -> tuple[list[Item], list[str]]:
+def gitleaks_items(root: Path, seed: int = GEN_SEED) -> tuple[list[Item], list[str]]:
     gen_src = (root / "cmd/generate/config/utils/generate.go").read_text()
     body = gen_src[gen_src.index("func GenerateSampleSecrets"):]
     body = body[:body.index("replacer :=")]
@@ -210,7 +210,7 @@ def gitleaks_items(root: Path) -> tuple[list[Item], list[str]]:
         if m:
             lit = m.group(1)
             templates.append(lit[1:-1] if lit[0] == "`" else ast.literal_eval(lit))
-    ev = GoEval(templates, GEN_SEED)
+    ev = GoEval(templates, seed)
     items: list[Item] = []
     skipped: list[str] = []
     for go in sorted((root / "cmd/generate/config/rules").glob("*.go")):

@@ -58,6 +58,11 @@ _METADATA = frozenset({
     "rule", "rules", "strategy", "generator", "complexity", "requirement", "requirements",
     "checker", "handler", "factory", "parser", "callback", "listener", "filename",
     "filepath", "dirname", "folder", "directory",
+    # the settings and machinery around a credential in code (token_placement, auth_params,
+    # _auth_settings, refresh_api_key_hook, async_auth_flow, OAuthTokenError)
+    "placement", "params", "parameters", "settings", "setting", "options", "hook", "hooks",
+    "identity", "flow", "info", "methods", "error", "errors", "exception", "warning",
+    "streams", "records", "paths",
 })
 # Words before a secret word that make it a public or structural value.
 _PUBLIC = frozenset({
@@ -139,9 +144,12 @@ def names_weak_key(ident: str) -> bool:
 
 
 _KEY_PARTS = re.compile(r"[-_.~/+:=@,]")
-# A part of a value that is a word, a number, a short id or a short hex run (a path's file
+# A part of a value that is a word (words run together in lower case too: a package name
+# such as ``modelcontextprotocol``), a number, a short id or a short hex run (a path's file
 # name, a version, a label): not key material.
-_WORD_PART = re.compile(r"[A-Za-z]{1,16}[0-9]{0,6}|[0-9]{1,12}[A-Za-z]{0,3}|[0-9a-fA-F]{1,15}")
+_WORD_PART = re.compile(
+    r"[a-z]{1,32}|[a-z]{1,16}(?:[A-Z][a-z]{1,15}){1,3}|[A-Za-z]{1,16}[0-9]{0,6}"
+    r"|[0-9]{1,12}[A-Za-z]{0,3}|[0-9a-fA-F]{1,15}")
 # A file path with a file name (``keys/private.pem``, ``C:\\secrets\\db.txt``)
 _FILE_PATH = re.compile(r"[^\s]*[/\\][^\s/\\]+\.[A-Za-z][A-Za-z0-9]{0,4}")
 
@@ -208,18 +216,19 @@ def names_public(ident: str) -> bool:
 
 
 # ---- values that are not secrets -------------------------------------------------------------
-_RUN = re.compile(r"(.)\1{3,}")
+_RUN = re.compile(r"([xXzZaA01*#.-])\1{3,}")
 _ALNUM16 = re.compile(r"[A-Za-z0-9]{16,}")
 # Substrings of the lower-cased value that mark a stand-in (plain ``in`` tests: fast).
 _PLACEHOLDER_PARTS = (
     "xxxxxx", "****", "####", "....", "fake", "dummy", "example", "sample", "placeholder",
-    "redacted", "changeme", "insert_", "insert-", "replace_me", "replaceme", "your_", "your-",
+    "redacted", "changeme", "insert_", "insert-", "replace_me", "replaceme", "replace_with",
+    "replace-with", "your_", "your-",
     "yourapi", "yourkey", "yourtoken", "yoursecret", "yourpass", "here", "todo",
 ) + tuple(seq[i:i + 8] for seq in ("0123456789", "abcdefghijklmnopqrstuvwxyz")
           for i in range(len(seq) - 7))  # ascending runs: 12345678, abcdefgh, ...
 _REFERENCE = re.compile(
     r"^(?:[$%#]\{|\{\{|\$\()|^\\?\$[A-Za-z_]|^%[A-Za-z_(]|^<[^>]*>$|^\[[A-Za-z_ ]+\]$|"
-    r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^(?:process\.env|os\.environ)"
+    r"^[A-Za-z_][\w.]*\(|^[A-Za-z_]+\d?(?:\.[A-Za-z_]+\d?)+$|^(?:process\.env|os\.environ)"
     r"|^[A-Za-z_][\w.]*\[(?:[\"'$]|$)"  # a lookup: ``request.form['password']``
     # an index (``tokens[i]``), a tuple or list expression (``(username, password)``), a path
     # relative to home or the working directory (``~/.password-store``)
@@ -247,7 +256,11 @@ _VERSION = re.compile(r"v?\d+(?:\.\d+){1,3}(?:[-+~][0-9A-Za-z.+~-]*)?")
 # ``#{expr}``, ``$NAME``, ``<%= expr %>``; a password may hold braces and dollars itself)
 _INTERPOLATION = re.compile(
     r"\$\{[A-Za-z_][\w.]*(?:[:?+-][^{}\n]*)?\}|\{\{[^{}\n]+\}\}|\$\([^()\n]+\)"
-    r"|%[A-Za-z_]\w*%|#\{[A-Za-z_][^{}\n]*\}|\$[A-Z_][A-Z0-9_]{2,}\b|<%=?[^%\n]*%>")
+    r"|%[A-Za-z_]\w*%|#\{[A-Za-z_][^{}\n]*\}|\$[A-Z_][A-Z0-9_]{2,}\b|<%=?[^%\n]*%>"
+    # Python's format fields (``{token}``, ``{password!r}``, ``{key:>10}``) and printf's
+    # conversions (``Bearer %s``)
+    r"|\{[A-Za-z_][\w.]*(?:\[[^\]{}\n]*\])?(?:![rsa])?(?::[^{}\n]*)?\}"
+    r"|%[-#0 +]*\d*(?:\.\d+)?[sdrif]\b")
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "oauth", "ssws", "apikey",
                            "negotiate", "hmac"})
 _LITERAL_PARTS = re.compile(r"[^\s:/@;,\"']+")
@@ -259,7 +272,7 @@ _PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-dss ", "ssh-ed25519 ", "ecdsa-sha2-", "
 # server stores to check a password, not the password
 _CRYPT_HASH = re.compile(r"(?:^|:)\$(?:1|2[abxy]?|5|6|7|y|gy|apr1|argon2(?:id|i|d)|scrypt"
                          r"|pbkdf2(?:-sha\d+)?)\$")
-_IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
+_IDENTIFIER = re.compile(r"_*[a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+")
 _COMMON = frozenset({
     "true", "false", "null", "none", "nil", "undefined", "required", "optional", "string",
     "password", "passwd", "secret", "token", "empty", "bearer", "basic", "digest", "default",
@@ -339,6 +352,7 @@ def _placeholder_part(low: str, part: str) -> bool:
 # A name: words joined by separators (``api-key``, ``DB_PASSWORD``, ``vault.token``) or
 # camelCase (``apiKey``); a CamelCase or single word (``SuperSecret``) may be a weak password
 # and stays plausible.
+_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}(?:[0-9a-fA-F]{2})?")
 _NAME_SHAPED = re.compile(r"[A-Za-z]+(?:[_.-][A-Za-z]+)+|[a-z]+(?:[A-Z][a-z]+)+")
 
 
@@ -351,6 +365,11 @@ def plausible_value(value: str) -> bool:
         return False  # the name of a secret (``secretKey: api-key``), not its value
     if v.isdigit():
         return len(v) >= 12  # ports, counts and ids are short; numeric tokens are long
+    if _COLOUR.fullmatch(v):
+        return False  # a style's colour (``Token: "#ddd0c0"``)
+    if v.startswith(("http://", "https://")) and "@" not in v and not key_material(
+            v.split("://", 1)[1].split("?", 1)[0]):
+        return False  # an address (``.. _`Bearer Token`: https://tools.ietf.org/...``)
     if v.lower() in _COMMON or _REFERENCE.search(v) or _IDENTIFIER.fullmatch(v):
         return False
     if (v.startswith(_PUBLIC_KEY_PREFIXES) or _VERSION.fullmatch(v) or _FILE_PATH.fullmatch(v)
@@ -360,7 +379,9 @@ def plausible_value(value: str) -> bool:
         # ``Bearer ${TOKEN}``, ``{{ prefix }}-{{ env }}``: what is filled in is not here; the
         # literal rest is a secret only if a part of it is one on its own
         rest = _INTERPOLATION.sub(" ", v)
-        return any(len(p) >= 8 and p.lower() not in _AUTH_SCHEMES and plausible_value(p)
+        # (a lower-case word left over is a path's or a template's word: ``/config/identity``)
+        return any(len(p) >= 8 and p.lower() not in _AUTH_SCHEMES
+                   and not (p.isalpha() and p.islower()) and plausible_value(p)
                    for p in _LITERAL_PARTS.findall(rest))
     return not placeholder(v)
 
@@ -425,7 +446,8 @@ PUBLIC_HINTS = tuple(dict.fromkeys(h for hints, _, _ in PUBLIC_SHAPES for h in h
 
 
 def base64_of_text(token: str) -> bool:
-    """True if ``token`` is base64 of ordinary text (words and spaces), not of random bytes."""
+    """True if ``token`` is base64 of ordinary text (words and spaces, or a stand-in), not of
+    random bytes."""
     t = token.rstrip("=")
     if len(t) < 16 or len(t) % 4 == 1:
         return False
@@ -437,8 +459,11 @@ def base64_of_text(token: str) -> bool:
         return False
     if not text:
         return False
+    if not text.isprintable():
+        return False
     letters = sum(c.isalpha() or c == " " for c in text)
-    return " " in text and letters >= 0.85 * len(text) and text.isprintable()
+    # words, or a stand-in written in base64 (``abcdefghijklmnopqrstuvwxyz``)
+    return " " in text and letters >= 0.85 * len(text) or placeholder(text)
 
 
 def shannon_entropy(text: str) -> float:

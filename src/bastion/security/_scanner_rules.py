@@ -56,7 +56,8 @@ RULES: tuple[Rule, ...] = (
          r"|xapp-\d-[A-Za-z0-9-]{10,})(?![A-Za-z0-9#*-])", ("xox", "xapp-")),
     Rule("slack_webhook", r"hooks\.slack\.com/(?:services|workflows|triggers)/"
          r"[A-Za-z0-9_/+-]{20,}", ("hooks.slack",)),
-    Rule("openai_key", _B + r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", ("sk-",)),
+    # ``sk-ant-`` is Anthropic's prefix, with its own format (next rule): not an OpenAI key
+    Rule("openai_key", _B + r"sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", ("sk-",)),
     Rule("anthropic_key", _B + r"sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{80,}", ("sk-ant-",)),
     Rule("huggingface_token", _B + r"(?:hf_|api_org_)[A-Za-z]{34}" + _E, ("hf_", "api_org_")),
     Rule("google_api_key", _B + r"AIza[0-9A-Za-z_-]{35}" + _E, ("AIza",)),
@@ -84,6 +85,7 @@ RULES: tuple[Rule, ...] = (
     Rule("private_key_der", r"(?<![A-Za-z0-9+/])(?:MII[A-Za-z0-9+/]{3}(?:IBADANBgkqhkiG9w0BAQEFAAS"
          r"|IBAAK)|MIG[A-Za-z0-9+/]AgEAM[A-Za-z0-9+/]{2}GByqGSM49|MC4CAQAwBQYDK2Vw|MHcCAQEEI"
          r"|MIGkAgEBBDA|MIHcAgEBBEI)[A-Za-z0-9+/]{40,}={0,2}", ("MII", "MHcCAQ", "MC4CAQ")),
+    Rule("cloudflare_origin_ca_key", _B + r"v1\.0-[a-f0-9]{24}-[a-f0-9]{146}" + _E, ("v1.0-",)),
     Rule("age_secret_key", r"AGE-SECRET-KEY-1[0-9A-Z]{58}", ("AGE-SECRET-KEY-",)),
     Rule("vault_token", _B + r"hv[sbr]\.[A-Za-z0-9_-]{24,}", ("hvs.", "hvb.", "hvr.")),
     # Bundler's gem-source credentials: BUNDLE_<HOST with __ for .>=user:password
@@ -181,7 +183,7 @@ VENDOR_TOKEN = re.compile(
     r"|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
     r"|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}"
     r"|sq[pau]_[a-fA-F0-9]{40}"
-    r"|dapi[a-f0-9]{32}(?:-\d)?"
+    r"|dapi[a-fA-F0-9]{32}(?:-\d)?"
     r"|(?:glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2})"
     r"|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9=._-]{32,64}"
     r"|duffel_(?:test|live)_[A-Za-z0-9_=-]{43}"

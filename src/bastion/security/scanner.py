@@ -11,6 +11,7 @@ Policy ``redact`` masks what it finds; ``block`` withholds the whole text.
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
 import re
 import threading
@@ -60,7 +61,7 @@ _FIRST_CANDIDATE = re.compile(r"(?P<run>[A-Za-z0-9+/_-]{24,}={0,2})(?![A-Za-z0-9
 _ONE_CASE_HEX = re.compile(r"[0-9a-f_/+-]+=*|[0-9A-F_/+-]+=*")
 _WORD = re.compile(r"[A-Za-z0-9_]")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
-_LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.-]{16}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/_=.~-]{16}")  # ~: Azure client secrets
 # rules that can match without a long run (URL and command-line passwords can be short)
 _SHORT_KEYWORDS = ("://", "-----BEGIN", "sshpass", "mysql", "mariadb", " login", "redis-cli",
                    "htpasswd", "--password-stdin", " -p ", " -P ", " -Password", " -password",
@@ -122,6 +123,21 @@ _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,3
            "`": re.compile(r"`([^`\n]{1,300})`")}
 # An unquoted value runs to white space; a comma ends it only as a list separator (before a
 # space, a quote or the end), not inside the value (``A,.:-@*?!``).
+# An unquoted value that is code: a generic or an index (``List[str]``, ``token[1:-1]``), a
+# union type or an annotation's default (``str | None``, ``bool = False``), a built-in type, a
+# call, or a closing parenthesis and a method (``try_token).load(``)
+_CODE_VALUE = re.compile(
+    r"[A-Za-z_][\w.]*(?:\[|[ \t]*\|[ \t]|[ \t]*=[ \t])"
+    r"|(?:str|int|bool|float|bytes|dict|list|tuple|set|frozenset|object|type|Any|None)\b"
+    r"|[A-Za-z_]\w*(?:\.\w+)*(?:\(|\)\.)")
+# A type name after ``name:`` (``private_key: CertificateIssuerPrivateKeyTypes,``): capitalised
+# words run together, letters only
+_TYPE_NAME = re.compile(r"[A-Z][a-z]*(?:[A-Z][a-z]+)+")
+_VALUE_CHARS = frozenset("_-.+/=!@#$%^&*~")  # what may follow letters inside one value
+_DOC_FIELD = re.compile(r"[:@](?:param|type|arg|argument|keyword|kwarg|ivar|cvar|var)[ \t]+\Z")
+_FUNCTION_WORDS = frozenset({"the", "a", "an", "of", "to", "for", "that", "if", "is", "are",
+                             "be", "this", "with", "which", "when", "what", "used", "from",
+                             "by", "on", "in", "or", "and", "not", "can", "will", "should"})
 _UNQUOTED = re.compile(r"(?:[^\s\"'`,;&]|,(?=[^\s\"'`,;&])){1,300}")
 _REVERSED = re.compile(r"""(["'])([^"'\n]{1,300})\1\s*(?:===?|!==?)\s*$""")
 _UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -209,8 +225,12 @@ def _looks_random(token: str) -> bool:
         return False  # words, versions and ids joined by separators (a slug, a file name)
     h = shannon_entropy(token)
     if lower and upper and digits:  # random, not CamelCaseWords2 (few case/digit changes)
-        flips = len(_CASE_FLIPS.findall(token)) + len(_DIGIT_FLIPS.findall(token))
-        ok = h >= 4.2 and flips >= n / 4
+        case_flips = len(_CASE_FLIPS.findall(token))
+        flips = case_flips + len(_DIGIT_FLIPS.findall(token))
+        # In a random mixed-case token the case changes all along it (a quarter of its
+        # length, median; under a tenth in 1 of 1,000 random 40-character ones); a long run
+        # with its capitals only near the ends is one-case data with pieces joined to it
+        ok = h >= 4.2 and flips >= n / 4 and (n < 40 or case_flips >= n / 16)
     elif digits:  # one case and digits (mixed through: checked above)
         ok = h >= 4.0
     else:  # mixed case without digits: random, not CamelCaseWords
@@ -388,7 +408,8 @@ class SecretScanner:
             # private-key header with no key (a string constant, ``...``, ``<key here>``)
             found = [f for f in found
                      if (f.rule != "url_password" or text[f.start] not in "$%<{[(")
-                     and (f.rule != "private_key" or not _keyless_pem(text[f.start:f.end]))]
+                     and (f.rule != "private_key" or not _keyless_pem(text[f.start:f.end]))
+                     and (f.rule != "basic_auth" or _basic_credential(text[f.start:f.end]))]
         if found and ("secret://" in text or "sha256/" in text
                       or any(h in text for h in PUBLIC_HINTS)):
             found = _drop_public(text, found)
@@ -500,6 +521,8 @@ def _assignments(text: str, lower: str,
             continue
         if first > 0 and text[first - 1] == "/":
             continue  # a path segment (``/forgot-password``, ``.../reset-password":``)
+        if _DOC_FIELD.search(text, max(0, first - 12), first):
+            continue  # a docstring's field (``:param token: the token to send``)
         cli = text.startswith("--", first) or (
             first >= 4 and text.find("ENV", max(0, first - 16), first) != -1
             and _DOCKER_ENV.search(text, max(0, first - 16), first) is not None)
@@ -580,6 +603,10 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
         # ``f("NAME", "value")`` needs a quoted name (``#password", "x"`` is not one) inside
         # a call's arguments, not a list's items (``["security", "secret", "scanner"]``)
         return None
+    if not op and (q == "`" or start > 0 and text[start - 1] == q):
+        # the quote closes the name itself (``getenv("API_TOKEN") and ...``); a backtick
+        # after a bare word quotes code in prose (``we pass `flag=False` ``)
+        return None
     if q in _QUOTED:
         qm = _QUOTED[q].match(text, pos)
         if qm:
@@ -587,16 +614,24 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
                 # ``"password", "version": 3``: the next key, not a value (after a
                 # comparison the colon opens a block: ``if password == "x":``)
                 return None
+            if op == "," and re.fullmatch(r"[a-z]{1,12}", qm.group(1)):
+                return None  # the next word of a list (``'token', 'triple', 'true'``)
             return qm.span(1) if plausible_value(qm.group(1)) else None
         pos += 1  # an unclosed quote: the value runs to the end of the token
     if not op or op == ",":
         return None  # without an operator (or between call arguments) only a quoted value
+    if _CODE_VALUE.match(text, pos) or (op == ":" and _TYPE_NAME.match(text, pos) and (
+            tm := _TYPE_NAME.match(text, pos)) and not text[tm.end():tm.end() + 1].isalnum()
+            and text[tm.end():tm.end() + 1] not in _VALUE_CHARS):
+        return None  # a type (``auth: AuthStorage | None = None``), a call, an index: code
     if (op == ":" and len(name_words(text[start:end])) > 1
             and _YAML_KEY_START.search(text, max(0, start - 40), start)):
         # A YAML plain scalar runs to the end of its line (a passphrase has spaces). Only
         # under a compound key (``aws_secret_access_key:``): ``Password: the one you chose``
         # and ``token: 12 tokens used`` are prose and log lines.
         ym = _YAML_PLAIN.match(text, pos)
+        if ym is not None and " " in ym.group() and _prose(ym.group()):
+            return None  # a description, not a value
         if (ym is not None and " " in ym.group() and not ym.group()[0].isdigit()
                 and plausible_value(ym.group())):
             return ym.span()
@@ -620,6 +655,17 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     if not plausible_value(value):
         return None
     return pos, pos + len(value)
+
+
+def _prose(value: str) -> bool:
+    """Tell whether a plain scalar with spaces is a sentence (a docstring's description).
+
+    ``api_key: The API key for the service.``, ``check: Function that verifies it.``: three or
+    more words, the first capitalised, one of them a function word. A passphrase is kept.
+    """
+    words = value.split()
+    return (len(words) >= 3 and words[0][:1].isupper()
+            and any(w.lower().strip(".,;:()`'\"") in _FUNCTION_WORDS for w in words))
 
 
 def _dotenv(text: str, start: int, end: int) -> bool:
@@ -712,8 +758,35 @@ def _keyless_pem(block: str) -> bool:
         return rest[:1] in ("\"", "'", "`") and not rest[1:2].isalnum()
     raw = _PEM_STANDIN.sub("", rest[:foot.start()])
     body = _PEM_GLUE.sub("", raw)
-    # one unbroken placeholder (``MHcCAQEEIXXXX...``); words with spaces are kept
-    return not body or (" " not in raw.strip() and placeholder(body))
+    if not body:
+        return True
+    if " " in raw.strip():
+        return False  # words with spaces are kept (a key in the making is still reported)
+    # one unbroken placeholder (``MHcCAQEEIXXXX...``, ``***``, ``xxx``: no key is under 16
+    # characters), or base64 of printable text: a key's body is binary (DER, openssh-key-v1)
+    return len(body) < 16 or placeholder(body) or _base64_printable(body)
+
+
+def _basic_credential(token: str) -> bool:
+    """Tell whether ``token`` (after ``Basic``) is base64 of ``user:password``, as it must be.
+
+    ``Basic authentication``, ``basic feasible solution``: a word after "basic" is prose.
+    """
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, colon, _ = raw.partition(b":")
+    return bool(colon) and all(32 <= b < 127 for b in user)
+
+
+def _base64_printable(body: str) -> bool:
+    """Tell whether ``body`` is base64 of printable ASCII (no key's bytes are)."""
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return bool(raw) and all(32 <= b < 127 for b in raw)
 
 
 def _in_url_path(text: str, start: int, end: int,

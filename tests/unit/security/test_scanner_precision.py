@@ -630,3 +630,89 @@ def test_credentials_learned_from_noseyparker_are_masked(text: str, value: str) 
 ])
 def test_lookalikes_learned_from_noseyparker_are_not_secrets(text: str) -> None:
     assert not flagged(text)
+
+
+# ---- secretlint's rule tests and new draws of gitleaks' generated cases (dev data) ------------
+AZURE = "ECF6Q~rNa3.6rNQntZVe0~Xll~78fwFSYPPG611"  # dots and tildes: no 16-character run
+CF_ORIGIN = "v1.0-aaa334dc886f30631ba0a610-" + (HEX32 * 3)[:146]  # a Cloudflare Origin CA key
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    (f'\\"pass\\": \\"{AZURE}', AZURE),
+    (f"cloudflare_token: {CF_ORIGIN}", CF_ORIGIN),
+    ("databricks_pat = 'dapiFEDCBA9876543210FEDCBA9876543210'", "dapiFEDCBA9876543210FEDCBA"),
+    ("ageToken = AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+     "AGE-SECRET-KEY-1QQQQ"),  # Q runs are no filler: x, z, a, 0, 1, *, #, . and - are
+    ("Authorization: Basic dXNlcjpUcTgjdkxtMiF4Unp6", "dXNlcjpUcTgjdkxtMiF4Unp6"),
+])
+def test_formats_learned_from_new_dev_data_are_masked(text: str, value: str) -> None:
+    assert masked(text, value)
+
+
+@pytest.mark.parametrize("text", [
+    "sk-ant-api02-notarealkey",  # Anthropic's prefix, too short for its key: not OpenAI's
+    'const GUIDE_URL2 = "https://username:REPLACE_WITH_PASSWORD@example.org";',
+    "-----BEGIN PRIVATE KEY-----\n***\n-----END PRIVATE KEY-----",
+    "-----BEGIN PRIVATE KEY-----\nxxx\n-----END PRIVATE KEY-----",
+    # base64 of "abcdefghijklmnopqrstuvwxyz": no key's bytes are printable text
+    "-----BEGIN PRIVATE KEY-----\nYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo=\n-----END PRIVATE KEY-----",
+    # one-case data with capitals only at its ends (a blob's piece), not a random token
+    "partOfAlongUnrelatedBlob gYnkgAkCpyh2s65zh4gjymk7q08s58nv5gawrd82tgo6rrp0jiqm09d86j0rr4tr5n"
+    "5x4pvll28jd6VyZSB2",
+])
+def test_lookalikes_learned_from_new_dev_data_are_not_secrets(text: str) -> None:
+    assert not flagged(text)
+
+
+def test_a_random_mixed_case_token_is_still_a_guess() -> None:
+    token = "q8ZtR2mXw7LbV4nKc9HsYd3FgJ6pTa1E"  # capitals all along, 32 characters
+    assert masked(f"value {token} end", token)
+    long = token + "Xb5Nw" + token[::-1]  # 69 characters, still mixed all along
+    assert masked(f"blob {long}", long)
+
+
+# ---- ordinary code (bench/real_code.py): names of secrets in code are not secrets -------------
+@pytest.mark.parametrize("text", [
+    "basic feasible solution.",
+    '"""Attaches HTTP Basic Authentication to the given Request object."""',
+    "_request_auth: Optional[Dict[StrictStr, Any]] = None,",
+    "_auth_settings: List[str] = [",
+    "private_key: CertificateIssuerPrivateKeyTypes,",
+    "auth: AuthStorage | None = None,",
+    "include_password: bool, default True",
+    "def update_token_expiry(self, token: OAuthToken) -> None:",
+    "token = token[1:-1]",
+    "try_refresh_token=try_refresh_token).load_and_set(client_configuration)",
+    ":param token: GitHub personal API token.",
+    "api_key: The API key for the Cloudflare Workers AI API.",
+    "check_credentials: Function that verifies credentials.",
+    'print(f"password={password!r}")',
+    'connect_header += f"Proxy-Authorization: Basic {encoded_str}\\r\\n"',
+    "headers['Authorization'] = 'Bearer %s' % token",
+    'prep.headers["Authorization"] = _digest_auth',
+    "Auth = httpx2.Auth",
+    'if getenv("TQDM_SLACK_TOKEN") and getenv("TQDM_SLACK_CHANNEL"):',
+    'elif qop == "auth" or "auth" in qop.split(","):',
+    "# keep the objects untouched. We pass `ensure_native_byte_order=False`",
+    'token_placement="header",',
+    'auth_params["prompt"] = "consent"',
+    "'token', 'triple', 'true', 'trunc', 'type',",
+    'Token: "#ddd0c0",',
+    ".. _`Bearer Token`: https://tools.ietf.org/html/rfc6750",
+    'PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"',
+    'api_auth = "/v1/auth/{mount_point}/config/identity".format(',
+])
+def test_code_that_names_a_secret_is_not_one(text: str) -> None:
+    assert not flagged(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    (f"password: {PW}", PW),  # YAML: a literal after the key
+    ("aws_secret_access_key: value with quotes and spaces", "value with quotes and spaces"),
+    ('BOOTSTRAP_TOKEN: "be8dfd.da8a689a46edc282"', "be8dfd.da8a689a46edc282"),  # dotted, not a name
+    ('<add key="ClearTextPassword" value="TestSource%Password%" />', "TestSource"),
+    (f'token = "{B62}"  # type: str', B62),
+    (f"DB_PASSWORD=Hunter2Secret{PW}", "Hunter2Secret"),
+])
+def test_values_in_code_and_config_are_still_secrets(text: str, value: str) -> None:
+    assert masked(text, value)
