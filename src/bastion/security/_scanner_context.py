@@ -216,6 +216,7 @@ def names_public(ident: str) -> bool:
 
 
 # ---- values that are not secrets -------------------------------------------------------------
+# runs of the characters people type as filler (``AGE-SECRET-KEY-1QQQ...`` is a key's shape)
 _RUN = re.compile(r"([xXzZaA01*#.-])\1{3,}")
 _ALNUM16 = re.compile(r"[A-Za-z0-9]{16,}")
 # Substrings of the lower-cased value that mark a stand-in (plain ``in`` tests: fast).
@@ -287,8 +288,9 @@ VENDOR_EXAMPLES = frozenset({
 
 
 def placeholder(value: str) -> bool:
-    """True for a stand-in: ``xxxxxxxx``, ``<your key>``, a run of one character covering much
-    of it, an ascending run of 8+ characters (``12345678``, ``abcdefgh``), ``EXAMPLE``."""
+    """True for a stand-in: ``xxxxxxxx``, ``<your key>``, a run of one filler character
+    (``x z a 0 1 * # . -``) covering much of it, an ascending run of 8+ characters
+    (``12345678``, ``abcdefgh``), ``EXAMPLE``."""
     if value in VENDOR_EXAMPLES or "EXAMPLE" in value:
         return True
     if value.endswith(("...", "\u2026")) or value.startswith(("...", "\u2026")):

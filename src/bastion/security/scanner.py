@@ -121,8 +121,6 @@ _BLOB = 512
 _DOCKER_ENV = re.compile(r"(?:^|\n)[ \t]*ENV[ \t]+\Z")
 _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,300})'"),
            "`": re.compile(r"`([^`\n]{1,300})`")}
-# An unquoted value runs to white space; a comma ends it only as a list separator (before a
-# space, a quote or the end), not inside the value (``A,.:-@*?!``).
 # An unquoted value that is code: a generic or an index (``List[str]``, ``token[1:-1]``), a
 # union type or an annotation's default (``str | None``, ``bool = False``), a built-in type, a
 # call, or a closing parenthesis and a method (``try_token).load(``)
@@ -138,6 +136,8 @@ _DOC_FIELD = re.compile(r"[:@](?:param|type|arg|argument|keyword|kwarg|ivar|cvar
 _FUNCTION_WORDS = frozenset({"the", "a", "an", "of", "to", "for", "that", "if", "is", "are",
                              "be", "this", "with", "which", "when", "what", "used", "from",
                              "by", "on", "in", "or", "and", "not", "can", "will", "should"})
+# An unquoted value runs to white space; a comma ends it only as a list separator (before a
+# space, a quote or the end), not inside the value (``A,.:-@*?!``).
 _UNQUOTED = re.compile(r"(?:[^\s\"'`,;&]|,(?=[^\s\"'`,;&])){1,300}")
 _REVERSED = re.compile(r"""(["'])([^"'\n]{1,300})\1\s*(?:===?|!==?)\s*$""")
 _UPPER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -620,9 +620,7 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
         pos += 1  # an unclosed quote: the value runs to the end of the token
     if not op or op == ",":
         return None  # without an operator (or between call arguments) only a quoted value
-    if _CODE_VALUE.match(text, pos) or (op == ":" and _TYPE_NAME.match(text, pos) and (
-            tm := _TYPE_NAME.match(text, pos)) and not text[tm.end():tm.end() + 1].isalnum()
-            and text[tm.end():tm.end() + 1] not in _VALUE_CHARS):
+    if _code_value(text, pos, op):
         return None  # a type (``auth: AuthStorage | None = None``), a call, an index: code
     if (op == ":" and len(name_words(text[start:end])) > 1
             and _YAML_KEY_START.search(text, max(0, start - 40), start)):
@@ -655,6 +653,17 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     if not plausible_value(value):
         return None
     return pos, pos + len(value)
+
+
+def _code_value(text: str, pos: int, op: str) -> bool:
+    """Tell whether the unquoted value at ``pos`` is code: a type, a generic, a call, an index."""
+    if _CODE_VALUE.match(text, pos):
+        return True
+    tm = _TYPE_NAME.match(text, pos) if op == ":" else None
+    if tm is None:
+        return False
+    after = text[tm.end():tm.end() + 1]  # a type name ends there; a value would go on
+    return not after.isalnum() and after not in _VALUE_CHARS
 
 
 def _prose(value: str) -> bool:
@@ -767,26 +776,27 @@ def _keyless_pem(block: str) -> bool:
     return len(body) < 16 or placeholder(body) or _base64_printable(body)
 
 
+def _b64(token: str) -> bytes | None:
+    """Decode standard base64 (padding optional), or None if ``token`` is not base64."""
+    try:
+        return base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _basic_credential(token: str) -> bool:
     """Tell whether ``token`` (after ``Basic``) is base64 of ``user:password``, as it must be.
 
     ``Basic authentication``, ``basic feasible solution``: a word after "basic" is prose.
     """
-    try:
-        raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    user, colon, _ = raw.partition(b":")
+    user, colon, _ = (_b64(token) or b"").partition(b":")
     return bool(colon) and all(32 <= b < 127 for b in user)
 
 
 def _base64_printable(body: str) -> bool:
     """Tell whether ``body`` is base64 of printable ASCII (no key's bytes are)."""
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return bool(raw) and all(32 <= b < 127 for b in raw)
+    raw = _b64(body)
+    return bool(raw) and all(32 <= b < 127 for b in raw or b"")
 
 
 def _in_url_path(text: str, start: int, end: int,
