@@ -93,8 +93,11 @@ def names_secret(ident: str) -> bool:
     for i, w in enumerate(words):
         if _is_secret_word(w):
             last = i
-        elif w == "key" and i > 0 and words[i - 1] not in _PUBLIC and not words[i - 1].isdigit():
-            last = i  # ``signing_key``, ``iam_key``, ``MASTER_KEY`` (a bare ``key`` is not)
+        elif (w == "key" and i > 0 and words[i - 1] not in _PUBLIC and len(words[i - 1]) > 1
+              and not words[i - 1].isdigit()):
+            # ``signing_key``, ``iam_key``, ``MASTER_KEY`` (a bare ``key`` is not, nor a
+            # variable's ``e.key`` or ``t._key``)
+            last = i
     if last < 0:
         return False
     if any(w in _METADATA for w in words[last + 1:]):

@@ -123,11 +123,12 @@ _QUOTED = {'"': re.compile(r'"([^"\n]{1,300})"'), "'": re.compile(r"'([^'\n]{1,3
            "`": re.compile(r"`([^`\n]{1,300})`")}
 # An unquoted value that is code: a generic or an index (``List[str]``, ``token[1:-1]``), a
 # union type or an annotation's default (``str | None``, ``bool = False``), a built-in type, a
-# call, or a closing parenthesis and a method (``try_token).load(``)
+# call, a closing parenthesis and a method (``try_token).load(``), or a ``::`` path
 _CODE_VALUE = re.compile(
     r"[A-Za-z_][\w.]*(?:\[|[ \t]*\|[ \t]|[ \t]*=[ \t])"
     r"|(?:str|int|bool|float|bytes|dict|list|tuple|set|frozenset|object|type|Any|None)\b"
-    r"|[A-Za-z_]\w*(?:\.\w+)*(?:\(|\)\.)")
+    r"|[A-Za-z_]\w*(?:\.\w+)*(?:\(|\)\.)"
+    r"|[A-Za-z_-]*::[A-Za-z_]")  # a path in C++/Rust, a CSS pseudo-element (``hover::after``)
 # A type name after ``name:`` (``private_key: CertificateIssuerPrivateKeyTypes,``): capitalised
 # words run together, letters only
 _TYPE_NAME = re.compile(r"[A-Z][a-z]*(?:[A-Z][a-z]+)+")
@@ -409,7 +410,8 @@ class SecretScanner:
             found = [f for f in found
                      if (f.rule != "url_password" or text[f.start] not in "$%<{[(")
                      and (f.rule != "private_key" or not _keyless_pem(text[f.start:f.end]))
-                     and (f.rule != "basic_auth" or _basic_credential(text[f.start:f.end]))]
+                     and (f.rule != "basic_auth" or _basic_credential(text[f.start:f.end]))
+                     and (f.rule != "openai_key" or not _slug(text[f.start + 3:f.end]))]
         if found and ("secret://" in text or "sha256/" in text
                       or any(h in text for h in PUBLIC_HINTS)):
             found = _drop_public(text, found)
@@ -774,6 +776,15 @@ def _keyless_pem(block: str) -> bool:
     # one unbroken placeholder (``MHcCAQEEIXXXX...``, ``***``, ``xxx``: no key is under 16
     # characters), or base64 of printable text: a key's body is binary (DER, openssh-key-v1)
     return len(body) < 16 or placeholder(body) or _base64_printable(body)
+
+
+def _slug(body: str) -> bool:
+    """Tell whether ``body`` is lower-case words joined by separators (``toggleable__label``).
+
+    A CSS class (``sk-toggleable__label-arrow``) after an ``sk-``: an OpenAI key's body has
+    capitals and digits all through it.
+    """
+    return body == body.lower() and all(p.isalpha() for p in _SEPARATORS.split(body) if p)
 
 
 def _b64(token: str) -> bytes | None:

@@ -701,6 +701,11 @@ def test_a_random_mixed_case_token_is_still_a_guess() -> None:
     ".. _`Bearer Token`: https://tools.ietf.org/html/rfc6750",
     'PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"',
     'api_auth = "/v1/auth/{mount_point}/config/identity".format(',
+    # web pages' styles and scripts
+    ".sk-global label.sk-toggleable__label-arrow:hover:before {",  # a CSS class, not sk-...
+    ".multi-token:hover::after {",
+    "switch(e.keyCode){case 0:e.key===`UIKeyInputUpArrow`?o.key=t?r.C0.ESC+`OA`:r.C0.ESC",
+    "t._key=[1518500249,1859775393,2400959708,3395469782],e?(t._h=e._h.slice(0)",
 ])
 def test_code_that_names_a_secret_is_not_one(text: str) -> None:
     assert not flagged(text)
@@ -713,6 +718,8 @@ def test_code_that_names_a_secret_is_not_one(text: str) -> None:
     ('<add key="ClearTextPassword" value="TestSource%Password%" />', "TestSource"),
     (f'token = "{B62}"  # type: str', B62),
     (f"DB_PASSWORD=Hunter2Secret{PW}", "Hunter2Secret"),
+    ("OPENAI_API_KEY=sk-proj-Zq8RtX2mWb7LcV4nKs9HdY3FgJ6pTa1Eh5Uk", "sk-proj-Zq8RtX2mWb7L"),
+    ('signing_key = "' + B62 + '"', B62),
 ])
 def test_values_in_code_and_config_are_still_secrets(text: str, value: str) -> None:
     assert masked(text, value)
