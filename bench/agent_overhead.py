@@ -26,7 +26,9 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       each) vs one stream on one worker at 1 thread, at 2 threads and at llama.cpp's default
       threads, all in one run, rotating the order per round, long-form prompts (each stream
       writes max_tokens): first-token p50 and total tokens/s ratios against the best single
-      stream, and the load average around the run.
+      stream, and the load average around the run; then users who do not arrive together: a
+      request sent while the three others are mid-answer (each writing 4 x max_tokens), its
+      first token against the best single stream.
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
         [--part all|agent|worker|streams]
@@ -357,6 +359,22 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
                             n_threads_batch=os.cpu_count() or 1),
     }
 
+    async def arrivals(many: Any) -> list[float]:
+        """First token of a request that arrives while the three others are mid-answer."""
+        firsts: list[float] = []
+        for r in range(args.rounds):
+            for k in range(2):
+                longer = [asyncio.create_task(run_worker(
+                    many, count, system, STORIES[(r + k + j) % len(STORIES)], args.max_tokens * 4))
+                    for j in range(streams - 1)]
+                await asyncio.sleep(0.5)  # their prompts are evaluated; they are generating
+                _, _, first = await run_worker(many, count, system,
+                                               STORIES[(r + k + 3) % len(STORIES)],
+                                               args.max_tokens)
+                firsts.append(first)
+                await asyncio.gather(*longer)
+        return firsts
+
     async def concurrent() -> tuple[dict[str, tuple[list[float], list[float]]],
                                     list[float], list[float], list[dict[str, Any]]]:
         many = WorkerModel(cspec, slots=streams, workers=args.workers)
@@ -365,6 +383,7 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
             k: ([], []) for k in [*singles, "pool alone"]}
         many_first: list[float] = []
         many_rate: list[float] = []
+        arriving.clear()
         try:  # load every worker before timing
             await asyncio.gather(*(run_worker(many, count, system, "warm up", 4)
                                    for _ in range(streams)))
@@ -391,12 +410,14 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
                         wall = time.perf_counter() - t0
                         many_first.extend(g[2] for g in got)
                         many_rate.append(sum(g[0] for g in got) / wall)
+            arriving.extend(await arrivals(many))
         finally:
             await many.aclose()
             for wm in ones.values():
                 await wm.aclose()
         return one, many_first, many_rate, info
 
+    arriving: list[float] = []
     load0 = os.getloadavg()[0]
     one, many_first, many_rate, info = asyncio.run(concurrent())
     load1 = os.getloadavg()[0]
@@ -416,6 +437,10 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
           "in total")
     print(f"ratios vs the best single stream: first token {f4 / best_f:.2f}x (target <= 2), "
           f"total tokens/s {r4 / best_r:.2f}x (target >= 1.5)")
+    fa = statistics.median(arriving)
+    print(f"a request arriving while the other {streams - 1} stream (unsynchronised users): "
+          f"first token p50 {fa * 1000:7.1f} ms = {fa / best_f:.2f}x the best single stream "
+          f"({len(arriving)} arrivals)")
     # What any schedule can reach for simultaneous prompts on these cores: at best the cores
     # evaluate one prompt each side by side (the measured one-thread first token, T1), wave
     # after wave, so prompt i is done after ceil((i + 1) / cores) waves; their median against
