@@ -95,6 +95,17 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _row(text: str, label: bool, relabel: str | None, source: str,
+         origin_repo: tuple[str, str, str], path: str, origin: str) -> dict[str, object]:
+    """One dev item of ``source`` (repository, commit, licence in ``origin_repo``)."""
+    it: dict[str, object] = {
+        "text": text, "label": label, "source": source, "repo": origin_repo[0], "path": path,
+        "commit": origin_repo[1], "licence": origin_repo[2], "origin": origin, "split": "dev"}
+    if relabel:
+        it["relabel"] = relabel
+    return it
+
+
 def items(rules_dir: Path, main: set[str], seen: set[str]) -> list[dict[str, object]]:
     """Nosey Parker's examples, relabelled (see the module docstring)."""
     out: list[dict[str, object]] = []
@@ -122,13 +133,8 @@ def items(rules_dir: Path, main: set[str], seen: set[str]) -> list[dict[str, obj
                 if label and placeholder(text):
                     label, relabel = False, "(b) placeholder"
                 seen.add(text)
-                it = {"text": text, "label": label, "source": "noseyparker",
-                      "repo": NOSEYPARKER[0], "path": f"{RULES_DIR}/{f.name}",
-                      "commit": NOSEYPARKER[1], "licence": NOSEYPARKER[2],
-                      "origin": f"{rule['id']} {origin}", "split": "dev"}
-                if relabel:
-                    it["relabel"] = relabel
-                out.append(it)
+                out.append(_row(text, label, relabel, "noseyparker", NOSEYPARKER,
+                                f"{RULES_DIR}/{f.name}", f"{rule['id']} {origin}"))
     return out
 
 
@@ -185,14 +191,9 @@ def secretlint_items(packages: Path, main: set[str], seen: set[str]) -> list[dic
                 elif label and placeholder(text):
                     label, relabel = False, "(b) placeholder"
                 seen.add(text)
-                it: dict[str, object] = {
-                    "text": text, "label": label, "source": "secretlint", "repo": SECRETLINT[0],
-                    "path": str(f.relative_to(packages.parent.parent)),
-                    "commit": SECRETLINT[1], "licence": SECRETLINT[2],
-                    "origin": f"{rule} {case.name}", "split": "dev"}
-                if relabel:
-                    it["relabel"] = relabel
-                out.append(it)
+                out.append(_row(text, label, relabel, "secretlint", SECRETLINT,
+                                str(f.relative_to(packages.parent.parent)),
+                                f"{rule} {case.name}"))
     return out
 
 
