@@ -376,14 +376,14 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
         return firsts
 
     async def concurrent() -> tuple[dict[str, tuple[list[float], list[float]]],
-                                    list[float], list[float], list[dict[str, Any]]]:
+                                    list[float], list[float], list[float], list[dict[str, Any]]]:
         many = WorkerModel(cspec, slots=streams, workers=args.workers)
         ones = {k: WorkerModel(v, slots=1, workers=1) for k, v in singles.items()}
         one: dict[str, tuple[list[float], list[float]]] = {
             k: ([], []) for k in [*singles, "pool alone"]}
         many_first: list[float] = []
         many_rate: list[float] = []
-        arriving.clear()
+        arriving: list[float] = []
         try:  # load every worker before timing
             await asyncio.gather(*(run_worker(many, count, system, "warm up", 4)
                                    for _ in range(streams)))
@@ -415,11 +415,10 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
             await many.aclose()
             for wm in ones.values():
                 await wm.aclose()
-        return one, many_first, many_rate, info
+        return one, many_first, many_rate, arriving, info
 
-    arriving: list[float] = []
     load0 = os.getloadavg()[0]
-    one, many_first, many_rate, info = asyncio.run(concurrent())
+    one, many_first, many_rate, arriving, info = asyncio.run(concurrent())
     load1 = os.getloadavg()[0]
     threads = ", ".join(f"{i.get('n_threads')}/{i.get('n_threads_batch')}" for i in info)
     print(f"-- {streams} streams at once on the default workers: K={len(info)} worker(s), "

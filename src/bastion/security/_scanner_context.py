@@ -450,21 +450,28 @@ PUBLIC_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str] | N
 PUBLIC_HINTS = tuple(dict.fromkeys(h for hints, _, _ in PUBLIC_SHAPES for h in hints))
 
 
+def b64decode_loose(token: str) -> bytes | None:
+    """Decode base64 (padding optional; URL-safe when it has ``-`` or ``_``), else None."""
+    t = token.rstrip("=")
+    try:
+        return base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_" if (
+            "-" in t or "_" in t) else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def base64_of_text(token: str) -> bool:
     """True if ``token`` is base64 of ordinary text (words and spaces, or a stand-in), not of
     random bytes."""
     t = token.rstrip("=")
     if len(t) < 16 or len(t) % 4 == 1:
         return False
+    raw = b64decode_loose(t)
     try:
-        raw = base64.b64decode(t + "=" * (-len(t) % 4), altchars=b"-_" if (
-            "-" in t or "_" in t) else None, validate=True)
-        text = raw.decode("ascii")
-    except (binascii.Error, ValueError):
+        text = raw.decode("ascii") if raw else ""
+    except ValueError:
         return False
-    if not text:
-        return False
-    if not text.isprintable():
+    if not text or not text.isprintable():
         return False
     letters = sum(c.isalpha() or c == " " for c in text)
     # words, or a stand-in written in base64 (``abcdefghijklmnopqrstuvwxyz``)

@@ -11,7 +11,6 @@ Policy ``redact`` masks what it finds; ``block`` withholds the whole text.
 from __future__ import annotations
 
 import base64
-import binascii
 import itertools
 import re
 import threading
@@ -23,6 +22,7 @@ from urllib.parse import quote, quote_plus
 from bastion.security._scanner_context import (
     PUBLIC_HINTS,
     PUBLIC_SHAPES,
+    b64decode_loose,
     base64_of_text,
     key_material,
     name_words,
@@ -132,6 +132,7 @@ _CODE_VALUE = re.compile(
 # A type name after ``name:`` (``private_key: CertificateIssuerPrivateKeyTypes,``): capitalised
 # words run together, letters only
 _TYPE_NAME = re.compile(r"[A-Z][a-z]*(?:[A-Z][a-z]+)+")
+_LOWER_WORD = re.compile(r"[a-z]{1,12}")  # a word, not a password (outside dotenv lines)
 _VALUE_CHARS = frozenset("_-.+/=!@#$%^&*~")  # what may follow letters inside one value
 _DOC_FIELD = re.compile(r"[:@](?:param|type|arg|argument|keyword|kwarg|ivar|cvar|var)[ \t]+\Z")
 _FUNCTION_WORDS = frozenset({"the", "a", "an", "of", "to", "for", "that", "if", "is", "are",
@@ -616,7 +617,7 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
                 # ``"password", "version": 3``: the next key, not a value (after a
                 # comparison the colon opens a block: ``if password == "x":``)
                 return None
-            if op == "," and re.fullmatch(r"[a-z]{1,12}", qm.group(1)):
+            if op == "," and _LOWER_WORD.fullmatch(qm.group(1)):
                 return None  # the next word of a list (``'token', 'triple', 'true'``)
             return qm.span(1) if plausible_value(qm.group(1)) else None
         pos += 1  # an unclosed quote: the value runs to the end of the token
@@ -650,7 +651,7 @@ def _assigned_value(text: str, start: int, end: int, cli: bool) -> tuple[int, in
     value = um.group().rstrip(")]}>")
     if value != um.group() and not plausible_value(um.group()):
         return None  # ``{token}``, ``<token>``: the brackets belong to the reference
-    if re.fullmatch(r"[a-z]{1,12}", value) and not _dotenv(text, start, end):
+    if _LOWER_WORD.fullmatch(value) and not _dotenv(text, start, end):
         return None  # a lower-case word after ``password:`` in prose, not a password
     if not plausible_value(value):
         return None
@@ -787,26 +788,18 @@ def _slug(body: str) -> bool:
     return body == body.lower() and all(p.isalpha() for p in _SEPARATORS.split(body) if p)
 
 
-def _b64(token: str) -> bytes | None:
-    """Decode standard base64 (padding optional), or None if ``token`` is not base64."""
-    try:
-        return base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def _basic_credential(token: str) -> bool:
     """Tell whether ``token`` (after ``Basic``) is base64 of ``user:password``, as it must be.
 
     ``Basic authentication``, ``basic feasible solution``: a word after "basic" is prose.
     """
-    user, colon, _ = (_b64(token) or b"").partition(b":")
+    user, colon, _ = (b64decode_loose(token) or b"").partition(b":")
     return bool(colon) and all(32 <= b < 127 for b in user)
 
 
 def _base64_printable(body: str) -> bool:
     """Tell whether ``body`` is base64 of printable ASCII (no key's bytes are)."""
-    raw = _b64(body)
+    raw = b64decode_loose(body)
     return bool(raw) and all(32 <= b < 127 for b in raw or b"")
 
 
