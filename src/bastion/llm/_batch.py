@@ -269,6 +269,12 @@ class BatchEngine:
             self.send({"id": req["id"], "error": f"no sequence {seq} in this worker",
                        "fix": None, "end": True})
             return
+        for old in [a for a in self.active if a.seq == seq]:
+            # A lease is exclusive, so the job still on this sequence belongs to a caller
+            # that left without waiting for its end (its cancel may not even be sent yet).
+            # End it now: two jobs decoding one sequence corrupt its KV cache.
+            old.cancel.set()
+            self._end(old, None)
         make = self._score if req["op"] == "score" else self._gen
         a = _Active(req["id"], seq, make(req, cancel), cancel)
         self.active.append(a)

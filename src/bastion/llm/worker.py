@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -276,7 +276,7 @@ class _Worker:
                     self.proc.kill()  # SIGKILL also ends a stopped process
             return await sink.get()  # the reader pushes None once the process is gone
 
-    async def call(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def call(self, req: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Send one request; yield its messages until its end (raise on error or crash)."""
         await self.wait_loaded()
         rid = next(self._ids)
@@ -333,7 +333,7 @@ class _Lease:
         self.worker = worker
         self.seq = seq
 
-    def _call(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def _call(self, req: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         return self.worker.call({**req, "seq": self.seq})
 
     async def complete(
@@ -347,9 +347,10 @@ class _Lease:
     ) -> list[float] | None:
         """Return each option's log-probability after the prompt."""
         req = {"op": "score", "messages": messages, "prefix": prefix, "options": list(options)}
-        async for msg in self._call(req):
-            if "scores" in msg:
-                return [float(x) for x in msg["scores"]]
+        async with contextlib.aclosing(self._call(req)) as msgs:  # its end before the lease's
+            async for msg in msgs:
+                if "scores" in msg:
+                    return [float(x) for x in msg["scores"]]
         return None
 
     def stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -90,9 +91,10 @@ async def _prompt_threads(model: WorkerModel, ask: str) -> tuple[int, int]:
            "max_tokens": 2, "temperature": 0.0}
     async with model.lease() as lease:
         index = [m.worker for m in model._members].index(lease.worker)
-        async for msg in lease.worker.call({**req, "seq": lease.seq}):
-            if "nt" in msg:
-                return index, int(msg["nt"])
+        async with contextlib.aclosing(lease.worker.call({**req, "seq": lease.seq})) as msgs:
+            async for msg in msgs:  # closed (its end awaited) before the lease is released
+                if "nt" in msg:
+                    return index, int(msg["nt"])
     raise AssertionError("no first token")
 
 
@@ -109,6 +111,33 @@ async def test_a_lone_request_gets_every_core_and_busy_workers_share_them() -> N
         assert await _prompt_threads(model, "Name a fruit.") == (0, max(1, cores // 2))
         board.set(1, False)
         assert await _prompt_threads(model, "Name a city.") == (0, cores)
+    finally:
+        await model.aclose()
+
+
+async def test_a_sequence_released_mid_answer_serves_its_next_lease() -> None:
+    """A caller that leaves mid-answer without closing its stream (``return`` inside
+    ``async for``: the generator's clean-up runs later) releases its sequence while the worker
+    still generates on it. The next request on that sequence must get a clean answer, never
+    two jobs decoding one sequence (CI saw ``llama_decode failed (-1)`` that way)."""
+    from bastion.llm._constrained import plain_messages
+
+    def req(ask: str, tokens: int) -> dict[str, object]:
+        return {"op": "gen", "messages": plain_messages([Message("user", ask)]),
+                "max_tokens": tokens, "temperature": 0.0, "seq": 0}
+
+    model = WorkerModel.load(n_ctx=1024, slots=1, workers=1)
+    try:
+        async with model.lease() as lease:
+            worker = lease.worker
+        for ask in ("Tell me a long story about a fox.", "Tell me a long story about a ship."):
+            left = worker.call(req(ask, 200))
+            async for msg in left:
+                if "t" in msg:
+                    break  # gone after the first piece; the generator is not closed yet
+            text = [str(m["t"]) async for m in worker.call(req("Name a colour.", 8)) if "t" in m]
+            assert "".join(text).strip()
+            await left.aclose()  # the late clean-up: a cancel for a job that is over
     finally:
         await model.aclose()
 
