@@ -172,6 +172,9 @@ class _Worker:
     """One child process; several requests at a time (one per sequence)."""
 
     spec: WorkerSpec
+    # (worker, its crash or None) -> None, once the process ended and before any request hears
+    # of it; it sets ``worker.crashed`` itself, under the lock that guards the pool's bookkeeping,
+    # so that nobody sees the worker gone before its crash is counted (safe mode, the restart)
     on_exit: Any
     stall_s: Any = lambda: STALL_TIMEOUT_S  # () -> seconds, read at each wait
     board: dict[str, int] | None = None  # the pool's BusyBoard: fd, this worker's index, size
@@ -242,15 +245,16 @@ class _Worker:
             if sink is not None:
                 sink.push(msg)
         rc = self.proc.wait()
+        crash: ModelError | None = None
         if self.stalled is not None:
-            self.crashed = self.stalled
+            crash = self.stalled
         elif not self.closing and self.load_error is None:
             tail = " | ".join(list(self.stderr_tail)[-2:])
-            self.crashed = WorkerCrashed(rc, tail)
+            crash = WorkerCrashed(rc, tail)
+        self.on_exit(self, crash)  # counted first: a caller that retries at once sees its effect
         self.loaded.set()
         for sink in list(self._sinks.values()):
             sink.push(None)
-        self.on_exit(self)
 
     async def wait_loaded(self) -> None:
         """Wait until the model is loaded; raise its load error or the crash."""
@@ -514,12 +518,13 @@ class WorkerModel:
             if self._board is not None:
                 self._board.set(m.index, False)  # a dead worker's byte may still say busy
                 board = {"fd": self._board.fd, "index": m.index, "size": self._board.size}
-            w = m.worker = _Worker(spec, lambda w: self._on_exit(m, w),
+            w = m.worker = _Worker(spec, lambda w, crash: self._on_exit(m, w, crash),
                                    lambda: self.stall_timeout_s, board)
         return w
 
-    def _on_exit(self, m: _Member, w: _Worker) -> None:  # reader thread
+    def _on_exit(self, m: _Member, w: _Worker, crash: ModelError | None) -> None:  # reader thread
         with self._lock:
+            w.crashed = crash  # with the count below: worker_pids() and safe_mode agree at once
             current = m.worker is w
             if current:
                 m.worker = None
