@@ -7,13 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from bastion.config.model import MemoryConfig
 from bastion.memory.embeddings import SentenceEmbedder
 from bastion.memory.persistent import PersistentMemory
 from bastion.memory.store import SessionStore
-from bastion.memory.vectors import DOCUMENTS
+from bastion.memory.vectors import DOCUMENTS, Hit
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -57,6 +60,19 @@ def _env(home: Path) -> dict[str, str]:
     env.update(BASTION_HOME=str(home), PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
+
+
+def _exact_ranking(want: str, query: list[float], hit: list[Hit],
+                   stored: dict[str, Sequence[float]]) -> str:
+    """Say why a chunk was missed: its stored vector's rank by exact cosine (0 = the index
+    holds a vector for it that it cannot reach), and what the index answered."""
+    q = np.asarray(query, dtype=np.float64)
+    cos = {i: float(np.dot(q, v) / (np.linalg.norm(q) * np.linalg.norm(v)))
+           for i, v in ((i, np.asarray(v, dtype=np.float64)) for i, v in stored.items())}
+    exact = sorted(cos, key=lambda i: -cos[i])
+    return (f"{want}: exact rank {exact.index(want)} (cosine {cos[want]:.5f}); exact top-3 "
+            f"{[(i, round(cos[i], 5)) for i in exact[:3]]}; index answered "
+            f"{[(h.id, round(h.score, 5)) for h in hit]} of {len(stored)} vectors")
 
 
 def test_acknowledged_turn_survives_sigkill(bastion_home: Path) -> None:
@@ -143,14 +159,16 @@ def test_two_processes_ingest_at_once(
         assert vectors.count(DOCUMENTS, where={"doc_id": d.id}) == d.chunks, d.source
     # and the vector index (not just Chroma's log) serves every chunk: each chunk's own
     # embedding finds it
-    got = vectors._cols[DOCUMENTS].get(include=["documents"])  # noqa: SLF001
+    got = vectors._cols[DOCUMENTS].get(include=["documents", "embeddings"])  # noqa: SLF001
     texts = dict(zip(got["ids"], got["documents"], strict=True))
+    stored = dict(zip(got["ids"], got["embeddings"], strict=True))
     ids = sorted(texts)[:: max(1, len(texts) // 12)]
     found = vectors.query(DOCUMENTS, embedder.embed([texts[i] for i in ids])[0], 1)
     assert found[0].id == ids[0]
     for i in ids:
-        hit = vectors.query(DOCUMENTS, embedder.embed([texts[i]])[0], 3)
-        assert i in {h.id for h in hit}
+        query = embedder.embed([texts[i]])[0]
+        hit = vectors.query(DOCUMENTS, query, 3)
+        assert i in {h.id for h in hit}, _exact_ranking(i, query, hit, stored)
     assert vectors.reopens > reopens
     assert "harbour" in mem.search("when does the harbour open", k=1)[0].text
     mem.close()
