@@ -99,6 +99,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     gguf = home / "Tiny-Q8_0.gguf"  # what the models page pulls from the local hub
     gguf.write_bytes(b"GGUF" + bytes(range(256)) * 82_000)  # 21 MB: three 10 MiB chunks
     with FakeOpenAIServer() as fake, FakeHub({MODEL_REPO: Repo({gguf.name: gguf})}) as hub:
+        # a pull takes ~2.6 s, as from a real hub: its progress events (one per 0.25 s) reach
+        # the page apart; ones that arrive in one network read are drawn once, as the last
+        hub.rate = 8_000_000
         (home / "bastion.yaml").write_text(yaml.safe_dump({
             "model": {"backend": "openai", "base_url": fake.base_url, "name": "fake",
                       "native_tools": True},
