@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -172,10 +172,10 @@ class _Worker:
     """One child process; several requests at a time (one per sequence)."""
 
     spec: WorkerSpec
-    # (worker, its crash or None) -> None, once the process ended and before any request hears
-    # of it; it sets ``worker.crashed`` itself, under the lock that guards the pool's bookkeeping,
-    # so that nobody sees the worker gone before its crash is counted (safe mode, the restart)
-    on_exit: Any
+    # called with its crash (None after a clean close) once the process ended, before any
+    # request hears of it; it sets ``worker.crashed`` itself, under the lock that guards the
+    # pool's bookkeeping, so that nobody sees the worker gone before its crash is counted
+    on_exit: Callable[[_Worker, ModelError | None], None]
     stall_s: Any = lambda: STALL_TIMEOUT_S  # () -> seconds, read at each wait
     board: dict[str, int] | None = None  # the pool's BusyBoard: fd, this worker's index, size
     proc: subprocess.Popen[bytes] = field(init=False)
@@ -251,10 +251,14 @@ class _Worker:
         elif not self.closing and self.load_error is None:
             tail = " | ".join(list(self.stderr_tail)[-2:])
             crash = WorkerCrashed(rc, tail)
-        self.on_exit(self, crash)  # counted first: a caller that retries at once sees its effect
-        self.loaded.set()
-        for sink in list(self._sinks.values()):
-            sink.push(None)
+        try:
+            self.on_exit(self, crash)  # counted first: a caller that retries at once sees it
+        finally:
+            if self.crashed is None:  # (on_exit failed before it could say)
+                self.crashed = crash
+            self.loaded.set()
+            for sink in list(self._sinks.values()):
+                sink.push(None)
 
     async def wait_loaded(self) -> None:
         """Wait until the model is loaded; raise its load error or the crash."""
