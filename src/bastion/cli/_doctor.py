@@ -131,7 +131,8 @@ def _smoke_check(config: Config, path: Path) -> Check:
         text, info = asyncio.run(run())
     except WorkerCrashed as exc:
         fix = ("bastion config set model.repack off (llama.cpp's repacked kernels crash on this "
-               "CPU)" if mc.repack != "off" else
+               "CPU; or `make install` to rebuild llama.cpp with bastion's AMX fix)"
+               if mc.repack != "off" else
                "rebuild llama.cpp for a portable CPU target: CMAKE_ARGS='-DGGML_NATIVE=OFF "
                "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON' pip install --force-reinstall "
                "--no-cache-dir 'llama-cpp-python==0.3.36'")

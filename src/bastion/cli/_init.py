@@ -16,6 +16,15 @@ from bastion.hardware import HardwareInfo, Recommendation
 SHIPPED_CONTEXT = 4096
 
 
+def _repack_row(amx: bool) -> str:
+    """Say whether llama.cpp repacks weights here; on an AMX CPU that is a probe's verdict."""
+    if not amx:
+        return "weight repacking on (llama.cpp's fastest CPU kernels)"
+    from bastion.llm.embedded import repack_verdict
+
+    return repack_verdict().why
+
+
 def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     """Return a table of what was detected and what is recommended."""
     table = Table(title="hardware", show_header=False, title_justify="left")
@@ -26,9 +35,13 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     table.add_row("CPU", escape(f"{cpu.model} ({cpu.arch})"))
     table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
     table.add_row("SIMD", flags)
-    table.add_row("llama.cpp", "weight repacking off: llama.cpp's AMX kernels crash (model.repack)"
-                  if cpu.amx else "weight repacking on (llama.cpp's fastest CPU kernels)")
-    if not hw.gpus:
+    repack_row = _repack_row(cpu.amx)
+    table.add_row("llama.cpp", repack_row)
+    if not hw.gpus and cpu.amx and repack_row.startswith("weight repacking on"):
+        table.add_row("weights", "Q4_1 weights (the shipped model) load as they are: llama.cpp's "
+                      "AMX kernels batch them; a Q5_1 model up to 1 GiB is converted once to "
+                      "Q8_0, which llama.cpp batches on a CPU (model.convert)")
+    elif not hw.gpus:
         table.add_row("weights", "a Q4_1/Q5_1 model up to 1 GiB (the shipped one) is converted "
                       "once to Q8_0, which llama.cpp batches on a CPU (model.convert)")
     table.add_row("RAM", f"{hw.ram_mb / 1024:.1f} GiB")

@@ -80,7 +80,7 @@ def check_exposure(opts: ServeOptions) -> None:
 def server_argv(opts: ServeOptions) -> list[str]:
     """Return the command line of the model server."""
     argv = [
-        # llama_cpp.server with bastion's repack choice (off on AMX CPUs, where it crashes)
+        # llama_cpp.server with bastion's repack choice (bastion.llm.repack: probed on AMX CPUs)
         sys.executable, "-m", "bastion.llm.server_main",
         "--model", str(opts.model_path),
         "--host", opts.host, "--port", str(opts.port),

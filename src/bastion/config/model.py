@@ -103,7 +103,9 @@ class ModelConfig(_Section):
     )
     repack: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="llama.cpp weight repacking; auto = off on CPUs with AMX (it crashes there)",
+        description="llama.cpp weight repacking; auto = on, and on CPUs with AMX only where this "
+        "llama.cpp build's AMX kernels pass a probe (a GCC 12 build without bastion's fix "
+        "crashes there)",
     )
     convert: Literal["auto", "off"] = Field(
         default="auto",

@@ -32,7 +32,7 @@ class CpuInfo:
 
     @property
     def amx(self) -> bool:
-        """Whether the CPU has Intel AMX tiles (llama.cpp's AMX repack crashes there)."""
+        """Whether the CPU has Intel AMX tiles (llama.cpp's repacked weights use them)."""
         return "amx_int8" in self.flags or "amx_tile" in self.flags
 
     @property

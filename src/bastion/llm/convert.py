@@ -3,8 +3,9 @@
 Why: llama.cpp multiplies a batch of tokens (a prompt, or one token of each of several
 conversations) with a batched GEMM kernel only for some weight types: llamafile's sgemm
 (F32/F16/BF16, Q8_0, Q4_0, Q5_0, IQ4_NL) and the CPU repack buffers (Q4_0, Q4_K, IQ4_NL). The
-legacy ``*_1`` types (Q4_1, Q5_1) have none on any CPU: every row of a batch is a separate
-dot product, so a step of 4 sequences costs ~3x a step of one, and prompts are slow. The
+legacy ``*_1`` types (Q4_1, Q5_1) have none on other CPUs than AMX ones (llama.cpp's AMX kernels
+batch Q4_1 when weights are repacked: there it stays as it is): every row of a batch is a
+separate dot product, so a step of 4 sequences costs ~3x a step of one, and prompts are slow. The
 shipped SmolLM2-135M is Q4_1. Measured on this 2-core machine (2 threads, one context with 4
 sequences; the numbers are in the README's model section): Q4_1 prompt of 200 tokens ~930 ms,
 4 sequences 1.33x the tokens/s of one; the same weights converted to Q8_0: ~430 ms, 1.62x.
@@ -44,6 +45,10 @@ from bastion.errors import ModelError
 
 #: llama.cpp file types (``general.file_type``) with no batched CPU matmul kernel.
 NO_BATCHED_KERNEL = {3: "q4_1", 9: "q5_1"}  # LLAMA_FTYPE_MOSTLY_Q4_1, _Q5_1
+#: ... of which llama.cpp's AMX kernels (repacked weights on a CPU with AMX) batch these
+#: (ggml-cpu/amx/common.h ``qtype_has_amx_kernels``). Measured on an AMX Xeon, 2 threads:
+#: Q4_1 there decodes 1 sequence at 173 tokens/s and 4 at 288, its Q8_0 copy 126 and 262.
+AMX_BATCHED = {3}
 TARGET_NAME, TARGET_FTYPE = "q8_0", 7  # LLAMA_FTYPE_MOSTLY_Q8_0
 #: Sources above this size are loaded as they are (decoding them is bound by memory bandwidth).
 MAX_SOURCE_BYTES = 1 << 30
@@ -76,13 +81,20 @@ def weights_name(file_type: int | None) -> str:
 
 
 def decide(file_type: int | None, size: int, *, mode: str, n_gpu_layers: int,
-           available: int | None, free_disk: int | None) -> tuple[bool, str]:
-    """Whether to convert a source of ``file_type`` and ``size`` bytes; the reason, one line."""
+           available: int | None, free_disk: int | None,
+           amx: bool = False) -> tuple[bool, str]:
+    """Whether to convert a source of ``file_type`` and ``size`` bytes; the reason, one line.
+
+    ``amx``: the weights load repacked for llama.cpp's AMX kernels (an AMX CPU, repacking on).
+    """
     kind = weights_name(file_type)
     if mode == "off":
         return False, f"{kind} weights loaded as they are (model.convert off)"
     if file_type not in NO_BATCHED_KERNEL:
         return False, f"{kind} weights loaded as they are (llama.cpp batches them)"
+    if amx and file_type in AMX_BATCHED:
+        return False, (f"{kind} weights loaded as they are (llama.cpp's AMX kernels batch "
+                       "them on this CPU, faster than a q8_0 copy)")
     if n_gpu_layers:
         return False, f"{kind} weights loaded as they are (GPU offload has batched kernels)"
     if size > MAX_SOURCE_BYTES:
@@ -101,20 +113,11 @@ def cache_dir() -> Path:
     """Return ``$BASTION_MODEL_CACHE`` or ``<home>/models/.converted`` (created 0700).
 
     Refused when another user owns it or others may write to it (a planted file there would
-    be loaded as the model).
+    be loaded as the model). Also holds :mod:`bastion.llm.repack`'s probe verdicts.
     """
-    from bastion.llm.store import models_dir
+    from bastion.llm._cache import private_cache_dir
 
-    env = os.environ.get("BASTION_MODEL_CACHE")
-    d = Path(env).expanduser() if env else models_dir() / ".converted"
-    d.mkdir(mode=0o700, parents=bool(env), exist_ok=True)
-    st = d.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise ModelError(
-            f"the converted-model cache {d} is not private (owned by another user or "
-            "writable by others)",
-            fix=f"chmod 700 {d} (or unset BASTION_MODEL_CACHE, or model.convert off)")
-    return d
+    return private_cache_dir()
 
 
 def source_sha256(path: Path) -> str:
@@ -202,8 +205,10 @@ def cached_copy(source_sha: str) -> dict[str, Any] | None:
 
 
 def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
-            n_gpu_layers: int = 0) -> Choice:
+            n_gpu_layers: int = 0, amx: bool = False) -> Choice:
     """Decide for ``path`` (weights of ``file_type``) and return the file to load.
+
+    ``amx``: as :func:`decide`'s.
 
     A conversion that cannot be made (the cache is not private, the quantizer failed, the
     disk is full) loads the source as it is; the reason says why (``bastion doctor`` shows it).
@@ -213,7 +218,7 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
     size = path.stat().st_size
     kind = weights_name(file_type)
     convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
-                             available=available_memory(), free_disk=None)
+                             available=available_memory(), free_disk=None, amx=amx)
     if not convert:  # (the cache folder is not touched)
         return Choice(path, kind, False, reason)
     try:
@@ -222,7 +227,7 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
         except OSError:
             free_disk = None
         convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
-                                 available=None, free_disk=free_disk)
+                                 available=None, free_disk=free_disk, amx=amx)
         if not convert:
             return Choice(path, kind, False, reason)
         out, _ = converted_file(path, source_sha256(path))

@@ -24,6 +24,7 @@ from typing import Any
 from bastion._extras import require
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, Primitives, constrained_chat
+from bastion.llm.repack import Verdict
 from bastion.messages import (
     ChatSettings,
     Finish,
@@ -100,16 +101,21 @@ def shipped_model_path() -> Path:
     )
 
 
-def repack_default() -> bool:
-    """Whether llama.cpp may repack weights into its extra CPU buffer types on this machine.
+def repack_verdict() -> Verdict:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types here, and why.
 
-    Off on CPUs with AMX: llama.cpp's AMX repack path crashes in its first matrix multiply there
-    (ggml-org/llama.cpp#20824, ollama/ollama#9061); loading without the extra buffer types works
-    and keeps the AVX-512/AVX2 kernels. On, everywhere else (repacking is llama.cpp's default).
+    On, as llama.cpp ships it; on CPUs with AMX only where this llama.cpp build's AMX kernels
+    pass a probe with the shipped model in a child process (a GCC 12 build without bastion's
+    fix crashes there: :mod:`bastion.llm.repack`).
     """
-    from bastion.hardware.detect import cpu_flags
+    from bastion.llm.repack import verdict
 
-    return not ({"amx_tile", "amx_int8"} & set(cpu_flags()))
+    return verdict(shipped_model_path)
+
+
+def repack_default() -> bool:
+    """Whether llama.cpp may repack weights on this machine (:func:`repack_verdict`)."""
+    return repack_verdict().repack
 
 
 def with_repack(default_params: Callable[[], Any], repack: bool) -> Callable[[], Any]:

@@ -4,11 +4,11 @@
 llama_cpp.server`` with the same options.
 
 ``llama_cpp.server`` has no option for llama.cpp's ``use_extra_bufts``, and its default
-(repacking on) segfaults in the first matrix multiply on CPUs with AMX
-(:func:`bastion.llm.embedded.repack_default`). This runs the same server, same options, with
-llama-cpp-python's model-parameter default wrapped first, so ``bastion node serve`` works on
-every CPU with no flag to set. ``BASTION_REPACK=on|off`` overrides the choice (as
-``model.repack`` does for the embedded model).
+(repacking on) segfaults in the first matrix multiply on CPUs with AMX when llama.cpp was built
+by GCC 12 without bastion's fix (:mod:`bastion.llm.repack` probes the build). This runs the
+same server, same options, with llama-cpp-python's model-parameter default wrapped first, so
+``bastion node serve`` works on every CPU with no flag to set. ``BASTION_REPACK=on|off``
+overrides the choice (as ``model.repack`` does for the embedded model).
 """
 
 from __future__ import annotations

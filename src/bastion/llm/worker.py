@@ -487,13 +487,15 @@ class WorkerModel:
         """
         from bastion.llm.convert import prepare
         from bastion.llm.embedded import _Engine, load_llama
+        from bastion.llm.repack import amx_kernels
 
         source = path or shipped_model_path()
-        vocab = load_llama(source, n_ctx=256, n_threads=1, vocab_only=True)
-        choice = prepare(source, file_type(vocab), mode=convert, n_gpu_layers=n_gpu_layers)
+        repack = repack_default() if repack is None else repack
+        vocab = load_llama(source, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)
+        choice = prepare(source, file_type(vocab), mode=convert, n_gpu_layers=n_gpu_layers,
+                         amx=amx_kernels(repack))
         gguf = choice.path
-        spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers,
-                          repack_default() if repack is None else repack,
+        spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers, repack,
                           chat_template, end_of_turn)
         model = cls(spec, name=name, slots=slots, workers=workers,
                     stall_timeout_s=stall_timeout_s,

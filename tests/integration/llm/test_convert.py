@@ -8,8 +8,9 @@ import os
 
 import pytest
 
+from bastion.hardware.detect import cpu_flags
 from bastion.llm.convert import cache_dir, source_sha256
-from bastion.llm.embedded import file_type, load_llama, shipped_model_path
+from bastion.llm.embedded import file_type, load_llama, repack_verdict, shipped_model_path
 from bastion.llm.store import sha256_file
 from bastion.llm.worker import WorkerModel
 
@@ -36,8 +37,10 @@ async def _answers(model: WorkerModel) -> list[str]:
 
 
 async def test_the_shipped_model_loads_from_its_q8_0_copy_and_answers_the_same() -> None:
-    converted = WorkerModel.load(n_ctx=512, slots=1)  # model.convert: auto (the default)
-    as_is = WorkerModel.load(n_ctx=512, slots=1, convert="off")
+    # llama.cpp's plain CPU kernels (no repacking): the ones that cannot batch Q4_1 (on an AMX
+    # CPU with repacking the AMX kernels batch it, and it stays Q4_1: the test below)
+    converted = WorkerModel.load(n_ctx=512, slots=1, repack=False)  # model.convert: auto
+    as_is = WorkerModel.load(n_ctx=512, slots=1, convert="off", repack=False)
     try:
         choice = converted.weights
         assert choice is not None and choice.converted and choice.weights == "q4_1"
@@ -53,7 +56,7 @@ async def test_the_shipped_model_loads_from_its_q8_0_copy_and_answers_the_same()
         assert "Paris" in b[0]
         assert sum(x == y for x, y in zip(a, b, strict=True)) >= 3, (a, b)
         mtime = choice.path.stat().st_mtime_ns
-        again = WorkerModel.load(n_ctx=512, slots=1)  # the cached copy, not a new conversion
+        again = WorkerModel.load(n_ctx=512, slots=1, repack=False)  # the cached copy, as is
         assert again.weights is not None and again.weights.path == choice.path
         assert choice.path.stat().st_mtime_ns == mtime
         again.close()
@@ -61,3 +64,21 @@ async def test_the_shipped_model_loads_from_its_q8_0_copy_and_answers_the_same()
     finally:
         await converted.aclose()
         await as_is.aclose()
+
+
+AMX = bool({"amx_tile", "amx_int8"} & set(cpu_flags()))
+
+
+@pytest.mark.skipif(not AMX, reason="this CPU has no AMX: its kernels cannot batch Q4_1 here")
+async def test_on_amx_kernels_the_shipped_q4_1_file_is_loaded_as_it_is() -> None:
+    if not repack_verdict().repack:
+        pytest.skip(f"this llama.cpp build's AMX kernels crash: {repack_verdict().why}")
+    model = WorkerModel.load(n_ctx=512, slots=1)  # the defaults: repacking on, convert auto
+    try:
+        choice = model.weights
+        assert choice is not None and not choice.converted
+        assert choice.path == shipped_model_path() and "AMX kernels batch" in choice.reason
+        assert "Paris" in (await _answers(model))[0]
+        assert model.worker_info()[0]["repack"] is True
+    finally:
+        await model.aclose()

@@ -17,7 +17,7 @@ import pytest
 
 from bastion.errors import ModelError
 from bastion.hardware.detect import cpu_flags
-from bastion.llm.embedded import repack_default
+from bastion.llm.embedded import repack_verdict
 from bastion.llm.worker import WorkerCrashed, WorkerModel, WorkerStalled
 from bastion.messages import ChatSettings, Message, TextDelta
 
@@ -195,9 +195,10 @@ async def test_a_crash_loop_gets_one_safe_mode_then_a_clear_error(
 
     monkeypatch.setattr(WorkerModel, "_on_exit", late)
     model = WorkerModel.load(n_ctx=512, slots=1, repack=True)
-    # On a CPU with AMX, repacking is the crash itself (ggml-org/llama.cpp#20824): each request
-    # dies with a real SIGSEGV, and safe mode is what makes the model answer at all.
-    repack_crashes = not repack_default()
+    # On a CPU with AMX and a llama.cpp built without bastion's fix, repacking is the crash
+    # itself (bastion.llm.repack): each request dies with a real SIGSEGV, and safe mode is what
+    # makes the model answer at all. Elsewhere the test kills the worker three times.
+    repack_crashes = not repack_verdict().repack
     try:
         for _ in range(3):
             if repack_crashes:
@@ -289,17 +290,27 @@ print(llm.create_completion("The sea is", max_tokens=8)["choices"][0]["text"])
 
 
 @pytest.mark.skipif(not AMX, reason="this CPU has no AMX: the AMX repack crash cannot happen here")
-async def test_amx_default_answers_and_unguarded_repack_crashes() -> None:
+async def test_amx_default_follows_a_probe_that_tells_the_truth() -> None:
+    """On an AMX CPU the default repack choice is the probe's verdict on this llama.cpp build,
+    and the verdict is true: repacking on, unguarded, in a child process, crashes with SIGSEGV
+    exactly when the probe said off (a GCC 12 build without bastion's fix) and answers when it
+    said on. bastion's own build (scripts/llama-cpp/wheel.sh, which stamps the venv) repacks."""
+    got = repack_verdict()
     model = WorkerModel.load(n_ctx=512, slots=1)
     try:
         assert (await _stream(model, 8)).strip()
-        assert model.worker_info()[0]["repack"] is False  # the guard chose no repacking
+        assert model.worker_info()[0]["repack"] is got.repack
     finally:
         await model.aclose()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
     proc = subprocess.run([sys.executable, "-c", _UNGUARDED], env=env, capture_output=True,
-                          timeout=300, check=False)
-    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-500:])
+                          text=True, timeout=300, check=False)
+    if got.repack:
+        assert proc.returncode == 0 and proc.stdout.strip(), (proc.returncode, proc.stderr[-500:])
+    else:
+        assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-500:])
+    if (Path(sys.prefix) / ".llama-cpp-wheel").is_file():
+        assert got.repack, got.why
 
 
 def test_a_batch_lists_its_sequences_in_order() -> None:

@@ -26,6 +26,9 @@ def test_only_small_cpu_models_without_a_batched_kernel_are_converted() -> None:
     off = decide(3, 98 * MIB, mode="off", n_gpu_layers=0, **ROOMY)
     assert off == (False, "q4_1 weights loaded as they are (model.convert off)")
     assert "GPU" in decide(3, 98 * MIB, mode="auto", n_gpu_layers=99, **ROOMY)[1]
+    amx = decide(3, 98 * MIB, mode="auto", n_gpu_layers=0, amx=True, **ROOMY)  # AMX kernels
+    assert not amx[0] and "AMX kernels batch them" in amx[1]
+    assert decide(9, 98 * MIB, mode="auto", n_gpu_layers=0, amx=True, **ROOMY)[0]  # Q5_1: none
     big = decide(3, MAX_SOURCE_BYTES + 1, mode="auto", n_gpu_layers=0, **ROOMY)
     assert not big[0] and "memory-bound" in big[1]
     assert "memory" in decide(3, 98 * MIB, mode="auto", n_gpu_layers=0, available=512 * MIB,
