@@ -252,7 +252,7 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
 
     count = model._engine.count
     path = str(args.model_file)
-    repack = repack_default()
+    repack = args.repack
     # the worker on raw's own thread counts (fixed): d/a is what the worker costs, not a
     # thread choice (the default pool's per-step threads give a lone stream every core for
     # generation too; its speed is the "pool alone" line of --part streams)
@@ -318,7 +318,7 @@ def bench_worker(model: EmbeddedModel, system: str, args: argparse.Namespace) ->
     raw_r, wrk_r, raw_f, wrk_f = asyncio.run(one_vs_raw())
     a, d = statistics.median(raw_r), statistics.median(wrk_r)
     added = [(w - r) * 1000 for w, r in zip(wrk_f, raw_f, strict=True)]
-    print(f"-- model worker (repack {'on' if repack else 'off: AMX'}, threads "
+    print(f"-- model worker (repack {'on' if repack else 'off'}, threads "
           f"{args.threads or 'default'}: generation/prompt {spec.n_threads}/"
           f"{spec.n_threads_batch} on both sides), {len(raw_r)} pairs --")
     print(f"(a) raw, in-process      : {a:7.1f} tok/s, first token p50 "
@@ -534,6 +534,9 @@ def main() -> None:
     ap.add_argument("--convert", choices=("auto", "off"), default="auto",
                     help="model.convert: auto = the file the product loads (the shipped Q4_1 "
                     "converted to Q8_0), off = the Q4_1 file as it is")
+    ap.add_argument("--repack", choices=("auto", "on", "off"), default="auto",
+                    help="model.repack for every side: auto = the product's choice (off only "
+                    "on an AMX CPU whose llama.cpp build fails the AMX probe)")
     args = ap.parse_args()
 
     import tempfile
@@ -543,17 +546,22 @@ def main() -> None:
     from bastion.config.model import Config
     from bastion.llm.convert import prepare
     from bastion.llm.embedded import file_type
+    from bastion.llm.repack import amx_kernels
     from bastion.memory.base import EphemeralMemory
     from bastion.tools.registry import ToolRegistry
 
-    # the file the product loads (model.convert: auto converts the shipped Q4_1 to Q8_0 once),
-    # for the raw llama-cpp-python baseline and the workers alike
+    # the file the product loads (model.convert: auto converts the shipped Q4_1 to Q8_0 once,
+    # except where llama.cpp's AMX kernels batch it), for the raw baseline and the workers alike
+    args.repack = {"auto": None, "on": True, "off": False}[args.repack]
+    if args.repack is None:
+        args.repack = repack_default()
     vocab = load_llama(shipped_model_path(), n_ctx=256, n_threads=1, vocab_only=True)
-    choice = prepare(shipped_model_path(), file_type(vocab), mode=args.convert)
+    choice = prepare(shipped_model_path(), file_type(vocab), mode=args.convert,
+                     amx=amx_kernels(args.repack))
     args.model_file = choice.path
     print(f"model file: {choice.path.name} (source {shipped_model_path().name}; "
           f"{choice.reason})")
-    llama = load_llama(choice.path, n_ctx=4096, n_threads=args.threads)
+    llama = load_llama(choice.path, n_ctx=4096, n_threads=args.threads, repack=args.repack)
     model = EmbeddedModel(llama)
     if args.part in ("worker", "streams"):
         bench_worker(model, Config().agent.system_prompt, args)
