@@ -146,15 +146,20 @@ def main() -> None:
             last = n
 
     def requests() -> None:
-        for line in inp:
-            req = json.loads(line)
-            if req.get("op") == "cancel":
-                batch.cancel(int(req["id"]))
-            else:
-                batch.submit(req)
+        code = 0
+        try:
+            for line in inp:
+                req = json.loads(line)
+                if req.get("op") == "cancel":
+                    batch.cancel(int(req["id"]))
+                else:
+                    batch.submit(req)
+        except Exception as exc:  # a line that is not the protocol: say so, end like EOF
+            print(f"bastion model worker: bad request line ({exc})", file=sys.stderr)
+            code = 1
         batch.stop()  # the parent closed the pipe: finish the requests in hand, then exit
         time.sleep(STOP_GRACE_S)
-        os._exit(0)  # (not finished by then: the parent is gone or shutting down)
+        os._exit(code)  # (not finished by then: the parent is gone or shutting down)
 
     threading.Thread(target=heartbeat, name="bastion-model-heartbeat", daemon=True).start()
     threading.Thread(target=requests, name="bastion-model-requests", daemon=True).start()

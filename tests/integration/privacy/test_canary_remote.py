@@ -31,6 +31,9 @@ from ._proxy import RecordingProxy
 pytestmark = pytest.mark.real_model
 
 NAME = "Johanna Whitfield"
+# The shipped model echoes this with llama.cpp's AVX-512 and AMX kernels alike ("Hello,
+# <PERSON_1>!"); "Say: Hello <PERSON_1>!" it echoed only on the AVX-512 ones (a near-tie)
+GREET = f"Repeat exactly: Hello {NAME}!"
 EMAIL = "johanna.whitfield@example.org"
 CARD = "4111 1111 1111 1111"
 SEND = ToolSpec("send_email", "Send an email", {
@@ -82,7 +85,7 @@ async def test_redacted_for_remote_restored_for_user(
     # is declared local, as a local mail-drafting tool would be
     router = PrivacyRouter(local, remote, real_policy, egress=lambda name: False)
     try:
-        text, _ = await ask(router, f"Say: Hello {NAME}!")
+        text, _ = await ask(router, GREET)
         answer = remote_text(proxy)
         assert "PERSON_1" in answer  # the remote used the placeholder ...
         assert NAME in text and "PERSON_1" not in text  # ... the user sees the name
@@ -133,7 +136,7 @@ def test_app_wires_router_cli_and_api(proxy: RecordingProxy) -> None:
         async def turn() -> str:
             out = []
             stream: AsyncIterator[object] = guarded.chat(
-                [Message("user", f"Say: Hello {NAME}!")], [],
+                [Message("user", GREET)], [],
                 settings=ChatSettings(max_tokens=24))
             async for ev in stream:
                 if isinstance(ev, TextDelta):
