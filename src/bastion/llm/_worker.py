@@ -163,12 +163,9 @@ def main() -> None:
 
     threading.Thread(target=heartbeat, name="bastion-model-heartbeat", daemon=True).start()
     threading.Thread(target=requests, name="bastion-model-requests", daemon=True).start()
-    # Decode on the thread that loaded the model. llama.cpp runs each step on an OpenMP team
-    # owned by the calling thread, and loading may already have made one on this thread (the
-    # AMX repack runs in parallel): a second team on another thread puts more OpenMP threads
-    # than cores on the machine, and GNU OpenMP then stops spinning at its barriers, so every
-    # operation of a step waits for a futex wake-up (2 threads decoded 27 tokens/s instead of
-    # 140-170 on an AMX Xeon with 2 cores).
+    # Decode on the thread that loaded the model: llama.cpp runs each step on an OpenMP team
+    # owned by the calling thread, and one team per process keeps OpenMP's threads within the
+    # cores (see bastion.llm.embedded.release_openmp_threads for what two teams cost).
     batch.run()
 
 

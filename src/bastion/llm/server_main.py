@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from typing import Any
 
 
 def choose_repack(env: dict[str, str] | None = None) -> bool:
@@ -30,11 +31,19 @@ def choose_repack(env: dict[str, str] | None = None) -> bool:
 
 def main() -> None:
     """Wrap llama-cpp-python's model-parameter default, then run ``llama_cpp.server``."""
+    import llama_cpp
     import llama_cpp.llama_cpp as C
 
-    from bastion.llm.embedded import with_repack
+    from bastion.llm.embedded import release_openmp_threads, with_repack
 
     C.llama_model_default_params = with_repack(C.llama_model_default_params, choose_repack())
+    init = llama_cpp.Llama.__init__
+
+    def init_then_release(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        release_openmp_threads()  # the server decodes on its thread pool, not the loading thread
+
+    llama_cpp.Llama.__init__ = init_then_release  # type: ignore[method-assign]
     sys.argv[0] = "llama_cpp.server"
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
