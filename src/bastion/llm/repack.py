@@ -35,6 +35,7 @@ PROBE_TIMEOUT_S = 120.0
 VERDICTS = "repack-probe.json"
 _LOCK = threading.Lock()
 _MEMO: dict[str, Verdict] = {}
+_INSTALLED: list[str | None] = []  # the installed library's key, once computed
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,25 @@ def _llama_lib() -> Path | None:
 
 
 def _library_key(lib: Path | None = None) -> str | None:
-    """Return a hash of llama-cpp-python's CPU kernels and this CPU, or None without them."""
-    lib = lib or _llama_lib()
-    files = sorted(lib.glob("libggml-cpu*")) if lib is not None and lib.is_dir() else []
+    """Return a hash of llama-cpp-python's CPU kernels and this CPU, or None without them.
+
+    The installed library's (``lib`` None) is hashed once per process.
+    """
+    if lib is None:
+        if not _INSTALLED:
+            _INSTALLED.append(_library_key(_llama_lib() or Path("/nonexistent")))
+        return _INSTALLED[0]
+    files = sorted(lib.glob("libggml-cpu*")) if lib.is_dir() else []
     if not files:
         return None
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
-    from bastion.hardware.detect import _read
-
-    cpuinfo = _read("/proc/cpuinfo") or ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cpuinfo = ""
     model = next((ln for ln in cpuinfo.splitlines() if ln.startswith("model name")), "")
     flags = " ".join(sorted(f for f in _cpu_flags() if f.startswith(("amx", "avx512"))))
     h.update(f"\n{model}\n{flags}".encode())
