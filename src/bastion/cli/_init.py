@@ -16,13 +16,14 @@ from bastion.hardware import HardwareInfo, Recommendation
 SHIPPED_CONTEXT = 4096
 
 
-def _repack_row(amx: bool) -> str:
-    """Say whether llama.cpp repacks weights here; on an AMX CPU that is a probe's verdict."""
+def _repack(amx: bool) -> tuple[bool, str]:
+    """Whether llama.cpp repacks weights here, and why; on an AMX CPU a probe's verdict."""
     if not amx:
-        return "weight repacking on (llama.cpp's fastest CPU kernels)"
+        return True, "weight repacking on (llama.cpp's fastest CPU kernels)"
     from bastion.llm.embedded import repack_verdict
 
-    return repack_verdict().why
+    got = repack_verdict()
+    return got.repack, got.why
 
 
 def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
@@ -35,9 +36,9 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     table.add_row("CPU", escape(f"{cpu.model} ({cpu.arch})"))
     table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
     table.add_row("SIMD", flags)
-    repack_row = _repack_row(cpu.amx)
-    table.add_row("llama.cpp", repack_row)
-    if not hw.gpus and cpu.amx and repack_row.startswith("weight repacking on"):
+    repack, why = _repack(cpu.amx)
+    table.add_row("llama.cpp", why)
+    if not hw.gpus and cpu.amx and repack:  # llama.cpp's AMX kernels run
         table.add_row("weights", "Q4_1 weights (the shipped model) load as they are: llama.cpp's "
                       "AMX kernels batch them; a Q5_1 model up to 1 GiB is converted once to "
                       "Q8_0, which llama.cpp batches on a CPU (model.convert)")

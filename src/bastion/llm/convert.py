@@ -42,6 +42,7 @@ from typing import Any
 
 from bastion.config.paths import write_private
 from bastion.errors import ModelError
+from bastion.llm._cache import private_cache_dir as cache_dir  # (also the probe verdicts')
 
 #: llama.cpp file types (``general.file_type``) with no batched CPU matmul kernel.
 NO_BATCHED_KERNEL = {3: "q4_1", 9: "q5_1"}  # LLAMA_FTYPE_MOSTLY_Q4_1, _Q5_1
@@ -107,17 +108,6 @@ def decide(file_type: int | None, size: int, *, mode: str, n_gpu_layers: int,
     return True, (f"{kind} weights converted once to q8_0 (near-lossless; llama.cpp has no "
                   f"batched CPU kernel for {kind}: several conversations at once and prompts "
                   "are faster)")
-
-
-def cache_dir() -> Path:
-    """Return ``$BASTION_MODEL_CACHE`` or ``<home>/models/.converted`` (created 0700).
-
-    Refused when another user owns it or others may write to it (a planted file there would
-    be loaded as the model). Also holds :mod:`bastion.llm.repack`'s probe verdicts.
-    """
-    from bastion.llm._cache import private_cache_dir
-
-    return private_cache_dir()
 
 
 def source_sha256(path: Path) -> str:

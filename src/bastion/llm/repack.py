@@ -21,6 +21,7 @@ Everywhere else repacking stays on, as llama.cpp ships it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -35,7 +36,6 @@ PROBE_TIMEOUT_S = 120.0
 VERDICTS = "repack-probe.json"
 _LOCK = threading.Lock()
 _MEMO: dict[str, Verdict] = {}
-_INSTALLED: list[str | None] = []  # the installed library's key, once computed
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,16 @@ class Verdict:
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 
-def _has_amx() -> bool:
-    from bastion.hardware.detect import cpu_flags
+def has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (:attr:`bastion.hardware.info.CpuInfo.amx`)."""
+    from bastion.hardware.info import CpuInfo
 
-    return bool({"amx_tile", "amx_int8"} & set(cpu_flags()))
+    return CpuInfo(flags=_cpu_flags()).amx
 
 
 def amx_kernels(repack: bool) -> bool:
     """Whether weights loaded with ``repack`` run on llama.cpp's AMX kernels here."""
-    return repack and _has_amx()
+    return repack and has_amx()
 
 
 def _llama_lib() -> Path | None:
@@ -69,15 +70,15 @@ def _llama_lib() -> Path | None:
     return Path(spec.origin).parent / "lib"
 
 
-def _library_key(lib: Path | None = None) -> str | None:
-    """Return a hash of llama-cpp-python's CPU kernels and this CPU, or None without them.
+@functools.cache
+def _installed_key() -> str | None:
+    """Return the installed llama-cpp-python's :func:`_library_key` (hashed once a process)."""
+    lib = _llama_lib()
+    return None if lib is None else _library_key(lib)
 
-    The installed library's (``lib`` None) is hashed once per process.
-    """
-    if lib is None:
-        if not _INSTALLED:
-            _INSTALLED.append(_library_key(_llama_lib() or Path("/nonexistent")))
-        return _INSTALLED[0]
+
+def _library_key(lib: Path) -> str | None:
+    """Return a hash of the CPU kernels in ``lib`` and this CPU, or None without them."""
     files = sorted(lib.glob("libggml-cpu*")) if lib.is_dir() else []
     if not files:
         return None
@@ -135,9 +136,9 @@ def verdict(model: Callable[[], Path], run: Runner = _run) -> Verdict:
 
     ``model`` returns the file to probe with (the shipped model) or raises :class:`ModelError`.
     """
-    if not _has_amx():
+    if not has_amx():
         return Verdict(True, "weight repacking on (llama.cpp's fastest CPU kernels)")
-    key = _library_key()
+    key = _installed_key()
     if key is None:
         return Verdict(False, "weight repacking off: llama.cpp is not installed to probe")
     with _LOCK:

@@ -29,8 +29,8 @@ def choose_repack(env: dict[str, str] | None = None) -> bool:
     return repack_default()
 
 
-def main() -> None:
-    """Wrap llama-cpp-python's model-parameter default, then run ``llama_cpp.server``."""
+def install_hooks() -> None:
+    """Load models with bastion's repack choice and free the OpenMP pool each load leaves."""
     import llama_cpp
     import llama_cpp.llama_cpp as C
 
@@ -44,6 +44,11 @@ def main() -> None:
         release_openmp_threads()  # the server decodes on its thread pool, not the loading thread
 
     llama_cpp.Llama.__init__ = init_then_release  # type: ignore[method-assign]
+
+
+def main() -> None:
+    """Install the hooks, then run ``llama_cpp.server`` with this process's arguments."""
+    install_hooks()
     sys.argv[0] = "llama_cpp.server"
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from bastion.hardware.detect import cpu_flags
 from bastion.llm.convert import cache_dir, source_sha256
 from bastion.llm.embedded import file_type, load_llama, repack_verdict, shipped_model_path
+from bastion.llm.repack import has_amx
 from bastion.llm.store import sha256_file
 from bastion.llm.worker import WorkerModel
 
@@ -66,7 +66,7 @@ async def test_the_shipped_model_loads_from_its_q8_0_copy_and_answers_the_same()
         await as_is.aclose()
 
 
-AMX = bool({"amx_tile", "amx_int8"} & set(cpu_flags()))
+AMX = has_amx()
 
 
 @pytest.mark.skipif(not AMX, reason="this CPU has no AMX: its kernels cannot batch Q4_1 here")

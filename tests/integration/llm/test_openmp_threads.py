@@ -37,8 +37,25 @@ print(before, len(os.listdir("/proc/self/task")))
 """
 
 
-def _threads(mode: str) -> tuple[int, int]:
-    done = subprocess.run([sys.executable, "-c", _COUNT, mode], capture_output=True, text=True,
+# what `bastion node serve` runs: llama_cpp.server builds its Llama itself, under server_main's
+# hooks (then serves from a thread pool: the case the release is for)
+_SERVER = """
+import os, sys
+import llama_cpp
+from bastion.llm import embedded, server_main
+from bastion.llm.embedded import shipped_model_path
+if sys.argv[1] == "unreleased":
+    embedded.release_openmp_threads = lambda: None
+server_main.install_hooks()
+before = len(os.listdir("/proc/self/task"))
+llm = llama_cpp.Llama(model_path=str(shipped_model_path()), n_ctx=256, n_threads=2,
+                      verbose=False)
+print(before, len(os.listdir("/proc/self/task")))
+"""
+
+
+def _threads(mode: str, script: str = _COUNT) -> tuple[int, int]:
+    done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
                           timeout=300, check=True, env={**os.environ, "PYTHONPATH": SRC})
     before, after = done.stdout.split()[-2:]
     return int(before), int(after)
@@ -47,8 +64,9 @@ def _threads(mode: str) -> tuple[int, int]:
 @pytest.mark.skipif(not amx_kernels(repack_default()) or (os.cpu_count() or 1) < 2,
                     reason="llama.cpp's AMX kernels do not run here (or one CPU): loading "
                            "starts no OpenMP pool to leave behind")
-def test_loading_leaves_no_openmp_pool_behind() -> None:
-    before, after = _threads("released")
+@pytest.mark.parametrize("script", [_COUNT, _SERVER], ids=["load_llama", "server_main"])
+def test_loading_leaves_no_openmp_pool_behind(script: str) -> None:
+    before, after = _threads("released", script)
     assert after == before, (before, after)
-    before, after = _threads("unreleased")  # what the release is for: the pool stays
+    before, after = _threads("unreleased", script)  # what the release is for: the pool stays
     assert after > before, (before, after)

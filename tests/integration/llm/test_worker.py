@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bastion.errors import ModelError
-from bastion.hardware.detect import cpu_flags
 from bastion.llm.embedded import repack_verdict
+from bastion.llm.repack import has_amx
 from bastion.llm.worker import WorkerCrashed, WorkerModel, WorkerStalled
 from bastion.messages import ChatSettings, Message, TextDelta
 
@@ -279,7 +279,7 @@ def test_workers_get_no_secrets_in_their_environment(monkeypatch: pytest.MonkeyP
         model.close()
 
 
-AMX = bool({"amx_tile", "amx_int8"} & set(cpu_flags()))
+AMX = has_amx()
 
 _UNGUARDED = """
 import llama_cpp

@@ -33,15 +33,15 @@ def amx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An AMX CPU with llama.cpp build "lib-a" and a private cache folder; returns that folder."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
-    monkeypatch.setattr(repack, "_has_amx", lambda: True)
-    monkeypatch.setattr(repack, "_library_key", lambda: "lib-a")
+    monkeypatch.setattr(repack, "has_amx", lambda: True)
+    monkeypatch.setattr(repack, "_installed_key", lambda: "lib-a")
     monkeypatch.setattr(repack, "_MEMO", {})
     return cache
 
 
 def test_without_amx_repacking_stays_on_and_nothing_is_probed(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(repack, "_has_amx", lambda: False)
+    monkeypatch.setattr(repack, "has_amx", lambda: False)
     run = Runner(returncode=-11)
     got = repack.verdict(lambda: MODEL, run)
     assert got.repack is True and run.argvs == []
@@ -68,7 +68,7 @@ def test_a_build_whose_amx_kernels_crash_does_not_repack_and_says_how_to_fix(amx
 def test_another_build_is_probed_again(amx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = Runner(returncode=-11, stdout="")
     assert repack.verdict(lambda: MODEL, run).repack is False
-    monkeypatch.setattr(repack, "_library_key", lambda: "lib-b")  # rebuilt with the fix
+    monkeypatch.setattr(repack, "_installed_key", lambda: "lib-b")  # rebuilt with the fix
     run.returncode, run.stdout = 0, "ok\n"
     assert repack.verdict(lambda: MODEL, run).repack is True and len(run.argvs) == 2
     saved = json.loads((amx / repack.VERDICTS).read_text())
