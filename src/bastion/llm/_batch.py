@@ -85,7 +85,9 @@ class BatchEngine:
     def __init__(self, eng: Any, slots: int, send: Send,
                  threads: Callable[[bool], int] | None = None,
                  busy: Callable[[bool], None] | None = None,
-                 done: Callable[[], None] | None = None) -> None:
+                 done: Callable[[], None] | None = None, *,
+                 later: Send | None = None,
+                 flush: Callable[..., None] | None = None) -> None:
         """Wrap ``eng``, an engine whose context has ``n_seq_max >= slots``.
 
         ``send`` writes one protocol message (from the scheduler thread). ``threads(prompt)``
@@ -93,6 +95,9 @@ class BatchEngine:
         default: the context's own ``n_threads_batch``/``n_threads``) and takes the cores it
         runs on, ``done()`` gives them back after the step; ``busy(flag)`` is told when this
         engine gets work and when it goes idle (:mod:`bastion.llm._threads`).
+        ``later`` may hold a message (a text piece after a request's first) that ``flush()``
+        writes once it is old enough and ``flush(all_held=True)`` at once (before a step with
+        a prompt chunk, which can take long); default: every message goes out at once.
         """
         from llama_cpp import llama_cpp as C
 
@@ -100,6 +105,8 @@ class BatchEngine:
         self.eng = eng
         self.slots = slots
         self.send = send
+        self.later = later or send
+        self._flush = flush or (lambda all_held=False: None)
         llm = eng.llm
         self.ctx = llm._ctx.ctx
         self.mem = C.llama_get_memory(self.ctx)
@@ -189,7 +196,7 @@ class BatchEngine:
                         self.send({"id": rid, "t": text[:safe],
                                    "ts": [*times, time.perf_counter()], "nt": prompt_threads})
                     else:
-                        self.send({"id": rid, "t": text[sent:safe]})
+                        self.later({"id": rid, "t": text[sent:safe]})
                     sent = safe
                 if cancel.is_set():
                     reason = "cancelled"
@@ -372,7 +379,11 @@ class BatchEngine:
         # a prompt chunk on the prompt threads. Both follow the workers busy at this moment
         # (the cores are shared among those), and a pool's worker runs on the cores it holds
         # for this step (spinning threads over another worker's cores cost 20-60x).
-        threads = self.threads(any(c > 1 for _, _, c in plan))
+        prompt_step = any(c > 1 for _, _, c in plan)
+        # text held back goes out now if it is old enough, or before a step that evaluates
+        # a prompt chunk (one such step can take as long as many generated tokens)
+        self._flush(all_held=prompt_step)
+        threads = self.threads(prompt_step)
         try:
             if threads != self._threads_now:
                 C.llama_set_n_threads(self.ctx, threads, threads)

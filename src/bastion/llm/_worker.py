@@ -36,6 +36,9 @@ from bastion.errors import BastionError
 
 HEARTBEAT_S = 1.0
 STOP_GRACE_S = 5.0  # after the parent closes the pipe, the requests in hand get this long
+# Text pieces after a request's first go out together at most this long after the oldest was
+# sampled (a screen shows them at ~30 updates a second); first pieces, ends and errors at once.
+PIECE_FLUSH_S = 0.03
 
 
 def _load(spec: dict[str, Any]) -> Any:
@@ -97,15 +100,52 @@ def _thread_plan(
 
 
 class _Out:
-    """The protocol stream: one JSON object per line, written whole under a lock."""
+    """The protocol stream: one JSON object per line, written whole under a lock.
+
+    :meth:`send` writes at once (after anything held). :meth:`later` holds a message (a
+    piece of text that is not a request's first) until :meth:`flush` finds it
+    :data:`PIECE_FLUSH_S` old, or the next :meth:`send`. Every write wakes the parent, and on
+    a CPU whose cores all decode, that wake-up takes a core from a step in flight: one write
+    per token cost 2-4% of the tokens/s on 2 cores (the same model decoded 0.955-0.991x as
+    fast through a worker as in-process; with the pieces held, 0.98-1.01x).
+    """
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._since = 0.0  # when the oldest held message was held
+
+    @staticmethod
+    def _line(obj: dict[str, Any]) -> bytes:
+        return (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
 
     def send(self, obj: dict[str, Any]) -> None:
-        data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+        """Write ``obj`` now, after every message held."""
+        data = self._line(obj)
         with self._lock:
+            if self._held:
+                data = b"".join([*self._held, data])
+                self._held.clear()
+            self._stream.write(data)
+            self._stream.flush()
+
+    def later(self, obj: dict[str, Any]) -> None:
+        """Hold ``obj`` for the next write (at most about :data:`PIECE_FLUSH_S`)."""
+        data = self._line(obj)
+        with self._lock:
+            if not self._held:
+                self._since = time.monotonic()
+            self._held.append(data)
+
+    def flush(self, *, all_held: bool = False) -> None:
+        """Write the held messages if the oldest is :data:`PIECE_FLUSH_S` old (or ``all_held``)."""
+        with self._lock:
+            if not self._held or (not all_held
+                                  and time.monotonic() - self._since < PIECE_FLUSH_S):
+                return
+            data = b"".join(self._held)
+            self._held.clear()
             self._stream.write(data)
             self._stream.flush()
 
@@ -129,7 +169,8 @@ def main() -> None:
 
     slots = max(1, int(spec.get("slots", 1)))
     threads, busy, done = _thread_plan(spec)
-    batch = BatchEngine(eng, slots, out.send, threads, busy, done)
+    batch = BatchEngine(eng, slots, out.send, threads, busy, done,
+                        later=out.later, flush=out.flush)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),

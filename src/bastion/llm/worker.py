@@ -146,17 +146,29 @@ def _shares(slots: int, k: int) -> list[int]:
 
 
 class _Sink:
-    """Messages for one request, handed from the reader thread to the caller's event loop."""
+    """Messages for one request, handed from the reader thread to the caller's event loop.
+
+    The worker writes several messages at once (held text pieces); the loop is woken once
+    for all that arrive before it runs, not once per message.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.items: collections.deque[dict[str, Any] | None] = collections.deque()
         self.ready = asyncio.Event()
+        self._wake_pending = False
 
     def push(self, msg: dict[str, Any] | None) -> None:  # any thread
         self.items.append(msg)
+        if self._wake_pending:  # a wake-up is on its way: it will find this message too
+            return
+        self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-            self.loop.call_soon_threadsafe(self.ready.set)
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:  # on the caller's loop
+        self._wake_pending = False
+        self.ready.set()
 
     async def get(self) -> dict[str, Any] | None:
         while not self.items:
@@ -274,6 +286,8 @@ class _Worker:
 
     async def _next(self, sink: _Sink) -> dict[str, Any] | None:
         """Return the request's next message; kill the worker if none comes in ``stall_s()``."""
+        if sink.items:  # already here (several come in one write): no timer needed
+            return sink.items.popleft()
         try:
             seconds = float(self.stall_s())
             return await asyncio.wait_for(sink.get(), seconds)

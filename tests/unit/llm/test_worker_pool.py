@@ -23,3 +23,34 @@ def test_slots_are_split_evenly() -> None:
     assert _shares(3, 2) == [2, 1]
     assert _shares(5, 3) == [2, 2, 1]
     assert sum(_shares(7, 4)) == 7
+
+
+def test_messages_that_arrive_together_wake_the_caller_once_and_keep_their_order() -> None:
+    import asyncio
+    import threading
+
+    from bastion.llm.worker import _Sink
+
+    async def main() -> tuple[int, list[object]]:
+        sink = _Sink()
+        wakes = 0
+        inner = sink._wake
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            inner()
+
+        sink._wake = counted  # type: ignore[method-assign]
+        reader = threading.Thread(target=lambda: [sink.push({"n": i}) for i in range(3)])
+        reader.start()
+        reader.join()  # three messages in before the loop runs again: one wake-up for all
+        await asyncio.sleep(0.01)
+        got = [await sink.get() for _ in range(3)]
+        threading.Thread(target=sink.push, args=(None,)).start()  # a later one: woken again
+        got.append(await asyncio.wait_for(sink.get(), 5))
+        return wakes, got
+
+    wakes, got = asyncio.run(main())
+    assert got == [{"n": 0}, {"n": 1}, {"n": 2}, None]
+    assert wakes == 2
