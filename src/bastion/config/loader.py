@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, get_args
 
@@ -18,6 +19,30 @@ from bastion.config.model import Config
 from bastion.errors import ConfigError
 
 ENV_PREFIX = "BASTION_"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's booleans: only true/false are booleans; on, off, yes, no stay words.
+
+    YAML 1.1 (PyYAML's default) reads ``repack: off`` as ``False``, which a setting whose
+    choices are ``auto | on | off`` then refused with "Input should be 'auto', 'on' or 'off'".
+    Boolean settings still take on/off/yes/no: the config model reads those words as
+    booleans.
+    """
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse a config file or value (YAML, with YAML 1.2's booleans)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 _LIST_FIX = "list settings with: bastion config show"
 
 
@@ -30,7 +55,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value) if value else value
+        node[parts[-1]] = parse_yaml(value) if value else value
     return out
 
 
@@ -126,7 +151,7 @@ def read_raw(path: Path | None = None) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -208,7 +233,7 @@ def set_key(path: Path | None, key: str, value: str) -> Config:
             raise ConfigError(
                 f"{key} is not a setting", fix="list settings with: bastion config show"
             )
-    node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    node[parts[-1]] = parse_yaml(value) if value != "" else None
     config = validate(raw, str(path))
     get_key(config, key)  # refuse keys that validated only because they were optional extras
     save(config, path)

@@ -64,3 +64,23 @@ def test_set_key_validates_and_keeps_file_intact(bastion_home: Path) -> None:
     assert load().model.temperature == 0.3
     with pytest.raises(ConfigError):
         set_key(None, "model.nonsense", "1")
+
+
+def test_on_off_words_are_choices_not_booleans(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """YAML 1.1 reads ``off`` as False: ``model.repack: off`` was refused with "Input should be
+    'auto', 'on' or 'off'", in the file, from $BASTION_MODEL__REPACK and by `config set`."""
+    from bastion.config.loader import load, set_key
+
+    path = tmp_path / "bastion.yaml"
+    path.write_text("model:\n  repack: off\n  convert: off\nvoice:\n  stt:\n    vad: off\n"
+                    "memory:\n  enabled: no\n")
+    cfg = load(path)
+    assert (cfg.model.repack, cfg.model.convert, cfg.voice.stt.vad) == ("off", "off", "off")
+    assert cfg.memory.enabled is False  # a boolean setting still takes yes/no/on/off
+    monkeypatch.setenv("BASTION_MODEL__REPACK", "on")
+    monkeypatch.setenv("BASTION_MEMORY__ENABLED", "yes")
+    cfg = load(path)
+    assert cfg.model.repack == "on" and cfg.memory.enabled is True
+    monkeypatch.delenv("BASTION_MODEL__REPACK")
+    assert set_key(path, "model.repack", "on").model.repack == "on"
+    assert load(path).model.repack == "on"
