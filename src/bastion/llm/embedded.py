@@ -279,10 +279,10 @@ async def primitive_chat(
         async for ev in constrained_chat(prims, messages, tools, settings, policy):
             yield ev
         return
-    from bastion.llm._constrained import plain_messages
+    from bastion.llm._constrained import answer_messages
 
     reason = "stop"
-    async for piece in prims.stream(plain_messages(messages), settings):
+    async for piece in prims.stream(answer_messages(messages), settings):
         if isinstance(piece, str):
             yield TextDelta(piece)
         elif isinstance(piece, Finish):

@@ -7,6 +7,7 @@ import pytest
 from bastion.errors import ModelOutputError
 from bastion.llm._constrained import (
     Policy,
+    answer_messages,
     choose,
     constrained_chat,
     fill_schema,
@@ -301,3 +302,32 @@ def test_path_values_and_optional_path_arguments() -> None:
     assert "path" not in fill_schema(lister, "list the files please")["properties"]
     # a file name is no folder: list_files keeps its default
     assert "path" not in fill_schema(lister, "show me notes.txt")["properties"]
+
+
+def test_the_answer_after_tool_steps_gets_the_results_as_the_assistant_said_them() -> None:
+    call = ToolCall("list_files", {"path": "docs"})
+    msgs = [Message("system", "You are bastion."), Message("user", "How many files in docs?"),
+            Message("assistant", "", [call]),
+            Message("tool", "docs: 2 files", tool_call_id=call.id, name="list_files")]
+    assert answer_messages(msgs) == [
+        {"role": "system", "content": "You are bastion."},
+        {"role": "user", "content": "How many files in docs?"},
+        {"role": "assistant",
+         "content": 'I ran list_files(path="docs"). It returned:\ndocs: 2 files'},
+        {"role": "user", "content": "Using that result, answer my question: "
+                                    "How many files in docs?"},
+    ]
+    second = ToolCall("read_file", {"path": "docs/a.txt"})
+    more = [*msgs, Message("assistant", "", [second]),
+            Message("tool", "hello", tool_call_id=second.id, name="read_file")]
+    got = answer_messages(more)
+    assert got[2]["content"].endswith('I ran read_file(path="docs/a.txt"). It returned:\nhello')
+    assert got[3]["content"].startswith("Using those results, answer my question:")
+
+
+def test_a_turn_without_tool_results_is_answered_on_the_plain_messages() -> None:
+    call = ToolCall("list_files", {})
+    earlier = [Message("user", "List my files."), Message("assistant", "", [call]),
+               Message("tool", "a.txt", tool_call_id=call.id, name="list_files"),
+               Message("assistant", "One file: a.txt."), Message("user", "Thanks! Bye.")]
+    assert answer_messages(earlier) == plain_messages(earlier)
