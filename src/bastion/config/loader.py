@@ -43,6 +43,8 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """Parse a config file or value (YAML, with YAML 1.2's booleans)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 _LIST_FIX = "list settings with: bastion config show"
 
 

@@ -177,9 +177,10 @@ def answer_messages(messages: Sequence[Message]) -> Plain:
     them." after ``list_files()`` returned five, the shipped model explained Python's
     ``os.listdir`` instead. Here the assistant says what it ran and what came back ("I ran
     list_files(). It returned: ..."), and the user asks the question again, to be answered
-    from that. On a dev set of 12 tool results written for this (not bench/tasks_e2e.py), the
-    shipped model's answer held the result's fact in 12 against 7. A turn without tool
-    results is :func:`plain_messages` unchanged.
+    from that. On a dev set of 12 tool results written for this, the shipped model's answer
+    held the result's fact in 12 against 7; on bench/tasks_e2e.py (not tuned on) 15 of 40
+    tasks against 12, mostly by copying what the tool returned (answers in its own words: 11
+    both times). A turn without tool results is :func:`plain_messages` unchanged.
     """
     tail = _turn_tail(messages)
     if not any(m.role == "tool" for m in tail):

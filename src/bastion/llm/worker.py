@@ -623,6 +623,8 @@ class WorkerModel:
                 except RuntimeError:  # that loop is closed
                     continue
             m.free.append(slot[1])
+            if self._board is not None and len(m.free) == m.spec.slots and not self._closed:
+                self._board.set(m.index, False)  # no conversation holds this worker now
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[_Lease]:
@@ -639,9 +641,15 @@ class WorkerModel:
                         if other.broken is None:
                             self._current(other)
                 w = self._current(m)
-            await w.wait_loaded()
+            await w.wait_loaded()  # (a starting worker clears its byte before it is ready)
             if w.n_ctx:
                 self._n_ctx = w.n_ctx
+            if self._board is not None:
+                # busy from now on, before the request reaches the worker: requests that arrive
+                # together then find each other's workers busy and share the cores from their
+                # first step, instead of one prompt taking every core while the other worker
+                # waits for one
+                self._board.set(m.index, True)
             yield _Lease(w, slot[1])
         finally:
             self._release(slot)

@@ -116,6 +116,27 @@ async def test_a_lone_request_gets_every_core_and_busy_workers_share_them() -> N
         await model.aclose()
 
 
+async def test_a_leased_worker_counts_as_busy_before_its_request_arrives() -> None:
+    """Four conversations arriving together: the first worker's prompt took every core while
+    the second worker, not yet marked busy, waited for one (first tokens 18, 42, 42, 66 ms
+    on the AMX Xeon). A lease marks its worker busy at once and its release clears it."""
+    model = WorkerModel.load(n_ctx=512, slots=4, workers=2)
+    board = model._board
+    assert board is not None
+    try:
+        async with model.lease(), model.lease():  # one sequence on each worker
+            assert board.count() == 2
+            async with model.lease():  # a third on one of them
+                assert board.count() == 2
+            assert board.count() == 2
+        assert board.count() == 0
+        async with model.lease() as one:  # alone again: the worker takes every core
+            assert board.count() == 1
+            assert one.worker.pid in model.worker_pids()
+    finally:
+        await model.aclose()
+
+
 async def test_a_sequence_released_mid_answer_serves_its_next_lease() -> None:
     """A caller that leaves mid-answer without closing its stream (``return`` inside
     ``async for``: the generator's clean-up runs later) releases its sequence while the worker
@@ -396,3 +417,40 @@ def test_held_text_goes_out_before_a_prompt_step_and_nothing_is_lost() -> None:
     first = "".join(m["t"] for k, m in log if k in ("send", "later") and m.get("id") == 1
                     and "t" in m)
     assert len(first.split()) >= 10
+
+
+def test_a_step_is_a_prompt_chunk_or_the_generated_tokens_never_both() -> None:
+    """With a KV cache per sequence llama.cpp splits a batch of one generated token and a
+    15-token prompt into an extra micro-batch (1 thread: 42.7 ms against 26.5 + 11.3 ms
+    apart), so a new prompt's first token waited for it. Prompt chunks go alone and first;
+    generating sequences that waited GEN_WAIT_S get the next step."""
+    import threading
+
+    from bastion.llm._batch import GEN_WAIT_S, BatchEngine, Sync, _Active
+    from bastion.llm.embedded import _Engine, load_llama, shipped_model_path
+
+    llm = load_llama(shipped_model_path(), n_ctx=512, n_threads=1, n_seq=3)
+    batch = BatchEngine(_Engine(llm, None, None), 3, lambda msg: None)
+
+    def job():  # type: ignore[no-untyped-def]
+        yield Sync([1], 0)
+
+    def active(seq: int, pending: list[int], waited: float) -> _Active:
+        a = _Active(seq, seq, job(), threading.Event())
+        a.want, a.pending, a.pos = Sync([1, *pending], 1), pending, 1
+        a.since = time.monotonic() - waited
+        return a
+
+    def planned() -> list[tuple[int, int]]:
+        return [(a.seq, count) for a, _, count in batch._fill()]
+
+    try:
+        batch.active.extend([active(2, [5], 0.0), active(1, [6, 7, 8, 9], 0.0),
+                             active(0, [5], 0.0)])
+        assert planned() == [(1, 4)]  # the prompt alone, though two sequences generate
+        batch.active[0].since -= GEN_WAIT_S  # one has waited long enough for its token
+        assert planned() == [(0, 1), (2, 1)]  # the generated tokens alone, in order
+        batch.active.remove(next(a for a in batch.active if a.seq == 1))
+        assert planned() == [(0, 1), (2, 1)]
+    finally:
+        llm.close()
