@@ -644,12 +644,13 @@ class WorkerModel:
             await w.wait_loaded()  # (a starting worker clears its byte before it is ready)
             if w.n_ctx:
                 self._n_ctx = w.n_ctx
-            if self._board is not None:
-                # busy from now on, before the request reaches the worker: requests that arrive
-                # together then find each other's workers busy and share the cores from their
-                # first step, instead of one prompt taking every core while the other worker
-                # waits for one
-                self._board.set(m.index, True)
+            with self._lock:
+                if self._board is not None and not self._closed:
+                    # busy from now on, before the request reaches the worker: requests that
+                    # arrive together then find each other's workers busy and share the cores
+                    # from their first step, instead of one prompt taking every core while
+                    # the other worker waits for one
+                    self._board.set(m.index, True)
             yield _Lease(w, slot[1])
         finally:
             self._release(slot)
