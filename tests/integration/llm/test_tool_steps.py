@@ -71,3 +71,26 @@ async def test_answer_after_a_result_uses_it_instead_of_echoing_the_call(
     answer = done.answer.strip()
     assert not answer.startswith("{") and '"arguments"' not in answer, answer
     assert "q1" in answer or "3" in answer, answer
+
+
+async def test_the_demo_question_is_answered_from_the_tool_result(
+    bastion_home: Path, embedded: EmbeddedModel
+) -> None:
+    """`make demo`'s task on examples/sample: the answer explained Python's os.listdir
+    instead of naming the five files list_files returned (a result shown as a user message
+    after the question read to the shipped model as a new request)."""
+    import shutil
+
+    config = sample_config(bastion_home)
+    ws = Path(config.agent.workspace)
+    shutil.rmtree(ws)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "examples" / "sample", ws)
+    app = build_app(config, model=embedded, registry=ToolRegistry([list_files]),
+                    memory=EphemeralMemory())
+    events = [ev async for ev in app.agent().run(
+        "How many files are in my workspace? List them.")]
+    assert [e.call.name for e in events if isinstance(e, ToolStarted)] == ["list_files"]
+    done = events[-1]
+    assert isinstance(done, TurnDone)
+    names = sorted(p.name for p in ws.iterdir())
+    assert len(names) == 5 and all(n in done.answer for n in names), done.answer
