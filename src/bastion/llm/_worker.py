@@ -120,15 +120,18 @@ class _Out:
     def _line(obj: dict[str, Any]) -> bytes:
         return (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
 
+    def _write(self, data: bytes = b"") -> None:  # under the lock
+        if self._held:
+            data = b"".join([*self._held, data])
+            self._held.clear()
+        self._stream.write(data)
+        self._stream.flush()
+
     def send(self, obj: dict[str, Any]) -> None:
         """Write ``obj`` now, after every message held."""
         data = self._line(obj)
         with self._lock:
-            if self._held:
-                data = b"".join([*self._held, data])
-                self._held.clear()
-            self._stream.write(data)
-            self._stream.flush()
+            self._write(data)
 
     def later(self, obj: dict[str, Any]) -> None:
         """Hold ``obj`` for the next write (at most about :data:`PIECE_FLUSH_S`)."""
@@ -144,10 +147,7 @@ class _Out:
             if not self._held or (not all_held
                                   and time.monotonic() - self._since < PIECE_FLUSH_S):
                 return
-            data = b"".join(self._held)
-            self._held.clear()
-            self._stream.write(data)
-            self._stream.flush()
+            self._write()
 
 
 def main() -> None:
