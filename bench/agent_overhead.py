@@ -426,6 +426,7 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
           f"threads generation/prompt per worker {threads} while all are busy (following the "
           f"busy workers: {[i.get('cores') for i in info]} cores shared); {os.cpu_count()} CPUs, "
           f"{args.rounds} rounds, load average {load0:.1f} -> {load1:.1f} --")
+    print(f"small batches (bastion.llm.kernels): {info[0].get('kernels') if info else '?'}")
     best_f = min(statistics.median(f) for f, _ in one.values())
     best_r = max(statistics.median(r) for _, r in one.values())
     for name, (f, r) in one.items():

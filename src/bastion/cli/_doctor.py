@@ -141,8 +141,9 @@ def _smoke_check(config: Config, path: Path) -> Check:
         return Check("model smoke test", "FAIL", exc.message, exc.fix or "")
     how = "repacked weights" if info.get("repack") else "no weight repacking"
     weights = f", {info['weights']}" if info.get("weights") else ""
+    kernels = f", {info['kernels']}" if info.get("kernels") else ""
     return Check("model smoke test", "OK",
-                 f"loaded in a worker process, {how}{weights}, answered {len(text)} chars")
+                 f"loaded in a worker process, {how}{weights}{kernels}, answered {len(text)} chars")
 
 
 def _server_check(config: Config) -> Check:

@@ -58,6 +58,20 @@ def _load(spec: dict[str, Any]) -> Any:
     return _Engine(llama, spec.get("chat_template"), spec.get("end_of_turn"))
 
 
+def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Any:
+    """Choose, for this CPU and model, which kernel multiplies small batches (measured once)."""
+    from bastion.llm.kernels import DEFAULT_MIN_N, Choice, choose, set_min_n
+    from bastion.llm.repack import amx_kernels
+
+    try:
+        return choose(eng.llm, Path(spec["path"]),
+                      amx_kernels=amx_kernels(bool(spec.get("repack", True))),
+                      n_gpu_layers=int(spec.get("n_gpu_layers", 0)))
+    except (RuntimeError, OSError, ValueError) as exc:  # not measured: llama.cpp's default
+        set_min_n(DEFAULT_MIN_N)
+        return Choice(DEFAULT_MIN_N, f"llama.cpp's default batch kernels (not measured: {exc})")
+
+
 def _thread_plan(
     spec: dict[str, Any],
 ) -> tuple[Callable[[bool], int] | None, Callable[[bool], None] | None,
@@ -165,6 +179,7 @@ def main() -> None:
         return
     if os.environ.get("BASTION_TEST_WORKER_FAULT") == "after-load":  # failpoint for tests
         os.kill(os.getpid(), signal.SIGSEGV)
+    kernels = _batch_kernels(eng, spec)
     from bastion.llm._batch import BatchEngine
 
     slots = max(1, int(spec.get("slots", 1)))
@@ -175,7 +190,8 @@ def main() -> None:
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),
               "n_threads_batch": int(eng.llm.n_threads_batch),
-              "cores": int(spec.get("cores") or 0)})
+              "cores": int(spec.get("cores") or 0),
+              "sgemm_min_n": kernels.min_n, "kernels": kernels.why})
     def heartbeat() -> None:
         last = -1
         while True:

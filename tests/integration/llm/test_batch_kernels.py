@@ -1,0 +1,138 @@
+"""bastion's sgemm gate in the real llama.cpp build, on the real model: it switches kernels, the
+worker measures once per CPU, build and model, keeps the verdict and applies it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.llm import kernels
+from bastion.llm.worker import WorkerModel
+from bastion.messages import ChatSettings, Message, TextDelta
+
+pytestmark = [pytest.mark.real_model]
+pytest.importorskip("llama_cpp")
+
+# in a child process: tests load native code where a crash fails one test, not the run
+_SWITCH = """
+import json, sys
+from pathlib import Path
+from llama_cpp import llama_cpp as C
+from bastion.llm import kernels
+from bastion.llm.embedded import load_llama
+llm = load_llama(Path(sys.argv[1]), n_ctx=512, n_threads=1, n_threads_batch=1, repack=False)
+ctx, mem = llm._ctx.ctx, None
+mem = C.llama_get_memory(ctx)
+batch = C.llama_batch_init(8, 0, 1)
+def logits(min_n):
+    assert kernels.set_min_n(min_n)
+    batch.n_tokens = 4
+    for i in range(4):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i] = 1000 + 7 * i, i, 1
+        batch.seq_id[i][0], batch.logits[i] = 0, True
+    assert C.llama_decode(ctx, batch) == 0
+    out = [C.llama_get_logits_ith(ctx, i)[j] for i in range(4) for j in range(0, 49152, 97)]
+    C.llama_memory_seq_rm(mem, 0, 0, -1)
+    return out
+n0 = kernels.declined()
+a = logits(2)
+n1 = kernels.declined()
+b = logits(5)
+n2 = kernels.declined()
+a2 = logits(2)
+print(json.dumps({"same_path_same": a == a2, "declined": [n0, n1, n2, kernels.declined()],
+                  "max_diff": max(abs(x - y) for x, y in zip(a, b)),
+                  "scale": max(abs(x) for x in a), "now": kernels.current()}))
+"""
+
+
+def _q8_copy() -> Path:
+    """The shipped model's Q8_0 copy (what the worker loads on CPUs without AMX kernels)."""
+    from bastion.llm.convert import prepare
+    from bastion.llm.embedded import file_type, load_llama, shipped_model_path
+
+    src = shipped_model_path()
+    vocab = load_llama(src, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
+    return prepare(src, file_type(vocab), mode="auto").path
+
+
+def test_the_gate_moves_small_batches_between_kernels_with_close_results() -> None:
+    """The built library has the gate: with the minimum at 5, the multiplies of a 4-row batch
+    go to ggml's dot products (the gate counts each one it declines), and with llama.cpp's 2
+    to sgemm again (none declined); both kernels give the same logits to within 1%."""
+    assert kernels.current() is not None, "this llama-cpp-python lacks bastion's gate: make install"
+    done = subprocess.run([sys.executable, "-c", _SWITCH, str(_q8_copy())], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["same_path_same"]
+    n0, n1, n2, n3 = got["declined"]
+    assert n1 == n0 and n3 == n2, "the gate declined a batch at llama.cpp's default minimum"
+    # every weight multiply of the 30 layers (7 each) and the output head went to the dot products
+    assert n2 - n1 >= 7 * 30 + 1, f"the gate declined only {n2 - n1} multiplies at minimum 5"
+    assert got["max_diff"] < 0.01 * got["scale"]
+    assert got["now"] == 2  # (the last call set llama.cpp's default back)
+
+
+async def _answer(model: WorkerModel) -> str:
+    out = []
+    async for ev in model.chat([Message("user", "Name a colour.")],
+                               settings=ChatSettings(max_tokens=4)):
+        if isinstance(ev, TextDelta):
+            out.append(ev.text)
+    return "".join(out)
+
+
+def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        assert asyncio.run(_answer(model))
+        info = model.worker_info()[0]
+    finally:
+        model.close()
+    verdicts = json.loads((cache / kernels.VERDICTS).read_text())
+    if "AMX kernels" in info["kernels"]:
+        assert not verdicts and info["sgemm_min_n"] == 2  # not measured: AMX batches itself
+        return
+    ((key, kept),) = verdicts.items()
+    assert sorted(int(n) for n in kept["timings"]) == list(kernels.SIZES)
+    assert all(s > 0 and d > 0 for s, d in kept["timings"].values())
+    assert info["sgemm_min_n"] == kept["min_n"] == kernels.decide(
+        {int(n): tuple(t) for n, t in kept["timings"].items()})
+    assert "sgemm/dots" in info["kernels"]
+    # the next worker takes the kept verdict instead of measuring: plant another one
+    kept["min_n"] = 7
+    (cache / kernels.VERDICTS).write_text(json.dumps({key: kept}))
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        assert asyncio.run(_answer(model))
+        again = model.worker_info()[0]
+    finally:
+        model.close()
+    assert again["sgemm_min_n"] == 7 and "below 7 rows" in again["kernels"]
+
+
+def test_a_fixed_minimum_in_the_environment_is_applied_without_measuring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
+    monkeypatch.setenv(kernels.ENV, "6")
+    model = WorkerModel.load(n_ctx=512, slots=1)
+    try:
+        assert asyncio.run(_answer(model))
+        info = model.worker_info()[0]
+    finally:
+        model.close()
+    assert info["sgemm_min_n"] == 6 and kernels.ENV in info["kernels"]
+    assert not (cache / kernels.VERDICTS).exists()

@@ -1,0 +1,97 @@
+"""Which kernel takes small batches: the rule that turns two paths' timings into a minimum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bastion.llm import kernels
+from bastion.llm.kernels import DEFAULT_MIN_N, _describe, decide
+
+
+def test_sgemm_keeps_every_batch_where_it_is_as_fast() -> None:
+    # an Intel Xeon's Q8_0 copy: tinyBLAS wins everywhere (llama.cpp's default stays)
+    assert decide({2: (6.0, 11.0), 4: (7.5, 21.0), 8: (10.0, 42.0)}) == DEFAULT_MIN_N
+    # within the margin (dots less than 20% faster): not worth leaving llama.cpp's choice
+    assert decide({2: (10.0, 9.5), 4: (20.0, 17.0)}) == DEFAULT_MIN_N
+
+
+def test_batches_go_to_the_dot_products_up_to_the_largest_size_they_clearly_win() -> None:
+    # the AMD EPYC (Zen 5) figures: dots win at 2 and 4 rows, tinyBLAS from 8
+    zen5 = {2: (23.3, 11.4), 4: (34.6, 23.1), 8: (35.4, 44.9), 16: (49.2, 99.5),
+            32: (117.9, 245.5)}
+    assert decide(zen5) == 8
+    # a win at a larger size lifts the minimum above it, even past a size in between
+    assert decide({2: (20.0, 10.0), 4: (20.0, 25.0), 8: (40.0, 30.0), 16: (50.0, 90.0)}) == 16
+    # dots win even at the largest size measured: sgemm from twice that
+    assert decide({2: (20.0, 10.0), 32: (200.0, 100.0)}) == 64
+
+
+def test_the_reason_names_the_path_and_the_figures() -> None:
+    timings = {2: (23.3, 11.4), 8: (35.4, 44.9)}
+    assert "below 8 rows on ggml's dot products" in _describe(8, timings)
+    assert "2: 23.3/11.4 ms" in _describe(8, timings)
+    assert "llama.cpp's default" in _describe(2, timings)
+
+
+class _FakeLib:
+    """Stands for llama.cpp's CPU library with bastion's gate (the real one: the integration
+    test tests/integration/llm/test_batch_kernels.py)."""
+
+    def __init__(self) -> None:
+        self.min_n = 2
+
+    def bastion_set_sgemm_min_n(self, n: int) -> None:
+        self.min_n = max(2, n)
+
+    def bastion_get_sgemm_min_n(self) -> int:
+        return self.min_n
+
+
+def _setup(monkeypatch: Any, tmp_path: Path, timings: dict[int, tuple[float, float]]) -> Any:
+    lib = _FakeLib()
+    calls: list[int] = []
+    monkeypatch.setattr(kernels, "_library", lambda: lib)
+    monkeypatch.setattr(kernels, "_key", lambda path: "build-and-cpu:" + path.name)
+    monkeypatch.setattr(kernels, "_verdicts_path", lambda: tmp_path / kernels.VERDICTS)
+
+    def measure(llama: Any) -> dict[int, tuple[float, float]]:
+        calls.append(1)
+        return timings
+
+    monkeypatch.setattr(kernels, "measure", measure)
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    return lib, calls
+
+
+def test_a_model_is_measured_once_and_the_verdict_kept(monkeypatch: Any, tmp_path: Path) -> None:
+    lib, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0), 4: (30.0, 20.0), 8: (30.0, 40.0)})
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    first = kernels.choose(None, model, amx_kernels=False)
+    assert first.min_n == lib.min_n == 8 and calls == [1]
+    lib.min_n = 2
+    again = kernels.choose(None, model, amx_kernels=False)  # another worker: the kept verdict
+    assert again.min_n == lib.min_n == 8 and calls == [1]
+    assert again.timings == first.timings
+    assert (tmp_path / kernels.VERDICTS).stat().st_mode & 0o077 == 0  # private
+
+
+def test_amx_gpu_and_a_fixed_minimum_are_not_measured(monkeypatch: Any, tmp_path: Path) -> None:
+    lib, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0)})
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    assert kernels.choose(None, model, amx_kernels=True).min_n == 2
+    assert kernels.choose(None, model, amx_kernels=False, n_gpu_layers=10).min_n == 2
+    monkeypatch.setenv(kernels.ENV, "6")
+    got = kernels.choose(None, model, amx_kernels=False)
+    assert got.min_n == lib.min_n == 6 and kernels.ENV in got.why
+    monkeypatch.setenv(kernels.ENV, "x")  # not a number: llama.cpp's default
+    assert kernels.choose(None, model, amx_kernels=False).min_n == lib.min_n == 2
+    assert calls == []
+
+
+def test_without_the_gate_llama_cpp_keeps_its_default(monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.setattr(kernels, "_library", lambda: None)
+    got = kernels.choose(None, tmp_path / "m.gguf", amx_kernels=False)
+    assert got.min_n == 2 and "make install" in got.why
