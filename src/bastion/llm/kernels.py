@@ -229,6 +229,8 @@ def choose(llama: Any, path: Path, *, amx_kernels: bool, n_gpu_layers: int = 0) 
     if fixed:
         n = max(DEFAULT_MIN_N, int(fixed)) if fixed.isdigit() else DEFAULT_MIN_N
         set_min_n(n)
+        if n == DEFAULT_MIN_N:
+            return Choice(n, f"llama.cpp's default batch kernels ({ENV}={fixed})")
         return Choice(n, f"batches below {n} rows on ggml's dot products ({ENV}={fixed})")
     if amx_kernels:
         return Choice(DEFAULT_MIN_N, "batches on llama.cpp's AMX kernels (weights repacked)")
