@@ -60,16 +60,33 @@ def _load(spec: dict[str, Any]) -> Any:
 
 def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Any:
     """Choose, for this CPU and model, which kernel multiplies small batches (measured once)."""
-    from bastion.llm.kernels import DEFAULT_MIN_N, Choice, choose, set_min_n
+    from bastion.llm.kernels import Choice, choose
     from bastion.llm.repack import amx_kernels
 
+    most = max(int(spec.get("cores") or 0), int(eng.llm.n_threads), int(eng.llm.n_threads_batch))
     try:
-        return choose(eng.llm, Path(spec["path"]),
+        return choose(eng.llm, Path(spec["path"]), threads=most,
                       amx_kernels=amx_kernels(bool(spec.get("repack", True))),
                       n_gpu_layers=int(spec.get("n_gpu_layers", 0)))
     except (RuntimeError, OSError, ValueError) as exc:  # not measured: llama.cpp's default
-        set_min_n(DEFAULT_MIN_N)
-        return Choice(DEFAULT_MIN_N, f"llama.cpp's default batch kernels (not measured: {exc})")
+        return Choice({1: 2}, f"llama.cpp's default batch kernels (not measured: {exc})")
+
+
+def _gated(threads: Callable[[bool], int] | None, eng: Any,
+           kernels: Any) -> Callable[[bool], int]:
+    """Each step's thread count, with the small-batch kernel set for that many threads."""
+    from bastion.llm.kernels import Gate
+
+    gate = Gate(kernels)
+    fixed = {True: int(eng.llm.n_threads_batch), False: int(eng.llm.n_threads)}
+    pick = threads or fixed.__getitem__
+
+    def step_threads(prompt: bool) -> int:
+        n = pick(prompt)
+        gate(n)
+        return n
+
+    return step_threads
 
 
 def _thread_plan(
@@ -184,14 +201,14 @@ def main() -> None:
 
     slots = max(1, int(spec.get("slots", 1)))
     threads, busy, done = _thread_plan(spec)
-    batch = BatchEngine(eng, slots, out.send, threads, busy, done,
+    batch = BatchEngine(eng, slots, out.send, _gated(threads, eng, kernels), busy, done,
                         later=out.later, flush=out.flush)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),
               "n_threads_batch": int(eng.llm.n_threads_batch),
               "cores": int(spec.get("cores") or 0),
-              "sgemm_min_n": kernels.min_n, "kernels": kernels.why})
+              "sgemm_min_n": kernels.summary, "kernels": kernels.why})
     def heartbeat() -> None:
         last = -1
         while True:

@@ -12,10 +12,14 @@ bastion's build (``scripts/llama-cpp/wheel.sh``) force-includes ``sgemm_gate.h``
 llama.cpp's C files: below a minimum batch size (llama.cpp's own is 2), ``llamafile_sgemm``
 declines and llama.cpp's fallback (the dot products) runs. :func:`choose` measures both paths
 on the loaded model, in the model worker (a crash there costs a worker, never bastion), for
-batches of 2 to 32 rows, and sets the minimum above every size where the dot products were
-clearly faster. The verdict is kept in the private model cache, keyed by the llama.cpp CPU
-library and CPU (:func:`bastion.llm.repack._installed_key`) and the model file, so each is
-measured once. ``BASTION_SGEMM_MIN_N`` (a number) sets the minimum without measuring.
+batches of 2 to 16 rows, on one thread and on the most threads a step of that worker gets: on
+the EPYC the dot products won clearly on one thread (2 rows 11.5 against 23.6 ms) and not on
+two (14.0 against 13.9 ms; they scale worse with threads). For each thread count the minimum
+goes above every size where the dot products took at most :data:`CLEAR_WIN` of sgemm's time,
+and :class:`Gate` sets the one for each step's thread count. The verdict is kept in the private
+model cache, keyed by the llama.cpp CPU library and CPU
+(:func:`bastion.llm.repack._installed_key`), the model file and the thread counts, so each is
+measured once (~1.5 s). ``BASTION_SGEMM_MIN_N`` (a number) fixes the minimum without measuring.
 
 Not measured, llama.cpp's default kept: weights on llama.cpp's AMX kernels (they multiply
 batches themselves), GPU offload, models over :data:`MAX_MODEL_BYTES` (decoding them is bound
@@ -31,30 +35,61 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SIZES = (2, 4, 8, 16, 32)  # batch sizes measured: decode steps of 2-4 sequences, prompt chunks
+SIZES = (2, 4, 8, 16)  # batch sizes measured: decode steps of 2-4 sequences, short prompts
 REPS = 3  # each size, each path; the fastest run counts
 DEFAULT_MIN_N = 2  # llama.cpp's own: a single row never goes to sgemm
 #: the dot products must take at most this share of sgemm's time for a size to leave sgemm
-#: (their real wins at 2-4 rows are 0.5-0.6; at 8 rows a noisy 0.85-0.95 either way)
+#: (their real wins at 2-4 rows on one thread are 0.5-0.6; at 8 rows a noisy 0.85-0.95)
 CLEAR_WIN = 0.8
 MAX_MODEL_BYTES = 1 << 30
 VERDICTS = "sgemm-probe.json"
 ENV = "BASTION_SGEMM_MIN_N"
 _LOCK = threading.Lock()
 
+Timings = Mapping[int, tuple[float, float]]  # batch size -> (sgemm ms, dot-product ms)
+
 
 @dataclass(frozen=True)
 class Choice:
-    """The smallest batch that goes to llamafile's sgemm here, and why (one line)."""
+    """The smallest batch that goes to llamafile's sgemm, per step thread count, and why.
 
-    min_n: int
+    ``min_n`` maps a thread count measured to its minimum; a step on more threads takes the
+    largest count measured at or below its own (on fewer than any: llama.cpp's default).
+    """
+
+    min_n: Mapping[int, int]
     why: str
-    timings: Mapping[int, tuple[float, float]] = field(default_factory=dict)  # ms: sgemm, dots
+    timings: Mapping[int, Timings] = field(default_factory=dict)  # threads -> sizes' timings
+
+    def for_threads(self, threads: int) -> int:
+        """Return the minimum for a step on ``threads`` threads."""
+        below = [t for t in self.min_n if t <= threads]
+        return self.min_n[max(below)] if below else DEFAULT_MIN_N
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """``{"1": 8, "2": 2}``: the minimum per thread count (for the worker's ready line)."""
+        return {str(t): n for t, n in sorted(self.min_n.items())}
+
+
+class Gate:
+    """Sets the minimum for each step's thread count (one library call when it changes)."""
+
+    def __init__(self, choice: Choice) -> None:
+        self.choice = choice
+        self._now: int | None = None
+
+    def __call__(self, threads: int) -> None:
+        """Prepare the library for a step on ``threads`` threads."""
+        n = self.choice.for_threads(threads)
+        if n != self._now:
+            set_min_n(n)
+            self._now = n
 
 
 def decide(timings: Mapping[int, tuple[float, float]]) -> int:
@@ -129,9 +164,9 @@ def set_min_n(n: int) -> bool:
     return True
 
 
-def measure(llama: Any, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
+def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
             clock: Callable[[], float] = time.perf_counter) -> dict[int, tuple[float, float]]:
-    """Time one decode of each size through sgemm and through the dot products, on 1 thread.
+    """Time one decode of each size through sgemm and through the dot products on ``threads``.
 
     Uses sequence 0 of ``llama``'s context (cleared before and after), logits for every row
     (as a decode step of several sequences needs). Restores the context's thread counts and
@@ -141,7 +176,7 @@ def measure(llama: Any, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
 
     ctx = llama._ctx.ctx
     mem = C.llama_get_memory(ctx)
-    threads = (int(llama.n_threads), int(llama.n_threads_batch))
+    before = (int(llama.n_threads), int(llama.n_threads_batch))
     batch = C.llama_batch_init(max(sizes), 0, 1)
     best: dict[tuple[int, int], float] = {}
 
@@ -160,7 +195,7 @@ def measure(llama: Any, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
 
     try:
         C.llama_memory_seq_rm(mem, 0, 0, -1)
-        C.llama_set_n_threads(ctx, 1, 1)
+        C.llama_set_n_threads(ctx, threads, threads)
         set_min_n(DEFAULT_MIN_N)
         decode(max(sizes))  # compute buffers are sized and allocated on the first decode
         for rep in range(reps):
@@ -175,27 +210,30 @@ def measure(llama: Any, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
                     best[key] = min(best.get(key, took), took)
     finally:
         set_min_n(DEFAULT_MIN_N)
-        C.llama_set_n_threads(ctx, *threads)
+        C.llama_set_n_threads(ctx, *before)
         C.llama_batch_free(batch)
     return {n: (best[(n, 0)], best[(n, 1)]) for n in sizes}
 
 
-def _describe(min_n: int, timings: Mapping[int, tuple[float, float]]) -> str:
-    shown = ", ".join(f"{n}: {s:.1f}/{d:.1f} ms" for n, (s, d) in sorted(timings.items()))
-    if min_n == DEFAULT_MIN_N:
-        return f"batches on llamafile's sgemm from 2 rows, llama.cpp's default (sgemm/dots {shown})"
-    return (f"batches below {min_n} rows on ggml's dot products, faster than llamafile's sgemm "
-            f"on this CPU (sgemm/dots {shown})")
+def _describe(min_n: Mapping[int, int], timings: Mapping[int, Timings]) -> str:
+    parts = []
+    for t in sorted(min_n):
+        shown = ", ".join(f"{n}: {s:.1f}/{d:.1f}" for n, (s, d) in sorted(timings[t].items()))
+        what = ("sgemm from 2 rows (llama.cpp's default)" if min_n[t] == DEFAULT_MIN_N
+                else f"below {min_n[t]} rows on ggml's dot products")
+        parts.append(f"{t} thread{'s' if t > 1 else ''}: {what} (sgemm/dots ms {shown})")
+    return "small batches measured: " + "; ".join(parts)
 
 
-def _key(path: Path) -> str | None:
+def _key(path: Path, threads: tuple[int, ...]) -> str | None:
     from bastion.llm.repack import _installed_key
 
     lib = _installed_key()
     if lib is None:
         return None
     st = path.stat()
-    return f"{lib}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    counts = ",".join(str(t) for t in threads)
+    return f"{lib}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:threads={counts}"
 
 
 def _verdicts_path() -> Path | None:
@@ -218,43 +256,82 @@ def _load(path: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def choose(llama: Any, path: Path, *, amx_kernels: bool, n_gpu_layers: int = 0) -> Choice:
-    """Set (and return) the minimum batch for sgemm for ``llama``, loaded from ``path``."""
+def _default(why: str) -> Choice:
+    return Choice({1: DEFAULT_MIN_N}, why)
+
+
+def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
+           n_gpu_layers: int = 0) -> Choice:
+    """Return the minimum batch for sgemm per thread count for ``llama``, loaded from ``path``.
+
+    ``threads``: the most threads a step of this worker runs on; one thread and that many are
+    measured (how many a step gets follows the busy workers). Apply it with :class:`Gate`.
+    """
     from bastion.config.paths import write_private
 
     fixed = os.environ.get(ENV, "").strip()
     if _library() is None:
-        return Choice(DEFAULT_MIN_N, "llama.cpp's default batch kernels (this llama-cpp-python "
-                      "has no sgemm gate; `make install` builds bastion's)")
+        return _default("llama.cpp's default batch kernels (this llama-cpp-python has no sgemm "
+                        "gate; `make install` builds bastion's)")
     if fixed:
         n = max(DEFAULT_MIN_N, int(fixed)) if fixed.isdigit() else DEFAULT_MIN_N
-        set_min_n(n)
         if n == DEFAULT_MIN_N:
-            return Choice(n, f"llama.cpp's default batch kernels ({ENV}={fixed})")
-        return Choice(n, f"batches below {n} rows on ggml's dot products ({ENV}={fixed})")
+            return _default(f"llama.cpp's default batch kernels ({ENV}={fixed})")
+        return Choice({1: n}, f"batches below {n} rows on ggml's dot products ({ENV}={fixed})")
     if amx_kernels:
-        return Choice(DEFAULT_MIN_N, "batches on llama.cpp's AMX kernels (weights repacked)")
+        return _default("batches on llama.cpp's AMX kernels (weights repacked)")
     if n_gpu_layers:
-        return Choice(DEFAULT_MIN_N, "llama.cpp's default batch kernels (GPU offload)")
+        return _default("llama.cpp's default batch kernels (GPU offload)")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        return Choice(DEFAULT_MIN_N, "llama.cpp's default batch kernels (a large model: "
-                      "decoding is bound by memory, a batched kernel wins)")
-    key, store = _key(path), _verdicts_path()
-    with _LOCK:
+        return _default("llama.cpp's default batch kernels (a large model: decoding is bound "
+                        "by memory, a batched kernel wins)")
+    counts = tuple(sorted({1, max(1, threads)}))
+    key, store = _key(path, counts), _verdicts_path()
+    with _LOCK, _exclusive(store):  # one measurement at a time: a pool's workers share cores
         known = _load(store).get(key or "")
-        if isinstance(known, dict) and isinstance(known.get("min_n"), int):
-            timings = {int(n): (float(s), float(d))
-                       for n, (s, d) in dict(known.get("timings") or {}).items()}
-            got = Choice(int(known["min_n"]), _describe(int(known["min_n"]), timings), timings)
-        else:
-            timings = measure(llama)
-            min_n = decide(timings)
+        got = _kept(known) if isinstance(known, dict) else None
+        if got is None:
+            timings = {t: measure(llama, t) for t in counts}
+            min_n = {t: decide(timings[t]) for t in counts}
             got = Choice(min_n, _describe(min_n, timings), timings)
             if key is not None and store is not None:
                 data = _load(store)
-                data[key] = {"min_n": min_n, "timings": {str(n): list(t)
-                                                         for n, t in timings.items()}}
+                data[key] = {"min_n": got.summary,
+                             "timings": {str(t): {str(n): list(v) for n, v in tm.items()}
+                                         for t, tm in timings.items()}}
                 with contextlib.suppress(OSError):  # not kept: the next worker measures again
                     write_private(store, json.dumps(data, indent=1))
-    set_min_n(got.min_n)
     return got
+
+
+@contextlib.contextmanager
+def _exclusive(store: Path | None) -> Iterator[None]:
+    """Hold a lock beside ``store``: another worker measuring waits, then reads the verdict."""
+    if store is None:
+        yield
+        return
+    import fcntl
+
+    try:
+        fd = os.open(store.with_suffix(".lock"), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield  # no lock to take: measured side by side
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
+def _kept(known: dict[str, Any]) -> Choice | None:
+    """Return a kept verdict, or None when it is not one (measured again then)."""
+    try:
+        min_n = {int(t): int(n) for t, n in dict(known["min_n"]).items()}
+        timings = {int(t): {int(n): (float(v[0]), float(v[1])) for n, v in dict(tm).items()}
+                   for t, tm in dict(known["timings"]).items()}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if not min_n or set(min_n) != set(timings):
+        return None
+    return Choice(min_n, _describe(min_n, timings), timings)

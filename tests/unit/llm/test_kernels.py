@@ -27,11 +27,26 @@ def test_batches_go_to_the_dot_products_up_to_the_largest_size_they_clearly_win(
     assert decide({2: (20.0, 10.0), 32: (200.0, 100.0)}) == 64
 
 
-def test_the_reason_names_the_path_and_the_figures() -> None:
-    timings = {2: (23.3, 11.4), 8: (35.4, 44.9)}
-    assert "below 8 rows on ggml's dot products" in _describe(8, timings)
-    assert "2: 23.3/11.4 ms" in _describe(8, timings)
-    assert "llama.cpp's default" in _describe(2, timings)
+def test_the_reason_names_the_path_and_the_figures_per_thread_count() -> None:
+    timings = {1: {2: (23.3, 11.4), 8: (35.4, 44.9)}, 2: {2: (13.9, 14.0), 8: (25.9, 28.4)}}
+    why = _describe({1: 8, 2: 2}, timings)
+    assert "1 thread: below 8 rows on ggml's dot products (sgemm/dots ms 2: 23.3/11.4" in why
+    assert "2 threads: sgemm from 2 rows (llama.cpp's default) (sgemm/dots ms 2: 13.9/14.0" in why
+
+
+def test_a_step_takes_the_minimum_of_the_largest_thread_count_measured_at_or_below_it(
+        monkeypatch: Any) -> None:
+    choice = kernels.Choice({1: 8, 2: 2}, "")
+    assert [choice.for_threads(t) for t in (1, 2, 3, 8)] == [8, 2, 2, 2]
+    assert kernels.Choice({2: 8}, "").for_threads(1) == DEFAULT_MIN_N
+    lib = _FakeLib()
+    sets: list[int] = []
+    monkeypatch.setattr(kernels, "_library", lambda: lib)
+    monkeypatch.setattr(kernels, "set_min_n", lambda n: sets.append(n) or True)
+    gate = kernels.Gate(choice)
+    for t in (1, 1, 2, 2, 1):
+        gate(t)
+    assert sets == [8, 2, 8]  # one library call per change
 
 
 class _FakeLib:
@@ -52,11 +67,11 @@ def _setup(monkeypatch: Any, tmp_path: Path, timings: dict[int, tuple[float, flo
     lib = _FakeLib()
     calls: list[int] = []
     monkeypatch.setattr(kernels, "_library", lambda: lib)
-    monkeypatch.setattr(kernels, "_key", lambda path: "build-and-cpu:" + path.name)
+    monkeypatch.setattr(kernels, "_key", lambda path, threads: f"cpu:{path.name}:{threads}")
     monkeypatch.setattr(kernels, "_verdicts_path", lambda: tmp_path / kernels.VERDICTS)
 
-    def measure(llama: Any) -> dict[int, tuple[float, float]]:
-        calls.append(1)
+    def measure(llama: Any, threads: int) -> dict[int, tuple[float, float]]:
+        calls.append(threads)
         return timings
 
     monkeypatch.setattr(kernels, "measure", measure)
@@ -68,12 +83,12 @@ def test_a_model_is_measured_once_and_the_verdict_kept(monkeypatch: Any, tmp_pat
     lib, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0), 4: (30.0, 20.0), 8: (30.0, 40.0)})
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    first = kernels.choose(None, model, amx_kernels=False)
-    assert first.min_n == lib.min_n == 8 and calls == [1]
-    lib.min_n = 2
-    again = kernels.choose(None, model, amx_kernels=False)  # another worker: the kept verdict
-    assert again.min_n == lib.min_n == 8 and calls == [1]
-    assert again.timings == first.timings
+    first = kernels.choose(None, model, threads=2, amx_kernels=False)
+    assert first.min_n == {1: 8, 2: 8} and calls == [1, 2]  # one thread, and the most a step gets
+    again = kernels.choose(None, model, threads=2, amx_kernels=False)  # another worker: kept
+    assert again == first and calls == [1, 2]
+    kernels.choose(None, model, threads=1, amx_kernels=False)  # other thread counts: measured
+    assert calls == [1, 2, 1]
     assert (tmp_path / kernels.VERDICTS).stat().st_mode & 0o077 == 0  # private
 
 
@@ -81,17 +96,18 @@ def test_amx_gpu_and_a_fixed_minimum_are_not_measured(monkeypatch: Any, tmp_path
     lib, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0)})
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    assert kernels.choose(None, model, amx_kernels=True).min_n == 2
-    assert kernels.choose(None, model, amx_kernels=False, n_gpu_layers=10).min_n == 2
+    assert kernels.choose(None, model, threads=2, amx_kernels=True).for_threads(1) == 2
+    assert kernels.choose(None, model, threads=2, amx_kernels=False,
+                          n_gpu_layers=10).for_threads(1) == 2
     monkeypatch.setenv(kernels.ENV, "6")
-    got = kernels.choose(None, model, amx_kernels=False)
-    assert got.min_n == lib.min_n == 6 and kernels.ENV in got.why
+    got = kernels.choose(None, model, threads=2, amx_kernels=False)
+    assert got.for_threads(1) == got.for_threads(2) == 6 and kernels.ENV in got.why
     monkeypatch.setenv(kernels.ENV, "x")  # not a number: llama.cpp's default
-    assert kernels.choose(None, model, amx_kernels=False).min_n == lib.min_n == 2
+    assert kernels.choose(None, model, threads=2, amx_kernels=False).for_threads(2) == 2
     assert calls == []
 
 
 def test_without_the_gate_llama_cpp_keeps_its_default(monkeypatch: Any, tmp_path: Path) -> None:
     monkeypatch.setattr(kernels, "_library", lambda: None)
-    got = kernels.choose(None, tmp_path / "m.gguf", amx_kernels=False)
-    assert got.min_n == 2 and "make install" in got.why
+    got = kernels.choose(None, tmp_path / "m.gguf", threads=2, amx_kernels=False)
+    assert got.for_threads(2) == 2 and "make install" in got.why
