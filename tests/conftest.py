@@ -31,9 +31,9 @@ os.environ.setdefault("BASTION_MODEL_CACHE", os.path.join(
 
 
 # Which kernel multiplies small batches is measured per CPU (bastion.llm.kernels), and the two
-# kernels round differently: tests that check a model's words would then depend on a timing
-# taken under the suite's own load. The suite keeps llama.cpp's default (sgemm from 2 rows);
-# tests/integration/llm/test_batch_kernels.py measures and applies the choice.
+# kernels may round differently on some CPUs: tests that check a model's words would then depend
+# on a timing taken under the suite's own load. The suite keeps llama.cpp's default (sgemm from
+# 2 rows); tests/integration/llm/test_batch_kernels.py measures and applies the choice.
 os.environ.setdefault("BASTION_SGEMM_MIN_N", "2")
 
 

@@ -29,10 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bastion._proc import die_with_parent
 from bastion.errors import BastionError
+
+if TYPE_CHECKING:
+    from bastion.llm.kernels import Choice
 
 HEARTBEAT_S = 1.0
 STOP_GRACE_S = 5.0  # after the parent closes the pipe, the requests in hand get this long
@@ -58,7 +61,7 @@ def _load(spec: dict[str, Any]) -> Any:
     return _Engine(llama, spec.get("chat_template"), spec.get("end_of_turn"))
 
 
-def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Any:
+def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Choice:
     """Choose, for this CPU and model, which kernel multiplies small batches (measured once)."""
     from bastion.llm.kernels import Choice, choose
     from bastion.llm.repack import amx_kernels
@@ -73,7 +76,7 @@ def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Any:
 
 
 def _gated(threads: Callable[[bool], int] | None, eng: Any,
-           kernels: Any) -> Callable[[bool], int]:
+           kernels: Choice) -> Callable[[bool], int]:
     """Each step's thread count, with the small-batch kernel set for that many threads."""
     from bastion.llm.kernels import Gate
 

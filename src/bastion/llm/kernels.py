@@ -332,6 +332,7 @@ def _kept(known: dict[str, Any]) -> Choice | None:
                    for t, tm in dict(known["timings"]).items()}
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-    if not min_n or set(min_n) != set(timings):
+    if not min_n or set(min_n) != set(timings) or not all(
+            DEFAULT_MIN_N <= n <= 2 * max(SIZES) for n in min_n.values()):
         return None
     return Choice(min_n, _describe(min_n, timings), timings)
