@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import threading
@@ -107,8 +108,9 @@ def decide(timings: Mapping[int, tuple[float, float]]) -> int:
     return larger[0] if larger else worst * 2
 
 
+@functools.cache
 def _library() -> Any | None:
-    """Return llama.cpp's CPU library when it has bastion's sgemm gate, else None."""
+    """Return llama.cpp's CPU library when it has bastion's sgemm gate, else None (found once)."""
     try:
         import llama_cpp  # noqa: F401 - loads llama.cpp's libraries
     except ImportError:
