@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from bastion.config import paths
 from bastion.errors import ModelError
@@ -25,3 +27,14 @@ def private_cache_dir() -> Path:
             "writable by others)",
             fix=f"chmod 700 {d} (or unset BASTION_MODEL_CACHE, or model.convert off)")
     return d
+
+
+def read_verdicts(path: Path | None) -> dict[str, Any]:
+    """Return a probe's kept verdicts (a JSON object in the cache folder), or {} if none."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.llm._cache import read_verdicts
+
 SIZES = (2, 4, 8, 16)  # batch sizes measured: decode steps of 2-4 sequences, short prompts
 REPS = 3  # each size, each path; the fastest run counts
 DEFAULT_MIN_N = 2  # llama.cpp's own: a single row never goes to sgemm
@@ -248,16 +250,6 @@ def _verdicts_path() -> Path | None:
         return None  # no private folder: measure in each worker
 
 
-def _load(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _default(why: str) -> Choice:
     return Choice({1: DEFAULT_MIN_N}, why)
 
@@ -290,14 +282,14 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
     counts = tuple(sorted({1, max(1, threads)}))
     key, store = _key(path, counts), _verdicts_path()
     with _LOCK, _exclusive(store):  # one measurement at a time: a pool's workers share cores
-        known = _load(store).get(key or "")
+        known = read_verdicts(store).get(key or "")
         got = _kept(known) if isinstance(known, dict) else None
         if got is None:
             timings = {t: measure(llama, t) for t in counts}
             min_n = {t: decide(timings[t]) for t in counts}
             got = Choice(min_n, _describe(min_n, timings), timings)
             if key is not None and store is not None:
-                data = _load(store)
+                data = read_verdicts(store)
                 data[key] = {"min_n": got.summary,
                              "timings": {str(t): {str(n): list(v) for n, v in tm.items()}
                                          for t, tm in timings.items()}}

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion.llm._cache import read_verdicts
+
 PROBE_TIMEOUT_S = 120.0
 VERDICTS = "repack-probe.json"
 _LOCK = threading.Lock()
@@ -151,7 +153,7 @@ def verdict(model: Callable[[], Path], run: Runner = _run) -> Verdict:
             path: Path | None = private_cache_dir() / VERDICTS
         except (ModelError, OSError):
             path = None  # no private folder to keep it in: probe each process
-        known = _load(path)
+        known = read_verdicts(path)
         if key in known:
             got = Verdict(bool(known[key]["repack"]), str(known[key]["why"]))
         else:
@@ -175,20 +177,10 @@ def _probe_with(model: Callable[[], Path], run: Runner) -> Verdict | None:
     return probe(path, run)
 
 
-def _load(path: Path | None) -> dict[str, dict[str, object]]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _store(path: Path, key: str, got: Verdict) -> None:
     from bastion.config.paths import write_private
 
-    known = _load(path)
+    known = read_verdicts(path)
     known[key] = {"repack": got.repack, "why": got.why}
     with contextlib.suppress(OSError):  # kept in memory then; the next process probes again
         write_private(path, json.dumps(known, indent=1))

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,18 +89,33 @@ async def _answer(model: WorkerModel) -> str:
     return "".join(out)
 
 
-def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
-    monkeypatch.delenv(kernels.ENV, raising=False)
-    model = WorkerModel.load(n_ctx=512, slots=1)
+def _workers_info(workers: int = 1) -> list[dict[str, Any]]:
+    """Start ``workers`` workers on the shipped model, answer on each; return their ready lines."""
+    model = WorkerModel.load(n_ctx=512, slots=workers, workers=workers)
+
+    async def each() -> None:
+        answers = await asyncio.gather(*(_answer(model) for _ in range(workers)))
+        assert all(answers)
+
     try:
-        assert asyncio.run(_answer(model))
-        info = model.worker_info()[0]
+        asyncio.run(each())
+        return model.worker_info()
     finally:
         model.close()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private model cache of this test's own, and no fixed minimum: the worker measures."""
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("BASTION_MODEL_CACHE", str(folder))
+    monkeypatch.delenv(kernels.ENV, raising=False)
+    return folder
+
+
+def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(cache: Path) -> None:
+    (info,) = _workers_info()
     if "AMX kernels" in info["kernels"]:
         assert not (cache / kernels.VERDICTS).exists() and info["sgemm_min_n"] == {"1": 2}
         return  # not measured: llama.cpp's AMX kernels multiply batches themselves
@@ -116,49 +132,22 @@ def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(
     # the next worker takes the kept verdict instead of measuring: plant another one
     kept["min_n"] = {t: 7 for t in kept["min_n"]}
     (cache / kernels.VERDICTS).write_text(json.dumps({key: kept}))
-    model = WorkerModel.load(n_ctx=512, slots=1)
-    try:
-        assert asyncio.run(_answer(model))
-        again = model.worker_info()[0]
-    finally:
-        model.close()
+    (again,) = _workers_info()
     assert set(again["sgemm_min_n"].values()) == {7} and "below 7 rows" in again["kernels"]
 
 
 def test_a_fixed_minimum_in_the_environment_is_applied_without_measuring(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(kernels.ENV, "6")
-    model = WorkerModel.load(n_ctx=512, slots=1)
-    try:
-        assert asyncio.run(_answer(model))
-        info = model.worker_info()[0]
-    finally:
-        model.close()
+    (info,) = _workers_info()
     assert info["sgemm_min_n"] == {"1": 6} and kernels.ENV in info["kernels"]
     assert not (cache / kernels.VERDICTS).exists()
 
 
-def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path) -> None:
     """Two workers starting together on shared cores must not time each other's measurement:
     the second waits for the first's lock, then takes its verdict (the same figures)."""
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    monkeypatch.setenv("BASTION_MODEL_CACHE", str(cache))
-    monkeypatch.delenv(kernels.ENV, raising=False)
-    model = WorkerModel.load(n_ctx=512, slots=2, workers=2)
-
-    async def both() -> None:
-        await asyncio.gather(_answer(model), _answer(model))
-
-    try:
-        asyncio.run(both())
-        infos = model.worker_info()
-    finally:
-        model.close()
+    infos = _workers_info(2)
     assert len(infos) == 2
     assert infos[0]["kernels"] == infos[1]["kernels"]  # measured once: the same timings
     if "AMX kernels" not in infos[0]["kernels"]:
