@@ -307,7 +307,8 @@ def _exclusive(store: Path | None) -> Iterator[None]:
     import fcntl
 
     try:
-        fd = os.open(store.with_suffix(".lock"), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        fd = os.open(store.with_suffix(".lock"),
+                     os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError:
         yield  # no lock to take: measured side by side
         return
