@@ -95,7 +95,8 @@ class BatchEngine:
                  busy: Callable[[bool], None] | None = None,
                  done: Callable[[], None] | None = None, *,
                  later: Send | None = None,
-                 flush: Callable[..., None] | None = None) -> None:
+                 flush: Callable[..., None] | None = None,
+                 on_threads: Callable[[int], None] | None = None) -> None:
         """Wrap ``eng``, an engine whose context has ``n_seq_max >= slots``.
 
         ``send`` writes one protocol message (from the scheduler thread). ``threads(prompt)``
@@ -106,6 +107,8 @@ class BatchEngine:
         ``later`` may hold a message (a text piece after a request's first) that ``flush()``
         writes once it is old enough and ``flush(all_held=True)`` at once (before a step with
         a prompt chunk, which can take long); default: every message goes out at once.
+        ``on_threads(n)`` is told, before the step, each time a step's thread count changes
+        (:meth:`bastion.llm.kernels.Choice.apply`: which kernel takes small batches).
         """
         from llama_cpp import llama_cpp as C
 
@@ -136,6 +139,7 @@ class BatchEngine:
         self._busy = busy or (lambda flag: None)
         self._done = done or (lambda: None)
         self._threads_now = -1
+        self._on_threads = on_threads or (lambda n: None)
 
     # -- jobs ------------------------------------------------------------------------------
     def _sampler(self, temperature: float, seed: int | None, grammar: Any) -> Any:
@@ -399,6 +403,7 @@ class BatchEngine:
         try:
             if threads != self._threads_now:
                 C.llama_set_n_threads(self.ctx, threads, threads)
+                self._on_threads(threads)
                 self._threads_now = threads
             rc = int(C.llama_decode(self.ctx, self.batch))
         finally:

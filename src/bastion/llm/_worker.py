@@ -75,23 +75,6 @@ def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Choice:
         return Choice({1: 2}, f"llama.cpp's default batch kernels (not measured: {exc})")
 
 
-def _gated(threads: Callable[[bool], int] | None, eng: Any,
-           kernels: Choice) -> Callable[[bool], int]:
-    """Each step's thread count, with the small-batch kernel set for that many threads."""
-    from bastion.llm.kernels import Gate
-
-    gate = Gate(kernels)
-    fixed = {True: int(eng.llm.n_threads_batch), False: int(eng.llm.n_threads)}
-    pick = threads or fixed.__getitem__
-
-    def step_threads(prompt: bool) -> int:
-        n = pick(prompt)
-        gate(n)
-        return n
-
-    return step_threads
-
-
 def _thread_plan(
     spec: dict[str, Any],
 ) -> tuple[Callable[[bool], int] | None, Callable[[bool], None] | None,
@@ -204,8 +187,8 @@ def main() -> None:
 
     slots = max(1, int(spec.get("slots", 1)))
     threads, busy, done = _thread_plan(spec)
-    batch = BatchEngine(eng, slots, out.send, _gated(threads, eng, kernels), busy, done,
-                        later=out.later, flush=out.flush)
+    batch = BatchEngine(eng, slots, out.send, threads, busy, done,
+                        later=out.later, flush=out.flush, on_threads=kernels.apply)
     out.send({"ready": True, "pid": os.getpid(), "n_ctx": batch.n_ctx_seq, "slots": slots,
               "repack": bool(eng.llm.model_params.use_extra_bufts),
               "n_threads": int(eng.llm.n_threads),

@@ -16,8 +16,8 @@ batches of 2 to 16 rows, on one thread and on the most threads a step of that wo
 the EPYC the dot products won clearly on one thread (2 rows 11.5 against 23.6 ms) and not on
 two (14.0 against 13.9 ms; they scale worse with threads). For each thread count the minimum
 goes above every size where the dot products took at most :data:`CLEAR_WIN` of sgemm's time,
-and :class:`Gate` sets the one for each step's thread count. The verdict is kept in the private
-model cache, keyed by the llama.cpp CPU library and CPU
+and :meth:`Choice.apply` sets the one for each step's thread count. The verdict is kept in the
+private model cache, keyed by the llama.cpp CPU library and CPU
 (:func:`bastion.llm.repack._installed_key`), the model file and the thread counts, so each is
 measured once (~1.5 s). ``BASTION_SGEMM_MIN_N`` (a number) fixes the minimum without measuring.
 
@@ -74,25 +74,17 @@ class Choice:
         below = [t for t in self.min_n if t <= threads]
         return self.min_n[max(below)] if below else DEFAULT_MIN_N
 
+    def apply(self, threads: int) -> None:
+        """Set the library's minimum for a step on ``threads`` threads.
+
+        The batch engine calls this whenever a step's thread count changes.
+        """
+        set_min_n(self.for_threads(threads))
+
     @property
     def summary(self) -> dict[str, int]:
         """``{"1": 8, "2": 2}``: the minimum per thread count (for the worker's ready line)."""
         return {str(t): n for t, n in sorted(self.min_n.items())}
-
-
-class Gate:
-    """Sets the minimum for each step's thread count (one library call when it changes)."""
-
-    def __init__(self, choice: Choice) -> None:
-        self.choice = choice
-        self._now: int | None = None
-
-    def __call__(self, threads: int) -> None:
-        """Prepare the library for a step on ``threads`` threads."""
-        n = self.choice.for_threads(threads)
-        if n != self._now:
-            set_min_n(n)
-            self._now = n
 
 
 def decide(timings: Mapping[int, tuple[float, float]]) -> int:
@@ -259,7 +251,8 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
     """Return the minimum batch for sgemm per thread count for ``llama``, loaded from ``path``.
 
     ``threads``: the most threads a step of this worker runs on; one thread and that many are
-    measured (how many a step gets follows the busy workers). Apply it with :class:`Gate`.
+    measured (how many a step gets follows the busy workers). The batch engine applies it
+    (:meth:`Choice.apply`) whenever a step's thread count changes.
     """
     from bastion.config.paths import write_private
 

@@ -52,6 +52,39 @@ print(json.dumps({"same_path_same": a == a2, "declined": [n0, n1, n2, kernels.de
 """
 
 
+# in a child process: the real batch engine on the real model, prompt steps on 1 thread and
+# generation steps on 2, recording the library's minimum as each decode starts
+_STEPS = """
+import json, sys, threading
+from pathlib import Path
+from llama_cpp import llama_cpp as C
+from bastion.llm import kernels
+from bastion.llm._batch import BatchEngine
+from bastion.llm.embedded import _Engine, load_llama
+llm = load_llama(Path(sys.argv[1]), n_ctx=512, n_threads=1, repack=False, n_seq=1)
+choice = kernels.Choice({1: 9, 2: 3}, "planted")
+applied, seen = [], []
+decode = C.llama_decode
+def watched(ctx, batch):
+    seen.append(kernels.current())
+    return decode(ctx, batch)
+C.llama_decode = watched
+def on_threads(n):
+    applied.append(n)
+    choice.apply(n)
+batch = BatchEngine(_Engine(llm, None, None), 1, lambda m: None,
+                    lambda prompt: 1 if prompt else 2, on_threads=on_threads)
+batch.submit({"op": "gen", "id": 1, "seq": 0, "prefix": "", "schema": None,
+              "temperature": 0.0, "seed": None, "stop": [], "max_tokens": 4,
+              "messages": [{"role": "user", "content": "Name a colour."}]})
+runner = threading.Thread(target=batch.run)
+runner.start()
+batch.stop()
+runner.join(120)
+print(json.dumps({"applied": applied, "seen": seen}))
+"""
+
+
 def _q8_copy() -> Path:
     """The shipped model's Q8_0 copy (what the worker loads on CPUs without AMX kernels)."""
     from bastion.llm.convert import prepare
@@ -153,3 +186,16 @@ def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path
     if "AMX kernels" not in infos[0]["kernels"]:
         assert len(json.loads((cache / kernels.VERDICTS).read_text())) == 1
     assert (cache / "sgemm-probe.lock").stat().st_mode & 0o077 == 0
+
+
+def test_the_batch_engine_sets_each_steps_minimum_when_its_thread_count_changes() -> None:
+    """A verdict per thread count is only right if every step runs with its own: the real
+    batch engine calls ``on_threads`` once per change, before the step's decode (a prompt step
+    on 1 thread runs at that count's minimum, the generation steps on 2 threads at theirs)."""
+    done = subprocess.run([sys.executable, "-c", _STEPS, str(_q8_copy())], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["applied"] == [1, 2]  # one call per change, none for a repeated count
+    assert got["seen"][0] == 9 and len(got["seen"]) >= 3  # the prompt, then tokens
+    assert set(got["seen"][1:]) == {3}

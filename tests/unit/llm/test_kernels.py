@@ -40,13 +40,12 @@ def test_a_step_takes_the_minimum_of_the_largest_thread_count_measured_at_or_bel
     assert [choice.for_threads(t) for t in (1, 2, 3, 8)] == [8, 2, 2, 2]
     assert kernels.Choice({2: 8}, "").for_threads(1) == DEFAULT_MIN_N
     lib = _FakeLib()
-    sets: list[int] = []
     monkeypatch.setattr(kernels, "_library", lambda: lib)
-    monkeypatch.setattr(kernels, "set_min_n", lambda n: sets.append(n) or True)
-    gate = kernels.Gate(choice)
-    for t in (1, 1, 2, 2, 1):
-        gate(t)
-    assert sets == [8, 2, 8]  # one library call per change
+    seen = []
+    for t in (1, 2, 3, 1):
+        choice.apply(t)
+        seen.append(lib.min_n)
+    assert seen == [8, 2, 2, 8]
 
 
 class _FakeLib:
