@@ -194,7 +194,8 @@ def main() -> None:
               "n_threads": int(eng.llm.n_threads),
               "n_threads_batch": int(eng.llm.n_threads_batch),
               "cores": int(spec.get("cores") or 0),
-              "sgemm_min_n": kernels.summary, "kernels": kernels.why})
+              "batch_min_n": kernels.summary, "batch_kernel": kernels.path,
+              "kernels": kernels.why})
     def heartbeat() -> None:
         last = -1
         while True:

@@ -19,12 +19,21 @@ goes above every size where the dot products took at most :data:`CLEAR_WIN` of s
 and :meth:`Choice.apply` sets the one for each step's thread count. The verdict is kept in the
 private model cache, keyed by the llama.cpp CPU library and CPU
 (:func:`bastion.llm.repack._installed_key`), the model file and the thread counts, so each is
-measured once (~1.5 s). ``BASTION_SGEMM_MIN_N`` (a number) fixes the minimum without measuring.
+measured once (~1.5 s). ``BASTION_SGEMM_MIN_N`` (a number) fixes the minimum without
+measuring (for either path).
 
-Not measured, llama.cpp's default kept: weights on llama.cpp's AMX kernels (they multiply
-batches themselves), GPU offload, models over :data:`MAX_MODEL_BYTES` (decoding them is bound
-by memory bandwidth, where a batched kernel's one pass over the weights wins), and a
-llama-cpp-python built without the gate.
+Weights repacked for llama.cpp's AMX kernels have the same choice in another place: llama.cpp
+multiplies one row on AVX-512 VNNI and two or more on 32-row AMX tiles, so on the AMX Xeon a
+step of 2 sequences cost as much as two steps of one (16.4 against 8.1 ms, one thread). bastion's
+build adds multi-row VNNI kernels (``scripts/llama-cpp/amx_small_batch.patch``: each row
+bit-identical to a one-row step, the weights loaded and unpacked once for all rows) and a knob
+for how many rows take them; :func:`choose` measures it the same way (``path="amx"``).
+
+Before a measured choice is used, both paths' logits for the largest batch are compared
+(:data:`AGREE`); where they disagree, llama.cpp's default is kept. Not measured, llama.cpp's
+default kept: GPU offload, models over :data:`MAX_MODEL_BYTES` (decoding them is bound by memory
+bandwidth, where a batched kernel's one pass over the weights wins), and a llama-cpp-python
+built without the gate (or, for AMX, without the VNNI rows).
 """
 
 from __future__ import annotations
@@ -50,24 +59,33 @@ DEFAULT_MIN_N = 2  # llama.cpp's own: a single row never goes to sgemm
 #: (their real wins at 2-4 rows on one thread are 0.5-0.6; at 8 rows a noisy 0.85-0.95)
 CLEAR_WIN = 0.8
 MAX_MODEL_BYTES = 1 << 30
+#: both paths' logits (16 rows) must agree to this share of the largest logit, else the default
+#: stays. Two right kernels differ by rounding, grown through the layers: sgemm and the dot
+#: products up to 3% on the AMD EPYC; a multi-row kernel that dropped one row's term 130%.
+AGREE = 0.1
 VERDICTS = "sgemm-probe.json"
 ENV = "BASTION_SGEMM_MIN_N"
 _LOCK = threading.Lock()
 
-Timings = Mapping[int, tuple[float, float]]  # batch size -> (sgemm ms, dot-product ms)
+Timings = Mapping[int, tuple[float, float]]  # batch size -> (batched ms, small-batch path ms)
+#: the batched kernel each path names, and the small-batch kernel the gate sends batches to
+PATHS = {"sgemm": ("sgemm", "ggml's dot products"), "amx": ("AMX tiles", "the VNNI kernels")}
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The smallest batch that goes to llamafile's sgemm, per step thread count, and why.
+    """The smallest batch for the batched kernel, per step thread count, and why.
 
-    ``min_n`` maps a thread count measured to its minimum; a step on more threads takes the
-    largest count measured at or below its own (on fewer than any: llama.cpp's default).
+    ``path`` names the batched kernel: ``"sgemm"`` (llamafile's, for weights in llama.cpp's own
+    layout) or ``"amx"`` (AMX tiles, for weights repacked for them). ``min_n`` maps a thread
+    count measured to its minimum; a step on more threads takes the largest count measured at or
+    below its own (on fewer than any: llama.cpp's default).
     """
 
     min_n: Mapping[int, int]
     why: str
     timings: Mapping[int, Timings] = field(default_factory=dict)  # threads -> sizes' timings
+    path: str = "sgemm"
 
     def for_threads(self, threads: int) -> int:
         """Return the minimum for a step on ``threads`` threads."""
@@ -79,7 +97,7 @@ class Choice:
 
         The batch engine calls this whenever a step's thread count changes.
         """
-        set_min_n(self.for_threads(threads))
+        set_min_n(self.for_threads(threads), self.path)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -88,13 +106,13 @@ class Choice:
 
 
 def decide(timings: Mapping[int, tuple[float, float]]) -> int:
-    """Return the smallest batch for sgemm: above every size where the dot products clearly won.
+    """Return the smallest batch for the batched kernel: above every size the other clearly won.
 
-    ``timings`` maps a batch size to (sgemm ms, dot-product ms) for one decode of that many
-    rows. Sizes between those measured follow the next larger one measured; past the largest,
+    ``timings`` maps a batch size to (batched ms, small-batch path ms) for one decode of that
+    many rows. Sizes between those measured follow the next larger one measured; past the largest,
     sgemm is assumed to win again (a batched kernel's advantage grows with the batch).
     """
-    lost = [n for n, (sgemm, dots) in timings.items() if dots <= CLEAR_WIN * sgemm]
+    lost = [n for n, (batched, small) in timings.items() if small <= CLEAR_WIN * batched]
     if not lost:
         return DEFAULT_MIN_N
     worst = max(lost)
@@ -123,7 +141,23 @@ def _library() -> Any | None:
     setter.argtypes, setter.restype = [ctypes.c_int], None
     getter.argtypes, getter.restype = [], ctypes.c_int
     declined.argtypes, declined.restype = [], ctypes.c_long
+    with contextlib.suppress(AttributeError):  # (a build before the AMX rows: without them)
+        built = lib.bastion_amx_rows_built
+        built.argtypes, built.restype = [], ctypes.c_int
+        lib.bastion_set_amx_rows_max.argtypes = [ctypes.c_int]
+        lib.bastion_set_amx_rows_max.restype = None
+        lib.bastion_get_amx_rows_max.argtypes = []
+        lib.bastion_get_amx_rows_max.restype = ctypes.c_int
+        lib.bastion_get_amx_rows_steps.argtypes = []
+        lib.bastion_get_amx_rows_steps.restype = ctypes.c_long
     return lib
+
+
+def amx_rows_built() -> bool:
+    """Whether this llama.cpp has the AMX backend with bastion's multi-row VNNI kernels."""
+    lib = _library()
+    return lib is not None and hasattr(lib, "bastion_amx_rows_built") and bool(
+        lib.bastion_amx_rows_built())
 
 
 def _loaded(prefix: str) -> str | None:
@@ -139,34 +173,50 @@ def _loaded(prefix: str) -> str | None:
     return None
 
 
-def current() -> int | None:
-    """Return the minimum batch for sgemm in this process (None: no gate in this build)."""
+def current(path: str = "sgemm") -> int | None:
+    """Return the minimum batch for ``path``'s batched kernel here (None: no gate for it)."""
     lib = _library()
-    return None if lib is None else int(lib.bastion_get_sgemm_min_n())
+    if lib is None or (path == "amx" and not amx_rows_built()):
+        return None
+    if path == "amx":
+        return int(lib.bastion_get_amx_rows_max()) + 1
+    return int(lib.bastion_get_sgemm_min_n())
 
 
-def declined() -> int | None:
-    """Return how many multiplies of 2+ rows the gate sent to the dot products in this process."""
+def declined(path: str = "sgemm") -> int | None:
+    """Return how many multiplies of 2+ rows left ``path``'s batched kernel in this process."""
     lib = _library()
-    return None if lib is None else int(lib.bastion_get_sgemm_declined())
+    if lib is None or (path == "amx" and not amx_rows_built()):
+        return None
+    if path == "amx":
+        return int(lib.bastion_get_amx_rows_steps())
+    return int(lib.bastion_get_sgemm_declined())
 
 
-def set_min_n(n: int) -> bool:
-    """Send batches of ``n`` rows or more to sgemm (smaller: the dot products); False: no gate."""
+def set_min_n(n: int, path: str = "sgemm") -> bool:
+    """Send batches of ``n`` rows or more to ``path``'s batched kernel, smaller to the other.
+
+    False: this build has no gate for that path.
+    """
     lib = _library()
-    if lib is None:
+    if lib is None or (path == "amx" and not amx_rows_built()):
         return False
-    lib.bastion_set_sgemm_min_n(int(n))
+    if path == "amx":
+        lib.bastion_set_amx_rows_max(int(n) - 1)
+    else:
+        lib.bastion_set_sgemm_min_n(int(n))
     return True
 
 
 def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: int = REPS,
-            clock: Callable[[], float] = time.perf_counter) -> dict[int, tuple[float, float]]:
-    """Time one decode of each size through sgemm and through the dot products on ``threads``.
+            clock: Callable[[], float] = time.perf_counter,
+            path: str = "sgemm") -> dict[int, tuple[float, float]]:
+    """Time one decode of each size through ``path``'s batched kernel and its small-batch one.
 
     Uses sequence 0 of ``llama``'s context (cleared before and after), logits for every row
-    (as a decode step of several sequences needs). Restores the context's thread counts and
-    llama.cpp's default minimum.
+    (as a decode step of several sequences needs). First compares both paths' logits for the
+    largest size: :class:`KernelsDisagree` where they differ by more than :data:`AGREE`.
+    Restores the context's thread counts and llama.cpp's default minimum.
     """
     from llama_cpp import llama_cpp as C
 
@@ -176,7 +226,7 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
     batch = C.llama_batch_init(max(sizes), 0, 1)
     best: dict[tuple[int, int], float] = {}
 
-    def decode(n: int) -> None:
+    def decode(n: int, keep: bool = False) -> list[float]:
         batch.n_tokens = n
         for i in range(n):
             batch.token[i] = 1000 + i
@@ -185,43 +235,63 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
             batch.seq_id[i][0] = 0
             batch.logits[i] = True
         rc = int(C.llama_decode(ctx, batch))
+        got = list(C.llama_get_logits(ctx)[:n * llama.n_vocab()]) if keep and rc == 0 else []
         C.llama_memory_seq_rm(mem, 0, 0, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
+        return got
 
     try:
         C.llama_memory_seq_rm(mem, 0, 0, -1)
         C.llama_set_n_threads(ctx, threads, threads)
-        set_min_n(DEFAULT_MIN_N)
-        decode(max(sizes))  # compute buffers are sized and allocated on the first decode
+        set_min_n(DEFAULT_MIN_N, path)
+        batched = decode(max(sizes), keep=True)  # (the first decode also sizes the buffers)
+        set_min_n(max(sizes) + 1, path)
+        _check_agree(batched, decode(max(sizes), keep=True), path)
         for rep in range(reps):
             for n in sizes:
                 paths = (DEFAULT_MIN_N, n + 1) if rep % 2 == 0 else (n + 1, DEFAULT_MIN_N)
                 for min_n in paths:
-                    set_min_n(min_n)
+                    set_min_n(min_n, path)
                     t0 = clock()
                     decode(n)
                     took = (clock() - t0) * 1000.0
                     key = (n, 0 if min_n == DEFAULT_MIN_N else 1)
                     best[key] = min(best.get(key, took), took)
     finally:
-        set_min_n(DEFAULT_MIN_N)
+        set_min_n(DEFAULT_MIN_N, path)
         C.llama_set_n_threads(ctx, *before)
         C.llama_batch_free(batch)
     return {n: (best[(n, 0)], best[(n, 1)]) for n in sizes}
 
 
-def _describe(min_n: Mapping[int, int], timings: Mapping[int, Timings]) -> str:
+class KernelsDisagree(RuntimeError):
+    """The two paths' logits differ: the small-batch kernel is not used."""
+
+
+def _check_agree(batched: list[float], small: list[float], path: str) -> None:
+    scale = max((abs(v) for v in batched), default=0.0)
+    worst = max((abs(a - b) for a, b in zip(batched, small, strict=True)), default=0.0)
+    if len(batched) != len(small) or worst > AGREE * max(scale, 1e-6):
+        big, little = PATHS[path]
+        raise KernelsDisagree(f"{little} and {big} disagree: logits differ by up to {worst:.4g} "
+                              f"(largest {scale:.4g})")
+
+
+def _describe(min_n: Mapping[int, int], timings: Mapping[int, Timings],
+              path: str = "sgemm") -> str:
+    big, little = PATHS[path]
     parts = []
     for t in sorted(min_n):
         shown = ", ".join(f"{n}: {s:.1f}/{d:.1f}" for n, (s, d) in sorted(timings[t].items()))
-        what = ("sgemm from 2 rows (llama.cpp's default)" if min_n[t] == DEFAULT_MIN_N
-                else f"below {min_n[t]} rows on ggml's dot products")
-        parts.append(f"{t} thread{'s' if t > 1 else ''}: {what} (sgemm/dots ms {shown})")
+        what = (f"{big} from 2 rows (llama.cpp's default)" if min_n[t] == DEFAULT_MIN_N
+                else f"below {min_n[t]} rows on {little}")
+        short = "sgemm/dots" if path == "sgemm" else "tiles/vnni"
+        parts.append(f"{t} thread{'s' if t > 1 else ''}: {what} ({short} ms {shown})")
     return "small batches measured: " + "; ".join(parts)
 
 
-def _key(path: Path, threads: tuple[int, ...]) -> str | None:
+def _key(path: Path, threads: tuple[int, ...], kernel: str = "sgemm") -> str | None:
     from bastion.llm.repack import _installed_key
 
     lib = _installed_key()
@@ -229,7 +299,8 @@ def _key(path: Path, threads: tuple[int, ...]) -> str | None:
         return None
     st = path.stat()
     counts = ",".join(str(t) for t in threads)
-    return f"{lib}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:threads={counts}"
+    return (f"{lib}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:threads={counts}"
+            + ("" if kernel == "sgemm" else f":{kernel}"))
 
 
 def _verdicts_path() -> Path | None:
@@ -242,14 +313,16 @@ def _verdicts_path() -> Path | None:
         return None  # no private folder: measure in each worker
 
 
-def _default(why: str) -> Choice:
-    return Choice({1: DEFAULT_MIN_N}, why)
+def _default(why: str, path: str = "sgemm") -> Choice:
+    return Choice({1: DEFAULT_MIN_N}, why, path=path)
 
 
 def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
            n_gpu_layers: int = 0) -> Choice:
-    """Return the minimum batch for sgemm per thread count for ``llama``, loaded from ``path``.
+    """Return the minimum batch for the batched kernel per thread count for ``llama`` (``path``).
 
+    ``amx_kernels``: its weights are repacked for llama.cpp's AMX kernels (then the AMX tiles'
+    minimum is measured, else sgemm's).
     ``threads``: the most threads a step of this worker runs on; one thread and that many are
     measured (how many a step gets follows the busy workers). The batch engine applies it
     (:meth:`Choice.apply`) whenever a step's thread count changes.
@@ -260,27 +333,33 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
     if _library() is None:
         return _default("llama.cpp's default batch kernels (this llama-cpp-python has no sgemm "
                         "gate; `make install` builds bastion's)")
+    kernel = "amx" if amx_kernels else "sgemm"
+    little = PATHS[kernel][1]
+    if amx_kernels and not amx_rows_built():
+        return _default("batches on llama.cpp's AMX kernels (weights repacked; this build has no "
+                        "multi-row VNNI kernels: `make install` builds bastion's)", kernel)
     if fixed:
         n = max(DEFAULT_MIN_N, int(fixed)) if fixed.isdigit() else DEFAULT_MIN_N
         if n == DEFAULT_MIN_N:
-            return _default(f"llama.cpp's default batch kernels ({ENV}={fixed})")
-        return Choice({1: n}, f"batches below {n} rows on ggml's dot products ({ENV}={fixed})")
-    if amx_kernels:
-        return _default("batches on llama.cpp's AMX kernels (weights repacked)")
+            return _default(f"llama.cpp's default batch kernels ({ENV}={fixed})", kernel)
+        return Choice({1: n}, f"batches below {n} rows on {little} ({ENV}={fixed})", path=kernel)
     if n_gpu_layers:
         return _default("llama.cpp's default batch kernels (GPU offload)")
     if path.stat().st_size > MAX_MODEL_BYTES:
         return _default("llama.cpp's default batch kernels (a large model: decoding is bound "
                         "by memory, a batched kernel wins)")
     counts = tuple(sorted({1, max(1, threads)}))
-    key, store = _key(path, counts), _verdicts_path()
+    key, store = _key(path, counts, kernel), _verdicts_path()
     with _LOCK, _exclusive(store):  # one measurement at a time: a pool's workers share cores
         known = read_verdicts(store).get(key or "")
-        got = _kept(known) if isinstance(known, dict) else None
+        got = _kept(known, kernel) if isinstance(known, dict) else None
         if got is None:
-            timings = {t: measure(llama, t) for t in counts}
+            try:
+                timings = {t: measure(llama, t, path=kernel) for t in counts}
+            except KernelsDisagree as exc:  # (not kept: a worker after an update measures)
+                return _default(f"llama.cpp's default batch kernels ({exc})", kernel)
             min_n = {t: decide(timings[t]) for t in counts}
-            got = Choice(min_n, _describe(min_n, timings), timings)
+            got = Choice(min_n, _describe(min_n, timings, kernel), timings, kernel)
             if key is not None and store is not None:
                 data = read_verdicts(store)
                 data[key] = {"min_n": got.summary,
@@ -312,7 +391,7 @@ def _exclusive(store: Path | None) -> Iterator[None]:
         os.close(fd)  # (releases the lock)
 
 
-def _kept(known: dict[str, Any]) -> Choice | None:
+def _kept(known: dict[str, Any], kernel: str = "sgemm") -> Choice | None:
     """Return a kept verdict, or None when it is not one (measured again then)."""
     try:
         min_n = {int(t): int(n) for t, n in dict(known["min_n"]).items()}
@@ -323,4 +402,4 @@ def _kept(known: dict[str, Any]) -> Choice | None:
     if not min_n or set(min_n) != set(timings) or not all(
             DEFAULT_MIN_N <= n <= 2 * max(SIZES) for n in min_n.values()):
         return None
-    return Choice(min_n, _describe(min_n, timings), timings)
+    return Choice(min_n, _describe(min_n, timings, kernel), timings, kernel)

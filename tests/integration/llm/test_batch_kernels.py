@@ -1,5 +1,6 @@
-"""bastion's sgemm gate in the real llama.cpp build, on the real model: it switches kernels, the
-worker measures once per CPU, build and model, keeps the verdict and applies it."""
+"""bastion's sgemm gate (and, on CPUs with AMX, its multi-row VNNI kernels) in the real llama.cpp
+build, on the real model: it switches kernels, the worker measures once per CPU, build and
+model, keeps the verdict and applies it."""
 
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ from pathlib import Path
 from llama_cpp import llama_cpp as C
 from bastion.llm import kernels
 from bastion.llm.embedded import load_llama
-llm = load_llama(Path(sys.argv[1]), n_ctx=512, n_threads=1, n_threads_batch=1, repack=False)
+path = sys.argv[2]  # "sgemm": weights in llama.cpp's layout; "amx": repacked for AMX
+llm = load_llama(Path(sys.argv[1]), n_ctx=512, n_threads=1, n_threads_batch=1,
+                 repack=path == "amx")
 ctx, mem = llm._ctx.ctx, None
 mem = C.llama_get_memory(ctx)
 batch = C.llama_batch_init(8, 0, 1)
 def logits(min_n):
-    assert kernels.set_min_n(min_n)
+    assert kernels.set_min_n(min_n, path)
     batch.n_tokens = 4
     for i in range(4):
         batch.token[i], batch.pos[i], batch.n_seq_id[i] = 1000 + 7 * i, i, 1
@@ -40,15 +43,15 @@ def logits(min_n):
     out = [C.llama_get_logits_ith(ctx, i)[j] for i in range(4) for j in range(0, 49152, 97)]
     C.llama_memory_seq_rm(mem, 0, 0, -1)
     return out
-n0 = kernels.declined()
+n0 = kernels.declined(path)
 a = logits(2)
-n1 = kernels.declined()
+n1 = kernels.declined(path)
 b = logits(5)
-n2 = kernels.declined()
+n2 = kernels.declined(path)
 a2 = logits(2)
-print(json.dumps({"same_path_same": a == a2, "declined": [n0, n1, n2, kernels.declined()],
+print(json.dumps({"same_path_same": a == a2, "declined": [n0, n1, n2, kernels.declined(path)],
                   "max_diff": max(abs(x - y) for x, y in zip(a, b)),
-                  "scale": max(abs(x) for x in a), "now": kernels.current()}))
+                  "scale": max(abs(x) for x in a), "now": kernels.current(path)}))
 """
 
 
@@ -98,19 +101,41 @@ def _q8_copy() -> Path:
 def test_the_gate_moves_small_batches_between_kernels_with_close_results() -> None:
     """The built library has the gate: with the minimum at 5, the multiplies of a 4-row batch
     go to ggml's dot products (the gate counts each one it declines), and with llama.cpp's 2
-    to sgemm again (none declined); both kernels give the same logits to within 1%."""
+    to sgemm again (none declined); both kernels give close logits (kernels.AGREE)."""
     assert kernels.current() is not None, "this llama-cpp-python lacks bastion's gate: make install"
-    done = subprocess.run([sys.executable, "-c", _SWITCH, str(_q8_copy())], capture_output=True,
+    got = _switch(_q8_copy(), "sgemm")
+    # every weight multiply of the 30 layers (7 each) and the output head went to the dot products
+    assert got["moved"] >= 7 * 30 + 1, f"the gate declined only {got['moved']} multiplies at 5"
+
+
+def test_on_amx_small_batches_move_from_the_tiles_to_the_vnni_rows_with_close_results() -> None:
+    """On a CPU with AMX, weights repacked for it: with the minimum at 5, every repacked weight
+    multiply of a 4-row batch runs on bastion's multi-row VNNI kernels (each counted), and with
+    llama.cpp's 2 on the AMX tiles again; both give close logits (kernels.AGREE). (Without AMX
+    the kernels themselves are checked bit for bit against llama.cpp's one-row kernel:
+    tests/integration/llm/test_amx_rows.py.)"""
+    from bastion.llm.embedded import shipped_model_path
+    from bastion.llm.repack import amx_kernels
+
+    if not amx_kernels(True):
+        pytest.skip("this CPU runs no AMX kernels (no AMX, or repacking was found to crash)")
+    assert kernels.amx_rows_built(), "this llama.cpp lacks bastion's AMX rows: make install"
+    got = _switch(shipped_model_path(), "amx")
+    assert got["moved"] >= 7 * 30, f"only {got['moved']} multiplies took the VNNI rows at 5"
+
+
+def _switch(model: Path, path: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", _SWITCH, str(model), path], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["same_path_same"]
     n0, n1, n2, n3 = got["declined"]
-    assert n1 == n0 and n3 == n2, "the gate declined a batch at llama.cpp's default minimum"
-    # every weight multiply of the 30 layers (7 each) and the output head went to the dot products
-    assert n2 - n1 >= 7 * 30 + 1, f"the gate declined only {n2 - n1} multiplies at minimum 5"
-    assert got["max_diff"] < 0.01 * got["scale"]
+    assert n1 == n0 and n3 == n2, "a batch left the batched kernel at llama.cpp's default minimum"
+    assert got["max_diff"] < kernels.AGREE * got["scale"]
     assert got["now"] == 2  # (the last call set llama.cpp's default back)
+    got["moved"] = n2 - n1
+    return got
 
 
 async def _answer(model: WorkerModel) -> str:
@@ -149,31 +174,32 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(cache: Path) -> None:
     (info,) = _workers_info()
-    if "AMX kernels" in info["kernels"]:
-        assert not (cache / kernels.VERDICTS).exists() and info["sgemm_min_n"] == {"1": 2}
-        return  # not measured: llama.cpp's AMX kernels multiply batches themselves
+    if "no multi-row VNNI" in info["kernels"]:
+        assert not (cache / kernels.VERDICTS).exists() and info["batch_min_n"] == {"1": 2}
+        return  # not measured: AMX kernels in a build without bastion's rows for them
     verdicts = json.loads((cache / kernels.VERDICTS).read_text())
     ((key, kept),) = verdicts.items()
     assert set(kept["timings"]) >= {"1"}  # one thread, and the most a step of it gets
     for timings in kept["timings"].values():
         assert sorted(int(n) for n in timings) == list(kernels.SIZES)
         assert all(s > 0 and d > 0 for s, d in timings.values())
-    assert info["sgemm_min_n"] == kept["min_n"] == {
+    assert info["batch_min_n"] == kept["min_n"] == {
         t: kernels.decide({int(n): tuple(v) for n, v in tm.items()})
         for t, tm in kept["timings"].items()}
-    assert "sgemm/dots ms" in info["kernels"]
+    short = {"sgemm": "sgemm/dots ms", "amx": "tiles/vnni ms"}[info["batch_kernel"]]
+    assert short in info["kernels"]
     # the next worker takes the kept verdict instead of measuring: plant another one
     kept["min_n"] = {t: 7 for t in kept["min_n"]}
     (cache / kernels.VERDICTS).write_text(json.dumps({key: kept}))
     (again,) = _workers_info()
-    assert set(again["sgemm_min_n"].values()) == {7} and "below 7 rows" in again["kernels"]
+    assert set(again["batch_min_n"].values()) == {7} and "below 7 rows" in again["kernels"]
 
 
 def test_a_fixed_minimum_in_the_environment_is_applied_without_measuring(
         cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(kernels.ENV, "6")
     (info,) = _workers_info()
-    assert info["sgemm_min_n"] == {"1": 6} and kernels.ENV in info["kernels"]
+    assert info["batch_min_n"] == {"1": 6} and kernels.ENV in info["kernels"]
     assert not (cache / kernels.VERDICTS).exists()
 
 
@@ -183,7 +209,7 @@ def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path
     infos = _workers_info(2)
     assert len(infos) == 2
     assert infos[0]["kernels"] == infos[1]["kernels"]  # measured once: the same timings
-    if "AMX kernels" not in infos[0]["kernels"]:
+    if "no multi-row VNNI" not in infos[0]["kernels"]:
         assert len(json.loads((cache / kernels.VERDICTS).read_text())) == 1
     assert (cache / "sgemm-probe.lock").stat().st_mode & 0o077 == 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bastion.llm import kernels
 from bastion.llm.kernels import DEFAULT_MIN_N, _describe, decide
 
@@ -62,15 +64,34 @@ class _FakeLib:
         return self.min_n
 
 
-def _setup(monkeypatch: Any, tmp_path: Path, timings: dict[int, tuple[float, float]]) -> Any:
-    lib = _FakeLib()
-    calls: list[int] = []
+class _FakeAmxLib(_FakeLib):
+    """The same, built for a CPU with AMX: with the knob for multi-row VNNI kernels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows_max = 1
+
+    def bastion_amx_rows_built(self) -> int:
+        return 1
+
+    def bastion_set_amx_rows_max(self, n: int) -> None:
+        self.rows_max = max(1, n)
+
+    def bastion_get_amx_rows_max(self) -> int:
+        return self.rows_max
+
+
+def _setup(monkeypatch: Any, tmp_path: Path, timings: dict[int, tuple[float, float]],
+           lib: _FakeLib | None = None) -> Any:
+    lib = lib or _FakeLib()
+    calls: list[Any] = []
     monkeypatch.setattr(kernels, "_library", lambda: lib)
-    monkeypatch.setattr(kernels, "_key", lambda path, threads: f"cpu:{path.name}:{threads}")
+    monkeypatch.setattr(kernels, "_key", lambda path, threads, kernel="sgemm":
+                        f"cpu:{path.name}:{threads}:{kernel}")
     monkeypatch.setattr(kernels, "_verdicts_path", lambda: tmp_path / kernels.VERDICTS)
 
-    def measure(llama: Any, threads: int) -> dict[int, tuple[float, float]]:
-        calls.append(threads)
+    def measure(llama: Any, threads: int, path: str = "sgemm") -> dict[int, tuple[float, float]]:
+        calls.append(threads if path == "sgemm" else (path, threads))
         return timings
 
     monkeypatch.setattr(kernels, "measure", measure)
@@ -91,11 +112,13 @@ def test_a_model_is_measured_once_and_the_verdict_kept(monkeypatch: Any, tmp_pat
     assert (tmp_path / kernels.VERDICTS).stat().st_mode & 0o077 == 0  # private
 
 
-def test_amx_gpu_and_a_fixed_minimum_are_not_measured(monkeypatch: Any, tmp_path: Path) -> None:
+def test_amx_without_vnni_rows_gpu_and_a_fixed_minimum_are_not_measured(
+        monkeypatch: Any, tmp_path: Path) -> None:
     lib, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0)})
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    assert kernels.choose(None, model, threads=2, amx_kernels=True).for_threads(1) == 2
+    amx = kernels.choose(None, model, threads=2, amx_kernels=True)  # a build without the rows
+    assert amx.for_threads(1) == 2 and amx.path == "amx" and "make install" in amx.why
     assert kernels.choose(None, model, threads=2, amx_kernels=False,
                           n_gpu_layers=10).for_threads(1) == 2
     monkeypatch.setenv(kernels.ENV, "6")
@@ -110,3 +133,43 @@ def test_without_the_gate_llama_cpp_keeps_its_default(monkeypatch: Any, tmp_path
     monkeypatch.setattr(kernels, "_library", lambda: None)
     got = kernels.choose(None, tmp_path / "m.gguf", threads=2, amx_kernels=False)
     assert got.for_threads(2) == 2 and "make install" in got.why
+
+
+def test_repacked_weights_measure_the_amx_tiles_against_the_vnni_rows(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    # the AMX Xeon's one-thread steps: tiles 16.4 ms for 2 rows; the rows kernel is what changes
+    lib = _FakeAmxLib()
+    _, calls = _setup(monkeypatch, tmp_path, {2: (16.4, 11.0), 4: (21.1, 22.0)}, lib)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    got = kernels.choose(None, model, threads=2, amx_kernels=True)
+    assert calls == [("amx", 1), ("amx", 2)] and got.path == "amx" and got.min_n == {1: 4, 2: 4}
+    assert "below 4 rows on the VNNI kernels (tiles/vnni ms 2: 16.4/11.0" in got.why
+    got.apply(1)
+    assert lib.rows_max == 3 and lib.min_n == 2  # up to 3 rows on VNNI; sgemm's gate untouched
+    # kept apart from the same model's sgemm verdict (repacking can be turned off)
+    assert kernels.choose(None, model, threads=2, amx_kernels=True) == got
+    plain = kernels.choose(None, model, threads=2, amx_kernels=False)
+    assert plain.path == "sgemm" and calls[2:] == [1, 2]
+    monkeypatch.setenv(kernels.ENV, "5")  # a fixed minimum applies to the path in use
+    fixed = kernels.choose(None, model, threads=2, amx_kernels=True)
+    fixed.apply(2)
+    assert lib.rows_max == 4 and "VNNI" in fixed.why
+
+
+def test_paths_that_disagree_keep_llama_cpps_default(monkeypatch: Any, tmp_path: Path) -> None:
+    with pytest.raises(kernels.KernelsDisagree, match="differ by up to 2.5"):
+        kernels._check_agree([10.0, -20.0, 3.0], [10.0, -20.0, 5.5], "amx")
+    kernels._check_agree([10.0, -20.0, 3.0], [10.5, -20.0, 4.9], "amx")  # within 10% of 20
+    lib = _FakeAmxLib()
+    _setup(monkeypatch, tmp_path, {}, lib)
+
+    def measure(llama: Any, threads: int, path: str = "sgemm") -> dict[int, tuple[float, float]]:
+        raise kernels.KernelsDisagree("the VNNI kernels and AMX tiles disagree")
+
+    monkeypatch.setattr(kernels, "measure", measure)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    got = kernels.choose(None, model, threads=2, amx_kernels=True)
+    assert got.for_threads(2) == 2 and "disagree" in got.why
+    assert not (tmp_path / kernels.VERDICTS).exists()  # not kept
