@@ -109,8 +109,8 @@ def decide(timings: Mapping[int, tuple[float, float]]) -> int:
     """Return the smallest batch for the batched kernel: above every size the other clearly won.
 
     ``timings`` maps a batch size to (batched ms, small-batch path ms) for one decode of that
-    many rows. Sizes between those measured follow the next larger one measured; past the largest,
-    sgemm is assumed to win again (a batched kernel's advantage grows with the batch).
+    many rows. Sizes between those measured follow the next larger one measured; past the
+    largest, the batched kernel is assumed to win again (its advantage grows with the batch).
     """
     lost = [n for n, (batched, small) in timings.items() if small <= CLEAR_WIN * batched]
     if not lost:
@@ -218,6 +218,7 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
     largest size: :class:`KernelsDisagree` where they differ by more than :data:`AGREE`.
     Restores the context's thread counts and llama.cpp's default minimum.
     """
+    import numpy as np
     from llama_cpp import llama_cpp as C
 
     ctx = llama._ctx.ctx
@@ -226,7 +227,7 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
     batch = C.llama_batch_init(max(sizes), 0, 1)
     best: dict[tuple[int, int], float] = {}
 
-    def decode(n: int, keep: bool = False) -> list[float]:
+    def decode(n: int, keep: bool = False) -> Any:
         batch.n_tokens = n
         for i in range(n):
             batch.token[i] = 1000 + i
@@ -235,7 +236,8 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
             batch.seq_id[i][0] = 0
             batch.logits[i] = True
         rc = int(C.llama_decode(ctx, batch))
-        got = list(C.llama_get_logits(ctx)[:n * llama.n_vocab()]) if keep and rc == 0 else []
+        got = (np.ctypeslib.as_array(C.llama_get_logits(ctx), shape=(n * llama.n_vocab(),)).copy()
+               if keep and rc == 0 else np.zeros(0, dtype=np.float32))
         C.llama_memory_seq_rm(mem, 0, 0, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
@@ -269,10 +271,14 @@ class KernelsDisagree(RuntimeError):
     """The two paths' logits differ: the small-batch kernel is not used."""
 
 
-def _check_agree(batched: list[float], small: list[float], path: str) -> None:
-    scale = max((abs(v) for v in batched), default=0.0)
-    worst = max((abs(a - b) for a, b in zip(batched, small, strict=True)), default=0.0)
-    if len(batched) != len(small) or worst > AGREE * max(scale, 1e-6):
+def _check_agree(batched: Any, small: Any, path: str) -> None:
+    """Raise :class:`KernelsDisagree` unless two paths' logits (float arrays) are close."""
+    import numpy as np
+
+    a, b = np.asarray(batched, dtype=np.float64), np.asarray(small, dtype=np.float64)
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    worst = float(np.abs(a - b).max()) if a.size and a.shape == b.shape else float("inf")
+    if not a.size or not np.isfinite(worst) or worst > AGREE * max(scale, 1e-6):
         big, little = PATHS[path]
         raise KernelsDisagree(f"{little} and {big} disagree: logits differ by up to {worst:.4g} "
                               f"(largest {scale:.4g})")

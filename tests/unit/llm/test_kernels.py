@@ -161,6 +161,9 @@ def test_paths_that_disagree_keep_llama_cpps_default(monkeypatch: Any, tmp_path:
     with pytest.raises(kernels.KernelsDisagree, match="differ by up to 2.5"):
         kernels._check_agree([10.0, -20.0, 3.0], [10.0, -20.0, 5.5], "amx")
     kernels._check_agree([10.0, -20.0, 3.0], [10.5, -20.0, 4.9], "amx")  # within 10% of 20
+    for bad in ([10.0, -20.0], [10.0, -20.0, float("nan")]):  # a row short; not a number
+        with pytest.raises(kernels.KernelsDisagree):
+            kernels._check_agree([10.0, -20.0, 3.0], bad, "sgemm")
     lib = _FakeAmxLib()
     _setup(monkeypatch, tmp_path, {}, lib)
 
