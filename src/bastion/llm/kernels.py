@@ -58,6 +58,12 @@ DEFAULT_MIN_N = 2  # llama.cpp's own: a single row never goes to sgemm
 #: the dot products must take at most this share of sgemm's time for a size to leave sgemm
 #: (their real wins at 2-4 rows on one thread are 0.5-0.6; at 8 rows a noisy 0.85-0.95)
 CLEAR_WIN = 0.8
+#: a path's time from one size measured to the next (twice the rows) must stay within these
+#: shares, else another process took the cores while it was measured: more rows never take much
+#: less time, nor more than proportionally more (quiet runs: 0.97-1.9x per doubling; AMX tiles,
+#: which pad to 32 rows, about flat). Measured under a test run, one 2-thread set went 33.9,
+#: 23.1, 37.8, 191.3 ms and would have sent every batch below 32 rows to the dot products.
+PLAUSIBLE = (0.85, 2.5)
 MAX_MODEL_BYTES = 1 << 30
 #: both paths' logits (16 rows) must agree to this share of the largest logit, else the default
 #: stays. Two right kernels differ by rounding, grown through the layers: sgemm and the dot
@@ -267,6 +273,18 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
     return {n: (best[(n, 0)], best[(n, 1)]) for n in sizes}
 
 
+def plausible(timings: Mapping[int, tuple[float, float]]) -> bool:
+    """Whether one thread count's timings look undisturbed (:data:`PLAUSIBLE`, both paths)."""
+    low, high = PLAUSIBLE
+    sizes = sorted(timings)
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        for path in (0, 1):
+            before, after = timings[a][path], timings[b][path]
+            if not low * before <= after <= high * (b / a) / 2 * before:
+                return False
+    return True
+
+
 class KernelsDisagree(RuntimeError):
     """The two paths' logits differ: the small-batch kernel is not used."""
 
@@ -362,8 +380,14 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
         if got is None:
             try:
                 timings = {t: measure(llama, t, path=kernel) for t in counts}
+                if not all(plausible(tm) for tm in timings.values()):  # once more
+                    timings = {t: measure(llama, t, path=kernel) for t in counts}
             except KernelsDisagree as exc:  # (not kept: a worker after an update measures)
                 return _default(f"llama.cpp's default batch kernels ({exc})", kernel)
+            if not all(plausible(tm) for tm in timings.values()):  # (not kept either)
+                return _default("llama.cpp's default batch kernels (the CPU was busy while they "
+                                "were timed, twice; they are timed again at the next start)",
+                                kernel)
             min_n = {t: decide(timings[t]) for t in counts}
             got = Choice(min_n, _describe(min_n, timings, kernel), timings, kernel)
             if key is not None and store is not None:

@@ -162,6 +162,17 @@ def _workers_info(workers: int = 1) -> list[dict[str, Any]]:
         model.close()
 
 
+def _measured_info(workers: int = 1, tries: int = 3) -> list[dict[str, Any]]:
+    """:func:`_workers_info` where the workers' timings were believed: a worker that found the
+    CPU busy while timing (another test's process on the cores) keeps nothing and says so."""
+    for _ in range(tries):
+        infos = _workers_info(workers)
+        if not any("CPU was busy" in info["kernels"] for info in infos):
+            return infos
+    pytest.skip(f"the CPU stayed busy while the kernels were timed ({tries} starts); as designed "
+                "nothing was kept (the rule itself: tests/unit/llm/test_kernels.py)")
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private model cache of this test's own, and no fixed minimum: the worker measures."""
@@ -173,7 +184,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_worker_measures_once_keeps_the_verdict_and_applies_it(cache: Path) -> None:
-    (info,) = _workers_info()
+    (info,) = _measured_info()
     if "no multi-row VNNI" in info["kernels"]:
         assert not (cache / kernels.VERDICTS).exists() and info["batch_min_n"] == {"1": 2}
         return  # not measured: AMX kernels in a build without bastion's rows for them
@@ -206,7 +217,7 @@ def test_a_fixed_minimum_in_the_environment_is_applied_without_measuring(
 def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path) -> None:
     """Two workers starting together on shared cores must not time each other's measurement:
     the second waits for the first's lock, then takes its verdict (the same figures)."""
-    infos = _workers_info(2)
+    infos = _measured_info(2)
     assert len(infos) == 2
     assert infos[0]["kernels"] == infos[1]["kernels"]  # measured once: the same timings
     if "no multi-row VNNI" not in infos[0]["kernels"]:

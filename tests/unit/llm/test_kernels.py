@@ -176,3 +176,33 @@ def test_paths_that_disagree_keep_llama_cpps_default(monkeypatch: Any, tmp_path:
     got = kernels.choose(None, model, threads=2, amx_kernels=True)
     assert got.for_threads(2) == 2 and "disagree" in got.why
     assert not (tmp_path / kernels.VERDICTS).exists()  # not kept
+
+
+def test_timings_taken_while_another_process_held_the_cores_are_not_believed() -> None:
+    quiet = {2: (16.3, 13.6), 4: (18.8, 19.7), 8: (24.7, 31.4), 16: (38.3, 55.7)}  # Zen 4
+    zen5 = {2: (23.6, 11.5), 4: (34.0, 20.4), 8: (40.7, 35.9), 16: (48.5, 68.6)}
+    tiles = {2: (16.4, 11.4), 4: (16.0, 20.1)}  # AMX tiles pad to 32 rows: about flat
+    assert kernels.plausible(quiet) and kernels.plausible(zen5) and kernels.plausible(tiles)
+    # `bastion doctor` during a test run: 2 rows slower than 4, then 16 rows 5x 8 rows
+    busy = {2: (33.9, 31.6), 4: (23.1, 77.1), 8: (37.8, 43.9), 16: (191.3, 81.3)}
+    assert not kernels.plausible(busy)
+    assert not kernels.plausible({8: (40.0, 50.0), 16: (101.0, 60.0)})  # > 2.5x per doubling
+
+
+def test_a_busy_measurement_is_taken_again_once_then_the_default_is_used_and_not_kept(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    busy = {2: (33.9, 31.6), 4: (23.1, 77.1), 8: (37.8, 43.9), 16: (191.3, 81.3)}
+    quiet = {2: (27.6, 18.2), 4: (33.4, 31.5), 8: (45.8, 56.5), 16: (69.7, 103.4)}
+    runs = [busy, busy, quiet, quiet, busy, busy, busy, busy]
+    lib, calls = _setup(monkeypatch, tmp_path, {})
+    monkeypatch.setattr(kernels, "measure", lambda llama, threads, path="sgemm": (
+        calls.append(threads), runs.pop(0))[1])
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    got = kernels.choose(None, model, threads=2, amx_kernels=False)  # busy, then quiet: kept
+    assert calls == [1, 2, 1, 2] and got.min_n == {1: 4, 2: 4}
+    assert (tmp_path / kernels.VERDICTS).exists()
+    (tmp_path / kernels.VERDICTS).unlink()
+    again = kernels.choose(None, model, threads=2, amx_kernels=False)  # busy twice: the default
+    assert len(calls) == 8 and again.for_threads(1) == again.for_threads(2) == 2
+    assert "busy" in again.why and not (tmp_path / kernels.VERDICTS).exists()
