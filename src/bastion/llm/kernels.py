@@ -60,9 +60,10 @@ DEFAULT_MIN_N = 2  # llama.cpp's own: a single row never goes to sgemm
 CLEAR_WIN = 0.8
 #: a path's time from one size measured to the next (twice the rows) must stay within these
 #: shares, else another process took the cores while it was measured: more rows never take much
-#: less time, nor more than proportionally more (quiet runs: 0.97-1.9x per doubling; AMX tiles,
-#: which pad to 32 rows, about flat). Measured under a test run, one 2-thread set went 33.9,
-#: 23.1, 37.8, 191.3 ms and would have sent every batch below 32 rows to the dot products.
+#: less time, nor more than proportionally more (quiet runs: 1.15-1.91x per doubling; the AMX
+#: tiles, which pad to 32 rows, 1.29x from 2 to 4). Measured under a test run, one 2-thread set
+#: went 33.9, 23.1, 37.8, 191.3 ms and would have sent every batch below 32 rows to the dot
+#: products.
 PLAUSIBLE = (0.85, 2.5)
 MAX_MODEL_BYTES = 1 << 30
 #: both paths' logits (16 rows) must agree to this share of the largest logit, else the default

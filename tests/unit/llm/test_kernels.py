@@ -181,7 +181,7 @@ def test_paths_that_disagree_keep_llama_cpps_default(monkeypatch: Any, tmp_path:
 def test_timings_taken_while_another_process_held_the_cores_are_not_believed() -> None:
     quiet = {2: (16.3, 13.6), 4: (18.8, 19.7), 8: (24.7, 31.4), 16: (38.3, 55.7)}  # Zen 4
     zen5 = {2: (23.6, 11.5), 4: (34.0, 20.4), 8: (40.7, 35.9), 16: (48.5, 68.6)}
-    tiles = {2: (16.4, 11.4), 4: (16.0, 20.1)}  # AMX tiles pad to 32 rows: about flat
+    tiles = {2: (16.4, 11.4), 4: (16.0, 20.1)}  # a kernel padding to 32 rows can be about flat
     assert kernels.plausible(quiet) and kernels.plausible(zen5) and kernels.plausible(tiles)
     # `bastion doctor` during a test run: 2 rows slower than 4, then 16 rows 5x 8 rows
     busy = {2: (33.9, 31.6), 4: (23.1, 77.1), 8: (37.8, 43.9), 16: (191.3, 81.3)}
