@@ -63,16 +63,17 @@ def _load(spec: dict[str, Any]) -> Any:
 
 def _batch_kernels(eng: Any, spec: dict[str, Any]) -> Choice:
     """Choose, for this CPU and model, which kernel multiplies small batches (measured once)."""
-    from bastion.llm.kernels import Choice, choose
+    from bastion.llm.kernels import choose, default
     from bastion.llm.repack import amx_kernels
 
     most = max(int(spec.get("cores") or 0), int(eng.llm.n_threads), int(eng.llm.n_threads_batch))
+    amx = amx_kernels(bool(spec.get("repack", True)))
     try:
-        return choose(eng.llm, Path(spec["path"]), threads=most,
-                      amx_kernels=amx_kernels(bool(spec.get("repack", True))),
+        return choose(eng.llm, Path(spec["path"]), threads=most, amx_kernels=amx,
                       n_gpu_layers=int(spec.get("n_gpu_layers", 0)))
     except (RuntimeError, OSError, ValueError) as exc:  # not measured: llama.cpp's default
-        return Choice({1: 2}, f"llama.cpp's default batch kernels (not measured: {exc})")
+        return default(f"llama.cpp's default batch kernels (not measured: {exc})",
+                       "amx" if amx else "sgemm")
 
 
 def _thread_plan(

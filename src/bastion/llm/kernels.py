@@ -180,24 +180,40 @@ def _loaded(prefix: str) -> str | None:
     return None
 
 
-def current(path: str = "sgemm") -> int | None:
-    """Return the minimum batch for ``path``'s batched kernel here (None: no gate for it)."""
+@dataclass(frozen=True)
+class _Knob:
+    """One path's gate in the library, in minimum-batch terms.
+
+    (The AMX knob counts the rows that stay on VNNI: a minimum of n is n - 1 of them.)
+    """
+
+    set: Callable[[int], None]
+    get: Callable[[], int]
+    moved: Callable[[], int]  # multiplies of 2+ rows sent off the batched kernel so far
+
+
+def _knob(path: str) -> _Knob | None:
     lib = _library()
     if lib is None or (path == "amx" and not amx_rows_built()):
         return None
     if path == "amx":
-        return int(lib.bastion_get_amx_rows_max()) + 1
-    return int(lib.bastion_get_sgemm_min_n())
+        return _Knob(lambda n: lib.bastion_set_amx_rows_max(n - 1),
+                     lambda: int(lib.bastion_get_amx_rows_max()) + 1,
+                     lambda: int(lib.bastion_get_amx_rows_steps()))
+    return _Knob(lib.bastion_set_sgemm_min_n, lambda: int(lib.bastion_get_sgemm_min_n()),
+                 lambda: int(lib.bastion_get_sgemm_declined()))
+
+
+def current(path: str = "sgemm") -> int | None:
+    """Return the minimum batch for ``path``'s batched kernel here (None: no gate for it)."""
+    knob = _knob(path)
+    return None if knob is None else knob.get()
 
 
 def declined(path: str = "sgemm") -> int | None:
     """Return how many multiplies of 2+ rows left ``path``'s batched kernel in this process."""
-    lib = _library()
-    if lib is None or (path == "amx" and not amx_rows_built()):
-        return None
-    if path == "amx":
-        return int(lib.bastion_get_amx_rows_steps())
-    return int(lib.bastion_get_sgemm_declined())
+    knob = _knob(path)
+    return None if knob is None else knob.moved()
 
 
 def set_min_n(n: int, path: str = "sgemm") -> bool:
@@ -205,13 +221,10 @@ def set_min_n(n: int, path: str = "sgemm") -> bool:
 
     False: this build has no gate for that path.
     """
-    lib = _library()
-    if lib is None or (path == "amx" and not amx_rows_built()):
+    knob = _knob(path)
+    if knob is None:
         return False
-    if path == "amx":
-        lib.bastion_set_amx_rows_max(int(n) - 1)
-    else:
-        lib.bastion_set_sgemm_min_n(int(n))
+    knob.set(int(n))
     return True
 
 
@@ -221,18 +234,56 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
     """Time one decode of each size through ``path``'s batched kernel and its small-batch one.
 
     Uses sequence 0 of ``llama``'s context (cleared before and after), logits for every row
-    (as a decode step of several sequences needs). First compares both paths' logits for the
-    largest size: :class:`KernelsDisagree` where they differ by more than :data:`AGREE`.
-    Restores the context's thread counts and llama.cpp's default minimum.
+    (as a decode step of several sequences needs). Restores the context's thread counts and
+    llama.cpp's default minimum.
+    """
+    from llama_cpp import llama_cpp as C
+
+    before = (int(llama.n_threads), int(llama.n_threads_batch))
+    best: dict[tuple[int, int], float] = {}
+    with _decoder(llama, max(sizes), path) as decode:
+        try:
+            C.llama_set_n_threads(llama._ctx.ctx, threads, threads)
+            decode(max(sizes))  # compute buffers are sized and allocated on the first decode
+            for rep in range(reps):
+                for n in sizes:
+                    paths = (DEFAULT_MIN_N, n + 1) if rep % 2 == 0 else (n + 1, DEFAULT_MIN_N)
+                    for min_n in paths:
+                        set_min_n(min_n, path)
+                        t0 = clock()
+                        decode(n)
+                        took = (clock() - t0) * 1000.0
+                        key = (n, 0 if min_n == DEFAULT_MIN_N else 1)
+                        best[key] = min(best.get(key, took), took)
+        finally:
+            C.llama_set_n_threads(llama._ctx.ctx, *before)
+    return {n: (best[(n, 0)], best[(n, 1)]) for n in sizes}
+
+
+def check_agree(llama: Any, path: str, rows: int = max(SIZES)) -> None:
+    """Decode ``rows`` rows through both of ``path``'s kernels and compare all their logits.
+
+    :class:`KernelsDisagree` where they differ by more than :data:`AGREE` of the largest.
+    """
+    with _decoder(llama, rows, path) as decode:
+        batched = decode(rows, keep=True)
+        set_min_n(rows + 1, path)
+        _compare(batched, decode(rows, keep=True), path)
+
+
+@contextlib.contextmanager
+def _decoder(llama: Any, most: int, path: str) -> Iterator[Callable[..., Any]]:
+    """Yield ``decode(n, keep=False)``: one decode of ``n`` (at most ``most``) rows.
+
+    In sequence 0 of ``llama``'s context (cleared before and after), logits for every row; with
+    ``keep``, it returns those logits. ``path``'s minimum is llama.cpp's default before and after.
     """
     import numpy as np
     from llama_cpp import llama_cpp as C
 
     ctx = llama._ctx.ctx
     mem = C.llama_get_memory(ctx)
-    before = (int(llama.n_threads), int(llama.n_threads_batch))
-    batch = C.llama_batch_init(max(sizes), 0, 1)
-    best: dict[tuple[int, int], float] = {}
+    batch = C.llama_batch_init(most, 0, 1)
 
     def decode(n: int, keep: bool = False) -> Any:
         batch.n_tokens = n
@@ -244,7 +295,7 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
             batch.logits[i] = True
         rc = int(C.llama_decode(ctx, batch))
         got = (np.ctypeslib.as_array(C.llama_get_logits(ctx), shape=(n * llama.n_vocab(),)).copy()
-               if keep and rc == 0 else np.zeros(0, dtype=np.float32))
+               if keep and rc == 0 else None)
         C.llama_memory_seq_rm(mem, 0, 0, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
@@ -252,26 +303,11 @@ def measure(llama: Any, threads: int = 1, sizes: tuple[int, ...] = SIZES, reps: 
 
     try:
         C.llama_memory_seq_rm(mem, 0, 0, -1)
-        C.llama_set_n_threads(ctx, threads, threads)
         set_min_n(DEFAULT_MIN_N, path)
-        batched = decode(max(sizes), keep=True)  # (the first decode also sizes the buffers)
-        set_min_n(max(sizes) + 1, path)
-        _check_agree(batched, decode(max(sizes), keep=True), path)
-        for rep in range(reps):
-            for n in sizes:
-                paths = (DEFAULT_MIN_N, n + 1) if rep % 2 == 0 else (n + 1, DEFAULT_MIN_N)
-                for min_n in paths:
-                    set_min_n(min_n, path)
-                    t0 = clock()
-                    decode(n)
-                    took = (clock() - t0) * 1000.0
-                    key = (n, 0 if min_n == DEFAULT_MIN_N else 1)
-                    best[key] = min(best.get(key, took), took)
+        yield decode
     finally:
         set_min_n(DEFAULT_MIN_N, path)
-        C.llama_set_n_threads(ctx, *before)
         C.llama_batch_free(batch)
-    return {n: (best[(n, 0)], best[(n, 1)]) for n in sizes}
 
 
 def plausible(timings: Mapping[int, tuple[float, float]]) -> bool:
@@ -290,7 +326,7 @@ class KernelsDisagree(RuntimeError):
     """The two paths' logits differ: the small-batch kernel is not used."""
 
 
-def _check_agree(batched: Any, small: Any, path: str) -> None:
+def _compare(batched: Any, small: Any, path: str) -> None:
     """Raise :class:`KernelsDisagree` unless two paths' logits (float arrays) are close."""
     import numpy as np
 
@@ -338,7 +374,8 @@ def _verdicts_path() -> Path | None:
         return None  # no private folder: measure in each worker
 
 
-def _default(why: str, path: str = "sgemm") -> Choice:
+def default(why: str, path: str = "sgemm") -> Choice:
+    """llama.cpp's own choice (a minimum of 2 on every thread count) for ``path``, and why."""
     return Choice({1: DEFAULT_MIN_N}, why, path=path)
 
 
@@ -356,23 +393,23 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
 
     fixed = os.environ.get(ENV, "").strip()
     if _library() is None:
-        return _default("llama.cpp's default batch kernels (this llama-cpp-python has no sgemm "
-                        "gate; `make install` builds bastion's)")
+        return default("llama.cpp's default batch kernels (this llama-cpp-python has no sgemm "
+                       "gate; `make install` builds bastion's)")
     kernel = "amx" if amx_kernels else "sgemm"
     little = PATHS[kernel][1]
     if amx_kernels and not amx_rows_built():
-        return _default("batches on llama.cpp's AMX kernels (weights repacked; this build has no "
-                        "multi-row VNNI kernels: `make install` builds bastion's)", kernel)
+        return default("batches on llama.cpp's AMX kernels (weights repacked; this build has no "
+                       "multi-row VNNI kernels: `make install` builds bastion's)", kernel)
     if fixed:
         n = max(DEFAULT_MIN_N, int(fixed)) if fixed.isdigit() else DEFAULT_MIN_N
         if n == DEFAULT_MIN_N:
-            return _default(f"llama.cpp's default batch kernels ({ENV}={fixed})", kernel)
+            return default(f"llama.cpp's default batch kernels ({ENV}={fixed})", kernel)
         return Choice({1: n}, f"batches below {n} rows on {little} ({ENV}={fixed})", path=kernel)
     if n_gpu_layers:
-        return _default("llama.cpp's default batch kernels (GPU offload)")
+        return default("llama.cpp's default batch kernels (GPU offload)", kernel)
     if path.stat().st_size > MAX_MODEL_BYTES:
-        return _default("llama.cpp's default batch kernels (a large model: decoding is bound "
-                        "by memory, a batched kernel wins)")
+        return default("llama.cpp's default batch kernels (a large model: decoding is bound "
+                       "by memory, a batched kernel wins)", kernel)
     counts = tuple(sorted({1, max(1, threads)}))
     key, store = _key(path, counts, kernel), _verdicts_path()
     with _LOCK, _exclusive(store):  # one measurement at a time: a pool's workers share cores
@@ -380,15 +417,16 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
         got = _kept(known, kernel) if isinstance(known, dict) else None
         if got is None:
             try:
+                check_agree(llama, kernel)
                 timings = {t: measure(llama, t, path=kernel) for t in counts}
                 if not all(plausible(tm) for tm in timings.values()):  # once more
                     timings = {t: measure(llama, t, path=kernel) for t in counts}
             except KernelsDisagree as exc:  # (not kept: a worker after an update measures)
-                return _default(f"llama.cpp's default batch kernels ({exc})", kernel)
+                return default(f"llama.cpp's default batch kernels ({exc})", kernel)
             if not all(plausible(tm) for tm in timings.values()):  # (not kept either)
-                return _default("llama.cpp's default batch kernels (the CPU was busy while they "
-                                "were timed, twice; they are timed again at the next start)",
-                                kernel)
+                return default("llama.cpp's default batch kernels (the CPU was busy while they "
+                               "were timed, twice; they are timed again at the next start)",
+                               kernel)
             min_n = {t: decide(timings[t]) for t in counts}
             got = Choice(min_n, _describe(min_n, timings, kernel), timings, kernel)
             if key is not None and store is not None:

@@ -10,6 +10,8 @@ import pytest
 from bastion.llm import kernels
 from bastion.llm.kernels import DEFAULT_MIN_N, _describe, decide
 
+AGREE = ("agree", "sgemm")  # a call of the logits check, as _setup records it
+
 
 def test_sgemm_keeps_every_batch_where_it_is_as_fast() -> None:
     # an Intel Xeon's Q8_0 copy: tinyBLAS wins everywhere (llama.cpp's default stays)
@@ -94,7 +96,11 @@ def _setup(monkeypatch: Any, tmp_path: Path, timings: dict[int, tuple[float, flo
         calls.append(threads if path == "sgemm" else (path, threads))
         return timings
 
+    def check_agree(llama: Any, path: str) -> None:
+        calls.append(("agree", path))
+
     monkeypatch.setattr(kernels, "measure", measure)
+    monkeypatch.setattr(kernels, "check_agree", check_agree)
     monkeypatch.delenv(kernels.ENV, raising=False)
     return lib, calls
 
@@ -104,11 +110,12 @@ def test_a_model_is_measured_once_and_the_verdict_kept(monkeypatch: Any, tmp_pat
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     first = kernels.choose(None, model, threads=2, amx_kernels=False)
-    assert first.min_n == {1: 8, 2: 8} and calls == [1, 2]  # one thread, and the most a step gets
+    # logits compared once, then one thread and the most a step gets timed
+    assert first.min_n == {1: 8, 2: 8} and calls == [AGREE, 1, 2]
     again = kernels.choose(None, model, threads=2, amx_kernels=False)  # another worker: kept
-    assert again == first and calls == [1, 2]
+    assert again == first and calls == [AGREE, 1, 2]
     kernels.choose(None, model, threads=1, amx_kernels=False)  # other thread counts: measured
-    assert calls == [1, 2, 1]
+    assert calls == [AGREE, 1, 2, AGREE, 1]
     assert (tmp_path / kernels.VERDICTS).stat().st_mode & 0o077 == 0  # private
 
 
@@ -143,14 +150,15 @@ def test_repacked_weights_measure_the_amx_tiles_against_the_vnni_rows(
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     got = kernels.choose(None, model, threads=2, amx_kernels=True)
-    assert calls == [("amx", 1), ("amx", 2)] and got.path == "amx" and got.min_n == {1: 4, 2: 4}
+    assert calls == [("agree", "amx"), ("amx", 1), ("amx", 2)]
+    assert got.path == "amx" and got.min_n == {1: 4, 2: 4}
     assert "below 4 rows on the VNNI kernels (tiles/vnni ms 2: 16.4/11.0" in got.why
     got.apply(1)
     assert lib.rows_max == 3 and lib.min_n == 2  # up to 3 rows on VNNI; sgemm's gate untouched
     # kept apart from the same model's sgemm verdict (repacking can be turned off)
     assert kernels.choose(None, model, threads=2, amx_kernels=True) == got
     plain = kernels.choose(None, model, threads=2, amx_kernels=False)
-    assert plain.path == "sgemm" and calls[2:] == [1, 2]
+    assert plain.path == "sgemm" and calls[3:] == [AGREE, 1, 2]
     monkeypatch.setenv(kernels.ENV, "5")  # a fixed minimum applies to the path in use
     fixed = kernels.choose(None, model, threads=2, amx_kernels=True)
     fixed.apply(2)
@@ -159,22 +167,23 @@ def test_repacked_weights_measure_the_amx_tiles_against_the_vnni_rows(
 
 def test_paths_that_disagree_keep_llama_cpps_default(monkeypatch: Any, tmp_path: Path) -> None:
     with pytest.raises(kernels.KernelsDisagree, match="differ by up to 2.5"):
-        kernels._check_agree([10.0, -20.0, 3.0], [10.0, -20.0, 5.5], "amx")
-    kernels._check_agree([10.0, -20.0, 3.0], [10.5, -20.0, 4.9], "amx")  # within 10% of 20
+        kernels._compare([10.0, -20.0, 3.0], [10.0, -20.0, 5.5], "amx")
+    kernels._compare([10.0, -20.0, 3.0], [10.5, -20.0, 4.9], "amx")  # within 10% of 20
     for bad in ([10.0, -20.0], [10.0, -20.0, float("nan")]):  # a row short; not a number
         with pytest.raises(kernels.KernelsDisagree):
-            kernels._check_agree([10.0, -20.0, 3.0], bad, "sgemm")
+            kernels._compare([10.0, -20.0, 3.0], bad, "sgemm")
     lib = _FakeAmxLib()
-    _setup(monkeypatch, tmp_path, {}, lib)
+    _, calls = _setup(monkeypatch, tmp_path, {}, lib)
 
-    def measure(llama: Any, threads: int, path: str = "sgemm") -> dict[int, tuple[float, float]]:
+    def check_agree(llama: Any, path: str) -> None:
         raise kernels.KernelsDisagree("the VNNI kernels and AMX tiles disagree")
 
-    monkeypatch.setattr(kernels, "measure", measure)
+    monkeypatch.setattr(kernels, "check_agree", check_agree)
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     got = kernels.choose(None, model, threads=2, amx_kernels=True)
-    assert got.for_threads(2) == 2 and "disagree" in got.why
+    assert got.for_threads(2) == 2 and "disagree" in got.why and got.path == "amx"
+    assert calls == []  # nothing timed
     assert not (tmp_path / kernels.VERDICTS).exists()  # not kept
 
 
@@ -200,9 +209,9 @@ def test_a_busy_measurement_is_taken_again_once_then_the_default_is_used_and_not
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     got = kernels.choose(None, model, threads=2, amx_kernels=False)  # busy, then quiet: kept
-    assert calls == [1, 2, 1, 2] and got.min_n == {1: 4, 2: 4}
+    assert calls == [AGREE, 1, 2, 1, 2] and got.min_n == {1: 4, 2: 4}  # (compared once)
     assert (tmp_path / kernels.VERDICTS).exists()
     (tmp_path / kernels.VERDICTS).unlink()
     again = kernels.choose(None, model, threads=2, amx_kernels=False)  # busy twice: the default
-    assert len(calls) == 8 and again.for_threads(1) == again.for_threads(2) == 2
+    assert len(calls) == 10 and again.for_threads(1) == again.for_threads(2) == 2
     assert "busy" in again.why and not (tmp_path / kernels.VERDICTS).exists()
