@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds llama-cpp-python once per machine with bastion's AMX fix (amx_tile_config_fix.h, next to
-# this script), its sgemm gate (sgemm_gate.h, into the C files) and its multi-row VNNI kernels
-# for AMX CPUs (amx_small_batch.patch, applied to the sdist's llama.cpp; bastion.llm.kernels sets
-# both), and installs that wheel into PYTHON's environment unless it is there already.
-# The wheel's folder is named after the three files' hash, so pip's own cache (a wheel built
+# this script), its sgemm gate (sgemm_gate.h, into the C files), and the patches beside it,
+# applied to the sdist's llama.cpp in name order: multi-row VNNI kernels for AMX CPUs
+# (amx_small_batch.patch) and two-row dot products on x86 (two_row_dots.patch);
+# bastion.llm.kernels sets their knobs. It installs that wheel into PYTHON's environment unless
+# it is there already. The wheel's folder is named after these files' hash, so pip's own cache (a wheel built
 # without them, keyed by the sdist's address alone) is never taken for it; a venv that holds
 # another build of the same version (pip would call it satisfied) gets this one. The patched
 # kernels' sources are kept beside the wheel for tests/integration/llm/test_amx_rows.py.
@@ -12,7 +13,8 @@ set -euo pipefail
 PY="${1:-.venv/bin/python}"
 VERSION=0.3.36
 here="$(cd "$(dirname "$0")" && pwd)"
-key="$( (cat "$here/amx_tile_config_fix.h" "$here/sgemm_gate.h" "$here/amx_small_batch.patch"
+patches=("$here"/*.patch)
+key="$( (cat "$here/amx_tile_config_fix.h" "$here/sgemm_gate.h" "${patches[@]}"
          echo "$VERSION ${CMAKE_ARGS:-}") | sha256sum | cut -c1-16)"
 root="${BASTION_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bastion/wheels}"
 dir="$root/llama-cpp-python-$VERSION-$key"
@@ -22,15 +24,17 @@ if ! ls "$dir"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   trap 'rm -rf "$tmp"' EXIT
   cp "$here/amx_tile_config_fix.h" "$tmp/fix.h"  # paths without spaces for CMAKE_ARGS
   cp "$here/sgemm_gate.h" "$tmp/gate.h"
-  echo "building llama-cpp-python $VERSION with bastion's AMX fix, sgemm gate and AMX rows (once per machine, ~5-8 min on 2 cores)" >&2
+  echo "building llama-cpp-python $VERSION with bastion's AMX fix, sgemm gate, AMX rows and two-row dots (once per machine, ~5-8 min on 2 cores)" >&2
   "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp/sdist" >&2
   mkdir "$tmp/src" && tar xzf "$tmp"/sdist/llama_cpp_python-"$VERSION".tar.gz -C "$tmp/src"
   src="$tmp/src/llama_cpp_python-$VERSION"
-  if command -v patch >/dev/null 2>&1; then
-    patch -s -p1 --forward -d "$src" < "$here/amx_small_batch.patch"
-  else
-    (cd "$src" && git apply -p1 "$here/amx_small_batch.patch")
-  fi
+  for p in "${patches[@]}"; do
+    if command -v patch >/dev/null 2>&1; then
+      patch -s -p1 --forward -d "$src" < "$p"
+    else
+      (cd "$src" && git apply -p1 "$p")
+    fi
+  done
   CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CXX_FLAGS=\"-include $tmp/fix.h\" -DCMAKE_C_FLAGS=\"-include $tmp/gate.h\"" \
     "$PY" -m pip wheel -q --no-deps --no-cache-dir "$src" -w "$tmp/out" >&2
   ggml="$src/vendor/llama.cpp/ggml"

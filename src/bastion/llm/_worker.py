@@ -185,6 +185,7 @@ def main() -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
     kernels = _batch_kernels(eng, spec)
     from bastion.llm._batch import BatchEngine
+    from bastion.llm.kernels import dot_rows
 
     slots = max(1, int(spec.get("slots", 1)))
     threads, busy, done = _thread_plan(spec)
@@ -196,7 +197,7 @@ def main() -> None:
               "n_threads_batch": int(eng.llm.n_threads_batch),
               "cores": int(spec.get("cores") or 0),
               "batch_min_n": kernels.summary, "batch_kernel": kernels.path,
-              "kernels": kernels.why})
+              "dot_rows": dot_rows(), "kernels": kernels.why})
     def heartbeat() -> None:
         last = -1
         while True:

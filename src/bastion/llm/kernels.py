@@ -29,6 +29,13 @@ build adds multi-row VNNI kernels (``scripts/llama-cpp/amx_small_batch.patch``: 
 bit-identical to a one-row step, the weights loaded and unpacked once for all rows) and a knob
 for how many rows take them; :func:`choose` measures it the same way (``path="amx"``).
 
+The dot products themselves are bastion's on x86 with AVX2 (``scripts/llama-cpp/
+two_row_dots.patch``): for Q4_0, Q4_1 and Q8_0 weights, two weight rows times two batch rows per
+call, as llama.cpp's ARM i8mm kernels do, each result bit-identical to a one-row call. On one
+thread of the AMD EPYC (Zen 4), 2 rows cost 0.60-0.67x of two one-row calls in the kernels
+alone, which is what a step of two sequences pays on the dot products. ``BASTION_DOT_ROWS=1``
+(:data:`DOT_ENV`) restores llama.cpp's one row per call, for an A/B comparison.
+
 Before a measured choice is used, both paths' logits for the largest batch are compared
 (:data:`AGREE`); where they disagree, llama.cpp's default is kept. Not measured, llama.cpp's
 default kept: GPU offload, models over :data:`MAX_MODEL_BYTES` (decoding them is bound by memory
@@ -72,6 +79,7 @@ MAX_MODEL_BYTES = 1 << 30
 AGREE = 0.1
 VERDICTS = "sgemm-probe.json"
 ENV = "BASTION_SGEMM_MIN_N"
+DOT_ENV = "BASTION_DOT_ROWS"  # "1": the dot products take one batch row per call (llama.cpp's)
 _LOCK = threading.Lock()
 
 Timings = Mapping[int, tuple[float, float]]  # batch size -> (batched ms, small-batch path ms)
@@ -157,7 +165,52 @@ def _library() -> Any | None:
         lib.bastion_get_amx_rows_max.restype = ctypes.c_int
         lib.bastion_get_amx_rows_steps.argtypes = []
         lib.bastion_get_amx_rows_steps.restype = ctypes.c_long
+    with contextlib.suppress(AttributeError):  # (a build before the two-row dot products)
+        lib.bastion_dot2_built.argtypes, lib.bastion_dot2_built.restype = [], ctypes.c_int
+        lib.bastion_set_dot_rows.argtypes, lib.bastion_set_dot_rows.restype = [ctypes.c_int], None
+        lib.bastion_get_dot_rows.argtypes, lib.bastion_get_dot_rows.restype = [], ctypes.c_int
+        lib.bastion_get_dot2_steps.argtypes = []
+        lib.bastion_get_dot2_steps.restype = ctypes.c_long
     return lib
+
+
+def _dots() -> Any | None:
+    """Return the library when its dot products take two batch rows per call (x86, AVX2)."""
+    lib = _library()
+    return lib if lib is not None and hasattr(lib, "bastion_dot2_built") and bool(
+        lib.bastion_dot2_built()) else None
+
+
+def dot2_built() -> bool:
+    """Whether this llama.cpp's dot products can take two batch rows per call (x86, AVX2)."""
+    return _dots() is not None
+
+
+def dot_rows() -> int:
+    """How many batch rows one call of the dot products takes now (llama.cpp's own: 1)."""
+    lib = _dots()
+    return 1 if lib is None else int(lib.bastion_get_dot_rows())
+
+
+def set_dot_rows(n: int) -> bool:
+    """Let the dot products take ``n`` (1 or 2) batch rows per call. False: not in this build."""
+    lib = _dots()
+    if lib is not None:
+        lib.bastion_set_dot_rows(int(n))
+    return lib is not None
+
+
+def dot2_steps() -> int:
+    """How many multiplies in this process ran the two-row dot products (0: none, or no build)."""
+    lib = _dots()
+    return 0 if lib is None else int(lib.bastion_get_dot2_steps())
+
+
+def _dot_rows_from_env() -> None:
+    """Apply :data:`DOT_ENV` (``1`` or ``2``; anything else leaves the build's default, 2)."""
+    wanted = os.environ.get(DOT_ENV, "").strip()
+    if wanted in ("1", "2"):
+        set_dot_rows(int(wanted))
 
 
 def amx_rows_built() -> bool:
@@ -342,6 +395,8 @@ def _compare(batched: Any, small: Any, path: str) -> None:
 def _describe(min_n: Mapping[int, int], timings: Mapping[int, Timings],
               path: str = "sgemm") -> str:
     big, little = PATHS[path]
+    if path == "sgemm" and dot_rows() == 2:
+        little += " (two rows per call)"
     parts = []
     for t in sorted(min_n):
         shown = ", ".join(f"{n}: {s:.1f}/{d:.1f}" for n, (s, d) in sorted(timings[t].items()))
@@ -361,7 +416,8 @@ def _key(path: Path, threads: tuple[int, ...], kernel: str = "sgemm") -> str | N
     st = path.stat()
     counts = ",".join(str(t) for t in threads)
     return (f"{lib}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:threads={counts}"
-            + ("" if kernel == "sgemm" else f":{kernel}"))
+            + ("" if kernel == "sgemm" else f":{kernel}")
+            + ("" if kernel != "sgemm" or dot_rows() == 2 else ":dots=1"))
 
 
 def _verdicts_path() -> Path | None:
@@ -392,6 +448,7 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
     from bastion.config.paths import write_private
 
     fixed = os.environ.get(ENV, "").strip()
+    _dot_rows_from_env()
     if _library() is None:
         return default("llama.cpp's default batch kernels (this llama-cpp-python has no sgemm "
                        "gate; `make install` builds bastion's)")

@@ -212,6 +212,11 @@ def test_a_fixed_minimum_in_the_environment_is_applied_without_measuring(
     (info,) = _workers_info()
     assert info["batch_min_n"] == {"1": 6} and kernels.ENV in info["kernels"]
     assert not (cache / kernels.VERDICTS).exists()
+    # the two-row dot products: the build's default, and one row per call for an A/B comparison
+    assert info["dot_rows"] == (2 if kernels.dot2_built() else 1)
+    monkeypatch.setenv(kernels.DOT_ENV, "1")
+    (info,) = _workers_info()
+    assert info["dot_rows"] == 1
 
 
 def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path) -> None:

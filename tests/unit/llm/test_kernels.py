@@ -31,7 +31,8 @@ def test_batches_go_to_the_dot_products_up_to_the_largest_size_they_clearly_win(
     assert decide({2: (20.0, 10.0), 32: (200.0, 100.0)}) == 64
 
 
-def test_the_reason_names_the_path_and_the_figures_per_thread_count() -> None:
+def test_the_reason_names_the_path_and_the_figures_per_thread_count(monkeypatch: Any) -> None:
+    monkeypatch.setattr(kernels, "_library", lambda: _FakeLib())  # (one row per call)
     timings = {1: {2: (23.3, 11.4), 8: (35.4, 44.9)}, 2: {2: (13.9, 14.0), 8: (25.9, 28.4)}}
     why = _describe({1: 8, 2: 2}, timings)
     assert "1 thread: below 8 rows on ggml's dot products (sgemm/dots ms 2: 23.3/11.4" in why
@@ -215,3 +216,52 @@ def test_a_busy_measurement_is_taken_again_once_then_the_default_is_used_and_not
     again = kernels.choose(None, model, threads=2, amx_kernels=False)  # busy twice: the default
     assert len(calls) == 10 and again.for_threads(1) == again.for_threads(2) == 2
     assert "busy" in again.why and not (tmp_path / kernels.VERDICTS).exists()
+
+
+class _FakeDotLib(_FakeLib):
+    """The same, built for x86 with AVX2: with the knob for the two-row dot products."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dot_rows = 2  # the build's default
+
+    def bastion_dot2_built(self) -> int:
+        return 1
+
+    def bastion_set_dot_rows(self, n: int) -> None:
+        self.dot_rows = 2 if n >= 2 else 1
+
+    def bastion_get_dot_rows(self) -> int:
+        return self.dot_rows
+
+    def bastion_get_dot2_steps(self) -> int:
+        return 0
+
+
+def test_the_two_row_dot_products_are_named_and_one_row_per_call_is_an_a_b_switch(
+        monkeypatch: Any, tmp_path: Path) -> None:
+    lib = _FakeDotLib()
+    _, calls = _setup(monkeypatch, tmp_path, {2: (20.0, 10.0), 4: (30.0, 20.0), 8: (30.0, 40.0)},
+                      lib)
+    monkeypatch.delenv(kernels.DOT_ENV, raising=False)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    got = kernels.choose(None, model, threads=1, amx_kernels=False)
+    assert lib.dot_rows == 2
+    assert "below 8 rows on ggml's dot products (two rows per call)" in got.why
+    for value, rows in (("1", 1), ("junk", 1), ("2", 2)):  # junk: left as it is
+        monkeypatch.setenv(kernels.DOT_ENV, value)
+        kernels.choose(None, model, threads=1, amx_kernels=False)
+        assert lib.dot_rows == rows and kernels.dot_rows() == rows
+    # a verdict timed with one row per call is kept apart from the build's own
+    monkeypatch.undo()  # (_setup's stand-in for _key off: the real one)
+    monkeypatch.setattr(kernels, "_library", lambda: lib)
+    monkeypatch.setattr("bastion.llm.repack._installed_key", lambda: "lib")
+    two = kernels._key(model, (1,))
+    lib.dot_rows = 1
+    assert kernels._key(model, (1,)) == f"{two}:dots=1"
+    assert kernels._key(model, (1,), "amx") == f"{two}:amx"  # (the AMX path has no dots knob)
+    assert "two rows" not in _describe({1: 8}, {1: {2: (20.0, 10.0)}})
+    # without the build: one row per call, nothing to set
+    monkeypatch.setattr(kernels, "_library", lambda: _FakeLib())
+    assert kernels.dot_rows() == 1 and not kernels.set_dot_rows(2) and kernels.dot2_steps() == 0
