@@ -79,7 +79,8 @@ def main() -> None:
             if rows == 1:
                 one_seq = dict(best)
             base = best["dots, 1 row"]
-            print(f"{threads} thread{'s' if threads > 1 else ' '} {rows} row{'s' if rows > 1 else ' '}: "
+            label = f"{threads} thread{'s' if threads > 1 else ' '} {rows} row"
+            print(f"{label}{'s' if rows > 1 else ' '}: "
                   + "; ".join(f"{n} {best[n]:6.2f} ms ({best[n] / base:.2f}x, "
                               f"{best[n] / one_seq[n]:.2f}x a 1-row step)" for n in names))
     kernels.set_min_n(kernels.DEFAULT_MIN_N)
