@@ -4,10 +4,10 @@
 # applied to the sdist's llama.cpp in name order: multi-row VNNI kernels for AMX CPUs
 # (amx_small_batch.patch) and two-row dot products on x86 (two_row_dots.patch);
 # bastion.llm.kernels sets their knobs. It installs that wheel into PYTHON's environment unless
-# it is there already. The wheel's folder is named after these files' hash, so pip's own cache (a wheel built
-# without them, keyed by the sdist's address alone) is never taken for it; a venv that holds
-# another build of the same version (pip would call it satisfied) gets this one. The patched
-# kernels' sources are kept beside the wheel for tests/integration/llm/test_amx_rows.py.
+# it is there already. The wheel's folder is named after these files' hash, so pip's own cache
+# (a wheel built without them, keyed by the sdist's address alone) is never taken for it; a venv
+# that holds another build of the same version (pip would call it satisfied) gets this one. The
+# patched kernels' sources are kept beside the wheel for tests/integration/llm/test_amx_rows.py.
 # Usage: wheel.sh PYTHON
 set -euo pipefail
 PY="${1:-.venv/bin/python}"

@@ -444,7 +444,8 @@ def choose(llama: Any, path: Path, *, threads: int, amx_kernels: bool,
     minimum is measured, else sgemm's).
     ``threads``: the most threads a step of this worker runs on; one thread and that many are
     measured (how many a step gets follows the busy workers). The batch engine applies it
-    (:meth:`Choice.apply`) whenever a step's thread count changes.
+    (:meth:`Choice.apply`) whenever a step's thread count changes. :data:`DOT_ENV` is applied
+    first: the dot products' rows per call are part of what is measured (and of the key).
     """
     from bastion.config.paths import write_private
 
