@@ -20,8 +20,8 @@ $(BIN)/python:
 venv: $(BIN)/python
 
 # The local model extra compiles llama.cpp the first time (~8 min on 2 cores), with the fix that
-# makes its AMX kernels work, the sgemm gate and the multi-row VNNI kernels for AMX CPUs
-# (scripts/llama-cpp/); the wheel is cached per machine.
+# makes its AMX kernels work, the sgemm gate, the multi-row VNNI kernels for AMX CPUs and the
+# two-row dot products for x86 (scripts/llama-cpp/); the wheel is cached per machine.
 install: venv
 	bash scripts/llama-cpp/wheel.sh $(BIN)/python
 	$(PIP) install -q -e '.[local]'

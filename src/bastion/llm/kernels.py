@@ -175,11 +175,15 @@ def _library() -> Any | None:
     return lib
 
 
+def _built(flag: str) -> Any | None:
+    """Return the library when it exports ``flag`` and that says the feature is built."""
+    lib = _library()
+    return lib if lib is not None and hasattr(lib, flag) and bool(getattr(lib, flag)()) else None
+
+
 def _dots() -> Any | None:
     """Return the library when its dot products take two batch rows per call (x86, AVX2)."""
-    lib = _library()
-    return lib if lib is not None and hasattr(lib, "bastion_dot2_built") and bool(
-        lib.bastion_dot2_built()) else None
+    return _built("bastion_dot2_built")
 
 
 def dot2_built() -> bool:
@@ -216,9 +220,7 @@ def _dot_rows_from_env() -> None:
 
 def amx_rows_built() -> bool:
     """Whether this llama.cpp has the AMX backend with bastion's multi-row VNNI kernels."""
-    lib = _library()
-    return lib is not None and hasattr(lib, "bastion_amx_rows_built") and bool(
-        lib.bastion_amx_rows_built())
+    return _built("bastion_amx_rows_built") is not None
 
 
 def _loaded(prefix: str) -> str | None:

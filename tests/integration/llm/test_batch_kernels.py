@@ -88,22 +88,12 @@ print(json.dumps({"applied": applied, "seen": seen}))
 """
 
 
-def _q8_copy() -> Path:
-    """The shipped model's Q8_0 copy (what the worker loads on CPUs without AMX kernels)."""
-    from bastion.llm.convert import prepare
-    from bastion.llm.embedded import file_type, load_llama, shipped_model_path
-
-    src = shipped_model_path()
-    vocab = load_llama(src, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
-    return prepare(src, file_type(vocab), mode="auto").path
-
-
-def test_the_gate_moves_small_batches_between_kernels_with_close_results() -> None:
+def test_the_gate_moves_small_batches_between_kernels_with_close_results(q8_copy: Path) -> None:
     """The built library has the gate: with the minimum at 5, the multiplies of a 4-row batch
     go to ggml's dot products (the gate counts each one it declines), and with llama.cpp's 2
     to sgemm again (none declined); both kernels give close logits (kernels.AGREE)."""
     assert kernels.current() is not None, "this llama-cpp-python lacks bastion's gate: make install"
-    got = _switch(_q8_copy(), "sgemm")
+    got = _switch(q8_copy, "sgemm")
     # every weight multiply of the 30 layers (7 each) and the output head went to the dot products
     assert got["moved"] >= 7 * 30 + 1, f"the gate declined only {got['moved']} multiplies at 5"
 
@@ -230,11 +220,12 @@ def test_a_pools_workers_measure_one_at_a_time_and_share_the_verdict(cache: Path
     assert (cache / "sgemm-probe.lock").stat().st_mode & 0o077 == 0
 
 
-def test_the_batch_engine_sets_each_steps_minimum_when_its_thread_count_changes() -> None:
+def test_the_batch_engine_sets_each_steps_minimum_when_its_thread_count_changes(
+        q8_copy: Path) -> None:
     """A verdict per thread count is only right if every step runs with its own: the real
     batch engine calls ``on_threads`` once per change, before the step's decode (a prompt step
     on 1 thread runs at that count's minimum, the generation steps on 2 threads at theirs)."""
-    done = subprocess.run([sys.executable, "-c", _STEPS, str(_q8_copy())], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _STEPS, str(q8_copy)], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])

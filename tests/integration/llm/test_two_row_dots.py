@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bastion.llm import kernels
+from bastion.llm.embedded import shipped_model_path
 
 pytestmark = [pytest.mark.real_model]
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -135,14 +136,10 @@ def _model_run(model: Path, threads: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_step_of_several_sequences_gives_llama_cpps_exact_logits_with_two_rows_per_call(
-        threads: int) -> None:
+        threads: int, q8_copy: Path) -> None:
     """The Q8_0 copy the worker loads on CPUs without AMX, and the shipped Q4_1 file."""
-    from bastion.llm.embedded import shipped_model_path
-
-    from .test_batch_kernels import _q8_copy
-
     _needs_build()
-    for model in (_q8_copy(), shipped_model_path()):
+    for model in (q8_copy, shipped_model_path()):
         got = _model_run(model, threads)
         for rows in ("2", "4"):
             r = got[rows]
