@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need (bubblewrap sandboxes, speech tools, network tools).
 # Idempotent: only missing packages are installed. Needs root (CI runs as root) or sudo.
 set -euo pipefail
-pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc gcc g++ patch libc6-dev nftables dnsmasq-base podman runc catatonit debootstrap docker.io tini rsyslog softhsm2 chromium socat haproxy)
+# qemu-user: an emulated CPU without this one's extensions (tests/integration/llm/test_native_build.py)
+pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc gcc g++ patch libc6-dev nftables dnsmasq-base podman runc catatonit debootstrap docker.io tini rsyslog softhsm2 chromium socat haproxy qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -8,14 +8,23 @@
 # (a wheel built without them, keyed by the sdist's address alone) is never taken for it; a venv
 # that holds another build of the same version (pip would call it satisfied) gets this one. The
 # patched kernels' sources are kept beside the wheel for tests/integration/llm/test_amx_rows.py.
-# Usage: wheel.sh PYTHON
+# The build is native (-march=native, llama.cpp's default: the fastest code for this CPU), so it
+# dies with SIGILL on a CPU without this one's instruction sets: the key also hashes those
+# (src/bastion/hardware/isa.py), so a shared home or a copied cache gives each CPU kind its own
+# build, and the wheel carries them (llama_cpp/bastion_build.json), so bastion refuses a venv
+# moved to a CPU that lacks them with the fix instead of crashing (bastion.llm.native_build).
+# Usage: wheel.sh [--key] PYTHON   (--key: print the cache key only)
 set -euo pipefail
+key_only=
+if [ "${1:-}" = "--key" ]; then key_only=1; shift; fi
 PY="${1:-.venv/bin/python}"
 VERSION=0.3.36
 here="$(cd "$(dirname "$0")" && pwd)"
+isa_py="$here/../../src/bastion/hardware/isa.py"
 patches=("$here"/*.patch)
 key="$( (cat "$here/amx_tile_config_fix.h" "$here/sgemm_gate.h" "${patches[@]}"
-         echo "$VERSION ${CMAKE_ARGS:-}") | sha256sum | cut -c1-16)"
+         echo "$VERSION ${CMAKE_ARGS:-}"; "$PY" "$isa_py") | sha256sum | cut -c1-16)"
+if [ -n "$key_only" ]; then echo "$key"; exit 0; fi
 root="${BASTION_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bastion/wheels}"
 dir="$root/llama-cpp-python-$VERSION-$key"
 if ! ls "$dir"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
@@ -35,6 +44,8 @@ if ! ls "$dir"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
       (cd "$src" && git apply -p1 "$p")
     fi
   done
+  portable=; case " ${CMAKE_ARGS:-} " in *GGML_NATIVE=OFF*) portable=--portable;; esac
+  "$PY" "$isa_py" --record $portable > "$src/llama_cpp/bastion_build.json"
   CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CXX_FLAGS=\"-include $tmp/fix.h\" -DCMAKE_C_FLAGS=\"-include $tmp/gate.h\"" \
     "$PY" -m pip wheel -q --no-deps --no-cache-dir "$src" -w "$tmp/out" >&2
   ggml="$src/vendor/llama.cpp/ggml"

@@ -98,12 +98,19 @@ def _llama_check() -> Check:
     if importlib.util.find_spec("llama_cpp") is None:
         return Check("llama.cpp", "FAIL", "llama-cpp-python is not installed",
                      "pip install 'bastion[local]'")
+    from bastion.llm import native_build
+
+    try:  # before the import: a build for another CPU is named, not loaded
+        native_build.check()
+    except BastionError as exc:
+        return Check("llama.cpp", "FAIL", exc.message, exc.fix or "")
     try:
         import llama_cpp
     except Exception as exc:  # a broken build raises OSError/RuntimeError on import
         return Check("llama.cpp", "FAIL", f"llama_cpp does not import: {exc}",
                      "pip install --force-reinstall 'llama-cpp-python[server]==0.3.36'")
-    return Check("llama.cpp", "OK", f"llama-cpp-python {llama_cpp.__version__}")
+    return Check("llama.cpp", "OK",
+                 f"llama-cpp-python {llama_cpp.__version__}, {native_build.describe()}")
 
 
 def _smoke_check(config: Config, path: Path) -> Check:

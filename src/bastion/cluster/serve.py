@@ -35,6 +35,8 @@ from bastion._net import is_loopback
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit, die_with_parent
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
 from bastion.errors import ClusterError
+from bastion.llm import native_build
+from bastion.llm.native_build import SIGILL_FIX
 
 
 @dataclass(slots=True)
@@ -154,6 +156,7 @@ class NodeServer:
                 f"model file not found: {self.opts.model_path}",
                 fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
             )
+        native_build.check()  # a build for another CPU: one line now, not a SIGILL loop
         self._spawn()
         await self._wait_ready()
         if self.announces:
@@ -187,7 +190,7 @@ class NodeServer:
         """Report a crash and start the server again; False once it crashes in a loop."""
         looping = self.crashes.record()
         _say(f"error: the model server crashed ({describe_exit(returncode)}); requests in "
-             "flight were lost")
+             "flight were lost" + (f" (fix: {SIGILL_FIX})" if returncode == -signal.SIGILL else ""))
         if looping:
             _say(f"error: the model server crashed {self.crashes.count} times within "
                  f"{CRASH_WINDOW_S:.0f} s; not restarting it again (fix: run `bastion doctor` "

@@ -91,8 +91,10 @@ def embedded_model(config: Config) -> Model:
             repack_default,
             shipped_model_path,
         )
+        from bastion.llm.native_build import check
         from bastion.llm.repack import amx_kernels
 
+        check()  # a build for another CPU would crash this process (SIGILL): refused first
         path = _embedded_path(config) or shipped_model_path()
         repack = repack_default() if repack is None else repack
         vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)

@@ -36,6 +36,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -53,6 +54,7 @@ from bastion._proc import (
     describe_exit,
 )
 from bastion.errors import ModelError
+from bastion.llm import native_build
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm._threads import BusyBoard
 from bastion.llm.convert import Choice
@@ -64,6 +66,7 @@ from bastion.llm.embedded import (
     repack_default,
     shipped_model_path,
 )
+from bastion.llm.native_build import SIGILL_FIX
 from bastion.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 from bastion.telemetry.metrics import METRICS
 
@@ -84,7 +87,8 @@ class WorkerCrashed(ModelError):
         super().__init__(
             f"the local model crashed ({sig}); this request is lost, the model was restarted"
             + hint,
-            fix="retry the request; if it keeps crashing run `bastion doctor` "
+            fix=SIGILL_FIX if self.signal == signal.SIGILL else
+            "retry the request; if it keeps crashing run `bastion doctor` "
             "(it tests the model in a child process and names the fix)",
         )
 
@@ -503,6 +507,7 @@ class WorkerModel:
         from bastion.llm.embedded import _Engine, load_llama
         from bastion.llm.repack import amx_kernels
 
+        native_build.check()  # a build for another CPU: refused here, not a SIGILL per request
         source = path or shipped_model_path()
         repack = repack_default() if repack is None else repack
         vocab = load_llama(source, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)

@@ -1,0 +1,108 @@
+"""Whether the installed llama.cpp was built for this CPU's instruction sets.
+
+``make install`` builds llama-cpp-python natively (``scripts/llama-cpp/wheel.sh``: the fastest
+code for the CPU that compiles it) and the wheel carries a record of that CPU's extensions
+(``llama_cpp/bastion_build.json``, :mod:`bastion.hardware.isa`). The same build on a CPU
+without one of them (a venv copied to another box of the home lab, a VM moved to an older
+host) dies with SIGILL in its first matrix multiply, in every worker and every restart. So
+the model's loaders call :func:`check` before anything native loads: such a build is refused
+with one line that names the missing extensions and the fix (``make install`` builds one for
+this CPU). A llama-cpp-python built some other way carries no record: nothing to compare, and
+a SIGILL there still names the cause (:data:`SIGILL_FIX`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.errors import ModelError
+from bastion.hardware.isa import cpu_name, current_isa
+
+RECORD_NAME = "bastion_build.json"
+REBUILD = ("`make install` (builds llama.cpp for this CPU once, ~5-8 min on 2 cores; each CPU "
+           "kind gets its own cached build)")
+# what a worker or model server killed by SIGILL tells the user: the usual cause is a native build
+# from another CPU, which a record would have caught; without one, this is the only hint
+SIGILL_FIX = ("llama.cpp here uses an instruction this CPU lacks (it was built on another "
+              f"CPU): rebuild it for this one with {REBUILD}")
+# named first in messages: the extensions whose absence is the usual cause
+_MAIN = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "avx2", "fma",
+         "f16c", "avx", "sve", "i8mm", "asimddp")
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """The CPU a native build was compiled on: its extensions (None: a portable build)."""
+
+    isa: frozenset[str] | None
+    cpu: str
+    machine: str
+
+
+class BuiltForAnotherCpu(ModelError):
+    """The installed llama.cpp needs instruction-set extensions this CPU lacks."""
+
+    def __init__(self, missing: list[str], built_on: str, here: str) -> None:
+        """Name what is missing (the usual culprits first), where it was built, and the fix."""
+        self.missing = missing
+        self.built_on = built_on
+        ordered = [f for f in _MAIN if f in missing] + [f for f in missing if f not in _MAIN]
+        shown = ", ".join(ordered[:6]) + (f" and {len(ordered) - 6} more"
+                                         if len(ordered) > 6 else "")
+        super().__init__(
+            f"llama.cpp in this environment was built for another CPU ({built_on}) and uses "
+            f"{shown}, which this CPU ({here}) lacks: it would crash (SIGILL) on its first "
+            "multiply",
+            fix=REBUILD,
+        )
+
+
+def installed_record() -> BuildRecord | None:
+    """Return the installed llama-cpp-python's build record; None without one.
+
+    Found without importing llama_cpp, whose library this record decides whether to load.
+    """
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / RECORD_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    isa = data.get("isa")
+    return BuildRecord(frozenset(str(f) for f in isa) if isinstance(isa, list) else None,
+                       str(data.get("cpu") or "unknown CPU"), str(data.get("machine") or ""))
+
+
+def missing_isa(record: BuildRecord | None, here: list[str] | None) -> list[str]:
+    """Return the recorded extensions this CPU lacks, sorted ([] where a side is unknown)."""
+    if record is None or record.isa is None or here is None:
+        return []
+    return sorted(record.isa - set(here))
+
+
+def check(record: BuildRecord | None = None, here: list[str] | None = None) -> None:
+    """Raise :class:`BuiltForAnotherCpu` if the installed build needs what this CPU lacks.
+
+    Defaults: the installed build's record and this CPU (``/proc/cpuinfo``).
+    """
+    record = installed_record() if record is None else record
+    missing = missing_isa(record, current_isa() if here is None else here)
+    if missing and record is not None:
+        raise BuiltForAnotherCpu(missing, record.cpu, cpu_name())
+
+
+def describe() -> str:
+    """One line for ``bastion doctor``: which CPU the build is for, and whether it fits."""
+    record = installed_record()
+    if record is None:
+        return "no build record (not built by `make install`): its CPU target is unknown"
+    if record.isa is None:
+        return "a portable build (no CPU-specific target)"
+    return f"built for this CPU's instruction sets (on {record.cpu}, {len(record.isa)} extensions)"
