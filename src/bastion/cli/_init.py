@@ -26,6 +26,22 @@ def _repack(amx: bool) -> tuple[bool, str]:
     return got.repack, got.why
 
 
+def _build() -> str | None:
+    """Which CPU the installed llama.cpp was built for, or why it cannot run here."""
+    import importlib.util
+
+    from bastion.errors import BastionError
+    from bastion.llm import native_build
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    try:
+        native_build.check()
+    except BastionError as exc:
+        return exc.user_text()
+    return native_build.describe()
+
+
 def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     """Return a table of what was detected and what is recommended."""
     table = Table(title="hardware", show_header=False, title_justify="left")
@@ -38,6 +54,9 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
     table.add_row("SIMD", flags)
     repack, why = _repack(cpu.amx)
     table.add_row("llama.cpp", why)
+    build = _build()
+    if build is not None:
+        table.add_row("build", escape(build))
     if not hw.gpus and cpu.amx and repack:  # llama.cpp's AMX kernels run
         table.add_row("weights", "Q4_1 weights (the shipped model) load as they are: llama.cpp's "
                       "AMX kernels batch them; a Q5_1 model up to 1 GiB is converted once to "

@@ -121,8 +121,10 @@ def test_a_build_from_an_avx512_cpu_dies_on_an_avx2_cpu_and_bastion_refuses_it_f
     cpuinfo.write_text("processor\t: 0\nmodel name\t: QEMU Haswell\nflags\t\t: "
                        + " ".join(emulated) + "\n\n")
     env = {**cli_env(bastion_home), CPUINFO_ENV: str(cpuinfo)}
-    subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=env, cwd=ROOT,
-                   capture_output=True, text=True, timeout=120, check=True)
+    init = subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    shown = " ".join((init.stdout + init.stderr).split())
+    assert "built for another CPU" in shown and "make install" in shown, shown
     ask = subprocess.run([sys.executable, "-m", "bastion", "ask", "Say OK."], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     said = ask.stdout + ask.stderr
@@ -142,10 +144,12 @@ def test_a_build_from_an_avx512_cpu_dies_on_an_avx2_cpu_and_bastion_refuses_it_f
     assert "built for another CPU" in said and "make install" in said, said
 
 
-def test_doctor_names_the_build_it_checked(bastion_home: Path) -> None:
+def test_init_and_doctor_name_the_build_they_checked(bastion_home: Path) -> None:
     env = cli_env(bastion_home)
-    subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=env, cwd=ROOT,
-                   capture_output=True, text=True, timeout=120, check=True)
+    init = subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    shown = " ".join((init.stdout + init.stderr).split())
+    assert "built for this CPU's instruction sets" in shown, shown
     doctor = subprocess.run([sys.executable, "-m", "bastion", "doctor"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     line = next(ln for ln in doctor.stdout.splitlines() if "llama.cpp" in ln)
