@@ -2,11 +2,14 @@
 llama.cpp build: the library's own kernels give, for two weight rows x two batch rows per call,
 exactly the four results of four one-row calls; and in the real model a decode step of several
 sequences on the dot products gives exactly the logits of llama.cpp's one row per call, with
-every weight multiply counted on the two-row path (none with the knob at 1)."""
+every weight multiply counted on the two-row path (none with the knob at 1). The AVX2 path of
+CPUs without AVX-512 is compiled from the patched source and checked on its own."""
 
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ from bastion.llm.embedded import shipped_model_path
 
 pytestmark = [pytest.mark.real_model]
 llama_cpp = pytest.importorskip("llama_cpp")
+DOTS_CHECK = Path(__file__).parents[3] / "scripts" / "llama-cpp" / "two_row_dots_check.c"
 
 # in a child process: native code, where a crash fails one test, not the run. The library's
 # own vec_dot for each type, called with nrc=2 and four times with nrc=1, on random rows.
@@ -124,6 +128,38 @@ def test_the_two_row_kernels_give_exactly_the_one_row_kernels_results() -> None:
         assert r["same"] == r["checked"], f"{name}: {r['checked'] - r['same']} results differ"
         # (random rows: four different, non-zero results, so a result in the wrong place fails)
         assert r["distinct"] >= 110, f"{name}: the check's rows gave equal or zero results"
+
+
+def test_the_avx2_path_without_avx512_is_bit_identical_too(tmp_path: Path) -> None:
+    """CPUs with AVX2 but no AVX-512 (AMD Zen 2/3, Intel's client cores) run the patch's
+    maddubs path, which a wheel built on an AVX-512 machine never runs: the patched quants.c
+    compiled for AVX2 alone, checked here and on qemu's emulated Haswell (no AVX-512 at all)."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the two-row dot products are x86 kernels")
+    cc = shutil.which("gcc")
+    assert cc, "no C compiler: make system-deps installs gcc"
+    marker = Path(sys.prefix) / ".llama-cpp-src"
+    assert marker.is_file(), "no record of the patched sources: make install-dev rebuilds them"
+    ggml = Path(marker.read_text(encoding="utf-8").strip())
+    cpu = ggml / "src" / "ggml-cpu"
+    assert "bastion_dot2_q8_0_q8_0" in (cpu / "arch" / "x86" / "quants.c").read_text()
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    exe = tmp_path / "two_row_dots_check"
+    built = subprocess.run(
+        [cc, "-std=c11", "-O2", "-mavx2", "-mfma", "-mf16c", "-mno-avx512f", "-mno-avxvnni",
+         f"-I{cpu}", f"-I{ggml / 'src'}", f"-I{ggml / 'include'}", str(DOTS_CHECK), "-o",
+         str(exe), f"-L{lib}", "-lggml-base", f"-Wl,-rpath,{lib}", "-lm"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    runs = [[str(exe)]]
+    if shutil.which("qemu-x86_64"):  # scripts/system-deps.sh installs it
+        runs.append(["qemu-x86_64", "-cpu", "Haswell-v4", str(exe)])
+    for argv in runs:
+        ran = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        lines = ran.stdout.strip().splitlines()
+        assert ran.returncode == 0 and lines[-1] == "0 mismatches", (argv, ran.stdout[-3000:])
+        assert sum(ln.endswith(")") and "bit-identical" in ln for ln in lines) == 120
+        assert not any("AVX-512" in ln for ln in lines)
 
 
 def _model_run(model: Path, threads: int) -> dict[str, Any]:
