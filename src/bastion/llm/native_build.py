@@ -99,10 +99,12 @@ def check(record: BuildRecord | None = None, here: list[str] | None = None) -> N
 
 
 def describe() -> str:
-    """One line for ``bastion doctor``: which CPU the build is for, and whether it fits."""
+    """One line for ``bastion init``/``doctor`` on a build :func:`check` let through."""
     record = installed_record()
     if record is None:
         return "no build record (not built by `make install`): its CPU target is unknown"
     if record.isa is None:
         return "a portable build (no CPU-specific target)"
+    if current_isa() is None:
+        return f"built on {record.cpu}; this CPU does not say which extensions it has"
     return f"built for this CPU's instruction sets (on {record.cpu}, {len(record.isa)} extensions)"

@@ -102,3 +102,13 @@ def test_both_embedded_paths_refuse_before_loading(monkeypatch: pytest.MonkeyPat
     config = Config.model_validate({"model": {"backend": "embedded", "isolation": isolation}})
     with pytest.raises(BuiltForAnotherCpu):
         create_model(config)
+
+
+def test_describe_says_what_it_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native_build, "installed_record", lambda: _rec(EPYC, "AMD EPYC"))
+    monkeypatch.setattr(native_build, "current_isa", lambda: EPYC)
+    assert native_build.describe().startswith("built for this CPU's instruction sets (on AMD")
+    monkeypatch.setattr(native_build, "current_isa", lambda: None)
+    assert "does not say" in native_build.describe()
+    monkeypatch.setattr(native_build, "installed_record", lambda: _rec(None))
+    assert native_build.describe() == "a portable build (no CPU-specific target)"
