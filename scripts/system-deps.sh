@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need (bubblewrap sandboxes, speech tools, network tools).
 # Idempotent: only missing packages are installed. Needs root (CI runs as root) or sudo.
 set -euo pipefail
-# qemu-user: an emulated CPU without this one's extensions (tests/integration/llm/test_native_build.py)
+# qemu-user: an emulated CPU without this one's AVX-512 (tests/integration/cli/test_native_build.py,
+# tests/integration/llm/test_two_row_dots.py)
 pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc gcc g++ patch libc6-dev nftables dnsmasq-base podman runc catatonit debootstrap docker.io tini rsyslog softhsm2 chromium socat haproxy qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
