@@ -3,8 +3,9 @@
 # Idempotent: only missing packages are installed. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 # qemu-user: an emulated CPU without this one's AVX-512 (tests/integration/cli/test_native_build.py,
-# tests/integration/llm/test_two_row_dots.py)
-pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc gcc g++ patch libc6-dev nftables dnsmasq-base podman runc catatonit debootstrap docker.io tini rsyslog softhsm2 chromium socat haproxy qemu-user)
+# tests/integration/llm/test_two_row_dots.py); the aarch64 cross compilers: bastion's llama.cpp
+# patches still build for ARM (tests/integration/llm/test_arm_build.py)
+pkgs=(bubblewrap procps iproute2 espeak-ng sox libportaudio2 runsc gcc g++ patch libc6-dev nftables dnsmasq-base podman runc catatonit debootstrap docker.io tini rsyslog softhsm2 chromium socat haproxy qemu-user gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
