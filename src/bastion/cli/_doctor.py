@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ def _llama_check() -> Check:
 
 def _smoke_check(config: Config, path: Path) -> Check:
     """Load the model in a worker process and generate a few tokens; name the fix on a crash."""
+    from bastion.llm.native_build import SIGILL_FIX
     from bastion.llm.worker import WorkerCrashed, WorkerModel
 
     mc = config.model
@@ -137,12 +139,15 @@ def _smoke_check(config: Config, path: Path) -> Check:
     try:
         text, info = asyncio.run(run())
     except WorkerCrashed as exc:
-        fix = ("bastion config set model.repack off (llama.cpp's repacked kernels crash on this "
-               "CPU; or `make install` to rebuild llama.cpp with bastion's AMX fix)"
-               if mc.repack != "off" else
-               "rebuild llama.cpp for a portable CPU target: CMAKE_ARGS='-DGGML_NATIVE=OFF "
-               "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON' pip install --force-reinstall "
-               "--no-cache-dir 'llama-cpp-python==0.3.36'")
+        if exc.signal == signal.SIGILL:  # an instruction this CPU lacks: built for another
+            fix = SIGILL_FIX
+        elif mc.repack != "off":
+            fix = ("bastion config set model.repack off (llama.cpp's repacked kernels crash on "
+                   "this CPU; or `make install` to rebuild llama.cpp with bastion's AMX fix)")
+        else:
+            fix = ("rebuild llama.cpp for a portable CPU target: CMAKE_ARGS='-DGGML_NATIVE=OFF "
+                   "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON' pip install "
+                   "--force-reinstall --no-cache-dir 'llama-cpp-python==0.3.36'")
         return Check("model smoke test", "FAIL", exc.message.split(";")[0], fix)
     except BastionError as exc:
         return Check("model smoke test", "FAIL", exc.message, exc.fix or "")

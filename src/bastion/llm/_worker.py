@@ -181,8 +181,10 @@ def main() -> None:
     except BastionError as exc:
         out.send({"error": exc.message, "fix": exc.fix})
         return
-    if os.environ.get("BASTION_TEST_WORKER_FAULT") == "after-load":  # failpoint for tests
-        os.kill(os.getpid(), signal.SIGSEGV)
+    fault = {"after-load": signal.SIGSEGV, "after-load-sigill": signal.SIGILL}.get(
+        os.environ.get("BASTION_TEST_WORKER_FAULT", ""))
+    if fault is not None:  # failpoint for tests
+        os.kill(os.getpid(), fault)
     kernels = _batch_kernels(eng, spec)
     from bastion.llm._batch import BatchEngine
     from bastion.llm.kernels import dot_rows

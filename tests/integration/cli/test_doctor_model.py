@@ -57,3 +57,16 @@ def test_doctor_reports_a_model_crash_with_the_fix(bastion_home: Path) -> None:
     assert "model.repack off" in out
     assert "Traceback" not in crashed.stdout + crashed.stderr
     assert os.path.isdir(bastion_home)
+
+
+def test_doctor_names_the_rebuild_for_an_illegal_instruction(bastion_home: Path) -> None:
+    """SIGILL: llama.cpp uses an instruction this CPU lacks (a build from another CPU without
+    bastion's record of it): the fix is a rebuild, not the repacking switch."""
+    _init(bastion_home)
+    crashed = _doctor(bastion_home, BASTION_TEST_WORKER_FAULT="after-load-sigill")
+    out = " ".join(crashed.stdout.split())
+    assert crashed.returncode == 1, crashed.stdout
+    assert "model smoke test" in out and "signal 4, SIGILL" in out
+    assert "built on another CPU" in out and "make install" in out
+    assert "model.repack off" not in out
+    assert "Traceback" not in crashed.stdout + crashed.stderr
