@@ -101,10 +101,10 @@ def test_a_build_from_an_avx512_cpu_dies_on_an_avx2_cpu_and_bastion_refuses_it_f
         tmp_path: Path, bastion_home: Path) -> None:
     record = native_build.installed_record()
     assert record is not None and record.isa is not None
+    if "avx512f" not in record.isa:  # (an extension such as gfni alone need not be used)
+        pytest.skip(f"this build has no AVX-512: a {QEMU_CPU} runs it")
     emulated = _emulated_isa(tmp_path)
     missing = native_build.missing_isa(record, emulated)
-    if not missing:
-        pytest.skip(f"this CPU has nothing a {QEMU_CPU} lacks: its build runs there")
     # the attack's premise, on the emulated CPU: this venv's llama.cpp dies in its first
     # multiply (the interpreter and `import llama_cpp` run there; the kernels do not)
     qemu = ["qemu-x86_64", "-cpu", QEMU_CPU, sys.executable]
