@@ -545,9 +545,8 @@ def main() -> None:
     os.environ.setdefault("BASTION_HOME", tempfile.mkdtemp(prefix="bastion-bench-"))
     from bastion.app import build_app
     from bastion.config.model import Config
-    from bastion.llm.convert import prepare
-    from bastion.llm.embedded import file_type
     from bastion.llm.repack import amx_kernels
+    from bastion.llm.source import prepare_source
     from bastion.memory.base import EphemeralMemory
     from bastion.tools.registry import ToolRegistry
 
@@ -556,9 +555,8 @@ def main() -> None:
     args.repack = {"auto": None, "on": True, "off": False}[args.repack]
     if args.repack is None:
         args.repack = repack_default()
-    vocab = load_llama(shipped_model_path(), n_ctx=256, n_threads=1, vocab_only=True)
-    choice = prepare(shipped_model_path(), file_type(vocab), mode=args.convert,
-                     amx=amx_kernels(args.repack))
+    _, choice = prepare_source(shipped_model_path(), mode=args.convert,
+                               amx=amx_kernels(args.repack))
     args.model_file = choice.path
     print(f"model file: {choice.path.name} (source {shipped_model_path().name}; "
           f"{choice.reason})")

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.llm import kernels  # noqa: E402
-from bastion.llm.convert import prepare  # noqa: E402
-from bastion.llm.embedded import file_type, load_llama, shipped_model_path  # noqa: E402
+from bastion.llm.embedded import load_llama, shipped_model_path  # noqa: E402
+from bastion.llm.source import prepare_source  # noqa: E402
 
 PATHS = {"sgemm": (2, 2), "dots, 1 row": (17, 1), "dots, 2 rows": (17, 2)}  # min_n, dot rows
 
@@ -41,11 +41,7 @@ def main() -> None:
         sys.exit("this llama-cpp-python is not bastion's build with the two-row dot products "
                  "(x86 with AVX2): make install-dev")
     src = shipped_model_path()
-    if args.file == "shipped":
-        path = src
-    else:
-        vocab = load_llama(src, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
-        path = prepare(src, file_type(vocab), mode="auto").path
+    path = src if args.file == "shipped" else prepare_source(src, repack=False)[1].path
     llm = load_llama(path, n_ctx=512, n_threads=1, n_threads_batch=1, repack=False, n_seq=8)
     ctx = llm._ctx.ctx
     mem = C.llama_get_memory(ctx)

@@ -35,11 +35,9 @@ text = open("tests/integration/llm/test_two_row_dots.py", encoding="utf-8").read
 open(sys.argv[1], "w").write(re.search(r'_MODEL = """\n(.*?)"""', text, re.S).group(1))
 PY
 q8="$("$py" - <<'PY'
-from bastion.llm.convert import prepare
-from bastion.llm.embedded import file_type, load_llama, shipped_model_path
-src = shipped_model_path()
-vocab = load_llama(src, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
-print(prepare(src, file_type(vocab), mode="auto", n_gpu_layers=0).path)
+from bastion.llm.embedded import shipped_model_path
+from bastion.llm.source import prepare_source
+print(prepare_source(shipped_model_path(), repack=False)[1].path)
 PY
 )"
 for file in "$q8" "$("$py" -c 'from bastion.llm.embedded import shipped_model_path as s; print(s())')"; do

@@ -101,10 +101,9 @@ def _llama_check() -> Check:
                      "pip install 'bastion[local]'")
     from bastion.llm import native_build
 
-    try:  # before the import: a build for another CPU is named, not loaded
-        native_build.check()
-    except BastionError as exc:
-        return Check("llama.cpp", "FAIL", exc.message, exc.fix or "")
+    refused = native_build.refusal()  # before the import: a build for another CPU is not loaded
+    if refused is not None:
+        return Check("llama.cpp", "FAIL", refused.message, refused.fix or "")
     try:
         import llama_cpp
     except Exception as exc:  # a broken build raises OSError/RuntimeError on import

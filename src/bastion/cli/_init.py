@@ -30,16 +30,12 @@ def _build() -> str | None:
     """Which CPU the installed llama.cpp was built for, or why it cannot run here."""
     import importlib.util
 
-    from bastion.errors import BastionError
     from bastion.llm import native_build
 
     if importlib.util.find_spec("llama_cpp") is None:
         return None
-    try:
-        native_build.check()
-    except BastionError as exc:
-        return exc.user_text()
-    return native_build.describe()
+    refused = native_build.refusal()
+    return refused.user_text() if refused is not None else native_build.describe()
 
 
 def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:

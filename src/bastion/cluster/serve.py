@@ -36,7 +36,6 @@ from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit,
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
 from bastion.errors import ClusterError
 from bastion.llm import native_build
-from bastion.llm.native_build import SIGILL_FIX
 
 
 @dataclass(slots=True)
@@ -189,8 +188,9 @@ class NodeServer:
     async def _restart(self, returncode: int) -> bool:
         """Report a crash and start the server again; False once it crashes in a loop."""
         looping = self.crashes.record()
+        ill = f" (fix: {native_build.SIGILL_FIX})" if returncode == -signal.SIGILL else ""
         _say(f"error: the model server crashed ({describe_exit(returncode)}); requests in "
-             "flight were lost" + (f" (fix: {SIGILL_FIX})" if returncode == -signal.SIGILL else ""))
+             f"flight were lost{ill}")
         if looping:
             _say(f"error: the model server crashed {self.crashes.count} times within "
                  f"{CRASH_WINDOW_S:.0f} s; not restarting it again (fix: run `bastion doctor` "

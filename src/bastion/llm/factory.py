@@ -83,23 +83,20 @@ def embedded_model(config: Config) -> Model:
     mc = config.model
     repack = {"auto": None, "on": True, "off": False}[mc.repack]
     if mc.isolation == "in_process":
-        from bastion.llm.convert import prepare
         from bastion.llm.embedded import (
             EmbeddedModel,
-            file_type,
             load_llama,
             repack_default,
             shipped_model_path,
         )
-        from bastion.llm.native_build import check
         from bastion.llm.repack import amx_kernels
+        from bastion.llm.source import prepare_source
 
-        check()  # a build for another CPU would crash this process (SIGILL): refused first
         path = _embedded_path(config) or shipped_model_path()
         repack = repack_default() if repack is None else repack
-        vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)
-        path = prepare(path, file_type(vocab), mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
-                       amx=amx_kernels(repack)).path
+        _, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
+                                   repack=repack, amx=amx_kernels(repack))
+        path = choice.path
         llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
                            n_gpu_layers=mc.n_gpu_layers, repack=repack)
         return EmbeddedModel(llama, name=mc.name)

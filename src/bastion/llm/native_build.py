@@ -87,15 +87,22 @@ def missing_isa(record: BuildRecord | None, here: list[str] | None) -> list[str]
     return sorted(record.isa - set(here))
 
 
-def check(record: BuildRecord | None = None, here: list[str] | None = None) -> None:
-    """Raise :class:`BuiltForAnotherCpu` if the installed build needs what this CPU lacks.
+def refusal(record: BuildRecord | None = None,
+            here: list[str] | None = None) -> BuiltForAnotherCpu | None:
+    """Return why the installed build cannot run on this CPU, or None where it can.
 
     Defaults: the installed build's record and this CPU (``/proc/cpuinfo``).
     """
     record = installed_record() if record is None else record
     missing = missing_isa(record, current_isa() if here is None else here)
-    if missing and record is not None:
-        raise BuiltForAnotherCpu(missing, record.cpu, cpu_name())
+    return BuiltForAnotherCpu(missing, record.cpu, cpu_name()) if missing and record else None
+
+
+def check(record: BuildRecord | None = None, here: list[str] | None = None) -> None:
+    """Raise :func:`refusal`'s :class:`BuiltForAnotherCpu`, if any (the loaders call this)."""
+    refused = refusal(record, here)
+    if refused is not None:
+        raise refused
 
 
 def describe() -> str:

@@ -54,14 +54,12 @@ from bastion._proc import (
     describe_exit,
 )
 from bastion.errors import ModelError
-from bastion.llm import native_build
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm._threads import BusyBoard
 from bastion.llm.convert import Choice
 from bastion.llm.embedded import (
     SHIPPED_NAME,
     collect,
-    file_type,
     primitive_chat,
     repack_default,
     shipped_model_path,
@@ -503,16 +501,14 @@ class WorkerModel:
         ``convert`` (``model.convert``): ``auto`` loads a small model whose weights llama.cpp
         cannot batch on a CPU from its cached Q8_0 copy (:mod:`bastion.llm.convert`).
         """
-        from bastion.llm.convert import prepare
-        from bastion.llm.embedded import _Engine, load_llama
+        from bastion.llm.embedded import _Engine
         from bastion.llm.repack import amx_kernels
+        from bastion.llm.source import prepare_source
 
-        native_build.check()  # a build for another CPU: refused here, not a SIGILL per request
         source = path or shipped_model_path()
         repack = repack_default() if repack is None else repack
-        vocab = load_llama(source, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)
-        choice = prepare(source, file_type(vocab), mode=convert, n_gpu_layers=n_gpu_layers,
-                         amx=amx_kernels(repack))
+        vocab, choice = prepare_source(source, mode=convert, n_gpu_layers=n_gpu_layers,
+                                       repack=repack, amx=amx_kernels(repack))
         gguf = choice.path
         spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers, repack,
                           chat_template, end_of_turn)

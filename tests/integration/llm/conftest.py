@@ -33,12 +33,9 @@ def shipped_worker() -> Iterator[WorkerModel]:
 def q8_copy() -> Path:
     """The shipped model's Q8_0 copy (what the worker loads on CPUs without AMX kernels)."""
     pytest.importorskip("llama_cpp")
-    from bastion.llm.convert import prepare
-    from bastion.llm.embedded import file_type, load_llama
+    from bastion.llm.source import prepare_source
 
-    src = shipped_model_path()
-    vocab = load_llama(src, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
-    return prepare(src, file_type(vocab), mode="auto").path
+    return prepare_source(shipped_model_path(), repack=False)[1].path
 
 
 @pytest.fixture

@@ -93,12 +93,13 @@ def test_a_worker_killed_by_sigill_names_the_rebuild() -> None:
 def test_both_embedded_paths_refuse_before_loading(monkeypatch: pytest.MonkeyPatch,
                                                    isolation: str) -> None:
     from bastion.config.model import Config
-    from bastion.llm import embedded
+    from bastion.llm import embedded, source
     from bastion.models import create_model
 
     monkeypatch.setattr(native_build, "installed_record", lambda: _rec(XEON))
     monkeypatch.setattr(native_build, "current_isa", lambda: EPYC)
-    monkeypatch.setattr(embedded, "load_llama", lambda *a, **k: pytest.fail("loaded"))
+    for module in (embedded, source):  # (every name the loaders call it by)
+        monkeypatch.setattr(module, "load_llama", lambda *a, **k: pytest.fail("loaded"))
     config = Config.model_validate({"model": {"backend": "embedded", "isolation": isolation}})
     with pytest.raises(BuiltForAnotherCpu):
         create_model(config)
