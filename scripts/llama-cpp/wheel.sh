@@ -14,9 +14,13 @@
 # build, and the wheel carries them (llama_cpp/bastion_build.json), so bastion refuses a venv
 # moved to a CPU that lacks them with the fix instead of crashing (bastion.llm.native_build).
 # Usage: wheel.sh [--key] PYTHON   (--key: print the cache key only)
+#        wheel.sh --sources PYTHON DIR   (the patched llama-cpp-python sources into DIR, for a build
+#                                         of another kind: scripts/llama-cpp/arm_emulated_check.sh)
 set -euo pipefail
 key_only=
+sources_to=
 if [ "${1:-}" = "--key" ]; then key_only=1; shift; fi
+if [ "${1:-}" = "--sources" ]; then sources_to="${3:?usage: wheel.sh --sources PYTHON DIR}"; shift; fi
 PY="${1:-.venv/bin/python}"
 VERSION=0.3.36
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,6 +29,23 @@ patches=("$here"/*.patch)
 key="$( (cat "$here/amx_tile_config_fix.h" "$here/sgemm_gate.h" "${patches[@]}"
          echo "$VERSION ${CMAKE_ARGS:-}"; "$PY" "$isa_py") | sha256sum | cut -c1-16)"
 if [ -n "$key_only" ]; then echo "$key"; exit 0; fi
+patched_sources() {  # the sdist, unpacked into $1/src with bastion's patches; prints its path
+  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$1/sdist" >&2
+  mkdir "$1/src" && tar xzf "$1"/sdist/llama_cpp_python-"$VERSION".tar.gz -C "$1/src"
+  local src="$1/src/llama_cpp_python-$VERSION" p
+  for p in "${patches[@]}"; do
+    if command -v patch >/dev/null 2>&1; then
+      patch -s -p1 --forward -d "$src" < "$p"
+    else
+      (cd "$src" && git apply -p1 "$p")
+    fi
+  done
+  echo "$src"
+}
+if [ -n "$sources_to" ]; then
+  mkdir -p "$sources_to" && patched_sources "$(cd "$sources_to" && pwd)"
+  exit 0
+fi
 root="${BASTION_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bastion/wheels}"
 dir="$root/llama-cpp-python-$VERSION-$key"
 if ! ls "$dir"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
@@ -34,16 +55,7 @@ if ! ls "$dir"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   cp "$here/amx_tile_config_fix.h" "$tmp/fix.h"  # paths without spaces for CMAKE_ARGS
   cp "$here/sgemm_gate.h" "$tmp/gate.h"
   echo "building llama-cpp-python $VERSION with bastion's AMX fix, sgemm gate, AMX rows and two-row dots (once per machine, ~5-8 min on 2 cores)" >&2
-  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp/sdist" >&2
-  mkdir "$tmp/src" && tar xzf "$tmp"/sdist/llama_cpp_python-"$VERSION".tar.gz -C "$tmp/src"
-  src="$tmp/src/llama_cpp_python-$VERSION"
-  for p in "${patches[@]}"; do
-    if command -v patch >/dev/null 2>&1; then
-      patch -s -p1 --forward -d "$src" < "$p"
-    else
-      (cd "$src" && git apply -p1 "$p")
-    fi
-  done
+  src="$(patched_sources "$tmp")"
   portable=; case " ${CMAKE_ARGS:-} " in *GGML_NATIVE=OFF*) portable=--portable;; esac
   "$PY" "$isa_py" --record $portable > "$src/llama_cpp/bastion_build.json"
   CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CXX_FLAGS=\"-include $tmp/fix.h\" -DCMAKE_C_FLAGS=\"-include $tmp/gate.h\"" \

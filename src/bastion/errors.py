@@ -37,6 +37,19 @@ class MissingExtraError(BastionError):
         self.extra = extra
 
 
+class BrokenExtraError(BastionError):
+    """An optional package is installed but fails to import (a native library that won't load).
+
+    A package built for another machine (a venv copied from an x86 box to an ARM one), a
+    damaged install or a missing system library: its import raises ``OSError`` or
+    ``RuntimeError`` from the dynamic loader. One line with the loader's reason and the fix.
+    """
+
+    def __init__(self, feature: str, module: str, reason: str, fix: str) -> None:
+        super().__init__(f"{feature} cannot load its package '{module}': {reason}", fix=fix)
+        self.module = module
+
+
 class ModelError(BastionError):
     """A model backend failed (unreachable, unknown model, bad response)."""
 

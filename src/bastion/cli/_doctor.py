@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bastion._extras import require
 from bastion.config import paths
 from bastion.config.loader import load
 from bastion.config.model import Config
@@ -104,11 +105,11 @@ def _llama_check() -> Check:
     refused = native_build.refusal()  # before the import: a build for another CPU is not loaded
     if refused is not None:
         return Check("llama.cpp", "FAIL", refused.message, refused.fix or "")
-    try:
-        import llama_cpp
-    except Exception as exc:  # a broken build raises OSError/RuntimeError on import
-        return Check("llama.cpp", "FAIL", f"llama_cpp does not import: {exc}",
-                     "pip install --force-reinstall 'llama-cpp-python[server]==0.3.36'")
+    try:  # a broken build raises OSError/RuntimeError on import: one line, what the file is
+        llama_cpp = require("llama_cpp", extra="local", feature="the embedded model",
+                            broken_fix=native_build.REBUILD)
+    except BastionError as exc:
+        return Check("llama.cpp", "FAIL", exc.message, exc.fix or "")
     return Check("llama.cpp", "OK",
                  f"llama-cpp-python {llama_cpp.__version__}, {native_build.describe()}")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from bastion._extras import require
 from bastion._net import is_loopback
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit, die_with_parent
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
@@ -144,18 +145,15 @@ class NodeServer:
     async def start(self) -> None:
         """Start the server and wait until it answers; then announce it."""
         check_exposure(self.opts)
-        try:
-            import llama_cpp.server  # noqa: F401
-        except ImportError as exc:
-            from bastion.errors import MissingExtraError
-
-            raise MissingExtraError("bastion node serve", "local", "llama_cpp.server") from exc
+        native_build.check()  # a build for another CPU: one line now, not a SIGILL loop
+        # (a library that does not load here, as for a venv from another machine: one line too)
+        require("llama_cpp.server", extra="local", feature="bastion node serve",
+                broken_fix=native_build.REBUILD)
         if not self.opts.model_path.is_file():
             raise ClusterError(
                 f"model file not found: {self.opts.model_path}",
                 fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
             )
-        native_build.check()  # a build for another CPU: one line now, not a SIGILL loop
         self._spawn()
         await self._wait_ready()
         if self.announces:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from bastion.hardware.info import CpuInfo, GpuInfo
+from bastion.hardware.isa import arm_cpu_name
 
 # Query used for nvidia-smi; parse_nvidia_smi accepts it with or without header/units.
 NVIDIA_QUERY = "name,memory.total,memory.free,driver_version,compute_cap"
@@ -67,20 +68,9 @@ def parse_proc_cpuinfo(text: str) -> CpuInfo:
         if "sve" in raw:
             flags.append("sve")
         arch = "aarch64" if first.get("cpu architecture", "") == "8" else "arm"
-        model = board.get("model") or first.get("model name") or _arm_name(first)
+        model = board.get("model") or first.get("model name") or arm_cpu_name(first)
     return CpuInfo(model=model, arch=arch, logical_cores=logical, physical_cores=physical,
                    flags=flags)
-
-
-_ARM_PARTS = {
-    "0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
-    "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2", "0xd49": "Neoverse-N2",
-}
-
-
-def _arm_name(block: dict[str, str]) -> str:
-    part = block.get("cpu part", "").lower()
-    return f"ARM {_ARM_PARTS.get(part, part or 'CPU')}"
 
 
 def parse_meminfo(text: str) -> int:

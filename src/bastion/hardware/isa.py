@@ -99,10 +99,37 @@ def current_isa() -> list[str] | None:
     return None
 
 
+# ARM's /proc/cpuinfo names no model: its "CPU part" (implementer 0x41, Arm Ltd's designs)
+ARM_PARTS = {
+    "0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2", "0xd49": "Neoverse-N2",
+}
+
+
+def arm_cpu_name(block: dict[str, str]) -> str:
+    """Name an ARM core from a /proc/cpuinfo processor block (``ARM Cortex-A72``)."""
+    part = block.get("cpu part", "").lower()
+    return f"ARM {ARM_PARTS.get(part, part or 'CPU')}"
+
+
+def _board_model(text: str) -> str | None:
+    """Return the board's name from the last block of an ARM /proc/cpuinfo (a Raspberry Pi's)."""
+    for line in reversed(text.splitlines()):
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "model" and value.strip():
+            return value.strip()
+    return None
+
+
 def cpu_name() -> str:
     """Return the CPU's model name for messages (/proc/cpuinfo's, else the machine's)."""
-    first = _first_block(_cpuinfo_text() or "")
-    return first.get("model name") or first.get("hardware") or platform.machine() or "this CPU"
+    text = _cpuinfo_text() or ""
+    first = _first_block(text)
+    if first.get("model name"):
+        return first["model name"]
+    if "features" in first:  # ARM: the board (a Raspberry Pi), else the core
+        return _board_model(text) or arm_cpu_name(first)
+    return first.get("hardware") or platform.machine() or "this CPU"
 
 
 def record(portable: bool = False) -> dict[str, object]:

@@ -24,6 +24,7 @@ from typing import Any
 from bastion._extras import require
 from bastion.errors import ModelError
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy, Primitives, constrained_chat
+from bastion.llm.native_build import REBUILD
 from bastion.llm.repack import Verdict
 from bastion.messages import (
     ChatSettings,
@@ -206,7 +207,8 @@ def load_llama(
     all, shared equally; see :mod:`bastion.llm._batch`). ``n_threads_batch``: threads for
     prompt batches (default: llama-cpp-python's, every core).
     """
-    llama_cpp = require("llama_cpp", extra="local", feature="the embedded model")
+    llama_cpp = require("llama_cpp", extra="local", feature="the embedded model",
+                        broken_fix=REBUILD)
     if not path.is_file():
         raise ModelError(
             f"model file not found: {path}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,21 @@ class BuiltForAnotherCpu(ModelError):
         )
 
 
+class BuiltForAnotherMachine(BuiltForAnotherCpu):
+    """The installed llama.cpp was built for another architecture (x86_64 on an ARM box)."""
+
+    def __init__(self, built_for: str, built_on: str, here: str) -> None:
+        """Name both architectures and the fix; its libraries would not even load here."""
+        ModelError.__init__(
+            self,
+            f"llama.cpp in this environment was built for {built_for} ({built_on}); this "
+            f"machine is {here}: its libraries cannot load here",
+            fix=REBUILD,
+        )
+        self.missing = []
+        self.built_on = built_on
+
+
 def installed_record() -> BuildRecord | None:
     """Return the installed llama-cpp-python's build record; None without one.
 
@@ -87,20 +103,25 @@ def missing_isa(record: BuildRecord | None, here: list[str] | None) -> list[str]
     return sorted(record.isa - set(here))
 
 
-def refusal(record: BuildRecord | None = None,
-            here: list[str] | None = None) -> BuiltForAnotherCpu | None:
+def refusal(record: BuildRecord | None = None, here: list[str] | None = None,
+            machine: str | None = None) -> BuiltForAnotherCpu | None:
     """Return why the installed build cannot run on this CPU, or None where it can.
 
-    Defaults: the installed build's record and this CPU (``/proc/cpuinfo``).
+    Defaults: the installed build's record, this CPU (``/proc/cpuinfo``) and this machine's
+    architecture (``platform.machine()``, as the record has it).
     """
     record = installed_record() if record is None else record
+    machine = platform.machine() if machine is None else machine
+    if record is not None and record.machine and machine and record.machine != machine:
+        return BuiltForAnotherMachine(record.machine, record.cpu, machine)
     missing = missing_isa(record, current_isa() if here is None else here)
     return BuiltForAnotherCpu(missing, record.cpu, cpu_name()) if missing and record else None
 
 
-def check(record: BuildRecord | None = None, here: list[str] | None = None) -> None:
+def check(record: BuildRecord | None = None, here: list[str] | None = None,
+          machine: str | None = None) -> None:
     """Raise :func:`refusal`'s :class:`BuiltForAnotherCpu`, if any (the loaders call this)."""
-    refused = refusal(record, here)
+    refused = refusal(record, here, machine)
     if refused is not None:
         raise refused
 

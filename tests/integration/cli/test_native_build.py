@@ -9,6 +9,8 @@ this venv's llama.cpp on it, and a probe compiled here asks that CPU (CPUID, thr
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import json
 import platform
 import shutil
 import subprocess
@@ -156,3 +158,78 @@ def test_init_and_doctor_name_the_build_they_checked(bastion_home: Path) -> None
                             capture_output=True, text=True, timeout=300)
     line = next(ln for ln in doctor.stdout.splitlines() if "llama.cpp" in ln)
     assert "OK" in line and "built for this CPU's instruction sets" in line, doctor.stdout
+
+
+RPI4 = {"cpu": "Raspberry Pi 4 Model B Rev 1.4", "machine": "aarch64",
+        "isa": ["asimd", "cpuid", "crc32", "evtstrm", "fp"]}
+
+
+def test_a_venv_built_on_an_arm_box_is_one_line_with_the_fix_on_this_one(
+        tmp_path: Path, bastion_home: Path) -> None:
+    """The attack: a home directory shared by a home lab's boxes holds a venv whose
+    llama-cpp-python was built on the Raspberry Pi; bastion runs from it on this x86 box.
+
+    The copy of this venv's package has real aarch64 libraries (built by the cross compiler):
+    the dynamic loader cannot load them here, and glibc says "No such file or directory" of a
+    file that is there. With the build's record (``make install`` wrote one on the Pi) bastion
+    refuses by name before importing; without one (built some other way) the failed import is
+    one line that says what the library is. Never a traceback, from any command that loads it.
+    """
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("no aarch64 cross compiler (scripts/system-deps.sh installs "
+                    "gcc-aarch64-linux-gnu)")
+    if platform.machine() == "aarch64":
+        pytest.skip("this box is an ARM one: aarch64 libraries load here")
+    spec = importlib.util.find_spec("llama_cpp")
+    assert spec is not None and spec.submodule_search_locations
+    pkg = tmp_path / "site" / "llama_cpp"
+    shutil.copytree(next(iter(spec.submodule_search_locations)), pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "lib.c").write_text("int bastion_built_on_arm(void) { return 1; }\n")
+    arm_lib = tmp_path / "libarm.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(arm_lib), str(tmp_path / "lib.c")],
+                   check=True, timeout=120)
+    libs = sorted((pkg / "lib").glob("lib*.so*"))
+    assert any(p.name == "libllama.so" for p in libs)
+    for lib in libs:
+        shutil.copyfile(arm_lib, lib)
+    env = {**cli_env(bastion_home), "PYTHONPATH": f"{tmp_path / 'site'}:{ROOT / 'src'}",
+           "COLUMNS": "1000"}  # (doctor's table rows unwrapped)
+    subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=cli_env(bastion_home),
+                   cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    # the premise: this copy does not load here
+    loads = subprocess.run([sys.executable, "-c", "import llama_cpp"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert loads.returncode != 0 and "No such file or directory" in loads.stderr
+
+    def run(*args: str) -> tuple[int, str]:
+        done = subprocess.run([sys.executable, "-m", "bastion", *args], env=env, cwd=ROOT,
+                              input="hello\n", capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stdout + done.stderr
+
+    # 1. with the Pi's build record: refused by architecture before anything is imported
+    (pkg / native_build.RECORD_NAME).write_text(json.dumps(RPI4))
+    here = platform.machine()
+    for args in (("ask", "Say OK."), ("node", "serve", "--port", "1", "--no-announce")):
+        code, said = run(*args)
+        assert code != 0 and "Traceback" not in said, said
+        line = next(ln for ln in said.splitlines() if "built for aarch64" in ln)
+        assert (f"built for aarch64 (Raspberry Pi 4 Model B Rev 1.4); this machine is {here}"
+                in line and "make install" in line), line
+    code, said = run("doctor")
+    out = " ".join(said.split())
+    assert code == 1 and f"this machine is {here}" in out and "make install" in out, out
+    # 2. no record: the import fails, in one line that names what the file is
+    (pkg / native_build.RECORD_NAME).unlink()
+    for args in (("ask", "Say OK."), ("chat",), ("serve", "--port", "1"),
+                 ("node", "serve", "--port", "1", "--no-announce")):
+        code, said = run(*args)
+        assert code != 0 and "Traceback" not in said, said
+        line = next(ln for ln in said.splitlines() if "cannot load its package 'llama_cpp" in ln)
+        assert f"libllama.so is aarch64 code; this machine runs {here}" in line, line
+        assert line.endswith("each CPU kind gets its own cached build))"), line  # the fix
+    code, said = run("doctor")
+    row = " ".join(next(ln for ln in said.splitlines() if "llama.cpp" in ln).split())
+    assert code == 1 and "FAIL" in row and "make install" in row, row
+    assert f"libllama.so is aarch64 code; this machine runs {here}" in row, row

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bastion.hardware import isa
 
 FIX = Path(__file__).parents[2] / "fixtures" / "hardware"
@@ -64,3 +66,13 @@ def test_no_cpuinfo_is_unknown(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(isa.CPUINFO_ENV, str(tmp_path / "missing"))
     monkeypatch.setattr(isa.sys, "platform", "linux")
     assert isa.current_isa() is None
+
+
+@pytest.mark.parametrize(("file", "name"), [
+    ("cpuinfo_amd_epyc_avx2.txt", "AMD EPYC"),
+    ("cpuinfo_rpi4_aarch64.txt", "Raspberry Pi 4 Model B Rev 1.4"),  # the board, in its last block
+    ("cpuinfo_graviton3_aarch64.txt", "ARM Neoverse-V1"),  # no model name on ARM: the core part
+])
+def test_the_cpu_is_named_in_messages_on_x86_and_arm(monkeypatch, file: str, name: str) -> None:
+    monkeypatch.setenv(isa.CPUINFO_ENV, str(FIX / file))
+    assert isa.cpu_name() == name

@@ -4,6 +4,7 @@ before anything native loads (bastion.llm.native_build); a SIGILL names the same
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import sys
 from pathlib import Path
@@ -12,15 +13,17 @@ import pytest
 
 from bastion.hardware.isa import isa_from_cpuinfo
 from bastion.llm import native_build
-from bastion.llm.native_build import BuildRecord, BuiltForAnotherCpu
+from bastion.llm.native_build import BuildRecord, BuiltForAnotherCpu, BuiltForAnotherMachine
 
 FIX = Path(__file__).parents[2] / "fixtures" / "hardware"
 XEON = isa_from_cpuinfo((FIX / "cpuinfo_intel_xeon_avx512.txt").read_text())
 EPYC = isa_from_cpuinfo((FIX / "cpuinfo_amd_epyc_avx2.txt").read_text())
+GRAVITON = isa_from_cpuinfo((FIX / "cpuinfo_graviton3_aarch64.txt").read_text())
 
 
 def _rec(isa: list[str] | None, cpu: str = "Intel Xeon Gold 6230R") -> BuildRecord:
-    return BuildRecord(None if isa is None else frozenset(isa), cpu, "x86_64")
+    # (this machine's architecture: these tests are about extensions, on any host)
+    return BuildRecord(None if isa is None else frozenset(isa), cpu, platform.machine())
 
 
 def test_an_avx512_build_on_an_avx2_cpu_is_refused_with_the_fix() -> None:
@@ -48,6 +51,25 @@ def test_the_same_cpu_a_portable_build_or_no_record_pass() -> None:
     native_build.check(_rec(None), EPYC)  # GGML_NATIVE=OFF
     assert native_build.missing_isa(None, EPYC) == []
     assert native_build.missing_isa(_rec(XEON), None) == []  # this CPU unknown: no verdict
+
+
+def test_a_build_for_another_architecture_is_refused_by_name() -> None:
+    """An x86 venv on an ARM box (a shared home): its libraries would not even load there."""
+    x86 = BuildRecord(frozenset(EPYC), "AMD EPYC 7R13", "x86_64")
+    with pytest.raises(BuiltForAnotherMachine) as got:
+        native_build.check(x86, GRAVITON, machine="aarch64")
+    text = got.value.user_text()
+    assert "\n" not in text and "make install" in text
+    assert "built for x86_64 (AMD EPYC 7R13); this machine is aarch64" in text
+    assert isinstance(got.value, BuiltForAnotherCpu)  # (what the loaders and doctor catch)
+    native_build.check(x86, EPYC, machine="x86_64")
+    # a record without a machine (none is written without one, but a hand-made one): no verdict
+    native_build.check(BuildRecord(frozenset(EPYC), "AMD EPYC 7R13", ""), EPYC, machine="aarch64")
+    # an ARM build on an ARM CPU without its extensions: the usual culprits named
+    arm = BuildRecord(frozenset(GRAVITON), "Graviton3", "aarch64")
+    rpi4 = isa_from_cpuinfo((FIX / "cpuinfo_rpi4_aarch64.txt").read_text())
+    with pytest.raises(BuiltForAnotherCpu, match=r"uses sve, i8mm, asimddp, "):
+        native_build.check(arm, rpi4, machine="aarch64")
 
 
 def _fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str | None) -> None:
