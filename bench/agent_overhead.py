@@ -28,7 +28,13 @@ Then the model worker processes (``model.isolation: worker``, :mod:`bastion.llm.
       writes max_tokens): first-token p50 and total tokens/s ratios against the best single
       stream, and the load average around the run; then users who do not arrive together: a
       request sent while the three others are mid-answer (each writing 4 x max_tokens), its
-      first token against the best single stream.
+      first token against the best single stream. Every request's story is numbered up front
+      ("Story 17: write a long story about ..."), so no sequence holds a whole prompt from an
+      earlier round: each prompt evaluates its ~16 new tokens on every side. (Until
+      2026-12-05 the four stories were sent again each round, and a request that found its
+      whole prompt cached on the sequence it leased skipped its prompt: the four streams'
+      first token looked 1.7-2.0x one stream's where it is 2.3-2.9x; ``--repeated-prompts``
+      runs that way, for comparison.)
 
     .venv/bin/python bench/agent_overhead.py [--rounds 3] [--max-tokens 64] [--threads N]
         [--part all|agent|worker|streams]
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -349,6 +356,13 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
     from bastion.llm.worker import WorkerModel, WorkerSpec
 
     streams = 4
+    numbered = itertools.count(1)
+    if args.repeated_prompts:
+        def story(i: int) -> str:
+            return STORIES[i % len(STORIES)]
+    else:  # numbered up front: nothing after "Story " is cached on any sequence
+        def story(i: int) -> str:
+            return f"Story {next(numbered)}: w" + STORIES[i % len(STORIES)][1:]
     cspec = WorkerSpec(path, n_ctx=2048, n_threads=args.worker_threads, repack=repack)
     # single-stream baselines: one worker, one sequence, at 1 thread, at 2 threads, and at
     # llama.cpp's defaults (generation half the cores, prompt batches all): the best one counts
@@ -365,11 +379,11 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
         for r in range(args.rounds):
             for k in range(2):
                 longer = [asyncio.create_task(run_worker(
-                    many, count, system, STORIES[(r + k + j) % len(STORIES)], args.max_tokens * 4))
+                    many, count, system, story(r + k + j), args.max_tokens * 4))
                     for j in range(streams - 1)]
                 await asyncio.sleep(0.5)  # their prompts are evaluated; they are generating
                 _, _, first = await run_worker(many, count, system,
-                                               STORIES[(r + k + 3) % len(STORIES)],
+                                               story(r + k + 3),
                                                args.max_tokens)
                 firsts.append(first)
                 await asyncio.gather(*longer)
@@ -397,7 +411,7 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
                         # "pool alone": one stream on the 4-stream pool (all its workers idle
                         # but one: the busy workers' thread share gives that one every core)
                         wm = many if side == "pool alone" else ones[side]
-                        for prompt in STORIES[r % 2::2]:
+                        for prompt in (story(r % 2), story(r % 2 + 2)):
                             n, wall, first = await run_worker(wm, count, system,
                                                               prompt, args.max_tokens)
                             one[side][0].append(first)
@@ -405,7 +419,7 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
                     else:
                         t0 = time.perf_counter()
                         got = await asyncio.gather(*(
-                            run_worker(many, count, system, STORIES[(r + k) % len(STORIES)],
+                            run_worker(many, count, system, story(r + k),
                                        args.max_tokens) for k in range(streams)))
                         wall = time.perf_counter() - t0
                         many_first.extend(g[2] for g in got)
@@ -425,7 +439,9 @@ def bench_streams(count: Any, path: str, repack: bool, system: str,
           f"slots={streams} ({', '.join(str(i.get('slots')) for i in info)} per worker), "
           f"threads generation/prompt per worker {threads} while all are busy (following the "
           f"busy workers: {[i.get('cores') for i in info]} cores shared); {os.cpu_count()} CPUs, "
-          f"{args.rounds} rounds, load average {load0:.1f} -> {load1:.1f} --")
+          f"{args.rounds} rounds, load average {load0:.1f} -> {load1:.1f}; prompts "
+          f"{'repeated (whole prompts may be cached)' if args.repeated_prompts else 'numbered'}"
+          " --")
     print(f"small batches (bastion.llm.kernels): {info[0].get('kernels') if info else '?'}")
     best_f = min(statistics.median(f) for f, _ in one.values())
     best_r = max(statistics.median(r) for _, r in one.values())
@@ -532,6 +548,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes for the 4 streams (default: model.workers' default)")
     ap.add_argument("--part", choices=("all", "agent", "worker", "streams"), default="all")
+    ap.add_argument("--repeated-prompts", action="store_true",
+                    help="streams: send the same four stories each round (the bench before "
+                         "2026-12-05; a request may find its whole prompt cached)")
     ap.add_argument("--convert", choices=("auto", "off"), default="auto",
                     help="model.convert: auto = the file the product loads (the shipped Q4_1 "
                     "converted to Q8_0), off = the Q4_1 file as it is")
