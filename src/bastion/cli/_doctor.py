@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bastion._extras import require
 from bastion.config import paths
 from bastion.config.loader import load
 from bastion.config.model import Config
@@ -102,12 +101,8 @@ def _llama_check() -> Check:
                      "pip install 'bastion[local]'")
     from bastion.llm import native_build
 
-    refused = native_build.refusal()  # before the import: a build for another CPU is not loaded
-    if refused is not None:
-        return Check("llama.cpp", "FAIL", refused.message, refused.fix or "")
-    try:  # a broken build raises OSError/RuntimeError on import: one line, what the file is
-        llama_cpp = require("llama_cpp", extra="local", feature="the embedded model",
-                            broken_fix=native_build.REBUILD)
+    try:  # a build for another CPU is refused before the import; a broken one in one line
+        llama_cpp = native_build.import_checked(feature="the embedded model")
     except BastionError as exc:
         return Check("llama.cpp", "FAIL", exc.message, exc.fix or "")
     return Check("llama.cpp", "OK",

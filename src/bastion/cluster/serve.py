@@ -31,7 +31,6 @@ from pathlib import Path
 
 import httpx
 
-from bastion._extras import require
 from bastion._net import is_loopback
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit, die_with_parent
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
@@ -145,10 +144,8 @@ class NodeServer:
     async def start(self) -> None:
         """Start the server and wait until it answers; then announce it."""
         check_exposure(self.opts)
-        native_build.check()  # a build for another CPU: one line now, not a SIGILL loop
-        # (a library that does not load here, as for a venv from another machine: one line too)
-        require("llama_cpp.server", extra="local", feature="bastion node serve",
-                broken_fix=native_build.REBUILD)
+        # a build for another CPU: one line now, not a SIGILL loop (and one that does not load)
+        native_build.import_checked("llama_cpp.server", feature="bastion node serve")
         if not self.opts.model_path.is_file():
             raise ClusterError(
                 f"model file not found: {self.opts.model_path}",

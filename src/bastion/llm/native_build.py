@@ -18,7 +18,9 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
+from bastion._extras import require
 from bastion.errors import ModelError
 from bastion.hardware.isa import cpu_name, current_isa
 
@@ -124,6 +126,18 @@ def check(record: BuildRecord | None = None, here: list[str] | None = None,
     refused = refusal(record, here, machine)
     if refused is not None:
         raise refused
+
+
+def import_checked(module: str = "llama_cpp", *, feature: str) -> ModuleType:
+    """Import llama-cpp-python (or ``module`` of it) only where it can run, else one line.
+
+    A build for another CPU or architecture is refused first (:func:`check`: nothing native
+    loads); a library that still does not load is :class:`bastion.errors.BrokenExtraError`
+    with the rebuild as its fix. ``bastion doctor`` and ``bastion node serve`` import it so;
+    the model loaders check in :func:`bastion.llm.source.prepare_source`.
+    """
+    check()
+    return require(module, extra="local", feature=feature, broken_fix=REBUILD)
 
 
 def describe() -> str:
