@@ -65,6 +65,7 @@ def check_model(config: Config) -> list[Check]:
             checks.append(Check("model file", "FAIL", f"model file not found: {path}", fix))
         checks.append(_llama_check())
         if path.is_file() and checks[-1].status == "OK":
+            checks.append(_memory_check(config, path))
             checks.append(_smoke_check(config, path))
     elif mc.backend in ("openai", "ollama"):
         checks.append(_server_check(config))
@@ -107,6 +108,37 @@ def _llama_check() -> Check:
         return Check("llama.cpp", "FAIL", exc.message, exc.fix or "")
     return Check("llama.cpp", "OK",
                  f"llama-cpp-python {llama_cpp.__version__}, {native_build.describe()}")
+
+
+def _memory_check(config: Config, path: Path) -> Check:
+    """The context and conversations the configured model gets, and the memory they take."""
+    from bastion.llm.footprint import ContextTooLarge
+    from bastion.llm.repack import amx_kernels
+    from bastion.llm.source import prepare_source
+    from bastion.llm.worker import plan_memory
+
+    mc = config.model
+    repack = {"auto": None, "on": True, "off": False}[mc.repack]
+    one = mc.isolation == "in_process"
+    try:
+        if repack is None:
+            from bastion.llm.embedded import repack_default
+
+            repack = repack_default()
+        vocab, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
+                                       repack=repack, amx=amx_kernels(repack))
+        fit = plan_memory(vocab, choice.path, n_ctx=mc.n_ctx, slots=1 if one else mc.slots,
+                          workers=1 if one else mc.workers, repack=repack,
+                          n_gpu_layers=mc.n_gpu_layers)
+    except ContextTooLarge as exc:
+        return Check("model memory", "FAIL", exc.message, exc.fix or "")
+    except BastionError as exc:  # the smoke test below reports the load itself
+        return Check("model memory", "WARN", f"not planned: {exc.message}", exc.fix or "")
+    if fit.notes:
+        fix = (f"bastion config set model.n_ctx {fit.n_ctx}" if fit.n_ctx < mc.n_ctx else
+               "free memory, or set model.slots to the conversations at once you want")
+        return Check("model memory", "WARN", fit.describe(), fix)
+    return Check("model memory", "OK", fit.describe())
 
 
 def _smoke_check(config: Config, path: Path) -> Check:

@@ -80,7 +80,11 @@ class ModelConfig(_Section):
         description="Hugging Face token for `bastion model pull` as a secret:// reference "
         "(HF_TOKEN in the environment wins)",
     )
-    n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
+    n_ctx: int = Field(
+        default=4096, ge=256, le=1_048_576,
+        description="context tokens per conversation; an embedded model gets at most the "
+        "context it was trained on, and a setting that cannot fit in memory is refused",
+    )
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0
     isolation: Literal["worker", "in_process"] = Field(
@@ -91,7 +95,8 @@ class ModelConfig(_Section):
     slots: int | None = Field(
         default=None, ge=1, le=64,
         description="conversations the embedded model serves at once (parallel sequences "
-        "spread over the worker processes, n_ctx tokens each); None = min(4, CPU cores)",
+        "spread over the worker processes, n_ctx tokens each); None = min(4, CPU cores), "
+        "fewer where their KV caches would not fit in memory",
     )
     workers: int | None = Field(
         default=None, ge=1, le=64,

@@ -181,10 +181,13 @@ def main() -> None:
     except BastionError as exc:
         out.send({"error": exc.message, "fix": exc.fix})
         return
-    fault = {"after-load": signal.SIGSEGV, "after-load-sigill": signal.SIGILL}.get(
-        os.environ.get("BASTION_TEST_WORKER_FAULT", ""))
-    if fault is not None:  # failpoint for tests
+    failpoint = os.environ.get("BASTION_TEST_WORKER_FAULT", "")
+    fault = {"after-load": signal.SIGSEGV, "after-load-sigill": signal.SIGILL}.get(failpoint)
+    if fault is not None:  # failpoints for tests
         os.kill(os.getpid(), fault)
+    if failpoint == "after-load-memory":  # grow until a memory limit kills it (at most 8 GiB)
+        hog = [b"\x01" * (64 << 20) for _ in range(128)]  # written, so resident
+        os._exit(70 + len(hog) % 2)
     kernels = _batch_kernels(eng, spec)
     from bastion.llm._batch import BatchEngine
     from bastion.llm.kernels import dot_rows

@@ -247,6 +247,13 @@ def load_llama(
             release_openmp_threads()
             return llm
         except (ValueError, RuntimeError, OSError) as exc:
+            if "llama_context" in str(exc):  # the weights loaded; the context did not fit
+                raise ModelError(
+                    f"could not make a context for {path.name}: {n_seq} conversation(s) at "
+                    f"once x {n_ctx // max(1, n_seq)} tokens ({exc})",
+                    fix="lower model.n_ctx or model.slots (`bastion doctor` shows the memory "
+                    "they need), or free memory",
+                ) from exc
             raise ModelError(
                 f"could not load model {path.name}: {exc}",
                 fix="check that the file is a complete GGUF model (re-download it)",

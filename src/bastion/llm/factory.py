@@ -6,7 +6,6 @@ level, :func:`bastion.models.create_model`, which calls down into :func:`create_
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,13 +90,16 @@ def embedded_model(config: Config) -> Model:
         )
         from bastion.llm.repack import amx_kernels
         from bastion.llm.source import prepare_source
+        from bastion.llm.worker import plan_memory
 
         path = _embedded_path(config) or shipped_model_path()
         repack = repack_default() if repack is None else repack
-        _, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
-                                   repack=repack, amx=amx_kernels(repack))
+        vocab, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
+                                       repack=repack, amx=amx_kernels(repack))
         path = choice.path
-        llama = load_llama(path, n_ctx=mc.n_ctx, n_threads=mc.n_threads,
+        fit = plan_memory(vocab, path, n_ctx=mc.n_ctx, slots=1, workers=1, repack=repack,
+                          n_gpu_layers=mc.n_gpu_layers)
+        llama = load_llama(path, n_ctx=fit.n_ctx, n_threads=mc.n_threads,
                            n_gpu_layers=mc.n_gpu_layers, repack=repack)
         return EmbeddedModel(llama, name=mc.name)
     from bastion.llm.worker import WorkerModel
@@ -108,7 +110,7 @@ def embedded_model(config: Config) -> Model:
         n_ctx=mc.n_ctx,
         n_threads=mc.n_threads,
         n_gpu_layers=mc.n_gpu_layers,
-        slots=mc.slots or min(4, os.cpu_count() or 1),
+        slots=mc.slots,
         workers=mc.workers,
         repack=repack,
         stall_timeout_s=mc.stall_timeout_s,

@@ -54,6 +54,7 @@ from bastion._proc import (
     describe_exit,
 )
 from bastion.errors import ModelError
+from bastion.hardware import memory
 from bastion.llm._constrained import DEFAULT_POLICY, Plain, Policy
 from bastion.llm._threads import BusyBoard
 from bastion.llm.convert import Choice
@@ -64,6 +65,7 @@ from bastion.llm.embedded import (
     repack_default,
     shipped_model_path,
 )
+from bastion.llm.footprint import Plan, Shape, plan
 from bastion.llm.native_build import SIGILL_FIX
 from bastion.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 from bastion.telemetry.metrics import METRICS
@@ -76,12 +78,25 @@ STALL_TIMEOUT_S = 300.0  # no progress at all for this long while serving = hung
 class WorkerCrashed(ModelError):
     """The model worker process died while serving a request."""
 
-    def __init__(self, returncode: int, stderr_tail: str = "") -> None:
-        """Describe a worker exit status (negative = killed by that signal)."""
+    def __init__(self, returncode: int, stderr_tail: str = "", *, oom: bool = False) -> None:
+        """Describe a worker exit status (negative = killed by that signal).
+
+        ``oom``: the kernel's out-of-memory killer killed it (its count rose while the worker
+        ran and it died of SIGKILL).
+        """
         self.returncode = returncode
         self.signal = -returncode if returncode < 0 else None
+        self.oom = oom
         sig = describe_exit(returncode)
         hint = f" last output: {stderr_tail}" if stderr_tail else ""
+        if oom:
+            super().__init__(
+                f"the local model was killed for lack of memory ({sig}, by the kernel's "
+                "out-of-memory killer); this request is lost, the model was restarted",
+                fix="free memory, or make the model smaller: lower model.n_ctx or model.slots, "
+                "or use a smaller model (`bastion doctor` shows the memory it needs)",
+            )
+            return
         super().__init__(
             f"the local model crashed ({sig}); this request is lost, the model was restarted"
             + hint,
@@ -140,6 +155,27 @@ def auto_workers(slots: int, model_bytes: int, cores: int | None = None,
     if room is not None and model_bytes > 0:
         k = max(1, min(k, room // 2 // model_bytes))
     return k
+
+
+def default_slots() -> int:
+    """Conversations served at once when ``model.slots`` is unset: one per core, at most 4."""
+    return min(4, os.cpu_count() or 1)
+
+
+def plan_memory(vocab: Any, gguf: Path, *, n_ctx: int, slots: int | None,
+                workers: int | None, repack: bool, n_gpu_layers: int = 0) -> Plan:
+    """Plan the workers' context and conversations for ``gguf`` (see :mod:`.footprint`).
+
+    ``vocab`` is the vocabulary-only load of the source (its metadata has the shape).
+    """
+    try:
+        size = gguf.stat().st_size
+    except OSError:
+        size = 0
+    return plan(Shape.of(getattr(vocab, "metadata", None) or {}), n_ctx=n_ctx, slots=slots,
+                auto_slots=default_slots(), model_bytes=size, repack=repack, workers=workers,
+                auto_workers=lambda s: auto_workers(s, size), room=memory.room(),
+                gpu_layers=n_gpu_layers)
 
 
 def _shares(slots: int, k: int) -> list[int]:
@@ -205,8 +241,10 @@ class _Worker:
     stalled: WorkerStalled | None = None
     closing: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    oom_kills: int | None = None  # the kernel's count when it started
 
     def __post_init__(self) -> None:
+        self.oom_kills = memory.oom_kills()
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, argv is fixed
             [sys.executable, "-m", "bastion.llm._worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -264,7 +302,9 @@ class _Worker:
             crash = self.stalled
         elif not self.closing and self.load_error is None:
             tail = " | ".join(list(self.stderr_tail)[-2:])
-            crash = WorkerCrashed(rc, tail)
+            kills = memory.oom_kills() if rc == -signal.SIGKILL else None
+            crash = WorkerCrashed(rc, tail, oom=kills is not None
+                                  and self.oom_kills is not None and kills > self.oom_kills)
         try:
             self.on_exit(self, crash)  # counted first: a caller that retries at once sees it
         finally:
@@ -478,6 +518,7 @@ class WorkerModel:
         self._started = False
         self._n_ctx = spec.n_ctx
         self.weights: Choice | None = None  # which file and weight type load() chose, and why
+        self.memory: Plan | None = None  # the context and conversations load() planned
 
     @classmethod
     def load(
@@ -488,7 +529,7 @@ class WorkerModel:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
-        slots: int = 1,
+        slots: int | None = 1,
         workers: int | None = None,
         repack: bool | None = None,
         chat_template: str | None = None,
@@ -500,6 +541,11 @@ class WorkerModel:
 
         ``convert`` (``model.convert``): ``auto`` loads a small model whose weights llama.cpp
         cannot batch on a CPU from its cached Q8_0 copy (:mod:`bastion.llm.convert`).
+        ``slots`` None: :func:`default_slots`, fewer where they would not fit in memory. The
+        context and the conversations at once are planned from the file's metadata before
+        any worker starts (:func:`bastion.llm.footprint.plan`): a context above the model's
+        trained one is lowered to it, and a setting that cannot fit in memory is refused
+        (:class:`~bastion.llm.footprint.ContextTooLarge`) instead of crashing a worker.
         """
         from bastion.llm.embedded import _Engine
         from bastion.llm.repack import amx_kernels
@@ -510,12 +556,15 @@ class WorkerModel:
         vocab, choice = prepare_source(source, mode=convert, n_gpu_layers=n_gpu_layers,
                                        repack=repack, amx=amx_kernels(repack))
         gguf = choice.path
-        spec = WorkerSpec(str(gguf), n_ctx, n_threads, n_gpu_layers, repack,
+        fit = plan_memory(vocab, gguf, n_ctx=n_ctx, slots=slots, workers=workers,
+                          repack=repack, n_gpu_layers=n_gpu_layers)
+        spec = WorkerSpec(str(gguf), fit.n_ctx, n_threads, n_gpu_layers, repack,
                           chat_template, end_of_turn)
-        model = cls(spec, name=name, slots=slots, workers=workers,
+        model = cls(spec, name=name, slots=fit.slots, workers=fit.workers,
                     stall_timeout_s=stall_timeout_s,
                     tokenizer=_Engine(vocab, chat_template, end_of_turn))
         model.weights = choice
+        model.memory = fit
         return model
 
     @property
