@@ -35,6 +35,7 @@ from bastion._net import is_loopback
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, describe_exit, die_with_parent
 from bastion.cluster.discovery import SERVICE_TYPE, Announcement, Announcer, local_addresses
 from bastion.errors import ClusterError
+from bastion.hardware.memory import OOM_KILLED, OomWatch
 from bastion.llm import native_build
 
 
@@ -112,6 +113,7 @@ class NodeServer:
     def __init__(self, opts: ServeOptions) -> None:
         self.opts = opts
         self.proc: subprocess.Popen[bytes] | None = None
+        self.oom = OomWatch()  # renewed by each _spawn
         self.announcer: Announcer | None = None
         self.crashes = CrashLoop(CRASH_LIMIT, CRASH_WINDOW_S)
         self.restarts = 0
@@ -176,6 +178,7 @@ class NodeServer:
             await self.announcer.start()
 
     def _spawn(self) -> None:
+        self.oom = OomWatch()
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
             server_argv(self.opts), env=server_env(self.opts),
             preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
@@ -184,8 +187,13 @@ class NodeServer:
         """Report a crash and start the server again; False once it crashes in a loop."""
         looping = self.crashes.record()
         ill = f" (fix: {native_build.SIGILL_FIX})" if returncode == -signal.SIGILL else ""
-        _say(f"error: the model server crashed ({describe_exit(returncode)}); requests in "
-             f"flight were lost{ill}")
+        if self.oom.killed(returncode):
+            _say(f"error: the model server was killed for lack of memory "
+                 f"({describe_exit(returncode)}, {OOM_KILLED}); requests in flight were lost "
+                 "(fix: free memory, or a smaller --n-ctx or --model)")
+        else:
+            _say(f"error: the model server crashed ({describe_exit(returncode)}); requests in "
+                 f"flight were lost{ill}")
         if looping:
             _say(f"error: the model server crashed {self.crashes.count} times within "
                  f"{CRASH_WINDOW_S:.0f} s; not restarting it again (fix: run `bastion doctor` "

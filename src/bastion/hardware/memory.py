@@ -6,11 +6,13 @@ process runs in (a container's or a systemd unit's limit, cgroup v2 or v1), whic
 ``/proc/meminfo`` does not show. :func:`oom_kills` reads the kernel's count of out-of-memory kills
 (global and cgroup alike, ``/proc/vmstat``), so a ``SIGKILL`` can be told apart from a ``kill -9``.
 
-Linux only; elsewhere both return None. ``read`` is injectable for tests.
+:class:`OomWatch` does that for one child process. Linux only; elsewhere :func:`room` and
+:func:`oom_kills` return None and no kill is named an OOM kill. ``read`` is injectable for tests.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +124,28 @@ def room(read: Reader = _read) -> Room | None:
 def oom_kills(read: Reader = _read) -> int | None:
     """How many processes the kernel's out-of-memory killer has killed since boot."""
     return _fields(read("/proc/vmstat"), " ").get("oom_kill")
+
+
+OOM_KILLED = "by the kernel's out-of-memory killer"
+
+
+class OomWatch:
+    """Tells an out-of-memory kill of a child from any other ``SIGKILL``.
+
+    Made when the child starts; :meth:`killed` is true when the child died of ``SIGKILL`` and
+    the kernel's count of out-of-memory kills rose meanwhile (the count is system-wide: another
+    process killed for memory at the same moment would be blamed too, which is rare and still
+    points at a machine out of memory).
+    """
+
+    def __init__(self, read: Reader = _read) -> None:
+        """Read the kernel's count now."""
+        self._read = read
+        self.start = oom_kills(read)
+
+    def killed(self, returncode: int) -> bool:
+        """Whether a child that ended with ``returncode`` was killed for lack of memory."""
+        if returncode != -signal.SIGKILL or self.start is None:
+            return False
+        now = oom_kills(self._read)
+        return now is not None and now > self.start

@@ -91,8 +91,8 @@ class WorkerCrashed(ModelError):
         hint = f" last output: {stderr_tail}" if stderr_tail else ""
         if oom:
             super().__init__(
-                f"the local model was killed for lack of memory ({sig}, by the kernel's "
-                "out-of-memory killer); this request is lost, the model was restarted",
+                f"the local model was killed for lack of memory ({sig}, {memory.OOM_KILLED}); "
+                "this request is lost, the model was restarted",
                 fix="free memory, or make the model smaller: lower model.n_ctx or model.slots, "
                 "or use a smaller model (`bastion doctor` shows the memory it needs)",
             )
@@ -241,10 +241,10 @@ class _Worker:
     stalled: WorkerStalled | None = None
     closing: bool = False
     info: dict[str, Any] = field(default_factory=dict)
-    oom_kills: int | None = None  # the kernel's count when it started
+    oom: memory.OomWatch = field(init=False)  # tells a kill for lack of memory
 
     def __post_init__(self) -> None:
-        self.oom_kills = memory.oom_kills()
+        self.oom = memory.OomWatch()
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, argv is fixed
             [sys.executable, "-m", "bastion.llm._worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -302,9 +302,7 @@ class _Worker:
             crash = self.stalled
         elif not self.closing and self.load_error is None:
             tail = " | ".join(list(self.stderr_tail)[-2:])
-            kills = memory.oom_kills() if rc == -signal.SIGKILL else None
-            crash = WorkerCrashed(rc, tail, oom=kills is not None
-                                  and self.oom_kills is not None and kills > self.oom_kills)
+            crash = WorkerCrashed(rc, tail, oom=self.oom.killed(rc))
         try:
             self.on_exit(self, crash)  # counted first: a caller that retries at once sees it
         finally:

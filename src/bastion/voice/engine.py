@@ -25,6 +25,7 @@ import numpy as np
 from bastion._proc import CRASH_LIMIT, CRASH_WINDOW_S, CrashLoop, child_env, describe_exit
 from bastion.config.model import SttConfig, TtsConfig
 from bastion.errors import AudioError, BastionError, ConfigError, ModelError
+from bastion.hardware.memory import OOM_KILLED, OomWatch
 from bastion.voice.audio import Audio
 from bastion.voice.stt import Segment, Transcript
 
@@ -32,9 +33,18 @@ from bastion.voice.stt import Segment, Transcript
 class SpeechEngineCrashed(ModelError):
     """The speech engine's process died while serving a request."""
 
-    def __init__(self, what: str, returncode: int) -> None:
-        """Name the engine and how its process ended."""
+    def __init__(self, what: str, returncode: int, *, oom: bool = False) -> None:
+        """Name the engine and how its process ended (``oom``: killed for lack of memory)."""
         self.returncode = returncode
+        self.oom = oom
+        if oom:
+            super().__init__(
+                f"the speech engine ({what}) was killed for lack of memory "
+                f"({describe_exit(returncode)}, {OOM_KILLED}); this request is lost, the engine "
+                "restarts with the next one",
+                fix="free memory, or choose a smaller voice model (voice.stt.model)",
+            )
+            return
         super().__init__(
             f"the speech engine ({what}) crashed ({describe_exit(returncode)}); this request is "
             "lost, the engine restarts with the next one",
@@ -51,6 +61,7 @@ class EngineProcess:
         self.kind, self.what, self.config = kind, what, config
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._oom = OomWatch()  # renewed by each _start
         self.crashes = CrashLoop(CRASH_LIMIT, CRASH_WINDOW_S)
         self.broken: BastionError | None = None
         with self._lock:
@@ -62,6 +73,7 @@ class EngineProcess:
         return self._proc.pid if self._proc is not None else None
 
     def _start(self) -> None:  # under self._lock
+        self._oom = OomWatch()
         proc = subprocess.Popen(  # noqa: S603 - our own module, argv is fixed
             [sys.executable, "-m", "bastion.voice._engine"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(), close_fds=True,
@@ -81,7 +93,7 @@ class EngineProcess:
     def _crashed(self, proc: subprocess.Popen[bytes]) -> BastionError:
         rc = proc.wait()
         self._proc = None
-        err = SpeechEngineCrashed(self.what, rc)
+        err = SpeechEngineCrashed(self.what, rc, oom=self._oom.killed(rc))
         if self.crashes.record():
             self.broken = ModelError(
                 f"the speech engine ({self.what}) keeps crashing ({self.crashes.count} times "

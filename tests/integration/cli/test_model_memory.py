@@ -10,44 +10,17 @@ a memory cgroup made for the test (the way a container or a systemd unit limits 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration._cgroup import memory_cgroup
 from tests.integration.cli.conftest import ROOT, bastion, cli_env
 
 pytestmark = [pytest.mark.real_model]
 pytest.importorskip("llama_cpp")
-
-
-@contextlib.contextmanager
-def memory_cgroup(limit: int) -> Iterator[Path]:
-    """A child of this process's cgroup (v1 memory controller) limited to ``limit`` bytes."""
-    own = next((ln.split(":", 2)[2] for ln in Path("/proc/self/cgroup").read_text().splitlines()
-                if ln.split(":")[1] == "memory"), None)
-    base = Path("/sys/fs/cgroup/memory")
-    if own is None or not (base / own.lstrip("/")).is_dir() or os.geteuid() != 0:
-        pytest.skip("no writable cgroup v1 memory controller here (needs root and "
-                    "/sys/fs/cgroup/memory): the limit cannot be set")
-    group = base / own.lstrip("/") / f"bastion-test-{os.getpid()}"
-    try:
-        group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(limit))
-    except OSError as exc:
-        pytest.skip(f"cannot make a memory cgroup here: {exc}")
-    try:
-        yield group
-    finally:
-        for _ in range(50):  # its processes are gone once the command returned
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                break
-            subprocess.run(["sleep", "0.1"], check=False)
 
 
 def _in(group: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

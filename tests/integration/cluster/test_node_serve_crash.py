@@ -7,6 +7,7 @@ and a line with the fix, never a dead or hung parent, and no orphaned server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration._cgroup import confine
 from tests.integration.cluster._procs import free_port, stop_group
 
 pytestmark = [pytest.mark.real_model]
@@ -99,5 +101,26 @@ def test_a_crashed_server_is_restarted_and_a_crash_loop_ends_clearly(
         assert "Traceback" not in node.out
         assert not Path(f"/proc/{second}").exists() or \
             Path(f"/proc/{second}/stat").read_text().split()[2] == "Z"
+    finally:
+        stop_group(node.proc)
+
+
+def test_a_server_killed_for_memory_is_named_so_and_restarted(bastion_home: Path) -> None:
+    """The kernel's out-of-memory killer, for real: the server child is moved into a memory
+    cgroup of 1 MiB, and the memory the next request takes gets it killed (SIGKILL)."""
+    node = Node(bastion_home, free_port())
+    try:
+        node.wait_for(" serving ")
+        first = node.server_pid()
+        with confine(first, 1 << 20):
+            with contextlib.suppress(httpx.HTTPError):
+                node.chat()
+            node.wait_for("error: the model server was killed for lack of memory (signal 9, "
+                          "SIGKILL, by the kernel's out-of-memory killer); requests in flight "
+                          "were lost (fix: free memory, or a smaller --n-ctx or --model)", 30)
+        node.wait_for("the model server is back at")
+        assert node.server_pid() != first
+        node.chat()  # the restarted server answers
+        assert "crashed" not in node.out and "Traceback" not in node.out
     finally:
         stop_group(node.proc)

@@ -21,6 +21,7 @@ import yaml
 from openai import APIStatusError, OpenAI
 
 from bastion.voice.audio import decode
+from tests.integration._cgroup import confine
 from tests.unit.voice._shared import espeak, word_accuracy
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -111,3 +112,29 @@ def test_a_crashed_synthesiser_costs_one_request(live: tuple[OpenAI, Path, int])
     audio = decode(client.audio.speech.create(model="tts-1", voice="alloy", input=SAID,
                                               response_format="wav").read())
     assert audio.sample_rate == 22_050 and audio.duration > 1.0
+
+
+def test_a_synthesiser_killed_for_memory_is_named_so(live: tuple[OpenAI, Path, int]) -> None:
+    """A real out-of-memory kill: the Piper child is moved into a memory cgroup of 1 MiB, and
+    the new memory its next, longer request takes gets it killed by the kernel."""
+    client, _, server = live
+    assert decode(client.audio.speech.create(model="tts-1", voice="alloy", input=SAID,
+                                             response_format="wav").read()).duration > 1.0
+    (piper,) = [p for p in _engines(server) if "ctranslate2" not in _maps(p)]  # not whisper
+    longer = " ".join([SAID] * 8)  # buffers larger than any it holds: new pages, charged there
+    with confine(piper, 1 << 20), pytest.raises(APIStatusError) as info:
+        client.audio.speech.create(model="tts-1", voice="alloy", input=longer,
+                                   response_format="wav").read()
+    assert info.value.status_code == 502
+    assert "the speech engine (piper) was killed for lack of memory (signal 9, SIGKILL, by " \
+        "the kernel's out-of-memory killer)" in str(info.value), str(info.value)
+    audio = decode(client.audio.speech.create(model="tts-1", voice="alloy", input=SAID,
+                                              response_format="wav").read())
+    assert audio.duration > 1.0  # the next request: a new child
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bastion.hardware.memory import gib, oom_kills, room
+import signal
+
+from bastion.hardware.memory import OomWatch, gib, oom_kills, room
 
 MEMINFO = "MemTotal:       24683784 kB\nMemAvailable:   20000000 kB\nSwapFree:        1000000 kB\n"
 V1_GROUPS = "9:name=systemd:/\n4:memory:/box/unit\n0::/\n"
@@ -61,3 +63,13 @@ def test_no_meminfo_means_unknown_and_the_oom_count_is_read() -> None:
     assert oom_kills(reader({"/proc/vmstat": "nr_free_pages 5\noom_kill 51\n"})) == 51
     assert oom_kills(reader({})) is None
     assert gib(11 << 30) == "11.0 GiB" and gib(5 << 20) == "5 MiB"
+
+
+def test_an_oom_kill_is_a_sigkill_while_the_kernel_count_rose() -> None:
+    files = {"/proc/vmstat": "oom_kill 7\n"}
+    watch = OomWatch(reader(files))
+    assert not watch.killed(-signal.SIGKILL)  # a kill -9: the count did not move
+    files["/proc/vmstat"] = "oom_kill 8\n"
+    assert watch.killed(-signal.SIGKILL)
+    assert not watch.killed(-signal.SIGSEGV) and not watch.killed(1)
+    assert not OomWatch(reader({})).killed(-signal.SIGKILL)  # no count: never claimed
