@@ -89,9 +89,9 @@ class Plan:
         if self.kv_bytes is None:
             body = "; KV cache not estimated for this model"
         else:
-            body = f": KV cache {gib(self.kv_bytes)}, model {gib(self.model_bytes)}"
+            body = f": KV cache {gib(self.kv_bytes)} + model {gib(self.model_bytes)}"
             if self.room is not None:
-                body += f" of {self.room.describe()}"
+                body += f", {self.room.describe()}"
         return head + body + "".join(f"; {n}" for n in self.notes)
 
 

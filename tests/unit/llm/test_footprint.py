@@ -47,7 +47,7 @@ def test_what_fits_is_kept_and_described() -> None:
     got = _plan(20 << 30)
     assert (got.n_ctx, got.slots, got.workers, got.notes) == (4096, 4, 2, ())
     assert got.kv_bytes == 4 * 4096 * 23040 and got.model_bytes == 2 * 145 * MB
-    assert "KV cache 360 MiB, model 290 MiB of 20.0 GiB available" in got.describe()
+    assert "KV cache 360 MiB + model 290 MiB, 20.0 GiB available" in got.describe()
 
 
 def test_unset_slots_are_lowered_until_they_fit() -> None:
