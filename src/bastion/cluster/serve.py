@@ -153,6 +153,7 @@ class NodeServer:
                 f"model file not found: {self.opts.model_path}",
                 fix="pass --model PATH to a .gguf file, or omit it for the shipped model",
             )
+        self._plan_context()
         self._spawn()
         await self._wait_ready()
         if self.announces:
@@ -176,6 +177,25 @@ class NodeServer:
                 self.opts.service_type,
             )
             await self.announcer.start()
+
+    def _plan_context(self) -> None:
+        """Lower --n-ctx to the model's trained context; refuse one that cannot fit in memory.
+
+        The same plan as the embedded model's (:mod:`bastion.llm.footprint`), for one server
+        with one context, from the file's metadata (a vocabulary-only load, no weights).
+        """
+        from bastion.llm.embedded import load_llama
+        from bastion.llm.server_main import choose_repack
+        from bastion.llm.worker import plan_memory
+
+        repack = choose_repack()
+        vocab = load_llama(self.opts.model_path, n_ctx=256, n_threads=1, vocab_only=True,
+                           repack=repack)
+        fit = plan_memory(vocab, self.opts.model_path, n_ctx=self.opts.n_ctx, slots=1,
+                          workers=1, repack=repack, settings={"n_ctx": "--n-ctx {}"})
+        for note in fit.notes:
+            _say(f"note: {note}")
+        self.opts.n_ctx = fit.n_ctx
 
     def _spawn(self) -> None:
         self.oom = OomWatch()

@@ -30,6 +30,9 @@ from bastion.hardware.memory import Room, gib
 WORKER_RUNTIME = 128 * 2**20  # a worker's Python, llama.cpp's buffers (measured ~100 MiB)
 KV_BYTES = 2  # f16 keys and values (llama.cpp's default cache type)
 MIN_CTX = 256
+# how the fix names each setting (``{}``: the value that fits); node serve names its flags
+CONFIG_SET = {"slots": "`bastion config set model.slots {}`",
+              "n_ctx": "`bastion config set model.n_ctx {}`"}
 # metadata keys that mean the cache is not n_ctx x layers x heads x dims
 _NOT_PLAIN = ("attention.sliding_window", "attention.kv_lora_rank", "ssm.state_size",
               "rwkv.head_size", "wkv.head_size")
@@ -107,18 +110,21 @@ def plan(
     auto_workers: Callable[[int], int],
     room: Room | None,
     gpu_layers: int = 0,
+    settings: Mapping[str, str] = CONFIG_SET,
 ) -> Plan:
     """Decide the context and conversations the workers get; raise when they cannot fit.
 
     ``slots`` is ``model.slots`` (None: ``auto_slots``, lowered until it fits); ``workers`` is
     ``model.workers`` (None: ``auto_workers(slots)``). ``model_bytes`` is the file's size:
     resident once per worker when ``repack`` (each holds its own repacked weights), once in all
-    otherwise (the file is mapped and its pages shared).
+    otherwise (the file is mapped and its pages shared). ``settings`` says how a fix names
+    ``slots`` and ``n_ctx`` (a command with ``{}`` for the value; a setting left out is not
+    offered).
     """
     notes: list[str] = []
     if shape.trained_ctx and n_ctx > shape.trained_ctx:
-        notes.append(f"model.n_ctx {n_ctx} is above the {shape.trained_ctx} tokens this model "
-                     f"was trained on: using {shape.trained_ctx}")
+        notes.append(f"a {n_ctx}-token context is above the {shape.trained_ctx} tokens this "
+                     f"model was trained on: using {shape.trained_ctx}")
         n_ctx = shape.trained_ctx
     want = slots or auto_slots
 
@@ -142,11 +148,11 @@ def plan(
             notes.append(f"{s} conversation(s) at once, not {want}: {want} would need "
                          f"{gib(need(want, n_ctx)[2])}")
         return Plan(n_ctx, s, workers_for(s), kv, model, room, tuple(notes))
-    raise _too_large(shape, n_ctx, s, workers_for(s), kv, model, room)
+    raise _too_large(shape, n_ctx, s, workers_for(s), kv, model, room, settings)
 
 
 def _too_large(shape: Shape, n_ctx: int, slots: int, workers: int, kv: int, model: int,
-               room: Room) -> ContextTooLarge:
+               room: Room, settings: Mapping[str, str]) -> ContextTooLarge:
     per_token = shape.kv_per_token or 1
     fixed = model + workers * WORKER_RUNTIME
     what = (f"the local model needs {gib(kv + fixed)} for a {n_ctx}-token context x {slots} "
@@ -157,16 +163,16 @@ def _too_large(shape: Shape, n_ctx: int, slots: int, workers: int, kv: int, mode
     fits_ctx = min(n_ctx - 1, left // (slots * per_token)) // MIN_CTX * MIN_CTX
     fits_slots = min(slots - 1, left // (n_ctx * per_token))
     ways = []
-    if fits_slots >= 1:
-        ways.append(f"`bastion config set model.slots {fits_slots}` (fewer conversations "
-                    "at once)")
-    if fits_ctx >= MIN_CTX:
-        ways.append(f"`bastion config set model.n_ctx {fits_ctx}` (a shorter context)")
+    if fits_slots >= 1 and "slots" in settings:
+        ways.append(f"{settings['slots'].format(fits_slots)} (fewer conversations at once)")
+    if fits_ctx >= MIN_CTX and "n_ctx" in settings:
+        ways.append(f"{settings['n_ctx'].format(fits_ctx)} (a shorter context)")
     if ways:
         fix = " or ".join(ways) + ", or free memory"
-    elif slots > 1 and room.bytes - model - WORKER_RUNTIME >= MIN_CTX * per_token:
-        fix = "serve one conversation at a time (`bastion config set model.slots 1`) and " \
-              "lower model.n_ctx"
+    elif slots > 1 and "slots" in settings and \
+            room.bytes - model - WORKER_RUNTIME >= MIN_CTX * per_token:
+        fix = f"serve one conversation at a time ({settings['slots'].format(1)}) and a " \
+              "shorter context"
     else:
         fix = ("this model does not fit in the memory left: use a smaller or more quantised "
                "model (model.path), or free memory")

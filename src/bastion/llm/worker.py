@@ -40,7 +40,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ from bastion.llm.embedded import (
     repack_default,
     shipped_model_path,
 )
-from bastion.llm.footprint import Plan, Shape, plan
+from bastion.llm.footprint import CONFIG_SET, Plan, Shape, plan
 from bastion.llm.native_build import SIGILL_FIX
 from bastion.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 from bastion.telemetry.metrics import METRICS
@@ -163,10 +163,12 @@ def default_slots() -> int:
 
 
 def plan_memory(vocab: Any, gguf: Path, *, n_ctx: int, slots: int | None,
-                workers: int | None, repack: bool, n_gpu_layers: int = 0) -> Plan:
+                workers: int | None, repack: bool, n_gpu_layers: int = 0,
+                settings: Mapping[str, str] = CONFIG_SET) -> Plan:
     """Plan the workers' context and conversations for ``gguf`` (see :mod:`.footprint`).
 
-    ``vocab`` is the vocabulary-only load of the source (its metadata has the shape).
+    ``vocab`` is the vocabulary-only load of the source (its metadata has the shape);
+    ``settings`` as in :func:`~bastion.llm.footprint.plan`.
     """
     try:
         size = gguf.stat().st_size
@@ -175,7 +177,7 @@ def plan_memory(vocab: Any, gguf: Path, *, n_ctx: int, slots: int | None,
     return plan(Shape.of(getattr(vocab, "metadata", None) or {}), n_ctx=n_ctx, slots=slots,
                 auto_slots=default_slots(), model_bytes=size, repack=repack, workers=workers,
                 auto_workers=lambda s: auto_workers(s, size), room=memory.room(),
-                gpu_layers=n_gpu_layers)
+                gpu_layers=n_gpu_layers, settings=settings)
 
 
 def _shares(slots: int, k: int) -> list[int]:

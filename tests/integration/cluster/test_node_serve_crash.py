@@ -1,4 +1,4 @@
-"""``bastion node serve`` supervises its llama.cpp server: real child, real signals.
+"""``bastion node serve`` supervises its llama.cpp server: real child, real signals, memory.
 
 A SIGSEGV of the server child is one clear error line and a restart (the node answers chat
 completions again); SIGKILLs up to the crash-loop limit end ``node serve`` with exit status 1
@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[3]
 class Node:
     """A ``bastion node serve`` process whose output is collected line by line."""
 
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, port: int, n_ctx: int = 512) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
         env.update(BASTION_HOME=str(home), PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
         self.port = port
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bastion", "node", "serve", "--name", "n1", "--port",
-             str(port), "--n-ctx", "512", "--threads", "1", "--no-announce"],
+             str(port), "--n-ctx", str(n_ctx), "--threads", "1", "--no-announce"],
             env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)
         self.lines: list[str] = []
@@ -122,5 +122,20 @@ def test_a_server_killed_for_memory_is_named_so_and_restarted(bastion_home: Path
         assert node.server_pid() != first
         node.chat()  # the restarted server answers
         assert "crashed" not in node.out and "Traceback" not in node.out
+    finally:
+        stop_group(node.proc)
+
+
+def test_a_context_above_the_trained_one_is_lowered_before_the_server_starts(
+        bastion_home: Path) -> None:
+    """--n-ctx 65536 on a model trained on 8192: a note, and the server gets 8192."""
+    node = Node(bastion_home, free_port(), n_ctx=65536)
+    try:
+        node.wait_for(" serving ")
+        assert "note: a 65536-token context is above the 8192 tokens this model was trained " \
+            "on: using 8192" in node.out
+        argv = Path(f"/proc/{node.server_pid()}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--n_ctx") + 1] == b"8192"
+        node.chat()
     finally:
         stop_group(node.proc)

@@ -40,7 +40,7 @@ def test_caches_that_are_not_the_plain_product_are_not_estimated(key: str) -> No
 def test_a_context_above_the_trained_one_is_lowered() -> None:
     got = _plan(None, n_ctx=1 << 20, slots=1)
     assert got.n_ctx == 8192 and got.slots == 1
-    assert "model.n_ctx 1048576 is above the 8192 tokens" in got.notes[0]
+    assert "a 1048576-token context is above the 8192 tokens" in got.notes[0]
 
 
 def test_what_fits_is_kept_and_described() -> None:
@@ -78,3 +78,12 @@ def test_a_model_that_does_not_fit_at_all_says_so() -> None:
 def test_unknown_room_or_layers_on_a_gpu_are_not_refused() -> None:
     assert _plan(None, n_ctx=8192, slots=64).slots == 64
     assert _plan(1 << 30, n_ctx=8192, slots=64, gpu_layers=99).kv_bytes is None
+
+
+def test_the_fix_names_settings_as_the_caller_spells_them() -> None:
+    """bastion node serve has one context and a flag: no slots offered, --n-ctx named."""
+    with pytest.raises(ContextTooLarge) as caught:
+        _plan(400 * MB, n_ctx=8192, slots=1, workers=1, settings={"n_ctx": "--n-ctx {}"})
+    fix = caught.value.fix or ""
+    left = 400 * MB - 145 * MB - WORKER_RUNTIME
+    assert fix == f"--n-ctx {left // 23040 // 256 * 256} (a shorter context), or free memory"
