@@ -135,9 +135,7 @@ def _memory_check(config: Config, path: Path) -> Check:
     except BastionError as exc:  # the smoke test below reports the load itself
         return Check("model memory", "WARN", f"not planned: {exc.message}", exc.fix or "")
     if fit.notes:
-        fix = (f"bastion config set model.n_ctx {fit.n_ctx}" if fit.n_ctx < mc.n_ctx else
-               "free memory, or set model.slots to the conversations at once you want")
-        return Check("model memory", "WARN", fit.describe(), fix)
+        return Check("model memory", "WARN", fit.describe(), "; ".join(n.fix for n in fit.notes))
     return Check("model memory", "OK", fit.describe())
 
 

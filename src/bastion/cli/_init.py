@@ -66,6 +66,11 @@ def hardware_table(hw: HardwareInfo, rec: Recommendation) -> Table:
         table.add_row("GPU", escape(f"{gpu.name}: {gpu.memory_mb / 1024:.1f} GiB{extra}"))
     if not hw.gpus:
         table.add_row("GPU", "none (CPU inference)")
+    elif hw.gpu_backend is False:
+        from bastion.llm.native_build import GPU_REBUILD
+
+        table.add_row("GPU offload", escape(f"none: this llama.cpp build has no GPU backend, so "
+                                            f"models run on the CPU (fix: {GPU_REBUILD})"))
     table.add_row("accelerator", hw.accelerator)
     table.add_row("recommended", escape(rec.label))
     table.add_row("context", str(rec.context))

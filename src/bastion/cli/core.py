@@ -69,7 +69,8 @@ def init(
     unless ``--rotate-token`` is given.
     """
     from bastion.cli import _init
-    from bastion.hardware import detect, recommend
+    from bastion.hardware import recommend
+    from bastion.llm.native_build import detect_hardware
 
     path = paths.config_file()
     if path.exists() and not force:
@@ -77,9 +78,9 @@ def init(
         where = escape(str(path))
         _err.print(f"config already exists at {where} (kept; use --force to rewrite it)")
         if pull:
-            _pull_and_use(recommend(detect()))
+            _pull_and_use(recommend(detect_hardware()))
         return
-    hw = detect()
+    hw = detect_hardware()
     rec = recommend(hw)
     _err.print(_init.hardware_table(hw, rec))
     interactive = sys.stdin.isatty() and not yes

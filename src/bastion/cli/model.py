@@ -79,9 +79,10 @@ def _token() -> str | None:
 
 
 def _recommended_quant() -> str:
-    from bastion.hardware import detect, recommend
+    from bastion.hardware import recommend
+    from bastion.llm.native_build import detect_hardware
 
-    return recommend(detect()).quant
+    return recommend(detect_hardware()).quant
 
 
 @model_app.command("pull")
@@ -245,9 +246,10 @@ def pull_recommended(rec: Recommendation) -> store.Manifest:
 @model_app.command("recommend")
 def recommend_cmd(as_json: JsonOpt = False) -> None:
     """Say which model `bastion init --pull` would fetch for this hardware, and why."""
-    from bastion.hardware import detect, recommend
+    from bastion.hardware import recommend
+    from bastion.llm.native_build import detect_hardware
 
-    hw = detect()
+    hw = detect_hardware()
     rec = recommend(hw)
     if as_json:
         typer.echo(json.dumps({

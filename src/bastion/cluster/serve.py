@@ -194,7 +194,7 @@ class NodeServer:
         fit = plan_memory(vocab, self.opts.model_path, n_ctx=self.opts.n_ctx, slots=1,
                           workers=1, repack=repack, settings={"n_ctx": "--n-ctx {}"})
         for note in fit.notes:
-            _say(f"note: {note}")
+            _say(f"note: {note.text}")
         self.opts.n_ctx = fit.n_ctx
 
     def _spawn(self) -> None:

@@ -62,11 +62,13 @@ class HardwareInfo:
     gpus: list[GpuInfo] = field(default_factory=list)
     os: str = "unknown"
     notes: list[str] = field(default_factory=list)  # what could not be probed and why
+    # whether the installed llama.cpp can use the GPUs (None: not asked); False: the CPU it is
+    gpu_backend: bool | None = None
 
     @property
     def accelerator(self) -> Accelerator:
         """The accelerator a model should use: the first GPU's kind, else the CPU."""
-        if not self.gpus:
+        if not self.gpus or self.gpu_backend is False:
             return "cpu"
         return _ACCEL[self.gpus[0].vendor]
 

@@ -21,7 +21,7 @@ lowers the context there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bastion.errors import ModelError
@@ -74,6 +74,14 @@ class ContextTooLarge(ModelError):
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something the plan changed or found, and what would change it."""
+
+    text: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the workers load: the context and conversations that fit, and what they take."""
 
@@ -83,7 +91,7 @@ class Plan:
     kv_bytes: int | None = None  # all workers' KV caches together; None: not estimated
     model_bytes: int = 0  # the model's resident copies
     room: Room | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
 
     def describe(self) -> str:
         """One line for `bastion doctor`."""
@@ -95,7 +103,7 @@ class Plan:
             body = f": KV cache {gib(self.kv_bytes)} + model {gib(self.model_bytes)}"
             if self.room is not None:
                 body += f", {self.room.describe()}"
-        return head + body + "".join(f"; {n}" for n in self.notes)
+        return head + body + "".join(f"; {n.text}" for n in self.notes)
 
 
 def plan(
@@ -111,6 +119,7 @@ def plan(
     room: Room | None,
     gpu_layers: int = 0,
     settings: Mapping[str, str] = CONFIG_SET,
+    notes: Sequence[Note] = (),
 ) -> Plan:
     """Decide the context and conversations the workers get; raise when they cannot fit.
 
@@ -119,12 +128,13 @@ def plan(
     resident once per worker when ``repack`` (each holds its own repacked weights), once in all
     otherwise (the file is mapped and its pages shared). ``settings`` says how a fix names
     ``slots`` and ``n_ctx`` (a command with ``{}`` for the value; a setting left out is not
-    offered).
+    offered). ``notes`` (the caller's findings) come first in the plan's.
     """
-    notes: list[str] = []
+    found = list(notes)
     if shape.trained_ctx and n_ctx > shape.trained_ctx:
-        notes.append(f"a {n_ctx}-token context is above the {shape.trained_ctx} tokens this "
-                     f"model was trained on: using {shape.trained_ctx}")
+        found.append(Note(f"a {n_ctx}-token context is above the {shape.trained_ctx} tokens "
+                          f"this model was trained on: using {shape.trained_ctx}",
+                          settings.get("n_ctx", "{}").format(shape.trained_ctx)))
         n_ctx = shape.trained_ctx
     want = slots or auto_slots
 
@@ -138,16 +148,18 @@ def plan(
         return kv, model, kv + model + w * WORKER_RUNTIME
 
     if shape.kv_per_token is None or room is None or gpu_layers:
-        return Plan(n_ctx, want, workers_for(want), None, 0, room, tuple(notes))
+        return Plan(n_ctx, want, workers_for(want), None, 0, room, tuple(found))
     s = want
     while s > 1 and need(s, n_ctx)[2] > room.bytes and slots is None:
         s -= 1
     kv, model, total = need(s, n_ctx)
     if total <= room.bytes:
         if s < want:
-            notes.append(f"{s} conversation(s) at once, not {want}: {want} would need "
-                         f"{gib(need(want, n_ctx)[2])}")
-        return Plan(n_ctx, s, workers_for(s), kv, model, room, tuple(notes))
+            found.append(Note(f"{s} conversation(s) at once, not {want}: {want} would need "
+                              f"{gib(need(want, n_ctx)[2])}",
+                              "free memory, or a shorter context ("
+                              + settings.get("n_ctx", "{}").format("N") + ")"))
+        return Plan(n_ctx, s, workers_for(s), kv, model, room, tuple(found))
     raise _too_large(shape, n_ctx, s, workers_for(s), kv, model, room, settings)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from types import ModuleType
 
 from bastion._extras import require
-from bastion.errors import ModelError
+from bastion.errors import BastionError, ModelError
+from bastion.hardware.detect import detect
+from bastion.hardware.info import HardwareInfo
 from bastion.hardware.isa import cpu_name, current_isa
 
 RECORD_NAME = "bastion_build.json"
@@ -31,6 +33,10 @@ REBUILD = ("`make install` (builds llama.cpp for this CPU once, ~5-8 min on 2 co
 # from another CPU, which a record would have caught; without one, this is the only hint
 SIGILL_FIX = ("llama.cpp here uses an instruction this CPU lacks (it was built on another "
               f"CPU): rebuild it for this one with {REBUILD}")
+GPU_REBUILD = ("rebuild llama.cpp with your GPU's backend: `CMAKE_ARGS=-DGGML_CUDA=on make "
+               "install` (NVIDIA, needs the CUDA toolkit; -DGGML_HIP=on for AMD ROCm, "
+               "-DGGML_VULKAN=on for Vulkan)")
+GPU_FIX = f"{GPU_REBUILD}, or set model.n_gpu_layers 0"
 # named first in messages: the extensions whose absence is the usual cause
 _MAIN = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "avx2", "fma",
          "f16c", "avx", "sve", "i8mm", "asimddp")
@@ -150,3 +156,41 @@ def describe() -> str:
     if current_isa() is None:
         return f"built on {record.cpu}; this CPU does not say which extensions it has"
     return f"built for this CPU's instruction sets (on {record.cpu}, {len(record.isa)} extensions)"
+
+
+def gpu_layers(requested: int) -> tuple[int, str | None]:
+    """Return the layers that really go to a GPU for ``requested`` ones, and why not.
+
+    llama.cpp built without a GPU backend (what ``make install`` builds by default: CPU only)
+    ignores ``n_gpu_layers`` without a word, so a model sized for a GPU would run on the CPU.
+    Returns ``(0, reason)`` there, ``(requested, None)`` otherwise.
+    """
+    if requested == 0:  # (-1 is every layer)
+        return 0, None
+    llama_cpp = import_checked(feature="the embedded model")
+    if bool(llama_cpp.llama_supports_gpu_offload()):
+        return requested, None
+    return 0, (f"model.n_gpu_layers {requested} has no effect: this llama.cpp build has no GPU "
+               "backend, so the model runs on the CPU")
+
+
+def detect_hardware() -> HardwareInfo:
+    """Detect the hardware as this llama.cpp build can use it (recommendations start here).
+
+    A GPU that the installed llama.cpp has no backend for (``make install`` builds for the CPU)
+    does not count: ``gpu_backend`` is False, the accelerator is the CPU, and a note says so
+    with the rebuild. Without llama-cpp-python, or with a build for another CPU, nothing is
+    asked of it.
+    """
+    hw = detect()
+    if not hw.gpus or importlib.util.find_spec("llama_cpp") is None or refusal() is not None:
+        return hw
+    try:
+        _, ignored = gpu_layers(-1)
+    except BastionError:  # a library that does not load: doctor says so
+        return hw
+    hw.gpu_backend = ignored is None
+    if ignored is not None:
+        hw.notes.append(f"{hw.gpus[0].name} found, but this llama.cpp build has no GPU backend: "
+                        f"models are recommended for the CPU (fix: {GPU_REBUILD})")
+    return hw

@@ -27,4 +27,5 @@ def prepare_source(path: Path, *, mode: str = "auto", n_gpu_layers: int = 0,
     """
     native_build.check()
     vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)
-    return vocab, prepare(path, file_type(vocab), mode=mode, n_gpu_layers=n_gpu_layers, amx=amx)
+    gpu, _ = native_build.gpu_layers(n_gpu_layers)  # a CPU-only build: converted as for a CPU
+    return vocab, prepare(path, file_type(vocab), mode=mode, n_gpu_layers=gpu, amx=amx)

@@ -65,7 +65,7 @@ from bastion.llm.embedded import (
     repack_default,
     shipped_model_path,
 )
-from bastion.llm.footprint import CONFIG_SET, Plan, Shape, plan
+from bastion.llm.footprint import CONFIG_SET, Note, Plan, Shape, plan
 from bastion.llm.native_build import SIGILL_FIX
 from bastion.messages import ChatSettings, Finish, Message, ModelEvent, ToolSpec, Usage
 from bastion.telemetry.metrics import METRICS
@@ -170,14 +170,18 @@ def plan_memory(vocab: Any, gguf: Path, *, n_ctx: int, slots: int | None,
     ``vocab`` is the vocabulary-only load of the source (its metadata has the shape);
     ``settings`` as in :func:`~bastion.llm.footprint.plan`.
     """
+    from bastion.llm import native_build
+
     try:
         size = gguf.stat().st_size
     except OSError:
         size = 0
+    gpu, ignored = native_build.gpu_layers(n_gpu_layers)
+    notes = [Note(ignored, native_build.GPU_FIX)] if ignored else []
     return plan(Shape.of(getattr(vocab, "metadata", None) or {}), n_ctx=n_ctx, slots=slots,
                 auto_slots=default_slots(), model_bytes=size, repack=repack, workers=workers,
                 auto_workers=lambda s: auto_workers(s, size), room=memory.room(),
-                gpu_layers=n_gpu_layers, settings=settings)
+                gpu_layers=gpu, settings=settings, notes=notes)
 
 
 def _shares(slots: int, k: int) -> list[int]:

@@ -10,6 +10,7 @@ a memory cgroup made for the test (the way a container or a systemd unit limits 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,8 @@ def test_a_context_above_the_trained_one_is_lowered_to_it() -> None:
             text, _ = await model.complete([{"role": "user", "content": "What is 2+2?"}],
                                            schema=None, max_tokens=24)
             assert model.memory is not None
-            return text, int(model.worker_info()[0]["n_ctx"]), model.memory.notes
+            notes = tuple(n.text for n in model.memory.notes)
+            return text, int(model.worker_info()[0]["n_ctx"]), notes
         finally:
             await model.aclose()
 
@@ -106,3 +108,52 @@ def test_a_context_llama_cpp_cannot_allocate_names_the_context_not_the_file() ->
     assert "64 conversation(s) at once x 8192 tokens (Failed to create llama_context)" in said, \
         done.stdout + done.stderr
     assert "lower model.n_ctx or model.slots" in said and "re-download" not in said, said
+
+
+def test_gpu_layers_on_a_build_without_a_gpu_backend_are_said_to_run_on_the_cpu(
+        bastion_home: Path) -> None:
+    """model.n_gpu_layers on a CPU-only llama.cpp (what `make install` builds): llama.cpp
+    ignores it without a word; doctor says so with the rebuild, and the model is readied and
+    planned as the CPU model it is (its Q4_1 weights converted, its KV cache counted)."""
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build has a GPU backend: n_gpu_layers takes effect")
+    assert bastion(bastion_home, "init", "--yes").returncode == 0
+    assert bastion(bastion_home, "config", "set", "model.n_gpu_layers", "99").returncode == 0
+    doctor = subprocess.run([sys.executable, "-m", "bastion", "doctor"], capture_output=True,
+                            env={**cli_env(bastion_home), "COLUMNS": "1000"},  # rows unwrapped
+                            text=True, timeout=300, cwd=ROOT)
+    out = " ".join(doctor.stdout.split())
+    assert "model.n_gpu_layers 99 has no effect: this llama.cpp build has no GPU backend" in out
+    assert "CMAKE_ARGS=-DGGML_CUDA=on make install" in out, doctor.stdout
+    assert "KV cache" in out  # planned as a CPU model, not skipped as offloaded
+    assert "q4_1 weights converted once to q8_0" in out  # readied as a CPU model too
+    asked = bastion(bastion_home, "ask", "What is 2+2?", timeout=300)
+    assert asked.returncode == 0 and "4" in asked.stdout, asked.stderr
+
+
+def test_init_on_a_gpu_box_with_a_cpu_only_build_recommends_for_the_cpu(
+        bastion_home: Path, tmp_path: Path) -> None:
+    """A GPU the installed llama.cpp cannot use does not count: init used to size the model
+    for its memory and offload every layer, which llama.cpp then ran on the CPU."""
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build has a GPU backend")
+    fake = tmp_path / "bin"  # an NVIDIA driver's tool, as `bastion init` queries it
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text(
+        "#!/bin/sh\necho 'NVIDIA GeForce RTX 4070, 12282, 11900, 550.54.14'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {**cli_env(bastion_home), "PATH": f"{fake}:{os.environ['PATH']}", "COLUMNS": "1000"}
+    done = subprocess.run([sys.executable, "-m", "bastion", "init", "--yes"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    shown = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, shown
+    assert "NVIDIA GeForce RTX 4070: 12.0 GiB" in shown  # the GPU was seen
+    assert "GPU offload │ none: this llama.cpp build has no GPU backend" in shown, shown
+    assert "CMAKE_ARGS=-DGGML_CUDA=on make install" in shown
+    assert "CPU only with" in shown  # recommended for the CPU
+    config = (bastion_home / "bastion.yaml").read_text()
+    assert "n_gpu_layers: 0" in config and "accelerator: cpu" in config, config

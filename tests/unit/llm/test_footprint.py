@@ -40,7 +40,8 @@ def test_caches_that_are_not_the_plain_product_are_not_estimated(key: str) -> No
 def test_a_context_above_the_trained_one_is_lowered() -> None:
     got = _plan(None, n_ctx=1 << 20, slots=1)
     assert got.n_ctx == 8192 and got.slots == 1
-    assert "a 1048576-token context is above the 8192 tokens" in got.notes[0]
+    assert "a 1048576-token context is above the 8192 tokens" in got.notes[0].text
+    assert got.notes[0].fix == "`bastion config set model.n_ctx 8192`"
 
 
 def test_what_fits_is_kept_and_described() -> None:
@@ -55,7 +56,8 @@ def test_unset_slots_are_lowered_until_they_fit() -> None:
     got = _plan(one + MB, n_ctx=8192)
     assert got.slots == 1 and got.workers == 1
     four = gib(4 * 8192 * 23040 + 2 * 145 * MB + 2 * WORKER_RUNTIME)
-    assert got.notes == (f"1 conversation(s) at once, not 4: 4 would need {four}",)
+    assert [n.text for n in got.notes] == [f"1 conversation(s) at once, not 4: 4 would need {four}"]
+    assert "a shorter context (`bastion config set model.n_ctx N`)" in got.notes[0].fix
 
 
 def test_set_slots_that_cannot_fit_are_refused_with_what_would() -> None:
@@ -87,3 +89,11 @@ def test_the_fix_names_settings_as_the_caller_spells_them() -> None:
     fix = caught.value.fix or ""
     left = 400 * MB - 145 * MB - WORKER_RUNTIME
     assert fix == f"--n-ctx {left // 23040 // 256 * 256} (a shorter context), or free memory"
+
+
+def test_the_callers_notes_come_first() -> None:
+    from bastion.llm.footprint import Note
+
+    gpu = Note("model.n_gpu_layers 99 has no effect", "rebuild")
+    got = _plan(None, n_ctx=1 << 20, slots=1, notes=[gpu])
+    assert got.notes[0] == gpu and "above the 8192 tokens" in got.notes[1].text

@@ -128,7 +128,8 @@ def _token(app: App) -> str | None:
                            "fix)", events=PULL_EVENTS))
 async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
     """Stream ``progress`` events, then ``done`` with the manifest or ``error`` with the fix."""
-    from bastion.hardware import detect, recommend
+    from bastion.hardware import recommend
+    from bastion.llm.native_build import detect_hardware
     from bastion.llm.pull import Progress, parse_spec, pull
 
     loop = asyncio.get_running_loop()
@@ -142,7 +143,7 @@ async def pull_model(body: PullBody, app: BastionApp) -> StreamingResponse:
     def work() -> None:
         try:
             _, selector = parse_spec(body.model)
-            quant = None if selector else recommend(detect()).quant
+            quant = None if selector else recommend(detect_hardware()).quant
             m = pull(body.model, token=_token(app), recommended=quant, report=report)
             item: tuple[str, dict[str, Any]] = ("done", m.to_json())
         except BastionError as exc:
