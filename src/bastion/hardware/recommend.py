@@ -98,6 +98,10 @@ def recommend(hw: HardwareInfo) -> Recommendation:
     budget, why = _budget_gb(hw)
     cpu_only = hw.accelerator == "cpu"
     reasons = [f"memory budget {budget:.1f} GiB from {why}"]
+    if hw.gpus and hw.gpu_backend is False:
+        reasons.insert(0, f"{hw.gpus[0].name} found, but the installed llama.cpp has no GPU "
+                          "backend, so the model runs on the CPU (`CMAKE_ARGS=-DGGML_CUDA=on "
+                          "make install` builds one for NVIDIA)")
     cap = float("inf")
     if cpu_only:
         cores = hw.cpu.physical_cores

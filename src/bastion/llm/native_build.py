@@ -178,9 +178,9 @@ def detect_hardware() -> HardwareInfo:
     """Detect the hardware as this llama.cpp build can use it (recommendations start here).
 
     A GPU that the installed llama.cpp has no backend for (``make install`` builds for the CPU)
-    does not count: ``gpu_backend`` is False, the accelerator is the CPU, and a note says so
-    with the rebuild. Without llama-cpp-python, or with a build for another CPU, nothing is
-    asked of it.
+    does not count: ``gpu_backend`` is False and the accelerator is the CPU (the
+    recommendation says why). Without llama-cpp-python, or with a build for another CPU,
+    nothing is asked of it.
     """
     hw = detect()
     if not hw.gpus or importlib.util.find_spec("llama_cpp") is None or refusal() is not None:
@@ -190,7 +190,4 @@ def detect_hardware() -> HardwareInfo:
     except BastionError:  # a library that does not load: doctor says so
         return hw
     hw.gpu_backend = ignored is None
-    if ignored is not None:
-        hw.notes.append(f"{hw.gpus[0].name} found, but this llama.cpp build has no GPU backend: "
-                        f"models are recommended for the CPU (fix: {GPU_REBUILD})")
     return hw

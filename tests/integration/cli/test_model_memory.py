@@ -154,6 +154,7 @@ def test_init_on_a_gpu_box_with_a_cpu_only_build_recommends_for_the_cpu(
     assert "NVIDIA GeForce RTX 4070: 12.0 GiB" in shown  # the GPU was seen
     assert "GPU offload │ none: this llama.cpp build has no GPU backend" in shown, shown
     assert "CMAKE_ARGS=-DGGML_CUDA=on make install" in shown
-    assert "CPU only with" in shown  # recommended for the CPU
+    assert "CPU only with" in shown  # recommended for the CPU, saying why
+    assert "RTX 4070 found, but the installed llama.cpp has no GPU backend" in shown
     config = (bastion_home / "bastion.yaml").read_text()
     assert "n_gpu_layers: 0" in config and "accelerator: cpu" in config, config

@@ -61,3 +61,14 @@ def test_every_size_names_a_repo_to_pull() -> None:
     rec = recommend(HardwareInfo(cpu(2, ["avx2"]), ram_mb=24 * 1024))
     assert rec.pull_spec == "bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"
     assert any(rec.repo in r for r in rec.reasons)
+
+
+def test_a_gpu_the_llama_cpp_build_cannot_use_is_sized_for_the_cpu() -> None:
+    gpu = GpuInfo("NVIDIA GeForce RTX 4070", "nvidia", 12282)
+    cpu = CpuInfo("x", "x86_64", 2, 2, ["avx2"])
+    usable = recommend(HardwareInfo(cpu, 24 * 1024, [gpu], gpu_backend=True))
+    unusable = recommend(HardwareInfo(cpu, 24 * 1024, [gpu], gpu_backend=False))
+    assert usable.gpu_layers == -1 and unusable.gpu_layers == 0
+    assert unusable.size_b <= 3 < usable.size_b
+    assert unusable.reasons[0].startswith("NVIDIA GeForce RTX 4070 found, but the installed "
+                                          "llama.cpp has no GPU backend")
