@@ -88,7 +88,9 @@ class ChatSession:
             mc = self.app.config.model
             where = mc.base_url if mc.backend in ("openai", "ollama") else (mc.path or "shipped")
             c.print(f"model [bold]{escape(self.app.model.name)}[/] backend {mc.backend} "
-                    f"({escape(str(where))}), context {mc.n_ctx}, temperature {mc.temperature}")
+                    f"({escape(str(where))}), context "
+                    f"{getattr(self.app.model, 'n_ctx', None) or mc.n_ctx}, "
+                    f"temperature {mc.temperature}")
         elif name == "/session":
             if arg:
                 self.session = arg

@@ -21,3 +21,17 @@ def progress(message: str) -> None:
     if sys.stderr.isatty():
         sys.stderr.write(f"{message}\n")
         sys.stderr.flush()
+
+
+def model_notes(model: object) -> None:
+    """Say on stderr what the model's plan changed from the settings (one ``note:`` each).
+
+    A context lowered to the one the model was trained on, fewer conversations at once than
+    asked, GPU layers a CPU-only llama.cpp ignores: settings that do not take effect are said
+    every time, with the fix that silences them (scripts read stdout).
+    """
+    plan = getattr(model, "memory", None)
+    for note in getattr(plan, "notes", ()):
+        sys.stderr.write(f"note: {note.text} (fix: {note.fix})\n")
+    sys.stderr.flush()
+

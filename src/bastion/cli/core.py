@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli._console import out_console, progress
+from bastion.cli._console import model_notes, out_console, progress
 from bastion.cli._render import EventRenderer, Transcript
 from bastion.cli.approval import choose_approver
 from bastion.config import paths
@@ -49,8 +49,10 @@ def _build(yes: bool, *, ephemeral: bool = False) -> App:
     config = load()
     if config.model.backend == "embedded":
         progress(f"loading the model {config.model.name} ...")
-    return build_app(config, approver=choose_approver(yes=yes),
-                     memory=EphemeralMemory() if ephemeral else None)
+    app = build_app(config, approver=choose_approver(yes=yes),
+                    memory=EphemeralMemory() if ephemeral else None)
+    model_notes(app.model)
+    return app
 
 
 # -- init -------------------------------------------------------------------------------------

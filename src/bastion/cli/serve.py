@@ -62,6 +62,7 @@ def serve(
     import uvicorn
 
     from bastion.app import build_app
+    from bastion.cli._console import model_notes
     from bastion.config.loader import load
     from bastion.config.tokens import serving_token
     from bastion.server.app import create_app
@@ -80,6 +81,7 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"bastion API on http://{shown}:{bound}  (OpenAI base URL: "
                    f"http://{shown}:{bound}/v1; token: bastion config get api.token --reveal)")
+        model_notes(app.model)
         if not _is_loopback(host):
             typer.secho(f"warning: listening on {host}, reachable from other machines; "
                         "anyone with the token can run the agent", err=True, fg="yellow")

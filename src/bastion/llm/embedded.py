@@ -476,6 +476,7 @@ class EmbeddedModel:
         self.name = name
         self.policy = policy
         self._engine = _Engine(llama, chat_template, end_of_turn)
+        self.memory: Any = None  # the footprint plan the factory loaded it with (its notes)
 
     @classmethod
     def load(

@@ -101,7 +101,9 @@ def embedded_model(config: Config) -> Model:
                           n_gpu_layers=mc.n_gpu_layers)
         llama = load_llama(path, n_ctx=fit.n_ctx, n_threads=mc.n_threads,
                            n_gpu_layers=mc.n_gpu_layers, repack=repack)
-        return EmbeddedModel(llama, name=mc.name)
+        model = EmbeddedModel(llama, name=mc.name)
+        model.memory = fit
+        return model
     from bastion.llm.worker import WorkerModel
 
     return WorkerModel.load(

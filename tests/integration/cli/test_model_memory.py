@@ -158,3 +158,18 @@ def test_init_on_a_gpu_box_with_a_cpu_only_build_recommends_for_the_cpu(
     assert "RTX 4070 found, but the installed llama.cpp has no GPU backend" in shown
     config = (bastion_home / "bastion.yaml").read_text()
     assert "n_gpu_layers: 0" in config and "accelerator: cpu" in config, config
+
+
+@pytest.mark.parametrize("isolation", ["worker", "in_process"])
+def test_a_setting_that_does_not_take_effect_is_said_on_every_run(
+        bastion_home: Path, isolation: str) -> None:
+    """model.n_ctx above the trained context: `ask` says it on stderr with the fix; the answer
+    on stdout is untouched (scripts read stdout)."""
+    assert bastion(bastion_home, "init", "--yes").returncode == 0
+    for key, value in (("model.n_ctx", "32768"), ("model.isolation", isolation)):
+        assert bastion(bastion_home, "config", "set", key, value).returncode == 0
+    asked = bastion(bastion_home, "ask", "What is 2+2?", timeout=300)
+    assert asked.returncode == 0, asked.stderr
+    assert "note: a 32768-token context is above the 8192 tokens this model was trained on: " \
+        "using 8192 (fix: `bastion config set model.n_ctx 8192`)" in asked.stderr, asked.stderr
+    assert "note:" not in asked.stdout and "4" in asked.stdout
