@@ -25,18 +25,6 @@ _ENV_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "GGML_", "LLAMA_", "CUDA_", "HIP_",
                  "BASTION_TEST_")
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new processes (Linux ``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def child_env() -> dict[str, str]:
     """Return the environment for an engine child: locale, paths, thread knobs; no secrets."""
     return {k: v for k, v in os.environ.items()

@@ -203,12 +203,13 @@ def prepare(path: Path, file_type: int | None, *, mode: str = "auto",
     A conversion that cannot be made (the cache is not private, the quantizer failed, the
     disk is full) loads the source as it is; the reason says why (``bastion doctor`` shows it).
     """
-    from bastion._proc import available_memory
+    from bastion.hardware.memory import room
 
     size = path.stat().st_size
     kind = weights_name(file_type)
     convert, reason = decide(file_type, size, mode=mode, n_gpu_layers=n_gpu_layers,
-                             available=available_memory(), free_disk=None, amx=amx)
+                             available=getattr(room(), "bytes", None), free_disk=None,
+                             amx=amx)
     if not convert:  # (the cache folder is not touched)
         return Choice(path, kind, False, reason)
     try:

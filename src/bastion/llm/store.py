@@ -129,7 +129,7 @@ def _template_by_llama_cpp(path: Path) -> str | None:
     if native_build.refusal() is not None:  # built for another CPU: nothing native runs
         return None
     try:
-        vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True)
+        vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
     except BastionError:  # not a model llama.cpp loads (a header-only test file, a damaged one)
         return None
     return str(vocab.metadata.get("tokenizer.chat_template", ""))

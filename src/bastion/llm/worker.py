@@ -49,7 +49,6 @@ from bastion._proc import (
     CRASH_LIMIT,
     CRASH_WINDOW_S,
     CrashLoop,
-    available_memory,
     child_env,
     describe_exit,
 )
@@ -151,7 +150,7 @@ def auto_workers(slots: int, model_bytes: int, cores: int | None = None,
     llama.cpp maps the file and the pages are shared, so this bound is on the safe side).
     """
     k = max(1, min(slots, cores or os.cpu_count() or 1))
-    room = available_memory() if available is None else available
+    room = getattr(memory.room(), "bytes", None) if available is None else available
     if room is not None and model_bytes > 0:
         k = max(1, min(k, room // 2 // model_bytes))
     return k
