@@ -9,7 +9,9 @@ then ``{"end": true}`` (or ``{"error", "fix", "end": true}``). Audio travels as 
 fd 1 is pointed at stderr so nothing a native library prints can corrupt the protocol.
 
 ``BASTION_TEST_VOICE_FAULT=PATH``: a request that finds PATH deletes it and SIGSEGVs this
-process (the fault-injection tests use it to crash the engine in the middle of a request).
+process (the fault-injection tests use it to crash the engine in the middle of a request); if
+PATH held ``mid-line``, half an answer line is written first; ``memory``: the process takes
+memory until a memory limit gets it killed.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def _serve(engine: Any, req: dict[str, Any], out: IO[bytes]) -> None:
 
     fault = os.environ.get(FAULT_ENV)
     if fault and Path(fault).exists():
+        how = Path(fault).read_text()
         Path(fault).unlink()
+        if how == "memory":  # grows until a memory limit kills it (at most 8 GiB)
+            hog = [b"\x01" * (64 << 20) for _ in range(128)]  # written, so resident
+            os._exit(70 + len(hog) % 2)
+        if how == "mid-line":  # dies half-way through an answer line, as a kill mid-write does
+            out.write(b'{"audio": "AAAA')
+            out.flush()
         os.kill(os.getpid(), signal.SIGSEGV)
     if req["op"] == "stt":
         samples = np.frombuffer(base64.b64decode(req["samples"]), dtype=np.float32)

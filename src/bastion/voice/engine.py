@@ -82,7 +82,7 @@ class EngineProcess:
         proc.stdin.write(json.dumps({"kind": self.kind, "config": self.config}).encode() + b"\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
-        if not line:
+        if not line.endswith(b"\n"):  # it died before its first line was out
             raise self._crashed(proc)
         msg = json.loads(line)
         if "error" in msg:
@@ -121,7 +121,7 @@ class EngineProcess:
             try:
                 while True:
                     line = proc.stdout.readline()
-                    if not line:
+                    if not line.endswith(b"\n"):  # end of output, or cut mid-line: it died
                         finished = True
                         raise self._crashed(proc)
                     msg = json.loads(line)

@@ -114,16 +114,32 @@ def test_a_crashed_synthesiser_costs_one_request(live: tuple[OpenAI, Path, int])
     assert audio.sample_rate == 22_050 and audio.duration > 1.0
 
 
+def test_an_engine_that_dies_mid_line_is_a_crash_not_a_server_error(
+        live: tuple[OpenAI, Path, int]) -> None:
+    """Killed while writing an answer line, the child leaves half a JSON line in the pipe: that
+    is its crash (502, the signal), not a JSONDecodeError traceback and a 500 (found when an
+    out-of-memory kill landed mid-write)."""
+    client, fault, _ = live  # (the recogniser: each engine's crashes stay under its loop limit)
+    wav = espeak(SAID).wav()
+    fault.write_text("mid-line")
+    with pytest.raises(APIStatusError) as info:
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav))
+    assert info.value.status_code == 502, str(info.value)
+    assert "the speech engine (faster-whisper) crashed (signal 11, SIGSEGV)" in str(info.value)
+    again = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav))
+    assert word_accuracy(SAID, again.text) >= 0.8
+
+
 def test_a_synthesiser_killed_for_memory_is_named_so(live: tuple[OpenAI, Path, int]) -> None:
     """A real out-of-memory kill: the Piper child is moved into a memory cgroup of 1 MiB, and
-    the new memory its next, longer request takes gets it killed by the kernel."""
-    client, _, server = live
+    the memory its next request takes (the failpoint) gets it killed by the kernel."""
+    client, fault, server = live
     assert decode(client.audio.speech.create(model="tts-1", voice="alloy", input=SAID,
                                              response_format="wav").read()).duration > 1.0
     (piper,) = [p for p in _engines(server) if "ctranslate2" not in _maps(p)]  # not whisper
-    longer = " ".join([SAID] * 8)  # buffers larger than any it holds: new pages, charged there
+    fault.write_text("memory")
     with confine(piper, 1 << 20), pytest.raises(APIStatusError) as info:
-        client.audio.speech.create(model="tts-1", voice="alloy", input=longer,
+        client.audio.speech.create(model="tts-1", voice="alloy", input=SAID,
                                    response_format="wav").read()
     assert info.value.status_code == 502
     assert "the speech engine (piper) was killed for lack of memory (signal 9, SIGKILL, by " \
