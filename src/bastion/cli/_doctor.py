@@ -112,24 +112,11 @@ def _llama_check() -> Check:
 
 def _memory_check(config: Config, path: Path) -> Check:
     """The context and conversations the configured model gets, and the memory they take."""
+    from bastion.llm.factory import planned
     from bastion.llm.footprint import ContextTooLarge
-    from bastion.llm.repack import amx_kernels
-    from bastion.llm.source import prepare_source
-    from bastion.llm.worker import plan_memory
 
-    mc = config.model
-    repack = {"auto": None, "on": True, "off": False}[mc.repack]
-    one = mc.isolation == "in_process"
     try:
-        if repack is None:
-            from bastion.llm.embedded import repack_default
-
-            repack = repack_default()
-        vocab, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
-                                       repack=repack, amx=amx_kernels(repack))
-        fit = plan_memory(vocab, choice.path, n_ctx=mc.n_ctx, slots=1 if one else mc.slots,
-                          workers=1 if one else mc.workers, repack=repack,
-                          n_gpu_layers=mc.n_gpu_layers)
+        _, fit, _ = planned(config, path)
     except ContextTooLarge as exc:
         return Check("model memory", "FAIL", exc.message, exc.fix or "")
     except BastionError as exc:  # the smoke test below reports the load itself
@@ -141,11 +128,12 @@ def _memory_check(config: Config, path: Path) -> Check:
 
 def _smoke_check(config: Config, path: Path) -> Check:
     """Load the model in a worker process and generate a few tokens; name the fix on a crash."""
+    from bastion.llm.factory import repack_setting
     from bastion.llm.native_build import SIGILL_FIX
     from bastion.llm.worker import WorkerCrashed, WorkerModel
 
     mc = config.model
-    repack = {"auto": None, "on": True, "off": False}[mc.repack]
+    repack = repack_setting(config)
 
     async def run() -> tuple[str, dict[str, object]]:
         model = WorkerModel.load(path, n_ctx=512, n_threads=mc.n_threads, slots=1,

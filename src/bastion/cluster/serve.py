@@ -184,13 +184,12 @@ class NodeServer:
         The same plan as the embedded model's (:mod:`bastion.llm.footprint`), for one server
         with one context, from the file's metadata (a vocabulary-only load, no weights).
         """
-        from bastion.llm.embedded import load_llama
+        from bastion.llm.embedded import load_vocab
         from bastion.llm.server_main import choose_repack
         from bastion.llm.worker import plan_memory
 
         repack = choose_repack()
-        vocab = load_llama(self.opts.model_path, n_ctx=256, n_threads=1, vocab_only=True,
-                           repack=repack)
+        vocab = load_vocab(self.opts.model_path)
         fit = plan_memory(vocab, self.opts.model_path, n_ctx=self.opts.n_ctx, slots=1,
                           workers=1, repack=repack, settings={"n_ctx": "--n-ctx {}"})
         for note in fit.notes:

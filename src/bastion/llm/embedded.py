@@ -263,6 +263,15 @@ def load_llama(
             C.llama_context_default_params = original_ctx
 
 
+def load_vocab(path: Path) -> Any:
+    """Load a GGUF's vocabulary and metadata alone (no weights, ~0.1 s); ModelError on failure.
+
+    Every reader of a model's tokenizer, chat template or shape (layers, heads, trained
+    context) starts here. No weights load, so no repack choice is made (nor probed).
+    """
+    return load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
+
+
 async def collect(pieces: AsyncIterator[str | Usage | Finish]) -> tuple[str, Usage]:
     """Join a generation's text pieces; return the text and its usage."""
     text: list[str] = []

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.config.backends import COMPOSITE_MODEL_BACKENDS, LEAF_MODEL_BACKENDS, load_object
 from bastion.config.model import Config
 from bastion.errors import ModelError
 from bastion.llm.base import Model
+
+if TYPE_CHECKING:
+    from bastion.llm.convert import Choice
+    from bastion.llm.footprint import Plan
 
 # Names the embedded backend knows without a path (each maps to a shipped package).
 EMBEDDED_NAMES = {"smollm2-135m", "smollm2", "SmolLM2-135M-Instruct"}
@@ -77,29 +81,44 @@ def provenance(config: Config) -> dict[str, Any]:
     return {"backend": mc.backend, "model": mc.name}
 
 
+def repack_setting(config: Config) -> bool | None:
+    """``model.repack`` as the loaders take it: True/False, or None for their default."""
+    return {"auto": None, "on": True, "off": False}[config.model.repack]
+
+
+def planned(config: Config, path: Path) -> tuple[Choice, Plan, bool]:
+    """Ready ``path`` and plan its memory as :func:`embedded_model` loads it; nothing starts.
+
+    Returns the file to load (the source, or its Q8_0 copy), the memory plan
+    (:mod:`bastion.llm.footprint`; a setting that cannot fit raises ``ContextTooLarge``) and
+    the repack choice. The in-process model loads from it; ``bastion doctor`` shows it; the
+    worker pool makes the same plan in ``WorkerModel.load``.
+    """
+    from bastion.llm.embedded import repack_default
+    from bastion.llm.repack import amx_kernels
+    from bastion.llm.source import prepare_source
+    from bastion.llm.worker import plan_memory
+
+    mc = config.model
+    repack = repack_setting(config)
+    repack = repack_default() if repack is None else repack
+    vocab, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
+                                   repack=repack, amx=amx_kernels(repack))
+    one = mc.isolation == "in_process"
+    fit = plan_memory(vocab, choice.path, n_ctx=mc.n_ctx, slots=1 if one else mc.slots,
+                      workers=1 if one else mc.workers, repack=repack,
+                      n_gpu_layers=mc.n_gpu_layers)
+    return choice, fit, repack
+
+
 def embedded_model(config: Config) -> Model:
     """Build the embedded GGUF model (worker processes, or in this process)."""
     mc = config.model
-    repack = {"auto": None, "on": True, "off": False}[mc.repack]
     if mc.isolation == "in_process":
-        from bastion.llm.embedded import (
-            EmbeddedModel,
-            load_llama,
-            repack_default,
-            shipped_model_path,
-        )
-        from bastion.llm.repack import amx_kernels
-        from bastion.llm.source import prepare_source
-        from bastion.llm.worker import plan_memory
+        from bastion.llm.embedded import EmbeddedModel, load_llama, shipped_model_path
 
-        path = _embedded_path(config) or shipped_model_path()
-        repack = repack_default() if repack is None else repack
-        vocab, choice = prepare_source(path, mode=mc.convert, n_gpu_layers=mc.n_gpu_layers,
-                                       repack=repack, amx=amx_kernels(repack))
-        path = choice.path
-        fit = plan_memory(vocab, path, n_ctx=mc.n_ctx, slots=1, workers=1, repack=repack,
-                          n_gpu_layers=mc.n_gpu_layers)
-        llama = load_llama(path, n_ctx=fit.n_ctx, n_threads=mc.n_threads,
+        choice, fit, repack = planned(config, _embedded_path(config) or shipped_model_path())
+        llama = load_llama(choice.path, n_ctx=fit.n_ctx, n_threads=mc.n_threads,
                            n_gpu_layers=mc.n_gpu_layers, repack=repack)
         model = EmbeddedModel(llama, name=mc.name)
         model.memory = fit
@@ -114,7 +133,7 @@ def embedded_model(config: Config) -> Model:
         n_gpu_layers=mc.n_gpu_layers,
         slots=mc.slots,
         workers=mc.workers,
-        repack=repack,
+        repack=repack_setting(config),
         stall_timeout_s=mc.stall_timeout_s,
         convert=mc.convert,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from bastion.llm import native_build
 from bastion.llm.convert import Choice, prepare
-from bastion.llm.embedded import file_type, load_llama
+from bastion.llm.embedded import file_type, load_vocab
 
 
 def prepare_source(path: Path, *, mode: str = "auto", n_gpu_layers: int = 0,
@@ -26,6 +26,6 @@ def prepare_source(path: Path, *, mode: str = "auto", n_gpu_layers: int = 0,
     there). Returns the vocabulary (the tokenizer) and that choice.
     """
     native_build.check()
-    vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=repack)
+    vocab = load_vocab(path)
     gpu, _ = native_build.gpu_layers(n_gpu_layers)  # a CPU-only build: converted as for a CPU
     return vocab, prepare(path, file_type(vocab), mode=mode, n_gpu_layers=gpu, amx=amx)

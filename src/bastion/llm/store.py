@@ -124,12 +124,12 @@ def _template_by_llama_cpp(path: Path) -> str | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return None
     from bastion.llm import native_build
-    from bastion.llm.embedded import load_llama
+    from bastion.llm.embedded import load_vocab
 
     if native_build.refusal() is not None:  # built for another CPU: nothing native runs
         return None
     try:
-        vocab = load_llama(path, n_ctx=256, n_threads=1, vocab_only=True, repack=False)
+        vocab = load_vocab(path)
     except BastionError:  # not a model llama.cpp loads (a header-only test file, a damaged one)
         return None
     return str(vocab.metadata.get("tokenizer.chat_template", ""))

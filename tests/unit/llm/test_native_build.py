@@ -120,8 +120,9 @@ def test_both_embedded_paths_refuse_before_loading(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(native_build, "installed_record", lambda: _rec(XEON))
     monkeypatch.setattr(native_build, "current_isa", lambda: EPYC)
-    for module in (embedded, source):  # (every name the loaders call it by)
-        monkeypatch.setattr(module, "load_llama", lambda *a, **k: pytest.fail("loaded"))
+    for module, name in ((embedded, "load_llama"), (embedded, "load_vocab"),
+                         (source, "load_vocab")):  # (every name the loaders call it by)
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("loaded"))
     config = Config.model_validate({"model": {"backend": "embedded", "isolation": isolation}})
     with pytest.raises(BuiltForAnotherCpu):
         create_model(config)
